@@ -1,0 +1,107 @@
+// Package api is dcaas's public wire contract: the JSON request and response
+// types of the KMS and sidecar REST APIs, the stable error codes, and the
+// names (key types, KEMs, actions) they use. It imports nothing of dcaas, so
+// the SDK and third-party clients can depend on it alone.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is a stable, machine-readable error code. Clients branch on it; the
+// message next to it is for people and may change.
+type Code string
+
+// The error codes of API.md. Each has one HTTP status (see Status).
+const (
+	CodeBadRequest       Code = "bad_request"         // malformed JSON, wrong types, bad base64
+	CodeUnknownField     Code = "unknown_field"       // a JSON field the endpoint does not take
+	CodeInvalidArgument  Code = "invalid_argument"    // well-formed but unacceptable value
+	CodeInvalidEKB       Code = "invalid_ekb"         // EKB malformed, tampered or not openable
+	CodeInvalidCSR       Code = "invalid_csr"         // CSR malformed or its signature is wrong
+	CodeInvalidCert      Code = "invalid_certificate" // certificate malformed, foreign, expired
+	CodeTooLarge         Code = "request_too_large"   // body over the size limit
+	CodeUnauthenticated  Code = "unauthenticated"     // no or unknown client identity
+	CodeForbidden        Code = "forbidden"           // identity known, action not allowed
+	CodeWrongTenant      Code = "wrong_tenant"        // cross-tenant attempt
+	CodePolicyDenied     Code = "policy_denied"       // the key policy does not name the caller
+	CodeInvalidToken     Code = "invalid_token"       // enrollment token or grant unknown
+	CodeRevoked          Code = "revoked"             // instance, certificate or key revoked
+	CodeNotFound         Code = "not_found"           // unknown id
+	CodeMethodNotAllowed Code = "method_not_allowed"  // path exists, method does not
+	CodeConflict         Code = "conflict"            // already exists, stale version
+	CodeAlreadyUsed      Code = "already_used"        // single-use token or grant used before
+	CodeExpired          Code = "expired"             // token, grant, nonce, lease expired
+	CodeUnavailable      Code = "unavailable"         // a dependency (store, seal, KMS) is down
+	CodeInternal         Code = "internal"            // a bug; details are logged, not returned
+)
+
+var statusOf = map[Code]int{
+	CodeBadRequest:       http.StatusBadRequest,
+	CodeUnknownField:     http.StatusBadRequest,
+	CodeInvalidArgument:  http.StatusBadRequest,
+	CodeInvalidEKB:       http.StatusBadRequest,
+	CodeInvalidCSR:       http.StatusBadRequest,
+	CodeInvalidCert:      http.StatusBadRequest,
+	CodeTooLarge:         http.StatusRequestEntityTooLarge,
+	CodeUnauthenticated:  http.StatusUnauthorized,
+	CodeForbidden:        http.StatusForbidden,
+	CodeWrongTenant:      http.StatusForbidden,
+	CodePolicyDenied:     http.StatusForbidden,
+	CodeInvalidToken:     http.StatusForbidden,
+	CodeRevoked:          http.StatusForbidden,
+	CodeNotFound:         http.StatusNotFound,
+	CodeMethodNotAllowed: http.StatusMethodNotAllowed,
+	CodeConflict:         http.StatusConflict,
+	CodeAlreadyUsed:      http.StatusConflict,
+	CodeExpired:          http.StatusGone,
+	CodeUnavailable:      http.StatusServiceUnavailable,
+	CodeInternal:         http.StatusInternalServerError,
+}
+
+// Status is the HTTP status that goes with c; unknown codes map to 500.
+func (c Code) Status() int {
+	if s, ok := statusOf[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Error is an API error: a stable code and a sentence a person understands.
+// It is both the Go error domain packages return and the JSON body the
+// server writes (inside ErrorBody).
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	// Status is the HTTP status the error arrived with (clients only).
+	Status int `json:"-"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Is makes errors.Is(err, &api.Error{Code: c}) match on the code alone.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && t.Message == ""
+}
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the API code carried by err, or CodeInternal.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// ErrorBody is the JSON shape of every error response.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}

@@ -1,0 +1,212 @@
+package api
+
+import "time"
+
+// Health is the body of GET /healthz.
+type Health struct {
+	Status string `json:"status"`
+	// FIPS reports whether the process runs in FIPS 140-3 mode.
+	FIPS bool `json:"fips"`
+	// Seal names the root-of-trust backend ("file", "pkcs11"); KMS only.
+	Seal string `json:"seal,omitempty"`
+}
+
+// CreateTenantRequest is the body of POST /v1/tenants.
+type CreateTenantRequest struct {
+	Name string `json:"name"`
+}
+
+// Tenant is the answer to tenant creation.
+type Tenant struct {
+	Name             string `json:"name"`
+	MasterKeyVersion int    `json:"master_key_version"`
+}
+
+// RotateMasterKeyResponse is the answer to POST /v1/tenants/{t}/master-key/rotate.
+type RotateMasterKeyResponse struct {
+	MasterKeyVersion int `json:"master_key_version"`
+}
+
+// CreateAppRequest is the body of POST /v1/tenants/{tenant}/apps.
+type CreateAppRequest struct {
+	Name   string `json:"name"`
+	Role   Role   `json:"role"`
+	CSRPEM string `json:"csr_pem,omitempty"`
+}
+
+// AppCredentials is the answer to app creation. KeyPEM is a private key,
+// present only when the KMS generated the key pair (no CSR was sent).
+type AppCredentials struct {
+	DN      string `json:"dn"`
+	CertPEM string `json:"cert_pem"`
+	KeyPEM  string `json:"key_pem,omitempty"`
+	CAPEM   string `json:"ca_pem"`
+}
+
+// Policy is a key policy: who may do what with a key. A key without a
+// policy allows its owner every action and nobody else.
+type Policy struct {
+	Rules []PolicyRule `json:"rules"`
+}
+
+// PolicyRule names principals (RFC 4514 DNs, "*" wildcards allowed) and the
+// actions they may perform.
+type PolicyRule struct {
+	Principals []string `json:"principals"`
+	Actions    []Action `json:"actions"`
+}
+
+// KeyMetadata describes a data key. Everything in it is bound into the EKB
+// as authenticated data. It never holds secret material.
+type KeyMetadata struct {
+	KeyID      string            `json:"key_id"`
+	Version    int               `json:"version"`
+	Tenant     string            `json:"tenant"`
+	Type       KeyType           `json:"type"`
+	Owner      string            `json:"owner"`
+	Purpose    string            `json:"purpose,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
+	Policy     *Policy           `json:"policy,omitempty"`
+	Retained   bool              `json:"retained,omitempty"`
+	Exportable bool              `json:"exportable,omitempty"`
+	// PublicKeyPEM is the public half of a signing key (never secret).
+	PublicKeyPEM string `json:"public_key_pem,omitempty"`
+}
+
+// CreateDataKeyRequest is the body of POST /v1/datakeys.
+type CreateDataKeyRequest struct {
+	Type      KeyType           `json:"type"`
+	Policy    *Policy           `json:"policy,omitempty"`
+	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+	Purpose   string            `json:"purpose,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Retain    bool              `json:"retain,omitempty"`
+}
+
+// DataKey is the answer to data-key creation and to a new version.
+type DataKey struct {
+	KeyID        string      `json:"key_id"`
+	Version      int         `json:"version"`
+	EKB          []byte      `json:"ekb"`
+	Metadata     KeyMetadata `json:"metadata"`
+	PublicKeyPEM string      `json:"public_key_pem,omitempty"`
+}
+
+// NewVersionRequest is the body of POST /v1/datakeys/{key_id}/versions.
+type NewVersionRequest struct {
+	EKB []byte `json:"ekb"`
+}
+
+// CreateTokenRequest is the body of POST /v1/enrollment/tokens.
+type CreateTokenRequest struct {
+	CustodianDN string `json:"custodian_dn,omitempty"`
+	TTLSeconds  int    `json:"ttl_seconds,omitempty"`
+}
+
+// EnrollmentToken is a one-time "secret zero". Token is secret.
+type EnrollmentToken struct {
+	Token       string    `json:"token"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	CustodianDN string    `json:"custodian_dn"`
+}
+
+// Challenge is a fresh enrollment nonce.
+type Challenge struct {
+	Nonce     []byte    `json:"nonce"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// PublicKey is an HPKE public key: the KEM and its RFC 9180 serialization.
+type PublicKey struct {
+	KEM       KEM    `json:"kem"`
+	PublicKey []byte `json:"public_key"`
+}
+
+// EnrollRequest is the body of POST /v1/enrollment.
+type EnrollRequest struct {
+	CSRPEM            string       `json:"csr_pem"`
+	WrappingPublicKey PublicKey    `json:"wrapping_public_key"`
+	Token             string       `json:"token,omitempty"`
+	Attestation       *Attestation `json:"attestation,omitempty"`
+}
+
+// Attestation is TPM evidence: a quote over the challenge nonce and the CSR
+// key digest, signed by an attestation key.
+type Attestation struct {
+	Nonce     []byte         `json:"nonce"`
+	AKPublic  []byte         `json:"ak_public"`
+	Quote     []byte         `json:"quote"`
+	Signature []byte         `json:"signature"`
+	PCRs      map[int][]byte `json:"pcrs,omitempty"`
+}
+
+// Enrollment is the answer to a successful enrollment.
+type Enrollment struct {
+	InstanceID      string `json:"instance_id"`
+	CertPEM         string `json:"cert_pem"`
+	WrappingCertPEM string `json:"wrapping_cert_pem"`
+	CAPEM           string `json:"ca_pem"`
+	CustodianDN     string `json:"custodian_dn"`
+}
+
+// Instance is one enrolled sidecar.
+type Instance struct {
+	InstanceID  string    `json:"instance_id"`
+	CustodianDN string    `json:"custodian_dn"`
+	Enclave     Enclave   `json:"enclave"`
+	EnrolledAt  time.Time `json:"enrolled_at"`
+	Revoked     bool      `json:"revoked"`
+}
+
+// Instances is the answer to GET /v1/instances.
+type Instances struct {
+	Instances []Instance `json:"instances"`
+}
+
+// Revoked is the answer to a revocation.
+type Revoked struct {
+	Revoked bool `json:"revoked"`
+}
+
+// RewrapRequest is the body of POST /v1/keys/rewrap.
+type RewrapRequest struct {
+	EKBs            [][]byte `json:"ekbs"`
+	WrappingCertPEM string   `json:"wrapping_cert_pem"`
+}
+
+// WrappedKey is a DEK sealed to a sidecar (HPKE), with its metadata.
+type WrappedKey struct {
+	KeyID    string      `json:"key_id"`
+	Version  int         `json:"version"`
+	Wrapped  []byte      `json:"wrapped"`
+	Metadata KeyMetadata `json:"metadata"`
+}
+
+// WrappedKeys is the answer to rewrap, load and derive.
+type WrappedKeys struct {
+	Keys []WrappedKey `json:"keys"`
+}
+
+// AuditRecord is one entry of the hash-chained audit log. It never holds a
+// secret.
+type AuditRecord struct {
+	Seq      int64     `json:"seq"`
+	Time     time.Time `json:"time"`
+	Caller   string    `json:"caller"`
+	Role     string    `json:"role,omitempty"`
+	Action   string    `json:"action"`
+	Tenant   string    `json:"tenant,omitempty"`
+	KeyID    string    `json:"key_id,omitempty"`
+	Outcome  string    `json:"outcome"`
+	Code     string    `json:"code,omitempty"`
+	PrevHash []byte    `json:"prev_hash"`
+	Hash     []byte    `json:"hash"`
+}
+
+// AuditPage is the answer to GET /v1/audit.
+type AuditPage struct {
+	Records []AuditRecord `json:"records"`
+	Next    int64         `json:"next"`
+}

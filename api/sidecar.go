@@ -1,0 +1,55 @@
+package api
+
+import "time"
+
+// Status is the body of a sidecar's GET /v1/status.
+type Status struct {
+	InstanceID   string  `json:"instance_id"`
+	CustodianDN  string  `json:"custodian_dn"`
+	Enclave      Enclave `json:"enclave"`
+	KMSReachable bool    `json:"kms_reachable"`
+	KeysLoaded   int     `json:"keys_loaded"`
+	// KMSLastContact is when the sidecar last reached the KMS (zero: never
+	// since start).
+	KMSLastContact *time.Time `json:"kms_last_contact,omitempty"`
+}
+
+// WrappingCertificate is the body of GET /v1/wrapping-certificate.
+type WrappingCertificate struct {
+	CertPEM string `json:"cert_pem"`
+}
+
+// ImportKeysRequest is the body of a sidecar's POST /v1/keys/import: what
+// the KMS's rewrap returned.
+type ImportKeysRequest struct {
+	Keys []WrappedKey `json:"keys"`
+}
+
+// Loaded answers the sidecar's import, load and derive.
+type Loaded struct {
+	Loaded []string `json:"loaded"`
+}
+
+// SidecarLoadRequest is the body of a sidecar's POST /v1/keys/load.
+type SidecarLoadRequest struct {
+	Grant  string   `json:"grant"`
+	EKBs   [][]byte `json:"ekbs,omitempty"`
+	KeyIDs []string `json:"key_ids,omitempty"`
+}
+
+// LoadedKey is what GET /v1/keys lists for each loaded key version: its
+// metadata (never secrets) and lease.
+type LoadedKey struct {
+	KeyMetadata
+	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
+}
+
+// LoadedKeys is the body of GET /v1/keys.
+type LoadedKeys struct {
+	Keys []LoadedKey `json:"keys"`
+}
+
+// Evicted answers DELETE /v1/keys/{key_id}.
+type Evicted struct {
+	Evicted bool `json:"evicted"`
+}

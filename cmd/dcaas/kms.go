@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+func newKMSCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "kms", Short: "The central KMS"}
+	cmd.AddCommand(newKMSServeCmd())
+	return cmd
+}
+
+type kmsServeFlags struct {
+	dataDir        string
+	listen         string
+	metricsListen  string
+	tlsHosts       []string
+	passphraseFile string
+	logLevel       string
+}
+
+func newKMSServeCmd() *cobra.Command {
+	var f kmsServeFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the KMS API over mutual TLS (initializes the data dir on first start)",
+		Long: `Serve the KMS API over HTTPS with mutual TLS.
+
+The first start initializes the data dir: a sealed root key (root.key), the
+database (kms.db), a CA (ca.pem) and admin client credentials
+(admin/cert.pem, admin/key.pem). Later starts reuse it.
+
+The root key file is protected by its file mode alone unless a passphrase
+is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runKMS(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", "dcaas-kms", "data directory (created on first start)")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8443", "HTTPS listen address HOST:PORT")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics and /healthz (e.g. 127.0.0.1:9090)")
+	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
+	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// readPassphrase reads a secret from a file or an environment variable,
+// never from a command-line argument (which would show in ps).
+func readPassphrase(path, env string) (*secret.Bytes, error) {
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		s := secret.Copy([]byte(strings.TrimRight(string(b), "\r\n")))
+		secret.Zero(b)
+		return s, nil
+	}
+	if v, ok := os.LookupEnv(env); ok && v != "" {
+		return secret.Copy([]byte(v)), nil
+	}
+	return nil, nil
+}
+
+// serverHosts lists the names the TLS server certificate must cover.
+func serverHosts(listen string, extra []string) ([]string, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, extra...)
+	switch host {
+	case "", "0.0.0.0", "::":
+		if h, err := os.Hostname(); err == nil {
+			hosts = append(hosts, h)
+		}
+	default:
+		hosts = append(hosts, host)
+	}
+	return hosts, nil
+}
+
+func runKMS(ctx context.Context, f kmsServeFlags) error {
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	hosts, err := serverHosts(f.listen, f.tlsHosts)
+	if err != nil {
+		return err
+	}
+	pass, err := readPassphrase(f.passphraseFile, "DCAAS_SEAL_PASSPHRASE")
+	if err != nil {
+		return err
+	}
+	defer pass.Wipe()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := kms.Open(ctx, kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle("/", srv.KMS.Handler())
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           mux,
+		TLSConfig:         srv.TLSConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	var ms *http.Server
+	if f.metricsListen != "" {
+		mln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return err
+		}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", metrics)
+		mm.Handle("GET /healthz", srv.KMS.Handler())
+		ms = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ms.Serve(mln) }()
+	}
+	dir, _ := filepath.Abs(f.dataDir)
+	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t\n",
+		ln.Addr(), dir, filepath.Join(dir, kms.CAFile), filepath.Join(dir, kms.AdminCert), filepath.Join(dir, kms.AdminKey),
+		srv.Sealer.Name(), kcrypto.FIPS())
+	log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ms != nil {
+		_ = ms.Shutdown(sctx)
+	}
+	return hs.Shutdown(sctx)
+}

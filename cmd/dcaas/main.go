@@ -1,0 +1,34 @@
+// Command dcaas is the one binary of dcaas: the central KMS, the crypto
+// sidecar and the tools around them. Flags become typed configuration here;
+// the domain logic lives in internal/ packages.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "dcaas:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "dcaas",
+		Short:         "Distributed cryptography as a service: a central KMS and local crypto sidecars",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newKMSCmd(), newAuditCmd())
+	return root
+}

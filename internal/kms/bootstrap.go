@@ -1,0 +1,263 @@
+package kms
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dcaas/dcaas/internal/ca"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/seal"
+	"github.com/dcaas/dcaas/internal/seal/file"
+	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/store/sqlite"
+)
+
+// Files a data dir holds.
+const (
+	DBFile       = "kms.db"
+	CAFile       = "ca.pem"
+	AdminCert    = "admin/cert.pem"
+	AdminKey     = "admin/key.pem"
+	caSetting    = "ca"
+	caValidity   = 10 * 365 * 24 * time.Hour
+	serverTTL    = 90 * 24 * time.Hour
+	caKeyAADText = "dcaas/v1 ca-key"
+)
+
+// Options configure Open. The zero value of every field but DataDir means
+// its default.
+type Options struct {
+	DataDir     string
+	ServerHosts []string      // names and IPs the TLS server certificate covers ("localhost" is always added)
+	Passphrase  *secret.Bytes // protects the file seal's root key; nil = file permissions only
+	Logger      *slog.Logger
+	Reg         prometheus.Registerer
+	Now         func() time.Time
+	Config      Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+}
+
+// Server is an opened data dir: the KMS, its TLS configuration and the
+// dependencies it owns.
+type Server struct {
+	KMS       *KMS
+	TLSConfig *tls.Config
+	Store     store.Store
+	Sealer    seal.Sealer
+	DataDir   string
+	// Initialized is true when this Open created the data dir's material.
+	Initialized bool
+}
+
+// Close closes the KMS and then what it was built on.
+func (s *Server) Close() error {
+	return errors.Join(s.KMS.Close(), s.Store.Close(), s.Sealer.Close())
+}
+
+// Open opens (initializing on first use) a KMS data dir: the sealed root
+// key, the database, the CA, DIR/ca.pem and the admin credentials, and
+// issues a fresh TLS server certificate (its key never touches the disk).
+func Open(ctx context.Context, opts Options) (_ *Server, err error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("kms: a data dir is required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Join(opts.DataDir, "admin"), 0o700); err != nil {
+		return nil, fmt.Errorf("kms: data dir: %w", err)
+	}
+	sealer, err := file.Open(opts.DataDir, opts.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			sealer.Close()
+		}
+	}()
+	st, err := sqlite.Open(ctx, filepath.Join(opts.DataDir, DBFile))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	authority, created, err := loadCA(ctx, st, sealer, opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	authority.Now = opts.Now
+	if err := writeFileAtomic(filepath.Join(opts.DataDir, CAFile), []byte(authority.CertPEM()), 0o644); err != nil {
+		return nil, err
+	}
+	cfg := opts.Config
+	cfg.Store, cfg.Sealer, cfg.CA, cfg.Logger, cfg.Reg, cfg.Now = st, sealer, authority, opts.Logger, opts.Reg, opts.Now
+	k, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureAdmin(ctx, k, opts.DataDir); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := k.serverTLS(ctx, opts.ServerHosts)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created}, nil
+}
+
+// caRecord is how the CA is kept in the store: its certificate and its key
+// sealed under the root key. One record, so replicas can't mix halves.
+type caRecord struct {
+	CertDER   []byte `json:"cert_der"`
+	SealedKey []byte `json:"sealed_key"`
+}
+
+// loadCA returns the CA stored in st, creating it on first use. Two
+// replicas initializing at once agree on the winner's CA.
+func loadCA(ctx context.Context, st store.Store, sealer seal.Sealer, now time.Time) (*ca.CA, bool, error) {
+	raw, err := st.GetSetting(ctx, caSetting)
+	created := false
+	if errors.Is(err, store.ErrNotFound) {
+		certDER, key, gerr := ca.Generate("dcaas KMS CA", now, caValidity)
+		if gerr != nil {
+			return nil, false, gerr
+		}
+		der, merr := x509.MarshalPKCS8PrivateKey(key)
+		if merr != nil {
+			return nil, false, merr
+		}
+		kb := secret.New(der)
+		sealed, serr := sealer.Seal(ctx, kb, []byte(caKeyAADText))
+		kb.Wipe()
+		if serr != nil {
+			return nil, false, serr
+		}
+		rec, _ := json.Marshal(caRecord{CertDER: certDER, SealedKey: sealed})
+		if raw, err = st.PutSettingIfAbsent(ctx, caSetting, rec); err != nil {
+			return nil, false, err
+		}
+		created = string(raw) == string(rec)
+	} else if err != nil {
+		return nil, false, err
+	}
+	var rec caRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, false, fmt.Errorf("kms: stored CA record: %w", err)
+	}
+	kb, err := sealer.Open(ctx, rec.SealedKey, []byte(caKeyAADText))
+	if err != nil {
+		return nil, false, fmt.Errorf("kms: the CA key does not open under this root key: %w", err)
+	}
+	defer kb.Wipe()
+	key, err := x509.ParsePKCS8PrivateKey(kb.Expose())
+	if err != nil {
+		return nil, false, fmt.Errorf("kms: stored CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, false, errors.New("kms: stored CA key is not a signer")
+	}
+	authority, err := ca.New(rec.CertDER, signer)
+	return authority, created, err
+}
+
+// ensureAdmin writes admin credentials into the data dir the first time.
+func ensureAdmin(ctx context.Context, k *KMS, dir string) error {
+	certPath := filepath.Join(dir, AdminCert)
+	if _, err := os.Stat(certPath); err == nil {
+		return nil
+	}
+	key, err := kcrypto.GenerateIdentityKey()
+	if err != nil {
+		return err
+	}
+	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	defer secret.Zero(keyPEM)
+	der, err := k.IssueAdmin(ctx, key.Public())
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, AdminKey), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certPath, []byte(pemCert(der)), 0o644)
+}
+
+// serverTLS issues this process's TLS server certificate for hosts, with a
+// key that lives only in memory, and returns the server TLS config: client
+// certificates are requested, not required, and verified per request.
+func (k *KMS) serverTLS(ctx context.Context, hosts []string) (*tls.Config, error) {
+	key, err := kcrypto.GenerateIdentityKey()
+	if err != nil {
+		return nil, err
+	}
+	der, cert, err := k.ca.IssueServer(key.Public(), hosts, serverTTL)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.registerCert(ctx, cert, store.CertServer, "", cert.Subject.CommonName); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der, k.ca.Cert().Raw}, PrivateKey: key, Leaf: cert}},
+		ClientAuth:   tls.RequestClientCert,
+	}, nil
+}
+
+// writeFileAtomic writes data to path through a temporary file, fsync and
+// rename, so a crash leaves the old file or the new one, never half of one.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

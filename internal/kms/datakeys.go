@@ -1,0 +1,254 @@
+package kms
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/format"
+	"github.com/dcaas/dcaas/internal/policy"
+	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+const (
+	maxLabels      = 32
+	maxLabelLen    = 256
+	maxPurposeLen  = 256
+	keyIDPrefix    = "key_"
+	instancePrefix = "ins_"
+)
+
+func pemCert(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func (k *KMS) createDataKey(ctx context.Context, c *call) (any, error) {
+	var req api.CreateDataKeyRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	now := k.now()
+	md, err := k.newMetadata(c.caller, req, now)
+	if err != nil {
+		return nil, err
+	}
+	c.keyID = md.KeyID
+	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
+	if err != nil {
+		return nil, storeErr(err, "tenant")
+	}
+	material, err := kcrypto.GenerateKey(req.Type)
+	if err != nil {
+		return nil, err
+	}
+	defer material.Wipe()
+	if req.Type.Signing() {
+		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(req.Type, material); err != nil {
+			return nil, err
+		}
+	}
+	ekb, err := k.sealEKB(ctx, t.Name, t.MasterKeyVersion, md, material)
+	if err != nil {
+		return nil, err
+	}
+	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: req.Retain, CreatedAt: now}
+	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: now}
+	if req.Retain {
+		v.EKB = ekb
+	}
+	if err := k.st.CreateKey(ctx, key, v); err != nil {
+		return nil, storeErr(err, "key")
+	}
+	return api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, nil
+}
+
+// newMetadata validates a data-key request and builds version 1's metadata.
+func (k *KMS) newMetadata(who *caller, req api.CreateDataKeyRequest, now time.Time) (*api.KeyMetadata, error) {
+	switch {
+	case req.Type == "":
+		return nil, api.Errorf(api.CodeInvalidArgument, "The key type is required: one of aes-256-gcm, hmac-sha256, ed25519, ecdsa-p256.")
+	case req.Type == api.KeyMLDSA65:
+		return nil, api.Errorf(api.CodeInvalidArgument, "Key type ml-dsa-65 is not available yet.")
+	case !req.Type.Valid():
+		return nil, api.Errorf(api.CodeInvalidArgument, "Unknown key type %q: use aes-256-gcm, hmac-sha256, ed25519 or ecdsa-p256.", req.Type)
+	}
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(now) {
+		return nil, api.Errorf(api.CodeInvalidArgument, "expires_at must be in the future.")
+	}
+	if len(req.Purpose) > maxPurposeLen || !utf8.ValidString(req.Purpose) {
+		return nil, api.Errorf(api.CodeInvalidArgument, "purpose must be valid UTF-8 of at most %d bytes.", maxPurposeLen)
+	}
+	if len(req.Labels) > maxLabels {
+		return nil, api.Errorf(api.CodeInvalidArgument, "A key may carry at most %d labels.", maxLabels)
+	}
+	for name, v := range req.Labels {
+		if name == "" || len(name) > maxLabelLen || len(v) > maxLabelLen || !utf8.ValidString(name) || !utf8.ValidString(v) {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Label names must be non-empty and names and values valid UTF-8 of at most %d bytes.", maxLabelLen)
+		}
+	}
+	var pol *api.Policy
+	if req.Policy != nil {
+		var err error
+		if pol, err = policy.Normalize(req.Policy); err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+		}
+	}
+	md := &api.KeyMetadata{
+		KeyID:     kcrypto.RandomID(keyIDPrefix),
+		Version:   1,
+		Tenant:    who.Tenant,
+		Type:      req.Type,
+		Owner:     who.DN,
+		Purpose:   req.Purpose,
+		Labels:    req.Labels,
+		CreatedAt: now,
+		Policy:    pol,
+		Retained:  req.Retain,
+	}
+	if req.ExpiresAt != nil {
+		exp := req.ExpiresAt.UTC()
+		md.ExpiresAt = &exp
+	}
+	return md, nil
+}
+
+// sealEKB encrypts material under the tenant's master key version and
+// binds md into the EKB.
+func (k *KMS) sealEKB(ctx context.Context, tenant string, tmkVersion int, md *api.KeyMetadata, material *secret.Bytes) ([]byte, error) {
+	mdJSON, err := json.Marshal(md)
+	if err != nil {
+		return nil, err
+	}
+	tmk, err := k.masterKey(ctx, tenant, tmkVersion)
+	if err != nil {
+		return nil, err
+	}
+	e := &format.EKB{Tenant: tenant, TMKVersion: uint32(tmkVersion), KeyID: md.KeyID, KeyVersion: uint32(md.Version), Metadata: mdJSON}
+	if err := kcrypto.SealEKB(tmk, e, material); err != nil {
+		return nil, err
+	}
+	return e.Marshal(), nil
+}
+
+// openedKey is an EKB that opened: its metadata and material (owned by the
+// caller of openEKB, who wipes it).
+type openedKey struct {
+	ekb      *format.EKB
+	md       api.KeyMetadata
+	material *secret.Bytes
+}
+
+// openEKB parses and opens an EKB presented by a caller of tenant. Any EKB
+// that is malformed, tampered or not openable is one invalid_ekb error; an
+// EKB of another tenant is wrong_tenant.
+func (k *KMS) openEKB(ctx context.Context, tenant string, raw []byte) (*openedKey, error) {
+	e, err := format.ParseEKB(raw)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB is malformed.")
+	}
+	if e.Tenant != tenant {
+		return nil, api.Errorf(api.CodeWrongTenant, "The EKB belongs to another tenant.")
+	}
+	tmk, err := k.masterKey(ctx, tenant, int(e.TMKVersion))
+	if errors.Is(err, errNoMasterKey) {
+		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB names a master key version that does not exist.")
+	}
+	if err != nil {
+		return nil, err
+	}
+	material, err := kcrypto.OpenEKB(tmk, e)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB does not open: it was modified or is not from this KMS.")
+	}
+	var md api.KeyMetadata
+	if err := json.Unmarshal(e.Metadata, &md); err != nil || md.KeyID != e.KeyID || md.Version != int(e.KeyVersion) || md.Tenant != e.Tenant {
+		material.Wipe()
+		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB's metadata is inconsistent.")
+	}
+	return &openedKey{ekb: e, md: md, material: material}, nil
+}
+
+// checkReleasable checks the key registry for a key about to be used or
+// released: it must exist, not be disabled, and not be expired.
+func (k *KMS) checkUsable(ctx context.Context, md *api.KeyMetadata) (store.Key, error) {
+	key, err := k.st.GetKey(ctx, md.KeyID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return key, api.Errorf(api.CodeInvalidEKB, "Key %s is not registered at this KMS.", md.KeyID)
+		}
+		return key, storeErr(err, "key")
+	}
+	if key.DisabledAt != nil {
+		return key, api.Errorf(api.CodeRevoked, "Key %s has been disabled.", md.KeyID)
+	}
+	if md.ExpiresAt != nil && !k.now().Before(*md.ExpiresAt) {
+		return key, api.Errorf(api.CodeExpired, "Key %s expired at %s.", md.KeyID, md.ExpiresAt.Format(time.RFC3339))
+	}
+	return key, nil
+}
+
+func (k *KMS) newKeyVersion(ctx context.Context, c *call) (any, error) {
+	keyID := c.r.PathValue("key_id")
+	c.keyID = keyID
+	var req api.NewVersionRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if len(req.EKB) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "ekb is required: the EKB of the key's current version.")
+	}
+	old, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
+	if err != nil {
+		return nil, err
+	}
+	old.material.Wipe()
+	if old.md.KeyID != keyID {
+		return nil, api.Errorf(api.CodeInvalidArgument, "The EKB is for key %s, not %s.", old.md.KeyID, keyID)
+	}
+	if old.md.Owner != c.caller.DN {
+		return nil, api.Errorf(api.CodeForbidden, "Only the key's owner may create new versions.")
+	}
+	key, err := k.checkUsable(ctx, &old.md)
+	if err != nil {
+		return nil, err
+	}
+	if key.CurrentVersion != old.md.Version {
+		return nil, api.Errorf(api.CodeConflict, "The EKB is version %d but the current version is %d.", old.md.Version, key.CurrentVersion)
+	}
+	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
+	if err != nil {
+		return nil, storeErr(err, "tenant")
+	}
+	material, err := kcrypto.GenerateKey(old.md.Type)
+	if err != nil {
+		return nil, err
+	}
+	defer material.Wipe()
+	md := old.md
+	md.Version++
+	md.CreatedAt = k.now()
+	md.PublicKeyPEM = ""
+	if md.Type.Signing() {
+		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(md.Type, material); err != nil {
+			return nil, err
+		}
+	}
+	ekb, err := k.sealEKB(ctx, t.Name, t.MasterKeyVersion, &md, material)
+	if err != nil {
+		return nil, err
+	}
+	v := store.KeyVersion{KeyID: keyID, Version: md.Version, CreatedAt: md.CreatedAt}
+	if key.Retained {
+		v.EKB = ekb
+	}
+	if err := k.st.AddKeyVersion(ctx, v); err != nil {
+		return nil, storeErr(err, "key version")
+	}
+	return api.DataKey{KeyID: keyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM}, nil
+}

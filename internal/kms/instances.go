@@ -1,0 +1,87 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+func apiInstance(in store.Instance) api.Instance {
+	return api.Instance{
+		InstanceID: in.ID, CustodianDN: in.CustodianDN, Enclave: api.Enclave(in.Enclave),
+		EnrolledAt: in.EnrolledAt, Revoked: in.RevokedAt != nil,
+	}
+}
+
+func (k *KMS) listInstances(ctx context.Context, c *call) (any, error) {
+	tenant, dn := "", ""
+	if c.caller.Role == api.RoleCustodian {
+		tenant, dn = c.caller.Tenant, c.caller.DN
+	}
+	list, err := k.st.ListInstances(ctx, tenant, dn)
+	if err != nil {
+		return nil, storeErr(err, "instances")
+	}
+	out := api.Instances{Instances: make([]api.Instance, 0, len(list))}
+	for _, in := range list {
+		out.Instances = append(out.Instances, apiInstance(in))
+	}
+	return out, nil
+}
+
+func (k *KMS) revokeInstance(ctx context.Context, c *call) (any, error) {
+	id := c.r.PathValue("id")
+	in, err := k.st.GetInstance(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(api.CodeNotFound, "There is no instance %q.", id)
+	}
+	if err != nil {
+		return nil, storeErr(err, "instance")
+	}
+	c.tenant = in.Tenant
+	if c.caller.Role == api.RoleCustodian && (in.Tenant != c.caller.Tenant || in.CustodianDN != c.caller.DN) {
+		// Same answer as an unknown id: a custodian learns nothing about
+		// instances it is not bound to.
+		return nil, api.Errorf(api.CodeNotFound, "There is no instance %q.", id)
+	}
+	now := k.now()
+	if err := k.st.RevokeInstance(ctx, id, now); err != nil {
+		return nil, storeErr(err, "instance")
+	}
+	for _, kind := range []string{store.CertInstance, store.CertWrapping} {
+		if err := k.st.RevokeCertsOf(ctx, kind, id, now); err != nil {
+			return nil, storeErr(err, "certificate")
+		}
+	}
+	k.log.Info("sidecar instance revoked", "instance", id, "by", c.caller.DN)
+	return api.Revoked{Revoked: true}, nil
+}
+
+const auditPageSize = 1000
+
+func (k *KMS) readAudit(ctx context.Context, c *call) (any, error) {
+	after := int64(0)
+	if s := c.r.URL.Query().Get("after"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return nil, api.Errorf(api.CodeInvalidArgument, "after must be a non-negative record number.")
+		}
+		after = v
+	}
+	recs, err := k.st.AuditAfter(ctx, after, auditPageSize)
+	if err != nil {
+		return nil, storeErr(err, "audit log")
+	}
+	page := api.AuditPage{Records: make([]api.AuditRecord, 0, len(recs)), Next: after}
+	for _, r := range recs {
+		page.Records = append(page.Records, api.AuditRecord{
+			Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
+			KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash,
+		})
+		page.Next = r.Seq
+	}
+	return page, nil
+}

@@ -1,0 +1,257 @@
+// Package kms is the central trust anchor of dcaas: tenants and their master
+// keys, data keys and EKBs, the certificate authority's issuance, sidecar
+// enrollment, key release (rewrap), and the audit log, served as the REST API
+// of API.md.
+//
+// Start with New (a Config of already-opened dependencies) and Handler. The
+// process wiring (data dir, TLS, flags) lives in Open (bootstrap.go) and
+// cmd/dcaas.
+package kms
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/audit"
+	"github.com/dcaas/dcaas/internal/ca"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/httpapi"
+	"github.com/dcaas/dcaas/internal/seal"
+	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// Config holds a KMS's dependencies and limits. Zero durations and limits
+// mean the defaults noted on each field.
+type Config struct {
+	Store  store.Store
+	Sealer seal.Sealer
+	CA     *ca.CA
+	Logger *slog.Logger          // default: slog.Default()
+	Now    func() time.Time      // default: time.Now
+	Reg    prometheus.Registerer // default: a private registry
+
+	AppCertTTL      time.Duration // custodian/pipeline/admin certificates; default 365 days
+	InstanceCertTTL time.Duration // sidecar identity and wrapping certificates; default 30 days
+	TokenTTL        time.Duration // enrollment tokens without ttl_seconds; default 10 minutes
+	MaxTokenTTL     time.Duration // longest enrollment token; default 24 hours
+	ChallengeTTL    time.Duration // enrollment challenge nonces; default 5 minutes
+	BodyLimit       int64         // ordinary requests; default 1 MiB
+	BatchBodyLimit  int64         // batch requests (rewrap); default 32 MiB
+	MaxBatch        int           // keys per batch request; default 10,000
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Reg == nil {
+		c.Reg = prometheus.NewRegistry()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AppCertTTL, 365*24*time.Hour)
+	def(&c.InstanceCertTTL, 30*24*time.Hour)
+	def(&c.TokenTTL, 10*time.Minute)
+	def(&c.MaxTokenTTL, 24*time.Hour)
+	def(&c.ChallengeTTL, 5*time.Minute)
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = httpapi.DefaultBodyLimit
+	}
+	if c.BatchBodyLimit <= 0 {
+		c.BatchBodyLimit = 32 << 20
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 10000
+	}
+}
+
+// KMS serves the central API. It is safe for concurrent use.
+type KMS struct {
+	cfg    Config
+	st     store.Store
+	sealer seal.Sealer
+	ca     *ca.CA
+	log    *slog.Logger
+	audit  *audit.Log
+	router *httpapi.Router
+
+	mu   sync.Mutex
+	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
+}
+
+type tmkID struct {
+	tenant  string
+	version int
+}
+
+// New builds a KMS over opened dependencies. The KMS does not own them:
+// the caller closes the store and sealer after Close.
+func New(cfg Config) (*KMS, error) {
+	if cfg.Store == nil || cfg.Sealer == nil || cfg.CA == nil {
+		return nil, errors.New("kms: Config needs Store, Sealer and CA")
+	}
+	cfg.setDefaults()
+	k := &KMS{
+		cfg:    cfg,
+		st:     cfg.Store,
+		sealer: cfg.Sealer,
+		ca:     cfg.CA,
+		log:    cfg.Logger,
+		audit:  audit.New(cfg.Store, cfg.Now),
+		tmks:   map[tmkID]*secret.Bytes{},
+	}
+	k.router = httpapi.NewRouter(k.log, httpapi.NewMetrics(cfg.Reg, "dcaas_kms"))
+	k.routes()
+	return k, nil
+}
+
+// Handler is the KMS's HTTP handler. It expects to sit behind a TLS server
+// whose config requests (but does not require) client certificates; see
+// TLSConfig.
+func (k *KMS) Handler() http.Handler { return k.router }
+
+// Close wipes the cached master keys.
+func (k *KMS) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for id, b := range k.tmks {
+		b.Wipe()
+		delete(k.tmks, id)
+	}
+	return nil
+}
+
+func (k *KMS) now() time.Time { return k.cfg.Now().UTC() }
+
+func (k *KMS) routes() {
+	rt := k.router
+	rt.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", FIPS: kcrypto.FIPS(), Seal: k.sealer.Name()})
+	})
+	admin := []api.Role{api.RoleAdmin}
+	cust := []api.Role{api.RoleCustodian}
+	k.handle("POST /v1/tenants", "tenant.create", admin, 0, k.createTenant)
+	k.handle("POST /v1/tenants/{tenant}/master-key/rotate", "tenant.rotate_master_key", admin, 0, k.rotateMasterKey)
+	k.handle("POST /v1/tenants/{tenant}/apps", "app.create", admin, 0, k.createApp)
+	k.handle("POST /v1/datakeys", "datakey.create", cust, 0, k.createDataKey)
+	k.handle("POST /v1/datakeys/{key_id}/versions", "datakey.new_version", cust, 0, k.newKeyVersion)
+	k.handle("POST /v1/enrollment/tokens", "enrollment.token", []api.Role{api.RolePipeline, api.RoleCustodian, api.RoleAdmin}, 0, k.createToken)
+	k.handle("POST /v1/enrollment/challenge", "enrollment.challenge", nil, 0, k.createChallenge)
+	k.handle("POST /v1/enrollment", "enrollment.enroll", nil, 0, k.enroll)
+	k.handle("GET /v1/instances", "instance.list", []api.Role{api.RoleAdmin, api.RoleCustodian}, 0, k.listInstances)
+	k.handle("DELETE /v1/instances/{id}", "instance.revoke", []api.Role{api.RoleAdmin, api.RoleCustodian}, 0, k.revokeInstance)
+	k.handle("POST /v1/keys/rewrap", "keys.rewrap", cust, k.cfg.BatchBodyLimit, k.rewrap)
+	k.handle("GET /v1/audit", "audit.read", admin, 0, k.readAudit)
+}
+
+// ClientCAs returns the pool the TLS server verifies client certificates
+// against (the KMS CA).
+func (k *KMS) ClientCAs() *x509.CertPool { return k.ca.Pool() }
+
+// ctxKey is unexported so no other package can collide.
+type ctxKey struct{}
+
+// caller is the authenticated identity of a request.
+type caller struct {
+	DN       string
+	Role     api.Role
+	Tenant   string
+	Name     string          // app name, or instance id for sidecars
+	Instance *store.Instance // sidecars only
+}
+
+// call is one request in flight: who, and what the audit record should say.
+type call struct {
+	k      *KMS
+	w      http.ResponseWriter
+	r      *http.Request
+	limit  int64
+	caller *caller // nil for anonymous routes
+	tenant string  // for the audit record
+	keyID  string  // for the audit record
+}
+
+// decode reads the request body strictly into v.
+func (c *call) decode(v any) error { return httpapi.Decode(c.w, c.r, c.limit, v) }
+
+type handlerFunc func(ctx context.Context, c *call) (any, error)
+
+// handle registers h behind authentication (roles nil = anyone), a body
+// limit (0 = default), error rendering and auditing.
+func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h handlerFunc) {
+	if limit == 0 {
+		limit = k.cfg.BodyLimit
+	}
+	k.router.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		c := &call{k: k, w: w, r: r, limit: limit}
+		resp, err := func() (any, error) {
+			if roles != nil {
+				who, err := k.authenticate(ctx, r)
+				if err != nil {
+					return nil, err
+				}
+				c.caller = who
+				c.tenant = who.Tenant
+				if !hasRole(roles, who.Role) {
+					return nil, api.Errorf(api.CodeForbidden, "The %s role may not call %s %s.", who.Role, r.Method, r.URL.Path)
+				}
+			} else if who, err := k.authenticate(ctx, r); err == nil {
+				c.caller = who // optional identity, for the audit record
+			}
+			return h(ctx, c)
+		}()
+		if aerr := k.record(ctx, c, action, err); aerr != nil && err == nil {
+			// Fail closed: an operation that cannot be audited is not acknowledged.
+			k.log.Error("audit append failed", "action", action, "err", aerr)
+			err = api.Errorf(api.CodeUnavailable, "The audit log cannot be written; the request was not acknowledged.")
+			resp = nil
+		}
+		if err != nil {
+			httpapi.WriteError(w, k.log, r, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+func hasRole(roles []api.Role, r api.Role) bool {
+	for _, x := range roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// record appends the audit record for a finished call.
+func (k *KMS) record(ctx context.Context, c *call, action string, err error) error {
+	ev := audit.Event{Action: action, Tenant: c.tenant, KeyID: c.keyID, Outcome: "ok"}
+	if c.caller != nil {
+		ev.Caller, ev.Role = c.caller.DN, string(c.caller.Role)
+	}
+	if err != nil {
+		ev.Outcome, ev.Code = "error", string(api.CodeOf(err))
+		if code := api.CodeOf(err); code.Status() == http.StatusUnauthorized || code.Status() == http.StatusForbidden {
+			ev.Outcome = "denied"
+		}
+	}
+	// The audit write must survive a client hanging up on the request.
+	_, aerr := k.audit.Append(context.WithoutCancel(ctx), ev)
+	return aerr
+}

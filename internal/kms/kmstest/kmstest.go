@@ -1,0 +1,249 @@
+// Package kmstest runs a real KMS for tests: a data dir in t.TempDir(), a
+// TLS listener on a loopback port, real certificates, and JSON clients that
+// authenticate with client certificates the way custodians, pipelines and
+// sidecars do. Other packages' end-to-end tests (the sidecar, the SDK) use
+// it as their KMS.
+package kmstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/kms"
+)
+
+// Env is a running KMS.
+type Env struct {
+	t       testing.TB
+	DataDir string
+	Addr    string // host:port, stable across Stop/Start
+	URL     string // https://Addr
+	CAPEM   []byte
+	CAPool  *x509.CertPool
+	Admin   *Client
+	Opts    kms.Options
+
+	mu     sync.Mutex
+	server *kms.Server
+	http   *http.Server
+	done   chan struct{}
+}
+
+// Start opens a fresh data dir and serves the KMS on a loopback port until
+// the test ends. mutate, if non-nil, adjusts the options first.
+func Start(t testing.TB, mutate func(*kms.Options)) *Env {
+	t.Helper()
+	opts := kms.Options{
+		DataDir:     filepath.Join(t.TempDir(), "kms"),
+		ServerHosts: []string{"127.0.0.1", "localhost"},
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{t: t, DataDir: opts.DataDir, Addr: ln.Addr().String(), Opts: opts}
+	e.URL = "https://" + e.Addr
+	e.serve(ln)
+	t.Cleanup(e.Stop)
+	e.CAPEM, err = os.ReadFile(filepath.Join(e.DataDir, kms.CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.CAPool = x509.NewCertPool()
+	e.CAPool.AppendCertsFromPEM(e.CAPEM)
+	certPEM, err := os.ReadFile(filepath.Join(e.DataDir, kms.AdminCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(e.DataDir, kms.AdminKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Admin = e.Client(certPEM, keyPEM)
+	return e
+}
+
+func (e *Env) serve(ln net.Listener) {
+	e.t.Helper()
+	srv, err := kms.Open(context.Background(), e.Opts)
+	if err != nil {
+		ln.Close()
+		e.t.Fatalf("kms.Open: %v", err)
+	}
+	hs := &http.Server{Handler: srv.KMS.Handler(), TLSConfig: srv.TLSConfig, ErrorLog: nil}
+	hs.ErrorLog = nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(tls.NewListener(ln, srv.TLSConfig))
+	}()
+	e.mu.Lock()
+	e.server, e.http, e.done = srv, hs, done
+	e.mu.Unlock()
+}
+
+// Server is the running KMS (nil while stopped).
+func (e *Env) Server() *kms.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.server
+}
+
+// Stop stops serving and closes the data dir (the KMS is "down"). Safe to
+// call twice.
+func (e *Env) Stop() {
+	e.mu.Lock()
+	srv, hs, done := e.server, e.http, e.done
+	e.server, e.http = nil, nil
+	e.mu.Unlock()
+	if hs == nil {
+		return
+	}
+	_ = hs.Close()
+	<-done
+	_ = srv.Close()
+}
+
+// Restart serves the same data dir on the same address again.
+func (e *Env) Restart() {
+	e.t.Helper()
+	e.Stop()
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the port may linger briefly
+		if ln, err = net.Listen("tcp", e.Addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		e.t.Fatalf("relisten %s: %v", e.Addr, err)
+	}
+	e.serve(ln)
+}
+
+// Client is a JSON client of the KMS with an optional client certificate.
+type Client struct {
+	HTTP *http.Client
+	Base string
+}
+
+// Client returns a client that authenticates with the given PEM
+// certificate and key (nil for none) and trusts the KMS CA.
+func (e *Env) Client(certPEM, keyPEM []byte) *Client {
+	e.t.Helper()
+	cfg := &tls.Config{RootCAs: e.CAPool, MinVersion: tls.VersionTLS12}
+	if certPEM != nil {
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			e.t.Fatalf("client key pair: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return &Client{Base: e.URL, HTTP: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 64},
+	}}
+}
+
+// Anonymous is a client without a certificate.
+func (e *Env) Anonymous() *Client { return e.Client(nil, nil) }
+
+// Do sends in (JSON, or nil for no body) and decodes a 200 answer into out.
+// A non-200 answer is returned as *api.Error with its Status set.
+func (c *Client) Do(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		if raw, ok := in.(json.RawMessage); ok {
+			body = bytes.NewReader(raw)
+		} else {
+			b, err := json.Marshal(in)
+			if err != nil {
+				return err
+			}
+			body = bytes.NewReader(b)
+		}
+	}
+	req, err := http.NewRequest(method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var eb api.ErrorBody
+		if err := json.Unmarshal(data, &eb); err != nil || eb.Error == nil {
+			return fmt.Errorf("status %d with a non-API body: %q", resp.StatusCode, data)
+		}
+		eb.Error.Status = resp.StatusCode
+		return eb.Error
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// MustDo is Do that fails the test on any error.
+func (c *Client) MustDo(t testing.TB, method, path string, in, out any) {
+	t.Helper()
+	if err := c.Do(method, path, in, out); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+}
+
+// WantError checks that err is an API error with the given status and code.
+func WantError(t testing.TB, err error, status int, code api.Code) {
+	t.Helper()
+	var e *api.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error = %v, want API error %d %s", err, status, code)
+	}
+	if e.Status != status || e.Code != code {
+		t.Fatalf("error = %d %s (%s), want %d %s", e.Status, e.Code, e.Message, status, code)
+	}
+}
+
+// Tenant creates a tenant as admin.
+func (e *Env) Tenant(t testing.TB, name string) {
+	t.Helper()
+	e.Admin.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: name}, nil)
+}
+
+// App creates a tenant app with a KMS-generated key and returns a client
+// that authenticates as it, and its credentials.
+func (e *Env) App(t testing.TB, tenant, name string, role api.Role) (*Client, api.AppCredentials) {
+	t.Helper()
+	var creds api.AppCredentials
+	e.Admin.MustDo(t, "POST", "/v1/tenants/"+tenant+"/apps", api.CreateAppRequest{Name: name, Role: role}, &creds)
+	return e.Client([]byte(creds.CertPEM), []byte(creds.KeyPEM)), creds
+}

@@ -1,0 +1,119 @@
+package kmstest
+
+import (
+	"crypto/ecdsa"
+	"crypto/hpke"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+// FakeSidecar is the test's stand-in for an enrolling sidecar: an identity
+// key, a CSR and an HPKE key pair, held in the test process.
+type FakeSidecar struct {
+	Key        *ecdsa.PrivateKey
+	CSRPEM     string
+	KEMKey     hpke.PrivateKey
+	KEM        api.KEM
+	Enrollment api.Enrollment
+}
+
+// NewFakeSidecar makes the keys and CSR of a sidecar that wraps with kem.
+func NewFakeSidecar(t testing.TB, kem api.KEM) *FakeSidecar {
+	t.Helper()
+	key, err := kcrypto.GenerateIdentityKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "sidecar"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kk, err := kcrypto.GenerateKEMKey(kem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &FakeSidecar{
+		Key:    key,
+		CSRPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
+		KEMKey: kk,
+		KEM:    kem,
+	}
+}
+
+// EnrollRequest is the enrollment body with token.
+func (s *FakeSidecar) EnrollRequest(token string) api.EnrollRequest {
+	return api.EnrollRequest{
+		CSRPEM:            s.CSRPEM,
+		WrappingPublicKey: api.PublicKey{KEM: s.KEM, PublicKey: s.KEMKey.PublicKey().Bytes()},
+		Token:             token,
+	}
+}
+
+// Enroll enrolls with token through c and records the answer.
+func (s *FakeSidecar) Enroll(t testing.TB, c *Client, token string) {
+	t.Helper()
+	c.MustDo(t, "POST", "/v1/enrollment", s.EnrollRequest(token), &s.Enrollment)
+}
+
+// Client returns a KMS client authenticating as the enrolled instance.
+func (s *FakeSidecar) Client(t testing.TB, e *Env) *Client {
+	t.Helper()
+	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(s.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Client([]byte(s.Enrollment.CertPEM), keyPEM)
+}
+
+// Unwrap opens wrapped keys with the sidecar's HPKE key; the caller wipes
+// the results.
+func (s *FakeSidecar) Unwrap(t testing.TB, keys []api.WrappedKey) []*secret.Bytes {
+	t.Helper()
+	u := kcrypto.NewUnwrapper(s.KEMKey, kms.TransportInfo(s.Enrollment.InstanceID))
+	defer u.Close()
+	out := make([]*secret.Bytes, len(keys))
+	for i, k := range keys {
+		aad, err := kms.MetadataAAD(&k.Metadata)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dek, err := u.Unwrap(k.Wrapped, aad)
+		if err != nil {
+			t.Fatalf("Unwrap(key %d %s) = %v", i, k.KeyID, err)
+		}
+		out[i] = dek
+	}
+	return out
+}
+
+// Clock is a settable clock for KMS tests (expiry without sleeping).
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock starts at the current time.
+func NewClock() *Clock { return &Clock{t: time.Now()} }
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}

@@ -1,0 +1,183 @@
+package kms
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"strconv"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/ca"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/policy"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// TransportInfo is the HPKE info string for keys wrapped to a sidecar
+// instance: it binds every wrapped key to that one recipient.
+func TransportInfo(instanceID string) []byte {
+	return []byte("dcaas/v1 key-transport\x00" + instanceID)
+}
+
+// recipient is a verified sidecar a key may be released to.
+type recipient struct {
+	instance store.Instance
+	pub      api.PublicKey
+}
+
+// wrappingRecipient verifies a wrapping certificate presented by a
+// custodian (DESIGN.md §4.2): issued by this CA, valid now, not revoked,
+// naming a live instance that is bound to this very custodian.
+func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string) (*recipient, error) {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, api.Errorf(api.CodeInvalidCert, "wrapping_cert_pem must hold one PEM CERTIFICATE block.")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidCert, "The wrapping certificate does not parse.")
+	}
+	if err := k.ca.Verify(cert, ca.UsageWrapping, k.now()); err != nil {
+		switch {
+		case errors.Is(err, ca.ErrExpired):
+			return nil, api.Errorf(api.CodeExpired, "The wrapping certificate has expired or is not yet valid.")
+		case errors.Is(err, ca.ErrForeign):
+			return nil, api.Errorf(api.CodeForbidden, "The wrapping certificate was not issued by this KMS's CA.")
+		}
+		return nil, api.Errorf(api.CodeInvalidCert, "The certificate is not a dcaas wrapping certificate.")
+	}
+	info, err := ca.ParseWrapping(cert)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidCert, "The certificate is not a dcaas wrapping certificate.")
+	}
+	rec, err := k.st.GetCert(ctx, info.Serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(api.CodeForbidden, "The wrapping certificate is unknown to this KMS.")
+	}
+	if err != nil {
+		return nil, storeErr(err, "certificate")
+	}
+	if rec.RevokedAt != nil {
+		return nil, api.Errorf(api.CodeRevoked, "The wrapping certificate has been revoked.")
+	}
+	in, err := k.st.GetInstance(ctx, info.InstanceID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, api.Errorf(api.CodeForbidden, "The wrapping certificate names an unknown instance.")
+		}
+		return nil, storeErr(err, "instance")
+	}
+	switch {
+	case in.RevokedAt != nil:
+		return nil, api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", in.ID)
+	case in.WrappingSerial != info.Serial || rec.Kind != store.CertWrapping:
+		return nil, api.Errorf(api.CodeForbidden, "The certificate is not the current wrapping certificate of instance %s.", in.ID)
+	case in.Tenant != who.Tenant:
+		return nil, api.Errorf(api.CodeWrongTenant, "The sidecar belongs to another tenant.")
+	case in.CustodianDN != who.DN:
+		return nil, api.Errorf(api.CodeForbidden, "Sidecar instance %s is bound to another custodian.", in.ID)
+	}
+	return &recipient{instance: in, pub: api.PublicKey{KEM: api.KEM(in.WrappingKEM), PublicKey: in.WrappingPublic}}, nil
+}
+
+func (k *KMS) rewrap(ctx context.Context, c *call) (any, error) {
+	var req api.RewrapRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if len(req.EKBs) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "ekbs must name at least one EKB.")
+	}
+	if len(req.EKBs) > k.cfg.MaxBatch {
+		return nil, api.Errorf(api.CodeTooLarge, "At most %d EKBs per request.", k.cfg.MaxBatch)
+	}
+	to, err := k.wrappingRecipient(ctx, c.caller, req.WrappingCertPEM)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := k.openForRelease(ctx, c, req.EKBs, to.instance.CustodianDN)
+	if err != nil {
+		return nil, err
+	}
+	defer keys.wipe()
+	return k.wrapTo(to, keys)
+}
+
+// releasable is a batch of opened keys on their way to a sidecar.
+type releasable []*openedKey
+
+func (r releasable) wipe() {
+	for _, o := range r {
+		o.material.Wipe()
+	}
+}
+
+// openForRelease opens every EKB of a release request and checks that each
+// key is live and that its policy names the sidecar's bound custodian. It
+// is all or nothing: one refusal refuses the batch.
+func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundDN string) (releasable, error) {
+	out := make(releasable, 0, len(ekbs))
+	for i, raw := range ekbs {
+		o, err := k.openEKB(ctx, c.caller.Tenant, raw)
+		if err != nil {
+			out.wipe()
+			return nil, prefixIndex(err, i, len(ekbs))
+		}
+		out = append(out, o)
+		c.keyID = o.md.KeyID
+		if _, err := k.checkUsable(ctx, &o.md); err != nil {
+			out.wipe()
+			return nil, prefixIndex(err, i, len(ekbs))
+		}
+		if !policy.Releasable(o.md.Policy, o.md.Owner, boundDN) {
+			out.wipe()
+			return nil, prefixIndex(api.Errorf(api.CodePolicyDenied, "The policy of key %s does not name %s.", o.md.KeyID, boundDN), i, len(ekbs))
+		}
+	}
+	return out, nil
+}
+
+// wrapTo seals every key to the recipient with one HPKE encapsulation.
+func (k *KMS) wrapTo(to *recipient, keys releasable) (*api.WrappedKeys, error) {
+	pub, err := kcrypto.ParseKEMPublicKey(to.pub)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "The recipient's key cannot be used: %v", err)
+	}
+	items := make([]kcrypto.WrapItem, len(keys))
+	for i, o := range keys {
+		aad, err := MetadataAAD(&o.md)
+		if err != nil {
+			return nil, err
+		}
+		items[i] = kcrypto.WrapItem{AAD: aad, Key: o.material}
+	}
+	wrapped, err := kcrypto.WrapBatch(pub, TransportInfo(to.instance.ID), items)
+	if err != nil {
+		return nil, err
+	}
+	out := &api.WrappedKeys{Keys: make([]api.WrappedKey, len(keys))}
+	for i, o := range keys {
+		out.Keys[i] = api.WrappedKey{KeyID: o.md.KeyID, Version: o.md.Version, Wrapped: wrapped[i], Metadata: o.md}
+	}
+	return out, nil
+}
+
+// prefixIndex adds "EKB i: " to an API error's message in a batch of more
+// than one, so the caller knows which item was refused.
+func prefixIndex(err error, i, n int) error {
+	var e *api.Error
+	if n <= 1 || !errors.As(err, &e) {
+		return err
+	}
+	return &api.Error{Code: e.Code, Message: "EKB " + strconv.Itoa(i) + ": " + e.Message}
+}
+
+// MetadataAAD is the associated data that binds a wrapped key to its
+// metadata: the JSON encoding of md. The KMS and the sidecar both compute
+// it from the api.KeyMetadata value, so any change to the metadata on the
+// way makes the unwrap fail.
+func MetadataAAD(md *api.KeyMetadata) ([]byte, error) {
+	return json.Marshal(md)
+}

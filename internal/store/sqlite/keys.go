@@ -1,0 +1,106 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// CreateKey implements store.Keys. k.CurrentVersion and first.Version must
+// be 1 (store.ErrConflict otherwise) and first.KeyID must be k.KeyID.
+func (db *DB) CreateKey(ctx context.Context, k store.Key, first store.KeyVersion) error {
+	const op = "CreateKey"
+	if k.CurrentVersion != 1 || first.Version != 1 {
+		return fmt.Errorf("sqlite: %s: key version %d/%d, want 1: %w",
+			op, k.CurrentVersion, first.Version, store.ErrConflict)
+	}
+	if first.KeyID != k.KeyID {
+		return fmt.Errorf("sqlite: %s: first version is for key %q, want %q", op, first.KeyID, k.KeyID)
+	}
+	created, err := nanos("CreatedAt", k.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	disabled, err := nullNanos("DisabledAt", k.DisabledAt)
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	vCreated, err := nanos("KeyVersion.CreatedAt", first.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	return db.write(ctx, op, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO keys (key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.KeyID, k.Tenant, k.Owner, k.Type, k.CurrentVersion, boolInt(k.Retained), created, disabled); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO key_versions (key_id, version, ekb, created_at) VALUES (?, ?, ?, ?)`,
+			first.KeyID, first.Version, first.EKB, vCreated)
+		return err
+	})
+}
+
+// GetKey implements store.Keys.
+func (db *DB) GetKey(ctx context.Context, keyID string) (store.Key, error) {
+	k := store.Key{KeyID: keyID}
+	var retained, created int64
+	var disabled sql.NullInt64
+	err := db.r.QueryRowContext(ctx,
+		`SELECT tenant, owner, key_type, current_version, retained, created_at, disabled_at
+		 FROM keys WHERE key_id = ?`, keyID).
+		Scan(&k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled)
+	if err != nil {
+		return store.Key{}, mapErr("GetKey", err)
+	}
+	k.Retained = retained != 0
+	k.CreatedAt = fromNanos(created)
+	k.DisabledAt = fromNullNanos(disabled)
+	return k, nil
+}
+
+// AddKeyVersion implements store.Keys. It returns store.ErrNotFound for an
+// unknown key.
+func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
+	const op = "AddKeyVersion"
+	created, err := nanos("CreatedAt", v.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	return db.write(ctx, op, func(tx *sql.Tx) error {
+		var cur int
+		if err := tx.QueryRowContext(ctx,
+			`SELECT current_version FROM keys WHERE key_id = ?`, v.KeyID).Scan(&cur); err != nil {
+			return err
+		}
+		if v.Version != cur+1 {
+			return fmt.Errorf("key version %d, want %d: %w", v.Version, cur+1, store.ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO key_versions (key_id, version, ekb, created_at) VALUES (?, ?, ?, ?)`,
+			v.KeyID, v.Version, v.EKB, created); err != nil {
+			return conflictIfExists(err)
+		}
+		return bumpVersion(ctx, tx,
+			`UPDATE keys SET current_version = ? WHERE key_id = ? AND current_version = ?`,
+			v.Version, v.KeyID, cur)
+	})
+}
+
+// GetKeyVersion implements store.Keys.
+func (db *DB) GetKeyVersion(ctx context.Context, keyID string, version int) (store.KeyVersion, error) {
+	v := store.KeyVersion{KeyID: keyID, Version: version}
+	var created int64
+	err := db.r.QueryRowContext(ctx,
+		`SELECT ekb, created_at FROM key_versions WHERE key_id = ? AND version = ?`, keyID, version).
+		Scan(&v.EKB, &created)
+	if err != nil {
+		return store.KeyVersion{}, mapErr("GetKeyVersion", err)
+	}
+	v.CreatedAt = fromNanos(created)
+	return v, nil
+}

@@ -1,0 +1,251 @@
+// Package store defines what the KMS persists, as small per-aggregate
+// interfaces, and the errors every implementation returns. Implementations:
+// sqlite/ (embedded default) and, later, postgres/. storetest/ is the one
+// conformance suite every implementation must pass.
+//
+// Nothing stored here is a secret in clear: master keys, the tenant HMAC key
+// and the CA key arrive already sealed; tokens, grants and nonces are stored
+// only as hashes.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every implementation returns (wrapped or bare; test with errors.Is).
+var (
+	ErrNotFound    = errors.New("store: not found")
+	ErrExists      = errors.New("store: already exists")
+	ErrConflict    = errors.New("store: concurrent update or stale version")
+	ErrUsed        = errors.New("store: already used")
+	ErrExpired     = errors.New("store: expired")
+	ErrUnavailable = errors.New("store: unavailable") // I/O failure, disk full, read-only
+)
+
+// Store is everything the KMS needs, in one handle.
+type Store interface {
+	Settings
+	Tenants
+	Apps
+	Certs
+	Keys
+	OneTime
+	Instances
+	Audit
+	// Close releases the database.
+	Close() error
+}
+
+// Settings is a small key/value space for KMS-wide material (the CA
+// certificate, the sealed CA key).
+type Settings interface {
+	// GetSetting returns ErrNotFound when name is unset.
+	GetSetting(ctx context.Context, name string) ([]byte, error)
+	// PutSettingIfAbsent stores value under name unless name already has a
+	// value; it returns the value that is stored afterwards (the caller's or
+	// the one that won a race), so two replicas initializing at once agree.
+	PutSettingIfAbsent(ctx context.Context, name string, value []byte) ([]byte, error)
+}
+
+// Tenant is a registered tenant.
+type Tenant struct {
+	Name             string
+	MasterKeyVersion int    // current TMK version (new EKBs use it)
+	SealedHMACKey    []byte // tenant HMAC key, sealed
+	CreatedAt        time.Time
+}
+
+// MasterKey is one version of a tenant master key, sealed.
+type MasterKey struct {
+	Tenant    string
+	Version   int
+	Sealed    []byte
+	CreatedAt time.Time
+}
+
+// Tenants stores tenants and their master keys.
+type Tenants interface {
+	// CreateTenant stores t with its first master key (version 1) in one
+	// transaction; ErrExists when the name is taken.
+	CreateTenant(ctx context.Context, t Tenant, first MasterKey) error
+	// GetTenant returns ErrNotFound for an unknown name.
+	GetTenant(ctx context.Context, name string) (Tenant, error)
+	// AddMasterKey stores mk and makes it current, only if mk.Version is the
+	// current version + 1 (ErrConflict otherwise).
+	AddMasterKey(ctx context.Context, mk MasterKey) error
+	// GetMasterKey returns ErrNotFound for an unknown tenant or version.
+	GetMasterKey(ctx context.Context, tenant string, version int) (MasterKey, error)
+}
+
+// App is a tenant application (custodian or pipeline), or the admin (with
+// an empty Tenant).
+type App struct {
+	Tenant    string
+	Name      string
+	Role      string // api.Role values
+	DN        string // normalized RFC 4514 subject DN
+	CreatedAt time.Time
+}
+
+// Apps stores tenant applications.
+type Apps interface {
+	// CreateApp returns ErrExists when (tenant, name) is taken.
+	CreateApp(ctx context.Context, a App) error
+	GetApp(ctx context.Context, tenant, name string) (App, error)
+	// GetAppByDN returns ErrNotFound when no app has that DN.
+	GetAppByDN(ctx context.Context, dn string) (App, error)
+}
+
+// Cert kinds.
+const (
+	CertApp      = "app"      // Subject is the app name; Tenant its tenant
+	CertInstance = "instance" // Subject is the instance id
+	CertWrapping = "wrapping" // Subject is the instance id
+	CertServer   = "server"
+)
+
+// Cert records a certificate the KMS CA issued: the CA's registry and its
+// revocation list.
+type Cert struct {
+	Serial    string // lower-case hex, unique
+	Kind      string
+	Tenant    string
+	Subject   string
+	NotAfter  time.Time
+	RevokedAt *time.Time
+}
+
+// Certs stores issued certificates.
+type Certs interface {
+	// PutCert returns ErrExists for a duplicate serial.
+	PutCert(ctx context.Context, c Cert) error
+	GetCert(ctx context.Context, serial string) (Cert, error)
+	// RevokeCertsOf marks every certificate of (kind, subject) revoked.
+	RevokeCertsOf(ctx context.Context, kind, subject string, at time.Time) error
+}
+
+// Key is a data key's registry entry. It holds no key material; retained
+// keys keep their EKBs in KeyVersion.
+type Key struct {
+	KeyID          string
+	Tenant         string
+	Owner          string // owner DN
+	Type           string // api.KeyType values
+	CurrentVersion int
+	Retained       bool
+	CreatedAt      time.Time
+	DisabledAt     *time.Time
+}
+
+// KeyVersion is one version of a data key.
+type KeyVersion struct {
+	KeyID     string
+	Version   int
+	EKB       []byte // only for retained keys; nil otherwise
+	CreatedAt time.Time
+}
+
+// Keys stores the data-key registry.
+type Keys interface {
+	// CreateKey stores k and its first version (k.CurrentVersion must be 1)
+	// in one transaction; ErrExists for a duplicate id.
+	CreateKey(ctx context.Context, k Key, first KeyVersion) error
+	GetKey(ctx context.Context, keyID string) (Key, error)
+	// AddKeyVersion stores v and makes it current only if v.Version is the
+	// current version + 1 (ErrConflict otherwise).
+	AddKeyVersion(ctx context.Context, v KeyVersion) error
+	// GetKeyVersion returns ErrNotFound for an unknown id or version.
+	GetKeyVersion(ctx context.Context, keyID string, version int) (KeyVersion, error)
+}
+
+// One-time secret kinds.
+const (
+	OneTimeEnrollToken = "enroll_token"
+	OneTimeChallenge   = "challenge"
+	OneTimeGrant       = "grant"
+	OneTimeImport      = "import_token"
+)
+
+// OneTimeSecret is a single-use, expiring secret (enrollment token, grant,
+// challenge nonce, import token), stored only as the SHA-256 of the secret.
+type OneTimeSecret struct {
+	Hash      []byte // SHA-256 of the secret; the primary key
+	Kind      string
+	Tenant    string
+	Subject   string // e.g. the custodian DN a token enrolls for
+	Payload   []byte // kind-specific JSON, never a secret
+	CreatedBy string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+}
+
+// OneTime stores single-use secrets.
+type OneTime interface {
+	// PutOneTime returns ErrExists for a duplicate hash.
+	PutOneTime(ctx context.Context, s OneTimeSecret) error
+	// ConsumeOneTime atomically marks the secret with this kind and hash
+	// used at now and returns it, exactly once across all callers and
+	// replicas. It returns ErrNotFound (unknown hash or other kind), ErrUsed
+	// (used before) or ErrExpired (now >= ExpiresAt; the secret stays
+	// unused), without changing anything in those cases.
+	ConsumeOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (OneTimeSecret, error)
+	// DeleteExpiredOneTime removes secrets that expired before cutoff.
+	DeleteExpiredOneTime(ctx context.Context, cutoff time.Time) (int64, error)
+}
+
+// Instance is an enrolled sidecar.
+type Instance struct {
+	ID             string
+	Tenant         string
+	CustodianDN    string
+	Enclave        string
+	CertSerial     string
+	WrappingSerial string
+	WrappingKEM    string
+	WrappingPublic []byte
+	EnrolledAt     time.Time
+	RevokedAt      *time.Time
+}
+
+// Instances is the registry of enrolled sidecars.
+type Instances interface {
+	// CreateInstance returns ErrExists for a duplicate id.
+	CreateInstance(ctx context.Context, in Instance) error
+	GetInstance(ctx context.Context, id string) (Instance, error)
+	// ListInstances lists a tenant's instances, or all when tenant is "";
+	// only those bound to custodianDN when it is not "". Oldest first.
+	ListInstances(ctx context.Context, tenant, custodianDN string) ([]Instance, error)
+	// RevokeInstance marks the instance revoked (idempotent: a second call
+	// keeps the first time); ErrNotFound for an unknown id.
+	RevokeInstance(ctx context.Context, id string, at time.Time) error
+}
+
+// AuditRecord is one stored audit entry. Hash covers every other field and
+// PrevHash (see internal/audit).
+type AuditRecord struct {
+	Seq      int64
+	Time     time.Time
+	Caller   string
+	Role     string
+	Action   string
+	Tenant   string
+	KeyID    string
+	Outcome  string
+	Code     string
+	PrevHash []byte
+	Hash     []byte
+}
+
+// Audit is the append-only audit log.
+type Audit interface {
+	// AppendAudit appends one record. Inside one serialized transaction it
+	// reads the last record (seq 0 and a nil hash when the log is empty),
+	// calls build with the next seq and the last hash, and stores what
+	// build returns. Appends are totally ordered across replicas.
+	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (AuditRecord, error)) (AuditRecord, error)
+	// AuditAfter returns up to limit records with Seq > after, in order.
+	AuditAfter(ctx context.Context, after int64, limit int) ([]AuditRecord, error)
+}

@@ -1,0 +1,159 @@
+package storetest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+func newKey(id string, retained bool) (store.Key, store.KeyVersion) {
+	k := store.Key{
+		KeyID:          id,
+		Tenant:         "acme",
+		Owner:          "CN=payments,OU=acme,O=dcaas",
+		Type:           "aes-256-gcm",
+		CurrentVersion: 1,
+		Retained:       retained,
+		CreatedAt:      at(0),
+	}
+	v := store.KeyVersion{KeyID: id, Version: 1, CreatedAt: at(time.Nanosecond)}
+	if retained {
+		v.EKB = []byte("ekb v1 of " + id)
+	}
+	return k, v
+}
+
+var keysTests = []test{
+	{"CreateKey/RoundTrip", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		retained, rv := newKey("k-retained", true)
+		disabled, dv := newKey("k-disabled", false)
+		disabled.DisabledAt = ptr(at(time.Hour))
+		disabled.Type = "ed25519"
+		for _, c := range []struct {
+			k store.Key
+			v store.KeyVersion
+		}{{retained, rv}, {disabled, dv}} {
+			check(t, fmt.Sprintf("CreateKey(%s)", c.k.KeyID), s.CreateKey(ctx, c.k, c.v))
+			got, err := s.GetKey(ctx, c.k.KeyID)
+			check(t, fmt.Sprintf("GetKey(%s)", c.k.KeyID), err)
+			if !eqKey(got, c.k) {
+				t.Errorf("GetKey(%s) = %s, want %s", c.k.KeyID, show(got), show(c.k))
+			}
+			gotV, err := s.GetKeyVersion(ctx, c.k.KeyID, 1)
+			check(t, fmt.Sprintf("GetKeyVersion(%s, 1)", c.k.KeyID), err)
+			if !eqKeyVersion(gotV, c.v) {
+				t.Errorf("GetKeyVersion(%s, 1) = %s, want %s", c.k.KeyID, show(gotV), show(c.v))
+			}
+		}
+	}},
+	{"CreateKey/Exists", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		k2, v2 := newKey("k1", false)
+		wantErr(t, "CreateKey(k1) again", s.CreateKey(ctx, k2, v2), store.ErrExists)
+		got, err := s.GetKey(ctx, "k1")
+		check(t, "GetKey(k1)", err)
+		if !eqKey(got, k) {
+			t.Errorf("GetKey(k1) = %s, want the first %s", show(got), show(k))
+		}
+	}},
+	{"CreateKey/NotVersion1", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", true)
+		k.CurrentVersion, v.Version = 2, 2
+		if err := s.CreateKey(ctx, k, v); err == nil {
+			t.Errorf("CreateKey(k1, version 2) = nil, want an error")
+		}
+		_, err := s.GetKey(ctx, "k1")
+		wantErr(t, "GetKey(k1) after a refused CreateKey", err, store.ErrNotFound)
+		_, err = s.GetKeyVersion(ctx, "k1", 2)
+		wantErr(t, "GetKeyVersion(k1, 2) after a refused CreateKey", err, store.ErrNotFound)
+	}},
+	{"GetKey/NotFound", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		for _, id := range []string{"k2", "K1", ""} {
+			_, err := s.GetKey(ctx, id)
+			wantErr(t, fmt.Sprintf("GetKey(%q)", id), err, store.ErrNotFound)
+		}
+	}},
+	{"AddKeyVersion", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v1 := newKey("k1", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v1))
+		steps := []struct {
+			version int
+			want    error // nil: accepted
+			current int   // CurrentVersion afterwards
+		}{
+			{2, nil, 2},
+			{2, store.ErrConflict, 2},
+			{1, store.ErrConflict, 2},
+			{4, store.ErrConflict, 2},
+			{0, store.ErrConflict, 2},
+			{3, nil, 3},
+		}
+		added := map[int]store.KeyVersion{1: v1}
+		for i, st := range steps {
+			v := store.KeyVersion{
+				KeyID:     "k1",
+				Version:   st.version,
+				EKB:       fmt.Appendf(nil, "ekb, step %d", i),
+				CreatedAt: at(time.Duration(i) * time.Hour),
+			}
+			err := s.AddKeyVersion(ctx, v)
+			call := fmt.Sprintf("step %d: AddKeyVersion(k1, %d)", i, st.version)
+			if st.want == nil {
+				check(t, call, err)
+				added[st.version] = v
+			} else {
+				wantErr(t, call, err, st.want)
+			}
+			got, err := s.GetKey(ctx, "k1")
+			check(t, "GetKey(k1)", err)
+			if got.CurrentVersion != st.current {
+				t.Errorf("after step %d: GetKey(k1).CurrentVersion = %d, want %d", i, got.CurrentVersion, st.current)
+			}
+		}
+		for ver, want := range added {
+			got, err := s.GetKeyVersion(ctx, "k1", ver)
+			check(t, fmt.Sprintf("GetKeyVersion(k1, %d)", ver), err)
+			if !eqKeyVersion(got, want) {
+				t.Errorf("GetKeyVersion(k1, %d) = %s, want %s", ver, show(got), show(want))
+			}
+		}
+	}},
+	{"AddKeyVersion/NotRetained", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v1 := newKey("k1", false)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v1))
+		v2 := store.KeyVersion{KeyID: "k1", Version: 2, CreatedAt: at(time.Hour)}
+		check(t, "AddKeyVersion(k1, 2)", s.AddKeyVersion(ctx, v2))
+		got, err := s.GetKeyVersion(ctx, "k1", 2)
+		check(t, "GetKeyVersion(k1, 2)", err)
+		if !eqKeyVersion(got, v2) {
+			t.Errorf("GetKeyVersion(k1, 2) = %s, want %s", show(got), show(v2))
+		}
+	}},
+	{"AddKeyVersion/UnknownKey", func(t *testing.T, s store.Store) {
+		err := s.AddKeyVersion(t.Context(), store.KeyVersion{KeyID: "nope", Version: 2, CreatedAt: t0})
+		wantErr(t, "AddKeyVersion(nope, 2)", err, store.ErrNotFound)
+	}},
+	{"GetKeyVersion/NotFound", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		for _, c := range []struct {
+			id      string
+			version int
+		}{{"k1", 2}, {"k1", 0}, {"k2", 1}, {"", 1}} {
+			_, err := s.GetKeyVersion(ctx, c.id, c.version)
+			wantErr(t, fmt.Sprintf("GetKeyVersion(%q, %d)", c.id, c.version), err, store.ErrNotFound)
+		}
+	}},
+}

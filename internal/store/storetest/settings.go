@@ -1,0 +1,79 @@
+package storetest
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+var settingsTests = []test{
+	{"GetSetting/NotFound", func(t *testing.T, s store.Store) {
+		for _, name := range []string{"ca-cert", ""} {
+			_, err := s.GetSetting(t.Context(), name)
+			wantErr(t, fmt.Sprintf("GetSetting(%q)", name), err, store.ErrNotFound)
+		}
+	}},
+	{"PutSettingIfAbsent/Stores", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		want := []byte("certificate\x00bytes")
+		got, err := s.PutSettingIfAbsent(ctx, "ca-cert", want)
+		check(t, "PutSettingIfAbsent(ca-cert)", err)
+		if !bytes.Equal(got, want) {
+			t.Errorf("PutSettingIfAbsent(ca-cert) = %q, want %q", got, want)
+		}
+		got, err = s.GetSetting(ctx, "ca-cert")
+		check(t, "GetSetting(ca-cert)", err)
+		if !bytes.Equal(got, want) {
+			t.Errorf("GetSetting(ca-cert) = %q, want %q", got, want)
+		}
+	}},
+	{"PutSettingIfAbsent/KeepsFirst", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		first, second := []byte("first"), []byte("second")
+		_, err := s.PutSettingIfAbsent(ctx, "ca-key", first)
+		check(t, "PutSettingIfAbsent(ca-key, first)", err)
+		got, err := s.PutSettingIfAbsent(ctx, "ca-key", second)
+		check(t, "PutSettingIfAbsent(ca-key, second)", err)
+		if !bytes.Equal(got, first) {
+			t.Errorf("PutSettingIfAbsent(ca-key, second) = %q, want the stored %q", got, first)
+		}
+		got, err = s.GetSetting(ctx, "ca-key")
+		check(t, "GetSetting(ca-key)", err)
+		if !bytes.Equal(got, first) {
+			t.Errorf("GetSetting(ca-key) = %q, want %q", got, first)
+		}
+		// Settings are independent of each other.
+		got, err = s.PutSettingIfAbsent(ctx, "other", second)
+		check(t, "PutSettingIfAbsent(other)", err)
+		if !bytes.Equal(got, second) {
+			t.Errorf("PutSettingIfAbsent(other) = %q, want %q", got, second)
+		}
+	}},
+	{"PutSettingIfAbsent/Concurrent", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		const n = 20
+		results := make([][]byte, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				results[i], errs[i] = s.PutSettingIfAbsent(ctx, "ca-cert", fmt.Appendf(nil, "value %d", i))
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			check(t, fmt.Sprintf("PutSettingIfAbsent(ca-cert, value %d)", i), errs[i])
+			if !bytes.Equal(results[i], results[0]) {
+				t.Errorf("PutSettingIfAbsent(ca-cert, value %d) = %q, but another caller got %q", i, results[i], results[0])
+			}
+		}
+		got, err := s.GetSetting(ctx, "ca-cert")
+		check(t, "GetSetting(ca-cert)", err)
+		if !bytes.Equal(got, results[0]) {
+			t.Errorf("GetSetting(ca-cert) = %q, want the winner %q", got, results[0])
+		}
+	}},
+}

@@ -1,0 +1,161 @@
+// Package storetest is the conformance suite every store.Store
+// implementation must pass. An implementation's test calls Run with a
+// function that opens a fresh, empty store:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store {
+//			db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kms.db"))
+//			if err != nil {
+//				t.Fatal(err)
+//			}
+//			return db
+//		})
+//	}
+//
+// Every test gets its own store and Run closes it when the test ends.
+package storetest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// Run runs the conformance suite against the stores open returns. open is
+// called once per test and must return a new, empty store; Run closes it.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	fresh := func(t *testing.T) store.Store {
+		t.Helper()
+		s := open(t)
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close() = %v, want nil", err)
+			}
+		})
+		return s
+	}
+	groups := []struct {
+		name  string
+		tests []test
+	}{
+		{"Settings", settingsTests},
+		{"Tenants", tenantsTests},
+		{"Apps", appsTests},
+		{"Certs", certsTests},
+		{"Keys", keysTests},
+		{"OneTime", oneTimeTests},
+		{"Instances", instancesTests},
+		{"Audit", auditTests},
+	}
+	for _, g := range groups {
+		t.Run(g.name, func(t *testing.T) {
+			for _, tt := range g.tests {
+				t.Run(tt.name, func(t *testing.T) {
+					tt.fn(t, fresh(t))
+				})
+			}
+		})
+	}
+}
+
+// test is one conformance test, run on a fresh store.
+type test struct {
+	name string
+	fn   func(t *testing.T, s store.Store)
+}
+
+// t0 is the suite's reference time: nanosecond precision and not UTC, so a
+// round trip that drops either shows.
+var t0 = time.Date(2026, 5, 4, 3, 2, 1, 123456789, time.FixedZone("UTC+2", 2*60*60))
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func ptr(t time.Time) *time.Time { return &t }
+
+func timePtrEqual(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
+}
+
+// check fails t unless err is nil.
+func check(t *testing.T, call string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s = %v, want nil", call, err)
+	}
+}
+
+// wantErr fails t unless errors.Is(err, want).
+func wantErr(t *testing.T, call string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Errorf("%s = %v, want %v", call, err, want)
+	}
+}
+
+func eqTenant(a, b store.Tenant) bool {
+	return a.Name == b.Name && a.MasterKeyVersion == b.MasterKeyVersion &&
+		bytes.Equal(a.SealedHMACKey, b.SealedHMACKey) && a.CreatedAt.Equal(b.CreatedAt)
+}
+
+func eqMasterKey(a, b store.MasterKey) bool {
+	return a.Tenant == b.Tenant && a.Version == b.Version &&
+		bytes.Equal(a.Sealed, b.Sealed) && a.CreatedAt.Equal(b.CreatedAt)
+}
+
+func eqApp(a, b store.App) bool {
+	return a.Tenant == b.Tenant && a.Name == b.Name && a.Role == b.Role &&
+		a.DN == b.DN && a.CreatedAt.Equal(b.CreatedAt)
+}
+
+func eqCert(a, b store.Cert) bool {
+	return a.Serial == b.Serial && a.Kind == b.Kind && a.Tenant == b.Tenant &&
+		a.Subject == b.Subject && a.NotAfter.Equal(b.NotAfter) && timePtrEqual(a.RevokedAt, b.RevokedAt)
+}
+
+func eqKey(a, b store.Key) bool {
+	return a.KeyID == b.KeyID && a.Tenant == b.Tenant && a.Owner == b.Owner && a.Type == b.Type &&
+		a.CurrentVersion == b.CurrentVersion && a.Retained == b.Retained &&
+		a.CreatedAt.Equal(b.CreatedAt) && timePtrEqual(a.DisabledAt, b.DisabledAt)
+}
+
+func eqKeyVersion(a, b store.KeyVersion) bool {
+	return a.KeyID == b.KeyID && a.Version == b.Version && bytes.Equal(a.EKB, b.EKB) &&
+		(a.EKB == nil) == (b.EKB == nil) && a.CreatedAt.Equal(b.CreatedAt)
+}
+
+func eqOneTime(a, b store.OneTimeSecret) bool {
+	return bytes.Equal(a.Hash, b.Hash) && a.Kind == b.Kind && a.Tenant == b.Tenant &&
+		a.Subject == b.Subject && bytes.Equal(a.Payload, b.Payload) && a.CreatedBy == b.CreatedBy &&
+		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) && timePtrEqual(a.UsedAt, b.UsedAt)
+}
+
+func eqInstance(a, b store.Instance) bool {
+	return a.ID == b.ID && a.Tenant == b.Tenant && a.CustodianDN == b.CustodianDN &&
+		a.Enclave == b.Enclave && a.CertSerial == b.CertSerial && a.WrappingSerial == b.WrappingSerial &&
+		a.WrappingKEM == b.WrappingKEM && bytes.Equal(a.WrappingPublic, b.WrappingPublic) &&
+		a.EnrolledAt.Equal(b.EnrolledAt) && timePtrEqual(a.RevokedAt, b.RevokedAt)
+}
+
+func eqAudit(a, b store.AuditRecord) bool {
+	return a.Seq == b.Seq && a.Time.Equal(b.Time) && a.Caller == b.Caller && a.Role == b.Role &&
+		a.Action == b.Action && a.Tenant == b.Tenant && a.KeyID == b.KeyID && a.Outcome == b.Outcome &&
+		a.Code == b.Code && bytes.Equal(a.PrevHash, b.PrevHash) && bytes.Equal(a.Hash, b.Hash)
+}
+
+// show formats v for a failure message: JSON shows times, not the
+// addresses of *time.Time fields.
+func show(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%+v", v)
+	}
+	return string(b)
+}

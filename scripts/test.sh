@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite: static checks, unit and end-to-end tests with the
+# race detector, the same tests in FIPS 140-3 mode, and a short fuzz run.
+# It installs and starts whatever the tests need by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain"
+go version
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+if [ "${1:-}" = "check" ]; then exit 0; fi
+
+step "go test -race"
+go test -race -count=1 -timeout 30m ./...
+
+step "go test (GODEBUG=fips140=on)"
+GODEBUG=fips140=on go test -count=1 -timeout 30m ./...
+
+step "fuzz (short)"
+FUZZTIME="${FUZZTIME:-3s}" ./scripts/fuzz.sh
+
+step "all tests passed"
