@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
@@ -59,9 +60,17 @@ func (c *CA) IssueInstance(pub crypto.PublicKey, instanceID, tenant, custodianDN
 		KeyUsage:        x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 		URIs:            []*url.URL{instanceURI(instanceID)},
+		DNSNames:        []string{InstanceServerName(instanceID)},
 		ExtraExtensions: exts,
 	}
 	return c.issue(tmpl, pub, ttl)
+}
+
+// InstanceServerName is the DNS name an instance certificate carries, so
+// a client of a sidecar's mutual-TLS listener can verify it is talking to
+// that one instance: set tls.Config.ServerName to it.
+func InstanceServerName(instanceID string) string {
+	return strings.ToLower(strings.ReplaceAll(instanceID, "_", "-")) + ".sidecar.dcaas.internal"
 }
 
 // ParseInstance reads an instance certificate's dcaas fields, checking

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/dcaas/dcaas/internal/atomicfile"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dcaas/dcaas/internal/ca"
@@ -104,7 +106,7 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	authority.Now = opts.Now
-	if err := writeFileAtomic(filepath.Join(opts.DataDir, CAFile), []byte(authority.CertPEM()), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(opts.DataDir, CAFile), []byte(authority.CertPEM()), 0o644); err != nil {
 		return nil, err
 	}
 	cfg := opts.Config
@@ -198,10 +200,10 @@ func ensureAdmin(ctx context.Context, k *KMS, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, AdminKey), keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, AdminKey), keyPEM, 0o600); err != nil {
 		return err
 	}
-	return writeFileAtomic(certPath, []byte(pemCert(der)), 0o644)
+	return atomicfile.Write(certPath, []byte(pemCert(der)), 0o644)
 }
 
 // serverTLS issues this process's TLS server certificate for hosts, with a
@@ -224,40 +226,4 @@ func (k *KMS) serverTLS(ctx context.Context, hosts []string) (*tls.Config, error
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der, k.ca.Cert().Raw}, PrivateKey: key, Leaf: cert}},
 		ClientAuth:   tls.RequestClientCert,
 	}, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file, fsync and
-// rename, so a crash leaves the old file or the new one, never half of one.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

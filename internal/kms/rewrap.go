@@ -3,7 +3,6 @@ package kms
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"strconv"
@@ -11,15 +10,10 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/store"
 )
-
-// TransportInfo is the HPKE info string for keys wrapped to a sidecar
-// instance: it binds every wrapped key to that one recipient.
-func TransportInfo(instanceID string) []byte {
-	return []byte("dcaas/v1 key-transport\x00" + instanceID)
-}
 
 // recipient is a verified sidecar a key may be released to.
 type recipient struct {
@@ -147,13 +141,13 @@ func (k *KMS) wrapTo(to *recipient, keys releasable) (*api.WrappedKeys, error) {
 	}
 	items := make([]kcrypto.WrapItem, len(keys))
 	for i, o := range keys {
-		aad, err := MetadataAAD(&o.md)
+		aad, err := format.MetadataAAD(&o.md)
 		if err != nil {
 			return nil, err
 		}
 		items[i] = kcrypto.WrapItem{AAD: aad, Key: o.material}
 	}
-	wrapped, err := kcrypto.WrapBatch(pub, TransportInfo(to.instance.ID), items)
+	wrapped, err := kcrypto.WrapBatch(pub, format.TransportInfo(to.instance.ID), items)
 	if err != nil {
 		return nil, err
 	}
@@ -172,12 +166,4 @@ func prefixIndex(err error, i, n int) error {
 		return err
 	}
 	return &api.Error{Code: e.Code, Message: "EKB " + strconv.Itoa(i) + ": " + e.Message}
-}
-
-// MetadataAAD is the associated data that binds a wrapped key to its
-// metadata: the JSON encoding of md. The KMS and the sidecar both compute
-// it from the api.KeyMetadata value, so any change to the metadata on the
-// way makes the unwrap fail.
-func MetadataAAD(md *api.KeyMetadata) ([]byte, error) {
-	return json.Marshal(md)
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
@@ -78,11 +78,11 @@ func (s *FakeSidecar) Client(t testing.TB, e *Env) *Client {
 // the results.
 func (s *FakeSidecar) Unwrap(t testing.TB, keys []api.WrappedKey) []*secret.Bytes {
 	t.Helper()
-	u := kcrypto.NewUnwrapper(s.KEMKey, kms.TransportInfo(s.Enrollment.InstanceID))
+	u := kcrypto.NewUnwrapper(s.KEMKey, format.TransportInfo(s.Enrollment.InstanceID))
 	defer u.Close()
 	out := make([]*secret.Bytes, len(keys))
 	for i, k := range keys {
-		aad, err := kms.MetadataAAD(&k.Metadata)
+		aad, err := format.MetadataAAD(&k.Metadata)
 		if err != nil {
 			t.Fatal(err)
 		}
