@@ -21,6 +21,7 @@ type BrokenError struct {
 	Reason string
 }
 
+// Error names the record and the reason.
 func (e *BrokenError) Error() string {
 	return fmt.Sprintf("audit: chain broken at record %d: %s", e.Seq, e.Reason)
 }

@@ -1,7 +1,9 @@
 // Package file is the embedded-default root of trust: a 32-byte root key
 // kept in dir/root.key, created on first use, either protected by file
 // permissions alone (mode 0, the development default) or wrapped under a
-// passphrase (mode 1). Start with Open.
+// passphrase (mode 1). Start with Open. Mode 0 leaves the root key in
+// clear on disk: it is for development; production uses a passphrase or
+// an HSM (seal/pkcs11).
 //
 // Sealed blobs are
 //

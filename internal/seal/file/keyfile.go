@@ -20,8 +20,8 @@ import (
 //
 //	magic "DRK1" | mode u8 | fields
 //
-//	mode 0 (modeplain):   root key (32 bytes)
-//	mode 1 (modewrapped): salt (16) | nonce (12) | AES-256-GCM(root key) (32+16)
+//	mode 0 (modePlain):   root key (32 bytes)
+//	mode 1 (modeWrapped): salt (16) | nonce (12) | AES-256-GCM(root key) (32+16)
 //
 // In mode 1 the wrapping key is PBKDF2-HMAC-SHA-256(passphrase, salt,
 // 600,000 iterations, 32 bytes) and the GCM additional data is the 21-byte
