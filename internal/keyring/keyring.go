@@ -40,13 +40,24 @@ type Ring struct {
 	now     func() time.Time
 	idleTTL time.Duration
 
-	mu   sync.RWMutex
-	keys map[string]*versions
+	mu   sync.Mutex   // serializes writers; readers use keys lock-free
+	keys sync.Map     // key id → *versions
+	n    atomic.Int64 // loaded key versions
 }
 
+// versions is immutable once published in keys: writers replace it whole,
+// so Acquire reads without locks.
 type versions struct {
 	current int // highest loaded version
 	byVer   map[int]*entry
+}
+
+func (r *Ring) load(keyID string) *versions {
+	v, ok := r.keys.Load(keyID)
+	if !ok {
+		return nil
+	}
+	return v.(*versions)
 }
 
 // entry is one loaded key version.
@@ -98,12 +109,10 @@ func New(enc enclave.Enclave, cfg Config) *Ring {
 	if cfg.IdleTTL <= 0 {
 		cfg.IdleTTL = time.Minute
 	}
-	return &Ring{enc: enc, bound: cfg.BoundDN, now: cfg.Now, idleTTL: cfg.IdleTTL, keys: map[string]*versions{}}
+	return &Ring{enc: enc, bound: cfg.BoundDN, now: cfg.Now, idleTTL: cfg.IdleTTL}
 }
 
-var actionBits = map[api.Action]uint8{
-	api.ActionEncrypt: 1, api.ActionDecrypt: 2, api.ActionSign: 4, api.ActionVerify: 8, api.ActionMAC: 16,
-}
+var allActions = []api.Action{api.ActionEncrypt, api.ActionDecrypt, api.ActionSign, api.ActionVerify, api.ActionMAC}
 
 // Put loads one key version, taking ownership of material (it is wiped
 // here). leaseUntil bounds how long the key may be used (zero: until the
@@ -121,9 +130,9 @@ func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.T
 		return err
 	}
 	e := &entry{md: md, prot: prot}
-	for a, bit := range actionBits {
+	for _, a := range allActions {
 		if policy.Allows(md.Policy, md.Owner, r.bound, a) {
-			e.allowed |= bit
+			e.allowed |= actionBit(a)
 		}
 	}
 	if md.ExpiresAt != nil && (leaseUntil.IsZero() || md.ExpiresAt.Before(leaseUntil)) {
@@ -134,15 +143,22 @@ func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.T
 	}
 
 	r.mu.Lock()
-	vs := r.keys[md.KeyID]
-	if vs == nil {
-		vs = &versions{byVer: map[int]*entry{}}
-		r.keys[md.KeyID] = vs
+	next := &versions{byVer: map[int]*entry{}}
+	var old *entry
+	if vs := r.load(md.KeyID); vs != nil {
+		next.current = vs.current
+		for v, x := range vs.byVer {
+			next.byVer[v] = x
+		}
+		old = vs.byVer[md.Version]
 	}
-	old := vs.byVer[md.Version]
-	vs.byVer[md.Version] = e
-	if md.Version > vs.current {
-		vs.current = md.Version
+	next.byVer[md.Version] = e
+	if md.Version > next.current {
+		next.current = md.Version
+	}
+	r.keys.Store(md.KeyID, next)
+	if old == nil {
+		r.n.Add(1)
 	}
 	r.mu.Unlock()
 	if old != nil {
@@ -171,18 +187,23 @@ type Handle struct {
 }
 
 // Release returns the handle.
-func (h *Handle) Release() {
-	if h != nil && h.h != nil {
+func (h Handle) Release() {
+	if h.h != nil {
 		h.h.release()
-		h.h = nil
 	}
 }
 
+// Releaser returns what to call when the operation is done (for callers
+// that keep the key but not the Handle).
+func (h Handle) Releaser() interface{ Release() } { return h.h }
+
+// Release drops one reference (implements the engine's release contract).
+func (h *hot) Release() { h.release() }
+
 // Acquire returns the handle of keyID at version (0: the newest loaded
 // version) for action, checking the policy and the lease.
-func (r *Ring) Acquire(keyID string, version int, action api.Action) (*Handle, error) {
-	r.mu.RLock()
-	vs := r.keys[keyID]
+func (r *Ring) Acquire(keyID string, version int, action api.Action) (Handle, error) {
+	vs := r.load(keyID)
 	var e *entry
 	if vs != nil {
 		if version == 0 {
@@ -190,26 +211,45 @@ func (r *Ring) Acquire(keyID string, version int, action api.Action) (*Handle, e
 		}
 		e = vs.byVer[version]
 	}
-	r.mu.RUnlock()
 	if e == nil {
 		if vs != nil {
-			return nil, api.Errorf(api.CodeNotFound, "Version %d of key %s is not loaded in this sidecar.", version, keyID)
+			return Handle{}, api.Errorf(api.CodeNotFound, "Version %d of key %s is not loaded in this sidecar.", version, keyID)
 		}
-		return nil, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+		return Handle{}, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
 	}
-	if e.allowed&actionBits[action] == 0 {
-		return nil, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", keyID, action, r.bound)
+	if e.allowed&actionBit(action) == 0 {
+		return Handle{}, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", keyID, action, r.bound)
 	}
 	now := r.now().UnixNano()
 	if l := e.leaseNs.Load(); l != 0 && now >= l {
-		return nil, api.Errorf(api.CodeExpired, "The lease of key %s has run out; reload it from the KMS.", keyID)
+		return Handle{}, api.Errorf(api.CodeExpired, "The lease of key %s has run out; reload it from the KMS.", keyID)
 	}
-	e.lastUse.Store(now)
+	// Coarse last-use tracking: a shared cache line written once a second,
+	// not on every operation.
+	if now-e.lastUse.Load() > int64(time.Second) {
+		e.lastUse.Store(now)
+	}
 	h, err := e.acquire()
 	if err != nil {
-		return nil, err
+		return Handle{}, err
 	}
-	return &Handle{Key: h.key, MD: &e.md, h: h}, nil
+	return Handle{Key: h.key, MD: &e.md, h: h}, nil
+}
+
+func actionBit(a api.Action) uint8 {
+	switch a {
+	case api.ActionEncrypt:
+		return 1
+	case api.ActionDecrypt:
+		return 2
+	case api.ActionSign:
+		return 4
+	case api.ActionVerify:
+		return 8
+	case api.ActionMAC:
+		return 16
+	}
+	return 0
 }
 
 func (e *entry) acquire() (*hot, error) {
@@ -243,8 +283,11 @@ func (e *entry) acquire() (*hot, error) {
 // the key was loaded.
 func (r *Ring) Evict(keyID string) bool {
 	r.mu.Lock()
-	vs := r.keys[keyID]
-	delete(r.keys, keyID)
+	vs := r.load(keyID)
+	r.keys.Delete(keyID)
+	if vs != nil {
+		r.n.Add(-int64(len(vs.byVer)))
+	}
 	r.mu.Unlock()
 	if vs == nil {
 		return false
@@ -258,9 +301,7 @@ func (r *Ring) Evict(keyID string) bool {
 // Renew moves the lease of every loaded version of keyID to until (never
 // past the key's expiry).
 func (r *Ring) Renew(keyID string, until time.Time) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if vs := r.keys[keyID]; vs != nil {
+	if vs := r.load(keyID); vs != nil {
 		for _, e := range vs.byVer {
 			u := until
 			if e.md.ExpiresAt != nil && e.md.ExpiresAt.Before(u) {
@@ -275,16 +316,12 @@ func (r *Ring) Renew(keyID string, until time.Time) {
 // (their material stays protected in the enclave). Call it periodically.
 func (r *Ring) Sweep() {
 	cut := r.now().Add(-r.idleTTL).UnixNano()
-	r.mu.RLock()
 	var idle []*entry
-	for _, vs := range r.keys {
-		for _, e := range vs.byVer {
-			if e.hot.Load() != nil && e.lastUse.Load() < cut {
-				idle = append(idle, e)
-			}
+	r.each(func(e *entry) {
+		if e.hot.Load() != nil && e.lastUse.Load() < cut {
+			idle = append(idle, e)
 		}
-	}
-	r.mu.RUnlock()
+	})
 	for _, e := range idle {
 		e.mu.Lock()
 		if e.lastUse.Load() < cut {
@@ -296,21 +333,27 @@ func (r *Ring) Sweep() {
 	}
 }
 
+// each calls f for every loaded key version.
+func (r *Ring) each(f func(*entry)) {
+	r.keys.Range(func(_, v any) bool {
+		for _, e := range v.(*versions).byVer {
+			f(e)
+		}
+		return true
+	})
+}
+
 // Len is the number of loaded keys (not versions).
 func (r *Ring) Len() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.keys)
+	n := 0
+	r.keys.Range(func(_, _ any) bool { n++; return true })
+	return n
 }
 
 // IDs lists the loaded key ids, sorted.
 func (r *Ring) IDs() []string {
-	r.mu.RLock()
-	ids := make([]string, 0, len(r.keys))
-	for id := range r.keys {
-		ids = append(ids, id)
-	}
-	r.mu.RUnlock()
+	var ids []string
+	r.keys.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
 	sort.Strings(ids)
 	return ids
 }
@@ -318,19 +361,15 @@ func (r *Ring) IDs() []string {
 // List describes every loaded key version (never secrets), sorted by key id
 // and version.
 func (r *Ring) List() []api.LoadedKey {
-	r.mu.RLock()
-	out := make([]api.LoadedKey, 0, len(r.keys))
-	for _, vs := range r.keys {
-		for _, e := range vs.byVer {
-			lk := api.LoadedKey{KeyMetadata: e.md}
-			if l := e.leaseNs.Load(); l != 0 {
-				t := time.Unix(0, l).UTC()
-				lk.LeaseExpiresAt = &t
-			}
-			out = append(out, lk)
+	out := make([]api.LoadedKey, 0, r.n.Load())
+	r.each(func(e *entry) {
+		lk := api.LoadedKey{KeyMetadata: e.md}
+		if l := e.leaseNs.Load(); l != 0 {
+			t := time.Unix(0, l).UTC()
+			lk.LeaseExpiresAt = &t
 		}
-	}
-	r.mu.RUnlock()
+		out = append(out, lk)
+	})
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].KeyID != out[j].KeyID {
 			return out[i].KeyID < out[j].KeyID

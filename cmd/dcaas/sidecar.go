@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/sidecar"
+)
+
+func newSidecarCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "sidecar", Short: "The crypto sidecar that serves one application's keys locally"}
+	cmd.AddCommand(newSidecarServeCmd())
+	return cmd
+}
+
+type sidecarFlags struct {
+	kmsURL        string
+	caFile        string
+	dataDir       string
+	socket        string
+	allowUIDs     []int
+	listen        string
+	enclave       string
+	tpmDevice     string
+	tokenFile     string
+	kem           string
+	attest        bool
+	lease         time.Duration
+	metricsListen string
+	logLevel      string
+}
+
+func newSidecarServeCmd() *cobra.Command {
+	var f sidecarFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Enroll with the KMS and serve the crypto API on a Unix socket (and optionally loopback mTLS)",
+		Long: `Enroll with the KMS and serve the crypto API.
+
+The enrollment secret comes from DCAAS_ENROLL_TOKEN or --enroll-token-file,
+never from a command-line argument (it would show in ps). With --enclave tpm
+and --attest the sidecar enrolls with TPM attestation instead.
+
+The Unix socket is created with mode 0600 and every connection's peer uid
+is checked against --allow-uid (default: this process's uid). --listen adds
+a TCP listener that requires a client certificate of the bound custodian.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.kmsURL, "kms", "", "KMS base URL, e.g. https://127.0.0.1:8443 (required)")
+	fl.StringVar(&f.caFile, "ca", "", "KMS CA certificate PEM file (required)")
+	fl.StringVar(&f.dataDir, "data-dir", "dcaas-sidecar", "data directory (enrollment certificates, local audit log)")
+	fl.StringVar(&f.socket, "socket", "", "Unix socket path (default DATA-DIR/sidecar.sock)")
+	fl.IntSliceVar(&f.allowUIDs, "allow-uid", nil, "Unix uid allowed on the socket (repeatable; default: own uid)")
+	fl.StringVar(&f.listen, "listen", "", "optional TCP listen address HOST:PORT for mutual TLS")
+	fl.StringVar(&f.enclave, "enclave", "software", "where keys live: software or tpm")
+	fl.StringVar(&f.tpmDevice, "tpm-device", "/dev/tpmrm0", "TPM device for --enclave tpm")
+	fl.StringVar(&f.tokenFile, "enroll-token-file", "", "file holding the one-time enrollment token (else DCAAS_ENROLL_TOKEN)")
+	fl.StringVar(&f.kem, "kem", "", "key-transport KEM: x25519, p256, mlkem768-x25519, mlkem768-p256 (default: x25519; p256 in FIPS mode or with a TPM)")
+	fl.BoolVar(&f.attest, "attest", false, "enroll with TPM attestation (needs --enclave tpm)")
+	fl.DurationVar(&f.lease, "lease", 24*time.Hour, "lease of loaded keys (never past a key's expiry)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func runSidecar(ctx context.Context, f sidecarFlags) error {
+	if f.kmsURL == "" || f.caFile == "" {
+		return errors.New("--kms and --ca are required")
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(f.caFile)
+	if err != nil {
+		return fmt.Errorf("--ca: %w", err)
+	}
+	tok, err := readPassphrase(f.tokenFile, "DCAAS_ENROLL_TOKEN")
+	if err != nil {
+		return fmt.Errorf("--enroll-token-file: %w", err)
+	}
+	// The token leaves the environment as soon as it is read, so child
+	// processes and /proc/self/environ readers don't see it.
+	os.Unsetenv("DCAAS_ENROLL_TOKEN")
+	enc, err := openEnclave(ctx, f)
+	if err != nil {
+		return err
+	}
+	if enc != nil {
+		defer enc.Close()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := sidecar.Config{
+		KMSURL: strings.TrimRight(f.kmsURL, "/"), CAPEM: caPEM, DataDir: f.dataDir,
+		Enclave: enc, Attest: f.attest, KEM: api.KEM(f.kem), AllowUIDs: f.allowUIDs,
+		LeaseTTL: f.lease, Logger: log, Reg: reg,
+	}
+	if tok != nil {
+		cfg.EnrollToken = string(tok.Expose())
+		tok.Wipe()
+	}
+	sc, err := sidecar.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+
+	socket := f.socket
+	if socket == "" {
+		socket = filepath.Join(f.dataDir, "sidecar.sock")
+	}
+	ln, err := sidecar.ListenUnix(socket)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 3)
+	go func() { errc <- sc.Serve(ctx, ln) }()
+	listening := ""
+	if f.listen != "" {
+		tln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return err
+		}
+		mtls, err := sc.TLSListener(ctx, tln)
+		if err != nil {
+			return err
+		}
+		listening = " listen=https://" + tln.Addr().String() + " tls-server-name=" + sc.ServerName()
+		go func() { errc <- sc.Serve(ctx, mtls) }()
+	}
+	if f.metricsListen != "" {
+		mln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return err
+		}
+		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ms.Serve(mln) }()
+		defer ms.Close()
+	}
+	fmt.Printf("dcaas sidecar ready: instance=%s custodian=%q enclave=%s socket=%s%s\n",
+		sc.InstanceID(), sc.CustodianDN(), sc.Status(ctx).Enclave, socket, listening)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+// openEnclave opens the enclave the flags name; nil means the sidecar's
+// default (a software enclave it owns).
+func openEnclave(ctx context.Context, f sidecarFlags) (enclave.Enclave, error) {
+	switch f.enclave {
+	case "software", "":
+		if f.attest {
+			return nil, errors.New("--attest needs --enclave tpm")
+		}
+		return nil, nil
+	case "tpm":
+		return openTPM(ctx, f)
+	}
+	return nil, fmt.Errorf("--enclave %q: use software or tpm", f.enclave)
+}

@@ -1,0 +1,82 @@
+package enclavetest
+
+import (
+	"crypto"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"testing"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+func testClose(t *testing.T, fresh opener) {
+	e := fresh(t)
+	ctx := t.Context()
+
+	// Handles taken before Close.
+	signer, err := e.IdentityKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport, err := e.TransportKey(ctx, api.KEMP256)
+	if err != nil && !errors.Is(err, enclave.ErrUnsupportedKEM) {
+		t.Fatal(err)
+	}
+	p, err := e.Protect(secret.Copy([]byte("data key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := secret.Copy([]byte("data key"))
+	defer pt.Wipe()
+	blob, err := e.LocalSeal(ctx, pt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ct []byte
+	if transport != nil {
+		if ct, err = hpke.Seal(transport.PublicKey(), kdf, aead, nil, []byte("data key")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close() twice = %v, want nil", err)
+	}
+
+	closed := []struct {
+		name string
+		call func() error
+	}{
+		{"IdentityKey", func() error { _, err := e.IdentityKey(ctx); return err }},
+		{"TransportKey", func() error { _, err := e.TransportKey(ctx, api.KEMP256); return err }},
+		{"Protect", func() error { _, err := e.Protect(secret.Copy([]byte("k"))); return err }},
+		{"LocalSeal", func() error { _, err := e.LocalSeal(ctx, pt, nil); return err }},
+		{"LocalOpen", func() error { _, err := e.LocalOpen(ctx, blob, nil); return err }},
+	}
+	for _, tc := range closed {
+		if err := tc.call(); !errors.Is(err, enclave.ErrClosed) {
+			t.Errorf("%s() after Close() = %v, want ErrClosed", tc.name, err)
+		}
+	}
+
+	digest := sha256.Sum256([]byte("x"))
+	if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
+		t.Error("identity Sign() after Close() succeeded")
+	}
+	if got, err := p.Open(); err == nil {
+		got.Wipe()
+		t.Error("Protected.Open() after Close() succeeded")
+	}
+	if transport != nil {
+		if _, err := hpke.Open(transport, kdf, aead, nil, ct); err == nil {
+			t.Error("hpke.Open() with the transport key after Close() succeeded")
+		}
+	}
+}

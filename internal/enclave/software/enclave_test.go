@@ -1,0 +1,194 @@
+package software
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/enclave/enclavetest"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+func open(t testing.TB) *Enclave {
+	t.Helper()
+	e, err := New()
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func TestConformance(t *testing.T) {
+	enclavetest.Run(t, func(t *testing.T) enclave.Enclave { return open(t) })
+}
+
+func TestKind(t *testing.T) {
+	if k := open(t).Kind(); k != api.EnclaveSoftware {
+		t.Errorf("Kind() = %q, want %q", k, api.EnclaveSoftware)
+	}
+}
+
+func TestLocalOpenOtherEnclave(t *testing.T) {
+	a, b := open(t), open(t)
+	pt := secret.Copy([]byte("data key"))
+	defer pt.Wipe()
+	blob, err := a.LocalSeal(t.Context(), pt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.LocalOpen(t.Context(), blob, nil); !errors.Is(err, enclave.ErrOpen) {
+		t.Errorf("LocalOpen() of another enclave's blob = %v, want ErrOpen", err)
+	}
+}
+
+func TestProtectRefusesEmpty(t *testing.T) {
+	e := open(t)
+	for _, m := range []*secret.Bytes{nil, secret.New(nil), secret.Copy([]byte{})} {
+		if p, err := e.Protect(m); err == nil {
+			p.Destroy()
+			t.Error("Protect(empty) succeeded, want an error")
+		}
+	}
+}
+
+func TestProtectWipesOnFailure(t *testing.T) {
+	e := open(t)
+	_ = e.Close()
+	raw := []byte("data key")
+	if _, err := e.Protect(secret.New(raw)); !errors.Is(err, enclave.ErrClosed) {
+		t.Fatalf("Protect() after Close() = %v, want ErrClosed", err)
+	}
+	if string(raw) != string(make([]byte, len(raw))) {
+		t.Error("Protect() failed and left the material in clear")
+	}
+}
+
+func TestDestroyedIsErrDestroyed(t *testing.T) {
+	p, err := open(t).Protect(secret.Copy([]byte("data key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Destroy()
+	if _, err := p.Open(); !errors.Is(err, ErrDestroyed) {
+		t.Errorf("Open() after Destroy() = %v, want ErrDestroyed", err)
+	}
+}
+
+// TestPurge documents what memguard.Purge does to an enclave: every secret
+// sealed before it is lost.
+func TestPurge(t *testing.T) {
+	e := open(t)
+	ctx := t.Context()
+	signer, err := e.IdentityKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Protect(secret.Copy([]byte("data key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := secret.Copy([]byte("data key"))
+	defer pt.Wipe()
+	blob, err := e.LocalSeal(ctx, pt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	memguard.Purge()
+
+	digest := sha256.Sum256([]byte("x"))
+	for range 2 { // the second time without asking memguard
+		if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); !errors.Is(err, ErrPurged) {
+			t.Errorf("Sign() after Purge() = %v, want ErrPurged", err)
+		}
+		if _, err := p.Open(); !errors.Is(err, ErrPurged) {
+			t.Errorf("Open() after Purge() = %v, want ErrPurged", err)
+		}
+		_, err := e.LocalOpen(ctx, blob, nil)
+		if !errors.Is(err, enclave.ErrOpen) || !errors.Is(err, ErrPurged) {
+			t.Errorf("LocalOpen() after Purge() = %v, want ErrOpen and ErrPurged", err)
+		}
+	}
+
+	// A new enclave works under the new session key.
+	fresh := open(t)
+	if _, err := fresh.LocalSeal(ctx, pt, nil); err != nil {
+		t.Errorf("LocalSeal() on a new enclave after Purge() = %v", err)
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	e := open(t)
+	ctx := t.Context()
+	material := []byte("secret material")
+	p, err := e.Protect(secret.Copy(material))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Destroy()
+	signer, err := e.IdentityKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := e.TransportKey(ctx, api.KEMMLKEM768P256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kx, err := e.newKeyExchangerLocked(transportKEMs[api.KEMP256].curve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]any{
+		"Enclave":      e,
+		"Signer":       signer,
+		"Protected":    p,
+		"KeyExchanger": kx,
+		"Decapsulator": &sealedMLKEM768{seed: kx.priv},
+		"sealed":       kx.priv,
+	}
+	for name, v := range values {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d"} {
+			if got := fmt.Sprintf(verb, v); got != redactedText {
+				t.Errorf("Sprintf(%q, %s) = %q, want %q", verb, name, got, redactedText)
+			}
+		}
+		j, err := json.Marshal(v)
+		if err != nil || string(j) != `"`+redactedText+`"` {
+			t.Errorf("json.Marshal(%s) = %s, %v; want redacted", name, j, err)
+		}
+	}
+	// The hpke.PrivateKey wrapping our key exchangers prints no key bytes
+	// (fmt shows nested pointers as addresses).
+	if got := fmt.Sprintf("%+v %#v", tk, tk); strings.Contains(got, string(material)) {
+		t.Errorf("hpke key printed as %q", got)
+	}
+}
+
+func TestSlotsFor(t *testing.T) {
+	const page = 4096
+	for _, tc := range []struct {
+		memlock uint64
+		want    int
+	}{
+		{0, 1},
+		{64 << 10, 4},       // 16 pages: old kernels' default
+		{8 << 20, 256},      // 2048 pages: capped
+		{1<<64 - 1, 256},    // unlimited
+		{(8 + 2) * page, 1}, // barely anything beyond the reserve
+		{(8 + 4) * page, 2},
+	} {
+		if got := slotsFor(tc.memlock, page); got != tc.want {
+			t.Errorf("slotsFor(%d) = %d, want %d", tc.memlock, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,101 @@
+package software
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+
+	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+const (
+	lmkSize = 32 // AES-256
+	// localVersion is the first byte of a LocalSeal blob:
+	// version || nonce (12) || AES-256-GCM ciphertext || tag (16).
+	localVersion byte = 1
+	// maxLocalSeals keeps random 96-bit nonces under one LMK within the
+	// NIST bound of 2^32 messages.
+	maxLocalSeals = 1 << 32
+)
+
+// LocalSeal encrypts plaintext under the local master key with
+// AES-256-GCM and a random nonce, binding aad and the format version. The
+// caller keeps ownership of plaintext; the returned blob is the caller's.
+// The LMK is random per process: blobs do not survive a restart.
+func (e *Enclave) LocalSeal(ctx context.Context, plaintext *secret.Bytes, aad []byte) ([]byte, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if err := e.ready(ctx); err != nil {
+		return nil, err
+	}
+	var blob []byte
+	err := e.lmk.withLocked(func(lmk []byte) error {
+		aead, err := newLocalAEAD(lmk)
+		if err != nil {
+			return err
+		}
+		if !e.countSeal() {
+			return wrapf("local master key exhausted (%d seals); restart the sidecar", uint64(maxLocalSeals))
+		}
+		blob = make([]byte, 1, 1+aead.Overhead()+plaintext.Len())
+		blob[0] = localVersion
+		blob = aead.Seal(blob, nil, plaintext.Expose(), localAAD(aad))
+		return nil
+	})
+	return blob, err
+}
+
+// LocalOpen reverses LocalSeal. Every failure to open (wrong aad, altered
+// or truncated blob, another process's blob) is enclave.ErrOpen; after
+// Close it is enclave.ErrClosed. The caller owns and wipes the result.
+func (e *Enclave) LocalOpen(ctx context.Context, blob, aad []byte) (*secret.Bytes, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if err := e.ready(ctx); err != nil {
+		return nil, err
+	}
+	if len(blob) < 1 || blob[0] != localVersion {
+		return nil, enclave.ErrOpen
+	}
+	var out *secret.Bytes
+	err := e.lmk.withLocked(func(lmk []byte) error {
+		aead, err := newLocalAEAD(lmk)
+		if err != nil {
+			return err
+		}
+		pt, err := aead.Open(nil, nil, blob[1:], localAAD(aad))
+		if err != nil {
+			return enclave.ErrOpen
+		}
+		out = secret.New(pt)
+		return nil
+	})
+	switch {
+	case err == nil:
+		return out, nil
+	case err == enclave.ErrOpen:
+		return nil, err
+	default:
+		return nil, wrapf("%w: %w", enclave.ErrOpen, err)
+	}
+}
+
+// countSeal counts one more seal under the LMK and reports whether it is
+// still within maxLocalSeals.
+func (e *Enclave) countSeal() bool {
+	return e.lmkSeals.Add(1) <= maxLocalSeals
+}
+
+func newLocalAEAD(lmk []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(lmk)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCMWithRandomNonce(block)
+}
+
+// localAAD binds the version byte along with the caller's aad.
+func localAAD(aad []byte) []byte {
+	return append([]byte{localVersion}, aad...)
+}

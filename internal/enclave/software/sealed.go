@@ -1,0 +1,96 @@
+package software
+
+import (
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/dcaas/dcaas/internal/enclave"
+)
+
+// sealed is one secret held in a memguard.Enclave, usable only while its
+// owning Enclave is open.
+type sealed struct {
+	redacted
+	owner *Enclave
+
+	mu     sync.Mutex
+	e      *memguard.Enclave // nil once destroyed or lost
+	purged bool
+}
+
+// newSealed seals b into a memguard.Enclave and wipes b.
+func newSealed(owner *Enclave, b []byte) (*sealed, error) {
+	if len(b) == 0 {
+		return nil, wrapf("empty secret")
+	}
+	return &sealed{owner: owner, e: memguard.NewEnclave(b)}, nil
+}
+
+// with opens the secret into a LockedBuffer, calls fn with its bytes and
+// destroys the buffer. fn must not retain or modify the bytes. The owner's
+// lock is held for reading throughout, so Close waits for fn.
+func (s *sealed) with(fn func(secret []byte) error) error {
+	s.owner.mu.RLock()
+	defer s.owner.mu.RUnlock()
+	if s.owner.closed {
+		return enclave.ErrClosed
+	}
+	return s.withLocked(fn)
+}
+
+// withLocked is with for callers already holding the owner's lock.
+func (s *sealed) withLocked(fn func(secret []byte) error) error {
+	s.mu.Lock()
+	e, purged := s.e, s.purged
+	s.mu.Unlock()
+	switch {
+	case purged:
+		return ErrPurged
+	case e == nil:
+		return ErrDestroyed
+	}
+
+	release := acquireLockSlot()
+	defer release()
+	buf, err := e.Open()
+	if err != nil {
+		// The only error memguard returns here is a failed decryption:
+		// the session key was replaced by a purge. Remember it, since
+		// every further Open would fail again and leak its buffers
+		// (memguard does not destroy them on that path).
+		s.mu.Lock()
+		s.e, s.purged = nil, true
+		s.mu.Unlock()
+		return ErrPurged
+	}
+	defer buf.Destroy()
+	return fn(buf.Bytes())
+}
+
+// destroy drops the sealed secret; later opens fail with ErrDestroyed.
+func (s *sealed) destroy() {
+	s.mu.Lock()
+	s.e = nil
+	s.mu.Unlock()
+}
+
+// redacted gives the types that hold key material a String, GoString,
+// Format and MarshalJSON that reveal nothing.
+type redacted struct{}
+
+const redactedText = "[REDACTED]"
+
+// String redacts.
+func (redacted) String() string { return redactedText }
+
+// GoString redacts.
+func (redacted) GoString() string { return redactedText }
+
+// Format redacts for every verb.
+func (redacted) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redactedText) }
+
+// MarshalJSON redacts.
+func (redacted) MarshalJSON() ([]byte, error) { return []byte(`"` + redactedText + `"`), nil }

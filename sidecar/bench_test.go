@@ -1,0 +1,170 @@
+package sidecar_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/sidecar"
+)
+
+// The speed targets of the sidecar issue, as Go benchmarks (never timed
+// unit tests). Run:
+//
+//	go test -run '^$' -bench . -benchtime 5s ./sidecar/
+//
+// Each reports ops/s and, where it runs closed-loop clients, p50/p99
+// latency. Closed loop with 8 concurrent clients: b.SetParallelism(8 /
+// GOMAXPROCS).
+
+func benchFixture(b *testing.B) (*fixture, string) {
+	b.Helper()
+	f := newFixture(b, func(c *sidecar.Config) { c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil)) })
+	dks := f.load(b, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+	return f, dks[0].KeyID
+}
+
+func setClients(b *testing.B, n int) {
+	p := n / runtime.GOMAXPROCS(0)
+	if p < 1 {
+		p = 1
+	}
+	b.SetParallelism(p)
+}
+
+// latencies collects per-op durations from parallel workers.
+type latencies struct {
+	mu  sync.Mutex
+	all []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) {
+	l.mu.Lock()
+	l.all = append(l.all, d...)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B, opsPerCall int) {
+	if len(l.all) == 0 {
+		return
+	}
+	slices.Sort(l.all)
+	q := func(p float64) float64 { return float64(l.all[int(p*float64(len(l.all)-1))].Microseconds()) }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+	b.ReportMetric(float64(b.N*opsPerCall)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func BenchmarkLibraryEncrypt1KiB(b *testing.B) {
+	f, key := benchFixture(b)
+	msg := make([]byte, 1024)
+	ctx := context.Background()
+	setClients(b, 8)
+	b.SetBytes(1024)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := f.sc.Encrypt(ctx, key, msg, nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func BenchmarkUnixSocketEncrypt1KiB(b *testing.B) {
+	f, key := benchFixture(b)
+	req := api.EncryptRequest{KeyRef: api.KeyRef{KeyID: key}, Plaintext: make([]byte, 1024)}
+	var lat latencies
+	setClients(b, 8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := unixClient(f.socket)
+		var mine []time.Duration
+		var out api.EncryptResponse
+		for pb.Next() {
+			start := time.Now()
+			if err := c.Do(context.Background(), "POST", "/v1/crypto/encrypt", req, &out); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(start))
+		}
+		lat.add(mine)
+	})
+	b.StopTimer()
+	lat.report(b, 1)
+}
+
+func BenchmarkUnixSocketBatch100Encrypt1KiB(b *testing.B) {
+	f, key := benchFixture(b)
+	req := api.BatchRequest{Ops: make([]api.BatchItem, 100)}
+	for i := range req.Ops {
+		req.Ops[i] = api.BatchItem{Op: api.OpEncrypt, KeyID: key, Plaintext: make([]byte, 1024)}
+	}
+	var lat latencies
+	setClients(b, 8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := unixClient(f.socket)
+		var mine []time.Duration
+		var out api.BatchResponse
+		for pb.Next() {
+			start := time.Now()
+			if err := c.Do(context.Background(), "POST", "/v1/crypto/batch", req, &out); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(start))
+		}
+		lat.add(mine)
+	})
+	b.StopTimer()
+	lat.report(b, 100)
+}
+
+// BenchmarkBootstrap1000 is start → enrolled → 1,000 keys imported by the
+// rewrap flow (the KMS and the EKBs exist beforehand; the token is minted
+// outside the timer).
+func BenchmarkBootstrap1000(b *testing.B) {
+	env := kmstest.Start(b, nil)
+	env.Tenant(b, "acme")
+	cust, creds := env.App(b, "acme", "payments-api", api.RoleCustodian)
+	pipe, _ := env.App(b, "acme", "deployer", api.RolePipeline)
+	ekbs := make([][]byte, 1000)
+	for i := range ekbs {
+		var dk api.DataKey
+		cust.MustDo(b, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
+		ekbs[i] = dk.EKB
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		var tok api.EnrollmentToken
+		pipe.MustDo(b, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
+		dir := b.TempDir()
+		b.StartTimer()
+		sc, err := sidecar.New(context.Background(), sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: dir, EnrollToken: tok.Token, Logger: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wrapped api.WrappedKeys
+		cust.MustDo(b, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
+		ids, err := sc.ImportKeys(context.Background(), wrapped.Keys)
+		if err != nil || len(ids) != 1000 {
+			b.Fatalf("ImportKeys = %d, %v", len(ids), err)
+		}
+		b.StopTimer()
+		sc.Close()
+		b.StartTimer()
+	}
+}

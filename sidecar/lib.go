@@ -1,0 +1,152 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/format"
+	"github.com/dcaas/dcaas/internal/keyring"
+	"github.com/dcaas/dcaas/internal/ops"
+	"github.com/dcaas/dcaas/internal/policy"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+// ImportKeys loads keys that the KMS's rewrap sealed to this sidecar's
+// wrapping certificate. Each key is opened inside the enclave with the
+// transport key and checked against its metadata; the batch is all or
+// nothing. It returns the loaded key ids in order.
+func (s *Sidecar) ImportKeys(ctx context.Context, keys []api.WrappedKey) ([]string, error) {
+	if len(keys) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "keys must hold at least one wrapped key.")
+	}
+	tk, err := s.enc.TransportKey(ctx, s.enrolled.KEM)
+	if err != nil {
+		return nil, err
+	}
+	u := kcrypto.NewUnwrapper(tk, format.TransportInfo(s.enrolled.InstanceID))
+	defer u.Close()
+	lease := s.cfg.Now().Add(s.cfg.LeaseTTL)
+	ids := make([]string, 0, len(keys))
+	// Open everything first, so a bad item loads nothing.
+	mats := make([]*pending, 0, len(keys))
+	defer func() {
+		for _, p := range mats {
+			p.material.Wipe()
+		}
+	}()
+	for i := range keys {
+		k := &keys[i]
+		md := k.Metadata
+		if md.KeyID != k.KeyID || md.Version != k.Version {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %d: key_id/version disagree with its metadata.", i)
+		}
+		if !policy.Releasable(md.Policy, md.Owner, s.enrolled.CustodianDN) {
+			return nil, api.Errorf(api.CodePolicyDenied, "Key %s: its policy does not name this sidecar's custodian.", md.KeyID)
+		}
+		aad, err := format.MetadataAAD(&md)
+		if err != nil {
+			return nil, err
+		}
+		dek, err := u.Unwrap(k.Wrapped, aad)
+		if err != nil {
+			return nil, api.Errorf(api.CodeDecryptFailed, "Key %s does not unwrap: it was not sealed to this sidecar, or it or its metadata was modified.", md.KeyID)
+		}
+		mats = append(mats, &pending{md: md, material: dek})
+	}
+	for _, p := range mats {
+		if err := s.ring.Put(p.md, p.material, lease); err != nil {
+			return nil, fmt.Errorf("sidecar: loading key %s: %w", p.md.KeyID, err)
+		}
+		ids = append(ids, p.md.KeyID)
+	}
+	s.metrics.keysImported.Add(float64(len(ids)))
+	return ids, nil
+}
+
+// Evict removes every version of a key from the sidecar and wipes it.
+func (s *Sidecar) Evict(keyID string) bool { return s.ring.Evict(keyID) }
+
+// Keys lists the loaded key versions (metadata and leases, never secrets).
+func (s *Sidecar) Keys() []api.LoadedKey { return s.ring.List() }
+
+// Encrypt seals plaintext under the current version of a loaded AES key
+// and returns a self-describing dcaas ciphertext.
+func (s *Sidecar) Encrypt(ctx context.Context, keyID string, plaintext, aad []byte) ([]byte, error) {
+	r, err := s.engine.Encrypt(ctx, &api.EncryptRequest{KeyRef: api.KeyRef{KeyID: keyID}, Plaintext: plaintext, AAD: aad})
+	if err != nil {
+		return nil, err
+	}
+	return r.Ciphertext, nil
+}
+
+// Decrypt opens a dcaas ciphertext with the key version it names.
+func (s *Sidecar) Decrypt(ctx context.Context, ciphertext, aad []byte) ([]byte, error) {
+	r, err := s.engine.Decrypt(ctx, &api.DecryptRequest{Ciphertext: ciphertext, AAD: aad})
+	if err != nil {
+		return nil, err
+	}
+	return r.Plaintext, nil
+}
+
+// Sign signs message with the current version of a loaded signing key.
+func (s *Sidecar) Sign(ctx context.Context, keyID string, message []byte) ([]byte, error) {
+	r, err := s.engine.Sign(ctx, &api.SignRequest{KeyRef: api.KeyRef{KeyID: keyID}, Message: message})
+	if err != nil {
+		return nil, err
+	}
+	return r.Signature, nil
+}
+
+// Verify checks a signature with the current version of a loaded key.
+func (s *Sidecar) Verify(ctx context.Context, keyID string, message, signature []byte) (bool, error) {
+	r, err := s.engine.Verify(ctx, &api.VerifyRequest{KeyRef: api.KeyRef{KeyID: keyID}, Message: message, Signature: signature})
+	if err != nil {
+		return false, err
+	}
+	return r.Valid, nil
+}
+
+// MAC computes HMAC-SHA-256 with the current version of a loaded HMAC key.
+func (s *Sidecar) MAC(ctx context.Context, keyID string, message []byte) ([]byte, error) {
+	r, err := s.engine.MAC(ctx, &api.MACRequest{KeyRef: api.KeyRef{KeyID: keyID}, Message: message})
+	if err != nil {
+		return nil, err
+	}
+	return r.MAC, nil
+}
+
+// VerifyMAC checks an HMAC tag in constant time.
+func (s *Sidecar) VerifyMAC(ctx context.Context, keyID string, message, tag []byte) (bool, error) {
+	r, err := s.engine.MACVerify(ctx, &api.MACVerifyRequest{KeyRef: api.KeyRef{KeyID: keyID}, Message: message, MAC: tag})
+	if err != nil {
+		return false, err
+	}
+	return r.Valid, nil
+}
+
+// Batch runs many operations in one call (see api.BatchRequest).
+func (s *Sidecar) Batch(ctx context.Context, req *api.BatchRequest) (*api.BatchResponse, error) {
+	return s.engine.Batch(ctx, req)
+}
+
+// pending is an unwrapped key waiting to enter the keyring.
+type pending struct {
+	md       api.KeyMetadata
+	material *secret.Bytes
+}
+
+// ringResolver resolves loaded key ids for the operation engine.
+type ringResolver struct{ ring *keyring.Ring }
+
+func (r *ringResolver) Acquire(_ context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, ops.Releaser, error) {
+	if len(ref.SealedKey) > 0 || len(ref.EKB) > 0 {
+		return nil, nil, api.Errorf(api.CodeInvalidArgument, "This sidecar takes loaded keys by key_id; sealed_key is not enabled here, and ekb is for the KMS.")
+	}
+	h, err := r.ring.Acquire(ref.KeyID, version, action)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h.Key, h.Releaser(), nil
+}

@@ -1,0 +1,215 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/ca"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/httpapi"
+	"github.com/dcaas/dcaas/internal/peer"
+	"github.com/dcaas/dcaas/internal/policy"
+)
+
+// Body limits of the local API.
+const (
+	bodyLimit      = 1 << 20
+	batchBodyLimit = 64 << 20
+)
+
+// Handler is the sidecar's REST API (API.md "Sidecar" and "Operations").
+// It authorizes every request by how it arrived: over a listener from
+// ListenUnix the peer's uid must be allowed; over TLS the client
+// certificate must carry the bound custodian's DN. Serve wires both.
+func (s *Sidecar) Handler() http.Handler { return s.router }
+
+// Serve answers requests on ln until ctx ends. A Unix listener is bound by
+// peer credentials; any other listener must be wrapped with TLSListener.
+func (s *Sidecar) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.router,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ConnContext:       peer.ConnContext,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		return nil
+	}
+}
+
+// ListenUnix creates the sidecar's Unix socket with mode 0600.
+func ListenUnix(path string) (net.Listener, error) { return peer.ListenUnix(path, 0o600) }
+
+// TLSListener wraps ln in mutual TLS: the sidecar presents its identity
+// certificate, and clients must present a certificate from the KMS CA
+// (whose DN is then checked against the bound custodian on every request).
+func (s *Sidecar) TLSListener(ctx context.Context, ln net.Listener) (net.Listener, error) {
+	signer, err := s.enc.IdentityKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := parseCertPEM(s.enrolled.CertPEM)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}},
+		// Certificates are requested and verified once per connection in
+		// verifyClient, so a caller without one still gets a JSON 401 and
+		// a foreign one leaves an audit record.
+		ClientAuth:       tls.RequestClientCert,
+		VerifyConnection: s.verifyClient,
+	}
+	return tls.NewListener(ln, cfg), nil
+}
+
+// verifyClient checks a TLS client certificate chain against the KMS CA
+// during the handshake. No certificate passes here and is refused per
+// request with 401.
+func (s *Sidecar) verifyClient(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots: s.caPool, Intermediates: inter, CurrentTime: s.cfg.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		s.audit.Record(cs.PeerCertificates[0].Subject.String(), "tls.handshake", "", "denied", string(api.CodeUnauthenticated))
+		return fmt.Errorf("sidecar: client certificate not issued by the KMS CA: %w", err)
+	}
+	return nil
+}
+
+// ServerName is the TLS server name of the sidecar's mutual-TLS listener:
+// clients set tls.Config.ServerName to it (the listener's certificate names
+// the instance, not a host).
+func (s *Sidecar) ServerName() string { return ca.InstanceServerName(s.enrolled.InstanceID) }
+
+// authorize decides whether the caller of r is the bound custodian.
+func (s *Sidecar) authorize(r *http.Request) error {
+	if r.TLS != nil {
+		// Chains were verified in the handshake (verifyClient).
+		if len(r.TLS.PeerCertificates) == 0 {
+			return api.Errorf(api.CodeUnauthenticated, "This sidecar needs a client certificate from the KMS CA.")
+		}
+		dn, err := policy.NormalizeDN(r.TLS.PeerCertificates[0].Subject.String())
+		if err != nil || dn != s.enrolled.CustodianDN {
+			return api.Errorf(api.CodeForbidden, "This sidecar serves %s only.", s.enrolled.CustodianDN)
+		}
+		return nil
+	}
+	cred, ok := peer.FromContext(r.Context())
+	if !ok {
+		return api.Errorf(api.CodeUnauthenticated, "The caller's identity could not be established.")
+	}
+	if !slices.Contains(s.cfg.AllowUIDs, int(cred.UID)) {
+		return api.Errorf(api.CodeForbidden, "Unix user %d may not use this sidecar.", cred.UID)
+	}
+	return nil
+}
+
+// callerName describes the caller for the local audit log.
+func callerName(r *http.Request) string {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return r.TLS.PeerCertificates[0].Subject.String()
+	}
+	if cred, ok := peer.FromContext(r.Context()); ok {
+		return "uid:" + strconv.Itoa(int(cred.UID))
+	}
+	return "unknown"
+}
+
+type handlerFunc func(ctx context.Context, decode func(any) error, r *http.Request) (any, error)
+
+// handle registers h behind authorization, strict decoding and error
+// rendering. Refusals are written to the local audit log; so are key
+// management calls (audit true). Operations are not, to keep the hot path
+// free of I/O.
+func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h handlerFunc) {
+	s.router.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.authorize(r); err != nil {
+			s.audit.Record(callerName(r), name, "", "denied", string(api.CodeOf(err)))
+			httpapi.WriteError(w, s.log, r, err)
+			return
+		}
+		decode := func(v any) error { return httpapi.Decode(w, r, limit, v) }
+		resp, err := h(r.Context(), decode, r)
+		if err != nil {
+			if auditOK {
+				s.audit.Record(callerName(r), name, "", "error", string(api.CodeOf(err)))
+			}
+			httpapi.WriteError(w, s.log, r, err)
+			return
+		}
+		if auditOK {
+			s.audit.Record(callerName(r), name, "", "ok", "")
+		}
+		httpapi.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+func (s *Sidecar) routes() {
+	s.router.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", FIPS: fipsMode()})
+	})
+	s.handle("GET /v1/status", "status", 0, false, func(ctx context.Context, _ func(any) error, _ *http.Request) (any, error) {
+		st := s.Status(ctx)
+		return st, nil
+	})
+	s.handle("GET /v1/wrapping-certificate", "wrapping_certificate", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
+		return api.WrappingCertificate{CertPEM: s.enrolled.WrappingCertPEM}, nil
+	})
+	s.handle("POST /v1/keys/import", "keys.import", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+		var req api.ImportKeysRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		ids, err := s.ImportKeys(ctx, req.Keys)
+		if err != nil {
+			return nil, err
+		}
+		return api.Loaded{Loaded: ids}, nil
+	})
+	s.handle("GET /v1/keys", "keys.list", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
+		return api.LoadedKeys{Keys: s.ring.List()}, nil
+	})
+	s.handle("DELETE /v1/keys/{key_id}", "keys.evict", 0, true, func(_ context.Context, _ func(any) error, r *http.Request) (any, error) {
+		id := r.PathValue("key_id")
+		if !s.Evict(id) {
+			return nil, api.Errorf(api.CodeNotFound, "Key %s is not loaded.", id)
+		}
+		return api.Evicted{Evicted: true}, nil
+	})
+	for _, rt := range s.engine.Routes() {
+		limit := int64(bodyLimit)
+		if rt.Batch {
+			limit = batchBodyLimit
+		}
+		serve := rt.Serve
+		s.handle(rt.Pattern, rt.Name, limit, false, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+			return serve(ctx, decode)
+		})
+	}
+}
