@@ -213,3 +213,7 @@ func (s *Sidecar) routes() {
 		})
 	}
 }
+
+// Routes lists the sidecar's method+path patterns (for the OpenAPI spec
+// test).
+func (s *Sidecar) Routes() []string { return s.router.Patterns() }

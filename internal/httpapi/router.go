@@ -40,9 +40,10 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 // records metrics by route pattern (never by raw path, which would put ids
 // in label values).
 type Router struct {
-	mux     *http.ServeMux
-	log     *slog.Logger
-	metrics *Metrics
+	mux      *http.ServeMux
+	log      *slog.Logger
+	metrics  *Metrics
+	patterns []string
 }
 
 // NewRouter returns an empty router. metrics may be nil.
@@ -51,10 +52,17 @@ func NewRouter(log *slog.Logger, metrics *Metrics) *Router {
 }
 
 // Handle registers h for a Go 1.22 method+path pattern.
-func (rt *Router) Handle(pattern string, h http.Handler) { rt.mux.Handle(pattern, h) }
+func (rt *Router) Handle(pattern string, h http.Handler) {
+	rt.mux.Handle(pattern, h)
+	rt.patterns = append(rt.patterns, pattern)
+}
 
 // HandleFunc registers f for a pattern.
-func (rt *Router) HandleFunc(pattern string, f http.HandlerFunc) { rt.mux.HandleFunc(pattern, f) }
+func (rt *Router) HandleFunc(pattern string, f http.HandlerFunc) { rt.Handle(pattern, f) }
+
+// Patterns lists the registered patterns ("POST /v1/tenants"), in
+// registration order; the OpenAPI spec test compares them to the spec.
+func (rt *Router) Patterns() []string { return append([]string(nil), rt.patterns...) }
 
 type statusWriter struct {
 	http.ResponseWriter

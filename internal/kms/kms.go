@@ -255,3 +255,6 @@ func (k *KMS) record(ctx context.Context, c *call, action string, err error) err
 	_, aerr := k.audit.Append(context.WithoutCancel(ctx), ev)
 	return aerr
 }
+
+// Routes lists the KMS's method+path patterns (for the OpenAPI spec test).
+func (k *KMS) Routes() []string { return k.router.Patterns() }
