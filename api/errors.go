@@ -24,6 +24,7 @@ const (
 	CodeInvalidCert       Code = "invalid_certificate" // certificate malformed, foreign, expired
 	CodeInvalidCiphertext Code = "invalid_ciphertext"  // not a dcaas ciphertext
 	CodeDecryptFailed     Code = "decryption_failed"   // wrong key, wrong AAD or modified ciphertext (one opaque error)
+	CodeInvalidSealedKey  Code = "invalid_sealed_key"  // a sealed_key that does not open in this sidecar
 	CodeWrongKeyType      Code = "wrong_key_type"      // the key's type does not support the operation
 	CodeTooLarge          Code = "request_too_large"   // body over the size limit
 	CodeUnauthenticated   Code = "unauthenticated"     // no or unknown client identity
@@ -31,6 +32,7 @@ const (
 	CodeWrongTenant       Code = "wrong_tenant"        // cross-tenant attempt
 	CodePolicyDenied      Code = "policy_denied"       // the key policy does not name the caller
 	CodeInvalidToken      Code = "invalid_token"       // enrollment token or grant unknown
+	CodeAttestationFailed Code = "attestation_failed"  // TPM evidence refused
 	CodeRevoked           Code = "revoked"             // instance, certificate or key revoked
 	CodeNotFound          Code = "not_found"           // unknown id
 	CodeMethodNotAllowed  Code = "method_not_allowed"  // path exists, method does not
@@ -50,6 +52,7 @@ var statusOf = map[Code]int{
 	CodeInvalidCert:       http.StatusBadRequest,
 	CodeInvalidCiphertext: http.StatusBadRequest,
 	CodeDecryptFailed:     http.StatusBadRequest,
+	CodeInvalidSealedKey:  http.StatusBadRequest,
 	CodeWrongKeyType:      http.StatusBadRequest,
 	CodeTooLarge:          http.StatusRequestEntityTooLarge,
 	CodeUnauthenticated:   http.StatusUnauthorized,
@@ -57,6 +60,7 @@ var statusOf = map[Code]int{
 	CodeWrongTenant:       http.StatusForbidden,
 	CodePolicyDenied:      http.StatusForbidden,
 	CodeInvalidToken:      http.StatusForbidden,
+	CodeAttestationFailed: http.StatusForbidden,
 	CodeRevoked:           http.StatusForbidden,
 	CodeNotFound:          http.StatusNotFound,
 	CodeMethodNotAllowed:  http.StatusMethodNotAllowed,

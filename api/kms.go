@@ -210,3 +210,55 @@ type AuditPage struct {
 	Records []AuditRecord `json:"records"`
 	Next    int64         `json:"next"`
 }
+
+// GrantRequest is the body of POST /v1/grants: a single-use authorization
+// for one sidecar instance to load exactly these EKBs, retained keys or
+// seeds. Seeds are secret.
+type GrantRequest struct {
+	InstanceID string   `json:"instance_id"`
+	EKBs       [][]byte `json:"ekbs,omitempty"`
+	KeyIDs     []string `json:"key_ids,omitempty"`
+	Seeds      [][]byte `json:"seeds,omitempty"`
+	TTLSeconds int      `json:"ttl_seconds,omitempty"`
+}
+
+// Grant is an authorization grant. Grant is secret until used.
+type Grant struct {
+	Grant     string    `json:"grant"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// LoadRequest is the body of the KMS's POST /v1/keys/load (caller: the
+// sidecar the grant names). Recipient is a fresh ephemeral HPKE key.
+type LoadRequest struct {
+	Grant     string    `json:"grant"`
+	EKBs      [][]byte  `json:"ekbs,omitempty"`
+	KeyIDs    []string  `json:"key_ids,omitempty"`
+	Recipient PublicKey `json:"recipient"`
+}
+
+// Seed names a key to derive: the seed (secret) and the key type.
+type Seed struct {
+	Seed []byte  `json:"seed"`
+	Type KeyType `json:"type"`
+}
+
+// DeriveRequest is the body of the KMS's POST /v1/keys/derive.
+type DeriveRequest struct {
+	Grant     string    `json:"grant"`
+	Seeds     []Seed    `json:"seeds"`
+	Recipient PublicKey `json:"recipient"`
+}
+
+// RevocationFeed is the answer to GET /v1/revocations: what was revoked in
+// the caller's tenant after the cursor, and the cursor to ask from next.
+type RevocationFeed struct {
+	Cursor    string   `json:"cursor"`
+	Instances []string `json:"instances"`
+	Keys      []string `json:"keys"`
+}
+
+// Disabled answers DELETE /v1/datakeys/{key_id}.
+type Disabled struct {
+	Disabled bool `json:"disabled"`
+}

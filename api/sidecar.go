@@ -53,3 +53,25 @@ type LoadedKeys struct {
 type Evicted struct {
 	Evicted bool `json:"evicted"`
 }
+
+// SidecarDeriveRequest is the body of a sidecar's POST /v1/keys/derive.
+type SidecarDeriveRequest struct {
+	Grant string `json:"grant"`
+	Seeds []Seed `json:"seeds"`
+}
+
+// SealRequest is the body of a sidecar's POST /v1/keys/seal.
+type SealRequest struct {
+	KeyIDs []string `json:"key_ids"`
+}
+
+// SealedKey is a loaded key sealed under the sidecar's local master key.
+type SealedKey struct {
+	KeyID     string `json:"key_id"`
+	SealedKey []byte `json:"sealed_key"`
+}
+
+// SealResponse answers POST /v1/keys/seal.
+type SealResponse struct {
+	Sealed []SealedKey `json:"sealed"`
+}

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "dependencies"
+./scripts/deps.sh
+
 step "toolchain"
 go version
 

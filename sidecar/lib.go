@@ -2,12 +2,13 @@ package sidecar
 
 import (
 	"context"
+	"crypto/hpke"
+	"encoding/json"
 	"fmt"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/format"
-	"github.com/dcaas/dcaas/internal/keyring"
 	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -18,19 +19,27 @@ import (
 // transport key and checked against its metadata; the batch is all or
 // nothing. It returns the loaded key ids in order.
 func (s *Sidecar) ImportKeys(ctx context.Context, keys []api.WrappedKey) ([]string, error) {
-	if len(keys) == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "keys must hold at least one wrapped key.")
-	}
 	tk, err := s.enc.TransportKey(ctx, s.enrolled.KEM)
 	if err != nil {
 		return nil, err
 	}
-	u := kcrypto.NewUnwrapper(tk, format.TransportInfo(s.enrolled.InstanceID))
+	return s.unwrapAndLoad(keys, tk)
+}
+
+// unwrapAndLoad opens every wrapped key with priv and loads them into the
+// keyring, all or nothing.
+func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]string, error) {
+	if s.revoked.Load() {
+		return nil, errRevoked
+	}
+	if len(keys) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "keys must hold at least one wrapped key.")
+	}
+	u := kcrypto.NewUnwrapper(priv, format.TransportInfo(s.enrolled.InstanceID))
 	defer u.Close()
 	lease := s.cfg.Now().Add(s.cfg.LeaseTTL)
-	ids := make([]string, 0, len(keys))
 	// Open everything first, so a bad item loads nothing.
-	mats := make([]*pending, 0, len(keys))
+	mats := make([]pending, 0, len(keys))
 	defer func() {
 		for _, p := range mats {
 			p.material.Wipe()
@@ -53,15 +62,18 @@ func (s *Sidecar) ImportKeys(ctx context.Context, keys []api.WrappedKey) ([]stri
 		if err != nil {
 			return nil, api.Errorf(api.CodeDecryptFailed, "Key %s does not unwrap: it was not sealed to this sidecar, or it or its metadata was modified.", md.KeyID)
 		}
-		mats = append(mats, &pending{md: md, material: dek})
+		mats = append(mats, pending{md: md, material: dek})
 	}
+	ids := make([]string, 0, len(mats))
 	for _, p := range mats {
 		if err := s.ring.Put(p.md, p.material, lease); err != nil {
 			return nil, fmt.Errorf("sidecar: loading key %s: %w", p.md.KeyID, err)
 		}
-		ids = append(ids, p.md.KeyID)
+		if len(ids) == 0 || ids[len(ids)-1] != p.md.KeyID {
+			ids = append(ids, p.md.KeyID)
+		}
 	}
-	s.metrics.keysImported.Add(float64(len(ids)))
+	s.metrics.keysImported.Add(float64(len(mats)))
 	return ids, nil
 }
 
@@ -137,16 +149,31 @@ type pending struct {
 	material *secret.Bytes
 }
 
-// ringResolver resolves loaded key ids for the operation engine.
-type ringResolver struct{ ring *keyring.Ring }
+var errRevoked = api.Errorf(api.CodeRevoked, "This sidecar instance has been revoked by the KMS; it serves nothing.")
 
-func (r *ringResolver) Acquire(_ context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, ops.Releaser, error) {
-	if len(ref.SealedKey) > 0 || len(ref.EKB) > 0 {
-		return nil, nil, api.Errorf(api.CodeInvalidArgument, "This sidecar takes loaded keys by key_id; sealed_key is not enabled here, and ekb is for the KMS.")
+// resolver resolves loaded key ids and sealed keys for the operation
+// engine.
+type resolver struct{ s *Sidecar }
+
+func (r resolver) Acquire(ctx context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, ops.Releaser, error) {
+	if r.s.revoked.Load() {
+		return nil, nil, errRevoked
 	}
-	h, err := r.ring.Acquire(ref.KeyID, version, action)
+	switch {
+	case len(ref.EKB) > 0:
+		return nil, nil, api.Errorf(api.CodeInvalidArgument, "ekb is for the KMS's central path; a sidecar takes key_id or sealed_key.")
+	case len(ref.SealedKey) > 0:
+		return r.s.openSealed(ctx, ref, version, action)
+	}
+	h, err := r.s.ring.Acquire(ref.KeyID, version, action)
 	if err != nil {
 		return nil, nil, err
 	}
 	return h.Key, h.Releaser(), nil
+}
+
+func parseMetadata(b []byte) (api.KeyMetadata, error) {
+	var md api.KeyMetadata
+	err := json.Unmarshal(b, &md)
+	return md, err
 }

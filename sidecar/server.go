@@ -192,6 +192,39 @@ func (s *Sidecar) routes() {
 		}
 		return api.Loaded{Loaded: ids}, nil
 	})
+	s.handle("POST /v1/keys/load", "keys.load", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+		var req api.SidecarLoadRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		ids, err := s.LoadWithGrant(ctx, req.Grant, req.EKBs, req.KeyIDs)
+		if err != nil {
+			return nil, err
+		}
+		return api.Loaded{Loaded: ids}, nil
+	})
+	s.handle("POST /v1/keys/derive", "keys.derive", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+		var req api.SidecarDeriveRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		ids, err := s.Derive(ctx, req.Grant, req.Seeds)
+		if err != nil {
+			return nil, err
+		}
+		return api.Loaded{Loaded: ids}, nil
+	})
+	s.handle("POST /v1/keys/seal", "keys.seal", bodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+		var req api.SealRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		sealed, err := s.Seal(ctx, req.KeyIDs)
+		if err != nil {
+			return nil, err
+		}
+		return api.SealResponse{Sealed: sealed}, nil
+	})
 	s.handle("GET /v1/keys", "keys.list", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
 		return api.LoadedKeys{Keys: s.ring.List()}, nil
 	})

@@ -68,8 +68,9 @@ type Config struct {
 	// LeaseTTL is the lease of imported keys (default 24 h, never past a
 	// key's expiry).
 	LeaseTTL time.Duration
-	// HealthInterval is how often the sidecar checks that the KMS is
-	// reachable (default 10 s).
+	// HealthInterval is how often the sidecar polls the KMS's revocation
+	// feed, renewing leases when it succeeds (default 10 s). A revoked
+	// instance stops serving within one interval.
 	HealthInterval time.Duration
 	// Logger (default slog.Default()), Registerer for metrics (default a
 	// private registry), Now (default time.Now).
@@ -94,6 +95,8 @@ type Sidecar struct {
 	metrics  *metrics
 	router   *httpapi.Router
 
+	revoked     atomic.Bool
+	cursor      string // revocation feed cursor (background goroutine only)
 	reachable   atomic.Bool
 	lastContact atomic.Int64
 	stop        chan struct{}
@@ -163,7 +166,7 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 		return nil, err
 	}
 	s.ring = keyring.New(s.enc, keyring.Config{BoundDN: s.enrolled.CustodianDN, Now: cfg.Now})
-	s.engine = &ops.Engine{R: &ringResolver{ring: s.ring}}
+	s.engine = &ops.Engine{R: resolver{s}}
 	s.metrics = newMetrics(cfg.Reg, s)
 	s.router = httpapi.NewRouter(s.log, httpapi.NewMetrics(cfg.Reg, "dcaas_sidecar"))
 	s.routes()
@@ -197,7 +200,8 @@ func (s *Sidecar) kmsClient(ctx context.Context) error {
 	return nil
 }
 
-// background checks KMS reachability and drops idle key handles.
+// background polls revocations (renewing leases) and drops idle key
+// handles.
 func (s *Sidecar) background() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.HealthInterval)
@@ -207,7 +211,7 @@ func (s *Sidecar) background() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.checkKMS()
+			s.poll()
 			s.ring.Sweep()
 		}
 	}

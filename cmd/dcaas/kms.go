@@ -36,6 +36,7 @@ type kmsServeFlags struct {
 	tlsHosts       []string
 	passphraseFile string
 	logLevel       string
+	attestPolicy   string
 }
 
 func newKMSServeCmd() *cobra.Command {
@@ -61,6 +62,7 @@ is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.`,
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs")
 	return cmd
 }
 
@@ -124,7 +126,13 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	defer pass.Wipe()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := kms.Open(ctx, kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg})
+	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg}
+	if f.attestPolicy != "" {
+		if opts.Config.Attestation, err = kms.LoadAttestationPolicy(f.attestPolicy); err != nil {
+			return err
+		}
+	}
+	srv, err := kms.Open(ctx, opts)
 	if err != nil {
 		return err
 	}

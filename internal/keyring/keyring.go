@@ -385,3 +385,30 @@ func (r *Ring) Close() {
 		r.Evict(id)
 	}
 }
+
+// Current returns the metadata, a copy of the material (the caller wipes
+// it) and the lease end (zero: none) of the newest loaded version of keyID.
+func (r *Ring) Current(keyID string) (api.KeyMetadata, *secret.Bytes, time.Time, error) {
+	vs := r.load(keyID)
+	if vs == nil {
+		return api.KeyMetadata{}, nil, time.Time{}, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+	}
+	e := vs.byVer[vs.current]
+	m, err := e.prot.Open()
+	if err != nil {
+		return api.KeyMetadata{}, nil, time.Time{}, err
+	}
+	var until time.Time
+	if l := e.leaseNs.Load(); l != 0 {
+		until = time.Unix(0, l)
+	}
+	return e.md, m, until, nil
+}
+
+// RenewAll moves the lease of every loaded key to until (never past a
+// key's expiry).
+func (r *Ring) RenewAll(until time.Time) {
+	for _, id := range r.IDs() {
+		r.Renew(id, until)
+	}
+}

@@ -88,7 +88,7 @@ func (k *KMS) createChallenge(ctx context.Context, c *call) (any, error) {
 	now := k.now()
 	exp := now.Add(k.cfg.ChallengeTTL)
 	err := k.st.PutOneTime(ctx, store.OneTimeSecret{
-		Hash: kcrypto.HashToken(string(nonce)), Kind: store.OneTimeChallenge, CreatedAt: now, ExpiresAt: exp,
+		Hash: hashNonce(nonce), Kind: store.OneTimeChallenge, CreatedAt: now, ExpiresAt: exp,
 	})
 	if err != nil {
 		return nil, storeErr(err, "challenge")
@@ -125,7 +125,7 @@ func (k *KMS) enroll(ctx context.Context, c *call) (any, error) {
 	}
 	switch {
 	case req.Attestation != nil:
-		return nil, api.Errorf(api.CodeInvalidArgument, "TPM attestation enrollment is not enabled on this KMS; use a token.")
+		return k.enrollAttested(ctx, c, &req, csr)
 	case req.Token == "":
 		return nil, api.Errorf(api.CodeUnauthenticated, "Enrollment needs a token (or attestation evidence).")
 	}
@@ -199,3 +199,6 @@ func (k *KMS) register(ctx context.Context, c *call, tenant, custodianDN string,
 		CAPEM: k.ca.CertPEM(), CustodianDN: custodianDN,
 	}, nil
 }
+
+// hashNonce is how a challenge nonce is stored (never in clear).
+func hashNonce(nonce []byte) []byte { return kcrypto.HashToken(string(nonce)) }

@@ -47,6 +47,8 @@ type Config struct {
 	BodyLimit       int64         // ordinary requests; default 1 MiB
 	BatchBodyLimit  int64         // batch requests (rewrap); default 32 MiB
 	MaxBatch        int           // keys per batch request; default 10,000
+	// Attestation enables TPM attestation enrollment (nil: tokens only).
+	Attestation *AttestationPolicy
 }
 
 func (c *Config) setDefaults() {
@@ -89,6 +91,7 @@ type KMS struct {
 	log    *slog.Logger
 	audit  *audit.Log
 	router *httpapi.Router
+	attest *attestor
 
 	mu   sync.Mutex
 	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
@@ -115,6 +118,11 @@ func New(cfg Config) (*KMS, error) {
 		audit:  audit.New(cfg.Store, cfg.Now),
 		tmks:   map[tmkID]*secret.Bytes{},
 	}
+	att, err := newAttestor(cfg.Attestation)
+	if err != nil {
+		return nil, err
+	}
+	k.attest = att
 	k.router = httpapi.NewRouter(k.log, httpapi.NewMetrics(cfg.Reg, "dcaas_kms"))
 	k.routes()
 	return k, nil
@@ -157,6 +165,13 @@ func (k *KMS) routes() {
 	k.handle("DELETE /v1/instances/{id}", "instance.revoke", []api.Role{api.RoleAdmin, api.RoleCustodian}, 0, k.revokeInstance)
 	k.handle("POST /v1/keys/rewrap", "keys.rewrap", cust, k.cfg.BatchBodyLimit, k.rewrap)
 	k.handle("GET /v1/audit", "audit.read", admin, 0, k.readAudit)
+	k.handle("DELETE /v1/datakeys/{key_id}", "datakey.disable", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.disableKey)
+	k.handle("POST /v1/grants", "grant.create", cust, 0, k.createGrant)
+	side := []api.Role{api.RoleSidecar}
+	k.handle("POST /v1/keys/load", "keys.load", side, k.cfg.BatchBodyLimit, k.loadKeys)
+	k.handle("POST /v1/keys/derive", "keys.derive", side, k.cfg.BatchBodyLimit, k.deriveKeys)
+	k.handle("GET /v1/revocations", "revocations.read", side, 0, k.revocations)
+	k.centralRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

@@ -33,6 +33,7 @@ type Store interface {
 	Keys
 	OneTime
 	Instances
+	Revocations
 	Audit
 	// Close releases the database.
 	Close() error
@@ -158,6 +159,14 @@ type Keys interface {
 	AddKeyVersion(ctx context.Context, v KeyVersion) error
 	// GetKeyVersion returns ErrNotFound for an unknown id or version.
 	GetKeyVersion(ctx context.Context, keyID string, version int) (KeyVersion, error)
+	// ListKeyVersions returns every version of a key, oldest first
+	// (ErrNotFound for an unknown id).
+	ListKeyVersions(ctx context.Context, keyID string) ([]KeyVersion, error)
+	// DisableKey marks the key disabled at at and, in the same
+	// transaction, appends a RevocationKey event for it. Idempotent: a
+	// second call keeps the first time and appends nothing. ErrNotFound for
+	// an unknown id.
+	DisableKey(ctx context.Context, keyID string, at time.Time) error
 }
 
 // One-time secret kinds.
@@ -218,9 +227,36 @@ type Instances interface {
 	// ListInstances lists a tenant's instances, or all when tenant is "";
 	// only those bound to custodianDN when it is not "". Oldest first.
 	ListInstances(ctx context.Context, tenant, custodianDN string) ([]Instance, error)
-	// RevokeInstance marks the instance revoked (idempotent: a second call
-	// keeps the first time); ErrNotFound for an unknown id.
+	// RevokeInstance marks the instance revoked and, in the same
+	// transaction, appends a RevocationInstance event for it (idempotent: a
+	// second call keeps the first time and appends nothing); ErrNotFound
+	// for an unknown id.
 	RevokeInstance(ctx context.Context, id string, at time.Time) error
+}
+
+// Revocation kinds.
+const (
+	RevocationInstance = "instance" // Subject is the instance id
+	RevocationKey      = "key"      // Subject is the key id
+)
+
+// Revocation is one event of the append-only revocation feed sidecars poll.
+type Revocation struct {
+	Seq     int64 // assigned by the store: 1, 2, 3 … across all tenants
+	Tenant  string
+	Kind    string
+	Subject string
+	At      time.Time
+}
+
+// Revocations is the feed of revocation events.
+type Revocations interface {
+	// RevocationsAfter returns up to limit events of tenant with Seq >
+	// after, in Seq order.
+	RevocationsAfter(ctx context.Context, tenant string, after int64, limit int) ([]Revocation, error)
+	// LastRevocation is the highest Seq of any tenant (0 when none), the
+	// cursor a new sidecar starts from.
+	LastRevocation(ctx context.Context) (int64, error)
 }
 
 // AuditRecord is one stored audit entry. Hash covers every other field and

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/awnumar/memguard"
-
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/enclave"
 )
@@ -50,7 +48,7 @@ func New() (*Enclave, error) {
 		return nil, err
 	}
 	e := &Enclave{transport: make(map[api.KEM]hpke.PrivateKey)}
-	e.lmk = &sealed{owner: e, e: memguard.NewEnclaveRandom(lmkSize)}
+	e.lmk = newRandomSealed(e, lmkSize)
 	e.owned = append(e.owned, e.lmk)
 	return e, nil
 }

@@ -1,7 +1,6 @@
 package software
 
 import (
-	"os"
 	"sync"
 )
 
@@ -9,43 +8,48 @@ var (
 	hardenOnce sync.Once
 	hardenErr  error
 
-	// lockSlots bounds how many secrets are open (in LockedBuffers) at
-	// once across the process, so that mlock never exceeds RLIMIT_MEMLOCK:
-	// memguard panics when it does.
+	// lockSlots bounds how many memguard operations run at once across
+	// the process, so that mlock stays under RLIMIT_MEMLOCK: when mlock
+	// fails, memguard panics or, inside its session key, deadlocks.
 	lockSlots chan struct{}
 )
 
 const (
-	// maxLockSlots caps concurrent opens even when mlock is unlimited.
+	// maxLockSlots caps concurrent memguard operations even when mlock is
+	// unlimited.
 	maxLockSlots = 256
-	// reservedLockPages are left for the session key (three pages) and
-	// for other users of mlock in the process.
-	reservedLockPages = 8
+	// reservedLockPages are kept for memguard's session key (three pages)
+	// and one spare.
+	reservedLockPages = 4
+	// pagesPerSlot: an open locks two pages (the buffer and a view of the
+	// session key); sealing at most two.
+	pagesPerSlot = 2
 )
 
-// harden makes the process non-dumpable and sizes lockSlots, once.
+// harden hardens the process and sizes lockSlots, once.
 func harden() error {
 	hardenOnce.Do(func() {
-		var memlock uint64
-		memlock, hardenErr = hardenProcess()
-		lockSlots = make(chan struct{}, slotsFor(memlock, uint64(os.Getpagesize())))
+		var slots int
+		slots, hardenErr = hardenProcess()
+		if hardenErr == nil {
+			lockSlots = make(chan struct{}, slots)
+		}
 	})
 	return hardenErr
 }
 
-// slotsFor is how many secrets may be open at once under an mlock limit
-// of memlock bytes: each open locks two pages (the buffer and a view of
-// the session key).
+// slotsFor is how many memguard operations may run at once under an mlock
+// limit of memlock bytes; 0 means the limit is too small to run at all.
 func slotsFor(memlock, pageSize uint64) int {
 	pages := memlock / pageSize
-	if pages <= reservedLockPages+2 {
-		return 1
+	if pages < reservedLockPages+pagesPerSlot {
+		return 0
 	}
-	return int(min((pages-reservedLockPages)/2, maxLockSlots))
+	return int(min((pages-reservedLockPages)/pagesPerSlot, maxLockSlots))
 }
 
-// acquireLockSlot blocks until a secret may be opened and returns the
-// function that gives the slot back.
+// acquireLockSlot blocks until a memguard operation may run and returns
+// the function that gives the slot back.
 func acquireLockSlot() (release func()) {
 	lockSlots <- struct{}{}
 	return func() { <-lockSlots }

@@ -2,8 +2,8 @@
 
 package software
 
-// hardenProcess is a no-op beyond what memguard does on import (core dumps
-// off): the dumpable flag and mlock limits are handled on Linux only.
-func hardenProcess() (memlock uint64, err error) {
-	return 1 << 20, nil
+// hardenProcess does nothing beyond what memguard does on import (core
+// dumps off): the dumpable flag and mlock limits are handled on Linux only.
+func hardenProcess() (slots int, err error) {
+	return 8, nil
 }

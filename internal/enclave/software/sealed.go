@@ -26,7 +26,14 @@ func newSealed(owner *Enclave, b []byte) (*sealed, error) {
 	if len(b) == 0 {
 		return nil, wrapf("empty secret")
 	}
+	defer acquireLockSlot()()
 	return &sealed{owner: owner, e: memguard.NewEnclave(b)}, nil
+}
+
+// newRandomSealed seals size random bytes.
+func newRandomSealed(owner *Enclave, size int) *sealed {
+	defer acquireLockSlot()()
+	return &sealed{owner: owner, e: memguard.NewEnclaveRandom(size)}
 }
 
 // with opens the secret into a LockedBuffer, calls fn with its bytes and

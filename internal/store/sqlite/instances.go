@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -94,7 +95,10 @@ func (db *DB) ListInstances(ctx context.Context, tenant, custodianDN string) ([]
 	return list, nil
 }
 
-// RevokeInstance implements store.Instances.
+// RevokeInstance implements store.Instances. The event carries the
+// instance's tenant, its id as Subject, and at. An instance created with
+// RevokedAt set counts as revoked before: RevokeInstance appends no event
+// for it.
 func (db *DB) RevokeInstance(ctx context.Context, id string, at time.Time) error {
 	const op = "RevokeInstance"
 	n, err := nanos("at", at)
@@ -102,16 +106,18 @@ func (db *DB) RevokeInstance(ctx context.Context, id string, at time.Time) error
 		return fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	return db.write(ctx, op, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx,
-			`UPDATE instances SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, n, id)
+		var tenant string
+		err := tx.QueryRowContext(ctx,
+			`UPDATE instances SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING tenant`,
+			n, id).Scan(&tenant)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Nothing changed: revoked before (no new event), or unknown.
+			var one int
+			return tx.QueryRowContext(ctx, `SELECT 1 FROM instances WHERE id = ?`, id).Scan(&one)
+		}
 		if err != nil {
 			return err
 		}
-		if changed, err := res.RowsAffected(); err != nil || changed == 1 {
-			return err
-		}
-		// Nothing changed: revoked before, or unknown.
-		var one int
-		return tx.QueryRowContext(ctx, `SELECT 1 FROM instances WHERE id = ?`, id).Scan(&one)
+		return appendRevocation(ctx, tx, tenant, store.RevocationInstance, id, n)
 	})
 }

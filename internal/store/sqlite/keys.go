@@ -3,7 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -103,4 +105,69 @@ func (db *DB) GetKeyVersion(ctx context.Context, keyID string, version int) (sto
 	}
 	v.CreatedAt = fromNanos(created)
 	return v, nil
+}
+
+// ListKeyVersions implements store.Keys. The caller owns the returned
+// slice.
+func (db *DB) ListKeyVersions(ctx context.Context, keyID string) ([]store.KeyVersion, error) {
+	const op = "ListKeyVersions"
+	// One statement, so one snapshot: no rows means no such key; a key
+	// without versions (which CreateKey never leaves) is one NULL row.
+	rows, err := db.r.QueryContext(ctx,
+		`SELECT v.version, v.ekb, v.created_at
+		 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id
+		 WHERE k.key_id = ? ORDER BY v.version`, keyID)
+	if err != nil {
+		return nil, mapErr(op, err)
+	}
+	defer rows.Close()
+	found := false
+	var list []store.KeyVersion
+	for rows.Next() {
+		found = true
+		v := store.KeyVersion{KeyID: keyID}
+		var version, created sql.NullInt64
+		if err := rows.Scan(&version, &v.EKB, &created); err != nil {
+			return nil, mapErr(op, err)
+		}
+		if !version.Valid {
+			continue
+		}
+		v.Version = int(version.Int64)
+		v.CreatedAt = fromNanos(created.Int64)
+		list = append(list, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(op, err)
+	}
+	if !found {
+		return nil, mapErr(op, sql.ErrNoRows)
+	}
+	return list, nil
+}
+
+// DisableKey implements store.Keys. The event carries the key's tenant, its
+// id as Subject, and at. A key created with DisabledAt set counts as
+// disabled before: DisableKey appends no event for it.
+func (db *DB) DisableKey(ctx context.Context, keyID string, at time.Time) error {
+	const op = "DisableKey"
+	n, err := nanos("at", at)
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	return db.write(ctx, op, func(tx *sql.Tx) error {
+		var tenant string
+		err := tx.QueryRowContext(ctx,
+			`UPDATE keys SET disabled_at = ? WHERE key_id = ? AND disabled_at IS NULL RETURNING tenant`,
+			n, keyID).Scan(&tenant)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Nothing changed: disabled before (no new event), or unknown.
+			var one int
+			return tx.QueryRowContext(ctx, `SELECT 1 FROM keys WHERE key_id = ?`, keyID).Scan(&one)
+		}
+		if err != nil {
+			return err
+		}
+		return appendRevocation(ctx, tx, tenant, store.RevocationKey, keyID, n)
+	})
 }

@@ -104,6 +104,10 @@ func TestReadOnly(t *testing.T) {
 	if err := db.CreateInstance(ctx, store.Instance{ID: "i-1", EnrolledAt: t0}); err != nil {
 		t.Fatalf("CreateInstance() = %v", err)
 	}
+	if err := db.CreateKey(ctx, store.Key{KeyID: "k-1", CurrentVersion: 1, CreatedAt: t0},
+		store.KeyVersion{KeyID: "k-1", Version: 1, CreatedAt: t0}); err != nil {
+		t.Fatalf("CreateKey() = %v", err)
+	}
 	db.Close()
 
 	ro, err := sqlite.OpenReadOnly(ctx, path)
@@ -133,6 +137,7 @@ func TestReadOnly(t *testing.T) {
 		}},
 		{"ConsumeOneTime", func() error { _, err := ro.ConsumeOneTime(ctx, secret.Kind, secret.Hash, t0); return err }},
 		{"DeleteExpiredOneTime", func() error { _, err := ro.DeleteExpiredOneTime(ctx, t0.Add(2*time.Hour)); return err }},
+		{"DisableKey", func() error { return ro.DisableKey(ctx, "k-1", t0) }},
 		{"RevokeInstance", func() error { return ro.RevokeInstance(ctx, "i-1", t0) }},
 		{"AppendAudit", func() error { _, err := appendAudit(ctx, ro, "x"); return err }},
 	}

@@ -118,10 +118,14 @@ var instancesTests = []test{
 		if got.RevokedAt != nil {
 			t.Errorf("GetInstance(i-2).RevokedAt = %s, want nil", show(got.RevokedAt))
 		}
+		// One event, from the call that changed the row.
+		wantFeed(t, s, "acme", []store.Revocation{instanceEvent(1, "acme", "i-1", first)})
+		wantLast(t, s, 1)
 	}},
 	{"RevokeInstance/NotFound", func(t *testing.T, s store.Store) {
 		for _, id := range []string{"i-9", ""} {
 			wantErr(t, fmt.Sprintf("RevokeInstance(%q)", id), s.RevokeInstance(t.Context(), id, t0), store.ErrNotFound)
 		}
+		wantLast(t, s, 0)
 	}},
 }

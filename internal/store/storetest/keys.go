@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -155,5 +156,100 @@ var keysTests = []test{
 			_, err := s.GetKeyVersion(ctx, c.id, c.version)
 			wantErr(t, fmt.Sprintf("GetKeyVersion(%q, %d)", c.id, c.version), err, store.ErrNotFound)
 		}
+	}},
+	{"ListKeyVersions", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		for _, retained := range []bool{true, false} {
+			id := fmt.Sprintf("k-retained-%t", retained)
+			k, v1 := newKey(id, retained)
+			check(t, fmt.Sprintf("CreateKey(%s)", id), s.CreateKey(ctx, k, v1))
+			want := []store.KeyVersion{v1}
+			for ver := 2; ver <= 4; ver++ {
+				v := store.KeyVersion{KeyID: id, Version: ver, CreatedAt: at(time.Duration(ver) * time.Hour)}
+				if retained {
+					v.EKB = fmt.Appendf(nil, "ekb v%d of %s", ver, id)
+				}
+				check(t, fmt.Sprintf("AddKeyVersion(%s, %d)", id, ver), s.AddKeyVersion(ctx, v))
+				want = append(want, v)
+			}
+			got, err := s.ListKeyVersions(ctx, id)
+			check(t, fmt.Sprintf("ListKeyVersions(%s)", id), err)
+			if !slices.EqualFunc(got, want, eqKeyVersion) {
+				t.Errorf("ListKeyVersions(%s) = %s, want %s", id, show(got), show(want))
+			}
+		}
+		// Another key's versions stay out.
+		k, v := newKey("k-other", true)
+		check(t, "CreateKey(k-other)", s.CreateKey(ctx, k, v))
+		got, err := s.ListKeyVersions(ctx, "k-other")
+		check(t, "ListKeyVersions(k-other)", err)
+		if !slices.EqualFunc(got, []store.KeyVersion{v}, eqKeyVersion) {
+			t.Errorf("ListKeyVersions(k-other) = %s, want %s", show(got), show([]store.KeyVersion{v}))
+		}
+	}},
+	{"ListKeyVersions/NotFound", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		for _, id := range []string{"k2", "K1", ""} {
+			got, err := s.ListKeyVersions(ctx, id)
+			wantErr(t, fmt.Sprintf("ListKeyVersions(%q)", id), err, store.ErrNotFound)
+			if len(got) != 0 {
+				t.Errorf("ListKeyVersions(%q) = %s, want none", id, show(got))
+			}
+		}
+	}},
+	{"DisableKey", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k1, v1 := newKey("k1", true)
+		k2, v2 := newKey("k2", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k1, v1))
+		check(t, "CreateKey(k2)", s.CreateKey(ctx, k2, v2))
+		when := at(time.Hour)
+		check(t, "DisableKey(k1)", s.DisableKey(ctx, "k1", when))
+		want := k1
+		want.DisabledAt = &when
+		for _, c := range []struct {
+			id   string
+			want store.Key
+		}{{"k1", want}, {"k2", k2}} {
+			got, err := s.GetKey(ctx, c.id)
+			check(t, fmt.Sprintf("GetKey(%s)", c.id), err)
+			if !eqKey(got, c.want) {
+				t.Errorf("after DisableKey(k1): GetKey(%s) = %s, want %s", c.id, show(got), show(c.want))
+			}
+		}
+		wantFeed(t, s, "acme", []store.Revocation{keyEvent(1, "acme", "k1", when)})
+		wantLast(t, s, 1)
+	}},
+	{"DisableKey/Idempotent", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", false)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		first := at(time.Hour)
+		check(t, "DisableKey(k1)", s.DisableKey(ctx, "k1", first))
+		check(t, "DisableKey(k1) later", s.DisableKey(ctx, "k1", at(2*time.Hour)))
+		check(t, "DisableKey(k1) earlier", s.DisableKey(ctx, "k1", at(time.Minute)))
+		got, err := s.GetKey(ctx, "k1")
+		check(t, "GetKey(k1)", err)
+		if !timePtrEqual(got.DisabledAt, &first) {
+			t.Errorf("GetKey(k1).DisabledAt = %s, want the first %s", show(got.DisabledAt), show(first))
+		}
+		wantFeed(t, s, "acme", []store.Revocation{keyEvent(1, "acme", "k1", first)})
+		wantLast(t, s, 1)
+	}},
+	{"DisableKey/NotFound", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k, v := newKey("k1", true)
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		for _, id := range []string{"k2", "K1", ""} {
+			wantErr(t, fmt.Sprintf("DisableKey(%q)", id), s.DisableKey(ctx, id, t0), store.ErrNotFound)
+		}
+		got, err := s.GetKey(ctx, "k1")
+		check(t, "GetKey(k1)", err)
+		if got.DisabledAt != nil {
+			t.Errorf("GetKey(k1).DisabledAt = %s, want nil", show(got.DisabledAt))
+		}
+		wantLast(t, s, 0)
 	}},
 }

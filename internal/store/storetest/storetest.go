@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Keys", keysTests},
 		{"OneTime", oneTimeTests},
 		{"Instances", instancesTests},
+		{"Revocations", revocationsTests},
 		{"Audit", auditTests},
 	}
 	for _, g := range groups {

@@ -1,0 +1,15 @@
+// Package attest verifies the hardware evidence a sidecar sends with its
+// enrollment request (DESIGN.md §3.1), on the KMS side.
+//
+// Where to start: [Verifier] is the pluggable seam the KMS calls;
+// [TPMVerifier] is the built-in TPM 2.0 implementation, configured with an
+// allow-list of attestation keys ([AKFingerprint]) and an optional PCR
+// policy. Every refusal wraps one of the sentinel errors (ErrMalformed,
+// ErrUnknownAK, ErrBadSignature, ErrNonceMismatch, ErrPCRMismatch), to
+// branch on with errors.Is.
+//
+// Evidence is an api.Attestation as internal/enclave/tpm produces it: the
+// AK's TPMT_PUBLIC, a TPMS_ATTEST quote, its TPMT_SIGNATURE and the quoted
+// SHA-256 PCR values. There is no accept-everything verifier: a KMS that
+// does not check evidence does not enroll with hardware attestation.
+package attest

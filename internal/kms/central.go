@@ -1,0 +1,158 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/ops"
+	"github.com/dcaas/dcaas/internal/policy"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// The central path: the operations of API.md served by the KMS itself,
+// with the key named by an EKB or a retained key id. It is what dcaas
+// replaces (every operation pays a network round trip and an EKB open) and
+// the baseline the sidecar is measured against; applications switch by
+// changing their base URL.
+
+// centralResolver resolves keys for the caller of the request in ctx.
+type centralResolver struct{ k *KMS }
+
+// keyHandle is a key opened for one central operation; Release wipes it.
+type keyHandle struct{ key *kcrypto.Key }
+
+func (h keyHandle) Release() { h.key.Wipe() }
+
+func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, ops.Releaser, error) {
+	c, _ := ctx.Value(ctxKey{}).(*call)
+	if c == nil || c.caller == nil {
+		return nil, nil, errors.New("kms: central operation without a caller")
+	}
+	k, who := r.k, c.caller
+	if len(ref.SealedKey) > 0 {
+		return nil, nil, api.Errorf(api.CodeInvalidArgument, "sealed_key is a sidecar's local blob; the KMS takes ekb or a retained key_id.")
+	}
+	raw := ref.EKB
+	if len(raw) == 0 {
+		key, err := k.st.GetKey(ctx, ref.KeyID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != who.Tenant || !key.Retained)) {
+			return nil, nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant; send its ekb instead.", ref.KeyID)
+		}
+		if err != nil {
+			return nil, nil, storeErr(err, "key")
+		}
+		if version == 0 {
+			version = key.CurrentVersion
+		}
+		v, err := k.st.GetKeyVersion(ctx, ref.KeyID, version)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil, api.Errorf(api.CodeNotFound, "Key %s has no version %d.", ref.KeyID, version)
+		}
+		if err != nil {
+			return nil, nil, storeErr(err, "key")
+		}
+		raw = v.EKB
+	}
+	o, err := k.openEKB(ctx, who.Tenant, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer o.material.Wipe()
+	c.keyID = o.md.KeyID
+	if ref.KeyID != "" && ref.KeyID != o.md.KeyID {
+		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The EKB is for key %s, not %s.", o.md.KeyID, ref.KeyID)
+	}
+	if version != 0 && version != o.md.Version {
+		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The EKB is version %d of key %s; the ciphertext needs version %d.", o.md.Version, o.md.KeyID, version)
+	}
+	if _, err := k.checkUsable(ctx, &o.md); err != nil {
+		return nil, nil, err
+	}
+	if !policy.Allows(o.md.Policy, o.md.Owner, who.DN, action) {
+		return nil, nil, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", o.md.KeyID, action, who.DN)
+	}
+	key, err := kcrypto.NewKey(o.md.Type, o.md.KeyID, uint32(o.md.Version), o.material)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, keyHandle{key}, nil
+}
+
+// centralRoutes mounts the operation engine on the KMS for custodians.
+func (k *KMS) centralRoutes() {
+	engine := &ops.Engine{R: centralResolver{k: k}}
+	for _, rt := range engine.Routes() {
+		limit := k.cfg.BodyLimit
+		if rt.Batch {
+			limit = k.cfg.BatchBodyLimit
+		}
+		serve := rt.Serve
+		k.handle(rt.Pattern, rt.Name, []api.Role{api.RoleCustodian}, limit, func(ctx context.Context, c *call) (any, error) {
+			return serve(context.WithValue(ctx, ctxKey{}, c), c.decode)
+		})
+	}
+}
+
+// revocations serves GET /v1/revocations to sidecars: the revocation
+// events of their tenant after a cursor. A revoked sidecar cannot call it
+// (authentication refuses it), which is how it learns it was revoked.
+func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
+	after := int64(0)
+	if s := c.r.URL.Query().Get("since"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return nil, api.Errorf(api.CodeInvalidArgument, "since must be a cursor returned by this endpoint.")
+		}
+		after = v
+	}
+	evs, err := k.st.RevocationsAfter(ctx, c.caller.Tenant, after, 1000)
+	if err != nil {
+		return nil, storeErr(err, "revocations")
+	}
+	feed := api.RevocationFeed{Instances: []string{}, Keys: []string{}}
+	for _, e := range evs {
+		switch e.Kind {
+		case store.RevocationInstance:
+			feed.Instances = append(feed.Instances, e.Subject)
+		case store.RevocationKey:
+			feed.Keys = append(feed.Keys, e.Subject)
+		}
+		after = e.Seq
+	}
+	if len(evs) == 0 && after == 0 {
+		// A first poll with nothing to report starts the cursor at the
+		// feed's end, so the next poll skips other tenants' history.
+		if after, err = k.st.LastRevocation(ctx); err != nil {
+			return nil, storeErr(err, "revocations")
+		}
+	}
+	feed.Cursor = strconv.FormatInt(after, 10)
+	return feed, nil
+}
+
+// disableKey serves DELETE /v1/datakeys/{key_id}: the key's owner or an
+// admin disables it everywhere (the KMS refuses to release it; sidecars
+// evict it at their next revocation poll).
+func (k *KMS) disableKey(ctx context.Context, c *call) (any, error) {
+	id := c.r.PathValue("key_id")
+	c.keyID = id
+	key, err := k.st.GetKey(ctx, id)
+	notFound := api.Errorf(api.CodeNotFound, "There is no key %q.", id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, storeErr(err, "key")
+	}
+	c.tenant = key.Tenant
+	if c.caller.Role == api.RoleCustodian && (key.Tenant != c.caller.Tenant || key.Owner != c.caller.DN) {
+		return nil, notFound
+	}
+	if err := k.st.DisableKey(ctx, id, k.now()); err != nil {
+		return nil, storeErr(err, "key")
+	}
+	return api.Disabled{Disabled: true}, nil
+}

@@ -1,0 +1,174 @@
+package kms
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/format"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+const (
+	grantPrefix     = "dcgr_"
+	defaultGrantTTL = 5 * time.Minute
+	maxGrantTTL     = time.Hour
+)
+
+// grantPayload is what a grant binds, stored next to its hash. It holds
+// no secret: EKBs by digest, seeds by keyed MAC.
+type grantPayload struct {
+	InstanceID string   `json:"instance_id"`
+	EKBDigests []string `json:"ekb_digests,omitempty"`
+	KeyIDs     []string `json:"key_ids,omitempty"`
+	SeedMACs   []string `json:"seed_macs,omitempty"`
+}
+
+func ekbDigest(raw []byte) string {
+	e, err := format.ParseEKB(raw)
+	if err != nil {
+		return ""
+	}
+	d := e.Digest()
+	return hex.EncodeToString(d[:])
+}
+
+// boundInstance loads an instance the caller (a custodian) may direct:
+// live, of its tenant, bound to it.
+func (k *KMS) boundInstance(ctx context.Context, who *caller, id string) (store.Instance, error) {
+	in, err := k.st.GetInstance(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return in, api.Errorf(api.CodeNotFound, "There is no instance %q.", id)
+	}
+	if err != nil {
+		return in, storeErr(err, "instance")
+	}
+	switch {
+	case in.Tenant != who.Tenant:
+		return in, api.Errorf(api.CodeWrongTenant, "Instance %s belongs to another tenant.", id)
+	case in.CustodianDN != who.DN:
+		return in, api.Errorf(api.CodeForbidden, "Instance %s is bound to another custodian.", id)
+	case in.RevokedAt != nil:
+		return in, api.Errorf(api.CodeRevoked, "Instance %s has been revoked.", id)
+	}
+	return in, nil
+}
+
+func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
+	var req api.GrantRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	n := len(req.EKBs) + len(req.KeyIDs) + len(req.Seeds)
+	switch {
+	case req.InstanceID == "":
+		return nil, api.Errorf(api.CodeInvalidArgument, "instance_id is required.")
+	case n == 0:
+		return nil, api.Errorf(api.CodeInvalidArgument, "A grant must name at least one EKB, key id or seed.")
+	case n > k.cfg.MaxBatch:
+		return nil, api.Errorf(api.CodeTooLarge, "A grant may name at most %d keys.", k.cfg.MaxBatch)
+	case req.TTLSeconds < 0 || time.Duration(req.TTLSeconds)*time.Second > maxGrantTTL:
+		return nil, api.Errorf(api.CodeInvalidArgument, "ttl_seconds must be between 1 and %d.", int(maxGrantTTL/time.Second))
+	}
+	in, err := k.boundInstance(ctx, c.caller, req.InstanceID)
+	if err != nil {
+		return nil, err
+	}
+	p := grantPayload{InstanceID: in.ID}
+	for i, raw := range req.EKBs {
+		e, err := format.ParseEKB(raw)
+		if err != nil {
+			return nil, prefixIndex(api.Errorf(api.CodeInvalidEKB, "The EKB is malformed."), i, len(req.EKBs))
+		}
+		if e.Tenant != c.caller.Tenant {
+			return nil, prefixIndex(api.Errorf(api.CodeWrongTenant, "The EKB belongs to another tenant."), i, len(req.EKBs))
+		}
+		d := e.Digest()
+		p.EKBDigests = append(p.EKBDigests, hex.EncodeToString(d[:]))
+	}
+	for _, id := range req.KeyIDs {
+		key, err := k.st.GetKey(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && key.Tenant != c.caller.Tenant) {
+			return nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant.", id)
+		}
+		if err != nil {
+			return nil, storeErr(err, "key")
+		}
+		if !key.Retained {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s is not retained by the KMS; grant its EKB instead.", id)
+		}
+		p.KeyIDs = append(p.KeyIDs, id)
+	}
+	if len(req.Seeds) > 0 {
+		t, err := k.st.GetTenant(ctx, c.caller.Tenant)
+		if err != nil {
+			return nil, storeErr(err, "tenant")
+		}
+		hk, err := k.tenantHMACKey(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		defer hk.Wipe()
+		for _, seed := range req.Seeds {
+			if len(seed) < kcrypto.MinSeedLen || len(seed) > kcrypto.MaxSeedLen {
+				return nil, api.Errorf(api.CodeInvalidArgument, "Seeds must be %d to %d bytes.", kcrypto.MinSeedLen, kcrypto.MaxSeedLen)
+			}
+			p.SeedMACs = append(p.SeedMACs, hex.EncodeToString(kcrypto.SeedMAC(hk, seed)))
+		}
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	ttl := defaultGrantTTL
+	if req.TTLSeconds > 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	grant, hash := kcrypto.NewToken(grantPrefix)
+	now := k.now()
+	exp := now.Add(ttl)
+	err = k.st.PutOneTime(ctx, store.OneTimeSecret{
+		Hash: hash, Kind: store.OneTimeGrant, Tenant: c.caller.Tenant, Subject: in.ID,
+		Payload: payload, CreatedBy: c.caller.DN, CreatedAt: now, ExpiresAt: exp,
+	})
+	if err != nil {
+		return nil, storeErr(err, "grant")
+	}
+	return api.Grant{Grant: grant, ExpiresAt: exp}, nil
+}
+
+// consumeGrant uses a grant exactly once on behalf of the calling sidecar.
+// A grant presented by another instance is consumed too (a leaked grant
+// dies with its first use) and refused.
+func (k *KMS) consumeGrant(ctx context.Context, who *caller, grant string) (*grantPayload, error) {
+	if grant == "" {
+		return nil, api.Errorf(api.CodeInvalidArgument, "grant is required.")
+	}
+	g, err := k.st.ConsumeOneTime(ctx, store.OneTimeGrant, kcrypto.HashToken(grant), k.now())
+	if err != nil {
+		return nil, consumeErr(err, "grant")
+	}
+	var p grantPayload
+	if err := json.Unmarshal(g.Payload, &p); err != nil {
+		return nil, err
+	}
+	if g.Tenant != who.Tenant || p.InstanceID != who.Name {
+		return nil, api.Errorf(api.CodeForbidden, "The grant was issued for another sidecar instance.")
+	}
+	return &p, nil
+}
+
+// covers checks that every requested item is bound by the grant.
+func covers(bound []string, asked []string, what string) error {
+	for i, a := range asked {
+		if a == "" || !slices.Contains(bound, a) {
+			return prefixIndex(api.Errorf(api.CodeForbidden, "The grant does not cover this %s.", what), i, len(asked))
+		}
+	}
+	return nil
+}

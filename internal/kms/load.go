@@ -1,0 +1,163 @@
+package kms
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// sidecarRecipient is the ephemeral HPKE key a sidecar sent with a load or
+// derive: the DEKs are sealed to it on top of the mTLS channel, so a
+// TLS-terminating proxy still sees nothing.
+func (k *KMS) sidecarRecipient(who *caller, pub api.PublicKey) (*recipient, error) {
+	if _, err := kcrypto.ParseKEMPublicKey(pub); err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "recipient is not a usable HPKE public key: %v", err)
+	}
+	return &recipient{instance: *who.Instance, pub: pub}, nil
+}
+
+// loadKeys serves the grant flow (DESIGN.md §4.1) and retained keys: the
+// sidecar presents the grant its custodian obtained, the EKBs (or retained
+// key ids) and a fresh ephemeral public key.
+func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
+	var req api.LoadRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	n := len(req.EKBs) + len(req.KeyIDs)
+	if n == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "Name at least one EKB or retained key id.")
+	}
+	if n > k.cfg.MaxBatch {
+		return nil, api.Errorf(api.CodeTooLarge, "At most %d keys per request.", k.cfg.MaxBatch)
+	}
+	to, err := k.sidecarRecipient(c.caller, req.Recipient)
+	if err != nil {
+		return nil, err
+	}
+	g, err := k.consumeGrant(ctx, c.caller, req.Grant)
+	if err != nil {
+		return nil, err
+	}
+	digests := make([]string, len(req.EKBs))
+	for i, raw := range req.EKBs {
+		digests[i] = ekbDigest(raw)
+	}
+	if err := covers(g.EKBDigests, digests, "EKB"); err != nil {
+		return nil, err
+	}
+	if err := covers(g.KeyIDs, req.KeyIDs, "key id"); err != nil {
+		return nil, err
+	}
+	ekbs := append([][]byte(nil), req.EKBs...)
+	for _, id := range req.KeyIDs {
+		vs, err := k.retainedEKBs(ctx, c.caller.Tenant, id)
+		if err != nil {
+			return nil, err
+		}
+		ekbs = append(ekbs, vs...)
+	}
+	keys, err := k.openForRelease(ctx, c, ekbs, c.caller.Instance.CustodianDN)
+	if err != nil {
+		return nil, err
+	}
+	defer keys.wipe()
+	return k.wrapTo(to, keys)
+}
+
+// retainedEKBs returns every version of a retained key of tenant.
+func (k *KMS) retainedEKBs(ctx context.Context, tenant, keyID string) ([][]byte, error) {
+	key, err := k.st.GetKey(ctx, keyID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != tenant || !key.Retained)) {
+		return nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant.", keyID)
+	}
+	if err != nil {
+		return nil, storeErr(err, "key")
+	}
+	vs, err := k.st.ListKeyVersions(ctx, keyID)
+	if err != nil {
+		return nil, storeErr(err, "key")
+	}
+	out := make([][]byte, 0, len(vs))
+	for _, v := range vs {
+		if len(v.EKB) > 0 {
+			out = append(out, v.EKB)
+		}
+	}
+	return out, nil
+}
+
+// deriveKeys serves seed derivation (DESIGN.md §4.3).
+func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
+	var req api.DeriveRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if len(req.Seeds) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "seeds must name at least one seed.")
+	}
+	if len(req.Seeds) > k.cfg.MaxBatch {
+		return nil, api.Errorf(api.CodeTooLarge, "At most %d seeds per request.", k.cfg.MaxBatch)
+	}
+	for i, s := range req.Seeds {
+		if !kcrypto.SeedDerivable(s.Type) {
+			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Keys of type %q cannot be derived from a seed: use aes-256-gcm, hmac-sha256 or ed25519.", s.Type), i, len(req.Seeds))
+		}
+		if len(s.Seed) < kcrypto.MinSeedLen || len(s.Seed) > kcrypto.MaxSeedLen {
+			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Seeds must be %d to %d bytes.", kcrypto.MinSeedLen, kcrypto.MaxSeedLen), i, len(req.Seeds))
+		}
+	}
+	to, err := k.sidecarRecipient(c.caller, req.Recipient)
+	if err != nil {
+		return nil, err
+	}
+	g, err := k.consumeGrant(ctx, c.caller, req.Grant)
+	if err != nil {
+		return nil, err
+	}
+	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
+	if err != nil {
+		return nil, storeErr(err, "tenant")
+	}
+	hk, err := k.tenantHMACKey(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	defer hk.Wipe()
+	macs := make([]string, len(req.Seeds))
+	for i, s := range req.Seeds {
+		macs[i] = hex.EncodeToString(kcrypto.SeedMAC(hk, s.Seed))
+	}
+	if err := covers(g.SeedMACs, macs, "seed"); err != nil {
+		return nil, err
+	}
+	owner := c.caller.Instance.CustodianDN
+	keys := make(releasable, 0, len(req.Seeds))
+	for _, s := range req.Seeds {
+		dek, err := kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, s.Seed)
+		if err != nil {
+			keys.wipe()
+			return nil, err
+		}
+		md := api.KeyMetadata{
+			KeyID: kcrypto.SeedKeyID(hk, s.Type, s.Seed), Version: 1, Tenant: t.Name, Type: s.Type,
+			Owner: owner, Purpose: "seed-derived", CreatedAt: k.now(),
+			Labels: map[string]string{"dcaas.seed_kdf": "v1"},
+		}
+		if s.Type.Signing() {
+			if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(s.Type, dek); err != nil {
+				dek.Wipe()
+				keys.wipe()
+				return nil, err
+			}
+		}
+		keys = append(keys, &openedKey{md: md, material: dek})
+		c.keyID = md.KeyID
+	}
+	defer keys.wipe()
+	return k.wrapTo(to, keys)
+}
