@@ -155,7 +155,13 @@ func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h hand
 			return
 		}
 		decode := func(v any) error { return httpapi.Decode(w, r, limit, v) }
-		resp, err := h(r.Context(), decode, r)
+		var resp any
+		var err error
+		if s.revoked.Load() && name != "status" {
+			err = errRevoked // a revoked instance serves nothing
+		} else {
+			resp, err = h(r.Context(), decode, r)
+		}
 		if err != nil {
 			if auditOK {
 				s.audit.Record(callerName(r), name, "", "error", string(api.CodeOf(err)))

@@ -27,7 +27,9 @@ type Client struct {
 // set; transport failures are returned as they are.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
-	if in != nil {
+	if f, ok := in.(api.FastMarshaler); ok {
+		body = bytes.NewReader(f.AppendJSON(nil))
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
@@ -58,6 +60,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		eb.Error.Status = resp.StatusCode
 		return eb.Error
+	}
+	if f, ok := out.(api.FastUnmarshaler); ok && f.UnmarshalFast(data) {
+		return nil
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -12,7 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/dcaas/dcaas/api"
 )
@@ -31,6 +34,23 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
+	if f, ok := v.(api.FastUnmarshaler); ok {
+		// Hot operations: read the body once, try the fast path, fall back
+		// to the strict decoder on the same bytes.
+		buf := getBuf()
+		defer putBuf(buf)
+		if _, err := buf.ReadFrom(body); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
+			}
+			return api.Errorf(api.CodeBadRequest, "The request body could not be read.")
+		}
+		if f.UnmarshalFast(buf.Bytes()) {
+			return nil
+		}
+		return DecodeBytes(buf.Bytes(), v)
+	}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -48,7 +68,7 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 
 // DecodeBytes is Decode for a body already read into memory (batch items).
 func DecodeBytes(b []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err, 0)
@@ -120,11 +140,38 @@ func jsonKind(goType string) string {
 
 // WriteJSON writes v as a JSON response with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if f, ok := v.(api.FastMarshaler); ok {
+		buf := getBuf()
+		defer putBuf(buf)
+		b := f.AppendJSON(buf.AvailableBuffer())
+		b = append(b, '\n')
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(status)
+		_, _ = w.Write(b)
+		return
+	}
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(v)
+}
+
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuf() *bytes.Buffer { return bufs.Get().(*bytes.Buffer) }
+
+// putBuf returns a buffer to the pool unless it grew huge (a large batch
+// should not pin memory). Buffers are wiped: they held request and
+// response bodies (plaintexts).
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() > 4<<20 {
+		return
+	}
+	b.Reset()
+	clear(b.AvailableBuffer()[:b.Cap()])
+	bufs.Put(b)
 }
 
 // WriteError writes err as an API.md error body. An *api.Error keeps its

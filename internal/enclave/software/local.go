@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"errors"
 
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -74,7 +75,7 @@ func (e *Enclave) LocalOpen(ctx context.Context, blob, aad []byte) (*secret.Byte
 	switch {
 	case err == nil:
 		return out, nil
-	case err == enclave.ErrOpen:
+	case errors.Is(err, enclave.ErrOpen):
 		return nil, err
 	default:
 		return nil, wrapf("%w: %w", enclave.ErrOpen, err)

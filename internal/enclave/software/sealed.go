@@ -4,21 +4,31 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/awnumar/memguard"
 
 	"github.com/dcaas/dcaas/internal/enclave"
 )
 
+// session counts the memguard session keys this package has seen: it
+// moves on when an open fails because memguard.Purge replaced the key.
+// Secrets sealed under an earlier session are lost, and are reported so
+// without asking memguard again: memguard leaks two locked pages on every
+// failed open, and runs out of mlock (then deadlocks) if asked often.
+// Secrets sealed after a purge but before it is noticed are reported lost
+// too; a purge is the end of the enclave anyway.
+var session atomic.Uint64
+
 // sealed is one secret held in a memguard.Enclave, usable only while its
 // owning Enclave is open.
 type sealed struct {
 	redacted
-	owner *Enclave
+	owner   *Enclave
+	session uint64 // the session it was sealed in
 
-	mu     sync.Mutex
-	e      *memguard.Enclave // nil once destroyed or lost
-	purged bool
+	mu sync.Mutex
+	e  *memguard.Enclave // nil once destroyed
 }
 
 // newSealed seals b into a memguard.Enclave and wipes b.
@@ -27,13 +37,13 @@ func newSealed(owner *Enclave, b []byte) (*sealed, error) {
 		return nil, wrapf("empty secret")
 	}
 	defer acquireLockSlot()()
-	return &sealed{owner: owner, e: memguard.NewEnclave(b)}, nil
+	return &sealed{owner: owner, session: session.Load(), e: memguard.NewEnclave(b)}, nil
 }
 
 // newRandomSealed seals size random bytes.
 func newRandomSealed(owner *Enclave, size int) *sealed {
 	defer acquireLockSlot()()
-	return &sealed{owner: owner, e: memguard.NewEnclaveRandom(size)}
+	return &sealed{owner: owner, session: session.Load(), e: memguard.NewEnclaveRandom(size)}
 }
 
 // with opens the secret into a LockedBuffer, calls fn with its bytes and
@@ -51,13 +61,13 @@ func (s *sealed) with(fn func(secret []byte) error) error {
 // withLocked is with for callers already holding the owner's lock.
 func (s *sealed) withLocked(fn func(secret []byte) error) error {
 	s.mu.Lock()
-	e, purged := s.e, s.purged
+	e := s.e
 	s.mu.Unlock()
 	switch {
-	case purged:
-		return ErrPurged
 	case e == nil:
 		return ErrDestroyed
+	case s.session != session.Load():
+		return ErrPurged
 	}
 
 	release := acquireLockSlot()
@@ -65,12 +75,8 @@ func (s *sealed) withLocked(fn func(secret []byte) error) error {
 	buf, err := e.Open()
 	if err != nil {
 		// The only error memguard returns here is a failed decryption:
-		// the session key was replaced by a purge. Remember it, since
-		// every further Open would fail again and leak its buffers
-		// (memguard does not destroy them on that path).
-		s.mu.Lock()
-		s.e, s.purged = nil, true
-		s.mu.Unlock()
+		// a purge replaced the session key.
+		session.CompareAndSwap(s.session, s.session+1)
 		return ErrPurged
 	}
 	defer buf.Destroy()

@@ -1,0 +1,518 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// A fast path for the JSON of the hot operations (encrypt, decrypt, batch),
+// which a sidecar serves at tens of thousands of requests per second where
+// encoding/json's reflection dominates the cost.
+//
+// UnmarshalFast handles the common shape of a request — the known fields,
+// strings without escapes, integers — and reports false for anything else,
+// in which case callers decode the same bytes with encoding/json (strictly,
+// so unknown fields and bad input get the usual errors). It never accepts
+// input that encoding/json would reject or decode differently; a
+// differential fuzz test (fastjson_test.go) holds it to that. AppendJSON
+// writes what json.Marshal would mean (the same fields and values; byte
+// layout may differ).
+
+// FastUnmarshaler is implemented by request and response types with a fast
+// decoding path.
+type FastUnmarshaler interface {
+	UnmarshalFast(data []byte) bool
+}
+
+// FastMarshaler is implemented by types with a fast encoding path.
+type FastMarshaler interface {
+	AppendJSON(dst []byte) []byte
+}
+
+// lexer is a minimal JSON reader for UnmarshalFast.
+type lexer struct {
+	b  []byte
+	i  int
+	ok bool
+}
+
+func (l *lexer) ws() {
+	for l.i < len(l.b) {
+		switch l.b[l.i] {
+		case ' ', '\t', '\n', '\r':
+			l.i++
+		default:
+			return
+		}
+	}
+}
+
+// tok consumes byte c after whitespace.
+func (l *lexer) tok(c byte) bool {
+	l.ws()
+	if l.i < len(l.b) && l.b[l.i] == c {
+		l.i++
+		return true
+	}
+	return false
+}
+
+// peek returns the next non-space byte (0 at the end).
+func (l *lexer) peek() byte {
+	l.ws()
+	if l.i < len(l.b) {
+		return l.b[l.i]
+	}
+	return 0
+}
+
+// rawString reads a string without escapes or control characters and
+// returns its bytes (aliasing the input); ok=false on anything else.
+func (l *lexer) rawString() ([]byte, bool) {
+	if !l.tok('"') {
+		return nil, false
+	}
+	start := l.i
+	for l.i < len(l.b) {
+		c := l.b[l.i]
+		switch {
+		case c == '"':
+			s := l.b[start:l.i]
+			l.i++
+			return s, true
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+		l.i++
+	}
+	return nil, false
+}
+
+// null consumes a literal null.
+func (l *lexer) null() bool {
+	l.ws()
+	if len(l.b)-l.i >= 4 && string(l.b[l.i:l.i+4]) == "null" {
+		l.i += 4
+		return true
+	}
+	return false
+}
+
+// str reads a JSON string field value into a Go string (null leaves it).
+func (l *lexer) str(dst *string) {
+	if l.null() {
+		return
+	}
+	s, ok := l.rawString()
+	if !ok || !utf8.Valid(s) {
+		l.ok = false
+		return
+	}
+	*dst = string(s)
+}
+
+// bytes reads a standard-base64 string into a new slice (null → nil), as
+// encoding/json decodes []byte.
+func (l *lexer) bytes(dst *[]byte) {
+	if l.null() {
+		*dst = nil
+		return
+	}
+	s, ok := l.rawString()
+	if !ok {
+		l.ok = false
+		return
+	}
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	n, err := base64.StdEncoding.Decode(b, s)
+	if err != nil {
+		l.ok = false
+		return
+	}
+	*dst = b[:n]
+}
+
+// int reads a JSON integer that fits an int (null leaves it).
+func (l *lexer) int(dst *int) {
+	if l.null() {
+		return
+	}
+	l.ws()
+	start := l.i
+	if l.i < len(l.b) && l.b[l.i] == '-' {
+		l.i++
+	}
+	digits := l.i
+	for l.i < len(l.b) && l.b[l.i] >= '0' && l.b[l.i] <= '9' {
+		l.i++
+	}
+	if l.i == digits || (l.b[digits] == '0' && l.i-digits > 1) {
+		l.ok = false
+		return
+	}
+	if l.i < len(l.b) {
+		switch l.b[l.i] {
+		case '.', 'e', 'E':
+			l.ok = false
+			return
+		}
+	}
+	v, err := strconv.Atoi(string(l.b[start:l.i]))
+	if err != nil {
+		l.ok = false
+		return
+	}
+	*dst = v
+}
+
+// object reads {"k": v, ...}, calling field for each key; field reads the
+// value and returns false for an unknown key.
+func (l *lexer) object(field func(key string) bool) {
+	if !l.ok || !l.tok('{') {
+		l.ok = false
+		return
+	}
+	if l.tok('}') {
+		return
+	}
+	for l.ok {
+		k, ok := l.rawString()
+		if !ok || !l.tok(':') || !field(string(k)) {
+			l.ok = false
+			return
+		}
+		if !l.ok {
+			return
+		}
+		if l.tok(',') {
+			continue
+		}
+		if !l.tok('}') {
+			l.ok = false
+		}
+		return
+	}
+}
+
+// end checks that only whitespace follows.
+func (l *lexer) end() bool {
+	l.ws()
+	return l.ok && l.i == len(l.b)
+}
+
+func (l *lexer) keyRef(r *KeyRef, k string) bool {
+	switch k {
+	case "key_id":
+		l.str(&r.KeyID)
+	case "sealed_key":
+		l.bytes(&r.SealedKey)
+	case "ekb":
+		l.bytes(&r.EKB)
+	default:
+		return false
+	}
+	return true
+}
+
+// UnmarshalFast implements FastUnmarshaler.
+func (r *EncryptRequest) UnmarshalFast(data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v EncryptRequest
+	l.object(func(k string) bool {
+		switch k {
+		case "plaintext":
+			l.bytes(&v.Plaintext)
+		case "aad":
+			l.bytes(&v.AAD)
+		default:
+			return l.keyRef(&v.KeyRef, k)
+		}
+		return true
+	})
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
+// UnmarshalFast implements FastUnmarshaler.
+func (r *DecryptRequest) UnmarshalFast(data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v DecryptRequest
+	l.object(func(k string) bool {
+		switch k {
+		case "ciphertext":
+			l.bytes(&v.Ciphertext)
+		case "aad":
+			l.bytes(&v.AAD)
+		default:
+			return l.keyRef(&v.KeyRef, k)
+		}
+		return true
+	})
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
+func (l *lexer) batchItem(it *BatchItem) {
+	l.object(func(k string) bool {
+		switch k {
+		case "op":
+			l.str(&it.Op)
+		case "key_id":
+			l.str(&it.KeyID)
+		case "sealed_key":
+			l.bytes(&it.SealedKey)
+		case "ekb":
+			l.bytes(&it.EKB)
+		case "plaintext":
+			l.bytes(&it.Plaintext)
+		case "ciphertext":
+			l.bytes(&it.Ciphertext)
+		case "aad":
+			l.bytes(&it.AAD)
+		case "message":
+			l.bytes(&it.Message)
+		case "signature":
+			l.bytes(&it.Signature)
+		case "mac":
+			l.bytes(&it.MAC)
+		case "key_version":
+			l.int(&it.KeyVersion)
+		case "algorithm":
+			l.str(&it.Algorithm)
+		case "bytes":
+			l.int(&it.Bytes)
+		case "to_key_id":
+			l.str(&it.ToKeyID)
+		case "to_aad":
+			l.bytes(&it.ToAAD)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// UnmarshalFast implements FastUnmarshaler.
+func (r *BatchRequest) UnmarshalFast(data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v BatchRequest
+	l.object(func(k string) bool {
+		if k != "ops" {
+			return false
+		}
+		if l.null() {
+			v.Ops = nil
+			return true
+		}
+		if !l.tok('[') {
+			l.ok = false
+			return true
+		}
+		v.Ops = make([]BatchItem, 0, 16)
+		if l.tok(']') {
+			return true
+		}
+		for l.ok {
+			v.Ops = append(v.Ops, BatchItem{})
+			l.batchItem(&v.Ops[len(v.Ops)-1])
+			if l.tok(',') {
+				continue
+			}
+			if !l.tok(']') {
+				l.ok = false
+			}
+			break
+		}
+		return true
+	})
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
+// appendString writes s as a JSON string.
+func appendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			b, _ := json.Marshal(s) // rare: escapes, non-ASCII or invalid UTF-8
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// appendBytes writes b as a standard-base64 JSON string (nil as null, as
+// encoding/json does).
+func appendBytes(dst, b []byte) []byte {
+	if b == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '"')
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, '"')
+}
+
+// AppendJSON implements FastMarshaler.
+func (r *EncryptResponse) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"ciphertext":`...)
+	dst = appendBytes(dst, r.Ciphertext)
+	dst = append(dst, `,"key_id":`...)
+	dst = appendString(dst, r.KeyID)
+	dst = append(dst, `,"key_version":`...)
+	dst = strconv.AppendInt(dst, int64(r.KeyVersion), 10)
+	return append(dst, '}')
+}
+
+// AppendJSON implements FastMarshaler.
+func (r *DecryptResponse) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"plaintext":`...)
+	dst = appendBytes(dst, r.Plaintext)
+	return append(dst, '}')
+}
+
+// AppendJSON implements FastMarshaler (omitempty as the struct tags say).
+func (r *BatchResult) AppendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	first := true
+	field := func(name string) {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, '"')
+		dst = append(dst, name...)
+		dst = append(dst, `":`...)
+	}
+	bytesField := func(name string, b []byte) {
+		if len(b) > 0 {
+			field(name)
+			dst = appendBytes(dst, b)
+		}
+	}
+	bytesField("ciphertext", r.Ciphertext)
+	if r.KeyID != "" {
+		field("key_id")
+		dst = appendString(dst, r.KeyID)
+	}
+	if r.KeyVersion != 0 {
+		field("key_version")
+		dst = strconv.AppendInt(dst, int64(r.KeyVersion), 10)
+	}
+	bytesField("plaintext", r.Plaintext)
+	bytesField("signature", r.Signature)
+	if r.Valid != nil {
+		field("valid")
+		dst = strconv.AppendBool(dst, *r.Valid)
+	}
+	bytesField("mac", r.MAC)
+	bytesField("digest", r.Digest)
+	bytesField("random", r.Random)
+	if r.Error != nil {
+		field("error")
+		dst = append(dst, `{"code":`...)
+		dst = appendString(dst, string(r.Error.Code))
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, r.Error.Message)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// AppendJSON implements FastMarshaler.
+func (r *BatchResponse) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"results":[`...)
+	for i := range r.Results {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = r.Results[i].AppendJSON(dst)
+	}
+	return append(dst, "]}"...)
+}
+
+// UnmarshalFast implements FastUnmarshaler (client side).
+func (r *EncryptResponse) UnmarshalFast(data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v EncryptResponse
+	l.object(func(k string) bool {
+		switch k {
+		case "ciphertext":
+			l.bytes(&v.Ciphertext)
+		case "key_id":
+			l.str(&v.KeyID)
+		case "key_version":
+			l.int(&v.KeyVersion)
+		default:
+			return false
+		}
+		return true
+	})
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
+// UnmarshalFast implements FastUnmarshaler (client side).
+func (r *DecryptResponse) UnmarshalFast(data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v DecryptResponse
+	l.object(func(k string) bool {
+		if k != "plaintext" {
+			return false
+		}
+		l.bytes(&v.Plaintext)
+		return true
+	})
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
+// AppendJSON implements FastMarshaler (client side).
+func (r *EncryptRequest) AppendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	dst = r.KeyRef.appendFields(dst)
+	dst = append(dst, `"plaintext":`...)
+	dst = appendBytes(dst, r.Plaintext)
+	if len(r.AAD) > 0 {
+		dst = append(dst, `,"aad":`...)
+		dst = appendBytes(dst, r.AAD)
+	}
+	return append(dst, '}')
+}
+
+// appendFields writes the set fields of r, each followed by a comma.
+func (r *KeyRef) appendFields(dst []byte) []byte {
+	if r.KeyID != "" {
+		dst = append(dst, `"key_id":`...)
+		dst = appendString(dst, r.KeyID)
+		dst = append(dst, ',')
+	}
+	if len(r.SealedKey) > 0 {
+		dst = append(dst, `"sealed_key":`...)
+		dst = appendBytes(dst, r.SealedKey)
+		dst = append(dst, ',')
+	}
+	if len(r.EKB) > 0 {
+		dst = append(dst, `"ekb":`...)
+		dst = appendBytes(dst, r.EKB)
+		dst = append(dst, ',')
+	}
+	return dst
+}

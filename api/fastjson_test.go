@@ -1,0 +1,148 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// strictDecode is what servers fall back to: encoding/json, unknown fields
+// rejected, exactly one value.
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errTrailing
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err == nil {
+		return errTrailing
+	}
+	return nil
+}
+
+var errTrailing = &Error{Code: CodeBadRequest, Message: "trailing data"}
+
+// checkFast is the differential property: whenever the fast path accepts
+// input, encoding/json (strict) accepts it too and decodes the same value.
+func checkFast[T any, P interface {
+	*T
+	FastUnmarshaler
+}](t *testing.T, data []byte) bool {
+	t.Helper()
+	var fast T
+	if !P(&fast).UnmarshalFast(data) {
+		return false
+	}
+	var slow T
+	if err := strictDecode(data, &slow); err != nil {
+		t.Fatalf("fast path accepted %q, encoding/json refused it: %v", data, err)
+	}
+	if !reflect.DeepEqual(normalize(fast), normalize(slow)) {
+		t.Fatalf("fast path decoded %q as\n%+v\nencoding/json as\n%+v", data, fast, slow)
+	}
+	return true
+}
+
+// normalize makes empty and nil slices compare equal where JSON can't
+// tell them apart in our types (and re-encodes through encoding/json).
+func normalize(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestUnmarshalFast(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		fast bool // whether the fast path should take it
+	}{
+		{"encrypt", `{"key_id":"key_a","plaintext":"aGVsbG8=","aad":"YQ=="}`, true},
+		{"whitespace", " {\n\t\"key_id\" : \"k\" ,\r\n \"plaintext\" : \"\" } \n", true},
+		{"null fields", `{"key_id":null,"plaintext":null,"aad":null}`, true},
+		{"sealed key", `{"sealed_key":"AAEC","plaintext":"AA=="}`, true},
+		{"duplicate key keeps last", `{"key_id":"a","key_id":"b","plaintext":"AA=="}`, true},
+		{"escape falls back", `{"key_id":"a\u0062","plaintext":"AA=="}`, false},
+		{"unknown field falls back", `{"key_id":"a","colour":"red"}`, false},
+		{"case-folded field falls back", `{"KEY_ID":"a"}`, false},
+		{"bad base64 falls back", `{"plaintext":"!!"}`, false},
+		{"number for bytes falls back", `{"plaintext":1}`, false},
+		{"trailing data falls back", `{"plaintext":"AA=="} {}`, false},
+		{"truncated falls back", `{"plaintext":"AA==`, false},
+		{"top-level null falls back", `null`, false},
+		{"empty object", `{}`, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := checkFast[EncryptRequest](t, []byte(tc.in)); got != tc.fast {
+				t.Fatalf("UnmarshalFast(%q) = %v, want %v", tc.in, got, tc.fast)
+			}
+		})
+	}
+	batch := `{"ops":[{"op":"encrypt","key_id":"k","plaintext":"AA=="},{"op":"random","bytes":16},{"op":"verify","key_version":2,"message":"","signature":"AAAA"}]}`
+	if !checkFast[BatchRequest](t, []byte(batch)) {
+		t.Fatalf("UnmarshalFast(batch) fell back")
+	}
+	for _, bad := range []string{`{"ops":[{"bytes":1.5}]}`, `{"ops":[{"bytes":01}]}`, `{"ops":[{"bytes":99999999999999999999999}]}`, `{"ops":[null]}`, `{"ops":{}}`} {
+		if checkFast[BatchRequest](t, []byte(bad)) {
+			t.Fatalf("UnmarshalFast(%s) took input it should leave to encoding/json", bad)
+		}
+	}
+}
+
+func TestAppendJSONMatchesMarshal(t *testing.T) {
+	valid := true
+	cases := []any{
+		&EncryptResponse{Ciphertext: []byte{1, 2, 3}, KeyID: "key_a", KeyVersion: 7},
+		&EncryptResponse{KeyID: "k\"ey\u2028é"},
+		&DecryptResponse{Plaintext: []byte("hello")},
+		&DecryptResponse{Plaintext: []byte{}},
+		&DecryptResponse{},
+		&BatchResponse{Results: []BatchResult{
+			{Ciphertext: []byte{9}, KeyID: "k", KeyVersion: 1},
+			{Valid: &valid},
+			{Error: &Error{Code: CodeNotFound, Message: "Key \"x\" <not> loaded.\n"}},
+			{},
+			{MAC: []byte{1}, Digest: []byte{2}, Random: []byte{3}, Signature: []byte{4}, Plaintext: []byte{5}},
+		}},
+		&BatchResponse{Results: []BatchResult{}},
+		&EncryptRequest{KeyRef: KeyRef{KeyID: "k", SealedKey: []byte{1}}, Plaintext: []byte("p"), AAD: []byte("a")},
+		&EncryptRequest{Plaintext: nil},
+	}
+	for _, v := range cases {
+		fast := v.(FastMarshaler).AppendJSON(nil)
+		if !json.Valid(fast) {
+			t.Fatalf("AppendJSON(%+v) = %s, not JSON", v, fast)
+		}
+		slow, _ := json.Marshal(v)
+		// Same meaning: decode both into generic values and compare.
+		var a, b any
+		_ = json.Unmarshal(fast, &a)
+		_ = json.Unmarshal(slow, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("AppendJSON = %s\njson.Marshal = %s", fast, slow)
+		}
+	}
+}
+
+func FuzzUnmarshalFast(f *testing.F) {
+	for _, s := range []string{
+		`{"key_id":"key_a","plaintext":"aGVsbG8=","aad":"YQ=="}`,
+		`{"ciphertext":"AQID","key_id":"k"}`,
+		`{"ops":[{"op":"encrypt","key_id":"k","plaintext":"AA=="},{"op":"random","bytes":16}]}`,
+		`{"plaintext":"AA==\n"}`, `{"key_version":-0}`, `{}`, `[]`, `"x"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkFast[EncryptRequest](t, data)
+		checkFast[DecryptRequest](t, data)
+		checkFast[BatchRequest](t, data)
+		checkFast[EncryptResponse](t, data)
+		checkFast[DecryptResponse](t, data)
+	})
+}
