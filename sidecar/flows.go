@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
@@ -79,7 +80,7 @@ func (s *Sidecar) kmsDo(ctx context.Context, method, path string, in, out any) e
 	}
 	s.reachable.Store(true)
 	s.lastContact.Store(s.cfg.Now().UnixNano())
-	if api.CodeOf(err) == api.CodeRevoked && ae != nil && ae.Status == http.StatusForbidden && path == "/v1/revocations" {
+	if api.CodeOf(err) == api.CodeRevoked && ae != nil && ae.Status == http.StatusForbidden && strings.HasPrefix(path, "/v1/revocations") {
 		s.selfRevoke("the KMS refused this instance")
 	}
 	return err

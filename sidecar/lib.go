@@ -5,6 +5,7 @@ import (
 	"crypto/hpke"
 	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -63,10 +64,22 @@ func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]
 			return nil, api.Errorf(api.CodeDecryptFailed, "Key %s does not unwrap: it was not sealed to this sidecar, or it or its metadata was modified.", md.KeyID)
 		}
 		mats = append(mats, pending{md: md, material: dek})
+		// Check the key is usable before anything is loaded.
+		if md.Version < 1 || md.Version > math.MaxUint32 {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s: version %d is out of range.", md.KeyID, md.Version)
+		}
+		probe, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), dek)
+		if err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s (%s) cannot be loaded: %v", md.KeyID, md.Type, err)
+		}
+		probe.Wipe()
 	}
 	ids := make([]string, 0, len(mats))
-	for _, p := range mats {
+	for i, p := range mats {
 		if err := s.ring.Put(p.md, p.material, lease); err != nil {
+			for _, q := range mats[:i] { // all or nothing
+				s.ring.Evict(q.md.KeyID)
+			}
 			return nil, fmt.Errorf("sidecar: loading key %s: %w", p.md.KeyID, err)
 		}
 		if len(ids) == 0 || ids[len(ids)-1] != p.md.KeyID {

@@ -157,7 +157,7 @@ func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h hand
 		decode := func(v any) error { return httpapi.Decode(w, r, limit, v) }
 		var resp any
 		var err error
-		if s.revoked.Load() && name != "status" {
+		if s.revoked.Load() && name != "status" && name != "keys.list" {
 			err = errRevoked // a revoked instance serves nothing
 		} else {
 			resp, err = h(r.Context(), decode, r)

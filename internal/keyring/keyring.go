@@ -9,6 +9,9 @@
 package keyring
 
 import (
+	"maps"
+	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -119,6 +122,10 @@ var allActions = []api.Action{api.ActionEncrypt, api.ActionDecrypt, api.ActionSi
 // key's expiry, if any). A version already loaded is replaced.
 func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.Time) error {
 	defer material.Wipe()
+	if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
+		return api.Errorf(api.CodeInvalidArgument, "Key %s has version %d, outside 1..%d.", md.KeyID, md.Version, uint32(math.MaxUint32))
+	}
+	md = cloneMetadata(md)
 	// Check the material builds a handle before accepting it.
 	k, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), material)
 	if err != nil {
@@ -301,6 +308,9 @@ func (r *Ring) Evict(keyID string) bool {
 // Renew moves the lease of every loaded version of keyID to until (never
 // past the key's expiry).
 func (r *Ring) Renew(keyID string, until time.Time) {
+	if until.IsZero() {
+		return // no lease to move to; keys keep their current one
+	}
 	if vs := r.load(keyID); vs != nil {
 		for _, e := range vs.byVer {
 			u := until
@@ -363,7 +373,7 @@ func (r *Ring) IDs() []string {
 func (r *Ring) List() []api.LoadedKey {
 	out := make([]api.LoadedKey, 0, r.n.Load())
 	r.each(func(e *entry) {
-		lk := api.LoadedKey{KeyMetadata: e.md}
+		lk := api.LoadedKey{KeyMetadata: cloneMetadata(e.md)}
 		if l := e.leaseNs.Load(); l != 0 {
 			t := time.Unix(0, l).UTC()
 			lk.LeaseExpiresAt = &t
@@ -411,4 +421,24 @@ func (r *Ring) RenewAll(until time.Time) {
 	for _, id := range r.IDs() {
 		r.Renew(id, until)
 	}
+}
+
+// cloneMetadata deep-copies md, so the ring never shares its pointers,
+// maps and slices with callers.
+func cloneMetadata(md api.KeyMetadata) api.KeyMetadata {
+	if md.ExpiresAt != nil {
+		t := *md.ExpiresAt
+		md.ExpiresAt = &t
+	}
+	if md.Labels != nil {
+		md.Labels = maps.Clone(md.Labels)
+	}
+	if md.Policy != nil {
+		p := api.Policy{Rules: make([]api.PolicyRule, len(md.Policy.Rules))}
+		for i, r := range md.Policy.Rules {
+			p.Rules[i] = api.PolicyRule{Principals: slices.Clone(r.Principals), Actions: slices.Clone(r.Actions)}
+		}
+		md.Policy = &p
+	}
+	return md
 }

@@ -248,7 +248,6 @@ func TestPutRefuses(t *testing.T) {
 // TestPutRefusesVersionsNoCiphertextCanName: a version a ciphertext header
 // cannot carry (below 1, above 2^32-1) must be refused like version 0.
 func TestPutRefusesVersionsNoCiphertextCanName(t *testing.T) {
-	t.Skip("BUG keyring.go Put: uint32(md.Version) wraps -1 and 1<<32+1 into valid versions; remove this skip once Put checks 1 <= Version <= MaxUint32")
 	for _, v := range []int{-1, 1<<32 + 1} {
 		t.Run(fmt.Sprint(v), func(t *testing.T) {
 			r := newRing(t, Config{})
@@ -439,7 +438,6 @@ func TestRenew(t *testing.T) {
 // any"; Renew should read it the same way, not as a lease that ran out in
 // year 1.
 func TestRenewZero(t *testing.T) {
-	t.Skip("BUG keyring.go Renew: time.Time{}.UnixNano() is stored as the lease, so Renew(id, time.Time{}) expires the key at once; Put treats zero as no lease. Remove this skip once they agree")
 	c := newClock()
 	r := newRing(t, Config{Now: c.Now})
 	put(t, r, meta("key_z", 1, api.KeyAES256GCM), material(t, api.KeyAES256GCM), time.Time{})
@@ -659,7 +657,6 @@ func TestListLenIDs(t *testing.T) {
 // TestListReturnsCopies: what List returns is the caller's; changing it
 // must not change the ring (here: stretch the expiry that caps Renew).
 func TestListReturnsCopies(t *testing.T) {
-	t.Skip("BUG keyring.go List (and Put): api.KeyMetadata is copied shallowly, so ExpiresAt, Labels and Policy alias the ring's entry; remove this skip once List copies them")
 	c := newClock()
 	r := newRing(t, Config{Now: c.Now})
 	expires := c.At(time.Hour)
@@ -707,8 +704,8 @@ func TestClose(t *testing.T) {
 func TestConcurrentUse(t *testing.T) {
 	const (
 		versions = 6
-		workers  = 8
-		rounds   = 1500
+		workers  = 6
+		rounds   = 1000
 	)
 	r := newRing(t, Config{IdleTTL: time.Nanosecond}) // every Sweep drops every idle handle
 	mats := make([]*secret.Bytes, versions+1)

@@ -52,11 +52,15 @@ type Engine struct {
 	OnEncrypt func(keyID string, version int, n int)
 }
 
-// Errors with API codes that operations return.
-var (
-	errDecrypt = api.Errorf(api.CodeDecryptFailed, "The ciphertext does not decrypt: wrong key, wrong associated data, or modified ciphertext.")
-	errBadCT   = api.Errorf(api.CodeInvalidCiphertext, "The ciphertext is not a dcaas ciphertext.")
-)
+// Errors with API codes that operations return, fresh each time (callers
+// may keep or change what they get).
+func errDecrypt() error {
+	return api.Errorf(api.CodeDecryptFailed, "The ciphertext does not decrypt: wrong key, wrong associated data, or modified ciphertext.")
+}
+
+func errBadCT() error {
+	return api.Errorf(api.CodeInvalidCiphertext, "The ciphertext is not a dcaas ciphertext.")
+}
 
 // cryptoErr maps errors of internal/crypto to API errors.
 func cryptoErr(err error, keyID string) error {
@@ -65,9 +69,9 @@ func cryptoErr(err error, keyID string) error {
 	case errors.As(err, &e):
 		return e
 	case errors.Is(err, kcrypto.ErrDecrypt):
-		return errDecrypt
+		return errDecrypt()
 	case errors.Is(err, format.ErrMalformed):
-		return errBadCT
+		return errBadCT()
 	case errors.Is(err, kcrypto.ErrWrongKeyType):
 		return api.Errorf(api.CodeWrongKeyType, "Key %s does not support this operation.", keyID)
 	case errors.Is(err, kcrypto.ErrTooLarge):
@@ -108,7 +112,7 @@ func (e *Engine) Encrypt(ctx context.Context, req *api.EncryptRequest) (*api.Enc
 func decryptRef(ref api.KeyRef, ct []byte) (api.KeyRef, int, error) {
 	id, ver, err := format.PeekCiphertextKey(ct)
 	if err != nil {
-		return ref, 0, errBadCT
+		return ref, 0, errBadCT()
 	}
 	if ref.KeyID != "" && ref.KeyID != id {
 		return ref, 0, api.Errorf(api.CodeInvalidArgument, "The ciphertext is under key %s, not %s.", id, ref.KeyID)
@@ -139,7 +143,7 @@ func (e *Engine) decrypt(ctx context.Context, ref api.KeyRef, ct, aad []byte) ([
 	}
 	defer release(rel)
 	if k.KeyID() != ref.KeyID && ref.KeyID != "" {
-		return nil, errDecrypt
+		return nil, errDecrypt()
 	}
 	pt, err := k.Decrypt(nil, ct, aad)
 	if err != nil {
