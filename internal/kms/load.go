@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"runtime"
+	"sync"
+
+	"github.com/dcaas/dcaas/internal/secret"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -136,28 +140,49 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	owner := c.caller.Instance.CustodianDN
-	keys := make(releasable, 0, len(req.Seeds))
-	for _, s := range req.Seeds {
-		dek, err := kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, s.Seed)
-		if err != nil {
-			keys.wipe()
+	keys := make(releasable, len(req.Seeds))
+	defer keys.wipe()
+	// PBKDF2 is the cost here: derive on every core.
+	errs := make([]error, len(req.Seeds))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				keys[i], errs[i] = k.deriveOne(hk, t.Name, owner, req.Seeds[i])
+			}
+		}()
+	}
+	for i := range req.Seeds {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	c.keyID = keys[len(keys)-1].md.KeyID
+	return k.wrapTo(to, keys)
+}
+
+// deriveOne derives the key of one seed with its metadata.
+func (k *KMS) deriveOne(hk *secret.Bytes, tenant, owner string, s api.Seed) (*openedKey, error) {
+	dek, err := kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, s.Seed)
+	if err != nil {
+		return nil, err
+	}
+	md := api.KeyMetadata{
+		KeyID: kcrypto.SeedKeyID(hk, s.Type, s.Seed), Version: 1, Tenant: tenant, Type: s.Type,
+		Owner: owner, Purpose: "seed-derived", CreatedAt: k.now(),
+		Labels: map[string]string{"dcaas.seed_kdf": "v1"},
+	}
+	if s.Type.Signing() {
+		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(s.Type, dek); err != nil {
+			dek.Wipe()
 			return nil, err
 		}
-		md := api.KeyMetadata{
-			KeyID: kcrypto.SeedKeyID(hk, s.Type, s.Seed), Version: 1, Tenant: t.Name, Type: s.Type,
-			Owner: owner, Purpose: "seed-derived", CreatedAt: k.now(),
-			Labels: map[string]string{"dcaas.seed_kdf": "v1"},
-		}
-		if s.Type.Signing() {
-			if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(s.Type, dek); err != nil {
-				dek.Wipe()
-				keys.wipe()
-				return nil, err
-			}
-		}
-		keys = append(keys, &openedKey{md: md, material: dek})
-		c.keyID = md.KeyID
 	}
-	defer keys.wipe()
-	return k.wrapTo(to, keys)
+	return &openedKey{md: md, material: dek}, nil
 }

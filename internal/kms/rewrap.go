@@ -104,7 +104,9 @@ type releasable []*openedKey
 
 func (r releasable) wipe() {
 	for _, o := range r {
-		o.material.Wipe()
+		if o != nil {
+			o.material.Wipe()
+		}
 	}
 }
 

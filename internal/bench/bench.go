@@ -1,0 +1,349 @@
+// Package bench measures dcaas side by side on one machine: the same
+// operation through every deployment shape (library mode, the sidecar over
+// its Unix socket single and batched, the sidecar over loopback mTLS, the
+// KMS central path, and the central path behind a delay proxy that adds a
+// stated round-trip time), closed loop, and key loading by every flow.
+// `dcaas bench` prints, serializes and plots what Run returns.
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/httpapi"
+)
+
+// Options configure a run. Zero values mean the defaults noted.
+type Options struct {
+	Concurrency int           // closed-loop clients per mode (default 8)
+	Duration    time.Duration // per mode (default 5 s)
+	Size        int           // message size in bytes (default 1024)
+	Op          string        // encrypt (default), decrypt, mac, sign
+	Batch       int           // operations per batch request (default 100)
+	RTT         time.Duration // > 0 adds the "central + RTT" mode
+	Modes       []string      // subset of mode names to run (default all)
+	// Progress, if set, is told each mode's name and elapsed fraction.
+	Progress func(mode string, done float64)
+}
+
+func (o *Options) defaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Size <= 0 {
+		o.Size = 1024
+	}
+	if o.Op == "" {
+		o.Op = "encrypt"
+	}
+	if o.Batch <= 0 {
+		o.Batch = 100
+	}
+}
+
+// Result is one mode's figures.
+type Result struct {
+	Mode      string  `json:"mode"`
+	Ops       int64   `json:"ops"`
+	Errors    int64   `json:"errors"`
+	Seconds   float64 `json:"seconds"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	// Latencies of one request (a whole batch in batch mode), in µs.
+	P50us  float64 `json:"p50_us"`
+	P99us  float64 `json:"p99_us"`
+	P999us float64 `json:"p999_us"`
+	// VsCentral is OpsPerSec divided by the central path's.
+	VsCentral float64 `json:"vs_central"`
+}
+
+// Mode names.
+const (
+	ModeLibrary    = "library"
+	ModeUnix       = "unix"
+	ModeUnixBatch  = "unix-batch"
+	ModeMTLS       = "mtls"
+	ModeCentral    = "central"
+	ModeCentralRTT = "central+rtt"
+)
+
+// call performs one request of a mode and reports how many operations it
+// carried.
+type call func(ctx context.Context) (int, error)
+
+// mode is a prepared benchmark mode: newCall builds one worker's call.
+type mode struct {
+	name    string
+	newCall func() call
+	cleanup func()
+}
+
+// Run measures every mode against env, which must have its KMS running.
+func Run(ctx context.Context, env *devenv.Env, o Options) ([]Result, error) {
+	o.defaults()
+	w, err := prepare(ctx, env, o)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	var out []Result
+	for _, m := range w.modes {
+		if len(o.Modes) > 0 && !slices.Contains(o.Modes, m.name) {
+			continue
+		}
+		r, err := measure(ctx, m, o)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", m.name, err)
+		}
+		out = append(out, r)
+	}
+	var central float64
+	for _, r := range out {
+		if r.Mode == ModeCentral {
+			central = r.OpsPerSec
+		}
+	}
+	for i := range out {
+		if central > 0 {
+			out[i].VsCentral = out[i].OpsPerSec / central
+		}
+	}
+	return out, nil
+}
+
+// measure runs one mode closed loop for o.Duration.
+func measure(ctx context.Context, m mode, o Options) (Result, error) {
+	// Warm up each worker's connection first and check the call works.
+	calls := make([]call, o.Concurrency)
+	for i := range calls {
+		calls[i] = m.newCall()
+		if _, err := calls[i](ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	var ops, errs atomic.Int64
+	lat := make([][]time.Duration, o.Concurrency)
+	start := time.Now()
+	deadline := start.Add(o.Duration)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 1<<14)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				n, err := calls[i](ctx)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				ops.Add(int64(n))
+			}
+			lat[i] = mine
+		}(i)
+	}
+	if o.Progress != nil {
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					o.Progress(m.name, min(1, float64(time.Since(start))/float64(o.Duration)))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	elapsed := time.Since(start).Seconds()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	q := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[int(p*float64(len(all)-1))].Nanoseconds()) / 1e3
+	}
+	return Result{
+		Mode: m.name, Ops: ops.Load(), Errors: errs.Load(), Seconds: elapsed,
+		OpsPerSec: float64(ops.Load()) / elapsed, P50us: q(0.50), P99us: q(0.99), P999us: q(0.999),
+	}, ctx.Err()
+}
+
+// world is what the modes share: keys, ciphertexts, listeners.
+type world struct {
+	modes   []mode
+	closers []func()
+}
+
+func (w *world) close() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+}
+
+// prepare creates the key the run uses, loads it into the sidecar, and
+// builds every mode.
+func prepare(ctx context.Context, env *devenv.Env, o Options) (*world, error) {
+	keyType := map[string]api.KeyType{"encrypt": api.KeyAES256GCM, "decrypt": api.KeyAES256GCM, "mac": api.KeyHMACSHA256, "sign": api.KeyEd25519}[o.Op]
+	if keyType == "" {
+		return nil, fmt.Errorf("bench: unknown --op %q: use encrypt, decrypt, mac or sign", o.Op)
+	}
+	keys, err := env.NewKeys(ctx, keyType, 1, false)
+	if err != nil {
+		return nil, err
+	}
+	dk := keys[0]
+	if err := env.LoadByRewrap(ctx, [][]byte{dk.EKB}); err != nil {
+		return nil, err
+	}
+	msg := make([]byte, o.Size)
+	var ct []byte
+	if o.Op == "decrypt" {
+		if ct, err = env.Sidecar.Encrypt(ctx, dk.KeyID, msg, nil); err != nil {
+			return nil, err
+		}
+	}
+	// item is the operation as a batch item; req the single request.
+	item := api.BatchItem{Op: o.Op, KeyID: dk.KeyID, Plaintext: msg, Ciphertext: ct, Message: msg}
+	single := func(c *httpapi.Client, ref api.KeyRef) call {
+		path, req, resp := singleRequest(o.Op, ref, msg, ct)
+		return func(ctx context.Context) (int, error) { return 1, c.Do(ctx, http.MethodPost, path, req, resp()) }
+	}
+	w := &world{}
+	w.modes = append(w.modes, mode{name: ModeLibrary, newCall: func() call {
+		return func(ctx context.Context) (int, error) { return 1, libraryCall(ctx, env, o.Op, dk.KeyID, msg, ct) }
+	}})
+	w.modes = append(w.modes, mode{name: ModeUnix, newCall: func() call {
+		return single(devenv.UnixClient(env.Socket), api.KeyRef{KeyID: dk.KeyID})
+	}})
+	w.modes = append(w.modes, mode{name: ModeUnixBatch, newCall: func() call {
+		c := devenv.UnixClient(env.Socket)
+		req := &api.BatchRequest{Ops: slices.Repeat([]api.BatchItem{item}, o.Batch)}
+		return func(ctx context.Context) (int, error) {
+			var out api.BatchResponse
+			if err := c.Do(ctx, http.MethodPost, "/v1/crypto/batch", req, &out); err != nil {
+				return 0, err
+			}
+			for _, r := range out.Results {
+				if r.Error != nil {
+					return 0, r.Error
+				}
+			}
+			return len(out.Results), nil
+		}
+	}})
+	mtlsURL, closeMTLS, err := startMTLS(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, closeMTLS)
+	w.modes = append(w.modes, mode{name: ModeMTLS, newCall: func() call {
+		c, err := mtlsClient(env, mtlsURL)
+		if err != nil {
+			return func(context.Context) (int, error) { return 0, err }
+		}
+		return single(c, api.KeyRef{KeyID: dk.KeyID})
+	}})
+	w.modes = append(w.modes, mode{name: ModeCentral, newCall: func() call {
+		c, err := env.ClientFromFiles(env.CustodianCert, env.CustodianKey)
+		if err != nil {
+			return func(context.Context) (int, error) { return 0, err }
+		}
+		return single(c, api.KeyRef{EKB: dk.EKB})
+	}})
+	if o.RTT > 0 {
+		proxyURL, closeProxy, err := startDelayProxy(env.KMSURL, o.RTT)
+		if err != nil {
+			return nil, err
+		}
+		w.closers = append(w.closers, closeProxy)
+		w.modes = append(w.modes, mode{name: fmt.Sprintf("%s (%s)", ModeCentralRTT, o.RTT), newCall: func() call {
+			c, err := env.ClientFromFiles(env.CustodianCert, env.CustodianKey)
+			if err != nil {
+				return func(context.Context) (int, error) { return 0, err }
+			}
+			c.Base = proxyURL
+			return single(c, api.KeyRef{EKB: dk.EKB})
+		}})
+	}
+	return w, nil
+}
+
+// singleRequest is the path, body and a fresh response value of one
+// operation.
+func singleRequest(op string, ref api.KeyRef, msg, ct []byte) (string, any, func() any) {
+	switch op {
+	case "decrypt":
+		return "/v1/crypto/decrypt", &api.DecryptRequest{KeyRef: ref, Ciphertext: ct}, func() any { return &api.DecryptResponse{} }
+	case "mac":
+		return "/v1/crypto/mac", &api.MACRequest{KeyRef: ref, Message: msg}, func() any { return &api.MACResponse{} }
+	case "sign":
+		return "/v1/crypto/sign", &api.SignRequest{KeyRef: ref, Message: msg}, func() any { return &api.SignResponse{} }
+	}
+	return "/v1/crypto/encrypt", &api.EncryptRequest{KeyRef: ref, Plaintext: msg}, func() any { return &api.EncryptResponse{} }
+}
+
+func libraryCall(ctx context.Context, env *devenv.Env, op, keyID string, msg, ct []byte) error {
+	var err error
+	switch op {
+	case "decrypt":
+		_, err = env.Sidecar.Decrypt(ctx, ct, nil)
+	case "mac":
+		_, err = env.Sidecar.MAC(ctx, keyID, msg)
+	case "sign":
+		_, err = env.Sidecar.Sign(ctx, keyID, msg)
+	default:
+		_, err = env.Sidecar.Encrypt(ctx, keyID, msg, nil)
+	}
+	return err
+}
+
+// startMTLS serves the sidecar on a loopback mTLS listener.
+func startMTLS(ctx context.Context, env *devenv.Env) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	tln, err := env.Sidecar.TLSListener(ctx, ln)
+	if err != nil {
+		ln.Close()
+		return "", nil, err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = env.Sidecar.Serve(sctx, tln) }()
+	return "https://" + ln.Addr().String(), func() { cancel(); <-done }, nil
+}
+
+// mtlsClient is the custodian calling its sidecar over mTLS.
+func mtlsClient(env *devenv.Env, url string) (*httpapi.Client, error) {
+	pair, err := tls.LoadX509KeyPair(env.CustodianCert, env.CustodianKey)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(env.CAPEM)
+	return &httpapi.Client{Base: url, HTTP: &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: env.Sidecar.ServerName()},
+		MaxIdleConnsPerHost: 64,
+	}}}, nil
+}

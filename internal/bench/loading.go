@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/sidecar"
+)
+
+// LoadResult is how fast one flow loads keys into a fresh sidecar.
+type LoadResult struct {
+	Flow       string  `json:"flow"`
+	Keys       int     `json:"keys"`
+	Seconds    float64 `json:"seconds"`
+	KeysPerSec float64 `json:"keys_per_sec"`
+}
+
+// Loading measures start → enrolled (a new sidecar enrolling with a
+// token), then loading n keys by each flow: rewrap, grant, seeds, and
+// sealing them for the stateless mode. Keys are created beforehand and not
+// timed. progress (optional) hears each flow's name and done fraction.
+func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progress func(string, float64)) (time.Duration, []LoadResult, error) {
+	if progress == nil {
+		progress = func(string, float64) {}
+	}
+	ekbs, err := createKeys(ctx, env, n, progress)
+	if err != nil {
+		return 0, nil, err
+	}
+	var tok api.EnrollmentToken
+	if err := env.Pipeline.Do(ctx, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: env.CustodianDN}, &tok); err != nil {
+		return 0, nil, err
+	}
+	start := time.Now()
+	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.KMSURL, CAPEM: env.CAPEM, DataDir: dataDir, EnrollToken: tok.Token,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return 0, nil, err
+	}
+	enroll := time.Since(start)
+	defer sc.Close()
+
+	var out []LoadResult
+	run := func(flow string, f func(batch [][]byte, from int) error) error {
+		for _, id := range sc.Keys() {
+			sc.Evict(id.KeyID)
+		}
+		t0 := time.Now()
+		for i := 0; i < n; i += 1000 {
+			if err := f(ekbs[i:min(i+1000, n)], i); err != nil {
+				return fmt.Errorf("%s: %w", flow, err)
+			}
+			progress(flow, float64(min(i+1000, n))/float64(n))
+		}
+		s := time.Since(t0).Seconds()
+		out = append(out, LoadResult{Flow: flow, Keys: n, Seconds: s, KeysPerSec: float64(n) / s})
+		return nil
+	}
+	cert := sc.WrappingCertificatePEM()
+	err = run("rewrap", func(batch [][]byte, _ int) error {
+		var w api.WrappedKeys
+		if err := env.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: batch, WrappingCertPEM: cert}, &w); err != nil {
+			return err
+		}
+		_, err := sc.ImportKeys(ctx, w.Keys)
+		return err
+	})
+	if err == nil {
+		err = run("grant", func(batch [][]byte, _ int) error {
+			var g api.Grant
+			if err := env.Custodian.Do(ctx, "POST", "/v1/grants", api.GrantRequest{InstanceID: sc.InstanceID(), EKBs: batch}, &g); err != nil {
+				return err
+			}
+			_, err := sc.LoadWithGrant(ctx, g.Grant, batch, nil)
+			return err
+		})
+	}
+	if err == nil {
+		err = run("seeds", func(batch [][]byte, _ int) error {
+			seeds := make([]api.Seed, len(batch))
+			raw := make([][]byte, len(batch))
+			for i := range seeds {
+				raw[i] = kcrypto.Random(32)
+				seeds[i] = api.Seed{Seed: raw[i], Type: api.KeyAES256GCM}
+			}
+			var g api.Grant
+			if err := env.Custodian.Do(ctx, "POST", "/v1/grants", api.GrantRequest{InstanceID: sc.InstanceID(), Seeds: raw}, &g); err != nil {
+				return err
+			}
+			_, err := sc.Derive(ctx, g.Grant, seeds)
+			return err
+		})
+	}
+	if err == nil {
+		// Stateless: seal keys loaded by rewrap (loading is not timed here).
+		for _, k := range sc.Keys() {
+			sc.Evict(k.KeyID)
+		}
+		for i := 0; i < n && err == nil; i += 1000 {
+			var w api.WrappedKeys
+			if err = env.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs[i:min(i+1000, n)], WrappingCertPEM: cert}, &w); err == nil {
+				_, err = sc.ImportKeys(ctx, w.Keys)
+			}
+		}
+		if err == nil {
+			ids := make([]string, 0, n)
+			for _, k := range sc.Keys() {
+				ids = append(ids, k.KeyID)
+			}
+			t0 := time.Now()
+			for i := 0; i < len(ids) && err == nil; i += 1000 {
+				_, err = sc.Seal(ctx, ids[i:min(i+1000, len(ids))])
+				progress("seal", float64(min(i+1000, len(ids)))/float64(len(ids)))
+			}
+			s := time.Since(t0).Seconds()
+			out = append(out, LoadResult{Flow: "seal (stateless)", Keys: len(ids), Seconds: s, KeysPerSec: float64(len(ids)) / s})
+		}
+	}
+	return enroll, out, err
+}
+
+// createKeys makes n AES data keys with a few concurrent clients.
+func createKeys(ctx context.Context, env *devenv.Env, n int, progress func(string, float64)) ([][]byte, error) {
+	ekbs := make([][]byte, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	done := 0
+	next := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				var dk api.DataKey
+				err := env.Custodian.Do(ctx, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				ekbs[i] = dk.EKB
+				done++
+				if done%100 == 0 {
+					progress("creating keys", float64(done)/float64(n))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return ekbs, firstErr
+}
