@@ -25,7 +25,7 @@ func newAuditCmd() *cobra.Command {
 			if _, err := os.Stat(path); err != nil {
 				return fmt.Errorf("no KMS database at %s: %w", path, err)
 			}
-			st, err := sqlite.Open(cmd.Context(), path)
+			st, err := sqlite.OpenReadOnly(cmd.Context(), path)
 			if err != nil {
 				return err
 			}

@@ -40,6 +40,7 @@ type sidecarFlags struct {
 	kem           string
 	attest        bool
 	lease         time.Duration
+	poll          time.Duration
 	metricsListen string
 	logLevel      string
 }
@@ -74,6 +75,7 @@ a TCP listener that requires a client certificate of the bound custodian.`,
 	fl.StringVar(&f.kem, "kem", "", "key-transport KEM: x25519, p256, mlkem768-x25519, mlkem768-p256 (default: x25519; p256 in FIPS mode or with a TPM)")
 	fl.BoolVar(&f.attest, "attest", false, "enroll with TPM attestation (needs --enclave tpm)")
 	fl.DurationVar(&f.lease, "lease", 24*time.Hour, "lease of loaded keys (never past a key's expiry)")
+	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
@@ -110,7 +112,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) error {
 	cfg := sidecar.Config{
 		KMSURL: strings.TrimRight(f.kmsURL, "/"), CAPEM: caPEM, DataDir: f.dataDir,
 		Enclave: enc, Attest: f.attest, KEM: api.KEM(f.kem), AllowUIDs: f.allowUIDs,
-		LeaseTTL: f.lease, Logger: log, Reg: reg,
+		LeaseTTL: f.lease, HealthInterval: f.poll, Logger: log, Reg: reg,
 	}
 	if tok != nil {
 		cfg.EnrollToken = string(tok.Expose())

@@ -60,15 +60,19 @@ func (k *KMS) createApp(ctx context.Context, c *call) (any, error) {
 		}
 		return nil, err
 	}
+	// The certificate is registered first: if creating the app then
+	// fails, an unused registry entry remains (it authenticates nobody,
+	// since authentication also needs the app), never an app whose
+	// credentials were lost.
+	if err := k.registerCert(ctx, cert, store.CertApp, tenant, req.Name); err != nil {
+		return nil, err
+	}
 	app := store.App{Tenant: tenant, Name: req.Name, Role: string(req.Role), DN: dn, CreatedAt: k.now()}
 	if err := k.st.CreateApp(ctx, app); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, api.Errorf(api.CodeConflict, "App %q already exists in tenant %q.", req.Name, tenant)
 		}
 		return nil, storeErr(err, "app")
-	}
-	if err := k.registerCert(ctx, cert, store.CertApp, tenant, req.Name); err != nil {
-		return nil, err
 	}
 	return api.AppCredentials{DN: dn, CertPEM: pemCert(der), KeyPEM: string(keyPEM), CAPEM: k.ca.CertPEM()}, nil
 }

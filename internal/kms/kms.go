@@ -232,9 +232,12 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 			return h(ctx, c)
 		}()
 		if aerr := k.record(ctx, c, action, err); aerr != nil && err == nil {
-			// Fail closed: an operation that cannot be audited is not acknowledged.
+			// Fail closed: an operation that cannot be audited is not
+			// acknowledged. (Its effect may already be stored: the audit
+			// record is appended after the operation, in its own
+			// transaction; a retry gets the usual answer, e.g. 409.)
 			k.log.Error("audit append failed", "action", action, "err", aerr)
-			err = api.Errorf(api.CodeUnavailable, "The audit log cannot be written; the request was not acknowledged.")
+			err = api.Errorf(api.CodeUnavailable, "The audit log cannot be written, so the request is not acknowledged; it may have taken effect — check before retrying.")
 			resp = nil
 		}
 		if err != nil {

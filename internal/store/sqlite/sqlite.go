@@ -58,6 +58,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 
 // open is Open; readOnly opens the file with SQLite's mode=ro, which tests
 // use to make every write fail as on a read-only file system.
+// OpenReadOnly opens an existing database for reading only (for tools like
+// `dcaas audit verify` that must not change the evidence they check); the
+// file is never created, and writes fail with store.ErrUnavailable.
+func OpenReadOnly(ctx context.Context, path string) (*DB, error) { return open(ctx, path, true) }
+
 func open(ctx context.Context, path string, readOnly bool) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("sqlite: empty database path")
