@@ -1,17 +1,24 @@
 # dcaas — the two commands a newcomer needs:
-#   make run    runs the KMS on embedded defaults (data in ./dcaas-kms)
+#   make dev    a KMS and an enrolled sidecar on loopback, ready to call
 #   make test   runs the whole test suite (installs and starts what it needs)
+# and: make run (the KMS alone, data in ./dcaas-kms), make demo, make bench
 
 GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 5s
 
-.PHONY: all build run test check unit race fips fuzz fuzz-long bench tools
+.PHONY: all build dev demo run test check unit race fips fuzz fuzz-long bench tools
 
 all: build
 
 build:
 	$(GO) build -o bin/dcaas ./cmd/dcaas
+
+dev: build
+	./bin/dcaas dev
+
+demo: build
+	./bin/dcaas demo
 
 run: build
 	./bin/dcaas kms serve --data-dir dcaas-kms --listen 127.0.0.1:8443
@@ -38,5 +45,6 @@ fuzz:
 fuzz-long:
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+# The side-by-side benchmark of README's performance section.
+bench: build
+	./bin/dcaas bench --duration 10s --rtt 500us --plot docs/bench.png
