@@ -198,6 +198,7 @@ func (s *Sidecar) poll() {
 	}
 	for _, id := range feed.Keys {
 		if s.ring.Evict(id) {
+			s.metrics.revoked.Inc()
 			s.audit.Record("kms", "keys.revoked", id, "evicted", "")
 			s.log.Info("key revoked by the KMS: evicted", "key", id)
 		}

@@ -180,6 +180,9 @@ func (r resolver) Acquire(ctx context.Context, ref api.KeyRef, version int, acti
 	}
 	h, err := r.s.ring.Acquire(ref.KeyID, version, action)
 	if err != nil {
+		if api.CodeOf(err) == api.CodeExpired {
+			r.s.metrics.leaseExpired.Inc()
+		}
 		return nil, nil, err
 	}
 	return h.Key, h.Releaser(), nil

@@ -8,6 +8,8 @@ import (
 
 type metrics struct {
 	keysImported prometheus.Counter
+	leaseExpired prometheus.Counter
+	revoked      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Sidecar) *metrics {
@@ -16,8 +18,14 @@ func newMetrics(reg prometheus.Registerer, s *Sidecar) *metrics {
 			Namespace: "dcaas_sidecar", Name: "keys_loaded_total", Help: "Data keys loaded into the sidecar.",
 		}),
 	}
+	m.leaseExpired = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_sidecar", Name: "lease_expired_total", Help: "Operations refused because the key's lease had run out.",
+	})
+	m.revoked = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_sidecar", Name: "keys_revoked_total", Help: "Keys evicted because the KMS revoked them.",
+	})
 	reg.MustRegister(
-		m.keysImported,
+		m.keysImported, m.leaseExpired, m.revoked,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "dcaas_sidecar", Name: "keys_loaded", Help: "Data keys currently loaded.",
 		}, func() float64 { return float64(s.ring.Len()) }),

@@ -65,6 +65,7 @@ func (k *KMS) createDataKey(ctx context.Context, c *call) (any, error) {
 	if err := k.st.CreateKey(ctx, key, v); err != nil {
 		return nil, storeErr(err, "key")
 	}
+	k.mx.created.WithLabelValues(string(md.Type)).Inc()
 	return api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, nil
 }
 

@@ -109,8 +109,9 @@ func consumeErr(err error, what string) error {
 	return storeErr(err, what)
 }
 
-func (k *KMS) enroll(ctx context.Context, c *call) (any, error) {
+func (k *KMS) enroll(ctx context.Context, c *call) (_ any, err error) {
 	var req api.EnrollRequest
+	defer func() { k.mx.enrolled(req.Attestation != nil, err) }()
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}

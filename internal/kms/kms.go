@@ -92,6 +92,7 @@ type KMS struct {
 	audit  *audit.Log
 	router *httpapi.Router
 	attest *attestor
+	mx     *kmsMetrics
 
 	mu   sync.Mutex
 	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
@@ -123,6 +124,7 @@ func New(cfg Config) (*KMS, error) {
 		return nil, err
 	}
 	k.attest = att
+	k.mx = newKMSMetrics(cfg.Reg)
 	k.router = httpapi.NewRouter(k.log, httpapi.NewMetrics(cfg.Reg, "dcaas_kms"))
 	k.routes()
 	return k, nil

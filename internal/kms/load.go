@@ -70,7 +70,7 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer keys.wipe()
-	return k.wrapTo(to, keys)
+	return k.wrapTo(to, keys, "load")
 }
 
 // retainedEKBs returns every version of a retained key of tenant.
@@ -164,7 +164,7 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	c.keyID = keys[len(keys)-1].md.KeyID
-	return k.wrapTo(to, keys)
+	return k.wrapTo(to, keys, "derive")
 }
 
 // deriveOne derives the key of one seed with its metadata.

@@ -96,7 +96,7 @@ func (k *KMS) rewrap(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer keys.wipe()
-	return k.wrapTo(to, keys)
+	return k.wrapTo(to, keys, "rewrap")
 }
 
 // releasable is a batch of opened keys on their way to a sidecar.
@@ -136,7 +136,7 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 }
 
 // wrapTo seals every key to the recipient with one HPKE encapsulation.
-func (k *KMS) wrapTo(to *recipient, keys releasable) (*api.WrappedKeys, error) {
+func (k *KMS) wrapTo(to *recipient, keys releasable, flow string) (*api.WrappedKeys, error) {
 	pub, err := kcrypto.ParseKEMPublicKey(to.pub)
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidArgument, "The recipient's key cannot be used: %v", err)
@@ -153,6 +153,7 @@ func (k *KMS) wrapTo(to *recipient, keys releasable) (*api.WrappedKeys, error) {
 	if err != nil {
 		return nil, err
 	}
+	k.mx.released.WithLabelValues(flow).Add(float64(len(keys)))
 	out := &api.WrappedKeys{Keys: make([]api.WrappedKey, len(keys))}
 	for i, o := range keys {
 		out.Keys[i] = api.WrappedKey{KeyID: o.md.KeyID, Version: o.md.Version, Wrapped: wrapped[i], Metadata: o.md}
