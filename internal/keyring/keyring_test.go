@@ -220,7 +220,6 @@ func TestPutRefuses(t *testing.T) {
 		m    *secret.Bytes
 		want error
 	}{
-		{"ml-dsa-65 not implemented", meta("key_pq", 1, api.KeyMLDSA65), aes, kcrypto.ErrUnsupported},
 		{"unknown type", meta("key_x", 1, "rot13"), aes, kcrypto.ErrUnsupported},
 		{"short material", meta("key_s", 1, api.KeyAES256GCM), secret.Copy(aes.Expose()[:16]), kcrypto.ErrInvalidKey},
 		{"ecdsa scalar out of range", meta("key_e", 1, api.KeyECDSAP256), secret.New(bytes.Repeat([]byte{0xff}, 32)), kcrypto.ErrInvalidKey},
