@@ -148,6 +148,9 @@ func (s *Sidecar) openSealed(ctx context.Context, ref api.KeyRef, version int, a
 	if err != nil {
 		return nil, nil, bad
 	}
+	if _, revoked := s.revokedKeys.Load(md.KeyID); revoked {
+		return nil, nil, api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS.", md.KeyID)
+	}
 	switch {
 	case ref.KeyID != "" && ref.KeyID != md.KeyID:
 		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The sealed_key is key %s, not %s.", md.KeyID, ref.KeyID)
@@ -197,6 +200,7 @@ func (s *Sidecar) poll() {
 		}
 	}
 	for _, id := range feed.Keys {
+		s.revokedKeys.Store(id, true) // sealed blobs of it stop working too
 		if s.ring.Evict(id) {
 			s.metrics.revoked.Inc()
 			s.audit.Record("kms", "keys.revoked", id, "evicted", "")

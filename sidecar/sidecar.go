@@ -96,6 +96,7 @@ type Sidecar struct {
 	router   *httpapi.Router
 
 	revoked     atomic.Bool
+	revokedKeys sync.Map // key id → true: keys the KMS revoked (for sealed blobs)
 	cursor      string // revocation feed cursor (background goroutine only)
 	reachable   atomic.Bool
 	lastContact atomic.Int64

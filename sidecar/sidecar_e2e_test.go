@@ -52,11 +52,16 @@ func token(t testing.TB, f *fixture) string {
 	return tok.Token
 }
 
-func newFixture(t testing.TB, mutate func(*sidecar.Config)) *fixture {
+// newFixture starts the KMS (kmsOpts adjust its options, e.g. a settable
+// clock) and a sidecar (mutate adjusts its Config).
+func newFixture(t testing.TB, mutate func(*sidecar.Config), kmsOpts ...func(*kms.Options)) *fixture {
 	t.Helper()
 	logs := &syncBuffer{}
 	env := kmstest.Start(t, func(o *kms.Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		for _, m := range kmsOpts {
+			m(o)
+		}
 	})
 	env.Tenant(t, "acme")
 	f := &fixture{env: env, logs: logs}
