@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -21,7 +23,7 @@ import (
 //
 //   - aes-256-gcm: Encrypt, Decrypt (format.Ciphertext naming the key);
 //   - hmac-sha256: MAC, VerifyMAC;
-//   - ed25519, ecdsa-p256: Sign, Verify.
+//   - ed25519, ecdsa-p256, ml-dsa-65: Sign, Verify.
 //
 // A Key is safe for concurrent use, except Wipe, which its owner calls once
 // every other call has returned. It never prints its material: String,
@@ -32,11 +34,13 @@ type Key struct {
 	version  uint32
 	material *secret.Bytes // a copy the Key owns; nil once wiped
 
-	header []byte             // aes: the format.Ciphertext header naming keyID, version
-	aead   *AEAD              // aes
-	ed     ed25519.PrivateKey // ed25519: seed || public key
-	edPub  ed25519.PublicKey  // ed25519
-	ec     *ecdsa.PrivateKey  // ecdsa-p256
+	header []byte              // aes: the format.Ciphertext header naming keyID, version
+	aead   *AEAD               // aes
+	ed     ed25519.PrivateKey  // ed25519: seed || public key
+	edPub  ed25519.PublicKey   // ed25519
+	ec     *ecdsa.PrivateKey   // ecdsa-p256
+	ml     *mldsa65.PrivateKey // ml-dsa-65
+	mlPub  *mldsa65.PublicKey  // ml-dsa-65
 }
 
 // NewKey returns a handle on version of the data key keyID of type t with
@@ -71,6 +75,13 @@ func NewKey(t api.KeyType, keyID string, version uint32, material *secret.Bytes)
 			return nil, err
 		}
 		k.ec = ec
+	case api.KeyMLDSA65:
+		pub, priv, err := newMLDSA(k.material)
+		if err != nil {
+			k.Wipe()
+			return nil, err
+		}
+		k.ml, k.mlPub = priv, pub
 	}
 	return k, nil
 }
@@ -130,9 +141,10 @@ func (k *Key) Decrypt(dst, ciphertext, aad []byte) ([]byte, error) {
 	return k.aead.openMessage(dst, header, sealed, aad)
 }
 
-// Sign signs msg (ed25519, ecdsa-p256 keys) and returns the signature in a
-// new slice the caller owns: Ed25519's 64 bytes, or ECDSA over SHA-256 in
-// ASN.1 DER.
+// Sign signs msg (ed25519, ecdsa-p256, ml-dsa-65 keys) and returns the
+// signature in a new slice the caller owns: Ed25519's 64 bytes, ECDSA over
+// SHA-256 in ASN.1 DER, or ML-DSA-65's 3309 bytes (FIPS 204, pure, empty
+// context, hedged).
 func (k *Key) Sign(msg []byte) ([]byte, error) {
 	if k.material == nil {
 		return nil, ErrClosed
@@ -147,12 +159,15 @@ func (k *Key) Sign(msg []byte) ([]byte, error) {
 			return nil, fmt.Errorf("crypto: ecdsa sign: %w", err)
 		}
 		return sig, nil
+	case api.KeyMLDSA65:
+		return mldsaSign(k.ml, msg)
 	}
 	return nil, fmt.Errorf("%w: cannot sign with a %s key", ErrWrongKeyType, k.typ)
 }
 
 // Verify reports whether sig is a valid signature of msg (ed25519,
-// ecdsa-p256 keys; see Sign). An invalid signature is (false, nil).
+// ecdsa-p256, ml-dsa-65 keys; see Sign). An invalid signature is
+// (false, nil).
 func (k *Key) Verify(msg, sig []byte) (bool, error) {
 	if k.material == nil {
 		return false, ErrClosed
@@ -163,6 +178,8 @@ func (k *Key) Verify(msg, sig []byte) (bool, error) {
 	case api.KeyECDSAP256:
 		d := sha256.Sum256(msg)
 		return ecdsa.VerifyASN1(&k.ec.PublicKey, d[:], sig), nil
+	case api.KeyMLDSA65:
+		return mldsaVerify(k.mlPub, msg, sig), nil
 	}
 	return false, fmt.Errorf("%w: cannot verify with a %s key", ErrWrongKeyType, k.typ)
 }
@@ -192,16 +209,17 @@ func (k *Key) VerifyMAC(msg, tag []byte) (bool, error) {
 	return hmac.Equal(k.mac(msg), tag), nil
 }
 
-// Wipe overwrites the key's material and its Ed25519 private key and drops
-// every reference to key state. What the standard library keeps cannot be
-// wiped: the AES key schedule inside the AEAD and the ecdsa.PrivateKey
-// internals become garbage for the collector. After Wipe every method
-// returns ErrClosed. Wipe is idempotent.
+// Wipe overwrites the key's material and its Ed25519 and ML-DSA-65 private
+// keys and drops every reference to key state. What the standard library
+// keeps cannot be wiped: the AES key schedule inside the AEAD and the
+// ecdsa.PrivateKey internals become garbage for the collector. After Wipe
+// every method returns ErrClosed. Wipe is idempotent.
 func (k *Key) Wipe() {
 	k.material.Wipe()
 	k.material = nil
 	clear(k.ed)
-	k.ed, k.edPub, k.ec, k.aead = nil, nil, nil, nil
+	wipeMLDSA(k.ml)
+	k.ed, k.edPub, k.ec, k.aead, k.ml, k.mlPub = nil, nil, nil, nil, nil, nil
 }
 
 // String describes the key without its material.

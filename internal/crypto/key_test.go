@@ -211,7 +211,7 @@ func TestNewKeyErrors(t *testing.T) {
 		{api.KeyAES256GCM, "k", 0, m, format.ErrMalformed},
 		{api.KeyAES256GCM, "k", 1, secret.New(make([]byte, 16)), ErrInvalidKey},
 		{api.KeyECDSAP256, "k", 1, m, ErrInvalidKey},
-		{api.KeyMLDSA65, "k", 1, m, ErrUnsupported},
+		{"rsa-2048", "k", 1, m, ErrUnsupported},
 	}
 	for _, tt := range tests {
 		if _, err := NewKey(tt.typ, tt.id, tt.v, tt.m); !errors.Is(err, tt.want) {

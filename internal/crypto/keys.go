@@ -14,7 +14,8 @@ import (
 )
 
 // DataKeySize is the size of the material of every implemented key type:
-// AES-256 and HMAC-SHA-256 keys, the Ed25519 seed, the P-256 scalar.
+// AES-256 and HMAC-SHA-256 keys, the Ed25519 seed, the P-256 scalar, the
+// ML-DSA-65 seed.
 const DataKeySize = 32
 
 // GenerateKey returns new key material for a data key of type t, a secret
@@ -22,9 +23,11 @@ const DataKeySize = 32
 //
 //   - aes-256-gcm, hmac-sha256: 32 random bytes;
 //   - ed25519: the 32-byte seed (RFC 8032);
-//   - ecdsa-p256: the 32-byte big-endian private scalar (SEC 1 §2.3.6).
+//   - ecdsa-p256: the 32-byte big-endian private scalar (SEC 1 §2.3.6);
+//   - ml-dsa-65: the 32-byte seed ξ of ML-DSA.KeyGen (FIPS 204), which is
+//     ErrNotApproved in FIPS mode (see mldsa.go).
 //
-// ml-dsa-65 and unknown types are ErrUnsupported.
+// Unknown types are ErrUnsupported.
 func GenerateKey(t api.KeyType) (*secret.Bytes, error) {
 	switch t {
 	case api.KeyAES256GCM, api.KeyHMACSHA256:
@@ -46,13 +49,16 @@ func GenerateKey(t api.KeyType) (*secret.Bytes, error) {
 			return nil, fmt.Errorf("crypto: encode ecdsa-p256 key: %w", err)
 		}
 		return secret.New(b), nil
+	case api.KeyMLDSA65:
+		return generateMLDSA()
 	}
 	return nil, unsupported(t)
 }
 
 // CheckMaterial reports whether material is a valid encoding of a key of
 // type t (see GenerateKey): ErrInvalidKey if not, ErrUnsupported for a type
-// not implemented. material stays the caller's.
+// not implemented, ErrNotApproved for ml-dsa-65 in FIPS mode. material
+// stays the caller's.
 func CheckMaterial(t api.KeyType, material *secret.Bytes) error {
 	switch t {
 	case api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519:
@@ -63,6 +69,8 @@ func CheckMaterial(t api.KeyType, material *secret.Bytes) error {
 	case api.KeyECDSAP256:
 		_, err := parseECDSA(material)
 		return err
+	case api.KeyMLDSA65:
+		return checkMLDSA(material)
 	}
 	return unsupported(t)
 }
@@ -86,6 +94,8 @@ func PublicKeyPEM(t api.KeyType, material *secret.Bytes) (string, error) {
 			return "", err
 		}
 		pub = &priv.PublicKey
+	case api.KeyMLDSA65:
+		return mldsaPublicKeyPEM(material)
 	default:
 		return "", fmt.Errorf("%w: %s has no public key", ErrWrongKeyType, t)
 	}
