@@ -83,6 +83,9 @@ type CreateDataKeyRequest struct {
 	Purpose   string            `json:"purpose,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Retain    bool              `json:"retain,omitempty"`
+	// Exportable lets the owner export the key wrapped to an outside
+	// public key (POST /v1/datakeys/export). It is bound into the EKB.
+	Exportable bool `json:"exportable,omitempty"`
 }
 
 // DataKey is the answer to data-key creation and to a new version.
@@ -261,4 +264,52 @@ type RevocationFeed struct {
 // Disabled answers DELETE /v1/datakeys/{key_id}.
 type Disabled struct {
 	Disabled bool `json:"disabled"`
+}
+
+// ImportParameters is the answer to GET /v1/tenants/{tenant}/import-parameters:
+// the tenant's import public keys and a single-use import token.
+type ImportParameters struct {
+	RSAPublicKeyPEM string    `json:"rsa_public_key_pem"`
+	HPKEPublicKey   PublicKey `json:"hpke_public_key"`
+	ImportToken     string    `json:"import_token"`
+	ExpiresAt       time.Time `json:"expires_at"`
+}
+
+// Wrapping names how key material is wrapped for import or export.
+type Wrapping string
+
+// Wrapping schemes.
+const (
+	WrappingRSAAES Wrapping = "rsa-aes-key-wrap-sha256"
+	WrappingHPKE   Wrapping = "hpke"
+)
+
+// ImportKeyRequest is the body of POST /v1/datakeys/import: material the
+// custodian generated elsewhere, wrapped to the tenant's import key.
+type ImportKeyRequest struct {
+	ImportToken     string            `json:"import_token"`
+	Wrapping        Wrapping          `json:"wrapping"`
+	WrappedMaterial []byte            `json:"wrapped_material"`
+	Type            KeyType           `json:"type"`
+	Policy          *Policy           `json:"policy,omitempty"`
+	Exportable      bool              `json:"exportable,omitempty"`
+	ExpiresAt       *time.Time        `json:"expires_at,omitempty"`
+	Purpose         string            `json:"purpose,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Retain          bool              `json:"retain,omitempty"`
+}
+
+// ExportRequest is the body of POST /v1/datakeys/export: the owner asks
+// for an exportable key wrapped to an outside public key (an RSA public key
+// PEM for rsa-aes-key-wrap-sha256, an HPKE public key for hpke).
+type ExportRequest struct {
+	EKB          []byte     `json:"ekb"`
+	Wrapping     Wrapping   `json:"wrapping"`
+	PublicKeyPEM string     `json:"public_key_pem,omitempty"`
+	PublicKey    *PublicKey `json:"public_key,omitempty"`
+}
+
+// ExportResponse carries the wrapped material.
+type ExportResponse struct {
+	WrappedMaterial []byte `json:"wrapped_material"`
 }

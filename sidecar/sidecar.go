@@ -97,7 +97,7 @@ type Sidecar struct {
 
 	revoked     atomic.Bool
 	revokedKeys sync.Map // key id → true: keys the KMS revoked (for sealed blobs)
-	cursor      string // revocation feed cursor (background goroutine only)
+	cursor      string   // revocation feed cursor (background goroutine only)
 	reachable   atomic.Bool
 	lastContact atomic.Int64
 	stop        chan struct{}

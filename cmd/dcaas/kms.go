@@ -21,6 +21,7 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store/postgres"
 )
 
 func newKMSCmd() *cobra.Command {
@@ -37,6 +38,9 @@ type kmsServeFlags struct {
 	passphraseFile string
 	logLevel       string
 	attestPolicy   string
+	store          string
+	postgresDSN    string
+	seal           sealFlags
 }
 
 func newKMSServeCmd() *cobra.Command {
@@ -51,7 +55,18 @@ database (kms.db), a CA (ca.pem) and admin client credentials
 (admin/cert.pem, admin/key.pem). Later starts reuse it.
 
 The root key file is protected by its file mode alone unless a passphrase
-is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.`,
+is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.
+
+With --store postgres the database is PostgreSQL instead of kms.db (DSN from
+--postgres-dsn or DCAAS_POSTGRES_DSN; prefer the variable when the DSN holds
+a password). Several replicas on one database share the CA, tenants and keys;
+each needs the same root key (copy root.key into every data dir).
+
+With --seal pkcs11 the root key is a non-extractable AES key inside a
+PKCS#11 HSM (--pkcs11-module, --pkcs11-token, --pkcs11-key-label; the PIN
+from DCAAS_PKCS11_PIN or --pkcs11-pin-file) and root.key is not used. A new
+data dir needs the key to exist, or --pkcs11-create-key; an existing
+file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runKMS(cmd.Context(), f) },
 	}
@@ -63,6 +78,10 @@ is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.`,
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs")
+	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
+	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
+	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
+	f.seal.addPKCS11(fl)
 	return cmd
 }
 
@@ -127,6 +146,29 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg}
+	// Bind first: a bad or busy address fails before the data dir is
+	// initialized.
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", f.listen, err)
+	}
+	defer ln.Close()
+	st, err := openStore(ctx, f)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+		opts.Store = st
+	}
+	sealer, err := f.seal.openForServe(f.passphraseFile)
+	if err != nil {
+		return err
+	}
+	if sealer != nil {
+		defer sealer.Close()
+		opts.Sealer = sealer
+	}
 	if f.attestPolicy != "" {
 		if opts.Config.Attestation, err = kms.LoadAttestationPolicy(f.attestPolicy); err != nil {
 			return err
@@ -142,10 +184,6 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/", srv.KMS.Handler())
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return err
-	}
 	hs := &http.Server{
 		Handler:           mux,
 		TLSConfig:         srv.TLSConfig,
@@ -169,9 +207,9 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		go func() { errc <- ms.Serve(mln) }()
 	}
 	dir, _ := filepath.Abs(f.dataDir)
-	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t\n",
+	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t store=%s\n",
 		ln.Addr(), dir, filepath.Join(dir, kms.CAFile), filepath.Join(dir, kms.AdminCert), filepath.Join(dir, kms.AdminKey),
-		srv.Sealer.Name(), kcrypto.FIPS())
+		srv.Sealer.Name(), kcrypto.FIPS(), f.store)
 	log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
 
 	select {
@@ -187,4 +225,27 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		_ = ms.Shutdown(sctx)
 	}
 	return hs.Shutdown(sctx)
+}
+
+// openStore opens the database --store names: nil for sqlite (kms.Open
+// opens DIR/kms.db itself), a PostgreSQL store the caller closes for
+// postgres.
+func openStore(ctx context.Context, f kmsServeFlags) (*postgres.DB, error) {
+	dsn := f.postgresDSN
+	if dsn == "" {
+		dsn = os.Getenv("DCAAS_POSTGRES_DSN")
+	}
+	switch f.store {
+	case "sqlite":
+		if f.postgresDSN != "" {
+			return nil, errors.New("--postgres-dsn needs --store postgres")
+		}
+		return nil, nil
+	case "postgres":
+		if dsn == "" {
+			return nil, errors.New("--store postgres needs --postgres-dsn or DCAAS_POSTGRES_DSN")
+		}
+		return postgres.Open(ctx, dsn)
+	}
+	return nil, fmt.Errorf("--store %q: want sqlite or postgres", f.store)
 }

@@ -29,6 +29,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd())
+	root.AddCommand(newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd(), newSealCmd())
 	return root
 }

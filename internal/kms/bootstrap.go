@@ -47,7 +47,16 @@ type Options struct {
 	Logger      *slog.Logger
 	Reg         prometheus.Registerer
 	Now         func() time.Time
-	Config      Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+	// Store, when set, is the database to use instead of DataDir/kms.db:
+	// e.g. PostgreSQL shared by several replicas, which then share the CA,
+	// tenants and keys (they must also share the root key). The caller
+	// keeps it: Server.Close does not close it.
+	Store store.Store
+	// Sealer, when set, is the root of trust to use instead of the file
+	// seal in DataDir (Passphrase is then unused): e.g. a seal/pkcs11
+	// Sealer. The caller keeps it: Server.Close does not close it.
+	Sealer seal.Sealer
+	Config Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
 }
 
 // Server is an opened data dir: the KMS, its TLS configuration and the
@@ -60,11 +69,22 @@ type Server struct {
 	DataDir   string
 	// Initialized is true when this Open created the data dir's material.
 	Initialized bool
+
+	ownStore  bool // Open opened Store (not Options.Store), so Close closes it
+	ownSealer bool // Open opened Sealer (not Options.Sealer), so Close closes it
 }
 
-// Close closes the KMS and then what it was built on.
+// Close closes the KMS and then what it was built on (but not an
+// Options.Store or Options.Sealer).
 func (s *Server) Close() error {
-	return errors.Join(s.KMS.Close(), s.Store.Close(), s.Sealer.Close())
+	var stErr, sealerErr error
+	if s.ownStore {
+		stErr = s.Store.Close()
+	}
+	if s.ownSealer {
+		sealerErr = s.Sealer.Close()
+	}
+	return errors.Join(s.KMS.Close(), stErr, sealerErr)
 }
 
 // Open opens (initializing on first use) a KMS data dir: the sealed root
@@ -83,24 +103,32 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := os.MkdirAll(filepath.Join(opts.DataDir, "admin"), 0o700); err != nil {
 		return nil, fmt.Errorf("kms: data dir: %w", err)
 	}
-	sealer, err := file.Open(opts.DataDir, opts.Passphrase)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			sealer.Close()
+	sealer, ownSealer := opts.Sealer, opts.Sealer == nil
+	if ownSealer {
+		var fs *file.Sealer
+		if fs, err = file.Open(opts.DataDir, opts.Passphrase); err != nil {
+			return nil, err
 		}
-	}()
-	st, err := sqlite.Open(ctx, filepath.Join(opts.DataDir, DBFile))
-	if err != nil {
-		return nil, err
+		defer func() {
+			if err != nil {
+				fs.Close()
+			}
+		}()
+		sealer = fs
 	}
-	defer func() {
-		if err != nil {
-			st.Close()
+	st, ownStore := opts.Store, opts.Store == nil
+	if ownStore {
+		var db *sqlite.DB
+		if db, err = sqlite.Open(ctx, filepath.Join(opts.DataDir, DBFile)); err != nil {
+			return nil, err
 		}
-	}()
+		defer func() {
+			if err != nil {
+				db.Close()
+			}
+		}()
+		st = db
+	}
 	authority, created, err := loadCA(ctx, st, sealer, opts.Now())
 	if err != nil {
 		return nil, err
@@ -122,7 +150,7 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created}, nil
+	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created, ownStore: ownStore, ownSealer: ownSealer}, nil
 }
 
 // caRecord is how the CA is kept in the store: its certificate and its key
@@ -166,7 +194,7 @@ func loadCA(ctx context.Context, st store.Store, sealer seal.Sealer, now time.Ti
 	}
 	kb, err := sealer.Open(ctx, rec.SealedKey, []byte(caKeyAADText))
 	if err != nil {
-		return nil, false, fmt.Errorf("kms: the CA key does not open under this root key: %w", err)
+		return nil, false, fmt.Errorf("kms: the CA key does not open under this root key (the %s seal; was the data dir moved to another seal?): %w", sealer.Name(), err)
 	}
 	defer kb.Wipe()
 	key, err := x509.ParsePKCS8PrivateKey(kb.Expose())

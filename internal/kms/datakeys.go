@@ -33,23 +33,29 @@ func (k *KMS) createDataKey(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	now := k.now()
-	md, err := k.newMetadata(c.caller, req, now)
+	md, err := k.newMetadata(c.caller, req, k.now())
 	if err != nil {
 		return nil, err
 	}
 	c.keyID = md.KeyID
-	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
-	if err != nil {
-		return nil, storeErr(err, "tenant")
-	}
 	material, err := kcrypto.GenerateKey(req.Type)
 	if err != nil {
 		return nil, err
 	}
 	defer material.Wipe()
-	if req.Type.Signing() {
-		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(req.Type, material); err != nil {
+	return k.storeNewKey(ctx, c.caller.Tenant, md, material, req.Retain)
+}
+
+// storeNewKey seals material (generated or imported) with version 1's
+// metadata into an EKB under the tenant's current master key and registers
+// the key.
+func (k *KMS) storeNewKey(ctx context.Context, tenant string, md *api.KeyMetadata, material *secret.Bytes, retain bool) (*api.DataKey, error) {
+	t, err := k.st.GetTenant(ctx, tenant)
+	if err != nil {
+		return nil, storeErr(err, "tenant")
+	}
+	if md.Type.Signing() {
+		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(md.Type, material); err != nil {
 			return nil, err
 		}
 	}
@@ -57,27 +63,27 @@ func (k *KMS) createDataKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: req.Retain, CreatedAt: now}
-	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: now}
-	if req.Retain {
+	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: retain, CreatedAt: md.CreatedAt}
+	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt}
+	if retain {
 		v.EKB = ekb
 	}
 	if err := k.st.CreateKey(ctx, key, v); err != nil {
 		return nil, storeErr(err, "key")
 	}
 	k.mx.created.WithLabelValues(string(md.Type)).Inc()
-	return api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, nil
+	return &api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, nil
 }
 
 // newMetadata validates a data-key request and builds version 1's metadata.
 func (k *KMS) newMetadata(who *caller, req api.CreateDataKeyRequest, now time.Time) (*api.KeyMetadata, error) {
 	switch {
 	case req.Type == "":
-		return nil, api.Errorf(api.CodeInvalidArgument, "The key type is required: one of aes-256-gcm, hmac-sha256, ed25519, ecdsa-p256.")
-	case req.Type == api.KeyMLDSA65:
-		return nil, api.Errorf(api.CodeInvalidArgument, "Key type ml-dsa-65 is not available yet.")
+		return nil, api.Errorf(api.CodeInvalidArgument, "The key type is required: one of aes-256-gcm, hmac-sha256, ed25519, ecdsa-p256, ml-dsa-65.")
+	case req.Type == api.KeyMLDSA65 && kcrypto.FIPS():
+		return nil, api.Errorf(api.CodeInvalidArgument, "Key type ml-dsa-65 is not offered in FIPS 140-3 mode: its implementation (cloudflare/circl) is not a validated module.")
 	case !req.Type.Valid():
-		return nil, api.Errorf(api.CodeInvalidArgument, "Unknown key type %q: use aes-256-gcm, hmac-sha256, ed25519 or ecdsa-p256.", req.Type)
+		return nil, api.Errorf(api.CodeInvalidArgument, "Unknown key type %q: use aes-256-gcm, hmac-sha256, ed25519, ecdsa-p256 or ml-dsa-65.", req.Type)
 	}
 	if req.ExpiresAt != nil && !req.ExpiresAt.After(now) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "expires_at must be in the future.")
@@ -101,16 +107,17 @@ func (k *KMS) newMetadata(who *caller, req api.CreateDataKeyRequest, now time.Ti
 		}
 	}
 	md := &api.KeyMetadata{
-		KeyID:     kcrypto.RandomID(keyIDPrefix),
-		Version:   1,
-		Tenant:    who.Tenant,
-		Type:      req.Type,
-		Owner:     who.DN,
-		Purpose:   req.Purpose,
-		Labels:    req.Labels,
-		CreatedAt: now,
-		Policy:    pol,
-		Retained:  req.Retain,
+		KeyID:      kcrypto.RandomID(keyIDPrefix),
+		Version:    1,
+		Tenant:     who.Tenant,
+		Type:       req.Type,
+		Owner:      who.DN,
+		Purpose:    req.Purpose,
+		Labels:     req.Labels,
+		CreatedAt:  now,
+		Policy:     pol,
+		Retained:   req.Retain,
+		Exportable: req.Exportable,
 	}
 	if req.ExpiresAt != nil {
 		exp := req.ExpiresAt.UTC()

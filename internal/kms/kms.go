@@ -169,6 +169,9 @@ func (k *KMS) routes() {
 	k.handle("GET /v1/audit", "audit.read", admin, 0, k.readAudit)
 	k.handle("DELETE /v1/datakeys/{key_id}", "datakey.disable", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.disableKey)
 	k.handle("POST /v1/grants", "grant.create", cust, 0, k.createGrant)
+	k.handle("GET /v1/tenants/{tenant}/import-parameters", "datakey.import_parameters", cust, 0, k.importParameters)
+	k.handle("POST /v1/datakeys/import", "datakey.import", cust, 0, k.importKey)
+	k.handle("POST /v1/datakeys/export", "datakey.export", cust, 0, k.exportKey)
 	side := []api.Role{api.RoleSidecar}
 	k.handle("POST /v1/keys/load", "keys.load", side, k.cfg.BatchBodyLimit, k.loadKeys)
 	k.handle("POST /v1/keys/derive", "keys.derive", side, k.cfg.BatchBodyLimit, k.deriveKeys)

@@ -3,8 +3,9 @@
 // key) under a root key that it never hands out.
 //
 // Implementations: file/ (a root key in a sealed file in the data dir, the
-// embedded default) and, later, pkcs11/ (the root key is a non-extractable
-// key inside an HSM). sealtest/ is the conformance suite both pass.
+// embedded default) and pkcs11/ (the root key is a non-extractable key
+// inside an HSM). sealtest/ is the conformance suite both pass;
+// sealmigrate/ moves a KMS store from one to the other.
 package seal
 
 import (

@@ -35,6 +35,7 @@ type Store interface {
 	Instances
 	Revocations
 	Audit
+	Sealed
 	// Close releases the database.
 	Close() error
 }

@@ -1,5 +1,5 @@
 // Package sealtest is the conformance suite every seal.Sealer passes (the
-// file sealer now, PKCS#11 later). An implementation's tests call Run.
+// file seal and the PKCS#11 seal). An implementation's tests call Run.
 package sealtest
 
 import (

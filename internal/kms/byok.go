@@ -1,0 +1,259 @@
+package kms
+
+import (
+	"context"
+	"crypto/hpke"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// Bring your own key (import) and secure export.
+//
+// Each tenant has two import key pairs, made on first use and kept sealed
+// under the root key in the settings store: RSA-4096 for
+// rsa-aes-key-wrap-sha256 (CKM_RSA_AES_KEY_WRAP, what other KMSs and HSMs
+// export with) and an HPKE key. A custodian asks for the import
+// parameters (public keys and a single-use import token), wraps its
+// material, and sends it; the KMS unwraps it, checks it and seals it into an
+// ordinary EKB.
+
+const (
+	importTokenPrefix = "dcit_"
+	importTokenTTL    = 15 * time.Minute
+)
+
+// importKeys is a tenant's sealed import key pair record.
+type importKeys struct {
+	RSA  []byte  `json:"rsa"`  // PKCS#8, sealed
+	KEM  api.KEM `json:"kem"`  // HPKE KEM
+	HPKE []byte  `json:"hpke"` // RFC 9180 private key, sealed
+}
+
+func importSetting(tenant string) string { return "import-keys:" + tenant }
+
+func importAAD(tenant, which string) []byte {
+	return []byte("dcaas/v1 import-key\x00" + tenant + "\x00" + which)
+}
+
+// importInfo is the HPKE info of imported material: it binds the wrap to
+// the tenant.
+func importInfo(tenant string) []byte { return []byte("dcaas/v1 import\x00" + tenant) }
+
+// exportInfo is the HPKE info of exported material: it binds the wrap to
+// the key version.
+func exportInfo(md *api.KeyMetadata) []byte {
+	b, _ := json.Marshal([]any{md.Tenant, md.KeyID, md.Version})
+	return append([]byte("dcaas/v1 export\x00"), b...)
+}
+
+// tenantImportKeys returns the tenant's import key pairs, creating them on
+// first use (two replicas racing agree on the stored winner).
+func (k *KMS) tenantImportKeys(ctx context.Context, tenant string) (*rsa.PrivateKey, hpke.PrivateKey, error) {
+	raw, err := k.st.GetSetting(ctx, importSetting(tenant))
+	if errors.Is(err, store.ErrNotFound) {
+		if raw, err = k.newImportKeys(ctx, tenant); err != nil {
+			return nil, nil, err
+		}
+	} else if err != nil {
+		return nil, nil, storeErr(err, "import keys")
+	}
+	var rec importKeys
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, nil, err
+	}
+	rsaDER, err := k.sealer.Open(ctx, rec.RSA, importAAD(tenant, "rsa"))
+	if err != nil {
+		return nil, nil, sealErr(err)
+	}
+	defer rsaDER.Wipe()
+	rsaKey, err := kcrypto.ParseRSAPrivateKey(rsaDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	hb, err := k.sealer.Open(ctx, rec.HPKE, importAAD(tenant, "hpke"))
+	if err != nil {
+		return nil, nil, sealErr(err)
+	}
+	defer hb.Wipe()
+	kem, err := kcrypto.KEMOf(rec.KEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	hk, err := kem.NewPrivateKey(hb.Expose())
+	if err != nil {
+		return nil, nil, err
+	}
+	return rsaKey, hk, nil
+}
+
+func (k *KMS) newImportKeys(ctx context.Context, tenant string) ([]byte, error) {
+	rsaKey, err := kcrypto.GenerateImportRSAKey()
+	if err != nil {
+		return nil, err
+	}
+	der, err := kcrypto.MarshalRSAPrivateKey(rsaKey)
+	if err != nil {
+		return nil, err
+	}
+	defer der.Wipe()
+	kemName := kcrypto.DefaultKEM()
+	hk, err := kcrypto.GenerateKEMKey(kemName)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := hk.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	hs := secret.New(hb)
+	defer hs.Wipe()
+	rec := importKeys{KEM: kemName}
+	if rec.RSA, err = k.sealer.Seal(ctx, der, importAAD(tenant, "rsa")); err != nil {
+		return nil, sealErr(err)
+	}
+	if rec.HPKE, err = k.sealer.Seal(ctx, hs, importAAD(tenant, "hpke")); err != nil {
+		return nil, sealErr(err)
+	}
+	b, _ := json.Marshal(rec)
+	stored, err := k.st.PutSettingIfAbsent(ctx, importSetting(tenant), b)
+	if err != nil {
+		return nil, storeErr(err, "import keys")
+	}
+	return stored, nil
+}
+
+func (k *KMS) importParameters(ctx context.Context, c *call) (any, error) {
+	tenant := c.r.PathValue("tenant")
+	if tenant != c.caller.Tenant {
+		return nil, api.Errorf(api.CodeWrongTenant, "A custodian may import keys only into its own tenant.")
+	}
+	rsaKey, hk, err := k.tenantImportKeys(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	pem, err := kcrypto.RSAPublicKeyPEM(&rsaKey.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := kcrypto.MarshalKEMPublicKey(hk.PublicKey())
+	if err != nil {
+		return nil, err
+	}
+	token, hash := kcrypto.NewToken(importTokenPrefix)
+	now := k.now()
+	exp := now.Add(importTokenTTL)
+	err = k.st.PutOneTime(ctx, store.OneTimeSecret{
+		Hash: hash, Kind: store.OneTimeImport, Tenant: tenant, Subject: c.caller.DN,
+		CreatedBy: c.caller.DN, CreatedAt: now, ExpiresAt: exp,
+	})
+	if err != nil {
+		return nil, storeErr(err, "import token")
+	}
+	return api.ImportParameters{RSAPublicKeyPEM: pem, HPKEPublicKey: pub, ImportToken: token, ExpiresAt: exp}, nil
+}
+
+func (k *KMS) importKey(ctx context.Context, c *call) (any, error) {
+	var req api.ImportKeyRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if req.Wrapping != api.WrappingRSAAES && req.Wrapping != api.WrappingHPKE {
+		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q or %q.", api.WrappingRSAAES, api.WrappingHPKE)
+	}
+	if len(req.WrappedMaterial) == 0 || req.ImportToken == "" {
+		return nil, api.Errorf(api.CodeInvalidArgument, "import_token and wrapped_material are required.")
+	}
+	now := k.now()
+	md, err := k.newMetadata(c.caller, api.CreateDataKeyRequest{
+		Type: req.Type, Policy: req.Policy, ExpiresAt: req.ExpiresAt, Purpose: req.Purpose,
+		Labels: req.Labels, Retain: req.Retain, Exportable: req.Exportable,
+	}, now)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := k.st.ConsumeOneTime(ctx, store.OneTimeImport, kcrypto.HashToken(req.ImportToken), now)
+	if err != nil {
+		return nil, consumeErr(err, "import token")
+	}
+	if tok.Tenant != c.caller.Tenant || tok.Subject != c.caller.DN {
+		return nil, api.Errorf(api.CodeForbidden, "The import token was issued to another custodian.")
+	}
+	rsaKey, hk, err := k.tenantImportKeys(ctx, c.caller.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	material, err := kcrypto.UnwrapImport(string(req.Wrapping), rsaKey, hk, importInfo(c.caller.Tenant), req.WrappedMaterial)
+	if err != nil {
+		return nil, api.Errorf(api.CodeDecryptFailed, "The wrapped material does not unwrap with this tenant's %s import key.", req.Wrapping)
+	}
+	defer material.Wipe()
+	if err := kcrypto.CheckMaterial(req.Type, material); err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "The material is not a valid %s key: %v", req.Type, err)
+	}
+	md.Labels = withLabel(md.Labels, "dcaas.origin", "imported")
+	c.keyID = md.KeyID
+	return k.storeNewKey(ctx, c.caller.Tenant, md, material, req.Retain)
+}
+
+func withLabel(l map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for a, b := range l {
+		out[a] = b
+	}
+	return out
+}
+
+func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
+	var req api.ExportRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	var pub any
+	switch req.Wrapping {
+	case api.WrappingRSAAES:
+		p, err := kcrypto.ParseRSAPublicKeyPEM(req.PublicKeyPEM)
+		if err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "public_key_pem must be an RSA public key of at least 3072 bits: %v", err)
+		}
+		pub = p
+	case api.WrappingHPKE:
+		if req.PublicKey == nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "public_key is required for hpke.")
+		}
+		p, err := kcrypto.ParseKEMPublicKey(*req.PublicKey)
+		if err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "public_key is not usable: %v", err)
+		}
+		pub = p
+	default:
+		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q or %q.", api.WrappingRSAAES, api.WrappingHPKE)
+	}
+	o, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
+	if err != nil {
+		return nil, err
+	}
+	defer o.material.Wipe()
+	c.keyID = o.md.KeyID
+	switch {
+	case o.md.Owner != c.caller.DN:
+		return nil, api.Errorf(api.CodeForbidden, "Only the key's owner may export it.")
+	case !o.md.Exportable:
+		return nil, api.Errorf(api.CodeForbidden, "Key %s is not exportable: it was created without \"exportable\": true, which is bound into its EKB.", o.md.KeyID)
+	}
+	if _, err := k.checkUsable(ctx, &o.md); err != nil {
+		return nil, err
+	}
+	wrapped, err := kcrypto.WrapExport(string(req.Wrapping), pub, exportInfo(&o.md), o.material)
+	if err != nil {
+		return nil, err
+	}
+	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", req.Wrapping)
+	return api.ExportResponse{WrappedMaterial: wrapped}, nil
+}

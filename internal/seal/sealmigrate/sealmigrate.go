@@ -1,0 +1,110 @@
+// Package sealmigrate moves a KMS store to another root of trust (from the
+// file seal to a PKCS#11 HSM) without losing a key. Start with Migrate.
+//
+// Every sealed item (each tenant's master key versions and HMAC key, the
+// CA key) is opened with the old seal, sealed with the new one and checked
+// by opening it again with the new one, all inside one store transaction
+// (store.Sealed): the store holds the old blobs until every new one is
+// made and verified, and then holds only new ones. Any failure leaves the
+// store as it was, still working under the old seal.
+package sealmigrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/seal"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// ErrAlreadyMigrated: an item does not open under the old seal but does
+// under the new one, as after a migration that already succeeded.
+var ErrAlreadyMigrated = errors.New("sealmigrate: already sealed under the new seal")
+
+// ErrVerify: the new seal returned a blob that does not open back to the
+// same plaintext.
+var ErrVerify = errors.New("sealmigrate: the new seal does not give back what it sealed")
+
+// Report says what Migrate re-sealed.
+type Report struct {
+	From, To   string // the seals' names
+	MasterKeys int    // tenant master key versions
+	HMACKeys   int    // tenant HMAC keys
+	CAKeys     int    // 1 once the KMS has made its CA
+}
+
+// Items is the number of items re-sealed.
+func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys }
+
+// ItemError is the failure of one item; nothing was changed.
+type ItemError struct {
+	Item string // e.g. `master key v2 of tenant "acme"`
+	Step string // "open" (old seal), "seal" or "verify" (new seal)
+	Err  error
+}
+
+func (e *ItemError) Error() string {
+	return fmt.Sprintf("sealmigrate: %s: %s: %v", e.Item, e.Step, e.Err)
+}
+
+func (e *ItemError) Unwrap() error { return e.Err }
+
+// Migrate re-seals every sealed item of st from from to to, in one store
+// transaction, and returns what it did. On error nothing changed (the
+// Report is then zero). No KMS may be serving st meanwhile: one that is
+// would go on sealing new items with the old seal. Migrate does not close
+// the sealers or the store.
+func Migrate(ctx context.Context, st store.Store, from, to seal.Sealer) (Report, error) {
+	if from == to {
+		return Report{}, errors.New("sealmigrate: the old and the new seal are the same")
+	}
+	r := Report{From: from.Name(), To: to.Name()}
+	err := kms.Reseal(ctx, st, func(it kms.SealedItem) ([]byte, error) {
+		out, err := reseal(ctx, it, from, to)
+		if err != nil {
+			return nil, err
+		}
+		switch it.Kind {
+		case kms.SealedMasterKey:
+			r.MasterKeys++
+		case kms.SealedHMACKey:
+			r.HMACKeys++
+		case kms.SealedCAKey:
+			r.CAKeys++
+		}
+		return out, nil
+	})
+	if err != nil {
+		return Report{}, err
+	}
+	return r, nil
+}
+
+// reseal opens it with from, seals it with to and checks that the result
+// opens with to to the same plaintext.
+func reseal(ctx context.Context, it kms.SealedItem, from, to seal.Sealer) ([]byte, error) {
+	pt, err := from.Open(ctx, it.Sealed, it.AAD)
+	if err != nil {
+		if again, aerr := to.Open(ctx, it.Sealed, it.AAD); aerr == nil {
+			again.Wipe()
+			err = fmt.Errorf("%w: %w", ErrAlreadyMigrated, err)
+		}
+		return nil, &ItemError{Item: it.String(), Step: "open", Err: err}
+	}
+	defer pt.Wipe()
+	out, err := to.Seal(ctx, pt, it.AAD)
+	if err != nil {
+		return nil, &ItemError{Item: it.String(), Step: "seal", Err: err}
+	}
+	check, err := to.Open(ctx, out, it.AAD)
+	if err != nil {
+		return nil, &ItemError{Item: it.String(), Step: "verify", Err: err}
+	}
+	defer check.Wipe()
+	if !check.Equal(pt) {
+		return nil, &ItemError{Item: it.String(), Step: "verify", Err: ErrVerify}
+	}
+	return out, nil
+}

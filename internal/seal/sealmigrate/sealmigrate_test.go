@@ -1,0 +1,332 @@
+package sealmigrate_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/internal/seal"
+	"github.com/dcaas/dcaas/internal/seal/file"
+	"github.com/dcaas/dcaas/internal/seal/pkcs11"
+	"github.com/dcaas/dcaas/internal/seal/pkcs11/pkcs11test"
+	"github.com/dcaas/dcaas/internal/seal/sealmigrate"
+	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/store/sqlite"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pkcs11test.Cleanup()
+	os.Exit(code)
+}
+
+// world is a file-sealed KMS with two tenants, a rotated master key, data
+// keys under both master key versions, and an enrolled sidecar.
+type world struct {
+	env   *kmstest.Env
+	cust  *kmstest.Client
+	side  *kmstest.FakeSidecar
+	ekbs  [][]byte
+	seed  []byte
+	caPEM []byte
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	env := kmstest.Start(t, nil)
+	env.Tenant(t, "acme")
+	env.Tenant(t, "globex")
+	cust, creds := env.App(t, "acme", "payments", api.RoleCustodian)
+	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
+	var tok api.EnrollmentToken
+	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
+	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
+	side.Enroll(t, env.Anonymous(), tok.Token)
+	w := &world{env: env, cust: cust, side: side, seed: bytes.Repeat([]byte("seed"), 8), caPEM: env.CAPEM}
+	w.newKeys(t, api.KeyAES256GCM, api.KeyEd25519)
+	env.Admin.MustDo(t, "POST", "/v1/tenants/acme/master-key/rotate", nil, nil)
+	w.newKeys(t, api.KeyAES256GCM, api.KeyHMACSHA256)
+	return w
+}
+
+// newKeys creates data keys and keeps their EKBs.
+func (w *world) newKeys(t *testing.T, types ...api.KeyType) {
+	t.Helper()
+	for _, typ := range types {
+		var dk api.DataKey
+		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: typ}, &dk)
+		w.ekbs = append(w.ekbs, dk.EKB)
+	}
+}
+
+// release rewraps every EKB to the sidecar and returns the keys (which
+// the test's cleanup wipes); the tenant master keys must open for it.
+func (w *world) release(t *testing.T) []*secret.Bytes {
+	t.Helper()
+	var out api.WrappedKeys
+	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: w.ekbs, WrappingCertPEM: w.side.Enrollment.WrappingCertPEM}, &out)
+	keys := w.side.Unwrap(t, out.Keys)
+	t.Cleanup(func() {
+		for _, k := range keys {
+			k.Wipe()
+		}
+	})
+	return keys
+}
+
+// seedKeyID grants and derives the world's seed key and returns its id, a
+// MAC under the tenant HMAC key: the same id means the same HMAC key.
+func (w *world) seedKeyID(t *testing.T) string {
+	t.Helper()
+	var g api.Grant
+	w.cust.MustDo(t, "POST", "/v1/grants", api.GrantRequest{InstanceID: w.side.Enrollment.InstanceID, Seeds: [][]byte{w.seed}}, &g)
+	eph, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out api.WrappedKeys
+	w.side.Client(t, w.env).MustDo(t, "POST", "/v1/keys/derive", api.DeriveRequest{
+		Grant:     g.Grant,
+		Seeds:     []api.Seed{{Seed: w.seed, Type: api.KeyAES256GCM}},
+		Recipient: api.PublicKey{KEM: kcrypto.DefaultKEM(), PublicKey: eph.PublicKey().Bytes()},
+	}, &out)
+	return out.Keys[0].Metadata.KeyID
+}
+
+func (w *world) health(t *testing.T) api.Health {
+	t.Helper()
+	var h api.Health
+	w.env.Anonymous().MustDo(t, "GET", "/healthz", nil, &h)
+	return h
+}
+
+// hsm opens the test token's root key of t (created on first use).
+func hsm(t *testing.T, create bool) *pkcs11.Sealer {
+	t.Helper()
+	tk := pkcs11test.Start(t)
+	pin := tk.PIN()
+	defer pin.Wipe()
+	s, err := pkcs11.Open(pkcs11.Config{ModulePath: tk.Module, TokenLabel: tk.Label, PIN: pin, KeyLabel: pkcs11test.KeyLabel(t), Create: create})
+	if err != nil {
+		t.Fatalf("pkcs11.Open() = %v", err)
+	}
+	return s
+}
+
+// openStopped opens the stopped world's store and file seal.
+func openStopped(t *testing.T, w *world) (*sqlite.DB, *file.Sealer) {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(w.env.DataDir, kms.DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	fs, err := file.Open(w.env.DataDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	return st, fs
+}
+
+// snapshot returns every sealed value of st, read through store.Sealed by
+// a reseal that then refuses.
+func snapshot(t *testing.T, st store.Store) []store.SealedValue {
+	t.Helper()
+	stop := errors.New("snapshot only")
+	var out []store.SealedValue
+	err := st.Reseal(t.Context(), []string{"ca"}, func(values []store.SealedValue) error {
+		for _, v := range values {
+			v.Value = bytes.Clone(v.Value)
+			out = append(out, v)
+		}
+		return stop
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("Reseal(snapshot) = %v", err)
+	}
+	return out
+}
+
+func sameKeys(t *testing.T, what string, got, want []*secret.Bytes) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d keys, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if !got[i].Equal(want[i]) {
+			t.Fatalf("%s: key %d changed", what, i)
+		}
+	}
+}
+
+func TestMigrateToHSM(t *testing.T) {
+	w := newWorld(t)
+	before := w.release(t)
+	seedID := w.seedKeyID(t)
+	if h := w.health(t); h.Seal != "file" {
+		t.Fatalf("/healthz seal = %q before the migration, want file", h.Seal)
+	}
+	w.env.Stop()
+
+	st, from := openStopped(t, w)
+	to := hsm(t, true)
+	t.Cleanup(func() {
+		w.env.Stop()
+		to.Close()
+	})
+	old := snapshot(t, st)
+	report, err := sealmigrate.Migrate(t.Context(), st, from, to)
+	if err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1}
+	if report != want {
+		t.Errorf("Migrate() report = %+v, want %+v", report, want)
+	}
+	migrated := snapshot(t, st)
+	for i := range old {
+		if bytes.Equal(old[i].Value, migrated[i].Value) {
+			t.Errorf("%+v was not re-sealed", old[i])
+		}
+	}
+	// A second run finds nothing under the file seal and changes nothing.
+	if _, err := sealmigrate.Migrate(t.Context(), st, from, to); !errors.Is(err, sealmigrate.ErrAlreadyMigrated) {
+		t.Errorf("second Migrate() = %v, want ErrAlreadyMigrated", err)
+	}
+	// The file seal no longer opens the data dir.
+	fileOpts := kms.Options{DataDir: w.env.DataDir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if srv, err := kms.Open(t.Context(), fileOpts); err == nil {
+		srv.Close()
+		t.Error("kms.Open with the file seal succeeded after the migration")
+	}
+	st.Close()
+
+	w.env.Opts.Sealer = to
+	w.env.Restart()
+	if h := w.health(t); h.Seal != "pkcs11" {
+		t.Errorf("/healthz seal = %q after the migration, want pkcs11", h.Seal)
+	}
+	sameKeys(t, "after the migration", w.release(t), before)
+	if got := w.seedKeyID(t); got != seedID {
+		t.Errorf("seed key id = %s after the migration, want %s (the tenant HMAC key changed)", got, seedID)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(w.env.DataDir, kms.CAFile))
+	if err != nil || !bytes.Equal(caPEM, w.caPEM) {
+		t.Errorf("ca.pem changed in the migration (%v)", err)
+	}
+	// New material is sealed by the HSM and survives a restart.
+	w.newKeys(t, api.KeyAES256GCM)
+	w.env.Admin.MustDo(t, "POST", "/v1/tenants/acme/master-key/rotate", nil, nil)
+	w.newKeys(t, api.KeyEd25519)
+	w.env.Tenant(t, "initech")
+	all := w.release(t)
+	w.env.Restart()
+	sameKeys(t, "after a restart on the HSM", w.release(t), all)
+}
+
+// faulty is a new seal that fails: its Seal after sealsLeft seals, or its
+// Open gives back other bytes when garble is set.
+type faulty struct {
+	seal.Sealer
+	sealsLeft int
+	garble    bool
+}
+
+var errHSMDown = errors.New("HSM unreachable")
+
+func (f *faulty) Seal(ctx context.Context, pt *secret.Bytes, aad []byte) ([]byte, error) {
+	if f.sealsLeft == 0 {
+		return nil, errHSMDown
+	}
+	f.sealsLeft--
+	return f.Sealer.Seal(ctx, pt, aad)
+}
+
+func (f *faulty) Open(ctx context.Context, sealed, aad []byte) (*secret.Bytes, error) {
+	pt, err := f.Sealer.Open(ctx, sealed, aad)
+	if err == nil && f.garble {
+		pt.Expose()[0] ^= 1
+	}
+	return pt, err
+}
+
+func TestFailedMigrationChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	before := w.release(t)
+	w.env.Stop()
+	st, from := openStopped(t, w)
+	to := hsm(t, true)
+	defer to.Close()
+	want := snapshot(t, st)
+
+	otherRoot, err := file.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer otherRoot.Close()
+	tests := []struct {
+		name     string
+		from, to seal.Sealer
+		want     error
+		step     string
+	}{
+		{"HSM fails midway", from, &faulty{Sealer: to, sealsLeft: 4}, errHSMDown, "seal"},
+		{"HSM fails at once", from, &faulty{Sealer: to}, errHSMDown, "seal"},
+		{"new seal garbles", from, &faulty{Sealer: to, sealsLeft: -1, garble: true}, sealmigrate.ErrVerify, "verify"},
+		{"wrong old seal", otherRoot, to, seal.ErrOpen, "open"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			report, err := sealmigrate.Migrate(t.Context(), st, tt.from, tt.to)
+			var ie *sealmigrate.ItemError
+			if !errors.Is(err, tt.want) || !errors.As(err, &ie) || ie.Step != tt.step {
+				t.Fatalf("Migrate() = %v, want %v at step %s", err, tt.want, tt.step)
+			}
+			if report != (sealmigrate.Report{}) {
+				t.Errorf("Migrate() report = %+v on failure, want zero", report)
+			}
+			got := snapshot(t, st)
+			if len(got) != len(want) {
+				t.Fatalf("store holds %d sealed values, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if !bytes.Equal(got[i].Value, want[i].Value) {
+					t.Fatalf("a failed migration changed %+v", want[i])
+				}
+			}
+		})
+	}
+	if _, err := sealmigrate.Migrate(t.Context(), st, from, from); err == nil {
+		t.Error("Migrate(from, from) succeeded")
+	}
+	// An HSM that refuses the PIN or lacks the key never gets to migrate.
+	tk := pkcs11test.Start(t)
+	for _, cfg := range []pkcs11.Config{
+		{ModulePath: tk.Module, TokenLabel: tk.Label, PIN: secret.Copy([]byte("wrong pin")), KeyLabel: pkcs11test.KeyLabel(t)},
+		{ModulePath: tk.Module, TokenLabel: tk.Label, PIN: tk.PIN(), KeyLabel: "no such key"},
+	} {
+		if s, err := pkcs11.Open(cfg); !errors.Is(err, pkcs11.ErrPIN) && !errors.Is(err, pkcs11.ErrNoKey) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("pkcs11.Open(%q) = %v, want ErrPIN or ErrNoKey", cfg.KeyLabel, err)
+		}
+	}
+	st.Close()
+	w.env.Restart() // still on the file seal
+	if h := w.health(t); h.Seal != "file" {
+		t.Errorf("/healthz seal = %q, want file", h.Seal)
+	}
+	sameKeys(t, "after the failed migrations", w.release(t), before)
+}

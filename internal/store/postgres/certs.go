@@ -1,0 +1,56 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// PutCert implements store.Certs.
+func (db *DB) PutCert(ctx context.Context, c store.Cert) error {
+	const op = "PutCert"
+	notAfter, err := nanos("NotAfter", c.NotAfter)
+	if err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	revoked, err := nullNanos("RevokedAt", c.RevokedAt)
+	if err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	_, err = db.pool.Exec(ctx,
+		`INSERT INTO certs (serial, kind, tenant, subject, not_after, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		c.Serial, c.Kind, c.Tenant, c.Subject, notAfter, revoked)
+	return mapErr(op, err)
+}
+
+// GetCert implements store.Certs.
+func (db *DB) GetCert(ctx context.Context, serial string) (store.Cert, error) {
+	c := store.Cert{Serial: serial}
+	var notAfter int64
+	var revoked *int64
+	err := db.pool.QueryRow(ctx,
+		`SELECT kind, tenant, subject, not_after, revoked_at FROM certs WHERE serial = $1`, serial).
+		Scan(&c.Kind, &c.Tenant, &c.Subject, &notAfter, &revoked)
+	if err != nil {
+		return store.Cert{}, mapErr("GetCert", err)
+	}
+	c.NotAfter = fromNanos(notAfter)
+	c.RevokedAt = fromNullNanos(revoked)
+	return c, nil
+}
+
+// RevokeCertsOf implements store.Certs. Certificates revoked before keep
+// their first revocation time; no matching certificate is not an error.
+func (db *DB) RevokeCertsOf(ctx context.Context, kind, subject string, at time.Time) error {
+	const op = "RevokeCertsOf"
+	n, err := nanos("at", at)
+	if err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	_, err = db.pool.Exec(ctx,
+		`UPDATE certs SET revoked_at = $1 WHERE kind = $2 AND subject = $3 AND revoked_at IS NULL`,
+		n, kind, subject)
+	return mapErr(op, err)
+}
