@@ -7,7 +7,7 @@
 # through sudo when available).
 set -euo pipefail
 
-packages=(gcc libssl-dev)
+packages=(gcc libssl-dev openssl)
 
 missing=()
 for p in "${packages[@]}"; do
