@@ -516,3 +516,112 @@ func (r *KeyRef) appendFields(dst []byte) []byte {
 	}
 	return dst
 }
+
+// AppendJSON implements FastMarshaler (client side; omitempty as tagged).
+func (r *BatchRequest) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"ops":[`...)
+	for i := range r.Ops {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		it := &r.Ops[i]
+		dst = append(dst, `{"op":`...)
+		dst = appendString(dst, it.Op)
+		str := func(name, v string) {
+			if v != "" {
+				dst = append(dst, `,"`...)
+				dst = append(dst, name...)
+				dst = append(dst, `":`...)
+				dst = appendString(dst, v)
+			}
+		}
+		bytesF := func(name string, v []byte) {
+			if len(v) > 0 {
+				dst = append(dst, `,"`...)
+				dst = append(dst, name...)
+				dst = append(dst, `":`...)
+				dst = appendBytes(dst, v)
+			}
+		}
+		num := func(name string, v int) {
+			if v != 0 {
+				dst = append(dst, `,"`...)
+				dst = append(dst, name...)
+				dst = append(dst, `":`...)
+				dst = strconv.AppendInt(dst, int64(v), 10)
+			}
+		}
+		str("key_id", it.KeyID)
+		bytesF("sealed_key", it.SealedKey)
+		bytesF("ekb", it.EKB)
+		bytesF("plaintext", it.Plaintext)
+		bytesF("ciphertext", it.Ciphertext)
+		bytesF("aad", it.AAD)
+		bytesF("message", it.Message)
+		bytesF("signature", it.Signature)
+		bytesF("mac", it.MAC)
+		num("key_version", it.KeyVersion)
+		str("algorithm", it.Algorithm)
+		num("bytes", it.Bytes)
+		str("to_key_id", it.ToKeyID)
+		bytesF("to_aad", it.ToAAD)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}"...)
+}
+
+// UnmarshalFast implements FastUnmarshaler (client side). Results with an
+// error or a "valid" field fall back to encoding/json.
+func (r *BatchResponse) UnmarshalFast(data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v BatchResponse
+	l.object(func(k string) bool {
+		if k != "results" || !l.tok('[') {
+			return false
+		}
+		v.Results = make([]BatchResult, 0, 16)
+		if l.tok(']') {
+			return true
+		}
+		for l.ok {
+			v.Results = append(v.Results, BatchResult{})
+			res := &v.Results[len(v.Results)-1]
+			l.object(func(k string) bool {
+				switch k {
+				case "ciphertext":
+					l.bytes(&res.Ciphertext)
+				case "key_id":
+					l.str(&res.KeyID)
+				case "key_version":
+					l.int(&res.KeyVersion)
+				case "plaintext":
+					l.bytes(&res.Plaintext)
+				case "signature":
+					l.bytes(&res.Signature)
+				case "mac":
+					l.bytes(&res.MAC)
+				case "digest":
+					l.bytes(&res.Digest)
+				case "random":
+					l.bytes(&res.Random)
+				default:
+					return false
+				}
+				return true
+			})
+			if l.tok(',') {
+				continue
+			}
+			if !l.tok(']') {
+				l.ok = false
+			}
+			break
+		}
+		return true
+	})
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}

@@ -112,6 +112,8 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 		&BatchResponse{Results: []BatchResult{}},
 		&EncryptRequest{KeyRef: KeyRef{KeyID: "k", SealedKey: []byte{1}}, Plaintext: []byte("p"), AAD: []byte("a")},
 		&EncryptRequest{Plaintext: nil},
+		&BatchRequest{Ops: []BatchItem{{Op: "encrypt", KeyID: "k", Plaintext: []byte("p"), AAD: []byte{1}}, {Op: "random", Bytes: 3}, {Op: "verify", KeyVersion: 2, Message: []byte{}, Signature: []byte{9}}}},
+		&BatchRequest{Ops: []BatchItem{}},
 	}
 	for _, v := range cases {
 		fast := v.(FastMarshaler).AppendJSON(nil)
@@ -133,6 +135,7 @@ func FuzzUnmarshalFast(f *testing.F) {
 	for _, s := range []string{
 		`{"key_id":"key_a","plaintext":"aGVsbG8=","aad":"YQ=="}`,
 		`{"ciphertext":"AQID","key_id":"k"}`,
+		`{"results":[{"ciphertext":"AQID","key_id":"k","key_version":1},{"mac":"AA=="},{}]}`,
 		`{"ops":[{"op":"encrypt","key_id":"k","plaintext":"AA=="},{"op":"random","bytes":16}]}`,
 		`{"plaintext":"AA==\n"}`, `{"key_version":-0}`, `{}`, `[]`, `"x"`,
 	} {
@@ -144,5 +147,6 @@ func FuzzUnmarshalFast(f *testing.F) {
 		checkFast[BatchRequest](t, data)
 		checkFast[EncryptResponse](t, data)
 		checkFast[DecryptResponse](t, data)
+		checkFast[BatchResponse](t, data)
 	})
 }

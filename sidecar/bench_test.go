@@ -80,6 +80,27 @@ func BenchmarkLibraryEncrypt1KiB(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
 
+// BenchmarkLibraryEncryptAppend1KiB is library mode with the
+// allocation-free API (a reused output buffer per client).
+func BenchmarkLibraryEncryptAppend1KiB(b *testing.B) {
+	f, key := benchFixture(b)
+	msg := make([]byte, 1024)
+	setClients(b, 8)
+	b.SetBytes(1024)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 0, 2048)
+		for pb.Next() {
+			var err error
+			if buf, err = f.sc.EncryptAppend(buf[:0], key, msg, nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
 func BenchmarkUnixSocketEncrypt1KiB(b *testing.B) {
 	f, key := benchFixture(b)
 	req := api.EncryptRequest{KeyRef: api.KeyRef{KeyID: key}, Plaintext: make([]byte, 1024)}

@@ -193,3 +193,40 @@ func parseMetadata(b []byte) (api.KeyMetadata, error) {
 	err := json.Unmarshal(b, &md)
 	return md, err
 }
+
+// EncryptAppend is Encrypt for hot paths: it appends the ciphertext to dst
+// (which may be reused across calls, so nothing is allocated per
+// operation) and returns the extended slice. Policy, lease and revocation
+// checks are the same as Encrypt's.
+func (s *Sidecar) EncryptAppend(dst []byte, keyID string, plaintext, aad []byte) ([]byte, error) {
+	if s.revoked.Load() {
+		return dst, errRevoked
+	}
+	h, err := s.ring.Acquire(keyID, 0, api.ActionEncrypt)
+	if err != nil {
+		return dst, err
+	}
+	defer h.Release()
+	return h.Key.Encrypt(dst, plaintext, aad)
+}
+
+// DecryptAppend is Decrypt appending the plaintext to dst.
+func (s *Sidecar) DecryptAppend(dst, ciphertext, aad []byte) ([]byte, error) {
+	if s.revoked.Load() {
+		return dst, errRevoked
+	}
+	id, ver, err := format.PeekCiphertextKey(ciphertext)
+	if err != nil {
+		return dst, api.Errorf(api.CodeInvalidCiphertext, "The ciphertext is not a dcaas ciphertext.")
+	}
+	h, err := s.ring.Acquire(id, int(ver), api.ActionDecrypt)
+	if err != nil {
+		return dst, err
+	}
+	defer h.Release()
+	out, err := h.Key.Decrypt(dst, ciphertext, aad)
+	if err != nil {
+		return dst, api.Errorf(api.CodeDecryptFailed, "The ciphertext does not decrypt: wrong key, wrong associated data, or modified ciphertext.")
+	}
+	return out, nil
+}

@@ -30,5 +30,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd(), newSealCmd())
+	addCLICmds(root) // custodian and admin tools over the SDK (cli_*.go)
 	return root
 }

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dcaas/dcaas/api"
+)
+
+func newTenantCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tenant", Short: "Create tenants and rotate their master keys (admin)"}
+	c := connFlags(cmd)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "create NAME",
+		Short: "Register a tenant with its first master key and HMAC key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			t, err := k.CreateTenant(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return c.print(cmd, t, func(w io.Writer) {
+				fmt.Fprintf(w, "tenant %s created (master key version %d)\n", t.Name, t.MasterKeyVersion)
+			})
+		},
+	}, &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Make a new master key version current; existing EKBs still open",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			v, err := k.RotateMasterKey(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return c.print(cmd, api.Tenant{Name: args[0], MasterKeyVersion: v}, func(w io.Writer) {
+				fmt.Fprintf(w, "tenant %s: master key version %d is current\n", args[0], v)
+			})
+		},
+	})
+	return cmd
+}
+
+type appOutput struct {
+	DN       string `json:"dn"`
+	Tenant   string `json:"tenant"`
+	Role     string `json:"role"`
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file,omitempty"`
+	CAFile   string `json:"ca_file"`
+}
+
+func newAppCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "app", Short: "Register custodian and pipeline applications (admin)"}
+	c := connFlags(cmd)
+	var tenant, role, csrFile, outDir string
+	var force bool
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Register an application and write its certificate, key and the CA",
+		Long: `Register an application of a tenant and write its credentials into
+--out-dir: NAME-cert.pem, NAME-key.pem (mode 0600; only when the KMS made the
+key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
+--force. The private key is never printed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if !safeName(name) {
+				return fmt.Errorf("app name %q: use letters, digits, '.', '_' and '-'", name)
+			}
+			if tenant == "" {
+				return fmt.Errorf("--tenant is required")
+			}
+			req := api.CreateAppRequest{Name: name, Role: api.Role(role)}
+			if csrFile != "" {
+				csr, err := os.ReadFile(csrFile)
+				if err != nil {
+					return fmt.Errorf("--csr: %w", err)
+				}
+				req.CSRPEM = string(csr)
+			}
+			out := appOutput{
+				Tenant: tenant, Role: role,
+				CertFile: filepath.Join(outDir, name+"-cert.pem"),
+				CAFile:   filepath.Join(outDir, "ca.pem"),
+			}
+			if csrFile == "" {
+				out.KeyFile = filepath.Join(outDir, name+"-key.pem")
+			}
+			// Refuse before the KMS issues anything we could not write.
+			for _, p := range []string{out.CertFile, out.KeyFile} {
+				if _, err := os.Lstat(p); p != "" && err == nil && !force {
+					return fmt.Errorf("%s exists (use --force to replace it)", p)
+				}
+			}
+			if err := os.MkdirAll(outDir, 0o700); err != nil {
+				return err
+			}
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			creds, err := k.CreateApp(cmd.Context(), tenant, req)
+			if err != nil {
+				return err
+			}
+			out.DN = creds.DN
+			if out.KeyFile != "" {
+				if err := writeNew(out.KeyFile, []byte(creds.KeyPEM), 0o600, force); err != nil {
+					return err
+				}
+			}
+			if err := writeNew(out.CertFile, []byte(creds.CertPEM), 0o644, force); err != nil {
+				return err
+			}
+			if err := writeNew(out.CAFile, []byte(creds.CAPEM), 0o644, true); err != nil {
+				return err
+			}
+			return c.print(cmd, out, func(w io.Writer) {
+				fmt.Fprintf(w, "app %s registered as %s\ncertificate: %s\n", name, creds.DN, out.CertFile)
+				if out.KeyFile != "" {
+					fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
+				}
+				fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+			})
+		},
+	}
+	fl := create.Flags()
+	fl.StringVar(&tenant, "tenant", "", "tenant of the application (required)")
+	fl.StringVar(&role, "role", string(api.RoleCustodian), "custodian or pipeline")
+	fl.StringVar(&csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
+	fl.StringVar(&outDir, "out-dir", ".", "directory for the credential files")
+	fl.BoolVar(&force, "force", false, "replace existing credential files")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+type tokenOutput struct {
+	Token       string    `json:"token,omitempty"`
+	TokenFile   string    `json:"token_file,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	CustodianDN string    `json:"custodian_dn"`
+}
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Mint one-time sidecar enrollment tokens"}
+	c := connFlags(cmd)
+	var dn, outFile string
+	var ttl time.Duration
+	var force bool
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Mint an enrollment token (secret zero) for a sidecar",
+		Long: `Mint a one-time enrollment token for a sidecar. A custodian mints for itself;
+a pipeline or admin names the custodian with --custodian-dn.
+
+The token is a secret. With --out it is written to that file (mode 0600) and
+not printed; hand the file to the sidecar as --enroll-token-file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			tok, err := k.CreateEnrollmentToken(cmd.Context(), api.CreateTokenRequest{CustodianDN: dn, TTLSeconds: int(ttl / time.Second)})
+			if err != nil {
+				return err
+			}
+			out := tokenOutput{ExpiresAt: tok.ExpiresAt, CustodianDN: tok.CustodianDN}
+			if outFile != "" {
+				if err := writeNew(outFile, []byte(tok.Token+"\n"), 0o600, force); err != nil {
+					return err
+				}
+				out.TokenFile = outFile
+			} else {
+				out.Token = tok.Token
+			}
+			return c.print(cmd, out, func(w io.Writer) {
+				if outFile != "" {
+					fmt.Fprintf(w, "token for %s written to %s (expires %s)\n", tok.CustodianDN, outFile, tok.ExpiresAt.Format(time.RFC3339))
+					return
+				}
+				fmt.Fprintln(w, tok.Token)
+			})
+		},
+	}
+	create.Flags().StringVar(&dn, "custodian-dn", "", "custodian the sidecar will serve (default: the caller)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime of the token (default: the KMS's, 10m)")
+	create.Flags().StringVar(&outFile, "out", "", "write the token to this file (mode 0600) instead of stdout")
+	create.Flags().BoolVar(&force, "force", false, "replace an existing --out file")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newInstancesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "instances", Short: "List and revoke enrolled sidecars"}
+	c := connFlags(cmd)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List sidecar instances (all for an admin, its own for a custodian)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			list, err := k.ListInstances(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.print(cmd, api.Instances{Instances: list}, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "INSTANCE\tCUSTODIAN\tENCLAVE\tENROLLED\tREVOKED")
+				for _, in := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", in.InstanceID, in.CustodianDN, in.Enclave, in.EnrolledAt.Format(time.RFC3339), in.Revoked)
+				}
+				tw.Flush()
+			})
+		},
+	}, &cobra.Command{
+		Use:   "revoke INSTANCE_ID",
+		Short: "Revoke a sidecar instance and its certificates; it stops serving at its next poll",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			if err := k.RevokeInstance(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return c.print(cmd, map[string]any{"instance_id": args[0], "revoked": true}, func(w io.Writer) {
+				fmt.Fprintf(w, "instance %s revoked\n", args[0])
+			})
+		},
+	})
+	return cmd
+}
+
+func newAuditListCmd() *cobra.Command {
+	var after int64
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "Print the KMS audit log through the API (admin)",
+		Args:  cobra.NoArgs,
+	}
+	c := connFlags(cmd)
+	cmd.Flags().Int64Var(&after, "after", 0, "start after this record number")
+	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many records (0: all)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		k, err := c.kmsClient()
+		if err != nil {
+			return err
+		}
+		var recs []api.AuditRecord
+		next := after
+		for limit == 0 || len(recs) < limit {
+			page, err := k.Audit(cmd.Context(), next)
+			if err != nil {
+				return err
+			}
+			// Reads are audited too: a page of nothing but reads is the end.
+			if !slices.ContainsFunc(page.Records, func(r api.AuditRecord) bool { return r.Action != "audit.read" }) {
+				break
+			}
+			recs = append(recs, page.Records...)
+			next = page.Next
+		}
+		if limit > 0 && len(recs) > limit {
+			recs = recs[:limit]
+			next = recs[len(recs)-1].Seq
+		}
+		if recs == nil {
+			recs = []api.AuditRecord{}
+		}
+		return c.print(cmd, api.AuditPage{Records: recs, Next: next}, func(w io.Writer) {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tCALLER\tACTION\tKEY\tOUTCOME\tCODE")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Caller, r.Action, r.KeyID, r.Outcome, r.Code)
+			}
+			tw.Flush()
+		})
+	}
+	return cmd
+}
