@@ -223,7 +223,15 @@ func prepare(ctx context.Context, env *devenv.Env, o Options) (*world, error) {
 		}
 	}
 	// item is the operation as a batch item; req the single request.
-	item := api.BatchItem{Op: o.Op, KeyID: dk.KeyID, Plaintext: msg, Ciphertext: ct, Message: msg}
+	item := api.BatchItem{Op: o.Op, KeyID: dk.KeyID}
+	switch o.Op {
+	case "encrypt":
+		item.Plaintext = msg
+	case "decrypt":
+		item.Ciphertext = ct
+	default:
+		item.Message = msg
+	}
 	single := func(c *httpapi.Client, ref api.KeyRef) call {
 		path, req, resp := singleRequest(o.Op, ref, msg, ct)
 		return func(ctx context.Context) (int, error) { return 1, c.Do(ctx, http.MethodPost, path, req, resp()) }
