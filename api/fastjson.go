@@ -31,6 +31,79 @@ type FastMarshaler interface {
 	AppendJSON(dst []byte) []byte
 }
 
+// MaxBatchOps is the most operations a batch request may carry.
+const MaxBatchOps = 10000
+
+// SizeChecker is implemented by requests whose cost grows with their item
+// count: servers call CheckSize on the raw body before decoding it, so an
+// oversized batch is refused without allocating its items.
+type SizeChecker interface {
+	CheckSize(data []byte) error
+}
+
+// CheckSize counts the elements of the "ops" array (every value at array
+// depth 1 inside the top-level object, without decoding them) and refuses
+// more than MaxBatchOps.
+func (r *BatchRequest) CheckSize(data []byte) error {
+	if n := countArrayElements(data, 2); n > MaxBatchOps {
+		return Errorf(CodeTooLarge, "At most %d operations per batch (this one has at least %d).", MaxBatchOps, n)
+	}
+	return nil
+}
+
+// countArrayElements counts values directly inside arrays that sit at
+// nesting depth want-1 (objects and arrays both count as depth), outside
+// strings. It stops counting past MaxBatchOps+1. Malformed input yields
+// some count; the decoder reports the malformation.
+func countArrayElements(b []byte, want int) int {
+	depth, n := 0, 0
+	inString, escaped, pending := false, false, false
+	for _, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if c == '[' && depth == want {
+				pending = true // the next value starts the first element
+				continue
+			}
+		case '}', ']':
+			depth--
+			if depth == want-1 {
+				pending = false
+			}
+			continue
+		case ',':
+			if depth == want {
+				pending = true
+			}
+			continue
+		}
+		if pending && (depth == want || (depth == want+1 && (c == '{' || c == '['))) {
+			n++
+			pending = false
+			if n > MaxBatchOps {
+				return n
+			}
+		}
+	}
+	return n
+}
+
 // lexer is a minimal JSON reader for UnmarshalFast.
 type lexer struct {
 	b  []byte

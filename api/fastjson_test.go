@@ -150,3 +150,41 @@ func FuzzUnmarshalFast(f *testing.F) {
 		checkFast[BatchResponse](t, data)
 	})
 }
+
+func TestBatchCheckSize(t *testing.T) {
+	many := func(n int, item string) []byte {
+		var b bytes.Buffer
+		b.WriteString(`{"ops":[`)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(" , ")
+			}
+			b.WriteString(item)
+		}
+		b.WriteString(`]}`)
+		return b.Bytes()
+	}
+	cases := []struct {
+		name string
+		body []byte
+		ok   bool
+	}{
+		{"empty", []byte(`{"ops":[]}`), true},
+		{"at the limit", many(MaxBatchOps, `{"op":"random","bytes":1}`), true},
+		{"one over", many(MaxBatchOps+1, `{}`), false},
+		{"numbers count too", many(MaxBatchOps+1, `1`), false},
+		{"strings with brackets and commas don't count", many(3, `{"op":"a,[{,","key_id":"\"],{"}`), true},
+		{"nested in items don't count", many(MaxBatchOps, `{"aad":"x","labels":[1,2,3]}`), true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := (&BatchRequest{}).CheckSize(tc.body)
+			if (err == nil) != tc.ok {
+				t.Fatalf("CheckSize = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && CodeOf(err) != CodeTooLarge {
+				t.Fatalf("code = %s", CodeOf(err))
+			}
+		})
+	}
+}

@@ -158,7 +158,9 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now); err != nil {
 		return nil, err
 	}
-	if err := s.enroll(ctx); err != nil {
+	err = s.enroll(ctx)
+	s.cfg.EnrollToken = "" // used or refused: the sidecar keeps no copy
+	if err != nil {
 		s.audit.Close()
 		return nil, err
 	}

@@ -223,18 +223,18 @@ func (k *Key) Wipe() {
 }
 
 // String describes the key without its material.
-func (k *Key) String() string {
+func (k Key) String() string {
 	return fmt.Sprintf("crypto.Key{%s %q v%d [REDACTED]}", k.typ, k.keyID, k.version)
 }
 
 // GoString describes the key without its material.
-func (k *Key) GoString() string { return k.String() }
+func (k Key) GoString() string { return k.String() }
 
 // Format prints String for every verb, so no formatting exposes material.
-func (k *Key) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(k.String())) }
+func (k Key) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(k.String())) }
 
 // MarshalJSON encodes the key's type, id and version, never its material.
-func (k *Key) MarshalJSON() ([]byte, error) {
+func (k Key) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Type    api.KeyType `json:"type"`
 		KeyID   string      `json:"key_id"`

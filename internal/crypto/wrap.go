@@ -183,3 +183,13 @@ func (u *Unwrapper) Close() error {
 	u.kek, u.enc, u.aead, u.closed = nil, nil, nil, true
 	return nil
 }
+
+// String, GoString and Format redact: an Unwrapper caches a key-encryption
+// key.
+func (u *Unwrapper) String() string { return "crypto.Unwrapper{[REDACTED]}" }
+
+// GoString redacts.
+func (u *Unwrapper) GoString() string { return u.String() }
+
+// Format redacts for every verb.
+func (u *Unwrapper) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(u.String())) }

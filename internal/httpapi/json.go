@@ -46,6 +46,11 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 			}
 			return api.Errorf(api.CodeBadRequest, "The request body could not be read.")
 		}
+		if sc, ok := v.(api.SizeChecker); ok {
+			if err := sc.CheckSize(buf.Bytes()); err != nil {
+				return err
+			}
+		}
 		if f.UnmarshalFast(buf.Bytes()) {
 			return nil
 		}

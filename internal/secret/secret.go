@@ -13,37 +13,37 @@ import (
 )
 
 // Bytes holds secret bytes. The zero value is an empty secret.
+//
+// The bytes sit behind one more pointer than they need to: when fmt
+// reaches a Bytes through reflection (a field of a printed struct, a
+// dereferenced copy, a verb a pointer does not take), it prints a nested
+// pointer as an address, never what it points to.
 type Bytes struct {
-	b []byte
+	p *[]byte
 }
 
 // New takes ownership of b: the caller must not use b afterwards except
 // through the returned value. b is wiped when the secret is.
-func New(b []byte) *Bytes { return &Bytes{b: b} }
+func New(b []byte) *Bytes { return &Bytes{p: &b} }
 
 // Copy returns a new secret holding a copy of b; b stays the caller's.
 func Copy(b []byte) *Bytes {
 	c := make([]byte, len(b))
 	copy(c, b)
-	return &Bytes{b: c}
+	return &Bytes{p: &c}
 }
 
 // Expose returns the secret bytes themselves (not a copy). The slice is
 // valid until Wipe; callers must not retain it or log it.
 func (s *Bytes) Expose() []byte {
-	if s == nil {
+	if s == nil || s.p == nil {
 		return nil
 	}
-	return s.b
+	return *s.p
 }
 
 // Len is the length of the secret.
-func (s *Bytes) Len() int {
-	if s == nil {
-		return 0
-	}
-	return len(s.b)
-}
+func (s *Bytes) Len() int { return len(s.Expose()) }
 
 // Clone returns an independent copy, with its own owner.
 func (s *Bytes) Clone() *Bytes { return Copy(s.Expose()) }
@@ -51,11 +51,11 @@ func (s *Bytes) Clone() *Bytes { return Copy(s.Expose()) }
 // Wipe overwrites the secret with zeros and forgets it. It is safe to call
 // more than once and on nil.
 func (s *Bytes) Wipe() {
-	if s == nil {
+	if s == nil || s.p == nil {
 		return
 	}
-	Zero(s.b)
-	s.b = nil
+	Zero(*s.p)
+	s.p = nil
 }
 
 // Equal compares two secrets in constant time (for equal lengths).
@@ -71,17 +71,21 @@ func Zero(b []byte) {
 
 const redacted = "[REDACTED]"
 
+// The printing methods have value receivers so that a copy of a Bytes
+// (which fmt reaches when it is a field of a printed struct, or when
+// someone dereferences it) redacts as well as a pointer does.
+
 // String redacts.
-func (s *Bytes) String() string { return redacted }
+func (s Bytes) String() string { return redacted }
 
 // GoString redacts.
-func (s *Bytes) GoString() string { return redacted }
+func (s Bytes) GoString() string { return redacted }
 
 // Format redacts for every verb.
-func (s *Bytes) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+func (s Bytes) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 // MarshalJSON redacts.
-func (s *Bytes) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (s Bytes) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
 // MarshalText redacts.
-func (s *Bytes) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (s Bytes) MarshalText() ([]byte, error) { return []byte(redacted), nil }
