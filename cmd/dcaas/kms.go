@@ -207,6 +207,10 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		go func() { errc <- ms.Serve(mln) }()
 	}
 	dir, _ := filepath.Abs(f.dataDir)
+	if p, ok := srv.Sealer.(interface{ Protected() bool }); ok && !p.Protected() {
+		log.Warn("the root key file is protected by its file mode only: set DCAAS_SEAL_PASSPHRASE (or --seal-passphrase-file) or use --seal pkcs11 outside development",
+			"root_key", filepath.Join(dir, "root.key"))
+	}
 	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t store=%s\n",
 		ln.Addr(), dir, filepath.Join(dir, kms.CAFile), filepath.Join(dir, kms.AdminCert), filepath.Join(dir, kms.AdminKey),
 		srv.Sealer.Name(), kcrypto.FIPS(), f.store)

@@ -70,13 +70,17 @@ type Server struct {
 	// Initialized is true when this Open created the data dir's material.
 	Initialized bool
 
-	ownStore  bool // Open opened Store (not Options.Store), so Close closes it
-	ownSealer bool // Open opened Sealer (not Options.Sealer), so Close closes it
+	ownStore    bool // Open opened Store (not Options.Store), so Close closes it
+	ownSealer   bool // Open opened Sealer (not Options.Sealer), so Close closes it
+	stopJanitor func()
 }
 
 // Close closes the KMS and then what it was built on (but not an
 // Options.Store or Options.Sealer).
 func (s *Server) Close() error {
+	if s.stopJanitor != nil {
+		s.stopJanitor()
+	}
 	var stErr, sealerErr error
 	if s.ownStore {
 		stErr = s.Store.Close()
@@ -150,7 +154,8 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created, ownStore: ownStore, ownSealer: ownSealer}, nil
+	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
+		ownStore: ownStore, ownSealer: ownSealer, stopJanitor: k.startJanitor()}, nil
 }
 
 // caRecord is how the CA is kept in the store: its certificate and its key

@@ -1,0 +1,46 @@
+package kms
+
+import (
+	"context"
+	"time"
+)
+
+// janitorInterval is how often expired single-use secrets are deleted;
+// janitorGrace how long after expiry they are kept (so a late caller still
+// gets "expired" rather than "invalid").
+const (
+	janitorInterval = 10 * time.Minute
+	janitorGrace    = time.Hour
+)
+
+// startJanitor deletes expired enrollment tokens, grants, challenges and
+// import tokens in the background, so anonymous challenge requests cannot
+// grow the database without bound. The returned function stops it.
+func (k *KMS) startJanitor() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(janitorInterval)
+		defer t.Stop()
+		for {
+			k.sweepOneTime(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (k *KMS) sweepOneTime(ctx context.Context) {
+	n, err := k.st.DeleteExpiredOneTime(ctx, k.now().Add(-janitorGrace))
+	switch {
+	case err != nil && ctx.Err() == nil:
+		k.log.Warn("deleting expired single-use secrets failed", "err", err)
+	case n > 0:
+		k.log.Debug("deleted expired single-use secrets", "count", n)
+	}
+}
