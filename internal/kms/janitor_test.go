@@ -1,0 +1,48 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+func TestJanitorDeletesExpiredSecrets(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv, err := Open(context.Background(), Options{
+		DataDir: filepath.Join(t.TempDir(), "kms"), Now: clock,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	k := srv.KMS
+	put := func(hash string, ttl time.Duration) {
+		err := k.st.PutOneTime(t.Context(), store.OneTimeSecret{Hash: []byte(hash), Kind: store.OneTimeChallenge, CreatedAt: clock(), ExpiresAt: clock().Add(ttl)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("old", time.Minute)
+	put("fresh", 3*time.Hour)
+	mu.Lock()
+	now = now.Add(2 * time.Hour) // "old" expired more than the grace ago
+	mu.Unlock()
+	k.sweepOneTime(t.Context())
+	_, err = k.st.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("old"), clock())
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("expired secret after the sweep: %v, want ErrNotFound", err)
+	}
+	if _, err := k.st.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("fresh"), clock()); err != nil {
+		t.Fatalf("live secret after the sweep: %v", err)
+	}
+}
