@@ -1,0 +1,16 @@
+// Package failover holds dcaas's replica failover test (issue 5): two
+// `dcaas kms serve` processes on one PostgreSQL database, a custodian SDK
+// client (package client) configured with both URLs, and a SIGKILL of the
+// replica the client prefers in the middle of a stream of data-key and
+// grant requests. The test checks that every request either succeeded
+// exactly once or failed with an error the client surfaced by its
+// documented retry rules, and that no acknowledged key or grant is lost or
+// duplicated.
+//
+// The package has no non-test code. It builds the dcaas binary itself
+// (with -race when the test binary has it) and gets its database from
+// internal/store/pgtest, which starts a throwaway PostgreSQL cluster when
+// none is configured. Run it with:
+//
+//	go test -race ./internal/failover
+package failover

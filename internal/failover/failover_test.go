@@ -1,0 +1,813 @@
+package failover_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/audit"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/internal/store/pgtest"
+	"github.com/dcaas/dcaas/internal/store/postgres"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// Bounds on everything that waits. Generous for a race-enabled binary on
+// a loaded two-core machine; a bound that trips fails the test.
+const (
+	buildTimeout  = 10 * time.Minute // go build, normally cached
+	readyTimeout  = 60 * time.Second // start to the ready line
+	stopTimeout   = 30 * time.Second // a signal to the exit
+	streamTimeout = 40 * time.Second // the whole request stream
+	callTimeout   = 20 * time.Second // one attempt of one SDK call
+)
+
+// The stream: workers issue requests; replica A is killed once markBefore
+// calls have succeeded, and the stream ends when every worker has had
+// afterKill successes that it started after A was gone.
+const (
+	workers    = 8
+	markBefore = 200
+	afterKill  = 15
+	grantEvery = 3 // every third call of a worker is a grant
+)
+
+var keyTypes = []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyECDSAP256}
+
+// TestFailoverSIGKILLDuringDataKeyStream: two replicas on one PostgreSQL
+// database behind one SDK client that knows both URLs. The replica the
+// client prefers is SIGKILLed while eight workers create data keys and
+// grants through the client. Afterwards:
+//
+//   - no call failed before the kill, and none after the client had failed
+//     over (a call that succeeded on B having started after A was gone);
+//   - every failure is what the client's documented rules surface for a
+//     non-idempotent request cut off in flight: a transport error that is
+//     not a dial error (dial errors are retried on the other replica),
+//     never an API error answer, never a timeout;
+//   - every acknowledged key is registered once and opens: its EKB rewraps
+//     through B to an enrolled (fake) sidecar, which unwraps it, and
+//     signing keys match the public key published at creation; key ids are
+//     unique; the database holds at most one unacknowledged key per failed
+//     creation;
+//   - every acknowledged grant loads exactly once through B with the
+//     sidecar's certificate, and a second use is 409 already_used;
+//   - every acknowledged creation has exactly one audit record and the
+//     audit hash chain in PostgreSQL verifies.
+func TestFailoverSIGKILLDuringDataKeyStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs two dcaas KMS processes; skipped in -short mode")
+	}
+	begin := time.Now()
+	dsn := pgtest.DSN(t)
+	bin := buildDcaas(t)
+	ctx := t.Context()
+
+	// Replica A initializes the database; B gets A's root key before its
+	// first start and must find the CA in the database, not make one.
+	work := t.TempDir()
+	dirA, dirB := filepath.Join(work, "kms-a"), filepath.Join(work, "kms-b")
+	a := startReplica(t, "A", bin, dirA, dsn)
+	if err := os.MkdirAll(dirB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "root.key"), readFile(t, dirA, "root.key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startReplica(t, "B", bin, dirB, dsn)
+	caPEM := readFile(t, dirA, kms.CAFile)
+	if caB := readFile(t, dirB, kms.CAFile); string(caB) != string(caPEM) {
+		t.Fatalf("replica B wrote a ca.pem other than A's:\n%s\nwant\n%s", caB, caPEM)
+	}
+	t.Logf("replicas up: A %s, B %s (%v since start)", a.url, b.url, time.Since(begin).Round(time.Millisecond))
+
+	// A's admin credentials on both replicas: the tenant through A, the
+	// custodian through B, the pipeline through A.
+	adminCert, adminKey := readFile(t, dirA, kms.AdminCert), readFile(t, dirA, kms.AdminKey)
+	adminA := newKMS(t, []string{a.url}, caPEM, adminCert, adminKey)
+	adminB := newKMS(t, []string{b.url}, caPEM, adminCert, adminKey)
+	if _, err := adminA.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatalf("CreateTenant through A: %v", err)
+	}
+	custCreds, err := adminB.CreateApp(ctx, "acme", api.CreateAppRequest{Name: "payments-api", Role: api.RoleCustodian})
+	if err != nil {
+		t.Fatalf("CreateApp (custodian) through B with A's admin credentials: %v", err)
+	}
+	if custCreds.CAPEM != string(caPEM) {
+		t.Errorf("B issued the custodian under CA\n%s\nwant A's", custCreds.CAPEM)
+	}
+	pipeCreds, err := adminA.CreateApp(ctx, "acme", api.CreateAppRequest{Name: "deployer", Role: api.RolePipeline})
+	if err != nil {
+		t.Fatalf("CreateApp (pipeline) through A: %v", err)
+	}
+
+	// A fake sidecar bound to the custodian: token minted by the pipeline
+	// through B, enrollment through A.
+	pipe := newKMS(t, []string{b.url}, caPEM, []byte(pipeCreds.CertPEM), []byte(pipeCreds.KeyPEM))
+	tok, err := pipe.CreateEnrollmentToken(ctx, api.CreateTokenRequest{CustodianDN: custCreds.DN})
+	if err != nil {
+		t.Fatalf("CreateEnrollmentToken through B: %v", err)
+	}
+	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
+	side.Enroll(t, &kmstest.Client{Base: a.url, HTTP: httpsClient(t, caPEM, nil, nil)}, tok.Token)
+
+	// The client under test: both replicas, A first, default retry rules.
+	cust := newKMS(t, []string{a.url, b.url}, caPEM, []byte(custCreds.CertPEM), []byte(custCreds.KeyPEM), client.WithTimeout(callTimeout))
+
+	st := runStream(t, ctx, cust, side.Enrollment.InstanceID, a)
+	t.Logf("stream: %d calls in %v (%d keys and %d grants acknowledged, %d failed); SIGKILL of A after %v, %d calls in flight",
+		len(st.calls), st.end.Sub(st.start).Round(time.Millisecond), len(st.keys()), len(st.grants()), len(st.failures()),
+		st.killStart.Sub(st.start).Round(time.Millisecond), st.inFlightAtKill())
+
+	checkFailures(t, st)
+	keys := st.keys()
+	checkUniqueKeys(t, keys)
+
+	// Everything below goes through B alone.
+	custB := newKMS(t, []string{b.url}, caPEM, []byte(custCreds.CertPEM), []byte(custCreds.KeyPEM))
+	checkKeysOpen(t, custB, side, keys)
+	sideKey, err := kcrypto.MarshalPrivateKeyPEM(side.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sideB := &kmstest.Client{Base: b.url, HTTP: httpsClient(t, caPEM, []byte(side.Enrollment.CertPEM), sideKey)}
+	checkGrantsLoadOnce(t, sideB, side, st.grants())
+	checkDatabase(t, dsn, "acme", keys, st.failed("datakey"))
+	checkAudit(t, adminB, dsn, st)
+
+	// B comes through all of it clean: a graceful stop exits 0 (and a
+	// race-enabled binary would exit 66 had it seen a data race).
+	b.stop(t)
+	t.Logf("whole test: %v", time.Since(begin).Round(time.Millisecond))
+}
+
+// call is the outcome of one SDK call of the stream.
+type call struct {
+	worker, n  int
+	op         string // "datakey" or "grant"
+	start, end time.Time
+	err        error
+
+	key *api.DataKey // op datakey, acknowledged
+	typ api.KeyType  // op datakey
+
+	grant    string // op grant, acknowledged
+	grantFor *api.DataKey
+}
+
+type stream struct {
+	calls               []call
+	start, end          time.Time
+	killStart, killDone time.Time
+}
+
+func (s *stream) keys() []call {
+	var out []call
+	for _, c := range s.calls {
+		if c.op == "datakey" && c.err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *stream) grants() []call {
+	var out []call
+	for _, c := range s.calls {
+		if c.op == "grant" && c.err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *stream) failures() []call {
+	var out []call
+	for _, c := range s.calls {
+		if c.err != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *stream) failed(op string) int {
+	n := 0
+	for _, c := range s.failures() {
+		if c.op == op {
+			n++
+		}
+	}
+	return n
+}
+
+// inFlightAtKill counts the calls that had started and not ended when
+// SIGKILL was sent.
+func (s *stream) inFlightAtKill() int {
+	n := 0
+	for _, c := range s.calls {
+		if c.start.Before(s.killStart) && c.end.After(s.killStart) {
+			n++
+		}
+	}
+	return n
+}
+
+// runStream runs the workers, kills replica a once markBefore calls have
+// succeeded, and returns when every worker has had afterKill successes
+// started after a was gone.
+func runStream(t *testing.T, parent context.Context, cust *client.KMS, instanceID string, a *replica) *stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(parent, streamTimeout)
+	defer cancel()
+
+	var (
+		mu       sync.Mutex
+		calls    []call
+		okCount  atomic.Int64
+		mark     = make(chan struct{})
+		markOnce sync.Once
+		killDone atomic.Pointer[time.Time] // set once A has exited
+		wg       sync.WaitGroup
+	)
+	st := &stream{start: time.Now()}
+	for w := range workers {
+		wg.Go(func() {
+			var last *api.DataKey // this worker's latest acknowledged key
+			okAfter := 0
+			for i := 0; okAfter < afterKill && ctx.Err() == nil; i++ {
+				c := call{worker: w, n: i, start: time.Now()}
+				if last != nil && i%grantEvery == grantEvery-1 {
+					c.op, c.grantFor = "grant", last
+					var g *api.Grant
+					g, c.err = cust.CreateGrant(ctx, api.GrantRequest{InstanceID: instanceID, EKBs: [][]byte{last.EKB}})
+					if c.err == nil {
+						c.grant = g.Grant
+					}
+				} else {
+					c.op, c.typ = "datakey", keyTypes[(w+i)%len(keyTypes)]
+					c.key, c.err = cust.CreateDataKey(ctx, api.CreateDataKeyRequest{Type: c.typ, Purpose: "failover", Labels: map[string]string{"worker": fmt.Sprint(w)}})
+					if c.err == nil {
+						last = c.key
+					}
+				}
+				c.end = time.Now()
+				if c.err == nil {
+					if kd := killDone.Load(); kd != nil && c.start.After(*kd) {
+						okAfter++
+					}
+					if okCount.Add(1) == markBefore {
+						markOnce.Do(func() { close(mark) })
+					}
+				}
+				mu.Lock()
+				calls = append(calls, c)
+				mu.Unlock()
+			}
+		})
+	}
+
+	select {
+	case <-mark:
+	case <-ctx.Done():
+		cancel()
+		wg.Wait()
+		t.Fatalf("only %d calls succeeded within %v, want %d before the kill", okCount.Load(), streamTimeout, markBefore)
+	}
+	st.killStart = time.Now()
+	a.kill9(t)
+	st.killDone = time.Now()
+	killDone.Store(&st.killDone)
+
+	wg.Wait()
+	st.end = time.Now()
+	st.calls = calls
+	if ctx.Err() != nil {
+		t.Fatalf("the stream did not finish within %v: %d calls, %d succeeded, %d failed (last failures: %v)",
+			streamTimeout, len(calls), okCount.Load(), len(st.failures()), lastErrors(st.failures(), 3))
+	}
+	return st
+}
+
+func lastErrors(cs []call, n int) []error {
+	var out []error
+	for _, c := range cs[max(0, len(cs)-n):] {
+		out = append(out, c.err)
+	}
+	return out
+}
+
+// checkFailures checks each failed call against the client's rules for a
+// non-idempotent request (CreateDataKey and CreateGrant are both "once"
+// calls): it is retried on the other replica when it certainly did not
+// reach a server (a dial error) or the server answered 503, and is
+// returned at once when it may have reached one (reset, EOF, a lost
+// connection). With B alive throughout, the only errors the client may
+// surface are transport errors of calls that were on their way to A when
+// it died.
+func checkFailures(t *testing.T, st *stream) {
+	t.Helper()
+	// The client prefers the URL that answered last, so once a call
+	// started after A was gone has succeeded (on B), every later call
+	// goes to B first and must succeed.
+	var failover time.Time
+	for _, c := range st.calls {
+		if c.err == nil && c.start.After(st.killDone) && (failover.IsZero() || c.end.Before(failover)) {
+			failover = c.end
+		}
+	}
+	if failover.IsZero() {
+		t.Fatal("no call started after the kill succeeded")
+	}
+	for _, c := range st.failures() {
+		what := fmt.Sprintf("worker %d call %d (%s, started %v after the stream began, ended %v after SIGKILL)",
+			c.worker, c.n, c.op, c.start.Sub(st.start).Round(time.Microsecond), c.end.Sub(st.killStart).Round(time.Microsecond))
+		var apiErr *client.Error
+		var opErr *net.OpError
+		switch {
+		case c.end.Before(st.killStart):
+			t.Errorf("%s failed before replica A was killed: %v", what, c.err)
+		case c.start.After(failover):
+			t.Errorf("%s failed although the client had already failed over to B (a call started after the kill succeeded at +%v): %v",
+				what, failover.Sub(st.killStart).Round(time.Microsecond), c.err)
+		case errors.As(c.err, &apiErr):
+			// Only B answers after the kill, and B is healthy: an API
+			// error (a 503 the client gave up on, a 4xx, a 500) is a bug.
+			t.Errorf("%s: an API error answer during failover: %v (status %d, code %s)", what, c.err, apiErr.Status, apiErr.Code)
+		case errors.Is(c.err, context.DeadlineExceeded) || errors.Is(c.err, context.Canceled):
+			t.Errorf("%s: timed out: %v", what, c.err)
+		case errors.As(c.err, &opErr) && opErr.Op == "dial", errors.Is(c.err, syscall.ECONNREFUSED):
+			// A dial error never reached a server: the client retries it
+			// on the next URL, and B accepts connections.
+			t.Errorf("%s: the client surfaced a dial error instead of retrying it on B: %v", what, c.err)
+		default:
+			t.Logf("allowed: %s: %v", what, c.err)
+		}
+	}
+}
+
+// checkUniqueKeys checks that no key id was acknowledged twice.
+func checkUniqueKeys(t *testing.T, keys []call) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, c := range keys {
+		seen[c.key.KeyID]++
+		if c.key.Version != 1 || c.key.Metadata.KeyID != c.key.KeyID || c.key.Metadata.Type != c.typ {
+			t.Errorf("CreateDataKey(%s) acknowledged %s v%d with metadata %s %s", c.typ, c.key.KeyID, c.key.Version, c.key.Metadata.KeyID, c.key.Metadata.Type)
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			t.Errorf("key id %s acknowledged %d times", id, n)
+		}
+	}
+}
+
+// checkKeysOpen rewraps every acknowledged key through cust (B) to the
+// fake sidecar and unwraps it there.
+func checkKeysOpen(t *testing.T, cust *client.KMS, side *kmstest.FakeSidecar, keys []call) {
+	t.Helper()
+	const chunk = 500
+	for start := 0; start < len(keys); start += chunk {
+		batch := keys[start:min(start+chunk, len(keys))]
+		ekbs := make([][]byte, len(batch))
+		for i, c := range batch {
+			ekbs[i] = c.key.EKB
+		}
+		got, err := cust.Rewrap(t.Context(), side.Enrollment.WrappingCertPEM, ekbs)
+		if err != nil {
+			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) through B: %v", len(ekbs), start, err)
+		}
+		if len(got) != len(batch) {
+			t.Fatalf("rewrap returned %d keys, want %d", len(got), len(batch))
+		}
+		deks := side.Unwrap(t, got)
+		for i, c := range batch {
+			g := got[i]
+			if g.KeyID != c.key.KeyID || g.Version != 1 || g.Metadata.Type != c.typ {
+				t.Errorf("rewrapped key %d = %s v%d %s, want %s v1 %s", start+i, g.KeyID, g.Version, g.Metadata.Type, c.key.KeyID, c.typ)
+			}
+			if c.typ.Signing() {
+				checkPublic(t, c.typ, deks[i].Expose(), c.key.PublicKeyPEM)
+			}
+			deks[i].Wipe()
+		}
+	}
+}
+
+func checkPublic(t *testing.T, typ api.KeyType, material []byte, pubPEM string) {
+	t.Helper()
+	block, _ := pem.Decode([]byte(pubPEM))
+	if block == nil {
+		t.Fatalf("%s: no public key PEM", typ)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch typ {
+	case api.KeyEd25519:
+		if !ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey).Equal(pub) {
+			t.Error("an unwrapped ed25519 key does not match the public key published at creation")
+		}
+	case api.KeyECDSAP256:
+		ec, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			t.Fatalf("ecdsa-p256 public key is a %T", pub)
+		}
+		priv, err := ecdsa.ParseRawPrivateKey(ec.Curve, material)
+		if err != nil || !priv.PublicKey.Equal(pub) {
+			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
+		}
+	}
+}
+
+// checkGrantsLoadOnce presents every acknowledged grant twice to the KMS's
+// POST /v1/keys/load through B as the sidecar: the first use releases the
+// granted key, the second is 409 already_used.
+func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.FakeSidecar, grants []call) {
+	t.Helper()
+	seen := map[string]bool{}
+	rcpt := api.PublicKey{KEM: side.KEM, PublicKey: side.KEMKey.PublicKey().Bytes()}
+	for _, c := range grants {
+		if seen[c.grant] {
+			t.Errorf("grant acknowledged twice (worker %d call %d)", c.worker, c.n)
+			continue
+		}
+		seen[c.grant] = true
+		req := api.LoadRequest{Grant: c.grant, EKBs: [][]byte{c.grantFor.EKB}, Recipient: rcpt}
+		var got api.WrappedKeys
+		if err := sideB.Do("POST", "/v1/keys/load", req, &got); err != nil {
+			t.Errorf("first use of the grant of worker %d call %d through B: %v", c.worker, c.n, err)
+			continue
+		}
+		if len(got.Keys) != 1 || got.Keys[0].KeyID != c.grantFor.KeyID {
+			t.Errorf("the grant of worker %d call %d loaded %+v, want key %s", c.worker, c.n, got.Keys, c.grantFor.KeyID)
+			continue
+		}
+		for _, d := range side.Unwrap(t, got.Keys) {
+			d.Wipe()
+		}
+		err := sideB.Do("POST", "/v1/keys/load", req, nil)
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != api.CodeAlreadyUsed {
+			t.Errorf("second use of the grant of worker %d call %d = %v, want 409 %s", c.worker, c.n, err, api.CodeAlreadyUsed)
+		}
+	}
+}
+
+// checkDatabase checks the keys table: every acknowledged key is there,
+// and the only others are keys whose creation failed in flight (A may have
+// committed a key and died before answering), at most one per failure.
+func checkDatabase(t *testing.T, dsn, tenant string, keys []call, failedCreates int) {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT key_id FROM keys WHERE tenant = $1`, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	inDB := map[string]bool{}
+	for _, id := range stored {
+		inDB[id] = true
+	}
+	acked := map[string]bool{}
+	for _, c := range keys {
+		acked[c.key.KeyID] = true
+		if !inDB[c.key.KeyID] {
+			t.Errorf("acknowledged key %s is not in the database", c.key.KeyID)
+		}
+	}
+	orphans := 0
+	for _, id := range stored {
+		if !acked[id] {
+			orphans++
+		}
+	}
+	t.Logf("database: %d keys, %d acknowledged, %d unacknowledged, %d creations failed", len(stored), len(acked), orphans, failedCreates)
+	if orphans > failedCreates {
+		t.Errorf("the database holds %d keys nobody was told about, but only %d creations failed: a call made more than one key", orphans, failedCreates)
+	}
+}
+
+// checkAudit reads the whole audit log through B and verifies its hash
+// chain in PostgreSQL. Every acknowledged key has exactly one
+// datakey.create record; grant creations and grant loads are counted.
+func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
+	t.Helper()
+	ctx := t.Context()
+	creates := map[string]int{}
+	var grantsOK, loadsOK, loadsUsed int
+	var after, lastSeq int64
+	for pages := 0; ; pages++ {
+		if pages == 10000 {
+			t.Fatal("GET /v1/audit does not come to an end")
+		}
+		page, err := admin.Audit(ctx, after)
+		if err != nil {
+			t.Fatalf("GET /v1/audit?after=%d through B: %v", after, err)
+		}
+		done := true
+		for _, r := range page.Records {
+			switch {
+			case r.Action == "datakey.create" && r.Outcome == "ok":
+				creates[r.KeyID]++
+			case r.Action == "grant.create" && r.Outcome == "ok":
+				grantsOK++
+			case r.Action == "keys.load" && r.Outcome == "ok":
+				loadsOK++
+			case r.Action == "keys.load" && r.Code == string(api.CodeAlreadyUsed):
+				loadsUsed++
+			}
+			if r.Action != "audit.read" {
+				done = false
+			}
+			lastSeq = r.Seq
+		}
+		if done {
+			break
+		}
+		after = page.Next
+	}
+	keys, grants := st.keys(), st.grants()
+	for _, c := range keys {
+		if n := creates[c.key.KeyID]; n != 1 {
+			t.Errorf("acknowledged key %s has %d datakey.create records, want 1", c.key.KeyID, n)
+		}
+	}
+	for id, n := range creates {
+		if n > 1 {
+			t.Errorf("key %s has %d datakey.create records", id, n)
+		}
+	}
+	if len(creates) > len(keys)+st.failed("datakey") {
+		t.Errorf("%d keys created per the audit log, want at most %d acknowledged + %d failed", len(creates), len(keys), st.failed("datakey"))
+	}
+	if grantsOK < len(grants) || grantsOK > len(grants)+st.failed("grant") {
+		t.Errorf("%d grant.create records, want %d acknowledged grants plus at most %d failed", grantsOK, len(grants), st.failed("grant"))
+	}
+	if loadsOK != len(grants) || loadsUsed != len(grants) {
+		t.Errorf("keys.load records: %d ok and %d already_used, want %d of each", loadsOK, loadsUsed, len(grants))
+	}
+
+	db, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	n, err := audit.Verify(ctx, db)
+	if err != nil {
+		t.Fatalf("audit.Verify on PostgreSQL after %d records: %v", n, err)
+	}
+	if n < lastSeq {
+		t.Errorf("audit.Verify checked %d records, but GET /v1/audit showed record %d", n, lastSeq)
+	}
+	t.Logf("audit: %d records verified; %d key creations, %d grants, %d loads", n, len(creates), grantsOK, loadsOK)
+}
+
+// replica is a running `dcaas kms serve --store postgres`.
+type replica struct {
+	name   string
+	dir    string
+	url    string
+	cmd    *exec.Cmd
+	stderr string
+
+	exited chan struct{}
+	err    error // from Wait, once exited is closed
+}
+
+const readyPrefix = "dcaas kms ready: "
+
+// startReplica starts a KMS on dataDir and the PostgreSQL database dsn
+// (given in DCAAS_POSTGRES_DSN, as an operator would) and waits for its
+// ready line. The process is killed when the test ends.
+func startReplica(t *testing.T, name, bin, dataDir, dsn string) *replica {
+	t.Helper()
+	errf, err := os.CreateTemp(t.TempDir(), "stderr-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	r := &replica{name: name, dir: dataDir, stderr: errf.Name(), exited: make(chan struct{})}
+	r.cmd = exec.Command(bin, "kms", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--store", "postgres")
+	r.cmd.Env = append(os.Environ(), "DCAAS_POSTGRES_DSN="+dsn)
+	r.cmd.Stderr = errf
+	r.cmd.WaitDelay = stopTimeout
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("start replica %s: %v", name, err)
+	}
+	t.Cleanup(func() { r.cleanup(t) })
+
+	readyc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, readyPrefix) {
+				select {
+				case readyc <- line:
+				default:
+				}
+			}
+		}
+		r.err = r.cmd.Wait()
+		close(r.exited)
+	}()
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	select {
+	case line := <-readyc:
+		fields := strings.Fields(strings.TrimPrefix(line, readyPrefix))
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], "https://") {
+			t.Fatalf("replica %s: ready line %q names no https:// address", name, line)
+		}
+		r.url = fields[0]
+	case <-r.exited:
+		t.Fatalf("replica %s exited before it was ready (%v); stderr:\n%s", name, r.err, r.stderrText())
+	case <-timer.C:
+		t.Fatalf("replica %s: no ready line within %v; stderr:\n%s", name, readyTimeout, r.stderrText())
+	}
+	return r
+}
+
+func (r *replica) waitExit(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-r.exited:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+// kill9 kills the replica with SIGKILL and waits until it is gone.
+func (r *replica) kill9(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatalf("SIGKILL replica %s: %v", r.name, err)
+	}
+	if !r.waitExit(stopTimeout) {
+		t.Fatalf("replica %s survived SIGKILL for %v", r.name, stopTimeout)
+	}
+}
+
+// stop asks the replica to shut down (SIGTERM) and checks that it exits 0.
+func (r *replica) stop(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM replica %s: %v", r.name, err)
+	}
+	if !r.waitExit(stopTimeout) {
+		t.Fatalf("replica %s did not exit within %v of SIGTERM", r.name, stopTimeout)
+	}
+	if r.err != nil {
+		t.Errorf("replica %s after SIGTERM: %v, want exit 0; stderr:\n%s", r.name, r.err, r.stderrText())
+	}
+}
+
+// cleanup kills the replica if it still runs and reports a data race it
+// printed.
+func (r *replica) cleanup(t *testing.T) {
+	select {
+	case <-r.exited:
+	default:
+		_ = r.cmd.Process.Kill()
+		if !r.waitExit(stopTimeout) {
+			t.Errorf("replica %s (pid %d) survived SIGKILL", r.name, r.cmd.Process.Pid)
+		}
+	}
+	if s := r.stderrText(); strings.Contains(s, "WARNING: DATA RACE") {
+		t.Errorf("replica %s reported a data race:\n%s", r.name, s)
+	} else if t.Failed() {
+		t.Logf("replica %s stderr:\n%s", r.name, s)
+	}
+}
+
+// stderrText is the tail of the replica's stderr, for failure messages.
+func (r *replica) stderrText() string {
+	b, err := os.ReadFile(r.stderr)
+	if err != nil {
+		return fmt.Sprintf("(stderr unreadable: %v)", err)
+	}
+	const max = 8 << 10
+	if len(b) > max {
+		b = append([]byte("…"), b[len(b)-max:]...)
+	}
+	return string(b)
+}
+
+// buildDcaas builds the dcaas binary into a temporary directory, with
+// -race when this test binary has it, so that a data race in a replica
+// fails the test.
+func buildDcaas(t *testing.T) string {
+	t.Helper()
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		root := os.Getenv("GOROOT")
+		if root == "" {
+			t.Fatal("the go command is not on PATH and $GOROOT is not set")
+		}
+		gotool = filepath.Join(root, "bin", "go")
+	}
+	out := filepath.Join(t.TempDir(), "dcaas")
+	args := []string{"build", "-o", out}
+	if raceEnabled() {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/dcaas/dcaas/cmd/dcaas")
+	ctx, cancel := context.WithTimeout(t.Context(), buildTimeout)
+	defer cancel()
+	begin := time.Now()
+	if b, err := exec.CommandContext(ctx, gotool, args...).CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	t.Logf("go %s: %v", strings.Join(args, " "), time.Since(begin).Round(time.Millisecond))
+	return out
+}
+
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	return slices.ContainsFunc(bi.Settings, func(s debug.BuildSetting) bool { return s.Key == "-race" && s.Value == "true" })
+}
+
+func newKMS(t *testing.T, urls []string, caPEM, certPEM, keyPEM []byte, opts ...client.Option) *client.KMS {
+	t.Helper()
+	k, err := client.NewKMS(urls, caPEM, certPEM, keyPEM, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+// httpsClient trusts caPEM and authenticates with certPEM/keyPEM (nil for
+// none).
+func httpsClient(t *testing.T, caPEM, certPEM, keyPEM []byte) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.pem holds no certificate")
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if certPEM != nil {
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, TLSHandshakeTimeout: callTimeout}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: callTimeout}
+}
+
+func readFile(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
