@@ -87,7 +87,6 @@ type call func(ctx context.Context) (int, error)
 type mode struct {
 	name    string
 	newCall func() call
-	cleanup func()
 }
 
 // Run measures every mode against env, which must have its KMS running.

@@ -70,7 +70,7 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		return nil, errors.New("tpm: digest is not a SHA-256 digest")
 	}
 	e := s.e
-	if err := e.begin(nil); err != nil {
+	if err := e.begin(context.Background()); err != nil {
 		return nil, err
 	}
 	defer e.tpmMu.Unlock()

@@ -80,7 +80,7 @@ func (k *keyExchanger) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	}
 	p := peer.Bytes() // 0x04 || X || Y
 	e := k.e
-	if err := e.begin(nil); err != nil {
+	if err := e.begin(context.Background()); err != nil {
 		return nil, err
 	}
 	defer e.tpmMu.Unlock()
