@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -55,6 +56,17 @@ func (s *Sidecar) Serve(ctx context.Context, ln net.Listener) error {
 
 // ListenUnix creates the sidecar's Unix socket with mode 0600.
 func ListenUnix(path string) (net.Listener, error) { return peer.ListenUnix(path, 0o600) }
+
+// ListenUnixMode creates the socket with another mode, e.g. 0660 so that
+// an application running as another user of the socket's group can
+// connect. The per-connection uid check (Config.AllowUIDs) still decides
+// who is served; the mode only decides who may try.
+func ListenUnixMode(path string, mode os.FileMode) (net.Listener, error) {
+	if mode&0o007 != 0 {
+		return nil, fmt.Errorf("sidecar: socket mode %#o would let every user connect; use at most 0660", mode)
+	}
+	return peer.ListenUnix(path, mode)
+}
 
 // TLSListener wraps ln in mutual TLS: the sidecar presents its identity
 // certificate, and clients must present a certificate from the KMS CA

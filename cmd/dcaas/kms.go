@@ -142,6 +142,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err != nil {
 		return err
 	}
+	os.Unsetenv("DCAAS_SEAL_PASSPHRASE") // read once; child processes must not inherit it
 	defer pass.Wipe()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

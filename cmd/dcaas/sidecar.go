@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ type sidecarFlags struct {
 	caFile        string
 	dataDir       string
 	socket        string
+	socketMode    string
 	allowUIDs     []int
 	listen        string
 	enclave       string
@@ -68,6 +70,7 @@ a TCP listener that requires a client certificate of the bound custodian.`,
 	fl.StringVar(&f.dataDir, "data-dir", "dcaas-sidecar", "data directory (enrollment certificates, local audit log)")
 	fl.StringVar(&f.socket, "socket", "", "Unix socket path (default DATA-DIR/sidecar.sock)")
 	fl.IntSliceVar(&f.allowUIDs, "allow-uid", nil, "Unix uid allowed on the socket (repeatable; default: own uid)")
+	fl.StringVar(&f.socketMode, "socket-mode", "0600", "socket file mode (octal); 0660 lets the socket's group connect, --allow-uid still decides who is served")
 	fl.StringVar(&f.listen, "listen", "", "optional TCP listen address HOST:PORT for mutual TLS")
 	fl.StringVar(&f.enclave, "enclave", "software", "where keys live: software or tpm")
 	fl.StringVar(&f.tpmDevice, "tpm-device", "/dev/tpmrm0", "TPM device for --enclave tpm")
@@ -128,7 +131,11 @@ func runSidecar(ctx context.Context, f sidecarFlags) error {
 	if socket == "" {
 		socket = filepath.Join(f.dataDir, "sidecar.sock")
 	}
-	ln, err := sidecar.ListenUnix(socket)
+	mode, err := strconv.ParseUint(f.socketMode, 8, 32)
+	if err != nil {
+		return fmt.Errorf("--socket-mode %q: %w", f.socketMode, err)
+	}
+	ln, err := sidecar.ListenUnixMode(socket, os.FileMode(mode))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/attest"
@@ -22,7 +24,8 @@ import (
 // sidecar is bound to, and the PCR values every quote must show.
 type AttestationPolicy struct {
 	Platforms []Platform `json:"platforms"`
-	// PCRs maps a PCR index ("0".."23") to its required SHA-256 value (hex).
+	// PCRs maps a PCR index ("0".."7": the PCRs a quote covers) to its
+	// required SHA-256 value (hex).
 	PCRs map[string]string `json:"pcrs,omitempty"`
 }
 
@@ -40,7 +43,9 @@ func LoadAttestationPolicy(path string) (*AttestationPolicy, error) {
 		return nil, err
 	}
 	var p AttestationPolicy
-	if err := json.Unmarshal(b, &p); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields() // a misspelt field must not drop a requirement
+	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("kms: attestation policy %s: %w", path, err)
 	}
 	return &p, nil
@@ -63,15 +68,16 @@ func newAttestor(p *AttestationPolicy) (*attestor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kms: attestation policy: custodian %q: %w", pl.CustodianDN, err)
 		}
-		if len(pl.AKFingerprint) != 64 {
+		fp := strings.ToLower(pl.AKFingerprint)
+		if raw, err := hex.DecodeString(fp); err != nil || len(raw) != 32 {
 			return nil, fmt.Errorf("kms: attestation policy: ak_fingerprint %q is not a hex SHA-256", pl.AKFingerprint)
 		}
-		v.AllowedAKs[pl.AKFingerprint] = true
-		a.bindings[pl.AKFingerprint] = dn
+		v.AllowedAKs[fp] = true
+		a.bindings[fp] = dn
 	}
 	for idx, val := range p.PCRs {
 		i, err := strconv.Atoi(idx)
-		if err != nil || i < 0 || i > 23 {
+		if err != nil || i < 0 || i > 7 { // quotes cover PCRs 0-7 of the SHA-256 bank
 			return nil, fmt.Errorf("kms: attestation policy: PCR index %q", idx)
 		}
 		d, err := hex.DecodeString(val)
