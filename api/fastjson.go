@@ -132,15 +132,6 @@ func (l *lexer) tok(c byte) bool {
 	return false
 }
 
-// peek returns the next non-space byte (0 at the end).
-func (l *lexer) peek() byte {
-	l.ws()
-	if l.i < len(l.b) {
-		return l.b[l.i]
-	}
-	return 0
-}
-
 // rawString reads a string without escapes or control characters and
 // returns its bytes (aliasing the input); ok=false on anything else.
 func (l *lexer) rawString() ([]byte, bool) {

@@ -22,6 +22,9 @@ fi
 step "go vet"
 go vet ./...
 
+step "staticcheck"
+./scripts/lint.sh
+
 if [ "${1:-}" = "check" ]; then exit 0; fi
 
 step "go test -race"

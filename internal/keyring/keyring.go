@@ -67,7 +67,6 @@ func (r *Ring) load(keyID string) *versions {
 type entry struct {
 	md      api.KeyMetadata
 	allowed uint8 // bit set of actions the bound custodian holds
-	until   time.Time
 	prot    enclave.Protected
 
 	mu      sync.Mutex // serializes building the handle
