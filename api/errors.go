@@ -16,31 +16,32 @@ type Code string
 
 // The error codes of API.md. Each has one HTTP status (see Status).
 const (
-	CodeBadRequest        Code = "bad_request"         // malformed JSON, wrong types, bad base64
-	CodeUnknownField      Code = "unknown_field"       // a JSON field the endpoint does not take
-	CodeInvalidArgument   Code = "invalid_argument"    // well-formed but unacceptable value
-	CodeInvalidEKB        Code = "invalid_ekb"         // EKB malformed, tampered or not openable
-	CodeInvalidCSR        Code = "invalid_csr"         // CSR malformed or its signature is wrong
-	CodeInvalidCert       Code = "invalid_certificate" // certificate malformed, foreign, expired
-	CodeInvalidCiphertext Code = "invalid_ciphertext"  // not a dcaas ciphertext
-	CodeDecryptFailed     Code = "decryption_failed"   // wrong key, wrong AAD or modified ciphertext (one opaque error)
-	CodeInvalidSealedKey  Code = "invalid_sealed_key"  // a sealed_key that does not open in this sidecar
-	CodeWrongKeyType      Code = "wrong_key_type"      // the key's type does not support the operation
-	CodeTooLarge          Code = "request_too_large"   // body over the size limit
-	CodeUnauthenticated   Code = "unauthenticated"     // no or unknown client identity
-	CodeForbidden         Code = "forbidden"           // identity known, action not allowed
-	CodeWrongTenant       Code = "wrong_tenant"        // cross-tenant attempt
-	CodePolicyDenied      Code = "policy_denied"       // the key policy does not name the caller
-	CodeInvalidToken      Code = "invalid_token"       // enrollment token or grant unknown
-	CodeAttestationFailed Code = "attestation_failed"  // TPM evidence refused
-	CodeRevoked           Code = "revoked"             // instance, certificate or key revoked
-	CodeNotFound          Code = "not_found"           // unknown id
-	CodeMethodNotAllowed  Code = "method_not_allowed"  // path exists, method does not
-	CodeConflict          Code = "conflict"            // already exists, stale version
-	CodeAlreadyUsed       Code = "already_used"        // single-use token or grant used before
-	CodeExpired           Code = "expired"             // token, grant, nonce, lease expired
-	CodeUnavailable       Code = "unavailable"         // a dependency (store, seal, KMS) is down
-	CodeInternal          Code = "internal"            // a bug; details are logged, not returned
+	CodeBadRequest         Code = "bad_request"          // malformed JSON, wrong types, bad base64
+	CodeUnknownField       Code = "unknown_field"        // a JSON field the endpoint does not take
+	CodeInvalidArgument    Code = "invalid_argument"     // well-formed but unacceptable value
+	CodeInvalidEKB         Code = "invalid_ekb"          // EKB malformed, tampered or not openable
+	CodeInvalidCSR         Code = "invalid_csr"          // CSR malformed or its signature is wrong
+	CodeInvalidCert        Code = "invalid_certificate"  // certificate malformed, foreign, expired
+	CodeInvalidCiphertext  Code = "invalid_ciphertext"   // not a dcaas ciphertext
+	CodeDecryptFailed      Code = "decryption_failed"    // wrong key, wrong AAD or modified ciphertext (one opaque error)
+	CodeInvalidSealedKey   Code = "invalid_sealed_key"   // a sealed_key that does not open in this sidecar
+	CodeWrongKeyType       Code = "wrong_key_type"       // the key's type does not support the operation
+	CodeTooLarge           Code = "request_too_large"    // body over the size limit
+	CodeUnauthenticated    Code = "unauthenticated"      // no or unknown client identity
+	CodeForbidden          Code = "forbidden"            // identity known, action not allowed
+	CodeWrongTenant        Code = "wrong_tenant"         // cross-tenant attempt
+	CodePolicyDenied       Code = "policy_denied"        // the key policy does not name the caller
+	CodeInvalidToken       Code = "invalid_token"        // enrollment token or grant unknown
+	CodeAttestationFailed  Code = "attestation_failed"   // TPM evidence refused
+	CodeRevoked            Code = "revoked"              // instance, certificate or key revoked
+	CodeNotFound           Code = "not_found"            // unknown id
+	CodeMethodNotAllowed   Code = "method_not_allowed"   // path exists, method does not
+	CodeConflict           Code = "conflict"             // already exists, stale version
+	CodeAlreadyUsed        Code = "already_used"         // single-use token or grant used before
+	CodeExpired            Code = "expired"              // token, grant, nonce, lease expired (or a load's policy limits used up): reload
+	CodeUsageLimitExceeded Code = "usage_limit_exceeded" // a key version reached its safe number of encryptions: rotate the key
+	CodeUnavailable        Code = "unavailable"          // a dependency (store, seal, KMS) is down
+	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
 )
 
 var statusOf = map[Code]int{
@@ -67,8 +68,12 @@ var statusOf = map[Code]int{
 	CodeConflict:          http.StatusConflict,
 	CodeAlreadyUsed:       http.StatusConflict,
 	CodeExpired:           http.StatusGone,
-	CodeUnavailable:       http.StatusServiceUnavailable,
-	CodeInternal:          http.StatusInternalServerError,
+	// 403, not 429: the refusal is final for this key version. 429 invites
+	// the caller (and our SDK, and proxies) to back off and retry, and no
+	// retry ever succeeds; only a new key version does.
+	CodeUsageLimitExceeded: http.StatusForbidden,
+	CodeUnavailable:        http.StatusServiceUnavailable,
+	CodeInternal:           http.StatusInternalServerError,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

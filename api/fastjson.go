@@ -436,6 +436,10 @@ func (r *EncryptResponse) AppendJSON(dst []byte) []byte {
 	dst = appendString(dst, r.KeyID)
 	dst = append(dst, `,"key_version":`...)
 	dst = strconv.AppendInt(dst, int64(r.KeyVersion), 10)
+	if r.Warning != "" {
+		dst = append(dst, `,"warning":`...)
+		dst = appendString(dst, r.Warning)
+	}
 	return append(dst, '}')
 }
 
@@ -483,6 +487,10 @@ func (r *BatchResult) AppendJSON(dst []byte) []byte {
 	bytesField("mac", r.MAC)
 	bytesField("digest", r.Digest)
 	bytesField("random", r.Random)
+	if r.Warning != "" {
+		field("warning")
+		dst = appendString(dst, r.Warning)
+	}
 	if r.Error != nil {
 		field("error")
 		dst = append(dst, `{"code":`...)
@@ -518,6 +526,8 @@ func (r *EncryptResponse) UnmarshalFast(data []byte) bool {
 			l.str(&v.KeyID)
 		case "key_version":
 			l.int(&v.KeyVersion)
+		case "warning":
+			l.str(&v.Warning)
 		default:
 			return false
 		}
@@ -668,6 +678,8 @@ func (r *BatchResponse) UnmarshalFast(data []byte) bool {
 					l.bytes(&res.Digest)
 				case "random":
 					l.bytes(&res.Random)
+				case "warning":
+					l.str(&res.Warning)
 				default:
 					return false
 				}

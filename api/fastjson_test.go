@@ -99,12 +99,14 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 	cases := []any{
 		&EncryptResponse{Ciphertext: []byte{1, 2, 3}, KeyID: "key_a", KeyVersion: 7},
 		&EncryptResponse{KeyID: "k\"ey\u2028é"},
+		&EncryptResponse{KeyID: "k", Warning: "Rotation of key k is due."},
 		&DecryptResponse{Plaintext: []byte("hello")},
 		&DecryptResponse{Plaintext: []byte{}},
 		&DecryptResponse{},
 		&BatchResponse{Results: []BatchResult{
 			{Ciphertext: []byte{9}, KeyID: "k", KeyVersion: 1},
 			{Valid: &valid},
+			{Ciphertext: []byte{8}, KeyID: "k", KeyVersion: 2, Warning: "rotate"},
 			{Error: &Error{Code: CodeNotFound, Message: "Key \"x\" <not> loaded.\n"}},
 			{},
 			{MAC: []byte{1}, Digest: []byte{2}, Random: []byte{3}, Signature: []byte{4}, Plaintext: []byte{5}},

@@ -47,6 +47,23 @@ type AppCredentials struct {
 // policy allows its owner every action and nobody else.
 type Policy struct {
 	Rules []PolicyRule `json:"rules"`
+	// Limits, if set, bound each load of the key into a sidecar (like the
+	// data-key caches of the AWS Encryption SDK). A sidecar refuses the
+	// key with "expired" once a limit is reached; the custodian reloads it.
+	Limits *UsageLimits `json:"limits,omitempty"`
+}
+
+// UsageLimits bound one load of a key into a sidecar. Zero means no limit.
+type UsageLimits struct {
+	// MaxLeaseSeconds caps the lease: the load ends this long after it
+	// began, whatever renewals say.
+	MaxLeaseSeconds int64 `json:"max_lease_seconds,omitempty"`
+	// MaxOperations caps the operations that protect new data (encrypt,
+	// sign, mac) per load. Decryption and verification are not counted,
+	// so data stays readable until the lease ends.
+	MaxOperations int64 `json:"max_operations,omitempty"`
+	// MaxBytes caps the input bytes of those operations per load.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
 }
 
 // PolicyRule names principals (RFC 4514 DNs, "*" wildcards allowed) and the
@@ -71,6 +88,9 @@ type KeyMetadata struct {
 	Policy     *Policy           `json:"policy,omitempty"`
 	Retained   bool              `json:"retained,omitempty"`
 	Exportable bool              `json:"exportable,omitempty"`
+	// RotationPeriodSeconds is how long a version stays current before
+	// rotation is due (0: no automatic rotation).
+	RotationPeriodSeconds int64 `json:"rotation_period_seconds,omitempty"`
 	// PublicKeyPEM is the public half of a signing key (never secret).
 	PublicKeyPEM string `json:"public_key_pem,omitempty"`
 }
@@ -86,6 +106,11 @@ type CreateDataKeyRequest struct {
 	// Exportable lets the owner export the key wrapped to an outside
 	// public key (POST /v1/datakeys/export). It is bound into the EKB.
 	Exportable bool `json:"exportable,omitempty"`
+	// RotationPeriodSeconds makes rotation due this long after each
+	// version is created (0: never; otherwise at least one hour). It is
+	// bound into the EKB. The KMS rotates retained keys itself when they
+	// are next used; for other keys it reports rotation_due and warns.
+	RotationPeriodSeconds int64 `json:"rotation_period_seconds,omitempty"`
 }
 
 // DataKey is the answer to data-key creation and to a new version.
@@ -185,11 +210,18 @@ type WrappedKey struct {
 	Version  int         `json:"version"`
 	Wrapped  []byte      `json:"wrapped"`
 	Metadata KeyMetadata `json:"metadata"`
+	// Encryptions is how many encryptions the KMS knows this version has
+	// made (central path and sidecar reports); the sidecar counts on from
+	// it toward the version's safe limit.
+	Encryptions int64 `json:"encryptions,omitempty"`
 }
 
 // WrappedKeys is the answer to rewrap, load and derive.
 type WrappedKeys struct {
 	Keys []WrappedKey `json:"keys"`
+	// Warnings are sentences for the custodian about the released keys,
+	// e.g. that a key's rotation is due.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // AuditRecord is one entry of the hash-chained audit log. It never holds a
@@ -259,6 +291,76 @@ type RevocationFeed struct {
 	Cursor    string   `json:"cursor"`
 	Instances []string `json:"instances"`
 	Keys      []string `json:"keys"`
+	// KeyVersions are keys whose min_decryption_version was raised: the
+	// sidecar evicts their versions below it.
+	KeyVersions []KeyVersionFloor `json:"key_versions,omitempty"`
+}
+
+// KeyVersionFloor is a key's minimum decryption version: versions below
+// it are retired.
+type KeyVersionFloor struct {
+	KeyID                string `json:"key_id"`
+	MinDecryptionVersion int    `json:"min_decryption_version"`
+}
+
+// MinDecryptionVersionRequest is the body of POST
+// /v1/datakeys/{key_id}/min-decryption-version: retire every version below
+// Version (1 ≤ Version ≤ the current version; it never goes down).
+type MinDecryptionVersionRequest struct {
+	Version int `json:"version"`
+}
+
+// DataKeyInfo is the KMS's registry view of a data key (GET
+// /v1/datakeys/{key_id}); it never holds key material.
+type DataKeyInfo struct {
+	KeyID                 string    `json:"key_id"`
+	Type                  KeyType   `json:"type"`
+	Owner                 string    `json:"owner"`
+	Retained              bool      `json:"retained"`
+	CreatedAt             time.Time `json:"created_at"`
+	CurrentVersion        int       `json:"current_version"`
+	MinDecryptionVersion  int       `json:"min_decryption_version"`
+	RotationPeriodSeconds int64     `json:"rotation_period_seconds,omitempty"`
+	// RotationDue is true when the current version is older than the
+	// rotation period, or has made three quarters of its safe number of
+	// encryptions (EncryptionLimit).
+	RotationDue bool `json:"rotation_due"`
+	Disabled    bool `json:"disabled"`
+	// EncryptionLimit is the safe number of encryptions per version
+	// (AES-GCM keys only; 0 for other types).
+	EncryptionLimit int64                `json:"encryption_limit,omitempty"`
+	Versions        []DataKeyVersionInfo `json:"versions"`
+}
+
+// DataKeyVersionInfo is one version in DataKeyInfo.
+type DataKeyVersionInfo struct {
+	Version   int       `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	// Encryptions and Bytes count what the version encrypted, on the
+	// central path and as sidecars reported it.
+	Encryptions int64 `json:"encryptions"`
+	Bytes       int64 `json:"bytes"`
+	Retired     bool  `json:"retired"`
+}
+
+// UsageReport is the body of POST /v1/usage: a sidecar's encryption
+// counts since its last report.
+type UsageReport struct {
+	Counts []UsageCount `json:"counts"`
+}
+
+// UsageCount is what one key version encrypted.
+type UsageCount struct {
+	KeyID       string `json:"key_id"`
+	Version     int    `json:"version"`
+	Encryptions int64  `json:"encryptions"`
+	Bytes       int64  `json:"bytes"`
+}
+
+// UsageAccepted answers POST /v1/usage: how many counts were added (counts
+// for keys the KMS does not register, like seed-derived keys, are not).
+type UsageAccepted struct {
+	Accepted int `json:"accepted"`
 }
 
 // Disabled answers DELETE /v1/datakeys/{key_id}.

@@ -24,6 +24,9 @@ type EncryptResponse struct {
 	Ciphertext []byte `json:"ciphertext"`
 	KeyID      string `json:"key_id"`
 	KeyVersion int    `json:"key_version"`
+	// Warning is a sentence about the key for the caller, e.g. that its
+	// rotation is due.
+	Warning string `json:"warning,omitempty"`
 }
 
 // DecryptRequest is the body of POST /v1/crypto/decrypt.
@@ -48,6 +51,7 @@ type SignRequest struct {
 type SignResponse struct {
 	Signature  []byte `json:"signature"`
 	KeyVersion int    `json:"key_version,omitempty"`
+	Warning    string `json:"warning,omitempty"` // as in EncryptResponse
 }
 
 // VerifyRequest is the body of POST /v1/crypto/verify.
@@ -73,6 +77,7 @@ type MACRequest struct {
 type MACResponse struct {
 	MAC        []byte `json:"mac"`
 	KeyVersion int    `json:"key_version,omitempty"`
+	Warning    string `json:"warning,omitempty"` // as in EncryptResponse
 }
 
 // MACVerifyRequest is the body of POST /v1/crypto/mac/verify.
@@ -161,6 +166,7 @@ type BatchResult struct {
 	MAC        []byte `json:"mac,omitempty"`
 	Digest     []byte `json:"digest,omitempty"`
 	Random     []byte `json:"random,omitempty"`
+	Warning    string `json:"warning,omitempty"`
 	Error      *Error `json:"error,omitempty"`
 }
 

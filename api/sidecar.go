@@ -42,6 +42,9 @@ type SidecarLoadRequest struct {
 type LoadedKey struct {
 	KeyMetadata
 	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
+	// Encryptions is the version's encryption count as this sidecar knows
+	// it: the KMS's count when it was loaded plus this sidecar's since.
+	Encryptions int64 `json:"encryptions,omitempty"`
 }
 
 // LoadedKeys is the body of GET /v1/keys.

@@ -12,6 +12,7 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/format"
+	"github.com/dcaas/dcaas/internal/keyring"
 	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -95,10 +96,16 @@ func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, e
 		return nil, api.Errorf(api.CodeInvalidArgument, "key_ids must name at least one loaded key.")
 	}
 	out := make([]api.SealedKey, 0, len(keyIDs))
+	known := make([]int64, 0, len(keyIDs)) // the KMS's count of each sealed version
+	vers := make([]int, 0, len(keyIDs))
 	for _, id := range keyIDs {
 		md, material, until, err := s.ring.Current(id)
 		if err != nil {
 			return nil, err
+		}
+		if l := policy.Limits(md.Policy); l.MaxOperations > 0 || l.MaxBytes > 0 {
+			material.Wipe()
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", id)
 		}
 		blob, err := s.sealOne(ctx, md, material, until)
 		material.Wipe()
@@ -106,9 +113,16 @@ func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, e
 			return nil, err
 		}
 		out = append(out, api.SealedKey{KeyID: id, SealedKey: blob})
+		known = append(known, s.ring.Reported(id, md.Version))
+		vers = append(vers, md.Version)
 	}
-	for _, id := range keyIDs {
+	for i, id := range keyIDs {
 		s.ring.Evict(id)
+		// The sealed version keeps counting toward its safe limit from
+		// what the KMS knew (unreported counts survive eviction).
+		if known[i] > 0 {
+			s.ring.SetReported(id, vers[i], known[i])
+		}
 	}
 	return out, nil
 }
@@ -151,6 +165,9 @@ func (s *Sidecar) openSealed(ctx context.Context, ref api.KeyRef, version int, a
 	if _, revoked := s.revokedKeys.Load(md.KeyID); revoked {
 		return nil, nil, api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS.", md.KeyID)
 	}
+	if floor := s.ring.MinVersion(md.KeyID); md.Version < floor {
+		return nil, nil, api.Errorf(api.CodeRevoked, "Version %d of key %s is retired: its minimum decryption version is %d.", md.Version, md.KeyID, floor)
+	}
 	switch {
 	case ref.KeyID != "" && ref.KeyID != md.KeyID:
 		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The sealed_key is key %s, not %s.", md.KeyID, ref.KeyID)
@@ -167,12 +184,20 @@ func (s *Sidecar) openSealed(ctx context.Context, ref api.KeyRef, version int, a
 	if err != nil {
 		return nil, nil, err
 	}
-	return key, wipeOnRelease{key}, nil
+	return key, &sealedHandle{k: key, ring: s.ring, md: md}, nil
 }
 
-type wipeOnRelease struct{ k *kcrypto.Key }
+// sealedHandle releases a key opened from a sealed blob (it wipes it) and
+// counts its encryptions toward the version's safe limit like a loaded
+// key's (implements ops.Meter).
+type sealedHandle struct {
+	k    *kcrypto.Key
+	ring *keyring.Ring
+	md   api.KeyMetadata
+}
 
-func (w wipeOnRelease) Release() { w.k.Wipe() }
+func (h *sealedHandle) Release()           { h.k.Wipe() }
+func (h *sealedHandle) Charge(n int) error { return h.ring.ChargeSealed(&h.md, n) }
 
 // poll reads the revocation feed: it evicts revoked keys, stops serving if
 // this instance was revoked, and renews leases when the KMS answered.
@@ -207,8 +232,35 @@ func (s *Sidecar) poll() {
 			s.log.Info("key revoked by the KMS: evicted", "key", id)
 		}
 	}
+	for _, kv := range feed.KeyVersions {
+		// Sealed blobs of the retired versions stop working too.
+		if n := s.ring.Retire(kv.KeyID, kv.MinDecryptionVersion); n > 0 {
+			s.audit.Record("kms", "keys.retired", kv.KeyID, "evicted", "")
+			s.log.Info("key versions retired by the KMS: evicted", "key", kv.KeyID, "min_decryption_version", kv.MinDecryptionVersion, "evicted", n)
+		}
+	}
 	s.cursor = feed.Cursor
 	s.ring.RenewAll(s.cfg.Now().Add(s.cfg.LeaseTTL))
+	s.reportUsage(ctx)
+}
+
+// reportUsage sends the KMS the encryption counts it has not heard of yet
+// (POST /v1/usage), so its per-version totals include this sidecar's. A
+// failed report is retried at the next poll; one whose answer was lost is
+// counted twice, which errs on the safe side.
+func (s *Sidecar) reportUsage(ctx context.Context) {
+	counts := s.ring.Unreported()
+	if len(counts) == 0 {
+		return
+	}
+	var out api.UsageAccepted
+	if err := s.kmsDo(ctx, http.MethodPost, "/v1/usage", api.UsageReport{Counts: counts}, &out); err != nil {
+		if api.CodeOf(err) != api.CodeUnavailable {
+			s.log.Warn("usage report refused", "err", err)
+		}
+		return
+	}
+	s.ring.MarkReported(counts)
 }
 
 // selfRevoke stops serving for good: every key is wiped and every

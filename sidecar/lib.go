@@ -55,6 +55,9 @@ func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]
 		if !policy.Releasable(md.Policy, md.Owner, s.enrolled.CustodianDN) {
 			return nil, api.Errorf(api.CodePolicyDenied, "Key %s: its policy does not name this sidecar's custodian.", md.KeyID)
 		}
+		if floor := s.ring.MinVersion(md.KeyID); md.Version < floor {
+			return nil, api.Errorf(api.CodeRevoked, "Key %s: version %d is retired (its minimum decryption version is %d).", md.KeyID, md.Version, floor)
+		}
 		aad, err := format.MetadataAAD(&md)
 		if err != nil {
 			return nil, err
@@ -63,7 +66,7 @@ func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]
 		if err != nil {
 			return nil, api.Errorf(api.CodeDecryptFailed, "Key %s does not unwrap: it was not sealed to this sidecar, or it or its metadata was modified.", md.KeyID)
 		}
-		mats = append(mats, pending{md: md, material: dek})
+		mats = append(mats, pending{md: md, material: dek, encryptions: k.Encryptions})
 		// Check the key is usable before anything is loaded.
 		if md.Version < 1 || md.Version > math.MaxUint32 {
 			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s: version %d is out of range.", md.KeyID, md.Version)
@@ -76,6 +79,7 @@ func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]
 	}
 	ids := make([]string, 0, len(mats))
 	for i, p := range mats {
+		s.ring.SetReported(p.md.KeyID, p.md.Version, p.encryptions)
 		if err := s.ring.Put(p.md, p.material, lease); err != nil {
 			for _, q := range mats[:i] { // all or nothing
 				s.ring.Evict(q.md.KeyID)
@@ -158,8 +162,9 @@ func (s *Sidecar) Batch(ctx context.Context, req *api.BatchRequest) (*api.BatchR
 
 // pending is an unwrapped key waiting to enter the keyring.
 type pending struct {
-	md       api.KeyMetadata
-	material *secret.Bytes
+	md          api.KeyMetadata
+	material    *secret.Bytes
+	encryptions int64 // what the KMS counted for the version
 }
 
 var errRevoked = api.Errorf(api.CodeRevoked, "This sidecar instance has been revoked by the KMS; it serves nothing.")
@@ -207,6 +212,9 @@ func (s *Sidecar) EncryptAppend(dst []byte, keyID string, plaintext, aad []byte)
 		return dst, err
 	}
 	defer h.Release()
+	if err := h.Charge(len(plaintext)); err != nil {
+		return dst, err
+	}
 	return h.Key.Encrypt(dst, plaintext, aad)
 }
 

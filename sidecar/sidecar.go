@@ -69,9 +69,16 @@ type Config struct {
 	// key's expiry).
 	LeaseTTL time.Duration
 	// HealthInterval is how often the sidecar polls the KMS's revocation
-	// feed, renewing leases when it succeeds (default 10 s). A revoked
-	// instance stops serving within one interval.
+	// feed, renewing leases and reporting its encryption counts when it
+	// succeeds (default 10 s). A revoked instance stops serving within one
+	// interval.
 	HealthInterval time.Duration
+	// MaxEncryptions is the safe number of encryptions per AES-GCM key
+	// version (default ops.DefaultMaxEncryptions, 2^32, NIST SP 800-38D
+	// §8.3). The sidecar counts on from the KMS's count when a key is
+	// loaded and refuses with usage_limit_exceeded past it; set the KMS's
+	// kms.Config.MaxEncryptions to the same value.
+	MaxEncryptions int64
 	// Logger (default slog.Default()), Registerer for metrics (default a
 	// private registry), Now (default time.Now).
 	Logger *slog.Logger
@@ -168,7 +175,7 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 		s.audit.Close()
 		return nil, err
 	}
-	s.ring = keyring.New(s.enc, keyring.Config{BoundDN: s.enrolled.CustodianDN, Now: cfg.Now})
+	s.ring = keyring.New(s.enc, keyring.Config{BoundDN: s.enrolled.CustodianDN, Now: cfg.Now, MaxEncryptions: cfg.MaxEncryptions})
 	s.engine = &ops.Engine{R: resolver{s}}
 	s.metrics = newMetrics(cfg.Reg, s)
 	s.router = httpapi.NewRouter(s.log, httpapi.NewMetrics(cfg.Reg, "dcaas_sidecar"))
@@ -260,13 +267,19 @@ func (s *Sidecar) CustodianDN() string { return s.enrolled.CustodianDN }
 // rewrap so keys are sealed to this sidecar.
 func (s *Sidecar) WrappingCertificatePEM() string { return s.enrolled.WrappingCertPEM }
 
-// Close stops background work, wipes every loaded key and, if the sidecar
-// created its enclave, closes it.
+// Close stops background work, reports the encryption counts the KMS has
+// not heard of yet (best effort, briefly), wipes every loaded key and, if
+// the sidecar created its enclave, closes it.
 func (s *Sidecar) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		if !s.revoked.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s.reportUsage(ctx)
+			cancel()
+		}
 		s.ring.Close()
 		s.kms.HTTP.CloseIdleConnections()
 		err = s.audit.Close()

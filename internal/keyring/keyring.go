@@ -6,6 +6,11 @@
 // An operation Acquires a Handle, which builds the key's operation handle
 // on first use and shares it while the key is busy; a key idle for longer
 // than Config.IdleTTL loses its handle again, and eviction wipes both.
+//
+// The ring also enforces usage limits (usage.go): every AES-GCM key version
+// counts its encryptions toward a safe limit (Config.MaxEncryptions), a
+// key's policy may cap each load's lease age, operations and bytes, and a
+// key's minimum decryption version retires the versions below it.
 package keyring
 
 import (
@@ -20,6 +25,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/secret"
 )
@@ -34,6 +40,11 @@ type Config struct {
 	// IdleTTL is how long an unused key keeps its operation handle before
 	// only the enclave-protected material remains (default 1 minute).
 	IdleTTL time.Duration
+	// MaxEncryptions is the safe number of encryptions per AES-GCM key
+	// version, counted from what the KMS reported when the version was
+	// loaded (SetReported) plus this ring's own (default
+	// ops.DefaultMaxEncryptions).
+	MaxEncryptions int64
 }
 
 // Ring is the set of loaded keys. It is safe for concurrent use.
@@ -42,10 +53,13 @@ type Ring struct {
 	bound   string
 	now     func() time.Time
 	idleTTL time.Duration
+	maxEnc  int64
 
-	mu   sync.Mutex   // serializes writers; readers use keys lock-free
-	keys sync.Map     // key id → *versions
-	n    atomic.Int64 // loaded key versions
+	mu     sync.Mutex   // serializes writers; readers use keys lock-free
+	keys   sync.Map     // key id → *versions
+	n      atomic.Int64 // loaded key versions
+	usage  sync.Map     // verKey → *usage: encryption counts, kept across loads
+	floors sync.Map     // key id → int: minimum decryption version
 }
 
 // versions is immutable once published in keys: writers replace it whole,
@@ -74,6 +88,16 @@ type entry struct {
 	lastUse atomic.Int64 // unix nanos
 	dead    atomic.Bool
 	leaseNs atomic.Int64 // lease end, unix nanos (0 = none)
+
+	// Usage accounting (usage.go).
+	use      *usage // the version's encryption count
+	limited  bool   // AES-GCM: encryptions count toward maxEnc
+	maxEnc   int64
+	maxOps   int64        // policy limits.max_operations (0: none)
+	maxBytes int64        // policy limits.max_bytes (0: none)
+	leaseCap int64        // load time + limits.max_lease_seconds, unix nanos (0: none)
+	ops      atomic.Int64 // operations charged in this load
+	bytes    atomic.Int64 // bytes charged in this load
 }
 
 // hot is a shared operation handle with a reference count; the ring holds
@@ -82,6 +106,7 @@ type entry struct {
 type hot struct {
 	key  *kcrypto.Key
 	refs atomic.Int64
+	e    *entry
 }
 
 func (h *hot) release() {
@@ -111,14 +136,20 @@ func New(enc enclave.Enclave, cfg Config) *Ring {
 	if cfg.IdleTTL <= 0 {
 		cfg.IdleTTL = time.Minute
 	}
-	return &Ring{enc: enc, bound: cfg.BoundDN, now: cfg.Now, idleTTL: cfg.IdleTTL}
+	if cfg.MaxEncryptions <= 0 {
+		cfg.MaxEncryptions = ops.DefaultMaxEncryptions
+	}
+	return &Ring{enc: enc, bound: cfg.BoundDN, now: cfg.Now, idleTTL: cfg.IdleTTL, maxEnc: cfg.MaxEncryptions}
 }
 
 var allActions = []api.Action{api.ActionEncrypt, api.ActionDecrypt, api.ActionSign, api.ActionVerify, api.ActionMAC}
 
 // Put loads one key version, taking ownership of material (it is wiped
 // here). leaseUntil bounds how long the key may be used (zero: until the
-// key's expiry, if any). A version already loaded is replaced.
+// key's expiry, if any; never past the policy's limits.max_lease_seconds
+// from now). A version already loaded is replaced, and its load's policy
+// counts start again. A retired version (below the key's minimum
+// decryption version, see Retire) is refused.
 func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.Time) error {
 	defer material.Wipe()
 	if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
@@ -136,6 +167,10 @@ func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.T
 		return err
 	}
 	e := &entry{md: md, prot: prot}
+	e.setLimits(r, r.now())
+	if e.leaseCap != 0 && (leaseUntil.IsZero() || e.leaseCap < leaseUntil.UnixNano()) {
+		leaseUntil = time.Unix(0, e.leaseCap)
+	}
 	for _, a := range allActions {
 		if policy.Allows(md.Policy, md.Owner, r.bound, a) {
 			e.allowed |= actionBit(a)
@@ -149,6 +184,12 @@ func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.T
 	}
 
 	r.mu.Lock()
+	if floor := r.MinVersion(md.KeyID); md.Version < floor {
+		r.mu.Unlock()
+		prot.Destroy()
+		return errRetired(md.KeyID, md.Version, floor)
+	}
+	e.use = r.usageOf(md.KeyID, md.Version) // under mu: Evict drops idle counts
 	next := &versions{byVer: map[int]*entry{}}
 	var old *entry
 	if vs := r.load(md.KeyID); vs != nil {
@@ -206,6 +247,16 @@ func (h Handle) Releaser() interface{ Release() } { return h.h }
 // Release drops one reference (implements the engine's release contract).
 func (h *hot) Release() { h.release() }
 
+// Charge accounts for one operation on n bytes before it is performed
+// (implements ops.Meter); see entry.charge.
+func (h *hot) Charge(n int) error { return h.e.charge(n) }
+
+// Charge accounts for one operation on n bytes with the handle's key
+// before it is performed, for callers that use Key directly: call it
+// before every encryption, signature or MAC, and do not perform the
+// operation when it fails.
+func (h Handle) Charge(n int) error { return h.h.Charge(n) }
+
 // Acquire returns the handle of keyID at version (0: the newest loaded
 // version) for action, checking the policy and the lease.
 func (r *Ring) Acquire(keyID string, version int, action api.Action) (Handle, error) {
@@ -218,6 +269,9 @@ func (r *Ring) Acquire(keyID string, version int, action api.Action) (Handle, er
 		e = vs.byVer[version]
 	}
 	if e == nil {
+		if floor := r.MinVersion(keyID); version > 0 && version < floor {
+			return Handle{}, errRetired(keyID, version, floor)
+		}
 		if vs != nil {
 			return Handle{}, api.Errorf(api.CodeNotFound, "Version %d of key %s is not loaded in this sidecar.", version, keyID)
 		}
@@ -228,6 +282,9 @@ func (r *Ring) Acquire(keyID string, version int, action api.Action) (Handle, er
 	}
 	now := r.now().UnixNano()
 	if l := e.leaseNs.Load(); l != 0 && now >= l {
+		if e.leaseCap != 0 && l >= e.leaseCap {
+			return Handle{}, api.Errorf(api.CodeExpired, "Key %s has been loaded for the %d seconds its policy allows per load (limits.max_lease_seconds); reload it from the KMS.", keyID, policy.Limits(e.md.Policy).MaxLeaseSeconds)
+		}
 		return Handle{}, api.Errorf(api.CodeExpired, "The lease of key %s has run out; reload it from the KMS.", keyID)
 	}
 	// Coarse last-use tracking: a shared cache line written once a second,
@@ -279,7 +336,7 @@ func (e *entry) acquire() (*hot, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &hot{key: k}
+	h := &hot{key: k, e: e}
 	h.refs.Store(2) // the cache's reference and the caller's
 	e.hot.Store(h)
 	return h, nil
@@ -293,6 +350,9 @@ func (r *Ring) Evict(keyID string) bool {
 	r.keys.Delete(keyID)
 	if vs != nil {
 		r.n.Add(-int64(len(vs.byVer)))
+		for v := range vs.byVer {
+			r.dropUsage(keyID, v)
+		}
 	}
 	r.mu.Unlock()
 	if vs == nil {
@@ -315,6 +375,9 @@ func (r *Ring) Renew(keyID string, until time.Time) {
 			u := until
 			if e.md.ExpiresAt != nil && e.md.ExpiresAt.Before(u) {
 				u = *e.md.ExpiresAt
+			}
+			if e.leaseCap != 0 && e.leaseCap < u.UnixNano() {
+				u = time.Unix(0, e.leaseCap)
 			}
 			e.leaseNs.Store(u.UnixNano())
 		}
@@ -372,7 +435,7 @@ func (r *Ring) IDs() []string {
 func (r *Ring) List() []api.LoadedKey {
 	out := make([]api.LoadedKey, 0, r.n.Load())
 	r.each(func(e *entry) {
-		lk := api.LoadedKey{KeyMetadata: cloneMetadata(e.md)}
+		lk := api.LoadedKey{KeyMetadata: cloneMetadata(e.md), Encryptions: e.use.total()}
 		if l := e.leaseNs.Load(); l != 0 {
 			t := time.Unix(0, l).UTC()
 			lk.LeaseExpiresAt = &t
@@ -436,6 +499,10 @@ func cloneMetadata(md api.KeyMetadata) api.KeyMetadata {
 		p := api.Policy{Rules: make([]api.PolicyRule, len(md.Policy.Rules))}
 		for i, r := range md.Policy.Rules {
 			p.Rules[i] = api.PolicyRule{Principals: slices.Clone(r.Principals), Actions: slices.Clone(r.Actions)}
+		}
+		if md.Policy.Limits != nil {
+			l := *md.Policy.Limits
+			p.Limits = &l
 		}
 		md.Policy = &p
 	}

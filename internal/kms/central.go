@@ -22,9 +22,25 @@ import (
 type centralResolver struct{ k *KMS }
 
 // keyHandle is a key opened for one central operation; Release wipes it.
-type keyHandle struct{ key *kcrypto.Key }
+// It counts the request's encryptions (ops.Meter) and carries the key's
+// rotation warning (ops.Warner).
+type keyHandle struct {
+	key     *kcrypto.Key
+	c       *call
+	limit   int64 // safe encryptions of the version; 0: not counted
+	stored  int64 // the version's registry count when acquired
+	warning string
+}
 
-func (h keyHandle) Release() { h.key.Wipe() }
+func (h *keyHandle) Release()        { h.key.Wipe() }
+func (h *keyHandle) Warning() string { return h.warning }
+
+func (h *keyHandle) Charge(n int) error {
+	if h.limit == 0 {
+		return nil
+	}
+	return h.c.usage.charge(h.key.KeyID(), int(h.key.Version()), h.stored, h.limit, n)
+}
 
 func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, ops.Releaser, error) {
 	c, _ := ctx.Value(ctxKey{}).(*call)
@@ -45,6 +61,11 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 			return nil, nil, storeErr(err, "key")
 		}
 		if version == 0 {
+			// The current version is asked for: a retained key whose
+			// rotation is due is rotated first (the KMS holds its EKBs).
+			if key, err = k.rotateIfDue(ctx, key); err != nil {
+				return nil, nil, err
+			}
 			version = key.CurrentVersion
 		}
 		v, err := k.st.GetKeyVersion(ctx, ref.KeyID, version)
@@ -68,17 +89,30 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 	if version != 0 && version != o.md.Version {
 		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The EKB is version %d of key %s; the ciphertext needs version %d.", o.md.Version, o.md.KeyID, version)
 	}
-	if _, err := k.checkUsable(ctx, &o.md); err != nil {
+	reg, err := k.checkUsable(ctx, &o.md)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := k.checkVersion(ctx, reg, o.md.Version)
+	if err != nil {
 		return nil, nil, err
 	}
 	if !policy.Allows(o.md.Policy, o.md.Owner, who.DN, action) {
 		return nil, nil, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", o.md.KeyID, action, who.DN)
 	}
-	key, err := kcrypto.NewKey(o.md.Type, o.md.KeyID, uint32(o.md.Version), o.material)
-	if err != nil {
+	h := &keyHandle{c: c, stored: v.Encryptions}
+	if usageLimited(reg.Type) {
+		h.limit = k.cfg.MaxEncryptions
+	}
+	if v.Version == reg.CurrentVersion {
+		if why := k.rotationDue(reg, v); why != "" {
+			h.warning = rotationWarning(reg.KeyID, why)
+		}
+	}
+	if h.key, err = kcrypto.NewKey(o.md.Type, o.md.KeyID, uint32(o.md.Version), o.material); err != nil {
 		return nil, nil, err
 	}
-	return key, keyHandle{key}, nil
+	return h.key, h, nil
 }
 
 // centralRoutes mounts the operation engine on the KMS for custodians.
@@ -91,7 +125,12 @@ func (k *KMS) centralRoutes() {
 		}
 		serve := rt.Serve
 		k.handle(rt.Pattern, rt.Name, []api.Role{api.RoleCustodian}, limit, func(ctx context.Context, c *call) (any, error) {
-			return serve(context.WithValue(ctx, ctxKey{}, c), c.decode)
+			c.usage = &centralUsage{}
+			resp, err := serve(context.WithValue(ctx, ctxKey{}, c), c.decode)
+			if ferr := k.flushUsage(ctx, c); ferr != nil {
+				return nil, ferr
+			}
+			return resp, err
 		})
 	}
 }
@@ -128,6 +167,10 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 			feed.Instances = append(feed.Instances, e.Subject)
 		case store.RevocationKey:
 			feed.Keys = append(feed.Keys, e.Subject)
+		case store.RevocationKeyVersion:
+			if f, ok := parseFloor(e.Subject); ok {
+				feed.KeyVersions = append(feed.KeyVersions, f)
+			}
 		}
 		after = e.Seq
 	}

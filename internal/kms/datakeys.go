@@ -17,11 +17,14 @@ import (
 )
 
 const (
-	maxLabels      = 32
-	maxLabelLen    = 256
-	maxPurposeLen  = 256
-	keyIDPrefix    = "key_"
-	instancePrefix = "ins_"
+	maxLabels     = 32
+	maxLabelLen   = 256
+	maxPurposeLen = 256
+	keyIDPrefix   = "key_"
+	// Bounds of rotation_period_seconds (0 is none).
+	minRotationPeriod = time.Hour
+	maxRotationPeriod = 100 * 365 * 24 * time.Hour
+	instancePrefix    = "ins_"
 )
 
 func pemCert(der []byte) string {
@@ -63,7 +66,8 @@ func (k *KMS) storeNewKey(ctx context.Context, tenant string, md *api.KeyMetadat
 	if err != nil {
 		return nil, err
 	}
-	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: retain, CreatedAt: md.CreatedAt}
+	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: retain, CreatedAt: md.CreatedAt,
+		RotationPeriod: time.Duration(md.RotationPeriodSeconds) * time.Second}
 	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt}
 	if retain {
 		v.EKB = ekb
@@ -87,6 +91,10 @@ func (k *KMS) newMetadata(who *caller, req api.CreateDataKeyRequest, now time.Ti
 	}
 	if req.ExpiresAt != nil && !req.ExpiresAt.After(now) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "expires_at must be in the future.")
+	}
+	if p := req.RotationPeriodSeconds; p != 0 && (p < int64(minRotationPeriod/time.Second) || p > int64(maxRotationPeriod/time.Second)) {
+		return nil, api.Errorf(api.CodeInvalidArgument, "rotation_period_seconds must be 0 (no automatic rotation) or between %d (an hour) and %d (a hundred years).",
+			int64(minRotationPeriod/time.Second), int64(maxRotationPeriod/time.Second))
 	}
 	if len(req.Purpose) > maxPurposeLen || !utf8.ValidString(req.Purpose) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "purpose must be valid UTF-8 of at most %d bytes.", maxPurposeLen)
@@ -118,6 +126,8 @@ func (k *KMS) newMetadata(who *caller, req api.CreateDataKeyRequest, now time.Ti
 		Policy:     pol,
 		Retained:   req.Retain,
 		Exportable: req.Exportable,
+
+		RotationPeriodSeconds: req.RotationPeriodSeconds,
 	}
 	if req.ExpiresAt != nil {
 		exp := req.ExpiresAt.UTC()
@@ -150,6 +160,9 @@ type openedKey struct {
 	ekb      *format.EKB
 	md       api.KeyMetadata
 	material *secret.Bytes
+
+	encryptions int64  // the version's registry count (release only)
+	warning     string // rotation warning for the custodian (release only)
 }
 
 // openEKB parses and opens an EKB presented by a caller of tenant. Any EKB
@@ -229,16 +242,28 @@ func (k *KMS) newKeyVersion(ctx context.Context, c *call) (any, error) {
 	if key.CurrentVersion != old.md.Version {
 		return nil, api.Errorf(api.CodeConflict, "The EKB is version %d but the current version is %d.", old.md.Version, key.CurrentVersion)
 	}
-	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
+	dk, err := k.addVersion(ctx, key, &old.md)
+	if err != nil {
+		return nil, err
+	}
+	return dk, nil
+}
+
+// addVersion generates the version after cur (the current version's
+// metadata) of key, seals it under the tenant's current master key and
+// registers it. store.ErrConflict (as an API conflict) means another
+// request added that version first.
+func (k *KMS) addVersion(ctx context.Context, key store.Key, cur *api.KeyMetadata) (*api.DataKey, error) {
+	t, err := k.st.GetTenant(ctx, key.Tenant)
 	if err != nil {
 		return nil, storeErr(err, "tenant")
 	}
-	material, err := kcrypto.GenerateKey(old.md.Type)
+	material, err := kcrypto.GenerateKey(cur.Type)
 	if err != nil {
 		return nil, err
 	}
 	defer material.Wipe()
-	md := old.md
+	md := *cur
 	md.Version++
 	md.CreatedAt = k.now()
 	md.PublicKeyPEM = ""
@@ -251,12 +276,12 @@ func (k *KMS) newKeyVersion(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := store.KeyVersion{KeyID: keyID, Version: md.Version, CreatedAt: md.CreatedAt}
+	v := store.KeyVersion{KeyID: md.KeyID, Version: md.Version, CreatedAt: md.CreatedAt}
 	if key.Retained {
 		v.EKB = ekb
 	}
 	if err := k.st.AddKeyVersion(ctx, v); err != nil {
 		return nil, storeErr(err, "key version")
 	}
-	return api.DataKey{KeyID: keyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM}, nil
+	return &api.DataKey{KeyID: md.KeyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM}, nil
 }

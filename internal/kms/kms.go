@@ -24,6 +24,7 @@ import (
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/httpapi"
+	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/seal"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
@@ -47,6 +48,11 @@ type Config struct {
 	BodyLimit       int64         // ordinary requests; default 1 MiB
 	BatchBodyLimit  int64         // batch requests (rewrap); default 32 MiB
 	MaxBatch        int           // keys per batch request; default 10,000
+	// MaxEncryptions is the safe number of encryptions per AES-GCM key
+	// version, summed over the central path and sidecar reports (default
+	// ops.DefaultMaxEncryptions, 2^32: NIST SP 800-38D §8.3). Sidecars
+	// should use the same value (sidecar.Config.MaxEncryptions).
+	MaxEncryptions int64
 	// Attestation enables TPM attestation enrollment (nil: tokens only).
 	Attestation *AttestationPolicy
 }
@@ -79,6 +85,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 10000
+	}
+	if c.MaxEncryptions <= 0 {
+		c.MaxEncryptions = ops.DefaultMaxEncryptions
 	}
 }
 
@@ -168,6 +177,8 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/keys/rewrap", "keys.rewrap", cust, k.cfg.BatchBodyLimit, k.rewrap)
 	k.handle("GET /v1/audit", "audit.read", admin, 0, k.readAudit)
 	k.handle("DELETE /v1/datakeys/{key_id}", "datakey.disable", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.disableKey)
+	k.handle("GET /v1/datakeys/{key_id}", "datakey.read", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.getDataKey)
+	k.handle("POST /v1/datakeys/{key_id}/min-decryption-version", "datakey.min_decryption_version", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.setMinDecryptionVersion)
 	k.handle("POST /v1/grants", "grant.create", cust, 0, k.createGrant)
 	k.handle("GET /v1/tenants/{tenant}/import-parameters", "datakey.import_parameters", cust, 0, k.importParameters)
 	k.handle("POST /v1/datakeys/import", "datakey.import", cust, 0, k.importKey)
@@ -176,6 +187,7 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/keys/load", "keys.load", side, k.cfg.BatchBodyLimit, k.loadKeys)
 	k.handle("POST /v1/keys/derive", "keys.derive", side, k.cfg.BatchBodyLimit, k.deriveKeys)
 	k.handle("GET /v1/revocations", "revocations.read", side, 0, k.revocations)
+	k.handle("POST /v1/usage", "usage.report", side, k.cfg.BatchBodyLimit, k.usageReport)
 	k.centralRoutes()
 }
 
@@ -201,9 +213,10 @@ type call struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	limit  int64
-	caller *caller // nil for anonymous routes
-	tenant string  // for the audit record
-	keyID  string  // for the audit record
+	caller *caller       // nil for anonymous routes
+	tenant string        // for the audit record
+	keyID  string        // for the audit record
+	usage  *centralUsage // central operations: what the request encrypted
 }
 
 // decode reads the request body strictly into v.

@@ -73,7 +73,8 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	return k.wrapTo(to, keys, "load")
 }
 
-// retainedEKBs returns every version of a retained key of tenant.
+// retainedEKBs returns every version of a retained key of tenant that is
+// not retired, rotating the key first if its rotation is due.
 func (k *KMS) retainedEKBs(ctx context.Context, tenant, keyID string) ([][]byte, error) {
 	key, err := k.st.GetKey(ctx, keyID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != tenant || !key.Retained)) {
@@ -82,13 +83,16 @@ func (k *KMS) retainedEKBs(ctx context.Context, tenant, keyID string) ([][]byte,
 	if err != nil {
 		return nil, storeErr(err, "key")
 	}
+	if key, err = k.rotateIfDue(ctx, key); err != nil {
+		return nil, err
+	}
 	vs, err := k.st.ListKeyVersions(ctx, keyID)
 	if err != nil {
 		return nil, storeErr(err, "key")
 	}
 	out := make([][]byte, 0, len(vs))
 	for _, v := range vs {
-		if len(v.EKB) > 0 {
+		if len(v.EKB) > 0 && v.Version >= key.MinDecryptionVersion {
 			out = append(out, v.EKB)
 		}
 	}

@@ -123,7 +123,7 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 		}
 		out = append(out, o)
 		c.keyID = o.md.KeyID
-		if _, err := k.checkUsable(ctx, &o.md); err != nil {
+		if err := k.checkReleasable(ctx, o); err != nil {
 			out.wipe()
 			return nil, prefixIndex(err, i, len(ekbs))
 		}
@@ -133,6 +133,26 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 		}
 	}
 	return out, nil
+}
+
+// checkReleasable checks the registry for a key about to be released: the
+// key is live, the version registered, not retired, and not the current
+// version past its safe limit. It notes the version's count and any
+// rotation warning in o.
+func (k *KMS) checkReleasable(ctx context.Context, o *openedKey) error {
+	key, err := k.checkUsable(ctx, &o.md)
+	if err != nil {
+		return err
+	}
+	v, err := k.checkVersion(ctx, key, o.md.Version)
+	if err != nil {
+		return err
+	}
+	if o.warning, err = k.checkRelease(key, v); err != nil {
+		return err
+	}
+	o.encryptions = v.Encryptions
+	return nil
 }
 
 // wrapTo seals every key to the recipient with one HPKE encapsulation.
@@ -156,7 +176,10 @@ func (k *KMS) wrapTo(to *recipient, keys releasable, flow string) (*api.WrappedK
 	k.mx.released.WithLabelValues(flow).Add(float64(len(keys)))
 	out := &api.WrappedKeys{Keys: make([]api.WrappedKey, len(keys))}
 	for i, o := range keys {
-		out.Keys[i] = api.WrappedKey{KeyID: o.md.KeyID, Version: o.md.Version, Wrapped: wrapped[i], Metadata: o.md}
+		out.Keys[i] = api.WrappedKey{KeyID: o.md.KeyID, Version: o.md.Version, Wrapped: wrapped[i], Metadata: o.md, Encryptions: o.encryptions}
+		if o.warning != "" {
+			out.Warnings = append(out.Warnings, o.warning)
+		}
 	}
 	return out, nil
 }

@@ -46,7 +46,7 @@ func (e *Engine) one(ctx context.Context, it *api.BatchItem) (api.BatchResult, e
 		if err != nil {
 			return api.BatchResult{}, err
 		}
-		return api.BatchResult{Ciphertext: r.Ciphertext, KeyID: r.KeyID, KeyVersion: r.KeyVersion}, nil
+		return api.BatchResult{Ciphertext: r.Ciphertext, KeyID: r.KeyID, KeyVersion: r.KeyVersion, Warning: r.Warning}, nil
 	case api.OpDecrypt:
 		r, err := e.Decrypt(ctx, &api.DecryptRequest{KeyRef: ref, Ciphertext: it.Ciphertext, AAD: it.AAD})
 		if err != nil {
@@ -58,7 +58,7 @@ func (e *Engine) one(ctx context.Context, it *api.BatchItem) (api.BatchResult, e
 		if err != nil {
 			return api.BatchResult{}, err
 		}
-		return api.BatchResult{Signature: r.Signature, KeyVersion: r.KeyVersion}, nil
+		return api.BatchResult{Signature: r.Signature, KeyVersion: r.KeyVersion, Warning: r.Warning}, nil
 	case api.OpVerify:
 		r, err := e.Verify(ctx, &api.VerifyRequest{KeyRef: ref, Message: it.Message, Signature: it.Signature, KeyVersion: it.KeyVersion})
 		if err != nil {
@@ -70,7 +70,7 @@ func (e *Engine) one(ctx context.Context, it *api.BatchItem) (api.BatchResult, e
 		if err != nil {
 			return api.BatchResult{}, err
 		}
-		return api.BatchResult{MAC: r.MAC, KeyVersion: r.KeyVersion}, nil
+		return api.BatchResult{MAC: r.MAC, KeyVersion: r.KeyVersion, Warning: r.Warning}, nil
 	case api.OpMACVerify:
 		r, err := e.MACVerify(ctx, &api.MACVerifyRequest{KeyRef: ref, Message: it.Message, MAC: it.MAC, KeyVersion: it.KeyVersion})
 		if err != nil {
@@ -94,7 +94,7 @@ func (e *Engine) one(ctx context.Context, it *api.BatchItem) (api.BatchResult, e
 		if err != nil {
 			return api.BatchResult{}, err
 		}
-		return api.BatchResult{Ciphertext: r.Ciphertext, KeyID: r.KeyID, KeyVersion: r.KeyVersion}, nil
+		return api.BatchResult{Ciphertext: r.Ciphertext, KeyID: r.KeyID, KeyVersion: r.KeyVersion, Warning: r.Warning}, nil
 	case "":
 		return api.BatchResult{}, api.Errorf(api.CodeInvalidArgument, "Each batch item needs an op.")
 	}

@@ -38,6 +38,52 @@ func release(r Releaser) {
 	}
 }
 
+// Meter is an optional capability of a Releaser: usage accounting. The
+// engine calls Charge with the input size before the key encrypts, signs
+// or MACs; when Charge refuses (a usage limit is reached), the operation is
+// not performed and its error is returned. Decryption and verification are
+// not charged.
+type Meter interface {
+	Charge(n int) error
+}
+
+// Warner is an optional capability of a Releaser: Warning returns a
+// sentence for the caller about the key (e.g. that its rotation is due),
+// or "". The engine puts it in the response of encrypt, sign and MAC.
+type Warner interface {
+	Warning() string
+}
+
+// charge asks rel's Meter, if any, to account for an operation on n bytes.
+func charge(rel Releaser, n int) error {
+	if m, ok := rel.(Meter); ok {
+		return m.Charge(n)
+	}
+	return nil
+}
+
+// warning returns rel's Warner's warning, if any.
+func warning(rel Releaser) string {
+	if w, ok := rel.(Warner); ok {
+		return w.Warning()
+	}
+	return ""
+}
+
+// DefaultMaxEncryptions is the default safe number of encryptions per
+// AES-GCM key version: NIST SP 800-38D §8.3 bounds the invocations of
+// GCM with random 96-bit nonces under one key to 2^32, which keeps the
+// chance of a repeated nonce below 2^-32.
+const DefaultMaxEncryptions = 1 << 32
+
+// ErrUsageLimit is the refusal of an encryption with a key version that
+// has made max encryptions, its safe limit: the custodian must rotate.
+func ErrUsageLimit(keyID string, version int, max int64) error {
+	return api.Errorf(api.CodeUsageLimitExceeded,
+		"Version %d of key %s has made %d encryptions, the safe limit for AES-GCM with random nonces (NIST SP 800-38D §8.3); rotate the key (POST /v1/datakeys/%s/versions), load the new version and translate old ciphertexts to it.",
+		version, keyID, max, keyID)
+}
+
 // Limits bound what one request may ask for.
 const (
 	MaxRandom = 1024
@@ -97,6 +143,9 @@ func (e *Engine) Encrypt(ctx context.Context, req *api.EncryptRequest) (*api.Enc
 		return nil, err
 	}
 	defer release(rel)
+	if err := charge(rel, len(req.Plaintext)); err != nil {
+		return nil, err
+	}
 	ct, err := k.Encrypt(nil, req.Plaintext, req.AAD)
 	if err != nil {
 		return nil, cryptoErr(err, k.KeyID())
@@ -104,7 +153,7 @@ func (e *Engine) Encrypt(ctx context.Context, req *api.EncryptRequest) (*api.Enc
 	if e.OnEncrypt != nil {
 		e.OnEncrypt(k.KeyID(), int(k.Version()), len(req.Plaintext))
 	}
-	return &api.EncryptResponse{Ciphertext: ct, KeyID: k.KeyID(), KeyVersion: int(k.Version())}, nil
+	return &api.EncryptResponse{Ciphertext: ct, KeyID: k.KeyID(), KeyVersion: int(k.Version()), Warning: warning(rel)}, nil
 }
 
 // decryptRef is the key reference of a decryption: the key id and version
@@ -165,11 +214,14 @@ func (e *Engine) Sign(ctx context.Context, req *api.SignRequest) (*api.SignRespo
 		return nil, err
 	}
 	defer release(rel)
+	if err := charge(rel, len(req.Message)); err != nil {
+		return nil, err
+	}
 	sig, err := k.Sign(req.Message)
 	if err != nil {
 		return nil, cryptoErr(err, k.KeyID())
 	}
-	return &api.SignResponse{Signature: sig, KeyVersion: int(k.Version())}, nil
+	return &api.SignResponse{Signature: sig, KeyVersion: int(k.Version()), Warning: warning(rel)}, nil
 }
 
 // Verify checks a signature with the named (default: current) version.
@@ -199,11 +251,14 @@ func (e *Engine) MAC(ctx context.Context, req *api.MACRequest) (*api.MACResponse
 		return nil, err
 	}
 	defer release(rel)
+	if err := charge(rel, len(req.Message)); err != nil {
+		return nil, err
+	}
 	tag, err := k.MAC(req.Message)
 	if err != nil {
 		return nil, cryptoErr(err, k.KeyID())
 	}
-	return &api.MACResponse{MAC: tag, KeyVersion: int(k.Version())}, nil
+	return &api.MACResponse{MAC: tag, KeyVersion: int(k.Version()), Warning: warning(rel)}, nil
 }
 
 // MACVerify checks a tag in constant time.
@@ -255,7 +310,10 @@ func (e *Engine) Random(_ context.Context, req *api.RandomRequest) (*api.RandomR
 
 // Translate decrypts a ciphertext and encrypts the plaintext under another
 // key (or the current version of the same key) in one step; the plaintext
-// never leaves the process and is wiped.
+// never leaves the process and is wiped. It always encrypts with the
+// newest version of the target key, so after a rotation translating a
+// ciphertext to its own key moves it to the new version. The caller needs
+// decrypt on the source key and encrypt on the target.
 func (e *Engine) Translate(ctx context.Context, req *api.TranslateRequest) (*api.EncryptResponse, error) {
 	if req.ToKeyID == "" {
 		return nil, api.Errorf(api.CodeInvalidArgument, "to_key_id is required.")

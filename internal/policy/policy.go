@@ -29,6 +29,8 @@ const (
 	MaxPrincipals    = 64   // principals per rule
 	MaxActions       = 64   // actions per rule
 	MaxPrincipalSize = 1024 // bytes per principal pattern, as written
+	// MaxLeaseSeconds is the largest limits.max_lease_seconds: ten years.
+	MaxLeaseSeconds = 10 * 365 * 24 * 60 * 60
 )
 
 // Validate checks p: at least one and at most MaxRules rules, each with
@@ -36,7 +38,9 @@ const (
 // bytes and 1..MaxActions known actions, with no principal (compared in
 // canonical form) or action named twice in one rule. A nil p is valid (the
 // owner-only default); a non-nil p without rules is not. Errors wrap
-// ErrInvalidPolicy, and ErrInvalidDN for a bad principal.
+// ErrInvalidPolicy, and ErrInvalidDN for a bad principal. Limits, if
+// present, must not be negative, and max_lease_seconds at most
+// MaxLeaseSeconds.
 func Validate(p *api.Policy) error {
 	_, err := normalize(p)
 	return err
@@ -44,8 +48,8 @@ func Validate(p *api.Policy) error {
 
 // Normalize validates p as Validate does and returns a canonical copy:
 // principals in canonical pattern form (see NormalizePattern) and sorted,
-// actions sorted; rule order is kept. Normalize(nil) is (nil, nil). The
-// result shares nothing with p.
+// actions sorted; rule order is kept; limits that are all zero are
+// dropped. Normalize(nil) is (nil, nil). The result shares nothing with p.
 func Normalize(p *api.Policy) (*api.Policy, error) {
 	return normalize(p)
 }
@@ -68,7 +72,28 @@ func normalize(p *api.Policy) (*api.Policy, error) {
 		}
 		out.Rules[i] = nr
 	}
+	if l := p.Limits; l != nil {
+		switch {
+		case l.MaxLeaseSeconds < 0 || l.MaxOperations < 0 || l.MaxBytes < 0:
+			return nil, fmt.Errorf("%w: limits must not be negative (0 or absent means no limit)", ErrInvalidPolicy)
+		case l.MaxLeaseSeconds > MaxLeaseSeconds:
+			return nil, fmt.Errorf("%w: limits.max_lease_seconds is over %d (ten years)", ErrInvalidPolicy, MaxLeaseSeconds)
+		}
+		if *l != (api.UsageLimits{}) {
+			c := *l
+			out.Limits = &c
+		}
+	}
 	return out, nil
+}
+
+// Limits returns the usage limits of p (all zero when p or its limits are
+// nil).
+func Limits(p *api.Policy) api.UsageLimits {
+	if p == nil || p.Limits == nil {
+		return api.UsageLimits{}
+	}
+	return *p.Limits
 }
 
 // normalizeRule's errors complete the sentence "rule N …".

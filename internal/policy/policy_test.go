@@ -57,6 +57,14 @@ func TestValidate(t *testing.T) {
 		{"too many principals", &api.Policy{Rules: []api.PolicyRule{rule(many(MaxPrincipals+1, func(i int) string { return fmt.Sprintf("CN=%d", i) }), api.ActionSign)}}, true},
 		{"too many actions", &api.Policy{Rules: []api.PolicyRule{rule([]string{"CN=a"}, manyActions...)}}, true},
 		{"principal too long", &api.Policy{Rules: []api.PolicyRule{rule([]string{"CN=" + strings.Repeat("a", MaxPrincipalSize-2)}, api.ActionSign)}}, true},
+		{"limits", &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxLeaseSeconds: 3600, MaxOperations: 1000, MaxBytes: 1 << 30}}, false},
+		{"lease at its limit", &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxLeaseSeconds: MaxLeaseSeconds}}, false},
+		{"zero limits", &api.Policy{Rules: ok, Limits: &api.UsageLimits{}}, false},
+		{"negative lease", &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxLeaseSeconds: -1}}, true},
+		{"negative operations", &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxOperations: -1}}, true},
+		{"negative bytes", &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxBytes: -5}}, true},
+		{"lease over ten years", &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxLeaseSeconds: MaxLeaseSeconds + 1}}, true},
+		{"limits without rules", &api.Policy{Limits: &api.UsageLimits{MaxOperations: 5}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,5 +188,31 @@ func TestReleasable(t *testing.T) {
 				t.Errorf("Releasable(%q) = %v, want %v", tt.caller, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestNormalizeLimits(t *testing.T) {
+	ok := []api.PolicyRule{rule([]string{"CN=a"}, api.ActionEncrypt)}
+	in := &api.Policy{Rules: ok, Limits: &api.UsageLimits{MaxOperations: 7, MaxBytes: 1024}}
+	got, err := Normalize(in)
+	if err != nil {
+		t.Fatalf("Normalize() error %v", err)
+	}
+	if got.Limits == nil || *got.Limits != *in.Limits {
+		t.Fatalf("Normalize().Limits = %+v, want %+v", got.Limits, in.Limits)
+	}
+	got.Limits.MaxOperations = 99
+	if in.Limits.MaxOperations != 7 {
+		t.Error("Normalize result shares its limits with its input")
+	}
+	if l := Limits(got); l.MaxOperations != 99 || l.MaxBytes != 1024 {
+		t.Errorf("Limits() = %+v", l)
+	}
+	zero, err := Normalize(&api.Policy{Rules: ok, Limits: &api.UsageLimits{}})
+	if err != nil || zero.Limits != nil {
+		t.Errorf("Normalize(zero limits) = %+v, %v; want the limits dropped", zero, err)
+	}
+	if l := Limits(nil); l != (api.UsageLimits{}) {
+		t.Errorf("Limits(nil) = %+v, want zero", l)
 	}
 }

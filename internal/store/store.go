@@ -139,6 +139,11 @@ type Key struct {
 	Retained       bool
 	CreatedAt      time.Time
 	DisabledAt     *time.Time
+	// MinDecryptionVersion retires every version below it (0: none is).
+	MinDecryptionVersion int
+	// RotationPeriod is how long a version stays current before rotation
+	// is due (0: no automatic rotation). Stored to the nanosecond.
+	RotationPeriod time.Duration
 }
 
 // KeyVersion is one version of a data key.
@@ -147,6 +152,19 @@ type KeyVersion struct {
 	Version   int
 	EKB       []byte // only for retained keys; nil otherwise
 	CreatedAt time.Time
+	// Encryptions and Bytes are the version's running usage totals (see
+	// AddKeyUsage); CreateKey and AddKeyVersion store the values given,
+	// normally zero.
+	Encryptions int64
+	Bytes       int64
+}
+
+// KeyUsage is usage to add to one key version's totals.
+type KeyUsage struct {
+	KeyID       string
+	Version     int
+	Encryptions int64
+	Bytes       int64
 }
 
 // Keys stores the data-key registry.
@@ -168,6 +186,18 @@ type Keys interface {
 	// second call keeps the first time and appends nothing. ErrNotFound for
 	// an unknown id.
 	DisableKey(ctx context.Context, keyID string, at time.Time) error
+	// SetMinDecryptionVersion raises the key's MinDecryptionVersion to
+	// version and, in the same transaction, appends a RevocationKeyVersion
+	// event (Subject "<key id>:<version>"). Setting the current value
+	// again changes nothing and appends nothing. ErrConflict when version
+	// is below the current value or above the key's CurrentVersion (or
+	// below 1); ErrNotFound for an unknown id.
+	SetMinDecryptionVersion(ctx context.Context, keyID string, version int, at time.Time) error
+	// AddKeyUsage adds each count to its key version's totals, all in one
+	// transaction, and returns how many it added. Counts naming a version
+	// that does not exist, or a key of another tenant than tenant, are
+	// skipped. Concurrent calls add up exactly.
+	AddKeyUsage(ctx context.Context, tenant string, counts []KeyUsage) (int, error)
 }
 
 // One-time secret kinds.
@@ -239,6 +269,8 @@ type Instances interface {
 const (
 	RevocationInstance = "instance" // Subject is the instance id
 	RevocationKey      = "key"      // Subject is the key id
+	// RevocationKeyVersion: Subject is "<key id>:<min decryption version>".
+	RevocationKeyVersion = "key_version"
 )
 
 // Revocation is one event of the append-only revocation feed sidecars poll.

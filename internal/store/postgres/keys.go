@@ -36,14 +36,16 @@ func (db *DB) CreateKey(ctx context.Context, k store.Key, first store.KeyVersion
 	}
 	return db.tx(ctx, op, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx,
-			`INSERT INTO keys (key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			k.KeyID, k.Tenant, k.Owner, k.Type, k.CurrentVersion, boolInt(k.Retained), created, disabled); err != nil {
+			`INSERT INTO keys (key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at,
+			                   min_decryption_version, rotation_period)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			k.KeyID, k.Tenant, k.Owner, k.Type, k.CurrentVersion, boolInt(k.Retained), created, disabled,
+			k.MinDecryptionVersion, int64(k.RotationPeriod)); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx,
-			`INSERT INTO key_versions (key_id, version, ekb, created_at) VALUES ($1, $2, $3, $4)`,
-			first.KeyID, first.Version, first.EKB, vCreated)
+			`INSERT INTO key_versions (key_id, version, ekb, created_at, encryptions, bytes) VALUES ($1, $2, $3, $4, $5, $6)`,
+			first.KeyID, first.Version, first.EKB, vCreated, first.Encryptions, first.Bytes)
 		return err
 	})
 }
@@ -51,18 +53,21 @@ func (db *DB) CreateKey(ctx context.Context, k store.Key, first store.KeyVersion
 // GetKey implements store.Keys.
 func (db *DB) GetKey(ctx context.Context, keyID string) (store.Key, error) {
 	k := store.Key{KeyID: keyID}
-	var retained, created int64
+	var retained, created, period int64
 	var disabled *int64
 	err := db.pool.QueryRow(ctx,
-		`SELECT tenant, owner, key_type, current_version, retained, created_at, disabled_at
+		`SELECT tenant, owner, key_type, current_version, retained, created_at, disabled_at,
+		        COALESCE(min_decryption_version, 0), COALESCE(rotation_period, 0)
 		 FROM keys WHERE key_id = $1`, keyID).
-		Scan(&k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled)
+		Scan(&k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
+			&k.MinDecryptionVersion, &period)
 	if err != nil {
 		return store.Key{}, mapErr("GetKey", err)
 	}
 	k.Retained = retained != 0
 	k.CreatedAt = fromNanos(created)
 	k.DisabledAt = fromNullNanos(disabled)
+	k.RotationPeriod = time.Duration(period)
 	return k, nil
 }
 
@@ -85,8 +90,8 @@ func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 			return fmt.Errorf("key version %d, want %d: %w", v.Version, cur+1, store.ErrConflict)
 		}
 		if _, err := tx.Exec(ctx,
-			`INSERT INTO key_versions (key_id, version, ekb, created_at) VALUES ($1, $2, $3, $4)`,
-			v.KeyID, v.Version, v.EKB, created); err != nil {
+			`INSERT INTO key_versions (key_id, version, ekb, created_at, encryptions, bytes) VALUES ($1, $2, $3, $4, $5, $6)`,
+			v.KeyID, v.Version, v.EKB, created, v.Encryptions, v.Bytes); err != nil {
 			return conflictIfExists(err)
 		}
 		return bumpVersion(ctx, tx,
@@ -100,8 +105,9 @@ func (db *DB) GetKeyVersion(ctx context.Context, keyID string, version int) (sto
 	v := store.KeyVersion{KeyID: keyID, Version: version}
 	var created int64
 	err := db.pool.QueryRow(ctx,
-		`SELECT ekb, created_at FROM key_versions WHERE key_id = $1 AND version = $2`, keyID, version).
-		Scan(&v.EKB, &created)
+		`SELECT ekb, created_at, COALESCE(encryptions, 0), COALESCE(bytes, 0)
+		 FROM key_versions WHERE key_id = $1 AND version = $2`, keyID, version).
+		Scan(&v.EKB, &created, &v.Encryptions, &v.Bytes)
 	if err != nil {
 		return store.KeyVersion{}, mapErr("GetKeyVersion", err)
 	}
@@ -117,7 +123,7 @@ func (db *DB) ListKeyVersions(ctx context.Context, keyID string) ([]store.KeyVer
 	// One statement, so one snapshot: no rows means no such key; a key
 	// without versions (which CreateKey never leaves) is one NULL row.
 	rows, err := db.pool.Query(ctx,
-		`SELECT v.version, v.ekb, v.created_at
+		`SELECT v.version, v.ekb, v.created_at, COALESCE(v.encryptions, 0), COALESCE(v.bytes, 0)
 		 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id
 		 WHERE k.key_id = $1 ORDER BY v.version`, keyID)
 	if err != nil {
@@ -130,7 +136,7 @@ func (db *DB) ListKeyVersions(ctx context.Context, keyID string) ([]store.KeyVer
 		found = true
 		v := store.KeyVersion{KeyID: keyID}
 		var version, created *int64
-		if err := rows.Scan(&version, &v.EKB, &created); err != nil {
+		if err := rows.Scan(&version, &v.EKB, &created, &v.Encryptions, &v.Bytes); err != nil {
 			return nil, mapErr(op, err)
 		}
 		if version == nil {

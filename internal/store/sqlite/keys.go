@@ -35,14 +35,16 @@ func (db *DB) CreateKey(ctx context.Context, k store.Key, first store.KeyVersion
 	}
 	return db.write(ctx, op, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO keys (key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at)
-			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			k.KeyID, k.Tenant, k.Owner, k.Type, k.CurrentVersion, boolInt(k.Retained), created, disabled); err != nil {
+			`INSERT INTO keys (key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at,
+			                   min_decryption_version, rotation_period)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.KeyID, k.Tenant, k.Owner, k.Type, k.CurrentVersion, boolInt(k.Retained), created, disabled,
+			k.MinDecryptionVersion, int64(k.RotationPeriod)); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx,
-			`INSERT INTO key_versions (key_id, version, ekb, created_at) VALUES (?, ?, ?, ?)`,
-			first.KeyID, first.Version, first.EKB, vCreated)
+			`INSERT INTO key_versions (key_id, version, ekb, created_at, encryptions, bytes) VALUES (?, ?, ?, ?, ?, ?)`,
+			first.KeyID, first.Version, first.EKB, vCreated, first.Encryptions, first.Bytes)
 		return err
 	})
 }
@@ -50,18 +52,21 @@ func (db *DB) CreateKey(ctx context.Context, k store.Key, first store.KeyVersion
 // GetKey implements store.Keys.
 func (db *DB) GetKey(ctx context.Context, keyID string) (store.Key, error) {
 	k := store.Key{KeyID: keyID}
-	var retained, created int64
+	var retained, created, period int64
 	var disabled sql.NullInt64
 	err := db.r.QueryRowContext(ctx,
-		`SELECT tenant, owner, key_type, current_version, retained, created_at, disabled_at
+		`SELECT tenant, owner, key_type, current_version, retained, created_at, disabled_at,
+		        COALESCE(min_decryption_version, 0), COALESCE(rotation_period, 0)
 		 FROM keys WHERE key_id = ?`, keyID).
-		Scan(&k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled)
+		Scan(&k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
+			&k.MinDecryptionVersion, &period)
 	if err != nil {
 		return store.Key{}, mapErr("GetKey", err)
 	}
 	k.Retained = retained != 0
 	k.CreatedAt = fromNanos(created)
 	k.DisabledAt = fromNullNanos(disabled)
+	k.RotationPeriod = time.Duration(period)
 	return k, nil
 }
 
@@ -83,8 +88,8 @@ func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 			return fmt.Errorf("key version %d, want %d: %w", v.Version, cur+1, store.ErrConflict)
 		}
 		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO key_versions (key_id, version, ekb, created_at) VALUES (?, ?, ?, ?)`,
-			v.KeyID, v.Version, v.EKB, created); err != nil {
+			`INSERT INTO key_versions (key_id, version, ekb, created_at, encryptions, bytes) VALUES (?, ?, ?, ?, ?, ?)`,
+			v.KeyID, v.Version, v.EKB, created, v.Encryptions, v.Bytes); err != nil {
 			return conflictIfExists(err)
 		}
 		return bumpVersion(ctx, tx,
@@ -98,8 +103,9 @@ func (db *DB) GetKeyVersion(ctx context.Context, keyID string, version int) (sto
 	v := store.KeyVersion{KeyID: keyID, Version: version}
 	var created int64
 	err := db.r.QueryRowContext(ctx,
-		`SELECT ekb, created_at FROM key_versions WHERE key_id = ? AND version = ?`, keyID, version).
-		Scan(&v.EKB, &created)
+		`SELECT ekb, created_at, COALESCE(encryptions, 0), COALESCE(bytes, 0)
+		 FROM key_versions WHERE key_id = ? AND version = ?`, keyID, version).
+		Scan(&v.EKB, &created, &v.Encryptions, &v.Bytes)
 	if err != nil {
 		return store.KeyVersion{}, mapErr("GetKeyVersion", err)
 	}
@@ -114,7 +120,7 @@ func (db *DB) ListKeyVersions(ctx context.Context, keyID string) ([]store.KeyVer
 	// One statement, so one snapshot: no rows means no such key; a key
 	// without versions (which CreateKey never leaves) is one NULL row.
 	rows, err := db.r.QueryContext(ctx,
-		`SELECT v.version, v.ekb, v.created_at
+		`SELECT v.version, v.ekb, v.created_at, COALESCE(v.encryptions, 0), COALESCE(v.bytes, 0)
 		 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id
 		 WHERE k.key_id = ? ORDER BY v.version`, keyID)
 	if err != nil {
@@ -127,7 +133,7 @@ func (db *DB) ListKeyVersions(ctx context.Context, keyID string) ([]store.KeyVer
 		found = true
 		v := store.KeyVersion{KeyID: keyID}
 		var version, created sql.NullInt64
-		if err := rows.Scan(&version, &v.EKB, &created); err != nil {
+		if err := rows.Scan(&version, &v.EKB, &created, &v.Encryptions, &v.Bytes); err != nil {
 			return nil, mapErr(op, err)
 		}
 		if !version.Valid {

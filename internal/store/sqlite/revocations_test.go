@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -113,7 +114,7 @@ func TestRevocationTwoHandles(t *testing.T) {
 }
 
 // TestMigrateFromSchema1 opens a database an older dcaas left at schema 1
-// and checks that 0002 is applied and the data kept.
+// and checks that 0002 and 0003 are applied and the data kept.
 func TestMigrateFromSchema1(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "kms.db")
@@ -121,6 +122,10 @@ func TestMigrateFromSchema1(t *testing.T) {
 	createKey(t, db, "k-1")
 	db.Close()
 	rawExec(t, path, `DROP TABLE revocations`)
+	for _, col := range []string{"keys.min_decryption_version", "keys.rotation_period", "key_versions.encryptions", "key_versions.bytes"} {
+		table, column, _ := strings.Cut(col, ".")
+		rawExec(t, path, `ALTER TABLE `+table+` DROP COLUMN `+column) // 0003
+	}
 	rawExec(t, path, `DELETE FROM schema_migrations WHERE version > 1`)
 
 	db = open(t, path)
@@ -134,5 +139,17 @@ func TestMigrateFromSchema1(t *testing.T) {
 	evs, err := db.RevocationsAfter(ctx, "acme", 0, 10)
 	if err != nil || len(evs) != 1 || evs[0].Seq != 1 || evs[0].Subject != "k-1" {
 		t.Errorf("after migrating, RevocationsAfter(acme, 0, 10) = %+v, %v; want the one event for k-1", evs, err)
+	}
+	// The rows from before 0003 read as no minimum, no period, no usage.
+	k, err := db.GetKey(ctx, "k-1")
+	if err != nil || k.MinDecryptionVersion != 0 || k.RotationPeriod != 0 {
+		t.Errorf("after migrating, GetKey(k-1) = %+v, %v; want no lifecycle settings", k, err)
+	}
+	v, err := db.GetKeyVersion(ctx, "k-1", 1)
+	if err != nil || v.Encryptions != 0 || v.Bytes != 0 {
+		t.Errorf("after migrating, GetKeyVersion(k-1, 1) = %+v, %v; want zero usage", v, err)
+	}
+	if n, err := db.AddKeyUsage(ctx, "acme", []store.KeyUsage{{KeyID: "k-1", Version: 1, Encryptions: 2, Bytes: 4}}); err != nil || n != 1 {
+		t.Errorf("after migrating, AddKeyUsage(k-1) = %d, %v; want 1, nil", n, err)
 	}
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Apps", appsTests},
 		{"Certs", certsTests},
 		{"Keys", keysTests},
+		{"KeyLifecycle", lifecycleTests},
 		{"OneTime", oneTimeTests},
 		{"Instances", instancesTests},
 		{"Revocations", revocationsTests},
@@ -125,12 +126,14 @@ func eqCert(a, b store.Cert) bool {
 func eqKey(a, b store.Key) bool {
 	return a.KeyID == b.KeyID && a.Tenant == b.Tenant && a.Owner == b.Owner && a.Type == b.Type &&
 		a.CurrentVersion == b.CurrentVersion && a.Retained == b.Retained &&
-		a.CreatedAt.Equal(b.CreatedAt) && timePtrEqual(a.DisabledAt, b.DisabledAt)
+		a.CreatedAt.Equal(b.CreatedAt) && timePtrEqual(a.DisabledAt, b.DisabledAt) &&
+		a.MinDecryptionVersion == b.MinDecryptionVersion && a.RotationPeriod == b.RotationPeriod
 }
 
 func eqKeyVersion(a, b store.KeyVersion) bool {
 	return a.KeyID == b.KeyID && a.Version == b.Version && bytes.Equal(a.EKB, b.EKB) &&
-		(a.EKB == nil) == (b.EKB == nil) && a.CreatedAt.Equal(b.CreatedAt)
+		(a.EKB == nil) == (b.EKB == nil) && a.CreatedAt.Equal(b.CreatedAt) &&
+		a.Encryptions == b.Encryptions && a.Bytes == b.Bytes
 }
 
 func eqOneTime(a, b store.OneTimeSecret) bool {
