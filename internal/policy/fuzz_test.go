@@ -1,9 +1,13 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/dcaas/dcaas/api"
 )
 
 // FuzzNormalizeDN checks that NormalizeDN never panics, fails only with
@@ -88,4 +92,37 @@ func fill(pattern, s string) string {
 		}
 	}
 	return b.String()
+}
+
+// FuzzPolicy: any JSON policy document either fails validation with
+// ErrInvalidPolicy or normalizes to a policy that validates, normalizes to
+// itself, and is evaluated without panics.
+func FuzzPolicy(f *testing.F) {
+	f.Add([]byte(`{"rules":[{"principals":["CN=payments-api,O=acme"],"actions":["encrypt","decrypt"]},{"principals":["CN=reporting-*,O=acme"],"actions":["decrypt"]}]}`))
+	f.Add([]byte(`{"rules":[{"principals":["*"],"actions":["mac"]}],"limits":{"max_operations":5}}`))
+	f.Add([]byte(`{"rules":[]}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		var p api.Policy
+		if json.Unmarshal(doc, &p) != nil {
+			return
+		}
+		n, err := Normalize(&p)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPolicy) && !errors.Is(err, ErrInvalidDN) {
+				t.Fatalf("Normalize error %v is not the package's", err)
+			}
+			return
+		}
+		if err := Validate(n); err != nil {
+			t.Fatalf("a normalized policy does not validate: %v", err)
+		}
+		again, err := Normalize(n)
+		if err != nil || !reflect.DeepEqual(again, n) {
+			t.Fatalf("Normalize is not idempotent: %+v → %+v (%v)", n, again, err)
+		}
+		for _, a := range []api.Action{api.ActionEncrypt, api.ActionDecrypt, api.ActionSign, api.ActionVerify, api.ActionMAC} {
+			Allows(n, "CN=owner,O=acme", "CN=payments-api,O=acme", a)
+		}
+		Releasable(n, "CN=owner,O=acme", "CN=reporting-eu,O=acme")
+	})
 }
