@@ -34,6 +34,6 @@ step "go test (GODEBUG=fips140=on)"
 GODEBUG=fips140=on go test -count=1 -timeout 30m ./...
 
 step "fuzz (short)"
-FUZZTIME="${FUZZTIME:-3s}" ./scripts/fuzz.sh
+FUZZTIME="${FUZZTIME:-5s}" ./scripts/fuzz.sh
 
 step "all tests passed"
