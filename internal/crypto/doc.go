@@ -1,6 +1,11 @@
 // Package crypto is the only dcaas code that touches cryptographic
-// primitives, all from the Go standard library. Callers import it under an
-// alias (kcrypto) and hold handles, never raw key bytes.
+// primitives, all from the Go standard library except ML-DSA-65
+// (cloudflare/circl, until the standard library exports it; refused in FIPS
+// mode) and RFC 5649 key wrap with padding (built here on crypto/aes, which
+// has no KWP; proven with the RFC's and NIST CAVP vectors and OpenSSL).
+// Callers import it under an alias (kcrypto) and hold handles, never raw
+// key bytes. Import and export wrapping: [WrapRSAAES], [UnwrapRSAAES],
+// [WrapExport], [UnwrapImport], [WrapKeyPadded].
 //
 // Where to start:
 //
