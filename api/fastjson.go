@@ -260,6 +260,20 @@ func (l *lexer) object(field func(key string) bool) {
 	}
 }
 
+// decodeTop reads data as one JSON object into a fresh T, calling field to
+// read the value of each key k into v (false: a key this path does not
+// take), and stores the result in r only if all of data was consumed.
+func decodeTop[T any](r *T, data []byte, field func(l *lexer, v *T, k string) bool) bool {
+	l := &lexer{b: data, ok: true}
+	var v T
+	l.object(func(k string) bool { return field(l, &v, k) })
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
 // end checks that only whitespace follows.
 func (l *lexer) end() bool {
 	l.ws()
@@ -282,9 +296,7 @@ func (l *lexer) keyRef(r *KeyRef, k string) bool {
 
 // UnmarshalFast implements FastUnmarshaler.
 func (r *EncryptRequest) UnmarshalFast(data []byte) bool {
-	l := &lexer{b: data, ok: true}
-	var v EncryptRequest
-	l.object(func(k string) bool {
+	return decodeTop(r, data, func(l *lexer, v *EncryptRequest, k string) bool {
 		switch k {
 		case "plaintext":
 			l.bytes(&v.Plaintext)
@@ -295,18 +307,11 @@ func (r *EncryptRequest) UnmarshalFast(data []byte) bool {
 		}
 		return true
 	})
-	if !l.end() {
-		return false
-	}
-	*r = v
-	return true
 }
 
 // UnmarshalFast implements FastUnmarshaler.
 func (r *DecryptRequest) UnmarshalFast(data []byte) bool {
-	l := &lexer{b: data, ok: true}
-	var v DecryptRequest
-	l.object(func(k string) bool {
+	return decodeTop(r, data, func(l *lexer, v *DecryptRequest, k string) bool {
 		switch k {
 		case "ciphertext":
 			l.bytes(&v.Ciphertext)
@@ -317,11 +322,6 @@ func (r *DecryptRequest) UnmarshalFast(data []byte) bool {
 		}
 		return true
 	})
-	if !l.end() {
-		return false
-	}
-	*r = v
-	return true
 }
 
 func (l *lexer) batchItem(it *BatchItem) {
@@ -366,9 +366,7 @@ func (l *lexer) batchItem(it *BatchItem) {
 
 // UnmarshalFast implements FastUnmarshaler.
 func (r *BatchRequest) UnmarshalFast(data []byte) bool {
-	l := &lexer{b: data, ok: true}
-	var v BatchRequest
-	l.object(func(k string) bool {
+	return decodeTop(r, data, func(l *lexer, v *BatchRequest, k string) bool {
 		if k != "ops" {
 			return false
 		}
@@ -397,11 +395,6 @@ func (r *BatchRequest) UnmarshalFast(data []byte) bool {
 		}
 		return true
 	})
-	if !l.end() {
-		return false
-	}
-	*r = v
-	return true
 }
 
 // appendString writes s as a JSON string.
@@ -516,9 +509,7 @@ func (r *BatchResponse) AppendJSON(dst []byte) []byte {
 
 // UnmarshalFast implements FastUnmarshaler (client side).
 func (r *EncryptResponse) UnmarshalFast(data []byte) bool {
-	l := &lexer{b: data, ok: true}
-	var v EncryptResponse
-	l.object(func(k string) bool {
+	return decodeTop(r, data, func(l *lexer, v *EncryptResponse, k string) bool {
 		switch k {
 		case "ciphertext":
 			l.bytes(&v.Ciphertext)
@@ -533,29 +524,17 @@ func (r *EncryptResponse) UnmarshalFast(data []byte) bool {
 		}
 		return true
 	})
-	if !l.end() {
-		return false
-	}
-	*r = v
-	return true
 }
 
 // UnmarshalFast implements FastUnmarshaler (client side).
 func (r *DecryptResponse) UnmarshalFast(data []byte) bool {
-	l := &lexer{b: data, ok: true}
-	var v DecryptResponse
-	l.object(func(k string) bool {
+	return decodeTop(r, data, func(l *lexer, v *DecryptResponse, k string) bool {
 		if k != "plaintext" {
 			return false
 		}
 		l.bytes(&v.Plaintext)
 		return true
 	})
-	if !l.end() {
-		return false
-	}
-	*r = v
-	return true
 }
 
 // AppendJSON implements FastMarshaler (client side).
@@ -647,9 +626,7 @@ func (r *BatchRequest) AppendJSON(dst []byte) []byte {
 // UnmarshalFast implements FastUnmarshaler (client side). Results with an
 // error or a "valid" field fall back to encoding/json.
 func (r *BatchResponse) UnmarshalFast(data []byte) bool {
-	l := &lexer{b: data, ok: true}
-	var v BatchResponse
-	l.object(func(k string) bool {
+	return decodeTop(r, data, func(l *lexer, v *BatchResponse, k string) bool {
 		if k != "results" || !l.tok('[') {
 			return false
 		}
@@ -695,9 +672,4 @@ func (r *BatchResponse) UnmarshalFast(data []byte) bool {
 		}
 		return true
 	})
-	if !l.end() {
-		return false
-	}
-	*r = v
-	return true
 }
