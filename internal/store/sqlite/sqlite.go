@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -92,7 +93,7 @@ func open(ctx context.Context, path string, readOnly bool) (*DB, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxIdleTime(0)
 	w.SetConnMaxLifetime(0)
-	if err := migrate(ctx, w); err != nil {
+	if err := migrateRetryingBusy(ctx, w); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -213,4 +214,33 @@ var unavailable = map[int]bool{
 	sqlite3.SQLITE_FULL:     true,
 	sqlite3.SQLITE_CANTOPEN: true,
 	sqlite3.SQLITE_PROTOCOL: true,
+}
+
+// migrateRetryingBusy runs migrate, retrying while another process that is
+// opening the same new database holds a lock SQLite will not wait for
+// (switching a fresh file to WAL mode, or a read transaction being upgraded,
+// answers SQLITE_BUSY at once instead of using the busy timeout).
+func migrateRetryingBusy(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := migrate(ctx, db)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// isBusy reports whether err is SQLITE_BUSY or SQLITE_LOCKED.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code() & 0xff
+	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
 }
