@@ -717,7 +717,7 @@ func checkReleases(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar
 		if len(got.Keys) != len(batch) {
 			t.Fatalf("rewrap returned %d keys, want %d", len(got.Keys), len(batch))
 		}
-		deks := side.Unwrap(t, got.Keys)
+		deks := side.Unwrap(t, &got)
 		for i, k := range batch {
 			g := got.Keys[i]
 			if g.KeyID != k.KeyID || g.Version != k.Version || g.Metadata.Type != k.typ {

@@ -323,7 +323,7 @@ func (r *runner) flowRewrap() (string, error) {
 		return "", err
 	}
 	var l api.Loaded
-	if err := r.do(r.local, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: w.Keys}, &l); err != nil {
+	if err := r.do(r.local, "POST", "/v1/keys/import", &w, &l); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d keys sealed by HPKE to the sidecar's wrapping certificate and imported", len(l.Loaded)), nil

@@ -404,12 +404,12 @@ func checkKeysOpen(t *testing.T, cust *client.KMS, side *kmstest.FakeSidecar, ke
 		if err != nil {
 			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) through B: %v", len(ekbs), start, err)
 		}
-		if len(got) != len(batch) {
-			t.Fatalf("rewrap returned %d keys, want %d", len(got), len(batch))
+		if len(got.Keys) != len(batch) {
+			t.Fatalf("rewrap returned %d keys, want %d", len(got.Keys), len(batch))
 		}
 		deks := side.Unwrap(t, got)
 		for i, c := range batch {
-			g := got[i]
+			g := got.Keys[i]
 			if g.KeyID != c.key.KeyID || g.Version != 1 || g.Metadata.Type != c.typ {
 				t.Errorf("rewrapped key %d = %s v%d %s, want %s v1 %s", start+i, g.KeyID, g.Version, g.Metadata.Type, c.key.KeyID, c.typ)
 			}
@@ -471,7 +471,7 @@ func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.Fake
 			t.Errorf("the grant of worker %d call %d loaded %+v, want key %s", c.worker, c.n, got.Keys, c.grantFor.KeyID)
 			continue
 		}
-		for _, d := range side.Unwrap(t, got.Keys) {
+		for _, d := range side.Unwrap(t, &got) {
 			d.Wipe()
 		}
 		err := sideB.Do("POST", "/v1/keys/load", req, nil)

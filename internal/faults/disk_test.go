@@ -370,7 +370,7 @@ func rewrapAll(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, ke
 	}
 	var got api.WrappedKeys
 	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got)
-	for i, dek := range side.Unwrap(t, got.Keys) {
+	for i, dek := range side.Unwrap(t, &got) {
 		if got.Keys[i].KeyID != keys[i].KeyID {
 			t.Errorf("rewrapped key %d is %s, want %s", i, got.Keys[i].KeyID, keys[i].KeyID)
 		}

@@ -48,6 +48,14 @@ type Config struct {
 	BodyLimit       int64         // ordinary requests; default 1 MiB
 	BatchBodyLimit  int64         // batch requests (rewrap); default 32 MiB
 	MaxBatch        int           // keys per batch request; default 10,000
+	// RotationCheckInterval is how often the KMS looks for keys whose
+	// rotation is due (period or usage) and rotates those whose current
+	// EKB it holds. Default 1 minute.
+	RotationCheckInterval time.Duration
+	// WrapTTL is how long a sidecar accepts keys the KMS sealed to it
+	// (rewrap, load, derive answers): a saved answer cannot be imported
+	// after it. Default 10 minutes.
+	WrapTTL time.Duration
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version, summed over the central path and sidecar reports (default
 	// ops.DefaultMaxEncryptions, 2^32: NIST SP 800-38D §8.3). Sidecars
@@ -77,6 +85,8 @@ func (c *Config) setDefaults() {
 	def(&c.TokenTTL, 10*time.Minute)
 	def(&c.MaxTokenTTL, 24*time.Hour)
 	def(&c.ChallengeTTL, 5*time.Minute)
+	def(&c.WrapTTL, 10*time.Minute)
+	def(&c.RotationCheckInterval, time.Minute)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
@@ -187,6 +197,8 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/keys/load", "keys.load", side, k.cfg.BatchBodyLimit, k.loadKeys)
 	k.handle("POST /v1/keys/derive", "keys.derive", side, k.cfg.BatchBodyLimit, k.deriveKeys)
 	k.handle("GET /v1/revocations", "revocations.read", side, 0, k.revocations)
+	k.handle("POST /v1/keys/refresh", "keys.refresh", side, k.cfg.BatchBodyLimit, k.refreshKeys)
+	k.handle("POST /v1/instances/self/renew", "instance.renew", side, 0, k.renewInstance)
 	k.handle("POST /v1/usage", "usage.report", side, k.cfg.BatchBodyLimit, k.usageReport)
 	k.centralRoutes()
 }

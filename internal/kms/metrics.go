@@ -12,6 +12,8 @@ type kmsMetrics struct {
 	enrollments *prometheus.CounterVec // mode, outcome
 	released    *prometheus.CounterVec // flow
 	created     *prometheus.CounterVec // type
+	rotations   prometheus.Counter
+	renewals    prometheus.Counter
 }
 
 func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
@@ -22,14 +24,22 @@ func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
 		}, []string{"mode", "outcome"}),
 		released: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dcaas_kms", Name: "keys_released_total",
-			Help: "Data keys released to sidecars, by flow (rewrap, load, derive).",
+			Help: "Data keys released to sidecars, by flow (rewrap, load, derive, refresh).",
 		}, []string{"flow"}),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dcaas_kms", Name: "datakeys_created_total",
 			Help: "Data keys and key versions created, by type.",
 		}, []string{"type"}),
 	}
-	reg.MustRegister(m.enrollments, m.released, m.created)
+	m.rotations = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_kms", Name: "automatic_rotations_total",
+		Help: "Key versions the KMS made because a key's rotation period passed or its usage neared the safe limit.",
+	})
+	m.renewals = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_kms", Name: "instance_renewals_total",
+		Help: "Sidecar certificate renewals.",
+	})
+	reg.MustRegister(m.enrollments, m.released, m.created, m.rotations, m.renewals)
 	return m
 }
 

@@ -75,7 +75,7 @@ func (w *world) release(t *testing.T) []*secret.Bytes {
 	t.Helper()
 	var out api.WrappedKeys
 	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: w.ekbs, WrappingCertPEM: w.side.Enrollment.WrappingCertPEM}, &out)
-	keys := w.side.Unwrap(t, out.Keys)
+	keys := w.side.Unwrap(t, &out)
 	t.Cleanup(func() {
 		for _, k := range keys {
 			k.Wipe()

@@ -82,8 +82,9 @@ func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 	}
 	return db.tx(ctx, op, func(tx pgx.Tx) error {
 		var cur int
+		var tenant string
 		if err := tx.QueryRow(ctx,
-			`SELECT current_version FROM keys WHERE key_id = $1 FOR UPDATE`, v.KeyID).Scan(&cur); err != nil {
+			`SELECT current_version, tenant FROM keys WHERE key_id = $1 FOR UPDATE`, v.KeyID).Scan(&cur, &tenant); err != nil {
 			return err
 		}
 		if v.Version != cur+1 {
@@ -94,9 +95,12 @@ func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 			v.KeyID, v.Version, v.EKB, created, v.Encryptions, v.Bytes); err != nil {
 			return conflictIfExists(err)
 		}
-		return bumpVersion(ctx, tx,
+		if err := bumpVersion(ctx, tx,
 			`UPDATE keys SET current_version = $1 WHERE key_id = $2 AND current_version = $3`,
-			v.Version, v.KeyID, cur)
+			v.Version, v.KeyID, cur); err != nil {
+			return err
+		}
+		return appendRevocation(ctx, tx, tenant, store.RevocationKeyRotated, rotatedSubject(v.KeyID, v.Version), created)
 	})
 }
 

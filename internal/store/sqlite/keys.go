@@ -80,8 +80,9 @@ func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 	}
 	return db.write(ctx, op, func(tx *sql.Tx) error {
 		var cur int
+		var tenant string
 		if err := tx.QueryRowContext(ctx,
-			`SELECT current_version FROM keys WHERE key_id = ?`, v.KeyID).Scan(&cur); err != nil {
+			`SELECT current_version, tenant FROM keys WHERE key_id = ?`, v.KeyID).Scan(&cur, &tenant); err != nil {
 			return err
 		}
 		if v.Version != cur+1 {
@@ -92,9 +93,12 @@ func (db *DB) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 			v.KeyID, v.Version, v.EKB, created, v.Encryptions, v.Bytes); err != nil {
 			return conflictIfExists(err)
 		}
-		return bumpVersion(ctx, tx,
+		if err := bumpVersion(ctx, tx,
 			`UPDATE keys SET current_version = ? WHERE key_id = ? AND current_version = ?`,
-			v.Version, v.KeyID, cur)
+			v.Version, v.KeyID, cur); err != nil {
+			return err
+		}
+		return appendRevocation(ctx, tx, tenant, store.RevocationKeyRotated, rotatedSubject(v.KeyID, v.Version), created)
 	})
 }
 

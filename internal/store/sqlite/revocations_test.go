@@ -114,7 +114,7 @@ func TestRevocationTwoHandles(t *testing.T) {
 }
 
 // TestMigrateFromSchema1 opens a database an older dcaas left at schema 1
-// and checks that 0002 and 0003 are applied and the data kept.
+// and checks that 0002, 0003 and 0004 are applied and the data kept.
 func TestMigrateFromSchema1(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "kms.db")
@@ -122,6 +122,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 	createKey(t, db, "k-1")
 	db.Close()
 	rawExec(t, path, `DROP TABLE revocations`)
+	rawExec(t, path, `DROP TABLE releases`) // 0004
 	for _, col := range []string{"keys.min_decryption_version", "keys.rotation_period", "key_versions.encryptions", "key_versions.bytes"} {
 		table, column, _ := strings.Cut(col, ".")
 		rawExec(t, path, `ALTER TABLE `+table+` DROP COLUMN `+column) // 0003

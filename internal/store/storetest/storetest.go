@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KeyLifecycle", lifecycleTests},
 		{"OneTime", oneTimeTests},
 		{"Instances", instancesTests},
+		{"Enrollment", enrollTests},
 		{"Revocations", revocationsTests},
 		{"Audit", auditTests},
 		{"Sealed", sealedTests},
