@@ -3,10 +3,10 @@ package sidecar_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"

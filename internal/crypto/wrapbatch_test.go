@@ -157,10 +157,10 @@ func TestSealBatchInvalid(t *testing.T) {
 }
 
 type batchVector struct {
-	KEM        api.KEM  `json:"kem"`
-	PrivateKey hexBytes `json:"private_key"`
-	Recipient  string   `json:"recipient"`
-	Batch      hexBytes `json:"batch"`
+	KEM        api.KEM    `json:"kem"`
+	PrivateKey hexBytes   `json:"private_key"`
+	Recipient  string     `json:"recipient"`
+	Batch      hexBytes   `json:"batch"`
 	Keys       []hexBytes `json:"keys"`
 }
 
