@@ -23,6 +23,11 @@ type Status struct {
 	// IdentityNotAfter is when the sidecar's identity certificate expires;
 	// the sidecar renews it at about two thirds of its lifetime.
 	IdentityNotAfter *time.Time `json:"identity_not_after,omitempty"`
+	// PreviousInstanceID is the instance this data dir held before the
+	// sidecar restarted without being able to reuse it (a software enclave
+	// keeps no key across restarts): its keys died with the old process,
+	// so its custodian should revoke it (EnsureEnrolled does).
+	PreviousInstanceID string `json:"previous_instance_id,omitempty"`
 }
 
 // WrappingCertificate is the body of GET /v1/wrapping-certificate.

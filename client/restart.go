@@ -12,9 +12,11 @@ import (
 // that restarted without a token (a software enclave keeps no key across
 // restarts) reports "enrolled": false and waits; the custodian behind kms
 // then mints a one-time enrollment token for itself and hands it to the
-// sidecar over its bound connection, so no person is involved. It reports
-// whether it enrolled the sidecar now (then reload its keys, e.g. with
-// LoadStore). A revoked sidecar is ErrRevoked: it will not serve again.
+// sidecar over its bound connection, so no person is involved, and revokes
+// the instance the sidecar's data dir held before the restart (its keys
+// died with the old process). It reports whether it enrolled the sidecar
+// now (then reload its keys, e.g. with LoadStore). A revoked sidecar is
+// ErrRevoked: it will not serve again.
 func EnsureEnrolled(ctx context.Context, kms *KMS, sc *Sidecar) (bool, error) {
 	st, err := sc.Status(ctx)
 	if err != nil {
@@ -30,11 +32,17 @@ func EnsureEnrolled(ctx context.Context, kms *KMS, sc *Sidecar) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("client: minting an enrollment token: %w", err)
 	}
-	if _, err := sc.Enroll(ctx, tok.Token); err != nil {
+	now, err := sc.Enroll(ctx, tok.Token)
+	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			return false, nil // enrolled meanwhile (another agent); the token expires unused
 		}
 		return false, fmt.Errorf("client: enrolling the sidecar: %w", err)
+	}
+	if prev := st.PreviousInstanceID; prev != "" && prev != now.InstanceID {
+		if err := kms.RevokeInstance(ctx, prev); err != nil && !errors.Is(err, ErrNotFound) {
+			return true, fmt.Errorf("client: revoking the sidecar's previous instance %s: %w", prev, err)
+		}
 	}
 	return true, nil
 }

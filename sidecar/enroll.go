@@ -36,6 +36,7 @@ type enrollment struct {
 // immutable; renewal swaps in a new one.
 type identity struct {
 	e    enrollment
+	got  time.Time         // when the sidecar received the certificates
 	cert *x509.Certificate // identity (TLS client and server)
 	wrap *x509.Certificate // wrapping certificate
 	tls  tls.Certificate   // cert with the enclave-held key
@@ -49,17 +50,19 @@ var ErrNoEnrollSecret = errors.New("sidecar: enrollment needs a token (DCAAS_ENR
 var errNotEnrolled = api.Errorf(api.CodeNotEnrolled, "This sidecar is not enrolled yet: its custodian must hand it an enrollment token (POST /v1/enroll, or dcaas sidecar enroll).")
 
 // reuse re-opens the stored enrollment of a persistent enclave (tpm) when
-// its certificates still carry the enclave's keys and are valid.
+// its certificates still carry the enclave's keys and are valid. An
+// enrollment it cannot reuse is remembered as the previous instance.
 func (s *Sidecar) reuse(ctx context.Context) bool {
-	if s.enc.Kind() != api.EnclaveTPM {
-		return false
-	}
 	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, enrollmentFile))
 	if err != nil {
 		return false
 	}
 	var e enrollment
 	if json.Unmarshal(b, &e) != nil {
+		return false
+	}
+	s.previous = e.InstanceID
+	if s.enc.Kind() != api.EnclaveTPM {
 		return false
 	}
 	id, err := s.newIdentity(ctx, e)
@@ -216,7 +219,7 @@ func (s *Sidecar) newIdentity(ctx context.Context, e enrollment) (*identity, err
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: s.cfg.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("the identity certificate does not verify: %w", err)
 	}
-	id := &identity{e: e, cert: cert, wrap: wrap, pool: pool,
+	id := &identity{e: e, got: s.cfg.Now(), cert: cert, wrap: wrap, pool: pool,
 		tls: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}}
 	id.kms, err = client.NewKMSWithTLS(s.cfg.urls(), &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -231,9 +234,15 @@ func (s *Sidecar) newIdentity(ctx context.Context, e enrollment) (*identity, err
 	return id, nil
 }
 
-// renewAt is when an identity is renewed: two thirds into its lifetime.
-func renewAt(c *x509.Certificate) time.Time {
-	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
+// renewAt is when an identity is renewed: two thirds into its lifetime,
+// counted from when the sidecar received it (the CA backdates NotBefore
+// for clock skew, which must not make a short lifetime look spent).
+func renewAt(id *identity) time.Time {
+	start := id.got
+	if start.Before(id.cert.NotBefore) {
+		start = id.cert.NotBefore
+	}
+	return start.Add(id.cert.NotAfter.Sub(start) * 2 / 3)
 }
 
 // renewIfDue renews the identity and wrapping certificates once two thirds
@@ -242,7 +251,7 @@ func renewAt(c *x509.Certificate) time.Time {
 // instance is revoked stops the sidecar as revocation does.
 func (s *Sidecar) renewIfDue(id *identity) {
 	now := s.cfg.Now()
-	if now.Before(renewAt(id.cert)) {
+	if now.Before(renewAt(id)) {
 		return
 	}
 	if !now.Before(id.cert.NotAfter) {

@@ -52,7 +52,7 @@ func (s *Sidecar) markReachable(ok bool) {
 	}
 	if was := s.reachable.Swap(ok); was != ok {
 		if ok {
-			s.log.Info("the KMS is reachable again")
+			s.log.Info("the KMS is reachable")
 		} else {
 			s.log.Warn("the KMS cannot be reached; serving loaded keys until their leases run out")
 		}

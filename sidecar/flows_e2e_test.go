@@ -93,6 +93,13 @@ func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Con
 		t.Fatalf("sidecar.New(%s): %v", dn, err)
 	}
 	t.Cleanup(func() { sc.Close() })
+	return newSide(t, sc, unixClient(serveSocket(t, sc)))
+}
+
+// serveSocket serves sc on a new Unix socket until the test ends and
+// returns the socket's path.
+func serveSocket(t testing.TB, sc *sidecar.Sidecar) string {
+	t.Helper()
 	socket := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := sidecar.ListenUnix(socket)
 	if err != nil {
@@ -102,8 +109,10 @@ func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Con
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return newSide(t, sc, unixClient(socket))
+	return socket
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func (s *side) call(t testing.TB) requester {
 	ctx := t.Context()

@@ -129,6 +129,7 @@ type Sidecar struct {
 	router  *httpapi.Router
 
 	id        atomic.Pointer[identity] // nil until enrolled
+	previous  string                   // instance id of this data dir before a restart
 	enrollMu  sync.Mutex               // one enrollment at a time
 	revoked   atomic.Bool
 	replays   replayCache
@@ -214,8 +215,12 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 // start enrolls at New when it can: a persistent enclave's stored
 // enrollment, a token, or attestation.
 func (s *Sidecar) start(ctx context.Context, token string) error {
-	if token == "" && s.reuse(ctx) {
+	if s.reuse(ctx) && token == "" {
 		return nil
+	}
+	if id := s.id.Load(); id != nil { // reusable, but a token was given: enroll afresh
+		s.id.Store(nil)
+		id.kms.Close()
 	}
 	if token == "" && !s.cfg.Attest {
 		s.log.Info("waiting for enrollment: POST /v1/enroll with a token from the bound custodian (dcaas sidecar enroll)")
@@ -257,6 +262,9 @@ func (s *Sidecar) Status(context.Context) api.Status {
 	st := api.Status{
 		Enrolled: s.Enrolled(), Enclave: s.enc.Kind(), KMSReachable: s.reachable.Load(),
 		KeysLoaded: s.ring.Len(), Revoked: s.revoked.Load(),
+	}
+	if id := s.id.Load(); id == nil || id.e.InstanceID != s.previous {
+		st.PreviousInstanceID = s.previous
 	}
 	if id := s.id.Load(); id != nil {
 		st.InstanceID, st.CustodianDN = id.e.InstanceID, id.e.CustodianDN

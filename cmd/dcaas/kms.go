@@ -41,6 +41,8 @@ type kmsServeFlags struct {
 	store          string
 	postgresDSN    string
 	seal           sealFlags
+	wrapTTL        time.Duration
+	rotationCheck  time.Duration
 }
 
 func newKMSServeCmd() *cobra.Command {
@@ -81,6 +83,8 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
+	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
+	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	f.seal.addPKCS11(fl)
 	return cmd
 }
@@ -146,7 +150,14 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	defer pass.Wipe()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if f.wrapTTL < time.Second || f.wrapTTL > 24*time.Hour {
+		return fmt.Errorf("--wrap-ttl %s: want between 1s and 24h", f.wrapTTL)
+	}
+	if f.rotationCheck < 10*time.Millisecond {
+		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
+	}
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg}
+	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	ln, err := net.Listen("tcp", f.listen)
