@@ -101,6 +101,7 @@ type Sidecar struct {
 	audit    *localAudit
 	metrics  *metrics
 	router   *httpapi.Router
+	names    keyNames // transit names of loaded keys (keynames.go)
 
 	revoked     atomic.Bool
 	revokedKeys sync.Map // key id → true: keys the KMS revoked (for sealed blobs)
