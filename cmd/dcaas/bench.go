@@ -50,6 +50,9 @@ operation (default: 1 KiB AES-256-GCM encrypt), closed loop, through:
   library      the sidecar in-process (Go calls)
   unix         the sidecar over its Unix socket, one operation per request
   unix-batch   the same, --batch operations per request
+  transit      the sidecar's Vault/OpenBao transit API on its Unix socket
+  grpc-kms-plugin  the Kubernetes KMS v2 plugin (gRPC on a Unix socket);
+               encrypt and decrypt only, plaintexts cut to 512 bytes
   mtls         the sidecar over loopback mutual TLS
   central      the KMS central path over mutual TLS (what dcaas replaces)
   central+rtt  the central path through a proxy adding --rtt round-trip time
