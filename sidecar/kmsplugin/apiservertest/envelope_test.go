@@ -52,7 +52,18 @@ func (a *apiServer) transformer(id string) value.Transformer {
 	return kmsv2.NewEnvelopeTransformer(a.svc, provider, func() (kmsv2.State, error) { return a.state, nil }, id)
 }
 
-func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
+// plugin is a KMS, a custodian "kube-apiserver", its sidecar with one
+// aes-256-gcm key loaded, and the KMS v2 plugin serving that key on path.
+type plugin struct {
+	env  *kmstest.Env
+	cust *kmstest.Client
+	sc   *sidecar.Sidecar
+	key  api.DataKey
+	path string
+}
+
+func startPlugin(t *testing.T) *plugin {
+	t.Helper()
 	ctx := t.Context()
 	env := kmstest.Start(t, nil)
 	env.Tenant(t, "acme")
@@ -65,32 +76,39 @@ func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sc.Close()
-	load := func(ekb []byte) {
-		var wrapped api.WrappedKeys
-		cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{ekb}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-		if _, err := sc.ImportKeys(ctx, wrapped.Keys); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var key api.DataKey
-	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &key)
-	load(key.EKB)
-
-	p, err := kmsplugin.New(sc, kmsplugin.Config{KeyID: key.KeyID})
+	t.Cleanup(func() { sc.Close() })
+	pl := &plugin{env: env, cust: cust, sc: sc, path: filepath.Join(t.TempDir(), "kms.sock")}
+	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &pl.key)
+	pl.load(t, pl.key.EKB)
+	p, err := kmsplugin.New(sc, kmsplugin.Config{KeyID: pl.key.KeyID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "kms.sock")
-	ln, err := kmsplugin.Listen(path)
+	ln, err := kmsplugin.Listen(pl.path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return pl
+}
 
+// load rewraps an EKB to the sidecar and imports it.
+func (pl *plugin) load(t *testing.T, ekb []byte) {
+	t.Helper()
+	var wrapped api.WrappedKeys
+	pl.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{ekb}, WrappingCertPEM: pl.sc.WrappingCertificatePEM()}, &wrapped)
+	if _, err := pl.sc.ImportKeys(t.Context(), wrapped.Keys); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
+	ctx := t.Context()
+	pl := startPlugin(t)
+	key, env, path := pl.key, pl.env, pl.path
 	svc, err := kmsv2.NewGRPCService(ctx, "unix://"+path, provider, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -127,8 +145,8 @@ func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
 	// server makes a new DEK seed; objects written before read as stale
 	// (to be rewritten by a storage migration) and still decrypt.
 	var v2 api.DataKey
-	cust.MustDo(t, "POST", "/v1/datakeys/"+key.KeyID+"/versions", api.NewVersionRequest{EKB: key.EKB}, &v2)
-	load(v2.EKB)
+	pl.cust.MustDo(t, "POST", "/v1/datakeys/"+key.KeyID+"/versions", api.NewVersionRequest{EKB: key.EKB}, &v2)
+	pl.load(t, v2.EKB)
 	if st, err := svc.Status(ctx); err != nil || st.KeyID != kmsplugin.KeyID(key.KeyID, 2) {
 		t.Fatalf("Status after rotation = %+v, %v", st, err)
 	}
