@@ -142,7 +142,12 @@ func (p *params) batch() (items []*params, ok bool, err error) {
 	}
 	var raws []map[string]json.RawMessage
 	if err := json.Unmarshal(v, &raws); err != nil {
-		return nil, true, badRequest("failed to parse batch input: batch_input must be an array of objects")
+		// Weak typing again: the array as a JSON string (batch_input=@file
+		// on a CLI command line sends the file's text).
+		var text string
+		if json.Unmarshal(v, &text) != nil || json.Unmarshal([]byte(text), &raws) != nil {
+			return nil, true, badRequest("failed to parse batch input: batch_input must be an array of objects")
+		}
 	}
 	if len(raws) == 0 {
 		return nil, true, badRequest("missing batch input to process")

@@ -59,6 +59,10 @@ func TestParams(t *testing.T) {
 	if r, _ := items[0].str("reference"); r != "r" {
 		t.Errorf("batch item reference = %q", r)
 	}
+	sp, _ := decodeParams([]byte(`{"batch_input":"[{\"input\":\"eA==\"}]"}`))
+	if items, ok, err := sp.batch(); err != nil || !ok || len(items) != 1 || !items[0].has("input") {
+		t.Errorf("batch_input as a JSON string = %v, %v, %v", items, ok, err)
+	}
 	if w := ignoredWarning(p, []string{"s", "n", "ns", "b", "bs", "b64", "null", "num", "batch_input", "context", "convergent_encryption"}); w != "Endpoint ignored these unrecognized parameters: [nonce]" {
 		t.Errorf("ignoredWarning = %q", w)
 	}
