@@ -12,7 +12,7 @@ type KeyName struct {
 // SetKeyNameRequest is the body of a sidecar's PUT /v1/keys/{key_id}/name.
 // Name is 1 to 128 characters of letters, digits and _ . @ -, starting
 // and ending with a letter, digit or _ (transit's key name rule), and must
-// not be the id of another loaded key.
+// not be or look like a key id ("key_…", "drv_…").
 type SetKeyNameRequest struct {
 	Name string `json:"name"`
 }

@@ -26,12 +26,18 @@ var keyNameRule = regexp.MustCompile(`^\w([\w.@-]{0,126}\w)?$`)
 // API (/v1/transit/encrypt/{name} and the rest) then accepts for it; the
 // key id is always accepted too. A key has at most one name: setting
 // another replaces it. A name already given to another key is a conflict
-// (remove it first), and a name may not be the id of a loaded key. The
+// (remove it first), and a name may not be, or look like, a key id
+// ("key_…", "drv_…"). The
 // name outlives eviction and reloading of the key (a rotation keeps it),
 // but not the sidecar.
 func (s *Sidecar) SetKeyName(keyID, name string) error {
 	if !keyNameRule.MatchString(name) {
 		return api.Errorf(api.CodeInvalidArgument, "name %q: use 1 to 128 letters, digits and _ . @ -, starting and ending with a letter, digit or _.", name)
+	}
+	if strings.HasPrefix(name, "key_") || strings.HasPrefix(name, "drv_") {
+		// Names are resolved before ids: one shaped like an id could hide
+		// a key loaded later.
+		return api.Errorf(api.CodeInvalidArgument, "name %q looks like a dcaas key id (key_…, drv_…); choose another name.", name)
 	}
 	loaded := s.loadedIDs()
 	if _, ok := slices.BinarySearch(loaded, keyID); !ok {

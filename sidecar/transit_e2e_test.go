@@ -433,6 +433,8 @@ func TestKeyNames(t *testing.T) {
 		{b, "", 400, api.CodeInvalidArgument},
 		{b, a, 400, api.CodeInvalidArgument},
 		{b, strings.Repeat("n", 129), 400, api.CodeInvalidArgument},
+		{b, "key_abc", 400, api.CodeInvalidArgument},
+		{b, "drv_abc", 400, api.CodeInvalidArgument},
 	} {
 		kmstest.WantError(t, put(tc.id, tc.name), tc.status, tc.code)
 	}

@@ -154,6 +154,9 @@ func (s *Server) sign(ctx context.Context, r *http.Request, p *params) (any, int
 	var warn warnings
 	batch, single, err := eachItem(p, func(it *params) (signItem, error) {
 		ref, _ := it.str("reference")
+		if err := it.unsupported("context"); err != nil {
+			return signItem{}, err
+		}
 		if !it.has("input") {
 			return signItem{}, badRequest("missing input to sign")
 		}
