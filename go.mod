@@ -6,7 +6,6 @@ require (
 	github.com/awnumar/memguard v0.23.0
 	github.com/google/go-tpm v0.9.8
 	github.com/jackc/pgx/v5 v5.12.0
-	github.com/openbao/openbao/api/v2 v2.7.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/sys v0.50.0
@@ -68,3 +67,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// Test only: the OpenBao Go client, the transit adapter's compatibility
+// oracle (sidecar/transit_e2e_test.go, cmd/dcaas/adapters_e2e_test.go).
+require github.com/openbao/openbao/api/v2 v2.7.1
