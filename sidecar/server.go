@@ -291,6 +291,7 @@ func (s *Sidecar) routes() {
 			return serve(ctx, decode)
 		})
 	}
+	s.adapterRoutes()
 }
 
 // Routes lists the sidecar's method+path patterns (for the OpenAPI spec

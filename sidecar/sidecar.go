@@ -127,6 +127,7 @@ type Sidecar struct {
 	audit   *localAudit
 	metrics *metrics
 	router  *httpapi.Router
+	names   keyNames // transit names of loaded keys (keynames.go)
 
 	id        atomic.Pointer[identity] // nil until enrolled
 	previous  string                   // instance id of this data dir before a restart

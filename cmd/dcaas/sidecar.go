@@ -46,6 +46,7 @@ type sidecarFlags struct {
 	poll          time.Duration
 	metricsListen string
 	logLevel      string
+	kmsPlugin     kmsPluginFlags
 }
 
 func newSidecarServeCmd() *cobra.Command {
@@ -71,7 +72,12 @@ call to the KMS fails over from one to the next.
 
 The Unix socket is created with mode 0600 and every connection's peer uid
 is checked against --allow-uid (default: this process's uid). --listen adds
-a TCP listener that requires a client certificate of the bound custodian.`,
+a TCP listener that requires a client certificate of the bound custodian.
+
+The same socket and listener also serve the Vault/OpenBao transit API
+(/v1/transit/…, docs/transit.md). --kms-plugin-socket adds the Kubernetes
+KMS v2 plugin (gRPC) for the API server, with the loaded key
+--kms-plugin-key (docs/kubernetes-kms.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd.Context(), f) },
 	}
@@ -93,12 +99,16 @@ a TCP listener that requires a client certificate of the bound custodian.`,
 	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.kmsPlugin.register(fl)
 	return cmd
 }
 
 func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	if len(f.kmsURLs) == 0 || f.caFile == "" {
 		return errors.New("--kms and --ca are required")
+	}
+	if err := f.kmsPlugin.validate(); err != nil {
+		return err
 	}
 	log, err := newLogger(f.logLevel)
 	if err != nil {
@@ -173,7 +183,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	}
 	defer sc.Close()
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- sc.Serve(ctx, ln) }()
 	listening := ""
 	if tln != nil {
@@ -188,6 +198,11 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
+	}
+	if p, err := f.kmsPlugin.start(ctx, sc, f.allowUIDs, log, errc); err != nil {
+		return err
+	} else if p != "" {
+		listening += " kms-plugin-socket=" + p
 	}
 	st := sc.Status(ctx)
 	if st.Enrolled {
