@@ -3,6 +3,7 @@ package httpapi
 import (
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -101,9 +102,31 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// canonicalPath reports whether p is a path the router serves as it is:
+// absolute, with no empty, "." or ".." segments. (http.ServeMux would
+// redirect the others with an HTML body; the router refuses them in JSON.)
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if !canonicalPath(r.URL.Path) {
+		sw := &statusWriter{ResponseWriter: w}
+		WriteError(sw, rt.log, r, api.Errorf(api.CodeNotFound, "There is no endpoint %s %s: the path is not in canonical form (no empty, . or .. segments).", r.Method, r.URL.Path))
+		if rt.metrics != nil {
+			rt.metrics.requests.WithLabelValues("unmatched", strconv.Itoa(sw.status)).Inc()
+		}
+		return
+	}
 	h, pattern := rt.mux.Handler(r)
 	sw := &statusWriter{ResponseWriter: w}
 	route := pattern

@@ -3,8 +3,11 @@ package httpapi
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
@@ -49,5 +52,28 @@ func TestRouterFallback(t *testing.T) {
 		return w.Header().Get("Allow")
 	}(); allow == "" {
 		t.Error("a fallback's 405 lost the Allow header")
+	}
+}
+
+// TestRouterUncleanPaths: paths http.ServeMux would redirect with an HTML
+// body get a JSON 404 instead.
+func TestRouterUncleanPaths(t *testing.T) {
+	rt := NewRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	rt.HandleFunc("GET /v1/keys", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, 200, map[string]bool{"ok": true}) })
+	for _, p := range []string{"//v1/keys", "/v1//keys", "/v1/./keys", "/v1/x/../keys", "/v1/keys/."} {
+		t.Run(p, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			r := httptest.NewRequest("GET", "http://sidecar/", nil)
+			r.URL.Path = p
+			rt.ServeHTTP(rec, r)
+			if rec.Code != http.StatusNotFound || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") || !strings.Contains(rec.Body.String(), `"not_found"`) {
+				t.Fatalf("GET %s = %d %q %s, want a JSON 404", p, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+			}
+		})
+	}
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, httptest.NewRequest("GET", "http://sidecar/v1/keys", nil))
+	if rec.Code != 200 {
+		t.Fatalf("GET /v1/keys = %d, want 200", rec.Code)
 	}
 }

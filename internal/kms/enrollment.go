@@ -25,7 +25,7 @@ func (k *KMS) createToken(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	ttl := k.cfg.TokenTTL
-	if req.TTLSeconds < 0 || time.Duration(req.TTLSeconds)*time.Second > k.cfg.MaxTokenTTL {
+	if req.TTLSeconds < 0 || int64(req.TTLSeconds) > int64(k.cfg.MaxTokenTTL/time.Second) { // in seconds: no overflow
 		return nil, api.Errorf(api.CodeInvalidArgument, "ttl_seconds must be between 1 and %d.", int(k.cfg.MaxTokenTTL/time.Second))
 	}
 	if req.TTLSeconds > 0 {
