@@ -169,8 +169,10 @@ type handlerFunc func(ctx context.Context, decode func(any) error, r *http.Reque
 
 // handle registers h behind authorization, strict decoding and error
 // rendering. Refusals are written to the local audit log; so are key
-// management calls (audit true). Operations are not, to keep the hot path
-// free of I/O.
+// management calls (audit true), which fail closed: the call is recorded
+// before it runs, and with the keys it acted on after, and a record that
+// cannot be written (a full or read-only disk) refuses the call.
+// Operations are not recorded, to keep the hot path free of I/O.
 func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h handlerFunc) {
 	s.router.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if err := s.authorize(r); err != nil {
@@ -186,21 +188,61 @@ func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h hand
 			err = errRevoked // a revoked instance serves nothing
 		case s.id.Load() == nil && name != "status" && name != "enroll":
 			err = errNotEnrolled
+		case auditOK:
+			if aerr := s.audit.Append(callerName(r), name, pathKeys(r), "requested", ""); aerr != nil {
+				s.log.Error("the local audit log cannot be written: refusing the call", "action", name, "err", aerr)
+				err = errAuditDown
+				break
+			}
+			resp, err = h(r.Context(), decode, r)
 		default:
 			resp, err = h(r.Context(), decode, r)
 		}
-		if err != nil {
-			if auditOK {
-				s.audit.Record(callerName(r), name, "", "error", string(api.CodeOf(err)))
+		if auditOK && err != errAuditDown {
+			outcome, code := "ok", ""
+			if err != nil {
+				outcome, code = "error", string(api.CodeOf(err))
 			}
+			if aerr := s.audit.Append(callerName(r), name, actedOn(r, resp), outcome, code); aerr != nil && err == nil {
+				s.log.Error("the local audit log cannot be written after the call", "action", name, "err", aerr)
+				err = api.Errorf(api.CodeUnavailable, "The sidecar's local audit log cannot be written (a full or read-only disk?), so the call is not acknowledged; it may have taken effect — check GET /v1/keys before retrying.")
+				resp = nil
+			}
+		}
+		if err != nil {
 			httpapi.WriteError(w, s.log, r, err)
 			return
 		}
-		if auditOK {
-			s.audit.Record(callerName(r), name, "", "ok", "")
-		}
 		httpapi.WriteJSON(w, http.StatusOK, resp)
 	})
+}
+
+var errAuditDown = api.Errorf(api.CodeUnavailable, "The sidecar's local audit log cannot be written (a full or read-only disk?), so it refuses key management; nothing was done.")
+
+// pathKeys is the key a request's path names, if any.
+func pathKeys(r *http.Request) []string {
+	if id := r.PathValue("key_id"); id != "" {
+		return []string{id}
+	}
+	return nil
+}
+
+// actedOn lists the keys a management call acted on: those its answer
+// names, or the one its path names.
+func actedOn(r *http.Request, resp any) []string {
+	switch v := resp.(type) {
+	case api.Loaded:
+		return v.Loaded
+	case api.SealResponse:
+		var ids []string
+		for _, k := range v.Sealed {
+			if len(ids) == 0 || ids[len(ids)-1] != k.KeyID {
+				ids = append(ids, k.KeyID)
+			}
+		}
+		return ids
+	}
+	return pathKeys(r)
 }
 
 func (s *Sidecar) routes() {

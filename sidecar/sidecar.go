@@ -196,7 +196,7 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 			s.cfg.KEM = api.KEMP256
 		}
 	}
-	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now); err != nil {
+	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now, cfg.Logger); err != nil {
 		return nil, err
 	}
 	s.ring = keyring.New(s.enc, keyring.Config{Now: cfg.Now, MaxEncryptions: cfg.MaxEncryptions})
