@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store/postgres"
@@ -146,7 +147,6 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err != nil {
 		return err
 	}
-	os.Unsetenv("DCAAS_SEAL_PASSPHRASE") // read once; child processes must not inherit it
 	defer pass.Wipe()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -185,6 +185,16 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		if opts.Config.Attestation, err = kms.LoadAttestationPolicy(f.attestPolicy); err != nil {
 			return err
 		}
+	}
+	// Every secret the environment held has been read: take it out of the
+	// environment and of the process's initial environment block (which
+	// /proc/<pid>/environ shows for the process's life), then make the
+	// process non-dumpable, as the sidecar is.
+	if err := hardening.ScrubEnv("DCAAS_SEAL_PASSPHRASE", envPKCS11PIN, "DCAAS_POSTGRES_DSN"); err != nil {
+		log.Warn("could not scrub secrets from the process's initial environment; prefer the *-file flags", "err", err)
+	}
+	if err := hardening.Process(); err != nil {
+		return err
 	}
 	srv, err := kms.Open(ctx, opts)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -122,9 +123,12 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	if err != nil {
 		return fmt.Errorf("--enroll-token-file: %w", err)
 	}
-	// The token leaves the environment as soon as it is read, so child
-	// processes and /proc/self/environ readers don't see it.
-	os.Unsetenv("DCAAS_ENROLL_TOKEN")
+	// The token leaves the environment as soon as it is read, and the
+	// process's initial environment block too, so child processes and
+	// readers of /proc/<pid>/environ don't see it.
+	if err := hardening.ScrubEnv("DCAAS_ENROLL_TOKEN"); err != nil {
+		log.Warn("could not scrub the token from the process's initial environment; prefer --enroll-token-file", "err", err)
+	}
 	defer tok.Wipe()
 
 	// Bind every listener before anything else: a busy address fails here,
