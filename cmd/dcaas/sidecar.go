@@ -18,8 +18,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
-	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/sidecar"
 )
 
