@@ -987,7 +987,7 @@ func TestKMSServeCertificateFlags(t *testing.T) {
 		return conn.ConnectionState().PeerCertificates[0]
 	}
 	first := served()
-	if got := first.NotAfter.Sub(time.Now()); got > 10*time.Second {
+	if got := time.Until(first.NotAfter); got > 10*time.Second {
 		t.Fatalf("server certificate expires in %v, want at most 10s", got)
 	}
 	deadline := time.Now().Add(30 * time.Second)

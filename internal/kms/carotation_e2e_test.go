@@ -88,7 +88,7 @@ func TestCARotation(t *testing.T) {
 	env := kmstest.Start(t, func(o *kms.Options) { o.Config.CertCheckInterval = checkInterval })
 	anon := env.Anonymous()
 	env.Tenant(t, "acme")
-	oldCust, custCreds := env.App(t, "acme", "payments-api", api.RoleCustodian)
+	_, custCreds := env.App(t, "acme", "payments-api", api.RoleCustodian)
 	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
 	enroll := func(c *kmstest.Client) *kmstest.FakeSidecar {
 		var tok api.EnrollmentToken
@@ -142,7 +142,7 @@ func TestCARotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := clientWith(t, env, bundle, string(adminCert), string(adminKey))
-	oldCust = clientWith(t, env, bundle, custCreds.CertPEM, custCreds.KeyPEM)
+	oldCust := clientWith(t, env, bundle, custCreds.CertPEM, custCreds.KeyPEM)
 
 	// Activate: the new CA issues, the old one is still trusted.
 	var activated api.CATrust
