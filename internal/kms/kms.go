@@ -42,11 +42,18 @@ type Config struct {
 	Now    func() time.Time      // default: time.Now
 	Reg    prometheus.Registerer // default: a private registry
 
-	// Certificate lifetimes: zero means the default; otherwise each must
-	// lie between MinCertTTL and MaxCertTTL (New refuses others).
+	// Certificate lifetimes (AppCertTTL, InstanceCertTTL, ServerCertTTL):
+	// zero means the default; otherwise each must lie between MinCertTTL
+	// and MaxCertTTL (New refuses others).
 	AppCertTTL      time.Duration // custodian/pipeline/admin certificates; default 365 days
 	InstanceCertTTL time.Duration // sidecar identity and wrapping certificates; default 30 days
 	ServerCertTTL   time.Duration // the KMS's own TLS server certificate; default 90 days, renewed at two thirds of it
+	TokenTTL        time.Duration // enrollment tokens without ttl_seconds; default 10 minutes
+	MaxTokenTTL     time.Duration // longest enrollment token; default 24 hours
+	ChallengeTTL    time.Duration // enrollment challenge nonces; default 5 minutes
+	BodyLimit       int64         // ordinary requests; default 1 MiB
+	BatchBodyLimit  int64         // batch requests (rewrap); default 32 MiB
+	MaxBatch        int           // keys per batch request; default 10,000
 	// CertCheckInterval is how often a KMS opened with Open re-reads the
 	// CA state from the store (so replicas converge on a CA rotation) and
 	// checks whether its TLS server certificate is due for renewal;
@@ -54,13 +61,7 @@ type Config struct {
 	CertCheckInterval time.Duration
 	// CertTicks, when set, drives those checks instead of a ticker of
 	// CertCheckInterval (tests).
-	CertTicks      <-chan time.Time
-	TokenTTL       time.Duration // enrollment tokens without ttl_seconds; default 10 minutes
-	MaxTokenTTL    time.Duration // longest enrollment token; default 24 hours
-	ChallengeTTL   time.Duration // enrollment challenge nonces; default 5 minutes
-	BodyLimit      int64         // ordinary requests; default 1 MiB
-	BatchBodyLimit int64         // batch requests (rewrap); default 32 MiB
-	MaxBatch       int           // keys per batch request; default 10,000
+	CertTicks <-chan time.Time
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version, summed over the central path and sidecar reports (default
 	// ops.DefaultMaxEncryptions, 2^32: NIST SP 800-38D §8.3). Sidecars
