@@ -255,7 +255,7 @@ func (k *KMS) installCA(v *caView) {
 	k.caView.Store(v)
 	k.mx.publishCA(v.ca)
 	k.writeBundle(v.ca)
-	k.log.Info("KMS CA changed", "step", v.state.Step, "phase", v.state.phase(), "generation", v.gen,
+	k.log.Info("KMS CA state applied", "step", v.state.Step, "phase", v.state.phase(), "generation", v.gen,
 		"issuing_serial", ca.SerialString(v.ca.Cert()), "trusted", len(v.ca.Roots()))
 }
 
