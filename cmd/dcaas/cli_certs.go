@@ -68,6 +68,9 @@ the KMS's trust bundle (every CA it trusts, two during a CA rotation) to the
 					return fmt.Errorf("--csr: %w", err)
 				}
 			}
+			if revokeOld && csrFile != "" {
+				return errors.New("--revoke-old needs the key the KMS makes; with --csr, revoke the old certificate with 'dcaas app cert revoke --serial' using the new one")
+			}
 			if updateCA && c.ca == "" {
 				return errors.New("--update-ca needs --ca (the file to write the trust bundle to)")
 			}
@@ -77,19 +80,17 @@ the KMS's trust bundle (every CA it trusts, two during a CA rotation) to the
 			if outKey == "" && csrFile == "" {
 				outKey = c.key
 			}
-			var oldSerial string
-			if revokeOld {
-				s, err := certFileSerial(c.cert)
-				if err != nil {
-					return err
-				}
-				oldSerial = s
-			}
 			k, err := c.kmsClient()
 			if err != nil {
 				return err
 			}
 			defer k.Close()
+			var oldSerial string
+			if revokeOld {
+				if oldSerial, err = certFileSerial(c.cert); err != nil {
+					return err
+				}
+			}
 			creds, err := k.RenewCertificate(cmd.Context(), string(csrPEM))
 			if err != nil {
 				return err
@@ -142,11 +143,7 @@ the KMS's trust bundle (every CA it trusts, two during a CA rotation) to the
 // revokeWith revokes serial of the caller, authenticating with the new
 // credentials.
 func revokeWith(cmd *cobra.Command, c *cliConn, creds *api.AppCredentials, serial string) error {
-	keyPEM := []byte(creds.KeyPEM)
-	if len(keyPEM) == 0 {
-		return errors.New("no key: a certificate renewed from a CSR cannot revoke with this command; run 'dcaas app cert revoke --serial' with the new certificate and your key")
-	}
-	k, err := client.NewKMS(c.kms, []byte(creds.CAPEM), []byte(creds.CertPEM), keyPEM)
+	k, err := client.NewKMS(c.kms, []byte(creds.CAPEM), []byte(creds.CertPEM), []byte(creds.KeyPEM))
 	if err != nil {
 		return err
 	}

@@ -182,6 +182,7 @@ func TestCLICertificates(t *testing.T) {
 		{with(cust, "app", "cert", "revoke"), "exactly one of --serial and --all"},
 		{with(cust, "app", "cert", "revoke", "--all", "--serial", "ab"), "exactly one of --serial and --all"},
 		{with(cust, "app", "cert", "renew", "--csr", app.CertFile), "--out-cert"},
+		{with(cust, "app", "cert", "renew", "--csr", app.CertFile, "--out-cert", "x.pem", "--revoke-old"), "--revoke-old"},
 		{[]string{"app", "cert", "renew", "--kms", env.URL, "--cert", app.CertFile, "--key", app.KeyFile, "--update-ca"}, "--update-ca needs --ca"},
 		{with(cust, "app", "cert", "list", "--tenant", "acme"), "both the tenant and the app"},
 		{with(admin, "app", "cert", "issue", "payments-api"), "--tenant"},
