@@ -34,13 +34,17 @@ type CreateAppRequest struct {
 	CSRPEM string `json:"csr_pem,omitempty"`
 }
 
-// AppCredentials is the answer to app creation. KeyPEM is a private key,
-// present only when the KMS generated the key pair (no CSR was sent).
+// AppCredentials is the answer to app creation and to certificate
+// renewal. KeyPEM is a private key, present only when the KMS generated
+// the key pair (no CSR was sent). CAPEM is the trust bundle: every CA
+// certificate the KMS trusts (two during a CA rotation).
 type AppCredentials struct {
-	DN      string `json:"dn"`
-	CertPEM string `json:"cert_pem"`
-	KeyPEM  string `json:"key_pem,omitempty"`
-	CAPEM   string `json:"ca_pem"`
+	DN       string    `json:"dn"`
+	CertPEM  string    `json:"cert_pem"`
+	KeyPEM   string    `json:"key_pem,omitempty"`
+	CAPEM    string    `json:"ca_pem"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Policy is a key policy: who may do what with a key. A key without a
@@ -175,8 +179,10 @@ type Enrollment struct {
 	InstanceID      string `json:"instance_id"`
 	CertPEM         string `json:"cert_pem"`
 	WrappingCertPEM string `json:"wrapping_cert_pem"`
-	CAPEM           string `json:"ca_pem"`
-	CustodianDN     string `json:"custodian_dn"`
+	// CAPEM is the trust bundle: every CA certificate the KMS trusts (two
+	// during a CA rotation), the issuing one first.
+	CAPEM       string `json:"ca_pem"`
+	CustodianDN string `json:"custodian_dn"`
 }
 
 // Instance is one enrolled sidecar.

@@ -26,12 +26,13 @@ import (
 // bounds the whole, waits included.
 //
 // Which failures are retried depends on whether the request is
-// idempotent. Reads (Health, Challenge, ListInstances, Audit), Rewrap,
-// ExportKey and the crypto operations change no server state; they are
-// retried after any transport error (connection reset, EOF, a timeout
-// waiting for the answer) and after 502, 503 and 504 answers. Everything
-// else — creating tenants, apps, keys, versions, tokens, grants and import
-// parameters, importing, rotating, revoking, disabling — is retried only
+// idempotent. Reads (Health, Challenge, ListInstances, Audit, CA,
+// Certificates), Rewrap, ExportKey and the crypto operations change no
+// server state; they are retried after any transport error (connection
+// reset, EOF, a timeout waiting for the answer) and after 502, 503 and 504
+// answers. Everything else — creating tenants, apps, keys, versions,
+// tokens, grants and import parameters, importing, rotating, revoking,
+// disabling, renewing certificates, CA rotation steps — is retried only
 // when it certainly did not reach a server (a dial error: connection
 // refused, no route, DNS failure) or when the server answered 503
 // unavailable. The KMS answers 503 before acting, or after acting when it

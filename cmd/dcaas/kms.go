@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/hardening"
@@ -27,7 +28,7 @@ import (
 
 func newKMSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "kms", Short: "The central KMS"}
-	cmd.AddCommand(newKMSServeCmd())
+	cmd.AddCommand(newKMSServeCmd(), newKMSCACmd())
 	return cmd
 }
 
@@ -44,7 +45,44 @@ type kmsServeFlags struct {
 	seal           sealFlags
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
+	certs          certFlags
 }
+
+// certFlags are the certificate lifetimes and the certificate loop's
+// interval of `kms serve`.
+type certFlags struct {
+	appTTL, sidecarTTL, serverTTL, checkInterval time.Duration
+}
+
+func (c *certFlags) add(fl *pflag.FlagSet) {
+	fl.DurationVar(&c.appTTL, "app-cert-ttl", 365*24*time.Hour, "lifetime of custodian, pipeline and admin client certificates (Go duration: 8760h, 30m, 45s)")
+	fl.DurationVar(&c.sidecarTTL, "sidecar-cert-ttl", 30*24*time.Hour, "lifetime of sidecar identity and wrapping certificates")
+	fl.DurationVar(&c.serverTTL, "server-cert-ttl", 90*24*time.Hour, "lifetime of the KMS's own TLS server certificate, renewed in place at two thirds of it")
+	fl.DurationVar(&c.checkInterval, "cert-check-interval", 30*time.Second, "how often to re-read the CA state (replicas) and check the TLS certificate for renewal; at most a twentieth of --server-cert-ttl is used")
+}
+
+// config validates the flags and returns them as the KMS's Config fields.
+func (c *certFlags) config(cfg *kms.Config) error {
+	for _, f := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"app-cert-ttl", c.appTTL}, {"sidecar-cert-ttl", c.sidecarTTL}, {"server-cert-ttl", c.serverTTL}} {
+		switch {
+		case f.ttl < kms.MinCertTTL:
+			return fmt.Errorf("--%s %v: a certificate must live at least %v", f.name, f.ttl, kms.MinCertTTL)
+		case f.ttl > kms.MaxCertTTL:
+			return fmt.Errorf("--%s %v: a certificate cannot outlive the CA, %v (%d days)", f.name, f.ttl, kms.MaxCertTTL, kms.MaxCertTTL/(24*time.Hour))
+		}
+	}
+	if c.checkInterval < minCheckInterval || c.checkInterval > time.Hour {
+		return fmt.Errorf("--cert-check-interval %v: want between %v and 1h", c.checkInterval, minCheckInterval)
+	}
+	cfg.AppCertTTL, cfg.InstanceCertTTL, cfg.ServerCertTTL, cfg.CertCheckInterval = c.appTTL, c.sidecarTTL, c.serverTTL, c.checkInterval
+	return nil
+}
+
+// minCheckInterval keeps the certificate loop from hammering the store.
+const minCheckInterval = 100 * time.Millisecond
 
 func newKMSServeCmd() *cobra.Command {
 	var f kmsServeFlags
@@ -64,6 +102,13 @@ With --store postgres the database is PostgreSQL instead of kms.db (DSN from
 --postgres-dsn or DCAAS_POSTGRES_DSN; prefer the variable when the DSN holds
 a password). Several replicas on one database share the CA, tenants and keys;
 each needs the same root key (copy root.key into every data dir).
+
+Certificates: --app-cert-ttl (default 8760h), --sidecar-cert-ttl (720h) and
+--server-cert-ttl (2160h) set their lifetimes (Go durations, at least 1s,
+at most the CA's 10 years). The KMS re-issues its own TLS certificate, with
+a fresh in-memory key, at two thirds of its lifetime without a restart, and
+every --cert-check-interval re-reads the CA state so that replicas follow a
+CA rotation ('dcaas kms ca').
 
 With --seal pkcs11 the root key is a non-extractable AES key inside a
 PKCS#11 HSM (--pkcs11-module, --pkcs11-token, --pkcs11-key-label; the PIN
@@ -87,6 +132,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	f.seal.addPKCS11(fl)
+	f.certs.add(fl)
 	return cmd
 }
 
@@ -139,6 +185,10 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err != nil {
 		return err
 	}
+	var cfg kms.Config
+	if err := f.certs.config(&cfg); err != nil {
+		return err
+	}
 	hosts, err := serverHosts(f.listen, f.tlsHosts)
 	if err != nil {
 		return err
@@ -156,7 +206,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.rotationCheck < 10*time.Millisecond {
 		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
 	}
-	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg}
+	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
 	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.

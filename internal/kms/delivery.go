@@ -217,11 +217,12 @@ func (k *KMS) renewInstance(ctx context.Context, c *call) (any, error) {
 		// seals to; a sidecar keeps its enclave's key for its whole life.
 		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping_public_key differs from the instance's transport key; a sidecar renews with the key it enrolled with.")
 	}
-	idDER, idCert, err := k.ca.IssueInstance(csr.PublicKey, in.ID, in.Tenant, in.CustodianDN, k.cfg.InstanceCertTTL)
+	authority := k.authority()
+	idDER, idCert, err := authority.IssueInstance(csr.PublicKey, in.ID, in.Tenant, in.CustodianDN, k.cfg.InstanceCertTTL)
 	if err != nil {
 		return nil, err
 	}
-	wDER, wCert, err := k.ca.IssueWrapping(csr.PublicKey, req.WrappingPublicKey.KEM, req.WrappingPublicKey.PublicKey, in.ID, in.Tenant, in.CustodianDN, k.cfg.InstanceCertTTL)
+	wDER, wCert, err := authority.IssueWrapping(csr.PublicKey, req.WrappingPublicKey.KEM, req.WrappingPublicKey.PublicKey, in.ID, in.Tenant, in.CustodianDN, k.cfg.InstanceCertTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +240,7 @@ func (k *KMS) renewInstance(ctx context.Context, c *call) (any, error) {
 	k.log.Info("sidecar certificates renewed", "instance", in.ID, "not_after", idCert.NotAfter)
 	return &api.Enrollment{
 		InstanceID: in.ID, CertPEM: pemCert(idDER), WrappingCertPEM: pemCert(wDER),
-		CAPEM: k.ca.CertPEM(), CustodianDN: in.CustodianDN,
+		CAPEM: authority.BundlePEM(), CustodianDN: in.CustodianDN,
 	}, nil
 }
 

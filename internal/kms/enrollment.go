@@ -184,11 +184,12 @@ func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, cu
 		return nil, storeErr(err, "custodian")
 	}
 	id := kcrypto.RandomID(instancePrefix)
-	idDER, idCert, err := k.ca.IssueInstance(csr.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
+	authority := k.authority()
+	idDER, idCert, err := authority.IssueInstance(csr.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
 	if err != nil {
 		return nil, err
 	}
-	wDER, wCert, err := k.ca.IssueWrapping(csr.PublicKey, wrap.KEM, wrap.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
+	wDER, wCert, err := authority.IssueWrapping(csr.PublicKey, wrap.KEM, wrap.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +211,7 @@ func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, cu
 	k.log.Info("sidecar enrolled", "instance", id, "tenant", tenant, "custodian", custodianDN, "enclave", enclave)
 	return &api.Enrollment{
 		InstanceID: id, CertPEM: pemCert(idDER), WrappingCertPEM: pemCert(wDER),
-		CAPEM: k.ca.CertPEM(), CustodianDN: custodianDN,
+		CAPEM: authority.BundlePEM(), CustodianDN: custodianDN,
 	}, nil
 }
 

@@ -33,7 +33,7 @@ func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidCert, "The wrapping certificate does not parse.")
 	}
-	if err := k.ca.Verify(cert, ca.UsageWrapping, k.now()); err != nil {
+	if err := k.authority().Verify(cert, ca.UsageWrapping, k.now()); err != nil {
 		switch {
 		case errors.Is(err, ca.ErrExpired):
 			return nil, api.Errorf(api.CodeExpired, "The wrapping certificate has expired or is not yet valid.")

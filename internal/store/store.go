@@ -127,6 +127,13 @@ type Certs interface {
 	GetCert(ctx context.Context, serial string) (Cert, error)
 	// RevokeCertsOf marks every certificate of (kind, subject) revoked.
 	RevokeCertsOf(ctx context.Context, kind, subject string, at time.Time) error
+	// RevokeCert marks one certificate revoked at at. Idempotent: a
+	// certificate revoked before keeps its first time. ErrNotFound for an
+	// unknown serial.
+	RevokeCert(ctx context.Context, serial string, at time.Time) error
+	// ListCerts returns the certificates of (kind, tenant, subject),
+	// revoked and expired ones included, by NotAfter then serial.
+	ListCerts(ctx context.Context, kind, tenant, subject string) ([]Cert, error)
 }
 
 // Key is a data key's registry entry. It holds no key material; retained

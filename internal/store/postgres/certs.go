@@ -54,3 +54,49 @@ func (db *DB) RevokeCertsOf(ctx context.Context, kind, subject string, at time.T
 		n, kind, subject)
 	return mapErr(op, err)
 }
+
+// RevokeCert implements store.Certs.
+func (db *DB) RevokeCert(ctx context.Context, serial string, at time.Time) error {
+	const op = "RevokeCert"
+	n, err := nanos("at", at)
+	if err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	tag, err := db.pool.Exec(ctx,
+		`UPDATE certs SET revoked_at = COALESCE(revoked_at, $1) WHERE serial = $2`, n, serial)
+	if err != nil {
+		return mapErr(op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: %s: %w", op, store.ErrNotFound)
+	}
+	return nil
+}
+
+// ListCerts implements store.Certs.
+func (db *DB) ListCerts(ctx context.Context, kind, tenant, subject string) ([]store.Cert, error) {
+	const op = "ListCerts"
+	rows, err := db.pool.Query(ctx,
+		`SELECT serial, not_after, revoked_at FROM certs WHERE kind = $1 AND tenant = $2 AND subject = $3 ORDER BY not_after, serial COLLATE "C"`,
+		kind, tenant, subject)
+	if err != nil {
+		return nil, mapErr(op, err)
+	}
+	defer rows.Close()
+	var list []store.Cert
+	for rows.Next() {
+		c := store.Cert{Kind: kind, Tenant: tenant, Subject: subject}
+		var notAfter int64
+		var revoked *int64
+		if err := rows.Scan(&c.Serial, &notAfter, &revoked); err != nil {
+			return nil, mapErr(op, err)
+		}
+		c.NotAfter = fromNanos(notAfter)
+		c.RevokedAt = fromNullNanos(revoked)
+		list = append(list, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(op, err)
+	}
+	return list, nil
+}

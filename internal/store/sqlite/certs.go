@@ -55,3 +55,51 @@ func (db *DB) RevokeCertsOf(ctx context.Context, kind, subject string, at time.T
 		n, kind, subject)
 	return mapErr(op, err)
 }
+
+// RevokeCert implements store.Certs.
+func (db *DB) RevokeCert(ctx context.Context, serial string, at time.Time) error {
+	const op = "RevokeCert"
+	n, err := nanos("at", at)
+	if err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	res, err := db.w.ExecContext(ctx,
+		`UPDATE certs SET revoked_at = COALESCE(revoked_at, ?) WHERE serial = ?`, n, serial)
+	if err != nil {
+		return mapErr(op, err)
+	}
+	if changed, err := res.RowsAffected(); err != nil {
+		return mapErr(op, err)
+	} else if changed == 0 {
+		return fmt.Errorf("sqlite: %s: %w", op, store.ErrNotFound)
+	}
+	return nil
+}
+
+// ListCerts implements store.Certs.
+func (db *DB) ListCerts(ctx context.Context, kind, tenant, subject string) ([]store.Cert, error) {
+	const op = "ListCerts"
+	rows, err := db.r.QueryContext(ctx,
+		`SELECT serial, not_after, revoked_at FROM certs WHERE kind = ? AND tenant = ? AND subject = ? ORDER BY not_after, serial`,
+		kind, tenant, subject)
+	if err != nil {
+		return nil, mapErr(op, err)
+	}
+	defer rows.Close()
+	var list []store.Cert
+	for rows.Next() {
+		c := store.Cert{Kind: kind, Tenant: tenant, Subject: subject}
+		var notAfter int64
+		var revoked sql.NullInt64
+		if err := rows.Scan(&c.Serial, &notAfter, &revoked); err != nil {
+			return nil, mapErr(op, err)
+		}
+		c.NotAfter = fromNanos(notAfter)
+		c.RevokedAt = fromNullNanos(revoked)
+		list = append(list, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(op, err)
+	}
+	return list, nil
+}
