@@ -30,7 +30,8 @@ type Store interface {
 	Tx
 	// InTx runs fn in one transaction and commits if fn returns nil:
 	// everything fn does through tx is stored together, or, if fn returns
-	// an error (returned as it is) or the commit fails, none of it is.
+	// an error (returned as it is), panics or the commit fails, none of it
+	// is.
 	// Each method of tx keeps its own promises inside the transaction (a
 	// method that fails changes nothing, and tx stays usable), and the
 	// locks they take are held until the transaction ends. fn must use

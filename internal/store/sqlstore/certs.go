@@ -23,11 +23,10 @@ const insertCert = `INSERT INTO certs (serial, kind, tenant, subject, not_after,
 
 // certTimes returns c's times as stored.
 func certTimes(c store.Cert) (notAfter int64, revoked sql.NullInt64, err error) {
-	if notAfter, err = nanos("NotAfter", c.NotAfter); err != nil {
-		return 0, revoked, err
-	}
-	revoked, err = nullNanos("RevokedAt", c.RevokedAt)
-	return notAfter, revoked, err
+	var ts times
+	notAfter = ts.at("NotAfter", c.NotAfter)
+	revoked = ts.opt("RevokedAt", c.RevokedAt)
+	return notAfter, revoked, ts.err
 }
 
 // putCerts stores certs inside the write transaction c runs in.

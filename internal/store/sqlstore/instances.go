@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -27,13 +26,11 @@ const insertInstance = `INSERT INTO instances (id, tenant, custodian_dn, enclave
 
 // instanceArgs returns insertInstance's arguments for in.
 func instanceArgs(in store.Instance) ([]any, error) {
-	enrolled, err := nanos("EnrolledAt", in.EnrolledAt)
-	if err != nil {
-		return nil, err
-	}
-	revoked, err := nullNanos("RevokedAt", in.RevokedAt)
-	if err != nil {
-		return nil, err
+	var ts times
+	enrolled := ts.at("EnrolledAt", in.EnrolledAt)
+	revoked := ts.opt("RevokedAt", in.RevokedAt)
+	if ts.err != nil {
+		return nil, ts.err
 	}
 	return []any{in.ID, in.Tenant, in.CustodianDN, in.Enclave, in.CertSerial, in.WrappingSerial,
 		in.WrappingKEM, notNull(in.WrappingPublic), enrolled, revoked}, nil
@@ -167,18 +164,6 @@ func (q *queries) RevokeInstance(ctx context.Context, id string, at time.Time) e
 		return q.mapErr(op, err)
 	}
 	return q.write(ctx, op, func(c conn) error {
-		var tenant string
-		err := c.queryRow(ctx,
-			`UPDATE instances SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING tenant`,
-			n, id).Scan(&tenant)
-		if errors.Is(err, sql.ErrNoRows) {
-			// Nothing changed: revoked before (no new event), or unknown.
-			var one int
-			return c.queryRow(ctx, `SELECT 1 FROM instances WHERE id = ?`, id).Scan(&one)
-		}
-		if err != nil {
-			return err
-		}
-		return appendRevocation(ctx, c, tenant, store.RevocationInstance, id, n)
+		return revokeOnce(ctx, c, `instances`, `id`, `revoked_at`, id, n, store.RevocationInstance)
 	})
 }

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -21,17 +20,12 @@ func (q *queries) CreateKey(ctx context.Context, k store.Key, first store.KeyVer
 	if first.KeyID != k.KeyID {
 		return q.mapErr(op, fmt.Errorf("first version is for key %q, want %q", first.KeyID, k.KeyID))
 	}
-	created, err := nanos("CreatedAt", k.CreatedAt)
-	if err != nil {
-		return q.mapErr(op, err)
-	}
-	disabled, err := nullNanos("DisabledAt", k.DisabledAt)
-	if err != nil {
-		return q.mapErr(op, err)
-	}
-	vCreated, err := nanos("KeyVersion.CreatedAt", first.CreatedAt)
-	if err != nil {
-		return q.mapErr(op, err)
+	var ts times
+	created := ts.at("CreatedAt", k.CreatedAt)
+	disabled := ts.opt("DisabledAt", k.DisabledAt)
+	vCreated := ts.at("KeyVersion.CreatedAt", first.CreatedAt)
+	if ts.err != nil {
+		return q.mapErr(op, ts.err)
 	}
 	return q.write(ctx, op, func(c conn) error {
 		if _, err := c.exec(ctx,
@@ -171,18 +165,6 @@ func (q *queries) DisableKey(ctx context.Context, keyID string, at time.Time) er
 		return q.mapErr(op, err)
 	}
 	return q.write(ctx, op, func(c conn) error {
-		var tenant string
-		err := c.queryRow(ctx,
-			`UPDATE keys SET disabled_at = ? WHERE key_id = ? AND disabled_at IS NULL RETURNING tenant`,
-			n, keyID).Scan(&tenant)
-		if errors.Is(err, sql.ErrNoRows) {
-			// Nothing changed: disabled before (no new event), or unknown.
-			var one int
-			return c.queryRow(ctx, `SELECT 1 FROM keys WHERE key_id = ?`, keyID).Scan(&one)
-		}
-		if err != nil {
-			return err
-		}
-		return appendRevocation(ctx, c, tenant, store.RevocationKey, keyID, n)
+		return revokeOnce(ctx, c, `keys`, `key_id`, `disabled_at`, keyID, n, store.RevocationKey)
 	})
 }

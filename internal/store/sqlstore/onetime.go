@@ -17,23 +17,48 @@ func (q *queries) PutOneTime(ctx context.Context, s store.OneTimeSecret) error {
 	if len(s.Hash) == 0 {
 		return q.mapErr(op, errors.New("empty hash"))
 	}
-	created, err := nanos("CreatedAt", s.CreatedAt)
-	if err != nil {
-		return q.mapErr(op, err)
+	var ts times
+	created := ts.at("CreatedAt", s.CreatedAt)
+	expires := ts.at("ExpiresAt", s.ExpiresAt)
+	used := ts.opt("UsedAt", s.UsedAt)
+	if ts.err != nil {
+		return q.mapErr(op, ts.err)
 	}
-	expires, err := nanos("ExpiresAt", s.ExpiresAt)
-	if err != nil {
-		return q.mapErr(op, err)
-	}
-	used, err := nullNanos("UsedAt", s.UsedAt)
-	if err != nil {
-		return q.mapErr(op, err)
-	}
-	_, err = q.exec(ctx, op,
-		`INSERT INTO one_time (hash, kind, tenant, subject, payload, created_by, created_at, expires_at, used_at)
-		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := q.exec(ctx, op,
+		`INSERT INTO one_time (`+oneTimeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.Hash, s.Kind, s.Tenant, s.Subject, s.Payload, s.CreatedBy, created, expires, used)
 	return err
+}
+
+const oneTimeColumns = `hash, kind, tenant, subject, payload, created_by, created_at, expires_at, used_at`
+
+// scanOneTime scans the oneTimeColumns of row.
+func scanOneTime(row *sql.Row) (store.OneTimeSecret, error) {
+	var s store.OneTimeSecret
+	var created, expires int64
+	var used sql.NullInt64
+	err := row.Scan(&s.Hash, &s.Kind, &s.Tenant, &s.Subject, &s.Payload, &s.CreatedBy, &created, &expires, &used)
+	if err != nil {
+		return store.OneTimeSecret{}, err
+	}
+	s.Payload = nilIfEmpty(s.Payload)
+	s.CreatedAt = fromNanos(created)
+	s.ExpiresAt = fromNanos(expires)
+	s.UsedAt = fromNullNanos(used)
+	return s, nil
+}
+
+// lookupNow checks the arguments of ConsumeOneTime and PeekOneTime and
+// returns now as stored.
+func lookupNow(hash []byte, now time.Time) (int64, error) {
+	n, err := nanos("now", now)
+	if err != nil {
+		return 0, err
+	}
+	if len(hash) == 0 {
+		return 0, fmt.Errorf("empty hash: %w", store.ErrNotFound)
+	}
+	return n, nil
 }
 
 // consume is the conditional UPDATE that marks a secret used, only if it
@@ -50,32 +75,18 @@ const consume = `UPDATE one_time SET used_at = ?
 // matched nothing does a read find out why, changing nothing.
 func (q *queries) ConsumeOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (store.OneTimeSecret, error) {
 	const op = "ConsumeOneTime"
-	n, err := nanos("now", now)
+	n, err := lookupNow(hash, now)
 	if err != nil {
 		return store.OneTimeSecret{}, q.mapErr(op, err)
 	}
-	if len(hash) == 0 {
-		return store.OneTimeSecret{}, q.mapErr(op, fmt.Errorf("empty hash: %w", store.ErrNotFound))
-	}
 	var s store.OneTimeSecret
 	err = q.write(ctx, op, func(c conn) error {
-		var created, expires int64
-		var used sql.NullInt64
-		err := c.queryRow(ctx,
-			consume+` RETURNING hash, kind, tenant, subject, payload, created_by, created_at, expires_at, used_at`,
-			n, hash, kind, n).
-			Scan(&s.Hash, &s.Kind, &s.Tenant, &s.Subject, &s.Payload, &s.CreatedBy, &created, &expires, &used)
+		var err error
+		s, err = scanOneTime(c.queryRow(ctx, consume+` RETURNING `+oneTimeColumns, n, hash, kind, n))
 		if errors.Is(err, sql.ErrNoRows) {
 			return whyNotConsumed(ctx, c, kind, hash, n)
 		}
-		if err != nil {
-			return err
-		}
-		s.Payload = nilIfEmpty(s.Payload)
-		s.CreatedAt = fromNanos(created)
-		s.ExpiresAt = fromNanos(expires)
-		s.UsedAt = fromNullNanos(used)
-		return nil
+		return err
 	})
 	if err != nil {
 		return store.OneTimeSecret{}, err
@@ -111,31 +122,20 @@ func whyNotConsumed(ctx context.Context, c conn, kind string, hash []byte, now i
 // PeekOneTime implements store.OneTime.
 func (q *queries) PeekOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (store.OneTimeSecret, error) {
 	const op = "PeekOneTime"
-	n, err := nanos("now", now)
+	n, err := lookupNow(hash, now)
 	if err != nil {
 		return store.OneTimeSecret{}, q.mapErr(op, err)
 	}
-	if len(hash) == 0 {
-		return store.OneTimeSecret{}, q.mapErr(op, fmt.Errorf("empty hash: %w", store.ErrNotFound))
-	}
-	var s store.OneTimeSecret
-	var created, expires int64
-	var used sql.NullInt64
-	err = q.read().queryRow(ctx,
-		`SELECT hash, kind, tenant, subject, payload, created_by, created_at, expires_at, used_at
-		 FROM one_time WHERE hash = ? AND kind = ?`, hash, kind).
-		Scan(&s.Hash, &s.Kind, &s.Tenant, &s.Subject, &s.Payload, &s.CreatedBy, &created, &expires, &used)
+	s, err := scanOneTime(q.read().queryRow(ctx,
+		`SELECT `+oneTimeColumns+` FROM one_time WHERE hash = ? AND kind = ?`, hash, kind))
 	switch {
 	case err != nil:
 		return store.OneTimeSecret{}, q.mapErr(op, err)
-	case used.Valid:
+	case s.UsedAt != nil:
 		return store.OneTimeSecret{}, q.mapErr(op, store.ErrUsed)
-	case expires <= n:
+	case s.ExpiresAt.UnixNano() <= n:
 		return store.OneTimeSecret{}, q.mapErr(op, store.ErrExpired)
 	}
-	s.Payload = nilIfEmpty(s.Payload)
-	s.CreatedAt = fromNanos(created)
-	s.ExpiresAt = fromNanos(expires)
 	return s, nil
 }
 

@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"strconv"
 
 	"github.com/dcaas/dcaas/internal/store"
@@ -23,6 +25,27 @@ func appendRevocation(ctx context.Context, c conn, tenant, kind, subject string,
 		 SELECT COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM revocations`,
 		tenant, kind, subject, at)
 	return err
+}
+
+// revokeOnce sets column, a NULL-able time, to at in the row of table
+// whose idColumn is id, unless it is set already, and then appends an
+// event of kind for the row's tenant with id as Subject. A row set before
+// changes nothing and appends nothing; an unknown id is sql.ErrNoRows.
+// The identifiers are the caller's constants.
+func revokeOnce(ctx context.Context, c conn, table, idColumn, column, id string, at int64, kind string) error {
+	var tenant string
+	err := c.queryRow(ctx,
+		`UPDATE `+table+` SET `+column+` = ? WHERE `+idColumn+` = ? AND `+column+` IS NULL RETURNING tenant`,
+		at, id).Scan(&tenant)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Nothing changed: set before (no new event), or unknown.
+		var one int
+		return c.queryRow(ctx, `SELECT 1 FROM `+table+` WHERE `+idColumn+` = ?`, id).Scan(&one)
+	}
+	if err != nil {
+		return err
+	}
+	return appendRevocation(ctx, c, tenant, kind, id, at)
 }
 
 // versionSubject is the subject of a RevocationKeyVersion or

@@ -20,13 +20,11 @@ func (q *queries) CreateTenant(ctx context.Context, t store.Tenant, first store.
 	if first.Tenant != t.Name {
 		return q.mapErr(op, fmt.Errorf("master key is for tenant %q, want %q", first.Tenant, t.Name))
 	}
-	created, err := nanos("CreatedAt", t.CreatedAt)
-	if err != nil {
-		return q.mapErr(op, err)
-	}
-	mkCreated, err := nanos("MasterKey.CreatedAt", first.CreatedAt)
-	if err != nil {
-		return q.mapErr(op, err)
+	var ts times
+	created := ts.at("CreatedAt", t.CreatedAt)
+	mkCreated := ts.at("MasterKey.CreatedAt", first.CreatedAt)
+	if ts.err != nil {
+		return q.mapErr(op, ts.err)
 	}
 	return q.write(ctx, op, func(c conn) error {
 		if _, err := c.exec(ctx,

@@ -33,6 +33,30 @@ func nullNanos(field string, t *time.Time) (sql.NullInt64, error) {
 	return sql.NullInt64{Int64: n, Valid: true}, err
 }
 
+// times converts several times with nanos and nullNanos, keeping the
+// first error: check err once after the last conversion.
+type times struct{ err error }
+
+// at is nanos(field, t), or 0 after an error.
+func (ts *times) at(field string, t time.Time) int64 {
+	if ts.err != nil {
+		return 0
+	}
+	n, err := nanos(field, t)
+	ts.err = err
+	return n
+}
+
+// opt is nullNanos(field, t), or NULL after an error.
+func (ts *times) opt(field string, t *time.Time) sql.NullInt64 {
+	if ts.err != nil {
+		return sql.NullInt64{}
+	}
+	n, err := nullNanos(field, t)
+	ts.err = err
+	return n
+}
+
 // fromNanos is the inverse of nanos, in UTC.
 func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()

@@ -4,7 +4,7 @@
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store {
-//			db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kms.db"))
+//			db, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "kms.db"))
 //			if err != nil {
 //				t.Fatal(err)
 //			}
@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Revocations", revocationsTests},
 		{"Audit", auditTests},
 		{"Sealed", sealedTests},
+		{"Transactions", txTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
