@@ -32,11 +32,11 @@ type Store interface {
 	// everything fn does through tx is stored together, or, if fn returns
 	// an error (returned as it is), panics or the commit fails, none of it
 	// is.
-	// Each method of tx keeps its own promises inside the transaction (a
-	// method that fails changes nothing, and tx stays usable), and the
-	// locks they take are held until the transaction ends. fn must use
-	// only tx, not the Store, and only from its own goroutine; tx must not
-	// be used after fn returns.
+	// Each method of tx keeps its own promises inside the transaction: one
+	// that fails changes nothing, and after any error but ErrUnavailable
+	// tx stays usable. The locks they take are held until the transaction
+	// ends. fn must use only tx, not the Store, and only from its own
+	// goroutine; tx must not be used after fn returns.
 	InTx(ctx context.Context, fn func(tx Tx) error) error
 	// Close releases the database.
 	Close() error

@@ -37,8 +37,9 @@ type dialect interface {
 // lockID names what a write transaction can ask to be the only writer of.
 type lockID int32
 
-// The values are PostgreSQL advisory lock keys: do not renumber them, or a
-// replica running the previous release would not exclude this one.
+// On PostgreSQL the values of all but lockSealed are advisory lock keys:
+// do not renumber them, or a replica running the previous release would
+// not exclude this one.
 const (
 	lockMigrate     lockID = 1 // the schema, while migrating
 	lockAudit       lockID = 2 // the audit log's last record

@@ -44,9 +44,9 @@
 // another application sharing the database must not use it.
 //
 // Transactions: InTx runs a function in one transaction, through a store.Tx
-// whose methods all commit or roll back together. Each method inside keeps
-// its own all-or-nothing promise (it runs under a savepoint), so a method
-// that fails leaves the transaction usable.
+// whose methods all commit or roll back together. Each writing method
+// inside keeps its own all-or-nothing promise (it runs under a savepoint),
+// so a method that fails leaves the transaction usable.
 //
 // Times are stored as Unix nanoseconds and come back in UTC; a time outside
 // the years 1678 to 2262 (the zero time.Time among them) is refused with an
@@ -148,7 +148,12 @@ func (q *queries) write(ctx context.Context, op string, fn func(c conn) error) e
 		return q.mapErr(op, err)
 	}
 	if err := fn(conn{q.d, q.tx}); err != nil {
-		if _, rbErr := q.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); rbErr != nil {
+		// ROLLBACK TO keeps the savepoint; RELEASE drops it.
+		_, rbErr := q.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepoint)
+		if rbErr == nil {
+			_, rbErr = q.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+savepoint)
+		}
+		if rbErr != nil {
 			err = errors.Join(err, rbErr)
 		}
 		return q.mapErr(op, err)
