@@ -3,7 +3,6 @@ package storetest
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -184,28 +183,20 @@ var txTests = []test{
 		// once: the log stays one chain with no gaps.
 		ctx := t.Context()
 		const n = 20
-		errs := make([]error, 2*n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				errs[i] = s.InTx(ctx, func(tx store.Tx) error {
-					k, v := newKey(fmt.Sprintf("k%02d", i), false)
-					if err := tx.CreateKey(ctx, k, v); err != nil {
-						return err
-					}
-					_, err := tx.AppendAudit(ctx, chain(newAudit(i)))
+		errs := together(2*n, func(i int) error {
+			if i >= n {
+				_, err := s.AppendAudit(ctx, chain(newAudit(i)))
+				return err
+			}
+			return s.InTx(ctx, func(tx store.Tx) error {
+				k, v := newKey(fmt.Sprintf("k%02d", i), false)
+				if err := tx.CreateKey(ctx, k, v); err != nil {
 					return err
-				})
+				}
+				_, err := tx.AppendAudit(ctx, chain(newAudit(i)))
+				return err
 			})
-			wg.Go(func() {
-				<-start
-				_, errs[n+i] = s.AppendAudit(ctx, chain(newAudit(n+i)))
-			})
-		}
-		close(start)
-		wg.Wait()
+		})
 		for i, err := range errs {
 			check(t, fmt.Sprintf("call #%d", i), err)
 		}
