@@ -23,7 +23,7 @@ import (
 	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/secret"
-	"github.com/dcaas/dcaas/internal/store/postgres"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func newKMSCmd() *cobra.Command {
@@ -306,7 +306,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 // openStore opens the database --store names: nil for sqlite (kms.Open
 // opens DIR/kms.db itself), a PostgreSQL store the caller closes for
 // postgres.
-func openStore(ctx context.Context, f kmsServeFlags) (*postgres.DB, error) {
+func openStore(ctx context.Context, f kmsServeFlags) (*sqlstore.DB, error) {
 	dsn := f.postgresDSN
 	if dsn == "" {
 		dsn = os.Getenv("DCAAS_POSTGRES_DSN")
@@ -321,7 +321,7 @@ func openStore(ctx context.Context, f kmsServeFlags) (*postgres.DB, error) {
 		if dsn == "" {
 			return nil, errors.New("--store postgres needs --postgres-dsn or DCAAS_POSTGRES_DSN")
 		}
-		return postgres.Open(ctx, dsn)
+		return sqlstore.OpenPostgres(ctx, dsn)
 	}
 	return nil, fmt.Errorf("--store %q: want sqlite or postgres", f.store)
 }

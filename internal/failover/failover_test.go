@@ -33,7 +33,7 @@ import (
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
-	"github.com/dcaas/dcaas/internal/store/postgres"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -584,7 +584,7 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 		t.Errorf("keys.load records: %d ok and %d already_used, want %d of each", loadsOK, loadsUsed, len(grants))
 	}
 
-	db, err := postgres.Open(ctx, dsn)
+	db, err := sqlstore.OpenPostgres(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // Files a data dir holds.
@@ -119,8 +119,8 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	st, ownStore := opts.Store, opts.Store == nil
 	if ownStore {
-		var db *sqlite.DB
-		if db, err = sqlite.Open(ctx, filepath.Join(opts.DataDir, DBFile)); err != nil {
+		var db *sqlstore.DB
+		if db, err = sqlstore.OpenSQLite(ctx, filepath.Join(opts.DataDir, DBFile)); err != nil {
 			return nil, err
 		}
 		defer func() {

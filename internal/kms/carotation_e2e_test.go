@@ -15,7 +15,7 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // poolOf is a pool of every certificate in a PEM bundle.
@@ -264,7 +264,7 @@ func TestResealCoversRotatedCAs(t *testing.T) {
 	env := kmstest.Start(t, nil)
 	env.Admin.MustDo(t, "POST", "/v1/ca/prepare", nil, nil)
 	env.Stop()
-	st, err := sqlite.Open(t.Context(), filepath.Join(env.DataDir, kms.DBFile))
+	st, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(env.DataDir, kms.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package store defines what the KMS persists, as small per-aggregate
-// interfaces, and the errors every implementation returns. Implementations:
-// sqlite/ (embedded default) and, later, postgres/. storetest/ is the one
-// conformance suite every implementation must pass.
+// interfaces, and the errors every implementation returns. The
+// implementation is sqlstore/, on SQLite (the embedded default) and
+// PostgreSQL; storetest/ is the one conformance suite every implementation
+// must pass.
 //
 // Nothing stored here is a secret in clear: master keys, the tenant HMAC key
 // and the CA key arrive already sealed; tokens, grants and nonces are stored
@@ -26,6 +27,24 @@ var (
 
 // Store is everything the KMS needs, in one handle.
 type Store interface {
+	Tx
+	// InTx runs fn in one transaction and commits if fn returns nil:
+	// everything fn does through tx is stored together, or, if fn returns
+	// an error (returned as it is), panics or the commit fails, none of it
+	// is.
+	// Each method of tx keeps its own promises inside the transaction: one
+	// that fails changes nothing, and after any error but ErrUnavailable
+	// tx stays usable. The locks they take are held until the transaction
+	// ends. fn must use only tx, not the Store, and only from its own
+	// goroutine; tx must not be used after fn returns.
+	InTx(ctx context.Context, fn func(tx Tx) error) error
+	// Close releases the database.
+	Close() error
+}
+
+// Tx is what a Store holds, seen from inside one transaction (see
+// Store.InTx): the same per-aggregate interfaces.
+type Tx interface {
 	Settings
 	Tenants
 	Apps
@@ -37,8 +56,6 @@ type Store interface {
 	Revocations
 	Audit
 	Sealed
-	// Close releases the database.
-	Close() error
 }
 
 // Settings is a small key/value space for KMS-wide material (the CA

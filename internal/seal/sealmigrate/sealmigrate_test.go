@@ -21,7 +21,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal/sealmigrate"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func TestMain(m *testing.M) {
@@ -124,9 +124,9 @@ func hsm(t *testing.T, create bool) *pkcs11.Sealer {
 }
 
 // openStopped opens the stopped world's store and file seal.
-func openStopped(t *testing.T, w *world) (*sqlite.DB, *file.Sealer) {
+func openStopped(t *testing.T, w *world) (*sqlstore.DB, *file.Sealer) {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(w.env.DataDir, kms.DBFile))
+	st, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(w.env.DataDir, kms.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}
