@@ -20,6 +20,7 @@
 //   - HPKE key transport (RFC 9180) to sidecars: [KEMOf], [GenerateKEMKey],
 //     [ParseKEMPublicKey], [WrapBatch] and [Unwrapper].
 //   - TLS identity keys: [GenerateIdentityKey], [MarshalPrivateKeyPEM].
+//   - The audit log's signing key (Ed25519): [LogKey], [LogVerifyKey].
 //
 // Secrets (keys, derived keys, plaintext key material) are *secret.Bytes
 // with one owner, who wipes them. Every authentication failure, whatever

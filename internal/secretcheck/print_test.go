@@ -3,6 +3,7 @@ package secretcheck
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/hpke"
 	"crypto/sha256"
@@ -230,6 +231,18 @@ func TestCryptoAEAD(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t, subject{"crypto.AEAD", a, [][]byte{m}})
+}
+
+// TestCryptoLogKey: the audit log's signing key, by its seed and its
+// expanded private key.
+func TestCryptoLogKey(t *testing.T) {
+	m := known("logkey", 32)
+	k, err := kcrypto.NewLogKey(secret.Copy(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := ed25519.NewKeyFromSeed(m)
+	check(t, subject{"crypto.LogKey", k, [][]byte{m, priv}})
 }
 
 func TestCryptoUnwrapperAndWrapItem(t *testing.T) {
