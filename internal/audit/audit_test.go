@@ -56,6 +56,18 @@ func (m *memAudit) AuditAfter(ctx context.Context, after int64, limit int) ([]st
 	return out, nil
 }
 
+func (m *memAudit) LastAudit(ctx context.Context) (store.AuditRecord, error) {
+	return store.AuditRecord{}, store.ErrNotFound
+}
+
+func (m *memAudit) PutAuditCheckpoint(ctx context.Context, cp store.AuditCheckpoint) (store.AuditCheckpoint, error) {
+	return cp, nil
+}
+
+func (m *memAudit) LatestAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error) {
+	return store.AuditCheckpoint{}, store.ErrNotFound
+}
+
 // clock returns a clock starting at t0 that advances 1.5µs per call.
 func clock(t0 time.Time) func() time.Time {
 	var mu sync.Mutex

@@ -361,8 +361,10 @@ type Revocations interface {
 	LastRevocation(ctx context.Context) (int64, error)
 }
 
-// AuditRecord is one stored audit entry. Hash covers every other field and
-// PrevHash (see internal/audit).
+// AuditRecord is one stored audit entry. Hash covers every other field
+// but Sig, and PrevHash; Sig, when set, is the KMS audit key's signature
+// over Hash (see internal/audit). Records written before the audit key
+// existed have no Sig.
 type AuditRecord struct {
 	Seq      int64
 	Time     time.Time
@@ -375,9 +377,20 @@ type AuditRecord struct {
 	Code     string
 	PrevHash []byte
 	Hash     []byte
+	Sig      []byte
 }
 
-// Audit is the append-only audit log.
+// AuditCheckpoint is a signed statement that the audit log held Seq
+// records, the last of which had Hash, at Time (see internal/audit). Seq 0
+// is the empty log.
+type AuditCheckpoint struct {
+	Seq  int64
+	Hash []byte
+	Time time.Time
+	Sig  []byte
+}
+
+// Audit is the append-only audit log and its checkpoints.
 type Audit interface {
 	// AppendAudit appends one record. Inside one serialized transaction it
 	// reads the last record (seq 0 and a nil hash when the log is empty),
@@ -386,4 +399,14 @@ type Audit interface {
 	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (AuditRecord, error)) (AuditRecord, error)
 	// AuditAfter returns up to limit records with Seq > after, in order.
 	AuditAfter(ctx context.Context, after int64, limit int) ([]AuditRecord, error)
+	// LastAudit returns the record with the highest Seq; ErrNotFound when
+	// the log is empty.
+	LastAudit(ctx context.Context) (AuditRecord, error)
+	// PutAuditCheckpoint stores cp unless a checkpoint of cp.Seq is stored
+	// already, and returns the one stored afterwards (cp, or the earlier
+	// one: a checkpoint is never replaced).
+	PutAuditCheckpoint(ctx context.Context, cp AuditCheckpoint) (AuditCheckpoint, error)
+	// LatestAuditCheckpoint returns the stored checkpoint with the highest
+	// Seq; ErrNotFound when there is none.
+	LatestAuditCheckpoint(ctx context.Context) (AuditCheckpoint, error)
 }

@@ -40,16 +40,34 @@ func (q *queries) AppendAudit(ctx context.Context, build func(seq int64, prevHas
 			return err
 		}
 		_, err = c.exec(ctx,
-			`INSERT INTO audit (seq, logged_at, caller, role, action, tenant, key_id, outcome, code, prev_hash, hash)
-			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			`INSERT INTO audit (seq, logged_at, caller, role, action, tenant, key_id, outcome, code, prev_hash, hash, sig)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rec.Seq, at, rec.Caller, rec.Role, rec.Action, rec.Tenant, rec.KeyID, rec.Outcome, rec.Code,
-			rec.PrevHash, notNull(rec.Hash))
+			rec.PrevHash, notNull(rec.Hash), rec.Sig)
 		return err
 	})
 	if err != nil {
 		return store.AuditRecord{}, err
 	}
 	return rec, nil
+}
+
+// auditColumns are the columns scanAudit reads, in its order.
+const auditColumns = `seq, logged_at, caller, role, action, tenant, key_id, outcome, code, prev_hash, hash, sig`
+
+// scanAudit reads one row of auditColumns.
+func scanAudit(row interface{ Scan(...any) error }) (store.AuditRecord, error) {
+	var r store.AuditRecord
+	var at int64
+	if err := row.Scan(&r.Seq, &at, &r.Caller, &r.Role, &r.Action, &r.Tenant, &r.KeyID,
+		&r.Outcome, &r.Code, &r.PrevHash, &r.Hash, &r.Sig); err != nil {
+		return r, err
+	}
+	r.Time = fromNanos(at)
+	r.PrevHash = nilIfEmpty(r.PrevHash)
+	r.Hash = nilIfEmpty(r.Hash)
+	r.Sig = nilIfEmpty(r.Sig)
+	return r, nil
 }
 
 // AuditAfter implements store.Audit. A limit below 1 returns no records. The
@@ -60,27 +78,75 @@ func (q *queries) AuditAfter(ctx context.Context, after int64, limit int) ([]sto
 		return nil, nil
 	}
 	rows, err := q.read().query(ctx,
-		`SELECT seq, logged_at, caller, role, action, tenant, key_id, outcome, code, prev_hash, hash
-		 FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+		`SELECT `+auditColumns+` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, q.mapErr(op, err)
 	}
 	defer rows.Close()
 	var recs []store.AuditRecord
 	for rows.Next() {
-		var r store.AuditRecord
-		var at int64
-		if err := rows.Scan(&r.Seq, &at, &r.Caller, &r.Role, &r.Action, &r.Tenant, &r.KeyID,
-			&r.Outcome, &r.Code, &r.PrevHash, &r.Hash); err != nil {
+		r, err := scanAudit(rows)
+		if err != nil {
 			return nil, q.mapErr(op, err)
 		}
-		r.Time = fromNanos(at)
-		r.PrevHash = nilIfEmpty(r.PrevHash)
-		r.Hash = nilIfEmpty(r.Hash)
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, q.mapErr(op, err)
 	}
 	return recs, nil
+}
+
+// LastAudit implements store.Audit.
+func (q *queries) LastAudit(ctx context.Context) (store.AuditRecord, error) {
+	r, err := scanAudit(q.read().queryRow(ctx, `SELECT `+auditColumns+` FROM audit ORDER BY seq DESC LIMIT 1`))
+	if err != nil {
+		return store.AuditRecord{}, q.mapErr("LastAudit", err)
+	}
+	return r, nil
+}
+
+// PutAuditCheckpoint implements store.Audit. A checkpoint needs a Hash and
+// a Sig.
+func (q *queries) PutAuditCheckpoint(ctx context.Context, cp store.AuditCheckpoint) (store.AuditCheckpoint, error) {
+	var stored store.AuditCheckpoint
+	err := q.write(ctx, "PutAuditCheckpoint", func(c conn) error {
+		if cp.Seq < 0 || len(cp.Hash) == 0 || len(cp.Sig) == 0 {
+			return fmt.Errorf("checkpoint of seq %d with a %d-byte hash and a %d-byte signature", cp.Seq, len(cp.Hash), len(cp.Sig))
+		}
+		at, err := nanos("Time", cp.Time)
+		if err != nil {
+			return err
+		}
+		if _, err := c.exec(ctx,
+			`INSERT INTO audit_checkpoints (seq, made_at, hash, sig) VALUES (?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING`,
+			cp.Seq, at, cp.Hash, cp.Sig); err != nil {
+			return err
+		}
+		stored, err = scanCheckpoint(c.queryRow(ctx, `SELECT seq, made_at, hash, sig FROM audit_checkpoints WHERE seq = ?`, cp.Seq))
+		return err
+	})
+	if err != nil {
+		return store.AuditCheckpoint{}, err
+	}
+	return stored, nil
+}
+
+// LatestAuditCheckpoint implements store.Audit.
+func (q *queries) LatestAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error) {
+	cp, err := scanCheckpoint(q.read().queryRow(ctx, `SELECT seq, made_at, hash, sig FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`))
+	if err != nil {
+		return store.AuditCheckpoint{}, q.mapErr("LatestAuditCheckpoint", err)
+	}
+	return cp, nil
+}
+
+func scanCheckpoint(row interface{ Scan(...any) error }) (store.AuditCheckpoint, error) {
+	var cp store.AuditCheckpoint
+	var at int64
+	if err := row.Scan(&cp.Seq, &at, &cp.Hash, &cp.Sig); err != nil {
+		return cp, err
+	}
+	cp.Time = fromNanos(at)
+	return cp, nil
 }

@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -114,13 +115,18 @@ func TestSQLiteRevocationTwoHandles(t *testing.T) {
 }
 
 // TestSQLiteMigrateFromSchema1 opens a database an older dcaas left at schema 1
-// and checks that 0002, 0003 and 0004 are applied and the data kept.
+// and checks that 0002 to 0005 are applied and the data kept.
 func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "kms.db")
 	db := openSQLite(t, path)
 	createKey(t, db, "k-1")
+	if _, err := appendAudit(ctx, db, "legacy"); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
+	rawExec(t, path, `DROP TABLE audit_checkpoints`)      // 0005
+	rawExec(t, path, `ALTER TABLE audit DROP COLUMN sig`) // 0005
 	rawExec(t, path, `DROP TABLE revocations`)
 	rawExec(t, path, `DROP TABLE releases`) // 0004
 	for _, col := range []string{"keys.min_decryption_version", "keys.rotation_period", "key_versions.encryptions", "key_versions.bytes"} {
@@ -152,5 +158,13 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	}
 	if n, err := db.AddKeyUsage(ctx, "acme", []store.KeyUsage{{KeyID: "k-1", Version: 1, Encryptions: 2, Bytes: 4}}); err != nil || n != 1 {
 		t.Errorf("after migrating, AddKeyUsage(k-1) = %d, %v; want 1, nil", n, err)
+	}
+	// The audit record from before 0005 reads back without a signature.
+	recs, err := db.AuditAfter(ctx, 0, 10)
+	if err != nil || len(recs) != 1 || recs[0].Action != "legacy" || recs[0].Sig != nil {
+		t.Errorf("after migrating, AuditAfter(0, 10) = %+v, %v; want the legacy record, unsigned", recs, err)
+	}
+	if _, err := db.LatestAuditCheckpoint(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after migrating, LatestAuditCheckpoint() = %v, want ErrNotFound", err)
 	}
 }

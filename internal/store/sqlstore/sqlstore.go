@@ -34,8 +34,9 @@
 //     commit: seqs are gap-free and commit in order.
 //   - AddMasterKey, AddKeyVersion, SetMinDecryptionVersion and
 //     RenewInstance lock the row they check (FOR UPDATE) until commit.
-//   - PutSettingIfAbsent is INSERT … ON CONFLICT DO NOTHING, then a read:
-//     a racing replica waits for the winner's commit and reads its value.
+//   - PutSettingIfAbsent and PutAuditCheckpoint are INSERT … ON CONFLICT
+//     DO NOTHING, then a read: a racing replica waits for the winner's
+//     commit and reads its value.
 //   - Reseal locks the tables holding sealed material in EXCLUSIVE mode.
 //   - Opening migrates under an advisory lock, so replicas starting
 //     together migrate once.

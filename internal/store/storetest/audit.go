@@ -81,6 +81,9 @@ var auditTests = []test{
 			if i == 1 {
 				r.Outcome, r.Code, r.KeyID, r.Tenant = "denied", "policy_denied", "", ""
 			}
+			if i > 0 { // the first is a record without a signature (written before the audit key)
+				r.Sig = bytes.Repeat([]byte{byte(i)}, 64)
+			}
 			build := chain(r)
 			got, err := s.AppendAudit(ctx, func(seq int64, prevHash []byte) (store.AuditRecord, error) {
 				sawSeq = append(sawSeq, seq)
@@ -113,6 +116,52 @@ var auditTests = []test{
 			}
 		}
 		checkChain(t, got, 1, nil)
+		last, err := s.LastAudit(ctx)
+		check(t, "LastAudit", err)
+		if !eqAudit(last, want[len(want)-1]) {
+			t.Errorf("LastAudit() = %s, want %s", show(last), show(want[len(want)-1]))
+		}
+	}},
+	{"LastAudit/Empty", func(t *testing.T, s store.Store) {
+		_, err := s.LastAudit(t.Context())
+		wantErr(t, "LastAudit() on an empty log", err, store.ErrNotFound)
+	}},
+	{"AuditCheckpoint/FirstWins", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		_, err := s.LatestAuditCheckpoint(ctx)
+		wantErr(t, "LatestAuditCheckpoint() with none", err, store.ErrNotFound)
+		mk := func(seq int64, i int) store.AuditCheckpoint {
+			return store.AuditCheckpoint{Seq: seq, Hash: bytes.Repeat([]byte{byte(seq)}, 32), Time: at(time.Duration(i) * time.Second), Sig: bytes.Repeat([]byte{byte(i)}, 64)}
+		}
+		for _, c := range []struct {
+			put, want store.AuditCheckpoint
+		}{
+			{mk(0, 1), mk(0, 1)},
+			{mk(5, 2), mk(5, 2)},
+			{mk(5, 3), mk(5, 2)}, // a second checkpoint of seq 5 keeps the first
+			{mk(3, 4), mk(3, 4)},
+		} {
+			got, err := s.PutAuditCheckpoint(ctx, c.put)
+			check(t, fmt.Sprintf("PutAuditCheckpoint(%d)", c.put.Seq), err)
+			if !eqCheckpoint(got, c.want) {
+				t.Errorf("PutAuditCheckpoint(%s) = %s, want %s", show(c.put), show(got), show(c.want))
+			}
+		}
+		latest, err := s.LatestAuditCheckpoint(ctx)
+		check(t, "LatestAuditCheckpoint", err)
+		if !eqCheckpoint(latest, mk(5, 2)) {
+			t.Errorf("LatestAuditCheckpoint() = %s, want the one of seq 5", show(latest))
+		}
+		for _, bad := range []store.AuditCheckpoint{
+			{Seq: 6, Time: at(0), Sig: []byte{1}},
+			{Seq: 6, Time: at(0), Hash: []byte{1}},
+			{Seq: -1, Time: at(0), Hash: []byte{1}, Sig: []byte{1}},
+			{Seq: 6, Hash: []byte{1}, Sig: []byte{1}}, // zero time
+		} {
+			if _, err := s.PutAuditCheckpoint(ctx, bad); err == nil {
+				t.Errorf("PutAuditCheckpoint(%s) = nil, want an error", show(bad))
+			}
+		}
 	}},
 	{"AppendAudit/BuildError", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

@@ -172,7 +172,11 @@ func eqInstance(a, b store.Instance) bool {
 func eqAudit(a, b store.AuditRecord) bool {
 	return a.Seq == b.Seq && a.Time.Equal(b.Time) && a.Caller == b.Caller && a.Role == b.Role &&
 		a.Action == b.Action && a.Tenant == b.Tenant && a.KeyID == b.KeyID && a.Outcome == b.Outcome &&
-		a.Code == b.Code && bytes.Equal(a.PrevHash, b.PrevHash) && bytes.Equal(a.Hash, b.Hash)
+		a.Code == b.Code && bytes.Equal(a.PrevHash, b.PrevHash) && bytes.Equal(a.Hash, b.Hash) && bytes.Equal(a.Sig, b.Sig)
+}
+
+func eqCheckpoint(a, b store.AuditCheckpoint) bool {
+	return a.Seq == b.Seq && a.Time.Equal(b.Time) && bytes.Equal(a.Hash, b.Hash) && bytes.Equal(a.Sig, b.Sig)
 }
 
 // show formats v for a failure message: JSON shows times, not the
