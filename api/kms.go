@@ -246,25 +246,49 @@ type WrappedKeys struct {
 }
 
 // AuditRecord is one entry of the hash-chained audit log. It never holds a
-// secret.
+// secret. Signature is the KMS audit key's Ed25519 signature of the record
+// (docs/formats.md §4); records written before the KMS had an audit key
+// have none.
 type AuditRecord struct {
-	Seq      int64     `json:"seq"`
-	Time     time.Time `json:"time"`
-	Caller   string    `json:"caller"`
-	Role     string    `json:"role,omitempty"`
-	Action   string    `json:"action"`
-	Tenant   string    `json:"tenant,omitempty"`
-	KeyID    string    `json:"key_id,omitempty"`
-	Outcome  string    `json:"outcome"`
-	Code     string    `json:"code,omitempty"`
-	PrevHash []byte    `json:"prev_hash"`
-	Hash     []byte    `json:"hash"`
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	Caller    string    `json:"caller"`
+	Role      string    `json:"role,omitempty"`
+	Action    string    `json:"action"`
+	Tenant    string    `json:"tenant,omitempty"`
+	KeyID     string    `json:"key_id,omitempty"`
+	Outcome   string    `json:"outcome"`
+	Code      string    `json:"code,omitempty"`
+	PrevHash  []byte    `json:"prev_hash"`
+	Hash      []byte    `json:"hash"`
+	Signature []byte    `json:"signature,omitempty"`
 }
 
 // AuditPage is the answer to GET /v1/audit.
 type AuditPage struct {
 	Records []AuditRecord `json:"records"`
 	Next    int64         `json:"next"`
+}
+
+// AuditKey is the answer to GET /v1/audit/key: the public key that
+// verifies the audit log's signatures (Ed25519, PEM "PUBLIC KEY") and its
+// id ("ed25519:" and 16 hex digits).
+type AuditKey struct {
+	KeyID        string `json:"key_id"`
+	PublicKeyPEM string `json:"public_key_pem"`
+}
+
+// AuditCheckpoint is the audit key's signature over the audit log's head
+// at Time: the log held Seq records, the last with Hash (Seq 0: empty,
+// Hash 32 zero bytes). Kept outside the database, it lets a verifier
+// detect records removed from the end of the log up to Seq (dcaas audit
+// verify --expect-checkpoint). docs/formats.md §4 has the signed bytes.
+type AuditCheckpoint struct {
+	Seq       int64     `json:"seq"`
+	Hash      []byte    `json:"hash"`
+	Time      time.Time `json:"time"`
+	Signature []byte    `json:"signature"`
+	KeyID     string    `json:"key_id"`
 }
 
 // GrantRequest is the body of POST /v1/grants: a single-use authorization

@@ -35,9 +35,11 @@ import (
 // disabling, renewing certificates, CA rotation steps — is retried only
 // when it certainly did not reach a server (a dial error: connection
 // refused, no route, DNS failure) or when the server answered 503
-// unavailable. The KMS answers 503 before acting, or after acting when it
-// could not write the audit record and so did not acknowledge: a retried
-// create may then leave an unacknowledged, unused key or token behind.
+// unavailable. The KMS answers 503 when it stored nothing: every change
+// commits in one transaction with its audit record, so one that cannot be
+// audited is not made. (Only a database failing during the commit itself
+// leaves the outcome unknown to the KMS too: a retried create may then
+// leave an unacknowledged, unused key or token behind.)
 // Certificate errors and every other API error (4xx, 500) are returned at
 // once.
 //
@@ -230,6 +232,28 @@ func (k *KMS) ExportKey(ctx context.Context, req api.ExportRequest) ([]byte, err
 func (k *KMS) Audit(ctx context.Context, after int64) (*api.AuditPage, error) {
 	var out api.AuditPage
 	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, "/v1/audit?after="+strconv.FormatInt(after, 10), nil, &out))
+}
+
+// AuditKey reads the public key that verifies the audit log's signatures
+// (anyone may call it). Compare its KeyID with the one kept from setup:
+// a verifier should pin the key, not fetch it anew each time.
+func (k *KMS) AuditKey(ctx context.Context) (*api.AuditKey, error) {
+	var out api.AuditKey
+	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, "/v1/audit/key", nil, &out))
+}
+
+// AuditCheckpoint reads the latest signed checkpoint of the audit log
+// (admin), to keep outside the KMS for dcaas audit verify.
+func (k *KMS) AuditCheckpoint(ctx context.Context) (*api.AuditCheckpoint, error) {
+	var out api.AuditCheckpoint
+	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, "/v1/audit/checkpoint", nil, &out))
+}
+
+// NewAuditCheckpoint makes the KMS sign a checkpoint of the audit log's
+// head now (admin) and returns it.
+func (k *KMS) NewAuditCheckpoint(ctx context.Context) (*api.AuditCheckpoint, error) {
+	var out api.AuditCheckpoint
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/audit/checkpoints", nil, &out))
 }
 
 // Central operations: the KMS performs them itself with the key named by

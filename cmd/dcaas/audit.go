@@ -1,72 +1,381 @@
 package main
 
 import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/atomicfile"
 	"github.com/dcaas/dcaas/internal/audit"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/store"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func newAuditCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Inspect the KMS audit log"}
-	var dataDir, storeKind, dsn string
-	verify := &cobra.Command{
+	cmd := &cobra.Command{Use: "audit", Short: "Inspect and verify the KMS audit log"}
+	cmd.AddCommand(newAuditVerifyCmd(), newAuditKeyCmd(), newAuditCheckpointCmd())
+	return cmd
+}
+
+// auditDB is what audit verify reads: the records and the latest
+// checkpoint the KMS stored.
+type auditDB interface {
+	audit.Reader
+	LatestAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error)
+}
+
+func newAuditVerifyCmd() *cobra.Command {
+	var dataDir, storeKind, dsn, keyFile, checkpointOut string
+	var expect []string
+	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Check the audit log's hash chain and name the first broken record",
-		Args:  cobra.NoArgs,
+		Short: "Verify the audit log's signatures, chain and checkpoints; name the first broken record",
+		Long: `Verify the KMS audit log in its database, with the audit key's public key only
+(no seal, no KMS running needed):
+
+  - every record's hash, its link to the record before, and its signature by
+    the audit key (records written before the KMS had an audit key are an
+    unkeyed prefix, reported, protected only from the first signed record on);
+  - the checkpoints it is given (--expect-checkpoint), the one the data dir
+    holds (DIR/audit-checkpoint.json) and the latest one in the database: each
+    must be signed by the audit key and the log must reach its record with the
+    same hash. A log shorter than a checkpoint was truncated.
+
+Someone who can write the database but lacks the audit key can change,
+delete, insert or reorder records only detectably. They can remove records
+from the end after the latest checkpoint you hold: keep checkpoints outside
+the database (--checkpoint-out, or 'dcaas audit checkpoint') and pass them
+back with --expect-checkpoint.
+
+The key comes from --key (PEM, from 'dcaas audit key' or GET /v1/audit/key,
+kept from when you trusted the KMS), else DIR/audit-key.pem, which the KMS
+writes from the key it unsealed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st store.Audit
-			switch storeKind {
-			case "sqlite":
-				path := filepath.Join(dataDir, kms.DBFile)
-				if _, err := os.Stat(path); err != nil {
-					return fmt.Errorf("no KMS database at %s: %w", path, err)
-				}
-				db, err := sqlstore.OpenSQLiteReadOnly(cmd.Context(), path)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				st = db
-			case "postgres":
-				if dsn == "" {
-					dsn = os.Getenv("DCAAS_POSTGRES_DSN")
-				}
-				if dsn == "" {
-					return errors.New("--store postgres needs --postgres-dsn or DCAAS_POSTGRES_DSN")
-				}
-				db, err := sqlstore.OpenPostgres(cmd.Context(), dsn)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				st = db
-			default:
-				return fmt.Errorf("--store %q: want sqlite or postgres", storeKind)
-			}
-			n, err := audit.Verify(cmd.Context(), st)
-			var broken *audit.BrokenError
-			if errors.As(err, &broken) {
-				fmt.Fprintf(cmd.OutOrStdout(), "audit log BROKEN at record %d: %s (%d records before it verified)\n", broken.Seq, broken.Reason, n)
-				return errors.New("audit chain broken")
-			}
+			ctx := cmd.Context()
+			out := cmd.OutOrStdout()
+			key, keyFrom, err := verifyKey(keyFile, dataDir, cmd.Flags().Changed("data-dir") || storeKind == "sqlite")
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log OK: %d records verified\n", n)
+			db, closeDB, err := openAuditDB(ctx, storeKind, dataDir, dsn)
+			if err != nil {
+				return err
+			}
+			defer closeDB()
+			cps, err := expectedCheckpoints(ctx, key, db, expect, dataDir, cmd.Flags().Changed("data-dir") || storeKind == "sqlite")
+			if err != nil {
+				fmt.Fprintf(out, "audit log NOT VERIFIED: %v\n", err)
+				return errors.New("audit log not verified")
+			}
+			res, err := audit.Verify(ctx, db, key, checkpointValues(cps)...)
+			if err := reportVerify(out, res, err); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "audit log OK: %d records verified with audit key %s (from %s)\n", res.Records, key.ID(), keyFrom)
+			if res.Legacy > 0 {
+				fmt.Fprintf(out, "  records 1 to %d were written before the audit key existed (unkeyed): they are protected from record %d on, signed at %s; a change made to them before then cannot be detected\n",
+					res.Legacy, res.Legacy+1, res.Anchored.Format(time.RFC3339))
+			}
+			fmt.Fprintf(out, "  head: record %d, hash %s\n", res.Records, hex.EncodeToString(res.Head))
+			latest := latestCheckpoint(cps)
+			if latest == nil {
+				fmt.Fprintf(out, "  no checkpoint to compare with: records removed from the end cannot be detected\n")
+			} else {
+				for _, cp := range cps {
+					fmt.Fprintf(out, "  checkpoint of record %d signed at %s (%s): matches\n", cp.Seq, cp.Time.Format(time.RFC3339), cp.from)
+				}
+				if latest.Seq < res.Records {
+					fmt.Fprintf(out, "  records %d to %d are after the latest checkpoint: removing them could not be detected\n", latest.Seq+1, res.Records)
+				}
+			}
+			if checkpointOut != "" {
+				if latest == nil {
+					return errors.New("--checkpoint-out: no signed checkpoint to write")
+				}
+				if err := writeCheckpoint(checkpointOut, latest.AuditCheckpoint, key); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "  checkpoint of record %d written to %s: keep it outside the KMS and its database, and pass it back with --expect-checkpoint\n", latest.Seq, checkpointOut)
+			}
 			return nil
 		},
 	}
-	verify.Flags().StringVar(&dataDir, "data-dir", "dcaas-kms", "KMS data directory (sqlite store)")
-	verify.Flags().StringVar(&storeKind, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres")
-	verify.Flags().StringVar(&dsn, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
-	cmd.AddCommand(verify)
+	fl := cmd.Flags()
+	fl.StringVar(&dataDir, "data-dir", "dcaas-kms", "KMS data directory (DIR/kms.db with --store sqlite; DIR/audit-key.pem, DIR/audit-checkpoint.json)")
+	fl.StringVar(&storeKind, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres")
+	fl.StringVar(&dsn, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
+	fl.StringVar(&keyFile, "key", "", "the audit key's public key, PEM (default DIR/audit-key.pem)")
+	fl.StringArrayVar(&expect, "expect-checkpoint", nil, "a checkpoint kept outside the database (JSON, from --checkpoint-out or 'dcaas audit checkpoint'); repeatable")
+	fl.StringVar(&checkpointOut, "checkpoint-out", "", "write the latest verified checkpoint (JSON) to this file, to keep elsewhere")
+	return cmd
+}
+
+// verifyKey reads the verification key: --key, else DIR/audit-key.pem.
+func verifyKey(keyFile, dataDir string, useDir bool) (kcrypto.LogVerifyKey, string, error) {
+	from := keyFile
+	if from == "" {
+		if !useDir {
+			return kcrypto.LogVerifyKey{}, "", errors.New("no audit key: give --key (the PEM of 'dcaas audit key' or GET /v1/audit/key) or --data-dir of a KMS")
+		}
+		from = filepath.Join(dataDir, kms.AuditKeyFile)
+	}
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return kcrypto.LogVerifyKey{}, "", fmt.Errorf("the audit key: %w (give --key, the PEM of 'dcaas audit key' or GET /v1/audit/key)", err)
+	}
+	key, err := kcrypto.ParseLogVerifyKeyPEM(b)
+	if err != nil {
+		return kcrypto.LogVerifyKey{}, "", fmt.Errorf("%s: %w", from, err)
+	}
+	return key, from, nil
+}
+
+// openAuditDB opens the KMS database read-only (SQLite) or as a client
+// (PostgreSQL).
+func openAuditDB(ctx context.Context, storeKind, dataDir, dsn string) (auditDB, func(), error) {
+	switch storeKind {
+	case "sqlite":
+		path := filepath.Join(dataDir, kms.DBFile)
+		if _, err := os.Stat(path); err != nil {
+			return nil, nil, fmt.Errorf("no KMS database at %s: %w", path, err)
+		}
+		db, err := sqlstore.OpenSQLiteReadOnly(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, func() { db.Close() }, nil
+	case "postgres":
+		if dsn == "" {
+			dsn = os.Getenv("DCAAS_POSTGRES_DSN")
+		}
+		if dsn == "" {
+			return nil, nil, errors.New("--store postgres needs --postgres-dsn or DCAAS_POSTGRES_DSN")
+		}
+		db, err := sqlstore.OpenPostgres(ctx, dsn)
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, func() { db.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("--store %q: want sqlite or postgres", storeKind)
+}
+
+// sourcedCheckpoint is a checkpoint and where it came from.
+type sourcedCheckpoint struct {
+	store.AuditCheckpoint
+	from string
+}
+
+// expectedCheckpoints gathers the checkpoints to compare the log with and
+// checks each one's signature, naming the one that fails.
+func expectedCheckpoints(ctx context.Context, key kcrypto.LogVerifyKey, db auditDB, files []string, dataDir string, useDir bool) ([]sourcedCheckpoint, error) {
+	var out []sourcedCheckpoint
+	for _, f := range files {
+		cp, err := readCheckpoint(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sourcedCheckpoint{cp, f})
+	}
+	if useDir {
+		f := filepath.Join(dataDir, kms.AuditCheckpointFile)
+		if _, err := os.Stat(f); err == nil {
+			cp, err := readCheckpoint(f)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sourcedCheckpoint{cp, f})
+		}
+	}
+	cp, err := db.LatestAuditCheckpoint(ctx)
+	switch {
+	case err == nil:
+		out = append(out, sourcedCheckpoint{cp, "the database"})
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	for _, cp := range out {
+		if err := audit.VerifyCheckpoint(key, cp.AuditCheckpoint); err != nil {
+			return nil, fmt.Errorf("the checkpoint from %s: %w", cp.from, err)
+		}
+	}
+	return out, nil
+}
+
+func checkpointValues(cps []sourcedCheckpoint) []store.AuditCheckpoint {
+	out := make([]store.AuditCheckpoint, len(cps))
+	for i, cp := range cps {
+		out[i] = cp.AuditCheckpoint
+	}
+	return out
+}
+
+func latestCheckpoint(cps []sourcedCheckpoint) *sourcedCheckpoint {
+	var latest *sourcedCheckpoint
+	for i := range cps {
+		if latest == nil || cps[i].Seq > latest.Seq {
+			latest = &cps[i]
+		}
+	}
+	return latest
+}
+
+// reportVerify prints a failed verification and returns the command's
+// error, or nil when err is nil.
+func reportVerify(out io.Writer, res audit.Result, err error) error {
+	var broken *audit.BrokenError
+	var trunc *audit.TruncatedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &broken):
+		fmt.Fprintf(out, "audit log BROKEN at record %d: %s (%d records before it verified)\n", broken.Seq, broken.Reason, res.Records)
+		return errors.New("audit log broken")
+	case errors.As(err, &trunc):
+		fmt.Fprintf(out, "audit log TRUNCATED: it ends at record %d, but the checkpoint signed at %s covers %d records: records %d to %d were removed\n",
+			trunc.Head, trunc.Checkpoint.Time.Format(time.RFC3339), trunc.Checkpoint.Seq, trunc.Head+1, trunc.Checkpoint.Seq)
+		return errors.New("audit log truncated")
+	case errors.Is(err, audit.ErrNotSigned), errors.Is(err, audit.ErrBadCheckpoint):
+		fmt.Fprintf(out, "audit log NOT VERIFIED: %v\n", err)
+		return errors.New("audit log not verified")
+	}
+	return err
+}
+
+// readCheckpoint reads a checkpoint file (api.AuditCheckpoint JSON).
+func readCheckpoint(path string) (store.AuditCheckpoint, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return store.AuditCheckpoint{}, err
+	}
+	var cp api.AuditCheckpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return store.AuditCheckpoint{}, fmt.Errorf("%s: not a checkpoint: %w", path, err)
+	}
+	return store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature}, nil
+}
+
+// writeCheckpoint writes cp as api.AuditCheckpoint JSON.
+func writeCheckpoint(path string, cp store.AuditCheckpoint, key kcrypto.LogVerifyKey) error {
+	return writeJSONFile(path, api.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Signature: cp.Sig, KeyID: key.ID()})
+}
+
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(b, '\n'), 0o644)
+}
+
+func newAuditKeyCmd() *cobra.Command {
+	var dataDir, out string
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Print the audit key's public key (PEM), which 'dcaas audit verify --key' takes",
+		Long: `Print the public key that verifies the audit log's signatures: from the KMS
+(--kms, --ca; anyone may read it) or from a data dir (--data-dir: the
+audit-key.pem the KMS writes from the key it unsealed). Keep it with your
+checkpoints, and compare its id with the one you kept: a verifier must not
+take the key from the database it verifies.`,
+		Args: cobra.NoArgs,
+	}
+	c := connFlags(cmd)
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "read DIR/audit-key.pem instead of asking the KMS")
+	cmd.Flags().StringVar(&out, "out", "", "also write the PEM to this file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var ak api.AuditKey
+		if dataDir != "" {
+			key, _, err := verifyKey("", dataDir, true)
+			if err != nil {
+				return err
+			}
+			ak = api.AuditKey{KeyID: key.ID(), PublicKeyPEM: string(key.PEM())}
+		} else {
+			k, err := c.anonymousKMSClient()
+			if err != nil {
+				return err
+			}
+			got, err := k.AuditKey(cmd.Context())
+			if err != nil {
+				return err
+			}
+			key, err := kcrypto.ParseLogVerifyKeyPEM([]byte(got.PublicKeyPEM))
+			if err != nil {
+				return fmt.Errorf("the KMS answered: %w", err)
+			}
+			if key.ID() != got.KeyID {
+				return fmt.Errorf("the KMS answered key id %s for a key whose id is %s", got.KeyID, key.ID())
+			}
+			ak = *got
+		}
+		if out != "" {
+			if err := atomicfile.Write(out, []byte(ak.PublicKeyPEM), 0o644); err != nil {
+				return err
+			}
+		}
+		return c.print(cmd, ak, func(w io.Writer) {
+			fmt.Fprintf(w, "# audit key %s\n%s", ak.KeyID, ak.PublicKeyPEM)
+		})
+	}
+	return cmd
+}
+
+func newAuditCheckpointCmd() *cobra.Command {
+	var out string
+	var latest bool
+	cmd := &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Make the KMS sign a checkpoint of the audit log now (admin), to keep elsewhere",
+		Long: `Ask the KMS to sign a checkpoint of the audit log's head now (or, with
+--latest, read the latest one it signed) and print it as JSON. Keep it
+outside the KMS and its database, and pass it to 'dcaas audit verify
+--expect-checkpoint': the log must then still reach its record with the same
+hash, so records removed from the end up to it are detected.
+
+Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
+		Args: cobra.NoArgs,
+	}
+	c := connFlags(cmd)
+	cmd.Flags().StringVar(&out, "out", "", "also write the checkpoint (JSON) to this file")
+	cmd.Flags().BoolVar(&latest, "latest", false, "read the latest checkpoint instead of making one")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		k, err := c.kmsClient()
+		if err != nil {
+			return err
+		}
+		var cp *api.AuditCheckpoint
+		if latest {
+			cp, err = k.AuditCheckpoint(cmd.Context())
+		} else {
+			cp, err = k.NewAuditCheckpoint(cmd.Context())
+		}
+		if err != nil {
+			return err
+		}
+		if out != "" {
+			if err := writeJSONFile(out, cp); err != nil {
+				return err
+			}
+		}
+		b, err := json.MarshalIndent(cp, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), string(b))
+		return nil
+	}
 	return cmd
 }

@@ -45,6 +45,7 @@ type kmsServeFlags struct {
 	seal           sealFlags
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
+	checkpoints    time.Duration
 	certs          certFlags
 }
 
@@ -92,8 +93,13 @@ func newKMSServeCmd() *cobra.Command {
 		Long: `Serve the KMS API over HTTPS with mutual TLS.
 
 The first start initializes the data dir: a sealed root key (root.key), the
-database (kms.db), a CA (ca.pem) and admin client credentials
-(admin/cert.pem, admin/key.pem). Later starts reuse it.
+database (kms.db), a CA (ca.pem), the audit key (sealed in the database; its
+public half in audit-key.pem) and admin client credentials (admin/cert.pem,
+admin/key.pem). Later starts reuse it.
+
+Every audit record is signed with the audit key. The KMS signs a checkpoint
+of the log at start, every --audit-checkpoint-interval when it grew, and at a
+clean stop (audit-checkpoint.json); 'dcaas audit verify' checks them.
 
 The root key file is protected by its file mode alone unless a passphrase
 is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.
@@ -131,6 +137,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
+	fl.DurationVar(&f.checkpoints, "audit-checkpoint-interval", 5*time.Minute, "how often the KMS signs a checkpoint of the audit log (when it grew); also at start and at a clean stop")
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
 	return cmd
@@ -206,8 +213,11 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.rotationCheck < 10*time.Millisecond {
 		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
 	}
+	if f.checkpoints < time.Second {
+		return fmt.Errorf("--audit-checkpoint-interval %s: want at least 1s", f.checkpoints)
+	}
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
-	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
+	opts.Config.WrapTTL, opts.Config.RotationCheckInterval, opts.Config.AuditCheckpointInterval = f.wrapTTL, f.rotationCheck, f.checkpoints
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	ln, err := net.Listen("tcp", f.listen)

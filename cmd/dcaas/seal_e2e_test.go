@@ -97,7 +97,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	p.stop()
 
 	stdout, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key")...)
-	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys and 1 CA key") {
+	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys and 1 audit key") {
 		t.Fatalf("seal migrate: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 	if _, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile)...); code == 0 || !strings.Contains(stderr, "already sealed") {

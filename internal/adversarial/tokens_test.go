@@ -66,7 +66,7 @@ func TestEnrollmentTokenRace(t *testing.T) {
 	if got := instances(); got != before+1 {
 		t.Fatalf("%d instances registered by one token, want 1", got-before)
 	}
-	if _, err := audit.Verify(t.Context(), w.env.Server().Store); err != nil {
+	if _, err := audit.Verify(t.Context(), w.env.Server().Store, w.env.Server().KMS.AuditKey()); err != nil {
 		t.Fatalf("audit chain after the race: %v", err)
 	}
 }

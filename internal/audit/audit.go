@@ -1,12 +1,37 @@
-// Package audit is the KMS's append-only, hash-chained audit log over
-// store.Audit. Log.Append records an Event; Verify walks the whole log and
-// names the first record that breaks the chain.
+// Package audit is the KMS's append-only audit log over store.Audit: a
+// hash chain whose every record is signed with the KMS's audit key, and
+// signed checkpoints of its head. Log.Append records an Event;
+// Log.Checkpoint signs the head; Verify walks the whole log with the
+// audit key's public half and names the first record that breaks it.
 //
-// Every record's Hash is SHA-256 over its fields and the previous record's
-// hash (see hash.go for the exact encoding), so changing, removing or
-// reordering a stored record is detected from that record on. Truncating
-// the end of the log is not: compare the last hash with a copy kept
-// elsewhere to catch that.
+// What a verifier holding the public key can detect, from someone who can
+// write the database but does not hold the audit key (which the KMS keeps
+// sealed under its root key):
+//
+//   - a record changed, inserted, removed, duplicated or moved, anywhere
+//     but in an unsigned legacy prefix: its signature or the chain
+//     breaks, from that record on, even if every later hash is
+//     recomputed;
+//   - a change to the legacy prefix (records written before the audit key
+//     existed, unkeyed) made after the first signed record was written:
+//     that record's signature covers the hash of the last legacy one, and
+//     through the chain every legacy record;
+//   - signatures stripped: once a record is signed, every later one must
+//     be; the first signed record must be the audit key's creation
+//     (ActionKeyCreated), which a KMS appends in the transaction that
+//     stores the key; and a log without any signed record does not
+//     verify;
+//   - records removed from the end (truncation) up to a checkpoint the
+//     verifier is given: the log must reach every given checkpoint's
+//     record with the same hash.
+//
+// What it cannot detect: records removed from the end after the latest
+// checkpoint the verifier has (keep checkpoints, or the head a verify
+// printed, outside the database, and pass them back); a log replaced
+// wholesale by an older copy of itself, if no later checkpoint is kept;
+// changes made to the legacy prefix before the audit key existed; and
+// anything done by whoever holds the audit key (the KMS, or the root of
+// trust it is sealed under).
 //
 // The log never carries secrets. Callers pass identities and ids (a DN, a
 // key id, an instance id), never tokens, grants, key material or request
@@ -15,10 +40,13 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
@@ -33,30 +61,59 @@ type Event struct {
 	Code    string // api.Code of a failure, if any
 }
 
-// Log appends events to the audit store. It is safe for concurrent use;
-// appends are ordered by the store.
-type Log struct {
-	s   store.Audit
-	now func() time.Time
+// ActionKeyCreated is the action of the record a KMS appends when it makes
+// its audit key (the first record it signs); the record's KeyID is the
+// key's ID (kcrypto.LogVerifyKey.ID).
+const ActionKeyCreated = "audit.key_created"
+
+// Appender is where records are appended: a store, or a store transaction
+// (so that a record commits with the change it records).
+type Appender interface {
+	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error)) (store.AuditRecord, error)
 }
 
-// New returns a Log over s. now is the clock (nil means time.Now).
-func New(s store.Audit, now func() time.Time) *Log {
+// ErrRegressed: the store offered a sequence number below one this Log
+// already used, so committed records disappeared (the log was truncated
+// or rolled back under a running KMS).
+var ErrRegressed = errors.New("audit: the log went back: records this KMS saw are gone")
+
+// Log signs and appends events. It is safe for concurrent use; appends are
+// ordered by the store.
+type Log struct {
+	key *kcrypto.LogKey
+	now func() time.Time
+
+	mu    sync.Mutex
+	built int64 // the highest sequence number a record was built for
+}
+
+// New returns a Log that signs with key (which the Log uses but does not
+// own: the caller wipes it after the Log's last use). now is the clock
+// (nil means time.Now). A nil key is a programming error.
+func New(key *kcrypto.LogKey, now func() time.Time) *Log {
+	if key == nil {
+		panic("audit: New needs a key")
+	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Log{s: s, now: now}
+	return &Log{key: key, now: now}
 }
 
-// Append stores ev as the next record of the chain and returns it. The
-// record's time is the clock's, in UTC, truncated to the microsecond so
-// that every store keeps it exactly. Invalid UTF-8 and NUL bytes in the
-// fields are replaced by U+FFFD so that every store can keep them.
-func (l *Log) Append(ctx context.Context, ev Event) (store.AuditRecord, error) {
+// Public is the key that verifies the log's signatures.
+func (l *Log) Public() kcrypto.LogVerifyKey { return l.key.Public() }
+
+// Append stores ev through to as the next record of the chain, signed,
+// and returns it. The record's time is the clock's, in UTC, truncated to
+// the microsecond so that every store keeps it exactly. Invalid UTF-8 and
+// NUL bytes in the fields are replaced by U+FFFD so that every store can
+// keep them. ErrRegressed when the store's log is shorter than one this
+// Log appended to before.
+func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRecord, error) {
 	if ev.Action == "" || ev.Outcome == "" {
 		return store.AuditRecord{}, fmt.Errorf("audit: an event needs an action and an outcome")
 	}
-	return l.s.AppendAudit(ctx, func(seq int64, prevHash []byte) (store.AuditRecord, error) {
+	return to.AppendAudit(ctx, func(seq int64, prevHash []byte) (store.AuditRecord, error) {
 		switch {
 		case seq < 1:
 			return store.AuditRecord{}, fmt.Errorf("audit: store proposed sequence number %d", seq)
@@ -64,6 +121,9 @@ func (l *Log) Append(ctx context.Context, ev Event) (store.AuditRecord, error) {
 			prevHash = make([]byte, hashSize)
 		case len(prevHash) != hashSize:
 			return store.AuditRecord{}, fmt.Errorf("audit: store returned a %d-byte previous hash for record %d", len(prevHash), seq)
+		}
+		if err := l.saw(seq); err != nil {
+			return store.AuditRecord{}, err
 		}
 		r := store.AuditRecord{
 			Seq:      seq,
@@ -78,8 +138,80 @@ func (l *Log) Append(ctx context.Context, ev Event) (store.AuditRecord, error) {
 			PrevHash: append([]byte(nil), prevHash...),
 		}
 		r.Hash = recordHash(r)
+		r.Sig = l.key.Sign(recordSigInput(r.Seq, r.Hash))
 		return r, nil
 	})
+}
+
+// saw notes that the store offered seq. A seq below one built before means
+// committed records are gone; the same seq again is a transaction that
+// rolled back.
+func (l *Log) saw(seq int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq < l.built {
+		return fmt.Errorf("%w: the store offers record %d after this KMS built record %d", ErrRegressed, seq, l.built)
+	}
+	l.built = seq
+	return nil
+}
+
+// CheckpointStore is where Log.Checkpoint reads the head and stores the
+// checkpoint: a store or a store transaction.
+type CheckpointStore interface {
+	LastAudit(ctx context.Context) (store.AuditRecord, error)
+	PutAuditCheckpoint(ctx context.Context, cp store.AuditCheckpoint) (store.AuditCheckpoint, error)
+}
+
+// Checkpoint signs the log's head as s holds it now (its sequence number,
+// its hash, the time) and stores the checkpoint there; it returns the
+// checkpoint stored for that head (an earlier one when the head has not
+// moved since). It refuses, with a *BrokenError or ErrRegressed, to sign a
+// head that is not the KMS's own record, or a log shorter than one this
+// Log appended to.
+func (l *Log) Checkpoint(ctx context.Context, s CheckpointStore) (store.AuditCheckpoint, error) {
+	head, err := s.LastAudit(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		head = store.AuditRecord{Hash: make([]byte, hashSize)}
+	case err != nil:
+		return store.AuditCheckpoint{}, fmt.Errorf("audit: reading the head: %w", err)
+	}
+	l.mu.Lock()
+	built := l.built
+	l.mu.Unlock()
+	if head.Seq < built-1 {
+		return store.AuditCheckpoint{}, fmt.Errorf("%w: the log ends at record %d, but this KMS built record %d", ErrRegressed, head.Seq, built)
+	}
+	if head.Seq > 0 {
+		if err := checkRecord(head, l.key.Public()); err != nil {
+			return store.AuditCheckpoint{}, err
+		}
+	}
+	cp := store.AuditCheckpoint{Seq: head.Seq, Hash: head.Hash, Time: l.now().UTC().Truncate(time.Microsecond)}
+	cp.Sig = l.key.Sign(checkpointSigInput(cp))
+	stored, err := s.PutAuditCheckpoint(ctx, cp)
+	if err != nil {
+		return store.AuditCheckpoint{}, fmt.Errorf("audit: storing the checkpoint of record %d: %w", cp.Seq, err)
+	}
+	if err := VerifyCheckpoint(l.key.Public(), stored); err != nil {
+		return store.AuditCheckpoint{}, err
+	}
+	return stored, nil
+}
+
+// checkRecord checks one signed record on its own: its hash and its
+// signature.
+func checkRecord(r store.AuditRecord, key kcrypto.LogVerifyKey) error {
+	switch {
+	case !hashEqual(r.Hash, recordHash(r)):
+		return &BrokenError{Seq: r.Seq, Reason: "its hash does not match its contents"}
+	case r.Sig == nil:
+		return &BrokenError{Seq: r.Seq, Reason: "it is not signed"}
+	case !key.Verify(recordSigInput(r.Seq, r.Hash), r.Sig):
+		return &BrokenError{Seq: r.Seq, Reason: "its signature does not verify with the audit key " + key.ID()}
+	}
+	return nil
 }
 
 // clean makes s valid UTF-8 without NUL bytes.

@@ -589,7 +589,16 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	n, err := audit.Verify(ctx, db)
+	ak, err := admin.AuditKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := kcrypto.ParseLogVerifyKeyPEM([]byte(ak.PublicKeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := audit.Verify(ctx, db, key)
+	n := res.Records
 	if err != nil {
 		t.Fatalf("audit.Verify on PostgreSQL after %d records: %v", n, err)
 	}

@@ -194,11 +194,11 @@ func integrityCheck(t *testing.T, path string) {
 // records it holds.
 func verifyAudit(t *testing.T, env *kmstest.Env) int64 {
 	t.Helper()
-	n, err := audit.Verify(t.Context(), env.Server().Store)
+	res, err := audit.Verify(t.Context(), env.Server().Store, env.Server().KMS.AuditKey())
 	if err != nil {
-		t.Fatalf("audit chain after %d good records: %v", n, err)
+		t.Fatalf("audit chain after %d good records: %v", res.Records, err)
 	}
-	return n
+	return res.Records
 }
 
 // wantUnavailable checks that err is the KMS's 503 for a store that
@@ -380,8 +380,9 @@ func rewrapAll(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, ke
 
 // readOnlyAfterStart is the KMS database opened read-only
 // (sqlstore.OpenSQLiteReadOnly) for everything but the writes kms.Open makes while
-// starting: it registers the TLS server certificate it just issued, so it
-// cannot start over a store that is read-only from the first instant.
+// starting: it registers the TLS server certificate it just issued, with
+// its audit record, in a transaction, so it cannot start over a store
+// that is read-only from the first instant.
 // After started is set the store is read-only throughout, like a database
 // whose disk went read-only under a running KMS.
 type readOnlyAfterStart struct {
@@ -390,11 +391,11 @@ type readOnlyAfterStart struct {
 	started     atomic.Bool
 }
 
-func (s *readOnlyAfterStart) PutCert(ctx context.Context, c store.Cert) error {
+func (s *readOnlyAfterStart) InTx(ctx context.Context, fn func(tx store.Tx) error) error {
 	if !s.started.Load() {
-		return s.rw.PutCert(ctx, c)
+		return s.rw.InTx(ctx, fn)
 	}
-	return s.Store.PutCert(ctx, c)
+	return s.Store.InTx(ctx, fn)
 }
 
 // TestFaultReadOnlyStore runs a KMS over its database opened read-only:

@@ -76,8 +76,11 @@ func (k *KMS) renewOwnCert(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	creds, err := k.issueAppCert(ctx, app, req.CSRPEM)
+	creds, cert, err := k.issueAppCert(app, req.CSRPEM)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.commit(ctx, func(tx store.Tx) error { return registerCert(ctx, tx, cert) }); err != nil {
 		return nil, err
 	}
 	k.log.Info("application certificate renewed", "tenant", app.Tenant, "app", app.Name, "serial", creds.Serial, "not_after", creds.NotAfter)
@@ -96,8 +99,11 @@ func (k *KMS) issueCertFor(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	creds, err := k.issueAppCert(ctx, app, req.CSRPEM)
+	creds, cert, err := k.issueAppCert(app, req.CSRPEM)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.commit(ctx, func(tx store.Tx) error { return registerCert(ctx, tx, cert) }); err != nil {
 		return nil, err
 	}
 	k.log.Info("application certificate issued", "tenant", app.Tenant, "app", app.Name, "serial", creds.Serial, "not_after", creds.NotAfter, "by", c.caller.DN)
@@ -152,9 +158,6 @@ func (k *KMS) revokeAppCerts(ctx context.Context, c *call, self bool) (any, erro
 			// One answer for unknown serials and other holders' serials.
 			return nil, api.Errorf(api.CodeNotFound, "App %q has no certificate with serial %s.", app.Name, serial)
 		}
-		if err := k.st.RevokeCert(ctx, serial, now); err != nil {
-			return nil, storeErr(err, "certificate")
-		}
 		out.Revoked = append(out.Revoked, serial)
 	} else {
 		list, err := k.st.ListCerts(ctx, store.CertApp, app.Tenant, app.Name)
@@ -162,14 +165,21 @@ func (k *KMS) revokeAppCerts(ctx context.Context, c *call, self bool) (any, erro
 			return nil, storeErr(err, "certificates")
 		}
 		for _, rec := range list {
-			if rec.RevokedAt != nil {
-				continue
+			if rec.RevokedAt == nil {
+				out.Revoked = append(out.Revoked, rec.Serial)
 			}
-			if err := k.st.RevokeCert(ctx, rec.Serial, now); err != nil {
-				return nil, storeErr(err, "certificate")
-			}
-			out.Revoked = append(out.Revoked, rec.Serial)
 		}
+	}
+	err = c.commit(ctx, func(tx store.Tx) error {
+		for _, serial := range out.Revoked {
+			if err := tx.RevokeCert(ctx, serial, now); err != nil {
+				return storeErr(err, "certificate")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	k.log.Info("application certificates revoked", "tenant", app.Tenant, "app", app.Name, "serials", out.Revoked, "by", c.caller.DN)
 	return out, nil

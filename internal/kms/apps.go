@@ -8,6 +8,7 @@ import (
 	"errors"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -47,27 +48,33 @@ func (k *KMS) createApp(ctx context.Context, c *call) (any, error) {
 		return nil, storeErr(err, "tenant")
 	}
 	app := store.App{Tenant: tenant, Name: req.Name, Role: string(req.Role), DN: appSubject(tenant, req.Name).String(), CreatedAt: k.now()}
-	// The certificate is issued (the CSR validated) and registered first:
-	// if creating the app then fails, an unused registry entry remains
-	// (it authenticates nobody, since authentication also needs the app),
-	// never an app whose credentials were lost.
-	creds, err := k.issueAppCert(ctx, app, req.CSRPEM)
+	creds, cert, err := k.issueAppCert(app, req.CSRPEM)
 	if err != nil {
 		return nil, err
 	}
-	if err := k.st.CreateApp(ctx, app); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, api.Errorf(api.CodeConflict, "App %q already exists in tenant %q.", req.Name, tenant)
+	// The app and its certificate are registered together, with the
+	// record: never an app whose credentials were lost, nor a registered
+	// certificate of an app that does not exist.
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.CreateApp(ctx, app); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return api.Errorf(api.CodeConflict, "App %q already exists in tenant %q.", req.Name, tenant)
+			}
+			return storeErr(err, "app")
 		}
-		return nil, storeErr(err, "app")
+		return registerCert(ctx, tx, cert)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return creds, nil
 }
 
-// issueAppCert issues and registers a client certificate for app: for the
-// key of csrPEM, or, without one, for a key the KMS generates and returns
-// in KeyPEM (a secret the caller must hand over and forget).
-func (k *KMS) issueAppCert(ctx context.Context, app store.App, csrPEM string) (*api.AppCredentials, error) {
+// issueAppCert issues a client certificate for app: for the key of
+// csrPEM, or, without one, for a key the KMS generates and returns in
+// KeyPEM (a secret the caller must hand over and forget). It returns the
+// registry entry to store with it (registerCert).
+func (k *KMS) issueAppCert(app store.App, csrPEM string) (*api.AppCredentials, store.Cert, error) {
 	authority := k.authority()
 	subject := subjectOf(app)
 	var (
@@ -81,50 +88,55 @@ func (k *KMS) issueAppCert(ctx context.Context, app store.App, csrPEM string) (*
 	} else {
 		key, gerr := kcrypto.GenerateIdentityKey()
 		if gerr != nil {
-			return nil, gerr
+			return nil, store.Cert{}, gerr
 		}
 		if keyPEM, err = kcrypto.MarshalPrivateKeyPEM(key); err != nil {
-			return nil, err
+			return nil, store.Cert{}, err
 		}
 		defer secret.Zero(keyPEM)
 		der, cert, err = authority.IssueClient(key.Public(), subject, k.cfg.AppCertTTL)
 	}
 	if err != nil {
 		if errors.Is(err, ca.ErrInvalidCSR) {
-			return nil, api.Errorf(api.CodeInvalidCSR, "The CSR is malformed, its signature does not verify, or its key is not ECDSA P-256/P-384/P-521, Ed25519 or RSA of 2048 to 8192 bits.")
+			return nil, store.Cert{}, api.Errorf(api.CodeInvalidCSR, "The CSR is malformed, its signature does not verify, or its key is not ECDSA P-256/P-384/P-521, Ed25519 or RSA of 2048 to 8192 bits.")
 		}
-		return nil, err
-	}
-	if err := k.registerCert(ctx, cert, store.CertApp, app.Tenant, app.Name); err != nil {
-		return nil, err
+		return nil, store.Cert{}, err
 	}
 	return &api.AppCredentials{
 		DN: app.DN, CertPEM: pemCert(der), KeyPEM: string(keyPEM), CAPEM: authority.BundlePEM(),
 		Serial: ca.SerialString(cert), NotAfter: cert.NotAfter,
-	}, nil
+	}, certEntry(cert, store.CertApp, app.Tenant, app.Name), nil
+}
+
+// certEntry is the CA registry entry of an issued certificate.
+func certEntry(cert *x509.Certificate, kind, tenant, subject string) store.Cert {
+	return store.Cert{Serial: ca.SerialString(cert), Kind: kind, Tenant: tenant, Subject: subject, NotAfter: cert.NotAfter}
 }
 
 // registerCert records an issued certificate in the CA registry.
-func (k *KMS) registerCert(ctx context.Context, cert *x509.Certificate, kind, tenant, subject string) error {
-	err := k.st.PutCert(ctx, store.Cert{Serial: ca.SerialString(cert), Kind: kind, Tenant: tenant, Subject: subject, NotAfter: cert.NotAfter})
-	if err != nil {
+func registerCert(ctx context.Context, st store.Certs, c store.Cert) error {
+	if err := st.PutCert(ctx, c); err != nil {
 		return storeErr(err, "certificate")
 	}
 	return nil
 }
 
-// IssueAdmin issues an admin client certificate for pub and registers it;
-// used when a data dir is initialized.
+// IssueAdmin issues an admin client certificate for pub and registers it,
+// with the admin app and an audit record, in one transaction; used when a
+// data dir is initialized.
 func (k *KMS) IssueAdmin(ctx context.Context, pub crypto.PublicKey) ([]byte, error) {
 	app := store.App{Name: "admin", Role: string(api.RoleAdmin), DN: adminSubject.String(), CreatedAt: k.now()}
-	if err := k.st.CreateApp(ctx, app); err != nil && !errors.Is(err, store.ErrExists) {
-		return nil, storeErr(err, "admin")
-	}
 	der, cert, err := k.authority().IssueClient(pub, adminSubject, k.cfg.AppCertTTL)
 	if err != nil {
 		return nil, err
 	}
-	if err := k.registerCert(ctx, cert, store.CertApp, "", "admin"); err != nil {
+	err = k.storeRecorded(ctx, audit.Event{Action: "app.issue_certificate"}, func(tx store.Tx) error {
+		if err := tx.CreateApp(ctx, app); err != nil && !errors.Is(err, store.ErrExists) {
+			return storeErr(err, "admin")
+		}
+		return registerCert(ctx, tx, certEntry(cert, store.CertApp, "", "admin"))
+	})
+	if err != nil {
 		return nil, err
 	}
 	return der, nil

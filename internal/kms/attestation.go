@@ -102,10 +102,27 @@ func (k *KMS) enrollAttested(ctx context.Context, c *call, req *api.EnrollReques
 	if len(ev.Nonce) == 0 {
 		return nil, api.Errorf(api.CodeInvalidArgument, "attestation.nonce is required: ask POST /v1/enrollment/challenge first.")
 	}
-	// The nonce is single-use: a replayed or stale quote fails here.
-	if _, err := k.st.ConsumeOneTime(ctx, store.OneTimeChallenge, hashNonce(ev.Nonce), k.now()); err != nil {
-		return nil, consumeErr(err, "enrollment challenge")
+	// The nonce is single-use: a replayed or stale quote fails here. It is
+	// consumed in the transaction that registers the instance, or, if the
+	// enrollment fails from here on, with the record of the failure.
+	tok := enrollToken{kind: store.OneTimeChallenge, hash: hashNonce(ev.Nonce), what: "enrollment challenge"}
+	if _, err := k.st.PeekOneTime(ctx, tok.kind, tok.hash, k.now()); err != nil {
+		return nil, consumeErr(err, tok.what)
 	}
+	out, err := k.verifyAndRegister(ctx, c, req, csr, tok)
+	if err != nil && !c.recorded {
+		err = c.fail(ctx, func(tx store.Tx) error {
+			_, err := tx.ConsumeOneTime(ctx, tok.kind, tok.hash, k.now())
+			return err
+		}, err)
+	}
+	return out, err
+}
+
+// verifyAndRegister verifies the TPM evidence of req for the challenge tok
+// and registers the sidecar, consuming tok.
+func (k *KMS) verifyAndRegister(ctx context.Context, c *call, req *api.EnrollRequest, csr *x509.CertificateRequest, tok enrollToken) (*api.Enrollment, error) {
+	ev := req.Attestation
 	spki, err := x509.MarshalPKIXPublicKey(csr.PublicKey)
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidCSR, "The CSR's key cannot be encoded.")
@@ -133,5 +150,5 @@ func (k *KMS) enrollAttested(ctx context.Context, c *call, req *api.EnrollReques
 		return nil, storeErr(err, "custodian")
 	}
 	c.tenant = app.Tenant
-	return k.register(ctx, c, enrollToken{}, app.Tenant, app.DN, api.EnclaveTPM, csr, req.WrappingPublicKey)
+	return k.register(ctx, c, tok, app.Tenant, app.DN, api.EnclaveTPM, csr, req.WrappingPublicKey)
 }

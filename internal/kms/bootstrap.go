@@ -72,12 +72,17 @@ type Server struct {
 }
 
 // Close stops the background loops (server certificate renewal, CA
-// refresh, janitor), closes the KMS and then what it was built on (but
-// not an Options.Store or Options.Sealer).
+// refresh, janitor, audit checkpoints), signs a last checkpoint of the
+// audit log (stop serving requests first, so that it covers them all),
+// closes the KMS and then what it was built on (but not an Options.Store
+// or Options.Sealer).
 func (s *Server) Close() error {
 	if s.stop != nil {
 		s.stop()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	s.KMS.checkpointNow(ctx)
+	cancel()
 	var stErr, sealerErr error
 	if s.ownStore {
 		stErr = s.Store.Close()
@@ -89,8 +94,9 @@ func (s *Server) Close() error {
 }
 
 // Open opens (initializing on first use) a KMS data dir: the sealed root
-// key, the database, the CA, DIR/ca.pem and the admin credentials, and
-// issues a fresh TLS server certificate (its key never touches the disk).
+// key, the database, the CA, the audit key (DIR/audit-key.pem, its public
+// half), DIR/ca.pem and the admin credentials, and issues a fresh TLS
+// server certificate (its key never touches the disk).
 func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("kms: a data dir is required")
@@ -135,12 +141,23 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	authority.Now = opts.Now
+	auditKey, _, err := loadAuditKey(ctx, st, sealer, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	// The public key a verifier of the audit log needs, from the key this
+	// KMS unsealed (not from the database, which a verifier must not
+	// have to trust), rewritten at every start.
+	if err := atomicfile.Write(filepath.Join(opts.DataDir, AuditKeyFile), auditKey.Public().PEM(), 0o644); err != nil {
+		return nil, err
+	}
 	cfg := opts.Config
-	cfg.Store, cfg.Sealer, cfg.CA, cfg.Logger, cfg.Reg, cfg.Now = st, sealer, authority, opts.Logger, opts.Reg, opts.Now
+	cfg.Store, cfg.Sealer, cfg.CA, cfg.AuditKey, cfg.Logger, cfg.Reg, cfg.Now = st, sealer, authority, auditKey, opts.Logger, opts.Reg, opts.Now
 	k, err := New(cfg)
 	if err != nil {
 		return nil, err
 	}
+	k.checkpointFile = filepath.Join(opts.DataDir, AuditCheckpointFile)
 	if _, err := k.refreshCA(ctx); err != nil {
 		return nil, err
 	}
@@ -156,10 +173,14 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// A checkpoint at start: a log that lost records since the last one
+	// this data dir holds shows at once (dcaas audit verify).
+	k.checkpointNow(ctx)
 	stopCerts := k.startCertLoop()
 	stopJanitor := k.startJanitor()
+	stopCheckpoints := k.startCheckpointLoop()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: ownStore, ownSealer: ownSealer, stop: func() { stopCerts(); stopJanitor() }}, nil
+		ownStore: ownStore, ownSealer: ownSealer, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
 }
 
 // loadCA returns the first CA (record 1) stored in st, creating it on

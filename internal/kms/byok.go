@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"context"
 	"crypto/hpke"
 	"crypto/rsa"
@@ -53,17 +54,39 @@ func exportInfo(md *api.KeyMetadata) []byte {
 	return append([]byte("dcaas/v1 export\x00"), b...)
 }
 
-// tenantImportKeys returns the tenant's import key pairs, creating them on
-// first use (two replicas racing agree on the stored winner).
-func (k *KMS) tenantImportKeys(ctx context.Context, tenant string) (*rsa.PrivateKey, hpke.PrivateKey, error) {
+// tenantImportKeys returns the tenant's import key pairs. When the tenant
+// has none yet it makes them, and returns in created the record to store
+// with storeImportKeys.
+func (k *KMS) tenantImportKeys(ctx context.Context, tenant string) (_ *rsa.PrivateKey, _ hpke.PrivateKey, created []byte, _ error) {
 	raw, err := k.st.GetSetting(ctx, importSetting(tenant))
 	if errors.Is(err, store.ErrNotFound) {
 		if raw, err = k.newImportKeys(ctx, tenant); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
+		created = raw
 	} else if err != nil {
-		return nil, nil, storeErr(err, "import keys")
+		return nil, nil, nil, storeErr(err, "import keys")
 	}
+	rsaKey, hk, err := k.openImportKeys(ctx, tenant, raw)
+	return rsaKey, hk, created, err
+}
+
+// storeImportKeys stores import keys tenantImportKeys made through tx. If
+// another request or replica stored the tenant's first, it is a conflict
+// (the keys made here were not stored).
+func storeImportKeys(ctx context.Context, tx store.Settings, tenant string, created []byte) error {
+	stored, err := tx.PutSettingIfAbsent(ctx, importSetting(tenant), created)
+	if err != nil {
+		return storeErr(err, "import keys")
+	}
+	if !bytes.Equal(stored, created) {
+		return api.Errorf(api.CodeConflict, "The import keys of tenant %q were made concurrently; retry.", tenant)
+	}
+	return nil
+}
+
+// openImportKeys unseals a stored import key record.
+func (k *KMS) openImportKeys(ctx context.Context, tenant string, raw []byte) (*rsa.PrivateKey, hpke.PrivateKey, error) {
 	var rec importKeys
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return nil, nil, err
@@ -121,12 +144,7 @@ func (k *KMS) newImportKeys(ctx context.Context, tenant string) ([]byte, error) 
 	if rec.HPKE, err = k.sealer.Seal(ctx, hs, importAAD(tenant, "hpke")); err != nil {
 		return nil, sealErr(err)
 	}
-	b, _ := json.Marshal(rec)
-	stored, err := k.st.PutSettingIfAbsent(ctx, importSetting(tenant), b)
-	if err != nil {
-		return nil, storeErr(err, "import keys")
-	}
-	return stored, nil
+	return json.Marshal(rec)
 }
 
 func (k *KMS) importParameters(ctx context.Context, c *call) (any, error) {
@@ -134,7 +152,7 @@ func (k *KMS) importParameters(ctx context.Context, c *call) (any, error) {
 	if tenant != c.caller.Tenant {
 		return nil, api.Errorf(api.CodeWrongTenant, "A custodian may import keys only into its own tenant.")
 	}
-	rsaKey, hk, err := k.tenantImportKeys(ctx, tenant)
+	rsaKey, hk, created, err := k.tenantImportKeys(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -149,12 +167,19 @@ func (k *KMS) importParameters(ctx context.Context, c *call) (any, error) {
 	token, hash := kcrypto.NewToken(importTokenPrefix)
 	now := k.now()
 	exp := now.Add(importTokenTTL)
-	err = k.st.PutOneTime(ctx, store.OneTimeSecret{
-		Hash: hash, Kind: store.OneTimeImport, Tenant: tenant, Subject: c.caller.DN,
-		CreatedBy: c.caller.DN, CreatedAt: now, ExpiresAt: exp,
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if created != nil {
+			if err := storeImportKeys(ctx, tx, tenant, created); err != nil {
+				return err
+			}
+		}
+		return putOneTime(ctx, tx, store.OneTimeSecret{
+			Hash: hash, Kind: store.OneTimeImport, Tenant: tenant, Subject: c.caller.DN,
+			CreatedBy: c.caller.DN, CreatedAt: now, ExpiresAt: exp,
+		}, "import token")
 	})
 	if err != nil {
-		return nil, storeErr(err, "import token")
+		return nil, err
 	}
 	return api.ImportParameters{RSAPublicKeyPEM: pem, HPKEPublicKey: pub, ImportToken: token, ExpiresAt: exp}, nil
 }
@@ -178,28 +203,64 @@ func (k *KMS) importKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := k.st.ConsumeOneTime(ctx, store.OneTimeImport, kcrypto.HashToken(req.ImportToken), now)
+	// The token is consumed in the transaction that registers the key,
+	// or, if the import fails from here on, with the record of the failure.
+	hash := kcrypto.HashToken(req.ImportToken)
+	tok, err := k.st.PeekOneTime(ctx, store.OneTimeImport, hash, now)
 	if err != nil {
 		return nil, consumeErr(err, "import token")
 	}
-	if tok.Tenant != c.caller.Tenant || tok.Subject != c.caller.DN {
-		return nil, api.Errorf(api.CodeForbidden, "The import token was issued to another custodian.")
+	consume := func(tx store.Tx) error {
+		if _, err := tx.ConsumeOneTime(ctx, store.OneTimeImport, hash, now); err != nil {
+			return consumeErr(err, "import token")
+		}
+		return nil
 	}
-	rsaKey, hk, err := k.tenantImportKeys(ctx, c.caller.Tenant)
+	dk, key, v, err := k.unwrapImport(ctx, c, &req, tok, md)
+	if err != nil {
+		return nil, c.fail(ctx, consume, err)
+	}
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := consume(tx); err != nil {
+			return err
+		}
+		return createKey(ctx, tx, key, v)
+	})
 	if err != nil {
 		return nil, err
 	}
+	k.mx.created.WithLabelValues(key.Type).Inc()
+	return dk, nil
+}
+
+// unwrapImport checks an import token read for req, unwraps and checks
+// the material and seals it into version 1 of a new key, which it returns
+// with the registry entries to store.
+func (k *KMS) unwrapImport(ctx context.Context, c *call, req *api.ImportKeyRequest, tok store.OneTimeSecret, md *api.KeyMetadata) (*api.DataKey, store.Key, store.KeyVersion, error) {
+	fail := func(err error) (*api.DataKey, store.Key, store.KeyVersion, error) {
+		return nil, store.Key{}, store.KeyVersion{}, err
+	}
+	if tok.Tenant != c.caller.Tenant || tok.Subject != c.caller.DN {
+		return fail(api.Errorf(api.CodeForbidden, "The import token was issued to another custodian."))
+	}
+	rsaKey, hk, created, err := k.tenantImportKeys(ctx, c.caller.Tenant)
+	if err != nil {
+		return fail(err)
+	}
+	if created != nil { // no import parameters were ever given out
+		return fail(api.Errorf(api.CodeInvalidToken, "The import token is not valid."))
+	}
 	material, err := kcrypto.UnwrapImport(string(req.Wrapping), rsaKey, hk, importInfo(c.caller.Tenant), req.WrappedMaterial)
 	if err != nil {
-		return nil, api.Errorf(api.CodeDecryptFailed, "The wrapped material does not unwrap with this tenant's %s import key.", req.Wrapping)
+		return fail(api.Errorf(api.CodeDecryptFailed, "The wrapped material does not unwrap with this tenant's %s import key.", req.Wrapping))
 	}
 	defer material.Wipe()
 	if err := kcrypto.CheckMaterial(req.Type, material); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "The material is not a valid %s key: %v", req.Type, err)
+		return fail(api.Errorf(api.CodeInvalidArgument, "The material is not a valid %s key: %v", req.Type, err))
 	}
 	md.Labels = withLabel(md.Labels, "dcaas.origin", "imported")
 	c.keyID = md.KeyID
-	return k.storeNewKey(ctx, c.caller.Tenant, md, material, req.Retain)
+	return k.newKey(ctx, c.caller.Tenant, md, material, req.Retain)
 }
 
 func withLabel(l map[string]string, k, v string) map[string]string {

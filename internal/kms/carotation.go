@@ -86,15 +86,18 @@ func (k *KMS) rotateCA(ctx context.Context, c *call, step string) (*caView, erro
 	now := k.now()
 	next := caState{Step: step, At: now, By: c.caller.DN}
 	phase := cur.state.phase()
+	var record pendingSetting // prepare: the new CA's record, stored with the step
+	record.settingsReader = k.st
 	switch step {
 	case caStepPrepare:
 		if phase != api.CAPhaseStable {
 			return nil, api.Errorf(api.CodeConflict, "A CA rotation is already under way (phase %s): finish it with activate and retire first.", phase)
 		}
-		n, err := k.addCARecord(ctx, slices.Max(cur.state.Trusted)+1, now)
+		n, raw, err := k.newCARecordAfter(ctx, slices.Max(cur.state.Trusted)+1, now)
 		if err != nil {
 			return nil, err
 		}
+		record.name, record.value = caRecordName(n), raw
 		next.Trusted, next.Issuing = []int{cur.state.Issuing, n}, cur.state.Issuing
 	case caStepActivate:
 		switch phase {
@@ -121,7 +124,7 @@ func (k *KMS) rotateCA(ctx context.Context, c *call, step string) (*caView, erro
 	}
 	// Build first: the new state must work (its key open) before it is
 	// stored for every replica to follow.
-	authority, err := k.buildCA(ctx, next)
+	authority, err := k.buildCA(ctx, record, next)
 	if err != nil {
 		return nil, storeErr(err, "CA")
 	}
@@ -129,44 +132,58 @@ func (k *KMS) rotateCA(ctx context.Context, c *call, step string) (*caView, erro
 	if err != nil {
 		return nil, err
 	}
-	stored, err := k.st.PutSettingIfAbsent(ctx, caStateName(cur.gen+1), raw)
-	if err != nil {
-		return nil, storeErr(err, "CA state")
-	}
-	if !bytes.Equal(stored, raw) {
-		if _, err := k.refreshCALocked(ctx); err != nil {
-			k.log.Warn("reading the CA state from the store failed", "err", err)
+	// The new CA's record (prepare) and the step are stored together, with
+	// the call's audit record.
+	lost := false
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if record.value != nil {
+			stored, err := tx.PutSettingIfAbsent(ctx, record.name, record.value)
+			if err != nil {
+				return storeErr(err, "CA")
+			}
+			if !bytes.Equal(stored, record.value) {
+				lost = true
+				return api.Errorf(api.CodeConflict, "Another replica is preparing a CA at the same moment; read GET /v1/ca and retry.")
+			}
 		}
-		return nil, api.Errorf(api.CodeConflict, "The CA was changed concurrently (another admin or replica took a rotation step); read GET /v1/ca and retry.")
+		stored, err := tx.PutSettingIfAbsent(ctx, caStateName(cur.gen+1), raw)
+		if err != nil {
+			return storeErr(err, "CA state")
+		}
+		if !bytes.Equal(stored, raw) {
+			lost = true
+			return api.Errorf(api.CodeConflict, "The CA was changed concurrently (another admin or replica took a rotation step); read GET /v1/ca and retry.")
+		}
+		return nil
+	})
+	if err != nil {
+		if lost {
+			if _, err := k.refreshCALocked(ctx); err != nil {
+				k.log.Warn("reading the CA state from the store failed", "err", err)
+			}
+		}
+		return nil, err
 	}
 	v := &caView{gen: cur.gen + 1, state: next, ca: authority}
 	k.installCA(v)
 	return v, nil
 }
 
-// addCARecord generates and stores a new CA as the first free record
-// number from n on (a record whose step lost a race stays unused) and
-// returns its number.
-func (k *KMS) addCARecord(ctx context.Context, n int, now time.Time) (int, error) {
+// newCARecordAfter generates a new CA as the first free record number
+// from n on and returns its number and record, to store with the step.
+func (k *KMS) newCARecordAfter(ctx context.Context, n int, now time.Time) (int, []byte, error) {
 	for ; ; n++ {
 		_, err := k.st.GetSetting(ctx, caRecordName(n))
 		if errors.Is(err, store.ErrNotFound) {
 			break
 		}
 		if err != nil {
-			return 0, storeErr(err, "CA")
+			return 0, nil, storeErr(err, "CA")
 		}
 	}
 	raw, err := newCARecord(ctx, k.sealer, n, now)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	stored, err := k.st.PutSettingIfAbsent(ctx, caRecordName(n), raw)
-	if err != nil {
-		return 0, storeErr(err, "CA")
-	}
-	if !bytes.Equal(stored, raw) {
-		return 0, api.Errorf(api.CodeConflict, "Another replica is preparing a CA at the same moment; read GET /v1/ca and retry.")
-	}
-	return n, nil
+	return n, raw, nil
 }

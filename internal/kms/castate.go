@@ -112,7 +112,28 @@ type caRecord struct {
 	SealedKey []byte `json:"sealed_key"`
 }
 
-func getCARecord(ctx context.Context, st store.Settings, n int) (caRecord, error) {
+// settingsReader reads settings: the store, or a CA record not stored yet
+// on top of it (pendingSetting).
+type settingsReader interface {
+	GetSetting(ctx context.Context, name string) ([]byte, error)
+}
+
+// pendingSetting reads value for name and every other setting from the
+// settingsReader: a CA record built before it is stored.
+type pendingSetting struct {
+	settingsReader
+	name  string
+	value []byte
+}
+
+func (p pendingSetting) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	if p.value != nil && name == p.name {
+		return p.value, nil
+	}
+	return p.settingsReader.GetSetting(ctx, name)
+}
+
+func getCARecord(ctx context.Context, st settingsReader, n int) (caRecord, error) {
 	raw, err := st.GetSetting(ctx, caRecordName(n))
 	if err != nil {
 		return caRecord{}, err
@@ -126,7 +147,7 @@ func getCARecord(ctx context.Context, st store.Settings, n int) (caRecord, error
 
 // caRecordNames lists the stored CA records' setting names ("ca" first),
 // for Reseal. Records are numbered without gaps.
-func caRecordNames(ctx context.Context, st store.Settings) ([]string, error) {
+func caRecordNames(ctx context.Context, st settingsReader) ([]string, error) {
 	names := []string{caSetting}
 	for n := 2; ; n++ {
 		if _, err := st.GetSetting(ctx, caRecordName(n)); errors.Is(err, store.ErrNotFound) {
@@ -180,10 +201,11 @@ func openCAKey(ctx context.Context, sealer seal.Sealer, n int, rec caRecord) (cr
 	return signer, nil
 }
 
-// buildCA makes the authority of s: the issuing record's certificate and
-// key, trusting the other records' certificates too.
-func (k *KMS) buildCA(ctx context.Context, s caState) (*ca.CA, error) {
-	rec, err := getCARecord(ctx, k.st, s.Issuing)
+// buildCA makes the authority of s from the CA records st holds: the
+// issuing record's certificate and key, trusting the other records'
+// certificates too.
+func (k *KMS) buildCA(ctx context.Context, st settingsReader, s caState) (*ca.CA, error) {
+	rec, err := getCARecord(ctx, st, s.Issuing)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +218,7 @@ func (k *KMS) buildCA(ctx context.Context, s caState) (*ca.CA, error) {
 		if n == s.Issuing {
 			continue
 		}
-		o, err := getCARecord(ctx, k.st, n)
+		o, err := getCARecord(ctx, st, n)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +263,7 @@ func (k *KMS) refreshCALocked(ctx context.Context) (bool, error) {
 	if gen == cur.gen {
 		return false, nil
 	}
-	authority, err := k.buildCA(ctx, state)
+	authority, err := k.buildCA(ctx, k.st, state)
 	if err != nil {
 		return false, err
 	}

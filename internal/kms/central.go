@@ -127,10 +127,13 @@ func (k *KMS) centralRoutes() {
 		k.handle(rt.Pattern, rt.Name, []api.Role{api.RoleCustodian}, limit, func(ctx context.Context, c *call) (any, error) {
 			c.usage = &centralUsage{}
 			resp, err := serve(context.WithValue(ctx, ctxKey{}, c), c.decode)
-			if ferr := k.flushUsage(ctx, c); ferr != nil {
-				return nil, ferr
+			if err != nil {
+				return nil, err // nothing is answered, so nothing encrypted needs counting
 			}
-			return resp, err
+			if err := k.flushUsage(ctx, c); err != nil {
+				return nil, err
+			}
+			return resp, nil
 		})
 	}
 }
@@ -205,8 +208,14 @@ func (k *KMS) disableKey(ctx context.Context, c *call) (any, error) {
 	if c.caller.Role == api.RoleCustodian && (key.Tenant != c.caller.Tenant || key.Owner != c.caller.DN) {
 		return nil, notFound
 	}
-	if err := k.st.DisableKey(ctx, id, k.now()); err != nil {
-		return nil, storeErr(err, "key")
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.DisableKey(ctx, id, k.now()); err != nil {
+			return storeErr(err, "key")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return api.Disabled{Disabled: true}, nil
 }

@@ -46,25 +46,33 @@ func (k *KMS) createDataKey(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer material.Wipe()
-	return k.storeNewKey(ctx, c.caller.Tenant, md, material, req.Retain)
+	dk, key, v, err := k.newKey(ctx, c.caller.Tenant, md, material, req.Retain)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.commit(ctx, func(tx store.Tx) error { return createKey(ctx, tx, key, v) }); err != nil {
+		return nil, err
+	}
+	k.mx.created.WithLabelValues(key.Type).Inc()
+	return dk, nil
 }
 
-// storeNewKey seals material (generated or imported) with version 1's
-// metadata into an EKB under the tenant's current master key and registers
-// the key.
-func (k *KMS) storeNewKey(ctx context.Context, tenant string, md *api.KeyMetadata, material *secret.Bytes, retain bool) (*api.DataKey, error) {
+// newKey seals material (generated or imported) with version 1's
+// metadata into an EKB under the tenant's current master key, and returns
+// the key and the registry entries to store with createKey.
+func (k *KMS) newKey(ctx context.Context, tenant string, md *api.KeyMetadata, material *secret.Bytes, retain bool) (*api.DataKey, store.Key, store.KeyVersion, error) {
 	t, err := k.st.GetTenant(ctx, tenant)
 	if err != nil {
-		return nil, storeErr(err, "tenant")
+		return nil, store.Key{}, store.KeyVersion{}, storeErr(err, "tenant")
 	}
 	if md.Type.Signing() {
 		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(md.Type, material); err != nil {
-			return nil, err
+			return nil, store.Key{}, store.KeyVersion{}, err
 		}
 	}
 	ekb, err := k.sealEKB(ctx, t.Name, t.MasterKeyVersion, md, material)
 	if err != nil {
-		return nil, err
+		return nil, store.Key{}, store.KeyVersion{}, err
 	}
 	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: retain, CreatedAt: md.CreatedAt,
 		RotationPeriod: time.Duration(md.RotationPeriodSeconds) * time.Second}
@@ -72,11 +80,15 @@ func (k *KMS) storeNewKey(ctx context.Context, tenant string, md *api.KeyMetadat
 	// who may name the key by id), so it can rotate the key by period or
 	// usage and deliver new versions to the sidecars that hold it.
 	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt, EKB: ekb}
-	if err := k.st.CreateKey(ctx, key, v); err != nil {
-		return nil, storeErr(err, "key")
+	return &api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, key, v, nil
+}
+
+// createKey registers a new key (newKey's entries) through tx.
+func createKey(ctx context.Context, tx store.Keys, key store.Key, v store.KeyVersion) error {
+	if err := tx.CreateKey(ctx, key, v); err != nil {
+		return storeErr(err, "key")
 	}
-	k.mx.created.WithLabelValues(string(md.Type)).Inc()
-	return &api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, nil
+	return nil
 }
 
 // newMetadata validates a data-key request and builds version 1's metadata.
@@ -251,25 +263,27 @@ func (k *KMS) newKeyVersion(ctx context.Context, c *call) (any, error) {
 	if key.CurrentVersion != old.md.Version {
 		return nil, api.Errorf(api.CodeConflict, "The EKB is version %d but the current version is %d.", old.md.Version, key.CurrentVersion)
 	}
-	dk, err := k.addVersion(ctx, key, &old.md)
+	dk, v, err := k.nextVersion(ctx, key, &old.md)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.commit(ctx, func(tx store.Tx) error { return addVersion(ctx, tx, v) }); err != nil {
 		return nil, err
 	}
 	return dk, nil
 }
 
-// addVersion generates the version after cur (the current version's
-// metadata) of key, seals it under the tenant's current master key and
-// registers it. store.ErrConflict (as an API conflict) means another
-// request added that version first.
-func (k *KMS) addVersion(ctx context.Context, key store.Key, cur *api.KeyMetadata) (*api.DataKey, error) {
+// nextVersion generates the version after cur (the current version's
+// metadata) of key and seals it under the tenant's current master key; it
+// returns the key and the version to register with addVersion.
+func (k *KMS) nextVersion(ctx context.Context, key store.Key, cur *api.KeyMetadata) (*api.DataKey, store.KeyVersion, error) {
 	t, err := k.st.GetTenant(ctx, key.Tenant)
 	if err != nil {
-		return nil, storeErr(err, "tenant")
+		return nil, store.KeyVersion{}, storeErr(err, "tenant")
 	}
 	material, err := kcrypto.GenerateKey(cur.Type)
 	if err != nil {
-		return nil, err
+		return nil, store.KeyVersion{}, err
 	}
 	defer material.Wipe()
 	md := *cur
@@ -278,16 +292,22 @@ func (k *KMS) addVersion(ctx context.Context, key store.Key, cur *api.KeyMetadat
 	md.PublicKeyPEM = ""
 	if md.Type.Signing() {
 		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(md.Type, material); err != nil {
-			return nil, err
+			return nil, store.KeyVersion{}, err
 		}
 	}
 	ekb, err := k.sealEKB(ctx, t.Name, t.MasterKeyVersion, &md, material)
 	if err != nil {
-		return nil, err
+		return nil, store.KeyVersion{}, err
 	}
 	v := store.KeyVersion{KeyID: md.KeyID, Version: md.Version, CreatedAt: md.CreatedAt, EKB: ekb}
-	if err := k.st.AddKeyVersion(ctx, v); err != nil {
-		return nil, storeErr(err, "key version")
+	return &api.DataKey{KeyID: md.KeyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM}, v, nil
+}
+
+// addVersion registers v through tx. store.ErrConflict (as an API
+// conflict) means another request added that version first.
+func addVersion(ctx context.Context, tx store.Keys, v store.KeyVersion) error {
+	if err := tx.AddKeyVersion(ctx, v); err != nil {
+		return storeErr(err, "key version")
 	}
-	return &api.DataKey{KeyID: md.KeyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM}, nil
+	return nil
 }

@@ -27,13 +27,13 @@ import (
 // custodian, sealed to a fresh ephemeral key of the sidecar. The custodian
 // writes no code for it.
 
-// recordRelease notes what was sealed to an instance.
-func (k *KMS) recordRelease(ctx context.Context, instanceID string, keys releasable) error {
+// recordRelease notes, through tx, what was sealed to an instance.
+func (k *KMS) recordRelease(ctx context.Context, tx store.Releases, instanceID string, keys releasable) error {
 	refs := make([]store.KeyRef, len(keys))
 	for i, o := range keys {
 		refs[i] = store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version}
 	}
-	if err := k.st.RecordReleases(ctx, instanceID, refs, k.now()); err != nil {
+	if err := tx.RecordReleases(ctx, instanceID, refs, k.now()); err != nil {
 		return storeErr(err, "release record")
 	}
 	return nil
@@ -91,11 +91,7 @@ func (k *KMS) refreshKeys(ctx context.Context, c *call) (any, error) {
 		return &api.WrappedKeys{Keys: []api.WrappedKey{}}, nil
 	}
 	c.keyID = keys[len(keys)-1].md.KeyID
-	out, err := k.wrapTo(to, keys, "refresh")
-	if err != nil {
-		return nil, err
-	}
-	return out, k.recordRelease(ctx, in.ID, keys)
+	return k.release(ctx, c, nil, to, keys, "refresh")
 }
 
 // newerVersions opens the versions of key id above have that in may hold:
@@ -175,7 +171,13 @@ func (k *KMS) rotate(ctx context.Context, key store.Key) (bool, error) {
 	if o.md.ExpiresAt != nil && !k.now().Before(*o.md.ExpiresAt) {
 		return false, nil // expired: refused later, not renewed
 	}
-	_, err = k.addVersion(ctx, key, &o.md)
+	_, v, err := k.nextVersion(ctx, key, &o.md)
+	if err != nil {
+		return false, err
+	}
+	err = k.storeRecorded(ctx, audit.Event{Action: "datakey.rotate_automatic", Tenant: key.Tenant, KeyID: key.KeyID}, func(tx store.Tx) error {
+		return addVersion(ctx, tx, v)
+	})
 	switch {
 	case api.CodeOf(err) == api.CodeConflict: // another request or replica rotated it
 		return true, nil
@@ -184,10 +186,7 @@ func (k *KMS) rotate(ctx context.Context, key store.Key) (bool, error) {
 	}
 	k.log.Info("key rotated automatically", "key", key.KeyID, "version", key.CurrentVersion+1, "why", why)
 	k.mx.rotations.Inc()
-	_, aerr := k.audit.Append(context.WithoutCancel(ctx), audit.Event{
-		Caller: "kms", Action: "datakey.rotate_automatic", Tenant: key.Tenant, KeyID: key.KeyID, Outcome: "ok",
-	})
-	return true, aerr
+	return true, nil
 }
 
 // renewInstance serves POST /v1/instances/self/renew: a live sidecar,
@@ -230,11 +229,17 @@ func (k *KMS) renewInstance(ctx context.Context, c *call) (any, error) {
 		{Serial: ca.SerialString(idCert), Kind: store.CertInstance, Tenant: in.Tenant, Subject: in.ID, NotAfter: idCert.NotAfter},
 		{Serial: ca.SerialString(wCert), Kind: store.CertWrapping, Tenant: in.Tenant, Subject: in.ID, NotAfter: wCert.NotAfter},
 	}
-	if err := k.st.RenewInstance(ctx, in.ID, certs[0].Serial, certs[1].Serial, certs); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return nil, api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", in.ID)
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.RenewInstance(ctx, in.ID, certs[0].Serial, certs[1].Serial, certs); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", in.ID)
+			}
+			return storeErr(err, "instance")
 		}
-		return nil, storeErr(err, "instance")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	k.mx.renewals.Inc()
 	k.log.Info("sidecar certificates renewed", "instance", in.ID, "not_after", idCert.NotAfter)

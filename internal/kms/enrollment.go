@@ -70,12 +70,14 @@ func (k *KMS) createToken(ctx context.Context, c *call) (any, error) {
 	token, hash := kcrypto.NewToken(enrollTokenPrefix)
 	now := k.now()
 	exp := now.Add(ttl)
-	err = k.st.PutOneTime(ctx, store.OneTimeSecret{
-		Hash: hash, Kind: store.OneTimeEnrollToken, Tenant: app.Tenant, Subject: app.DN,
-		CreatedBy: who.DN, CreatedAt: now, ExpiresAt: exp,
+	err = c.commit(ctx, func(tx store.Tx) error {
+		return putOneTime(ctx, tx, store.OneTimeSecret{
+			Hash: hash, Kind: store.OneTimeEnrollToken, Tenant: app.Tenant, Subject: app.DN,
+			CreatedBy: who.DN, CreatedAt: now, ExpiresAt: exp,
+		}, "token")
 	})
 	if err != nil {
-		return nil, storeErr(err, "token")
+		return nil, err
 	}
 	return api.EnrollmentToken{Token: token, ExpiresAt: exp, CustodianDN: app.DN}, nil
 }
@@ -87,13 +89,23 @@ func (k *KMS) createChallenge(ctx context.Context, c *call) (any, error) {
 	nonce := kcrypto.Random(32)
 	now := k.now()
 	exp := now.Add(k.cfg.ChallengeTTL)
-	err := k.st.PutOneTime(ctx, store.OneTimeSecret{
-		Hash: hashNonce(nonce), Kind: store.OneTimeChallenge, CreatedAt: now, ExpiresAt: exp,
+	err := c.commit(ctx, func(tx store.Tx) error {
+		return putOneTime(ctx, tx, store.OneTimeSecret{
+			Hash: hashNonce(nonce), Kind: store.OneTimeChallenge, CreatedAt: now, ExpiresAt: exp,
+		}, "challenge")
 	})
 	if err != nil {
-		return nil, storeErr(err, "challenge")
+		return nil, err
 	}
 	return api.Challenge{Nonce: nonce, ExpiresAt: exp}, nil
+}
+
+// putOneTime stores a single-use secret (what names it in errors).
+func putOneTime(ctx context.Context, st store.OneTime, s store.OneTimeSecret, what string) error {
+	if err := st.PutOneTime(ctx, s); err != nil {
+		return storeErr(err, what)
+	}
+	return nil
 }
 
 // consumeErr maps a failed single-use consumption to its API error.
@@ -138,15 +150,16 @@ func (k *KMS) enroll(ctx context.Context, c *call) (_ any, err error) {
 		return nil, consumeErr(err, "enrollment token")
 	}
 	c.tenant = tok.Tenant
-	return k.register(ctx, c, enrollToken{store.OneTimeEnrollToken, hash}, tok.Tenant, tok.Subject, api.EnclaveSoftware, csr, req.WrappingPublicKey)
+	return k.register(ctx, c, enrollToken{store.OneTimeEnrollToken, hash, "enrollment token"}, tok.Tenant, tok.Subject, api.EnclaveSoftware, csr, req.WrappingPublicKey)
 }
 
 // enrollToken is the single-use secret an enrollment consumes when it
-// registers the instance (none for attestation, whose challenge was
-// consumed before the evidence was checked).
+// registers the instance: the enrollment token, or the attestation
+// challenge.
 type enrollToken struct {
 	kind string
 	hash []byte
+	what string // for error messages
 }
 
 // parseCSR decodes and checks a PEM CSR (signature and key type).
@@ -175,7 +188,7 @@ func parseCSR(s string) (*x509.CertificateRequest, error) {
 }
 
 // register certifies and registers a sidecar instance bound to custodianDN,
-// consuming tok in the same transaction.
+// consuming tok, in the transaction that stores the call's audit record.
 func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, custodianDN string, enclave api.Enclave, csr *x509.CertificateRequest, wrap api.PublicKey) (*api.Enrollment, error) {
 	if _, err := k.st.GetAppByDN(ctx, custodianDN); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -202,11 +215,18 @@ func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, cu
 		{Serial: ca.SerialString(idCert), Kind: store.CertInstance, Tenant: tenant, Subject: id, NotAfter: idCert.NotAfter},
 		{Serial: ca.SerialString(wCert), Kind: store.CertWrapping, Tenant: tenant, Subject: id, NotAfter: wCert.NotAfter},
 	}
-	if err := k.st.EnrollInstance(ctx, tok.kind, tok.hash, in, certs); err != nil {
-		if errors.Is(err, store.ErrUsed) || errors.Is(err, store.ErrExpired) || (len(tok.hash) > 0 && errors.Is(err, store.ErrNotFound)) {
-			return nil, consumeErr(err, "enrollment token")
+	c.keyID = id
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.EnrollInstance(ctx, tok.kind, tok.hash, in, certs); err != nil {
+			if errors.Is(err, store.ErrUsed) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrNotFound) {
+				return consumeErr(err, tok.what)
+			}
+			return storeErr(err, "instance")
 		}
-		return nil, storeErr(err, "instance")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	k.log.Info("sidecar enrolled", "instance", id, "tenant", tenant, "custodian", custodianDN, "enclave", enclave)
 	return &api.Enrollment{

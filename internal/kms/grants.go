@@ -132,35 +132,55 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 	grant, hash := kcrypto.NewToken(grantPrefix)
 	now := k.now()
 	exp := now.Add(ttl)
-	err = k.st.PutOneTime(ctx, store.OneTimeSecret{
-		Hash: hash, Kind: store.OneTimeGrant, Tenant: c.caller.Tenant, Subject: in.ID,
-		Payload: payload, CreatedBy: c.caller.DN, CreatedAt: now, ExpiresAt: exp,
+	err = c.commit(ctx, func(tx store.Tx) error {
+		return putOneTime(ctx, tx, store.OneTimeSecret{
+			Hash: hash, Kind: store.OneTimeGrant, Tenant: c.caller.Tenant, Subject: in.ID,
+			Payload: payload, CreatedBy: c.caller.DN, CreatedAt: now, ExpiresAt: exp,
+		}, "grant")
 	})
 	if err != nil {
-		return nil, storeErr(err, "grant")
+		return nil, err
 	}
 	return api.Grant{Grant: grant, ExpiresAt: exp}, nil
 }
 
-// consumeGrant uses a grant exactly once on behalf of the calling sidecar.
-// A grant presented by another instance is consumed too (a leaked grant
-// dies with its first use) and refused.
-func (k *KMS) consumeGrant(ctx context.Context, who *caller, grant string) (*grantPayload, error) {
-	if grant == "" {
+// grant is a grant a sidecar presented, read but not yet used.
+type grant struct {
+	grantPayload
+	hash []byte
+}
+
+// consume uses the grant through tx, exactly once across all callers and
+// replicas.
+func (g *grant) consume(ctx context.Context, tx store.OneTime, now time.Time) error {
+	if _, err := tx.ConsumeOneTime(ctx, store.OneTimeGrant, g.hash, now); err != nil {
+		return consumeErr(err, "grant")
+	}
+	return nil
+}
+
+// peekGrant reads the grant the calling sidecar presents. The caller uses
+// it up in the transaction that records the call (commit, or fail: a
+// grant is used by its first presentation, whatever the outcome). A grant
+// presented by another instance is used up at once (a leaked grant dies
+// with its first use) and refused.
+func (k *KMS) peekGrant(ctx context.Context, c *call, token string) (*grant, error) {
+	if token == "" {
 		return nil, api.Errorf(api.CodeInvalidArgument, "grant is required.")
 	}
-	g, err := k.st.ConsumeOneTime(ctx, store.OneTimeGrant, kcrypto.HashToken(grant), k.now())
+	g := &grant{hash: kcrypto.HashToken(token)}
+	s, err := k.st.PeekOneTime(ctx, store.OneTimeGrant, g.hash, k.now())
 	if err != nil {
 		return nil, consumeErr(err, "grant")
 	}
-	var p grantPayload
-	if err := json.Unmarshal(g.Payload, &p); err != nil {
+	if err := json.Unmarshal(s.Payload, &g.grantPayload); err != nil {
 		return nil, err
 	}
-	if g.Tenant != who.Tenant || p.InstanceID != who.Name {
-		return nil, api.Errorf(api.CodeForbidden, "The grant was issued for another sidecar instance.")
+	if s.Tenant != c.caller.Tenant || g.InstanceID != c.caller.Name {
+		return nil, c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) },
+			api.Errorf(api.CodeForbidden, "The grant was issued for another sidecar instance."))
 	}
-	return &p, nil
+	return g, nil
 }
 
 // covers checks that every requested item is bound by the grant.

@@ -41,20 +41,26 @@ func (k *KMS) revokeInstance(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, storeErr(err, "instance")
 	}
-	c.tenant = in.Tenant
+	c.tenant, c.keyID = in.Tenant, id
 	if c.caller.Role == api.RoleCustodian && (in.Tenant != c.caller.Tenant || in.CustodianDN != c.caller.DN) {
 		// Same answer as an unknown id: a custodian learns nothing about
 		// instances it is not bound to.
 		return nil, api.Errorf(api.CodeNotFound, "There is no instance %q.", id)
 	}
 	now := k.now()
-	if err := k.st.RevokeInstance(ctx, id, now); err != nil {
-		return nil, storeErr(err, "instance")
-	}
-	for _, kind := range []string{store.CertInstance, store.CertWrapping} {
-		if err := k.st.RevokeCertsOf(ctx, kind, id, now); err != nil {
-			return nil, storeErr(err, "certificate")
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.RevokeInstance(ctx, id, now); err != nil {
+			return storeErr(err, "instance")
 		}
+		for _, kind := range []string{store.CertInstance, store.CertWrapping} {
+			if err := tx.RevokeCertsOf(ctx, kind, id, now); err != nil {
+				return storeErr(err, "certificate")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	k.log.Info("sidecar instance revoked", "instance", id, "by", c.caller.DN)
 	return api.Revoked{Revoked: true}, nil
@@ -79,7 +85,7 @@ func (k *KMS) readAudit(ctx context.Context, c *call) (any, error) {
 	for _, r := range recs {
 		page.Records = append(page.Records, api.AuditRecord{
 			Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
-			KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash,
+			KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash, Signature: r.Sig,
 		})
 		page.Next = r.Seq
 	}

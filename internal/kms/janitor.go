@@ -42,7 +42,7 @@ func (k *KMS) startJanitor() (stop func()) {
 }
 
 func (k *KMS) sweepOneTime(ctx context.Context) {
-	n, err := k.st.DeleteExpiredOneTime(ctx, k.now().Add(-janitorGrace))
+	n, err := k.db.DeleteExpiredOneTime(ctx, k.now().Add(-janitorGrace))
 	switch {
 	case err != nil && ctx.Err() == nil:
 		k.log.Warn("deleting expired single-use secrets failed", "err", err)

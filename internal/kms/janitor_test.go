@@ -27,7 +27,7 @@ func TestJanitorDeletesExpiredSecrets(t *testing.T) {
 	defer srv.Close()
 	k := srv.KMS
 	put := func(hash string, ttl time.Duration) {
-		err := k.st.PutOneTime(t.Context(), store.OneTimeSecret{Hash: []byte(hash), Kind: store.OneTimeChallenge, CreatedAt: clock(), ExpiresAt: clock().Add(ttl)})
+		err := k.db.PutOneTime(t.Context(), store.OneTimeSecret{Hash: []byte(hash), Kind: store.OneTimeChallenge, CreatedAt: clock(), ExpiresAt: clock().Add(ttl)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,11 +38,11 @@ func TestJanitorDeletesExpiredSecrets(t *testing.T) {
 	now = now.Add(2 * time.Hour) // "old" expired more than the grace ago
 	mu.Unlock()
 	k.sweepOneTime(t.Context())
-	_, err = k.st.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("old"), clock())
+	_, err = k.db.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("old"), clock())
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("expired secret after the sweep: %v, want ErrNotFound", err)
 	}
-	if _, err := k.st.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("fresh"), clock()); err != nil {
+	if _, err := k.db.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("fresh"), clock()); err != nil {
 		t.Fatalf("live secret after the sweep: %v", err)
 	}
 }

@@ -41,6 +41,9 @@ type Config struct {
 	Logger *slog.Logger          // default: slog.Default()
 	Now    func() time.Time      // default: time.Now
 	Reg    prometheus.Registerer // default: a private registry
+	// AuditKey signs the audit log (see internal/audit); Open loads it
+	// from the store, sealed. The KMS uses it but does not own it.
+	AuditKey *kcrypto.LogKey
 
 	// Certificate lifetimes (AppCertTTL, InstanceCertTTL, ServerCertTTL):
 	// zero means the default; otherwise each must lie between MinCertTTL
@@ -77,6 +80,12 @@ type Config struct {
 	MaxEncryptions int64
 	// Attestation enables TPM attestation enrollment (nil: tokens only).
 	Attestation *AttestationPolicy
+	// AuditCheckpointInterval is how often a KMS opened with Open signs a
+	// checkpoint of the audit log's head, when the head moved (default 5
+	// minutes); it also signs one when it closes. AuditCheckpointTicks,
+	// when set, drives the checkpoints instead (tests).
+	AuditCheckpointInterval time.Duration
+	AuditCheckpointTicks    <-chan time.Time
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -97,6 +106,9 @@ func (c *Config) validate() error {
 	}
 	if c.CertCheckInterval < 0 {
 		return fmt.Errorf("kms: CertCheckInterval %v is negative", c.CertCheckInterval)
+	}
+	if c.AuditCheckpointInterval < 0 {
+		return fmt.Errorf("kms: AuditCheckpointInterval %v is negative", c.AuditCheckpointInterval)
 	}
 	return nil
 }
@@ -126,6 +138,7 @@ func (c *Config) setDefaults() {
 	def(&c.ChallengeTTL, 5*time.Minute)
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
+	def(&c.AuditCheckpointInterval, 5*time.Minute)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
@@ -142,8 +155,13 @@ func (c *Config) setDefaults() {
 
 // KMS serves the central API. It is safe for concurrent use.
 type KMS struct {
-	cfg    Config
-	st     store.Store
+	cfg Config
+	// st is what handlers read; they write only through call.commit (or
+	// call.fail), which stores their changes with their audit record in
+	// one transaction. db is the whole store, for the background jobs
+	// and the audit records of calls that change nothing.
+	st     reader
+	db     store.Store
 	sealer seal.Sealer
 	log    *slog.Logger
 	audit  *audit.Log
@@ -158,6 +176,8 @@ type KMS struct {
 	caView atomic.Pointer[caView] // the CA in force; see castate.go
 	caFile string                 // where the trust bundle is written on a change ("" = nowhere)
 	server serverCerts            // the TLS server certificate (Open); see servercert.go
+
+	checkpointFile string // where the latest audit checkpoint is written ("" = nowhere); see auditkey.go
 }
 
 type tmkID struct {
@@ -168,8 +188,8 @@ type tmkID struct {
 // New builds a KMS over opened dependencies. The KMS does not own them:
 // the caller closes the store and sealer after Close.
 func New(cfg Config) (*KMS, error) {
-	if cfg.Store == nil || cfg.Sealer == nil || cfg.CA == nil {
-		return nil, errors.New("kms: Config needs Store, Sealer and CA")
+	if cfg.Store == nil || cfg.Sealer == nil || cfg.CA == nil || cfg.AuditKey == nil {
+		return nil, errors.New("kms: Config needs Store, Sealer, CA and AuditKey")
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -178,9 +198,10 @@ func New(cfg Config) (*KMS, error) {
 	k := &KMS{
 		cfg:    cfg,
 		st:     cfg.Store,
+		db:     cfg.Store,
 		sealer: cfg.Sealer,
 		log:    cfg.Logger,
-		audit:  audit.New(cfg.Store, cfg.Now),
+		audit:  audit.New(cfg.AuditKey, cfg.Now),
 		tmks:   map[tmkID]*secret.Bytes{},
 	}
 	att, err := newAttestor(cfg.Attestation)
@@ -233,6 +254,7 @@ func (k *KMS) routes() {
 	k.handle("DELETE /v1/instances/{id}", "instance.revoke", []api.Role{api.RoleAdmin, api.RoleCustodian}, 0, k.revokeInstance)
 	k.handle("POST /v1/keys/rewrap", "keys.rewrap", cust, k.cfg.BatchBodyLimit, k.rewrap)
 	k.handle("GET /v1/audit", "audit.read", admin, 0, k.readAudit)
+	k.auditRoutes()
 	k.handle("DELETE /v1/datakeys/{key_id}", "datakey.disable", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.disableKey)
 	k.handle("GET /v1/datakeys/{key_id}", "datakey.read", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.getDataKey)
 	k.handle("POST /v1/datakeys/{key_id}/min-decryption-version", "datakey.min_decryption_version", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.setMinDecryptionVersion)
@@ -274,10 +296,13 @@ type call struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	limit  int64
+	action string        // for the audit record
 	caller *caller       // nil for anonymous routes
 	tenant string        // for the audit record
 	keyID  string        // for the audit record
 	usage  *centralUsage // central operations: what the request encrypted
+
+	recorded bool // the call's audit record is stored (by commit or fail)
 }
 
 // decode reads the request body strictly into v.
@@ -285,15 +310,23 @@ func (c *call) decode(v any) error { return httpapi.Decode(c.w, c.r, c.limit, v)
 
 type handlerFunc func(ctx context.Context, c *call) (any, error)
 
+// errUnaudited answers a call whose audit record cannot be stored: every
+// change commits with its record (call.commit), so nothing changed.
+var errUnaudited = api.Errorf(api.CodeUnavailable, "The audit log cannot be written, so the request was refused and nothing was changed; retry later.")
+
 // handle registers h behind authentication (roles nil = anyone), a body
-// limit (0 = default), error rendering and auditing.
+// limit (0 = default), error rendering and auditing. A handler that
+// changes anything does so through c.commit (or c.fail), which stores the
+// change and the call's audit record in one transaction; for the other
+// calls handle appends the record after h returns. Either way a call is
+// answered only once its record is stored.
 func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h handlerFunc) {
 	if limit == 0 {
 		limit = k.cfg.BodyLimit
 	}
 	k.router.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		c := &call{k: k, w: w, r: r, limit: limit}
+		c := &call{k: k, w: w, r: r, limit: limit, action: action}
 		resp, err := func() (any, error) {
 			if roles != nil {
 				who, err := k.authenticate(ctx, r)
@@ -310,14 +343,16 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 			}
 			return h(ctx, c)
 		}()
-		if aerr := k.record(ctx, c, action, err); aerr != nil && err == nil {
-			// Fail closed: an operation that cannot be audited is not
-			// acknowledged. (Its effect may already be stored: the audit
-			// record is appended after the operation, in its own
-			// transaction; a retry gets the usual answer, e.g. 409.)
-			k.log.Error("audit append failed", "action", action, "err", aerr)
-			err = api.Errorf(api.CodeUnavailable, "The audit log cannot be written, so the request is not acknowledged; it may have taken effect — check before retrying.")
-			resp = nil
+		if !c.recorded {
+			if aerr := k.record(ctx, k.db, c, err); aerr != nil {
+				k.log.Error("audit append failed", "action", action, "err", aerr)
+				if err == nil {
+					// Fail closed: a call that cannot be audited is not
+					// answered. It changed nothing: changes commit with
+					// their record.
+					err, resp = errUnaudited, nil
+				}
+			}
 		}
 		if err != nil {
 			httpapi.WriteError(w, k.log, r, err)
@@ -325,6 +360,58 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 		}
 		httpapi.WriteJSON(w, http.StatusOK, resp)
 	})
+}
+
+// commit runs fn and appends the call's audit record (outcome ok) in one
+// store transaction: what fn stores through tx commits with its record,
+// or, if fn or the append fails, neither is stored. fn's error is
+// returned as it is (so fn maps store errors to API errors itself); a
+// failure of the append is errUnaudited, other failures of the
+// transaction are mapped with storeErr. A call commits at most once
+// (programming error otherwise), after its last check: fn must use only
+// tx, not k.st, and call nothing slow (the transaction holds the database
+// write lock on SQLite and the audit lock at its end).
+func (c *call) commit(ctx context.Context, fn func(tx store.Tx) error) error {
+	return c.store(ctx, fn, nil)
+}
+
+// fail is commit for a call that fails but must keep a change, such as
+// the single-use secret it consumed: it stores what fn does with the
+// call's audit record of failure cause, in one transaction, and returns
+// cause. If that transaction fails, nothing is stored (handle then
+// records the failure on its own).
+func (c *call) fail(ctx context.Context, fn func(tx store.Tx) error, cause error) error {
+	if err := c.store(ctx, fn, cause); err != nil {
+		c.k.log.Warn("a failed call's change was not stored", "action", c.action, "err", err)
+	}
+	return cause
+}
+
+func (c *call) store(ctx context.Context, fn func(tx store.Tx) error, outcome error) error {
+	if c.recorded {
+		panic("kms: " + c.action + " stored its changes twice")
+	}
+	var auditErr error
+	err := c.k.db.InTx(ctx, func(tx store.Tx) error {
+		if fn != nil {
+			if err := fn(tx); err != nil {
+				return err
+			}
+		}
+		auditErr = c.k.record(ctx, tx, c, outcome)
+		return auditErr
+	})
+	switch {
+	case err == nil:
+		c.recorded = true
+		return nil
+	case auditErr != nil:
+		c.k.log.Error("audit append failed", "action", c.action, "err", auditErr)
+		return &wrapped{errUnaudited, err}
+	case errors.As(err, new(*api.Error)):
+		return err
+	}
+	return storeErr(err, "transaction")
 }
 
 func hasRole(roles []api.Role, r api.Role) bool {
@@ -336,9 +423,10 @@ func hasRole(roles []api.Role, r api.Role) bool {
 	return false
 }
 
-// record appends the audit record for a finished call.
-func (k *KMS) record(ctx context.Context, c *call, action string, err error) error {
-	ev := audit.Event{Action: action, Tenant: c.tenant, KeyID: c.keyID, Outcome: "ok"}
+// record appends the audit record of call c with outcome err to to: the
+// store, or the transaction of the call's change.
+func (k *KMS) record(ctx context.Context, to audit.Appender, c *call, err error) error {
+	ev := audit.Event{Action: c.action, Tenant: c.tenant, KeyID: c.keyID, Outcome: "ok"}
 	if c.caller != nil {
 		ev.Caller, ev.Role = c.caller.DN, string(c.caller.Role)
 	}
@@ -349,7 +437,7 @@ func (k *KMS) record(ctx context.Context, c *call, action string, err error) err
 		}
 	}
 	// The audit write must survive a client hanging up on the request.
-	_, aerr := k.audit.Append(context.WithoutCancel(ctx), ev)
+	_, aerr := k.audit.Append(context.WithoutCancel(ctx), to, ev)
 	return aerr
 }
 

@@ -497,8 +497,8 @@ func TestInstancesAndAudit(t *testing.T) {
 	if !sawDenied || !sawRevoke {
 		t.Fatalf("audit lacks the refused and the successful revocation")
 	}
-	n, err := audit.Verify(t.Context(), w.env.Server().Store)
-	if err != nil || n != int64(len(page.Records))+1 && n < int64(len(page.Records)) {
+	res, err := audit.Verify(t.Context(), w.env.Server().Store, w.env.Server().KMS.AuditKey())
+	if n := res.Records; err != nil || n != int64(len(page.Records))+1 && n < int64(len(page.Records)) {
 		t.Fatalf("audit.Verify = %d, %v", n, err)
 	}
 	kmstest.WantError(t, w.env.Admin.Do("GET", "/v1/audit?after=-1", nil, nil), 400, api.CodeInvalidArgument)
@@ -526,7 +526,7 @@ func TestRestartLosesNothing(t *testing.T) {
 	}
 	kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM()).Enroll(t, w.env.Anonymous(), tok.Token)
 	kmstest.WantError(t, w.env.Admin.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil), 409, api.CodeConflict)
-	if n, err := audit.Verify(t.Context(), w.env.Server().Store); err != nil || n == 0 {
-		t.Fatalf("audit.Verify after restart = %d, %v", n, err)
+	if res, err := audit.Verify(t.Context(), w.env.Server().Store, w.env.Server().KMS.AuditKey()); err != nil || res.Records == 0 {
+		t.Fatalf("audit.Verify after restart = %d, %v", res.Records, err)
 	}
 }

@@ -143,9 +143,10 @@ func (u *centralUsage) charge(id string, v int, stored, max int64, n int) error 
 	return nil
 }
 
-// flushUsage adds what the central request c encrypted to the registry.
-// When it cannot, the request fails: its ciphertexts are not returned, so
-// no one sees them and they need no counting.
+// flushUsage adds what the central request c encrypted to the registry,
+// with the call's audit record. When it cannot, the request fails: its
+// ciphertexts are not returned, so no one sees them and they need no
+// counting.
 func (k *KMS) flushUsage(ctx context.Context, c *call) error {
 	u := c.usage
 	u.mu.Lock()
@@ -157,9 +158,14 @@ func (k *KMS) flushUsage(ctx context.Context, c *call) error {
 	if len(counts) == 0 {
 		return nil
 	}
-	if _, err := k.st.AddKeyUsage(context.WithoutCancel(ctx), c.caller.Tenant, counts); err != nil {
+	ctx = context.WithoutCancel(ctx) // the results are computed: store their usage even if the client left
+	err := c.commit(ctx, func(tx store.Tx) error {
+		_, err := tx.AddKeyUsage(ctx, c.caller.Tenant, counts)
+		return err
+	})
+	if err != nil {
 		k.log.Error("central usage not recorded", "err", err)
-		return api.Errorf(api.CodeUnavailable, "The KMS could not record the key usage of this request, so its results are withheld; retry later.")
+		return &wrapped{api.Errorf(api.CodeUnavailable, "The KMS could not record the key usage of this request, so its results are withheld; retry later."), err}
 	}
 	return nil
 }
@@ -189,9 +195,16 @@ func (k *KMS) usageReport(ctx context.Context, c *call) (any, error) {
 		}
 		counts[i] = store.KeyUsage{KeyID: u.KeyID, Version: u.Version, Encryptions: u.Encryptions, Bytes: u.Bytes}
 	}
-	n, err := k.st.AddKeyUsage(ctx, c.caller.Tenant, counts)
+	var n int
+	err := c.commit(ctx, func(tx store.Tx) error {
+		var err error
+		if n, err = tx.AddKeyUsage(ctx, c.caller.Tenant, counts); err != nil {
+			return storeErr(err, "key usage")
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, storeErr(err, "key usage")
+		return nil, err
 	}
 	return api.UsageAccepted{Accepted: n}, nil
 }
@@ -222,7 +235,7 @@ func (k *KMS) getDataKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return k.keyInfo(ctx, key)
+	return k.keyInfo(ctx, k.st, key)
 }
 
 // setMinDecryptionVersion serves POST
@@ -242,18 +255,28 @@ func (k *KMS) setMinDecryptionVersion(ctx context.Context, c *call) (any, error)
 	case req.Version < key.MinDecryptionVersion:
 		return nil, api.Errorf(api.CodeConflict, "The minimum decryption version of key %s is %d already; retired versions stay retired.", key.KeyID, key.MinDecryptionVersion)
 	}
-	if err := k.st.SetMinDecryptionVersion(ctx, key.KeyID, req.Version, k.now()); err != nil {
-		return nil, storeErr(err, "key")
+	var info *api.DataKeyInfo
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.SetMinDecryptionVersion(ctx, key.KeyID, req.Version, k.now()); err != nil {
+			return storeErr(err, "key")
+		}
+		// The answer is read in the transaction, so it shows the change.
+		key, err := tx.GetKey(ctx, key.KeyID)
+		if err != nil {
+			return storeErr(err, "key")
+		}
+		info, err = k.keyInfo(ctx, tx, key)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	if key, err = k.st.GetKey(ctx, key.KeyID); err != nil {
-		return nil, storeErr(err, "key")
-	}
-	return k.keyInfo(ctx, key)
+	return info, nil
 }
 
-// keyInfo builds the registry view of key.
-func (k *KMS) keyInfo(ctx context.Context, key store.Key) (*api.DataKeyInfo, error) {
-	vs, err := k.st.ListKeyVersions(ctx, key.KeyID)
+// keyInfo builds the registry view of key from st.
+func (k *KMS) keyInfo(ctx context.Context, st reader, key store.Key) (*api.DataKeyInfo, error) {
+	vs, err := st.ListKeyVersions(ctx, key.KeyID)
 	if err != nil {
 		return nil, storeErr(err, "key")
 	}

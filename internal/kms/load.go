@@ -43,10 +43,20 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.consumeGrant(ctx, c.caller, req.Grant)
+	g, err := k.peekGrant(ctx, c, req.Grant)
 	if err != nil {
 		return nil, err
 	}
+	keys, err := k.openGranted(ctx, c, g, &req)
+	if err != nil {
+		return nil, c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) }, err)
+	}
+	defer keys.wipe()
+	return k.release(ctx, c, g, to, keys, "load")
+}
+
+// openGranted opens the keys a load asks for, which g must cover.
+func (k *KMS) openGranted(ctx context.Context, c *call, g *grant, req *api.LoadRequest) (releasable, error) {
 	digests := make([]string, len(req.EKBs))
 	for i, raw := range req.EKBs {
 		digests[i] = ekbDigest(raw)
@@ -65,16 +75,32 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 		}
 		ekbs = append(ekbs, vs...)
 	}
-	keys, err := k.openForRelease(ctx, c, ekbs, c.caller.Instance.CustodianDN)
+	return k.openForRelease(ctx, c, ekbs, c.caller.Instance.CustodianDN)
+}
+
+// release seals keys to the sidecar to and answers with them once the
+// grant g (if any) is used and the release recorded, with the call's
+// audit record.
+func (k *KMS) release(ctx context.Context, c *call, g *grant, to *recipient, keys releasable, flow string) (*api.WrappedKeys, error) {
+	out, err := k.wrapTo(to, keys, flow)
+	if err != nil {
+		if g != nil {
+			err = c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) }, err)
+		}
+		return nil, err
+	}
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if g != nil {
+			if err := g.consume(ctx, tx, k.now()); err != nil {
+				return err
+			}
+		}
+		return k.recordRelease(ctx, tx, to.instance.ID, keys)
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer keys.wipe()
-	out, err := k.wrapTo(to, keys, "load")
-	if err != nil {
-		return nil, err
-	}
-	return out, k.recordRelease(ctx, to.instance.ID, keys)
+	return out, nil
 }
 
 // retainedEKBs returns every version of a retained key of tenant that is
@@ -127,10 +153,22 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.consumeGrant(ctx, c.caller, req.Grant)
+	g, err := k.peekGrant(ctx, c, req.Grant)
 	if err != nil {
 		return nil, err
 	}
+	keys, err := k.deriveGranted(ctx, c, g, &req)
+	if err != nil {
+		return nil, c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) }, err)
+	}
+	defer keys.wipe()
+	c.keyID = keys[len(keys)-1].md.KeyID
+	return k.release(ctx, c, g, to, keys, "derive")
+}
+
+// deriveGranted derives the keys of the seeds a derive asks for, which g
+// must cover.
+func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, req *api.DeriveRequest) (releasable, error) {
 	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
 	if err != nil {
 		return nil, storeErr(err, "tenant")
@@ -149,7 +187,6 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	}
 	owner := c.caller.Instance.CustodianDN
 	keys := make(releasable, len(req.Seeds))
-	defer keys.wipe()
 	// PBKDF2 is the cost here: derive on every core.
 	errs := make([]error, len(req.Seeds))
 	var wg sync.WaitGroup
@@ -169,14 +206,10 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	close(next)
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		keys.wipe()
 		return nil, err
 	}
-	c.keyID = keys[len(keys)-1].md.KeyID
-	out, err := k.wrapTo(to, keys, "derive")
-	if err != nil {
-		return nil, err
-	}
-	return out, k.recordRelease(ctx, to.instance.ID, keys)
+	return keys, nil
 }
 
 // deriveOne derives the key of one seed with its metadata.

@@ -15,13 +15,14 @@ const (
 	SealedMasterKey = "master-key" // a tenant master key version
 	SealedHMACKey   = "hmac-key"   // a tenant's HMAC key
 	SealedCAKey     = "ca-key"     // the CA's private key
+	SealedAuditKey  = "audit-key"  // the audit log's signing key (its seed)
 )
 
 // SealedItem is one piece of material the KMS keeps sealed under its root
 // key: the sealed bytes and the associated data they are bound to. It is
 // not secret.
 type SealedItem struct {
-	Kind    string // SealedMasterKey, SealedHMACKey or SealedCAKey
+	Kind    string // SealedMasterKey, SealedHMACKey, SealedCAKey or SealedAuditKey
 	Tenant  string // SealedMasterKey, SealedHMACKey
 	Version int    // SealedMasterKey; for SealedCAKey the CA's number (1 for the first, more after CA rotations)
 	Sealed  []byte
@@ -35,6 +36,8 @@ func (it SealedItem) String() string {
 		return "master key v" + strconv.Itoa(it.Version) + " of tenant " + strconv.Quote(it.Tenant)
 	case SealedHMACKey:
 		return "HMAC key of tenant " + strconv.Quote(it.Tenant)
+	case SealedAuditKey:
+		return "audit key"
 	}
 	if it.Version > 1 {
 		return "CA key " + strconv.Itoa(it.Version)
@@ -43,8 +46,8 @@ func (it SealedItem) String() string {
 }
 
 // Reseal replaces every piece of material the KMS keeps sealed in st (each
-// tenant's master key versions and HMAC key, and the key of every CA
-// record, the current CA's and those of CA rotations) with what
+// tenant's master key versions and HMAC key, the key of every CA record,
+// the current CA's and those of CA rotations, and the audit key) with what
 // reseal returns for it, in one store transaction (store.Sealed): if
 // reseal fails for any item, nothing changes and its error is returned.
 // This is how a data dir moves to another root of trust; no KMS may be
@@ -54,6 +57,7 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 	if err != nil {
 		return err
 	}
+	names = append(names, auditKeySetting)
 	return st.Reseal(ctx, names, func(values []store.SealedValue) error {
 		for i := range values {
 			v := &values[i]
@@ -64,7 +68,11 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 			case store.SealedHMACKey:
 				v.Value, err = reseal(SealedItem{Kind: SealedHMACKey, Tenant: v.Tenant, Sealed: v.Value, AAD: hmacKeyAAD(v.Tenant)})
 			case store.SealedSetting:
-				n := slices.Index(names, v.Name) + 1 // names[i] is record i+1
+				if v.Name == auditKeySetting {
+					v.Value, err = resealAuditKey(v.Value, reseal)
+					break
+				}
+				n := slices.Index(names, v.Name) + 1 // names[i] is record i+1, but the last
 				if n == 0 {
 					return fmt.Errorf("kms: reseal: the store returned setting %q, which was not asked for", v.Name)
 				}

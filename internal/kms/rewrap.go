@@ -96,11 +96,7 @@ func (k *KMS) rewrap(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer keys.wipe()
-	out, err := k.wrapTo(to, keys, "rewrap")
-	if err != nil {
-		return nil, err
-	}
-	return out, k.recordRelease(ctx, to.instance.ID, keys)
+	return k.release(ctx, c, nil, to, keys, "rewrap")
 }
 
 // releasable is a batch of opened keys on their way to a sidecar.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/store"
@@ -76,7 +77,11 @@ func (k *KMS) renewServerCert(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := k.registerCert(ctx, cert, store.CertServer, "", cert.Subject.CommonName); err != nil {
+	entry := certEntry(cert, store.CertServer, "", cert.Subject.CommonName)
+	err = k.storeRecorded(ctx, audit.Event{Action: "server.issue_certificate"}, func(tx store.Tx) error {
+		return registerCert(ctx, tx, entry)
+	})
+	if err != nil {
 		return err
 	}
 	prev := k.server.cur.Swap(&serverCert{

@@ -56,11 +56,17 @@ func (k *KMS) createTenant(ctx context.Context, c *call) (any, error) {
 	}
 	t := store.Tenant{Name: req.Name, MasterKeyVersion: 1, SealedHMACKey: sealedHK, CreatedAt: now}
 	mk := store.MasterKey{Tenant: req.Name, Version: 1, Sealed: sealedTMK, CreatedAt: now}
-	if err := k.st.CreateTenant(ctx, t, mk); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, api.Errorf(api.CodeConflict, "Tenant %q already exists.", req.Name)
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.CreateTenant(ctx, t, mk); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return api.Errorf(api.CodeConflict, "Tenant %q already exists.", req.Name)
+			}
+			return storeErr(err, "tenant")
 		}
-		return nil, storeErr(err, "tenant")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return api.Tenant{Name: req.Name, MasterKeyVersion: 1}, nil
 }
@@ -84,12 +90,21 @@ func (k *KMS) rotateMasterKey(ctx context.Context, c *call) (any, error) {
 		if err != nil {
 			return nil, sealErr(err)
 		}
-		err = k.st.AddMasterKey(ctx, store.MasterKey{Tenant: name, Version: next, Sealed: sealed, CreatedAt: k.now()})
-		if errors.Is(err, store.ErrConflict) {
+		mk := store.MasterKey{Tenant: name, Version: next, Sealed: sealed, CreatedAt: k.now()}
+		conflict := false
+		err = c.commit(ctx, func(tx store.Tx) error {
+			err := tx.AddMasterKey(ctx, mk)
+			conflict = errors.Is(err, store.ErrConflict)
+			if err != nil {
+				return storeErr(err, "tenant")
+			}
+			return nil
+		})
+		if conflict {
 			continue
 		}
 		if err != nil {
-			return nil, storeErr(err, "tenant")
+			return nil, err
 		}
 		return api.RotateMasterKeyResponse{MasterKeyVersion: next}, nil
 	}

@@ -2,7 +2,7 @@
 // file seal to a PKCS#11 HSM) without losing a key. Start with Migrate.
 //
 // Every sealed item (each tenant's master key versions and HMAC key, the
-// CA key) is opened with the old seal, sealed with the new one and checked
+// CA keys, the audit key) is opened with the old seal, sealed with the new one and checked
 // by opening it again with the new one, all inside one store transaction
 // (store.Sealed): the store holds the old blobs until every new one is
 // made and verified, and then holds only new ones. Any failure leaves the
@@ -33,10 +33,11 @@ type Report struct {
 	MasterKeys int    // tenant master key versions
 	HMACKeys   int    // tenant HMAC keys
 	CAKeys     int    // the CA keys: 1 once the KMS has made its CA, one more per CA rotation
+	AuditKeys  int    // the audit log's signing key: 1 once the KMS has made it
 }
 
 // Items is the number of items re-sealed.
-func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys }
+func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys + r.AuditKeys }
 
 // ItemError is the failure of one item; nothing was changed.
 type ItemError struct {
@@ -73,6 +74,8 @@ func Migrate(ctx context.Context, st store.Store, from, to seal.Sealer) (Report,
 			r.HMACKeys++
 		case kms.SealedCAKey:
 			r.CAKeys++
+		case kms.SealedAuditKey:
+			r.AuditKeys++
 		}
 		return out, nil
 	})

@@ -190,7 +190,7 @@ func TestMigrateToHSM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Migrate() = %v", err)
 	}
-	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1}
+	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1, AuditKeys: 1}
 	if report != want {
 		t.Errorf("Migrate() report = %+v, want %+v", report, want)
 	}
