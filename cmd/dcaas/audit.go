@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,7 +40,7 @@ type auditDB interface {
 
 func newAuditVerifyCmd() *cobra.Command {
 	var dataDir, storeKind, dsn, keyFile, checkpointOut string
-	var expect []string
+	var expect, expectHeads []string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the audit log's signatures, chain and checkpoints; name the first broken record",
@@ -56,7 +59,8 @@ Someone who can write the database but lacks the audit key can change,
 delete, insert or reorder records only detectably. They can remove records
 from the end after the latest checkpoint you hold: keep checkpoints outside
 the database (--checkpoint-out, or 'dcaas audit checkpoint') and pass them
-back with --expect-checkpoint.
+back with --expect-checkpoint, or keep the head a verification printed
+(N:HASH) and pass it back with --expect-head.
 
 The key comes from --key (PEM, from 'dcaas audit key' or GET /v1/audit/key,
 kept from when you trusted the KMS), else DIR/audit-key.pem, which the KMS
@@ -83,12 +87,24 @@ writes from the key it unsealed.`,
 			if err := reportVerify(out, res, err); err != nil {
 				return err
 			}
+			var heads []int64
+			for _, h := range expectHeads {
+				seq, err := checkHead(ctx, out, db, res, h)
+				if err != nil {
+					return err
+				}
+				heads = append(heads, seq)
+			}
 			fmt.Fprintf(out, "audit log OK: %d records verified with audit key %s (from %s)\n", res.Records, key.ID(), keyFrom)
 			if res.Legacy > 0 {
 				fmt.Fprintf(out, "  records 1 to %d were written before the audit key existed (unkeyed): they are protected from record %d on, signed at %s; a change made to them before then cannot be detected\n",
 					res.Legacy, res.Legacy+1, res.Anchored.Format(time.RFC3339))
 			}
-			fmt.Fprintf(out, "  head: record %d, hash %s\n", res.Records, hex.EncodeToString(res.Head))
+			fmt.Fprintf(out, "  head: record %d, hash %s (keep %d:%s and pass it back with --expect-head)\n",
+				res.Records, hex.EncodeToString(res.Head), res.Records, hex.EncodeToString(res.Head))
+			for _, seq := range heads {
+				fmt.Fprintf(out, "  record %d, the head an earlier verification saw: matches\n", seq)
+			}
 			latest := latestCheckpoint(cps)
 			if latest == nil {
 				fmt.Fprintf(out, "  no checkpoint to compare with: records removed from the end cannot be detected\n")
@@ -119,7 +135,41 @@ writes from the key it unsealed.`,
 	fl.StringVar(&keyFile, "key", "", "the audit key's public key, PEM (default DIR/audit-key.pem)")
 	fl.StringArrayVar(&expect, "expect-checkpoint", nil, "a checkpoint kept outside the database (JSON, from --checkpoint-out or 'dcaas audit checkpoint'); repeatable")
 	fl.StringVar(&checkpointOut, "checkpoint-out", "", "write the latest verified checkpoint (JSON) to this file, to keep elsewhere")
+	fl.StringArrayVar(&expectHeads, "expect-head", nil, "a head an earlier verification printed, N:HASH (hex): the log must still hold record N with that hash; repeatable")
 	return cmd
+}
+
+// checkHead checks a head an earlier verification printed ("N:HASH")
+// against the log res verified: record N must still be there, with that
+// hash. It returns N, or prints the failure and returns it.
+func checkHead(ctx context.Context, out io.Writer, db audit.Reader, res audit.Result, head string) (int64, error) {
+	n, h, ok := strings.Cut(head, ":")
+	seq, err := strconv.ParseInt(n, 10, 64)
+	hash, herr := hex.DecodeString(h)
+	if !ok || err != nil || herr != nil || seq < 0 {
+		return 0, fmt.Errorf("--expect-head %q: want N:HASH, the record number and its hash in hex", head)
+	}
+	if seq > res.Records {
+		fmt.Fprintf(out, "audit log TRUNCATED: it ends at record %d, but an earlier verification saw record %d: records %d to %d were removed\n",
+			res.Records, seq, res.Records+1, seq)
+		return 0, errors.New("audit log truncated")
+	}
+	got := make([]byte, len(res.Head))
+	if seq > 0 {
+		recs, err := db.AuditAfter(ctx, seq-1, 1)
+		if err != nil {
+			return 0, err
+		}
+		if len(recs) != 1 || recs[0].Seq != seq {
+			return 0, fmt.Errorf("record %d: not found", seq)
+		}
+		got = recs[0].Hash
+	}
+	if !bytes.Equal(got, hash) {
+		fmt.Fprintf(out, "audit log BROKEN at record %d: its hash is not the one an earlier verification saw (%s)\n", seq, h)
+		return 0, errors.New("audit log broken")
+	}
+	return seq, nil
 }
 
 // verifyKey reads the verification key: --key, else DIR/audit-key.pem.

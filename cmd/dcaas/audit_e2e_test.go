@@ -82,6 +82,11 @@ func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
 	if !strings.Contains(out, "matches") {
 		t.Errorf("dcaas audit verify did not compare the data dir's checkpoint: %q", out)
 	}
+	m := regexp.MustCompile(`keep (\d+:[0-9a-f]{64}) and pass it back`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("dcaas audit verify does not print the head to keep: %q", out)
+	}
+	seenHead := m[1]
 	db, err := audittest.OpenSQLite(filepath.Join(dataDir, "kms.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +116,10 @@ func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
 
 	// Keep a checkpoint outside, as an operator would.
 	kept := filepath.Join(t.TempDir(), "checkpoint.json")
-	verifyOK(t, "--data-dir", dataDir, "--checkpoint-out", kept)
+	out = verifyOK(t, "--data-dir", dataDir, "--checkpoint-out", kept, "--expect-head", seenHead)
+	if !strings.Contains(out, "the head an earlier verification saw: matches") {
+		t.Errorf("dcaas audit verify --expect-head on the same log: %q", out)
+	}
 	var cp api.AuditCheckpoint
 	if err := json.Unmarshal(readFile(t, filepath.Dir(kept), filepath.Base(kept)), &cp); err != nil || cp.Seq != head {
 		t.Fatalf("--checkpoint-out wrote %+v, %v; want a checkpoint of record %d", cp, err, head)
@@ -130,6 +138,9 @@ func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 		verifyFails(t, `TRUNCATED`, "--data-dir", dir, "--expect-checkpoint", kept)
+		// … and so does the head an earlier verification printed.
+		verifyFails(t, `TRUNCATED: it ends at record `+strconv.FormatInt(head-2, 10)+`, but an earlier verification saw record `+strconv.FormatInt(head, 10),
+			"--data-dir", dir, "--expect-head", seenHead)
 		// Without any checkpoint past the new end, it cannot be detected, and
 		// verify says so.
 		out := verifyOK(t, "--data-dir", dir)
