@@ -266,3 +266,45 @@ func copyDataDir(t *testing.T, src string) string {
 	}
 	return dst
 }
+
+// TestAuditVerifyOldDataDir: a data dir from before signed records (made
+// here by stripping the key and signatures of a new one) gets an audit
+// key at its next start, and verify reports the unkeyed records before it.
+func TestAuditVerifyOldDataDir(t *testing.T) {
+	dataDir := auditDataDir(t)
+	db, err := audittest.OpenSQLite(filepath.Join(dataDir, "kms.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := db.Records(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []audittest.Record
+	for _, r := range recs[1:] { // record 1 is the audit key's creation
+		r.Sig = nil
+		old = append(old, r)
+	}
+	if err := db.Replace(t.Context(), audittest.Rechain(audittest.Renumber(old), 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DELETE FROM settings WHERE name = 'audit-key'`, `DELETE FROM audit_checkpoints`} {
+		if _, err := db.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	for _, f := range []string{"audit-key.pem", "audit-checkpoint.json"} {
+		if err := os.Remove(filepath.Join(dataDir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p := startKMS(t, dataDir)
+	p.stop()
+	out := verifyOK(t, "--data-dir", dataDir)
+	want := "records 1 to " + strconv.Itoa(len(old)) + " were written before the audit key existed"
+	if !strings.Contains(out, want) {
+		t.Errorf("dcaas audit verify of an upgraded data dir = %q, want it to say %q", out, want)
+	}
+}
