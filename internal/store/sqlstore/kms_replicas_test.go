@@ -3,15 +3,19 @@ package sqlstore_test
 import (
 	"bytes"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
@@ -106,5 +110,88 @@ func TestKMSReplicas(t *testing.T) {
 	other := envs[(winner+1)%2]
 	if err := sidecars[winner].Client(t, other).Do("GET", "/v1/revocations", nil, nil); err != nil {
 		t.Errorf("the enrolled sidecar on the other replica: GET /v1/revocations = %v, want nil", err)
+	}
+
+	// Both sign the one audit log with one audit key, made once.
+	key := a.Server().KMS.AuditKey()
+	if !b.Server().KMS.AuditKey().Equal(key) {
+		t.Errorf("replica B signs with audit key %s, replica A with %s", b.Server().KMS.AuditKey().ID(), key.ID())
+	}
+	res, err := audit.Verify(t.Context(), stA, key)
+	if err != nil || res.Legacy != 0 || res.Records < n {
+		t.Errorf("audit.Verify(shared log) = %+v, %v", res, err)
+	}
+	recs, err := stA.AuditAfter(t.Context(), 0, 10*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for _, r := range recs {
+		if r.Action == audit.ActionKeyCreated {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d %s records in the shared log, want 1", created, audit.ActionKeyCreated)
+	}
+}
+
+// TestKMSReplicasStartTogether: two replicas opening one new PostgreSQL
+// database at the same moment agree on one audit key, made once, with one
+// creation record (the key and its record commit together).
+func TestKMSReplicasStartTogether(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	dirA, dirB := filepath.Join(t.TempDir(), "kms-a"), filepath.Join(t.TempDir(), "kms-b")
+	fs, err := file.Open(dirA, nil) // makes root.key, to share
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.Close()
+	rootKey, err := os.ReadFile(filepath.Join(dirA, "root.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dirB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "root.key"), rootKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var srvs [2]*kms.Server
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, dir := range []string{dirA, dirB} {
+		st := openPostgres(t, dsn)
+		t.Cleanup(func() { st.Close() })
+		wg.Go(func() {
+			srvs[i], errs[i] = kms.Open(t.Context(), kms.Options{DataDir: dir, Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("kms.Open(replica %c) = %v", 'A'+i, err)
+		}
+		defer srvs[i].Close()
+	}
+	key := srvs[0].KMS.AuditKey()
+	if !srvs[1].KMS.AuditKey().Equal(key) {
+		t.Fatalf("the replicas made two audit keys: %s and %s", key.ID(), srvs[1].KMS.AuditKey().ID())
+	}
+	res, err := audit.Verify(t.Context(), srvs[0].Store, key)
+	if err != nil {
+		t.Fatalf("audit.Verify = %+v, %v", res, err)
+	}
+	recs, err := srvs[0].Store.AuditAfter(t.Context(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs[0].Action != audit.ActionKeyCreated {
+		t.Errorf("record 1 is %s, want %s", recs[0].Action, audit.ActionKeyCreated)
+	}
+	for _, r := range recs[1:] {
+		if r.Action == audit.ActionKeyCreated {
+			t.Errorf("a second %s record: %d", audit.ActionKeyCreated, r.Seq)
+		}
 	}
 }
