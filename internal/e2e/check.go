@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"testing"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
+)
+
+// CheckPublicKey checks that material, the private key of a signing key
+// of type typ that a (fake) sidecar unwrapped, matches pubPEM, the public
+// key the KMS published when it created the key. Other types pass.
+func CheckPublicKey(t testing.TB, typ api.KeyType, material []byte, pubPEM string) {
+	t.Helper()
+	block, _ := pem.Decode([]byte(pubPEM))
+	if block == nil {
+		t.Fatalf("%s: no public key PEM", typ)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch typ {
+	case api.KeyEd25519:
+		if !ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey).Equal(pub) {
+			t.Error("an unwrapped ed25519 key does not match the public key published at creation")
+		}
+	case api.KeyECDSAP256:
+		ec, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			t.Fatalf("ecdsa-p256 public key is a %T", pub)
+		}
+		priv, err := ecdsa.ParseRawPrivateKey(ec.Curve, material)
+		if err != nil || !priv.PublicKey.Equal(pub) {
+			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
+		}
+	}
+}
+
+// AuditLog reads the whole audit log through admin's SDK client. Reading
+// the log is audited too, so a page never comes back empty: the log is
+// read once a page holds nothing but records of the reader's own earlier
+// reads ("audit.read"); those pages' records are returned too.
+func AuditLog(t testing.TB, admin *client.KMS) []api.AuditRecord {
+	t.Helper()
+	var out []api.AuditRecord
+	var after int64
+	for range 100000 {
+		page, err := admin.Audit(t.Context(), after)
+		if err != nil {
+			t.Fatalf("GET /v1/audit?after=%d: %v", after, err)
+		}
+		done := true
+		for _, r := range page.Records {
+			if r.Action != "audit.read" {
+				done = false
+			}
+			after = r.Seq
+		}
+		out = append(out, page.Records...)
+		if done {
+			return out
+		}
+	}
+	t.Fatal("GET /v1/audit does not come to an end")
+	return nil
+}
