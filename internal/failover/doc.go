@@ -7,10 +7,11 @@
 // documented retry rules, and that no acknowledged key or grant is lost or
 // duplicated.
 //
-// The package has no non-test code. It builds the dcaas binary itself
-// (with -race when the test binary has it) and gets its database from
-// internal/store/pgtest, which starts a throwaway PostgreSQL cluster when
-// none is configured. Run it with:
+// The package has no non-test code. Its processes come from the e2e
+// fixture (internal/e2e), which builds the dcaas binary (with -race when
+// the test binary has it), and its database from internal/store/pgtest,
+// which starts a throwaway PostgreSQL cluster when none is configured.
+// Run it with:
 //
 //	go test -race ./internal/failover
 package failover
