@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -180,23 +179,37 @@ func (h *HAProxy) URL() string { return h.url }
 // Endpoint is the backends' endpoint at HAProxy's URL.
 func (h *HAProxy) Endpoint() Endpoint { return h.ep }
 
+// SetEnabled takes backend b out of the rotation (enabled false: HAProxy's
+// maintenance mode, no new connections) or puts it back, and waits until
+// HAProxy reports it in maintenance, or up again. Connections already open
+// to b stay where they are: a test can pin a client's connection to one
+// replica by starting the client while the other is disabled.
+func (h *HAProxy) SetEnabled(t testing.TB, b *KMS, enabled bool) {
+	t.Helper()
+	name := h.server(t, b)
+	cmd, want := "disable", "MAINT"
+	if enabled {
+		cmd, want = "enable", "UP"
+	}
+	if out, err := h.command(cmd + " server replicas/" + name); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("haproxy: %s server %s: %q, %v", cmd, name, out, err)
+	}
+	h.waitState(t, b, want)
+}
+
 // WaitBackend waits until HAProxy's health checks mark backend b up (or
 // down) and returns when it saw that. It fails t after readyTimeout.
 func (h *HAProxy) WaitBackend(t testing.TB, b *KMS, up bool) time.Time {
 	t.Helper()
-	name := ""
-	for i, x := range h.backends {
-		if x == b {
-			name = h.servers[i]
-		}
-	}
-	if name == "" {
-		t.Fatalf("haproxy: %s is not a backend", b.Name())
-	}
-	want := "DOWN"
 	if up {
-		want = "UP"
+		return h.waitState(t, b, "UP")
 	}
+	return h.waitState(t, b, "DOWN")
+}
+
+func (h *HAProxy) waitState(t testing.TB, b *KMS, want string) time.Time {
+	t.Helper()
+	name := h.server(t, b)
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		st, err := h.states()
@@ -215,27 +228,46 @@ func (h *HAProxy) WaitBackend(t testing.TB, b *KMS, up bool) time.Time {
 	}
 }
 
+// server is the HAProxy server name of backend b.
+func (h *HAProxy) server(t testing.TB, b *KMS) string {
+	t.Helper()
+	for i, x := range h.backends {
+		if x == b {
+			return h.servers[i]
+		}
+	}
+	t.Fatalf("haproxy: %s is not a backend", b.Name())
+	return ""
+}
+
 // serverState is one backend server's line of `show stat`.
 type serverState struct{ server, status, check string }
 
 func (s serverState) String() string { return s.server + ":" + s.status + "/" + s.check }
 
-// states asks HAProxy's stats socket for the servers of the backend.
-func (h *HAProxy) states() ([]serverState, error) {
+// command sends one command to HAProxy's admin socket and returns its
+// answer.
+func (h *HAProxy) command(cmd string) (string, error) {
 	c, err := net.DialTimeout("unix", h.admin, time.Second)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "show stat\n"); err != nil {
-		return nil, err
+	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+		return "", err
 	}
-	body, err := io.ReadAll(bufio.NewReader(c))
+	out, err := io.ReadAll(c)
+	return string(out), err
+}
+
+// states asks HAProxy for the servers of the backend (`show stat`).
+func (h *HAProxy) states() ([]serverState, error) {
+	body, err := h.command("show stat")
 	if err != nil {
 		return nil, err
 	}
-	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(string(body), "# ")))
+	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(body, "# ")))
 	r.FieldsPerRecord = -1
 	rows, err := r.ReadAll()
 	if err != nil || len(rows) == 0 {
