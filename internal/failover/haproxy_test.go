@@ -27,6 +27,11 @@ const (
 	lbBefore   = 40  // acknowledged loads before replica A is killed
 	lbPerPhase = 8   // per loader: loads started after A was marked down, and again after it was back
 	lbAttempts = 2   // a load is tried at most this often: one retry
+	// lbBackoff is how long a loader waits before it retries a load: the
+	// SDK's default first backoff. A retry at once can land in the
+	// killed replica's last milliseconds (its sockets outlive its threads
+	// until the kernel has torn the process down) and fail again.
+	lbBackoff = 100 * time.Millisecond
 	// lbEvictLimit is "within a couple of poll intervals": the poll that
 	// was under way when the key was disabled, and the next one.
 	lbEvictLimit = 3 * lbPoll
@@ -44,7 +49,7 @@ const (
 // killed with SIGKILL mid-stream, while a grant load is in the sidecar,
 // and, once every loader has loaded through B alone, restarted. The SDK
 // clients make one attempt per call; a load that fails is retried once by
-// the loader (with a fresh grant).
+// the loader (with a fresh grant), after the SDK's first backoff.
 //
 // It checks that
 //
@@ -101,11 +106,16 @@ func TestFailoverThroughHAProxy(t *testing.T) {
 	}
 
 	run := &lbRun{custs: custs, local: local, instance: sc.InstanceID(), pool: pool[:lbKeys]}
-	run.stream(t, ctx, a, lb, tn.Custodian, watch)
+	owners := [2]*client.KMS{}
+	for i := range owners {
+		owners[i] = ep.Client(t, []byte(tn.CustodianCreds.CertPEM), []byte(tn.CustodianCreds.KeyPEM))
+	}
+	run.stream(t, ctx, a, lb, owners, watch)
 	loads := run.loads
-	t.Logf("stream: %d loads in %v; SIGKILL of A at +%v, HAProxy marked it down %v later; A restarted and marked up %v after the kill",
+	t.Logf("stream: %d loads in %v; SIGKILL of A at +%v, A gone %v later, marked down by HAProxy %v after the SIGKILL; A restarted and marked up %v after the SIGKILL",
 		len(loads), run.end.Sub(run.start).Round(time.Millisecond), run.killStart.Sub(run.start).Round(time.Millisecond),
-		run.markedDown.Sub(run.killStart).Round(time.Millisecond), run.markedUp.Sub(run.killStart).Round(time.Millisecond))
+		run.killDone.Sub(run.killStart).Round(time.Millisecond), run.markedDown.Sub(run.killStart).Round(time.Millisecond),
+		run.markedUp.Sub(run.killStart).Round(time.Millisecond))
 	for _, r := range run.revocations {
 		if r.err != nil {
 			t.Errorf("revocation %s: %v", r.when, r.err)
@@ -222,7 +232,7 @@ func (r *lbRun) attempt(ctx context.Context, l *lbLoad) lbAttempt {
 // mark it down, a phase on B alone, a pause for a's restart, and a phase
 // on both again. Keys are disabled right after the kill and after the
 // restart; their evictions are timed while the stream goes on.
-func (r *lbRun) stream(t *testing.T, parent context.Context, a *e2e.KMS, lb *e2e.HAProxy, owner *client.KMS, watch *client.Sidecar) {
+func (r *lbRun) stream(t *testing.T, parent context.Context, a *e2e.KMS, lb *e2e.HAProxy, owners [2]*client.KMS, watch *client.Sidecar) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(parent, lbTimeout)
 	defer cancel()
@@ -251,6 +261,9 @@ func (r *lbRun) stream(t *testing.T, parent context.Context, a *e2e.KMS, lb *e2e
 				}
 				l := &lbLoad{worker: w, n: n, key: r.pool[i], flow: [2]string{"grant", "rewrap"}[i%2]}
 				for len(l.attempts) < lbAttempts && !l.acked() && ctx.Err() == nil {
+					if len(l.attempts) > 0 {
+						time.Sleep(lbBackoff)
+					}
 					l.attempts = append(l.attempts, r.attempt(ctx, l))
 				}
 				gate.RUnlock()
@@ -302,7 +315,9 @@ func (r *lbRun) stream(t *testing.T, parent context.Context, a *e2e.KMS, lb *e2e
 		t.Fatalf("the stream did not reach %s within %v (%d loads, %d acknowledged, %d of %d keys used)",
 			what, lbTimeout, len(r.loads), okCount.Load(), min(int(next.Load()), len(r.pool)), len(r.pool))
 	}
-	revoke := func(when string) chan lbRevocation {
+	// Each revocation is made with a client of its own: its first call
+	// opens a new connection, not one HAProxy just cut.
+	revoke := func(when string, owner *client.KMS) chan lbRevocation {
 		c := make(chan lbRevocation, 1)
 		key := r.firstAcked()
 		go func() {
@@ -314,14 +329,15 @@ func (r *lbRun) stream(t *testing.T, parent context.Context, a *e2e.KMS, lb *e2e
 	}
 
 	wait(beforeKill, fmt.Sprintf("%d acknowledged loads before the kill", lbBefore))
-	// Kill A while the sidecar has a grant load on its way to the KMS.
-	for r.sidecarLoads.Load() == 0 && ctx.Err() == nil {
+	// Kill A while the sidecar has grant loads under way (two: the better
+	// the odds that one is at the KMS, not yet or no longer in the sidecar).
+	for r.sidecarLoads.Load() < 2 && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	r.killStart = time.Now()
 	a.Kill9(t)
 	r.killDone = time.Now()
-	afterKill := revoke("right after the SIGKILL of A")
+	afterKill := revoke("right after the SIGKILL of A", owners[0])
 	r.markedDown = lb.WaitBackend(t, a, false)
 	downAt.Store(&r.markedDown)
 	wait(phaseDone[0], fmt.Sprintf("%d loads per loader through B alone", lbPerPhase))
@@ -333,7 +349,7 @@ func (r *lbRun) stream(t *testing.T, parent context.Context, a *e2e.KMS, lb *e2e
 		r.markedUp = lb.WaitBackend(t, a, true)
 		upAt.Store(&r.markedUp)
 	}()
-	afterRestart := revoke("after A came back")
+	afterRestart := revoke("after A came back", owners[1])
 	wait(phaseDone[1], fmt.Sprintf("%d loads per loader after A came back", lbPerPhase))
 	wg.Wait()
 	r.end = time.Now()
@@ -360,14 +376,7 @@ func disableAndWait(ctx context.Context, owner *client.KMS, watch *client.Sideca
 	if keyID == "" {
 		return 0, errors.New("no acknowledged load to revoke")
 	}
-	err := owner.DisableKey(ctx, keyID)
-	var ae *client.Error
-	if err != nil && !errors.As(err, &ae) {
-		// A connection HAProxy cut under the request (it may have been
-		// on the killed replica): disabling twice is harmless.
-		err = owner.DisableKey(ctx, keyID)
-	}
-	if err != nil {
+	if err := owner.DisableKey(ctx, keyID); err != nil {
 		return 0, fmt.Errorf("DisableKey(%s): %w", keyID, err)
 	}
 	disabled := time.Now()
