@@ -24,6 +24,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
@@ -75,13 +76,13 @@ func (m *mixOps) reached(perKind int64) bool {
 
 // sidecarClient is a KMS client authenticating as the enrolled fake
 // sidecar.
-func sidecarClient(t *testing.T, p *kmsProc, side *kmstest.FakeSidecar) *kmstest.Client {
+func sidecarClient(t *testing.T, p *e2e.KMS, side *kmstest.FakeSidecar) *kmstest.Client {
 	t.Helper()
 	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(side.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.client(t, []byte(side.Enrollment.CertPEM), keyPEM)
+	return rawClient(t, p, []byte(side.Enrollment.CertPEM), keyPEM)
 }
 
 // grantLoad is the sidecar's half of the grant flow: it presents the grant
@@ -126,7 +127,7 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 			t.Fatalf("grant-loaded key %s does not unwrap: %v", k.KeyID, err)
 		}
 		if want[i].typ.Signing() {
-			checkPublic(t, want[i].typ, dek.Expose(), want[i].PublicKeyPEM)
+			e2e.CheckPublicKey(t, want[i].typ, dek.Expose(), want[i].PublicKeyPEM)
 		}
 		dek.Wipe()
 	}
@@ -136,7 +137,7 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 // of them at once), and rewrap acknowledged keys, until every kind has
 // perKind acknowledgements; then it SIGKILLs the KMS under them. Anything
 // that fails before the kill fails the test.
-func runMix(t *testing.T, p *kmsProc, w *tenantWorld, side *kmstest.FakeSidecar, led *mixLedger, round int) {
+func runMix(t *testing.T, p *e2e.KMS, w *tenantWorld, side *kmstest.FakeSidecar, led *mixLedger, round int) {
 	t.Helper()
 	const workers, perKind = 6, 25
 	sc := sidecarClient(t, p, side)
@@ -254,7 +255,7 @@ func runMix(t *testing.T, p *kmsProc, w *tenantWorld, side *kmstest.FakeSidecar,
 	}
 	timer.Stop()
 	killed.Store(true)
-	p.kill9()
+	p.Kill9(t)
 	wg.Wait()
 	if failure != nil {
 		t.Fatal(failure)
@@ -266,34 +267,21 @@ func runMix(t *testing.T, p *kmsProc, w *tenantWorld, side *kmstest.FakeSidecar,
 	t.Logf("round %d: SIGKILL after %v acknowledged", round, &ops)
 }
 
-// auditCounts reads the whole audit log through the API and counts the
-// successful records of each action, and which data keys were created.
-func auditCounts(t *testing.T, admin *kmstest.Client) (map[string]int, map[string]bool) {
+// auditCounts reads the whole audit log through the SDK as the admin and
+// counts the successful records of each action, and which data keys were
+// created.
+func auditCounts(t *testing.T, p *e2e.KMS) (map[string]int, map[string]bool) {
 	t.Helper()
 	counts, created := map[string]int{}, map[string]bool{}
-	var after int64
-	for range 100000 {
-		var page api.AuditPage
-		admin.MustDo(t, "GET", "/v1/audit?after="+strconv.FormatInt(after, 10), nil, &page)
-		done := true
-		for _, r := range page.Records {
-			if r.Outcome == "ok" {
-				counts[r.Action]++
-				if r.Action == "datakey.create" {
-					created[r.KeyID] = true
-				}
+	for _, r := range e2e.AuditLog(t, p.Endpoint(t).Admin(t)) {
+		if r.Outcome == "ok" {
+			counts[r.Action]++
+			if r.Action == "datakey.create" {
+				created[r.KeyID] = true
 			}
-			if r.Action != "audit.read" {
-				done = false
-			}
-			after = r.Seq
-		}
-		if done {
-			return counts, created
 		}
 	}
-	t.Fatal("GET /v1/audit does not come to an end")
-	return nil, nil
+	return counts, created
 }
 
 func auditVerify(t *testing.T, dataDir, when string) {
@@ -317,7 +305,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
 	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	side.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	side.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 	led := &mixLedger{}
 	// Keys for the first grants and rewraps to name.
 	for _, typ := range []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyECDSAP256} {
@@ -342,7 +330,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 	// Every acknowledged key rewraps to the sidecar enrolled before the
 	// crashes and to one enrolled now, and opens there.
 	fresh := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	fresh.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	fresh.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 	for _, s := range []*kmstest.FakeSidecar{side, fresh} {
 		checkReleases(t, w.cust, s, led.keys)
 	}
@@ -370,7 +358,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 	t.Logf("%d unused grants loaded once after the crashes; %d grants refused a second use", unused, len(led.grants))
 
 	// Every acknowledged operation was audited; the chain is intact.
-	counts, created := auditCounts(t, w.admin)
+	counts, created := auditCounts(t, p)
 	for _, k := range led.keys {
 		if !created[k.KeyID] {
 			t.Errorf("key %s was acknowledged but has no datakey.create audit record", k.KeyID)
@@ -389,7 +377,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 		}
 	}
 	auditVerify(t, dataDir, "on the live KMS")
-	p.stop()
+	p.Stop(t)
 	auditVerify(t, dataDir, "after it stopped")
 }
 
@@ -403,7 +391,7 @@ func TestFaultKMSReadOnlyDataDir(t *testing.T) {
 	w := newTenantWorld(t, p, "acme")
 	var dk api.DataKey
 	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-	p.stop()
+	p.Stop(t)
 
 	remountE2E(t, mnt, "ro")
 	out, errOut, code := runDcaas(t, "kms", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
@@ -422,9 +410,9 @@ func TestFaultKMSReadOnlyDataDir(t *testing.T) {
 	p = startKMS(t, dataDir)
 	w = w.reconnect(t, p)
 	fresh := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	fresh.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	fresh.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 	checkReleases(t, w.cust, fresh, []ackedKey{{dk, api.KeyAES256GCM}})
-	p.stop()
+	p.Stop(t)
 	auditVerify(t, dataDir, "after the read-only start")
 }
 
@@ -434,7 +422,7 @@ func TestFaultKMSReadOnlyDataDir(t *testing.T) {
 // where mounting is not permitted.
 func mountTmpfsE2E(t *testing.T, size string) string {
 	t.Helper()
-	binary(t) // build first: a skip for -short comes before the mount
+	e2e.Binary(t) // build first: a skip for -short comes before the mount
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs that can be made read-only (CI runs the tests as root)")
 	}
