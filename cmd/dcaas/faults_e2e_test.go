@@ -301,6 +301,7 @@ func auditVerify(t *testing.T, dataDir, when string) {
 // every acknowledged operation has its audit record, and `dcaas audit
 // verify` passes.
 func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
@@ -385,6 +386,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 // file system that is read-only: it must exit non-zero at once, naming
 // the problem, and serve again once the file system is writable.
 func TestFaultKMSReadOnlyDataDir(t *testing.T) {
+	t.Parallel()
 	mnt := mountTmpfsE2E(t, "32m")
 	dataDir := filepath.Join(mnt, "kms")
 	p := startKMS(t, dataDir)

@@ -158,6 +158,7 @@ func (w *tenantWorld) token(t *testing.T) api.EnrollmentToken {
 }
 
 func TestKMSServeFirstStartInitializesDataDir(t *testing.T) {
+	t.Parallel()
 	work := t.TempDir()
 	dataDir := filepath.Join(work, "kms")
 	// Start from a relative --data-dir on an explicit port; the ready line
@@ -271,6 +272,7 @@ type ackedKey struct {
 }
 
 func TestKMSSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
@@ -441,6 +443,7 @@ func auditedKeys(t *testing.T, p *e2e.KMS) map[string]bool {
 }
 
 func TestAuditVerifyNamesTamperedRecord(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
@@ -528,6 +531,7 @@ func copyDataDir(t *testing.T, src string) string {
 }
 
 func TestKMSRestartReusesDataDir(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	caPEM := readFile(t, dataDir, "ca.pem")
@@ -559,6 +563,7 @@ func TestKMSRestartReusesDataDir(t *testing.T) {
 }
 
 func TestKMSServeBadFlags(t *testing.T) {
+	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

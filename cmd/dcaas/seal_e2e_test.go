@@ -126,6 +126,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 }
 
 func TestKMSServeSealFlags(t *testing.T) {
+	t.Parallel()
 	e2e.Binary(t)
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	for _, tt := range []struct {
