@@ -26,6 +26,9 @@
 //   - NewTenant makes a tenant with a custodian and a pipeline; Token,
 //     DataKeys and StartSidecar (a `dcaas sidecar serve` process enrolled
 //     with a token from the environment) do the rest, one call each.
+//   - ServeSidecar runs a sidecar inside the test process instead, for
+//     tests that need the library's Config (a settable clock, an enclave
+//     of their own).
 //   - Every HTTP call goes through the public SDK (package client):
 //     Endpoint.Client, Endpoint.Admin and Sidecar.Client return SDK
 //     clients.
