@@ -16,6 +16,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -78,22 +79,9 @@ func startSidecar(t *testing.T, cust *client.KMS, env *kmstest.Env) (*sidecar.Si
 	if err != nil {
 		t.Fatalf("CreateEnrollmentToken = %v", err)
 	}
-	sc, err := sidecar.New(t.Context(), sidecar.Config{
+	sc, socket := e2e.ServeSidecar(t, sidecar.Config{
 		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token, Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	socket := filepath.Join(t.TempDir(), "sc.sock")
-	ln, err := sidecar.ListenUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	}, "")
 	local, err := client.NewSidecarUnix(socket)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ package sidecar_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -19,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +26,8 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
@@ -88,21 +88,8 @@ func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Con
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	sc, err := sidecar.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("sidecar.New(%s): %v", dn, err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	socket := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := sidecar.ListenUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return newSide(t, sc, unixClient(socket))
+	sc, socket := e2e.ServeSidecar(t, cfg, "")
+	return newSide(t, sc, devenv.UnixClient(socket))
 }
 
 func (s *side) call(t testing.TB) requester {
