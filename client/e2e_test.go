@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -92,12 +93,7 @@ func startSidecar(t *testing.T, cust *client.KMS, env *kmstest.Env) (*sidecar.Si
 
 func deadURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "https://" + ln.Addr().String()
+	return "https://127.0.0.1:" + strconv.Itoa(e2e.FreePort(t))
 }
 
 func (w *world) dataKeys(t *testing.T, n int, req api.CreateDataKeyRequest) []*api.DataKey {

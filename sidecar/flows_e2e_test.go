@@ -129,29 +129,16 @@ func (s *side) keys(t testing.TB) []api.LoadedKey {
 }
 
 // grant asks the KMS for a grant as custodian c.
-func grant(c *kmstest.Client, req api.GrantRequest) (string, error) {
-	var g api.Grant
-	err := c.Do("POST", "/v1/grants", req, &g)
-	if err == nil && (!strings.HasPrefix(g.Grant, "dcgr_") || g.ExpiresAt.IsZero()) {
-		err = fmt.Errorf("grant answer %+v", g)
-	}
-	return g.Grant, err
-}
+func grant(c *kmstest.Client, req api.GrantRequest) (string, error) { return c.Grant(req) }
 
 func mustGrant(t testing.TB, c *kmstest.Client, req api.GrantRequest) string {
 	t.Helper()
-	g, err := grant(c, req)
-	if err != nil {
-		t.Fatalf("POST /v1/grants: %v", err)
-	}
-	return g
+	return c.MustGrant(t, req)
 }
 
 func dataKey(t testing.TB, c *kmstest.Client, req api.CreateDataKeyRequest) api.DataKey {
 	t.Helper()
-	var dk api.DataKey
-	c.MustDo(t, "POST", "/v1/datakeys", req, &dk)
-	return dk
+	return c.DataKey(t, req)
 }
 
 // grantLoad loads data keys into s by the grant flow, as the fixture's

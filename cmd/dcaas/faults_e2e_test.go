@@ -38,24 +38,24 @@ const mixTimeout = 40 * time.Second
 type ackedGrant struct {
 	grant string
 	ekbs  [][]byte
-	keys  []ackedKey
+	keys  []e2e.AckedKey
 	used  bool // a load with it was acknowledged: it must never load again
 }
 
 // mixLedger is what the KMS acknowledged under load.
 type mixLedger struct {
 	mu      sync.Mutex
-	keys    []ackedKey
+	keys    []e2e.AckedKey
 	grants  []*ackedGrant
 	unknown int // grants whose use was in flight at the kill: either state is right
 	rewraps int // acknowledged rewraps
 	loads   int // acknowledged grant loads
 }
 
-func (l *mixLedger) pick(r *rand.Rand, n int) []ackedKey {
+func (l *mixLedger) pick(r *rand.Rand, n int) []e2e.AckedKey {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]ackedKey, 0, n)
+	out := make([]e2e.AckedKey, 0, n)
 	for range min(n, len(l.keys)) {
 		out = append(out, l.keys[r.IntN(len(l.keys))])
 	}
@@ -106,7 +106,7 @@ func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) ([]a
 
 // openGrantLoad opens keys a grant load sealed to priv for side and checks
 // they are the acknowledged keys the grant named.
-func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got []api.WrappedKey, want []ackedKey) {
+func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got []api.WrappedKey, want []e2e.AckedKey) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("grant load returned %d keys, want %d", len(got), len(want))
@@ -114,8 +114,8 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 	u := kcrypto.NewUnwrapper(priv, format.TransportInfo(side.Enrollment.InstanceID))
 	defer u.Close()
 	for i, k := range got {
-		if k.KeyID != want[i].KeyID || k.Version != want[i].Version || k.Metadata.Type != want[i].typ {
-			t.Errorf("grant load key %d = %s v%d %s, want %s v%d %s", i, k.KeyID, k.Version, k.Metadata.Type, want[i].KeyID, want[i].Version, want[i].typ)
+		if k.KeyID != want[i].KeyID || k.Version != want[i].Version || k.Metadata.Type != want[i].Type {
+			t.Errorf("grant load key %d = %s v%d %s, want %s v%d %s", i, k.KeyID, k.Version, k.Metadata.Type, want[i].KeyID, want[i].Version, want[i].Type)
 			continue
 		}
 		aad, err := format.MetadataAAD(&k.Metadata)
@@ -126,8 +126,8 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 		if err != nil {
 			t.Fatalf("grant-loaded key %s does not unwrap: %v", k.KeyID, err)
 		}
-		if want[i].typ.Signing() {
-			e2e.CheckPublicKey(t, want[i].typ, dek.Expose(), want[i].PublicKeyPEM)
+		if want[i].Type.Signing() {
+			e2e.CheckPublicKey(t, want[i].Type, dek.Expose(), want[i].PublicKeyPEM)
 		}
 		dek.Wipe()
 	}
@@ -171,7 +171,7 @@ func runMix(t *testing.T, p *e2e.KMS, w *tenantWorld, side *kmstest.FakeSidecar,
 						return
 					}
 					led.mu.Lock()
-					led.keys = append(led.keys, ackedKey{dk, typ})
+					led.keys = append(led.keys, e2e.AckedKey{DataKey: dk, Type: typ})
 					led.mu.Unlock()
 					ops.creates.Add(1)
 				case 2: // a grant for one or two acknowledged keys; half are used at once
@@ -245,25 +245,9 @@ func runMix(t *testing.T, p *e2e.KMS, w *tenantWorld, side *kmstest.FakeSidecar,
 			}
 		})
 	}
-	timer := time.NewTimer(mixTimeout)
-	var failure error
-	select {
-	case <-reached:
-	case failure = <-errc:
-	case <-timer.C:
-		failure = fmt.Errorf("the mix did not reach %d of each kind within %v: %v", perKind, mixTimeout, &ops)
-	}
-	timer.Stop()
-	killed.Store(true)
-	p.Kill9(t)
-	wg.Wait()
-	if failure != nil {
-		t.Fatal(failure)
-	}
-	close(errc)
-	for err := range errc {
-		t.Error(err)
-	}
+	killAtMark(t, p, &wg, &killed, reached, errc, mixTimeout, func() error {
+		return fmt.Errorf("the mix did not reach %d of each kind within %v: %v", perKind, mixTimeout, &ops)
+	})
 	t.Logf("round %d: SIGKILL after %v acknowledged", round, &ops)
 }
 
@@ -312,7 +296,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 	for _, typ := range []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyECDSAP256} {
 		var dk api.DataKey
 		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: typ, Purpose: "before the load"}, &dk)
-		led.keys = append(led.keys, ackedKey{dk, typ})
+		led.keys = append(led.keys, e2e.AckedKey{DataKey: dk, Type: typ})
 	}
 
 	const rounds = 2
@@ -413,7 +397,7 @@ func TestFaultKMSReadOnlyDataDir(t *testing.T) {
 	w = w.reconnect(t, p)
 	fresh := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
 	fresh.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
-	checkReleases(t, w.cust, fresh, []ackedKey{{dk, api.KeyAES256GCM}})
+	checkReleases(t, w.cust, fresh, []e2e.AckedKey{{DataKey: dk, Type: api.KeyAES256GCM}})
 	p.Stop(t)
 	auditVerify(t, dataDir, "after the read-only start")
 }

@@ -107,17 +107,6 @@ func runDcaas(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // tenantWorld is what the crash and restart tests set up through the API.
 type tenantWorld struct {
 	admin, cust, pipe *kmstest.Client
@@ -167,7 +156,7 @@ func TestKMSServeFirstStartInitializesDataDir(t *testing.T) {
 	var p *e2e.KMS
 	var port int
 	for attempt := 0; p == nil; attempt++ {
-		port = freePort(t)
+		port = e2e.FreePort(t)
 		var err error
 		p, err = e2e.LaunchKMS(t, e2e.KMSConfig{Dir: work, DataDir: dataDir, DataDirArg: "kms", Flags: []string{"--listen", "127.0.0.1:" + strconv.Itoa(port)}})
 		if err != nil && (attempt == 4 || !strings.Contains(err.Error(), "address already in use")) {
@@ -265,12 +254,6 @@ func parseCertPEM(t *testing.T, b []byte) *x509.Certificate {
 	return c
 }
 
-// ackedKey is a data key whose creation the KMS acknowledged.
-type ackedKey struct {
-	api.DataKey
-	typ api.KeyType
-}
-
 func TestKMSSurvivesSIGKILL(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
@@ -279,13 +262,13 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 
 	var (
 		mu    sync.Mutex
-		acked []ackedKey
+		acked []e2e.AckedKey
 	)
 	types := []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyECDSAP256}
 	for _, typ := range types {
 		var dk api.DataKey
 		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: typ, Purpose: "before-crash"}, &dk)
-		acked = append(acked, ackedKey{dk, typ})
+		acked = append(acked, e2e.AckedKey{DataKey: dk, Type: typ})
 	}
 	// A token minted before the crash and used only after it.
 	early := w.token(t)
@@ -317,7 +300,7 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 					return
 				}
 				mu.Lock()
-				acked = append(acked, ackedKey{dk, typ})
+				acked = append(acked, e2e.AckedKey{DataKey: dk, Type: typ})
 				mu.Unlock()
 				if n.Add(1) == mark {
 					reachOne.Do(func() { close(reached) })
@@ -325,25 +308,9 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 			}
 		})
 	}
-	timer := time.NewTimer(loadTimeout)
-	var failure error
-	select {
-	case <-reached:
-	case failure = <-loadErrs:
-	case <-timer.C:
-		failure = fmt.Errorf("only %d data keys created in %v", n.Load(), loadTimeout)
-	}
-	timer.Stop()
-	killed.Store(true)
-	p.Kill9(t)
-	wg.Wait()
-	if failure != nil {
-		t.Fatal(failure)
-	}
-	close(loadErrs)
-	for err := range loadErrs {
-		t.Error(err)
-	}
+	killAtMark(t, p, &wg, &killed, reached, loadErrs, loadTimeout, func() error {
+		return fmt.Errorf("only %d data keys created in %v", n.Load(), loadTimeout)
+	})
 	t.Logf("SIGKILL with %d data keys acknowledged (%d under load)", len(acked), n.Load())
 
 	// Restart on the same data dir.
@@ -395,38 +362,43 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 	}
 }
 
-// checkReleases rewraps every key to side's wrapping certificate, unwraps
-// them there, and checks that they are the acknowledged keys: same ids
-// and versions, and signing keys matching the public keys published at
-// creation.
-func checkReleases(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, keys []ackedKey) {
+// killAtMark waits until the load under way reaches its mark (reached is
+// closed), a worker reports an error before the kill on errs, or timeout
+// passes (then tooSlow says what was missing). Then it SIGKILLs p under the
+// workers — killed tells them that their failures no longer count — waits
+// for them, and fails t with what went wrong before the kill.
+func killAtMark(t *testing.T, p *e2e.KMS, wg *sync.WaitGroup, killed *atomic.Bool, reached <-chan struct{}, errs chan error, timeout time.Duration, tooSlow func() error) {
 	t.Helper()
-	const chunk = 500
-	for start := 0; start < len(keys); start += chunk {
-		batch := keys[start:min(start+chunk, len(keys))]
-		ekbs := make([][]byte, len(batch))
-		for i, k := range batch {
-			ekbs[i] = k.EKB
-		}
-		var got api.WrappedKeys
-		if err := cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got); err != nil {
-			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) to instance %s: %v", len(ekbs), start, side.Enrollment.InstanceID, err)
-		}
-		if len(got.Keys) != len(batch) {
-			t.Fatalf("rewrap returned %d keys, want %d", len(got.Keys), len(batch))
-		}
-		deks := side.Unwrap(t, got.Keys)
-		for i, k := range batch {
-			g := got.Keys[i]
-			if g.KeyID != k.KeyID || g.Version != k.Version || g.Metadata.Type != k.typ {
-				t.Errorf("rewrapped key %d = %s v%d %s, want %s v%d %s", start+i, g.KeyID, g.Version, g.Metadata.Type, k.KeyID, k.Version, k.typ)
-			}
-			if k.typ.Signing() {
-				e2e.CheckPublicKey(t, k.typ, deks[i].Expose(), k.PublicKeyPEM)
-			}
-			deks[i].Wipe()
-		}
+	timer := time.NewTimer(timeout)
+	var failure error
+	select {
+	case <-reached:
+	case failure = <-errs:
+	case <-timer.C:
+		failure = tooSlow()
 	}
+	timer.Stop()
+	killed.Store(true)
+	p.Kill9(t)
+	wg.Wait()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// checkReleases rewraps every key to side through cust and checks that
+// side gets the acknowledged keys (e2e.CheckReleases).
+func checkReleases(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, keys []e2e.AckedKey) {
+	t.Helper()
+	e2e.CheckReleases(t, side, func(ekbs [][]byte) ([]api.WrappedKey, error) {
+		var got api.WrappedKeys
+		err := cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got)
+		return got.Keys, err
+	}, keys)
 }
 
 // auditedKeys reads the whole audit log through the SDK as the admin and

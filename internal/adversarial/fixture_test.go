@@ -146,9 +146,7 @@ func (s *side) wantNoKeys(t testing.TB) {
 
 func dataKey(t testing.TB, c *kmstest.Client, req api.CreateDataKeyRequest) api.DataKey {
 	t.Helper()
-	var dk api.DataKey
-	c.MustDo(t, "POST", "/v1/datakeys", req, &dk)
-	return dk
+	return c.DataKey(t, req)
 }
 
 func rewrap(c *kmstest.Client, certPEM string, ekbs ...[]byte) (api.WrappedKeys, error) {
@@ -178,19 +176,11 @@ func (s *side) load(t testing.TB, c *kmstest.Client, dks ...api.DataKey) {
 	s.must(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: keys}, nil)
 }
 
-func grant(c *kmstest.Client, req api.GrantRequest) (string, error) {
-	var g api.Grant
-	err := c.Do("POST", "/v1/grants", req, &g)
-	return g.Grant, err
-}
+func grant(c *kmstest.Client, req api.GrantRequest) (string, error) { return c.Grant(req) }
 
 func mustGrant(t testing.TB, c *kmstest.Client, req api.GrantRequest) string {
 	t.Helper()
-	g, err := grant(c, req)
-	if err != nil {
-		t.Fatalf("POST /v1/grants: %v", err)
-	}
-	return g
+	return c.MustGrant(t, req)
 }
 
 // raw sends body as it is (no JSON encoding, so it may be invalid, huge or

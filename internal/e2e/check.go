@@ -5,10 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
+	"slices"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // CheckPublicKey checks that material, the private key of a signing key
@@ -38,6 +40,50 @@ func CheckPublicKey(t testing.TB, typ api.KeyType, material []byte, pubPEM strin
 		if err != nil || !priv.PublicKey.Equal(pub) {
 			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
 		}
+	}
+}
+
+// AckedKey is a data key whose creation the KMS acknowledged, with the
+// type that was asked for.
+type AckedKey struct {
+	api.DataKey
+	Type api.KeyType
+}
+
+// CheckReleases has the KMS release keys to the fake sidecar side —
+// rewrap rewraps EKBs to side's wrapping certificate, through whichever
+// client and replica the test means — 500 at a time, unwraps them there,
+// and checks that they are the acknowledged keys: same ids, versions and
+// requested types, and signing keys matching the public keys published at
+// creation.
+func CheckReleases(t testing.TB, side *kmstest.FakeSidecar, rewrap func(ekbs [][]byte) ([]api.WrappedKey, error), keys []AckedKey) {
+	t.Helper()
+	const chunk = 500
+	start := 0
+	for batch := range slices.Chunk(keys, chunk) {
+		ekbs := make([][]byte, len(batch))
+		for i, k := range batch {
+			ekbs[i] = k.EKB
+		}
+		got, err := rewrap(ekbs)
+		if err != nil {
+			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) to instance %s: %v", len(ekbs), start, side.Enrollment.InstanceID, err)
+		}
+		if len(got) != len(batch) {
+			t.Fatalf("rewrap returned %d keys, want %d", len(got), len(batch))
+		}
+		deks := side.Unwrap(t, got)
+		for i, k := range batch {
+			g := got[i]
+			if g.KeyID != k.KeyID || g.Version != k.Version || g.Metadata.Type != k.Type {
+				t.Errorf("rewrapped key %d = %s v%d %s, want %s v%d %s", start+i, g.KeyID, g.Version, g.Metadata.Type, k.KeyID, k.Version, k.Type)
+			}
+			if k.Type.Signing() {
+				CheckPublicKey(t, k.Type, deks[i].Expose(), k.PublicKeyPEM)
+			}
+			deks[i].Wipe()
+		}
+		start += len(batch)
 	}
 }
 

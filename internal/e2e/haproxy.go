@@ -181,9 +181,11 @@ func (h *HAProxy) Endpoint() Endpoint { return h.ep }
 
 // SetEnabled takes backend b out of the rotation (enabled false: HAProxy's
 // maintenance mode, no new connections) or puts it back, and waits until
-// HAProxy reports it in maintenance, or up again. Connections already open
-// to b stay where they are: a test can pin a client's connection to one
-// replica by starting the client while the other is disabled.
+// HAProxy reports it in maintenance, or up again. Sessions open to b may
+// be shut when it goes into maintenance (on-marked-down
+// shutdown-sessions), so disable b before clients connect: a test pins a
+// client's connection to another replica by starting the client while b
+// is disabled, and that connection stays there after b is back.
 func (h *HAProxy) SetEnabled(t testing.TB, b *KMS, enabled bool) {
 	t.Helper()
 	name := h.server(t, b)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -142,21 +141,7 @@ func (k *KMS) launch(t testing.TB) error {
 func (k *KMS) waitHealthy(t testing.TB) error {
 	t.Helper()
 	c := k.Endpoint(t).Anonymous(t, client.WithRetry(1, 0, 0), client.WithTimeout(5*time.Second))
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		h, err := c.Health(ctx)
-		cancel()
-		switch {
-		case err == nil && h.Status == "ok":
-			return nil
-		case !k.proc.running():
-			return k.proc.exitedEarly()
-		case time.Now().After(deadline):
-			t.Fatalf("%s: GET /healthz never answered ok within %v (last %+v, %v); stderr:\n%s", k.cfg.Name, readyTimeout, h, err, k.proc.Stderr())
-		}
-		time.Sleep(pollEvery)
-	}
+	return k.proc.waitHealthy(t, c.Health)
 }
 
 // Restart starts the KMS again after Stop or Kill9, on the same data dir

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dcaas/dcaas/api"
 )
 
 // Bounds on everything that waits on a child. Generous: a race-enabled
@@ -97,6 +101,28 @@ func (p *process) waitReady(t testing.TB) (line string, ok bool) {
 	case <-timer.C:
 		t.Fatalf("%s: no ready line within %v; stderr:\n%s", p.name, readyTimeout, p.Stderr())
 		return "", false
+	}
+}
+
+// waitHealthy calls health (an SDK client's Health) until it answers
+// "ok", for at most readyTimeout. It returns an error wrapping errExited if
+// the child exits first.
+func (p *process) waitHealthy(t testing.TB, health func(context.Context) (*api.Health, error)) error {
+	t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		h, err := health(ctx)
+		cancel()
+		switch {
+		case err == nil && h.Status == "ok":
+			return nil
+		case !p.running():
+			return p.exitedEarly()
+		case time.Now().After(deadline):
+			t.Fatalf("%s: GET /healthz never answered ok within %v (last %+v, %v); stderr:\n%s", p.name, readyTimeout, h, err, p.Stderr())
+		}
+		time.Sleep(pollEvery)
 	}
 }
 
@@ -221,4 +247,17 @@ func hasFlag(args []string, flag string) bool {
 		}
 	}
 	return false
+}
+
+// FreePort returns a loopback TCP port nobody listens on right now: for a
+// URL that refuses connections, or a port to hand a process (which may
+// find it taken by then, and should be retried).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

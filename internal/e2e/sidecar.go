@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,7 +82,9 @@ func StartSidecar(t testing.TB, cfg SidecarConfig) *Sidecar {
 	if st, err := os.Stat(s.socket); err != nil || st.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("%s: ready, but %s is not a socket (%v)", cfg.Name, s.socket, err)
 	}
-	s.waitHealthy(t)
+	if err := s.proc.waitHealthy(t, s.Client(t, client.WithRetry(1, 0, 0), client.WithTimeout(5*time.Second)).Health); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -101,26 +102,6 @@ func socketPath(t testing.TB, dir string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(short) })
 	return filepath.Join(short, "sidecar.sock")
-}
-
-func (s *Sidecar) waitHealthy(t testing.TB) {
-	t.Helper()
-	c := s.Client(t, client.WithRetry(1, 0, 0), client.WithTimeout(5*time.Second))
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		h, err := c.Health(ctx)
-		cancel()
-		switch {
-		case err == nil && h.Status == "ok":
-			return
-		case !s.proc.running():
-			t.Fatal(s.proc.exitedEarly())
-		case time.Now().After(deadline):
-			t.Fatalf("%s: GET /healthz never answered ok within %v (%v); stderr:\n%s", s.cfg.Name, readyTimeout, err, s.proc.Stderr())
-		}
-		time.Sleep(pollEvery)
-	}
 }
 
 // Client returns an SDK client of the sidecar's socket, closed when t

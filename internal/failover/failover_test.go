@@ -369,35 +369,16 @@ func checkUniqueKeys(t *testing.T, keys []call) {
 }
 
 // checkKeysOpen rewraps every acknowledged key through cust (B) to the
-// fake sidecar and unwraps it there.
+// fake sidecar and unwraps it there (e2e.CheckReleases).
 func checkKeysOpen(t *testing.T, cust *client.KMS, side *kmstest.FakeSidecar, keys []call) {
 	t.Helper()
-	const chunk = 500
-	for start := 0; start < len(keys); start += chunk {
-		batch := keys[start:min(start+chunk, len(keys))]
-		ekbs := make([][]byte, len(batch))
-		for i, c := range batch {
-			ekbs[i] = c.key.EKB
-		}
-		got, err := cust.Rewrap(t.Context(), side.Enrollment.WrappingCertPEM, ekbs)
-		if err != nil {
-			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) through B: %v", len(ekbs), start, err)
-		}
-		if len(got) != len(batch) {
-			t.Fatalf("rewrap returned %d keys, want %d", len(got), len(batch))
-		}
-		deks := side.Unwrap(t, got)
-		for i, c := range batch {
-			g := got[i]
-			if g.KeyID != c.key.KeyID || g.Version != 1 || g.Metadata.Type != c.typ {
-				t.Errorf("rewrapped key %d = %s v%d %s, want %s v1 %s", start+i, g.KeyID, g.Version, g.Metadata.Type, c.key.KeyID, c.typ)
-			}
-			if c.typ.Signing() {
-				e2e.CheckPublicKey(t, c.typ, deks[i].Expose(), c.key.PublicKeyPEM)
-			}
-			deks[i].Wipe()
-		}
+	acked := make([]e2e.AckedKey, len(keys))
+	for i, c := range keys {
+		acked[i] = e2e.AckedKey{DataKey: *c.key, Type: c.typ}
 	}
+	e2e.CheckReleases(t, side, func(ekbs [][]byte) ([]api.WrappedKey, error) {
+		return cust.Rewrap(t.Context(), side.Enrollment.WrappingCertPEM, ekbs)
+	}, acked)
 }
 
 // checkGrantsLoadOnce presents every acknowledged grant twice to the KMS's

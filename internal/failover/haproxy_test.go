@@ -73,11 +73,11 @@ func TestFailoverThroughHAProxy(t *testing.T) {
 	a, b := reps[0], reps[1]
 	lb := e2e.StartHAProxy(t, a, b)
 	ep := lb.Endpoint()
-	tn := e2e.NewTenant(t, ep, "acme")
 	// The sidecar keeps one HTTP/2 connection to the KMS, through HAProxy
-	// to one replica: start it while B is out of the rotation, so that it
-	// is A's, the replica that is killed.
+	// to one replica: start it while B is out of the rotation (before
+	// anything connects), so that it is A's, the replica that is killed.
 	lb.SetEnabled(t, b, false)
+	tn := e2e.NewTenant(t, ep, "acme")
 	sc := tn.StartSidecar(t, e2e.SidecarConfig{PollInterval: lbPoll})
 	lb.SetEnabled(t, b, true)
 	pool := tn.DataKeys(t, lbKeys+1, api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Purpose: "haproxy-failover"})

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,6 +241,36 @@ func (c *Client) MustDo(t testing.TB, method, path string, in, out any) {
 	if err := c.Do(method, path, in, out); err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
+}
+
+// Grant asks the KMS for a grant as c (POST /v1/grants) and returns it.
+// An answer that is not a grant ("dcgr_…" with an expiry) is an error.
+func (c *Client) Grant(req api.GrantRequest) (string, error) {
+	var g api.Grant
+	err := c.Do("POST", "/v1/grants", req, &g)
+	if err == nil && (!strings.HasPrefix(g.Grant, "dcgr_") || g.ExpiresAt.IsZero()) {
+		err = fmt.Errorf("grant answer %+v", g)
+	}
+	return g.Grant, err
+}
+
+// MustGrant is Grant that fails the test on any error.
+func (c *Client) MustGrant(t testing.TB, req api.GrantRequest) string {
+	t.Helper()
+	g, err := c.Grant(req)
+	if err != nil {
+		t.Fatalf("POST /v1/grants: %v", err)
+	}
+	return g
+}
+
+// DataKey creates a data key as c (POST /v1/datakeys) and fails the test
+// on any error.
+func (c *Client) DataKey(t testing.TB, req api.CreateDataKeyRequest) api.DataKey {
+	t.Helper()
+	var dk api.DataKey
+	c.MustDo(t, "POST", "/v1/datakeys", req, &dk)
+	return dk
 }
 
 // WantError checks that err is an API error with the given status and code.
