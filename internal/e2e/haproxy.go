@@ -20,13 +20,19 @@ import (
 // explicit choice: without it, a missing haproxy fails the test).
 const EnvSkipHAProxy = "DCAAS_SKIP_HAPROXY"
 
-// HAProxy health checks: every checkInterval, down after checkFall failed
-// checks, up again after checkRise good ones.
+// HAProxy health checks: every checkInterval, every checkFastInterval
+// while a backend changes state, down after checkFall failed checks, up
+// again after checkRise good ones. A check's connection, TLS handshake
+// included, must be done within min(connectTimeout, its interval): short
+// enough to notice a killed replica at once (its port refuses), long
+// enough for a race-enabled replica on a busy machine to finish a
+// handshake.
 const (
-	checkInterval  = 100 * time.Millisecond
-	checkFall      = 2
-	checkRise      = 2
-	connectTimeout = 250 * time.Millisecond
+	checkInterval     = 500 * time.Millisecond
+	checkFastInterval = 250 * time.Millisecond
+	checkFall         = 2
+	checkRise         = 2
+	connectTimeout    = 500 * time.Millisecond
 )
 
 // haproxyConfig is HAProxy in TCP mode: TLS passes through to the
@@ -44,7 +50,7 @@ defaults
 	timeout connect {{.ConnectMS}}ms
 	timeout client 2m
 	timeout server 2m
-	timeout check 1s
+	timeout check 2s
 	retries 3
 	option redispatch 1
 
@@ -57,7 +63,7 @@ backend replicas
 	option httpchk
 	http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost
 	http-check expect status 200
-	default-server check check-ssl verify required ca-file {{.CAFile}} inter {{.InterMS}}ms fastinter {{.InterMS}}ms downinter {{.InterMS}}ms fall {{.Fall}} rise {{.Rise}} on-marked-down shutdown-sessions
+	default-server check check-ssl verify required ca-file {{.CAFile}} inter {{.InterMS}}ms fastinter {{.FastMS}}ms downinter {{.FastMS}}ms fall {{.Fall}} rise {{.Rise}} on-marked-down shutdown-sessions
 {{- range .Servers}}
 	server {{.Name}} {{.Addr}}
 {{- end}}
@@ -95,13 +101,13 @@ func StartHAProxy(t testing.TB, backends ...*KMS) *HAProxy {
 
 	type server struct{ Name, Addr string }
 	data := struct {
-		Admin, CAFile      string
-		ConnectMS, InterMS int64
-		Fall, Rise         int
-		Servers            []server
+		Admin, CAFile              string
+		ConnectMS, InterMS, FastMS int64
+		Fall, Rise                 int
+		Servers                    []server
 	}{
 		Admin: h.admin, CAFile: filepath.Join(backends[0].DataDir(), kms.CAFile),
-		ConnectMS: connectTimeout.Milliseconds(), InterMS: checkInterval.Milliseconds(), Fall: checkFall, Rise: checkRise,
+		ConnectMS: connectTimeout.Milliseconds(), InterMS: checkInterval.Milliseconds(), FastMS: checkFastInterval.Milliseconds(), Fall: checkFall, Rise: checkRise,
 	}
 	for i, b := range backends {
 		name := string(rune('a' + i))
