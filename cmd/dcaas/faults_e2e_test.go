@@ -127,7 +127,7 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 			t.Fatalf("grant-loaded key %s does not unwrap: %v", k.KeyID, err)
 		}
 		if want[i].Type.Signing() {
-			e2e.CheckPublicKey(t, want[i].Type, dek.Expose(), want[i].PublicKeyPEM)
+			kmstest.CheckPublicKey(t, want[i].Type, dek.Expose(), want[i].PublicKeyPEM)
 		}
 		dek.Wipe()
 	}

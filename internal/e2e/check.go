@@ -1,10 +1,6 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/pem"
 	"slices"
 	"testing"
 
@@ -12,36 +8,6 @@ import (
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
-
-// CheckPublicKey checks that material, the private key of a signing key
-// of type typ that a (fake) sidecar unwrapped, matches pubPEM, the public
-// key the KMS published when it created the key. Other types pass.
-func CheckPublicKey(t testing.TB, typ api.KeyType, material []byte, pubPEM string) {
-	t.Helper()
-	block, _ := pem.Decode([]byte(pubPEM))
-	if block == nil {
-		t.Fatalf("%s: no public key PEM", typ)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	switch typ {
-	case api.KeyEd25519:
-		if !ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey).Equal(pub) {
-			t.Error("an unwrapped ed25519 key does not match the public key published at creation")
-		}
-	case api.KeyECDSAP256:
-		ec, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			t.Fatalf("ecdsa-p256 public key is a %T", pub)
-		}
-		priv, err := ecdsa.ParseRawPrivateKey(ec.Curve, material)
-		if err != nil || !priv.PublicKey.Equal(pub) {
-			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
-		}
-	}
-}
 
 // AckedKey is a data key whose creation the KMS acknowledged, with the
 // type that was asked for.
@@ -79,7 +45,7 @@ func CheckReleases(t testing.TB, side *kmstest.FakeSidecar, rewrap func(ekbs [][
 				t.Errorf("rewrapped key %d = %s v%d %s, want %s v%d %s", start+i, g.KeyID, g.Version, g.Metadata.Type, k.KeyID, k.Version, k.Type)
 			}
 			if k.Type.Signing() {
-				CheckPublicKey(t, k.Type, deks[i].Expose(), k.PublicKeyPEM)
+				kmstest.CheckPublicKey(t, k.Type, deks[i].Expose(), k.PublicKeyPEM)
 			}
 			deks[i].Wipe()
 		}
