@@ -118,6 +118,9 @@ func TestLaunchKMSReportsEarlyExit(t *testing.T) {
 // killed and after it came back; HAProxy's health checks see both.
 func TestHAProxyInFrontOfReplicas(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs two KMS processes on PostgreSQL and HAProxy; skipped in -short mode")
+	}
 	ctx := t.Context()
 	reps := e2e.StartReplicas(t, 2, pgtest.DSN(t))
 	a, b := reps[0], reps[1]

@@ -43,8 +43,8 @@ type KMSConfig struct {
 	Env []string
 }
 
-// KMS is a `dcaas kms serve` process. Stop, Kill9 and Restart change
-// which process it is; its URL stays the same across Restart.
+// KMS is a `dcaas kms serve` process. After Stop or Kill9, Restart runs a
+// new process on the same data dir and URL.
 type KMS struct {
 	cfg    KMSConfig
 	proc   *process

@@ -45,8 +45,8 @@ const (
 // through HAProxy, the sidecar presents it to the KMS through HAProxy) and
 // by rewrap (the custodian has the KMS rewrap through HAProxy, the sidecar
 // imports), while the sidecar polls revocations every 200 ms. Replica A —
-// the one the sidecar's connection goes to, and half of the loaders' — is
-// killed with SIGKILL mid-stream, while a grant load is in the sidecar,
+// the one the sidecar's connection goes to, and some of the loaders' — is
+// killed with SIGKILL mid-stream, while grant loads are in the sidecar,
 // and, once every loader has loaded through B alone, restarted. The SDK
 // clients make one attempt per call; a load that fails is retried once by
 // the loader (with a fresh grant), after the SDK's first backoff.
