@@ -41,6 +41,7 @@ const (
 	CodeExpired            Code = "expired"              // token, grant, nonce, lease expired (or a load's policy limits used up): reload
 	CodeUsageLimitExceeded Code = "usage_limit_exceeded" // a key version reached its safe number of encryptions: rotate the key
 	CodeUnavailable        Code = "unavailable"          // a dependency (store, seal, KMS) is down
+	CodeNotEnrolled        Code = "not_enrolled"         // a sidecar waiting for its enrollment token (POST /v1/enroll)
 	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
 )
 
@@ -73,6 +74,7 @@ var statusOf = map[Code]int{
 	// retry ever succeeds; only a new key version does.
 	CodeUsageLimitExceeded: http.StatusForbidden,
 	CodeUnavailable:        http.StatusServiceUnavailable,
+	CodeNotEnrolled:        http.StatusServiceUnavailable,
 	CodeInternal:           http.StatusInternalServerError,
 }
 

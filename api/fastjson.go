@@ -232,7 +232,8 @@ func (l *lexer) int(dst *int) {
 }
 
 // object reads {"k": v, ...}, calling field for each key; field reads the
-// value and returns false for an unknown key.
+// value and returns false for an unknown key. A repeated key is not this
+// path's business (the strict decoder refuses it): it stops here.
 func (l *lexer) object(field func(key string) bool) {
 	if !l.ok || !l.tok('{') {
 		l.ok = false
@@ -241,9 +242,23 @@ func (l *lexer) object(field func(key string) bool) {
 	if l.tok('}') {
 		return
 	}
+	var seen [16][]byte // the fast types have fewer fields than this
+	n := 0
 	for l.ok {
 		k, ok := l.rawString()
-		if !ok || !l.tok(':') || !field(string(k)) {
+		if !ok || !l.tok(':') || n == len(seen) {
+			l.ok = false
+			return
+		}
+		for _, s := range seen[:n] {
+			if string(s) == string(k) {
+				l.ok = false
+				return
+			}
+		}
+		seen[n] = k
+		n++
+		if !field(string(k)) {
 			l.ok = false
 			return
 		}

@@ -34,13 +34,17 @@ type CreateAppRequest struct {
 	CSRPEM string `json:"csr_pem,omitempty"`
 }
 
-// AppCredentials is the answer to app creation. KeyPEM is a private key,
-// present only when the KMS generated the key pair (no CSR was sent).
+// AppCredentials is the answer to app creation and to certificate
+// renewal. KeyPEM is a private key, present only when the KMS generated
+// the key pair (no CSR was sent). CAPEM is the trust bundle: every CA
+// certificate the KMS trusts (two during a CA rotation).
 type AppCredentials struct {
-	DN      string `json:"dn"`
-	CertPEM string `json:"cert_pem"`
-	KeyPEM  string `json:"key_pem,omitempty"`
-	CAPEM   string `json:"ca_pem"`
+	DN       string    `json:"dn"`
+	CertPEM  string    `json:"cert_pem"`
+	KeyPEM   string    `json:"key_pem,omitempty"`
+	CAPEM    string    `json:"ca_pem"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Policy is a key policy: who may do what with a key. A key without a
@@ -175,8 +179,10 @@ type Enrollment struct {
 	InstanceID      string `json:"instance_id"`
 	CertPEM         string `json:"cert_pem"`
 	WrappingCertPEM string `json:"wrapping_cert_pem"`
-	CAPEM           string `json:"ca_pem"`
-	CustodianDN     string `json:"custodian_dn"`
+	// CAPEM is the trust bundle: every CA certificate the KMS trusts (two
+	// during a CA rotation), the issuing one first.
+	CAPEM       string `json:"ca_pem"`
+	CustodianDN string `json:"custodian_dn"`
 }
 
 // Instance is one enrolled sidecar.
@@ -204,20 +210,35 @@ type RewrapRequest struct {
 	WrappingCertPEM string   `json:"wrapping_cert_pem"`
 }
 
-// WrappedKey is a DEK sealed to a sidecar (HPKE), with its metadata.
+// WrappedKey describes one key of a WrappedKeys answer. In an answer of
+// format 2 (the default) only KeyID and Version are set, for the
+// custodian's information: the key itself travels in WrappedKeys.Batch. In
+// a legacy answer of format 1, Wrapped holds the key sealed to the sidecar
+// (HPKE) and Metadata and Encryptions are bound to it.
 type WrappedKey struct {
 	KeyID    string      `json:"key_id"`
 	Version  int         `json:"version"`
-	Wrapped  []byte      `json:"wrapped"`
-	Metadata KeyMetadata `json:"metadata"`
+	Wrapped  []byte      `json:"wrapped,omitempty"`
+	Metadata KeyMetadata `json:"metadata,omitzero"`
 	// Encryptions is how many encryptions the KMS knows this version has
 	// made (central path and sidecar reports); the sidecar counts on from
 	// it toward the version's safe limit.
 	Encryptions int64 `json:"encryptions,omitempty"`
 }
 
-// WrappedKeys is the answer to rewrap, load and derive.
+// WrappedKeys is the answer to rewrap, load and derive, and the body of a
+// sidecar's import: pass it on unchanged.
 type WrappedKeys struct {
+	// Batch is every key sealed to the sidecar in one wrapped-key batch
+	// (format version 2, docs/formats.md): the recipient, the issue time,
+	// the expiry, each key's exact metadata and encryption count are all
+	// authenticated. The sidecar trusts nothing else in the answer.
+	Batch []byte `json:"batch,omitempty"`
+	// ExpiresAt is when the sidecar stops accepting Batch (the issue time
+	// plus the KMS's wrap TTL): a saved answer cannot be replayed later.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Keys lists the keys in Batch, for information, or in a legacy
+	// format-1 answer holds the wrapped keys themselves.
 	Keys []WrappedKey `json:"keys"`
 	// Warnings are sentences for the custodian about the released keys,
 	// e.g. that a key's rotation is due.
@@ -294,6 +315,33 @@ type RevocationFeed struct {
 	// KeyVersions are keys whose min_decryption_version was raised: the
 	// sidecar evicts their versions below it.
 	KeyVersions []KeyVersionFloor `json:"key_versions,omitempty"`
+	// Rotated are new versions of keys (manual, periodic or usage-triggered
+	// rotation): a sidecar that holds the key fetches the new version with
+	// POST /v1/keys/refresh and encrypts with it from then on.
+	Rotated []KeyVersionRef `json:"rotated,omitempty"`
+}
+
+// KeyVersionRef names one version of a key.
+type KeyVersionRef struct {
+	KeyID   string `json:"key_id"`
+	Version int    `json:"version"`
+}
+
+// RenewInstanceRequest is the body of POST /v1/instances/self/renew: a
+// sidecar, authenticated by its current identity certificate, asks for new
+// identity and wrapping certificates. The CSR proves possession of the
+// identity key; the wrapping key must be of the instance's KEM.
+type RenewInstanceRequest struct {
+	CSRPEM            string    `json:"csr_pem"`
+	WrappingPublicKey PublicKey `json:"wrapping_public_key"`
+}
+
+// RefreshRequest is the body of POST /v1/keys/refresh: a sidecar asks for
+// the versions of keys it already holds that are newer than the ones it
+// has (rotation delivery), sealed to Recipient.
+type RefreshRequest struct {
+	Keys      []KeyVersionRef `json:"keys"`
+	Recipient PublicKey       `json:"recipient"`
 }
 
 // KeyVersionFloor is a key's minimum decryption version: versions below

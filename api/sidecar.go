@@ -4,14 +4,30 @@ import "time"
 
 // Status is the body of a sidecar's GET /v1/status.
 type Status struct {
+	// Enrolled is false while the sidecar waits for an enrollment token
+	// (POST /v1/enroll), and once its identity certificate has expired
+	// unrenewed; InstanceID and CustodianDN are then empty, or those of the
+	// lapsed enrollment.
+	Enrolled     bool    `json:"enrolled"`
 	InstanceID   string  `json:"instance_id"`
 	CustodianDN  string  `json:"custodian_dn"`
 	Enclave      Enclave `json:"enclave"`
 	KMSReachable bool    `json:"kms_reachable"`
 	KeysLoaded   int     `json:"keys_loaded"`
+	// Revoked is true once the KMS revoked this instance: it serves
+	// nothing from then on.
+	Revoked bool `json:"revoked,omitempty"`
 	// KMSLastContact is when the sidecar last reached the KMS (zero: never
 	// since start).
 	KMSLastContact *time.Time `json:"kms_last_contact,omitempty"`
+	// IdentityNotAfter is when the sidecar's identity certificate expires;
+	// the sidecar renews it at about two thirds of its lifetime.
+	IdentityNotAfter *time.Time `json:"identity_not_after,omitempty"`
+	// PreviousInstanceID is the instance this data dir held before the
+	// sidecar restarted without being able to reuse it (a software enclave
+	// keeps no key across restarts): its keys died with the old process,
+	// so its custodian should revoke it (EnsureEnrolled does).
+	PreviousInstanceID string `json:"previous_instance_id,omitempty"`
 }
 
 // WrappingCertificate is the body of GET /v1/wrapping-certificate.
@@ -19,11 +35,15 @@ type WrappingCertificate struct {
 	CertPEM string `json:"cert_pem"`
 }
 
-// ImportKeysRequest is the body of a sidecar's POST /v1/keys/import: what
-// the KMS's rewrap returned.
-type ImportKeysRequest struct {
-	Keys []WrappedKey `json:"keys"`
+// SidecarEnrollRequest is the body of a sidecar's POST /v1/enroll: the
+// one-time token its bound custodian minted for it (a secret).
+type SidecarEnrollRequest struct {
+	Token string `json:"token"`
 }
+
+// ImportKeysRequest is the body of a sidecar's POST /v1/keys/import: the
+// KMS's rewrap answer, unchanged.
+type ImportKeysRequest = WrappedKeys
 
 // Loaded answers the sidecar's import, load and derive.
 type Loaded struct {
@@ -68,9 +88,12 @@ type SealRequest struct {
 	KeyIDs []string `json:"key_ids"`
 }
 
-// SealedKey is a loaded key sealed under the sidecar's local master key.
+// SealedKey is one version of a loaded key sealed under the sidecar's
+// local master key. Seal returns one per loaded version, oldest first: the
+// newest encrypts, each decrypts its own version's ciphertexts.
 type SealedKey struct {
 	KeyID     string `json:"key_id"`
+	Version   int    `json:"version"`
 	SealedKey []byte `json:"sealed_key"`
 }
 

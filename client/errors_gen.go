@@ -36,6 +36,7 @@ var (
 	ErrExpired            = errors.New("client: expired: token, grant, nonce, lease expired (or a load's policy limits used up): reload")
 	ErrUsageLimitExceeded = errors.New("client: usage_limit_exceeded: a key version reached its safe number of encryptions: rotate the key")
 	ErrUnavailable        = errors.New("client: unavailable: a dependency (store, seal, KMS) is down")
+	ErrNotEnrolled        = errors.New("client: not_enrolled: a sidecar waiting for its enrollment token (POST /v1/enroll)")
 	ErrInternal           = errors.New("client: internal: a bug; details are logged, not returned")
 )
 
@@ -66,5 +67,6 @@ var sentinels = map[api.Code]error{
 	api.CodeExpired:            ErrExpired,
 	api.CodeUsageLimitExceeded: ErrUsageLimitExceeded,
 	api.CodeUnavailable:        ErrUnavailable,
+	api.CodeNotEnrolled:        ErrNotEnrolled,
 	api.CodeInternal:           ErrInternal,
 }

@@ -146,3 +146,52 @@ func ExampleNewSidecarTLS() {
 	}
 	fmt.Println(st.InstanceID, st.KeysLoaded)
 }
+
+// An application renews its client certificate well before it expires,
+// keeps the new key with mode 0600, takes the trust bundle (two CAs during
+// a CA rotation) and revokes the old certificate with the new one.
+func ExampleKMS_RenewCertificate() {
+	ctx := context.Background()
+	read := func(name string) []byte {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return b
+	}
+	kms, err := client.NewKMS([]string{"https://kms-a:8443"}, read("ca.pem"), read("payments-api-cert.pem"), read("payments-api-key.pem"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	creds, err := kms.RenewCertificate(ctx, "") // "": the KMS makes the key pair
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Replace each file atomically in real code (write a temporary file,
+	// sync, rename); `dcaas app cert renew` does.
+	for _, f := range []struct {
+		name string
+		data string
+		mode os.FileMode
+	}{{"payments-api-key.pem", creds.KeyPEM, 0o600}, {"payments-api-cert.pem", creds.CertPEM, 0o644}, {"ca.pem", creds.CAPEM, 0o644}} {
+		if err := os.WriteFile(f.name, []byte(f.data), f.mode); err != nil {
+			log.Fatal(err)
+		}
+	}
+	old, err := kms.Certificates(ctx, "", "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	renewed, err := client.NewKMS([]string{"https://kms-a:8443"}, []byte(creds.CAPEM), []byte(creds.CertPEM), []byte(creds.KeyPEM))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, c := range old {
+		if c.Serial != creds.Serial && !c.Revoked {
+			if _, err := renewed.RevokeCertificates(ctx, "", "", api.RevokeCertificatesRequest{Serial: c.Serial}); err != nil {
+				log.Fatal(err)
+			}
+		}
+	}
+	fmt.Println("renewed until", creds.NotAfter)
+}

@@ -94,11 +94,11 @@ func LoadByRewrap(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, opt
 	}
 	var loaded idSet
 	err = o.batches(len(ekbs), func(lo, hi int) error {
-		keys, err := kms.Rewrap(ctx, cert, ekbs[lo:hi])
+		wrapped, err := kms.Rewrap(ctx, cert, ekbs[lo:hi])
 		if err != nil {
 			return fmt.Errorf("client: rewrap of EKBs %d..%d: %w", lo, hi-1, err)
 		}
-		ids, err := sc.Import(ctx, keys)
+		ids, err := sc.Import(ctx, wrapped)
 		if err != nil {
 			return fmt.Errorf("client: import of EKBs %d..%d: %w", lo, hi-1, err)
 		}

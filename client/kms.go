@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -24,12 +26,13 @@ import (
 // bounds the whole, waits included.
 //
 // Which failures are retried depends on whether the request is
-// idempotent. Reads (Health, Challenge, ListInstances, Audit), Rewrap,
-// ExportKey and the crypto operations change no server state; they are
-// retried after any transport error (connection reset, EOF, a timeout
-// waiting for the answer) and after 502, 503 and 504 answers. Everything
-// else — creating tenants, apps, keys, versions, tokens, grants and import
-// parameters, importing, rotating, revoking, disabling — is retried only
+// idempotent. Reads (Health, Challenge, ListInstances, Audit, CA,
+// Certificates), Rewrap, ExportKey and the crypto operations change no
+// server state; they are retried after any transport error (connection
+// reset, EOF, a timeout waiting for the answer) and after 502, 503 and 504
+// answers. Everything else — creating tenants, apps, keys, versions,
+// tokens, grants and import parameters, importing, rotating, revoking,
+// disabling, renewing certificates, CA rotation steps — is retried only
 // when it certainly did not reach a server (a dial error: connection
 // refused, no route, DNS failure) or when the server answered 503
 // unavailable. The KMS answers 503 before acting, or after acting when it
@@ -58,6 +61,30 @@ func NewKMS(baseURLs []string, caPEM, certPEM, keyPEM []byte, opts ...Option) (*
 	cfg, err := tlsConfig(caPEM, certPEM, keyPEM, "")
 	if err != nil {
 		return nil, err
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     cfg,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 16,
+		TLSHandshakeTimeout: 10 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &KMS{t: newTransport(urls, tr, opts)}, nil
+}
+
+// NewKMSWithTLS returns a client of the KMS at baseURLs that connects with
+// cfg as it is: for callers whose private key never leaves an HSM, a TPM
+// or an enclave (cfg.GetClientCertificate), or whose certificates and
+// roots change while the client lives. cfg must verify the server (set
+// RootCAs or leave it nil for the system roots); the client keeps it.
+func NewKMSWithTLS(baseURLs []string, cfg *tls.Config, opts ...Option) (*KMS, error) {
+	urls, err := parseBaseURLs(baseURLs, false)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil || cfg.InsecureSkipVerify {
+		return nil, errors.New("client: NewKMSWithTLS needs a TLS configuration that verifies the server")
 	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -165,13 +192,12 @@ func (k *KMS) CreateGrant(ctx context.Context, req api.GrantRequest) (*api.Grant
 
 // Rewrap re-encrypts the DEKs of ekbs to the sidecar that wrappingCertPEM
 // names (custodian; the sidecar must be bound to the caller and every key
-// policy must allow it). Hand the result to Sidecar.Import. All or
-// nothing; the KMS takes at most 10,000 EKBs per call by default
-// (LoadByRewrap batches).
-func (k *KMS) Rewrap(ctx context.Context, wrappingCertPEM string, ekbs [][]byte) ([]api.WrappedKey, error) {
+// policy must allow it). Hand the result to Sidecar.Import before its
+// ExpiresAt. All or nothing; the KMS takes at most 10,000 EKBs per call
+// by default (LoadByRewrap batches).
+func (k *KMS) Rewrap(ctx context.Context, wrappingCertPEM string, ekbs [][]byte) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	err := k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: wrappingCertPEM}, &out)
-	return out.Keys, err
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: wrappingCertPEM}, &out))
 }
 
 // ImportParameters fetches the tenant's import public keys and a

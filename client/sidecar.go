@@ -96,13 +96,25 @@ func (s *Sidecar) WrappingCertificate(ctx context.Context) (string, error) {
 	return out.CertPEM, err
 }
 
-// Import loads keys that KMS.Rewrap sealed to this sidecar, all or
-// nothing, and returns the loaded key ids in order (one per key, however
-// many versions).
-func (s *Sidecar) Import(ctx context.Context, keys []api.WrappedKey) ([]string, error) {
+// Import loads keys that KMS.Rewrap sealed to this sidecar (its answer,
+// unchanged), all or nothing, and returns the loaded key ids in order (one
+// per key, however many versions). Importing the same answer again while
+// its keys are loaded changes nothing and answers the same ids, so a
+// retry is safe; after its expiry, or once a key in it was evicted, the
+// answer is refused.
+func (s *Sidecar) Import(ctx context.Context, keys *api.WrappedKeys) ([]string, error) {
 	var out api.Loaded
-	err := s.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/import", api.ImportKeysRequest{Keys: keys}, &out)
+	err := s.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/import", keys, &out)
 	return out.Loaded, err
+}
+
+// Enroll hands the sidecar a one-time enrollment token, when its Status
+// says it is not enrolled (a software-enclave sidecar that restarted
+// without one). Only the sidecar's bound caller may do this. EnsureEnrolled
+// does the whole recovery.
+func (s *Sidecar) Enroll(ctx context.Context, token string) (*api.Status, error) {
+	var out api.Status
+	return result(&out, s.t.do(ctx, once, http.MethodPost, "/v1/enroll", api.SidecarEnrollRequest{Token: token}, &out))
 }
 
 // Load has the sidecar present grant and ekbs (or retained keyIDs) to the

@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -9,14 +11,16 @@ import (
 )
 
 // auditFile is the sidecar's local audit log: one JSON object per line,
-// appended. It records refusals and key management, never secrets.
+// appended and synced. It records refusals, key management (which keys)
+// and what the KMS told the sidecar, never secrets or operations.
 const auditFile = "audit.jsonl"
 
 type localAudit struct {
-	mu  sync.Mutex
-	f   *os.File
-	enc *json.Encoder
-	now func() time.Time
+	mu     sync.Mutex
+	broken bool // the last write failed, perhaps half-way through a line
+	f      *os.File
+	now    func() time.Time
+	log    *slog.Logger
 }
 
 type localRecord struct {
@@ -24,25 +28,57 @@ type localRecord struct {
 	Caller  string    `json:"caller"`
 	Action  string    `json:"action"`
 	KeyID   string    `json:"key_id,omitempty"`
+	Keys    []string  `json:"keys,omitempty"` // the keys a management call acted on
 	Outcome string    `json:"outcome"`
 	Code    string    `json:"code,omitempty"`
 }
 
-func openLocalAudit(dir string, now func() time.Time) (*localAudit, error) {
+func openLocalAudit(dir string, now func() time.Time, log *slog.Logger) (*localAudit, error) {
 	f, err := os.OpenFile(filepath.Join(dir, auditFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	return &localAudit{f: f, enc: json.NewEncoder(f), now: now}, nil
+	return &localAudit{f: f, now: now, log: log}, nil
 }
 
-// Record appends one record; a failure to write is not the caller's
-// problem (the request was already decided) but is visible in the file's
-// absence of the line.
-func (a *localAudit) Record(caller, action, keyID, outcome, code string) {
+// write appends rec and syncs it to the disk, so a full or read-only disk
+// shows at once.
+func (a *localAudit) write(rec localRecord) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_ = a.enc.Encode(localRecord{Time: a.now().UTC(), Caller: caller, Action: action, KeyID: keyID, Outcome: outcome, Code: code})
+	rec.Time = a.now().UTC()
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("sidecar: local audit log: %w", err)
+	}
+	// One write per record (not a json.Encoder, whose first write error
+	// sticks): the log works again once the disk has room.
+	if a.broken {
+		line = append([]byte{'\n'}, line...) // end a line a failed write may have cut
+	}
+	if _, err := a.f.Write(append(line, '\n')); err != nil {
+		a.broken = true
+		return fmt.Errorf("sidecar: local audit log: %w", err)
+	}
+	a.broken = false
+	if err := a.f.Sync(); err != nil {
+		return fmt.Errorf("sidecar: local audit log: %w", err)
+	}
+	return nil
+}
+
+// Append records a management call or a decision; the caller fails closed
+// when it cannot be written.
+func (a *localAudit) Append(caller, action string, keys []string, outcome, code string) error {
+	return a.write(localRecord{Caller: caller, Action: action, Keys: keys, Outcome: outcome, Code: code})
+}
+
+// Record appends an event the sidecar cannot refuse after the fact (a
+// refusal already sent, what the KMS told it); a failure is logged.
+func (a *localAudit) Record(caller, action, keyID, outcome, code string) {
+	if err := a.write(localRecord{Caller: caller, Action: action, KeyID: keyID, Outcome: outcome, Code: code}); err != nil {
+		a.log.Error("the local audit log cannot be written", "action", action, "key", keyID, "err", err)
+	}
 }
 
 func (a *localAudit) Close() error {

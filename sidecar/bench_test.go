@@ -181,7 +181,7 @@ func BenchmarkBootstrap1000(b *testing.B) {
 		}
 		var wrapped api.WrappedKeys
 		cust.MustDo(b, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-		ids, err := sc.ImportKeys(context.Background(), wrapped.Keys)
+		ids, err := sc.ImportKeys(context.Background(), &wrapped)
 		if err != nil || len(ids) != 1000 {
 			b.Fatalf("ImportKeys = %d, %v", len(ids), err)
 		}

@@ -73,7 +73,7 @@ func Example() {
 	call(cust, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
 	var wrapped api.WrappedKeys
 	call(cust, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := sc.ImportKeys(ctx, wrapped.Keys); err != nil {
+	if _, err := sc.ImportKeys(ctx, &wrapped); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("loaded", len(sc.Keys()), "key")

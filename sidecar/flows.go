@@ -3,12 +3,10 @@ package sidecar
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/format"
@@ -18,10 +16,54 @@ import (
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
-// ephemeral makes a fresh HPKE key pair for one load or derive: the KMS
-// seals the keys to it, on top of mTLS, and it is dropped afterwards.
-func (s *Sidecar) ephemeral() (api.PublicKey, func([]api.WrappedKey) ([]string, error), error) {
-	priv, err := kcrypto.GenerateKEMKey(s.enrolled.KEM)
+// ready returns the sidecar's identity, or why it cannot act.
+func (s *Sidecar) ready() (*identity, error) {
+	if s.revoked.Load() {
+		return nil, errRevoked
+	}
+	id := s.id.Load()
+	if id == nil {
+		return nil, errNotEnrolled
+	}
+	return id, nil
+}
+
+// kmsErr turns an error of a KMS call into the sidecar's API error: the
+// KMS's own refusal passes through with its code and sentence; a KMS that
+// cannot be reached (every replica tried) is "unavailable".
+func (s *Sidecar) kmsErr(err error) error {
+	if err == nil {
+		s.markReachable(true)
+		return nil
+	}
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code != api.CodeUnavailable {
+		s.markReachable(true)
+		return &api.Error{Code: ce.Code, Message: ce.Message, Status: ce.Status}
+	}
+	s.markReachable(false)
+	return api.Errorf(api.CodeUnavailable, "The KMS cannot be reached: %v", err)
+}
+
+// markReachable records whether the KMS answered, logging each change.
+func (s *Sidecar) markReachable(ok bool) {
+	if ok {
+		s.lastCtc.Store(s.cfg.Now().UnixNano())
+	}
+	if was := s.reachable.Swap(ok); was != ok {
+		if ok {
+			s.log.Info("the KMS is reachable")
+		} else {
+			s.log.Warn("the KMS cannot be reached; serving loaded keys until their leases run out")
+		}
+	}
+}
+
+// ephemeral makes a fresh HPKE key pair for one load, derive or refresh:
+// the KMS seals the keys to it, on top of mTLS, and it is dropped
+// afterwards.
+func (s *Sidecar) ephemeral(id *identity) (api.PublicKey, func(*api.WrappedKeys) ([]string, error), error) {
+	priv, err := kcrypto.GenerateKEMKey(id.e.KEM)
 	if err != nil {
 		return api.PublicKey{}, nil, err
 	}
@@ -29,99 +71,150 @@ func (s *Sidecar) ephemeral() (api.PublicKey, func([]api.WrappedKey) ([]string, 
 	if err != nil {
 		return api.PublicKey{}, nil, err
 	}
-	return pub, func(keys []api.WrappedKey) ([]string, error) { return s.unwrapAndLoad(keys, priv) }, nil
+	load := func(w *api.WrappedKeys) ([]string, error) {
+		if len(w.Batch) > 0 {
+			return s.loadBatch(id, priv, w.Batch, false)
+		}
+		// An ephemeral key cannot be replayed to: a KMS of the
+		// previous release answers in format 1, which is safe here.
+		return s.loadLegacy(id, w.Keys, priv, format.TransportInfo(id.e.InstanceID))
+	}
+	return pub, load, nil
 }
 
-// LoadWithGrant runs the grant flow (DESIGN.md §4.1): the sidecar presents
-// the custodian's grant and the EKBs (or retained key ids) to the KMS over
-// mTLS with a fresh ephemeral key and loads what comes back.
+// LoadWithGrant runs the grant flow: the sidecar presents the custodian's
+// grant and the EKBs (or retained key ids) to the KMS over mTLS with a
+// fresh ephemeral key and loads what comes back.
 func (s *Sidecar) LoadWithGrant(ctx context.Context, grant string, ekbs [][]byte, keyIDs []string) ([]string, error) {
-	if s.revoked.Load() {
-		return nil, errRevoked
-	}
-	pub, load, err := s.ephemeral()
+	id, err := s.ready()
 	if err != nil {
 		return nil, err
 	}
-	var out api.WrappedKeys
-	req := api.LoadRequest{Grant: grant, EKBs: ekbs, KeyIDs: keyIDs, Recipient: pub}
-	if err := s.kmsDo(ctx, http.MethodPost, "/v1/keys/load", req, &out); err != nil {
+	pub, load, err := s.ephemeral(id)
+	if err != nil {
 		return nil, err
 	}
-	return load(out.Keys)
+	out, err := id.kms.LoadKeys(ctx, api.LoadRequest{Grant: grant, EKBs: ekbs, KeyIDs: keyIDs, Recipient: pub})
+	if err != nil {
+		return nil, s.kmsErr(err)
+	}
+	s.markReachable(true)
+	return load(out)
 }
 
-// Derive runs seed derivation (DESIGN.md §4.3): the KMS derives each key
-// from its seed under the tenant HMAC key and seals it to a fresh
-// ephemeral key.
+// Derive runs seed derivation: the KMS derives each key from its seed
+// under the tenant HMAC key and seals it to a fresh ephemeral key.
 func (s *Sidecar) Derive(ctx context.Context, grant string, seeds []api.Seed) ([]string, error) {
-	if s.revoked.Load() {
-		return nil, errRevoked
-	}
-	pub, load, err := s.ephemeral()
+	id, err := s.ready()
 	if err != nil {
 		return nil, err
 	}
-	var out api.WrappedKeys
-	req := api.DeriveRequest{Grant: grant, Seeds: seeds, Recipient: pub}
-	if err := s.kmsDo(ctx, http.MethodPost, "/v1/keys/derive", req, &out); err != nil {
+	pub, load, err := s.ephemeral(id)
+	if err != nil {
 		return nil, err
 	}
-	return load(out.Keys)
+	out, err := id.kms.DeriveKeys(ctx, api.DeriveRequest{Grant: grant, Seeds: seeds, Recipient: pub})
+	if err != nil {
+		return nil, s.kmsErr(err)
+	}
+	s.markReachable(true)
+	return load(out)
 }
 
-// kmsDo calls the KMS as this instance, tracking reachability, and turns
-// transport failures into an "unavailable" API error.
-func (s *Sidecar) kmsDo(ctx context.Context, method, path string, in, out any) error {
-	err := s.kms.Do(ctx, method, path, in, out)
-	var ae *api.Error
-	if err != nil && !errors.As(err, &ae) {
-		s.reachable.Store(false)
-		return api.Errorf(api.CodeUnavailable, "The KMS cannot be reached: %v", err)
+// refreshKeys asks the KMS for versions newer than the loaded ones of
+// keyIDs (rotation delivery) and loads them. Keys the KMS has nothing new
+// for, or will not deliver (not registered there, like seed-derived keys),
+// are left as they are.
+func (s *Sidecar) refreshKeys(ctx context.Context, id *identity, keyIDs []string) error {
+	var req api.RefreshRequest
+	for _, k := range keyIDs {
+		if v, ok := s.ring.Has(k, 0); ok {
+			req.Keys = append(req.Keys, api.KeyVersionRef{KeyID: k, Version: v})
+		}
 	}
-	s.reachable.Store(true)
-	s.lastContact.Store(s.cfg.Now().UnixNano())
-	if api.CodeOf(err) == api.CodeRevoked && ae != nil && ae.Status == http.StatusForbidden && strings.HasPrefix(path, "/v1/revocations") {
-		s.selfRevoke("the KMS refused this instance")
+	if len(req.Keys) == 0 {
+		return nil
 	}
-	return err
+	pub, load, err := s.ephemeral(id)
+	if err != nil {
+		return err
+	}
+	req.Recipient = pub
+	out, err := id.kms.RefreshKeys(ctx, req)
+	if err != nil {
+		return s.kmsErr(err)
+	}
+	s.markReachable(true)
+	if len(out.Batch) == 0 && len(out.Keys) == 0 {
+		return nil
+	}
+	ids, err := load(out)
+	if err != nil {
+		return err
+	}
+	for _, k := range out.Keys {
+		s.audit.Record("kms", "keys.rotated", k.KeyID, "loaded", "")
+		s.log.Info("new key version loaded", "key", k.KeyID, "version", k.Version)
+	}
+	s.metrics.rotations.Add(float64(len(ids)))
+	return nil
 }
 
-// Seal moves keys to the stateless mode (DESIGN.md §4.4): each key's
-// current version is sealed under the enclave's local master key with its
-// metadata and lease, and evicted from memory. Operations then carry the
-// blob as sealed_key.
+// Seal moves keys to the stateless mode: every loaded version of each key
+// is sealed under the enclave's local master key with its metadata and
+// lease, and the key is evicted from memory. It returns one blob per
+// version, oldest first; operations then carry a blob as sealed_key (the
+// newest encrypts; each decrypts its own version). All or nothing.
 func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, error) {
+	if _, err := s.ready(); err != nil {
+		return nil, err
+	}
 	if len(keyIDs) == 0 {
 		return nil, api.Errorf(api.CodeInvalidArgument, "key_ids must name at least one loaded key.")
 	}
-	out := make([]api.SealedKey, 0, len(keyIDs))
-	known := make([]int64, 0, len(keyIDs)) // the KMS's count of each sealed version
-	vers := make([]int, 0, len(keyIDs))
-	for _, id := range keyIDs {
-		md, material, until, err := s.ring.Current(id)
-		if err != nil {
-			return nil, err
-		}
-		if l := policy.Limits(md.Policy); l.MaxOperations > 0 || l.MaxBytes > 0 {
-			material.Wipe()
-			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", id)
-		}
-		blob, err := s.sealOne(ctx, md, material, until)
-		material.Wipe()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, api.SealedKey{KeyID: id, SealedKey: blob})
-		known = append(known, s.ring.Reported(id, md.Version))
-		vers = append(vers, md.Version)
+	var out []api.SealedKey
+	type known struct {
+		id      string
+		version int
+		count   int64
 	}
-	for i, id := range keyIDs {
+	var counts []known // the KMS's count of each sealed version
+	for _, id := range keyIDs {
+		vers, err := s.ring.All(id)
+		if err != nil {
+			return nil, err
+		}
+		err = func() error {
+			defer func() {
+				for _, l := range vers {
+					l.Material.Wipe()
+				}
+			}()
+			for _, l := range vers {
+				if lim := policy.Limits(l.MD.Policy); lim.MaxOperations > 0 || lim.MaxBytes > 0 {
+					return api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", id)
+				}
+				blob, err := s.sealOne(ctx, l.MD, l.Material, l.LeaseUntil)
+				if err != nil {
+					return err
+				}
+				out = append(out, api.SealedKey{KeyID: id, Version: l.MD.Version, SealedKey: blob})
+				counts = append(counts, known{id, l.MD.Version, s.ring.Reported(id, l.MD.Version)})
+			}
+			return nil
+		}()
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range keyIDs {
 		s.ring.Evict(id)
-		// The sealed version keeps counting toward its safe limit from
-		// what the KMS knew (unreported counts survive eviction).
-		if known[i] > 0 {
-			s.ring.SetReported(id, vers[i], known[i])
+	}
+	// The sealed versions keep counting toward their safe limit from what
+	// the KMS knew (unreported counts survive eviction).
+	for _, c := range counts {
+		if c.count > 0 {
+			s.ring.SetReported(c.id, c.version, c.count)
 		}
 	}
 	return out, nil
@@ -158,11 +251,11 @@ func (s *Sidecar) openSealed(ctx context.Context, ref api.KeyRef, version int, a
 		return nil, nil, err
 	}
 	defer material.Wipe()
-	md, err := parseMetadata(sk.Metadata)
+	md, err := decodeMetadata(sk.Metadata)
 	if err != nil {
 		return nil, nil, bad
 	}
-	if _, revoked := s.revokedKeys.Load(md.KeyID); revoked {
+	if s.ring.Revoked(md.KeyID) {
 		return nil, nil, api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS.", md.KeyID)
 	}
 	if floor := s.ring.MinVersion(md.KeyID); md.Version < floor {
@@ -173,8 +266,8 @@ func (s *Sidecar) openSealed(ctx context.Context, ref api.KeyRef, version int, a
 		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The sealed_key is key %s, not %s.", md.KeyID, ref.KeyID)
 	case version != 0 && version != md.Version:
 		return nil, nil, api.Errorf(api.CodeNotFound, "The sealed_key is version %d of key %s, not version %d.", md.Version, md.KeyID, version)
-	case !policy.Allows(md.Policy, md.Owner, s.enrolled.CustodianDN, action):
-		return nil, nil, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", md.KeyID, action, s.enrolled.CustodianDN)
+	case !policy.Allows(md.Policy, md.Owner, s.ring.BoundDN(), action):
+		return nil, nil, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", md.KeyID, action, s.ring.BoundDN())
 	}
 	now := s.cfg.Now()
 	if (sk.LeaseUntil != 0 && now.UnixNano() >= sk.LeaseUntil) || (md.ExpiresAt != nil && !now.Before(*md.ExpiresAt)) {
@@ -199,37 +292,39 @@ type sealedHandle struct {
 func (h *sealedHandle) Release()           { h.k.Wipe() }
 func (h *sealedHandle) Charge(n int) error { return h.ring.ChargeSealed(&h.md, n) }
 
-// poll reads the revocation feed: it evicts revoked keys, stops serving if
-// this instance was revoked, and renews leases when the KMS answered.
+// poll reads the revocation feed: it evicts revoked keys and retired
+// versions for good, stops serving if this instance was revoked, fetches
+// new versions of rotated keys it holds, and renews leases and reports
+// usage when the KMS answered.
 func (s *Sidecar) poll() {
-	if s.revoked.Load() {
+	id, err := s.ready()
+	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	path := "/v1/revocations"
-	if s.cursor != "" {
-		path += "?since=" + url.QueryEscape(s.cursor)
-	}
-	var feed api.RevocationFeed
-	if err := s.kmsDo(ctx, http.MethodGet, path, nil, &feed); err != nil {
-		if api.CodeOf(err) != api.CodeUnavailable {
+	feed, err := id.kms.Revocations(ctx, s.cursor)
+	if err = s.kmsErr(err); err != nil {
+		switch api.CodeOf(err) {
+		case api.CodeRevoked:
+			s.selfRevoke("the KMS refused this instance")
+		case api.CodeUnavailable:
+		default:
 			s.log.Warn("revocation poll refused", "err", err)
 		}
 		return
 	}
-	for _, id := range feed.Instances {
-		if id == s.enrolled.InstanceID {
+	for _, inst := range feed.Instances {
+		if inst == id.e.InstanceID {
 			s.selfRevoke("the revocation feed lists this instance")
 			return
 		}
 	}
-	for _, id := range feed.Keys {
-		s.revokedKeys.Store(id, true) // sealed blobs of it stop working too
-		if s.ring.Evict(id) {
+	for _, k := range feed.Keys {
+		if s.ring.Revoke(k) {
 			s.metrics.revoked.Inc()
-			s.audit.Record("kms", "keys.revoked", id, "evicted", "")
-			s.log.Info("key revoked by the KMS: evicted", "key", id)
+			s.audit.Record("kms", "keys.revoked", k, "evicted", "")
+			s.log.Info("key revoked by the KMS: evicted", "key", k)
 		}
 	}
 	for _, kv := range feed.KeyVersions {
@@ -239,8 +334,21 @@ func (s *Sidecar) poll() {
 			s.log.Info("key versions retired by the KMS: evicted", "key", kv.KeyID, "min_decryption_version", kv.MinDecryptionVersion, "evicted", n)
 		}
 	}
+	for _, r := range feed.Rotated {
+		if v, ok := s.ring.Has(r.KeyID, 0); ok && v < r.Version {
+			s.refresh.addID(r.KeyID)
+		}
+	}
 	s.cursor = feed.Cursor
 	s.ring.RenewAll(s.cfg.Now().Add(s.cfg.LeaseTTL))
+	if ids := s.refresh.take(); len(ids) > 0 {
+		if err := s.refreshKeys(ctx, id, ids); err != nil {
+			s.log.Warn("fetching new key versions failed; retrying at the next poll", "keys", len(ids), "err", err)
+			for _, k := range ids {
+				s.refresh.addID(k)
+			}
+		}
+	}
 	s.reportUsage(ctx)
 }
 
@@ -249,12 +357,13 @@ func (s *Sidecar) poll() {
 // failed report is retried at the next poll; one whose answer was lost is
 // counted twice, which errs on the safe side.
 func (s *Sidecar) reportUsage(ctx context.Context) {
+	id := s.id.Load()
 	counts := s.ring.Unreported()
-	if len(counts) == 0 {
+	if id == nil || len(counts) == 0 {
 		return
 	}
-	var out api.UsageAccepted
-	if err := s.kmsDo(ctx, http.MethodPost, "/v1/usage", api.UsageReport{Counts: counts}, &out); err != nil {
+	_, err := id.kms.ReportUsage(ctx, api.UsageReport{Counts: counts})
+	if err = s.kmsErr(err); err != nil {
 		if api.CodeOf(err) != api.CodeUnavailable {
 			s.log.Warn("usage report refused", "err", err)
 		}

@@ -92,6 +92,8 @@ func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Con
 	return newSide(t, sc, devenv.UnixClient(socket))
 }
 
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 func (s *side) call(t testing.TB) requester {
 	ctx := t.Context()
 	return func(method, path string, in, out any) error { return s.local.Do(ctx, method, path, in, out) }
@@ -670,7 +672,7 @@ func TestKeyPolicies(t *testing.T) {
 		var wrapped api.WrappedKeys
 		repCli.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: cert.CertPEM}, &wrapped)
 		var loaded api.Loaded
-		rep.must(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: wrapped.Keys}, &loaded)
+		rep.must(t, "POST", "/v1/keys/import", &wrapped, &loaded)
 		if len(loaded.Loaded) != 1 || loaded.Loaded[0] != dk.KeyID {
 			t.Fatalf("import = %v", loaded.Loaded)
 		}
@@ -855,8 +857,9 @@ func TestLeasesRevocationOffline(t *testing.T) {
 			}
 			return nil
 		})
+		// The sidecar remembers why the key left: revoked, not "not loaded".
 		_, err := encrypt(c, api.KeyRef{KeyID: gone.KeyID}, []byte("x"), nil)
-		kmstest.WantError(t, err, 404, api.CodeNotFound)
+		kmstest.WantError(t, err, 403, api.CodeRevoked)
 		roundTrip(t, c, kept.KeyID)
 	})
 

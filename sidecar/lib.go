@@ -1,62 +1,193 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"crypto/hpke"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"math"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/format"
+	"github.com/dcaas/dcaas/internal/keyring"
 	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/policy"
-	"github.com/dcaas/dcaas/internal/secret"
 )
 
 // ImportKeys loads keys that the KMS's rewrap sealed to this sidecar's
-// wrapping certificate. Each key is opened inside the enclave with the
-// transport key and checked against its metadata; the batch is all or
-// nothing. It returns the loaded key ids in order.
-func (s *Sidecar) ImportKeys(ctx context.Context, keys []api.WrappedKey) ([]string, error) {
-	tk, err := s.enc.TransportKey(ctx, s.enrolled.KEM)
+// wrapping certificate: pass the rewrap answer unchanged. Every key is
+// opened inside the enclave with the transport key and checked against its
+// metadata; the batch is all or nothing. It returns the loaded key ids in
+// order.
+//
+// A batch is refused after its expiry, when it names a key this sidecar
+// has seen revoked or a retired version, and when it was imported before
+// and a key of it has since left the sidecar: a saved answer cannot bring
+// a key back. Importing the same batch again while its keys are loaded
+// changes nothing and returns the same ids (a retry is safe). Legacy
+// answers (format 1, api.WrappedKeys.Keys only) are refused unless
+// Config.AcceptLegacyWrap is set.
+func (s *Sidecar) ImportKeys(ctx context.Context, w *api.WrappedKeys) ([]string, error) {
+	id, err := s.ready()
 	if err != nil {
 		return nil, err
 	}
-	return s.unwrapAndLoad(keys, tk)
+	tk, err := s.enc.TransportKey(ctx, id.e.KEM)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case w == nil || (len(w.Batch) == 0 && len(w.Keys) == 0):
+		return nil, api.Errorf(api.CodeInvalidArgument, "The request holds no keys: pass the KMS's rewrap answer unchanged.")
+	case len(w.Batch) > 0:
+		return s.loadBatch(id, tk, w.Batch, true)
+	case !s.cfg.AcceptLegacyWrap:
+		return nil, api.Errorf(api.CodeInvalidArgument, "These keys are in the legacy wrapped-key format (version 1), which carries no issue time and could be replayed; this sidecar accepts format 2 only (rewrap again with an upgraded KMS, or start the sidecar with --accept-legacy-wrap).")
+	}
+	return s.loadLegacy(id, w.Keys, tk, format.TransportInfo(id.e.InstanceID))
 }
 
-// unwrapAndLoad opens every wrapped key with priv and loads them into the
-// keyring, all or nothing.
-func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]string, error) {
+// maxClockSkew is how far in the future a batch's issue time may be, for
+// clocks that disagree between the KMS and the sidecar.
+const maxClockSkew = 5 * time.Minute
+
+// loadBatch opens a wrapped-key batch (format 2) sealed to priv for this
+// instance and loads its keys, all or nothing. replayable says whether the
+// batch was sealed to the long-lived transport key (rewrap), whose answers
+// could be presented again, rather than to an ephemeral key.
+func (s *Sidecar) loadBatch(id *identity, priv hpke.PrivateKey, blob []byte, replayable bool) ([]string, error) {
 	if s.revoked.Load() {
 		return nil, errRevoked
 	}
-	if len(keys) == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "keys must hold at least one wrapped key.")
+	b, keys, err := kcrypto.OpenBatch(priv, id.e.InstanceID, blob)
+	if err != nil {
+		if errors.Is(err, format.ErrMalformed) {
+			return nil, api.Errorf(api.CodeInvalidArgument, "The batch is not a well-formed wrapped-key batch.")
+		}
+		return nil, api.Errorf(api.CodeDecryptFailed, "The batch does not open: it was not sealed to this sidecar instance, or it was modified.")
 	}
-	u := kcrypto.NewUnwrapper(priv, format.TransportInfo(s.enrolled.InstanceID))
-	defer u.Close()
-	lease := s.cfg.Now().Add(s.cfg.LeaseTTL)
-	// Open everything first, so a bad item loads nothing.
-	mats := make([]pending, 0, len(keys))
+	items := make([]keyring.Item, len(keys))
+	for i := range keys {
+		items[i].Material = keys[i]
+	}
 	defer func() {
-		for _, p := range mats {
-			p.material.Wipe()
+		for _, it := range items {
+			it.Material.Wipe()
 		}
 	}()
+	now := s.cfg.Now()
+	switch {
+	case !now.Before(b.NotAfterTime()):
+		return nil, api.Errorf(api.CodeExpired, "These keys were sealed to this sidecar at %s and could be imported until %s; ask the KMS again.", b.IssuedTime().UTC().Format(time.RFC3339), b.NotAfterTime().UTC().Format(time.RFC3339))
+	case b.IssuedTime().After(now.Add(maxClockSkew)):
+		return nil, api.Errorf(api.CodeInvalidArgument, "The batch was issued at %s, in this sidecar's future: check the clocks.", b.IssuedTime().UTC().Format(time.RFC3339))
+	}
+	refs := make([]api.KeyVersionRef, len(keys))
+	seen := make(map[api.KeyVersionRef]bool, len(keys))
+	for i := range b.Keys {
+		md, err := decodeMetadata(b.Keys[i].Metadata)
+		if err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %d of the batch has metadata this sidecar cannot read: %v", i, err)
+		}
+		ref := api.KeyVersionRef{KeyID: md.KeyID, Version: md.Version}
+		if seen[ref] {
+			return nil, api.Errorf(api.CodeInvalidArgument, "The batch holds version %d of key %s twice.", md.Version, md.KeyID)
+		}
+		seen[ref] = true
+		if err := s.checkLoadable(&md, id.e.CustodianDN, now); err != nil {
+			return nil, err
+		}
+		items[i].MD, items[i].Encryptions, refs[i] = md, b.Keys[i].Encryptions, ref
+	}
+	if replayable {
+		again, err := s.replays.check(b.Enc, refs, s.ring)
+		if err != nil || again {
+			return distinctIDs(refs), err
+		}
+	}
+	if err := s.ring.PutAll(items, now.Add(s.cfg.LeaseTTL)); err != nil {
+		return nil, err
+	}
+	items = nil // PutAll took the material
+	if replayable {
+		s.replays.add(b.Enc, refs, b.NotAfterTime())
+	}
+	s.refresh.add(refs)
+	s.metrics.keysImported.Add(float64(len(refs)))
+	return distinctIDs(refs), nil
+}
+
+// checkLoadable checks one key about to be loaded: not revoked or retired
+// here, not expired, and released to this sidecar's custodian by its
+// policy.
+func (s *Sidecar) checkLoadable(md *api.KeyMetadata, custodian string, now time.Time) error {
+	switch {
+	case md.KeyID == "" || md.Version < 1 || md.Version > math.MaxUint32:
+		return api.Errorf(api.CodeInvalidArgument, "Key %q: version %d is out of range.", md.KeyID, md.Version)
+	case s.ring.Revoked(md.KeyID):
+		return api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS; this sidecar will not load it again.", md.KeyID)
+	case md.Version < s.ring.MinVersion(md.KeyID):
+		return api.Errorf(api.CodeRevoked, "Key %s: version %d is retired (its minimum decryption version is %d).", md.KeyID, md.Version, s.ring.MinVersion(md.KeyID))
+	case md.ExpiresAt != nil && !now.Before(*md.ExpiresAt):
+		return api.Errorf(api.CodeExpired, "Key %s expired at %s.", md.KeyID, md.ExpiresAt.UTC().Format(time.RFC3339))
+	case !policy.Releasable(md.Policy, md.Owner, custodian):
+		return api.Errorf(api.CodePolicyDenied, "Key %s: its policy does not name this sidecar's custodian.", md.KeyID)
+	}
+	return nil
+}
+
+// decodeMetadata reads a key's metadata strictly: a field this sidecar
+// does not know could be a restriction it would fail to enforce.
+func decodeMetadata(b []byte) (api.KeyMetadata, error) {
+	var md api.KeyMetadata
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&md); err != nil {
+		return md, err
+	}
+	if d.More() {
+		return md, errors.New("trailing data")
+	}
+	return md, nil
+}
+
+func distinctIDs(refs []api.KeyVersionRef) []string {
+	ids := make([]string, 0, len(refs))
+	for _, r := range refs {
+		if len(ids) == 0 || ids[len(ids)-1] != r.KeyID {
+			ids = append(ids, r.KeyID)
+		}
+	}
+	return ids
+}
+
+// loadLegacy opens format-1 wrapped keys with priv and loads them into the
+// keyring, all or nothing.
+func (s *Sidecar) loadLegacy(id *identity, keys []api.WrappedKey, priv hpke.PrivateKey, info []byte) ([]string, error) {
+	if s.revoked.Load() {
+		return nil, errRevoked
+	}
+	u := kcrypto.NewUnwrapper(priv, info)
+	defer u.Close()
+	now := s.cfg.Now()
+	items := make([]keyring.Item, 0, len(keys))
+	defer func() {
+		for _, it := range items {
+			it.Material.Wipe()
+		}
+	}()
+	refs := make([]api.KeyVersionRef, 0, len(keys))
 	for i := range keys {
 		k := &keys[i]
 		md := k.Metadata
 		if md.KeyID != k.KeyID || md.Version != k.Version {
 			return nil, api.Errorf(api.CodeInvalidArgument, "Key %d: key_id/version disagree with its metadata.", i)
 		}
-		if !policy.Releasable(md.Policy, md.Owner, s.enrolled.CustodianDN) {
-			return nil, api.Errorf(api.CodePolicyDenied, "Key %s: its policy does not name this sidecar's custodian.", md.KeyID)
-		}
-		if floor := s.ring.MinVersion(md.KeyID); md.Version < floor {
-			return nil, api.Errorf(api.CodeRevoked, "Key %s: version %d is retired (its minimum decryption version is %d).", md.KeyID, md.Version, floor)
+		if err := s.checkLoadable(&md, id.e.CustodianDN, now); err != nil {
+			return nil, err
 		}
 		aad, err := format.MetadataAAD(&md)
 		if err != nil {
@@ -66,35 +197,20 @@ func (s *Sidecar) unwrapAndLoad(keys []api.WrappedKey, priv hpke.PrivateKey) ([]
 		if err != nil {
 			return nil, api.Errorf(api.CodeDecryptFailed, "Key %s does not unwrap: it was not sealed to this sidecar, or it or its metadata was modified.", md.KeyID)
 		}
-		mats = append(mats, pending{md: md, material: dek, encryptions: k.Encryptions})
-		// Check the key is usable before anything is loaded.
-		if md.Version < 1 || md.Version > math.MaxUint32 {
-			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s: version %d is out of range.", md.KeyID, md.Version)
-		}
-		probe, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), dek)
-		if err != nil {
-			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s (%s) cannot be loaded: %v", md.KeyID, md.Type, err)
-		}
-		probe.Wipe()
+		items = append(items, keyring.Item{MD: md, Material: dek, Encryptions: k.Encryptions})
+		refs = append(refs, api.KeyVersionRef{KeyID: md.KeyID, Version: md.Version})
 	}
-	ids := make([]string, 0, len(mats))
-	for i, p := range mats {
-		s.ring.SetReported(p.md.KeyID, p.md.Version, p.encryptions)
-		if err := s.ring.Put(p.md, p.material, lease); err != nil {
-			for _, q := range mats[:i] { // all or nothing
-				s.ring.Evict(q.md.KeyID)
-			}
-			return nil, fmt.Errorf("sidecar: loading key %s: %w", p.md.KeyID, err)
-		}
-		if len(ids) == 0 || ids[len(ids)-1] != p.md.KeyID {
-			ids = append(ids, p.md.KeyID)
-		}
+	if err := s.ring.PutAll(items, now.Add(s.cfg.LeaseTTL)); err != nil {
+		return nil, err
 	}
-	s.metrics.keysImported.Add(float64(len(mats)))
-	return ids, nil
+	items = nil
+	s.refresh.add(refs)
+	s.metrics.keysImported.Add(float64(len(refs)))
+	return distinctIDs(refs), nil
 }
 
-// Evict removes every version of a key from the sidecar and wipes it.
+// Evict removes every version of a key from the sidecar and wipes it. The
+// rewrap answers that brought it cannot be imported again.
 func (s *Sidecar) Evict(keyID string) bool { return s.ring.Evict(keyID) }
 
 // Keys lists the loaded key versions (metadata and leases, never secrets).
@@ -160,13 +276,6 @@ func (s *Sidecar) Batch(ctx context.Context, req *api.BatchRequest) (*api.BatchR
 	return s.engine.Batch(ctx, req)
 }
 
-// pending is an unwrapped key waiting to enter the keyring.
-type pending struct {
-	md          api.KeyMetadata
-	material    *secret.Bytes
-	encryptions int64 // what the KMS counted for the version
-}
-
 var errRevoked = api.Errorf(api.CodeRevoked, "This sidecar instance has been revoked by the KMS; it serves nothing.")
 
 // resolver resolves loaded key ids and sealed keys for the operation
@@ -176,6 +285,9 @@ type resolver struct{ s *Sidecar }
 func (r resolver) Acquire(ctx context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, ops.Releaser, error) {
 	if r.s.revoked.Load() {
 		return nil, nil, errRevoked
+	}
+	if r.s.id.Load() == nil {
+		return nil, nil, errNotEnrolled
 	}
 	switch {
 	case len(ref.EKB) > 0:
@@ -191,12 +303,6 @@ func (r resolver) Acquire(ctx context.Context, ref api.KeyRef, version int, acti
 		return nil, nil, err
 	}
 	return h.Key, h.Releaser(), nil
-}
-
-func parseMetadata(b []byte) (api.KeyMetadata, error) {
-	var md api.KeyMetadata
-	err := json.Unmarshal(b, &md)
-	return md, err
 }
 
 // EncryptAppend is Encrypt for hot paths: it appends the ciphertext to dst

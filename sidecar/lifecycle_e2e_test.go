@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -102,10 +103,10 @@ func TestSidecarUsageLimit(t *testing.T) {
 	b.must(t, "GET", "/v1/wrapping-certificate", nil, &bcert)
 	var wrapped api.WrappedKeys
 	f.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: bcert.CertPEM}, &wrapped)
-	if wrapped.Keys[0].Encryptions != limit {
-		t.Fatalf("rewrap of version 1 carries %d encryptions, want %d", wrapped.Keys[0].Encryptions, limit)
+	if got := batchEncryptions(t, &wrapped); got[0] != limit {
+		t.Fatalf("rewrap of version 1 carries %d encryptions, want %d", got[0], limit)
 	}
-	b.must(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: wrapped.Keys}, nil)
+	b.must(t, "POST", "/v1/keys/import", &wrapped, nil)
 	mustDecrypt(t, b.call(t), api.KeyRef{}, cts[4], nil, pt)
 	_, err = encrypt(b.call(t), ref, pt, nil)
 	kmstest.WantError(t, err, 403, api.CodeUsageLimitExceeded)
@@ -137,7 +138,9 @@ func TestSidecarUsageLimit(t *testing.T) {
 // the custodian reloads.
 func TestSidecarPolicyLimits(t *testing.T) {
 	clock := kmstest.NewClock()
-	f := newFixture(t, func(c *sidecar.Config) { c.Now = clock.Now; c.LeaseTTL = 24 * time.Hour })
+	// One clock for both: the KMS dates what it seals to the sidecar, which
+	// checks the date against its own clock.
+	f := newFixture(t, func(c *sidecar.Config) { c.Now = clock.Now; c.LeaseTTL = 24 * time.Hour }, func(o *kms.Options) { o.Now = clock.Now })
 	a := f.main(t)
 	withLimits := func(l api.UsageLimits) *api.Policy {
 		return &api.Policy{
@@ -241,7 +244,7 @@ func TestSidecarRetiredVersions(t *testing.T) {
 	_, err := decrypt(a.call(t), api.KeyRef{}, ct1.Ciphertext, nil)
 	kmstest.WantError(t, err, 403, api.CodeRevoked)
 	mustDecrypt(t, a.call(t), api.KeyRef{}, ct2.Ciphertext, nil, []byte("under v2"))
-	err = a.try(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: stale.Keys}, nil)
+	err = a.try(t, "POST", "/v1/keys/import", &stale, nil)
 	kmstest.WantError(t, err, 403, api.CodeRevoked)
 	// Translate cannot rescue a retired ciphertext either.
 	_, err = translate(a.call(t), ct1.Ciphertext, id)
@@ -273,4 +276,19 @@ func TestSidecarTranslate(t *testing.T) {
 		t.Fatalf("translate to own key = %+v, %v", tr, err)
 	}
 	mustDecrypt(t, a.call(t), api.KeyRef{}, tr.Ciphertext, nil, pt)
+}
+
+// batchEncryptions reads the encryption counts a rewrap answer's batch
+// binds to its keys.
+func batchEncryptions(t testing.TB, w *api.WrappedKeys) []int64 {
+	t.Helper()
+	b, err := format.ParseWrappedBatch(w.Batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	for _, k := range b.Keys {
+		out = append(out, k.Encryptions)
+	}
+	return out
 }

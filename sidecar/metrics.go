@@ -10,6 +10,9 @@ type metrics struct {
 	keysImported prometheus.Counter
 	leaseExpired prometheus.Counter
 	revoked      prometheus.Counter
+	rotations    prometheus.Counter
+	renewals     *prometheus.CounterVec
+	certExpiry   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Sidecar) *metrics {
@@ -24,8 +27,19 @@ func newMetrics(reg prometheus.Registerer, s *Sidecar) *metrics {
 	m.revoked = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "dcaas_sidecar", Name: "keys_revoked_total", Help: "Keys evicted because the KMS revoked them.",
 	})
+	m.rotations = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_sidecar", Name: "key_versions_delivered_total", Help: "New key versions fetched from the KMS after a rotation.",
+	})
+	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "dcaas_sidecar", Name: "certificate_renewals_total", Help: "Renewals of the identity and wrapping certificates, by outcome.",
+	}, []string{"outcome"})
+	// One name on both sides (the KMS exports its own kinds), so one alert
+	// rule covers every certificate.
+	m.certExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dcaas_cert_expiry_timestamp_seconds", Help: "When each certificate this process uses expires (Unix seconds).",
+	}, []string{"kind"})
 	reg.MustRegister(
-		m.keysImported, m.leaseExpired, m.revoked,
+		m.keysImported, m.leaseExpired, m.revoked, m.rotations, m.renewals, m.certExpiry,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "dcaas_sidecar", Name: "keys_loaded", Help: "Data keys currently loaded.",
 		}, func() float64 { return float64(s.ring.Len()) }),

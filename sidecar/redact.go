@@ -11,8 +11,8 @@ func (c Config) String() string {
 	if c.EnrollToken != "" {
 		tok = "[REDACTED]"
 	}
-	return fmt.Sprintf("sidecar.Config{KMSURL:%q DataDir:%q EnrollToken:%q Attest:%t KEM:%q AllowUIDs:%v LeaseTTL:%s HealthInterval:%s}",
-		c.KMSURL, c.DataDir, tok, c.Attest, c.KEM, c.AllowUIDs, c.LeaseTTL, c.HealthInterval)
+	return fmt.Sprintf("sidecar.Config{KMSURL:%q KMSURLs:%q DataDir:%q EnrollToken:%q Attest:%t KEM:%q AllowUIDs:%v LeaseTTL:%s HealthInterval:%s}",
+		c.KMSURL, c.KMSURLs, c.DataDir, tok, c.Attest, c.KEM, c.AllowUIDs, c.LeaseTTL, c.HealthInterval)
 }
 
 // GoString redacts the token.
@@ -22,7 +22,7 @@ func (c Config) GoString() string { return c.String() }
 func (c Config) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
 
 // String describes the sidecar without its state.
-func (s *Sidecar) String() string { return "sidecar.Sidecar{" + s.enrolled.InstanceID + "}" }
+func (s *Sidecar) String() string { return "sidecar.Sidecar{" + s.InstanceID() + "}" }
 
 // GoString redacts.
 func (s *Sidecar) GoString() string { return s.String() }

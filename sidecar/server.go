@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -69,20 +70,21 @@ func ListenUnixMode(path string, mode os.FileMode) (net.Listener, error) {
 }
 
 // TLSListener wraps ln in mutual TLS: the sidecar presents its identity
-// certificate, and clients must present a certificate from the KMS CA
-// (whose DN is then checked against the bound custodian on every request).
-func (s *Sidecar) TLSListener(ctx context.Context, ln net.Listener) (net.Listener, error) {
-	signer, err := s.enc.IdentityKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := parseCertPEM(s.enrolled.CertPEM)
-	if err != nil {
-		return nil, err
-	}
+// certificate (the current one: renewals apply to new connections at
+// once), and clients must present a certificate from the KMS CA (whose DN
+// is then checked against the bound custodian on every request). It may
+// be called before enrollment; handshakes fail until the sidecar has a
+// certificate.
+func (s *Sidecar) TLSListener(_ context.Context, ln net.Listener) (net.Listener, error) {
 	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}},
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			id := s.id.Load()
+			if id == nil {
+				return nil, errors.New("sidecar: not enrolled yet")
+			}
+			return &id.tls, nil
+		},
 		// Certificates are requested and verified once per connection in
 		// verifyClient, so a caller without one still gets a JSON 401 and
 		// a foreign one leaves an audit record.
@@ -92,19 +94,23 @@ func (s *Sidecar) TLSListener(ctx context.Context, ln net.Listener) (net.Listene
 	return tls.NewListener(ln, cfg), nil
 }
 
-// verifyClient checks a TLS client certificate chain against the KMS CA
-// during the handshake. No certificate passes here and is refused per
-// request with 401.
+// verifyClient checks a TLS client certificate chain against the trusted
+// roots during the handshake. No certificate passes here and is refused
+// per request with 401.
 func (s *Sidecar) verifyClient(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil
+	}
+	roots := s.caPool
+	if id := s.id.Load(); id != nil {
+		roots = id.pool
 	}
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-		Roots: s.caPool, Intermediates: inter, CurrentTime: s.cfg.Now(),
+		Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
@@ -116,8 +122,13 @@ func (s *Sidecar) verifyClient(cs tls.ConnectionState) error {
 
 // ServerName is the TLS server name of the sidecar's mutual-TLS listener:
 // clients set tls.Config.ServerName to it (the listener's certificate names
-// the instance, not a host).
-func (s *Sidecar) ServerName() string { return ca.InstanceServerName(s.enrolled.InstanceID) }
+// the instance, not a host). It is "" until the sidecar is enrolled.
+func (s *Sidecar) ServerName() string {
+	if id := s.InstanceID(); id != "" {
+		return ca.InstanceServerName(id)
+	}
+	return ""
+}
 
 // authorize decides whether the caller of r is the bound custodian.
 func (s *Sidecar) authorize(r *http.Request) error {
@@ -126,9 +137,10 @@ func (s *Sidecar) authorize(r *http.Request) error {
 		if len(r.TLS.PeerCertificates) == 0 {
 			return api.Errorf(api.CodeUnauthenticated, "This sidecar needs a client certificate from the KMS CA.")
 		}
+		bound := s.CustodianDN()
 		dn, err := policy.NormalizeDN(r.TLS.PeerCertificates[0].Subject.String())
-		if err != nil || dn != s.enrolled.CustodianDN {
-			return api.Errorf(api.CodeForbidden, "This sidecar serves %s only.", s.enrolled.CustodianDN)
+		if err != nil || bound == "" || dn != bound {
+			return api.Errorf(api.CodeForbidden, "This sidecar serves %s only.", bound)
 		}
 		return nil
 	}
@@ -157,8 +169,10 @@ type handlerFunc func(ctx context.Context, decode func(any) error, r *http.Reque
 
 // handle registers h behind authorization, strict decoding and error
 // rendering. Refusals are written to the local audit log; so are key
-// management calls (audit true). Operations are not, to keep the hot path
-// free of I/O.
+// management calls (audit true), which fail closed: the call is recorded
+// before it runs, and with the keys it acted on after, and a record that
+// cannot be written (a full or read-only disk) refuses the call.
+// Operations are not recorded, to keep the hot path free of I/O.
 func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h handlerFunc) {
 	s.router.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if err := s.authorize(r); err != nil {
@@ -169,23 +183,66 @@ func (s *Sidecar) handle(pattern, name string, limit int64, auditOK bool, h hand
 		decode := func(v any) error { return httpapi.Decode(w, r, limit, v) }
 		var resp any
 		var err error
-		if s.revoked.Load() && name != "status" && name != "keys.list" {
+		switch {
+		case s.revoked.Load() && name != "status" && name != "keys.list":
 			err = errRevoked // a revoked instance serves nothing
-		} else {
+		case s.id.Load() == nil && name != "status" && name != "enroll":
+			err = errNotEnrolled
+		case auditOK:
+			if aerr := s.audit.Append(callerName(r), name, pathKeys(r), "requested", ""); aerr != nil {
+				s.log.Error("the local audit log cannot be written: refusing the call", "action", name, "err", aerr)
+				err = errAuditDown
+				break
+			}
+			resp, err = h(r.Context(), decode, r)
+		default:
 			resp, err = h(r.Context(), decode, r)
 		}
-		if err != nil {
-			if auditOK {
-				s.audit.Record(callerName(r), name, "", "error", string(api.CodeOf(err)))
+		if auditOK && err != errAuditDown {
+			outcome, code := "ok", ""
+			if err != nil {
+				outcome, code = "error", string(api.CodeOf(err))
 			}
+			if aerr := s.audit.Append(callerName(r), name, actedOn(r, resp), outcome, code); aerr != nil && err == nil {
+				s.log.Error("the local audit log cannot be written after the call", "action", name, "err", aerr)
+				err = api.Errorf(api.CodeUnavailable, "The sidecar's local audit log cannot be written (a full or read-only disk?), so the call is not acknowledged; it may have taken effect — check GET /v1/keys before retrying.")
+				resp = nil
+			}
+		}
+		if err != nil {
 			httpapi.WriteError(w, s.log, r, err)
 			return
 		}
-		if auditOK {
-			s.audit.Record(callerName(r), name, "", "ok", "")
-		}
 		httpapi.WriteJSON(w, http.StatusOK, resp)
 	})
+}
+
+var errAuditDown = api.Errorf(api.CodeUnavailable, "The sidecar's local audit log cannot be written (a full or read-only disk?), so it refuses key management; nothing was done.")
+
+// pathKeys is the key a request's path names, if any.
+func pathKeys(r *http.Request) []string {
+	if id := r.PathValue("key_id"); id != "" {
+		return []string{id}
+	}
+	return nil
+}
+
+// actedOn lists the keys a management call acted on: those its answer
+// names, or the one its path names.
+func actedOn(r *http.Request, resp any) []string {
+	switch v := resp.(type) {
+	case api.Loaded:
+		return v.Loaded
+	case api.SealResponse:
+		var ids []string
+		for _, k := range v.Sealed {
+			if len(ids) == 0 || ids[len(ids)-1] != k.KeyID {
+				ids = append(ids, k.KeyID)
+			}
+		}
+		return ids
+	}
+	return pathKeys(r)
 }
 
 func (s *Sidecar) routes() {
@@ -196,15 +253,28 @@ func (s *Sidecar) routes() {
 		st := s.Status(ctx)
 		return st, nil
 	})
+	s.handle("POST /v1/enroll", "enroll", bodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+		var req api.SidecarEnrollRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		if req.Token == "" {
+			return nil, api.Errorf(api.CodeInvalidArgument, "token is required: a one-time enrollment token the custodian minted for this sidecar.")
+		}
+		if err := s.Enroll(ctx, req.Token); err != nil {
+			return nil, err
+		}
+		return s.Status(ctx), nil
+	})
 	s.handle("GET /v1/wrapping-certificate", "wrapping_certificate", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
-		return api.WrappingCertificate{CertPEM: s.enrolled.WrappingCertPEM}, nil
+		return api.WrappingCertificate{CertPEM: s.WrappingCertificatePEM()}, nil
 	})
 	s.handle("POST /v1/keys/import", "keys.import", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
 		var req api.ImportKeysRequest
 		if err := decode(&req); err != nil {
 			return nil, err
 		}
-		ids, err := s.ImportKeys(ctx, req.Keys)
+		ids, err := s.ImportKeys(ctx, &req)
 		if err != nil {
 			return nil, err
 		}
@@ -263,6 +333,7 @@ func (s *Sidecar) routes() {
 			return serve(ctx, decode)
 		})
 	}
+	s.adapterRoutes()
 }
 
 // Routes lists the sidecar's method+path patterns (for the OpenAPI spec

@@ -1,27 +1,33 @@
 // Package sidecar is the dcaas crypto sidecar, embeddable in a custodian's
 // own process ("library mode") or run as `dcaas sidecar serve`.
 //
-// A Sidecar is bound to exactly one custodian. New enrolls it with the KMS
+// A Sidecar is bound to exactly one custodian. It enrolls with the KMS
 // (its keys are generated inside its enclave; the KMS certifies them and
-// registers the instance), after which the custodian loads data keys into
-// it — typically by asking the KMS to rewrap its EKBs to the sidecar's
-// wrapping certificate and importing the result — and performs every
-// operation locally: over a Unix socket or mutual-TLS listener (Serve), or
-// as Go calls (Encrypt, Decrypt, Sign, …). Loaded keys keep working while
-// the KMS is unreachable.
+// registers the instance) — at New when given a token or TPM attestation,
+// or later through Enroll (POST /v1/enroll) when it starts without one —
+// after which the custodian loads data keys into it, typically by asking
+// the KMS to rewrap its EKBs to the sidecar's wrapping certificate and
+// importing the result, and performs every operation locally: over a Unix
+// socket or mutual-TLS listener (Serve), or as Go calls (Encrypt, Decrypt,
+// Sign, …). Loaded keys keep working while the KMS is unreachable.
+//
+// In the background the sidecar polls the KMS (any of several replicas):
+// it evicts revoked keys and retired versions for good, stops serving if
+// its instance is revoked, renews its certificates at about two thirds of
+// their lifetime, fetches new versions of the keys it holds when they are
+// rotated, renews leases and reports its encryption counts.
 //
 // Start with New and Config; see Example for a complete library-mode run.
 package sidecar
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,18 +46,24 @@ import (
 // Config configures a sidecar. The zero value of each optional field means
 // the default noted on it.
 type Config struct {
-	// KMSURL is the KMS base URL, e.g. "https://kms.internal:8443".
+	// KMSURL is the KMS base URL, e.g. "https://kms.internal:8443". Give
+	// it or KMSURLs.
 	KMSURL string
+	// KMSURLs are several KMS replicas (or load balancers); every call to
+	// the KMS fails over from one to the next.
+	KMSURLs []string
 	// CAPEM is the KMS CA certificate (PEM): the sidecar trusts the KMS, and
-	// TLS callers, through it.
+	// TLS callers, through it. During a CA rotation the KMS hands the
+	// sidecar its whole trust bundle at each renewal.
 	CAPEM []byte
 	// DataDir keeps the enrollment (certificates, never private keys in
 	// clear) and the local audit log. Required.
 	DataDir string
 	// EnrollToken is the one-time enrollment secret (secret zero from a
-	// pipeline, or a grant minted by the custodian). The sidecar never
-	// stores it. Needed unless the enclave attests or a persistent enclave
-	// (tpm) is already enrolled.
+	// pipeline, or a token minted by the custodian). The sidecar never
+	// stores it. Without it (and without Attest), New returns a sidecar
+	// that waits for Enroll — unless a persistent enclave (tpm) is already
+	// enrolled.
 	EnrollToken string
 	// Enclave is where keys live (default: a new software enclave, which
 	// the sidecar then owns and closes).
@@ -69,9 +81,9 @@ type Config struct {
 	// key's expiry).
 	LeaseTTL time.Duration
 	// HealthInterval is how often the sidecar polls the KMS's revocation
-	// feed, renewing leases and reporting its encryption counts when it
-	// succeeds (default 10 s). A revoked instance stops serving within one
-	// interval.
+	// feed, renewing leases and certificates, fetching rotated keys and
+	// reporting its encryption counts when it succeeds (default 10 s). A
+	// revoked instance stops serving within one interval.
 	HealthInterval time.Duration
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version (default ops.DefaultMaxEncryptions, 2^32, NIST SP 800-38D
@@ -79,6 +91,11 @@ type Config struct {
 	// loaded and refuses with usage_limit_exceeded past it; set the KMS's
 	// kms.Config.MaxEncryptions to the same value.
 	MaxEncryptions int64
+	// AcceptLegacyWrap lets ImportKeys take rewrap answers of the old
+	// wrapped-key format (version 1), which carry no issue time and so can
+	// be replayed until the wrapping certificate expires. Off by default;
+	// for a KMS that has not been upgraded yet.
+	AcceptLegacyWrap bool
 	// Logger (default slog.Default()), Registerer for metrics (default a
 	// private registry), Now (default time.Now).
 	Logger *slog.Logger
@@ -86,37 +103,53 @@ type Config struct {
 	Now    func() time.Time
 }
 
-// Sidecar is an enrolled, running sidecar. Its methods are safe for
-// concurrent use.
-type Sidecar struct {
-	cfg      Config
-	log      *slog.Logger
-	enc      enclave.Enclave
-	ownsEnc  bool
-	ring     *keyring.Ring
-	engine   *ops.Engine
-	enrolled enrollment
-	caPool   *x509.CertPool
-	kms      *httpapi.Client
-	audit    *localAudit
-	metrics  *metrics
-	router   *httpapi.Router
-
-	revoked     atomic.Bool
-	revokedKeys sync.Map // key id → true: keys the KMS revoked (for sealed blobs)
-	cursor      string   // revocation feed cursor (background goroutine only)
-	reachable   atomic.Bool
-	lastContact atomic.Int64
-	stop        chan struct{}
-	wg          sync.WaitGroup
-	closeOnce   sync.Once
+// urls returns the configured KMS base URLs.
+func (c *Config) urls() []string {
+	var out []string
+	for _, u := range append([]string{c.KMSURL}, c.KMSURLs...) {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
-// New enrolls (or re-opens an enrolled persistent enclave) and returns a
-// sidecar ready to import keys and serve.
+// Sidecar is a running sidecar, enrolled or waiting to be. Its methods are
+// safe for concurrent use.
+type Sidecar struct {
+	cfg     Config
+	log     *slog.Logger
+	enc     enclave.Enclave
+	ownsEnc bool
+	ring    *keyring.Ring
+	engine  *ops.Engine
+	caPool  *x509.CertPool // the configured CA; see identity.pool
+	audit   *localAudit
+	metrics *metrics
+	router  *httpapi.Router
+	names   keyNames // transit names of loaded keys (keynames.go)
+
+	id        atomic.Pointer[identity] // nil until enrolled
+	previous  string                   // instance id of this data dir before a restart
+	enrollMu  sync.Mutex               // one enrollment at a time
+	revoked   atomic.Bool
+	replays   replayCache
+	cursor    string // revocation feed cursor (background goroutine only)
+	refresh   pendingRefresh
+	reachable atomic.Bool
+	lastCtc   atomic.Int64
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New opens a sidecar: it enrolls with cfg.EnrollToken or TPM attestation,
+// or re-opens a persistent enclave's enrollment; with neither it returns a
+// sidecar that serves only its status until Enroll. The background poll
+// starts at once.
 func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
-	if cfg.KMSURL == "" || len(cfg.CAPEM) == 0 || cfg.DataDir == "" {
-		return nil, errors.New("sidecar: Config needs KMSURL, CAPEM and DataDir")
+	if len(cfg.urls()) == 0 || len(cfg.CAPEM) == 0 || cfg.DataDir == "" {
+		return nil, errors.New("sidecar: Config needs KMSURL (or KMSURLs), CAPEM and DataDir")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -143,6 +176,8 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("sidecar: data dir: %w", err)
 	}
+	token := cfg.EnrollToken
+	cfg.EnrollToken = "" // the sidecar keeps no copy
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, enc: cfg.Enclave, caPool: pool, stop: make(chan struct{})}
 	if s.enc == nil {
 		if s.enc, err = software.New(); err != nil {
@@ -155,63 +190,48 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 			s.enc.Close()
 		}
 	}()
-	if cfg.KEM == "" {
-		cfg.KEM = kcrypto.DefaultKEM()
+	if s.cfg.KEM == "" {
+		s.cfg.KEM = kcrypto.DefaultKEM()
 		if s.enc.Kind() == api.EnclaveTPM {
-			cfg.KEM = api.KEMP256
+			s.cfg.KEM = api.KEMP256
 		}
-		s.cfg.KEM = cfg.KEM
 	}
-	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now); err != nil {
+	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now, cfg.Logger); err != nil {
 		return nil, err
 	}
-	err = s.enroll(ctx)
-	s.cfg.EnrollToken = "" // used or refused: the sidecar keeps no copy
-	if err != nil {
-		s.audit.Close()
-		return nil, err
-	}
-	if err := s.kmsClient(ctx); err != nil {
-		s.audit.Close()
-		return nil, err
-	}
-	s.ring = keyring.New(s.enc, keyring.Config{BoundDN: s.enrolled.CustodianDN, Now: cfg.Now, MaxEncryptions: cfg.MaxEncryptions})
+	s.ring = keyring.New(s.enc, keyring.Config{Now: cfg.Now, MaxEncryptions: cfg.MaxEncryptions})
 	s.engine = &ops.Engine{R: resolver{s}}
 	s.metrics = newMetrics(cfg.Reg, s)
 	s.router = httpapi.NewRouter(s.log, httpapi.NewMetrics(cfg.Reg, "dcaas_sidecar"))
 	s.routes()
-	s.reachable.Store(true)
-	s.lastContact.Store(cfg.Now().UnixNano())
+	if err := s.start(ctx, token); err != nil {
+		s.audit.Close()
+		return nil, err
+	}
 	s.wg.Add(1)
 	go s.background()
 	return s, nil
 }
 
-// kmsClient builds the mutual-TLS client the sidecar uses to reach the
-// KMS, authenticating with its enclave-held identity key.
-func (s *Sidecar) kmsClient(ctx context.Context) error {
-	signer, err := s.enc.IdentityKey(ctx)
-	if err != nil {
-		return err
+// start enrolls at New when it can: a persistent enclave's stored
+// enrollment, a token, or attestation.
+func (s *Sidecar) start(ctx context.Context, token string) error {
+	if s.reuse(ctx) && token == "" {
+		return nil
 	}
-	cert, err := parseCertPEM(s.enrolled.CertPEM)
-	if err != nil {
-		return err
+	if id := s.id.Load(); id != nil { // reusable, but a token was given: enroll afresh
+		s.id.Store(nil)
+		id.kms.Close()
 	}
-	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		RootCAs:      s.caPool,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}},
+	if token == "" && !s.cfg.Attest {
+		s.log.Info("waiting for enrollment: POST /v1/enroll with a token from the bound custodian (dcaas sidecar enroll)")
+		return nil
 	}
-	s.kms = &httpapi.Client{Base: s.cfg.KMSURL, HTTP: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 4, ForceAttemptHTTP2: true},
-	}}
-	return nil
+	return s.enroll(ctx, token)
 }
 
-// background polls revocations (renewing leases) and drops idle key
-// handles.
+// background polls the KMS (revocations, renewal, rotations, leases,
+// usage) and drops idle key handles.
 func (s *Sidecar) background() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.HealthInterval)
@@ -221,51 +241,70 @@ func (s *Sidecar) background() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.poll()
+			if id := s.id.Load(); id != nil && !s.revoked.Load() {
+				s.renewIfDue(id)
+				s.poll()
+			}
 			s.ring.Sweep()
+			s.replays.sweep(s.cfg.Now())
 		}
 	}
 }
 
-// checkKMS probes the KMS with the sidecar's own identity.
-func (s *Sidecar) checkKMS() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	var h api.Health
-	err := s.kms.Do(ctx, http.MethodGet, "/healthz", nil, &h)
-	ok := err == nil && h.Status == "ok"
-	if ok {
-		s.lastContact.Store(s.cfg.Now().UnixNano())
-	}
-	if was := s.reachable.Swap(ok); was != ok {
-		s.log.Info("kms reachability changed", "reachable", ok)
-	}
-	return ok
+// Enrolled reports whether the sidecar holds a valid enrollment.
+func (s *Sidecar) Enrolled() bool {
+	id := s.id.Load()
+	return id != nil && s.cfg.Now().Before(id.cert.NotAfter)
 }
 
-// Status reports the sidecar's identity and state. It probes the KMS.
-func (s *Sidecar) Status(ctx context.Context) api.Status {
-	reach := s.checkKMS()
+// Status reports the sidecar's identity and state. It does not call the
+// KMS: reachability is what the background poll last saw.
+func (s *Sidecar) Status(context.Context) api.Status {
 	st := api.Status{
-		InstanceID: s.enrolled.InstanceID, CustodianDN: s.enrolled.CustodianDN,
-		Enclave: s.enc.Kind(), KMSReachable: reach, KeysLoaded: s.ring.Len(),
+		Enrolled: s.Enrolled(), Enclave: s.enc.Kind(), KMSReachable: s.reachable.Load(),
+		KeysLoaded: s.ring.Len(), Revoked: s.revoked.Load(),
 	}
-	if n := s.lastContact.Load(); n != 0 {
+	if id := s.id.Load(); id == nil || id.e.InstanceID != s.previous {
+		st.PreviousInstanceID = s.previous
+	}
+	if id := s.id.Load(); id != nil {
+		st.InstanceID, st.CustodianDN = id.e.InstanceID, id.e.CustodianDN
+		na := id.cert.NotAfter.UTC()
+		st.IdentityNotAfter = &na
+	}
+	if n := s.lastCtc.Load(); n != 0 {
 		t := time.Unix(0, n).UTC()
 		st.KMSLastContact = &t
 	}
 	return st
 }
 
-// InstanceID is the KMS-assigned id of this sidecar.
-func (s *Sidecar) InstanceID() string { return s.enrolled.InstanceID }
+// InstanceID is the KMS-assigned id of this sidecar ("" until enrolled).
+func (s *Sidecar) InstanceID() string {
+	if id := s.id.Load(); id != nil {
+		return id.e.InstanceID
+	}
+	return ""
+}
 
-// CustodianDN is the DN of the one custodian this sidecar serves.
-func (s *Sidecar) CustodianDN() string { return s.enrolled.CustodianDN }
+// CustodianDN is the DN of the one custodian this sidecar serves (""
+// until enrolled).
+func (s *Sidecar) CustodianDN() string {
+	if id := s.id.Load(); id != nil {
+		return id.e.CustodianDN
+	}
+	return ""
+}
 
 // WrappingCertificatePEM is the certificate the custodian gives the KMS's
-// rewrap so keys are sealed to this sidecar.
-func (s *Sidecar) WrappingCertificatePEM() string { return s.enrolled.WrappingCertPEM }
+// rewrap so keys are sealed to this sidecar ("" until enrolled). It
+// changes when the sidecar renews it.
+func (s *Sidecar) WrappingCertificatePEM() string {
+	if id := s.id.Load(); id != nil {
+		return id.e.WrappingCertPEM
+	}
+	return ""
+}
 
 // Close stops background work, reports the encryption counts the KMS has
 // not heard of yet (best effort, briefly), wipes every loaded key and, if
@@ -275,13 +314,13 @@ func (s *Sidecar) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
-		if !s.revoked.Load() {
+		if id := s.id.Load(); id != nil && !s.revoked.Load() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			s.reportUsage(ctx)
 			cancel()
+			id.kms.Close()
 		}
 		s.ring.Close()
-		s.kms.HTTP.CloseIdleConnections()
 		err = s.audit.Close()
 		if s.ownsEnc {
 			err = errors.Join(err, s.enc.Close())

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -110,7 +111,7 @@ func (f *fixture) load(t testing.TB, reqs ...api.CreateDataKeyRequest) []api.Dat
 	var wrapped api.WrappedKeys
 	f.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: cert.CertPEM}, &wrapped)
 	var loaded api.Loaded
-	f.do(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: wrapped.Keys}, &loaded)
+	f.do(t, "POST", "/v1/keys/import", &wrapped, &loaded)
 	if len(loaded.Loaded) != len(reqs) {
 		t.Fatalf("loaded %v, want %d keys", loaded.Loaded, len(reqs))
 	}
@@ -148,15 +149,22 @@ func TestSidecarEndToEnd(t *testing.T) {
 	// The KMS goes away: every operation on loaded keys still works.
 	f.env.Stop()
 	checkOps(t, f.local, aes, ed, ec, hm)
-	f.do(t, "GET", "/v1/status", nil, &st)
-	if st.KMSReachable || st.KeysLoaded != 4 {
-		t.Fatalf("status with the KMS down = %+v", st)
-	}
+	// The status reports what the background poll (every 50 ms here) saw.
+	eventually(t, "reporting the KMS down", func() error {
+		f.do(t, "GET", "/v1/status", nil, &st)
+		if st.KMSReachable || st.KeysLoaded != 4 {
+			return fmt.Errorf("status with the KMS down = %+v", st)
+		}
+		return nil
+	})
 	f.env.Restart()
-	f.do(t, "GET", "/v1/status", nil, &st)
-	if !st.KMSReachable {
-		t.Fatalf("status after the KMS came back = %+v", st)
-	}
+	eventually(t, "reporting the KMS back", func() error {
+		f.do(t, "GET", "/v1/status", nil, &st)
+		if !st.KMSReachable {
+			return fmt.Errorf("status after the KMS came back = %+v", st)
+		}
+		return nil
+	})
 
 	// Eviction.
 	var ev api.Evicted
@@ -329,10 +337,30 @@ func TestSidecarEnrollmentRefusals(t *testing.T) {
 	cfg.EnrollToken = "dcet_not-a-token"
 	_, err = sidecar.New(t.Context(), cfg)
 	kmstest.WantError(t, err, 403, api.CodeInvalidToken)
+
+	// Without a token the sidecar starts and waits: it serves its status
+	// and refuses everything else until its custodian hands it one.
 	cfg.EnrollToken = ""
-	if _, err = sidecar.New(t.Context(), cfg); err == nil {
-		t.Fatal("enrolled without a token")
+	cfg.DataDir = t.TempDir()
+	waiting, err := sidecar.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("sidecar.New without a token = %v, want a sidecar waiting for enrollment", err)
 	}
+	defer waiting.Close()
+	if st := waiting.Status(t.Context()); st.Enrolled || st.InstanceID != "" {
+		t.Fatalf("status before enrollment = %+v", st)
+	}
+	_, err = waiting.Encrypt(t.Context(), "key_x", []byte("x"), nil)
+	kmstest.WantError(t, err, 0, api.CodeNotEnrolled)
+	kmstest.WantError(t, waiting.Enroll(t.Context(), tok), 409, api.CodeAlreadyUsed)
+	kmstest.WantError(t, waiting.Enroll(t.Context(), "dcet_not-a-token"), 403, api.CodeInvalidToken)
+	if err := waiting.Enroll(t.Context(), token(t, f)); err != nil {
+		t.Fatalf("Enroll = %v", err)
+	}
+	if st := waiting.Status(t.Context()); !st.Enrolled || st.InstanceID == "" || st.CustodianDN != f.creds.DN || st.IdentityNotAfter == nil {
+		t.Fatalf("status after enrollment = %+v", st)
+	}
+	kmstest.WantError(t, waiting.Enroll(t.Context(), token(t, f)), 0, api.CodeConflict)
 }
 
 func TestSecretsNeverLogged(t *testing.T) {
@@ -350,7 +378,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	spy.Enroll(t, f.env.Anonymous(), tok)
 	var wrapped api.WrappedKeys
 	f.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dks[0].EKB, dks[1].EKB}, WrappingCertPEM: spy.Enrollment.WrappingCertPEM}, &wrapped)
-	deks := spy.Unwrap(t, wrapped.Keys)
+	deks := spy.Unwrap(t, &wrapped)
 
 	metrics := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(metrics, httptest.NewRequest("GET", "/metrics", nil))

@@ -97,7 +97,7 @@ func TestTPMAttestedSidecar(t *testing.T) {
 	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
 	var wrapped api.WrappedKeys
 	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := sc.ImportKeys(t.Context(), wrapped.Keys); err != nil {
+	if _, err := sc.ImportKeys(t.Context(), &wrapped); err != nil {
 		t.Fatalf("ImportKeys: %v", err)
 	}
 	ct, err := sc.Encrypt(t.Context(), dk.KeyID, []byte("pan"), nil)

@@ -11,8 +11,7 @@ import (
 	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/postgres"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func newAuditCmd() *cobra.Command {
@@ -30,7 +29,7 @@ func newAuditCmd() *cobra.Command {
 				if _, err := os.Stat(path); err != nil {
 					return fmt.Errorf("no KMS database at %s: %w", path, err)
 				}
-				db, err := sqlite.OpenReadOnly(cmd.Context(), path)
+				db, err := sqlstore.OpenSQLiteReadOnly(cmd.Context(), path)
 				if err != nil {
 					return err
 				}
@@ -43,7 +42,7 @@ func newAuditCmd() *cobra.Command {
 				if dsn == "" {
 					return errors.New("--store postgres needs --postgres-dsn or DCAAS_POSTGRES_DSN")
 				}
-				db, err := postgres.Open(cmd.Context(), dsn)
+				db, err := sqlstore.OpenPostgres(cmd.Context(), dsn)
 				if err != nil {
 					return err
 				}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -65,7 +64,7 @@ type appOutput struct {
 }
 
 func newAppCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "app", Short: "Register custodian and pipeline applications (admin)"}
+	cmd := &cobra.Command{Use: "app", Short: "Register custodian and pipeline applications (admin) and manage their certificates"}
 	c := connFlags(cmd)
 	var tenant, role, csrFile, outDir string
 	var force bool
@@ -93,21 +92,10 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 				}
 				req.CSRPEM = string(csr)
 			}
-			out := appOutput{
-				Tenant: tenant, Role: role,
-				CertFile: filepath.Join(outDir, name+"-cert.pem"),
-				CAFile:   filepath.Join(outDir, "ca.pem"),
-			}
-			if csrFile == "" {
-				out.KeyFile = filepath.Join(outDir, name+"-key.pem")
-			}
+			out := credFiles(outDir, name, tenant, csrFile == "")
+			out.Role = role
 			// Refuse before the KMS issues anything we could not write.
-			for _, p := range []string{out.CertFile, out.KeyFile} {
-				if _, err := os.Lstat(p); p != "" && err == nil && !force {
-					return fmt.Errorf("%s exists (use --force to replace it)", p)
-				}
-			}
-			if err := os.MkdirAll(outDir, 0o700); err != nil {
+			if err := out.prepare(force); err != nil {
 				return err
 			}
 			k, err := c.kmsClient()
@@ -118,16 +106,7 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 			if err != nil {
 				return err
 			}
-			out.DN = creds.DN
-			if out.KeyFile != "" {
-				if err := writeNew(out.KeyFile, []byte(creds.KeyPEM), 0o600, force); err != nil {
-					return err
-				}
-			}
-			if err := writeNew(out.CertFile, []byte(creds.CertPEM), 0o644, force); err != nil {
-				return err
-			}
-			if err := writeNew(out.CAFile, []byte(creds.CAPEM), 0o644, true); err != nil {
+			if err := out.write(creds, force); err != nil {
 				return err
 			}
 			return c.print(cmd, out, func(w io.Writer) {
@@ -145,7 +124,7 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 	fl.StringVar(&csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
 	fl.StringVar(&outDir, "out-dir", ".", "directory for the credential files")
 	fl.BoolVar(&force, "force", false, "replace existing credential files")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newAppCertCmd(c))
 	return cmd
 }
 

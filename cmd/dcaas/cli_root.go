@@ -102,6 +102,22 @@ func (c *cliConn) kmsClient() (*client.KMS, error) {
 	return client.NewKMS(c.kms, caPEM, certPEM, keyPEM)
 }
 
+// anonymousKMSClient connects to the KMS without a client certificate,
+// for what anyone may call (the trust bundle).
+func (c *cliConn) anonymousKMSClient() (*client.KMS, error) {
+	if len(c.kms) == 0 {
+		return nil, errors.New("no KMS: give --kms URL or set DCAAS_KMS")
+	}
+	var caPEM []byte
+	if c.ca != "" {
+		var err error
+		if caPEM, err = os.ReadFile(c.ca); err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	return client.NewKMS(c.kms, caPEM, nil, nil)
+}
+
 // sidecarClient connects to the sidecar's Unix socket.
 func (c *cliConn) sidecarClient() (*client.Sidecar, error) {
 	return client.NewSidecarUnix(c.socket)

@@ -25,7 +25,6 @@ import (
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -88,7 +87,7 @@ func sidecarClient(t *testing.T, p *e2e.KMS, side *kmstest.FakeSidecar) *kmstest
 // grantLoad is the sidecar's half of the grant flow: it presents the grant
 // and the EKBs with a fresh ephemeral HPKE key and returns what the KMS
 // sealed to it, and the key that opens it.
-func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) ([]api.WrappedKey, hpke.PrivateKey, error) {
+func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) (*api.WrappedKeys, hpke.PrivateKey, error) {
 	priv, err := kcrypto.GenerateKEMKey(kem)
 	if err != nil {
 		return nil, nil, err
@@ -101,32 +100,22 @@ func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) ([]a
 	if err := c.Do("POST", "/v1/keys/load", api.LoadRequest{Grant: grant, EKBs: ekbs, Recipient: pub}, &out); err != nil {
 		return nil, nil, err
 	}
-	return out.Keys, priv, nil
+	return &out, priv, nil
 }
 
 // openGrantLoad opens keys a grant load sealed to priv for side and checks
 // they are the acknowledged keys the grant named.
-func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got []api.WrappedKey, want []e2e.AckedKey) {
+func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got *api.WrappedKeys, want []e2e.AckedKey) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("grant load returned %d keys, want %d", len(got), len(want))
+	if len(got.Keys) != len(want) {
+		t.Fatalf("grant load returned %d keys, want %d", len(got.Keys), len(want))
 	}
-	u := kcrypto.NewUnwrapper(priv, format.TransportInfo(side.Enrollment.InstanceID))
-	defer u.Close()
-	for i, k := range got {
+	deks := side.UnwrapWith(t, priv, got) // fills in the metadata the batch binds
+	for i, k := range got.Keys {
+		dek := deks[i]
 		if k.KeyID != want[i].KeyID || k.Version != want[i].Version || k.Metadata.Type != want[i].Type {
 			t.Errorf("grant load key %d = %s v%d %s, want %s v%d %s", i, k.KeyID, k.Version, k.Metadata.Type, want[i].KeyID, want[i].Version, want[i].Type)
-			continue
-		}
-		aad, err := format.MetadataAAD(&k.Metadata)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dek, err := u.Unwrap(k.Wrapped, aad)
-		if err != nil {
-			t.Fatalf("grant-loaded key %s does not unwrap: %v", k.KeyID, err)
-		}
-		if want[i].Type.Signing() {
+		} else if want[i].Type.Signing() {
 			kmstest.CheckPublicKey(t, want[i].Type, dek.Expose(), want[i].PublicKeyPEM)
 		}
 		dek.Wipe()
@@ -202,8 +191,8 @@ func runMix(t *testing.T, p *e2e.KMS, w *tenantWorld, side *kmstest.FakeSidecar,
 						fail(fmt.Errorf("worker %d: load with a fresh grant: %w", g, err))
 						return
 					}
-					if len(got) != len(keys) {
-						fail(fmt.Errorf("worker %d: grant load returned %d keys, want %d", g, len(got), len(keys)))
+					if len(got.Keys) != len(keys) {
+						fail(fmt.Errorf("worker %d: grant load returned %d keys, want %d", g, len(got.Keys), len(keys)))
 						return
 					}
 					ag.used = true

@@ -17,16 +17,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/secret"
-	"github.com/dcaas/dcaas/internal/store/postgres"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func newKMSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "kms", Short: "The central KMS"}
-	cmd.AddCommand(newKMSServeCmd())
+	cmd.AddCommand(newKMSServeCmd(), newKMSCACmd())
 	return cmd
 }
 
@@ -41,7 +43,46 @@ type kmsServeFlags struct {
 	store          string
 	postgresDSN    string
 	seal           sealFlags
+	wrapTTL        time.Duration
+	rotationCheck  time.Duration
+	certs          certFlags
 }
+
+// certFlags are the certificate lifetimes and the certificate loop's
+// interval of `kms serve`.
+type certFlags struct {
+	appTTL, sidecarTTL, serverTTL, checkInterval time.Duration
+}
+
+func (c *certFlags) add(fl *pflag.FlagSet) {
+	fl.DurationVar(&c.appTTL, "app-cert-ttl", 365*24*time.Hour, "lifetime of custodian, pipeline and admin client certificates (Go duration: 8760h, 30m, 45s)")
+	fl.DurationVar(&c.sidecarTTL, "sidecar-cert-ttl", 30*24*time.Hour, "lifetime of sidecar identity and wrapping certificates")
+	fl.DurationVar(&c.serverTTL, "server-cert-ttl", 90*24*time.Hour, "lifetime of the KMS's own TLS server certificate, renewed in place at two thirds of it")
+	fl.DurationVar(&c.checkInterval, "cert-check-interval", 30*time.Second, "how often to re-read the CA state (replicas) and check the TLS certificate for renewal; at most a twentieth of --server-cert-ttl is used")
+}
+
+// config validates the flags and returns them as the KMS's Config fields.
+func (c *certFlags) config(cfg *kms.Config) error {
+	for _, f := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"app-cert-ttl", c.appTTL}, {"sidecar-cert-ttl", c.sidecarTTL}, {"server-cert-ttl", c.serverTTL}} {
+		switch {
+		case f.ttl < kms.MinCertTTL:
+			return fmt.Errorf("--%s %v: a certificate must live at least %v", f.name, f.ttl, kms.MinCertTTL)
+		case f.ttl > kms.MaxCertTTL:
+			return fmt.Errorf("--%s %v: a certificate cannot outlive the CA, %v (%d days)", f.name, f.ttl, kms.MaxCertTTL, kms.MaxCertTTL/(24*time.Hour))
+		}
+	}
+	if c.checkInterval < minCheckInterval || c.checkInterval > time.Hour {
+		return fmt.Errorf("--cert-check-interval %v: want between %v and 1h", c.checkInterval, minCheckInterval)
+	}
+	cfg.AppCertTTL, cfg.InstanceCertTTL, cfg.ServerCertTTL, cfg.CertCheckInterval = c.appTTL, c.sidecarTTL, c.serverTTL, c.checkInterval
+	return nil
+}
+
+// minCheckInterval keeps the certificate loop from hammering the store.
+const minCheckInterval = 100 * time.Millisecond
 
 func newKMSServeCmd() *cobra.Command {
 	var f kmsServeFlags
@@ -62,6 +103,13 @@ With --store postgres the database is PostgreSQL instead of kms.db (DSN from
 a password). Several replicas on one database share the CA, tenants and keys;
 each needs the same root key (copy root.key into every data dir).
 
+Certificates: --app-cert-ttl (default 8760h), --sidecar-cert-ttl (720h) and
+--server-cert-ttl (2160h) set their lifetimes (Go durations, at least 1s,
+at most the CA's 10 years). The KMS re-issues its own TLS certificate, with
+a fresh in-memory key, at two thirds of its lifetime without a restart, and
+every --cert-check-interval re-reads the CA state so that replicas follow a
+CA rotation ('dcaas kms ca').
+
 With --seal pkcs11 the root key is a non-extractable AES key inside a
 PKCS#11 HSM (--pkcs11-module, --pkcs11-token, --pkcs11-key-label; the PIN
 from DCAAS_PKCS11_PIN or --pkcs11-pin-file) and root.key is not used. A new
@@ -81,7 +129,10 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
+	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
+	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	f.seal.addPKCS11(fl)
+	f.certs.add(fl)
 	return cmd
 }
 
@@ -134,6 +185,10 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err != nil {
 		return err
 	}
+	var cfg kms.Config
+	if err := f.certs.config(&cfg); err != nil {
+		return err
+	}
 	hosts, err := serverHosts(f.listen, f.tlsHosts)
 	if err != nil {
 		return err
@@ -142,11 +197,17 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err != nil {
 		return err
 	}
-	os.Unsetenv("DCAAS_SEAL_PASSPHRASE") // read once; child processes must not inherit it
 	defer pass.Wipe()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg}
+	if f.wrapTTL < time.Second || f.wrapTTL > 24*time.Hour {
+		return fmt.Errorf("--wrap-ttl %s: want between 1s and 24h", f.wrapTTL)
+	}
+	if f.rotationCheck < 10*time.Millisecond {
+		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
+	}
+	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
+	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	ln, err := net.Listen("tcp", f.listen)
@@ -174,6 +235,16 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		if opts.Config.Attestation, err = kms.LoadAttestationPolicy(f.attestPolicy); err != nil {
 			return err
 		}
+	}
+	// Every secret the environment held has been read: take it out of the
+	// environment and of the process's initial environment block (which
+	// /proc/<pid>/environ shows for the process's life), then make the
+	// process non-dumpable, as the sidecar is.
+	if err := hardening.ScrubEnv("DCAAS_SEAL_PASSPHRASE", envPKCS11PIN, "DCAAS_POSTGRES_DSN"); err != nil {
+		log.Warn("could not scrub secrets from the process's initial environment; prefer the *-file flags", "err", err)
+	}
+	if err := hardening.Process(); err != nil {
+		return err
 	}
 	srv, err := kms.Open(ctx, opts)
 	if err != nil {
@@ -235,7 +306,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 // openStore opens the database --store names: nil for sqlite (kms.Open
 // opens DIR/kms.db itself), a PostgreSQL store the caller closes for
 // postgres.
-func openStore(ctx context.Context, f kmsServeFlags) (*postgres.DB, error) {
+func openStore(ctx context.Context, f kmsServeFlags) (*sqlstore.DB, error) {
 	dsn := f.postgresDSN
 	if dsn == "" {
 		dsn = os.Getenv("DCAAS_POSTGRES_DSN")
@@ -250,7 +321,7 @@ func openStore(ctx context.Context, f kmsServeFlags) (*postgres.DB, error) {
 		if dsn == "" {
 			return nil, errors.New("--store postgres needs --postgres-dsn or DCAAS_POSTGRES_DSN")
 		}
-		return postgres.Open(ctx, dsn)
+		return sqlstore.OpenPostgres(ctx, dsn)
 	}
 	return nil, fmt.Errorf("--store %q: want sqlite or postgres", f.store)
 }

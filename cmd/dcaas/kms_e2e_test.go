@@ -8,6 +8,7 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"encoding/pem"
@@ -394,10 +395,10 @@ func killAtMark(t *testing.T, p *e2e.KMS, wg *sync.WaitGroup, killed *atomic.Boo
 // side gets the acknowledged keys (e2e.CheckReleases).
 func checkReleases(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, keys []e2e.AckedKey) {
 	t.Helper()
-	e2e.CheckReleases(t, side, func(ekbs [][]byte) ([]api.WrappedKey, error) {
+	e2e.CheckReleases(t, side, func(ekbs [][]byte) (*api.WrappedKeys, error) {
 		var got api.WrappedKeys
 		err := cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got)
-		return got.Keys, err
+		return &got, err
 	}, keys)
 }
 
@@ -556,6 +557,11 @@ func TestKMSServeBadFlags(t *testing.T) {
 		{"unknown flag", []string{"--colour", "red"}, []string{"unknown flag: --colour"}, false},
 		{"argument", []string{"now"}, []string{"unknown command \"now\""}, false},
 		{"passphrase file missing", []string{"--seal-passphrase-file", "/nonexistent/pass"}, []string{"/nonexistent/pass"}, false},
+		{"server certificate too short", []string{"--server-cert-ttl", "500ms"}, []string{"--server-cert-ttl", "at least 1s"}, false},
+		{"negative app certificate lifetime", []string{"--app-cert-ttl", "-1h"}, []string{"--app-cert-ttl", "at least 1s"}, false},
+		{"sidecar certificate outliving the CA", []string{"--sidecar-cert-ttl", "100000h"}, []string{"--sidecar-cert-ttl", "cannot outlive the CA"}, false},
+		{"lifetime in days", []string{"--server-cert-ttl", "90d"}, []string{"--server-cert-ttl", "90d"}, false},
+		{"check interval too short", []string{"--cert-check-interval", "1ms"}, []string{"--cert-check-interval", "between"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -581,4 +587,96 @@ func TestKMSServeBadFlags(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKMSServeCertificateFlags starts the binary with seconds-long
+// certificate lifetimes: the admin and application certificates carry
+// --app-cert-ttl, and the TLS server certificate of --server-cert-ttl is
+// renewed in place (a new serial for new connections, one log line, the
+// expiry gauge following) without a restart.
+func TestKMSServeCertificateFlags(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "kms")
+	p := startKMS(t, dataDir, "--server-cert-ttl", "10s", "--app-cert-ttl", "2m", "--sidecar-cert-ttl", "1m", "--cert-check-interval", "200ms")
+	lifetime := func(c *x509.Certificate) time.Duration { return c.NotAfter.Sub(c.NotBefore) }
+	block, _ := pem.Decode(readFile(t, dataDir, "admin/cert.pem"))
+	adminCert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NotBefore is backdated a minute for clock skew.
+	if got := lifetime(adminCert); got < 2*time.Minute+time.Minute-2*time.Second || got > 3*time.Minute {
+		t.Errorf("admin certificate lives %v, want 2m (+1m backdating)", got)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(readFile(t, dataDir, "ca.pem"))
+	served := func() *x509.Certificate {
+		conn, err := tls.Dial("tcp", p.Addr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	first := served()
+	if got := time.Until(first.NotAfter); got > 10*time.Second {
+		t.Fatalf("server certificate expires in %v, want at most 10s", got)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	second := first
+	for second.Equal(first) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server certificate was not renewed within 30 s; stderr:\n%s", p.Stderr())
+		}
+		time.Sleep(100 * time.Millisecond)
+		second = served()
+	}
+	if !second.NotAfter.After(first.NotAfter) {
+		t.Errorf("renewed certificate expires %v, not after the first's %v", second.NotAfter, first.NotAfter)
+	}
+	if !strings.Contains(p.Stderr(), "TLS server certificate renewed") {
+		t.Errorf("no renewal log line; stderr:\n%s", p.Stderr())
+	}
+	var metrics string
+	func() {
+		resp, err := rawClient(t, p, nil, nil).HTTP.Get(p.URL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		metrics = b.String()
+	}()
+	for _, want := range []string{
+		fmt.Sprintf(`dcaas_cert_expiry_timestamp_seconds{kind="ca"} %s`, strconv.FormatFloat(float64(adminCertIssuer(t, dataDir).NotAfter.Unix()), 'e', -1, 64)),
+		`dcaas_cert_expiry_timestamp_seconds{kind="server"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// The gauge follows the renewals (the certificate may have been
+	// renewed again by now: the gauge is at least the second's expiry).
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, `dcaas_cert_expiry_timestamp_seconds{kind="server"} `); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < float64(second.NotAfter.Unix()) {
+				t.Errorf("server expiry gauge = %q, want at least %d", v, second.NotAfter.Unix())
+			}
+		}
+	}
+	rawAdmin(t, p).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
+	p.Stop(t)
+}
+
+// adminCertIssuer parses the data dir's CA certificate.
+func adminCertIssuer(t *testing.T, dataDir string) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(readFile(t, dataDir, "ca.pem"))
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal/pkcs11"
 	"github.com/dcaas/dcaas/internal/seal/sealmigrate"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // Environment variables holding secrets (never flags, which show in ps).
@@ -203,7 +203,7 @@ func openMigrateStore(ctx context.Context, f sealMigrateFlags) (store.Store, err
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("%s is not a KMS data dir: %w", f.dataDir, err)
 		}
-		return sqlite.Open(ctx, path)
+		return sqlstore.OpenSQLite(ctx, path)
 	}
 	st, err := openStore(ctx, kmsServeFlags{store: f.store, postgresDSN: f.postgresDSN})
 	if err != nil {

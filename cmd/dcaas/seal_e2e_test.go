@@ -20,7 +20,7 @@ func releaseKeys(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, 
 	t.Helper()
 	var out api.WrappedKeys
 	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &out)
-	keys := side.Unwrap(t, out.Keys)
+	keys := side.Unwrap(t, &out)
 	t.Cleanup(func() {
 		for _, k := range keys {
 			k.Wipe()

@@ -19,17 +19,19 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/sidecar"
 )
 
 func newSidecarCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sidecar", Short: "The crypto sidecar that serves one application's keys locally"}
-	cmd.AddCommand(newSidecarServeCmd())
+	cmd.AddCommand(newSidecarServeCmd(), newSidecarEnrollCmd())
 	return cmd
 }
 
 type sidecarFlags struct {
-	kmsURL        string
+	kmsURLs       []string
+	acceptLegacy  bool
 	caFile        string
 	dataDir       string
 	socket        string
@@ -45,27 +47,44 @@ type sidecarFlags struct {
 	poll          time.Duration
 	metricsListen string
 	logLevel      string
+	kmsPlugin     kmsPluginFlags
 }
 
 func newSidecarServeCmd() *cobra.Command {
 	var f sidecarFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Enroll with the KMS and serve the crypto API on a Unix socket (and optionally loopback mTLS)",
-		Long: `Enroll with the KMS and serve the crypto API.
+		Short: "Serve the crypto API on a Unix socket (and optionally loopback mTLS), enrolling with the KMS",
+		Long: `Serve the crypto API, enrolling with the KMS.
+
+Every listener (the socket, --listen, --metrics-listen) is bound first, so a
+busy port fails before anything is enrolled or any token is used.
 
 The enrollment secret comes from DCAAS_ENROLL_TOKEN or --enroll-token-file,
 never from a command-line argument (it would show in ps). With --enclave tpm
-and --attest the sidecar enrolls with TPM attestation instead.
+and --attest the sidecar enrolls with TPM attestation instead. Without
+either, the sidecar starts anyway and waits: GET /v1/status says
+"enrolled": false until its custodian hands it a token over the socket
+(POST /v1/enroll; 'dcaas sidecar enroll' does it). A restarted
+software-enclave sidecar recovers that way with no person involved.
+
+--kms takes several replicas (repeat it or separate with commas): every
+call to the KMS fails over from one to the next.
 
 The Unix socket is created with mode 0600 and every connection's peer uid
 is checked against --allow-uid (default: this process's uid). --listen adds
-a TCP listener that requires a client certificate of the bound custodian.`,
+a TCP listener that requires a client certificate of the bound custodian.
+
+The same socket and listener also serve the Vault/OpenBao transit API
+(/v1/transit/…, docs/transit.md). --kms-plugin-socket adds the Kubernetes
+KMS v2 plugin (gRPC) for the API server, with the loaded key
+--kms-plugin-key (docs/kubernetes-kms.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd.Context(), f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.kmsURL, "kms", "", "KMS base URL, e.g. https://127.0.0.1:8443 (required)")
+	fl.StringSliceVar(&f.kmsURLs, "kms", nil, "KMS base URL, e.g. https://127.0.0.1:8443; repeatable or comma-separated for replicas (required)")
+	fl.BoolVar(&f.acceptLegacy, "accept-legacy-wrap", false, "also import rewrap answers of the old wrapped-key format 1 (no issue time: replayable); for a KMS not upgraded yet")
 	fl.StringVar(&f.caFile, "ca", "", "KMS CA certificate PEM file (required)")
 	fl.StringVar(&f.dataDir, "data-dir", "dcaas-sidecar", "data directory (enrollment certificates, local audit log)")
 	fl.StringVar(&f.socket, "socket", "", "Unix socket path (default DATA-DIR/sidecar.sock)")
@@ -81,12 +100,16 @@ a TCP listener that requires a client certificate of the bound custodian.`,
 	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.kmsPlugin.register(fl)
 	return cmd
 }
 
-func runSidecar(ctx context.Context, f sidecarFlags) error {
-	if f.kmsURL == "" || f.caFile == "" {
+func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
+	if len(f.kmsURLs) == 0 || f.caFile == "" {
 		return errors.New("--kms and --ca are required")
+	}
+	if err := f.kmsPlugin.validate(); err != nil {
+		return err
 	}
 	log, err := newLogger(f.logLevel)
 	if err != nil {
@@ -100,9 +123,46 @@ func runSidecar(ctx context.Context, f sidecarFlags) error {
 	if err != nil {
 		return fmt.Errorf("--enroll-token-file: %w", err)
 	}
-	// The token leaves the environment as soon as it is read, so child
-	// processes and /proc/self/environ readers don't see it.
-	os.Unsetenv("DCAAS_ENROLL_TOKEN")
+	// The token leaves the environment as soon as it is read, and the
+	// process's initial environment block too, so child processes and
+	// readers of /proc/<pid>/environ don't see it.
+	if err := hardening.ScrubEnv("DCAAS_ENROLL_TOKEN"); err != nil {
+		log.Warn("could not scrub the token from the process's initial environment; prefer --enroll-token-file", "err", err)
+	}
+	defer tok.Wipe()
+
+	// Bind every listener before anything else: a busy address fails here,
+	// before a token is spent or an instance registered.
+	socket := f.socket
+	if socket == "" {
+		socket = filepath.Join(f.dataDir, "sidecar.sock")
+	}
+	mode, err := strconv.ParseUint(f.socketMode, 8, 32)
+	if err != nil {
+		return fmt.Errorf("--socket-mode %q: %w", f.socketMode, err)
+	}
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	ln, err := sidecar.ListenUnixMode(socket, os.FileMode(mode))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var tln, mln net.Listener
+	if f.listen != "" {
+		if tln, err = net.Listen("tcp", f.listen); err != nil {
+			return fmt.Errorf("--listen %q: %w", f.listen, err)
+		}
+		defer tln.Close()
+	}
+	if f.metricsListen != "" {
+		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: %w", f.metricsListen, err)
+		}
+		defer mln.Close()
+	}
+
 	enc, err := openEnclave(ctx, f)
 	if err != nil {
 		return err
@@ -113,58 +173,52 @@ func runSidecar(ctx context.Context, f sidecarFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := sidecar.Config{
-		KMSURL: strings.TrimRight(f.kmsURL, "/"), CAPEM: caPEM, DataDir: f.dataDir,
+		KMSURLs: splitURLs(f.kmsURLs), CAPEM: caPEM, DataDir: f.dataDir,
 		Enclave: enc, Attest: f.attest, KEM: api.KEM(f.kem), AllowUIDs: f.allowUIDs,
-		LeaseTTL: f.lease, HealthInterval: f.poll, Logger: log, Reg: reg,
+		LeaseTTL: f.lease, HealthInterval: f.poll, AcceptLegacyWrap: f.acceptLegacy, Logger: log, Reg: reg,
 	}
 	if tok != nil {
 		cfg.EnrollToken = string(tok.Expose())
-		tok.Wipe()
 	}
 	sc, err := sidecar.New(ctx, cfg)
+	cfg.EnrollToken = ""
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
 
-	socket := f.socket
-	if socket == "" {
-		socket = filepath.Join(f.dataDir, "sidecar.sock")
-	}
-	mode, err := strconv.ParseUint(f.socketMode, 8, 32)
-	if err != nil {
-		return fmt.Errorf("--socket-mode %q: %w", f.socketMode, err)
-	}
-	ln, err := sidecar.ListenUnixMode(socket, os.FileMode(mode))
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- sc.Serve(ctx, ln) }()
 	listening := ""
-	if f.listen != "" {
-		tln, err := net.Listen("tcp", f.listen)
-		if err != nil {
-			return err
-		}
+	if tln != nil {
 		mtls, err := sc.TLSListener(ctx, tln)
 		if err != nil {
 			return err
 		}
-		listening = " listen=https://" + tln.Addr().String() + " tls-server-name=" + sc.ServerName()
+		listening = " listen=https://" + tln.Addr().String()
 		go func() { errc <- sc.Serve(ctx, mtls) }()
 	}
-	if f.metricsListen != "" {
-		mln, err := net.Listen("tcp", f.metricsListen)
-		if err != nil {
-			return err
-		}
+	if mln != nil {
 		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}
-	fmt.Printf("dcaas sidecar ready: instance=%s custodian=%q enclave=%s socket=%s%s\n",
-		sc.InstanceID(), sc.CustodianDN(), sc.Status(ctx).Enclave, socket, listening)
+	if p, err := f.kmsPlugin.start(ctx, sc, f.allowUIDs, log, errc); err != nil {
+		return err
+	} else if p != "" {
+		listening += " kms-plugin-socket=" + p
+	}
+	st := sc.Status(ctx)
+	if st.Enrolled {
+		if tln != nil {
+			listening += " tls-server-name=" + sc.ServerName()
+		}
+		fmt.Printf("dcaas sidecar ready: instance=%s custodian=%q enclave=%s socket=%s%s\n",
+			sc.InstanceID(), sc.CustodianDN(), st.Enclave, socket, listening)
+	} else {
+		fmt.Printf("dcaas sidecar ready: enrolled=false enclave=%s socket=%s%s (waiting for a token: dcaas sidecar enroll --socket %s)\n",
+			st.Enclave, socket, listening, socket)
+	}
 	select {
 	case <-ctx.Done():
 		return nil
@@ -174,6 +228,19 @@ func runSidecar(ctx context.Context, f sidecarFlags) error {
 		}
 		return err
 	}
+}
+
+// splitURLs accepts repeated and comma-separated URLs.
+func splitURLs(in []string) []string {
+	var out []string
+	for _, v := range in {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
 }
 
 // openEnclave opens the enclave the flags name; nil means the sidecar's

@@ -1,7 +1,9 @@
 package adversarial_test
 
 import (
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/format"
@@ -127,13 +129,35 @@ func TestWrappedKeysStayBound(t *testing.T) {
 	forA := mustRewrap(t, w.pay, a.cert, k1.EKB, k2.EKB)
 	forLed := mustRewrap(t, w.led, led.cert, k1.EKB)
 
-	importing := func(s *side, keys []api.WrappedKey) error {
-		return s.do(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: keys}, nil)
+	importing := func(s *side, w *api.WrappedKeys) error {
+		return s.do(t, "POST", "/v1/keys/import", w, nil)
 	}
-	clone := func(keys []api.WrappedKey) []api.WrappedKey {
-		out := make([]api.WrappedKey, len(keys))
-		copy(out, keys)
-		return out
+	// edit returns a copy of w whose batch went through change: what a
+	// relay that can read and rewrite the answer could do.
+	edit := func(w *api.WrappedKeys, change func(*format.WrappedBatch)) *api.WrappedKeys {
+		b, err := format.ParseWrappedBatch(w.Batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(b)
+		out := *w
+		out.Batch = b.Marshal()
+		return &out
+	}
+	// editMetadata rewrites key i's metadata in the batch.
+	editMetadata := func(w *api.WrappedKeys, i int, change func(*api.KeyMetadata)) *api.WrappedKeys {
+		return edit(w, func(b *format.WrappedBatch) {
+			var md api.KeyMetadata
+			if err := json.Unmarshal(b.Keys[i].Metadata, &md); err != nil {
+				t.Fatal(err)
+			}
+			change(&md)
+			raw, err := json.Marshal(md)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Keys[i].Metadata = raw
+		})
 	}
 
 	t.Run("made for another sidecar of the same custodian", func(t *testing.T) {
@@ -145,39 +169,63 @@ func TestWrappedKeysStayBound(t *testing.T) {
 		a.wantNoKeys(t)
 	})
 	t.Run("policy widened in transit", func(t *testing.T) {
-		keys := clone(forLed)
-		wide := *keys[0].Metadata.Policy
-		wide.Rules = append(append([]api.PolicyRule(nil), wide.Rules...),
-			api.PolicyRule{Principals: []string{w.ledCreds.DN}, Actions: []api.Action{api.ActionEncrypt}})
-		keys[0].Metadata.Policy = &wide
+		keys := editMetadata(forLed, 0, func(md *api.KeyMetadata) {
+			wide := *md.Policy
+			wide.Rules = append(append([]api.PolicyRule(nil), wide.Rules...),
+				api.PolicyRule{Principals: []string{w.ledCreds.DN}, Actions: []api.Action{api.ActionEncrypt}})
+			md.Policy = &wide
+		})
 		kmstest.WantError(t, importing(led, keys), 400, api.CodeDecryptFailed)
-		keys[0].Metadata.Policy = nil // "no policy": the owner only, but owner is payments-api
-		keys[0].Metadata.Owner = w.ledCreds.DN
+		keys = editMetadata(forLed, 0, func(md *api.KeyMetadata) {
+			md.Policy = nil // "no policy": the owner only, but owner is payments-api
+			md.Owner = w.ledCreds.DN
+		})
 		kmstest.WantError(t, importing(led, keys), 400, api.CodeDecryptFailed)
 		led.wantNoKeys(t)
 	})
 	t.Run("expiry dropped in transit", func(t *testing.T) {
 		exp := w.clock.Now().AddDate(0, 0, 1)
 		ek := dataKey(t, w.pay, api.CreateDataKeyRequest{Type: api.KeyAES256GCM, ExpiresAt: &exp})
-		keys := mustRewrap(t, w.pay, a.cert, ek.EKB)
-		keys[0].Metadata.ExpiresAt = nil
+		keys := editMetadata(mustRewrap(t, w.pay, a.cert, ek.EKB), 0, func(md *api.KeyMetadata) { md.ExpiresAt = nil })
 		kmstest.WantError(t, importing(a, keys), 400, api.CodeDecryptFailed)
 		a.wantNoKeys(t)
 	})
 	t.Run("items of a batch swapped", func(t *testing.T) {
-		keys := clone(forA)
-		keys[0].Wrapped, keys[1].Wrapped = keys[1].Wrapped, keys[0].Wrapped
+		keys := edit(forA, func(b *format.WrappedBatch) { b.Keys[0], b.Keys[1] = b.Keys[1], b.Keys[0] })
+		kmstest.WantError(t, importing(a, keys), 400, api.CodeDecryptFailed)
+		keys = edit(forA, func(b *format.WrappedBatch) { b.Keys[0].Sealed, b.Keys[1].Sealed = b.Keys[1].Sealed, b.Keys[0].Sealed })
 		kmstest.WantError(t, importing(a, keys), 400, api.CodeDecryptFailed)
 		a.wantNoKeys(t)
 	})
-	t.Run("key id disagreeing with its metadata", func(t *testing.T) {
-		keys := clone(forA)
-		keys[0].KeyID = k2.KeyID
-		kmstest.WantError(t, importing(a, keys), 400, api.CodeInvalidArgument)
+	t.Run("an item dropped", func(t *testing.T) {
+		keys := edit(forA, func(b *format.WrappedBatch) { b.Keys = b.Keys[:1] })
+		kmstest.WantError(t, importing(a, keys), 400, api.CodeDecryptFailed)
+		a.wantNoKeys(t)
+	})
+	t.Run("usage count reset in transit", func(t *testing.T) {
+		keys := edit(forA, func(b *format.WrappedBatch) { b.Keys[0].Encryptions = 0; b.Keys[1].Encryptions = 1 })
+		kmstest.WantError(t, importing(a, keys), 400, api.CodeDecryptFailed)
+		a.wantNoKeys(t)
+	})
+	t.Run("validity extended in transit", func(t *testing.T) {
+		keys := edit(forA, func(b *format.WrappedBatch) { b.NotAfter += int64(24 * time.Hour / time.Millisecond) })
+		kmstest.WantError(t, importing(a, keys), 400, api.CodeDecryptFailed)
+		a.wantNoKeys(t)
+	})
+	t.Run("legacy format-1 answer", func(t *testing.T) {
+		legacy := &api.WrappedKeys{Keys: []api.WrappedKey{{KeyID: k1.KeyID, Version: 1, Wrapped: []byte("x"), Metadata: k1.Metadata}}}
+		kmstest.WantError(t, importing(a, legacy), 400, api.CodeInvalidArgument)
 		a.wantNoKeys(t)
 	})
 	// Control: untouched, it loads.
 	if err := importing(a, forA); err != nil {
 		t.Fatalf("import of the untouched rewrap: %v", err)
 	}
+	// Importing it again while its keys are loaded is a harmless repeat;
+	// once a key of it left the sidecar, it is refused.
+	if err := importing(a, forA); err != nil {
+		t.Fatalf("repeated import: %v", err)
+	}
+	a.must(t, "DELETE", "/v1/keys/"+k2.KeyID, nil, nil)
+	kmstest.WantError(t, importing(a, forA), 409, api.CodeAlreadyUsed)
 }

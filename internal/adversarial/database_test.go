@@ -59,7 +59,7 @@ func TestDatabaseReaderLearnsNoSecret(t *testing.T) {
 	secrets["used seed grant"] = []byte(g)
 	var derived api.WrappedKeys
 	fc.MustDo(t, "POST", "/v1/keys/derive", api.DeriveRequest{Grant: g, Seeds: []api.Seed{{Seed: seed, Type: api.KeyAES256GCM}}, Recipient: me}, &derived)
-	dek := fake.Unwrap(t, derived.Keys)[0]
+	dek := fake.Unwrap(t, &derived)[0]
 	secrets["derived key"] = bytes.Clone(dek.Expose())
 	dek.Wipe()
 	secrets["unused grant"] = []byte(mustGrant(t, w.pay, api.GrantRequest{InstanceID: fake.Enrollment.InstanceID, Seeds: [][]byte{seed}}))

@@ -155,13 +155,13 @@ func rewrap(c *kmstest.Client, certPEM string, ekbs ...[]byte) (api.WrappedKeys,
 	return out, err
 }
 
-func mustRewrap(t testing.TB, c *kmstest.Client, certPEM string, ekbs ...[]byte) []api.WrappedKey {
+func mustRewrap(t testing.TB, c *kmstest.Client, certPEM string, ekbs ...[]byte) *api.WrappedKeys {
 	t.Helper()
 	out, err := rewrap(c, certPEM, ekbs...)
 	if err != nil {
 		t.Fatalf("POST /v1/keys/rewrap: %v", err)
 	}
-	return out.Keys
+	return &out
 }
 
 // load imports keys into s by the primary flow: rewrap by custodian c to
@@ -172,8 +172,7 @@ func (s *side) load(t testing.TB, c *kmstest.Client, dks ...api.DataKey) {
 	for _, dk := range dks {
 		ekbs = append(ekbs, dk.EKB)
 	}
-	keys := mustRewrap(t, c, s.cert, ekbs...)
-	s.must(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: keys}, nil)
+	s.must(t, "POST", "/v1/keys/import", mustRewrap(t, c, s.cert, ekbs...), nil)
 }
 
 func grant(c *kmstest.Client, req api.GrantRequest) (string, error) { return c.Grant(req) }

@@ -3,6 +3,7 @@ package adversarial_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
@@ -40,17 +41,16 @@ func TestResidualSelfWrappedImport(t *testing.T) {
 	}
 	chosen := bytes.Repeat([]byte{0x42}, 32)
 	md := real.Metadata // the real key's id and version, the custodian's material
-	aad, err := format.MetadataAAD(&md)
+	mdJSON, err := format.MetadataAAD(&md)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrapped, err := kcrypto.WrapBatch(pub, format.TransportInfo(s.id), []kcrypto.WrapItem{{AAD: aad, Key: secret.Copy(chosen)}})
+	now := time.Now()
+	batch, err := kcrypto.SealBatch(pub, s.id, now, now.Add(time.Minute), []kcrypto.BatchItem{{Metadata: mdJSON, Key: secret.Copy(chosen)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.do(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: []api.WrappedKey{
-		{KeyID: md.KeyID, Version: md.Version, Wrapped: wrapped[0], Metadata: md},
-	}}, nil)
+	err = s.do(t, "POST", "/v1/keys/import", &api.WrappedKeys{Batch: batch, Keys: []api.WrappedKey{{KeyID: md.KeyID, Version: md.Version}}}, nil)
 	if err != nil {
 		t.Fatalf("self-wrapped import refused (%v): imports are now sender-authenticated; update docs/threat-model.md R3 and make this test expect the refusal", err)
 	}

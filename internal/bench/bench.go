@@ -1,8 +1,9 @@
 // Package bench measures dcaas side by side on one machine: the same
 // operation through every deployment shape (library mode, the sidecar over
-// its Unix socket single and batched, the sidecar over loopback mTLS, the
-// KMS central path, and the central path behind a delay proxy that adds a
-// stated round-trip time), closed loop, and key loading by every flow.
+// its Unix socket single and batched, through its transit API and its
+// Kubernetes KMS v2 plugin, over loopback mTLS, the KMS central path, and
+// the central path behind a delay proxy that adds a stated round-trip
+// time), closed loop, and key loading by every flow.
 // `dcaas bench` prints, serializes and plots what Run returns.
 package bench
 
@@ -258,6 +259,19 @@ func prepare(ctx context.Context, env *devenv.Env, o Options) (*world, error) {
 			return len(out.Results), nil
 		}
 	}})
+	tm, err := transitMode(ctx, env, o.Op, dk.KeyID, msg)
+	if err != nil {
+		return nil, err
+	}
+	w.modes = append(w.modes, tm)
+	km, stopPlugin, ok, err := kmsPluginMode(ctx, env, o.Op, dk, o.Size)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		w.closers = append(w.closers, stopPlugin)
+		w.modes = append(w.modes, km)
+	}
 	mtlsURL, closeMTLS, err := startMTLS(ctx, env)
 	if err != nil {
 		return nil, err

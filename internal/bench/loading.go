@@ -69,7 +69,7 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 		if err := env.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: batch, WrappingCertPEM: cert}, &w); err != nil {
 			return err
 		}
-		_, err := sc.ImportKeys(ctx, w.Keys)
+		_, err := sc.ImportKeys(ctx, &w)
 		return err
 	})
 	if err == nil {
@@ -106,7 +106,7 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 		for i := 0; i < n && err == nil; i += 1000 {
 			var w api.WrappedKeys
 			if err = env.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs[i:min(i+1000, n)], WrappingCertPEM: cert}, &w); err == nil {
-				_, err = sc.ImportKeys(ctx, w.Keys)
+				_, err = sc.ImportKeys(ctx, &w)
 			}
 		}
 		if err == nil {

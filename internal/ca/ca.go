@@ -5,6 +5,12 @@
 // to it (CA.Verify). Revocation is the caller's business: it checks the
 // serial (SerialString) against the store.
 //
+// A CA issues with one certificate and may trust others besides it (the
+// trust bundle, BundlePEM): during a CA rotation the next CA is trusted
+// before it issues, and the previous one stays trusted after the next one
+// took over, until it is retired. A CA value never changes; a rotation
+// builds a new one (New with the other roots).
+//
 // dcaas's own certificate fields live under the OID arc 2.25.952285655
 // (see ext.go).
 package ca
@@ -20,6 +26,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dcaas/dcaas/internal/policy"
@@ -45,10 +53,12 @@ type CA struct {
 	// Now is the clock of the issue functions; nil means time.Now.
 	Now func() time.Time
 
-	cert *x509.Certificate
-	key  crypto.Signer
-	pool *x509.CertPool
-	pem  string
+	cert   *x509.Certificate   // the issuing CA certificate
+	key    crypto.Signer       // its key
+	roots  []*x509.Certificate // every trusted CA certificate, cert first
+	pool   *x509.CertPool      // roots
+	pem    string              // cert
+	bundle string              // roots
 }
 
 // Generate makes a self-signed CA certificate named commonName, valid from
@@ -86,36 +96,67 @@ func Generate(commonName string, now time.Time, validity time.Duration) (certDER
 }
 
 // New returns the CA of certDER, signing with key, which must hold the
-// certificate's private key (an in-memory key, or an HSM's signer).
-func New(certDER []byte, key crypto.Signer) (*CA, error) {
-	cert, err := x509.ParseCertificate(certDER)
+// certificate's private key (an in-memory key, or an HSM's signer). The CA
+// also trusts the CA certificates alsoTrusted (DER), e.g. the next CA of a
+// rotation before it issues, or the previous one until it is retired; each
+// must be a CA certificate, none twice.
+func New(certDER []byte, key crypto.Signer, alsoTrusted ...[]byte) (*CA, error) {
+	cert, err := parseCACert(certDER)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("%w: the key does not belong to the CA certificate", ErrInvalidInput)
+	}
+	c := &CA{cert: cert, key: key, roots: []*x509.Certificate{cert}, pool: x509.NewCertPool()}
+	for _, der := range alsoTrusted {
+		other, err := parseCACert(der)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(c.roots, other.Equal) {
+			return nil, fmt.Errorf("%w: CA certificate %s is trusted twice", ErrInvalidInput, SerialString(other))
+		}
+		c.roots = append(c.roots, other)
+	}
+	var bundle strings.Builder
+	for _, r := range c.roots {
+		c.pool.AddCert(r)
+		bundle.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw}))
+	}
+	c.pem = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}))
+	c.bundle = bundle.String()
+	return c, nil
+}
+
+// parseCACert parses a CA certificate: one that may sign certificates.
+func parseCACert(der []byte) (*x509.Certificate, error) {
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, fmt.Errorf("%w: not a CA certificate", ErrMalformed)
 	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("%w: the key does not belong to the CA certificate", ErrInvalidInput)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &CA{
-		cert: cert,
-		key:  key,
-		pool: pool,
-		pem:  string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})),
-	}, nil
+	return cert, nil
 }
 
-// Cert is the CA certificate. It is shared: do not modify it.
+// Cert is the issuing CA certificate. It is shared: do not modify it.
 func (c *CA) Cert() *x509.Certificate { return c.cert }
 
-// CertPEM is the CA certificate in PEM form.
+// CertPEM is the issuing CA certificate in PEM form.
 func (c *CA) CertPEM() string { return c.pem }
 
-// Pool returns a new pool holding only the CA certificate, for TLS
+// Roots returns every trusted CA certificate, the issuing one first. The
+// slice is the caller's; the certificates are shared: do not modify them.
+func (c *CA) Roots() []*x509.Certificate { return slices.Clone(c.roots) }
+
+// BundlePEM is the trust bundle: every trusted CA certificate in PEM form,
+// the issuing one first. Peers of the KMS trust exactly this.
+func (c *CA) BundlePEM() string { return c.bundle }
+
+// Pool returns a new pool holding every trusted CA certificate, for TLS
 // configurations; the caller owns it.
 func (c *CA) Pool() *x509.CertPool { return c.pool.Clone() }
 

@@ -23,8 +23,9 @@ const (
 	UsageWrapping
 )
 
-// Verify checks that cert was issued by this CA (ErrForeign otherwise),
-// that it and the CA certificate are valid at now (ErrExpired otherwise),
+// Verify checks that cert was issued by one of this CA's trusted CA
+// certificates (ErrForeign otherwise), that it and that CA certificate
+// are valid at now (ErrExpired otherwise),
 // and that it is a leaf fit for usage (ErrMalformed otherwise; for
 // UsageWrapping ParseWrapping must succeed). TLS certificates must name
 // their usage explicitly and wrapping certificates are never TLS
@@ -44,10 +45,10 @@ func (c *CA) Verify(cert *x509.Certificate, usage Usage, now time.Time) error {
 	if cert == nil {
 		return fmt.Errorf("%w: no certificate", ErrMalformed)
 	}
-	if err := cert.CheckSignatureFrom(c.cert); err != nil {
-		return fmt.Errorf("%w: %w", ErrForeign, err)
+	if !slices.ContainsFunc(c.roots, func(root *x509.Certificate) bool { return cert.CheckSignatureFrom(root) == nil }) {
+		return fmt.Errorf("%w: no trusted CA certificate signed it", ErrForeign)
 	}
-	if cert.IsCA || cert.Equal(c.cert) {
+	if cert.IsCA || slices.ContainsFunc(c.roots, cert.Equal) {
 		return fmt.Errorf("%w: a CA certificate is not a leaf", ErrMalformed)
 	}
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {

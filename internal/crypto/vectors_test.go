@@ -75,4 +75,5 @@ func TestGenerateVectors(t *testing.T) {
 	writeVectors(t, "message_vectors.json", makeMessageVectors(t))
 	writeVectors(t, "key_vectors.json", makeKeyVectors(t))
 	writeVectors(t, "wrap_vectors.json", makeWrapVectors(t))
+	writeVectors(t, "wrap_batch_vectors.json", makeBatchVectors(t))
 }

@@ -75,16 +75,10 @@ func WrapBatch(pub hpke.PublicKey, info []byte, items []WrapItem) ([][]byte, err
 	return out, nil
 }
 
-// batchAEAD derives a batch's kek with export and returns its AEAD. The kek
-// bytes are wiped before batchAEAD returns.
+// batchAEAD derives a version-1 batch's kek with export and returns its
+// AEAD. The kek bytes are wiped before batchAEAD returns.
 func batchAEAD(export func(string, int) ([]byte, error)) (*AEAD, error) {
-	b, err := export(batchKEKContext, AEADKeySize)
-	if err != nil {
-		return nil, fmt.Errorf("crypto: HPKE export: %w", err)
-	}
-	kek := secret.New(b)
-	defer kek.Wipe()
-	return NewAEAD(kek)
+	return batchAEADContext(export, batchKEKContext)
 }
 
 // Unwrapper opens wrapped keys sealed to one HPKE private key by WrapBatch.

@@ -323,7 +323,7 @@ func (r *runner) flowRewrap() (string, error) {
 		return "", err
 	}
 	var l api.Loaded
-	if err := r.do(r.local, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: w.Keys}, &l); err != nil {
+	if err := r.do(r.local, "POST", "/v1/keys/import", &w, &l); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d keys sealed by HPKE to the sidecar's wrapping certificate and imported", len(l.Loaded)), nil
@@ -407,9 +407,15 @@ func (r *runner) offline() (string, error) {
 	if err := r.do(r.local, "POST", "/v1/crypto/decrypt", api.DecryptRequest{Ciphertext: r.ct, AAD: []byte("order-42")}, &dec); err != nil {
 		return "", err
 	}
+	// The status reports what the sidecar's poll (every 250 ms here) saw.
 	var st api.Status
-	if err := r.do(r.local, "GET", "/v1/status", nil, &st); err != nil {
-		return "", err
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err := r.do(r.local, "GET", "/v1/status", nil, &st); err != nil {
+			return "", err
+		}
+		if !st.KMSReachable || time.Now().After(deadline) {
+			break
+		}
 	}
 	if st.KMSReachable {
 		return "", errors.New("status still says the KMS is reachable")
@@ -454,10 +460,10 @@ func (r *runner) evicted() (string, error) {
 		}
 		if !found {
 			err := r.do(r.local, "POST", "/v1/crypto/decrypt", api.DecryptRequest{Ciphertext: r.ct, AAD: []byte("order-42")}, nil)
-			if api.CodeOf(err) != api.CodeNotFound {
-				return "", fmt.Errorf("decrypt after eviction: %v", err)
+			if api.CodeOf(err) != api.CodeRevoked {
+				return "", fmt.Errorf("decrypt after eviction = %v, want revoked", err)
 			}
-			return fmt.Sprintf("gone from the sidecar after %d ms (revocation poll); decrypt now refused", time.Since(start).Milliseconds()), nil
+			return fmt.Sprintf("gone from the sidecar after %d ms (revocation poll); decrypt now refused: revoked", time.Since(start).Milliseconds()), nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

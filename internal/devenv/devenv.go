@@ -224,7 +224,7 @@ func (e *Env) LoadByRewrap(ctx context.Context, ekbs [][]byte) error {
 		if err := e.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs[:n], WrappingCertPEM: e.Sidecar.WrappingCertificatePEM()}, &wrapped); err != nil {
 			return err
 		}
-		if _, err := e.Sidecar.ImportKeys(ctx, wrapped.Keys); err != nil {
+		if _, err := e.Sidecar.ImportKeys(ctx, &wrapped); err != nil {
 			return err
 		}
 		ekbs = ekbs[n:]

@@ -22,7 +22,7 @@ type AckedKey struct {
 // and checks that they are the acknowledged keys: same ids, versions and
 // requested types, and signing keys matching the public keys published at
 // creation.
-func CheckReleases(t testing.TB, side *kmstest.FakeSidecar, rewrap func(ekbs [][]byte) ([]api.WrappedKey, error), keys []AckedKey) {
+func CheckReleases(t testing.TB, side *kmstest.FakeSidecar, rewrap func(ekbs [][]byte) (*api.WrappedKeys, error), keys []AckedKey) {
 	t.Helper()
 	const chunk = 500
 	start := 0
@@ -35,12 +35,12 @@ func CheckReleases(t testing.TB, side *kmstest.FakeSidecar, rewrap func(ekbs [][
 		if err != nil {
 			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) to instance %s: %v", len(ekbs), start, side.Enrollment.InstanceID, err)
 		}
-		if len(got) != len(batch) {
-			t.Fatalf("rewrap returned %d keys, want %d", len(got), len(batch))
+		if len(got.Keys) != len(batch) {
+			t.Fatalf("rewrap returned %d keys, want %d", len(got.Keys), len(batch))
 		}
 		deks := side.Unwrap(t, got)
 		for i, k := range batch {
-			g := got[i]
+			g := got.Keys[i]
 			if g.KeyID != k.KeyID || g.Version != k.Version || g.Metadata.Type != k.Type {
 				t.Errorf("rewrapped key %d = %s v%d %s, want %s v%d %s", start+i, g.KeyID, g.Version, g.Metadata.Type, k.KeyID, k.Version, k.Type)
 			}

@@ -25,7 +25,11 @@
 //     passes through, so mutual TLS still identifies every caller.
 //   - NewTenant makes a tenant with a custodian and a pipeline; Token,
 //     DataKeys and StartSidecar (a `dcaas sidecar serve` process enrolled
-//     with a token from the environment) do the rest, one call each.
+//     with a token from the environment) do the rest, one call each. A
+//     sidecar may also start without a token (SidecarConfig.Waiting) or be
+//     restarted (it then waits): EnrollSidecar enrolls it with `dcaas
+//     sidecar enroll` as the custodian, the way an operator or an enroll
+//     agent does.
 //   - ServeSidecar runs a sidecar inside the test process instead, for
 //     tests that need the library's Config (a settable clock, an enclave
 //     of their own).

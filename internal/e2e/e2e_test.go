@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +96,66 @@ func TestKMSAndSidecarProcesses(t *testing.T) {
 	_, err = local.Encrypt(ctx, api.KeyRef{KeyID: dks[0].KeyID}, []byte("x"), nil)
 	if !errors.Is(err, client.ErrNotFound) && !errors.Is(err, client.ErrRevoked) {
 		t.Errorf("Encrypt with the evicted key = %v, want not_found or revoked", err)
+	}
+	sc.Stop(t)
+	k.Stop(t)
+}
+
+// TestSidecarWaitsAndEnrolls runs the fixture's enrollment story with
+// the binary: a sidecar started without a token serves but waits; `dcaas
+// sidecar enroll` as the custodian enrolls it; killed with SIGKILL and
+// restarted on its data dir it waits again, naming the instance it held,
+// and enrolling it again revokes that instance.
+func TestSidecarWaitsAndEnrolls(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	k := e2e.StartKMS(t, e2e.KMSConfig{})
+	tn := e2e.NewTenant(t, k.Endpoint(t), "acme")
+	sc := tn.StartSidecar(t, e2e.SidecarConfig{Waiting: true})
+	if sc.InstanceID() != "" || !strings.Contains(sc.ReadyLine(), "enrolled=false") {
+		t.Fatalf("a sidecar started without a token: instance %q, ready line %q", sc.InstanceID(), sc.ReadyLine())
+	}
+	local := sc.Client(t, client.WithRetry(1, 0, 0))
+	if st, err := local.Status(ctx); err != nil || st.Enrolled || st.InstanceID != "" {
+		t.Fatalf("Status before enrollment = %+v, %v; want not enrolled", st, err)
+	}
+	if _, err := local.Encrypt(ctx, api.KeyRef{KeyID: "key_x"}, []byte("x"), nil); !errors.Is(err, client.ErrNotEnrolled) {
+		t.Fatalf("Encrypt before enrollment = %v, want not_enrolled", err)
+	}
+
+	out := tn.EnrollSidecar(t, sc)
+	first := sc.InstanceID()
+	if !strings.Contains(out, "instance="+first) {
+		t.Errorf("dcaas sidecar enroll printed %q, want the instance %s", out, first)
+	}
+	st, err := local.Status(ctx)
+	if err != nil || !st.Enrolled || st.InstanceID != first || st.CustodianDN != tn.CustodianCreds.DN {
+		t.Fatalf("Status after enrollment = %+v, %v; want instance %s bound to %s", st, err, first, tn.CustodianCreds.DN)
+	}
+	dk := tn.DataKeys(t, 1, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})[0]
+	if ids, err := client.LoadByRewrap(ctx, tn.Custodian, local, [][]byte{dk.EKB}); err != nil || len(ids) != 1 {
+		t.Fatalf("LoadByRewrap after enrollment = %v, %v", ids, err)
+	}
+
+	sc.Kill9(t)
+	sc.Restart(t)
+	if st, err := local.Status(ctx); err != nil || st.Enrolled || st.PreviousInstanceID != first {
+		t.Fatalf("Status after a restart = %+v, %v; want waiting, previous instance %s", st, err, first)
+	}
+	tn.EnrollSidecar(t, sc)
+	if sc.InstanceID() == first || sc.InstanceID() == "" {
+		t.Fatalf("instance after re-enrolling = %q, want a new one (was %s)", sc.InstanceID(), first)
+	}
+	list, err := tn.Custodian.ListInstances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := false
+	for _, in := range list {
+		revoked = revoked || in.InstanceID == first && in.Revoked
+	}
+	if !revoked {
+		t.Errorf("instance %s of the killed sidecar is not revoked after re-enrollment: %+v", first, list)
 	}
 	sc.Stop(t)
 	k.Stop(t)

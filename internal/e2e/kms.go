@@ -178,6 +178,9 @@ func (k *KMS) Kill9(t testing.TB) { t.Helper(); k.proc.kill9(t) }
 // Running reports whether the current process has not exited.
 func (k *KMS) Running() bool { return k.proc.running() }
 
+// Pid is the process id of the current process.
+func (k *KMS) Pid() int { return k.proc.cmd.Process.Pid }
+
 // URL is the KMS's base URL, https://127.0.0.1:PORT.
 func (k *KMS) URL() string { return k.url }
 

@@ -102,7 +102,8 @@ func (tn *Tenant) DataKeys(t testing.TB, n int, req api.CreateDataKeyRequest) []
 
 // StartSidecar enrolls a `dcaas sidecar serve` process for the custodian
 // with a fresh token, against the endpoint's first URL, and waits until
-// it serves. cfg's KMSURL, CAPEM and Token are filled in when empty.
+// it serves. cfg's KMSURL, CAPEM and Token are filled in when empty (no
+// Token with cfg.Waiting: then EnrollSidecar enrolls it).
 func (tn *Tenant) StartSidecar(t testing.TB, cfg SidecarConfig) *Sidecar {
 	t.Helper()
 	if cfg.KMSURL == "" {
@@ -111,8 +112,16 @@ func (tn *Tenant) StartSidecar(t testing.TB, cfg SidecarConfig) *Sidecar {
 	if cfg.CAPEM == nil {
 		cfg.CAPEM = tn.ep.CAPEM
 	}
-	if cfg.Token == "" {
+	if cfg.Token == "" && !cfg.Waiting {
 		cfg.Token = tn.Token(t)
 	}
 	return StartSidecar(t, cfg)
+}
+
+// EnrollSidecar enrolls a sidecar that waits for a token (started with
+// Waiting, or restarted) with `dcaas sidecar enroll` as the tenant's
+// custodian (Sidecar.Enroll), and returns what the command printed.
+func (tn *Tenant) EnrollSidecar(t testing.TB, s *Sidecar) string {
+	t.Helper()
+	return s.Enroll(t, tn.ep, []byte(tn.CustodianCreds.CertPEM), []byte(tn.CustodianCreds.KeyPEM))
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
-	"github.com/dcaas/dcaas/internal/store/postgres"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func TestMain(m *testing.M) { e2e.Main(m) }
@@ -376,7 +376,7 @@ func checkKeysOpen(t *testing.T, cust *client.KMS, side *kmstest.FakeSidecar, ke
 	for i, c := range keys {
 		acked[i] = e2e.AckedKey{DataKey: *c.key, Type: c.typ}
 	}
-	e2e.CheckReleases(t, side, func(ekbs [][]byte) ([]api.WrappedKey, error) {
+	e2e.CheckReleases(t, side, func(ekbs [][]byte) (*api.WrappedKeys, error) {
 		return cust.Rewrap(t.Context(), side.Enrollment.WrappingCertPEM, ekbs)
 	}, acked)
 }
@@ -404,7 +404,7 @@ func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.Fake
 			t.Errorf("the grant of worker %d call %d loaded %+v, want key %s", c.worker, c.n, got.Keys, c.grantFor.KeyID)
 			continue
 		}
-		for _, d := range side.Unwrap(t, got.Keys) {
+		for _, d := range side.Unwrap(t, &got) {
 			d.Wipe()
 		}
 		err := sideB.Do("POST", "/v1/keys/load", req, nil)
@@ -500,7 +500,7 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 		t.Errorf("keys.load records: %d ok and %d already_used, want %d of each", loadsOK, loadsUsed, len(grants))
 	}
 
-	db, err := postgres.Open(ctx, dsn)
+	db, err := sqlstore.OpenPostgres(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -532,9 +532,11 @@ func checkGrantsUsedUp(t *testing.T, ctx context.Context, sc *client.Sidecar, ac
 // death of the replica it was talking to while another one serves. A
 // grant load the sidecar had sent to A when A died comes back to the
 // custodian as 503 unavailable ("The KMS cannot be reached: … EOF"): the
-// sidecar's KMS client (sidecar.kmsDo over httpapi.Client) does not retry
-// a request whose connection was cut, and the SDK (like any custodian)
-// may not resend a non-idempotent load blindly. The custodian's retry
+// sidecar's KMS client (the public SDK's transport, which fails over
+// between --kms URLs) does not resend a request that is not idempotent
+// once its connection was cut, and with HAProxy there is one URL anyway;
+// the SDK of the custodian may not resend a non-idempotent load blindly
+// either. The custodian's retry
 // with a fresh grant then loads the key (checkLBAttempts), but the
 // expectation here is that no sidecar call fails while B is up: the
 // sidecar retries the cut request itself, once, through HAProxy. Where A

@@ -23,7 +23,7 @@ import (
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // mountTimeout bounds mount and umount.
@@ -370,7 +370,7 @@ func rewrapAll(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, ke
 	}
 	var got api.WrappedKeys
 	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got)
-	for i, dek := range side.Unwrap(t, got.Keys) {
+	for i, dek := range side.Unwrap(t, &got) {
 		if got.Keys[i].KeyID != keys[i].KeyID {
 			t.Errorf("rewrapped key %d is %s, want %s", i, got.Keys[i].KeyID, keys[i].KeyID)
 		}
@@ -379,7 +379,7 @@ func rewrapAll(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, ke
 }
 
 // readOnlyAfterStart is the KMS database opened read-only
-// (sqlite.OpenReadOnly) for everything but the writes kms.Open makes while
+// (sqlstore.OpenSQLiteReadOnly) for everything but the writes kms.Open makes while
 // starting: it registers the TLS server certificate it just issued, so it
 // cannot start over a store that is read-only from the first instant.
 // After started is set the store is read-only throughout, like a database
@@ -409,7 +409,7 @@ func TestFaultReadOnlyStore(t *testing.T) {
 	before := verifyAudit(t, w.env)
 	w.env.Stop()
 
-	ro, err := sqlite.OpenReadOnly(t.Context(), dbPath)
+	ro, err := sqlstore.OpenSQLiteReadOnly(t.Context(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +424,7 @@ func TestFaultReadOnlyStore(t *testing.T) {
 		// certificate it issues itself does not start. Let that one write
 		// through, and only that one.
 		t.Logf("kms.Open over a read-only store: %v (it registers its new TLS server certificate); letting that start-up write through", err)
-		rw, err := sqlite.Open(t.Context(), dbPath)
+		rw, err := sqlstore.OpenSQLite(t.Context(), dbPath)
 		if err != nil {
 			t.Fatal(err)
 		}

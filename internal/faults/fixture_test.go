@@ -157,7 +157,7 @@ func (s *side) load(t testing.TB, w *world, dks []api.DataKey) {
 		var wrapped api.WrappedKeys
 		w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: cert.CertPEM}, &wrapped)
 		var loaded api.Loaded
-		s.do(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: wrapped.Keys}, &loaded)
+		s.do(t, "POST", "/v1/keys/import", &wrapped, &loaded)
 		if len(loaded.Loaded) != len(batch) {
 			t.Fatalf("imported %d keys of a batch of %d", len(loaded.Loaded), len(batch))
 		}

@@ -272,7 +272,7 @@ func TestMemorySidecarEndToEnd(t *testing.T) {
 	dks := w.createKeys(t, n, 8, api.KeyAES256GCM)
 	var cert api.WrappingCertificate
 	s.do(t, "GET", "/v1/wrapping-certificate", nil, &cert)
-	var batches [][]api.WrappedKey
+	var batches []api.WrappedKeys
 	for from := 0; from < n; from += rewrapBatch {
 		ekbs := make([][]byte, 0, rewrapBatch)
 		for _, dk := range dks[from:min(from+rewrapBatch, n)] {
@@ -280,22 +280,24 @@ func TestMemorySidecarEndToEnd(t *testing.T) {
 		}
 		var wrapped api.WrappedKeys
 		w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: cert.CertPEM}, &wrapped)
-		batches = append(batches, wrapped.Keys)
+		batches = append(batches, wrapped)
 	}
-	dks = nil
-	t.Logf("created and rewrapped %d data keys at the KMS in %v", n, time.Since(start).Round(time.Millisecond))
 	// Warm up every path once (a key imported and evicted), so the
 	// snapshots compare steady states.
-	s.do(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: batches[0][:1]}, nil)
-	s.do(t, "DELETE", "/v1/keys/"+batches[0][0].KeyID, nil, nil)
+	var warm api.WrappedKeys
+	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dks[0].EKB}, WrappingCertPEM: cert.CertPEM}, &warm)
+	dks = nil
+	t.Logf("created and rewrapped %d data keys at the KMS in %v", n, time.Since(start).Round(time.Millisecond))
+	s.do(t, "POST", "/v1/keys/import", &warm, nil)
+	s.do(t, "DELETE", "/v1/keys/"+warm.Keys[0].KeyID, nil, nil)
 
 	before := snapshot(t)
 	start = time.Now()
 	for _, b := range batches {
 		var loaded api.Loaded
-		s.do(t, "POST", "/v1/keys/import", api.ImportKeysRequest{Keys: b}, &loaded)
-		if len(loaded.Loaded) != len(b) {
-			t.Fatalf("imported %d keys of a batch of %d", len(loaded.Loaded), len(b))
+		s.do(t, "POST", "/v1/keys/import", &b, &loaded)
+		if len(loaded.Loaded) != len(b.Keys) {
+			t.Fatalf("imported %d keys of a batch of %d", len(loaded.Loaded), len(b.Keys))
 		}
 	}
 	took := time.Since(start)
@@ -304,7 +306,7 @@ func TestMemorySidecarEndToEnd(t *testing.T) {
 	}
 	loaded := snapshot(t)
 	for _, b := range batches {
-		for _, k := range b {
+		for _, k := range b.Keys {
 			var ev api.Evicted
 			s.do(t, "DELETE", "/v1/keys/"+k.KeyID, nil, &ev)
 		}

@@ -112,6 +112,13 @@ func (r *reader) u16(field string) uint16 {
 	return 0
 }
 
+func (r *reader) u64(field string) uint64 {
+	if b := r.bytes(8, field); b != nil {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
+}
+
 func (r *reader) u32(field string) uint32 {
 	if b := r.bytes(4, field); b != nil {
 		return binary.BigEndian.Uint32(b)
@@ -119,12 +126,15 @@ func (r *reader) u32(field string) uint32 {
 	return 0
 }
 
-// prefix reads and checks a magic and the version byte.
-func (r *reader) prefix(magic string) {
+// prefix reads and checks a magic and the version byte (Version).
+func (r *reader) prefix(magic string) { r.prefixVersion(magic, Version) }
+
+// prefixVersion reads and checks a magic and a version byte.
+func (r *reader) prefixVersion(magic string, version uint8) {
 	if m := r.bytes(len(magic), "magic"); r.err == nil && string(m) != magic {
 		r.err = malformed(r.what, "bad magic")
 	}
-	if v := r.u8("version"); r.err == nil && v != Version {
+	if v := r.u8("version"); r.err == nil && v != version {
 		r.err = malformed(r.what, "unknown version %d", v)
 	}
 }
@@ -161,3 +171,4 @@ func (r *reader) rest() []byte {
 
 func appendU16(b []byte, v int) []byte    { return binary.BigEndian.AppendUint16(b, uint16(v)) }
 func appendU32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }

@@ -16,6 +16,8 @@ func requestTypes() []func() any {
 	return []func() any{
 		func() any { return new(api.CreateTenantRequest) },
 		func() any { return new(api.CreateAppRequest) },
+		func() any { return new(api.RenewCertificateRequest) },
+		func() any { return new(api.RevokeCertificatesRequest) },
 		func() any { return new(api.CreateDataKeyRequest) },
 		func() any { return new(api.NewVersionRequest) },
 		func() any { return new(api.CreateTokenRequest) },

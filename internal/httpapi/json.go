@@ -56,23 +56,26 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		}
 		return DecodeBytes(buf.Bytes(), v)
 	}
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err, limit)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	buf := getBuf()
+	defer putBuf(buf)
+	if _, err := buf.ReadFrom(body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
 		}
-		return api.Errorf(api.CodeBadRequest, "The request body must hold exactly one JSON object.")
+		return api.Errorf(api.CodeBadRequest, "The request body could not be read.")
 	}
-	return nil
+	return DecodeBytes(buf.Bytes(), v)
 }
 
 // DecodeBytes is Decode for a body already read into memory (batch items).
+// An object that repeats a key is refused: encoding/json keeps the last
+// value, and a check that read the first could disagree with an action
+// that uses the last.
 func DecodeBytes(b []byte, v any) error {
+	if err := checkDuplicateKeys(b); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -82,6 +85,57 @@ func DecodeBytes(b []byte, v any) error {
 		return api.Errorf(api.CodeBadRequest, "The request must hold exactly one JSON object.")
 	}
 	return nil
+}
+
+// checkDuplicateKeys refuses JSON in which an object repeats a key. It
+// reads b as a token stream; malformed JSON passes here and is reported by
+// the decoder.
+func checkDuplicateKeys(b []byte) error {
+	type frame struct {
+		object    bool
+		expectKey bool
+		keys      []string
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var stack []frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].expectKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or malformed: the decoder says which
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expectKey {
+			if k, ok := tok.(string); ok {
+				top := &stack[n-1]
+				for _, seen := range top.keys {
+					if seen == k {
+						return api.Errorf(api.CodeBadRequest, "The request repeats the key %q in one object.", k)
+					}
+				}
+				top.keys = append(top.keys, k)
+				top.expectKey = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		case json.Delim('}'), json.Delim(']'):
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func decodeError(err error, limit int64) error {

@@ -3,7 +3,9 @@ package httpapi
 import (
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,10 +42,25 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 // records metrics by route pattern (never by raw path, which would put ids
 // in label values).
 type Router struct {
-	mux      *http.ServeMux
-	log      *slog.Logger
-	metrics  *Metrics
-	patterns []string
+	mux       *http.ServeMux
+	log       *slog.Logger
+	metrics   *Metrics
+	patterns  []string
+	fallbacks []fallback
+}
+
+// fallback answers unmatched requests under a path prefix.
+type fallback struct {
+	prefix string
+	f      func(w http.ResponseWriter, r *http.Request, methodNotAllowed bool)
+}
+
+// Fallback makes f answer the requests under prefix (e.g. "/v1/transit/")
+// that no pattern matches, instead of the router's JSON 404/405, so an
+// API of another protocol mounted there refuses in its own shape.
+// methodNotAllowed tells f whether the path exists with other methods.
+func (rt *Router) Fallback(prefix string, f func(w http.ResponseWriter, r *http.Request, methodNotAllowed bool)) {
+	rt.fallbacks = append(rt.fallbacks, fallback{prefix, f})
 }
 
 // NewRouter returns an empty router. metrics may be nil.
@@ -85,9 +102,31 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// canonicalPath reports whether p is a path the router serves as it is:
+// absolute, with no empty, "." or ".." segments. (http.ServeMux would
+// redirect the others with an HTML body; the router refuses them in JSON.)
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if !canonicalPath(r.URL.Path) {
+		sw := &statusWriter{ResponseWriter: w}
+		WriteError(sw, rt.log, r, api.Errorf(api.CodeNotFound, "There is no endpoint %s %s: the path is not in canonical form (no empty, . or .. segments).", r.Method, r.URL.Path))
+		if rt.metrics != nil {
+			rt.metrics.requests.WithLabelValues("unmatched", strconv.Itoa(sw.status)).Inc()
+		}
+		return
+	}
 	h, pattern := rt.mux.Handler(r)
 	sw := &statusWriter{ResponseWriter: w}
 	route := pattern
@@ -96,12 +135,19 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The mux's own 404/405 handler: learn which it is, answer in JSON.
 		probe := &probeWriter{header: http.Header{}}
 		h.ServeHTTP(probe, r)
-		if probe.status == http.StatusMethodNotAllowed {
+		fb := rt.fallbackFor(r.URL.Path)
+		switch {
+		case fb != nil:
+			if allow := probe.header.Get("Allow"); allow != "" {
+				sw.Header().Set("Allow", allow)
+			}
+			fb(sw, r, probe.status == http.StatusMethodNotAllowed)
+		case probe.status == http.StatusMethodNotAllowed:
 			if allow := probe.header.Get("Allow"); allow != "" {
 				sw.Header().Set("Allow", allow)
 			}
 			WriteError(sw, rt.log, r, api.Errorf(api.CodeMethodNotAllowed, "Method %s is not allowed on %s.", r.Method, r.URL.Path))
-		} else {
+		default:
 			WriteError(sw, rt.log, r, api.Errorf(api.CodeNotFound, "There is no endpoint %s %s.", r.Method, r.URL.Path))
 		}
 	} else {
@@ -129,6 +175,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 		rt.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	}
+}
+
+func (rt *Router) fallbackFor(path string) func(http.ResponseWriter, *http.Request, bool) {
+	for _, fb := range rt.fallbacks {
+		if strings.HasPrefix(path, fb.prefix) {
+			return fb.f
+		}
+	}
+	return nil
 }
 
 type probeWriter struct {

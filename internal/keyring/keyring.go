@@ -33,7 +33,8 @@ import (
 // Config configures a Ring. Zero values mean defaults.
 type Config struct {
 	// BoundDN is the DN of the custodian the sidecar serves; key policies
-	// are evaluated for it.
+	// are evaluated for it. It may be left empty and set later with Bind,
+	// before any key is loaded (a sidecar learns it at enrollment).
 	BoundDN string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -50,7 +51,7 @@ type Config struct {
 // Ring is the set of loaded keys. It is safe for concurrent use.
 type Ring struct {
 	enc     enclave.Enclave
-	bound   string
+	bound   atomic.Pointer[string]
 	now     func() time.Time
 	idleTTL time.Duration
 	maxEnc  int64
@@ -60,6 +61,7 @@ type Ring struct {
 	n      atomic.Int64 // loaded key versions
 	usage  sync.Map     // verKey → *usage: encryption counts, kept across loads
 	floors sync.Map     // key id → int: minimum decryption version
+	gone   sync.Map     // key id → true: keys the KMS revoked (sticky)
 }
 
 // versions is immutable once published in keys: writers replace it whole,
@@ -139,79 +141,196 @@ func New(enc enclave.Enclave, cfg Config) *Ring {
 	if cfg.MaxEncryptions <= 0 {
 		cfg.MaxEncryptions = ops.DefaultMaxEncryptions
 	}
-	return &Ring{enc: enc, bound: cfg.BoundDN, now: cfg.Now, idleTTL: cfg.IdleTTL, maxEnc: cfg.MaxEncryptions}
+	r := &Ring{enc: enc, now: cfg.Now, idleTTL: cfg.IdleTTL, maxEnc: cfg.MaxEncryptions}
+	r.Bind(cfg.BoundDN)
+	return r
+}
+
+// Bind sets the DN of the custodian whose policies the ring evaluates.
+// Keys loaded for another custodian are evicted first.
+func (r *Ring) Bind(dn string) {
+	if old := r.bound.Load(); old != nil && *old != dn {
+		r.Close()
+	}
+	r.bound.Store(&dn)
+}
+
+// BoundDN is the custodian the ring evaluates policies for.
+func (r *Ring) BoundDN() string {
+	if p := r.bound.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Revoke evicts every version of keyID and refuses it from then on, for
+// the life of the ring: a key the KMS revoked cannot come back, whatever
+// is presented (an old rewrap answer, a sealed blob). It reports whether
+// the key was loaded.
+func (r *Ring) Revoke(keyID string) bool {
+	r.mu.Lock()
+	r.gone.Store(keyID, true)
+	r.mu.Unlock()
+	return r.Evict(keyID)
+}
+
+// Revoked reports whether Revoke was called for keyID.
+func (r *Ring) Revoked(keyID string) bool {
+	_, ok := r.gone.Load(keyID)
+	return ok
+}
+
+func errRevokedKey(keyID string) error {
+	return api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS; this sidecar will not load or use it again.", keyID)
 }
 
 var allActions = []api.Action{api.ActionEncrypt, api.ActionDecrypt, api.ActionSign, api.ActionVerify, api.ActionMAC}
 
+// Item is one key version for PutAll.
+type Item struct {
+	MD       api.KeyMetadata
+	Material *secret.Bytes // taken over by PutAll, which wipes it
+	// Encryptions is what the KMS counted for the version; the ring counts
+	// on from it (see SetReported).
+	Encryptions int64
+}
+
 // Put loads one key version, taking ownership of material (it is wiped
-// here). leaseUntil bounds how long the key may be used (zero: until the
-// key's expiry, if any; never past the policy's limits.max_lease_seconds
-// from now). A version already loaded is replaced, and its load's policy
-// counts start again. A retired version (below the key's minimum
-// decryption version, see Retire) is refused.
+// here). See PutAll.
 func (r *Ring) Put(md api.KeyMetadata, material *secret.Bytes, leaseUntil time.Time) error {
-	defer material.Wipe()
-	if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
-		return api.Errorf(api.CodeInvalidArgument, "Key %s has version %d, outside 1..%d.", md.KeyID, md.Version, uint32(math.MaxUint32))
-	}
-	md = cloneMetadata(md)
-	// Check the material builds a handle before accepting it.
-	k, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), material)
-	if err != nil {
-		return err
-	}
-	k.Wipe()
-	prot, err := r.enc.Protect(material.Clone())
-	if err != nil {
-		return err
-	}
-	e := &entry{md: md, prot: prot}
-	e.setLimits(r, r.now())
-	if e.leaseCap != 0 && (leaseUntil.IsZero() || e.leaseCap < leaseUntil.UnixNano()) {
-		leaseUntil = time.Unix(0, e.leaseCap)
-	}
-	for _, a := range allActions {
-		if policy.Allows(md.Policy, md.Owner, r.bound, a) {
-			e.allowed |= actionBit(a)
+	return r.PutAll([]Item{{MD: md, Material: material}}, leaseUntil)
+}
+
+// PutAll loads key versions, all or nothing, taking ownership of their
+// material (wiped here, on every path). leaseUntil bounds how long the
+// keys may be used (zero: until each key's expiry, if any; never past a
+// policy's limits.max_lease_seconds from now). A version already loaded is
+// replaced, and its load's policy counts start again. A revoked key (see
+// Revoke), a retired version (below the key's minimum decryption version,
+// see Retire) are refused.
+func (r *Ring) PutAll(items []Item, leaseUntil time.Time) error {
+	defer func() {
+		for _, it := range items {
+			it.Material.Wipe()
+		}
+	}()
+	now := r.now()
+	bound := r.BoundDN()
+	entries := make([]*entry, 0, len(items))
+	destroy := func() {
+		for _, e := range entries {
+			e.prot.Destroy()
 		}
 	}
-	if md.ExpiresAt != nil && (leaseUntil.IsZero() || md.ExpiresAt.Before(leaseUntil)) {
-		leaseUntil = *md.ExpiresAt
-	}
-	if !leaseUntil.IsZero() {
-		e.leaseNs.Store(leaseUntil.UnixNano())
+	for _, it := range items {
+		md := it.MD
+		if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
+			destroy()
+			return api.Errorf(api.CodeInvalidArgument, "Key %s has version %d, outside 1..%d.", md.KeyID, md.Version, uint32(math.MaxUint32))
+		}
+		md = cloneMetadata(md)
+		// Check the material builds a handle before accepting it.
+		k, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), it.Material)
+		if err != nil {
+			destroy()
+			return err
+		}
+		k.Wipe()
+		prot, err := r.enc.Protect(it.Material.Clone())
+		if err != nil {
+			destroy()
+			return err
+		}
+		e := &entry{md: md, prot: prot}
+		e.setLimits(r, now)
+		lease := leaseUntil
+		if e.leaseCap != 0 && (lease.IsZero() || e.leaseCap < lease.UnixNano()) {
+			lease = time.Unix(0, e.leaseCap)
+		}
+		for _, a := range allActions {
+			if policy.Allows(md.Policy, md.Owner, bound, a) {
+				e.allowed |= actionBit(a)
+			}
+		}
+		if md.ExpiresAt != nil && (lease.IsZero() || md.ExpiresAt.Before(lease)) {
+			lease = *md.ExpiresAt
+		}
+		if !lease.IsZero() {
+			e.leaseNs.Store(lease.UnixNano())
+		}
+		entries = append(entries, e)
 	}
 
 	r.mu.Lock()
-	if floor := r.MinVersion(md.KeyID); md.Version < floor {
-		r.mu.Unlock()
-		prot.Destroy()
-		return errRetired(md.KeyID, md.Version, floor)
-	}
-	e.use = r.usageOf(md.KeyID, md.Version) // under mu: Evict drops idle counts
-	next := &versions{byVer: map[int]*entry{}}
-	var old *entry
-	if vs := r.load(md.KeyID); vs != nil {
-		next.current = vs.current
-		for v, x := range vs.byVer {
-			next.byVer[v] = x
+	for _, e := range entries {
+		if r.Revoked(e.md.KeyID) {
+			r.mu.Unlock()
+			destroy()
+			return errRevokedKey(e.md.KeyID)
 		}
-		old = vs.byVer[md.Version]
+		if floor := r.MinVersion(e.md.KeyID); e.md.Version < floor {
+			r.mu.Unlock()
+			destroy()
+			return errRetired(e.md.KeyID, e.md.Version, floor)
+		}
 	}
-	next.byVer[md.Version] = e
-	if md.Version > next.current {
-		next.current = md.Version
-	}
-	r.keys.Store(md.KeyID, next)
-	if old == nil {
-		r.n.Add(1)
+	var replaced []*entry
+	for i, e := range entries {
+		md := &e.md
+		e.use = r.usageOf(md.KeyID, md.Version) // under mu: Evict drops idle counts
+		if n := items[i].Encryptions; n > 0 {
+			e.use.setReported(n)
+		}
+		next := &versions{byVer: map[int]*entry{}}
+		var old *entry
+		if vs := r.load(md.KeyID); vs != nil {
+			next.current = vs.current
+			for v, x := range vs.byVer {
+				next.byVer[v] = x
+			}
+			old = vs.byVer[md.Version]
+		}
+		next.byVer[md.Version] = e
+		if md.Version > next.current {
+			next.current = md.Version
+		}
+		r.keys.Store(md.KeyID, next)
+		if old == nil {
+			r.n.Add(1)
+		} else {
+			replaced = append(replaced, old)
+		}
 	}
 	r.mu.Unlock()
-	if old != nil {
+	for _, old := range replaced {
 		old.destroy()
 	}
 	return nil
+}
+
+// Has reports whether version of keyID is loaded; version 0 asks for
+// any version, and the newest loaded version is returned.
+func (r *Ring) Has(keyID string, version int) (int, bool) {
+	vs := r.load(keyID)
+	if vs == nil {
+		return 0, false
+	}
+	if version == 0 {
+		return vs.current, true
+	}
+	_, ok := vs.byVer[version]
+	return version, ok
+}
+
+// Newest lists every loaded key with its newest loaded version.
+func (r *Ring) Newest() []api.KeyVersionRef {
+	var out []api.KeyVersionRef
+	r.keys.Range(func(k, v any) bool {
+		out = append(out, api.KeyVersionRef{KeyID: k.(string), Version: v.(*versions).current})
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
+	return out
 }
 
 // destroy drops the entry's handle and material.
@@ -269,6 +388,9 @@ func (r *Ring) Acquire(keyID string, version int, action api.Action) (Handle, er
 		e = vs.byVer[version]
 	}
 	if e == nil {
+		if r.Revoked(keyID) {
+			return Handle{}, errRevokedKey(keyID)
+		}
 		if floor := r.MinVersion(keyID); version > 0 && version < floor {
 			return Handle{}, errRetired(keyID, version, floor)
 		}
@@ -278,7 +400,7 @@ func (r *Ring) Acquire(keyID string, version int, action api.Action) (Handle, er
 		return Handle{}, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
 	}
 	if e.allowed&actionBit(action) == 0 {
-		return Handle{}, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", keyID, action, r.bound)
+		return Handle{}, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", keyID, action, r.BoundDN())
 	}
 	now := r.now().UnixNano()
 	if l := e.leaseNs.Load(); l != 0 && now >= l {
@@ -475,6 +597,45 @@ func (r *Ring) Current(keyID string) (api.KeyMetadata, *secret.Bytes, time.Time,
 		until = time.Unix(0, l)
 	}
 	return e.md, m, until, nil
+}
+
+// Loaded is one loaded version of a key with a copy of its material (the
+// caller wipes it).
+type Loaded struct {
+	MD         api.KeyMetadata
+	Material   *secret.Bytes
+	LeaseUntil time.Time // zero: none
+}
+
+// All returns every loaded version of keyID, oldest first, each with a
+// copy of its material that the caller wipes (on error, nothing is
+// returned and nothing is left to wipe).
+func (r *Ring) All(keyID string) ([]Loaded, error) {
+	vs := r.load(keyID)
+	if vs == nil {
+		if r.Revoked(keyID) {
+			return nil, errRevokedKey(keyID)
+		}
+		return nil, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+	}
+	vers := slices.Sorted(maps.Keys(vs.byVer))
+	out := make([]Loaded, 0, len(vers))
+	for _, v := range vers {
+		e := vs.byVer[v]
+		m, err := e.prot.Open()
+		if err != nil {
+			for _, l := range out {
+				l.Material.Wipe()
+			}
+			return nil, err
+		}
+		l := Loaded{MD: cloneMetadata(e.md), Material: m}
+		if n := e.leaseNs.Load(); n != 0 {
+			l.LeaseUntil = time.Unix(0, n)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // RenewAll moves the lease of every loaded key to until (never past a

@@ -120,7 +120,12 @@ func (r *Ring) dropUsage(keyID string, version int) {
 // keyID has made (what it reported when it released the key). The ring
 // counts on from there; a count below what the ring knows changes nothing.
 func (r *Ring) SetReported(keyID string, version int, encryptions int64) {
-	u := r.usageOf(keyID, version)
+	r.usageOf(keyID, version).setReported(encryptions)
+}
+
+// setReported raises the count known to the KMS to encryptions (it never
+// goes down).
+func (u *usage) setReported(encryptions int64) {
 	for {
 		b := u.base.Load()
 		if encryptions <= b || u.base.CompareAndSwap(b, encryptions) {

@@ -10,12 +10,24 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
 // appSubject is the certificate subject of a tenant app: CN=<app>,O=<tenant>.
 func appSubject(tenant, name string) pkix.Name {
 	return pkix.Name{CommonName: name, Organization: []string{tenant}}
+}
+
+// adminSubject is the certificate subject of the admin.
+var adminSubject = pkix.Name{CommonName: "admin", Organization: []string{"dcaas"}}
+
+// subjectOf is the certificate subject of a stored app (or the admin).
+func subjectOf(app store.App) pkix.Name {
+	if app.Tenant == "" && app.Role == string(api.RoleAdmin) {
+		return adminSubject
+	}
+	return appSubject(app.Tenant, app.Name)
 }
 
 func (k *KMS) createApp(ctx context.Context, c *call) (any, error) {
@@ -34,47 +46,62 @@ func (k *KMS) createApp(ctx context.Context, c *call) (any, error) {
 	if _, err := k.st.GetTenant(ctx, tenant); err != nil {
 		return nil, storeErr(err, "tenant")
 	}
-	subject := appSubject(tenant, req.Name)
-	dn := subject.String()
-	// Validate the CSR before anything is written.
-	var keyPEM []byte
-	issue := func() ([]byte, *x509.Certificate, error) {
-		return k.ca.IssueFromCSR([]byte(req.CSRPEM), subject, k.cfg.AppCertTTL)
-	}
-	if req.CSRPEM == "" {
-		key, err := kcrypto.GenerateIdentityKey()
-		if err != nil {
-			return nil, err
-		}
-		if keyPEM, err = kcrypto.MarshalPrivateKeyPEM(key); err != nil {
-			return nil, err
-		}
-		issue = func() ([]byte, *x509.Certificate, error) {
-			return k.ca.IssueClient(key.Public(), subject, k.cfg.AppCertTTL)
-		}
-	}
-	der, cert, err := issue()
+	app := store.App{Tenant: tenant, Name: req.Name, Role: string(req.Role), DN: appSubject(tenant, req.Name).String(), CreatedAt: k.now()}
+	// The certificate is issued (the CSR validated) and registered first:
+	// if creating the app then fails, an unused registry entry remains
+	// (it authenticates nobody, since authentication also needs the app),
+	// never an app whose credentials were lost.
+	creds, err := k.issueAppCert(ctx, app, req.CSRPEM)
 	if err != nil {
-		if errors.Is(err, ca.ErrInvalidCSR) {
-			return nil, api.Errorf(api.CodeInvalidCSR, "The CSR is malformed or its signature does not verify.")
-		}
 		return nil, err
 	}
-	// The certificate is registered first: if creating the app then
-	// fails, an unused registry entry remains (it authenticates nobody,
-	// since authentication also needs the app), never an app whose
-	// credentials were lost.
-	if err := k.registerCert(ctx, cert, store.CertApp, tenant, req.Name); err != nil {
-		return nil, err
-	}
-	app := store.App{Tenant: tenant, Name: req.Name, Role: string(req.Role), DN: dn, CreatedAt: k.now()}
 	if err := k.st.CreateApp(ctx, app); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, api.Errorf(api.CodeConflict, "App %q already exists in tenant %q.", req.Name, tenant)
 		}
 		return nil, storeErr(err, "app")
 	}
-	return api.AppCredentials{DN: dn, CertPEM: pemCert(der), KeyPEM: string(keyPEM), CAPEM: k.ca.CertPEM()}, nil
+	return creds, nil
+}
+
+// issueAppCert issues and registers a client certificate for app: for the
+// key of csrPEM, or, without one, for a key the KMS generates and returns
+// in KeyPEM (a secret the caller must hand over and forget).
+func (k *KMS) issueAppCert(ctx context.Context, app store.App, csrPEM string) (*api.AppCredentials, error) {
+	authority := k.authority()
+	subject := subjectOf(app)
+	var (
+		der    []byte
+		cert   *x509.Certificate
+		keyPEM []byte
+		err    error
+	)
+	if csrPEM != "" {
+		der, cert, err = authority.IssueFromCSR([]byte(csrPEM), subject, k.cfg.AppCertTTL)
+	} else {
+		key, gerr := kcrypto.GenerateIdentityKey()
+		if gerr != nil {
+			return nil, gerr
+		}
+		if keyPEM, err = kcrypto.MarshalPrivateKeyPEM(key); err != nil {
+			return nil, err
+		}
+		defer secret.Zero(keyPEM)
+		der, cert, err = authority.IssueClient(key.Public(), subject, k.cfg.AppCertTTL)
+	}
+	if err != nil {
+		if errors.Is(err, ca.ErrInvalidCSR) {
+			return nil, api.Errorf(api.CodeInvalidCSR, "The CSR is malformed, its signature does not verify, or its key is not ECDSA P-256/P-384/P-521, Ed25519 or RSA of 2048 to 8192 bits.")
+		}
+		return nil, err
+	}
+	if err := k.registerCert(ctx, cert, store.CertApp, app.Tenant, app.Name); err != nil {
+		return nil, err
+	}
+	return &api.AppCredentials{
+		DN: app.DN, CertPEM: pemCert(der), KeyPEM: string(keyPEM), CAPEM: authority.BundlePEM(),
+		Serial: ca.SerialString(cert), NotAfter: cert.NotAfter,
+	}, nil
 }
 
 // registerCert records an issued certificate in the CA registry.
@@ -89,12 +116,11 @@ func (k *KMS) registerCert(ctx context.Context, cert *x509.Certificate, kind, te
 // IssueAdmin issues an admin client certificate for pub and registers it;
 // used when a data dir is initialized.
 func (k *KMS) IssueAdmin(ctx context.Context, pub crypto.PublicKey) ([]byte, error) {
-	subject := pkix.Name{CommonName: "admin", Organization: []string{"dcaas"}}
-	app := store.App{Name: "admin", Role: string(api.RoleAdmin), DN: subject.String(), CreatedAt: k.now()}
+	app := store.App{Name: "admin", Role: string(api.RoleAdmin), DN: adminSubject.String(), CreatedAt: k.now()}
 	if err := k.st.CreateApp(ctx, app); err != nil && !errors.Is(err, store.ErrExists) {
 		return nil, storeErr(err, "admin")
 	}
-	der, cert, err := k.ca.IssueClient(pub, subject, k.cfg.AppCertTTL)
+	der, cert, err := k.authority().IssueClient(pub, adminSubject, k.cfg.AppCertTTL)
 	if err != nil {
 		return nil, err
 	}

@@ -133,5 +133,5 @@ func (k *KMS) enrollAttested(ctx context.Context, c *call, req *api.EnrollReques
 		return nil, storeErr(err, "custodian")
 	}
 	c.tenant = app.Tenant
-	return k.register(ctx, c, app.Tenant, app.DN, api.EnclaveTPM, csr, req.WrappingPublicKey)
+	return k.register(ctx, c, enrollToken{}, app.Tenant, app.DN, api.EnclaveTPM, csr, req.WrappingPublicKey)
 }

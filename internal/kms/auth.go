@@ -23,7 +23,7 @@ func (k *KMS) authenticate(ctx context.Context, r *http.Request) (*caller, error
 		return nil, errNoCert
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	if err := k.ca.Verify(leaf, ca.UsageClient, k.now()); err != nil {
+	if err := k.authority().Verify(leaf, ca.UsageClient, k.now()); err != nil {
 		switch {
 		case errors.Is(err, ca.ErrExpired):
 			return nil, api.Errorf(api.CodeUnauthenticated, "The client certificate has expired or is not yet valid.")

@@ -2,10 +2,7 @@ package kms
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +20,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // Files a data dir holds.
@@ -34,7 +31,6 @@ const (
 	AdminKey     = "admin/key.pem"
 	caSetting    = "ca"
 	caValidity   = 10 * 365 * 24 * time.Hour
-	serverTTL    = 90 * 24 * time.Hour
 	caKeyAADText = "dcaas/v1 ca-key"
 )
 
@@ -70,16 +66,17 @@ type Server struct {
 	// Initialized is true when this Open created the data dir's material.
 	Initialized bool
 
-	ownStore    bool // Open opened Store (not Options.Store), so Close closes it
-	ownSealer   bool // Open opened Sealer (not Options.Sealer), so Close closes it
-	stopJanitor func()
+	ownStore  bool   // Open opened Store (not Options.Store), so Close closes it
+	ownSealer bool   // Open opened Sealer (not Options.Sealer), so Close closes it
+	stop      func() // stops the background loops (certificates, janitor)
 }
 
-// Close closes the KMS and then what it was built on (but not an
-// Options.Store or Options.Sealer).
+// Close stops the background loops (server certificate renewal, CA
+// refresh, janitor), closes the KMS and then what it was built on (but
+// not an Options.Store or Options.Sealer).
 func (s *Server) Close() error {
-	if s.stopJanitor != nil {
-		s.stopJanitor()
+	if s.stop != nil {
+		s.stop()
 	}
 	var stErr, sealerErr error
 	if s.ownStore {
@@ -122,8 +119,8 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	st, ownStore := opts.Store, opts.Store == nil
 	if ownStore {
-		var db *sqlite.DB
-		if db, err = sqlite.Open(ctx, filepath.Join(opts.DataDir, DBFile)); err != nil {
+		var db *sqlstore.DB
+		if db, err = sqlstore.OpenSQLite(ctx, filepath.Join(opts.DataDir, DBFile)); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -138,13 +135,18 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	authority.Now = opts.Now
-	if err := atomicfile.Write(filepath.Join(opts.DataDir, CAFile), []byte(authority.CertPEM()), 0o644); err != nil {
-		return nil, err
-	}
 	cfg := opts.Config
 	cfg.Store, cfg.Sealer, cfg.CA, cfg.Logger, cfg.Reg, cfg.Now = st, sealer, authority, opts.Logger, opts.Reg, opts.Now
 	k, err := New(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := k.refreshCA(ctx); err != nil {
+		return nil, err
+	}
+	// The trust bundle, rewritten at every start and on every CA change.
+	k.caFile = filepath.Join(opts.DataDir, CAFile)
+	if err := atomicfile.Write(k.caFile, []byte(k.authority().BundlePEM()), 0o644); err != nil {
 		return nil, err
 	}
 	if err := ensureAdmin(ctx, k, opts.DataDir); err != nil {
@@ -154,63 +156,38 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	stopCerts := k.startCertLoop()
+	stopJanitor := k.startJanitor()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: ownStore, ownSealer: ownSealer, stopJanitor: k.startJanitor()}, nil
+		ownStore: ownStore, ownSealer: ownSealer, stop: func() { stopCerts(); stopJanitor() }}, nil
 }
 
-// caRecord is how the CA is kept in the store: its certificate and its key
-// sealed under the root key. One record, so replicas can't mix halves.
-type caRecord struct {
-	CertDER   []byte `json:"cert_der"`
-	SealedKey []byte `json:"sealed_key"`
-}
-
-// loadCA returns the CA stored in st, creating it on first use. Two
-// replicas initializing at once agree on the winner's CA.
+// loadCA returns the first CA (record 1) stored in st, creating it on
+// first use. Two replicas initializing at once agree on the winner's CA.
+// The rotation steps stored after it are applied by KMS.refreshCA.
 func loadCA(ctx context.Context, st store.Store, sealer seal.Sealer, now time.Time) (*ca.CA, bool, error) {
-	raw, err := st.GetSetting(ctx, caSetting)
 	created := false
+	rec, err := getCARecord(ctx, st, 1)
 	if errors.Is(err, store.ErrNotFound) {
-		certDER, key, gerr := ca.Generate("dcaas KMS CA", now, caValidity)
+		raw, gerr := newCARecord(ctx, sealer, 1, now)
 		if gerr != nil {
 			return nil, false, gerr
 		}
-		der, merr := x509.MarshalPKCS8PrivateKey(key)
-		if merr != nil {
-			return nil, false, merr
+		stored, perr := st.PutSettingIfAbsent(ctx, caSetting, raw)
+		if perr != nil {
+			return nil, false, perr
 		}
-		kb := secret.New(der)
-		sealed, serr := sealer.Seal(ctx, kb, []byte(caKeyAADText))
-		kb.Wipe()
-		if serr != nil {
-			return nil, false, serr
-		}
-		rec, _ := json.Marshal(caRecord{CertDER: certDER, SealedKey: sealed})
-		if raw, err = st.PutSettingIfAbsent(ctx, caSetting, rec); err != nil {
-			return nil, false, err
-		}
-		created = string(raw) == string(rec)
-	} else if err != nil {
+		created = string(stored) == string(raw)
+		rec, err = getCARecord(ctx, st, 1)
+	}
+	if err != nil {
 		return nil, false, err
 	}
-	var rec caRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, false, fmt.Errorf("kms: stored CA record: %w", err)
-	}
-	kb, err := sealer.Open(ctx, rec.SealedKey, []byte(caKeyAADText))
+	key, err := openCAKey(ctx, sealer, 1, rec)
 	if err != nil {
-		return nil, false, fmt.Errorf("kms: the CA key does not open under this root key (the %s seal; was the data dir moved to another seal?): %w", sealer.Name(), err)
+		return nil, false, err
 	}
-	defer kb.Wipe()
-	key, err := x509.ParsePKCS8PrivateKey(kb.Expose())
-	if err != nil {
-		return nil, false, fmt.Errorf("kms: stored CA key: %w", err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, false, errors.New("kms: stored CA key is not a signer")
-	}
-	authority, err := ca.New(rec.CertDER, signer)
+	authority, err := ca.New(rec.CertDER, key)
 	return authority, created, err
 }
 
@@ -237,26 +214,4 @@ func ensureAdmin(ctx context.Context, k *KMS, dir string) error {
 		return err
 	}
 	return atomicfile.Write(certPath, []byte(pemCert(der)), 0o644)
-}
-
-// serverTLS issues this process's TLS server certificate for hosts, with a
-// key that lives only in memory, and returns the server TLS config: client
-// certificates are requested, not required, and verified per request.
-func (k *KMS) serverTLS(ctx context.Context, hosts []string) (*tls.Config, error) {
-	key, err := kcrypto.GenerateIdentityKey()
-	if err != nil {
-		return nil, err
-	}
-	der, cert, err := k.ca.IssueServer(key.Public(), hosts, serverTTL)
-	if err != nil {
-		return nil, err
-	}
-	if err := k.registerCert(ctx, cert, store.CertServer, "", cert.Subject.CommonName); err != nil {
-		return nil, err
-	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der, k.ca.Cert().Raw}, PrivateKey: key, Leaf: cert}},
-		ClientAuth:   tls.RequestClientCert,
-	}, nil
 }

@@ -60,7 +60,7 @@ func TestBringYourOwnKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dek := w.side.Unwrap(t, got.Keys)[0]
+			dek := w.side.Unwrap(t, &got)[0]
 			if !bytes.Equal(dek.Expose(), material) {
 				t.Fatal("the imported key is not the material")
 			}
@@ -109,7 +109,7 @@ func TestSecureExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := w.side.Unwrap(t, got.Keys)[0]
+	want := w.side.Unwrap(t, &got)[0]
 
 	rsaKey, err := kcrypto.GenerateImportRSAKey()
 	if err != nil {

@@ -171,6 +171,10 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 			if f, ok := parseFloor(e.Subject); ok {
 				feed.KeyVersions = append(feed.KeyVersions, f)
 			}
+		case store.RevocationKeyRotated:
+			if f, ok := parseFloor(e.Subject); ok {
+				feed.Rotated = append(feed.Rotated, api.KeyVersionRef{KeyID: f.KeyID, Version: f.MinDecryptionVersion})
+			}
 		}
 		after = e.Seq
 	}

@@ -68,10 +68,10 @@ func (k *KMS) storeNewKey(ctx context.Context, tenant string, md *api.KeyMetadat
 	}
 	key := store.Key{KeyID: md.KeyID, Tenant: t.Name, Owner: md.Owner, Type: string(md.Type), CurrentVersion: 1, Retained: retain, CreatedAt: md.CreatedAt,
 		RotationPeriod: time.Duration(md.RotationPeriodSeconds) * time.Second}
-	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt}
-	if retain {
-		v.EKB = ekb
-	}
+	// The KMS keeps every version's EKB (retained or not: retain decides
+	// who may name the key by id), so it can rotate the key by period or
+	// usage and deliver new versions to the sidecars that hold it.
+	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt, EKB: ekb}
 	if err := k.st.CreateKey(ctx, key, v); err != nil {
 		return nil, storeErr(err, "key")
 	}
@@ -163,6 +163,15 @@ type openedKey struct {
 
 	encryptions int64  // the version's registry count (release only)
 	warning     string // rotation warning for the custodian (release only)
+}
+
+// metadataBytes is the key's metadata as the KMS wrote it: the EKB's exact
+// bytes, or for a key that has no EKB (seed-derived) its encoding now.
+func (o *openedKey) metadataBytes() ([]byte, error) {
+	if o.ekb != nil {
+		return o.ekb.Metadata, nil
+	}
+	return json.Marshal(&o.md)
 }
 
 // openEKB parses and opens an EKB presented by a caller of tenant. Any EKB
@@ -276,10 +285,7 @@ func (k *KMS) addVersion(ctx context.Context, key store.Key, cur *api.KeyMetadat
 	if err != nil {
 		return nil, err
 	}
-	v := store.KeyVersion{KeyID: md.KeyID, Version: md.Version, CreatedAt: md.CreatedAt}
-	if key.Retained {
-		v.EKB = ekb
-	}
+	v := store.KeyVersion{KeyID: md.KeyID, Version: md.Version, CreatedAt: md.CreatedAt, EKB: ekb}
 	if err := k.st.AddKeyVersion(ctx, v); err != nil {
 		return nil, storeErr(err, "key version")
 	}

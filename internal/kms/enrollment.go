@@ -25,7 +25,7 @@ func (k *KMS) createToken(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	ttl := k.cfg.TokenTTL
-	if req.TTLSeconds < 0 || time.Duration(req.TTLSeconds)*time.Second > k.cfg.MaxTokenTTL {
+	if req.TTLSeconds < 0 || int64(req.TTLSeconds) > int64(k.cfg.MaxTokenTTL/time.Second) { // in seconds: no overflow
 		return nil, api.Errorf(api.CodeInvalidArgument, "ttl_seconds must be between 1 and %d.", int(k.cfg.MaxTokenTTL/time.Second))
 	}
 	if req.TTLSeconds > 0 {
@@ -130,12 +130,23 @@ func (k *KMS) enroll(ctx context.Context, c *call) (_ any, err error) {
 	case req.Token == "":
 		return nil, api.Errorf(api.CodeUnauthenticated, "Enrollment needs a token (or attestation evidence).")
 	}
-	tok, err := k.st.ConsumeOneTime(ctx, store.OneTimeEnrollToken, kcrypto.HashToken(req.Token), k.now())
+	// The token is read here and consumed in the transaction that
+	// registers the instance: a failure in between does not burn it.
+	hash := kcrypto.HashToken(req.Token)
+	tok, err := k.st.PeekOneTime(ctx, store.OneTimeEnrollToken, hash, k.now())
 	if err != nil {
 		return nil, consumeErr(err, "enrollment token")
 	}
 	c.tenant = tok.Tenant
-	return k.register(ctx, c, tok.Tenant, tok.Subject, api.EnclaveSoftware, csr, req.WrappingPublicKey)
+	return k.register(ctx, c, enrollToken{store.OneTimeEnrollToken, hash}, tok.Tenant, tok.Subject, api.EnclaveSoftware, csr, req.WrappingPublicKey)
+}
+
+// enrollToken is the single-use secret an enrollment consumes when it
+// registers the instance (none for attestation, whose challenge was
+// consumed before the evidence was checked).
+type enrollToken struct {
+	kind string
+	hash []byte
 }
 
 // parseCSR decodes and checks a PEM CSR (signature and key type).
@@ -163,8 +174,9 @@ func parseCSR(s string) (*x509.CertificateRequest, error) {
 	return csr, nil
 }
 
-// register certifies and registers a sidecar instance bound to custodianDN.
-func (k *KMS) register(ctx context.Context, c *call, tenant, custodianDN string, enclave api.Enclave, csr *x509.CertificateRequest, wrap api.PublicKey) (*api.Enrollment, error) {
+// register certifies and registers a sidecar instance bound to custodianDN,
+// consuming tok in the same transaction.
+func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, custodianDN string, enclave api.Enclave, csr *x509.CertificateRequest, wrap api.PublicKey) (*api.Enrollment, error) {
 	if _, err := k.st.GetAppByDN(ctx, custodianDN); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, api.Errorf(api.CodeForbidden, "The custodian %q no longer exists.", custodianDN)
@@ -172,18 +184,13 @@ func (k *KMS) register(ctx context.Context, c *call, tenant, custodianDN string,
 		return nil, storeErr(err, "custodian")
 	}
 	id := kcrypto.RandomID(instancePrefix)
-	idDER, idCert, err := k.ca.IssueInstance(csr.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
+	authority := k.authority()
+	idDER, idCert, err := authority.IssueInstance(csr.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
 	if err != nil {
 		return nil, err
 	}
-	wDER, wCert, err := k.ca.IssueWrapping(csr.PublicKey, wrap.KEM, wrap.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
+	wDER, wCert, err := authority.IssueWrapping(csr.PublicKey, wrap.KEM, wrap.PublicKey, id, tenant, custodianDN, k.cfg.InstanceCertTTL)
 	if err != nil {
-		return nil, err
-	}
-	if err := k.registerCert(ctx, idCert, store.CertInstance, tenant, id); err != nil {
-		return nil, err
-	}
-	if err := k.registerCert(ctx, wCert, store.CertWrapping, tenant, id); err != nil {
 		return nil, err
 	}
 	in := store.Instance{
@@ -191,13 +198,20 @@ func (k *KMS) register(ctx context.Context, c *call, tenant, custodianDN string,
 		CertSerial: ca.SerialString(idCert), WrappingSerial: ca.SerialString(wCert),
 		WrappingKEM: string(wrap.KEM), WrappingPublic: wrap.PublicKey, EnrolledAt: k.now(),
 	}
-	if err := k.st.CreateInstance(ctx, in); err != nil {
+	certs := []store.Cert{
+		{Serial: ca.SerialString(idCert), Kind: store.CertInstance, Tenant: tenant, Subject: id, NotAfter: idCert.NotAfter},
+		{Serial: ca.SerialString(wCert), Kind: store.CertWrapping, Tenant: tenant, Subject: id, NotAfter: wCert.NotAfter},
+	}
+	if err := k.st.EnrollInstance(ctx, tok.kind, tok.hash, in, certs); err != nil {
+		if errors.Is(err, store.ErrUsed) || errors.Is(err, store.ErrExpired) || (len(tok.hash) > 0 && errors.Is(err, store.ErrNotFound)) {
+			return nil, consumeErr(err, "enrollment token")
+		}
 		return nil, storeErr(err, "instance")
 	}
 	k.log.Info("sidecar enrolled", "instance", id, "tenant", tenant, "custodian", custodianDN, "enclave", enclave)
 	return &api.Enrollment{
 		InstanceID: id, CertPEM: pemCert(idDER), WrappingCertPEM: pemCert(wDER),
-		CAPEM: k.ca.CertPEM(), CustodianDN: custodianDN,
+		CAPEM: authority.BundlePEM(), CustodianDN: custodianDN,
 	}, nil
 }
 

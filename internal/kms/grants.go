@@ -72,7 +72,7 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "A grant must name at least one EKB, key id or seed.")
 	case n > k.cfg.MaxBatch:
 		return nil, api.Errorf(api.CodeTooLarge, "A grant may name at most %d keys.", k.cfg.MaxBatch)
-	case req.TTLSeconds < 0 || time.Duration(req.TTLSeconds)*time.Second > maxGrantTTL:
+	case req.TTLSeconds < 0 || int64(req.TTLSeconds) > int64(maxGrantTTL/time.Second): // in seconds: no overflow
 		return nil, api.Errorf(api.CodeInvalidArgument, "ttl_seconds must be between 1 and %d.", int(maxGrantTTL/time.Second))
 	}
 	in, err := k.boundInstance(ctx, c.caller, req.InstanceID)

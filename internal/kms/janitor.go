@@ -15,20 +15,26 @@ const (
 
 // startJanitor deletes expired enrollment tokens, grants, challenges and
 // import tokens in the background, so anonymous challenge requests cannot
-// grow the database without bound. The returned function stops it.
+// grow the database without bound, and rotates keys whose rotation is due
+// (every Config.RotationCheckInterval). The returned function stops it.
 func (k *KMS) startJanitor() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(janitorInterval)
-		defer t.Stop()
+		sweep := time.NewTicker(janitorInterval)
+		defer sweep.Stop()
+		rot := time.NewTicker(k.cfg.RotationCheckInterval)
+		defer rot.Stop()
+		k.sweepOneTime(ctx)
 		for {
-			k.sweepOneTime(ctx)
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-sweep.C:
+				k.sweepOneTime(ctx)
+			case <-rot.C:
+				k.rotateDue(ctx)
 			}
 		}
 	}()

@@ -12,9 +12,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,14 +42,34 @@ type Config struct {
 	Now    func() time.Time      // default: time.Now
 	Reg    prometheus.Registerer // default: a private registry
 
+	// Certificate lifetimes (AppCertTTL, InstanceCertTTL, ServerCertTTL):
+	// zero means the default; otherwise each must lie between MinCertTTL
+	// and MaxCertTTL (New refuses others).
 	AppCertTTL      time.Duration // custodian/pipeline/admin certificates; default 365 days
 	InstanceCertTTL time.Duration // sidecar identity and wrapping certificates; default 30 days
+	ServerCertTTL   time.Duration // the KMS's own TLS server certificate; default 90 days, renewed at two thirds of it
 	TokenTTL        time.Duration // enrollment tokens without ttl_seconds; default 10 minutes
 	MaxTokenTTL     time.Duration // longest enrollment token; default 24 hours
 	ChallengeTTL    time.Duration // enrollment challenge nonces; default 5 minutes
 	BodyLimit       int64         // ordinary requests; default 1 MiB
 	BatchBodyLimit  int64         // batch requests (rewrap); default 32 MiB
 	MaxBatch        int           // keys per batch request; default 10,000
+	// RotationCheckInterval is how often the KMS looks for keys whose
+	// rotation is due (period or usage) and rotates those whose current
+	// EKB it holds. Default 1 minute.
+	RotationCheckInterval time.Duration
+	// WrapTTL is how long a sidecar accepts keys the KMS sealed to it
+	// (rewrap, load, derive answers): a saved answer cannot be imported
+	// after it. Default 10 minutes.
+	WrapTTL time.Duration
+	// CertCheckInterval is how often a KMS opened with Open re-reads the
+	// CA state from the store (so replicas converge on a CA rotation) and
+	// checks whether its TLS server certificate is due for renewal;
+	// default 30 s, and at most a twentieth of ServerCertTTL.
+	CertCheckInterval time.Duration
+	// CertTicks, when set, drives those checks instead of a ticker of
+	// CertCheckInterval (tests).
+	CertTicks <-chan time.Time
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version, summed over the central path and sidecar reports (default
 	// ops.DefaultMaxEncryptions, 2^32: NIST SP 800-38D §8.3). Sidecars
@@ -55,6 +77,28 @@ type Config struct {
 	MaxEncryptions int64
 	// Attestation enables TPM attestation enrollment (nil: tokens only).
 	Attestation *AttestationPolicy
+}
+
+// Bounds of the certificate lifetimes in Config.
+const (
+	MinCertTTL = time.Second // tests compress a lifetime into seconds
+	MaxCertTTL = caValidity  // the CA's own lifetime, which clips every certificate anyway
+)
+
+// validate refuses what setDefaults would not make sensible.
+func (c *Config) validate() error {
+	for _, f := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"AppCertTTL", c.AppCertTTL}, {"InstanceCertTTL", c.InstanceCertTTL}, {"ServerCertTTL", c.ServerCertTTL}} {
+		if f.ttl != 0 && (f.ttl < MinCertTTL || f.ttl > MaxCertTTL) {
+			return fmt.Errorf("kms: %s %v: a certificate lifetime must be between %v and %v", f.name, f.ttl, MinCertTTL, MaxCertTTL)
+		}
+	}
+	if c.CertCheckInterval < 0 {
+		return fmt.Errorf("kms: CertCheckInterval %v is negative", c.CertCheckInterval)
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {
@@ -74,9 +118,14 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.AppCertTTL, 365*24*time.Hour)
 	def(&c.InstanceCertTTL, 30*24*time.Hour)
+	def(&c.ServerCertTTL, 90*24*time.Hour)
+	def(&c.CertCheckInterval, 30*time.Second)
+	c.CertCheckInterval = min(c.CertCheckInterval, c.ServerCertTTL/20)
 	def(&c.TokenTTL, 10*time.Minute)
 	def(&c.MaxTokenTTL, 24*time.Hour)
 	def(&c.ChallengeTTL, 5*time.Minute)
+	def(&c.WrapTTL, 10*time.Minute)
+	def(&c.RotationCheckInterval, time.Minute)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
@@ -96,7 +145,6 @@ type KMS struct {
 	cfg    Config
 	st     store.Store
 	sealer seal.Sealer
-	ca     *ca.CA
 	log    *slog.Logger
 	audit  *audit.Log
 	router *httpapi.Router
@@ -105,6 +153,11 @@ type KMS struct {
 
 	mu   sync.Mutex
 	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
+
+	caMu   sync.Mutex             // serializes CA refreshes and rotation steps
+	caView atomic.Pointer[caView] // the CA in force; see castate.go
+	caFile string                 // where the trust bundle is written on a change ("" = nowhere)
+	server serverCerts            // the TLS server certificate (Open); see servercert.go
 }
 
 type tmkID struct {
@@ -118,12 +171,14 @@ func New(cfg Config) (*KMS, error) {
 	if cfg.Store == nil || cfg.Sealer == nil || cfg.CA == nil {
 		return nil, errors.New("kms: Config needs Store, Sealer and CA")
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
 	k := &KMS{
 		cfg:    cfg,
 		st:     cfg.Store,
 		sealer: cfg.Sealer,
-		ca:     cfg.CA,
 		log:    cfg.Logger,
 		audit:  audit.New(cfg.Store, cfg.Now),
 		tmks:   map[tmkID]*secret.Bytes{},
@@ -134,6 +189,8 @@ func New(cfg Config) (*KMS, error) {
 	}
 	k.attest = att
 	k.mx = newKMSMetrics(cfg.Reg)
+	k.caView.Store(&caView{state: initialCAState, ca: cfg.CA})
+	k.mx.publishCA(cfg.CA)
 	k.router = httpapi.NewRouter(k.log, httpapi.NewMetrics(cfg.Reg, "dcaas_kms"))
 	k.routes()
 	return k, nil
@@ -187,13 +244,17 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/keys/load", "keys.load", side, k.cfg.BatchBodyLimit, k.loadKeys)
 	k.handle("POST /v1/keys/derive", "keys.derive", side, k.cfg.BatchBodyLimit, k.deriveKeys)
 	k.handle("GET /v1/revocations", "revocations.read", side, 0, k.revocations)
+	k.handle("POST /v1/keys/refresh", "keys.refresh", side, k.cfg.BatchBodyLimit, k.refreshKeys)
+	k.handle("POST /v1/instances/self/renew", "instance.renew", side, 0, k.renewInstance)
 	k.handle("POST /v1/usage", "usage.report", side, k.cfg.BatchBodyLimit, k.usageReport)
+	k.appCertRoutes()
+	k.caRoutes()
 	k.centralRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates
-// against (the KMS CA).
-func (k *KMS) ClientCAs() *x509.CertPool { return k.ca.Pool() }
+// against: every CA certificate the KMS trusts now.
+func (k *KMS) ClientCAs() *x509.CertPool { return k.authority().Pool() }
 
 // ctxKey is unexported so no other package can collide.
 type ctxKey struct{}

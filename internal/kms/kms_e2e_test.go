@@ -95,7 +95,7 @@ func TestEndToEndRewrapOpensToTheKey(t *testing.T) {
 			if len(got.Keys) != 4 {
 				t.Fatalf("rewrap returned %d keys, want 4", len(got.Keys))
 			}
-			deks := w.side.Unwrap(t, got.Keys)
+			deks := w.side.Unwrap(t, &got)
 			defer func() {
 				for _, d := range deks {
 					d.Wipe()
@@ -110,7 +110,7 @@ func TestEndToEndRewrapOpensToTheKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			deks2 := w.side.Unwrap(t, again.Keys)
+			deks2 := w.side.Unwrap(t, &again)
 			if !deks2[0].Equal(deks[0]) || deks[0].Len() != 32 || deks[0].Equal(deks[3]) {
 				t.Fatal("the AES key does not round-trip through two rewraps, or equals the HMAC key")
 			}
@@ -490,7 +490,7 @@ func TestRestartLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rewrap after restart: %v", err)
 	}
-	a, b := w.side.Unwrap(t, before.Keys)[0], w.side.Unwrap(t, after.Keys)[0]
+	a, b := w.side.Unwrap(t, &before)[0], w.side.Unwrap(t, &after)[0]
 	if !a.Equal(b) {
 		t.Fatal("the key changed across a restart")
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
-	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -61,40 +60,16 @@ func rotationWarning(keyID, why string) string {
 }
 
 // rotateIfDue rotates a retained key whose rotation is due and returns the
-// key as it is afterwards. Other keys are returned as they are. Two
+// key as it is afterwards. Other keys are returned as they are (the
+// rotator in the background rotates those whose EKB the KMS holds). Two
 // requests racing to rotate make one new version.
 func (k *KMS) rotateIfDue(ctx context.Context, key store.Key) (store.Key, error) {
 	if !key.Retained || key.DisabledAt != nil {
 		return key, nil
 	}
-	cur, err := k.st.GetKeyVersion(ctx, key.KeyID, key.CurrentVersion)
-	if err != nil {
-		return key, storeErr(err, "key version")
-	}
-	why := k.rotationDue(key, cur)
-	if why == "" {
-		return key, nil
-	}
-	o, err := k.openEKB(ctx, key.Tenant, cur.EKB)
-	if err != nil {
+	changed, err := k.rotate(ctx, key)
+	if err != nil || !changed {
 		return key, err
-	}
-	o.material.Wipe()
-	if o.md.ExpiresAt != nil && !k.now().Before(*o.md.ExpiresAt) {
-		return key, nil // expired: refused later, not renewed
-	}
-	_, err = k.addVersion(ctx, key, &o.md)
-	switch {
-	case api.CodeOf(err) == api.CodeConflict: // another request rotated it
-	case err != nil:
-		return key, err
-	default:
-		k.log.Info("retained key rotated automatically", "key", key.KeyID, "version", key.CurrentVersion+1, "why", why)
-		if _, aerr := k.audit.Append(context.WithoutCancel(ctx), audit.Event{
-			Caller: "kms", Action: "datakey.rotate_automatic", Tenant: key.Tenant, KeyID: key.KeyID, Outcome: "ok",
-		}); aerr != nil {
-			return key, aerr
-		}
 	}
 	if key, err = k.st.GetKey(ctx, key.KeyID); err != nil {
 		return key, storeErr(err, "key")

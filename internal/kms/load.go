@@ -70,7 +70,11 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer keys.wipe()
-	return k.wrapTo(to, keys, "load")
+	out, err := k.wrapTo(to, keys, "load")
+	if err != nil {
+		return nil, err
+	}
+	return out, k.recordRelease(ctx, to.instance.ID, keys)
 }
 
 // retainedEKBs returns every version of a retained key of tenant that is
@@ -168,7 +172,11 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	c.keyID = keys[len(keys)-1].md.KeyID
-	return k.wrapTo(to, keys, "derive")
+	out, err := k.wrapTo(to, keys, "derive")
+	if err != nil {
+		return nil, err
+	}
+	return out, k.recordRelease(ctx, to.instance.ID, keys)
 }
 
 // deriveOne derives the key of one seed with its metadata.

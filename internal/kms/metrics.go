@@ -4,6 +4,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/ca"
+)
+
+// Kinds of dcaas_cert_expiry_timestamp_seconds the KMS exports (sidecars
+// export their own kinds under the same name).
+const (
+	expiryServer     = "server"     // this process's TLS server certificate
+	expiryCA         = "ca"         // the issuing CA certificate
+	expiryCATrusted  = "ca_trusted" // the soonest-expiring other trusted CA certificate (during a rotation)
+	certExpiryMetric = "dcaas_cert_expiry_timestamp_seconds"
 )
 
 // kmsMetrics are the KMS's domain metrics (request metrics come from
@@ -12,6 +22,9 @@ type kmsMetrics struct {
 	enrollments *prometheus.CounterVec // mode, outcome
 	released    *prometheus.CounterVec // flow
 	created     *prometheus.CounterVec // type
+	rotations   prometheus.Counter
+	renewals    prometheus.Counter
+	certExpiry  *prometheus.GaugeVec // kind
 }
 
 func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
@@ -22,15 +35,44 @@ func newKMSMetrics(reg prometheus.Registerer) *kmsMetrics {
 		}, []string{"mode", "outcome"}),
 		released: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dcaas_kms", Name: "keys_released_total",
-			Help: "Data keys released to sidecars, by flow (rewrap, load, derive).",
+			Help: "Data keys released to sidecars, by flow (rewrap, load, derive, refresh).",
 		}, []string{"flow"}),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "dcaas_kms", Name: "datakeys_created_total",
 			Help: "Data keys and key versions created, by type.",
 		}, []string{"type"}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: certExpiryMetric,
+			Help: "When a certificate expires (unix seconds), by kind: server (the KMS's TLS certificate), ca (the issuing CA), ca_trusted (another CA still trusted during a rotation).",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.enrollments, m.released, m.created)
+	m.rotations = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_kms", Name: "automatic_rotations_total",
+		Help: "Key versions the KMS made because a key's rotation period passed or its usage neared the safe limit.",
+	})
+	m.renewals = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dcaas_kms", Name: "instance_renewals_total",
+		Help: "Sidecar certificate renewals.",
+	})
+	reg.MustRegister(m.enrollments, m.released, m.created, m.rotations, m.renewals, m.certExpiry)
 	return m
+}
+
+// publishCA sets the CA expiry gauges for authority.
+func (m *kmsMetrics) publishCA(authority *ca.CA) {
+	roots := authority.Roots()
+	m.certExpiry.WithLabelValues(expiryCA).Set(float64(roots[0].NotAfter.Unix()))
+	if len(roots) == 1 {
+		m.certExpiry.DeleteLabelValues(expiryCATrusted)
+		return
+	}
+	soonest := roots[1].NotAfter
+	for _, r := range roots[2:] {
+		if r.NotAfter.Before(soonest) {
+			soonest = r.NotAfter
+		}
+	}
+	m.certExpiry.WithLabelValues(expiryCATrusted).Set(float64(soonest.Unix()))
 }
 
 // enrolled counts one enrollment attempt.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/dcaas/dcaas/internal/store"
@@ -22,7 +23,7 @@ const (
 type SealedItem struct {
 	Kind    string // SealedMasterKey, SealedHMACKey or SealedCAKey
 	Tenant  string // SealedMasterKey, SealedHMACKey
-	Version int    // SealedMasterKey
+	Version int    // SealedMasterKey; for SealedCAKey the CA's number (1 for the first, more after CA rotations)
 	Sealed  []byte
 	AAD     []byte
 }
@@ -35,17 +36,25 @@ func (it SealedItem) String() string {
 	case SealedHMACKey:
 		return "HMAC key of tenant " + strconv.Quote(it.Tenant)
 	}
+	if it.Version > 1 {
+		return "CA key " + strconv.Itoa(it.Version)
+	}
 	return "CA key"
 }
 
 // Reseal replaces every piece of material the KMS keeps sealed in st (each
-// tenant's master key versions and HMAC key, and the CA key) with what
+// tenant's master key versions and HMAC key, and the key of every CA
+// record, the current CA's and those of CA rotations) with what
 // reseal returns for it, in one store transaction (store.Sealed): if
 // reseal fails for any item, nothing changes and its error is returned.
 // This is how a data dir moves to another root of trust; no KMS may be
 // serving st meanwhile, since a running KMS keeps sealing with its own.
 func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte, error)) error {
-	return st.Reseal(ctx, []string{caSetting}, func(values []store.SealedValue) error {
+	names, err := caRecordNames(ctx, st)
+	if err != nil {
+		return err
+	}
+	return st.Reseal(ctx, names, func(values []store.SealedValue) error {
 		for i := range values {
 			v := &values[i]
 			var err error
@@ -55,7 +64,11 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 			case store.SealedHMACKey:
 				v.Value, err = reseal(SealedItem{Kind: SealedHMACKey, Tenant: v.Tenant, Sealed: v.Value, AAD: hmacKeyAAD(v.Tenant)})
 			case store.SealedSetting:
-				v.Value, err = resealCA(v.Value, reseal)
+				n := slices.Index(names, v.Name) + 1 // names[i] is record i+1
+				if n == 0 {
+					return fmt.Errorf("kms: reseal: the store returned setting %q, which was not asked for", v.Name)
+				}
+				v.Value, err = resealCA(v.Value, n, reseal)
 			default:
 				err = fmt.Errorf("kms: reseal: the store returned an unknown kind %q", v.Kind)
 			}
@@ -67,13 +80,13 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 	})
 }
 
-// resealCA returns the CA record raw with its key resealed.
-func resealCA(raw []byte, reseal func(SealedItem) ([]byte, error)) ([]byte, error) {
+// resealCA returns CA record n, raw, with its key resealed.
+func resealCA(raw []byte, n int, reseal func(SealedItem) ([]byte, error)) ([]byte, error) {
 	var rec caRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("kms: stored CA record: %w", err)
+		return nil, fmt.Errorf("kms: stored CA record %d: %w", n, err)
 	}
-	sealed, err := reseal(SealedItem{Kind: SealedCAKey, Sealed: rec.SealedKey, AAD: []byte(caKeyAADText)})
+	sealed, err := reseal(SealedItem{Kind: SealedCAKey, Version: n, Sealed: rec.SealedKey, AAD: caKeyAAD(n)})
 	if err != nil {
 		return nil, err
 	}

@@ -6,11 +6,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -33,7 +33,7 @@ func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidCert, "The wrapping certificate does not parse.")
 	}
-	if err := k.ca.Verify(cert, ca.UsageWrapping, k.now()); err != nil {
+	if err := k.authority().Verify(cert, ca.UsageWrapping, k.now()); err != nil {
 		switch {
 		case errors.Is(err, ca.ErrExpired):
 			return nil, api.Errorf(api.CodeExpired, "The wrapping certificate has expired or is not yet valid.")
@@ -66,8 +66,8 @@ func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string
 	switch {
 	case in.RevokedAt != nil:
 		return nil, api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", in.ID)
-	case in.WrappingSerial != info.Serial || rec.Kind != store.CertWrapping:
-		return nil, api.Errorf(api.CodeForbidden, "The certificate is not the current wrapping certificate of instance %s.", in.ID)
+	case !currentWrapping(in, rec, info):
+		return nil, api.Errorf(api.CodeForbidden, "The certificate is not a wrapping certificate of instance %s's current key.", in.ID)
 	case in.Tenant != who.Tenant:
 		return nil, api.Errorf(api.CodeWrongTenant, "The sidecar belongs to another tenant.")
 	case in.CustodianDN != who.DN:
@@ -96,7 +96,11 @@ func (k *KMS) rewrap(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer keys.wipe()
-	return k.wrapTo(to, keys, "rewrap")
+	out, err := k.wrapTo(to, keys, "rewrap")
+	if err != nil {
+		return nil, err
+	}
+	return out, k.recordRelease(ctx, to.instance.ID, keys)
 }
 
 // releasable is a batch of opened keys on their way to a sidecar.
@@ -155,28 +159,34 @@ func (k *KMS) checkReleasable(ctx context.Context, o *openedKey) error {
 	return nil
 }
 
-// wrapTo seals every key to the recipient with one HPKE encapsulation.
+// wrapTo seals every key to the recipient as one wrapped-key batch
+// (format version 2): one HPKE encapsulation, each key bound to its exact
+// metadata bytes and encryption count, the batch to the recipient instance
+// and to its issue time and expiry (now + Config.WrapTTL).
 func (k *KMS) wrapTo(to *recipient, keys releasable, flow string) (*api.WrappedKeys, error) {
 	pub, err := kcrypto.ParseKEMPublicKey(to.pub)
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidArgument, "The recipient's key cannot be used: %v", err)
 	}
-	items := make([]kcrypto.WrapItem, len(keys))
+	items := make([]kcrypto.BatchItem, len(keys))
 	for i, o := range keys {
-		aad, err := format.MetadataAAD(&o.md)
+		md, err := o.metadataBytes()
 		if err != nil {
 			return nil, err
 		}
-		items[i] = kcrypto.WrapItem{AAD: aad, Key: o.material}
+		items[i] = kcrypto.BatchItem{Metadata: md, Encryptions: o.encryptions, Key: o.material}
 	}
-	wrapped, err := kcrypto.WrapBatch(pub, format.TransportInfo(to.instance.ID), items)
+	issued := k.now()
+	notAfter := issued.Add(k.cfg.WrapTTL)
+	batch, err := kcrypto.SealBatch(pub, to.instance.ID, issued, notAfter, items)
 	if err != nil {
 		return nil, err
 	}
 	k.mx.released.WithLabelValues(flow).Add(float64(len(keys)))
-	out := &api.WrappedKeys{Keys: make([]api.WrappedKey, len(keys))}
+	exp := time.UnixMilli(notAfter.UnixMilli()).UTC()
+	out := &api.WrappedKeys{Batch: batch, ExpiresAt: &exp, Keys: make([]api.WrappedKey, len(keys))}
 	for i, o := range keys {
-		out.Keys[i] = api.WrappedKey{KeyID: o.md.KeyID, Version: o.md.Version, Wrapped: wrapped[i], Metadata: o.md, Encryptions: o.encryptions}
+		out.Keys[i] = api.WrappedKey{KeyID: o.md.KeyID, Version: o.md.Version}
 		if o.warning != "" {
 			out.Warnings = append(out.Warnings, o.warning)
 		}

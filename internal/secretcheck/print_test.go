@@ -462,7 +462,7 @@ func TestKMSAndSidecar(t *testing.T) {
 	defer sc.Close()
 	var wrapped api.WrappedKeys
 	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := sc.ImportKeys(t.Context(), wrapped.Keys); err != nil {
+	if _, err := sc.ImportKeys(t.Context(), &wrapped); err != nil {
 		t.Fatal(err)
 	}
 	check(t, subject{"sidecar.Sidecar (with a loaded key)", sc, nil})

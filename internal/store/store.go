@@ -1,7 +1,8 @@
 // Package store defines what the KMS persists, as small per-aggregate
-// interfaces, and the errors every implementation returns. Implementations:
-// sqlite/ (embedded default) and, later, postgres/. storetest/ is the one
-// conformance suite every implementation must pass.
+// interfaces, and the errors every implementation returns. The
+// implementation is sqlstore/, on SQLite (the embedded default) and
+// PostgreSQL; storetest/ is the one conformance suite every implementation
+// must pass.
 //
 // Nothing stored here is a secret in clear: master keys, the tenant HMAC key
 // and the CA key arrive already sealed; tokens, grants and nonces are stored
@@ -26,6 +27,24 @@ var (
 
 // Store is everything the KMS needs, in one handle.
 type Store interface {
+	Tx
+	// InTx runs fn in one transaction and commits if fn returns nil:
+	// everything fn does through tx is stored together, or, if fn returns
+	// an error (returned as it is), panics or the commit fails, none of it
+	// is.
+	// Each method of tx keeps its own promises inside the transaction: one
+	// that fails changes nothing, and after any error but ErrUnavailable
+	// tx stays usable. The locks they take are held until the transaction
+	// ends. fn must use only tx, not the Store, and only from its own
+	// goroutine; tx must not be used after fn returns.
+	InTx(ctx context.Context, fn func(tx Tx) error) error
+	// Close releases the database.
+	Close() error
+}
+
+// Tx is what a Store holds, seen from inside one transaction (see
+// Store.InTx): the same per-aggregate interfaces.
+type Tx interface {
 	Settings
 	Tenants
 	Apps
@@ -33,11 +52,10 @@ type Store interface {
 	Keys
 	OneTime
 	Instances
+	Releases
 	Revocations
 	Audit
 	Sealed
-	// Close releases the database.
-	Close() error
 }
 
 // Settings is a small key/value space for KMS-wide material (the CA
@@ -126,6 +144,13 @@ type Certs interface {
 	GetCert(ctx context.Context, serial string) (Cert, error)
 	// RevokeCertsOf marks every certificate of (kind, subject) revoked.
 	RevokeCertsOf(ctx context.Context, kind, subject string, at time.Time) error
+	// RevokeCert marks one certificate revoked at at. Idempotent: a
+	// certificate revoked before keeps its first time. ErrNotFound for an
+	// unknown serial.
+	RevokeCert(ctx context.Context, serial string, at time.Time) error
+	// ListCerts returns the certificates of (kind, tenant, subject),
+	// revoked and expired ones included, by NotAfter then serial.
+	ListCerts(ctx context.Context, kind, tenant, subject string) ([]Cert, error)
 }
 
 // Key is a data key's registry entry. It holds no key material; retained
@@ -174,7 +199,8 @@ type Keys interface {
 	CreateKey(ctx context.Context, k Key, first KeyVersion) error
 	GetKey(ctx context.Context, keyID string) (Key, error)
 	// AddKeyVersion stores v and makes it current only if v.Version is the
-	// current version + 1 (ErrConflict otherwise).
+	// current version + 1 (ErrConflict otherwise), and in the same
+	// transaction appends a RevocationKeyRotated event for it.
 	AddKeyVersion(ctx context.Context, v KeyVersion) error
 	// GetKeyVersion returns ErrNotFound for an unknown id or version.
 	GetKeyVersion(ctx context.Context, keyID string, version int) (KeyVersion, error)
@@ -198,6 +224,31 @@ type Keys interface {
 	// that does not exist, or a key of another tenant than tenant, are
 	// skipped. Concurrent calls add up exactly.
 	AddKeyUsage(ctx context.Context, tenant string, counts []KeyUsage) (int, error)
+	// KeysDueForRotation lists up to limit live (not disabled) keys, by
+	// key id, whose current version's EKB is stored and whose rotation is
+	// due at now: the version is at least the key's RotationPeriod old, or
+	// the key is of type countedType and the version has made at least
+	// minEncryptions encryptions.
+	KeysDueForRotation(ctx context.Context, now time.Time, countedType string, minEncryptions int64, limit int) ([]Key, error)
+}
+
+// KeyRef names one version of a key.
+type KeyRef struct {
+	KeyID   string
+	Version int
+}
+
+// Releases records which key versions the KMS released to which sidecar
+// instance: what a sidecar may later be given without its custodian (a
+// rotated key's new version).
+type Releases interface {
+	// RecordReleases notes that each version in refs was released to the
+	// instance at at. Recording one again changes nothing.
+	RecordReleases(ctx context.Context, instanceID string, refs []KeyRef, at time.Time) error
+	// ReleasedVersions returns, for each of keyIDs that was ever released
+	// to the instance, the highest version released. Keys never released
+	// to it are absent.
+	ReleasedVersions(ctx context.Context, instanceID string, keyIDs []string) (map[string]int, error)
 }
 
 // One-time secret kinds.
@@ -232,6 +283,9 @@ type OneTime interface {
 	// (used before) or ErrExpired (now >= ExpiresAt; the secret stays
 	// unused), without changing anything in those cases.
 	ConsumeOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (OneTimeSecret, error)
+	// PeekOneTime returns the secret with this kind and hash as
+	// ConsumeOneTime would, with the same errors, without marking it used.
+	PeekOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (OneTimeSecret, error)
 	// DeleteExpiredOneTime removes secrets that expired before cutoff.
 	DeleteExpiredOneTime(ctx context.Context, cutoff time.Time) (int64, error)
 }
@@ -258,6 +312,17 @@ type Instances interface {
 	// ListInstances lists a tenant's instances, or all when tenant is "";
 	// only those bound to custodianDN when it is not "". Oldest first.
 	ListInstances(ctx context.Context, tenant, custodianDN string) ([]Instance, error)
+	// EnrollInstance registers in and its certificates in one transaction.
+	// When tokenHash is not empty it first consumes the single-use secret
+	// of tokenKind with that hash at in.EnrolledAt, in the same
+	// transaction: either the secret is used and the instance registered,
+	// or neither. Errors are ConsumeOneTime's, and ErrExists for a
+	// duplicate instance id or certificate serial.
+	EnrollInstance(ctx context.Context, tokenKind string, tokenHash []byte, in Instance, certs []Cert) error
+	// RenewInstance makes certSerial and wrappingSerial the instance's
+	// current certificates and registers certs, in one transaction.
+	// ErrNotFound for an unknown instance, ErrConflict for a revoked one.
+	RenewInstance(ctx context.Context, id, certSerial, wrappingSerial string, certs []Cert) error
 	// RevokeInstance marks the instance revoked and, in the same
 	// transaction, appends a RevocationInstance event for it (idempotent: a
 	// second call keeps the first time and appends nothing); ErrNotFound
@@ -271,6 +336,10 @@ const (
 	RevocationKey      = "key"      // Subject is the key id
 	// RevocationKeyVersion: Subject is "<key id>:<min decryption version>".
 	RevocationKeyVersion = "key_version"
+	// RevocationKeyRotated: a new version of a key became current. Subject
+	// is "<key id>:<version>". (Not a revocation: the feed also tells
+	// sidecars what to fetch.)
+	RevocationKeyRotated = "key_rotated"
 )
 
 // Revocation is one event of the append-only revocation feed sidecars poll.

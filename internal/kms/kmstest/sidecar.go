@@ -6,6 +6,7 @@ import (
 	"crypto/hpke"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"sync"
 	"testing"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
@@ -75,25 +75,36 @@ func (s *FakeSidecar) Client(t testing.TB, e *Env) *Client {
 	return e.Client([]byte(s.Enrollment.CertPEM), keyPEM)
 }
 
-// Unwrap opens wrapped keys with the sidecar's HPKE key; the caller wipes
-// the results.
-func (s *FakeSidecar) Unwrap(t testing.TB, keys []api.WrappedKey) []*secret.Bytes {
+// Unwrap opens the keys of a rewrap, load or derive answer sealed to the
+// sidecar's HPKE key (wrapped-key format 2) and returns them in order; the
+// caller wipes them. It fills w.Keys[i].Metadata and Encryptions with what
+// the batch authenticates, so tests can read them.
+func (s *FakeSidecar) Unwrap(t testing.TB, w *api.WrappedKeys) []*secret.Bytes {
 	t.Helper()
-	u := kcrypto.NewUnwrapper(s.KEMKey, format.TransportInfo(s.Enrollment.InstanceID))
-	defer u.Close()
-	out := make([]*secret.Bytes, len(keys))
-	for i, k := range keys {
-		aad, err := format.MetadataAAD(&k.Metadata)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dek, err := u.Unwrap(k.Wrapped, aad)
-		if err != nil {
-			t.Fatalf("Unwrap(key %d %s) = %v", i, k.KeyID, err)
-		}
-		out[i] = dek
+	return s.UnwrapWith(t, s.KEMKey, w)
+}
+
+// UnwrapWith is Unwrap with another private key (an ephemeral recipient).
+func (s *FakeSidecar) UnwrapWith(t testing.TB, priv hpke.PrivateKey, w *api.WrappedKeys) []*secret.Bytes {
+	t.Helper()
+	b, keys, err := kcrypto.OpenBatch(priv, s.Enrollment.InstanceID, w.Batch)
+	if err != nil {
+		t.Fatalf("OpenBatch = %v", err)
 	}
-	return out
+	if len(w.Keys) != len(keys) {
+		t.Fatalf("the answer lists %d keys, its batch holds %d", len(w.Keys), len(keys))
+	}
+	for i := range keys {
+		var md api.KeyMetadata
+		if err := json.Unmarshal(b.Keys[i].Metadata, &md); err != nil {
+			t.Fatalf("batch key %d metadata: %v", i, err)
+		}
+		if md.KeyID != w.Keys[i].KeyID || md.Version != w.Keys[i].Version {
+			t.Fatalf("batch key %d is %s v%d, the answer lists %s v%d", i, md.KeyID, md.Version, w.Keys[i].KeyID, w.Keys[i].Version)
+		}
+		w.Keys[i].Metadata, w.Keys[i].Encryptions = md, b.Keys[i].Encryptions
+	}
+	return keys
 }
 
 // Clock is a settable clock for KMS tests (expiry without sleeping).

@@ -32,7 +32,7 @@ type Report struct {
 	From, To   string // the seals' names
 	MasterKeys int    // tenant master key versions
 	HMACKeys   int    // tenant HMAC keys
-	CAKeys     int    // 1 once the KMS has made its CA
+	CAKeys     int    // the CA keys: 1 once the KMS has made its CA, one more per CA rotation
 }
 
 // Items is the number of items re-sealed.

@@ -21,7 +21,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal/sealmigrate"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlite"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 func TestMain(m *testing.M) {
@@ -75,7 +75,7 @@ func (w *world) release(t *testing.T) []*secret.Bytes {
 	t.Helper()
 	var out api.WrappedKeys
 	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: w.ekbs, WrappingCertPEM: w.side.Enrollment.WrappingCertPEM}, &out)
-	keys := w.side.Unwrap(t, out.Keys)
+	keys := w.side.Unwrap(t, &out)
 	t.Cleanup(func() {
 		for _, k := range keys {
 			k.Wipe()
@@ -124,9 +124,9 @@ func hsm(t *testing.T, create bool) *pkcs11.Sealer {
 }
 
 // openStopped opens the stopped world's store and file seal.
-func openStopped(t *testing.T, w *world) (*sqlite.DB, *file.Sealer) {
+func openStopped(t *testing.T, w *world) (*sqlstore.DB, *file.Sealer) {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(w.env.DataDir, kms.DBFile))
+	st, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(w.env.DataDir, kms.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 //	func TestSomething(t *testing.T) {
-//		db, err := postgres.Open(t.Context(), pgtest.DSN(t))
+//		db, err := sqlstore.OpenPostgres(t.Context(), pgtest.DSN(t))
 //		…
 //	}
 //

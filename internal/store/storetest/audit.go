@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -190,17 +189,10 @@ var auditTests = []test{
 	{"AppendAudit/Concurrent", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		const n = 50
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				_, errs[i] = s.AppendAudit(ctx, chain(newAudit(i)))
-			})
-		}
-		close(start)
-		wg.Wait()
+		errs := together(n, func(i int) error {
+			_, err := s.AppendAudit(ctx, chain(newAudit(i)))
+			return err
+		})
 		for i, err := range errs {
 			check(t, fmt.Sprintf("AppendAudit(#%d)", i), err)
 		}

@@ -84,4 +84,80 @@ var certsTests = []test{
 			}
 		}
 	}},
+	{"RevokeCert", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		earlier := at(time.Minute)
+		revokedBefore := newCert("03", store.CertApp, "payments")
+		revokedBefore.RevokedAt = &earlier
+		for _, c := range []store.Cert{newCert("01", store.CertApp, "payments"), newCert("02", store.CertApp, "payments"), revokedBefore} {
+			check(t, fmt.Sprintf("PutCert(%s)", c.Serial), s.PutCert(ctx, c))
+		}
+		when := at(time.Hour)
+		check(t, "RevokeCert(01)", s.RevokeCert(ctx, "01", when))
+		// Idempotent: the first time stays.
+		check(t, "RevokeCert(01) again", s.RevokeCert(ctx, "01", at(2*time.Hour)))
+		check(t, "RevokeCert(03)", s.RevokeCert(ctx, "03", when))
+		for _, serial := range []string{"99", "", "1"} {
+			wantErr(t, fmt.Sprintf("RevokeCert(%q)", serial), s.RevokeCert(ctx, serial, when), store.ErrNotFound)
+		}
+		want := map[string]*time.Time{"01": &when, "02": nil, "03": &earlier}
+		for serial, revokedAt := range want {
+			got, err := s.GetCert(ctx, serial)
+			check(t, fmt.Sprintf("GetCert(%s)", serial), err)
+			if !timePtrEqual(got.RevokedAt, revokedAt) {
+				t.Errorf("GetCert(%s).RevokedAt = %s, want %s", serial, show(got.RevokedAt), show(revokedAt))
+			}
+		}
+	}},
+	{"ListCerts", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		mk := func(serial, kind, tenant, subject string, notAfter time.Duration) store.Cert {
+			c := newCert(serial, kind, subject)
+			c.Tenant, c.NotAfter = tenant, at(notAfter)
+			return c
+		}
+		revoked := mk("0b", store.CertApp, "acme", "payments", 2*time.Hour)
+		revoked.RevokedAt = ptr(at(time.Minute))
+		certs := []store.Cert{
+			mk("0c", store.CertApp, "acme", "payments", 3*time.Hour),
+			mk("0a", store.CertApp, "acme", "payments", time.Hour),
+			revoked,
+			mk("0d", store.CertApp, "acme", "payments", 3*time.Hour), // same NotAfter as 0c: by serial
+			mk("0e", store.CertApp, "globex", "payments", time.Hour), // another tenant's app of that name
+			mk("0f", store.CertInstance, "acme", "payments", time.Hour),
+			mk("10", store.CertApp, "acme", "deployer", time.Hour),
+			mk("11", store.CertApp, "", "admin", time.Hour),
+		}
+		for _, c := range certs {
+			check(t, fmt.Sprintf("PutCert(%s)", c.Serial), s.PutCert(ctx, c))
+		}
+		for _, tt := range []struct {
+			kind, tenant, subject string
+			want                  []string
+		}{
+			{store.CertApp, "acme", "payments", []string{"0a", "0b", "0c", "0d"}},
+			{store.CertApp, "globex", "payments", []string{"0e"}},
+			{store.CertInstance, "acme", "payments", []string{"0f"}},
+			{store.CertApp, "", "admin", []string{"11"}},
+			{store.CertApp, "acme", "nobody", nil},
+		} {
+			got, err := s.ListCerts(ctx, tt.kind, tt.tenant, tt.subject)
+			call := fmt.Sprintf("ListCerts(%s, %q, %s)", tt.kind, tt.tenant, tt.subject)
+			check(t, call, err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("%s = %d certificates, want %v", call, len(got), tt.want)
+			}
+			for i, c := range got {
+				var want store.Cert
+				for _, w := range certs {
+					if w.Serial == tt.want[i] {
+						want = w
+					}
+				}
+				if !eqCert(c, want) {
+					t.Errorf("%s[%d] = %s, want %s", call, i, show(c), show(want))
+				}
+			}
+		}
+	}},
 }

@@ -60,6 +60,10 @@ var lifecycleTests = []test{
 		ctx := t.Context()
 		keyWithVersions(t, s, "k1", 3)
 		keyWithVersions(t, s, "k2", 2)
+		// The new versions appended key_rotated events; those of the steps
+		// come after them.
+		wantEvents := feed(t, s, "acme")
+		base := int64(len(wantEvents))
 		steps := []struct {
 			version int
 			want    error // nil: accepted
@@ -74,15 +78,14 @@ var lifecycleTests = []test{
 			{3, nil, 3, 2},
 			{-1, store.ErrConflict, 3, 2},
 		}
-		var wantEvents []store.Revocation
 		for i, st := range steps {
 			when := at(time.Duration(i) * time.Minute)
 			err := s.SetMinDecryptionVersion(ctx, "k1", st.version, when)
 			call := fmt.Sprintf("step %d: SetMinDecryptionVersion(k1, %d)", i, st.version)
 			if st.want == nil {
 				check(t, call, err)
-				if len(wantEvents) < st.events {
-					wantEvents = append(wantEvents, versionEvent(int64(st.events), "acme", "k1", st.version, when))
+				if int64(len(wantEvents)) < base+int64(st.events) {
+					wantEvents = append(wantEvents, versionEvent(base+int64(st.events), "acme", "k1", st.version, when))
 				}
 			} else {
 				wantErr(t, call, err, st.want)
@@ -104,13 +107,17 @@ var lifecycleTests = []test{
 	{"SetMinDecryptionVersion/FeedOrder", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		keyWithVersions(t, s, "k1", 2)
+		setup := feed(t, s, "acme") // version 2's key_rotated event
+		if len(setup) != 1 || setup[0].Kind != store.RevocationKeyRotated || setup[0].Subject != "k1:2" {
+			t.Fatalf("feed after adding version 2 = %s, want one key_rotated k1:2", show(setup))
+		}
 		check(t, "SetMinDecryptionVersion(k1, 2)", s.SetMinDecryptionVersion(ctx, "k1", 2, at(time.Minute)))
 		check(t, "DisableKey(k1)", s.DisableKey(ctx, "k1", at(time.Hour)))
-		wantFeed(t, s, "acme", []store.Revocation{
-			versionEvent(1, "acme", "k1", 2, at(time.Minute)),
-			keyEvent(2, "acme", "k1", at(time.Hour)),
-		})
-		wantLast(t, s, 2)
+		wantFeed(t, s, "acme", append(setup,
+			versionEvent(2, "acme", "k1", 2, at(time.Minute)),
+			keyEvent(3, "acme", "k1", at(time.Hour)),
+		))
+		wantLast(t, s, 3)
 	}},
 	{"AddKeyUsage", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -132,17 +131,10 @@ var oneTimeTests = []test{
 		o := newOneTime(store.OneTimeGrant, "g1")
 		check(t, "PutOneTime(g1)", s.PutOneTime(ctx, o))
 		const n = 100
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				_, errs[i] = s.ConsumeOneTime(ctx, o.Kind, o.Hash, at(time.Minute))
-			})
-		}
-		close(start)
-		wg.Wait()
+		errs := together(n, func(int) error {
+			_, err := s.ConsumeOneTime(ctx, o.Kind, o.Hash, at(time.Minute))
+			return err
+		})
 		won := 0
 		for i, err := range errs {
 			switch {

@@ -3,7 +3,6 @@ package storetest
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -179,17 +178,9 @@ var revocationsTests = []test{
 		for i := range n {
 			createKeyOf(t, s, "acme", fmt.Sprintf("k%02d", i))
 		}
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				errs[i] = s.DisableKey(ctx, fmt.Sprintf("k%02d", i), at(time.Duration(i)*time.Second))
-			})
-		}
-		close(start)
-		wg.Wait()
+		errs := together(n, func(i int) error {
+			return s.DisableKey(ctx, fmt.Sprintf("k%02d", i), at(time.Duration(i)*time.Second))
+		})
 		for i, err := range errs {
 			check(t, fmt.Sprintf("DisableKey(k%02d)", i), err)
 		}
@@ -219,21 +210,13 @@ var revocationsTests = []test{
 		createKeyOf(t, s, "acme", "k1")
 		createInstanceOf(t, s, "acme", "i-1")
 		const n = 10
-		errs := make([]error, 2*n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				errs[2*i] = s.DisableKey(ctx, "k1", at(time.Duration(i)*time.Second))
-			})
-			wg.Go(func() {
-				<-start
-				errs[2*i+1] = s.RevokeInstance(ctx, "i-1", at(time.Duration(i)*time.Second))
-			})
-		}
-		close(start)
-		wg.Wait()
+		errs := together(2*n, func(j int) error {
+			i := j / 2
+			if j%2 == 0 {
+				return s.DisableKey(ctx, "k1", at(time.Duration(i)*time.Second))
+			}
+			return s.RevokeInstance(ctx, "i-1", at(time.Duration(i)*time.Second))
+		})
 		for i, err := range errs {
 			check(t, fmt.Sprintf("call #%d", i), err)
 		}

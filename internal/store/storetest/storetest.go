@@ -4,7 +4,7 @@
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store {
-//			db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kms.db"))
+//			db, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "kms.db"))
 //			if err != nil {
 //				t.Fatal(err)
 //			}
@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,9 +52,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KeyLifecycle", lifecycleTests},
 		{"OneTime", oneTimeTests},
 		{"Instances", instancesTests},
+		{"Enrollment", enrollTests},
 		{"Revocations", revocationsTests},
 		{"Audit", auditTests},
 		{"Sealed", sealedTests},
+		{"Transactions", txTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -70,6 +73,23 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 type test struct {
 	name string
 	fn   func(t *testing.T, s store.Store)
+}
+
+// together runs fn(0) … fn(n-1) in goroutines started at once and
+// returns their errors by i.
+func together(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			errs[i] = fn(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
 }
 
 // t0 is the suite's reference time: nanosecond precision and not UTC, so a

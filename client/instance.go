@@ -1,0 +1,69 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/dcaas/dcaas/api"
+)
+
+// Calls a sidecar instance makes to the KMS with its own identity
+// certificate (a KMS client built with NewKMSWithTLS over the enclave-held
+// key). The sidecar package makes them; custodians do not need them.
+
+// Enroll registers a new sidecar instance (anonymous, with a one-time
+// token or TPM attestation evidence in req) and returns its certificates.
+// The token is used up when the KMS answers; the request is retried only
+// when it certainly did not reach a server.
+func (k *KMS) Enroll(ctx context.Context, req api.EnrollRequest) (*api.Enrollment, error) {
+	var out api.Enrollment
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/enrollment", req, &out))
+}
+
+// RenewInstance asks for new identity and wrapping certificates for the
+// calling instance (sidecar). A revoked instance gets ErrRevoked.
+func (k *KMS) RenewInstance(ctx context.Context, req api.RenewInstanceRequest) (*api.Enrollment, error) {
+	var out api.Enrollment
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/instances/self/renew", req, &out))
+}
+
+// LoadKeys presents a grant, EKBs and retained key ids for the calling
+// instance (sidecar, the grant flow). The grant is used up.
+func (k *KMS) LoadKeys(ctx context.Context, req api.LoadRequest) (*api.WrappedKeys, error) {
+	var out api.WrappedKeys
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/keys/load", req, &out))
+}
+
+// DeriveKeys presents a grant and seeds for the calling instance (sidecar,
+// the seed flow). The grant is used up.
+func (k *KMS) DeriveKeys(ctx context.Context, req api.DeriveRequest) (*api.WrappedKeys, error) {
+	var out api.WrappedKeys
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/keys/derive", req, &out))
+}
+
+// RefreshKeys fetches the versions newer than req.Keys of keys already
+// released to the calling instance (sidecar): rotation delivery.
+func (k *KMS) RefreshKeys(ctx context.Context, req api.RefreshRequest) (*api.WrappedKeys, error) {
+	var out api.WrappedKeys
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/refresh", req, &out))
+}
+
+// Revocations reads the revocation feed after cursor ("" for a first
+// poll) for the calling instance (sidecar).
+func (k *KMS) Revocations(ctx context.Context, cursor string) (*api.RevocationFeed, error) {
+	path := "/v1/revocations"
+	if cursor != "" {
+		path += "?since=" + url.QueryEscape(cursor)
+	}
+	var out api.RevocationFeed
+	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, path, nil, &out))
+}
+
+// ReportUsage tells the KMS what the calling instance (sidecar) encrypted
+// since its last report. A report whose answer was lost may be counted
+// twice, which errs on the safe side.
+func (k *KMS) ReportUsage(ctx context.Context, report api.UsageReport) (*api.UsageAccepted, error) {
+	var out api.UsageAccepted
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/usage", report, &out))
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package hardening
+
+func process() error { return nil }
+
+func scrubInitialEnv([]string) error { return nil }

@@ -1,0 +1,30 @@
+package sqlstore
+
+import "context"
+
+// Pragma returns the value of PRAGMA name on db's write connection.
+func Pragma(ctx context.Context, db *DB, name string) (string, error) {
+	var v string
+	err := db.w.QueryRowContext(ctx, "PRAGMA "+name).Scan(&v)
+	return v, err
+}
+
+// Setting returns the value of the run-time parameter name on one of db's
+// connections.
+func Setting(ctx context.Context, db *DB, name string) (string, error) {
+	var v string
+	err := db.r.QueryRowContext(ctx, `SELECT current_setting($1)`, name).Scan(&v)
+	return v, err
+}
+
+// MapErrPostgres is the store's error mapping on PostgreSQL.
+func MapErrPostgres(op string, err error) error { return mapErr(postgresDialect{}, op, err) }
+
+// RebindPostgres is PostgreSQL's placeholder rebinding.
+func RebindPostgres(query string) string { return postgresDialect{}.rebind(query) }
+
+// The audit log's advisory lock, for tests that hold it from outside.
+const (
+	LockSpace = pgLockSpace
+	LockAudit = int32(lockAudit)
+)

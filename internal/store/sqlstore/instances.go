@@ -1,0 +1,169 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// CreateInstance implements store.Instances.
+func (q *queries) CreateInstance(ctx context.Context, in store.Instance) error {
+	const op = "CreateInstance"
+	args, err := instanceArgs(in)
+	if err != nil {
+		return q.mapErr(op, err)
+	}
+	_, err = q.exec(ctx, op, insertInstance, args...)
+	return err
+}
+
+const insertInstance = `INSERT INTO instances (id, tenant, custodian_dn, enclave, cert_serial, wrapping_serial,
+	wrapping_kem, wrapping_public, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// instanceArgs returns insertInstance's arguments for in.
+func instanceArgs(in store.Instance) ([]any, error) {
+	var ts times
+	enrolled := ts.at("EnrolledAt", in.EnrolledAt)
+	revoked := ts.opt("RevokedAt", in.RevokedAt)
+	if ts.err != nil {
+		return nil, ts.err
+	}
+	return []any{in.ID, in.Tenant, in.CustodianDN, in.Enclave, in.CertSerial, in.WrappingSerial,
+		in.WrappingKEM, notNull(in.WrappingPublic), enrolled, revoked}, nil
+}
+
+const instanceColumns = `id, tenant, custodian_dn, enclave, cert_serial, wrapping_serial,
+	wrapping_kem, wrapping_public, enrolled_at, revoked_at`
+
+func scanInstance(row interface{ Scan(...any) error }) (store.Instance, error) {
+	var in store.Instance
+	var enrolled int64
+	var revoked sql.NullInt64
+	err := row.Scan(&in.ID, &in.Tenant, &in.CustodianDN, &in.Enclave, &in.CertSerial,
+		&in.WrappingSerial, &in.WrappingKEM, &in.WrappingPublic, &enrolled, &revoked)
+	if err != nil {
+		return store.Instance{}, err
+	}
+	in.WrappingPublic = nilIfEmpty(in.WrappingPublic)
+	in.EnrolledAt = fromNanos(enrolled)
+	in.RevokedAt = fromNullNanos(revoked)
+	return in, nil
+}
+
+// GetInstance implements store.Instances.
+func (q *queries) GetInstance(ctx context.Context, id string) (store.Instance, error) {
+	in, err := scanInstance(q.read().queryRow(ctx,
+		`SELECT `+instanceColumns+` FROM instances WHERE id = ?`, id))
+	if err != nil {
+		return store.Instance{}, q.mapErr("GetInstance", err)
+	}
+	return in, nil
+}
+
+// ListInstances implements store.Instances. Instances enrolled at the same
+// time are ordered by id, byte by byte, whatever the database's collation.
+// The caller owns the returned slice.
+func (q *queries) ListInstances(ctx context.Context, tenant, custodianDN string) ([]store.Instance, error) {
+	const op = "ListInstances"
+	var where []string
+	var args []any
+	if tenant != "" {
+		where = append(where, "tenant = ?")
+		args = append(args, tenant)
+	}
+	if custodianDN != "" {
+		where = append(where, "custodian_dn = ?")
+		args = append(args, custodianDN)
+	}
+	query := `SELECT ` + instanceColumns + ` FROM instances`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY enrolled_at, id` + q.d.byteOrder()
+	rows, err := q.read().query(ctx, query, args...)
+	if err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	defer rows.Close()
+	var list []store.Instance
+	for rows.Next() {
+		in, err := scanInstance(rows)
+		if err != nil {
+			return nil, q.mapErr(op, err)
+		}
+		list = append(list, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	return list, nil
+}
+
+// EnrollInstance implements store.Instances. The token is consumed by
+// ConsumeOneTime's conditional UPDATE, inside the transaction that
+// registers the instance: racing enrollments are serialized on the token's
+// row and exactly one commits.
+func (q *queries) EnrollInstance(ctx context.Context, tokenKind string, tokenHash []byte, in store.Instance, certs []store.Cert) error {
+	const op = "EnrollInstance"
+	args, err := instanceArgs(in)
+	if err != nil {
+		return q.mapErr(op, err)
+	}
+	enrolled := in.EnrolledAt.UnixNano() // instanceArgs checked the range
+	return q.write(ctx, op, func(c conn) error {
+		if len(tokenHash) > 0 {
+			n, err := c.changed(ctx, consume, enrolled, tokenHash, tokenKind, enrolled)
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return whyNotConsumed(ctx, c, tokenKind, tokenHash, enrolled)
+			}
+		}
+		if err := putCerts(ctx, c, certs); err != nil {
+			return err
+		}
+		_, err := c.exec(ctx, insertInstance, args...)
+		return err
+	})
+}
+
+// RenewInstance implements store.Instances. The instance's row stays
+// locked until the commit (FOR UPDATE on PostgreSQL), so a renewal and a
+// revocation of one instance are serialized.
+func (q *queries) RenewInstance(ctx context.Context, id, certSerial, wrappingSerial string, certs []store.Cert) error {
+	return q.write(ctx, "RenewInstance", func(c conn) error {
+		var revoked sql.NullInt64
+		if err := c.queryRow(ctx, `SELECT revoked_at FROM instances WHERE id = ?`+c.d.forUpdate(), id).Scan(&revoked); err != nil {
+			return err
+		}
+		if revoked.Valid {
+			return fmt.Errorf("instance %s is revoked: %w", id, store.ErrConflict)
+		}
+		if err := putCerts(ctx, c, certs); err != nil {
+			return err
+		}
+		_, err := c.exec(ctx,
+			`UPDATE instances SET cert_serial = ?, wrapping_serial = ? WHERE id = ?`, certSerial, wrappingSerial, id)
+		return err
+	})
+}
+
+// RevokeInstance implements store.Instances. The event carries the
+// instance's tenant, its id as Subject, and at. An instance created with
+// RevokedAt set counts as revoked before: RevokeInstance appends no event
+// for it.
+func (q *queries) RevokeInstance(ctx context.Context, id string, at time.Time) error {
+	const op = "RevokeInstance"
+	n, err := nanos("at", at)
+	if err != nil {
+		return q.mapErr(op, err)
+	}
+	return q.write(ctx, op, func(c conn) error {
+		return revokeOnce(ctx, c, `instances`, `id`, `revoked_at`, id, n, store.RevocationInstance)
+	})
+}

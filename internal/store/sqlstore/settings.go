@@ -1,0 +1,33 @@
+package sqlstore
+
+import "context"
+
+// GetSetting implements store.Settings.
+func (q *queries) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	var v []byte
+	err := q.read().queryRow(ctx, `SELECT value FROM settings WHERE name = ?`, name).Scan(&v)
+	if err != nil {
+		return nil, q.mapErr("GetSetting", err)
+	}
+	return nilIfEmpty(v), nil
+}
+
+// PutSettingIfAbsent implements store.Settings. On PostgreSQL a replica
+// racing another for the same name waits, in the INSERT, for the other's
+// commit and then reads the winner's value: under READ COMMITTED the
+// SELECT that follows takes a snapshot after that commit.
+func (q *queries) PutSettingIfAbsent(ctx context.Context, name string, value []byte) ([]byte, error) {
+	var stored []byte
+	err := q.write(ctx, "PutSettingIfAbsent", func(c conn) error {
+		if _, err := c.exec(ctx,
+			`INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`,
+			name, notNull(value)); err != nil {
+			return err
+		}
+		return c.queryRow(ctx, `SELECT value FROM settings WHERE name = ?`, name).Scan(&stored)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return nilIfEmpty(stored), nil
+}
