@@ -28,6 +28,12 @@ func (k *KMS) RenewInstance(ctx context.Context, req api.RenewInstanceRequest) (
 	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/instances/self/renew", req, &out))
 }
 
+// RetireInstance revokes the calling instance (sidecar) at the KMS: for a
+// sidecar that stops for good. Its certificates stop working at once.
+func (k *KMS) RetireInstance(ctx context.Context) error {
+	return k.t.do(ctx, once, http.MethodDelete, "/v1/instances/self", nil, nil)
+}
+
 // LoadKeys presents a grant, EKBs and retained key ids for the calling
 // instance (sidecar, the grant flow). The grant is used up.
 func (k *KMS) LoadKeys(ctx context.Context, req api.LoadRequest) (*api.WrappedKeys, error) {

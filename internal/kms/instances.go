@@ -47,6 +47,20 @@ func (k *KMS) revokeInstance(ctx context.Context, c *call) (any, error) {
 		// instances it is not bound to.
 		return nil, api.Errorf(api.CodeNotFound, "There is no instance %q.", id)
 	}
+	return k.revokeInstanceID(ctx, id, c.caller.DN)
+}
+
+// retireInstance serves DELETE /v1/instances/self: a sidecar that stops
+// for good (a software enclave's identity dies with its process) revokes
+// its own instance, so a deleted pod or a stopped unit leaves no live
+// instance behind.
+func (k *KMS) retireInstance(ctx context.Context, c *call) (any, error) {
+	return k.revokeInstanceID(ctx, c.caller.Instance.ID, c.caller.DN)
+}
+
+// revokeInstanceID revokes instance id and its certificates; by names who
+// asked, for the log. Revoking a revoked instance changes nothing.
+func (k *KMS) revokeInstanceID(ctx context.Context, id, by string) (any, error) {
 	now := k.now()
 	if err := k.st.RevokeInstance(ctx, id, now); err != nil {
 		return nil, storeErr(err, "instance")
@@ -56,7 +70,7 @@ func (k *KMS) revokeInstance(ctx context.Context, c *call) (any, error) {
 			return nil, storeErr(err, "certificate")
 		}
 	}
-	k.log.Info("sidecar instance revoked", "instance", id, "by", c.caller.DN)
+	k.log.Info("sidecar instance revoked", "instance", id, "by", by)
 	return api.Revoked{Revoked: true}, nil
 }
 

@@ -246,6 +246,7 @@ func (k *KMS) routes() {
 	k.handle("GET /v1/revocations", "revocations.read", side, 0, k.revocations)
 	k.handle("POST /v1/keys/refresh", "keys.refresh", side, k.cfg.BatchBodyLimit, k.refreshKeys)
 	k.handle("POST /v1/instances/self/renew", "instance.renew", side, 0, k.renewInstance)
+	k.handle("DELETE /v1/instances/self", "instance.retire", side, 0, k.retireInstance)
 	k.handle("POST /v1/usage", "usage.report", side, k.cfg.BatchBodyLimit, k.usageReport)
 	k.appCertRoutes()
 	k.caRoutes()
