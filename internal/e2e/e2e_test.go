@@ -105,7 +105,8 @@ func TestKMSAndSidecarProcesses(t *testing.T) {
 // the binary: a sidecar started without a token serves but waits; `dcaas
 // sidecar enroll` as the custodian enrolls it; killed with SIGKILL and
 // restarted on its data dir it waits again, naming the instance it held,
-// and enrolling it again revokes that instance.
+// and enrolling it again revokes that instance; a clean stop retires the
+// new one.
 func TestSidecarWaitsAndEnrolls(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -142,22 +143,40 @@ func TestSidecarWaitsAndEnrolls(t *testing.T) {
 	if st, err := local.Status(ctx); err != nil || st.Enrolled || st.PreviousInstanceID != first {
 		t.Fatalf("Status after a restart = %+v, %v; want waiting, previous instance %s", st, err, first)
 	}
-	tn.EnrollSidecar(t, sc)
-	if sc.InstanceID() == first || sc.InstanceID() == "" {
-		t.Fatalf("instance after re-enrolling = %q, want a new one (was %s)", sc.InstanceID(), first)
+	out = tn.EnrollSidecar(t, sc)
+	second := sc.InstanceID()
+	if second == first || second == "" {
+		t.Fatalf("instance after re-enrolling = %q, want a new one (was %s)", second, first)
 	}
-	list, err := tn.Custodian.ListInstances(ctx)
-	if err != nil {
-		t.Fatal(err)
+	if !strings.Contains(out, "revoked the sidecar's previous instance "+first) {
+		t.Errorf("dcaas sidecar enroll after the restart printed %q, want the revocation of %s", out, first)
 	}
-	revoked := false
-	for _, in := range list {
-		revoked = revoked || in.InstanceID == first && in.Revoked
+	revoked := func(id string) bool {
+		t.Helper()
+		list, err := tn.Custodian.ListInstances(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range list {
+			if in.InstanceID == id {
+				return in.Revoked
+			}
+		}
+		t.Fatalf("instance %s is not listed: %+v", id, list)
+		return false
 	}
-	if !revoked {
-		t.Errorf("instance %s of the killed sidecar is not revoked after re-enrollment: %+v", first, list)
+	if !revoked(first) {
+		t.Errorf("instance %s of the killed sidecar is not revoked after re-enrollment", first)
 	}
+	if revoked(second) {
+		t.Fatalf("the serving instance %s is revoked", second)
+	}
+	// A clean stop retires a software-enclave instance (--retire-on-exit
+	// is on by default): its identity dies with the process.
 	sc.Stop(t)
+	if !revoked(second) {
+		t.Errorf("instance %s is still live after its sidecar stopped", second)
+	}
 	k.Stop(t)
 }
 

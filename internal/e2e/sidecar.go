@@ -225,6 +225,8 @@ func (s *Sidecar) ReadyLine() string { return s.ready }
 func (s *Sidecar) PollInterval() time.Duration { return s.cfg.PollInterval }
 
 // Stop asks the sidecar to shut down (SIGTERM) and checks that it exits 0.
+// A software-enclave sidecar retires its instance at the KMS as it stops
+// (unless Flags hold --retire-on-exit=false); Kill9 leaves it registered.
 func (s *Sidecar) Stop(t testing.TB) { t.Helper(); s.proc.stop(t) }
 
 // Kill9 kills the sidecar with SIGKILL and waits until it is gone.
