@@ -35,17 +35,21 @@ func (k *KMS) RetireInstance(ctx context.Context) error {
 }
 
 // LoadKeys presents a grant, EKBs and retained key ids for the calling
-// instance (sidecar, the grant flow). The grant is used up.
+// instance (sidecar, the grant flow). The grant is used up by this
+// request; the KMS answers the very same request (same recipient key)
+// again until the grant expires, so a request cut by a dying replica is
+// retried, on the next URL, like a read.
 func (k *KMS) LoadKeys(ctx context.Context, req api.LoadRequest) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/keys/load", req, &out))
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/load", req, &out))
 }
 
 // DeriveKeys presents a grant and seeds for the calling instance (sidecar,
-// the seed flow). The grant is used up.
+// the seed flow). Retried like LoadKeys: the request that used the grant
+// is answered again.
 func (k *KMS) DeriveKeys(ctx context.Context, req api.DeriveRequest) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/keys/derive", req, &out))
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/derive", req, &out))
 }
 
 // RefreshKeys fetches the versions newer than req.Keys of keys already

@@ -381,9 +381,10 @@ func checkKeysOpen(t *testing.T, cust *client.KMS, side *kmstest.FakeSidecar, ke
 	}, acked)
 }
 
-// checkGrantsLoadOnce presents every acknowledged grant twice to the KMS's
+// checkGrantsLoadOnce presents every acknowledged grant to the KMS's
 // POST /v1/keys/load through B as the sidecar: the first use releases the
-// granted key, the second is 409 already_used.
+// granted key, the same request again is answered again, a new request
+// with the grant is 409 already_used.
 func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.FakeSidecar, grants []call) {
 	t.Helper()
 	seen := map[string]bool{}
@@ -407,12 +408,32 @@ func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.Fake
 		for _, d := range side.Unwrap(t, &got) {
 			d.Wipe()
 		}
+		// The same request again is answered again (a retry after a lost
+		// answer); a new request (another recipient key) is refused.
+		if err := sideB.Do("POST", "/v1/keys/load", req, nil); err != nil {
+			t.Errorf("the same request with the grant of worker %d call %d again: %v", c.worker, c.n, err)
+		}
+		req.Recipient = freshRecipient(t)
 		err := sideB.Do("POST", "/v1/keys/load", req, nil)
 		var ae *api.Error
 		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != api.CodeAlreadyUsed {
 			t.Errorf("second use of the grant of worker %d call %d = %v, want 409 %s", c.worker, c.n, err, api.CodeAlreadyUsed)
 		}
 	}
+}
+
+// freshRecipient is a new ephemeral HPKE public key: a new load request.
+func freshRecipient(t *testing.T) api.PublicKey {
+	t.Helper()
+	priv, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kcrypto.MarshalKEMPublicKey(priv.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
 
 // checkDatabase checks the keys table: every acknowledged key is there,
@@ -496,8 +517,9 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 	if grantsOK < len(grants) || grantsOK > len(grants)+st.failed("grant") {
 		t.Errorf("%d grant.create records, want %d acknowledged grants plus at most %d failed", grantsOK, len(grants), st.failed("grant"))
 	}
-	if loadsOK != len(grants) || loadsUsed != len(grants) {
-		t.Errorf("keys.load records: %d ok and %d already_used, want %d of each", loadsOK, loadsUsed, len(grants))
+	// Each grant: its load, the same request again, a new request refused.
+	if loadsOK != 2*len(grants) || loadsUsed != len(grants) {
+		t.Errorf("keys.load records: %d ok and %d already_used, want %d and %d", loadsOK, loadsUsed, 2*len(grants), len(grants))
 	}
 
 	db, err := sqlstore.OpenPostgres(ctx, dsn)

@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -142,17 +143,67 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 	return api.Grant{Grant: grant, ExpiresAt: exp}, nil
 }
 
-// consumeGrant uses a grant exactly once on behalf of the calling sidecar.
-// A grant presented by another instance is consumed too (a leaked grant
-// dies with its first use) and refused.
-func (k *KMS) consumeGrant(ctx context.Context, who *caller, grant string) (*grantPayload, error) {
+// consumeGrant uses grant for the request of who whose recipient key is
+// to. A grant is used once; the request that used it may be presented
+// again until the grant expires (its answer was lost: a KMS replica died,
+// a connection was cut) and gets the same keys, sealed to the same
+// recipient. Any other request is told the grant is used. A grant named
+// for another instance is refused without being used.
+func (k *KMS) consumeGrant(ctx context.Context, who *caller, grant string, to api.PublicKey) (*grantPayload, error) {
 	if grant == "" {
 		return nil, api.Errorf(api.CodeInvalidArgument, "grant is required.")
 	}
-	g, err := k.st.ConsumeOneTime(ctx, store.OneTimeGrant, kcrypto.HashToken(grant), k.now())
-	if err != nil {
+	hash, now := kcrypto.HashToken(grant), k.now()
+	redemption := redemptionHash(hash, to)
+	var p *grantPayload
+	err := k.st.InTx(ctx, func(tx store.Tx) error {
+		g, err := tx.PeekOneTime(ctx, store.OneTimeGrant, hash, now)
+		if err != nil {
+			return err
+		}
+		if p, err = grantFor(g, who); err != nil {
+			return err
+		}
+		if _, err := tx.ConsumeOneTime(ctx, store.OneTimeGrant, hash, now); err != nil {
+			return err
+		}
+		return tx.PutOneTime(ctx, store.OneTimeSecret{
+			Hash: redemption, Kind: store.OneTimeGrantRedemption, Tenant: g.Tenant, Subject: who.Name,
+			Payload: g.Payload, CreatedBy: who.Name, CreatedAt: now, ExpiresAt: g.ExpiresAt,
+		})
+	})
+	if errors.Is(err, store.ErrUsed) {
+		if r, gerr := k.st.GetOneTime(ctx, store.OneTimeGrantRedemption, redemption); gerr == nil && now.Before(r.ExpiresAt) {
+			if p, perr := grantFor(r, who); perr == nil {
+				k.log.Info("grant request presented again (a retry)", "instance", who.Name)
+				return p, nil
+			}
+		}
+	}
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae):
+		return nil, err // the grant names another instance
+	case err != nil:
 		return nil, consumeErr(err, "grant")
 	}
+	return p, nil
+}
+
+// redemptionHash names the request that used the grant of hash: the grant
+// and the recipient key its answer is sealed to.
+func redemptionHash(grantHash []byte, to api.PublicKey) []byte {
+	h := sha256.New()
+	h.Write([]byte("dcaas grant redemption\x00"))
+	h.Write(grantHash)
+	h.Write([]byte(to.KEM))
+	h.Write([]byte{0})
+	h.Write(to.PublicKey)
+	return h.Sum(nil)
+}
+
+// grantFor decodes grant g's payload and checks that it names who.
+func grantFor(g store.OneTimeSecret, who *caller) (*grantPayload, error) {
 	var p grantPayload
 	if err := json.Unmarshal(g.Payload, &p); err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.consumeGrant(ctx, c.caller, req.Grant)
+	g, err := k.consumeGrant(ctx, c.caller, req.Grant, req.Recipient)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.consumeGrant(ctx, c.caller, req.Grant)
+	g, err := k.consumeGrant(ctx, c.caller, req.Grant, req.Recipient)
 	if err != nil {
 		return nil, err
 	}

@@ -257,6 +257,10 @@ const (
 	OneTimeChallenge   = "challenge"
 	OneTimeGrant       = "grant"
 	OneTimeImport      = "import_token"
+	// OneTimeGrantRedemption records which request used a grant (the
+	// grant's hash and the request's recipient key), so that very request
+	// may be presented again (a retry after a lost answer).
+	OneTimeGrantRedemption = "grant_redemption"
 )
 
 // OneTimeSecret is a single-use, expiring secret (enrollment token, grant,
@@ -286,6 +290,10 @@ type OneTime interface {
 	// PeekOneTime returns the secret with this kind and hash as
 	// ConsumeOneTime would, with the same errors, without marking it used.
 	PeekOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (OneTimeSecret, error)
+	// GetOneTime returns the secret with this kind and hash, used or
+	// expired as it may be (UsedAt, ExpiresAt tell); ErrNotFound if there
+	// is none.
+	GetOneTime(ctx context.Context, kind string, hash []byte) (OneTimeSecret, error)
 	// DeleteExpiredOneTime removes secrets that expired before cutoff.
 	DeleteExpiredOneTime(ctx context.Context, cutoff time.Time) (int64, error)
 }

@@ -108,6 +108,16 @@ var enrollTests = []test{
 		check(t, "ConsumeOneTime", err)
 		_, err = s.PeekOneTime(ctx, store.OneTimeEnrollToken, tok.Hash, at(time.Minute))
 		wantErr(t, "PeekOneTime(used)", err, store.ErrUsed)
+		// GetOneTime reads it used (and whatever the time).
+		got, err := s.GetOneTime(ctx, store.OneTimeEnrollToken, tok.Hash)
+		check(t, "GetOneTime(used)", err)
+		if got.UsedAt == nil || !got.UsedAt.Equal(at(time.Minute)) || got.Subject != tok.Subject || !got.ExpiresAt.Equal(tok.ExpiresAt) {
+			t.Errorf("GetOneTime = %+v, want it used at %v", got, at(time.Minute))
+		}
+		_, err = s.GetOneTime(ctx, store.OneTimeGrant, tok.Hash)
+		wantErr(t, "GetOneTime(other kind)", err, store.ErrNotFound)
+		_, err = s.GetOneTime(ctx, store.OneTimeEnrollToken, nil)
+		wantErr(t, "GetOneTime(no hash)", err, store.ErrNotFound)
 	}},
 	{"RenewInstance", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
