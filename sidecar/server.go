@@ -39,8 +39,12 @@ func (s *Sidecar) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.router,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ConnContext:       peer.ConnContext,
+		// A whole request, body included (64 MiB batches arrive in well
+		// under a second locally): a slow body cannot hold a connection
+		// and its handler for ever.
+		ReadTimeout: 60 * time.Second,
+		IdleTimeout: 120 * time.Second,
+		ConnContext: peer.ConnContext,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -46,6 +46,7 @@ type kmsServeFlags struct {
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
 	certs          certFlags
+	limits         limitFlags
 }
 
 // certFlags are the certificate lifetimes and the certificate loop's
@@ -133,6 +134,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
+	f.limits.register(fl, "--listen", 4096, 1024)
 	return cmd
 }
 
@@ -210,11 +212,15 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
+	if err := f.limits.validate(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", f.listen, err)
 	}
 	defer ln.Close()
+	ln = f.limits.wrap(ln, reg, "dcaas_kms")
 	st, err := openStore(ctx, f)
 	if err != nil {
 		return err

@@ -48,6 +48,7 @@ type sidecarFlags struct {
 	metricsListen string
 	logLevel      string
 	retireOnExit  bool
+	limits        limitFlags
 	kmsPlugin     kmsPluginFlags
 }
 
@@ -108,6 +109,7 @@ KMS v2 plugin (gRPC) for the API server, with the loaded key
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.BoolVar(&f.retireOnExit, "retire-on-exit", true, "software enclave: revoke this instance at the KMS when the sidecar stops (its identity dies with the process); ignored with --enclave tpm, which reuses its enrollment")
+	f.limits.register(fl, "--listen", 1024, 256)
 	f.kmsPlugin.register(fl)
 	return cmd
 }
@@ -117,6 +119,9 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		return errors.New("--kms and --ca are required")
 	}
 	if err := f.kmsPlugin.validate(); err != nil {
+		return err
+	}
+	if err := f.limits.validate(); err != nil {
 		return err
 	}
 	log, err := newLogger(f.logLevel)
@@ -202,7 +207,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	go func() { errc <- sc.Serve(ctx, ln) }()
 	listening := ""
 	if tln != nil {
-		mtls, err := sc.TLSListener(ctx, tln)
+		mtls, err := sc.TLSListener(ctx, f.limits.wrap(tln, reg, "dcaas_sidecar"))
 		if err != nil {
 			return err
 		}
