@@ -347,7 +347,11 @@ func TestGrantFlow(t *testing.T) {
 		if ks := b.keys(t); len(ks) != 0 {
 			t.Fatalf("B loaded %+v with A's grant", ks)
 		}
-		// A leaked grant dies with its first use.
+		// B's attempt did not use the grant up (another instance cannot
+		// burn it): A loads with it, once.
+		if ids, err := a.load(t, gA, [][]byte{x.EKB}, nil); err != nil || len(ids) != 1 || ids[0] != x.KeyID {
+			t.Fatalf("A's load with its grant after B's refused attempt = %v, %v; want [%s]", ids, err, x.KeyID)
+		}
 		_, err = a.load(t, gA, [][]byte{x.EKB}, nil)
 		kmstest.WantError(t, err, 409, api.CodeAlreadyUsed)
 	})
