@@ -45,6 +45,7 @@ type kmsServeFlags struct {
 	seal           sealFlags
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
+	minRotation    time.Duration
 	certs          certFlags
 	limits         limitFlags
 }
@@ -132,6 +133,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
+	fl.DurationVar(&f.minRotation, "min-rotation-period", time.Hour, "shortest rotation period a key may ask for; lower it only to compress time in tests")
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
 	f.limits.register(fl, "--listen", 4096, 1024)
@@ -208,8 +210,11 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.rotationCheck < 10*time.Millisecond {
 		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
 	}
+	if f.minRotation < time.Second {
+		return fmt.Errorf("--min-rotation-period %s: want at least 1s", f.minRotation)
+	}
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
-	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
+	opts.Config.WrapTTL, opts.Config.RotationCheckInterval, opts.Config.MinRotationPeriod = f.wrapTTL, f.rotationCheck, f.minRotation
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	if err := f.limits.validate(); err != nil {

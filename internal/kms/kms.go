@@ -58,6 +58,9 @@ type Config struct {
 	// rotation is due (period or usage) and rotates those whose current
 	// EKB it holds. Default 1 minute.
 	RotationCheckInterval time.Duration
+	// MinRotationPeriod is the shortest rotation_period_seconds a key may
+	// ask for (default an hour). Lower it only to compress time in tests.
+	MinRotationPeriod time.Duration
 	// WrapTTL is how long a sidecar accepts keys the KMS sealed to it
 	// (rewrap, load, derive answers): a saved answer cannot be imported
 	// after it. Default 10 minutes.
@@ -126,6 +129,7 @@ func (c *Config) setDefaults() {
 	def(&c.ChallengeTTL, 5*time.Minute)
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
+	def(&c.MinRotationPeriod, time.Hour)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
