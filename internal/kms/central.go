@@ -53,12 +53,11 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 	}
 	raw := ref.EKB
 	if len(raw) == 0 {
-		key, err := k.st.GetKey(ctx, ref.KeyID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != who.Tenant || !key.Retained)) {
-			return nil, nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant; send its ekb instead.", ref.KeyID)
-		}
+		// Named by id: only a key the caller owns or whose policy names
+		// it exists for it (keyids.go).
+		key, err := k.namedKey(ctx, who.Tenant, who.DN, ref.KeyID, true)
 		if err != nil {
-			return nil, nil, storeErr(err, "key")
+			return nil, nil, err
 		}
 		if version == 0 {
 			// The current version is asked for: a retained key whose
