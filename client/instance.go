@@ -60,7 +60,8 @@ func (k *KMS) RefreshKeys(ctx context.Context, req api.RefreshRequest) (*api.Wra
 }
 
 // Revocations reads the revocation feed after cursor ("" for a first
-// poll) for the calling instance (sidecar).
+// poll) for the calling instance (sidecar): the events of the keys
+// released to it and its own revocation.
 func (k *KMS) Revocations(ctx context.Context, cursor string) (*api.RevocationFeed, error) {
 	path := "/v1/revocations"
 	if cursor != "" {
@@ -71,8 +72,9 @@ func (k *KMS) Revocations(ctx context.Context, cursor string) (*api.RevocationFe
 }
 
 // ReportUsage tells the KMS what the calling instance (sidecar) encrypted
-// since its last report. A report whose answer was lost may be counted
-// twice, which errs on the safe side.
+// since its last report. The KMS counts only the key versions it released
+// to the instance, each at most once per report. A report whose answer
+// was lost may be counted twice, which errs on the safe side.
 func (k *KMS) ReportUsage(ctx context.Context, report api.UsageReport) (*api.UsageAccepted, error) {
 	var out api.UsageAccepted
 	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/usage", report, &out))

@@ -318,7 +318,7 @@ func (s *Sidecar) routes() {
 		return api.SealResponse{Sealed: sealed}, nil
 	})
 	s.handle("GET /v1/keys", "keys.list", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
-		return api.LoadedKeys{Keys: s.ring.List()}, nil
+		return api.LoadedKeys{Keys: s.Keys()}, nil
 	})
 	s.handle("DELETE /v1/keys/{key_id}", "keys.evict", 0, true, func(_ context.Context, _ func(any) error, r *http.Request) (any, error) {
 		id := r.PathValue("key_id")

@@ -268,7 +268,10 @@ func (s *Sidecar) Enrolled() bool {
 func (s *Sidecar) Status(context.Context) api.Status {
 	st := api.Status{
 		Enrolled: s.Enrolled(), Enclave: s.enc.Kind(), KMSReachable: s.reachable.Load(),
-		KeysLoaded: s.ring.Len(), Revoked: s.revoked.Load(),
+		Revoked: s.revoked.Load(),
+	}
+	if !st.Revoked { // a revoked sidecar holds nothing, even while it is still evicting
+		st.KeysLoaded = s.ring.Len()
 	}
 	if id := s.id.Load(); id == nil || id.e.InstanceID != s.previous {
 		st.PreviousInstanceID = s.previous

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -637,17 +638,7 @@ func TestKMSServeCertificateFlags(t *testing.T) {
 	if !strings.Contains(p.Stderr(), "TLS server certificate renewed") {
 		t.Errorf("no renewal log line; stderr:\n%s", p.Stderr())
 	}
-	var metrics string
-	func() {
-		resp, err := rawClient(t, p, nil, nil).HTTP.Get(p.URL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		metrics = b.String()
-	}()
+	_, metrics := httpGet(t, rawAdmin(t, p).HTTP, p.URL()+"/metrics")
 	for _, want := range []string{
 		fmt.Sprintf(`dcaas_cert_expiry_timestamp_seconds{kind="ca"} %s`, strconv.FormatFloat(float64(adminCertIssuer(t, dataDir).NotAfter.Unix()), 'e', -1, 64)),
 		`dcaas_cert_expiry_timestamp_seconds{kind="server"}`,
@@ -679,4 +670,48 @@ func adminCertIssuer(t *testing.T, dataDir string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// httpGet GETs url with hc and returns the status and the body.
+func httpGet(t *testing.T, hc *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b.String()
+}
+
+// TestKMSMetricsListeners: GET /metrics on the HTTPS listener answered
+// anyone (issue 12). It answers admins only there; Prometheus scrapes
+// --metrics-listen, a plain-HTTP listener that the ready line names.
+func TestKMSMetricsListeners(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms")
+	p := startKMS(t, dataDir, "--metrics-listen", "127.0.0.1:0")
+	if status, body := httpGet(t, rawClient(t, p, nil, nil).HTTP, p.URL()+"/metrics"); status != http.StatusUnauthorized || strings.Contains(body, "dcaas_cert_expiry") {
+		t.Errorf("anonymous GET /metrics over HTTPS = %d %.200q, want 401 without metrics", status, body)
+	}
+	if status, body := httpGet(t, rawAdmin(t, p).HTTP, p.URL()+"/metrics"); status != http.StatusOK || !strings.Contains(body, "dcaas_cert_expiry_timestamp_seconds") {
+		t.Errorf("admin GET /metrics over HTTPS = %d %.200q, want 200 with the metrics", status, body)
+	}
+	plain := p.Field("metrics")
+	if !strings.HasPrefix(plain, "http://127.0.0.1:") {
+		t.Fatalf("ready line %q names no metrics listener", p.ReadyLine())
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if status, body := httpGet(t, hc, plain+"/metrics"); status != http.StatusOK || !strings.Contains(body, "dcaas_cert_expiry_timestamp_seconds") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("GET %s/metrics = %d %.200q, want 200 with the KMS's and Go's metrics", plain, status, body)
+	}
+	if status, _ := httpGet(t, hc, plain+"/healthz"); status != http.StatusOK {
+		t.Errorf("GET %s/healthz = %d, want 200", plain, status)
+	}
+	if status, _ := httpGet(t, hc, plain+"/v1/audit"); status != http.StatusNotFound {
+		t.Errorf("GET %s/v1/audit = %d, want 404: the plain listener serves metrics and health only", plain, status)
+	}
+	p.Stop(t)
 }

@@ -93,12 +93,9 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 		p.EKBDigests = append(p.EKBDigests, hex.EncodeToString(d[:]))
 	}
 	for _, id := range req.KeyIDs {
-		key, err := k.st.GetKey(ctx, id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && key.Tenant != c.caller.Tenant) {
-			return nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant.", id)
-		}
+		key, err := k.namedKey(ctx, c.caller.Tenant, c.caller.DN, id, false)
 		if err != nil {
-			return nil, storeErr(err, "key")
+			return nil, err
 		}
 		if !key.Retained {
 			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s is not retained by the KMS; grant its EKB instead.", id)

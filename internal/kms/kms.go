@@ -38,9 +38,12 @@ type Config struct {
 	Store  store.Store
 	Sealer seal.Sealer
 	CA     *ca.CA
-	Logger *slog.Logger          // default: slog.Default()
-	Now    func() time.Time      // default: time.Now
-	Reg    prometheus.Registerer // default: a private registry
+	Logger *slog.Logger     // default: slog.Default()
+	Now    func() time.Time // default: time.Now
+	// Reg receives the KMS's metrics (default: a private registry). When
+	// it is also a prometheus.Gatherer, as a *prometheus.Registry is, GET
+	// /metrics serves what it gathers to admin callers.
+	Reg prometheus.Registerer
 
 	// Certificate lifetimes (AppCertTTL, InstanceCertTTL, ServerCertTTL):
 	// zero means the default; otherwise each must lie between MinCertTTL
@@ -255,6 +258,7 @@ func (k *KMS) routes() {
 	k.appCertRoutes()
 	k.caRoutes()
 	k.centralRoutes()
+	k.metricsRoute()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

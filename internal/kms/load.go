@@ -59,7 +59,7 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	}
 	ekbs := append([][]byte(nil), req.EKBs...)
 	for _, id := range req.KeyIDs {
-		vs, err := k.retainedEKBs(ctx, c.caller.Tenant, id)
+		vs, err := k.retainedEKBs(ctx, c.caller.Instance, id)
 		if err != nil {
 			return nil, err
 		}
@@ -77,15 +77,13 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	return out, k.recordRelease(ctx, to.instance.ID, keys)
 }
 
-// retainedEKBs returns every version of a retained key of tenant that is
-// not retired, rotating the key first if its rotation is due.
-func (k *KMS) retainedEKBs(ctx context.Context, tenant, keyID string) ([][]byte, error) {
-	key, err := k.st.GetKey(ctx, keyID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != tenant || !key.Retained)) {
-		return nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant.", keyID)
-	}
+// retainedEKBs returns every version that is not retired of a retained
+// key that the instance's custodian may name (namedKey), rotating the key
+// first if its rotation is due.
+func (k *KMS) retainedEKBs(ctx context.Context, in *store.Instance, keyID string) ([][]byte, error) {
+	key, err := k.namedKey(ctx, in.Tenant, in.CustodianDN, keyID, true)
 	if err != nil {
-		return nil, storeErr(err, "key")
+		return nil, err
 	}
 	if key, err = k.rotateIfDue(ctx, key); err != nil {
 		return nil, err

@@ -222,7 +222,8 @@ type Keys interface {
 	// AddKeyUsage adds each count to its key version's totals, all in one
 	// transaction, and returns how many it added. Counts naming a version
 	// that does not exist, or a key of another tenant than tenant, are
-	// skipped. Concurrent calls add up exactly.
+	// skipped. Concurrent calls add up exactly. A total saturates at
+	// math.MaxInt64 instead of overflowing.
 	AddKeyUsage(ctx context.Context, tenant string, counts []KeyUsage) (int, error)
 	// KeysDueForRotation lists up to limit live (not disabled) keys, by
 	// key id, whose current version's EKB is stored and whose rotation is
@@ -249,6 +250,11 @@ type Releases interface {
 	// to the instance, the highest version released. Keys never released
 	// to it are absent.
 	ReleasedVersions(ctx context.Context, instanceID string, keyIDs []string) (map[string]int, error)
+	// AddReleasedUsage is AddKeyUsage for what a sidecar instance
+	// reports: it adds only counts for versions released to instanceID
+	// (RecordReleases) of keys of tenant whose type is keyType, and skips
+	// every other count alike.
+	AddReleasedUsage(ctx context.Context, tenant, instanceID, keyType string, counts []KeyUsage) (int, error)
 }
 
 // One-time secret kinds.
