@@ -382,21 +382,25 @@ func (w *world) chaos(ctx context.Context, d time.Duration) {
 		do   func()
 	}
 	var evs []event
-	// Sidecar crashes: every sixth of the run, one of the two, SIGKILL,
-	// started again a second later (its agent enrolls and reloads it).
-	for i := 1; i <= 5; i++ {
+	// Sidecar crashes: one every 15 s (at least 5), alternating between
+	// the two, SIGKILL, started again a second later (its agent enrolls
+	// and reloads it).
+	n := max(5, int(d/(15*time.Second)))
+	for i := 1; i <= n; i++ {
 		sc := w.sidecars[i%2]
-		evs = append(evs, event{float64(i) / 6, fmt.Sprintf("kill -9 sidecar-%d", i%2), func() {
+		evs = append(evs, event{float64(i) / float64(n+1), fmt.Sprintf("kill -9 sidecar-%d", i%2), func() {
 			sc.Kill9(t)
 			w.tal.sidecarKills.Add(1)
 			time.Sleep(time.Second)
 			sc.Restart(t)
 		}})
 	}
-	// Replica crashes: A at 30 %, B at 70 %, each back after 3 s.
-	for i, frac := range []float64{0.3, 0.7} {
-		r := w.reps[i]
-		evs = append(evs, event{frac, "kill -9 replica " + r.Name(), func() {
+	// Replica crashes: one a minute (at least 2), A and B in turn, each
+	// back after 3 s.
+	m := max(2, int(d/time.Minute))
+	for i := range m {
+		r := w.reps[i%2]
+		evs = append(evs, event{(float64(i) + 0.6) / float64(m), "kill -9 replica " + r.Name(), func() {
 			r.Kill9(t)
 			w.tal.kmsKills.Add(1)
 			time.Sleep(3 * time.Second)
