@@ -105,7 +105,8 @@ type world struct {
 	sidecars  []*e2e.Sidecar
 	tal       tally
 	mu        sync.Mutex
-	made      []sealed
+	made      []sealed // a uniform sample of what was encrypted (keep)
+	nMade     int64    // how many were
 	failures  []string
 	disabled  atomic.Int64 // unix nanos when the doomed key was disabled (0: not yet)
 	doomed    string
@@ -302,13 +303,30 @@ func (w *world) worker(ctx context.Context, end time.Time, sc *e2e.Sidecar, name
 			}
 		}
 		w.mu.Lock()
-		w.made = append(w.made, sealed{ct: ct.Ciphertext, pt: pt, aad: aad, key: key})
+		w.keep(sealed{ct: ct.Ciphertext, pt: pt, aad: aad, key: key})
 		s := pick(w.made)
 		w.mu.Unlock()
 		if s.key == w.doomed {
 			continue // its fate is checked in finalCheck
 		}
 		w.decrypt(ctx, c, name, s)
+	}
+}
+
+// keepSample is how many ciphertexts the run keeps to decrypt again: a
+// long run makes millions.
+const keepSample = 20000
+
+// keep adds s to the sample (reservoir sampling: every ciphertext of the
+// run is equally likely to be in it). w.mu must be held.
+func (w *world) keep(s sealed) {
+	w.nMade++
+	if len(w.made) < keepSample {
+		w.made = append(w.made, s)
+		return
+	}
+	if i, _ := rand.Int(rand.Reader, big.NewInt(w.nMade)); i.Int64() < keepSample {
+		w.made[i.Int64()] = s
 	}
 }
 
@@ -442,13 +460,17 @@ func (w *world) chaos(ctx context.Context, d time.Duration) {
 // finalCheck decrypts every ciphertext of the run through each sidecar:
 // all of them, except the doomed key's, which none may decrypt.
 func (w *world) finalCheck(ctx context.Context) {
-	// At most 2,000 of them (a long run makes far more), and every one
-	// of the doomed key.
+	// At most 2,000 of them and 500 of the doomed key's (a long run makes
+	// far more), spread over the run.
 	var check, doomed []sealed
 	for n, s := range w.made {
 		switch {
 		case s.key == w.doomed:
-			doomed = append(doomed, s)
+			if len(doomed) < 500 { // the first ones: made long before the disable
+				doomed = append(doomed, s)
+			} else if i, _ := rand.Int(rand.Reader, big.NewInt(int64(n+1))); i.Int64() < 500 {
+				doomed[i.Int64()] = s
+			}
 		case len(check) < 2000:
 			check = append(check, s)
 		default: // reservoir sampling: a uniform spread over the run
