@@ -7,7 +7,7 @@ GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 5s
 
-.PHONY: all build dev demo run test check unit race fips fuzz fuzz-long bench tools
+.PHONY: all build dev demo run test check unit race fips fuzz fuzz-long bench tools soak
 
 all: build
 
@@ -26,6 +26,14 @@ run: build
 # The whole suite, as CI runs it.
 test:
 	./scripts/test.sh
+
+# "A year in minutes": the soak test (internal/soak) for SOAK (default
+# 5m; make test runs it for 40s), with a summary at the end.
+SOAK ?= 5m
+soak:
+	DCAAS_SOAK_DURATION=$(SOAK) DCAAS_SOAK_SUMMARY=$(CURDIR)/soak-summary.txt \
+	  $(GO) test -count=1 -run TestSoak -v -timeout 0 ./internal/soak/
+	@echo; cat soak-summary.txt
 
 # Static checks only.
 check:

@@ -330,8 +330,10 @@ type DeriveRequest struct {
 	Recipient PublicKey `json:"recipient"`
 }
 
-// RevocationFeed is the answer to GET /v1/revocations: what was revoked in
-// the caller's tenant after the cursor, and the cursor to ask from next.
+// RevocationFeed is the answer to GET /v1/revocations: what concerns the
+// calling sidecar instance after the cursor — the keys released to it and
+// its own revocation, nothing of other keys or instances — and the cursor
+// to ask from next.
 type RevocationFeed struct {
 	Cursor    string   `json:"cursor"`
 	Instances []string `json:"instances"`
@@ -429,8 +431,9 @@ type UsageCount struct {
 	Bytes       int64  `json:"bytes"`
 }
 
-// UsageAccepted answers POST /v1/usage: how many counts were added (counts
-// for keys the KMS does not register, like seed-derived keys, are not).
+// UsageAccepted answers POST /v1/usage: how many counts were added. Only
+// counts for AES-GCM key versions released to the reporting instance are;
+// others (seed-derived keys, keys it was not given) are skipped alike.
 type UsageAccepted struct {
 	Accepted int `json:"accepted"`
 }

@@ -5,9 +5,10 @@ import "time"
 // Status is the body of a sidecar's GET /v1/status.
 type Status struct {
 	// Enrolled is false while the sidecar waits for an enrollment token
-	// (POST /v1/enroll), and once its identity certificate has expired
-	// unrenewed; InstanceID and CustodianDN are then empty, or those of the
-	// lapsed enrollment.
+	// (POST /v1/enroll), once its identity certificate has expired
+	// unrenewed, and once the KMS revoked it (Revoked is then true too);
+	// InstanceID and CustodianDN are then empty, or those of the lapsed or
+	// revoked enrollment.
 	Enrolled     bool    `json:"enrolled"`
 	InstanceID   string  `json:"instance_id"`
 	CustodianDN  string  `json:"custodian_dn"`

@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -78,22 +80,9 @@ func startSidecar(t *testing.T, cust *client.KMS, env *kmstest.Env) (*sidecar.Si
 	if err != nil {
 		t.Fatalf("CreateEnrollmentToken = %v", err)
 	}
-	sc, err := sidecar.New(t.Context(), sidecar.Config{
+	sc, socket := e2e.ServeSidecar(t, sidecar.Config{
 		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token, Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	socket := filepath.Join(t.TempDir(), "sc.sock")
-	ln, err := sidecar.ListenUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	}, "")
 	local, err := client.NewSidecarUnix(socket)
 	if err != nil {
 		t.Fatal(err)
@@ -104,12 +93,7 @@ func startSidecar(t *testing.T, cust *client.KMS, env *kmstest.Env) (*sidecar.Si
 
 func deadURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "https://" + ln.Addr().String()
+	return "https://127.0.0.1:" + strconv.Itoa(e2e.FreePort(t))
 }
 
 func (w *world) dataKeys(t *testing.T, n int, req api.CreateDataKeyRequest) []*api.DataKey {

@@ -183,7 +183,20 @@ func (s EKBStore) List() ([]EKBVersion, error) {
 	}
 	var out []EKBVersion
 	for _, e := range ents {
-		if v, ok := parseEKBName(e.Name()); ok && e.Type().IsRegular() {
+		v, ok := parseEKBName(e.Name())
+		if !ok {
+			continue
+		}
+		regular := e.Type().IsRegular()
+		if e.Type()&fs.ModeSymlink != 0 {
+			// A Kubernetes Secret or ConfigMap volume presents each file
+			// as a symlink into its current ..data directory: follow it
+			// (an EKB is sealed under the tenant's key, so where it comes
+			// from is not trusted anyway).
+			fi, err := os.Stat(filepath.Join(s.Dir, e.Name()))
+			regular = err == nil && fi.Mode().IsRegular()
+		}
+		if regular {
 			out = append(out, v)
 		}
 	}

@@ -170,3 +170,42 @@ func FuzzParseEKBName(f *testing.F) {
 		}
 	})
 }
+
+// TestEKBStoreSecretVolume: a Kubernetes Secret or ConfigMap volume shows
+// each file as a symlink into a timestamped directory through "..data";
+// List must see those EKBs (it saw an empty store), and still ignore
+// symlinks that lead nowhere or to a directory.
+func TestEKBStoreSecretVolume(t *testing.T) {
+	dir := t.TempDir()
+	data := "..2026_12_02_22_00_00.123456789"
+	if err := os.Mkdir(filepath.Join(dir, data), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"key_a.v1" + ekbSuffix, "key_a.v2" + ekbSuffix, "drv_b.v1" + ekbSuffix} {
+		if err := os.WriteFile(filepath.Join(dir, data, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(target, name string) {
+		t.Helper()
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link(data, "..data")
+	link("..data/key_a.v1"+ekbSuffix, "key_a.v1"+ekbSuffix)
+	link("..data/key_a.v2"+ekbSuffix, "key_a.v2"+ekbSuffix)
+	link("..data/drv_b.v1"+ekbSuffix, "drv_b.v1"+ekbSuffix)
+	link("..data/missing"+ekbSuffix, "key_c.v1"+ekbSuffix) // dangling
+	link(data, "key_d.v1"+ekbSuffix)                       // a directory
+
+	s := EKBStore{Dir: dir}
+	list, err := s.List()
+	want := []EKBVersion{{"drv_b", 1}, {"key_a", 1}, {"key_a", 2}}
+	if err != nil || !slices.Equal(list, want) {
+		t.Fatalf("List = %v, %v; want %v", list, err, want)
+	}
+	if got, err := s.Get("key_a", 2); err != nil || string(got) != "key_a.v2"+ekbSuffix {
+		t.Fatalf("Get(key_a, 2) through the symlink = %q, %v", got, err)
+	}
+}

@@ -28,18 +28,28 @@ func (k *KMS) RenewInstance(ctx context.Context, req api.RenewInstanceRequest) (
 	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/instances/self/renew", req, &out))
 }
 
+// RetireInstance revokes the calling instance (sidecar) at the KMS: for a
+// sidecar that stops for good. Its certificates stop working at once.
+func (k *KMS) RetireInstance(ctx context.Context) error {
+	return k.t.do(ctx, once, http.MethodDelete, "/v1/instances/self", nil, nil)
+}
+
 // LoadKeys presents a grant, EKBs and retained key ids for the calling
-// instance (sidecar, the grant flow). The grant is used up.
+// instance (sidecar, the grant flow). The grant is used up by this
+// request; the KMS answers the very same request (same recipient key)
+// again until the grant expires, so a request cut by a dying replica is
+// retried, on the next URL, like a read.
 func (k *KMS) LoadKeys(ctx context.Context, req api.LoadRequest) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/keys/load", req, &out))
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/load", req, &out))
 }
 
 // DeriveKeys presents a grant and seeds for the calling instance (sidecar,
-// the seed flow). The grant is used up.
+// the seed flow). Retried like LoadKeys: the request that used the grant
+// is answered again.
 func (k *KMS) DeriveKeys(ctx context.Context, req api.DeriveRequest) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/keys/derive", req, &out))
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/derive", req, &out))
 }
 
 // RefreshKeys fetches the versions newer than req.Keys of keys already
@@ -50,7 +60,8 @@ func (k *KMS) RefreshKeys(ctx context.Context, req api.RefreshRequest) (*api.Wra
 }
 
 // Revocations reads the revocation feed after cursor ("" for a first
-// poll) for the calling instance (sidecar).
+// poll) for the calling instance (sidecar): the events of the keys
+// released to it and its own revocation.
 func (k *KMS) Revocations(ctx context.Context, cursor string) (*api.RevocationFeed, error) {
 	path := "/v1/revocations"
 	if cursor != "" {
@@ -61,8 +72,9 @@ func (k *KMS) Revocations(ctx context.Context, cursor string) (*api.RevocationFe
 }
 
 // ReportUsage tells the KMS what the calling instance (sidecar) encrypted
-// since its last report. A report whose answer was lost may be counted
-// twice, which errs on the safe side.
+// since its last report. The KMS counts only the key versions it released
+// to the instance, each at most once per report. A report whose answer
+// was lost may be counted twice, which errs on the safe side.
 func (k *KMS) ReportUsage(ctx context.Context, report api.UsageReport) (*api.UsageAccepted, error) {
 	var out api.UsageAccepted
 	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/usage", report, &out))

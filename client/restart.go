@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/dcaas/dcaas/api"
 )
 
 // EnsureEnrolled makes sure the sidecar behind sc is enrolled. A sidecar
@@ -18,33 +16,8 @@ import (
 // now (then reload its keys, e.g. with LoadStore). A revoked sidecar is
 // ErrRevoked: it will not serve again.
 func EnsureEnrolled(ctx context.Context, kms *KMS, sc *Sidecar) (bool, error) {
-	st, err := sc.Status(ctx)
-	if err != nil {
-		return false, fmt.Errorf("client: sidecar status: %w", err)
-	}
-	switch {
-	case st.Revoked:
-		return false, &Error{Code: api.CodeRevoked, Message: fmt.Sprintf("sidecar instance %s has been revoked; start a new sidecar", st.InstanceID)}
-	case st.Enrolled:
-		return false, nil
-	}
-	tok, err := kms.CreateEnrollmentToken(ctx, api.CreateTokenRequest{})
-	if err != nil {
-		return false, fmt.Errorf("client: minting an enrollment token: %w", err)
-	}
-	now, err := sc.Enroll(ctx, tok.Token)
-	if err != nil {
-		if errors.Is(err, ErrConflict) {
-			return false, nil // enrolled meanwhile (another agent); the token expires unused
-		}
-		return false, fmt.Errorf("client: enrolling the sidecar: %w", err)
-	}
-	if prev := st.PreviousInstanceID; prev != "" && prev != now.InstanceID {
-		if err := kms.RevokeInstance(ctx, prev); err != nil && !errors.Is(err, ErrNotFound) {
-			return true, fmt.Errorf("client: revoking the sidecar's previous instance %s: %w", prev, err)
-		}
-	}
-	return true, nil
+	r, err := (&Agent{KMS: kms, Sidecar: sc}).Reconcile(ctx)
+	return r.Enrolled != "", err
 }
 
 // Skipped is a stored EKB that LoadStore did not load, and why: the KMS
@@ -66,6 +39,12 @@ func LoadStore(ctx context.Context, kms *KMS, sc *Sidecar, store EKBStore, opts 
 	if err != nil {
 		return nil, nil, err
 	}
+	return loadVersions(ctx, kms, sc, store, list, opts...)
+}
+
+// loadVersions loads the versions list of store into sc, as LoadStore.
+func loadVersions(ctx context.Context, kms *KMS, sc *Sidecar, store EKBStore, list []EKBVersion, opts ...FlowOption) ([]string, []Skipped, error) {
+	var err error
 	ekbs := make([][]byte, len(list))
 	for i, v := range list {
 		if ekbs[i], err = store.Get(v.KeyID, v.Version); err != nil {

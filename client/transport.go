@@ -73,7 +73,9 @@ type retryClass int
 
 const (
 	// idempotent requests change nothing on the server (reads, rewrap,
-	// crypto operations) or change it the same way twice (sidecar import).
+	// crypto operations) or change it the same way twice (sidecar import,
+	// a sidecar's grant load or derive: the KMS answers the request that
+	// used a grant again).
 	idempotent retryClass = iota + 1
 	// once requests change state (create, rotate, mint, consume a grant,
 	// seal). They are retried only when they certainly did not reach a

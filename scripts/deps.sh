@@ -2,12 +2,14 @@
 # Installs the Debian packages the test suite needs, if they are missing:
 #   gcc, libssl-dev   cgo build of the TPM 2.0 simulator the TPM enclave's
 #                     tests embed (github.com/google/go-tpm-tools/simulator)
+#   haproxy           the TCP load balancer the end-to-end fixture
+#                     (internal/e2e) puts in front of KMS replicas
 # Idempotent and silent when everything is installed; otherwise it runs
 # apt-get update once and installs only what is missing (as root, or
 # through sudo when available).
 set -euo pipefail
 
-packages=(gcc libssl-dev openssl)
+packages=(gcc libssl-dev openssl haproxy)
 
 missing=()
 for p in "${packages[@]}"; do

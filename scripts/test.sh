@@ -19,6 +19,11 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+step "go mod tidy -diff"
+# go.mod and go.sum must say exactly what the code needs, in both modules.
+go mod tidy -diff
+(cd sidecar/kmsplugin/apiservertest && go mod tidy -diff)
+
 step "go vet"
 go vet ./...
 (cd sidecar/kmsplugin/apiservertest && go vet ./...)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -108,7 +109,7 @@ func BenchmarkUnixSocketEncrypt1KiB(b *testing.B) {
 	setClients(b, 8)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		c := unixClient(f.socket)
+		c := devenv.UnixClient(f.socket)
 		var mine []time.Duration
 		var out api.EncryptResponse
 		for pb.Next() {
@@ -135,7 +136,7 @@ func BenchmarkUnixSocketBatch100Encrypt1KiB(b *testing.B) {
 	setClients(b, 8)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		c := unixClient(f.socket)
+		c := devenv.UnixClient(f.socket)
 		var mine []time.Duration
 		var out api.BatchResponse
 		for pb.Next() {

@@ -292,8 +292,10 @@ func (s *Sidecar) renew(ctx context.Context, id *identity) error {
 	if err := s.persist(e); err != nil {
 		return err
 	}
-	s.install(next)
+	// Counted before it shows: whoever sees the new identity (status,
+	// the expiry metric) sees the renewal counted.
 	s.metrics.renewals.WithLabelValues("ok").Inc()
+	s.install(next)
 	s.audit.Record("kms", "instance.renewed", "", "ok", "")
 	s.log.Info("certificates renewed", "instance", e.InstanceID, "identity_not_after", next.cert.NotAfter, "wrapping_not_after", next.wrap.NotAfter)
 	return nil

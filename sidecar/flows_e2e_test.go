@@ -8,7 +8,6 @@ package sidecar_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -19,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +26,8 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
@@ -88,28 +88,8 @@ func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Con
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	sc, err := sidecar.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("sidecar.New(%s): %v", dn, err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	return newSide(t, sc, unixClient(serveSocket(t, sc)))
-}
-
-// serveSocket serves sc on a new Unix socket until the test ends and
-// returns the socket's path.
-func serveSocket(t testing.TB, sc *sidecar.Sidecar) string {
-	t.Helper()
-	socket := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := sidecar.ListenUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return socket
+	sc, socket := e2e.ServeSidecar(t, cfg, "")
+	return newSide(t, sc, devenv.UnixClient(socket))
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -151,29 +131,16 @@ func (s *side) keys(t testing.TB) []api.LoadedKey {
 }
 
 // grant asks the KMS for a grant as custodian c.
-func grant(c *kmstest.Client, req api.GrantRequest) (string, error) {
-	var g api.Grant
-	err := c.Do("POST", "/v1/grants", req, &g)
-	if err == nil && (!strings.HasPrefix(g.Grant, "dcgr_") || g.ExpiresAt.IsZero()) {
-		err = fmt.Errorf("grant answer %+v", g)
-	}
-	return g.Grant, err
-}
+func grant(c *kmstest.Client, req api.GrantRequest) (string, error) { return c.Grant(req) }
 
 func mustGrant(t testing.TB, c *kmstest.Client, req api.GrantRequest) string {
 	t.Helper()
-	g, err := grant(c, req)
-	if err != nil {
-		t.Fatalf("POST /v1/grants: %v", err)
-	}
-	return g
+	return c.MustGrant(t, req)
 }
 
 func dataKey(t testing.TB, c *kmstest.Client, req api.CreateDataKeyRequest) api.DataKey {
 	t.Helper()
-	var dk api.DataKey
-	c.MustDo(t, "POST", "/v1/datakeys", req, &dk)
-	return dk
+	return c.DataKey(t, req)
 }
 
 // grantLoad loads data keys into s by the grant flow, as the fixture's
@@ -380,7 +347,11 @@ func TestGrantFlow(t *testing.T) {
 		if ks := b.keys(t); len(ks) != 0 {
 			t.Fatalf("B loaded %+v with A's grant", ks)
 		}
-		// A leaked grant dies with its first use.
+		// B's attempt did not use the grant up (another instance cannot
+		// burn it): A loads with it, once.
+		if ids, err := a.load(t, gA, [][]byte{x.EKB}, nil); err != nil || len(ids) != 1 || ids[0] != x.KeyID {
+			t.Fatalf("A's load with its grant after B's refused attempt = %v, %v; want [%s]", ids, err, x.KeyID)
+		}
 		_, err = a.load(t, gA, [][]byte{x.EKB}, nil)
 		kmstest.WantError(t, err, 409, api.CodeAlreadyUsed)
 	})

@@ -213,8 +213,14 @@ func (s *Sidecar) loadLegacy(id *identity, keys []api.WrappedKey, priv hpke.Priv
 // rewrap answers that brought it cannot be imported again.
 func (s *Sidecar) Evict(keyID string) bool { return s.ring.Evict(keyID) }
 
-// Keys lists the loaded key versions (metadata and leases, never secrets).
-func (s *Sidecar) Keys() []api.LoadedKey { return s.ring.List() }
+// Keys lists the loaded key versions (metadata and leases, never
+// secrets); none once the sidecar is revoked.
+func (s *Sidecar) Keys() []api.LoadedKey {
+	if s.revoked.Load() {
+		return []api.LoadedKey{} // even while selfRevoke is still evicting them
+	}
+	return s.ring.List()
+}
 
 // Encrypt seals plaintext under the current version of a loaded AES key
 // and returns a self-describing dcaas ciphertext.

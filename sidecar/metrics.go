@@ -45,14 +45,23 @@ func newMetrics(reg prometheus.Registerer, s *Sidecar) *metrics {
 		}, func() float64 { return float64(s.ring.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "dcaas_sidecar", Name: "kms_reachable", Help: "1 when the last KMS check succeeded.",
-		}, func() float64 {
-			if s.reachable.Load() {
-				return 1
-			}
-			return 0
-		}),
+		}, func() float64 { return b2f(s.reachable.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "dcaas_sidecar", Name: "enrolled",
+			Help: "1 while the sidecar holds a live, unrevoked identity; 0 while it waits for an enrollment token, after its identity lapsed, or once revoked.",
+		}, func() float64 { return b2f(s.Enrolled()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "dcaas_sidecar", Name: "revoked", Help: "1 once the KMS revoked this instance: it serves nothing again.",
+		}, func() float64 { return b2f(s.revoked.Load()) }),
 	)
 	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func fipsMode() bool { return fips140.Enabled() }

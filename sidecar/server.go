@@ -39,8 +39,12 @@ func (s *Sidecar) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.router,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ConnContext:       peer.ConnContext,
+		// A whole request, body included (64 MiB batches arrive in well
+		// under a second locally): a slow body cannot hold a connection
+		// and its handler for ever.
+		ReadTimeout: 60 * time.Second,
+		IdleTimeout: 120 * time.Second,
+		ConnContext: peer.ConnContext,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -314,7 +318,7 @@ func (s *Sidecar) routes() {
 		return api.SealResponse{Sealed: sealed}, nil
 	})
 	s.handle("GET /v1/keys", "keys.list", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
-		return api.LoadedKeys{Keys: s.ring.List()}, nil
+		return api.LoadedKeys{Keys: s.Keys()}, nil
 	})
 	s.handle("DELETE /v1/keys/{key_id}", "keys.evict", 0, true, func(_ context.Context, _ func(any) error, r *http.Request) (any, error) {
 		id := r.PathValue("key_id")

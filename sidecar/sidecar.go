@@ -96,6 +96,12 @@ type Config struct {
 	// be replayed until the wrapping certificate expires. Off by default;
 	// for a KMS that has not been upgraded yet.
 	AcceptLegacyWrap bool
+	// RetireOnClose makes Close revoke this instance at the KMS (after its
+	// last usage report): for a sidecar whose identity cannot outlive the
+	// process (the software enclave), so a deleted pod or a stopped unit
+	// leaves no live instance registered. Leave it off for a TPM enclave
+	// that reuses its enrollment across restarts.
+	RetireOnClose bool
 	// Logger (default slog.Default()), Registerer for metrics (default a
 	// private registry), Now (default time.Now).
 	Logger *slog.Logger
@@ -254,7 +260,7 @@ func (s *Sidecar) background() {
 // Enrolled reports whether the sidecar holds a valid enrollment.
 func (s *Sidecar) Enrolled() bool {
 	id := s.id.Load()
-	return id != nil && s.cfg.Now().Before(id.cert.NotAfter)
+	return id != nil && !s.revoked.Load() && s.cfg.Now().Before(id.cert.NotAfter)
 }
 
 // Status reports the sidecar's identity and state. It does not call the
@@ -262,7 +268,10 @@ func (s *Sidecar) Enrolled() bool {
 func (s *Sidecar) Status(context.Context) api.Status {
 	st := api.Status{
 		Enrolled: s.Enrolled(), Enclave: s.enc.Kind(), KMSReachable: s.reachable.Load(),
-		KeysLoaded: s.ring.Len(), Revoked: s.revoked.Load(),
+		Revoked: s.revoked.Load(),
+	}
+	if !st.Revoked { // a revoked sidecar holds nothing, even while it is still evicting
+		st.KeysLoaded = s.ring.Len()
 	}
 	if id := s.id.Load(); id == nil || id.e.InstanceID != s.previous {
 		st.PreviousInstanceID = s.previous
@@ -277,6 +286,20 @@ func (s *Sidecar) Status(context.Context) api.Status {
 		st.KMSLastContact = &t
 	}
 	return st
+}
+
+// retire revokes this instance at the KMS as the sidecar stops for good.
+// A failure is logged, not returned: the instance then lapses with its
+// certificate, or its custodian's agent revokes it as the previous
+// instance of the next start.
+func (s *Sidecar) retire(ctx context.Context, id *identity) {
+	if err := id.kms.RetireInstance(ctx); err != nil {
+		s.log.Warn("could not retire this instance at the KMS; it stays registered until its certificate expires or its custodian revokes it",
+			"instance", id.e.InstanceID, "err", s.kmsErr(err))
+		return
+	}
+	s.revoked.Store(true)
+	s.log.Info("retired this instance at the KMS: it is revoked, its keys are gone with this process", "instance", id.e.InstanceID)
 }
 
 // InstanceID is the KMS-assigned id of this sidecar ("" until enrolled).
@@ -317,6 +340,9 @@ func (s *Sidecar) Close() error {
 		if id := s.id.Load(); id != nil && !s.revoked.Load() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			s.reportUsage(ctx)
+			if s.cfg.RetireOnClose {
+				s.retire(ctx, id)
+			}
 			cancel()
 			id.kms.Close()
 		}

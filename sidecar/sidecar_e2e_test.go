@@ -26,6 +26,8 @@ import (
 	"github.com/dcaas/dcaas/internal/kms"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -80,32 +82,9 @@ func newFixture(t testing.TB, mutate func(*sidecar.Config), kmsOpts ...func(*kms
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	sc, err := sidecar.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	f.sc = sc
-	f.socket = filepath.Join(t.TempDir(), "sidecar.sock")
-	ln, err := sidecar.ListenUnix(f.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	f.local = unixClient(f.socket)
+	f.sc, f.socket = e2e.ServeSidecar(t, cfg, "")
+	f.local = devenv.UnixClient(f.socket)
 	return f
-}
-
-func unixClient(path string) *httpapi.Client {
-	return &httpapi.Client{Base: "http://sidecar", HTTP: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}}}
 }
 
 func (f *fixture) do(t testing.TB, method, path string, in, out any) {

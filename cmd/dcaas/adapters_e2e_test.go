@@ -5,15 +5,10 @@ package main_test
 // --kms-plugin-socket and the OpenBao client on the sidecar's socket.
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/base64"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,13 +19,14 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/devenv"
-	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar/kmsplugin"
 )
 
 func TestSidecarServeAdapters(t *testing.T) {
-	bin := binary(t)
+	t.Parallel()
+	e2e.Binary(t) // builds, or skips in -short mode, before the KMS starts
 	env := kmstest.Start(t, nil)
 	env.Tenant(t, "acme")
 	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
@@ -42,43 +38,13 @@ func TestSidecarServeAdapters(t *testing.T) {
 
 	dir := t.TempDir()
 	socket, pluginSocket := filepath.Join(dir, "sidecar.sock"), filepath.Join(dir, "kms-plugin.sock")
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "sidecar", "serve", "--kms", env.URL, "--ca", filepath.Join(env.DataDir, kms.CAFile),
-		"--data-dir", filepath.Join(dir, "sc"), "--socket", socket,
-		"--kms-plugin-socket", pluginSocket, "--kms-plugin-key", key.KeyID, "--poll-interval", "100ms")
-	cmd.Env = append(os.Environ(), "DCAAS_ENROLL_TOKEN="+tok.Token)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "dcaas sidecar ready: ") {
-				ready <- sc.Text()
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	select {
-	case line := <-ready:
-		if !strings.Contains(line, "kms-plugin-socket="+pluginSocket) {
-			t.Fatalf("ready line %q does not name the plugin socket", line)
-		}
-	case err := <-exited:
-		t.Fatalf("dcaas sidecar serve exited: %v\n%s", err, stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no ready line\n%s", stderr.String())
+	proc := e2e.StartSidecar(t, e2e.SidecarConfig{
+		KMSURL: env.URL, CAPEM: env.CAPEM, Token: tok.Token,
+		DataDir: filepath.Join(dir, "sc"), PollInterval: 100 * time.Millisecond,
+		Flags: []string{"--socket", socket, "--kms-plugin-socket", pluginSocket, "--kms-plugin-key", key.KeyID},
+	})
+	if line := proc.ReadyLine(); !strings.Contains(line, "kms-plugin-socket="+pluginSocket) {
+		t.Fatalf("ready line %q does not name the plugin socket", line)
 	}
 
 	kc := kmsClient(t, pluginSocket)
@@ -138,12 +104,7 @@ func TestSidecarServeAdapters(t *testing.T) {
 		t.Fatalf("transit decrypt with the KMS down: %v", err)
 	}
 
-	cancel()
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		t.Fatal("dcaas sidecar serve did not stop on SIGTERM")
-	}
+	proc.Stop(t) // SIGTERM
 	for _, p := range []string{socket, pluginSocket} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("socket %s left behind after shutdown: %v", p, err)

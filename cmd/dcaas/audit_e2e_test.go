@@ -25,7 +25,7 @@ func auditDataDir(t *testing.T) string {
 	for range 5 {
 		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
 	}
-	p.stop()
+	p.Stop(t)
 	return dataDir
 }
 
@@ -77,6 +77,7 @@ func verifyOK(t *testing.T, args ...string) string {
 // checkpoint (or ones kept elsewhere), fails on each, naming the first
 // record changed.
 func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
+	t.Parallel()
 	dataDir := auditDataDir(t)
 	out := verifyOK(t, "--data-dir", dataDir)
 	if !strings.Contains(out, "matches") {
@@ -202,9 +203,10 @@ func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
 // verifier pins (from the KMS and from the data dir, the same), and dcaas
 // audit checkpoint has the running KMS sign one to keep.
 func TestAuditKeyAndCheckpointCommands(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
-	conn := []string{"--kms", p.url, "--ca", filepath.Join(dataDir, "ca.pem")}
+	conn := []string{"--kms", p.URL(), "--ca", filepath.Join(dataDir, "ca.pem")}
 	fromKMS, errOut, code := runDcaas(t, append([]string{"audit", "key", "--json"}, conn...)...)
 	if code != 0 {
 		t.Fatalf("dcaas audit key --kms = exit %d, stderr %q", code, errOut)
@@ -242,7 +244,7 @@ func TestAuditKeyAndCheckpointCommands(t *testing.T) {
 	if !strings.Contains(out, "checkpoint of record "+strconv.FormatInt(cp.Seq, 10)) {
 		t.Errorf("verify does not report the kept checkpoint of record %d: %q", cp.Seq, out)
 	}
-	p.stop()
+	p.Stop(t)
 }
 
 // copyDataDir copies the database of a stopped KMS, and what a verifier of
@@ -271,6 +273,7 @@ func copyDataDir(t *testing.T, src string) string {
 // here by stripping the key and signatures of a new one) gets an audit
 // key at its next start, and verify reports the unkeyed records before it.
 func TestAuditVerifyOldDataDir(t *testing.T) {
+	t.Parallel()
 	dataDir := auditDataDir(t)
 	db, err := audittest.OpenSQLite(filepath.Join(dataDir, "kms.db"))
 	if err != nil {
@@ -301,7 +304,7 @@ func TestAuditVerifyOldDataDir(t *testing.T) {
 	}
 
 	p := startKMS(t, dataDir)
-	p.stop()
+	p.Stop(t)
 	out := verifyOK(t, "--data-dir", dataDir)
 	want := "records 1 to " + strconv.Itoa(len(old)) + " were written before the audit key existed"
 	if !strings.Contains(out, want) {

@@ -6,16 +6,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -65,12 +65,7 @@ func cliMust(t *testing.T, v any, stdin []byte, args ...string) []byte {
 
 func cliDeadURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "https://" + ln.Addr().String()
+	return "https://127.0.0.1:" + strconv.Itoa(e2e.FreePort(t))
 }
 
 func TestCLIEndToEnd(t *testing.T) {
@@ -125,22 +120,10 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 
 	// The sidecar, in-process, enrolled with that token.
-	sc, err := sidecar.New(t.Context(), sidecar.Config{
+	sc, _ := e2e.ServeSidecar(t, sidecar.Config{
 		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	defer sc.Close()
-	ln, err := sidecar.ListenUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
+	}, socket)
 
 	// Rewrap from the store; stdin → encrypt → decrypt gives the same bytes.
 	var loaded loadOutput
@@ -157,7 +140,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	if !bytes.Equal(pt, plaintext) {
 		t.Fatalf("decrypt = %q, want the plaintext back", pt)
 	}
-	_, _, err = cliRun(t, ct, with(cust, "decrypt", "--aad", "order-2")...)
+	_, _, err := cliRun(t, ct, with(cust, "decrypt", "--aad", "order-2")...)
 	if !errors.Is(err, client.ErrDecryptFailed) {
 		t.Fatalf("decrypt with another AAD = %v, want ErrDecryptFailed", err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -36,24 +37,24 @@ const mixTimeout = 40 * time.Second
 type ackedGrant struct {
 	grant string
 	ekbs  [][]byte
-	keys  []ackedKey
+	keys  []e2e.AckedKey
 	used  bool // a load with it was acknowledged: it must never load again
 }
 
 // mixLedger is what the KMS acknowledged under load.
 type mixLedger struct {
 	mu      sync.Mutex
-	keys    []ackedKey
+	keys    []e2e.AckedKey
 	grants  []*ackedGrant
 	unknown int // grants whose use was in flight at the kill: either state is right
 	rewraps int // acknowledged rewraps
 	loads   int // acknowledged grant loads
 }
 
-func (l *mixLedger) pick(r *rand.Rand, n int) []ackedKey {
+func (l *mixLedger) pick(r *rand.Rand, n int) []e2e.AckedKey {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]ackedKey, 0, n)
+	out := make([]e2e.AckedKey, 0, n)
 	for range min(n, len(l.keys)) {
 		out = append(out, l.keys[r.IntN(len(l.keys))])
 	}
@@ -74,13 +75,13 @@ func (m *mixOps) reached(perKind int64) bool {
 
 // sidecarClient is a KMS client authenticating as the enrolled fake
 // sidecar.
-func sidecarClient(t *testing.T, p *kmsProc, side *kmstest.FakeSidecar) *kmstest.Client {
+func sidecarClient(t *testing.T, p *e2e.KMS, side *kmstest.FakeSidecar) *kmstest.Client {
 	t.Helper()
 	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(side.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.client(t, []byte(side.Enrollment.CertPEM), keyPEM)
+	return rawClient(t, p, []byte(side.Enrollment.CertPEM), keyPEM)
 }
 
 // grantLoad is the sidecar's half of the grant flow: it presents the grant
@@ -104,7 +105,7 @@ func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) (*ap
 
 // openGrantLoad opens keys a grant load sealed to priv for side and checks
 // they are the acknowledged keys the grant named.
-func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got *api.WrappedKeys, want []ackedKey) {
+func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got *api.WrappedKeys, want []e2e.AckedKey) {
 	t.Helper()
 	if len(got.Keys) != len(want) {
 		t.Fatalf("grant load returned %d keys, want %d", len(got.Keys), len(want))
@@ -112,10 +113,10 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 	deks := side.UnwrapWith(t, priv, got) // fills in the metadata the batch binds
 	for i, k := range got.Keys {
 		dek := deks[i]
-		if k.KeyID != want[i].KeyID || k.Version != want[i].Version || k.Metadata.Type != want[i].typ {
-			t.Errorf("grant load key %d = %s v%d %s, want %s v%d %s", i, k.KeyID, k.Version, k.Metadata.Type, want[i].KeyID, want[i].Version, want[i].typ)
-		} else if want[i].typ.Signing() {
-			checkPublic(t, want[i].typ, dek.Expose(), want[i].PublicKeyPEM)
+		if k.KeyID != want[i].KeyID || k.Version != want[i].Version || k.Metadata.Type != want[i].Type {
+			t.Errorf("grant load key %d = %s v%d %s, want %s v%d %s", i, k.KeyID, k.Version, k.Metadata.Type, want[i].KeyID, want[i].Version, want[i].Type)
+		} else if want[i].Type.Signing() {
+			kmstest.CheckPublicKey(t, want[i].Type, dek.Expose(), want[i].PublicKeyPEM)
 		}
 		dek.Wipe()
 	}
@@ -125,7 +126,7 @@ func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey
 // of them at once), and rewrap acknowledged keys, until every kind has
 // perKind acknowledgements; then it SIGKILLs the KMS under them. Anything
 // that fails before the kill fails the test.
-func runMix(t *testing.T, p *kmsProc, w *tenantWorld, side *kmstest.FakeSidecar, led *mixLedger, round int) {
+func runMix(t *testing.T, p *e2e.KMS, w *tenantWorld, side *kmstest.FakeSidecar, led *mixLedger, round int) {
 	t.Helper()
 	const workers, perKind = 6, 25
 	sc := sidecarClient(t, p, side)
@@ -159,7 +160,7 @@ func runMix(t *testing.T, p *kmsProc, w *tenantWorld, side *kmstest.FakeSidecar,
 						return
 					}
 					led.mu.Lock()
-					led.keys = append(led.keys, ackedKey{dk, typ})
+					led.keys = append(led.keys, e2e.AckedKey{DataKey: dk, Type: typ})
 					led.mu.Unlock()
 					ops.creates.Add(1)
 				case 2: // a grant for one or two acknowledged keys; half are used at once
@@ -233,56 +234,27 @@ func runMix(t *testing.T, p *kmsProc, w *tenantWorld, side *kmstest.FakeSidecar,
 			}
 		})
 	}
-	timer := time.NewTimer(mixTimeout)
-	var failure error
-	select {
-	case <-reached:
-	case failure = <-errc:
-	case <-timer.C:
-		failure = fmt.Errorf("the mix did not reach %d of each kind within %v: %v", perKind, mixTimeout, &ops)
-	}
-	timer.Stop()
-	killed.Store(true)
-	p.kill9()
-	wg.Wait()
-	if failure != nil {
-		t.Fatal(failure)
-	}
-	close(errc)
-	for err := range errc {
-		t.Error(err)
-	}
+	killAtMark(t, p, &wg, &killed, reached, errc, mixTimeout, func() error {
+		return fmt.Errorf("the mix did not reach %d of each kind within %v: %v", perKind, mixTimeout, &ops)
+	})
 	t.Logf("round %d: SIGKILL after %v acknowledged", round, &ops)
 }
 
-// auditCounts reads the whole audit log through the API and counts the
-// successful records of each action, and which data keys were created.
-func auditCounts(t *testing.T, admin *kmstest.Client) (map[string]int, map[string]bool) {
+// auditCounts reads the whole audit log through the SDK as the admin and
+// counts the successful records of each action, and which data keys were
+// created.
+func auditCounts(t *testing.T, p *e2e.KMS) (map[string]int, map[string]bool) {
 	t.Helper()
 	counts, created := map[string]int{}, map[string]bool{}
-	var after int64
-	for range 100000 {
-		var page api.AuditPage
-		admin.MustDo(t, "GET", "/v1/audit?after="+strconv.FormatInt(after, 10), nil, &page)
-		done := true
-		for _, r := range page.Records {
-			if r.Outcome == "ok" {
-				counts[r.Action]++
-				if r.Action == "datakey.create" {
-					created[r.KeyID] = true
-				}
+	for _, r := range e2e.AuditLog(t, p.Endpoint(t).Admin(t)) {
+		if r.Outcome == "ok" {
+			counts[r.Action]++
+			if r.Action == "datakey.create" {
+				created[r.KeyID] = true
 			}
-			if r.Action != "audit.read" {
-				done = false
-			}
-			after = r.Seq
-		}
-		if done {
-			return counts, created
 		}
 	}
-	t.Fatal("GET /v1/audit does not come to an end")
-	return nil, nil
+	return counts, created
 }
 
 func auditVerify(t *testing.T, dataDir, when string) {
@@ -302,17 +274,18 @@ func auditVerify(t *testing.T, dataDir, when string) {
 // every acknowledged operation has its audit record, and `dcaas audit
 // verify` passes.
 func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
 	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	side.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	side.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 	led := &mixLedger{}
 	// Keys for the first grants and rewraps to name.
 	for _, typ := range []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyECDSAP256} {
 		var dk api.DataKey
 		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: typ, Purpose: "before the load"}, &dk)
-		led.keys = append(led.keys, ackedKey{dk, typ})
+		led.keys = append(led.keys, e2e.AckedKey{DataKey: dk, Type: typ})
 	}
 
 	const rounds = 2
@@ -331,7 +304,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 	// Every acknowledged key rewraps to the sidecar enrolled before the
 	// crashes and to one enrolled now, and opens there.
 	fresh := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	fresh.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	fresh.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 	for _, s := range []*kmstest.FakeSidecar{side, fresh} {
 		checkReleases(t, w.cust, s, led.keys)
 	}
@@ -359,7 +332,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 	t.Logf("%d unused grants loaded once after the crashes; %d grants refused a second use", unused, len(led.grants))
 
 	// Every acknowledged operation was audited; the chain is intact.
-	counts, created := auditCounts(t, w.admin)
+	counts, created := auditCounts(t, p)
 	for _, k := range led.keys {
 		if !created[k.KeyID] {
 			t.Errorf("key %s was acknowledged but has no datakey.create audit record", k.KeyID)
@@ -378,7 +351,7 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 		}
 	}
 	auditVerify(t, dataDir, "on the live KMS")
-	p.stop()
+	p.Stop(t)
 	auditVerify(t, dataDir, "after it stopped")
 }
 
@@ -386,13 +359,14 @@ func TestFaultKMSKill9UnderMixedLoad(t *testing.T) {
 // file system that is read-only: it must exit non-zero at once, naming
 // the problem, and serve again once the file system is writable.
 func TestFaultKMSReadOnlyDataDir(t *testing.T) {
+	t.Parallel()
 	mnt := mountTmpfsE2E(t, "32m")
 	dataDir := filepath.Join(mnt, "kms")
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
 	var dk api.DataKey
 	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-	p.stop()
+	p.Stop(t)
 
 	remountE2E(t, mnt, "ro")
 	out, errOut, code := runDcaas(t, "kms", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
@@ -411,9 +385,9 @@ func TestFaultKMSReadOnlyDataDir(t *testing.T) {
 	p = startKMS(t, dataDir)
 	w = w.reconnect(t, p)
 	fresh := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	fresh.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
-	checkReleases(t, w.cust, fresh, []ackedKey{{dk, api.KeyAES256GCM}})
-	p.stop()
+	fresh.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
+	checkReleases(t, w.cust, fresh, []e2e.AckedKey{{DataKey: dk, Type: api.KeyAES256GCM}})
+	p.Stop(t)
 	auditVerify(t, dataDir, "after the read-only start")
 }
 
@@ -423,7 +397,7 @@ func TestFaultKMSReadOnlyDataDir(t *testing.T) {
 // where mounting is not permitted.
 func mountTmpfsE2E(t *testing.T, size string) string {
 	t.Helper()
-	binary(t) // build first: a skip for -short comes before the mount
+	e2e.Binary(t) // build first: a skip for -short comes before the mount
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs that can be made read-only (CI runs the tests as root)")
 	}

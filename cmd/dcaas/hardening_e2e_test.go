@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/dcaas/dcaas/internal/e2e"
 )
 
 // TestKMSScrubsSecretsFromEnviron: the seal passphrase given in the
@@ -13,10 +14,10 @@ import (
 // (before, os.Unsetenv left it there for the process's life, readable by
 // any process of the same uid).
 func TestKMSScrubsSecretsFromEnviron(t *testing.T) {
+	t.Parallel()
 	const pass = "correct-horse-battery-staple-7"
-	t.Setenv("DCAAS_SEAL_PASSPHRASE", pass)
-	p := startKMS(t, filepath.Join(t.TempDir(), "kms"))
-	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.cmd.Process.Pid))
+	p := e2e.StartKMS(t, e2e.KMSConfig{Env: []string{"DCAAS_SEAL_PASSPHRASE=" + pass}})
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,8 +45,10 @@ type kmsServeFlags struct {
 	seal           sealFlags
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
+	minRotation    time.Duration
 	checkpoints    time.Duration
 	certs          certFlags
+	limits         limitFlags
 }
 
 // certFlags are the certificate lifetimes and the certificate loop's
@@ -116,6 +118,11 @@ a fresh in-memory key, at two thirds of its lifetime without a restart, and
 every --cert-check-interval re-reads the CA state so that replicas follow a
 CA rotation ('dcaas kms ca').
 
+Metrics: GET /metrics on the HTTPS listener answers admin client
+certificates only. For Prometheus, --metrics-listen serves /metrics and
+/healthz over plain HTTP, with no authentication: bind it to loopback or a
+network only the scraper reaches.
+
 With --seal pkcs11 the root key is a non-extractable AES key inside a
 PKCS#11 HSM (--pkcs11-module, --pkcs11-token, --pkcs11-key-label; the PIN
 from DCAAS_PKCS11_PIN or --pkcs11-pin-file) and root.key is not used. A new
@@ -127,7 +134,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "dcaas-kms", "data directory (created on first start)")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8443", "HTTPS listen address HOST:PORT")
-	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics and /healthz (e.g. 127.0.0.1:9090)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics and /healthz, for Prometheus (e.g. 127.0.0.1:9090); the HTTPS listener serves /metrics to admin certificates only")
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -137,9 +144,11 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
+	fl.DurationVar(&f.minRotation, "min-rotation-period", time.Hour, "shortest rotation period a key may ask for; lower it only to compress time in tests")
 	fl.DurationVar(&f.checkpoints, "audit-checkpoint-interval", 5*time.Minute, "how often the KMS signs a checkpoint of the audit log (when it grew); also at start and at a clean stop")
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
+	f.limits.register(fl, "--listen", 4096, 1024)
 	return cmd
 }
 
@@ -213,18 +222,33 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.rotationCheck < 10*time.Millisecond {
 		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
 	}
+	if f.minRotation < time.Second {
+		return fmt.Errorf("--min-rotation-period %s: want at least 1s", f.minRotation)
+	}
 	if f.checkpoints < time.Second {
 		return fmt.Errorf("--audit-checkpoint-interval %s: want at least 1s", f.checkpoints)
 	}
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
-	opts.Config.WrapTTL, opts.Config.RotationCheckInterval, opts.Config.AuditCheckpointInterval = f.wrapTTL, f.rotationCheck, f.checkpoints
+	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
+	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
+	if err := f.limits.validate(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", f.listen, err)
 	}
 	defer ln.Close()
+	ln = f.limits.wrap(ln, reg, "dcaas_kms")
+	var mln net.Listener
+	if f.metricsListen != "" {
+		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: %w", f.metricsListen, err)
+		}
+		defer mln.Close()
+	}
 	st, err := openStore(ctx, f)
 	if err != nil {
 		return err
@@ -262,12 +286,10 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	}
 	defer srv.Close()
 
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics)
-	mux.Handle("/", srv.KMS.Handler())
+	// The HTTPS listener serves GET /metrics to admin callers only (the
+	// KMS's router, from reg); Prometheus scrapes --metrics-listen.
 	hs := &http.Server{
-		Handler:           mux,
+		Handler:           srv.KMS.Handler(),
 		TLSConfig:         srv.TLSConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
@@ -275,27 +297,25 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 2)
+	listening := ""
 	go func() { errc <- hs.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
 	var ms *http.Server
-	if f.metricsListen != "" {
-		mln, err := net.Listen("tcp", f.metricsListen)
-		if err != nil {
-			return err
-		}
+	if mln != nil {
 		mm := http.NewServeMux()
-		mm.Handle("GET /metrics", metrics)
+		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mm.Handle("GET /healthz", srv.KMS.Handler())
 		ms = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ms.Serve(mln) }()
+		listening = " metrics=http://" + mln.Addr().String()
 	}
 	dir, _ := filepath.Abs(f.dataDir)
 	if p, ok := srv.Sealer.(interface{ Protected() bool }); ok && !p.Protected() {
 		log.Warn("the root key file is protected by its file mode only: set DCAAS_SEAL_PASSPHRASE (or --seal-passphrase-file) or use --seal pkcs11 outside development",
 			"root_key", filepath.Join(dir, "root.key"))
 	}
-	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t store=%s\n",
+	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t store=%s%s\n",
 		ln.Addr(), dir, filepath.Join(dir, kms.CAFile), filepath.Join(dir, kms.AdminCert), filepath.Join(dir, kms.AdminKey),
-		srv.Sealer.Name(), kcrypto.FIPS(), f.store)
+		srv.Sealer.Name(), kcrypto.FIPS(), f.store, listening)
 	log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
 
 	select {

@@ -1,16 +1,13 @@
 package main_test
 
-// End-to-end tests of the dcaas binary: they build it once, run
-// `dcaas kms serve` as a child process on a loopback port, and talk to it
-// over real HTTPS with the credentials it writes into its data dir, the way
-// an operator and the custodians would.
+// End-to-end tests of the dcaas binary: they run `dcaas kms serve` as a
+// child process on a loopback port (through the e2e fixture, which builds
+// the binary once) and talk to it over real HTTPS with the credentials it
+// writes into its data dir, the way an operator and the custodians would.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -21,352 +18,58 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
-// Bounds on everything that waits on the child. Generous: a race-enabled
-// binary on a loaded two-core machine is slow, and a bound that trips is a
-// failed test, not a flake to retry.
+// Bounds on what these tests wait for beyond the fixture's own (which
+// bounds starting and stopping processes). Generous: a race-enabled binary
+// on a loaded two-core machine is slow, and a bound that trips is a failed
+// test, not a flake to retry.
 const (
-	readyTimeout   = 90 * time.Second // start to the "ready" line
-	stopTimeout    = 30 * time.Second // signal to exit
+	stopTimeout    = 30 * time.Second // a one-shot command's exit after its pipes close
 	commandTimeout = 90 * time.Second // a one-shot command (audit verify, bad flags)
 	loadTimeout    = 60 * time.Second // the crash test's load reaching its mark
 )
 
-// The binary under test, built once per test binary by buildBinary.
-var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
-)
+func TestMain(m *testing.M) { e2e.Main(m) }
 
-func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "dcaas-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "TestMain:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binDir = dir
-	return m.Run()
-}
-
-// raceEnabled reports whether this test binary was built with -race; the
-// binary under test is then built with -race too, so a data race in the
-// server fails these tests (the child exits 66 on a graceful stop).
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-// goTool finds the go command: on PATH, else under $GOROOT.
-func goTool() (string, error) {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p, nil
-	}
-	if root := os.Getenv("GOROOT"); root != "" {
-		p := filepath.Join(root, "bin", "go")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("the go command is not on PATH and $GOROOT/bin/go does not exist")
-}
-
-// binary returns the path of the dcaas binary, building it on first use.
-func binary(t *testing.T) string {
+// startKMS starts `dcaas kms serve --data-dir dataDir` with extra flags
+// and fails the test if it does not come up.
+func startKMS(t *testing.T, dataDir string, extra ...string) *e2e.KMS {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the dcaas binary; skipped in -short mode")
-	}
-	binOnce.Do(func() {
-		gotool, err := goTool()
-		if err != nil {
-			binError = err
-			return
-		}
-		out := filepath.Join(binDir, "dcaas")
-		args := []string{"build", "-o", out}
-		if raceEnabled() {
-			args = append(args, "-race")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, gotool, append(args, ".")...)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			binError = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
-			return
-		}
-		binPath = out
-	})
-	if binError != nil {
-		t.Fatalf("building dcaas: %v", binError)
-	}
-	return binPath
+	return e2e.StartKMS(t, e2e.KMSConfig{DataDir: dataDir, Flags: extra})
 }
 
-// kmsProc is a running `dcaas kms serve`.
-type kmsProc struct {
-	t       *testing.T
-	dataDir string
-	cmd     *exec.Cmd
-	stderr  string // file the child's stderr goes to
-
-	ready  string            // the ready line
-	url    string            // https://host:port, from the ready line
-	fields map[string]string // key=value fields of the ready line
-
-	mu     sync.Mutex
-	lines  []string // every stdout line
-	exited chan struct{}
-	err    error // from Wait, once exited is closed
-}
-
-const readyPrefix = "dcaas kms ready: "
-
-// launch starts `dcaas kms serve --data-dir dataDir` with extra flags (a
-// --listen flag defaults to 127.0.0.1:0) and waits for its ready line. It
-// returns an error if the child exits first; everything else fails t. The
-// child is killed when the test ends.
-func launch(t *testing.T, dataDir string, extra ...string) (*kmsProc, error) {
+// launch is startKMS that returns an error, with the child's stderr, when
+// the child exits before it is ready.
+func launch(t *testing.T, dataDir string, extra ...string) (*e2e.KMS, error) {
 	t.Helper()
-	return launchWithDir(t, "", dataDir, dataDir, extra...)
+	return e2e.LaunchKMS(t, e2e.KMSConfig{DataDir: dataDir, Flags: extra})
 }
 
-// launchWithDir is launch with the child running in workDir (""; this
-// process's) and given dataDirArg for --data-dir, which names dataDir.
-func launchWithDir(t *testing.T, workDir, dataDir, dataDirArg string, extra ...string) (*kmsProc, error) {
+// rawClient returns a JSON client of the KMS that trusts DIR/ca.pem and
+// authenticates with certPEM/keyPEM (nil for none): these tests check
+// status codes and error bodies of the raw API.
+func rawClient(t *testing.T, p *e2e.KMS, certPEM, keyPEM []byte) *kmstest.Client {
 	t.Helper()
-	args := []string{"kms", "serve", "--data-dir", dataDirArg}
-	if !hasFlag(extra, "--listen") {
-		args = append(args, "--listen", "127.0.0.1:0")
-	}
-	args = append(args, extra...)
-	errf, err := os.CreateTemp(t.TempDir(), "stderr-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errf.Close()
-	p := &kmsProc{t: t, dataDir: dataDir, stderr: errf.Name(), exited: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), args...)
-	p.cmd.Dir = workDir
-	p.cmd.Stderr = errf
-	p.cmd.WaitDelay = stopTimeout
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start dcaas: %v", err)
-	}
-	t.Cleanup(p.cleanup)
-
-	readyc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.lines = append(p.lines, line)
-			p.mu.Unlock()
-			if strings.HasPrefix(line, readyPrefix) {
-				select {
-				case readyc <- line:
-				default:
-				}
-			}
-		}
-		// Every read is done: Wait may close the pipe now.
-		err := p.cmd.Wait()
-		p.mu.Lock()
-		p.err = err
-		p.mu.Unlock()
-		close(p.exited)
-	}()
-
-	timer := time.NewTimer(readyTimeout)
-	defer timer.Stop()
-	select {
-	case line := <-readyc:
-		p.ready = line
-	case <-p.exited:
-		return nil, fmt.Errorf("dcaas kms serve exited before it was ready (%v); stderr:\n%s", p.exitErr(), p.stderrText())
-	case <-timer.C:
-		t.Fatalf("dcaas kms serve: no ready line within %v; stderr:\n%s", readyTimeout, p.stderrText())
-	}
-	if err := p.parseReady(); err != nil {
-		t.Fatal(err)
-	}
-	return p, nil
+	return kmstest.NewClient(t, p.URL(), p.ReadFile(t, "ca.pem"), certPEM, keyPEM)
 }
 
-// startKMS is launch that fails the test if the KMS does not come up.
-func startKMS(t *testing.T, dataDir string, extra ...string) *kmsProc {
+// rawAdmin is rawClient with the admin credentials of the data dir.
+func rawAdmin(t *testing.T, p *e2e.KMS) *kmstest.Client {
 	t.Helper()
-	p, err := launch(t, dataDir, extra...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func hasFlag(args []string, flag string) bool {
-	for _, a := range args {
-		if a == flag || strings.HasPrefix(a, flag+"=") {
-			return true
-		}
-	}
-	return false
-}
-
-// parseReady splits "dcaas kms ready: https://ADDR k=v k=v ...".
-func (p *kmsProc) parseReady() error {
-	parts := strings.Fields(strings.TrimPrefix(p.ready, readyPrefix))
-	if len(parts) == 0 || !strings.HasPrefix(parts[0], "https://") {
-		return fmt.Errorf("ready line %q does not start with an https:// address", p.ready)
-	}
-	p.url = parts[0]
-	p.fields = map[string]string{}
-	for _, kv := range parts[1:] {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return fmt.Errorf("ready line %q: field %q is not key=value", p.ready, kv)
-		}
-		p.fields[k] = v
-	}
-	return nil
-}
-
-func (p *kmsProc) exitErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-func (p *kmsProc) stdoutLines() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.lines...)
-}
-
-// stderrText is the tail of the child's stderr, for failure messages.
-func (p *kmsProc) stderrText() string {
-	b, err := os.ReadFile(p.stderr)
-	if err != nil {
-		return fmt.Sprintf("(stderr unreadable: %v)", err)
-	}
-	const max = 8 << 10
-	if len(b) > max {
-		b = append([]byte("…"), b[len(b)-max:]...)
-	}
-	return string(b)
-}
-
-func (p *kmsProc) waitExit(d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-p.exited:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-
-// stop asks the KMS to shut down (SIGTERM) and checks that it exits 0.
-func (p *kmsProc) stop() {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		p.t.Fatalf("SIGTERM: %v", err)
-	}
-	if !p.waitExit(stopTimeout) {
-		p.t.Fatalf("dcaas kms serve did not exit within %v of SIGTERM; stderr:\n%s", stopTimeout, p.stderrText())
-	}
-	if err := p.exitErr(); err != nil {
-		p.t.Fatalf("dcaas kms serve after SIGTERM: %v, want exit 0; stderr:\n%s", err, p.stderrText())
-	}
-}
-
-// kill9 kills the KMS with SIGKILL (a crash) and waits for it to be gone.
-func (p *kmsProc) kill9() {
-	p.t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
-		p.t.Fatalf("SIGKILL: %v", err)
-	}
-	if !p.waitExit(stopTimeout) {
-		p.t.Fatalf("dcaas kms serve survived SIGKILL for %v", stopTimeout)
-	}
-}
-
-// cleanup kills the child if it still runs and reports data races it
-// printed.
-func (p *kmsProc) cleanup() {
-	select {
-	case <-p.exited:
-	default:
-		_ = p.cmd.Process.Kill()
-		if !p.waitExit(stopTimeout) {
-			p.t.Errorf("dcaas kms serve (pid %d) survived SIGKILL", p.cmd.Process.Pid)
-		}
-	}
-	if s := p.stderrText(); strings.Contains(s, "WARNING: DATA RACE") {
-		p.t.Errorf("dcaas kms serve reported a data race:\n%s", s)
-	} else if p.t.Failed() {
-		p.t.Logf("dcaas kms serve stderr:\n%s", s)
-	}
-}
-
-// client returns a JSON client of the KMS that trusts DIR/ca.pem and
-// authenticates with certPEM/keyPEM (nil for none).
-func (p *kmsProc) client(t *testing.T, certPEM, keyPEM []byte) *kmstest.Client {
-	t.Helper()
-	caPEM := readFile(t, p.dataDir, "ca.pem")
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("ca.pem holds no certificate")
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if certPEM != nil {
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatalf("tls.X509KeyPair: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	tr := &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 16, TLSHandshakeTimeout: 30 * time.Second}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &kmstest.Client{Base: p.url, HTTP: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
-}
-
-// admin is a client with the admin credentials of the data dir.
-func (p *kmsProc) admin(t *testing.T) *kmstest.Client {
-	t.Helper()
-	return p.client(t, readFile(t, p.dataDir, "admin/cert.pem"), readFile(t, p.dataDir, "admin/key.pem"))
+	return rawClient(t, p, p.ReadFile(t, "admin/cert.pem"), p.ReadFile(t, "admin/key.pem"))
 }
 
 func readFile(t *testing.T, dir, name string) []byte {
@@ -384,7 +87,7 @@ func runDcaas(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd := exec.CommandContext(ctx, e2e.Binary(t), args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	cmd.WaitDelay = stopTimeout
@@ -402,17 +105,6 @@ func runDcaas(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // tenantWorld is what the crash and restart tests set up through the API.
 type tenantWorld struct {
 	admin, cust, pipe *kmstest.Client
@@ -420,31 +112,26 @@ type tenantWorld struct {
 	pipeCreds         api.AppCredentials
 }
 
-func newTenantWorld(t *testing.T, p *kmsProc, tenant string) *tenantWorld {
+func newTenantWorld(t *testing.T, p *e2e.KMS, tenant string) *tenantWorld {
 	t.Helper()
-	w := &tenantWorld{admin: p.admin(t)}
-	var tn api.Tenant
-	w.admin.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: tenant}, &tn)
-	if tn.Name != tenant || tn.MasterKeyVersion != 1 {
-		t.Fatalf("POST /v1/tenants = %+v, want %s at master key version 1", tn, tenant)
+	tn := e2e.NewTenant(t, p.Endpoint(t), tenant)
+	if tn.Info.Name != tenant || tn.Info.MasterKeyVersion != 1 {
+		t.Fatalf("POST /v1/tenants = %+v, want %s at master key version 1", tn.Info, tenant)
 	}
-	w.admin.MustDo(t, "POST", "/v1/tenants/"+tenant+"/apps", api.CreateAppRequest{Name: "payments-api", Role: api.RoleCustodian}, &w.custCreds)
-	if w.custCreds.KeyPEM == "" || w.custCreds.CertPEM == "" {
-		t.Fatalf("custodian credentials without key_pem or cert_pem: %+v", w.custCreds.DN)
+	if tn.CustodianCreds.KeyPEM == "" || tn.CustodianCreds.CertPEM == "" {
+		t.Fatalf("custodian credentials without key_pem or cert_pem: %+v", tn.CustodianCreds.DN)
 	}
-	w.admin.MustDo(t, "POST", "/v1/tenants/"+tenant+"/apps", api.CreateAppRequest{Name: "deployer", Role: api.RolePipeline}, &w.pipeCreds)
-	w.cust = p.client(t, []byte(w.custCreds.CertPEM), []byte(w.custCreds.KeyPEM))
-	w.pipe = p.client(t, []byte(w.pipeCreds.CertPEM), []byte(w.pipeCreds.KeyPEM))
-	return w
+	w := &tenantWorld{custCreds: *tn.CustodianCreds, pipeCreds: *tn.PipelineCreds}
+	return w.reconnect(t, p)
 }
 
 // reconnect returns the same identities as clients of another run.
-func (w *tenantWorld) reconnect(t *testing.T, p *kmsProc) *tenantWorld {
+func (w *tenantWorld) reconnect(t *testing.T, p *e2e.KMS) *tenantWorld {
 	t.Helper()
 	return &tenantWorld{
-		admin:     p.admin(t),
-		cust:      p.client(t, []byte(w.custCreds.CertPEM), []byte(w.custCreds.KeyPEM)),
-		pipe:      p.client(t, []byte(w.pipeCreds.CertPEM), []byte(w.pipeCreds.KeyPEM)),
+		admin:     rawAdmin(t, p),
+		cust:      rawClient(t, p, []byte(w.custCreds.CertPEM), []byte(w.custCreds.KeyPEM)),
+		pipe:      rawClient(t, p, []byte(w.pipeCreds.CertPEM), []byte(w.pipeCreds.KeyPEM)),
 		custCreds: w.custCreds,
 		pipeCreds: w.pipeCreds,
 	}
@@ -458,33 +145,34 @@ func (w *tenantWorld) token(t *testing.T) api.EnrollmentToken {
 }
 
 func TestKMSServeFirstStartInitializesDataDir(t *testing.T) {
+	t.Parallel()
 	work := t.TempDir()
 	dataDir := filepath.Join(work, "kms")
 	// Start from a relative --data-dir on an explicit port; the ready line
 	// must name both resolved. A port picked this way can be taken by
 	// someone else before the child binds it, so a bind failure retries.
-	var p *kmsProc
+	var p *e2e.KMS
 	var port int
 	for attempt := 0; p == nil; attempt++ {
-		port = freePort(t)
+		port = e2e.FreePort(t)
 		var err error
-		p, err = launchWithDir(t, work, dataDir, "kms", "--listen", "127.0.0.1:"+strconv.Itoa(port))
+		p, err = e2e.LaunchKMS(t, e2e.KMSConfig{Dir: work, DataDir: dataDir, DataDirArg: "kms", Flags: []string{"--listen", "127.0.0.1:" + strconv.Itoa(port)}})
 		if err != nil && (attempt == 4 || !strings.Contains(err.Error(), "address already in use")) {
 			t.Fatal(err)
 		}
 	}
 
-	if want := "https://127.0.0.1:" + strconv.Itoa(port); p.url != want {
-		t.Errorf("ready line address = %q, want %q (line %q)", p.url, want, p.ready)
+	if want := "https://127.0.0.1:" + strconv.Itoa(port); p.URL() != want {
+		t.Errorf("ready line address = %q, want %q (line %q)", p.URL(), want, p.ReadyLine())
 	}
-	if got := p.fields["data-dir"]; !sameDir(t, got, dataDir) {
+	if got := p.Field("data-dir"); !sameDir(t, got, dataDir) {
 		t.Errorf("ready line data-dir = %q, want %q", got, dataDir)
 	}
-	if got, want := p.fields["fips"], strconv.FormatBool(kcrypto.FIPS()); got != want {
-		t.Errorf("ready line fips = %q, want %q (line %q)", got, want, p.ready)
+	if got, want := p.Field("fips"), strconv.FormatBool(kcrypto.FIPS()); got != want {
+		t.Errorf("ready line fips = %q, want %q (line %q)", got, want, p.ReadyLine())
 	}
 	for _, f := range []struct{ key, file string }{{"ca", "ca.pem"}, {"admin-cert", "admin/cert.pem"}, {"admin-key", "admin/key.pem"}} {
-		if got := p.fields[f.key]; got != filepath.Join(p.fields["data-dir"], f.file) {
+		if got := p.Field(f.key); got != filepath.Join(p.Field("data-dir"), f.file) {
 			t.Errorf("ready line %s = %q, want it under the data dir", f.key, got)
 		}
 	}
@@ -529,19 +217,19 @@ func TestKMSServeFirstStartInitializesDataDir(t *testing.T) {
 	}
 
 	var h api.Health
-	p.client(t, nil, nil).MustDo(t, "GET", "/healthz", nil, &h)
+	rawClient(t, p, nil, nil).MustDo(t, "GET", "/healthz", nil, &h)
 	if h.Status != "ok" || h.FIPS != kcrypto.FIPS() || h.Seal != "file" {
 		t.Errorf("GET /healthz = %+v, want status ok, fips %t, seal file", h, kcrypto.FIPS())
 	}
 	// Admin credentials work; no credentials get a JSON 401.
-	p.admin(t).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
-	err := p.client(t, nil, nil).Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "globex"}, nil)
+	rawAdmin(t, p).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
+	err := rawClient(t, p, nil, nil).Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "globex"}, nil)
 	kmstest.WantError(t, err, 401, api.CodeUnauthenticated)
 
-	if lines := p.stdoutLines(); len(lines) != 1 {
+	if lines := p.StdoutLines(); len(lines) != 1 {
 		t.Errorf("stdout = %q, want exactly the ready line", lines)
 	}
-	p.stop()
+	p.Stop(t)
 }
 
 func sameDir(t *testing.T, a, b string) bool {
@@ -564,32 +252,27 @@ func parseCertPEM(t *testing.T, b []byte) *x509.Certificate {
 	return c
 }
 
-// ackedKey is a data key whose creation the KMS acknowledged.
-type ackedKey struct {
-	api.DataKey
-	typ api.KeyType
-}
-
 func TestKMSSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
 
 	var (
 		mu    sync.Mutex
-		acked []ackedKey
+		acked []e2e.AckedKey
 	)
 	types := []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyECDSAP256}
 	for _, typ := range types {
 		var dk api.DataKey
 		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: typ, Purpose: "before-crash"}, &dk)
-		acked = append(acked, ackedKey{dk, typ})
+		acked = append(acked, e2e.AckedKey{DataKey: dk, Type: typ})
 	}
 	// A token minted before the crash and used only after it.
 	early := w.token(t)
 	// A sidecar enrolled before the crash.
 	before := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	before.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	before.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 
 	// Keep creating data keys from several goroutines and SIGKILL the KMS
 	// in the middle of it. Every key the KMS answered 200 for must survive.
@@ -615,7 +298,7 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 					return
 				}
 				mu.Lock()
-				acked = append(acked, ackedKey{dk, typ})
+				acked = append(acked, e2e.AckedKey{DataKey: dk, Type: typ})
 				mu.Unlock()
 				if n.Add(1) == mark {
 					reachOne.Do(func() { close(reached) })
@@ -623,25 +306,9 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 			}
 		})
 	}
-	timer := time.NewTimer(loadTimeout)
-	var failure error
-	select {
-	case <-reached:
-	case failure = <-loadErrs:
-	case <-timer.C:
-		failure = fmt.Errorf("only %d data keys created in %v", n.Load(), loadTimeout)
-	}
-	timer.Stop()
-	killed.Store(true)
-	p.kill9()
-	wg.Wait()
-	if failure != nil {
-		t.Fatal(failure)
-	}
-	close(loadErrs)
-	for err := range loadErrs {
-		t.Error(err)
-	}
+	killAtMark(t, p, &wg, &killed, reached, loadErrs, loadTimeout, func() error {
+		return fmt.Errorf("only %d data keys created in %v", n.Load(), loadTimeout)
+	})
 	t.Logf("SIGKILL with %d data keys acknowledged (%d under load)", len(acked), n.Load())
 
 	// Restart on the same data dir.
@@ -652,7 +319,7 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 	err := w2.admin.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
 	kmstest.WantError(t, err, 409, api.CodeConflict)
 	// The token minted before the crash works, once.
-	anon := p2.client(t, nil, nil)
+	anon := rawClient(t, p2, nil, nil)
 	kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM()).Enroll(t, anon, early.Token)
 	err = anon.Do("POST", "/v1/enrollment", kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM()).EnrollRequest(early.Token), nil)
 	kmstest.WantError(t, err, 409, api.CodeAlreadyUsed)
@@ -674,7 +341,7 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 	}
 
 	// Every acknowledged creation was audited, and the chain is intact.
-	created := auditedKeys(t, w2.admin)
+	created := auditedKeys(t, p2)
 	for _, k := range acked {
 		if !created[k.KeyID] {
 			t.Errorf("key %s was acknowledged but has no datakey.create audit record", k.KeyID)
@@ -685,7 +352,7 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "audit log OK") {
 		t.Errorf("dcaas audit verify on the live KMS = exit %d, stdout %q, stderr %q; want 0 and \"audit log OK\"", code, out, errOut)
 	}
-	p2.stop()
+	p2.Stop(t)
 	// … and after it stopped.
 	out, errOut, code = runDcaas(t, "audit", "verify", "--data-dir", dataDir)
 	if code != 0 || !strings.Contains(out, "audit log OK") {
@@ -693,105 +360,68 @@ func TestKMSSurvivesSIGKILL(t *testing.T) {
 	}
 }
 
-// checkReleases rewraps every key to side's wrapping certificate, unwraps
-// them there, and checks that they are the acknowledged keys: same ids
-// and versions, and signing keys matching the public keys published at
-// creation.
-func checkReleases(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, keys []ackedKey) {
+// killAtMark waits until the load under way reaches its mark (reached is
+// closed), a worker reports an error before the kill on errs, or timeout
+// passes (then tooSlow says what was missing). Then it SIGKILLs p under the
+// workers — killed tells them that their failures no longer count — waits
+// for them, and fails t with what went wrong before the kill.
+func killAtMark(t *testing.T, p *e2e.KMS, wg *sync.WaitGroup, killed *atomic.Bool, reached <-chan struct{}, errs chan error, timeout time.Duration, tooSlow func() error) {
 	t.Helper()
-	const chunk = 500
-	for start := 0; start < len(keys); start += chunk {
-		batch := keys[start:min(start+chunk, len(keys))]
-		ekbs := make([][]byte, len(batch))
-		for i, k := range batch {
-			ekbs[i] = k.EKB
-		}
+	timer := time.NewTimer(timeout)
+	var failure error
+	select {
+	case <-reached:
+	case failure = <-errs:
+	case <-timer.C:
+		failure = tooSlow()
+	}
+	timer.Stop()
+	killed.Store(true)
+	p.Kill9(t)
+	wg.Wait()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// checkReleases rewraps every key to side through cust and checks that
+// side gets the acknowledged keys (e2e.CheckReleases).
+func checkReleases(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, keys []e2e.AckedKey) {
+	t.Helper()
+	e2e.CheckReleases(t, side, func(ekbs [][]byte) (*api.WrappedKeys, error) {
 		var got api.WrappedKeys
-		if err := cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got); err != nil {
-			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) to instance %s: %v", len(ekbs), start, side.Enrollment.InstanceID, err)
-		}
-		if len(got.Keys) != len(batch) {
-			t.Fatalf("rewrap returned %d keys, want %d", len(got.Keys), len(batch))
-		}
-		deks := side.Unwrap(t, &got)
-		for i, k := range batch {
-			g := got.Keys[i]
-			if g.KeyID != k.KeyID || g.Version != k.Version || g.Metadata.Type != k.typ {
-				t.Errorf("rewrapped key %d = %s v%d %s, want %s v%d %s", start+i, g.KeyID, g.Version, g.Metadata.Type, k.KeyID, k.Version, k.typ)
-			}
-			if k.typ.Signing() {
-				checkPublic(t, k.typ, deks[i].Expose(), k.PublicKeyPEM)
-			}
-			deks[i].Wipe()
-		}
-	}
+		err := cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &got)
+		return &got, err
+	}, keys)
 }
 
-func checkPublic(t *testing.T, typ api.KeyType, material []byte, pubPEM string) {
-	t.Helper()
-	block, _ := pem.Decode([]byte(pubPEM))
-	if block == nil {
-		t.Fatalf("%s: no public key PEM", typ)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	switch typ {
-	case api.KeyEd25519:
-		if !ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey).Equal(pub) {
-			t.Error("an unwrapped ed25519 key does not match the public key published at creation")
-		}
-	case api.KeyECDSAP256:
-		ec, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			t.Fatalf("ecdsa-p256 public key is a %T", pub)
-		}
-		priv, err := ecdsa.ParseRawPrivateKey(ec.Curve, material)
-		if err != nil || !priv.PublicKey.Equal(pub) {
-			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
-		}
-	}
-}
-
-// auditedKeys reads the whole audit log through the API and returns the key
-// ids of successful data-key creations. Reading the log is audited too, so
-// a page never comes back empty: the reader is done when a page holds
-// nothing but its own earlier reads.
-func auditedKeys(t *testing.T, admin *kmstest.Client) map[string]bool {
+// auditedKeys reads the whole audit log through the SDK as the admin and
+// returns the key ids of successful data-key creations.
+func auditedKeys(t *testing.T, p *e2e.KMS) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
-	var after int64
-	for range 10000 {
-		var page api.AuditPage
-		admin.MustDo(t, "GET", "/v1/audit?after="+strconv.FormatInt(after, 10), nil, &page)
-		done := true
-		for _, r := range page.Records {
-			if r.Action == "datakey.create" && r.Outcome == "ok" {
-				out[r.KeyID] = true
-			}
-			if r.Action != "audit.read" {
-				done = false
-			}
-			after = r.Seq
-		}
-		if done {
-			return out
+	for _, r := range e2e.AuditLog(t, p.Endpoint(t).Admin(t)) {
+		if r.Action == "datakey.create" && r.Outcome == "ok" {
+			out[r.KeyID] = true
 		}
 	}
-	t.Fatal("GET /v1/audit does not come to an end")
-	return nil
+	return out
 }
 
 func TestKMSRestartReusesDataDir(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	caPEM := readFile(t, dataDir, "ca.pem")
 	certPEM := readFile(t, dataDir, "admin/cert.pem")
 	keyPEM := readFile(t, dataDir, "admin/key.pem")
 	rootKey := readFile(t, dataDir, "root.key")
-	p.admin(t).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
-	p.stop()
+	rawAdmin(t, p).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
+	p.Stop(t)
 
 	for run := 2; run <= 3; run++ {
 		p := startKMS(t, dataDir)
@@ -806,15 +436,16 @@ func TestKMSRestartReusesDataDir(t *testing.T) {
 		// A client built from the first start's files, the admin
 		// credentials among them, still trusts the server and is trusted.
 		var h api.Health
-		p.admin(t).MustDo(t, "GET", "/healthz", nil, &h)
-		err := p.admin(t).Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
+		rawAdmin(t, p).MustDo(t, "GET", "/healthz", nil, &h)
+		err := rawAdmin(t, p).Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
 		kmstest.WantError(t, err, 409, api.CodeConflict)
-		p.admin(t).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "tenant-" + strconv.Itoa(run)}, nil)
-		p.stop()
+		rawAdmin(t, p).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "tenant-" + strconv.Itoa(run)}, nil)
+		p.Stop(t)
 	}
 }
 
 func TestKMSServeBadFlags(t *testing.T) {
+	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -845,7 +476,7 @@ func TestKMSServeBadFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "kms")
 			args := append([]string{"kms", "serve", "--data-dir", dataDir}, tt.args...)
-			if !hasFlag(tt.args, "--listen") {
+			if !slices.ContainsFunc(tt.args, func(a string) bool { return a == "--listen" || strings.HasPrefix(a, "--listen=") }) {
 				args = append(args, "--listen", "127.0.0.1:0")
 			}
 			out, errOut, code := runDcaas(t, args...)
@@ -873,6 +504,7 @@ func TestKMSServeBadFlags(t *testing.T) {
 // renewed in place (a new serial for new connections, one log line, the
 // expiry gauge following) without a restart.
 func TestKMSServeCertificateFlags(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir, "--server-cert-ttl", "10s", "--app-cert-ttl", "2m", "--sidecar-cert-ttl", "1m", "--cert-check-interval", "200ms")
 	lifetime := func(c *x509.Certificate) time.Duration { return c.NotAfter.Sub(c.NotBefore) }
@@ -888,7 +520,7 @@ func TestKMSServeCertificateFlags(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(readFile(t, dataDir, "ca.pem"))
 	served := func() *x509.Certificate {
-		conn, err := tls.Dial("tcp", strings.TrimPrefix(p.url, "https://"), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		conn, err := tls.Dial("tcp", p.Addr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 		if err != nil {
 			t.Fatalf("TLS handshake: %v", err)
 		}
@@ -903,7 +535,7 @@ func TestKMSServeCertificateFlags(t *testing.T) {
 	second := first
 	for second.Equal(first) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the server certificate was not renewed within 30 s; stderr:\n%s", p.stderrText())
+			t.Fatalf("the server certificate was not renewed within 30 s; stderr:\n%s", p.Stderr())
 		}
 		time.Sleep(100 * time.Millisecond)
 		second = served()
@@ -911,20 +543,10 @@ func TestKMSServeCertificateFlags(t *testing.T) {
 	if !second.NotAfter.After(first.NotAfter) {
 		t.Errorf("renewed certificate expires %v, not after the first's %v", second.NotAfter, first.NotAfter)
 	}
-	if !strings.Contains(p.stderrText(), "TLS server certificate renewed") {
-		t.Errorf("no renewal log line; stderr:\n%s", p.stderrText())
+	if !strings.Contains(p.Stderr(), "TLS server certificate renewed") {
+		t.Errorf("no renewal log line; stderr:\n%s", p.Stderr())
 	}
-	var metrics string
-	func() {
-		resp, err := p.client(t, nil, nil).HTTP.Get(p.url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		metrics = b.String()
-	}()
+	_, metrics := httpGet(t, rawAdmin(t, p).HTTP, p.URL()+"/metrics")
 	for _, want := range []string{
 		fmt.Sprintf(`dcaas_cert_expiry_timestamp_seconds{kind="ca"} %s`, strconv.FormatFloat(float64(adminCertIssuer(t, dataDir).NotAfter.Unix()), 'e', -1, 64)),
 		`dcaas_cert_expiry_timestamp_seconds{kind="server"}`,
@@ -943,8 +565,8 @@ func TestKMSServeCertificateFlags(t *testing.T) {
 			}
 		}
 	}
-	p.admin(t).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
-	p.stop()
+	rawAdmin(t, p).MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
+	p.Stop(t)
 }
 
 // adminCertIssuer parses the data dir's CA certificate.
@@ -956,4 +578,48 @@ func adminCertIssuer(t *testing.T, dataDir string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// httpGet GETs url with hc and returns the status and the body.
+func httpGet(t *testing.T, hc *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b.String()
+}
+
+// TestKMSMetricsListeners: GET /metrics on the HTTPS listener answered
+// anyone (issue 12). It answers admins only there; Prometheus scrapes
+// --metrics-listen, a plain-HTTP listener that the ready line names.
+func TestKMSMetricsListeners(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms")
+	p := startKMS(t, dataDir, "--metrics-listen", "127.0.0.1:0")
+	if status, body := httpGet(t, rawClient(t, p, nil, nil).HTTP, p.URL()+"/metrics"); status != http.StatusUnauthorized || strings.Contains(body, "dcaas_cert_expiry") {
+		t.Errorf("anonymous GET /metrics over HTTPS = %d %.200q, want 401 without metrics", status, body)
+	}
+	if status, body := httpGet(t, rawAdmin(t, p).HTTP, p.URL()+"/metrics"); status != http.StatusOK || !strings.Contains(body, "dcaas_cert_expiry_timestamp_seconds") {
+		t.Errorf("admin GET /metrics over HTTPS = %d %.200q, want 200 with the metrics", status, body)
+	}
+	plain := p.Field("metrics")
+	if !strings.HasPrefix(plain, "http://127.0.0.1:") {
+		t.Fatalf("ready line %q names no metrics listener", p.ReadyLine())
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if status, body := httpGet(t, hc, plain+"/metrics"); status != http.StatusOK || !strings.Contains(body, "dcaas_cert_expiry_timestamp_seconds") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("GET %s/metrics = %d %.200q, want 200 with the KMS's and Go's metrics", plain, status, body)
+	}
+	if status, _ := httpGet(t, hc, plain+"/healthz"); status != http.StatusOK {
+		t.Errorf("GET %s/healthz = %d, want 200", plain, status)
+	}
+	if status, _ := httpGet(t, hc, plain+"/v1/audit"); status != http.StatusNotFound {
+		t.Errorf("GET %s/v1/audit = %d, want 404: the plain listener serves metrics and health only", plain, status)
+	}
+	p.Stop(t)
 }

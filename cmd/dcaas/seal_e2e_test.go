@@ -8,6 +8,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/seal/pkcs11/pkcs11test"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -44,7 +45,7 @@ func sameSecrets(t *testing.T, what string, got, want []*secret.Bytes) {
 // token with `dcaas seal migrate` and serves it with `--seal pkcs11`; the
 // failed attempts before change nothing.
 func TestSealMigrateToSoftHSM(t *testing.T) {
-	binary(t)
+	e2e.Binary(t)
 	tk := pkcs11test.Fresh(t)
 	t.Setenv("SOFTHSM2_CONF", tk.Conf)
 	t.Setenv("DCAAS_PKCS11_PIN", "")
@@ -53,7 +54,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	p := startKMS(t, dataDir)
 	w := newTenantWorld(t, p, "acme")
 	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	side.Enroll(t, p.client(t, nil, nil), w.token(t).Token)
+	side.Enroll(t, rawClient(t, p, nil, nil), w.token(t).Token)
 	var ekbs [][]byte
 	for _, typ := range []api.KeyType{api.KeyAES256GCM, api.KeyEd25519} {
 		var dk api.DataKey
@@ -63,7 +64,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	}
 	before := releaseKeys(t, w.cust, side, ekbs)
 	caPEM := readFile(t, dataDir, "ca.pem")
-	p.stop()
+	p.Stop(t)
 
 	hsm := []string{"--pkcs11-module", tk.Module, "--pkcs11-token", tk.Label}
 	migrate := append([]string{"seal", "migrate", "--data-dir", dataDir, "--to", "pkcs11"}, hsm...)
@@ -94,7 +95,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	p = startKMS(t, dataDir)
 	w = w.reconnect(t, p)
 	sameSecrets(t, "after the failed migrations", releaseKeys(t, w.cust, side, ekbs), before)
-	p.stop()
+	p.Stop(t)
 
 	stdout, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key")...)
 	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys and 1 audit key") {
@@ -108,11 +109,11 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	}
 
 	p = startKMS(t, dataDir, serveHSM...)
-	if p.fields["seal"] != "pkcs11" {
-		t.Errorf("ready line %q: want seal=pkcs11", p.ready)
+	if p.Field("seal") != "pkcs11" {
+		t.Errorf("ready line %q: want seal=pkcs11", p.ReadyLine())
 	}
 	var h api.Health
-	p.client(t, nil, nil).MustDo(t, "GET", "/healthz", nil, &h)
+	rawClient(t, p, nil, nil).MustDo(t, "GET", "/healthz", nil, &h)
 	if h.Seal != "pkcs11" {
 		t.Errorf("/healthz seal = %q, want pkcs11", h.Seal)
 	}
@@ -121,11 +122,12 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	if !bytes.Equal(readFile(t, dataDir, "ca.pem"), caPEM) {
 		t.Error("ca.pem changed in the migration")
 	}
-	p.stop()
+	p.Stop(t)
 }
 
 func TestKMSServeSealFlags(t *testing.T) {
-	binary(t)
+	t.Parallel()
+	e2e.Binary(t)
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	for _, tt := range []struct {
 		args []string

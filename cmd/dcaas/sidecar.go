@@ -47,6 +47,8 @@ type sidecarFlags struct {
 	poll          time.Duration
 	metricsListen string
 	logLevel      string
+	retireOnExit  bool
+	limits        limitFlags
 	kmsPlugin     kmsPluginFlags
 }
 
@@ -67,6 +69,12 @@ either, the sidecar starts anyway and waits: GET /v1/status says
 "enrolled": false until its custodian hands it a token over the socket
 (POST /v1/enroll; 'dcaas sidecar enroll' does it). A restarted
 software-enclave sidecar recovers that way with no person involved.
+
+A software-enclave sidecar revokes its own instance at the KMS when it
+stops (SIGTERM, SIGINT): its identity key dies with the process, so a
+deleted pod leaves no live instance registered (--retire-on-exit=false
+keeps it). A killed one (SIGKILL, OOM) cannot; its custodian's
+'dcaas sidecar enroll' revokes it at the next start.
 
 --kms takes several replicas (repeat it or separate with commas): every
 call to the KMS fails over from one to the next.
@@ -100,6 +108,8 @@ KMS v2 plugin (gRPC) for the API server, with the loaded key
 	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.BoolVar(&f.retireOnExit, "retire-on-exit", true, "software enclave: revoke this instance at the KMS when the sidecar stops (its identity dies with the process); ignored with --enclave tpm, which reuses its enrollment")
+	f.limits.register(fl, "--listen", 1024, 256)
 	f.kmsPlugin.register(fl)
 	return cmd
 }
@@ -109,6 +119,9 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		return errors.New("--kms and --ca are required")
 	}
 	if err := f.kmsPlugin.validate(); err != nil {
+		return err
+	}
+	if err := f.limits.validate(); err != nil {
 		return err
 	}
 	log, err := newLogger(f.logLevel)
@@ -176,6 +189,9 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		KMSURLs: splitURLs(f.kmsURLs), CAPEM: caPEM, DataDir: f.dataDir,
 		Enclave: enc, Attest: f.attest, KEM: api.KEM(f.kem), AllowUIDs: f.allowUIDs,
 		LeaseTTL: f.lease, HealthInterval: f.poll, AcceptLegacyWrap: f.acceptLegacy, Logger: log, Reg: reg,
+		// A software enclave's identity dies with the process: retire it
+		// at the KMS on the way out. A TPM one is reused at the next start.
+		RetireOnClose: f.retireOnExit && enc == nil,
 	}
 	if tok != nil {
 		cfg.EnrollToken = string(tok.Expose())
@@ -191,7 +207,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	go func() { errc <- sc.Serve(ctx, ln) }()
 	listening := ""
 	if tln != nil {
-		mtls, err := sc.TLSListener(ctx, tln)
+		mtls, err := sc.TLSListener(ctx, f.limits.wrap(tln, reg, "dcaas_sidecar"))
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,14 +21,21 @@ func newSidecarEnrollCmd() *cobra.Command {
 in GET /v1/status: a software-enclave sidecar restarted without one). The
 custodian of --cert/--key mints a one-time enrollment token for itself at
 the KMS and hands it to the sidecar over the socket; the sidecar must be
-bound to that custodian's Unix user. With --store, every key version kept
-in that EKB store is then loaded back by rewrap (keys the KMS no longer
-releases are skipped and listed).
+bound to that custodian's Unix user. The dead instance the sidecar's data
+dir held before a restart is revoked.
 
-With --watch INTERVAL the command keeps running and does this whenever the
-sidecar needs it (a restarted container, a lapsed identity): run it next to
-the sidecar (a systemd unit, a container of the pod) and restarts recover
-with no person involved.`,
+With --store, every key version kept in that EKB store that the sidecar
+does not hold is loaded by rewrap: after enrolling it, and also into an
+enrolled sidecar that lost its keys (a TPM sidecar restarted with its
+enrollment) or when an EKB was added to the store. Versions the KMS refuses
+to this instance (disabled, retired, expired) are listed and not retried.
+
+With --watch INTERVAL the command keeps running and does this every
+INTERVAL: run it next to the sidecar (a systemd unit, a container of the
+pod) and restarts recover with no person involved. A step that fails (the
+KMS out of reach, a load cut half way, a revocation refused) is logged and
+tried again the next round; it exits only when the sidecar itself has been
+revoked.`,
 		Args: cobra.NoArgs,
 	}
 	c := connFlags(cmd)
@@ -43,21 +49,25 @@ with no person involved.`,
 		if err != nil {
 			return err
 		}
+		a := &client.Agent{KMS: k, Sidecar: sc}
+		if store != "" {
+			a.Store = &client.EKBStore{Dir: store}
+		}
 		out := cmd.OutOrStdout()
 		if watch <= 0 {
-			enrolled, err := ensureEnrolled(cmd.Context(), out, k, sc, store)
-			if err != nil {
-				return err
-			}
-			if !enrolled {
+			r, err := a.Reconcile(cmd.Context())
+			report(out, r, store)
+			if err == nil && r.Enrolled == "" {
 				fmt.Fprintln(out, "the sidecar is already enrolled")
 			}
-			return nil
+			return err
 		}
 		t := time.NewTicker(watch)
 		defer t.Stop()
 		for {
-			if _, err := ensureEnrolled(cmd.Context(), out, k, sc, store); err != nil {
+			r, err := a.Reconcile(cmd.Context())
+			report(out, r, store)
+			if err != nil {
 				if errors.Is(err, client.ErrRevoked) {
 					return err // a revoked sidecar never serves again
 				}
@@ -73,25 +83,19 @@ with no person involved.`,
 	return cmd
 }
 
-// ensureEnrolled enrolls the sidecar if it waits for it and reloads the
-// store into it, printing what it did.
-func ensureEnrolled(ctx context.Context, out io.Writer, k *client.KMS, sc *client.Sidecar, store string) (bool, error) {
-	enrolled, err := client.EnsureEnrolled(ctx, k, sc)
-	if err != nil || !enrolled {
-		return false, err
+// report prints what one round of the agent did; a round that did nothing
+// prints nothing.
+func report(out io.Writer, r client.AgentRound, store string) {
+	if r.Enrolled != "" {
+		fmt.Fprintf(out, "enrolled the sidecar: instance=%s custodian=%q\n", r.Enrolled, r.CustodianDN)
 	}
-	st, err := sc.Status(ctx)
-	if err != nil {
-		return true, err
+	for _, id := range r.Revoked {
+		fmt.Fprintf(out, "revoked the sidecar's previous instance %s\n", id)
 	}
-	fmt.Fprintf(out, "enrolled the sidecar: instance=%s custodian=%q\n", st.InstanceID, st.CustodianDN)
-	if store == "" {
-		return true, nil
+	if len(r.Loaded) > 0 || len(r.Skipped) > 0 {
+		fmt.Fprintf(out, "reloaded %d key(s) from %s\n", len(r.Loaded), store)
 	}
-	ids, skipped, err := client.LoadStore(ctx, k, sc, client.EKBStore{Dir: store})
-	fmt.Fprintf(out, "reloaded %d key(s) from %s\n", len(ids), store)
-	for _, s := range skipped {
+	for _, s := range r.Skipped {
 		fmt.Fprintf(out, "skipped %s version %d: %v\n", s.KeyID, s.Version, s.Err)
 	}
-	return true, err
 }

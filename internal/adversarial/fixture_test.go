@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
@@ -98,37 +99,17 @@ func (w *world) sidecar(t testing.TB, dn string, dir string, mutate func(*sideca
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	sc, err := sidecar.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("sidecar.New(%s) = %v", dn, err)
+	socket := ""
+	if dir != "" {
+		socket = filepath.Join(dir, "sidecar.sock")
 	}
-	t.Cleanup(func() { sc.Close() })
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	s := &side{sc: sc, socket: filepath.Join(dir, "sidecar.sock"), dataDir: cfg.DataDir}
-	ln, err := sidecar.ListenUnix(s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s.http = unixHTTP(s.socket)
-	s.local = &httpapi.Client{Base: "http://sidecar", HTTP: s.http}
-	s.id = sc.InstanceID()
-	s.cert = sc.WrappingCertificatePEM()
+	s := &side{dataDir: cfg.DataDir}
+	s.sc, s.socket = e2e.ServeSidecar(t, cfg, socket)
+	s.local = devenv.UnixClient(s.socket)
+	s.http = s.local.HTTP
+	s.id = s.sc.InstanceID()
+	s.cert = s.sc.WrappingCertificatePEM()
 	return s
-}
-
-func unixHTTP(path string) *http.Client {
-	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}}
 }
 
 func (s *side) do(t testing.TB, method, path string, in, out any) error {
@@ -165,9 +146,7 @@ func (s *side) wantNoKeys(t testing.TB) {
 
 func dataKey(t testing.TB, c *kmstest.Client, req api.CreateDataKeyRequest) api.DataKey {
 	t.Helper()
-	var dk api.DataKey
-	c.MustDo(t, "POST", "/v1/datakeys", req, &dk)
-	return dk
+	return c.DataKey(t, req)
 }
 
 func rewrap(c *kmstest.Client, certPEM string, ekbs ...[]byte) (api.WrappedKeys, error) {
@@ -196,19 +175,11 @@ func (s *side) load(t testing.TB, c *kmstest.Client, dks ...api.DataKey) {
 	s.must(t, "POST", "/v1/keys/import", mustRewrap(t, c, s.cert, ekbs...), nil)
 }
 
-func grant(c *kmstest.Client, req api.GrantRequest) (string, error) {
-	var g api.Grant
-	err := c.Do("POST", "/v1/grants", req, &g)
-	return g.Grant, err
-}
+func grant(c *kmstest.Client, req api.GrantRequest) (string, error) { return c.Grant(req) }
 
 func mustGrant(t testing.TB, c *kmstest.Client, req api.GrantRequest) string {
 	t.Helper()
-	g, err := grant(c, req)
-	if err != nil {
-		t.Fatalf("POST /v1/grants: %v", err)
-	}
-	return g
+	return c.MustGrant(t, req)
 }
 
 // raw sends body as it is (no JSON encoding, so it may be invalid, huge or

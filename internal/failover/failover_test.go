@@ -1,23 +1,11 @@
 package failover_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime/debug"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,20 +18,19 @@ import (
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { e2e.Main(m) }
 
 // Bounds on everything that waits. Generous for a race-enabled binary on
-// a loaded two-core machine; a bound that trips fails the test.
+// a loaded two-core machine; a bound that trips fails the test. (The
+// fixture, internal/e2e, bounds starting and stopping processes.)
 const (
-	buildTimeout  = 10 * time.Minute // go build, normally cached
-	readyTimeout  = 60 * time.Second // start to the ready line
-	stopTimeout   = 30 * time.Second // a signal to the exit
 	streamTimeout = 40 * time.Second // the whole request stream
 	callTimeout   = 20 * time.Second // one attempt of one SDK call
 )
@@ -81,37 +68,29 @@ var keyTypes = []api.KeyType{api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519
 //   - every acknowledged creation has exactly one audit record and the
 //     audit hash chain in PostgreSQL verifies.
 func TestFailoverSIGKILLDuringDataKeyStream(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs two dcaas KMS processes; skipped in -short mode")
 	}
 	begin := time.Now()
 	dsn := pgtest.DSN(t)
-	bin := buildDcaas(t)
 	ctx := t.Context()
 
 	// Replica A initializes the database; B gets A's root key before its
 	// first start and must find the CA in the database, not make one.
-	work := t.TempDir()
-	dirA, dirB := filepath.Join(work, "kms-a"), filepath.Join(work, "kms-b")
-	a := startReplica(t, "A", bin, dirA, dsn)
-	if err := os.MkdirAll(dirB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dirB, "root.key"), readFile(t, dirA, "root.key"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := startReplica(t, "B", bin, dirB, dsn)
-	caPEM := readFile(t, dirA, kms.CAFile)
-	if caB := readFile(t, dirB, kms.CAFile); string(caB) != string(caPEM) {
+	reps := e2e.StartReplicas(t, 2, dsn)
+	a, b := reps[0], reps[1]
+	caPEM := a.ReadFile(t, kms.CAFile)
+	if caB := b.ReadFile(t, kms.CAFile); string(caB) != string(caPEM) {
 		t.Fatalf("replica B wrote a ca.pem other than A's:\n%s\nwant\n%s", caB, caPEM)
 	}
-	t.Logf("replicas up: A %s, B %s (%v since start)", a.url, b.url, time.Since(begin).Round(time.Millisecond))
+	t.Logf("replicas up: A %s, B %s (%v since start)", a.URL(), b.URL(), time.Since(begin).Round(time.Millisecond))
 
 	// A's admin credentials on both replicas: the tenant through A, the
 	// custodian through B, the pipeline through A.
-	adminCert, adminKey := readFile(t, dirA, kms.AdminCert), readFile(t, dirA, kms.AdminKey)
-	adminA := newKMS(t, []string{a.url}, caPEM, adminCert, adminKey)
-	adminB := newKMS(t, []string{b.url}, caPEM, adminCert, adminKey)
+	epA := a.Endpoint(t)
+	adminA := epA.Admin(t)
+	adminB := epA.At(b.URL()).Admin(t)
 	if _, err := adminA.CreateTenant(ctx, "acme"); err != nil {
 		t.Fatalf("CreateTenant through A: %v", err)
 	}
@@ -129,16 +108,16 @@ func TestFailoverSIGKILLDuringDataKeyStream(t *testing.T) {
 
 	// A fake sidecar bound to the custodian: token minted by the pipeline
 	// through B, enrollment through A.
-	pipe := newKMS(t, []string{b.url}, caPEM, []byte(pipeCreds.CertPEM), []byte(pipeCreds.KeyPEM))
+	pipe := epA.At(b.URL()).Client(t, []byte(pipeCreds.CertPEM), []byte(pipeCreds.KeyPEM))
 	tok, err := pipe.CreateEnrollmentToken(ctx, api.CreateTokenRequest{CustodianDN: custCreds.DN})
 	if err != nil {
 		t.Fatalf("CreateEnrollmentToken through B: %v", err)
 	}
 	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	side.Enroll(t, &kmstest.Client{Base: a.url, HTTP: httpsClient(t, caPEM, nil, nil)}, tok.Token)
+	side.Enroll(t, kmstest.NewClient(t, a.URL(), caPEM, nil, nil), tok.Token)
 
 	// The client under test: both replicas, A first, default retry rules.
-	cust := newKMS(t, []string{a.url, b.url}, caPEM, []byte(custCreds.CertPEM), []byte(custCreds.KeyPEM), client.WithTimeout(callTimeout))
+	cust := epA.At(a.URL(), b.URL()).Client(t, []byte(custCreds.CertPEM), []byte(custCreds.KeyPEM), client.WithTimeout(callTimeout))
 
 	st := runStream(t, ctx, cust, side.Enrollment.InstanceID, a)
 	t.Logf("stream: %d calls in %v (%d keys and %d grants acknowledged, %d failed); SIGKILL of A after %v, %d calls in flight",
@@ -150,20 +129,20 @@ func TestFailoverSIGKILLDuringDataKeyStream(t *testing.T) {
 	checkUniqueKeys(t, keys)
 
 	// Everything below goes through B alone.
-	custB := newKMS(t, []string{b.url}, caPEM, []byte(custCreds.CertPEM), []byte(custCreds.KeyPEM))
+	custB := epA.At(b.URL()).Client(t, []byte(custCreds.CertPEM), []byte(custCreds.KeyPEM))
 	checkKeysOpen(t, custB, side, keys)
 	sideKey, err := kcrypto.MarshalPrivateKeyPEM(side.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sideB := &kmstest.Client{Base: b.url, HTTP: httpsClient(t, caPEM, []byte(side.Enrollment.CertPEM), sideKey)}
+	sideB := kmstest.NewClient(t, b.URL(), caPEM, []byte(side.Enrollment.CertPEM), sideKey)
 	checkGrantsLoadOnce(t, sideB, side, st.grants())
 	checkDatabase(t, dsn, "acme", keys, st.failed("datakey"))
 	checkAudit(t, adminB, dsn, st)
 
 	// B comes through all of it clean: a graceful stop exits 0 (and a
 	// race-enabled binary would exit 66 had it seen a data race).
-	b.stop(t)
+	b.Stop(t)
 	t.Logf("whole test: %v", time.Since(begin).Round(time.Millisecond))
 }
 
@@ -242,7 +221,7 @@ func (s *stream) inFlightAtKill() int {
 // runStream runs the workers, kills replica a once markBefore calls have
 // succeeded, and returns when every worker has had afterKill successes
 // started after a was gone.
-func runStream(t *testing.T, parent context.Context, cust *client.KMS, instanceID string, a *replica) *stream {
+func runStream(t *testing.T, parent context.Context, cust *client.KMS, instanceID string, a *e2e.KMS) *stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(parent, streamTimeout)
 	defer cancel()
@@ -301,7 +280,7 @@ func runStream(t *testing.T, parent context.Context, cust *client.KMS, instanceI
 		t.Fatalf("only %d calls succeeded within %v, want %d before the kill", okCount.Load(), streamTimeout, markBefore)
 	}
 	st.killStart = time.Now()
-	a.kill9(t)
+	a.Kill9(t)
 	st.killDone = time.Now()
 	killDone.Store(&st.killDone)
 
@@ -390,67 +369,22 @@ func checkUniqueKeys(t *testing.T, keys []call) {
 }
 
 // checkKeysOpen rewraps every acknowledged key through cust (B) to the
-// fake sidecar and unwraps it there.
+// fake sidecar and unwraps it there (e2e.CheckReleases).
 func checkKeysOpen(t *testing.T, cust *client.KMS, side *kmstest.FakeSidecar, keys []call) {
 	t.Helper()
-	const chunk = 500
-	for start := 0; start < len(keys); start += chunk {
-		batch := keys[start:min(start+chunk, len(keys))]
-		ekbs := make([][]byte, len(batch))
-		for i, c := range batch {
-			ekbs[i] = c.key.EKB
-		}
-		got, err := cust.Rewrap(t.Context(), side.Enrollment.WrappingCertPEM, ekbs)
-		if err != nil {
-			t.Fatalf("rewrap of %d acknowledged EKBs (from %d) through B: %v", len(ekbs), start, err)
-		}
-		if len(got.Keys) != len(batch) {
-			t.Fatalf("rewrap returned %d keys, want %d", len(got.Keys), len(batch))
-		}
-		deks := side.Unwrap(t, got)
-		for i, c := range batch {
-			g := got.Keys[i]
-			if g.KeyID != c.key.KeyID || g.Version != 1 || g.Metadata.Type != c.typ {
-				t.Errorf("rewrapped key %d = %s v%d %s, want %s v1 %s", start+i, g.KeyID, g.Version, g.Metadata.Type, c.key.KeyID, c.typ)
-			}
-			if c.typ.Signing() {
-				checkPublic(t, c.typ, deks[i].Expose(), c.key.PublicKeyPEM)
-			}
-			deks[i].Wipe()
-		}
+	acked := make([]e2e.AckedKey, len(keys))
+	for i, c := range keys {
+		acked[i] = e2e.AckedKey{DataKey: *c.key, Type: c.typ}
 	}
+	e2e.CheckReleases(t, side, func(ekbs [][]byte) (*api.WrappedKeys, error) {
+		return cust.Rewrap(t.Context(), side.Enrollment.WrappingCertPEM, ekbs)
+	}, acked)
 }
 
-func checkPublic(t *testing.T, typ api.KeyType, material []byte, pubPEM string) {
-	t.Helper()
-	block, _ := pem.Decode([]byte(pubPEM))
-	if block == nil {
-		t.Fatalf("%s: no public key PEM", typ)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	switch typ {
-	case api.KeyEd25519:
-		if !ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey).Equal(pub) {
-			t.Error("an unwrapped ed25519 key does not match the public key published at creation")
-		}
-	case api.KeyECDSAP256:
-		ec, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			t.Fatalf("ecdsa-p256 public key is a %T", pub)
-		}
-		priv, err := ecdsa.ParseRawPrivateKey(ec.Curve, material)
-		if err != nil || !priv.PublicKey.Equal(pub) {
-			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
-		}
-	}
-}
-
-// checkGrantsLoadOnce presents every acknowledged grant twice to the KMS's
+// checkGrantsLoadOnce presents every acknowledged grant to the KMS's
 // POST /v1/keys/load through B as the sidecar: the first use releases the
-// granted key, the second is 409 already_used.
+// granted key, the same request again is answered again, a new request
+// with the grant is 409 already_used.
 func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.FakeSidecar, grants []call) {
 	t.Helper()
 	seen := map[string]bool{}
@@ -474,12 +408,32 @@ func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.Fake
 		for _, d := range side.Unwrap(t, &got) {
 			d.Wipe()
 		}
+		// The same request again is answered again (a retry after a lost
+		// answer); a new request (another recipient key) is refused.
+		if err := sideB.Do("POST", "/v1/keys/load", req, nil); err != nil {
+			t.Errorf("the same request with the grant of worker %d call %d again: %v", c.worker, c.n, err)
+		}
+		req.Recipient = freshRecipient(t)
 		err := sideB.Do("POST", "/v1/keys/load", req, nil)
 		var ae *api.Error
 		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != api.CodeAlreadyUsed {
 			t.Errorf("second use of the grant of worker %d call %d = %v, want 409 %s", c.worker, c.n, err, api.CodeAlreadyUsed)
 		}
 	}
+}
+
+// freshRecipient is a new ephemeral HPKE public key: a new load request.
+func freshRecipient(t *testing.T) api.PublicKey {
+	t.Helper()
+	priv, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kcrypto.MarshalKEMPublicKey(priv.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
 
 // checkDatabase checks the keys table: every acknowledged key is there,
@@ -532,36 +486,19 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 	ctx := t.Context()
 	creates := map[string]int{}
 	var grantsOK, loadsOK, loadsUsed int
-	var after, lastSeq int64
-	for pages := 0; ; pages++ {
-		if pages == 10000 {
-			t.Fatal("GET /v1/audit does not come to an end")
+	var lastSeq int64
+	for _, r := range e2e.AuditLog(t, admin) {
+		switch {
+		case r.Action == "datakey.create" && r.Outcome == "ok":
+			creates[r.KeyID]++
+		case r.Action == "grant.create" && r.Outcome == "ok":
+			grantsOK++
+		case r.Action == "keys.load" && r.Outcome == "ok":
+			loadsOK++
+		case r.Action == "keys.load" && r.Code == string(api.CodeAlreadyUsed):
+			loadsUsed++
 		}
-		page, err := admin.Audit(ctx, after)
-		if err != nil {
-			t.Fatalf("GET /v1/audit?after=%d through B: %v", after, err)
-		}
-		done := true
-		for _, r := range page.Records {
-			switch {
-			case r.Action == "datakey.create" && r.Outcome == "ok":
-				creates[r.KeyID]++
-			case r.Action == "grant.create" && r.Outcome == "ok":
-				grantsOK++
-			case r.Action == "keys.load" && r.Outcome == "ok":
-				loadsOK++
-			case r.Action == "keys.load" && r.Code == string(api.CodeAlreadyUsed):
-				loadsUsed++
-			}
-			if r.Action != "audit.read" {
-				done = false
-			}
-			lastSeq = r.Seq
-		}
-		if done {
-			break
-		}
-		after = page.Next
+		lastSeq = r.Seq
 	}
 	keys, grants := st.keys(), st.grants()
 	for _, c := range keys {
@@ -580,8 +517,9 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 	if grantsOK < len(grants) || grantsOK > len(grants)+st.failed("grant") {
 		t.Errorf("%d grant.create records, want %d acknowledged grants plus at most %d failed", grantsOK, len(grants), st.failed("grant"))
 	}
-	if loadsOK != len(grants) || loadsUsed != len(grants) {
-		t.Errorf("keys.load records: %d ok and %d already_used, want %d of each", loadsOK, loadsUsed, len(grants))
+	// Each grant: its load, the same request again, a new request refused.
+	if loadsOK != 2*len(grants) || loadsUsed != len(grants) {
+		t.Errorf("keys.load records: %d ok and %d already_used, want %d and %d", loadsOK, loadsUsed, 2*len(grants), len(grants))
 	}
 
 	db, err := sqlstore.OpenPostgres(ctx, dsn)
@@ -606,217 +544,4 @@ func checkAudit(t *testing.T, admin *client.KMS, dsn string, st *stream) {
 		t.Errorf("audit.Verify checked %d records, but GET /v1/audit showed record %d", n, lastSeq)
 	}
 	t.Logf("audit: %d records verified; %d key creations, %d grants, %d loads", n, len(creates), grantsOK, loadsOK)
-}
-
-// replica is a running `dcaas kms serve --store postgres`.
-type replica struct {
-	name   string
-	dir    string
-	url    string
-	cmd    *exec.Cmd
-	stderr string
-
-	exited chan struct{}
-	err    error // from Wait, once exited is closed
-}
-
-const readyPrefix = "dcaas kms ready: "
-
-// startReplica starts a KMS on dataDir and the PostgreSQL database dsn
-// (given in DCAAS_POSTGRES_DSN, as an operator would) and waits for its
-// ready line. The process is killed when the test ends.
-func startReplica(t *testing.T, name, bin, dataDir, dsn string) *replica {
-	t.Helper()
-	errf, err := os.CreateTemp(t.TempDir(), "stderr-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errf.Close()
-	r := &replica{name: name, dir: dataDir, stderr: errf.Name(), exited: make(chan struct{})}
-	r.cmd = exec.Command(bin, "kms", "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--store", "postgres")
-	r.cmd.Env = append(os.Environ(), "DCAAS_POSTGRES_DSN="+dsn)
-	r.cmd.Stderr = errf
-	r.cmd.WaitDelay = stopTimeout
-	stdout, err := r.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start replica %s: %v", name, err)
-	}
-	t.Cleanup(func() { r.cleanup(t) })
-
-	readyc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, readyPrefix) {
-				select {
-				case readyc <- line:
-				default:
-				}
-			}
-		}
-		r.err = r.cmd.Wait()
-		close(r.exited)
-	}()
-	timer := time.NewTimer(readyTimeout)
-	defer timer.Stop()
-	select {
-	case line := <-readyc:
-		fields := strings.Fields(strings.TrimPrefix(line, readyPrefix))
-		if len(fields) == 0 || !strings.HasPrefix(fields[0], "https://") {
-			t.Fatalf("replica %s: ready line %q names no https:// address", name, line)
-		}
-		r.url = fields[0]
-	case <-r.exited:
-		t.Fatalf("replica %s exited before it was ready (%v); stderr:\n%s", name, r.err, r.stderrText())
-	case <-timer.C:
-		t.Fatalf("replica %s: no ready line within %v; stderr:\n%s", name, readyTimeout, r.stderrText())
-	}
-	return r
-}
-
-func (r *replica) waitExit(d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-r.exited:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-
-// kill9 kills the replica with SIGKILL and waits until it is gone.
-func (r *replica) kill9(t *testing.T) {
-	t.Helper()
-	if err := r.cmd.Process.Kill(); err != nil {
-		t.Fatalf("SIGKILL replica %s: %v", r.name, err)
-	}
-	if !r.waitExit(stopTimeout) {
-		t.Fatalf("replica %s survived SIGKILL for %v", r.name, stopTimeout)
-	}
-}
-
-// stop asks the replica to shut down (SIGTERM) and checks that it exits 0.
-func (r *replica) stop(t *testing.T) {
-	t.Helper()
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM replica %s: %v", r.name, err)
-	}
-	if !r.waitExit(stopTimeout) {
-		t.Fatalf("replica %s did not exit within %v of SIGTERM", r.name, stopTimeout)
-	}
-	if r.err != nil {
-		t.Errorf("replica %s after SIGTERM: %v, want exit 0; stderr:\n%s", r.name, r.err, r.stderrText())
-	}
-}
-
-// cleanup kills the replica if it still runs and reports a data race it
-// printed.
-func (r *replica) cleanup(t *testing.T) {
-	select {
-	case <-r.exited:
-	default:
-		_ = r.cmd.Process.Kill()
-		if !r.waitExit(stopTimeout) {
-			t.Errorf("replica %s (pid %d) survived SIGKILL", r.name, r.cmd.Process.Pid)
-		}
-	}
-	if s := r.stderrText(); strings.Contains(s, "WARNING: DATA RACE") {
-		t.Errorf("replica %s reported a data race:\n%s", r.name, s)
-	} else if t.Failed() {
-		t.Logf("replica %s stderr:\n%s", r.name, s)
-	}
-}
-
-// stderrText is the tail of the replica's stderr, for failure messages.
-func (r *replica) stderrText() string {
-	b, err := os.ReadFile(r.stderr)
-	if err != nil {
-		return fmt.Sprintf("(stderr unreadable: %v)", err)
-	}
-	const max = 8 << 10
-	if len(b) > max {
-		b = append([]byte("…"), b[len(b)-max:]...)
-	}
-	return string(b)
-}
-
-// buildDcaas builds the dcaas binary into a temporary directory, with
-// -race when this test binary has it, so that a data race in a replica
-// fails the test.
-func buildDcaas(t *testing.T) string {
-	t.Helper()
-	gotool, err := exec.LookPath("go")
-	if err != nil {
-		root := os.Getenv("GOROOT")
-		if root == "" {
-			t.Fatal("the go command is not on PATH and $GOROOT is not set")
-		}
-		gotool = filepath.Join(root, "bin", "go")
-	}
-	out := filepath.Join(t.TempDir(), "dcaas")
-	args := []string{"build", "-o", out}
-	if raceEnabled() {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/dcaas/dcaas/cmd/dcaas")
-	ctx, cancel := context.WithTimeout(t.Context(), buildTimeout)
-	defer cancel()
-	begin := time.Now()
-	if b, err := exec.CommandContext(ctx, gotool, args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
-	}
-	t.Logf("go %s: %v", strings.Join(args, " "), time.Since(begin).Round(time.Millisecond))
-	return out
-}
-
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	return slices.ContainsFunc(bi.Settings, func(s debug.BuildSetting) bool { return s.Key == "-race" && s.Value == "true" })
-}
-
-func newKMS(t *testing.T, urls []string, caPEM, certPEM, keyPEM []byte, opts ...client.Option) *client.KMS {
-	t.Helper()
-	k, err := client.NewKMS(urls, caPEM, certPEM, keyPEM, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Close() })
-	return k
-}
-
-// httpsClient trusts caPEM and authenticates with certPEM/keyPEM (nil for
-// none).
-func httpsClient(t *testing.T, caPEM, certPEM, keyPEM []byte) *http.Client {
-	t.Helper()
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatal("ca.pem holds no certificate")
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if certPEM != nil {
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	tr := &http.Transport{TLSClientConfig: cfg, TLSHandshakeTimeout: callTimeout}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: callTimeout}
-}
-
-func readFile(t *testing.T, dir, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

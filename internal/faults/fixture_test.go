@@ -1,18 +1,16 @@
 package faults_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
@@ -75,38 +73,13 @@ func (w *world) startSidecar(t testing.TB, mutate func(*sidecar.Config)) *side {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	sc, err := sidecar.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	s := &side{sc: sc, socket: filepath.Join(t.TempDir(), "sidecar.sock")}
-	ln, err := sidecar.ListenUnix(s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s.local = unixClient(s.socket)
+	s := &side{}
+	s.sc, s.socket = e2e.ServeSidecar(t, cfg, "")
+	// Every request has a deadline, so a hung sidecar fails the test
+	// instead of stalling it.
+	s.local = devenv.UnixClient(s.socket)
 	t.Cleanup(s.local.HTTP.CloseIdleConnections)
 	return s
-}
-
-// unixClient is a JSON client of a sidecar socket. Every request has a
-// deadline, so a hung sidecar fails the test instead of stalling it.
-func unixClient(path string) *httpapi.Client {
-	return &httpapi.Client{Base: "http://sidecar", HTTP: &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			MaxIdleConnsPerHost: 64,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			},
-		},
-	}}
 }
 
 func (s *side) do(t testing.TB, method, path string, in, out any) {

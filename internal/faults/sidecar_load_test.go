@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
@@ -113,7 +114,7 @@ func TestSidecarLoadKMSOutage(t *testing.T) {
 	ctx, stopLoad := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for id := range clients {
-		c := unixClient(s.socket) // one connection pool per client, like separate processes
+		c := devenv.UnixClient(s.socket) // one connection pool per client, like separate processes
 		t.Cleanup(c.HTTP.CloseIdleConnections)
 		wg.Go(func() { stats.client(ctx, c, id, aes, hm[0].KeyID) })
 	}

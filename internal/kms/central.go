@@ -53,12 +53,11 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 	}
 	raw := ref.EKB
 	if len(raw) == 0 {
-		key, err := k.st.GetKey(ctx, ref.KeyID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != who.Tenant || !key.Retained)) {
-			return nil, nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant; send its ekb instead.", ref.KeyID)
-		}
+		// Named by id: only a key the caller owns or whose policy names
+		// it exists for it (keyids.go).
+		key, err := k.namedKey(ctx, who.Tenant, who.DN, ref.KeyID, true)
 		if err != nil {
-			return nil, nil, storeErr(err, "key")
+			return nil, nil, err
 		}
 		if version == 0 {
 			// The current version is asked for: a retained key whose
@@ -139,7 +138,8 @@ func (k *KMS) centralRoutes() {
 }
 
 // revocations serves GET /v1/revocations to sidecars: the revocation
-// events of their tenant after a cursor. A revoked sidecar cannot call it
+// events after a cursor that concern the calling instance — of the keys
+// released to it, and of itself. A revoked sidecar cannot call it
 // (authentication refuses it), which is how it learns it was revoked.
 func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 	after := int64(0)
@@ -163,23 +163,36 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, storeErr(err, "revocations")
 	}
+	// A sidecar hears of the keys released to it and of itself, nothing
+	// else (issue 12): the feed would otherwise tell every sidecar of the
+	// tenant the ids of other custodians' keys and of other sidecars. The
+	// cursor still moves past every event. (Releases are read after the
+	// events; a release racing a disable is settled by stillReleasable.)
+	held, err := k.heldKeys(ctx, c.caller.Instance.ID, evs)
+	if err != nil {
+		return nil, err
+	}
 	feed := api.RevocationFeed{Instances: []string{}, Keys: []string{}}
 	for _, e := range evs {
+		after = e.Seq
 		switch e.Kind {
 		case store.RevocationInstance:
-			feed.Instances = append(feed.Instances, e.Subject)
+			if e.Subject == c.caller.Instance.ID {
+				feed.Instances = append(feed.Instances, e.Subject)
+			}
 		case store.RevocationKey:
-			feed.Keys = append(feed.Keys, e.Subject)
+			if held[e.Subject] {
+				feed.Keys = append(feed.Keys, e.Subject)
+			}
 		case store.RevocationKeyVersion:
-			if f, ok := parseFloor(e.Subject); ok {
+			if f, ok := parseFloor(e.Subject); ok && held[f.KeyID] {
 				feed.KeyVersions = append(feed.KeyVersions, f)
 			}
 		case store.RevocationKeyRotated:
-			if f, ok := parseFloor(e.Subject); ok {
+			if f, ok := parseFloor(e.Subject); ok && held[f.KeyID] {
 				feed.Rotated = append(feed.Rotated, api.KeyVersionRef{KeyID: f.KeyID, Version: f.MinDecryptionVersion})
 			}
 		}
-		after = e.Seq
 	}
 	if len(evs) == 0 && after == 0 {
 		// A first poll with nothing to report starts the cursor at the
@@ -188,6 +201,34 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 	}
 	feed.Cursor = strconv.FormatInt(after, 10)
 	return feed, nil
+}
+
+// heldKeys returns the set of the key ids that events name which were
+// ever released to the instance.
+func (k *KMS) heldKeys(ctx context.Context, instanceID string, evs []store.Revocation) (map[string]bool, error) {
+	var ids []string
+	for _, e := range evs {
+		switch e.Kind {
+		case store.RevocationKey:
+			ids = append(ids, e.Subject)
+		case store.RevocationKeyVersion, store.RevocationKeyRotated:
+			if f, ok := parseFloor(e.Subject); ok {
+				ids = append(ids, f.KeyID)
+			}
+		}
+	}
+	held := map[string]bool{}
+	if len(ids) == 0 {
+		return held, nil
+	}
+	released, err := k.st.ReleasedVersions(ctx, instanceID, ids)
+	if err != nil {
+		return nil, storeErr(err, "release record")
+	}
+	for id := range released {
+		held[id] = true
+	}
+	return held, nil
 }
 
 // disableKey serves DELETE /v1/datakeys/{key_id}: the key's owner or an

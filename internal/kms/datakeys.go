@@ -21,8 +21,8 @@ const (
 	maxLabelLen   = 256
 	maxPurposeLen = 256
 	keyIDPrefix   = "key_"
-	// Bounds of rotation_period_seconds (0 is none).
-	minRotationPeriod = time.Hour
+	// The upper bound of rotation_period_seconds (the lower one is
+	// Config.MinRotationPeriod).
 	maxRotationPeriod = 100 * 365 * 24 * time.Hour
 	instancePrefix    = "ins_"
 )
@@ -104,9 +104,9 @@ func (k *KMS) newMetadata(who *caller, req api.CreateDataKeyRequest, now time.Ti
 	if req.ExpiresAt != nil && !req.ExpiresAt.After(now) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "expires_at must be in the future.")
 	}
-	if p := req.RotationPeriodSeconds; p != 0 && (p < int64(minRotationPeriod/time.Second) || p > int64(maxRotationPeriod/time.Second)) {
-		return nil, api.Errorf(api.CodeInvalidArgument, "rotation_period_seconds must be 0 (no automatic rotation) or between %d (an hour) and %d (a hundred years).",
-			int64(minRotationPeriod/time.Second), int64(maxRotationPeriod/time.Second))
+	if p, lo := req.RotationPeriodSeconds, int64(k.cfg.MinRotationPeriod/time.Second); p != 0 && (p < lo || p > int64(maxRotationPeriod/time.Second)) {
+		return nil, api.Errorf(api.CodeInvalidArgument, "rotation_period_seconds must be 0 (no automatic rotation) or between %d and %d (a hundred years).",
+			lo, int64(maxRotationPeriod/time.Second))
 	}
 	if len(req.Purpose) > maxPurposeLen || !utf8.ValidString(req.Purpose) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "purpose must be valid UTF-8 of at most %d bytes.", maxPurposeLen)

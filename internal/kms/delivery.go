@@ -27,7 +27,8 @@ import (
 // custodian, sealed to a fresh ephemeral key of the sidecar. The custodian
 // writes no code for it.
 
-// recordRelease notes, through tx, what was sealed to an instance.
+// recordRelease notes, through tx, what was sealed to an instance, before
+// the answer leaves.
 func (k *KMS) recordRelease(ctx context.Context, tx store.Releases, instanceID string, keys releasable) error {
 	refs := make([]store.KeyRef, len(keys))
 	for i, o := range keys {
@@ -35,6 +36,48 @@ func (k *KMS) recordRelease(ctx context.Context, tx store.Releases, instanceID s
 	}
 	if err := tx.RecordReleases(ctx, instanceID, refs, k.now()); err != nil {
 		return storeErr(err, "release record")
+	}
+	return nil
+}
+
+// stillReleasable checks again, through tx, that each registered key of
+// a release is live and each version not retired: release runs it in the
+// transaction that records the release, after the call's audit record
+// (call.commitChecked), so it sees every revocation committed before the
+// release record. The revocation feed tells an instance only about the
+// keys released to it, as recorded when it polls; without this check a
+// key disabled (or a version retired) after openForRelease's checks but
+// before the record committed could reach a sidecar whose poll, in
+// between, skipped the event as not its business. With it, either the
+// record was there for that poll, or the disable committed before the
+// check and the release is refused. (A rotation racing the same way is
+// not announced to the sidecar: it fetches the new version at the key's
+// next feed event, or reloads it.)
+func stillReleasable(ctx context.Context, tx reader, keys releasable) error {
+	lowest := map[string]int{} // key id → the lowest version released now
+	var ids []string
+	for _, o := range keys {
+		if o.ekb == nil {
+			continue // seed-derived keys have no registry entry and no events
+		}
+		if v, ok := lowest[o.md.KeyID]; !ok {
+			ids = append(ids, o.md.KeyID)
+			lowest[o.md.KeyID] = o.md.Version
+		} else {
+			lowest[o.md.KeyID] = min(v, o.md.Version)
+		}
+	}
+	for _, id := range ids {
+		key, err := tx.GetKey(ctx, id)
+		if err != nil {
+			return storeErr(err, "key")
+		}
+		if key.DisabledAt != nil {
+			return api.Errorf(api.CodeRevoked, "Key %s has been disabled.", id)
+		}
+		if v := lowest[id]; v < key.MinDecryptionVersion {
+			return api.Errorf(api.CodeRevoked, "Version %d of key %s is retired: its minimum decryption version is %d.", v, id, key.MinDecryptionVersion)
+		}
 	}
 	return nil
 }

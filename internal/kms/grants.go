@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -92,12 +93,9 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 		p.EKBDigests = append(p.EKBDigests, hex.EncodeToString(d[:]))
 	}
 	for _, id := range req.KeyIDs {
-		key, err := k.st.GetKey(ctx, id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && key.Tenant != c.caller.Tenant) {
-			return nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant.", id)
-		}
+		key, err := k.namedKey(ctx, c.caller.Tenant, c.caller.DN, id, false)
 		if err != nil {
-			return nil, storeErr(err, "key")
+			return nil, err
 		}
 		if !key.Retained {
 			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s is not retained by the KMS; grant its EKB instead.", id)
@@ -144,43 +142,117 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 	return api.Grant{Grant: grant, ExpiresAt: exp}, nil
 }
 
-// grant is a grant a sidecar presented, read but not yet used.
+// grant is a grant a sidecar presented with one request: read and checked
+// but not yet used.
 type grant struct {
 	grantPayload
-	hash []byte
+	hash       []byte // the grant's (kcrypto.HashToken)
+	redemption []byte // the request's: redemptionHash(hash, recipient)
+	raw        []byte // the payload as stored
+	tenant     string
+	instance   string // the sidecar instance it names, which presents it
+	expires    time.Time
+	// again: the grant was used by this very request, presented again
+	// (its answer was lost), so there is nothing left to use.
+	again bool
 }
 
-// consume uses the grant through tx, exactly once across all callers and
-// replicas.
-func (g *grant) consume(ctx context.Context, tx store.OneTime, now time.Time) error {
-	if _, err := tx.ConsumeOneTime(ctx, store.OneTimeGrant, g.hash, now); err != nil {
-		return consumeErr(err, "grant")
-	}
-	return nil
-}
-
-// peekGrant reads the grant the calling sidecar presents. The caller uses
-// it up in the transaction that records the call (commit, or fail: a
-// grant is used by its first presentation, whatever the outcome). A grant
-// presented by another instance is used up at once (a leaked grant dies
-// with its first use) and refused.
-func (k *KMS) peekGrant(ctx context.Context, c *call, token string) (*grant, error) {
+// peekGrant reads the grant the calling sidecar presents with the request
+// whose recipient key is to, without using it: the call uses it in the
+// transaction that records the call (release, or failGrant for a call
+// that fails after the grant was checked: a grant is used by its first
+// presentation whatever the outcome). A grant is used once; the request
+// that used it may be presented again until the grant expires (a KMS
+// replica died, a connection was cut) and gets the same keys, sealed to
+// the same recipient. Any other request is told the grant is used. A
+// grant named for another instance is refused without being used.
+func (k *KMS) peekGrant(ctx context.Context, c *call, token string, to api.PublicKey) (*grant, error) {
 	if token == "" {
 		return nil, api.Errorf(api.CodeInvalidArgument, "grant is required.")
 	}
-	g := &grant{hash: kcrypto.HashToken(token)}
-	s, err := k.st.PeekOneTime(ctx, store.OneTimeGrant, g.hash, k.now())
+	hash, now := kcrypto.HashToken(token), k.now()
+	g := &grant{hash: hash, redemption: redemptionHash(hash, to)}
+	s, err := k.st.PeekOneTime(ctx, store.OneTimeGrant, hash, now)
+	if errors.Is(err, store.ErrUsed) && g.redeemed(ctx, k.st, c.caller, now) {
+		k.log.Info("grant request presented again (a retry)", "instance", c.caller.Name)
+		return g, nil
+	}
 	if err != nil {
 		return nil, consumeErr(err, "grant")
 	}
-	if err := json.Unmarshal(s.Payload, &g.grantPayload); err != nil {
+	if err := g.read(s, c.caller); err != nil {
 		return nil, err
 	}
-	if s.Tenant != c.caller.Tenant || g.InstanceID != c.caller.Name {
-		return nil, c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) },
-			api.Errorf(api.CodeForbidden, "The grant was issued for another sidecar instance."))
-	}
 	return g, nil
+}
+
+// read fills g from the stored grant (or redemption) s and checks that it
+// names who.
+func (g *grant) read(s store.OneTimeSecret, who *caller) error {
+	if err := json.Unmarshal(s.Payload, &g.grantPayload); err != nil {
+		return err
+	}
+	if s.Tenant != who.Tenant || g.InstanceID != who.Name {
+		return api.Errorf(api.CodeForbidden, "The grant was issued for another sidecar instance.")
+	}
+	g.raw, g.tenant, g.instance, g.expires = s.Payload, s.Tenant, who.Name, s.ExpiresAt
+	return nil
+}
+
+// redeemed reports whether g was used by this very request (of who, to
+// the same recipient), before the grant expires; if so g is that use's.
+func (g *grant) redeemed(ctx context.Context, st reader, who *caller, now time.Time) bool {
+	r, err := st.GetOneTime(ctx, store.OneTimeGrantRedemption, g.redemption)
+	if err != nil || !now.Before(r.ExpiresAt) || g.read(r, who) != nil {
+		return false
+	}
+	g.again = true
+	return true
+}
+
+// use uses the grant through tx, exactly once across all callers and
+// replicas, and records which request used it (its redemption), so that
+// request may be presented again. A request presented again uses
+// nothing. Nor does a copy of this request that lost the race to another
+// copy (the sidecar resent it while the first was still running).
+func (g *grant) use(ctx context.Context, tx store.Tx, who *caller, now time.Time) error {
+	if g.again {
+		return nil
+	}
+	_, err := tx.ConsumeOneTime(ctx, store.OneTimeGrant, g.hash, now)
+	if errors.Is(err, store.ErrUsed) && g.redeemed(ctx, tx, who, now) {
+		return nil
+	}
+	if err != nil {
+		return consumeErr(err, "grant")
+	}
+	return putOneTime(ctx, tx, store.OneTimeSecret{
+		Hash: g.redemption, Kind: store.OneTimeGrantRedemption, Tenant: g.tenant, Subject: g.instance,
+		Payload: g.raw, CreatedBy: g.instance, CreatedAt: now, ExpiresAt: g.expires,
+	}, "grant")
+}
+
+// failGrant answers call c, which presented grant g (nil: none) and fails
+// with cause after g was checked: the grant is used up all the same, with
+// the call's audit record, so the same request presented again gets the
+// same answer and any other is told the grant is used.
+func (k *KMS) failGrant(ctx context.Context, c *call, g *grant, cause error) error {
+	if g == nil {
+		return cause
+	}
+	return c.fail(ctx, func(tx store.Tx) error { return g.use(ctx, tx, c.caller, k.now()) }, cause)
+}
+
+// redemptionHash names the request that used the grant of hash: the grant
+// and the recipient key its answer is sealed to.
+func redemptionHash(grantHash []byte, to api.PublicKey) []byte {
+	h := sha256.New()
+	h.Write([]byte("dcaas grant redemption\x00"))
+	h.Write(grantHash)
+	h.Write([]byte(to.KEM))
+	h.Write([]byte{0})
+	h.Write(to.PublicKey)
+	return h.Sum(nil)
 }
 
 // covers checks that every requested item is bound by the grant.

@@ -47,8 +47,23 @@ func (k *KMS) revokeInstance(ctx context.Context, c *call) (any, error) {
 		// instances it is not bound to.
 		return nil, api.Errorf(api.CodeNotFound, "There is no instance %q.", id)
 	}
+	return k.revokeInstanceID(ctx, c, id)
+}
+
+// retireInstance serves DELETE /v1/instances/self: a sidecar that stops
+// for good (a software enclave's identity dies with its process) revokes
+// its own instance, so a deleted pod or a stopped unit leaves no live
+// instance behind.
+func (k *KMS) retireInstance(ctx context.Context, c *call) (any, error) {
+	c.keyID = c.caller.Instance.ID
+	return k.revokeInstanceID(ctx, c, c.caller.Instance.ID)
+}
+
+// revokeInstanceID revokes instance id and its certificates, with the
+// audit record of call c. Revoking a revoked instance changes nothing.
+func (k *KMS) revokeInstanceID(ctx context.Context, c *call, id string) (any, error) {
 	now := k.now()
-	err = c.commit(ctx, func(tx store.Tx) error {
+	err := c.commit(ctx, func(tx store.Tx) error {
 		if err := tx.RevokeInstance(ctx, id, now); err != nil {
 			return storeErr(err, "instance")
 		}

@@ -38,9 +38,12 @@ type Config struct {
 	Store  store.Store
 	Sealer seal.Sealer
 	CA     *ca.CA
-	Logger *slog.Logger          // default: slog.Default()
-	Now    func() time.Time      // default: time.Now
-	Reg    prometheus.Registerer // default: a private registry
+	Logger *slog.Logger     // default: slog.Default()
+	Now    func() time.Time // default: time.Now
+	// Reg receives the KMS's metrics (default: a private registry). When
+	// it is also a prometheus.Gatherer, as a *prometheus.Registry is, GET
+	// /metrics serves what it gathers to admin callers.
+	Reg prometheus.Registerer
 	// AuditKey signs the audit log (see internal/audit); Open loads it
 	// from the store, sealed. The KMS uses it but does not own it.
 	AuditKey *kcrypto.LogKey
@@ -61,6 +64,9 @@ type Config struct {
 	// rotation is due (period or usage) and rotates those whose current
 	// EKB it holds. Default 1 minute.
 	RotationCheckInterval time.Duration
+	// MinRotationPeriod is the shortest rotation_period_seconds a key may
+	// ask for (default an hour). Lower it only to compress time in tests.
+	MinRotationPeriod time.Duration
 	// WrapTTL is how long a sidecar accepts keys the KMS sealed to it
 	// (rewrap, load, derive answers): a saved answer cannot be imported
 	// after it. Default 10 minutes.
@@ -138,6 +144,7 @@ func (c *Config) setDefaults() {
 	def(&c.ChallengeTTL, 5*time.Minute)
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
+	def(&c.MinRotationPeriod, time.Hour)
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
@@ -268,10 +275,12 @@ func (k *KMS) routes() {
 	k.handle("GET /v1/revocations", "revocations.read", side, 0, k.revocations)
 	k.handle("POST /v1/keys/refresh", "keys.refresh", side, k.cfg.BatchBodyLimit, k.refreshKeys)
 	k.handle("POST /v1/instances/self/renew", "instance.renew", side, 0, k.renewInstance)
+	k.handle("DELETE /v1/instances/self", "instance.retire", side, 0, k.retireInstance)
 	k.handle("POST /v1/usage", "usage.report", side, k.cfg.BatchBodyLimit, k.usageReport)
 	k.appCertRoutes()
 	k.caRoutes()
 	k.centralRoutes()
+	k.metricsRoute()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates
@@ -372,7 +381,20 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 // tx, not k.st, and call nothing slow (the transaction holds the database
 // write lock on SQLite and the audit lock at its end).
 func (c *call) commit(ctx context.Context, fn func(tx store.Tx) error) error {
-	return c.store(ctx, fn, nil)
+	return c.store(ctx, fn, nil, nil)
+}
+
+// commitChecked is commit with a last check: check runs in the same
+// transaction after the call's audit record is appended, and if it fails
+// nothing is stored and its error is returned. The append waits for the
+// store's audit lock, which every transaction holding an audit record
+// keeps until it ends; and every change the KMS makes commits with its
+// record. So check sees every change committed before this call's
+// record, and any change it does not see commits after this call's
+// changes — on PostgreSQL too, where fn's reads see only what was
+// committed when each of them ran (READ COMMITTED).
+func (c *call) commitChecked(ctx context.Context, fn, check func(tx store.Tx) error) error {
+	return c.store(ctx, fn, check, nil)
 }
 
 // fail is commit for a call that fails but must keep a change, such as
@@ -381,13 +403,13 @@ func (c *call) commit(ctx context.Context, fn func(tx store.Tx) error) error {
 // cause. If that transaction fails, nothing is stored (handle then
 // records the failure on its own).
 func (c *call) fail(ctx context.Context, fn func(tx store.Tx) error, cause error) error {
-	if err := c.store(ctx, fn, cause); err != nil {
+	if err := c.store(ctx, fn, nil, cause); err != nil {
 		c.k.log.Warn("a failed call's change was not stored", "action", c.action, "err", err)
 	}
 	return cause
 }
 
-func (c *call) store(ctx context.Context, fn func(tx store.Tx) error, outcome error) error {
+func (c *call) store(ctx context.Context, fn, check func(tx store.Tx) error, outcome error) error {
 	if c.recorded {
 		panic("kms: " + c.action + " stored its changes twice")
 	}
@@ -398,8 +420,13 @@ func (c *call) store(ctx context.Context, fn func(tx store.Tx) error, outcome er
 				return err
 			}
 		}
-		auditErr = c.k.record(ctx, tx, c, outcome)
-		return auditErr
+		if auditErr = c.k.record(ctx, tx, c, outcome); auditErr != nil {
+			return auditErr
+		}
+		if check != nil {
+			return check(tx)
+		}
+		return nil
 	})
 	switch {
 	case err == nil:

@@ -2,11 +2,7 @@ package kms_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,8 +103,8 @@ func TestEndToEndRewrapOpensToTheKey(t *testing.T) {
 			}()
 			// Signing keys: the unwrapped private key matches the public key
 			// the KMS published at creation.
-			checkPublic(t, api.KeyEd25519, deks[1].Expose(), ed.PublicKeyPEM)
-			checkPublic(t, api.KeyECDSAP256, deks[2].Expose(), ec.PublicKeyPEM)
+			kmstest.CheckPublicKey(t, api.KeyEd25519, deks[1].Expose(), ed.PublicKeyPEM)
+			kmstest.CheckPublicKey(t, api.KeyECDSAP256, deks[2].Expose(), ec.PublicKeyPEM)
 			// Symmetric keys: a second, separate rewrap yields the same key.
 			again, err := w.rewrap(w.cust, w.side.Enrollment.WrappingCertPEM, aes.EKB)
 			if err != nil {
@@ -123,32 +119,6 @@ func TestEndToEndRewrapOpensToTheKey(t *testing.T) {
 				t.Fatalf("metadata = %+v", got.Keys[0].Metadata)
 			}
 		})
-	}
-}
-
-func checkPublic(t *testing.T, typ api.KeyType, material []byte, pubPEM string) {
-	t.Helper()
-	block, _ := pem.Decode([]byte(pubPEM))
-	if block == nil {
-		t.Fatalf("%s: no public key PEM", typ)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	switch typ {
-	case api.KeyEd25519:
-		if !bytes.Equal(ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey), pub.(ed25519.PublicKey)) {
-			t.Fatal("ed25519 key does not match its public key")
-		}
-	case api.KeyECDSAP256:
-		priv, err := ecdsa.ParseRawPrivateKey(pub.(*ecdsa.PublicKey).Curve, material)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !priv.PublicKey.Equal(pub) {
-			t.Fatal("ecdsa key does not match its public key")
-		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,16 +171,31 @@ func (k *KMS) flushUsage(ctx context.Context, c *call) error {
 	return nil
 }
 
-// Usage reports from sidecars are bounded per item, so no sum overflows.
-const (
-	maxReportedEncryptions = 1 << 40
-	maxReportedBytes       = 1 << 56
-)
+// maxBytesPerEncryption bounds the bytes one AES-GCM encryption can
+// take: 2^36, GCM's 2^39 − 256 bits per message rounded up (NIST SP
+// 800-38D §5.2.1.1).
+const maxBytesPerEncryption = 1 << 36
 
 // usageReport serves POST /v1/usage: a sidecar adds what it encrypted
-// since its last report. Counts for keys of other tenants or that the KMS
-// does not register (seed-derived keys) are skipped. A sidecar of the
-// tenant could over-report, which only makes rotation come sooner.
+// since its last report (issue 12).
+//
+//   - A count adds only to a version released to the reporting instance
+//     (recorded by rewrap, load, derive and refresh) of an AES-GCM key of
+//     its tenant. Every other count — another custodian's key, a version
+//     the instance was never given, a seed-derived or unknown key — is
+//     skipped alike, so accepted says nothing the sidecar does not know.
+//   - Each count is bounded before any key is looked up: at most
+//     MaxEncryptions encryptions (a sidecar never encrypts past the safe
+//     limit with a version, so more is no honest report), at most
+//     maxBytesPerEncryption bytes per encryption, each version once per
+//     report, at most MaxBatch counts. A report out of bounds is refused
+//     whole.
+//   - The totals saturate at the largest int64 (the store).
+//
+// A sidecar the key was released to can still over-report, up to the
+// limit: that makes the version reach it sooner (a retained key then
+// rotates; an EKB key needs its owner to rotate it), which the sidecar
+// could also do by encrypting. See docs/threat-model.md.
 func (k *KMS) usageReport(ctx context.Context, c *call) (any, error) {
 	var req api.UsageReport
 	if err := c.decode(&req); err != nil {
@@ -189,16 +205,22 @@ func (k *KMS) usageReport(ctx context.Context, c *call) (any, error) {
 		return nil, api.Errorf(api.CodeTooLarge, "At most %d counts per report.", k.cfg.MaxBatch)
 	}
 	counts := make([]store.KeyUsage, len(req.Counts))
+	seen := make(map[verKey]bool, len(req.Counts))
 	for i, u := range req.Counts {
-		if u.KeyID == "" || u.Version < 1 || u.Encryptions < 0 || u.Bytes < 0 || u.Encryptions > maxReportedEncryptions || u.Bytes > maxReportedBytes {
-			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Each count needs a key_id, a version of at least 1, and encryptions (at most %d) and bytes (at most %d) that are not negative.", int64(maxReportedEncryptions), int64(maxReportedBytes)), i, len(req.Counts))
+		if err := k.checkCount(u); err != nil {
+			return nil, prefixIndex(err, i, len(req.Counts))
 		}
+		if seen[verKey{u.KeyID, u.Version}] {
+			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Version %d of key %s is counted twice; a report counts each key version once.", u.Version, u.KeyID), i, len(req.Counts))
+		}
+		seen[verKey{u.KeyID, u.Version}] = true
 		counts[i] = store.KeyUsage{KeyID: u.KeyID, Version: u.Version, Encryptions: u.Encryptions, Bytes: u.Bytes}
 	}
+	in := c.caller.Instance
 	var n int
 	err := c.commit(ctx, func(tx store.Tx) error {
 		var err error
-		if n, err = tx.AddKeyUsage(ctx, c.caller.Tenant, counts); err != nil {
+		if n, err = tx.AddReleasedUsage(ctx, in.Tenant, in.ID, string(api.KeyAES256GCM), counts); err != nil {
 			return storeErr(err, "key usage")
 		}
 		return nil
@@ -207,6 +229,22 @@ func (k *KMS) usageReport(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	return api.UsageAccepted{Accepted: n}, nil
+}
+
+// checkCount checks one count of a usage report against the bounds of
+// usageReport, whatever key it names.
+func (k *KMS) checkCount(u api.UsageCount) error {
+	switch {
+	case u.KeyID == "" || u.Version < 1:
+		return api.Errorf(api.CodeInvalidArgument, "Each count needs a key_id and a version of at least 1.")
+	case u.Encryptions < 0 || u.Bytes < 0:
+		return api.Errorf(api.CodeInvalidArgument, "Encryptions and bytes must not be negative.")
+	case u.Encryptions > k.cfg.MaxEncryptions:
+		return api.Errorf(api.CodeInvalidArgument, "A count may hold at most %d encryptions, the safe number for a key version; a sidecar must use the KMS's limit (sidecar.Config.MaxEncryptions).", k.cfg.MaxEncryptions)
+	case u.Encryptions <= math.MaxInt64/maxBytesPerEncryption && u.Bytes > u.Encryptions*maxBytesPerEncryption:
+		return api.Errorf(api.CodeInvalidArgument, "A count may hold at most %d bytes per encryption.", int64(maxBytesPerEncryption))
+	}
+	return nil
 }
 
 // ownedKey loads the key named in the path for its owner (a custodian) or

@@ -132,11 +132,16 @@ func TestCentralUsageLimit(t *testing.T) {
 }
 
 // TestUsageReports: sidecars add their counts at POST /v1/usage; the KMS
-// skips keys it does not register or that belong to another tenant, and
-// then refuses what the totals forbid.
+// skips keys it does not register, did not release to the sidecar or that
+// belong to another tenant, and then refuses what the totals forbid.
 func TestUsageReports(t *testing.T) {
 	w := lifecycleWorld(t, 10)
 	dk := w.dataKey(t, w.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+	released, err := w.rewrap(w.cust, w.side.Enrollment.WrappingCertPEM, dk.EKB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.side.Unwrap(t, &released)[0].Wipe()
 	side := w.side.Client(t, w.env)
 	w.env.Tenant(t, "globex")
 	gx, _ := w.env.App(t, "globex", "payments-api", api.RoleCustodian)
@@ -164,7 +169,7 @@ func TestUsageReports(t *testing.T) {
 	if _, err := centralEncrypt(w.cust, api.KeyRef{EKB: dk.EKB}, []byte("10th")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := centralEncrypt(w.cust, api.KeyRef{EKB: dk.EKB}, []byte("11th"))
+	_, err = centralEncrypt(w.cust, api.KeyRef{EKB: dk.EKB}, []byte("11th"))
 	kmstest.WantError(t, err, 403, api.CodeUsageLimitExceeded)
 
 	t.Run("refusals", func(t *testing.T) {

@@ -43,13 +43,13 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.peekGrant(ctx, c, req.Grant)
+	g, err := k.peekGrant(ctx, c, req.Grant, req.Recipient)
 	if err != nil {
 		return nil, err
 	}
 	keys, err := k.openGranted(ctx, c, g, &req)
 	if err != nil {
-		return nil, c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) }, err)
+		return nil, k.failGrant(ctx, c, g, err)
 	}
 	defer keys.wipe()
 	return k.release(ctx, c, g, to, keys, "load")
@@ -69,7 +69,7 @@ func (k *KMS) openGranted(ctx context.Context, c *call, g *grant, req *api.LoadR
 	}
 	ekbs := append([][]byte(nil), req.EKBs...)
 	for _, id := range req.KeyIDs {
-		vs, err := k.retainedEKBs(ctx, c.caller.Tenant, id)
+		vs, err := k.retainedEKBs(ctx, c.caller.Instance, id)
 		if err != nil {
 			return nil, err
 		}
@@ -80,38 +80,42 @@ func (k *KMS) openGranted(ctx context.Context, c *call, g *grant, req *api.LoadR
 
 // release seals keys to the sidecar to and answers with them once the
 // grant g (if any) is used and the release recorded, with the call's
-// audit record.
+// audit record. Then, in the same transaction, it checks that the keys
+// are still releasable (stillReleasable): if a revocation committed in
+// between, nothing is stored but the grant's use and the refusal.
 func (k *KMS) release(ctx context.Context, c *call, g *grant, to *recipient, keys releasable, flow string) (*api.WrappedKeys, error) {
 	out, err := k.wrapTo(to, keys, flow)
 	if err != nil {
-		if g != nil {
-			err = c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) }, err)
-		}
-		return nil, err
+		return nil, k.failGrant(ctx, c, g, err)
 	}
-	err = c.commit(ctx, func(tx store.Tx) error {
+	var refused error
+	err = c.commitChecked(ctx, func(tx store.Tx) error {
 		if g != nil {
-			if err := g.consume(ctx, tx, k.now()); err != nil {
+			if err := g.use(ctx, tx, c.caller, k.now()); err != nil {
 				return err
 			}
 		}
 		return k.recordRelease(ctx, tx, to.instance.ID, keys)
+	}, func(tx store.Tx) error {
+		refused = stillReleasable(ctx, tx, keys)
+		return refused
 	})
+	if refused != nil {
+		return nil, k.failGrant(ctx, c, g, refused)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// retainedEKBs returns every version of a retained key of tenant that is
-// not retired, rotating the key first if its rotation is due.
-func (k *KMS) retainedEKBs(ctx context.Context, tenant, keyID string) ([][]byte, error) {
-	key, err := k.st.GetKey(ctx, keyID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && (key.Tenant != tenant || !key.Retained)) {
-		return nil, api.Errorf(api.CodeNotFound, "There is no retained key %q in this tenant.", keyID)
-	}
+// retainedEKBs returns every version that is not retired of a retained
+// key that the instance's custodian may name (namedKey), rotating the key
+// first if its rotation is due.
+func (k *KMS) retainedEKBs(ctx context.Context, in *store.Instance, keyID string) ([][]byte, error) {
+	key, err := k.namedKey(ctx, in.Tenant, in.CustodianDN, keyID, true)
 	if err != nil {
-		return nil, storeErr(err, "key")
+		return nil, err
 	}
 	if key, err = k.rotateIfDue(ctx, key); err != nil {
 		return nil, err
@@ -153,13 +157,13 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.peekGrant(ctx, c, req.Grant)
+	g, err := k.peekGrant(ctx, c, req.Grant, req.Recipient)
 	if err != nil {
 		return nil, err
 	}
 	keys, err := k.deriveGranted(ctx, c, g, &req)
 	if err != nil {
-		return nil, c.fail(ctx, func(tx store.Tx) error { return g.consume(ctx, tx, k.now()) }, err)
+		return nil, k.failGrant(ctx, c, g, err)
 	}
 	defer keys.wipe()
 	c.keyID = keys[len(keys)-1].md.KeyID

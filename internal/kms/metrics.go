@@ -1,10 +1,14 @@
 package kms
 
 import (
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
+	"github.com/dcaas/dcaas/internal/httpapi"
 )
 
 // Kinds of dcaas_cert_expiry_timestamp_seconds the KMS exports (sidecars
@@ -86,4 +90,38 @@ func (m *kmsMetrics) enrolled(attested bool, err error) {
 		outcome = string(api.CodeOf(err))
 	}
 	m.enrollments.WithLabelValues(mode, outcome).Inc()
+}
+
+// metricsRoute serves GET /metrics on the API's listener to admin callers
+// only (issue 12: it answered anyone, and the metrics tell who enrolls,
+// loads and is refused): the metrics of Config.Reg when it can also
+// gather them, as a *prometheus.Registry can. A Prometheus without a
+// client certificate scrapes a plain listener instead (`kms serve
+// --metrics-listen`). Refusals are audited like any other call's; scrapes
+// are not, or one scraper would add a record every few seconds forever.
+func (k *KMS) metricsRoute() {
+	g, ok := k.cfg.Reg.(prometheus.Gatherer)
+	if !ok {
+		return
+	}
+	metrics := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	k.router.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		who, err := k.authenticate(ctx, r)
+		if err == nil && who.Role != api.RoleAdmin {
+			err = api.Errorf(api.CodeForbidden, "The %s role may not call %s %s: the metrics are for admins (or scrape the plain --metrics-listen listener).", who.Role, r.Method, r.URL.Path)
+		}
+		if err == nil {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		c := &call{k: k, w: w, r: r, action: "metrics.read", caller: who}
+		if who != nil {
+			c.tenant = who.Tenant
+		}
+		if aerr := k.record(ctx, k.db, c, err); aerr != nil {
+			k.log.Error("audit append failed", "action", "metrics.read", "err", aerr)
+		}
+		httpapi.WriteError(w, k.log, r, err)
+	})
 }

@@ -26,6 +26,7 @@ type reader interface {
 	KeysDueForRotation(ctx context.Context, now time.Time, countedType string, minEncryptions int64, limit int) ([]store.Key, error)
 	ReleasedVersions(ctx context.Context, instanceID string, keyIDs []string) (map[string]int, error)
 	PeekOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (store.OneTimeSecret, error)
+	GetOneTime(ctx context.Context, kind string, hash []byte) (store.OneTimeSecret, error)
 	GetInstance(ctx context.Context, id string) (store.Instance, error)
 	ListInstances(ctx context.Context, tenant, custodianDN string) ([]store.Instance, error)
 	RevocationsAfter(ctx context.Context, tenant string, after int64, limit int) ([]store.Revocation, error)

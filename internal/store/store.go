@@ -222,7 +222,8 @@ type Keys interface {
 	// AddKeyUsage adds each count to its key version's totals, all in one
 	// transaction, and returns how many it added. Counts naming a version
 	// that does not exist, or a key of another tenant than tenant, are
-	// skipped. Concurrent calls add up exactly.
+	// skipped. Concurrent calls add up exactly. A total saturates at
+	// math.MaxInt64 instead of overflowing.
 	AddKeyUsage(ctx context.Context, tenant string, counts []KeyUsage) (int, error)
 	// KeysDueForRotation lists up to limit live (not disabled) keys, by
 	// key id, whose current version's EKB is stored and whose rotation is
@@ -249,6 +250,11 @@ type Releases interface {
 	// to the instance, the highest version released. Keys never released
 	// to it are absent.
 	ReleasedVersions(ctx context.Context, instanceID string, keyIDs []string) (map[string]int, error)
+	// AddReleasedUsage is AddKeyUsage for what a sidecar instance
+	// reports: it adds only counts for versions released to instanceID
+	// (RecordReleases) of keys of tenant whose type is keyType, and skips
+	// every other count alike.
+	AddReleasedUsage(ctx context.Context, tenant, instanceID, keyType string, counts []KeyUsage) (int, error)
 }
 
 // One-time secret kinds.
@@ -257,6 +263,10 @@ const (
 	OneTimeChallenge   = "challenge"
 	OneTimeGrant       = "grant"
 	OneTimeImport      = "import_token"
+	// OneTimeGrantRedemption records which request used a grant (the
+	// grant's hash and the request's recipient key), so that very request
+	// may be presented again (a retry after a lost answer).
+	OneTimeGrantRedemption = "grant_redemption"
 )
 
 // OneTimeSecret is a single-use, expiring secret (enrollment token, grant,
@@ -286,6 +296,10 @@ type OneTime interface {
 	// PeekOneTime returns the secret with this kind and hash as
 	// ConsumeOneTime would, with the same errors, without marking it used.
 	PeekOneTime(ctx context.Context, kind string, hash []byte, now time.Time) (OneTimeSecret, error)
+	// GetOneTime returns the secret with this kind and hash, used or
+	// expired as it may be (UsedAt, ExpiresAt tell); ErrNotFound if there
+	// is none.
+	GetOneTime(ctx context.Context, kind string, hash []byte) (OneTimeSecret, error)
 	// DeleteExpiredOneTime removes secrets that expired before cutoff.
 	DeleteExpiredOneTime(ctx context.Context, cutoff time.Time) (int64, error)
 }

@@ -2,6 +2,7 @@ package kmstest
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -127,4 +128,34 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// CheckPublicKey checks that material, the private key of a signing key
+// of type typ that a (fake) sidecar unwrapped, matches pubPEM, the public
+// key the KMS published when it created the key. Other types pass.
+func CheckPublicKey(t testing.TB, typ api.KeyType, material []byte, pubPEM string) {
+	t.Helper()
+	block, _ := pem.Decode([]byte(pubPEM))
+	if block == nil {
+		t.Fatalf("%s: no public key PEM", typ)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch typ {
+	case api.KeyEd25519:
+		if !ed25519.NewKeyFromSeed(material).Public().(ed25519.PublicKey).Equal(pub) {
+			t.Error("an unwrapped ed25519 key does not match the public key published at creation")
+		}
+	case api.KeyECDSAP256:
+		ec, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			t.Fatalf("ecdsa-p256 public key is a %T", pub)
+		}
+		priv, err := ecdsa.ParseRawPrivateKey(ec.Curve, material)
+		if err != nil || !priv.PublicKey.Equal(pub) {
+			t.Errorf("an unwrapped ecdsa-p256 key does not match the public key published at creation (%v)", err)
+		}
+	}
 }

@@ -70,7 +70,12 @@ type server struct {
 
 // Main runs the tests and then stops the cluster DSN started, if any, and
 // exits with the tests' status. Call it from TestMain.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit: it runs the tests, stops the cluster and
+// returns the status to exit with. For a TestMain with more to clean up
+// (internal/e2e.Main calls it).
+func Run(m *testing.M) int {
 	mainCalled = true
 	code := m.Run()
 	if err := shutdown(); err != nil {
@@ -79,7 +84,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // DSN returns the DSN of a new, empty database that belongs to t alone
@@ -91,7 +96,7 @@ func DSN(t testing.TB) string {
 		t.Skipf("%s=1: PostgreSQL tests skipped", EnvSkip)
 	}
 	if !mainCalled {
-		t.Fatal("pgtest: the package's TestMain must call pgtest.Main(m), which stops the cluster")
+		t.Fatal("pgtest: the package's TestMain must call pgtest.Main(m) (or pgtest.Run, or e2e.Main), which stops the cluster")
 	}
 	once.Do(func() {
 		begin := time.Now()

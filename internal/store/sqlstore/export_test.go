@@ -28,3 +28,18 @@ const (
 	LockSpace = pgLockSpace
 	LockAudit = int32(lockAudit)
 )
+
+// Exec runs query on db's write connection, outside the store's methods:
+// for tests that damage rows the way an older version could.
+func Exec(ctx context.Context, db *DB, query string, args ...any) error {
+	_, err := db.w.ExecContext(ctx, query, args...)
+	return err
+}
+
+// QueryString runs query on db's write connection and returns its one
+// value as text.
+func QueryString(ctx context.Context, db *DB, query string, args ...any) (string, error) {
+	var v string
+	err := db.w.QueryRowContext(ctx, query, args...).Scan(&v)
+	return v, err
+}

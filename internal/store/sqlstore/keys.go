@@ -102,7 +102,7 @@ func (q *queries) GetKeyVersion(ctx context.Context, keyID string, version int) 
 	v := store.KeyVersion{KeyID: keyID, Version: version}
 	var created int64
 	err := q.read().queryRow(ctx,
-		`SELECT ekb, created_at, COALESCE(encryptions, 0), COALESCE(bytes, 0)
+		`SELECT ekb, created_at, `+readCounter("encryptions")+`, `+readCounter("bytes")+`
 		 FROM key_versions WHERE key_id = ? AND version = ?`, keyID, version).
 		Scan(&v.EKB, &created, &v.Encryptions, &v.Bytes)
 	if err != nil {
@@ -120,7 +120,7 @@ func (q *queries) ListKeyVersions(ctx context.Context, keyID string) ([]store.Ke
 	// One statement, so one snapshot: no rows means no such key; a key
 	// without versions (which CreateKey never leaves) is one NULL row.
 	rows, err := q.read().query(ctx,
-		`SELECT v.version, v.ekb, v.created_at, COALESCE(v.encryptions, 0), COALESCE(v.bytes, 0)
+		`SELECT v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`
 		 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id
 		 WHERE k.key_id = ? ORDER BY v.version`, keyID)
 	if err != nil {

@@ -154,6 +154,10 @@ func (t *faultTx) AddKeyUsage(ctx context.Context, tenant string, counts []store
 	err = t.do("AddKeyUsage", func() error { n, err = t.Tx.AddKeyUsage(ctx, tenant, counts); return err })
 	return n, err
 }
+func (t *faultTx) AddReleasedUsage(ctx context.Context, tenant, instanceID, keyType string, counts []store.KeyUsage) (n int, err error) {
+	err = t.do("AddReleasedUsage", func() error { n, err = t.Tx.AddReleasedUsage(ctx, tenant, instanceID, keyType, counts); return err })
+	return n, err
+}
 func (t *faultTx) RecordReleases(ctx context.Context, id string, refs []store.KeyRef, at time.Time) error {
 	return t.do("RecordReleases", func() error { return t.Tx.RecordReleases(ctx, id, refs, at) })
 }
@@ -418,6 +422,14 @@ var atomicCalls = []struct {
 		s.Enroll(t, w.env.Anonymous(), tok.Token)
 		return func() error { return w.env.Admin.Do("DELETE", "/v1/instances/"+s.Enrollment.InstanceID, nil, nil) }
 	}},
+	{"instance.retire", func(t *testing.T, w *atomicWorld) func() error {
+		var tok api.EnrollmentToken
+		w.pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: w.custDN}, &tok)
+		s := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
+		s.Enroll(t, w.env.Anonymous(), tok.Token)
+		c := s.Client(t, w.env)
+		return func() error { return c.Do("DELETE", "/v1/instances/self", nil, nil) }
+	}},
 	{"grant.create", func(t *testing.T, w *atomicWorld) func() error {
 		return func() error {
 			return w.cust.Do("POST", "/v1/grants", api.GrantRequest{InstanceID: w.side.Enrollment.InstanceID, EKBs: [][]byte{w.key.EKB}}, nil)
@@ -447,6 +459,8 @@ var atomicCalls = []struct {
 		}
 	}},
 	{"usage.report", func(t *testing.T, w *atomicWorld) func() error {
+		// Usage counts only for versions released to the reporter.
+		w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{w.key.EKB}, WrappingCertPEM: w.side.Enrollment.WrappingCertPEM}, nil)
 		return func() error {
 			return w.sideClient.Do("POST", "/v1/usage", api.UsageReport{Counts: []api.UsageCount{{KeyID: w.key.KeyID, Version: 1, Encryptions: 3, Bytes: 30}}}, nil)
 		}

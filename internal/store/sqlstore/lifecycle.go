@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -42,11 +43,28 @@ func (q *queries) SetMinDecryptionVersion(ctx context.Context, keyID string, ver
 	})
 }
 
-// AddKeyUsage implements store.Keys. Counts must not be negative. Rows are
-// updated in (key id, version) order, so concurrent reports lock them in
-// the same order and never deadlock.
+// AddKeyUsage implements store.Keys.
 func (q *queries) AddKeyUsage(ctx context.Context, tenant string, counts []store.KeyUsage) (int, error) {
-	const op = "AddKeyUsage"
+	return q.addUsage(ctx, "AddKeyUsage", counts,
+		`key_id IN (SELECT key_id FROM keys WHERE tenant = ?)`, tenant)
+}
+
+// AddReleasedUsage implements store.Releases.
+func (q *queries) AddReleasedUsage(ctx context.Context, tenant, instanceID, keyType string, counts []store.KeyUsage) (int, error) {
+	return q.addUsage(ctx, "AddReleasedUsage", counts,
+		`key_id IN (SELECT key_id FROM keys WHERE tenant = ? AND key_type = ?)
+		 AND EXISTS (SELECT 1 FROM releases r
+		             WHERE r.instance_id = ? AND r.key_id = key_versions.key_id AND r.version = key_versions.version)`,
+		tenant, keyType, instanceID)
+}
+
+// addUsage adds each count to its key version's totals, all in one
+// transaction, where the version's row also matches cond (with its
+// arguments condArgs), and returns how many counts it added. Counts must
+// not be negative. Totals saturate at math.MaxInt64 (see addCounter).
+// Rows are updated in (key id, version) order, so concurrent reports lock
+// them in the same order and never deadlock.
+func (q *queries) addUsage(ctx context.Context, op string, counts []store.KeyUsage, cond string, condArgs ...any) (int, error) {
 	for _, c := range counts {
 		if c.Encryptions < 0 || c.Bytes < 0 {
 			return 0, q.mapErr(op, fmt.Errorf("negative usage for %s version %d", c.KeyID, c.Version))
@@ -60,12 +78,13 @@ func (q *queries) AddKeyUsage(ctx context.Context, tenant string, counts []store
 	err := q.write(ctx, op, func(c conn) error {
 		added = 0
 		for _, u := range sorted {
+			args := []any{math.MaxInt64 - u.Encryptions, int64(math.MaxInt64), u.Encryptions,
+				math.MaxInt64 - u.Bytes, int64(math.MaxInt64), u.Bytes, u.KeyID, u.Version}
 			n, err := c.changed(ctx,
 				`UPDATE key_versions
-				 SET encryptions = COALESCE(encryptions, 0) + ?, bytes = COALESCE(bytes, 0) + ?
-				 WHERE key_id = ? AND version = ?
-				   AND key_id IN (SELECT key_id FROM keys WHERE tenant = ?)`,
-				u.Encryptions, u.Bytes, u.KeyID, u.Version, tenant)
+				 SET encryptions = `+addCounter("encryptions")+`, bytes = `+addCounter("bytes")+`
+				 WHERE key_id = ? AND version = ? AND `+cond,
+				append(args, condArgs...)...)
 			if err != nil {
 				return err
 			}
@@ -77,6 +96,25 @@ func (q *queries) AddKeyUsage(ctx context.Context, tenant string, counts []store
 		return 0, err
 	}
 	return added, nil
+}
+
+// addCounter is the SQL that adds a count n to the counter column col
+// without overflowing, taking three arguments: math.MaxInt64 - n,
+// math.MaxInt64 and n. A total that would pass math.MaxInt64 stops there:
+// SQLite would turn the sum into a REAL, which no read could scan into an
+// int64 again, and PostgreSQL would refuse the update. A REAL stored
+// before (by a version without this guard) compares above the bound, so
+// the next addition repairs it.
+func addCounter(col string) string {
+	return `CASE WHEN COALESCE(` + col + `, 0) > ? THEN ? ELSE COALESCE(` + col + `, 0) + ? END`
+}
+
+// readCounter is the SQL that reads the counter column col as a BIGINT, 0
+// for NULL. On SQLite the CAST turns a REAL that an unguarded addition
+// stored before into an integer, saturating at math.MaxInt64, so a row
+// damaged that way still reads; on PostgreSQL it changes nothing.
+func readCounter(col string) string {
+	return `CAST(COALESCE(` + col + `, 0) AS BIGINT)`
 }
 
 // KeysDueForRotation implements store.Keys.

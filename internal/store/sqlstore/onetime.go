@@ -139,6 +139,19 @@ func (q *queries) PeekOneTime(ctx context.Context, kind string, hash []byte, now
 	return s, nil
 }
 
+// GetOneTime implements store.OneTime.
+func (q *queries) GetOneTime(ctx context.Context, kind string, hash []byte) (store.OneTimeSecret, error) {
+	if len(hash) == 0 {
+		return store.OneTimeSecret{}, q.mapErr("GetOneTime", store.ErrNotFound)
+	}
+	s, err := scanOneTime(q.read().queryRow(ctx,
+		`SELECT `+oneTimeColumns+` FROM one_time WHERE hash = ? AND kind = ?`, hash, kind))
+	if err != nil {
+		return store.OneTimeSecret{}, q.mapErr("GetOneTime", err)
+	}
+	return s, nil
+}
+
 // DeleteExpiredOneTime implements store.OneTime: it removes secrets, used
 // or not, whose ExpiresAt is before cutoff, and returns how many.
 func (q *queries) DeleteExpiredOneTime(ctx context.Context, cutoff time.Time) (int64, error) {

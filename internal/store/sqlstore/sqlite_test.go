@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -193,5 +194,46 @@ func TestSQLiteOpenErrors(t *testing.T) {
 			db.Close()
 			t.Errorf("Open(%q) = nil error, want an error", path)
 		}
+	}
+}
+
+// TestSQLiteCounterStoredAsReal: a usage total that an unguarded addition
+// overflowed into a REAL (issue 12: 300 reports of 2^55 bytes) made every
+// read of the key version fail to scan. Such a row reads as the largest
+// int64 now, and the next addition stores an integer again.
+func TestSQLiteCounterStoredAsReal(t *testing.T) {
+	ctx := t.Context()
+	db := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
+	defer db.Close()
+	k := store.Key{KeyID: "k1", Tenant: "acme", Owner: "CN=o", Type: "aes-256-gcm", CurrentVersion: 1, CreatedAt: t0}
+	if err := db.CreateKey(ctx, k, store.KeyVersion{KeyID: "k1", Version: 1, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlstore.Exec(ctx, db, `UPDATE key_versions SET encryptions = 1.8446744073709552e19, bytes = 9.3e18 WHERE key_id = 'k1'`); err != nil {
+		t.Fatal(err)
+	}
+	typeOf := func() string {
+		t.Helper()
+		v, err := sqlstore.QueryString(ctx, db, `SELECT typeof(encryptions) || ',' || typeof(bytes) FROM key_versions WHERE key_id = 'k1'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := typeOf(); got != "real,real" {
+		t.Fatalf("typeof after the damage = %s, want real,real", got)
+	}
+	v, err := db.GetKeyVersion(ctx, "k1", 1)
+	if err != nil || v.Encryptions != math.MaxInt64 || v.Bytes != math.MaxInt64 {
+		t.Fatalf("GetKeyVersion(k1, 1) = %d encryptions, %d bytes, %v; want the largest int64 twice", v.Encryptions, v.Bytes, err)
+	}
+	if vs, err := db.ListKeyVersions(ctx, "k1"); err != nil || len(vs) != 1 || vs[0].Encryptions != math.MaxInt64 {
+		t.Fatalf("ListKeyVersions(k1) = %+v, %v", vs, err)
+	}
+	if _, err := db.AddKeyUsage(ctx, "acme", []store.KeyUsage{{KeyID: "k1", Version: 1, Encryptions: 1, Bytes: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := typeOf(); got != "integer,integer" {
+		t.Errorf("typeof after an addition = %s, want integer,integer", got)
 	}
 }

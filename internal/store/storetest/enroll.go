@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -108,6 +109,16 @@ var enrollTests = []test{
 		check(t, "ConsumeOneTime", err)
 		_, err = s.PeekOneTime(ctx, store.OneTimeEnrollToken, tok.Hash, at(time.Minute))
 		wantErr(t, "PeekOneTime(used)", err, store.ErrUsed)
+		// GetOneTime reads it used (and whatever the time).
+		got, err := s.GetOneTime(ctx, store.OneTimeEnrollToken, tok.Hash)
+		check(t, "GetOneTime(used)", err)
+		if got.UsedAt == nil || !got.UsedAt.Equal(at(time.Minute)) || got.Subject != tok.Subject || !got.ExpiresAt.Equal(tok.ExpiresAt) {
+			t.Errorf("GetOneTime = %+v, want it used at %v", got, at(time.Minute))
+		}
+		_, err = s.GetOneTime(ctx, store.OneTimeGrant, tok.Hash)
+		wantErr(t, "GetOneTime(other kind)", err, store.ErrNotFound)
+		_, err = s.GetOneTime(ctx, store.OneTimeEnrollToken, nil)
+		wantErr(t, "GetOneTime(no hash)", err, store.ErrNotFound)
 	}},
 	{"RenewInstance", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -150,6 +161,51 @@ var enrollTests = []test{
 		if len(got) != 1 || got["k3"] != 7 {
 			t.Errorf("ReleasedVersions(i-2, 1200 ids) = %v, want k3:7", got)
 		}
+	}},
+	{"AddReleasedUsage", func(t *testing.T, s store.Store) {
+		// An instance's report counts only for the versions released to
+		// it, of keys of its tenant and of the counted type; everything
+		// else is skipped alike.
+		ctx := t.Context()
+		keyWithVersions(t, s, "k1", 3)
+		keyWithVersions(t, s, "k2", 1)
+		hm, hv := newKey("k-hmac", false)
+		hm.Type = "hmac-sha256"
+		check(t, "CreateKey(k-hmac)", s.CreateKey(ctx, hm, hv))
+		createKeyOf(t, s, "globex", "k-globex")
+		check(t, "RecordReleases(i-1)", s.RecordReleases(ctx, "i-1", []store.KeyRef{
+			{KeyID: "k1", Version: 2}, {KeyID: "k1", Version: 3}, {KeyID: "k-hmac", Version: 1},
+			{KeyID: "k-globex", Version: 1}, {KeyID: "k-seed", Version: 1},
+		}, at(0)))
+		check(t, "RecordReleases(i-2)", s.RecordReleases(ctx, "i-2", []store.KeyRef{{KeyID: "k2", Version: 1}}, at(0)))
+		n, err := s.AddReleasedUsage(ctx, "acme", "i-1", "aes-256-gcm", []store.KeyUsage{
+			{KeyID: "k1", Version: 2, Encryptions: 5, Bytes: 50},
+			{KeyID: "k1", Version: 3, Encryptions: math.MaxInt64, Bytes: 1},
+			{KeyID: "k1", Version: 3, Encryptions: 1, Bytes: 1},
+			{KeyID: "k1", Version: 1, Encryptions: 7},       // not released to i-1
+			{KeyID: "k2", Version: 1, Encryptions: 7},       // released to i-2 only
+			{KeyID: "k-hmac", Version: 1, Encryptions: 7},   // not a counted type
+			{KeyID: "k-globex", Version: 1, Encryptions: 7}, // another tenant's
+			{KeyID: "k-seed", Version: 1, Encryptions: 7},   // released, not registered
+			{KeyID: "nope", Version: 1, Encryptions: 7},     // unknown
+		})
+		check(t, "AddReleasedUsage(acme, i-1, …)", err)
+		if n != 3 {
+			t.Errorf("AddReleasedUsage(acme, i-1, …) = %d, want 3 counts added", n)
+		}
+		wantUsage(t, s, "k1", 1, 0, 0)
+		wantUsage(t, s, "k1", 2, 5, 50)
+		wantUsage(t, s, "k1", 3, math.MaxInt64, 2)
+		wantUsage(t, s, "k2", 1, 0, 0)
+		wantUsage(t, s, "k-hmac", 1, 0, 0)
+		wantUsage(t, s, "k-globex", 1, 0, 0)
+		if n, err := s.AddReleasedUsage(ctx, "globex", "i-1", "aes-256-gcm", []store.KeyUsage{{KeyID: "k-globex", Version: 1, Encryptions: 1}}); err != nil || n != 1 {
+			t.Errorf("AddReleasedUsage(globex, i-1, k-globex) = %d, %v; want 1, nil", n, err)
+		}
+		if _, err := s.AddReleasedUsage(ctx, "acme", "i-1", "aes-256-gcm", []store.KeyUsage{{KeyID: "k1", Version: 2, Bytes: -1}}); err == nil {
+			t.Error("AddReleasedUsage(negative) = nil, want an error")
+		}
+		wantUsage(t, s, "k1", 2, 5, 50)
 	}},
 	{"KeysDueForRotation", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -150,6 +151,49 @@ var lifecycleTests = []test{
 		if len(got) != 2 || got[0].Encryptions != 7 || got[0].Bytes != 520 || got[1].Encryptions != 1 {
 			t.Errorf("ListKeyVersions(k1) = %s, want the usage totals", show(got))
 		}
+	}},
+	{"AddKeyUsage/Saturates", func(t *testing.T, s store.Store) {
+		// Totals stop at the largest int64 instead of overflowing (into a
+		// REAL on SQLite, which no read could scan any more; an error on
+		// PostgreSQL), and the key still reads and rotates.
+		ctx := t.Context()
+		k, v := newKey("k1", true) // with its EKB, so it can be due for rotation
+		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v))
+		big := store.KeyUsage{KeyID: "k1", Version: 1, Encryptions: math.MaxInt64, Bytes: math.MaxInt64}
+		for i, counts := range [][]store.KeyUsage{
+			{big},
+			{big, {KeyID: "k1", Version: 1, Encryptions: 1, Bytes: 1}},
+			{{KeyID: "k1", Version: 1, Encryptions: math.MaxInt64 / 2, Bytes: 1 << 55}},
+		} {
+			n, err := s.AddKeyUsage(ctx, "acme", counts)
+			check(t, fmt.Sprintf("AddKeyUsage(step %d)", i), err)
+			if n != len(counts) {
+				t.Errorf("AddKeyUsage(step %d) = %d, want %d", i, n, len(counts))
+			}
+			wantUsage(t, s, "k1", 1, math.MaxInt64, math.MaxInt64)
+		}
+		if _, err := s.GetKey(ctx, "k1"); err != nil {
+			t.Errorf("GetKey(k1) after saturation = %v", err)
+		}
+		vs, err := s.ListKeyVersions(ctx, "k1")
+		check(t, "ListKeyVersions(k1)", err)
+		if len(vs) != 1 || vs[0].Encryptions != math.MaxInt64 || vs[0].Bytes != math.MaxInt64 {
+			t.Errorf("ListKeyVersions(k1) = %s, want saturated totals", show(vs))
+		}
+		due, err := s.KeysDueForRotation(ctx, at(0), "aes-256-gcm", 1, 10)
+		check(t, "KeysDueForRotation", err)
+		if len(due) != 1 || due[0].KeyID != "k1" {
+			t.Errorf("KeysDueForRotation = %s, want k1", show(due))
+		}
+		// 300 counts of 2^55 bytes in one report (the finding): 2^63.
+		many := make([]store.KeyUsage, 300)
+		keyWithVersions(t, s, "k2", 1)
+		for i := range many {
+			many[i] = store.KeyUsage{KeyID: "k2", Version: 1, Encryptions: 1, Bytes: 1 << 55}
+		}
+		_, err = s.AddKeyUsage(ctx, "acme", many)
+		check(t, "AddKeyUsage(300 × 2^55 bytes)", err)
+		wantUsage(t, s, "k2", 1, 300, math.MaxInt64)
 	}},
 	{"AddKeyUsage/Concurrent", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
