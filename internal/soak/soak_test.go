@@ -16,7 +16,9 @@
 //     interval plus slack);
 //   - a decryption that returned other bytes than were encrypted.
 //
-// And at the end every replica's audit chain must verify.
+// And at the end the replicas' audit log must verify: every record signed
+// with the audit key pinned before the run, the chain whole up to a
+// checkpoint taken after it.
 //
 // The run lasts DCAAS_SOAK_DURATION (default 40s; `make soak` sets
 // minutes) and prints a summary; DCAAS_SOAK_SUMMARY names a file to write
@@ -28,11 +30,13 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +47,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/e2e"
+	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
@@ -134,6 +139,7 @@ func TestSoak(t *testing.T) {
 	lb := e2e.StartHAProxy(t, reps...)
 	ep := lb.Endpoint()
 	tn := e2e.NewTenant(t, ep, "acme")
+	auditKey := pinAuditKey(t, ep, reps)
 	w := &world{t: t, tn: tn, lb: lb, reps: reps, store: &client.EKBStore{Dir: t.TempDir()}}
 
 	mk := func(req api.CreateDataKeyRequest) string {
@@ -183,7 +189,14 @@ func TestSoak(t *testing.T) {
 	// Every ciphertext made in the run still decrypts, through each
 	// sidecar (the doomed key's excepted: it must not).
 	w.finalCheck(t.Context())
-	verifyAudit(t, dsn) // the replicas share one database, one chain
+	// The replicas share one database, one chain, signed with one audit
+	// key. A checkpoint of its head now, kept outside the database, is
+	// what the log must still reach when it is verified.
+	cp, err := ep.Admin(t).NewAuditCheckpoint(t.Context())
+	if err != nil {
+		t.Fatalf("a checkpoint of the audit log after the run: %v", err)
+	}
+	verifyAudit(t, dsn, auditKey, cp)
 	w.summary(time.Since(start), d)
 }
 
@@ -497,15 +510,53 @@ func (w *world) finalCheck(ctx context.Context) {
 	}
 }
 
-// verifyAudit runs `dcaas audit verify` on the replicas' database.
-func verifyAudit(t *testing.T, dsn string) {
+// pinAuditKey reads the public key of the audit log through the load
+// balancer before the run, as a verifier pins it, and checks that every
+// replica wrote that same key to its data dir (replicas on one database
+// sign with one key). It returns the key's file.
+func pinAuditKey(t *testing.T, ep e2e.Endpoint, reps []*e2e.KMS) string {
 	t.Helper()
-	cmd := exec.Command(e2e.Binary(t), "audit", "verify", "--store", "postgres")
+	ak, err := ep.Anonymous(t).AuditKey(t.Context())
+	if err != nil {
+		t.Fatalf("GET /v1/audit/key: %v", err)
+	}
+	for _, r := range reps {
+		if got := string(r.ReadFile(t, kms.AuditKeyFile)); got != ak.PublicKeyPEM {
+			t.Fatalf("%s's %s differs from the audit key the KMS serves (%s)", r.DataDir(), kms.AuditKeyFile, ak.KeyID)
+		}
+	}
+	f := filepath.Join(t.TempDir(), "audit-key.pem")
+	if err := os.WriteFile(f, []byte(ak.PublicKeyPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("audit key pinned: %s", ak.KeyID)
+	return f
+}
+
+// verifyAudit runs `dcaas audit verify` on the replicas' database with
+// the audit key pinned before the run and the checkpoint cp taken after
+// it: every record must be signed by that key (a log of unsigned records
+// does not verify), chained, and reach cp's record with its hash.
+func verifyAudit(t *testing.T, dsn, keyFile string, cp *api.AuditCheckpoint) {
+	t.Helper()
+	b, err := json.Marshal(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpFile := filepath.Join(t.TempDir(), "checkpoint.json")
+	if err := os.WriteFile(cpFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(e2e.Binary(t), "audit", "verify", "--store", "postgres", "--key", keyFile, "--expect-checkpoint", cpFile)
 	cmd.Env = append(os.Environ(), "DCAAS_POSTGRES_DSN="+dsn)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Errorf("dcaas audit verify: %v\n%s", err, out)
 		return
+	}
+	want := fmt.Sprintf("checkpoint of record %d signed at", cp.Seq)
+	if !strings.Contains(string(out), "audit log OK") || !strings.Contains(string(out), cp.KeyID) || !strings.Contains(string(out), want) {
+		t.Errorf("dcaas audit verify = %s; want OK with key %s and the checkpoint of record %d", out, cp.KeyID, cp.Seq)
 	}
 	t.Logf("dcaas audit verify: %s", strings.TrimSpace(string(out)))
 }
