@@ -27,6 +27,10 @@ var allowed = map[string]string{
 	"internal/kms.caRecord.SealedKey":        "the CA private key sealed under the root key (ciphertext)",
 	"internal/kms.auditKeyRecord.SealedSeed": "the audit key's seed sealed under the root key (ciphertext)",
 	"internal/store.Tenant.SealedHMACKey":    "the tenant HMAC key sealed under the root key (ciphertext)",
+	// The end-to-end fixture is imported by tests only (TestOnlyTestsImportE2E):
+	// its keys are throwaway test keys written to the test's temp dirs.
+	"internal/e2e.KMSConfig.RootKey":    "a test KMS's root.key file contents, copied between test replicas (test-only package)",
+	"internal/e2e.Endpoint.AdminKeyPEM": "the throwaway admin key of a test KMS, read from its temp data dir (test-only package)",
 }
 
 // TestNoSecretFields scans the module's non-test Go source (outside api/,
