@@ -183,8 +183,8 @@ func runSealMigrate(ctx context.Context, out io.Writer, f sealMigrateFlags) erro
 	if err != nil {
 		return fmt.Errorf("%w\nnothing was changed: %s still runs with the file seal", err, f.dataDir)
 	}
-	fmt.Fprintf(out, "dcaas seal migrate: re-sealed %d master key versions, %d HMAC keys, %d CA keys and %d audit key from the file seal to pkcs11 (token %q, key %q), each verified in the HSM.\n",
-		r.MasterKeys, r.HMACKeys, r.CAKeys, r.AuditKeys, f.to.token, f.to.keyLabel)
+	fmt.Fprintf(out, "dcaas seal migrate: re-sealed %d master key versions, %d HMAC keys, %d CA keys, %d audit key and %d import keys from the file seal to pkcs11 (token %q, key %q), each verified in the HSM.\n",
+		r.MasterKeys, r.HMACKeys, r.CAKeys, r.AuditKeys, r.ImportKeys, f.to.token, f.to.keyLabel)
 	fmt.Fprintf(out, "Start the KMS with: dcaas kms serve --data-dir %s --seal pkcs11 --pkcs11-module %s --pkcs11-token %s --pkcs11-key-label %s\n",
 		f.dataDir, f.to.module, f.to.token, f.to.keyLabel)
 	fmt.Fprintf(out, "%s no longer opens anything in the database: keep it only as long as you keep database backups from before the migration, then destroy it.\n",

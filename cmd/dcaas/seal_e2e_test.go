@@ -98,7 +98,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	p.Stop(t)
 
 	stdout, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key")...)
-	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys and 1 audit key") {
+	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys, 1 audit key and 0 import keys") {
 		t.Fatalf("seal migrate: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 	if _, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile)...); code == 0 || !strings.Contains(stderr, "already sealed") {

@@ -37,7 +37,11 @@ type importKeys struct {
 	HPKE []byte  `json:"hpke"` // RFC 9180 private key, sealed
 }
 
-func importSetting(tenant string) string { return "import-keys:" + tenant }
+// importSettingPrefix prefixes the setting that holds a tenant's import
+// keys.
+const importSettingPrefix = "import-keys:"
+
+func importSetting(tenant string) string { return importSettingPrefix + tenant }
 
 func importAAD(tenant, which string) []byte {
 	return []byte("dcaas/v1 import-key\x00" + tenant + "\x00" + which)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -16,14 +17,15 @@ const (
 	SealedHMACKey   = "hmac-key"   // a tenant's HMAC key
 	SealedCAKey     = "ca-key"     // the CA's private key
 	SealedAuditKey  = "audit-key"  // the audit log's signing key (its seed)
+	SealedImportKey = "import-key" // a tenant's BYOK import private key (Version 1: RSA, 2: HPKE)
 )
 
 // SealedItem is one piece of material the KMS keeps sealed under its root
 // key: the sealed bytes and the associated data they are bound to. It is
 // not secret.
 type SealedItem struct {
-	Kind    string // SealedMasterKey, SealedHMACKey, SealedCAKey or SealedAuditKey
-	Tenant  string // SealedMasterKey, SealedHMACKey
+	Kind    string // SealedMasterKey, SealedHMACKey, SealedCAKey, SealedAuditKey or SealedImportKey
+	Tenant  string // SealedMasterKey, SealedHMACKey, SealedImportKey
 	Version int    // SealedMasterKey; for SealedCAKey the CA's number (1 for the first, more after CA rotations)
 	Sealed  []byte
 	AAD     []byte
@@ -38,6 +40,12 @@ func (it SealedItem) String() string {
 		return "HMAC key of tenant " + strconv.Quote(it.Tenant)
 	case SealedAuditKey:
 		return "audit key"
+	case SealedImportKey:
+		which := "RSA"
+		if it.Version == 2 {
+			which = "HPKE"
+		}
+		return which + " import key of tenant " + strconv.Quote(it.Tenant)
 	}
 	if it.Version > 1 {
 		return "CA key " + strconv.Itoa(it.Version)
@@ -46,8 +54,9 @@ func (it SealedItem) String() string {
 }
 
 // Reseal replaces every piece of material the KMS keeps sealed in st (each
-// tenant's master key versions and HMAC key, the key of every CA record,
-// the current CA's and those of CA rotations, and the audit key) with what
+// tenant's master key versions, HMAC key and BYOK import keys, the key of
+// every CA record, the current CA's and those of CA rotations, and the
+// audit key) with what
 // reseal returns for it, in one store transaction (store.Sealed): if
 // reseal fails for any item, nothing changes and its error is returned.
 // This is how a data dir moves to another root of trust; no KMS may be
@@ -58,6 +67,11 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 		return err
 	}
 	names = append(names, auditKeySetting)
+	imports, err := st.SettingNames(ctx, importSettingPrefix)
+	if err != nil {
+		return err
+	}
+	names = append(names, imports...)
 	return st.Reseal(ctx, names, func(values []store.SealedValue) error {
 		for i := range values {
 			v := &values[i]
@@ -70,6 +84,10 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 			case store.SealedSetting:
 				if v.Name == auditKeySetting {
 					v.Value, err = resealAuditKey(v.Value, reseal)
+					break
+				}
+				if tenant, ok := strings.CutPrefix(v.Name, importSettingPrefix); ok {
+					v.Value, err = resealImportKeys(v.Value, tenant, reseal)
 					break
 				}
 				n := slices.Index(names, v.Name) + 1 // names[i] is record i+1, but the last
@@ -86,6 +104,23 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 		}
 		return nil
 	})
+}
+
+// resealImportKeys returns tenant's import key record, raw, with both
+// private keys resealed.
+func resealImportKeys(raw []byte, tenant string, reseal func(SealedItem) ([]byte, error)) ([]byte, error) {
+	var rec importKeys
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("kms: stored import keys of tenant %q: %w", tenant, err)
+	}
+	var err error
+	if rec.RSA, err = reseal(SealedItem{Kind: SealedImportKey, Tenant: tenant, Version: 1, Sealed: rec.RSA, AAD: importAAD(tenant, "rsa")}); err != nil {
+		return nil, err
+	}
+	if rec.HPKE, err = reseal(SealedItem{Kind: SealedImportKey, Tenant: tenant, Version: 2, Sealed: rec.HPKE, AAD: importAAD(tenant, "hpke")}); err != nil {
+		return nil, err
+	}
+	return json.Marshal(rec)
 }
 
 // resealCA returns CA record n, raw, with its key resealed.

@@ -67,6 +67,9 @@ type Settings interface {
 	// value; it returns the value that is stored afterwards (the caller's or
 	// the one that won a race), so two replicas initializing at once agree.
 	PutSettingIfAbsent(ctx context.Context, name string, value []byte) ([]byte, error)
+	// SettingNames returns the names of the settings that start with
+	// prefix, sorted bytewise.
+	SettingNames(ctx context.Context, prefix string) ([]string, error)
 }
 
 // Tenant is a registered tenant.

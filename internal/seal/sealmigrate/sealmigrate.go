@@ -34,10 +34,11 @@ type Report struct {
 	HMACKeys   int    // tenant HMAC keys
 	CAKeys     int    // the CA keys: 1 once the KMS has made its CA, one more per CA rotation
 	AuditKeys  int    // the audit log's signing key: 1 once the KMS has made it
+	ImportKeys int    // BYOK import private keys: 2 per tenant that asked for import parameters
 }
 
 // Items is the number of items re-sealed.
-func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys + r.AuditKeys }
+func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys + r.AuditKeys + r.ImportKeys }
 
 // ItemError is the failure of one item; nothing was changed.
 type ItemError struct {
@@ -76,6 +77,8 @@ func Migrate(ctx context.Context, st store.Store, from, to seal.Sealer) (Report,
 			r.CAKeys++
 		case kms.SealedAuditKey:
 			r.AuditKeys++
+		case kms.SealedImportKey:
+			r.ImportKeys++
 		}
 		return out, nil
 	})

@@ -103,6 +103,15 @@ func (w *world) seedKeyID(t *testing.T) string {
 	return out.Keys[0].Metadata.KeyID
 }
 
+// importParameters asks for tenant acme's import parameters (which opens
+// its sealed import keys, making them first).
+func (w *world) importParameters(t *testing.T) api.ImportParameters {
+	t.Helper()
+	var p api.ImportParameters
+	w.cust.MustDo(t, "GET", "/v1/tenants/acme/import-parameters", nil, &p)
+	return p
+}
+
 func (w *world) health(t *testing.T) api.Health {
 	t.Helper()
 	var h api.Health
@@ -174,6 +183,8 @@ func TestMigrateToHSM(t *testing.T) {
 	w := newWorld(t)
 	before := w.release(t)
 	seedID := w.seedKeyID(t)
+	// The tenant's BYOK import keys (made at the first ask) are sealed too.
+	importBefore := w.importParameters(t)
 	if h := w.health(t); h.Seal != "file" {
 		t.Fatalf("/healthz seal = %q before the migration, want file", h.Seal)
 	}
@@ -190,7 +201,7 @@ func TestMigrateToHSM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Migrate() = %v", err)
 	}
-	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1, AuditKeys: 1}
+	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1, AuditKeys: 1, ImportKeys: 2}
 	if report != want {
 		t.Errorf("Migrate() report = %+v, want %+v", report, want)
 	}
@@ -220,6 +231,10 @@ func TestMigrateToHSM(t *testing.T) {
 	sameKeys(t, "after the migration", w.release(t), before)
 	if got := w.seedKeyID(t); got != seedID {
 		t.Errorf("seed key id = %s after the migration, want %s (the tenant HMAC key changed)", got, seedID)
+	}
+	// The import keys open under the new seal: the same public keys.
+	if got := w.importParameters(t); got.RSAPublicKeyPEM != importBefore.RSAPublicKeyPEM || !bytes.Equal(got.HPKEPublicKey.PublicKey, importBefore.HPKEPublicKey.PublicKey) {
+		t.Error("the tenant's import public keys changed in the migration")
 	}
 	caPEM, err := os.ReadFile(filepath.Join(w.env.DataDir, kms.CAFile))
 	if err != nil || !bytes.Equal(caPEM, w.caPEM) {

@@ -1,6 +1,9 @@
 package sqlstore
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // GetSetting implements store.Settings.
 func (q *queries) GetSetting(ctx context.Context, name string) ([]byte, error) {
@@ -31,3 +34,32 @@ func (q *queries) PutSettingIfAbsent(ctx context.Context, name string, value []b
 	}
 	return nilIfEmpty(stored), nil
 }
+
+// SettingNames implements store.Settings.
+func (q *queries) SettingNames(ctx context.Context, prefix string) ([]string, error) {
+	const op = "SettingNames"
+	rows, err := q.read().query(ctx,
+		`SELECT name FROM settings WHERE name LIKE ? ESCAPE '\' ORDER BY name`+q.d.byteOrder(),
+		likeEscaper.Replace(prefix)+"%")
+	if err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, q.mapErr(op, err)
+		}
+		if strings.HasPrefix(n, prefix) { // SQLite's LIKE ignores ASCII case
+			names = append(names, n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	return names, nil
+}
+
+// likeEscaper escapes LIKE's wildcards (and its escape character).
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)

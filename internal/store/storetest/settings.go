@@ -3,6 +3,7 @@ package storetest
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -74,6 +75,26 @@ var settingsTests = []test{
 		check(t, "GetSetting(ca-cert)", err)
 		if !bytes.Equal(got, results[0]) {
 			t.Errorf("GetSetting(ca-cert) = %q, want the winner %q", got, results[0])
+		}
+	}},
+	{"SettingNames", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		for _, name := range []string{"import-keys:b", "import-keys:a", "Import-keys:c", "import-keysX", "import_keys:d", "ca", "import-keys:%"} {
+			_, err := s.PutSettingIfAbsent(ctx, name, []byte(name))
+			check(t, "PutSettingIfAbsent("+name+")", err)
+		}
+		got, err := s.SettingNames(ctx, "import-keys:")
+		check(t, "SettingNames(import-keys:)", err)
+		if want := []string{"import-keys:%", "import-keys:a", "import-keys:b"}; !slices.Equal(got, want) {
+			t.Errorf("SettingNames(import-keys:) = %q, want %q (case, _ and %% are not wildcards)", got, want)
+		}
+		got, err = s.SettingNames(ctx, "import-keys:%")
+		check(t, "SettingNames(import-keys:%)", err)
+		if want := []string{"import-keys:%"}; !slices.Equal(got, want) {
+			t.Errorf("SettingNames(import-keys:%%) = %q, want %q", got, want)
+		}
+		if got, err := s.SettingNames(ctx, "nothing:"); err != nil || len(got) != 0 {
+			t.Errorf("SettingNames(nothing:) = %q, %v; want none", got, err)
 		}
 	}},
 }
