@@ -59,6 +59,8 @@ type CA struct {
 	pool   *x509.CertPool      // roots
 	pem    string              // cert
 	bundle string              // roots
+
+	verified verifiedMemo // certificates Verify passed (verify.go)
 }
 
 // Generate makes a self-signed CA certificate named commonName, valid from

@@ -295,6 +295,15 @@ func TestVerify(t *testing.T) {
 	if err := c.Verify(cert, 0, t0); err == nil {
 		t.Error("Verify(usage 0) succeeded")
 	}
+	// Verify remembers what it verified (per usage): the client
+	// certificate verified above is not a wrapping certificate, and
+	// another CA that does not trust c's certificate still refuses it.
+	if err := c.Verify(cert, UsageWrapping, t0); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Verify(client certificate, UsageWrapping) = %v, want ErrMalformed", err)
+	}
+	if err := other.Verify(cert, UsageClient, t0); !errors.Is(err, ErrForeign) {
+		t.Errorf("other CA: Verify() = %v, want ErrForeign", err)
+	}
 }
 
 func TestVerifyExpiredCA(t *testing.T) {
@@ -322,6 +331,11 @@ func TestVerifyExpiredCA(t *testing.T) {
 	long, err := x509.ParseCertificate(longDER)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Verified while both are valid, the leaf is still refused once the
+	// CA certificate has expired.
+	if err := c.Verify(long, UsageClient, t0.Add(time.Hour)); err != nil {
+		t.Fatalf("Verify() while the CA is valid = %v", err)
 	}
 	if err := c.Verify(long, UsageClient, t0.Add(3*time.Hour)); !errors.Is(err, ErrExpired) {
 		t.Errorf("Verify() after the CA expired = %v, want ErrExpired", err)

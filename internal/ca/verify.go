@@ -1,10 +1,12 @@
 package ca
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -45,9 +47,24 @@ func (c *CA) Verify(cert *x509.Certificate, usage Usage, now time.Time) error {
 	if cert == nil {
 		return fmt.Errorf("%w: no certificate", ErrMalformed)
 	}
-	if !slices.ContainsFunc(c.roots, func(root *x509.Certificate) bool { return cert.CheckSignatureFrom(root) == nil }) {
+	memo := verifiedKey{sha256.Sum256(cert.Raw), usage}
+	if w, ok := c.verified.get(memo); ok && !now.Before(w.from) && !now.After(w.to) {
+		return nil
+	}
+	i := slices.IndexFunc(c.roots, func(root *x509.Certificate) bool { return cert.CheckSignatureFrom(root) == nil })
+	if i < 0 {
 		return fmt.Errorf("%w: no trusted CA certificate signed it", ErrForeign)
 	}
+	if err := c.verify(cert, usage, ekus, now); err != nil {
+		return err
+	}
+	root := c.roots[i]
+	c.verified.put(memo, window{from: laterOf(cert.NotBefore, root.NotBefore), to: earlierOf(cert.NotAfter, root.NotAfter)})
+	return nil
+}
+
+// verify is Verify's checks after the signature's.
+func (c *CA) verify(cert *x509.Certificate, usage Usage, ekus []x509.ExtKeyUsage, now time.Time) error {
 	if cert.IsCA || slices.ContainsFunc(c.roots, cert.Equal) {
 		return fmt.Errorf("%w: a CA certificate is not a leaf", ErrMalformed)
 	}
@@ -77,4 +94,59 @@ func (c *CA) Verify(cert *x509.Certificate, usage Usage, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// Verifying a certificate costs two signature verifications; the KMS
+// verifies the client certificate of every request. A CA remembers the
+// certificates it verified (by the SHA-256 of their bytes, and usage)
+// with the time window in which they and the CA certificate that signed
+// them are valid: within it, the same bytes verify again without
+// signature checks; outside it, the whole check runs (and says why it
+// fails). Nothing else the checks look at can change, since a CA's
+// trusted certificates are fixed when it is made (a CA rotation makes a
+// new CA). Revocation is never remembered: callers check it each time.
+
+// maxVerified bounds the memo; when full it starts over.
+const maxVerified = 8192
+
+type verifiedKey struct {
+	sum   [sha256.Size]byte
+	usage Usage
+}
+
+type window struct{ from, to time.Time }
+
+type verifiedMemo struct {
+	mu sync.RWMutex
+	m  map[verifiedKey]window
+}
+
+func (v *verifiedMemo) get(k verifiedKey) (window, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	w, ok := v.m[k]
+	return w, ok
+}
+
+func (v *verifiedMemo) put(k verifiedKey, w window) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerified {
+		v.m = make(map[verifiedKey]window)
+	}
+	v.m[k] = w
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

@@ -216,23 +216,29 @@ func (k *KMS) openEKB(ctx context.Context, tenant string, raw []byte) (*openedKe
 	return &openedKey{ekb: e, md: md, material: material}, nil
 }
 
-// checkReleasable checks the key registry for a key about to be used or
+// checkUsable checks the key registry for a key about to be used or
 // released: it must exist, not be disabled, and not be expired.
 func (k *KMS) checkUsable(ctx context.Context, md *api.KeyMetadata) (store.Key, error) {
 	key, err := k.st.GetKey(ctx, md.KeyID)
+	return key, k.usable(md, key, err)
+}
+
+// usable is checkUsable's verdict on the registry's answer for md's key:
+// key and err as GetKey returned them.
+func (k *KMS) usable(md *api.KeyMetadata, key store.Key, err error) error {
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return key, api.Errorf(api.CodeInvalidEKB, "Key %s is not registered at this KMS.", md.KeyID)
+			return api.Errorf(api.CodeInvalidEKB, "Key %s is not registered at this KMS.", md.KeyID)
 		}
-		return key, storeErr(err, "key")
+		return storeErr(err, "key")
 	}
 	if key.DisabledAt != nil {
-		return key, api.Errorf(api.CodeRevoked, "Key %s has been disabled.", md.KeyID)
+		return api.Errorf(api.CodeRevoked, "Key %s has been disabled.", md.KeyID)
 	}
 	if md.ExpiresAt != nil && !k.now().Before(*md.ExpiresAt) {
-		return key, api.Errorf(api.CodeExpired, "Key %s expired at %s.", md.KeyID, md.ExpiresAt.Format(time.RFC3339))
+		return api.Errorf(api.CodeExpired, "Key %s expired at %s.", md.KeyID, md.ExpiresAt.Format(time.RFC3339))
 	}
-	return key, nil
+	return nil
 }
 
 func (k *KMS) newKeyVersion(ctx context.Context, c *call) (any, error) {

@@ -67,10 +67,17 @@ func stillReleasable(ctx context.Context, tx reader, keys releasable) error {
 			lowest[o.md.KeyID] = min(v, o.md.Version)
 		}
 	}
+	if len(ids) == 0 {
+		return nil
+	}
+	got, err := tx.GetKeys(ctx, ids)
+	if err != nil {
+		return storeErr(err, "key")
+	}
 	for _, id := range ids {
-		key, err := tx.GetKey(ctx, id)
-		if err != nil {
-			return storeErr(err, "key")
+		key, ok := got[id]
+		if !ok {
+			return storeErr(store.ErrNotFound, "key")
 		}
 		if key.DisabledAt != nil {
 			return api.Errorf(api.CodeRevoked, "Key %s has been disabled.", id)

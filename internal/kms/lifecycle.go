@@ -83,16 +83,27 @@ func (k *KMS) rotateIfDue(ctx context.Context, key store.Key) (store.Key, error)
 // with its usage.
 func (k *KMS) checkVersion(ctx context.Context, key store.Key, version int) (store.KeyVersion, error) {
 	if version < key.MinDecryptionVersion {
-		return store.KeyVersion{}, api.Errorf(api.CodeRevoked, "Version %d of key %s is retired: its minimum decryption version is %d.", version, key.KeyID, key.MinDecryptionVersion)
+		return store.KeyVersion{}, retired(key, version)
 	}
 	v, err := k.st.GetKeyVersion(ctx, key.KeyID, version)
+	return v, versionErr(key, version, err)
+}
+
+// retired is the error for a version below the key's minimum decryption
+// version.
+func retired(key store.Key, version int) error {
+	return api.Errorf(api.CodeRevoked, "Version %d of key %s is retired: its minimum decryption version is %d.", version, key.KeyID, key.MinDecryptionVersion)
+}
+
+// versionErr is checkVersion's verdict on GetKeyVersion's error.
+func versionErr(key store.Key, version int, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return v, api.Errorf(api.CodeInvalidEKB, "Version %d of key %s is not registered at this KMS.", version, key.KeyID)
+		return api.Errorf(api.CodeInvalidEKB, "Version %d of key %s is not registered at this KMS.", version, key.KeyID)
 	}
 	if err != nil {
-		return v, storeErr(err, "key version")
+		return storeErr(err, "key version")
 	}
-	return v, nil
+	return nil
 }
 
 // checkRelease checks that a version may leave the KMS for a sidecar: the

@@ -112,27 +112,73 @@ func (r releasable) wipe() {
 
 // openForRelease opens every EKB of a release request and checks that each
 // key is live and that its policy names the sidecar's bound custodian. It
-// is all or nothing: one refusal refuses the batch.
+// is all or nothing: one refusal refuses the batch, and the refusal named
+// is the first in the batch's order. The registry is read once for the
+// whole batch (GetKeys, GetKeyVersions), not once per EKB.
 func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundDN string) (releasable, error) {
 	out := make(releasable, 0, len(ekbs))
-	for i, raw := range ekbs {
+	var openErr error
+	for _, raw := range ekbs {
 		o, err := k.openEKB(ctx, c.caller.Tenant, raw)
 		if err != nil {
-			out.wipe()
-			return nil, prefixIndex(err, i, len(ekbs))
+			openErr = err // refused at index len(out), unless an earlier one is
+			break
 		}
 		out = append(out, o)
+	}
+	fail := func(err error, i int) (releasable, error) {
+		out.wipe()
+		return nil, prefixIndex(err, i, len(ekbs))
+	}
+	keys, versions, err := k.registryOf(ctx, out)
+	if err != nil {
+		return fail(err, 0)
+	}
+	for i, o := range out {
 		c.keyID = o.md.KeyID
-		if err := k.checkReleasable(ctx, o); err != nil {
-			out.wipe()
-			return nil, prefixIndex(err, i, len(ekbs))
+		key, ok := keys[o.md.KeyID]
+		var v store.KeyVersion
+		if ok {
+			v, ok = versions[store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version}]
+		}
+		if err := k.releasable(o, key, v, ok); err != nil {
+			return fail(err, i)
 		}
 		if !policy.Releasable(o.md.Policy, o.md.Owner, boundDN) {
-			out.wipe()
-			return nil, prefixIndex(api.Errorf(api.CodePolicyDenied, "The policy of key %s does not name %s.", o.md.KeyID, boundDN), i, len(ekbs))
+			return fail(api.Errorf(api.CodePolicyDenied, "The policy of key %s does not name %s.", o.md.KeyID, boundDN), i)
 		}
 	}
+	if openErr != nil {
+		return fail(openErr, len(out))
+	}
 	return out, nil
+}
+
+// registryOf reads the registry entries of the keys and versions of a
+// batch in two statements.
+func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
+	ids := make([]string, 0, len(batch))
+	refs := make([]store.KeyRef, 0, len(batch))
+	seen := make(map[string]bool, len(batch))
+	for _, o := range batch {
+		if !seen[o.md.KeyID] {
+			seen[o.md.KeyID] = true
+			ids = append(ids, o.md.KeyID)
+		}
+		refs = append(refs, store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version})
+	}
+	if len(ids) == 0 {
+		return nil, nil, nil
+	}
+	keys, err := k.st.GetKeys(ctx, ids)
+	if err != nil {
+		return nil, nil, storeErr(err, "key")
+	}
+	versions, err := k.st.GetKeyVersions(ctx, refs)
+	if err != nil {
+		return nil, nil, storeErr(err, "key version")
+	}
+	return keys, versions, nil
 }
 
 // checkReleasable checks the registry for a key about to be released: the
@@ -148,6 +194,26 @@ func (k *KMS) checkReleasable(ctx context.Context, o *openedKey) error {
 	if err != nil {
 		return err
 	}
+	return k.releasable(o, key, v, true)
+}
+
+// releasable is checkReleasable on registry entries read already: key
+// and v are o's key and version, found is false when either is not
+// registered.
+func (k *KMS) releasable(o *openedKey, key store.Key, v store.KeyVersion, found bool) error {
+	if key.KeyID == "" {
+		return k.usable(&o.md, key, store.ErrNotFound)
+	}
+	if err := k.usable(&o.md, key, nil); err != nil {
+		return err
+	}
+	if o.md.Version < key.MinDecryptionVersion {
+		return retired(key, o.md.Version)
+	}
+	if !found {
+		return versionErr(key, o.md.Version, store.ErrNotFound)
+	}
+	var err error
 	if o.warning, err = k.checkRelease(key, v); err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"sync"
 )
 
 // dialect is what differs between the databases the store runs on. Every
@@ -59,18 +61,147 @@ type querier interface {
 type conn struct {
 	d dialect
 	q querier
+	// stmts, if set, keeps statements prepared (SQLite): the read pool's
+	// when q is that pool, the write connection's when tx, q, is a
+	// transaction on it.
+	stmts *stmtCache
+	tx    *sql.Tx
 }
 
 func (c conn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return c.q.ExecContext(ctx, c.d.rebind(query), args...)
+	query = c.d.rebind(query)
+	if st := c.prepared(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return c.q.ExecContext(ctx, query, args...)
 }
 
 func (c conn) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return c.q.QueryContext(ctx, c.d.rebind(query), args...)
+	query = c.d.rebind(query)
+	if st := c.prepared(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return c.q.QueryContext(ctx, query, args...)
 }
 
 func (c conn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return c.q.QueryRowContext(ctx, c.d.rebind(query), args...)
+	query = c.d.rebind(query)
+	if st := c.prepared(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return c.q.QueryRowContext(ctx, query, args...)
+}
+
+// prepared returns query prepared for c, or nil to run it unprepared.
+func (c conn) prepared(ctx context.Context, query string) *sql.Stmt {
+	st := c.stmts.get(ctx, query, c.tx != nil)
+	if st == nil || c.tx == nil {
+		return st
+	}
+	// database/sql reuses the statement prepared on the transaction's
+	// connection (the write connection, where stmts prepared it).
+	return c.tx.StmtContext(ctx, st)
+}
+
+// stmtCache keeps the statements a pool runs prepared (SQLite, where
+// parsing and planning a statement costs more than running a look-up by
+// key; database/sql prepares a statement on each connection of the pool
+// that runs it). It holds at most maxStmts; batch queries, whose text
+// varies with the batch size, may not all fit and then run unprepared.
+//
+// SQLite's write pool has one connection, and a transaction holds it: a
+// statement first met inside a transaction cannot be prepared on the
+// pool then (that would wait for the connection forever). It runs
+// unprepared, and is prepared after the transaction ends (prepareWanted).
+type stmtCache struct {
+	db *sql.DB
+
+	mu     sync.RWMutex
+	m      map[string]*sql.Stmt
+	wanted map[string]bool
+}
+
+const maxStmts = 256
+
+func newStmtCache(db *sql.DB) *stmtCache {
+	return &stmtCache{db: db, m: map[string]*sql.Stmt{}, wanted: map[string]bool{}}
+}
+
+// get returns query prepared on c's pool, or nil. inTx says the caller's
+// transaction holds a connection of the pool: a statement not prepared yet
+// is noted for prepareWanted instead.
+func (c *stmtCache) get(ctx context.Context, query string, inTx bool) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.RLock()
+	st := c.m[query]
+	c.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.m[query]; st != nil || c.m == nil || len(c.m)+len(c.wanted) >= maxStmts {
+		return st
+	}
+	if inTx {
+		c.wanted[query] = true
+		return nil
+	}
+	st, err := c.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil // the query runs unprepared and reports its error
+	}
+	c.m[query] = st
+	return st
+}
+
+// prepareWanted prepares the statements get noted; the caller holds no
+// connection of the pool. It prepares without holding c.mu: preparing
+// waits for the connection, which a transaction that is looking up its
+// statements may hold.
+func (c *stmtCache) prepareWanted(ctx context.Context) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	queries := make([]string, 0, len(c.wanted))
+	for query := range c.wanted {
+		queries = append(queries, query)
+	}
+	clear(c.wanted)
+	c.mu.Unlock()
+	for _, query := range queries {
+		st, err := c.db.PrepareContext(ctx, query)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		extra := c.m == nil || c.m[query] != nil // closed, or prepared meanwhile
+		if !extra {
+			c.m[query] = st
+		}
+		c.mu.Unlock()
+		if extra {
+			st.Close()
+		}
+	}
+}
+
+// close closes every statement.
+func (c *stmtCache) close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
 }
 
 // lock is the dialect's lock; c must be a write transaction.

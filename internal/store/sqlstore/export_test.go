@@ -43,3 +43,21 @@ func QueryString(ctx context.Context, db *DB, query string, args ...any) (string
 	err := db.w.QueryRowContext(ctx, query, args...).Scan(&v)
 	return v, err
 }
+
+// Groups is how many group commits db ran (0 where it does not group).
+func Groups(db *DB) int64 {
+	if db.group == nil {
+		return 0
+	}
+	return db.group.groups.Load()
+}
+
+// Pending is how many InTx calls wait for db's next group.
+func Pending(db *DB) int {
+	if db.group == nil {
+		return 0
+	}
+	db.group.mu.Lock()
+	defer db.group.mu.Unlock()
+	return len(db.group.pending)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dcaas/dcaas/internal/store"
@@ -46,23 +47,119 @@ const insertKeyVersion = `INSERT INTO key_versions (key_id, version, ekb, create
 
 // GetKey implements store.Keys.
 func (q *queries) GetKey(ctx context.Context, keyID string) (store.Key, error) {
-	k := store.Key{KeyID: keyID}
-	var retained, created, period int64
-	var disabled sql.NullInt64
-	err := q.read().queryRow(ctx,
-		`SELECT tenant, owner, key_type, current_version, retained, created_at, disabled_at,
-		        COALESCE(min_decryption_version, 0), COALESCE(rotation_period, 0)
-		 FROM keys WHERE key_id = ?`, keyID).
-		Scan(&k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
-			&k.MinDecryptionVersion, &period)
+	k, err := scanKey(q.read().queryRow(ctx, `SELECT `+keyColumns+` FROM keys WHERE key_id = ?`, keyID))
 	if err != nil {
 		return store.Key{}, q.mapErr("GetKey", err)
+	}
+	return k, nil
+}
+
+// keyColumns are the columns scanKey reads, in its order.
+const keyColumns = `key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at,
+	COALESCE(min_decryption_version, 0), COALESCE(rotation_period, 0)`
+
+// scanKey reads one row of keyColumns.
+func scanKey(row interface{ Scan(...any) error }) (store.Key, error) {
+	var k store.Key
+	var retained, created, period int64
+	var disabled sql.NullInt64
+	if err := row.Scan(&k.KeyID, &k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
+		&k.MinDecryptionVersion, &period); err != nil {
+		return store.Key{}, err
 	}
 	k.Retained = retained != 0
 	k.CreatedAt = fromNanos(created)
 	k.DisabledAt = fromNullNanos(disabled)
 	k.RotationPeriod = time.Duration(period)
 	return k, nil
+}
+
+// GetKeys implements store.Keys: one statement per 500 ids.
+func (q *queries) GetKeys(ctx context.Context, keyIDs []string) (map[string]store.Key, error) {
+	const op = "GetKeys"
+	out := make(map[string]store.Key, len(keyIDs))
+	for part := range slices.Chunk(keyIDs, batch) {
+		args := make([]any, len(part))
+		for i, id := range part {
+			args[i] = id
+		}
+		err := q.each(ctx, `SELECT `+keyColumns+` FROM keys WHERE key_id IN `+placeholders(1, len(part)), args, func(rows *sql.Rows) error {
+			k, err := scanKey(rows)
+			if err == nil {
+				out[k.KeyID] = k
+			}
+			return err
+		})
+		if err != nil {
+			return nil, q.mapErr(op, err)
+		}
+	}
+	return out, nil
+}
+
+// GetKeyVersions implements store.Keys: one statement per 500 key ids
+// (the versions of those keys that refs name, filtered here).
+func (q *queries) GetKeyVersions(ctx context.Context, refs []store.KeyRef) (map[store.KeyRef]store.KeyVersion, error) {
+	const op = "GetKeyVersions"
+	want := make(map[string][]int, len(refs))
+	ids := make([]string, 0, len(refs))
+	for _, r := range refs {
+		if _, ok := want[r.KeyID]; !ok {
+			ids = append(ids, r.KeyID)
+		}
+		want[r.KeyID] = append(want[r.KeyID], r.Version)
+	}
+	out := make(map[store.KeyRef]store.KeyVersion, len(refs))
+	for part := range slices.Chunk(ids, batch) {
+		args := make([]any, 0, 2*len(part))
+		var versions []any
+		seen := map[int]bool{}
+		for _, id := range part {
+			args = append(args, id)
+			for _, v := range want[id] {
+				if !seen[v] {
+					seen[v] = true
+					versions = append(versions, v)
+				}
+			}
+		}
+		args = append(args, versions...)
+		err := q.each(ctx,
+			`SELECT key_id, version, ekb, created_at, `+readCounter("encryptions")+`, `+readCounter("bytes")+`
+			 FROM key_versions WHERE key_id IN `+placeholders(1, len(part))+` AND version IN `+placeholders(1, len(versions)), args,
+			func(rows *sql.Rows) error {
+				var v store.KeyVersion
+				var created int64
+				if err := rows.Scan(&v.KeyID, &v.Version, &v.EKB, &created, &v.Encryptions, &v.Bytes); err != nil {
+					return err
+				}
+				if slices.Contains(want[v.KeyID], v.Version) {
+					v.EKB = nilIfEmpty(v.EKB)
+					v.CreatedAt = fromNanos(created)
+					out[store.KeyRef{KeyID: v.KeyID, Version: v.Version}] = v
+				}
+				return nil
+			})
+		if err != nil {
+			return nil, q.mapErr(op, err)
+		}
+	}
+	return out, nil
+}
+
+// each runs query and calls fn for each row.
+func (q *queries) each(ctx context.Context, query string, args []any, fn func(*sql.Rows) error) error {
+	rows, err := q.read().query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // AddKeyVersion implements store.Keys. It returns store.ErrNotFound for an

@@ -23,7 +23,7 @@ func migrate(ctx context.Context, q *queries) error {
 	}
 	// Read through the write connection: on SQLite, a query-only one
 	// could not switch a new file to WAL mode.
-	applied, err := appliedVersions(ctx, conn{q.d, q.w}, q.d)
+	applied, err := appliedVersions(ctx, conn{d: q.d, q: q.w}, q.d)
 	if err != nil {
 		return q.mapErr("migrate", err)
 	}

@@ -85,6 +85,10 @@ func openSQLite(ctx context.Context, path string, readOnly bool) (*DB, error) {
 		db.Close()
 		return nil, db.mapErr("Open", err)
 	}
+	db.stmts, db.wstmts = newStmtCache(r), newStmtCache(w)
+	if !readOnly {
+		db.group = &groupCommitter{q: db.queries}
+	}
 	return db, nil
 }
 

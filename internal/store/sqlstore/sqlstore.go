@@ -79,6 +79,7 @@ import (
 type DB struct {
 	queries // on the database itself: tx is nil
 	close   func() error
+	group   *groupCommitter // SQLite: InTx calls share commits (group.go)
 }
 
 var _ store.Store = (*DB)(nil)
@@ -90,12 +91,20 @@ type queries struct {
 	w  *sql.DB // write transactions (SQLite: its one read-write connection)
 	r  *sql.DB // reads outside a transaction (SQLite: query-only connections; PostgreSQL: w)
 	tx *sql.Tx // the transaction InTx runs in, or nil
+
+	stmts  *stmtCache // SQLite: r's prepared statements
+	wstmts *stmtCache // SQLite: w's prepared statements
 }
 
 var _ store.Tx = (*queries)(nil)
 
 // Close closes the database. It is safe to call more than once.
-func (db *DB) Close() error { return db.close() }
+func (db *DB) Close() error {
+	if db.group != nil {
+		db.group.close()
+	}
+	return errors.Join(db.stmts.close(), db.wstmts.close(), db.close())
+}
 
 // InTx implements store.Store. It runs fn in one write transaction (on
 // SQLite, BEGIN IMMEDIATE on the write connection; on PostgreSQL, READ
@@ -107,10 +116,17 @@ func (db *DB) Close() error { return db.close() }
 // transaction ends, so fn should append its audit record last; on
 // PostgreSQL transactions that take the same locks in another order may
 // deadlock, and one of them then fails with store.ErrUnavailable.
+//
+// On SQLite, calls that arrive while another commits share one
+// transaction and one fsync (group commit, see group.go); each is answered
+// after the commit, with its own function's error or the commit's.
 func (db *DB) InTx(ctx context.Context, fn func(tx store.Tx) error) error {
+	if db.group != nil {
+		return db.group.inTx(ctx, fn)
+	}
 	var fnErr error
 	err := db.begin(ctx, func(tx *sql.Tx) error {
-		fnErr = fn(&queries{d: db.d, w: db.w, r: db.r, tx: tx})
+		fnErr = fn(&queries{d: db.d, w: db.w, r: db.r, tx: tx, wstmts: db.wstmts})
 		return fnErr
 	})
 	if fnErr != nil {
@@ -130,7 +146,11 @@ func (q *queries) begin(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	q.wstmts.prepareWanted(ctx)
+	return nil
 }
 
 // savepoint is the one savepoint a method running inside InTx makes: a
@@ -143,12 +163,12 @@ const savepoint = "dcaas_method"
 // are mapped with op.
 func (q *queries) write(ctx context.Context, op string, fn func(c conn) error) error {
 	if q.tx == nil {
-		return q.mapErr(op, q.begin(ctx, func(tx *sql.Tx) error { return fn(conn{q.d, tx}) }))
+		return q.mapErr(op, q.begin(ctx, func(tx *sql.Tx) error { return fn(q.on(tx)) }))
 	}
 	if _, err := q.tx.ExecContext(ctx, "SAVEPOINT "+savepoint); err != nil {
 		return q.mapErr(op, err)
 	}
-	if err := fn(conn{q.d, q.tx}); err != nil {
+	if err := fn(q.on(q.tx)); err != nil {
 		// ROLLBACK TO keeps the savepoint; RELEASE drops it.
 		_, rbErr := q.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepoint)
 		if rbErr == nil {
@@ -175,16 +195,21 @@ func (q *queries) exec(ctx context.Context, op, query string, args ...any) (sql.
 		})
 		return res, err
 	}
-	res, err := conn{q.d, q.w}.exec(ctx, query, args...)
+	res, err := conn{d: q.d, q: q.w}.exec(ctx, query, args...)
 	return res, q.mapErr(op, err)
 }
 
 // read is where reads go: the transaction, or the read pool.
 func (q *queries) read() conn {
 	if q.tx != nil {
-		return conn{q.d, q.tx}
+		return q.on(q.tx)
 	}
-	return conn{q.d, q.r}
+	return conn{d: q.d, q: q.r, stmts: q.stmts}
+}
+
+// on is a conn on tx, a transaction on w.
+func (q *queries) on(tx *sql.Tx) conn {
+	return conn{d: q.d, q: tx, stmts: q.wstmts, tx: tx}
 }
 
 // mapErr wraps err in the store error it means, keeping err wrapped too,

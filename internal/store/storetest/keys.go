@@ -157,6 +157,56 @@ var keysTests = []test{
 			wantErr(t, fmt.Sprintf("GetKeyVersion(%q, %d)", c.id, c.version), err, store.ErrNotFound)
 		}
 	}},
+	{"GetKeys/GetKeyVersions", func(t *testing.T, s store.Store) {
+		// The batch reads answer exactly what GetKey and GetKeyVersion
+		// answer one at a time, leave out what does not exist, and take
+		// more ids than one statement holds.
+		ctx := t.Context()
+		var ids []string
+		var refs []store.KeyRef
+		for i := range 1203 {
+			id := fmt.Sprintf("k%04d", i)
+			k, v := newKey(id, i%2 == 0)
+			check(t, "CreateKey("+id+")", s.CreateKey(ctx, k, v))
+			if i%3 == 0 {
+				check(t, "AddKeyVersion("+id+", 2)", s.AddKeyVersion(ctx, store.KeyVersion{KeyID: id, Version: 2, EKB: []byte("v2 of " + id), CreatedAt: at(time.Hour), Encryptions: int64(i)}))
+			}
+			ids = append(ids, id)
+			refs = append(refs, store.KeyRef{KeyID: id, Version: 1}, store.KeyRef{KeyID: id, Version: 2})
+		}
+		ids = append(ids, "missing", "", "k0001") // unknown ids, and one twice
+		refs = append(refs, store.KeyRef{KeyID: "missing", Version: 1}, store.KeyRef{KeyID: "k0000", Version: 3}, store.KeyRef{KeyID: "k0000", Version: 1})
+		keys, err := s.GetKeys(ctx, ids)
+		check(t, "GetKeys", err)
+		if len(keys) != 1203 {
+			t.Errorf("GetKeys returned %d keys, want 1203", len(keys))
+		}
+		for _, id := range ids {
+			want, werr := s.GetKey(ctx, id)
+			got, ok := keys[id]
+			if ok != (werr == nil) || ok && !eqKey(got, want) {
+				t.Fatalf("GetKeys[%q] = %s, %v; GetKey = %s, %v", id, show(got), ok, show(want), werr)
+			}
+		}
+		versions, err := s.GetKeyVersions(ctx, refs)
+		check(t, "GetKeyVersions", err)
+		if want := 1203 + 401; len(versions) != want {
+			t.Errorf("GetKeyVersions returned %d versions, want %d", len(versions), want)
+		}
+		for _, r := range refs {
+			want, werr := s.GetKeyVersion(ctx, r.KeyID, r.Version)
+			got, ok := versions[r]
+			if ok != (werr == nil) || ok && !eqKeyVersion(got, want) {
+				t.Fatalf("GetKeyVersions[%v] = %s, %v; GetKeyVersion = %s, %v", r, show(got), ok, show(want), werr)
+			}
+		}
+		if got, err := s.GetKeys(ctx, nil); err != nil || len(got) != 0 {
+			t.Errorf("GetKeys(nil) = %v, %v", got, err)
+		}
+		if got, err := s.GetKeyVersions(ctx, nil); err != nil || len(got) != 0 {
+			t.Errorf("GetKeyVersions(nil) = %v, %v", got, err)
+		}
+	}},
 	{"ListKeyVersions", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		for _, retained := range []bool{true, false} {

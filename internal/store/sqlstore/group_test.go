@@ -1,0 +1,120 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
+)
+
+// TestGroupCommit: on SQLite, InTx calls that arrive while a transaction
+// runs share the next one. Held open by a first call until 199 more wait,
+// they run as ceil(199/128) = 2 more groups; each caller gets its own
+// outcome: a function that fails or panics leaves nothing behind and does
+// not undo the others of its group.
+func TestGroupCommit(t *testing.T) {
+	ctx := t.Context()
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	errRefused := errors.New("refused by the test")
+	const calls = 200
+	outcome := func(i int) string {
+		switch {
+		case i%7 == 3:
+			return "fail" // writes, then fails
+		case i%50 == 11:
+			return "panic" // writes, then panics
+		}
+		return "ok"
+	}
+	release := make(chan struct{})
+	errs := make([]error, calls)
+	panics := make([]any, calls)
+	var wg sync.WaitGroup
+	call := func(i int) {
+		defer wg.Done()
+		defer func() { panics[i] = recover() }()
+		errs[i] = db.InTx(ctx, func(tx store.Tx) error {
+			if i == 0 {
+				<-release
+			}
+			if _, err := tx.PutSettingIfAbsent(ctx, fmt.Sprintf("g-%03d", i), []byte{byte(i)}); err != nil {
+				return err
+			}
+			switch outcome(i) {
+			case "fail":
+				return errRefused
+			case "panic":
+				panic(fmt.Sprintf("panic %d", i))
+			}
+			return nil
+		})
+	}
+	wg.Add(1)
+	go call(0)
+	for start := time.Now(); sqlstore.Pending(db) != 0 || sqlstore.Groups(db) == 0; {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("call 0 did not start a group")
+		}
+		time.Sleep(time.Millisecond) // until call 0's group runs
+	}
+	for i := 1; i < calls; i++ {
+		wg.Add(1)
+		go call(i)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for sqlstore.Pending(db) < calls-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d calls pending", sqlstore.Pending(db))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if got := sqlstore.Groups(db); got != 3 {
+		t.Errorf("%d calls ran in %d groups, want 3", calls, got)
+	}
+	for i := range calls {
+		_, gerr := db.GetSetting(ctx, fmt.Sprintf("g-%03d", i))
+		switch outcome(i) {
+		case "ok":
+			if errs[i] != nil || panics[i] != nil || gerr != nil {
+				t.Errorf("call %d: InTx = %v, panic %v; its setting: %v", i, errs[i], panics[i], gerr)
+			}
+		case "fail":
+			if !errors.Is(errs[i], errRefused) || !errors.Is(gerr, store.ErrNotFound) {
+				t.Errorf("failing call %d: InTx = %v (want the function's error); its setting: %v (want not found)", i, errs[i], gerr)
+			}
+		case "panic":
+			if panics[i] != fmt.Sprintf("panic %d", i) || !errors.Is(gerr, store.ErrNotFound) {
+				t.Errorf("panicking call %d: recovered %v; its setting: %v (want not found)", i, panics[i], gerr)
+			}
+		}
+	}
+}
+
+// TestGroupCommitCanceled: a call whose context ends before its group
+// runs is not run, and says so.
+func TestGroupCommitCanceled(t *testing.T) {
+	db, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	ran := false
+	err = db.InTx(ctx, func(store.Tx) error { ran = true; return nil })
+	if !errors.Is(err, context.Canceled) || ran {
+		t.Fatalf("InTx(canceled) = %v, ran %v; want context.Canceled, not run", err, ran)
+	}
+}
