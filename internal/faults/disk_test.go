@@ -20,6 +20,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store"
@@ -339,7 +340,7 @@ func TestFaultReadOnlyDataDir(t *testing.T) {
 	// read-only under a running KMS: TestFaultReadOnlyStore.)
 	w.env.Stop()
 	remount(t, mnt, "ro")
-	srv, err := kms.Open(t.Context(), w.env.Opts)
+	srv, err := datadir.Open(t.Context(), w.env.Opts)
 	if err == nil {
 		srv.Close()
 		t.Fatal("kms.Open succeeded on a read-only data dir")
@@ -418,7 +419,7 @@ func TestFaultReadOnlyStore(t *testing.T) {
 	var st store.Store = ro
 	probe := w.env.Opts
 	probe.Store = ro
-	if srv, err := kms.Open(t.Context(), probe); err == nil {
+	if srv, err := datadir.Open(t.Context(), probe); err == nil {
 		srv.Close()
 	} else {
 		// Not a fault in itself: a KMS that cannot record the TLS
