@@ -58,7 +58,7 @@ func Example() {
 		KMSURL:      kmsURL,
 		CAPEM:       caPEM,
 		DataDir:     filepath.Join(tmp, "sidecar"),
-		EnrollToken: token.Token,
+		EnrollToken: sidecar.Secret([]byte(token.Token)),
 		Logger:      quiet,
 	})
 	if err != nil {

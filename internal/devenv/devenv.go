@@ -111,7 +111,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	e.sidecarD = filepath.Join(e.DataDir, "sidecar")
 	e.Sidecar, err = sidecar.New(ctx, sidecar.Config{
-		KMSURL: e.KMSURL, CAPEM: e.CAPEM, DataDir: e.sidecarD, EnrollToken: tok.Token,
+		KMSURL: e.KMSURL, CAPEM: e.CAPEM, DataDir: e.sidecarD, EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger: o.Logger, HealthInterval: o.SidecarPoll,
 	})
 	if err != nil {
