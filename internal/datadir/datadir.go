@@ -10,6 +10,7 @@ package datadir
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,17 +18,21 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/dcaas/dcaas/internal/atomicfile"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/seal/file"
+	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // Open opens (initializing on first use) the KMS data dir opts.DataDir:
 // when opts.Sealer is nil, the file seal of DIR/root.key (created on first
 // use, under opts.Passphrase if set); when opts.Store is nil, the SQLite
-// database DIR/kms.db. The Server closes what Open opened; a Store or
-// Sealer the caller set stays the caller's (unless it sets OwnStore or
-// OwnSealer itself).
+// database DIR/kms.db; then the KMS (kms.Open), and on first use it
+// writes the admin credentials DIR/admin/{key,cert}.pem. The Server closes
+// what Open opened; a Store or Sealer the caller set stays the caller's
+// (unless it sets OwnStore or OwnSealer itself).
 //
 // A root key this start created is checked against the store before
 // anything is sealed under it (kms.CheckSealer): a new replica's empty
@@ -83,7 +88,42 @@ func Open(ctx context.Context, opts kms.Options) (_ *kms.Server, err error) {
 			return nil, err
 		}
 	}
-	return kms.Open(ctx, opts)
+	srv, err := kms.Open(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureAdmin(ctx, srv.KMS, opts.DataDir); err != nil {
+		srv.Close()
+		closers = nil // the Server closed them
+		return nil, err
+	}
+	return srv, nil
+}
+
+// ensureAdmin writes admin credentials into the data dir the first time:
+// DIR/admin/key.pem (0600) and DIR/admin/cert.pem, issued by k.
+func ensureAdmin(ctx context.Context, k *kms.KMS, dir string) error {
+	certPath := filepath.Join(dir, kms.AdminCert)
+	if _, err := os.Stat(certPath); err == nil {
+		return nil
+	}
+	key, err := kcrypto.GenerateIdentityKey()
+	if err != nil {
+		return err
+	}
+	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	defer secret.Zero(keyPEM)
+	der, err := k.IssueAdmin(ctx, key.Public())
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, kms.AdminKey), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
 // snapshot returns the paths under dir (dir itself included) that exist;

@@ -15,13 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dcaas/dcaas/internal/ca"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/seal"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
-// Files a data dir holds (internal/datadir opens the first two).
+// Files a data dir holds (internal/datadir opens the first two and writes
+// the admin credentials).
 const (
 	DBFile       = "kms.db"
 	RootKeyFile  = "root.key"
@@ -98,9 +98,11 @@ func (s *Server) Close() error {
 }
 
 // Open opens (initializing on first use) a KMS over opts.Store and
-// opts.Sealer with its data dir: the CA, the audit key (DIR/audit-key.pem, its public
-// half), DIR/ca.pem and the admin credentials, and issues a fresh TLS
-// server certificate (its key never touches the disk).
+// opts.Sealer with its data dir: the CA, the audit key (DIR/audit-key.pem,
+// its public half) and DIR/ca.pem, and issues a fresh TLS server
+// certificate (its key never touches the disk). internal/datadir.Open
+// opens the data dir's own store and seal for it and writes the admin
+// credentials.
 func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("kms: a data dir is required")
@@ -146,9 +148,6 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	// The trust bundle, rewritten at every start and on every CA change.
 	k.caFile = filepath.Join(opts.DataDir, CAFile)
 	if err := atomicfile.Write(k.caFile, []byte(k.authority().BundlePEM()), 0o644); err != nil {
-		return nil, err
-	}
-	if err := ensureAdmin(ctx, k, opts.DataDir); err != nil {
 		return nil, err
 	}
 	tlsCfg, err := k.serverTLS(ctx, opts.ServerHosts)
@@ -209,29 +208,4 @@ func loadCA(ctx context.Context, st store.Store, sealer seal.Sealer, now time.Ti
 	}
 	authority, err := ca.New(rec.CertDER, key)
 	return authority, created, err
-}
-
-// ensureAdmin writes admin credentials into the data dir the first time.
-func ensureAdmin(ctx context.Context, k *KMS, dir string) error {
-	certPath := filepath.Join(dir, AdminCert)
-	if _, err := os.Stat(certPath); err == nil {
-		return nil
-	}
-	key, err := kcrypto.GenerateIdentityKey()
-	if err != nil {
-		return err
-	}
-	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(key)
-	if err != nil {
-		return err
-	}
-	defer secret.Zero(keyPEM)
-	der, err := k.IssueAdmin(ctx, key.Public())
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(filepath.Join(dir, AdminKey), keyPEM, 0o600); err != nil {
-		return err
-	}
-	return atomicfile.Write(certPath, []byte(pemCert(der)), 0o644)
 }
