@@ -21,6 +21,7 @@ import (
 	"github.com/dcaas/dcaas/internal/atomicfile"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/seal"
 	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
@@ -82,6 +83,10 @@ func Open(ctx context.Context, opts kms.Options) (_ *kms.Server, err error) {
 				_ = c()
 			}
 			closers = nil
+			if errors.Is(err, seal.ErrOpen) {
+				err = fmt.Errorf("kms: %s had no %s, and the store was initialized under another root key: copy %s from a replica (or its backup) into the data dir; nothing was written: %w",
+					opts.DataDir, kms.RootKeyFile, kms.RootKeyFile, err)
+			}
 			if rerr := removeNew(opts.DataDir, before); rerr != nil {
 				return nil, errors.Join(err, fmt.Errorf("kms: removing the files this start made in %s: %w", opts.DataDir, rerr))
 			}
@@ -118,6 +123,9 @@ func ensureAdmin(ctx context.Context, k *kms.KMS, dir string) error {
 	defer secret.Zero(keyPEM)
 	der, err := k.IssueAdmin(ctx, key.Public())
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(certPath), 0o700); err != nil {
 		return err
 	}
 	if err := atomicfile.Write(filepath.Join(dir, kms.AdminKey), keyPEM, 0o600); err != nil {

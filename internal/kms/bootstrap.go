@@ -116,7 +116,7 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.Store == nil || opts.Sealer == nil {
 		return nil, errors.New("kms: a store and a sealer are required (datadir.Open opens the data dir's own)")
 	}
-	if err := os.MkdirAll(filepath.Join(opts.DataDir, "admin"), 0o700); err != nil {
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("kms: data dir: %w", err)
 	}
 	st, sealer := opts.Store, opts.Sealer
