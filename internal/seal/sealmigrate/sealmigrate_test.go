@@ -220,7 +220,7 @@ func TestMigrateToHSM(t *testing.T) {
 	fileOpts := kms.Options{DataDir: w.env.DataDir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if srv, err := datadir.Open(t.Context(), fileOpts); err == nil {
 		srv.Close()
-		t.Error("kms.Open with the file seal succeeded after the migration")
+		t.Error("datadir.Open with the file seal succeeded after the migration")
 	}
 	st.Close()
 
