@@ -67,7 +67,7 @@ type Server struct {
 	Store     store.Store
 	Sealer    seal.Sealer
 	DataDir   string
-	// Initialized is true when this Open created the data dir's material.
+	// Initialized is true when this Open created the CA: the store was new.
 	Initialized bool
 
 	ownStore  bool   // Options.OwnStore: Close closes Store
