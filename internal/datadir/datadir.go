@@ -79,22 +79,19 @@ func Open(ctx context.Context, opts kms.Options) (_ *kms.Server, err error) {
 	}
 	if newRoot {
 		if err := kms.CheckSealer(ctx, opts.Store, opts.Sealer); err != nil {
-			for _, c := range slices.Backward(closers) {
-				_ = c()
-			}
-			closers = nil
-			if errors.Is(err, seal.ErrOpen) {
-				err = fmt.Errorf("kms: %s had no %s, and the store was initialized under another root key: copy %s from a replica (or its backup) into the data dir; nothing was written: %w",
-					opts.DataDir, kms.RootKeyFile, kms.RootKeyFile, err)
-			}
-			if rerr := removeNew(opts.DataDir, before); rerr != nil {
-				return nil, errors.Join(err, fmt.Errorf("kms: removing the files this start made in %s: %w", opts.DataDir, rerr))
-			}
-			return nil, err
+			return nil, refuse(opts, before, &closers, err)
 		}
 	}
 	srv, err := kms.Open(ctx, opts)
 	if err != nil {
+		// Another replica may have initialized the store between the
+		// check and kms.Open (two new replicas started at once, each with
+		// its own new root key): if the store's CA is not ours, nothing
+		// was sealed under our root key (the CA is the first thing
+		// sealed), and the files go as well.
+		if newRoot && errors.Is(kms.CheckSealer(ctx, opts.Store, opts.Sealer), seal.ErrOpen) {
+			return nil, refuse(opts, before, &closers, err)
+		}
 		return nil, err
 	}
 	if err := ensureAdmin(ctx, srv.KMS, opts.DataDir); err != nil {
@@ -132,6 +129,24 @@ func ensureAdmin(ctx context.Context, k *kms.KMS, dir string) error {
 		return err
 	}
 	return atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// refuse closes what Open opened, removes every file and directory this
+// start made in the data dir (nothing was sealed under its new root key)
+// and returns err, saying what to do when the root key is the wrong one.
+func refuse(opts kms.Options, before map[string]bool, closers *[]func() error, err error) error {
+	for _, c := range slices.Backward(*closers) {
+		_ = c()
+	}
+	*closers = nil
+	if errors.Is(err, seal.ErrOpen) {
+		err = fmt.Errorf("kms: %s had no %s, and the store was initialized under another root key: copy %s from a replica (or its backup) into the data dir; nothing was written: %w",
+			opts.DataDir, kms.RootKeyFile, kms.RootKeyFile, err)
+	}
+	if rerr := removeNew(opts.DataDir, before); rerr != nil {
+		return errors.Join(err, fmt.Errorf("kms: removing the files this start made in %s: %w", opts.DataDir, rerr))
+	}
+	return err
 }
 
 // snapshot returns the paths under dir (dir itself included) that exist;

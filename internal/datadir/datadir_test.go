@@ -1,17 +1,20 @@
 package datadir_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/seal"
+	"github.com/dcaas/dcaas/internal/store"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
@@ -104,6 +107,59 @@ func TestSecondReplicaEmptyDataDir(t *testing.T) {
 	defer b.Close()
 	if !b.KMS.AuditKey().Equal(a.KMS.AuditKey()) {
 		t.Error("the replicas do not share the audit key")
+	}
+}
+
+// hideCA is a store whose first look at the CA finds none, as when
+// another replica initializes the store between a new replica's check of
+// its new root key and its kms.Open.
+type hideCA struct {
+	store.Store
+	looked atomic.Bool
+}
+
+func (h *hideCA) GetSetting(ctx context.Context, name string) ([]byte, error) {
+	if name == "ca" && !h.looked.Swap(true) {
+		return nil, store.ErrNotFound
+	}
+	return h.Store.GetSetting(ctx, name)
+}
+
+// TestSecondReplicaRacingTheFirst: a new replica whose check of its new
+// root key raced the store's initialization by another is refused by
+// kms.Open, and still leaves nothing behind.
+func TestSecondReplicaRacingTheFirst(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	stA, err := sqlstore.OpenPostgres(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stA.Close()
+	a, err := datadir.Open(t.Context(), kms.Options{DataDir: t.TempDir(), Store: stA, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	stB, err := sqlstore.OpenPostgres(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stB.Close()
+	dir := t.TempDir()
+	h := &hideCA{Store: stB}
+	srv, err := datadir.Open(t.Context(), kms.Options{DataDir: dir, Store: h, Logger: quiet()})
+	if err == nil {
+		srv.Close()
+		t.Fatal("Open(racing replica, new root key) succeeded, want a refusal")
+	}
+	if !h.looked.Load() {
+		t.Fatal("the check never looked at the CA: the test proves nothing")
+	}
+	if !errors.Is(err, seal.ErrOpen) {
+		t.Errorf("Open(racing replica) = %v, want seal.ErrOpen", err)
+	}
+	if got := files(t, dir); len(got) != 0 {
+		t.Errorf("the refused start left %q in the data dir, want nothing", got)
 	}
 }
 
