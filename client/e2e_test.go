@@ -81,7 +81,7 @@ func startSidecar(t *testing.T, cust *client.KMS, env *kmstest.Env) (*sidecar.Si
 		t.Fatalf("CreateEnrollmentToken = %v", err)
 	}
 	sc, socket := e2e.ServeSidecar(t, sidecar.Config{
-		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token, Logger: quiet(),
+		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)), Logger: quiet(),
 	}, "")
 	local, err := client.NewSidecarUnix(socket)
 	if err != nil {

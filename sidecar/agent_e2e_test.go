@@ -240,7 +240,7 @@ func TestRetireOnClose(t *testing.T) {
 		var tok api.EnrollmentToken
 		f.cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
 		sc, err := sidecar.New(t.Context(), sidecar.Config{
-			KMSURL: f.env.URL, CAPEM: f.env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token,
+			KMSURL: f.env.URL, CAPEM: f.env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
 			Logger: quietLogger(), RetireOnClose: retire,
 		})
 		if err != nil {

@@ -175,7 +175,7 @@ func BenchmarkBootstrap1000(b *testing.B) {
 		pipe.MustDo(b, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
 		dir := b.TempDir()
 		b.StartTimer()
-		sc, err := sidecar.New(context.Background(), sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: dir, EnrollToken: tok.Token, Logger: quiet})
+		sc, err := sidecar.New(context.Background(), sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: dir, EnrollToken: sidecar.Secret([]byte(tok.Token)), Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}

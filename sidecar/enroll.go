@@ -19,6 +19,7 @@ import (
 	"github.com/dcaas/dcaas/internal/atomicfile"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
+	"github.com/dcaas/dcaas/internal/secret"
 )
 
 // enrollmentFile keeps what the KMS returned at enrollment or the last
@@ -78,9 +79,9 @@ func (s *Sidecar) reuse(ctx context.Context) bool {
 // Enroll enrolls a sidecar that is waiting for it (started without a
 // token), or whose identity lapsed unrenewed, with a one-time token its
 // custodian minted. An enrolled sidecar answers with a conflict. The
-// token is not kept.
-func (s *Sidecar) Enroll(ctx context.Context, token string) error {
-	if token == "" {
+// caller keeps token (and wipes it); the sidecar keeps no copy.
+func (s *Sidecar) Enroll(ctx context.Context, token *secret.Bytes) error {
+	if token.Len() == 0 {
 		return ErrNoEnrollSecret
 	}
 	if s.revoked.Load() {
@@ -94,7 +95,7 @@ func (s *Sidecar) Enroll(ctx context.Context, token string) error {
 
 // enroll generates the CSR in the enclave and enrolls with token or
 // attestation evidence.
-func (s *Sidecar) enroll(ctx context.Context, token string) error {
+func (s *Sidecar) enroll(ctx context.Context, token *secret.Bytes) error {
 	s.enrollMu.Lock()
 	defer s.enrollMu.Unlock()
 	if s.Enrolled() {
@@ -104,13 +105,15 @@ func (s *Sidecar) enroll(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	req := api.EnrollRequest{CSRPEM: csrPEM, WrappingPublicKey: wrapPub, Token: token}
+	// The wire type holds the token as a string: that copy, made here and
+	// dropped with req, is the one the sidecar cannot wipe.
+	req := api.EnrollRequest{CSRPEM: csrPEM, WrappingPublicKey: wrapPub, Token: string(token.Expose())}
 	anon, err := client.NewKMSWithTLS(s.cfg.urls(), &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: s.caPool})
 	if err != nil {
 		return err
 	}
 	defer anon.Close()
-	if s.cfg.Attest && token == "" {
+	if s.cfg.Attest && token.Len() == 0 {
 		att, ok := s.enc.(enclave.Attester)
 		if !ok {
 			return fmt.Errorf("sidecar: the %s enclave cannot attest", s.enc.Kind())

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/sidecar"
@@ -57,7 +58,7 @@ func Example() {
 		KMSURL:      kmsURL,
 		CAPEM:       caPEM,
 		DataDir:     filepath.Join(tmp, "sidecar"),
-		EnrollToken: token.Token,
+		EnrollToken: sidecar.Secret([]byte(token.Token)),
 		Logger:      quiet,
 	})
 	if err != nil {
@@ -108,7 +109,7 @@ func Example() {
 // startKMS opens (initializing) a KMS data dir and serves it over TLS on a
 // loopback port. It returns the KMS URL and a function that stops it.
 func startKMS(ctx context.Context, dir string, logger *slog.Logger) (url string, stop func()) {
-	srv, err := kms.Open(ctx, kms.Options{DataDir: dir, ServerHosts: []string{"127.0.0.1"}, Logger: logger})
+	srv, err := datadir.Open(ctx, kms.Options{DataDir: dir, ServerHosts: []string{"127.0.0.1"}, Logger: logger})
 	if err != nil {
 		log.Fatal(err)
 	}

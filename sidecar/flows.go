@@ -84,8 +84,8 @@ func (s *Sidecar) ephemeral(id *identity) (api.PublicKey, func(*api.WrappedKeys)
 
 // LoadWithGrant runs the grant flow: the sidecar presents the custodian's
 // grant and the EKBs (or retained key ids) to the KMS over mTLS with a
-// fresh ephemeral key and loads what comes back.
-func (s *Sidecar) LoadWithGrant(ctx context.Context, grant string, ekbs [][]byte, keyIDs []string) ([]string, error) {
+// fresh ephemeral key and loads what comes back. The caller keeps grant.
+func (s *Sidecar) LoadWithGrant(ctx context.Context, grant *secret.Bytes, ekbs [][]byte, keyIDs []string) ([]string, error) {
 	id, err := s.ready()
 	if err != nil {
 		return nil, err
@@ -94,7 +94,7 @@ func (s *Sidecar) LoadWithGrant(ctx context.Context, grant string, ekbs [][]byte
 	if err != nil {
 		return nil, err
 	}
-	out, err := id.kms.LoadKeys(ctx, api.LoadRequest{Grant: grant, EKBs: ekbs, KeyIDs: keyIDs, Recipient: pub})
+	out, err := id.kms.LoadKeys(ctx, api.LoadRequest{Grant: string(grant.Expose()), EKBs: ekbs, KeyIDs: keyIDs, Recipient: pub})
 	if err != nil {
 		return nil, s.kmsErr(err)
 	}
@@ -103,8 +103,9 @@ func (s *Sidecar) LoadWithGrant(ctx context.Context, grant string, ekbs [][]byte
 }
 
 // Derive runs seed derivation: the KMS derives each key from its seed
-// under the tenant HMAC key and seals it to a fresh ephemeral key.
-func (s *Sidecar) Derive(ctx context.Context, grant string, seeds []api.Seed) ([]string, error) {
+// under the tenant HMAC key and seals it to a fresh ephemeral key. The
+// caller keeps grant.
+func (s *Sidecar) Derive(ctx context.Context, grant *secret.Bytes, seeds []api.Seed) ([]string, error) {
 	id, err := s.ready()
 	if err != nil {
 		return nil, err
@@ -113,7 +114,7 @@ func (s *Sidecar) Derive(ctx context.Context, grant string, seeds []api.Seed) ([
 	if err != nil {
 		return nil, err
 	}
-	out, err := id.kms.DeriveKeys(ctx, api.DeriveRequest{Grant: grant, Seeds: seeds, Recipient: pub})
+	out, err := id.kms.DeriveKeys(ctx, api.DeriveRequest{Grant: string(grant.Expose()), Seeds: seeds, Recipient: pub})
 	if err != nil {
 		return nil, s.kmsErr(err)
 	}

@@ -81,7 +81,7 @@ func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Con
 		KMSURL:         f.env.URL,
 		CAPEM:          f.env.CAPEM,
 		DataDir:        t.TempDir(),
-		EnrollToken:    tok.Token,
+		EnrollToken:    sidecar.Secret([]byte(tok.Token)),
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		HealthInterval: 50 * time.Millisecond,
 	}

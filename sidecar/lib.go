@@ -3,7 +3,6 @@ package sidecar
 import (
 	"bytes"
 	"context"
-	"crypto/hpke"
 	"encoding/json"
 	"errors"
 	"math"
@@ -58,7 +57,7 @@ const maxClockSkew = 5 * time.Minute
 // instance and loads its keys, all or nothing. replayable says whether the
 // batch was sealed to the long-lived transport key (rewrap), whose answers
 // could be presented again, rather than to an ephemeral key.
-func (s *Sidecar) loadBatch(id *identity, priv hpke.PrivateKey, blob []byte, replayable bool) ([]string, error) {
+func (s *Sidecar) loadBatch(id *identity, priv kcrypto.KEMPrivateKey, blob []byte, replayable bool) ([]string, error) {
 	if s.revoked.Load() {
 		return nil, errRevoked
 	}
@@ -166,7 +165,7 @@ func distinctIDs(refs []api.KeyVersionRef) []string {
 
 // loadLegacy opens format-1 wrapped keys with priv and loads them into the
 // keyring, all or nothing.
-func (s *Sidecar) loadLegacy(id *identity, keys []api.WrappedKey, priv hpke.PrivateKey, info []byte) ([]string, error) {
+func (s *Sidecar) loadLegacy(id *identity, keys []api.WrappedKey, priv kcrypto.KEMPrivateKey, info []byte) ([]string, error) {
 	if s.revoked.Load() {
 		return nil, errRevoked
 	}

@@ -8,7 +8,7 @@ import "fmt"
 // String describes the configuration with the token redacted.
 func (c Config) String() string {
 	tok := ""
-	if c.EnrollToken != "" {
+	if c.EnrollToken.Len() != 0 {
 		tok = "[REDACTED]"
 	}
 	return fmt.Sprintf("sidecar.Config{KMSURL:%q KMSURLs:%q DataDir:%q EnrollToken:%q Attest:%t KEM:%q AllowUIDs:%v LeaseTTL:%s HealthInterval:%s}",

@@ -19,6 +19,7 @@ import (
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/peer"
 	"github.com/dcaas/dcaas/internal/policy"
+	"github.com/dcaas/dcaas/internal/secret"
 )
 
 // Body limits of the local API.
@@ -265,7 +266,9 @@ func (s *Sidecar) routes() {
 		if req.Token == "" {
 			return nil, api.Errorf(api.CodeInvalidArgument, "token is required: a one-time enrollment token the custodian minted for this sidecar.")
 		}
-		if err := s.Enroll(ctx, req.Token); err != nil {
+		tok := secret.New([]byte(req.Token))
+		defer tok.Wipe()
+		if err := s.Enroll(ctx, tok); err != nil {
 			return nil, err
 		}
 		return s.Status(ctx), nil
@@ -289,7 +292,9 @@ func (s *Sidecar) routes() {
 		if err := decode(&req); err != nil {
 			return nil, err
 		}
-		ids, err := s.LoadWithGrant(ctx, req.Grant, req.EKBs, req.KeyIDs)
+		grant := secret.New([]byte(req.Grant))
+		defer grant.Wipe()
+		ids, err := s.LoadWithGrant(ctx, grant, req.EKBs, req.KeyIDs)
 		if err != nil {
 			return nil, err
 		}
@@ -300,7 +305,9 @@ func (s *Sidecar) routes() {
 		if err := decode(&req); err != nil {
 			return nil, err
 		}
-		ids, err := s.Derive(ctx, req.Grant, req.Seeds)
+		grant := secret.New([]byte(req.Grant))
+		defer grant.Wipe()
+		ids, err := s.Derive(ctx, grant, req.Seeds)
 		if err != nil {
 			return nil, err
 		}

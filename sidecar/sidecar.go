@@ -41,7 +41,14 @@ import (
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/keyring"
 	"github.com/dcaas/dcaas/internal/ops"
+	"github.com/dcaas/dcaas/internal/secret"
 )
+
+// Secret returns b as the secret type of Config.EnrollToken and of the
+// enrollment token and grant arguments (Enroll, LoadWithGrant, Derive),
+// which never prints. It takes ownership of b: the caller must not use b
+// afterwards, and wipes the result (Wipe) when done.
+func Secret(b []byte) *secret.Bytes { return secret.New(b) }
 
 // Config configures a sidecar. The zero value of each optional field means
 // the default noted on it.
@@ -60,11 +67,12 @@ type Config struct {
 	// clear) and the local audit log. Required.
 	DataDir string
 	// EnrollToken is the one-time enrollment secret (secret zero from a
-	// pipeline, or a token minted by the custodian). The sidecar never
-	// stores it. Without it (and without Attest), New returns a sidecar
-	// that waits for Enroll — unless a persistent enclave (tpm) is already
-	// enrolled.
-	EnrollToken string
+	// pipeline, or a token minted by the custodian); Secret makes one from
+	// bytes. The caller keeps it (and wipes it after New); the sidecar
+	// keeps no reference and never stores it. Without it (and without
+	// Attest), New returns a sidecar that waits for Enroll — unless a
+	// persistent enclave (tpm) is already enrolled.
+	EnrollToken *secret.Bytes
 	// Enclave is where keys live (default: a new software enclave, which
 	// the sidecar then owns and closes).
 	Enclave enclave.Enclave
@@ -183,7 +191,7 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 		return nil, fmt.Errorf("sidecar: data dir: %w", err)
 	}
 	token := cfg.EnrollToken
-	cfg.EnrollToken = "" // the sidecar keeps no copy
+	cfg.EnrollToken = nil // the sidecar keeps no reference
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, enc: cfg.Enclave, caPool: pool, stop: make(chan struct{})}
 	if s.enc == nil {
 		if s.enc, err = software.New(); err != nil {
@@ -221,15 +229,15 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 
 // start enrolls at New when it can: a persistent enclave's stored
 // enrollment, a token, or attestation.
-func (s *Sidecar) start(ctx context.Context, token string) error {
-	if s.reuse(ctx) && token == "" {
+func (s *Sidecar) start(ctx context.Context, token *secret.Bytes) error {
+	if s.reuse(ctx) && token.Len() == 0 {
 		return nil
 	}
 	if id := s.id.Load(); id != nil { // reusable, but a token was given: enroll afresh
 		s.id.Store(nil)
 		id.kms.Close()
 	}
-	if token == "" && !s.cfg.Attest {
+	if token.Len() == 0 && !s.cfg.Attest {
 		s.log.Info("waiting for enrollment: POST /v1/enroll with a token from the bound custodian (dcaas sidecar enroll)")
 		return nil
 	}

@@ -75,7 +75,7 @@ func newFixture(t testing.TB, mutate func(*sidecar.Config), kmsOpts ...func(*kms
 		KMSURL:         env.URL,
 		CAPEM:          env.CAPEM,
 		DataDir:        f.dataDir,
-		EnrollToken:    token(t, f),
+		EnrollToken:    sidecar.Secret([]byte(token(t, f))),
 		Logger:         slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		HealthInterval: 50 * time.Millisecond,
 	}
@@ -325,7 +325,7 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 func TestSidecarEnrollmentRefusals(t *testing.T) {
 	f := newFixture(t, nil)
 	tok := token(t, f)
-	cfg := sidecar.Config{KMSURL: f.env.URL, CAPEM: f.env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := sidecar.Config{KMSURL: f.env.URL, CAPEM: f.env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok)), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	sc, err := sidecar.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -334,13 +334,13 @@ func TestSidecarEnrollmentRefusals(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	_, err = sidecar.New(t.Context(), cfg)
 	kmstest.WantError(t, err, 409, api.CodeAlreadyUsed)
-	cfg.EnrollToken = "dcet_not-a-token"
+	cfg.EnrollToken = sidecar.Secret([]byte("dcet_not-a-token"))
 	_, err = sidecar.New(t.Context(), cfg)
 	kmstest.WantError(t, err, 403, api.CodeInvalidToken)
 
 	// Without a token the sidecar starts and waits: it serves its status
 	// and refuses everything else until its custodian hands it one.
-	cfg.EnrollToken = ""
+	cfg.EnrollToken = nil
 	cfg.DataDir = t.TempDir()
 	waiting, err := sidecar.New(t.Context(), cfg)
 	if err != nil {
@@ -352,15 +352,15 @@ func TestSidecarEnrollmentRefusals(t *testing.T) {
 	}
 	_, err = waiting.Encrypt(t.Context(), "key_x", []byte("x"), nil)
 	kmstest.WantError(t, err, 0, api.CodeNotEnrolled)
-	kmstest.WantError(t, waiting.Enroll(t.Context(), tok), 409, api.CodeAlreadyUsed)
-	kmstest.WantError(t, waiting.Enroll(t.Context(), "dcet_not-a-token"), 403, api.CodeInvalidToken)
-	if err := waiting.Enroll(t.Context(), token(t, f)); err != nil {
+	kmstest.WantError(t, waiting.Enroll(t.Context(), sidecar.Secret([]byte(tok))), 409, api.CodeAlreadyUsed)
+	kmstest.WantError(t, waiting.Enroll(t.Context(), sidecar.Secret([]byte("dcet_not-a-token"))), 403, api.CodeInvalidToken)
+	if err := waiting.Enroll(t.Context(), sidecar.Secret([]byte(token(t, f)))); err != nil {
 		t.Fatalf("Enroll = %v", err)
 	}
 	if st := waiting.Status(t.Context()); !st.Enrolled || st.InstanceID == "" || st.CustodianDN != f.creds.DN || st.IdentityNotAfter == nil {
 		t.Fatalf("status after enrollment = %+v", st)
 	}
-	kmstest.WantError(t, waiting.Enroll(t.Context(), token(t, f)), 0, api.CodeConflict)
+	kmstest.WantError(t, waiting.Enroll(t.Context(), sidecar.Secret([]byte(token(t, f)))), 0, api.CodeConflict)
 }
 
 func TestSecretsNeverLogged(t *testing.T) {

@@ -121,7 +121,7 @@ func TestCLIEndToEnd(t *testing.T) {
 
 	// The sidecar, in-process, enrolled with that token.
 	sc, _ := e2e.ServeSidecar(t, sidecar.Config{
-		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token,
+		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, socket)
 

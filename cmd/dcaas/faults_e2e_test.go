@@ -8,7 +8,6 @@ package main_test
 // internal/faults.
 
 import (
-	"crypto/hpke"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -87,7 +86,7 @@ func sidecarClient(t *testing.T, p *e2e.KMS, side *kmstest.FakeSidecar) *kmstest
 // grantLoad is the sidecar's half of the grant flow: it presents the grant
 // and the EKBs with a fresh ephemeral HPKE key and returns what the KMS
 // sealed to it, and the key that opens it.
-func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) (*api.WrappedKeys, hpke.PrivateKey, error) {
+func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) (*api.WrappedKeys, kcrypto.KEMPrivateKey, error) {
 	priv, err := kcrypto.GenerateKEMKey(kem)
 	if err != nil {
 		return nil, nil, err
@@ -105,7 +104,7 @@ func grantLoad(c *kmstest.Client, kem api.KEM, grant string, ekbs [][]byte) (*ap
 
 // openGrantLoad opens keys a grant load sealed to priv for side and checks
 // they are the acknowledged keys the grant named.
-func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv hpke.PrivateKey, got *api.WrappedKeys, want []e2e.AckedKey) {
+func openGrantLoad(t *testing.T, side *kmstest.FakeSidecar, priv kcrypto.KEMPrivateKey, got *api.WrappedKeys, want []e2e.AckedKey) {
 	t.Helper()
 	if len(got.Keys) != len(want) {
 		t.Fatalf("grant load returned %d keys, want %d", len(got.Keys), len(want))

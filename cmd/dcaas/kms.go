@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -280,7 +281,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err := hardening.Process(); err != nil {
 		return err
 	}
-	srv, err := kms.Open(ctx, opts)
+	srv, err := datadir.Open(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -333,7 +334,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	return hs.Shutdown(sctx)
 }
 
-// openStore opens the database --store names: nil for sqlite (kms.Open
+// openStore opens the database --store names: nil for sqlite (datadir.Open
 // opens DIR/kms.db itself), a PostgreSQL store the caller closes for
 // postgres.
 func openStore(ctx context.Context, f kmsServeFlags) (*sqlstore.DB, error) {

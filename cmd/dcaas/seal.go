@@ -79,7 +79,7 @@ func (f *sealFlags) openPKCS11() (*pkcs11.Sealer, error) {
 }
 
 // openForServe returns the Sealer kms serve runs on: nil for the file seal
-// (kms.Open opens it in the data dir), or an HSM Sealer the caller closes.
+// (datadir.Open opens it in the data dir), or an HSM Sealer the caller closes.
 func (f *sealFlags) openForServe(passphraseFile string) (seal.Sealer, error) {
 	switch f.kind {
 	case "file":

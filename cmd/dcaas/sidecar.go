@@ -193,11 +193,9 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		// at the KMS on the way out. A TPM one is reused at the next start.
 		RetireOnClose: f.retireOnExit && enc == nil,
 	}
-	if tok != nil {
-		cfg.EnrollToken = string(tok.Expose())
-	}
+	cfg.EnrollToken = tok // nil without a token; wiped below
 	sc, err := sidecar.New(ctx, cfg)
-	cfg.EnrollToken = ""
+	cfg.EnrollToken = nil
 	if err != nil {
 		return err
 	}

@@ -92,7 +92,7 @@ func (w *world) sidecar(t testing.TB, dn string, dir string, mutate func(*sideca
 		KMSURL:         w.env.URL,
 		CAPEM:          w.env.CAPEM,
 		DataDir:        t.TempDir(),
-		EnrollToken:    w.token(t, dn),
+		EnrollToken:    sidecar.Secret([]byte(w.token(t, dn))),
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		HealthInterval: time.Hour, // no background poll unless a test asks
 	}

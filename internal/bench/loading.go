@@ -39,7 +39,7 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 		return 0, nil, err
 	}
 	start := time.Now()
-	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.KMSURL, CAPEM: env.CAPEM, DataDir: dataDir, EnrollToken: tok.Token,
+	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.KMSURL, CAPEM: env.CAPEM, DataDir: dataDir, EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return 0, nil, err
@@ -78,7 +78,9 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 			if err := env.Custodian.Do(ctx, "POST", "/v1/grants", api.GrantRequest{InstanceID: sc.InstanceID(), EKBs: batch}, &g); err != nil {
 				return err
 			}
-			_, err := sc.LoadWithGrant(ctx, g.Grant, batch, nil)
+			grant := sidecar.Secret([]byte(g.Grant))
+			defer grant.Wipe()
+			_, err := sc.LoadWithGrant(ctx, grant, batch, nil)
 			return err
 		})
 	}
@@ -94,7 +96,9 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 			if err := env.Custodian.Do(ctx, "POST", "/v1/grants", api.GrantRequest{InstanceID: sc.InstanceID(), Seeds: raw}, &g); err != nil {
 				return err
 			}
-			_, err := sc.Derive(ctx, g.Grant, seeds)
+			grant := sidecar.Secret([]byte(g.Grant))
+			defer grant.Wipe()
+			_, err := sc.Derive(ctx, grant, seeds)
 			return err
 		})
 	}

@@ -5,9 +5,9 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/hpke"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 )
 
 // InstanceInfo is what an instance certificate says about a sidecar.
@@ -212,28 +213,13 @@ func checkSPKI(spki crypto.PublicKey, kem api.KEM, key []byte) error {
 	return nil
 }
 
-// hpkeKEM maps dcaas KEM names to crypto/hpke.
-func hpkeKEM(kem api.KEM) (hpke.KEM, bool) {
-	switch kem {
-	case api.KEMX25519:
-		return hpke.DHKEM(ecdh.X25519()), true
-	case api.KEMP256:
-		return hpke.DHKEM(ecdh.P256()), true
-	case api.KEMMLKEM768X25519:
-		return hpke.MLKEM768X25519(), true
-	case api.KEMMLKEM768P256:
-		return hpke.MLKEM768P256(), true
-	}
-	return nil, false
-}
-
 // checkKEMKey checks that key is a valid public key of kem.
 func checkKEMKey(kem api.KEM, key []byte) error {
-	k, ok := hpkeKEM(kem)
-	if !ok {
+	err := kcrypto.CheckKEMPublicKey(kem, key)
+	switch {
+	case errors.Is(err, kcrypto.ErrUnknownKEM):
 		return fmt.Errorf("unknown KEM %q", kem)
-	}
-	if _, err := k.NewPublicKey(key); err != nil {
+	case err != nil:
 		return fmt.Errorf("not a %s public key: %w", kem, err)
 	}
 	return nil

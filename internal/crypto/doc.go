@@ -1,5 +1,6 @@
 // Package crypto is the only dcaas code that touches cryptographic
-// primitives, all from the Go standard library except ML-DSA-65
+// primitives (with the enclaves, which hold raw keys by design; the rules
+// and their exceptions are internal/archtest's TestArchitecture), all from the Go standard library except ML-DSA-65
 // (cloudflare/circl, until the standard library exports it; refused in FIPS
 // mode) and RFC 5649 key wrap with padding (built here on crypto/aes, which
 // has no KWP; proven with the RFC's and NIST CAVP vectors and OpenSSL).
@@ -18,7 +19,10 @@
 //   - Data keys: [GenerateKey], [CheckMaterial], [PublicKeyPEM], and [Key],
 //     the operation handle (encrypt, decrypt, sign, verify, MAC).
 //   - HPKE key transport (RFC 9180) to sidecars: [KEMOf], [GenerateKEMKey],
-//     [ParseKEMPublicKey], [WrapBatch] and [Unwrapper].
+//     [ParseKEMPublicKey], [WrapBatch] and [Unwrapper]; the handles
+//     [KEMPrivateKey] and [KEMPublicKey]; single-shot [HPKESeal] and
+//     [HPKEOpen].
+//   - Key derivation: [HKDF], [PBKDF2] (the file seal's passphrase).
 //   - TLS identity keys: [GenerateIdentityKey], [MarshalPrivateKeyPEM].
 //   - The audit log's signing key (Ed25519): [LogKey], [LogVerifyKey].
 //

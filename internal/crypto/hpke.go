@@ -6,6 +6,15 @@ import (
 	"fmt"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+// KEMPrivateKey and KEMPublicKey are the HPKE (RFC 9180) key handles of
+// crypto/hpke, named here so that code outside this package and the
+// enclaves can hold, pass and store them without importing the primitive.
+type (
+	KEMPrivateKey = hpke.PrivateKey
+	KEMPublicKey  = hpke.PublicKey
 )
 
 // HPKE KEM identifiers (RFC 9180 §7.1, draft-ietf-hpke-pq).
@@ -114,4 +123,41 @@ func MarshalKEMPublicKey(pub hpke.PublicKey) (api.PublicKey, error) {
 		return api.PublicKey{}, err
 	}
 	return api.PublicKey{KEM: name, PublicKey: pub.Bytes()}, nil
+}
+
+// CheckKEMPublicKey reports whether key is a valid public key of KEM k,
+// whether or not k is approved in FIPS mode (a certificate may carry a
+// key its holder cannot use here): ErrUnknownKEM for a KEM dcaas does not
+// offer, otherwise the decoding error.
+func CheckKEMPublicKey(k api.KEM, key []byte) error {
+	for _, s := range kemSuites {
+		if s.name == k {
+			_, err := s.kem().NewPublicKey(key)
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %q", ErrUnknownKEM, string(k))
+}
+
+// HPKESeal is single-shot HPKE base mode (RFC 9180 §6.1) to pub with
+// HKDF-SHA-256 and AES-256-GCM: enc || ciphertext, the construction of
+// WrappingHPKE and of the enclave transport keys. plaintext stays the
+// caller's; the result is the caller's. pub's KEM is not checked against
+// what dcaas offers: its holder (ParseKEMPublicKey, an enclave) did that.
+func HPKESeal(pub KEMPublicKey, info, plaintext []byte) ([]byte, error) {
+	out, err := hpke.Seal(pub, hpke.HKDFSHA256(), hpke.AES256GCM(), info, plaintext)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: HPKE seal: %w", err)
+	}
+	return out, nil
+}
+
+// HPKEOpen reverses HPKESeal with priv. Every failure to open is
+// ErrDecrypt. The result is a new secret the caller owns and wipes.
+func HPKEOpen(priv KEMPrivateKey, info, sealed []byte) (*secret.Bytes, error) {
+	pt, err := hpke.Open(priv, hpke.HKDFSHA256(), hpke.AES256GCM(), info, sealed)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	return secret.New(pt), nil
 }

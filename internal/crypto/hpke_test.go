@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/secret"
 )
 
 var allKEMs = []api.KEM{api.KEMX25519, api.KEMP256, api.KEMMLKEM768X25519, api.KEMMLKEM768P256}
@@ -81,5 +82,75 @@ func TestDefaultKEM(t *testing.T) {
 	}
 	if _, err := KEMOf(DefaultKEM()); err != nil {
 		t.Errorf("KEMOf(DefaultKEM()) = %v", err)
+	}
+}
+
+// TestHPKESealOpen: HPKESeal is the construction of WrappingHPKE (what
+// UnwrapImport opens), HPKEOpen reverses it, and every way of getting it
+// wrong is the one ErrDecrypt.
+func TestHPKESealOpen(t *testing.T) {
+	for _, k := range allKEMs {
+		if !approved(k) {
+			continue
+		}
+		t.Run(string(k), func(t *testing.T) {
+			priv, err := GenerateKEMKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, msg := []byte("test info"), []byte("a 32-byte data key, in clear....")
+			ct, err := HPKESeal(priv.PublicKey(), info, msg)
+			if err != nil {
+				t.Fatalf("HPKESeal() = %v", err)
+			}
+			got, err := HPKEOpen(priv, info, ct)
+			if err != nil || !bytes.Equal(got.Expose(), msg) {
+				t.Fatalf("HPKEOpen() = %v, want the message", err)
+			}
+			got.Wipe()
+			imported, err := UnwrapImport(WrappingHPKE, nil, priv, info, ct)
+			if err != nil || !bytes.Equal(imported.Expose(), msg) {
+				t.Errorf("UnwrapImport(hpke, HPKESeal's output) = %v, want the message", err)
+			}
+			other, err := GenerateKEMKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := bytes.Clone(ct)
+			bad[len(bad)-1] ^= 1
+			for name, open := range map[string]func() (*secret.Bytes, error){
+				"other info":      func() (*secret.Bytes, error) { return HPKEOpen(priv, []byte("other info"), ct) },
+				"other recipient": func() (*secret.Bytes, error) { return HPKEOpen(other, info, ct) },
+				"altered":         func() (*secret.Bytes, error) { return HPKEOpen(priv, info, bad) },
+				"truncated":       func() (*secret.Bytes, error) { return HPKEOpen(priv, info, ct[:10]) },
+			} {
+				if _, err := open(); err != ErrDecrypt {
+					t.Errorf("HPKEOpen(%s) = %v, want exactly ErrDecrypt", name, err)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckKEMPublicKey: every KEM dcaas names is checked, approved in
+// FIPS mode or not (a wrapping certificate may carry any).
+func TestCheckKEMPublicKey(t *testing.T) {
+	for _, s := range kemSuites {
+		t.Run(string(s.name), func(t *testing.T) {
+			priv, err := s.kem().GenerateKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := priv.PublicKey().Bytes()
+			if err := CheckKEMPublicKey(s.name, pub); err != nil {
+				t.Errorf("CheckKEMPublicKey(%s, its key) = %v", s.name, err)
+			}
+			if err := CheckKEMPublicKey(s.name, pub[:len(pub)-1]); err == nil {
+				t.Errorf("CheckKEMPublicKey(%s, a truncated key) = nil", s.name)
+			}
+		})
+	}
+	if err := CheckKEMPublicKey("x448", make([]byte, 56)); !errors.Is(err, ErrUnknownKEM) {
+		t.Errorf("CheckKEMPublicKey(x448) = %v, want ErrUnknownKEM", err)
 	}
 }

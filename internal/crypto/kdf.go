@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"crypto/hkdf"
+	"crypto/pbkdf2"
 	"crypto/sha256"
 	"fmt"
 
@@ -18,6 +19,18 @@ func HKDF(ikm *secret.Bytes, salt, info []byte, n int) (*secret.Bytes, error) {
 	k, err := hkdf.Key(sha256.New, ikm.Expose(), salt, string(info), n)
 	if err != nil {
 		return nil, fmt.Errorf("crypto: HKDF: %w", err)
+	}
+	return secret.New(k), nil
+}
+
+// PBKDF2 derives n bytes from passphrase with PBKDF2-HMAC-SHA-256 (RFC
+// 8018) under salt with iterations rounds. The result is a new secret the
+// caller owns and wipes; passphrase stays the caller's. crypto/pbkdf2
+// takes the password as a string: that copy cannot be wiped.
+func PBKDF2(passphrase *secret.Bytes, salt []byte, iterations, n int) (*secret.Bytes, error) {
+	k, err := pbkdf2.Key(sha256.New, string(passphrase.Expose()), salt, iterations, n)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: PBKDF2: %w", err)
 	}
 	return secret.New(k), nil
 }

@@ -37,3 +37,30 @@ func TestHKDF(t *testing.T) {
 		}
 	}
 }
+
+func TestPBKDF2(t *testing.T) {
+	// RFC 7914 §11, the PBKDF2-HMAC-SHA256 vectors.
+	tests := []struct {
+		name       string
+		pass, salt string
+		iterations int
+		want       []byte
+	}{
+		{"c=1", "passwd", "salt", 1,
+			mustHex("55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783")},
+		{"c=80000", "Password", "NaCl", 80000,
+			mustHex("4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := PBKDF2(secret.Copy([]byte(tt.pass)), []byte(tt.salt), tt.iterations, len(tt.want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer got.Wipe()
+			if !bytes.Equal(got.Expose(), tt.want) {
+				t.Errorf("PBKDF2 = %x, want %x", got.Expose(), tt.want)
+			}
+		})
+	}
+}

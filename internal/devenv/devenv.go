@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/sidecar"
@@ -83,7 +84,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.kmsSrv, err = kms.Open(ctx, kms.Options{DataDir: kmsDir, ServerHosts: []string{host}, Logger: o.Logger}); err != nil {
+	if e.kmsSrv, err = datadir.Open(ctx, kms.Options{DataDir: kmsDir, ServerHosts: []string{host}, Logger: o.Logger}); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", o.Listen)
@@ -110,7 +111,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	e.sidecarD = filepath.Join(e.DataDir, "sidecar")
 	e.Sidecar, err = sidecar.New(ctx, sidecar.Config{
-		KMSURL: e.KMSURL, CAPEM: e.CAPEM, DataDir: e.sidecarD, EnrollToken: tok.Token,
+		KMSURL: e.KMSURL, CAPEM: e.CAPEM, DataDir: e.sidecarD, EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger: o.Logger, HealthInterval: o.SidecarPoll,
 	})
 	if err != nil {

@@ -10,10 +10,10 @@ package enclave
 import (
 	"context"
 	"crypto"
-	"crypto/hpke"
 	"errors"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
@@ -40,7 +40,7 @@ type Enclave interface {
 	// TransportKey returns the HPKE key-transport key for kem, creating it
 	// on the first call for that KEM. Decapsulation happens inside the
 	// enclave (for a TPM through an ecdh.KeyExchanger backed by the TPM).
-	TransportKey(ctx context.Context, kem api.KEM) (hpke.PrivateKey, error)
+	TransportKey(ctx context.Context, kem api.KEM) (kcrypto.KEMPrivateKey, error)
 	// Protect takes ownership of a data key's material (wiping the
 	// caller's copy) and keeps it encrypted while idle.
 	Protect(material *secret.Bytes) (Protected, error)

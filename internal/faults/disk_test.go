@@ -20,6 +20,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store"
@@ -339,15 +340,15 @@ func TestFaultReadOnlyDataDir(t *testing.T) {
 	// read-only under a running KMS: TestFaultReadOnlyStore.)
 	w.env.Stop()
 	remount(t, mnt, "ro")
-	srv, err := kms.Open(t.Context(), w.env.Opts)
+	srv, err := datadir.Open(t.Context(), w.env.Opts)
 	if err == nil {
 		srv.Close()
-		t.Fatal("kms.Open succeeded on a read-only data dir")
+		t.Fatal("datadir.Open succeeded on a read-only data dir")
 	}
 	if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "read-only") {
-		t.Errorf("kms.Open on a read-only data dir = %v, want store.ErrUnavailable saying read-only", err)
+		t.Errorf("datadir.Open on a read-only data dir = %v, want store.ErrUnavailable saying read-only", err)
 	}
-	t.Logf("kms.Open on a read-only data dir: %v", err)
+	t.Logf("datadir.Open on a read-only data dir: %v", err)
 
 	remount(t, mnt, "rw")
 	w.env.Restart()
@@ -379,7 +380,7 @@ func rewrapAll(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, ke
 }
 
 // readOnlyAfterStart is the KMS database opened read-only
-// (sqlstore.OpenSQLiteReadOnly) for everything but the writes kms.Open makes while
+// (sqlstore.OpenSQLiteReadOnly) for everything but the writes datadir.Open makes while
 // starting: it registers the TLS server certificate it just issued, with
 // its audit record, in a transaction, so it cannot start over a store
 // that is read-only from the first instant.
@@ -418,13 +419,13 @@ func TestFaultReadOnlyStore(t *testing.T) {
 	var st store.Store = ro
 	probe := w.env.Opts
 	probe.Store = ro
-	if srv, err := kms.Open(t.Context(), probe); err == nil {
+	if srv, err := datadir.Open(t.Context(), probe); err == nil {
 		srv.Close()
 	} else {
 		// Not a fault in itself: a KMS that cannot record the TLS
 		// certificate it issues itself does not start. Let that one write
 		// through, and only that one.
-		t.Logf("kms.Open over a read-only store: %v (it registers its new TLS server certificate); letting that start-up write through", err)
+		t.Logf("datadir.Open over a read-only store: %v (it registers its new TLS server certificate); letting that start-up write through", err)
 		rw, err := sqlstore.OpenSQLite(t.Context(), dbPath)
 		if err != nil {
 			t.Fatal(err)

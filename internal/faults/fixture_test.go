@@ -66,7 +66,7 @@ func (w *world) startSidecar(t testing.TB, mutate func(*sidecar.Config)) *side {
 		KMSURL:         w.env.URL,
 		CAPEM:          w.env.CAPEM,
 		DataDir:        t.TempDir(),
-		EnrollToken:    w.token(t),
+		EnrollToken:    sidecar.Secret([]byte(w.token(t))),
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		HealthInterval: 50 * time.Millisecond,
 	}

@@ -15,17 +15,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dcaas/dcaas/internal/ca"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/seal"
-	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
-	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
-// Files a data dir holds.
+// Files a data dir holds (internal/datadir opens the first two and writes
+// the admin credentials).
 const (
 	DBFile       = "kms.db"
+	RootKeyFile  = "root.key"
 	CAFile       = "ca.pem"
 	AdminCert    = "admin/cert.pem"
 	AdminKey     = "admin/key.pem"
@@ -34,25 +33,30 @@ const (
 	caKeyAADText = "dcaas/v1 ca-key"
 )
 
-// Options configure Open. The zero value of every field but DataDir means
-// its default.
+// Options configure Open. DataDir, Store and Sealer are required; the
+// zero value of every other field means its default. The process's wiring
+// (internal/datadir) fills in Store and Sealer when it opens the data
+// dir's own SQLite database and file seal; this package knows only their
+// interfaces.
 type Options struct {
 	DataDir     string
 	ServerHosts []string      // names and IPs the TLS server certificate covers ("localhost" is always added)
-	Passphrase  *secret.Bytes // protects the file seal's root key; nil = file permissions only
+	Passphrase  *secret.Bytes // for datadir.Open: protects the file seal's root key; nil = file permissions only
 	Logger      *slog.Logger
 	Reg         prometheus.Registerer
 	Now         func() time.Time
-	// Store, when set, is the database to use instead of DataDir/kms.db:
-	// e.g. PostgreSQL shared by several replicas, which then share the CA,
-	// tenants and keys (they must also share the root key). The caller
-	// keeps it: Server.Close does not close it.
+	// Store is the database: the data dir's SQLite file, or e.g.
+	// PostgreSQL shared by several replicas, which then share the CA,
+	// tenants and keys (they must also share the root key).
 	Store store.Store
-	// Sealer, when set, is the root of trust to use instead of the file
-	// seal in DataDir (Passphrase is then unused): e.g. a seal/pkcs11
-	// Sealer. The caller keeps it: Server.Close does not close it.
+	// Sealer is the root of trust: the data dir's file seal, or e.g. a
+	// seal/pkcs11 Sealer (Passphrase is then unused).
 	Sealer seal.Sealer
-	Config Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+	// OwnStore and OwnSealer hand Store and Sealer to the Server: its
+	// Close closes them after the KMS. Otherwise the caller keeps them.
+	// Open never closes them, not even when it fails.
+	OwnStore, OwnSealer bool
+	Config              Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
 }
 
 // Server is an opened data dir: the KMS, its TLS configuration and the
@@ -63,19 +67,19 @@ type Server struct {
 	Store     store.Store
 	Sealer    seal.Sealer
 	DataDir   string
-	// Initialized is true when this Open created the data dir's material.
+	// Initialized is true when this Open created the CA: the store was new.
 	Initialized bool
 
-	ownStore  bool   // Open opened Store (not Options.Store), so Close closes it
-	ownSealer bool   // Open opened Sealer (not Options.Sealer), so Close closes it
+	ownStore  bool   // Options.OwnStore: Close closes Store
+	ownSealer bool   // Options.OwnSealer: Close closes Sealer
 	stop      func() // stops the background loops (certificates, janitor)
 }
 
 // Close stops the background loops (server certificate renewal, CA
 // refresh, janitor, audit checkpoints), signs a last checkpoint of the
 // audit log (stop serving requests first, so that it covers them all),
-// closes the KMS and then what it was built on (but not an Options.Store
-// or Options.Sealer).
+// closes the KMS and then the Store and Sealer it was handed
+// (Options.OwnStore, Options.OwnSealer).
 func (s *Server) Close() error {
 	if s.stop != nil {
 		s.stop()
@@ -93,10 +97,12 @@ func (s *Server) Close() error {
 	return errors.Join(s.KMS.Close(), stErr, sealerErr)
 }
 
-// Open opens (initializing on first use) a KMS data dir: the sealed root
-// key, the database, the CA, the audit key (DIR/audit-key.pem, its public
-// half), DIR/ca.pem and the admin credentials, and issues a fresh TLS
-// server certificate (its key never touches the disk).
+// Open opens (initializing on first use) a KMS over opts.Store and
+// opts.Sealer with its data dir: the CA, the audit key (DIR/audit-key.pem,
+// its public half) and DIR/ca.pem, and issues a fresh TLS server
+// certificate (its key never touches the disk). internal/datadir.Open
+// opens the data dir's own store and seal for it and writes the admin
+// credentials.
 func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("kms: a data dir is required")
@@ -107,35 +113,13 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(filepath.Join(opts.DataDir, "admin"), 0o700); err != nil {
+	if opts.Store == nil || opts.Sealer == nil {
+		return nil, errors.New("kms: a store and a sealer are required (datadir.Open opens the data dir's own)")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("kms: data dir: %w", err)
 	}
-	sealer, ownSealer := opts.Sealer, opts.Sealer == nil
-	if ownSealer {
-		var fs *file.Sealer
-		if fs, err = file.Open(opts.DataDir, opts.Passphrase); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err != nil {
-				fs.Close()
-			}
-		}()
-		sealer = fs
-	}
-	st, ownStore := opts.Store, opts.Store == nil
-	if ownStore {
-		var db *sqlstore.DB
-		if db, err = sqlstore.OpenSQLite(ctx, filepath.Join(opts.DataDir, DBFile)); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err != nil {
-				db.Close()
-			}
-		}()
-		st = db
-	}
+	st, sealer := opts.Store, opts.Sealer
 	authority, created, err := loadCA(ctx, st, sealer, opts.Now())
 	if err != nil {
 		return nil, err
@@ -166,9 +150,6 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := atomicfile.Write(k.caFile, []byte(k.authority().BundlePEM()), 0o644); err != nil {
 		return nil, err
 	}
-	if err := ensureAdmin(ctx, k, opts.DataDir); err != nil {
-		return nil, err
-	}
 	tlsCfg, err := k.serverTLS(ctx, opts.ServerHosts)
 	if err != nil {
 		return nil, err
@@ -180,7 +161,24 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	stopJanitor := k.startJanitor()
 	stopCheckpoints := k.startCheckpointLoop()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: ownStore, ownSealer: ownSealer, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
+		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
+}
+
+// CheckSealer reports whether what st holds was sealed under sealer's root
+// key: nil when st holds no CA yet (a new store) or its first CA's key
+// opens, otherwise the error Open would fail with. It writes nothing, so a
+// root key just made for a data dir can be checked (and thrown away on
+// refusal) before anything is sealed under it.
+func CheckSealer(ctx context.Context, st store.Store, sealer seal.Sealer) error {
+	rec, err := getCARecord(ctx, st, 1)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = openCAKey(ctx, sealer, 1, rec)
+	return err
 }
 
 // loadCA returns the first CA (record 1) stored in st, creating it on
@@ -210,29 +208,4 @@ func loadCA(ctx context.Context, st store.Store, sealer seal.Sealer, now time.Ti
 	}
 	authority, err := ca.New(rec.CertDER, key)
 	return authority, created, err
-}
-
-// ensureAdmin writes admin credentials into the data dir the first time.
-func ensureAdmin(ctx context.Context, k *KMS, dir string) error {
-	certPath := filepath.Join(dir, AdminCert)
-	if _, err := os.Stat(certPath); err == nil {
-		return nil
-	}
-	key, err := kcrypto.GenerateIdentityKey()
-	if err != nil {
-		return err
-	}
-	keyPEM, err := kcrypto.MarshalPrivateKeyPEM(key)
-	if err != nil {
-		return err
-	}
-	defer secret.Zero(keyPEM)
-	der, err := k.IssueAdmin(ctx, key.Public())
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(filepath.Join(dir, AdminKey), keyPEM, 0o600); err != nil {
-		return err
-	}
-	return atomicfile.Write(certPath, []byte(pemCert(der)), 0o644)
 }

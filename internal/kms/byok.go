@@ -3,7 +3,6 @@ package kms
 import (
 	"bytes"
 	"context"
-	"crypto/hpke"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -61,7 +60,7 @@ func exportInfo(md *api.KeyMetadata) []byte {
 // tenantImportKeys returns the tenant's import key pairs. When the tenant
 // has none yet it makes them, and returns in created the record to store
 // with storeImportKeys.
-func (k *KMS) tenantImportKeys(ctx context.Context, tenant string) (_ *rsa.PrivateKey, _ hpke.PrivateKey, created []byte, _ error) {
+func (k *KMS) tenantImportKeys(ctx context.Context, tenant string) (_ *rsa.PrivateKey, _ kcrypto.KEMPrivateKey, created []byte, _ error) {
 	raw, err := k.st.GetSetting(ctx, importSetting(tenant))
 	if errors.Is(err, store.ErrNotFound) {
 		if raw, err = k.newImportKeys(ctx, tenant); err != nil {
@@ -90,7 +89,7 @@ func storeImportKeys(ctx context.Context, tx store.Settings, tenant string, crea
 }
 
 // openImportKeys unseals a stored import key record.
-func (k *KMS) openImportKeys(ctx context.Context, tenant string, raw []byte) (*rsa.PrivateKey, hpke.PrivateKey, error) {
+func (k *KMS) openImportKeys(ctx context.Context, tenant string, raw []byte) (*rsa.PrivateKey, kcrypto.KEMPrivateKey, error) {
 	var rec importKeys
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return nil, nil, err

@@ -17,7 +17,7 @@ func TestJanitorDeletesExpiredSecrets(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	srv, err := Open(context.Background(), Options{
+	srv, err := openTest(context.Background(), t, Options{
 		DataDir: filepath.Join(t.TempDir(), "kms"), Now: clock,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

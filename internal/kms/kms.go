@@ -3,9 +3,11 @@
 // enrollment, key release (rewrap), and the audit log, served as the REST API
 // of API.md.
 //
-// Start with New (a Config of already-opened dependencies) and Handler. The
-// process wiring (data dir, TLS, flags) lives in Open (bootstrap.go) and
-// cmd/dcaas.
+// Start with New (a Config of already-opened dependencies) and Handler.
+// Open (bootstrap.go) starts a KMS over a store.Store and a seal.Sealer
+// with its CA, audit key and TLS certificate; which store and seal, and the
+// data dir's own files, are chosen where the process is wired
+// (internal/datadir, cmd/dcaas): this package imports no implementation.
 package kms
 
 import (

@@ -53,7 +53,7 @@ func servedKMS(t *testing.T, clock *testClock, ttl time.Duration) (*Server, stri
 	t.Helper()
 	logs := &lockedBuffer{}
 	reg := prometheus.NewRegistry()
-	srv, err := Open(context.Background(), Options{
+	srv, err := openTest(context.Background(), t, Options{
 		DataDir: filepath.Join(t.TempDir(), "kms"), ServerHosts: []string{"127.0.0.1"}, Now: clock.Now, Reg: reg,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
 		Config: Config{ServerCertTTL: ttl, CertTicks: make(chan time.Time)},

@@ -5,7 +5,9 @@
 // formatted with every fmt verb, marshaled to JSON and logged with slog,
 // and the output must not contain the material in any common encoding.
 // A source scan makes every exported []byte field whose name says it holds
-// a key or secret justify itself in an allow-list.
+// a key or secret, and every exported string field whose name says it holds
+// a credential (token, grant, PIN, passphrase, DSN, ...), justify itself in
+// an allow-list.
 //
 // Run it with go test ./internal/secretcheck (it needs the TPM simulator,
 // like internal/enclave/tpm).

@@ -427,7 +427,7 @@ func TestConfigsWithSecrets(t *testing.T) {
 	// The enrollment token is secret zero: a Config printed before New
 	// consumes it hands a live token to whoever reads the log.
 	tok, _ := kcrypto.NewToken("dcet_")
-	check(t, subject{"sidecar.Config (EnrollToken)", sidecar.Config{KMSURL: "https://kms", EnrollToken: tok}, [][]byte{[]byte(tok)[len("dcet_"):]}})
+	check(t, subject{"sidecar.Config (EnrollToken)", sidecar.Config{KMSURL: "https://kms", EnrollToken: sidecar.Secret([]byte(tok))}, [][]byte{[]byte(tok)[len("dcet_"):]}})
 }
 
 // TestSealedFormatsHoldNoMaterial: the blobs that do travel (EKB, wrapped
@@ -466,7 +466,7 @@ func TestKMSAndSidecar(t *testing.T) {
 	var tok api.EnrollmentToken
 	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
 	sc, err := sidecar.New(t.Context(), sidecar.Config{
-		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token,
+		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

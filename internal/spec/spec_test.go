@@ -90,7 +90,7 @@ func codeRoutes(t *testing.T) map[string][]string {
 		KMSURL:      env.URL,
 		CAPEM:       env.CAPEM,
 		DataDir:     t.TempDir(),
-		EnrollToken: tok.Token,
+		EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

@@ -2,13 +2,13 @@ package enclavetest
 
 import (
 	"crypto"
-	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/secret"
 )
@@ -38,7 +38,7 @@ func testClose(t *testing.T, fresh opener) {
 	}
 	var ct []byte
 	if transport != nil {
-		if ct, err = hpke.Seal(transport.PublicKey(), kdf, aead, nil, []byte("data key")); err != nil {
+		if ct, err = kcrypto.HPKESeal(transport.PublicKey(), nil, []byte("data key")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -75,8 +75,8 @@ func testClose(t *testing.T, fresh opener) {
 		t.Error("Protected.Open() after Close() succeeded")
 	}
 	if transport != nil {
-		if _, err := hpke.Open(transport, kdf, aead, nil, ct); err == nil {
-			t.Error("hpke.Open() with the transport key after Close() succeeded")
+		if _, err := kcrypto.HPKEOpen(transport, nil, ct); err == nil {
+			t.Error("HPKEOpen() with the transport key after Close() succeeded")
 		}
 	}
 }

@@ -3,11 +3,11 @@ package enclavetest
 import (
 	"bytes"
 	"crypto/fips140"
-	"crypto/hpke"
 	"errors"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 )
 
@@ -22,12 +22,6 @@ var kems = []struct {
 	{api.KEMMLKEM768X25519, 0x647a, true},
 	{api.KEMMLKEM768P256, 0x0050, false},
 }
-
-// HPKE in dcaas always runs with HKDF-SHA-256 and AES-256-GCM.
-var (
-	kdf  = hpke.HKDFSHA256()
-	aead = hpke.AES256GCM()
-)
 
 func testTransportKey(t *testing.T, fresh opener) {
 	e := fresh(t)
@@ -59,21 +53,22 @@ func testTransportKey(t *testing.T, fresh opener) {
 				t.Fatalf("NewPublicKey(PublicKey().Bytes()) = %v", err)
 			}
 			info, msg := []byte("enclavetest info"), []byte("a data key, 32 bytes long......")
-			ct, err := hpke.Seal(pk, kdf, aead, info, msg)
+			ct, err := kcrypto.HPKESeal(pk, info, msg)
 			if err != nil {
-				t.Fatalf("hpke.Seal() = %v", err)
+				t.Fatalf("HPKESeal() = %v", err)
 			}
-			got, err := hpke.Open(sk, kdf, aead, info, ct)
-			if err != nil || !bytes.Equal(got, msg) {
-				t.Fatalf("hpke.Open() = %q, %v; want %q", got, err, msg)
+			got, err := kcrypto.HPKEOpen(sk, info, ct)
+			if err != nil || !bytes.Equal(got.Expose(), msg) {
+				t.Fatalf("HPKEOpen() = %v; want %q", err, msg)
 			}
-			if _, err := hpke.Open(sk, kdf, aead, []byte("other info"), ct); err == nil {
-				t.Error("hpke.Open() with other info succeeded")
+			got.Wipe()
+			if _, err := kcrypto.HPKEOpen(sk, []byte("other info"), ct); err == nil {
+				t.Error("HPKEOpen() with other info succeeded")
 			}
 			bad := bytes.Clone(ct)
 			bad[0] ^= 1 // in the encapsulated key
-			if _, err := hpke.Open(sk, kdf, aead, info, bad); err == nil {
-				t.Error("hpke.Open() of an altered encapsulation succeeded")
+			if _, err := kcrypto.HPKEOpen(sk, info, bad); err == nil {
+				t.Error("HPKEOpen() of an altered encapsulation succeeded")
 			}
 
 			again, err := e.TransportKey(t.Context(), tc.kem)
@@ -83,8 +78,10 @@ func testTransportKey(t *testing.T, fresh opener) {
 			if !bytes.Equal(again.PublicKey().Bytes(), sk.PublicKey().Bytes()) {
 				t.Error("TransportKey() returned a different key the second time")
 			}
-			if got, err := hpke.Open(again, kdf, aead, info, ct); err != nil || !bytes.Equal(got, msg) {
-				t.Errorf("hpke.Open() with the key asked again = %q, %v; want %q", got, err, msg)
+			if got, err := kcrypto.HPKEOpen(again, info, ct); err != nil || !bytes.Equal(got.Expose(), msg) {
+				t.Errorf("HPKEOpen() with the key asked again = %v; want %q", err, msg)
+			} else {
+				got.Wipe()
 			}
 		})
 	}

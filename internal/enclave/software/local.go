@@ -2,10 +2,9 @@ package software
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"errors"
 
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/secret"
 )
@@ -39,9 +38,9 @@ func (e *Enclave) LocalSeal(ctx context.Context, plaintext *secret.Bytes, aad []
 		if !e.countSeal() {
 			return wrapf("local master key exhausted (%d seals); restart the sidecar", uint64(maxLocalSeals))
 		}
-		blob = make([]byte, 1, 1+aead.Overhead()+plaintext.Len())
+		blob = make([]byte, 1, 1+kcrypto.AEADOverhead+plaintext.Len())
 		blob[0] = localVersion
-		blob = aead.Seal(blob, nil, plaintext.Expose(), localAAD(aad))
+		blob = aead.Seal(blob, plaintext.Expose(), localAAD(aad))
 		return nil
 	})
 	return blob, err
@@ -65,7 +64,7 @@ func (e *Enclave) LocalOpen(ctx context.Context, blob, aad []byte) (*secret.Byte
 		if err != nil {
 			return err
 		}
-		pt, err := aead.Open(nil, nil, blob[1:], localAAD(aad))
+		pt, err := aead.Open(nil, blob[1:], localAAD(aad))
 		if err != nil {
 			return enclave.ErrOpen
 		}
@@ -88,12 +87,11 @@ func (e *Enclave) countSeal() bool {
 	return e.lmkSeals.Add(1) <= maxLocalSeals
 }
 
-func newLocalAEAD(lmk []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(lmk)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCMWithRandomNonce(block)
+// newLocalAEAD is AES-256-GCM with random nonces under lmk, a view of
+// the locked buffer: the AEAD keeps no reference to it, and the view is
+// not wiped here (the enclave owns the buffer).
+func newLocalAEAD(lmk []byte) (*kcrypto.AEAD, error) {
+	return kcrypto.NewAEAD(secret.New(lmk))
 }
 
 // localAAD binds the version byte along with the caller's aad.

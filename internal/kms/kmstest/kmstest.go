@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 )
 
@@ -85,10 +86,10 @@ func Start(t testing.TB, mutate func(*kms.Options)) *Env {
 
 func (e *Env) serve(ln net.Listener) {
 	e.t.Helper()
-	srv, err := kms.Open(context.Background(), e.Opts)
+	srv, err := datadir.Open(context.Background(), e.Opts)
 	if err != nil {
 		ln.Close()
-		e.t.Fatalf("kms.Open: %v", err)
+		e.t.Fatalf("datadir.Open: %v", err)
 	}
 	hs := &http.Server{Handler: srv.KMS.Handler(), TLSConfig: srv.TLSConfig, ErrorLog: nil}
 	hs.ErrorLog = nil

@@ -3,7 +3,6 @@ package kmstest
 import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/hpke"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -22,7 +21,7 @@ import (
 type FakeSidecar struct {
 	Key        *ecdsa.PrivateKey
 	CSRPEM     string
-	KEMKey     hpke.PrivateKey
+	KEMKey     kcrypto.KEMPrivateKey
 	KEM        api.KEM
 	Enrollment api.Enrollment
 }
@@ -85,7 +84,7 @@ func (s *FakeSidecar) Unwrap(t testing.TB, w *api.WrappedKeys) []*secret.Bytes {
 }
 
 // UnwrapWith is Unwrap with another private key (an ephemeral recipient).
-func (s *FakeSidecar) UnwrapWith(t testing.TB, priv hpke.PrivateKey, w *api.WrappedKeys) []*secret.Bytes {
+func (s *FakeSidecar) UnwrapWith(t testing.TB, priv kcrypto.KEMPrivateKey, w *api.WrappedKeys) []*secret.Bytes {
 	t.Helper()
 	b, keys, err := kcrypto.OpenBatch(priv, s.Enrollment.InstanceID, w.Batch)
 	if err != nil {

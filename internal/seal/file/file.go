@@ -16,13 +16,11 @@ package file
 
 import (
 	"context"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
 
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/seal"
 	"github.com/dcaas/dcaas/internal/secret"
 )
@@ -52,7 +50,7 @@ type Sealer struct {
 	protected bool
 
 	mu   sync.RWMutex
-	aead cipher.AEAD // holds the seal key's AES schedule; nil once closed
+	aead *kcrypto.AEAD // holds the seal key's AES schedule; nil once closed
 }
 
 var _ seal.Sealer = (*Sealer)(nil)
@@ -70,12 +68,12 @@ func Open(dir string, passphrase *secret.Bytes) (*Sealer, error) {
 		return nil, err
 	}
 	defer root.Wipe()
-	key, err := hkdf.Key(sha256.New, root.Expose(), nil, sealInfo, 32)
+	key, err := kcrypto.HKDF(root, nil, []byte(sealInfo), kcrypto.AEADKeySize)
 	if err != nil {
 		return nil, fmt.Errorf("seal/file: deriving the seal key: %w", err)
 	}
-	defer secret.Zero(key)
-	aead, err := newAEAD(key)
+	defer key.Wipe()
+	aead, err := kcrypto.NewAEAD(key)
 	if err != nil {
 		return nil, fmt.Errorf("seal/file: %w", err)
 	}
@@ -102,7 +100,7 @@ func (s *Sealer) Seal(ctx context.Context, plaintext *secret.Bytes, aad []byte) 
 	}
 	out := make([]byte, 1, overhead+plaintext.Len())
 	out[0] = version
-	return s.aead.Seal(out, nil, plaintext.Expose(), additionalData(aad)), nil
+	return s.aead.Seal(out, plaintext.Expose(), additionalData(aad)), nil
 }
 
 // Open decrypts what Seal returned for the same aad. Every failure to
@@ -119,7 +117,7 @@ func (s *Sealer) Open(ctx context.Context, sealed, aad []byte) (*secret.Bytes, e
 	if len(sealed) < overhead || sealed[0] != version {
 		return nil, seal.ErrOpen
 	}
-	pt, err := s.aead.Open(nil, nil, sealed[1:], additionalData(aad))
+	pt, err := s.aead.Open(nil, sealed[1:], additionalData(aad))
 	if err != nil {
 		return nil, seal.ErrOpen
 	}

@@ -1,11 +1,7 @@
 package file
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/pbkdf2"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
@@ -68,7 +65,7 @@ func decodeKeyFile(data []byte, passphrase *secret.Bytes) (*secret.Bytes, bool, 
 		if err != nil {
 			return nil, true, err
 		}
-		key, err := aead.Open(nil, nil, data[len(header):], header)
+		key, err := aead.Open(nil, data[len(header):], header)
 		if err != nil {
 			return nil, true, fmt.Errorf("%w: wrong passphrase (or %s was altered)", ErrPassphrase, keyFileName)
 		}
@@ -96,29 +93,17 @@ func encodeKeyFile(root, passphrase *secret.Bytes) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return aead.Seal(header, nil, root.Expose(), header), nil
+	return aead.Seal(header, root.Expose(), header), nil
 }
 
 // passphraseAEAD is AES-256-GCM (random nonces) under the PBKDF2 key.
-func passphraseAEAD(passphrase *secret.Bytes, salt []byte) (cipher.AEAD, error) {
-	// crypto/pbkdf2 takes the password as a string: that copy cannot be
-	// wiped.
-	k, err := pbkdf2.Key(sha256.New, string(passphrase.Expose()), salt, iterations, 32)
+func passphraseAEAD(passphrase *secret.Bytes, salt []byte) (*kcrypto.AEAD, error) {
+	k, err := kcrypto.PBKDF2(passphrase, salt, iterations, kcrypto.AEADKeySize)
 	if err != nil {
 		return nil, fmt.Errorf("seal/file: deriving the passphrase key: %w", err)
 	}
-	defer secret.Zero(k)
-	return newAEAD(k)
-}
-
-// newAEAD is AES-256-GCM with random 96-bit nonces prepended to the
-// ciphertext (FIPS 140-3 approved nonce generation).
-func newAEAD(key []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCMWithRandomNonce(block)
+	defer k.Wipe()
+	return kcrypto.NewAEAD(k)
 }
 
 // readKeyFile reads dir/root.key, refusing anything but a regular file that

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/seal"
@@ -217,9 +218,9 @@ func TestMigrateToHSM(t *testing.T) {
 	}
 	// The file seal no longer opens the data dir.
 	fileOpts := kms.Options{DataDir: w.env.DataDir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if srv, err := kms.Open(t.Context(), fileOpts); err == nil {
+	if srv, err := datadir.Open(t.Context(), fileOpts); err == nil {
 		srv.Close()
-		t.Error("kms.Open with the file seal succeeded after the migration")
+		t.Error("datadir.Open with the file seal succeeded after the migration")
 	}
 	st.Close()
 

@@ -13,6 +13,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/seal/file"
@@ -164,13 +165,13 @@ func TestKMSReplicasStartTogether(t *testing.T) {
 		st := openPostgres(t, dsn)
 		t.Cleanup(func() { st.Close() })
 		wg.Go(func() {
-			srvs[i], errs[i] = kms.Open(t.Context(), kms.Options{DataDir: dir, Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			srvs[i], errs[i] = datadir.Open(t.Context(), kms.Options{DataDir: dir, Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		})
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("kms.Open(replica %c) = %v", 'A'+i, err)
+			t.Fatalf("datadir.Open(replica %c) = %v", 'A'+i, err)
 		}
 		defer srvs[i].Close()
 	}

@@ -71,7 +71,7 @@ func startPlugin(t *testing.T) *plugin {
 	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
 	var tok api.EnrollmentToken
 	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: tok.Token,
+	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
