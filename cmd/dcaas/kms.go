@@ -49,6 +49,7 @@ type kmsServeFlags struct {
 	checkpoints    time.Duration
 	certs          certFlags
 	limits         limitFlags
+	safety         safetyFlags
 }
 
 // certFlags are the certificate lifetimes and the certificate loop's
@@ -149,6 +150,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
 	f.limits.register(fl, "--listen", 4096, 1024)
+	f.safety.addKMS(fl)
 	return cmd
 }
 
@@ -228,7 +230,10 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.checkpoints < time.Second {
 		return fmt.Errorf("--audit-checkpoint-interval %s: want at least 1s", f.checkpoints)
 	}
-	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
+	if err := f.safety.validate(); err != nil {
+		return err
+	}
+	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg, Lease: f.safety.lease()}
 	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
 	// Bind first: a bad or busy address fails before the data dir is
@@ -318,19 +323,29 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		srv.Sealer.Name(), kcrypto.FIPS(), f.store, listening)
 	log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
 
+	var stopErr error
 	select {
 	case <-ctx.Done():
+	case <-srv.LeaseLost():
+		stopErr = errors.New("this replica's lease is gone from the store (a seal migration began while it was unreachable or paused): stopped; start it again once the migration is done, with the new seal")
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Stop accepting, then let the requests in flight finish, for at most
+	// --shutdown-timeout; the deferred srv.Close then signs the last audit
+	// checkpoint and releases the lease.
+	log.Info("kms stopping: draining requests in flight", "timeout", f.safety.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), f.safety.shutdownTimeout)
 	defer cancel()
 	if ms != nil {
 		_ = ms.Shutdown(sctx)
 	}
-	return hs.Shutdown(sctx)
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("requests still in flight after --shutdown-timeout %v were cut: %w", f.safety.shutdownTimeout, err)
+	}
+	return stopErr
 }
 
 // openStore opens the database --store names: nil for sqlite (kms.Open

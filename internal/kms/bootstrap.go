@@ -52,7 +52,8 @@ type Options struct {
 	// seal in DataDir (Passphrase is then unused): e.g. a seal/pkcs11
 	// Sealer. The caller keeps it: Server.Close does not close it.
 	Sealer seal.Sealer
-	Config Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+	Config Config      // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+	Lease  LeaseConfig // the replica's liveness lease in the store (lease.go)
 }
 
 // Server is an opened data dir: the KMS, its TLS configuration and the
@@ -69,6 +70,7 @@ type Server struct {
 	ownStore  bool   // Open opened Store (not Options.Store), so Close closes it
 	ownSealer bool   // Open opened Sealer (not Options.Sealer), so Close closes it
 	stop      func() // stops the background loops (certificates, janitor)
+	lease     *lease // this replica's liveness lease, released by Close
 }
 
 // Close stops the background loops (server certificate renewal, CA
@@ -83,6 +85,7 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	s.KMS.checkpointNow(ctx)
 	cancel()
+	s.lease.release()
 	var stErr, sealerErr error
 	if s.ownStore {
 		stErr = s.Store.Close()
@@ -136,6 +139,15 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		}()
 		st = db
 	}
+	ls, err := acquireLease(ctx, st, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ls.release()
+		}
+	}()
 	authority, created, err := loadCA(ctx, st, sealer, opts.Now())
 	if err != nil {
 		return nil, err
@@ -180,7 +192,7 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	stopJanitor := k.startJanitor()
 	stopCheckpoints := k.startCheckpointLoop()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: ownStore, ownSealer: ownSealer, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
+		ownStore: ownStore, ownSealer: ownSealer, lease: ls, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
 }
 
 // loadCA returns the first CA (record 1) stored in st, creating it on
