@@ -128,13 +128,22 @@ With --seal pkcs11 the root key is a non-extractable AES key inside a
 PKCS#11 HSM (--pkcs11-module, --pkcs11-token, --pkcs11-key-label; the PIN
 from DCAAS_PKCS11_PIN or --pkcs11-pin-file) and root.key is not used. A new
 data dir needs the key to exist, or --pkcs11-create-key; an existing
-file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
+file-sealed one moves to the HSM with 'dcaas seal migrate'.
+
+Each KMS holds a lease in the database, renewed every --lease-renew-interval
+and live for --lease-ttl, deleted at a clean stop: 'dcaas seal migrate'
+refuses while a lease is live, and the KMS refuses to start while a
+migration holds the database. A KMS whose lease is found gone stops.
+
+On SIGTERM or SIGINT the KMS stops accepting, lets the requests in flight
+finish for up to --shutdown-timeout, signs its last audit checkpoint,
+releases its lease and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runKMS(cmd.Context(), f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "dcaas-kms", "data directory (created on first start)")
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:8443", "HTTPS listen address HOST:PORT")
+	fl.StringVar(&f.listen, "listen", defaultKMSListen, "HTTPS listen address HOST:PORT")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics and /healthz, for Prometheus (e.g. 127.0.0.1:9090); the HTTPS listener serves /metrics to admin certificates only")
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")

@@ -17,6 +17,10 @@ type safetyFlags struct {
 	leaseTTL        time.Duration
 }
 
+// defaultKMSListen is kms serve's --listen default (seal migrate repeats
+// the address in the command it prints).
+const defaultKMSListen = "127.0.0.1:8443"
+
 // defaultShutdownTimeout is how long a SIGTERM waits for requests in flight.
 const defaultShutdownTimeout = 10 * time.Second
 

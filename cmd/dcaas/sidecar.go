@@ -87,7 +87,11 @@ a TCP listener that requires a client certificate of the bound custodian.
 The same socket and listener also serve the Vault/OpenBao transit API
 (/v1/transit/…, docs/transit.md). --kms-plugin-socket adds the Kubernetes
 KMS v2 plugin (gRPC) for the API server, with the loaded key
---kms-plugin-key (docs/kubernetes-kms.md).`,
+--kms-plugin-key (docs/kubernetes-kms.md).
+
+On SIGTERM or SIGINT the sidecar stops accepting (its socket files are
+removed at once), lets the requests in flight finish for up to
+--shutdown-timeout, then wipes its keys and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd.Context(), f) },
 	}
