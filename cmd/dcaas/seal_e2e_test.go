@@ -21,6 +21,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal/pkcs11/pkcs11test"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/store/pgtest"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
@@ -299,4 +300,41 @@ func shellSplit(s string) ([]string, error) {
 		out = append(out, cur.String())
 	}
 	return out, nil
+}
+
+// TestSealMigrateRefusesLiveReplicas: the reported incident. seal migrate
+// --store postgres with replicas up refuses, naming every live one; a
+// replica stopped cleanly no longer counts, a killed one only until its
+// lease expires.
+func TestSealMigrateRefusesLiveReplicas(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	reps := e2e.StartReplicas(t, 2, dsn, "--lease-renew-interval", "100ms", "--lease-ttl", "2s")
+	migrate := []string{"seal", "migrate", "--data-dir", reps[0].DataDir(), "--to", "pkcs11", "--store", "postgres",
+		"--postgres-dsn", dsn, "--pkcs11-module", filepath.Join(t.TempDir(), "no-such-module.so"), "--pkcs11-token", "t"}
+	refused := func(when string, pids ...int) {
+		t.Helper()
+		_, stderr, code := runDcaas(t, migrate...)
+		if code == 0 || !strings.Contains(stderr, fmt.Sprintf("%d KMS replica(s) are running", len(pids))) || !strings.Contains(stderr, "nothing was changed") {
+			t.Fatalf("%s: seal migrate exit %d, stderr %q; want a refusal naming %d replicas", when, code, stderr, len(pids))
+		}
+		for _, pid := range pids {
+			if !strings.Contains(stderr, fmt.Sprintf("(pid %d), last heartbeat", pid)) {
+				t.Errorf("%s: the refusal %q does not name pid %d", when, stderr, pid)
+			}
+		}
+	}
+	refused("both replicas up", reps[0].Pid(), reps[1].Pid())
+	killed := reps[1].Pid()
+	reps[1].Kill9(t)
+	reps[0].Stop(t)
+	refused("one replica killed, its lease not expired yet", killed)
+	time.Sleep(2500 * time.Millisecond)
+	// Past the leases, it goes on to the HSM, which is missing here.
+	_, stderr, code := runDcaas(t, migrate...)
+	if code == 0 || strings.Contains(stderr, "running on this database") || !strings.Contains(stderr, "nothing was changed") {
+		t.Errorf("seal migrate after the killed replica's lease expired: exit %d, stderr %q; want it past the replicas, failing at the HSM", code, stderr)
+	}
+	// That failure took no lock: the replicas start again.
+	reps[0].Restart(t)
 }
