@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -100,5 +102,72 @@ func TestSidecarSIGTERMDrains(t *testing.T) {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("after exit, %s: %v, want it removed", p, err)
 		}
+	}
+}
+
+// TestKMSSIGTERMDrains: the KMS told to stop while a request is in flight
+// stops accepting connections at once, lets the request finish with 200
+// (the tenant it creates is there after a restart) and exits 0.
+func TestKMSSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	k := e2e.StartKMS(t, e2e.KMSConfig{DataDir: filepath.Join(t.TempDir(), "kms"), Flags: []string{"--shutdown-timeout", "30s"}})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(k.ReadFile(t, "ca.pem"))
+	cert, err := tls.X509KeyPair(k.ReadFile(t, "admin/cert.pem"), k.ReadFile(t, "admin/key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", k.Addr(), &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body, _ := json.Marshal(api.CreateTenantRequest{Name: "drained"})
+	head := "POST /v1/tenants HTTP/1.1\r\nHost: " + k.Addr() + "\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n"
+	if _, err := conn.Write(append([]byte(head), body[:len(body)/2]...)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the server reads the head: the request is in its handler
+	if err := syscall.Kill(k.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// It stops accepting at once, while it still runs.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", k.Addr(), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("10s after SIGTERM the KMS still accepts connections")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !k.Running() {
+		t.Fatalf("the KMS exited with a request in flight; stderr:\n%s", k.Stderr())
+	}
+	if _, err := conn.Write(body[len(body)/2:]); err != nil {
+		t.Fatalf("writing the rest of the in-flight request: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the in-flight request got no answer: %v; stderr:\n%s", err, k.Stderr())
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the in-flight POST /v1/tenants = %d, want 200", resp.StatusCode)
+	}
+	if err := k.WaitExit(t, 20*time.Second); err != nil {
+		t.Fatalf("KMS after SIGTERM: %v, want exit 0; stderr:\n%s", err, k.Stderr())
+	}
+	// The tenant the drained request made is stored: making it again is
+	// a conflict.
+	k.Restart(t)
+	err = rawAdmin(t, k).Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "drained"}, nil)
+	if ae := (*api.Error)(nil); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		t.Errorf("POST /v1/tenants drained again after the restart = %v, want 409: the drained request's tenant is missing", err)
 	}
 }
