@@ -117,6 +117,7 @@ type sealMigrateFlags struct {
 	store          string
 	postgresDSN    string
 	listen         string // the KMS's --listen, for the printed start command
+	listenSet      bool   // --listen was given (else it is kms serve's default)
 	to             sealFlags
 }
 
@@ -147,6 +148,7 @@ seal's passphrase (if any) from DCAAS_SEAL_PASSPHRASE or
 the migrated KMS: give --listen the KMS's address for it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.listenSet = cmd.Flags().Changed("listen")
 			return runSealMigrate(cmd.Context(), cmd.OutOrStdout(), f)
 		},
 	}
@@ -321,6 +323,9 @@ func (f sealMigrateFlags) serveCommand() (string, []string) {
 		args = append(args, "--pkcs11-pin-file", f.to.pinFile)
 	} else {
 		notes = append(notes, "It reads the token PIN from "+envPKCS11PIN+", as this migration did (or add --pkcs11-pin-file FILE).")
+	}
+	if !f.listenSet {
+		notes = append(notes, "--listen is kms serve's default ("+defaultKMSListen+"): if the KMS listened elsewhere, change it (or give seal migrate --listen).")
 	}
 	notes = append(notes, "Add any other flag the KMS ran with (--tls-host, --metrics-listen, limits); --seal-passphrase-file is no longer needed.")
 	quoted := make([]string, len(args))

@@ -48,7 +48,7 @@ func TestDescribeCensus(t *testing.T) {
 }
 
 func TestServeCommand(t *testing.T) {
-	base := sealMigrateFlags{dataDir: "/var/lib/dcaas kms", listen: "0.0.0.0:8443", store: "sqlite",
+	base := sealMigrateFlags{dataDir: "/var/lib/dcaas kms", listen: "0.0.0.0:8443", listenSet: true, store: "sqlite",
 		to: sealFlags{module: "/usr/lib/softhsm/libsofthsm2.so", token: "dcaas", keyLabel: "dcaas-root"}}
 	tests := []struct {
 		name       string
@@ -67,6 +67,8 @@ func TestServeCommand(t *testing.T) {
 			[]string{"--store postgres"}, []string{"s3cret", "--postgres-dsn"}, "not printed"},
 		{"postgres keyword password", func(f *sealMigrateFlags) { f.store, f.postgresDSN = "postgres", "host=db password=s3cret" },
 			nil, []string{"s3cret"}, "not printed"},
+		{"default listen", func(f *sealMigrateFlags) { f.listen, f.listenSet = defaultKMSListen, false },
+			[]string{"--listen " + defaultKMSListen}, nil, "kms serve's default"},
 		{"postgres no password", func(f *sealMigrateFlags) { f.store, f.postgresDSN = "postgres", "host=/run/pg dbname=kms" },
 			[]string{"--postgres-dsn 'host=/run/pg dbname=kms'"}, nil, "--tls-host"},
 	}
