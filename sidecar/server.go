@@ -34,7 +34,9 @@ const (
 // certificate must carry the bound custodian's DN. Serve wires both.
 func (s *Sidecar) Handler() http.Handler { return s.router }
 
-// Serve answers requests on ln until ctx ends. A Unix listener is bound by
+// Serve answers requests on ln until ctx ends; then it stops accepting
+// (closing ln) and waits at most Config.ShutdownTimeout for the requests in
+// flight, returning an error if it had to cut some. A Unix listener is bound by
 // peer credentials; any other listener must be wrapped with TLSListener.
 func (s *Sidecar) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
@@ -53,11 +55,26 @@ func (s *Sidecar) Serve(ctx context.Context, ln net.Listener) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Shutdown closes ln first (a ListenUnix socket file goes with
+		// it), then waits for the requests in flight.
+		sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout())
 		defer cancel()
-		_ = hs.Shutdown(sctx)
+		if err := hs.Shutdown(sctx); err != nil {
+			_ = hs.Close()
+			return fmt.Errorf("sidecar: requests still in flight after %v were cut: %w", s.shutdownTimeout(), err)
+		}
 		return nil
 	}
+}
+
+// defaultShutdownTimeout is Config.ShutdownTimeout's default.
+const defaultShutdownTimeout = 10 * time.Second
+
+func (s *Sidecar) shutdownTimeout() time.Duration {
+	if s.cfg.ShutdownTimeout > 0 {
+		return s.cfg.ShutdownTimeout
+	}
+	return defaultShutdownTimeout
 }
 
 // ListenUnix creates the sidecar's Unix socket with mode 0600.

@@ -110,6 +110,10 @@ type Config struct {
 	// leaves no live instance registered. Leave it off for a TPM enclave
 	// that reuses its enrollment across restarts.
 	RetireOnClose bool
+	// ShutdownTimeout is how long Serve, once its ctx ends, waits for the
+	// requests in flight before cutting them (default 10 s). Serve stops
+	// accepting at once and removes a socket ListenUnix made.
+	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()), Registerer for metrics (default a
 	// private registry), Now (default time.Now).
 	Logger *slog.Logger

@@ -50,6 +50,7 @@ type kmsServeFlags struct {
 	checkpoints    time.Duration
 	certs          certFlags
 	limits         limitFlags
+	safety         safetyFlags
 }
 
 // certFlags are the certificate lifetimes and the certificate loop's
@@ -128,13 +129,22 @@ With --seal pkcs11 the root key is a non-extractable AES key inside a
 PKCS#11 HSM (--pkcs11-module, --pkcs11-token, --pkcs11-key-label; the PIN
 from DCAAS_PKCS11_PIN or --pkcs11-pin-file) and root.key is not used. A new
 data dir needs the key to exist, or --pkcs11-create-key; an existing
-file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
+file-sealed one moves to the HSM with 'dcaas seal migrate'.
+
+Each KMS holds a lease in the database, renewed every --lease-renew-interval
+and live for --lease-ttl, deleted at a clean stop: 'dcaas seal migrate'
+refuses while a lease is live, and the KMS refuses to start while a
+migration holds the database. A KMS whose lease is found gone stops.
+
+On SIGTERM or SIGINT the KMS stops accepting, lets the requests in flight
+finish for up to --shutdown-timeout, signs its last audit checkpoint,
+releases its lease and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runKMS(cmd.Context(), f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "dcaas-kms", "data directory (created on first start)")
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:8443", "HTTPS listen address HOST:PORT")
+	fl.StringVar(&f.listen, "listen", defaultKMSListen, "HTTPS listen address HOST:PORT")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics and /healthz, for Prometheus (e.g. 127.0.0.1:9090); the HTTPS listener serves /metrics to admin certificates only")
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
@@ -150,6 +160,7 @@ file-sealed one moves to the HSM with 'dcaas seal migrate'.`,
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
 	f.limits.register(fl, "--listen", 4096, 1024)
+	f.safety.addKMS(fl)
 	return cmd
 }
 
@@ -229,7 +240,10 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.checkpoints < time.Second {
 		return fmt.Errorf("--audit-checkpoint-interval %s: want at least 1s", f.checkpoints)
 	}
-	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg}
+	if err := f.safety.validate(); err != nil {
+		return err
+	}
+	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg, Lease: f.safety.lease()}
 	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
 	// Bind first: a bad or busy address fails before the data dir is
@@ -319,19 +333,29 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		srv.Sealer.Name(), kcrypto.FIPS(), f.store, listening)
 	log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
 
+	var stopErr error
 	select {
 	case <-ctx.Done():
+	case <-srv.LeaseLost():
+		stopErr = errors.New("this replica's lease is gone from the store (a seal migration began while it was unreachable or paused): stopped; start it again once the migration is done, with the new seal")
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Stop accepting, then let the requests in flight finish, for at most
+	// --shutdown-timeout; the deferred srv.Close then signs the last audit
+	// checkpoint and releases the lease.
+	log.Info("kms stopping: draining requests in flight", "timeout", f.safety.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), f.safety.shutdownTimeout)
 	defer cancel()
 	if ms != nil {
 		_ = ms.Shutdown(sctx)
 	}
-	return hs.Shutdown(sctx)
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("requests still in flight after --shutdown-timeout %v were cut: %w", f.safety.shutdownTimeout, err)
+	}
+	return stopErr
 }
 
 // openStore opens the database --store names: nil for sqlite (datadir.Open

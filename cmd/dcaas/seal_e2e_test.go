@@ -1,10 +1,18 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -12,6 +20,9 @@ import (
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/seal/pkcs11/pkcs11test"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/store/pgtest"
+	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // releaseKeys rewraps ekbs to side and returns the keys, wiped when the
@@ -64,11 +75,18 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	}
 	before := releaseKeys(t, w.cust, side, ekbs)
 	caPEM := readFile(t, dataDir, "ca.pem")
-	p.Stop(t)
 
 	hsm := []string{"--pkcs11-module", tk.Module, "--pkcs11-token", tk.Label}
 	migrate := append([]string{"seal", "migrate", "--data-dir", dataDir, "--to", "pkcs11"}, hsm...)
 	serveHSM := append([]string{"--seal", "pkcs11", "--pkcs11-pin-file", tk.PINFile}, hsm...)
+
+	// While the KMS runs, migrate refuses, naming it, and makes nothing.
+	_, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key")...)
+	if code == 0 || !strings.Contains(stderr, "running on this database") || !strings.Contains(stderr, fmt.Sprintf("(pid %d)", p.Pid())) ||
+		!strings.Contains(stderr, "nothing was changed") {
+		t.Fatalf("seal migrate with the KMS running: exit %d, stderr %q; want a refusal naming pid %d", code, stderr, p.Pid())
+	}
+	p.Stop(t)
 
 	// Failed attempts: each says why and that nothing changed.
 	fails := []struct {
@@ -97,13 +115,33 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	sameSecrets(t, "after the failed migrations", releaseKeys(t, w.cust, side, ekbs), before)
 	p.Stop(t)
 
-	stdout, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key")...)
+	// A run killed after it took the migration lock leaves the lock: no
+	// KMS starts, and the next run says so and finishes the migration.
+	db, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(dataDir, "kms.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.BeginSealMigration(t.Context(), store.SealMigration{Holder: "killed", Host: "ops-host", PID: 99999, From: "file", To: "pkcs11", Started: time.Now()}, time.Now())
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := launch(t, dataDir); err == nil || !strings.Contains(err.Error(), "has not finished") || !strings.Contains(err.Error(), "pid 99999") {
+		t.Errorf("kms serve during an unfinished migration = %v, want a refusal naming it", err)
+	}
+	listen := freeAddr(t)
+	stdout, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key", "--listen", listen)...)
 	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys, 1 audit key and 0 import keys") {
 		t.Fatalf("seal migrate: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	if _, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile)...); code == 0 || !strings.Contains(stderr, "already sealed") {
-		t.Errorf("second seal migrate: exit %d, stderr %q; want already sealed", code, stderr)
+	if !strings.Contains(stdout, "an earlier migration (started") || !strings.Contains(stdout, "pid 99999) did not finish; this run finishes it") {
+		t.Errorf("seal migrate after a killed run:\n%s\nwant it to name the unfinished run", stdout)
 	}
+	if again, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile)...); code != 0 || !strings.Contains(again, "nothing to re-seal: all 6 items were already sealed under pkcs11") {
+		t.Errorf("second seal migrate: exit %d, stdout %q, stderr %q; want nothing to re-seal", code, again, stderr)
+	}
+	// The start command it printed works as printed.
+	runPrintedServe(t, stdout, listen, dataDir, tk.PINFile)
 	if _, err := launch(t, dataDir); err == nil || !strings.Contains(err.Error(), "does not open") {
 		t.Errorf("kms serve with the file seal after the migration = %v, want the CA key not opening", err)
 	}
@@ -143,4 +181,160 @@ func TestKMSServeSealFlags(t *testing.T) {
 			t.Errorf("kms serve %v: exit %d, stderr %q; want an error naming %q", tt.args, code, stderr, tt.want)
 		}
 	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// runPrintedServe runs the "Start the KMS with:" command of seal migrate's
+// output literally (split as a POSIX shell splits it, dcaas being the
+// binary under test), waits until it serves /healthz on addr with the
+// pkcs11 seal, and stops it with SIGTERM, which must exit 0.
+func runPrintedServe(t *testing.T, out, addr, dataDir, pinFile string) {
+	t.Helper()
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if c, ok := strings.CutPrefix(l, "Start the KMS with: "); ok {
+			line = c
+		}
+	}
+	args, err := shellSplit(line)
+	if err != nil || len(args) < 3 || args[0] != "dcaas" {
+		t.Fatalf("seal migrate printed %q (%v); want a dcaas command", line, err)
+	}
+	if pin := bytes.TrimSpace(readFile(t, filepath.Dir(pinFile), filepath.Base(pinFile))); bytes.Contains([]byte(line), pin) {
+		t.Fatalf("the printed command %q holds the PIN", line)
+	}
+	cmd := exec.Command(e2e.Binary(t), args[1:]...)
+	cmd.Env = append(os.Environ(), "DCAAS_PKCS11_PIN=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "dcaas kms ready: ") {
+				ready <- sc.Text()
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	select {
+	case l := <-ready:
+		if !strings.Contains(l, "https://"+addr+" ") || !strings.Contains(l, "seal=pkcs11") {
+			t.Errorf("the printed command's KMS is ready with %q; want https://%s and seal=pkcs11", l, addr)
+		}
+	case err := <-exited:
+		t.Fatalf("the printed command %q exited: %v\n%s", line, err, stderr.String())
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the printed command %q was not ready within 60s\n%s", line, stderr.String())
+	}
+	var h api.Health
+	kmstest.NewClient(t, "https://"+addr, readFile(t, dataDir, "ca.pem"), nil, nil).MustDo(t, "GET", "/healthz", nil, &h)
+	if h.Seal != "pkcs11" {
+		t.Errorf("/healthz of the printed command's KMS: seal %q, want pkcs11", h.Seal)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("the printed command's KMS after SIGTERM: %v, want exit 0\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the printed command's KMS did not stop within 30s of SIGTERM")
+	}
+}
+
+// shellSplit splits a command line as a POSIX shell does words made of
+// plain characters and single-quoted parts (what seal migrate prints).
+func shellSplit(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted && c == '\'':
+			quoted = false
+		case quoted:
+			cur.WriteByte(c)
+		case c == '\'':
+			quoted, in = true, true
+		case c == ' ':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		case strings.IndexByte("\"\\$`;&|<>()*?", c) >= 0:
+			return nil, fmt.Errorf("shellSplit: %q needs a shell", c)
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if quoted {
+		return nil, errors.New("shellSplit: unterminated quote")
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out, nil
+}
+
+// TestSealMigrateRefusesLiveReplicas: the reported incident. seal migrate
+// --store postgres with replicas up refuses, naming every live one; a
+// replica stopped cleanly no longer counts, a killed one only until its
+// lease expires.
+func TestSealMigrateRefusesLiveReplicas(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	reps := e2e.StartReplicas(t, 2, dsn, "--lease-renew-interval", "100ms", "--lease-ttl", "2s")
+	migrate := []string{"seal", "migrate", "--data-dir", reps[0].DataDir(), "--to", "pkcs11", "--store", "postgres",
+		"--postgres-dsn", dsn, "--pkcs11-module", filepath.Join(t.TempDir(), "no-such-module.so"), "--pkcs11-token", "t"}
+	refused := func(when string, pids ...int) {
+		t.Helper()
+		_, stderr, code := runDcaas(t, migrate...)
+		if code == 0 || !strings.Contains(stderr, fmt.Sprintf("%d KMS replica(s) are running", len(pids))) || !strings.Contains(stderr, "nothing was changed") {
+			t.Fatalf("%s: seal migrate exit %d, stderr %q; want a refusal naming %d replicas", when, code, stderr, len(pids))
+		}
+		for _, pid := range pids {
+			if !strings.Contains(stderr, fmt.Sprintf("(pid %d), last heartbeat", pid)) {
+				t.Errorf("%s: the refusal %q does not name pid %d", when, stderr, pid)
+			}
+		}
+	}
+	refused("both replicas up", reps[0].Pid(), reps[1].Pid())
+	killed := reps[1].Pid()
+	reps[1].Kill9(t)
+	reps[0].Stop(t)
+	refused("one replica killed, its lease not expired yet", killed)
+	time.Sleep(2500 * time.Millisecond)
+	// Past the leases, it goes on to the HSM, which is missing here.
+	_, stderr, code := runDcaas(t, migrate...)
+	if code == 0 || strings.Contains(stderr, "running on this database") || !strings.Contains(stderr, "nothing was changed") {
+		t.Errorf("seal migrate after the killed replica's lease expired: exit %d, stderr %q; want it past the replicas, failing at the HSM", code, stderr)
+	}
+	// That failure took no lock: the replicas start again.
+	reps[0].Restart(t)
 }

@@ -50,6 +50,7 @@ type sidecarFlags struct {
 	retireOnExit  bool
 	limits        limitFlags
 	kmsPlugin     kmsPluginFlags
+	safety        safetyFlags
 }
 
 func newSidecarServeCmd() *cobra.Command {
@@ -86,7 +87,11 @@ a TCP listener that requires a client certificate of the bound custodian.
 The same socket and listener also serve the Vault/OpenBao transit API
 (/v1/transit/…, docs/transit.md). --kms-plugin-socket adds the Kubernetes
 KMS v2 plugin (gRPC) for the API server, with the loaded key
---kms-plugin-key (docs/kubernetes-kms.md).`,
+--kms-plugin-key (docs/kubernetes-kms.md).
+
+On SIGTERM or SIGINT the sidecar stops accepting (its socket files are
+removed at once), lets the requests in flight finish for up to
+--shutdown-timeout, then wipes its keys and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd.Context(), f) },
 	}
@@ -111,6 +116,7 @@ KMS v2 plugin (gRPC) for the API server, with the loaded key
 	fl.BoolVar(&f.retireOnExit, "retire-on-exit", true, "software enclave: revoke this instance at the KMS when the sidecar stops (its identity dies with the process); ignored with --enclave tpm, which reuses its enrollment")
 	f.limits.register(fl, "--listen", 1024, 256)
 	f.kmsPlugin.register(fl)
+	f.safety.addShutdown(fl)
 	return cmd
 }
 
@@ -122,6 +128,9 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		return err
 	}
 	if err := f.limits.validate(); err != nil {
+		return err
+	}
+	if err := f.safety.validate(); err != nil {
 		return err
 	}
 	log, err := newLogger(f.logLevel)
@@ -191,7 +200,8 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		LeaseTTL: f.lease, HealthInterval: f.poll, AcceptLegacyWrap: f.acceptLegacy, Logger: log, Reg: reg,
 		// A software enclave's identity dies with the process: retire it
 		// at the KMS on the way out. A TPM one is reused at the next start.
-		RetireOnClose: f.retireOnExit && enc == nil,
+		RetireOnClose:   f.retireOnExit && enc == nil,
+		ShutdownTimeout: f.safety.shutdownTimeout,
 	}
 	cfg.EnrollToken = tok // nil without a token; wiped below
 	sc, err := sidecar.New(ctx, cfg)
@@ -201,7 +211,10 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	}
 	defer sc.Close()
 
+	// Every server sends its end on errc; serving counts those that drain
+	// on ctx's end (not the metrics listener).
 	errc := make(chan error, 4)
+	serving := 1
 	go func() { errc <- sc.Serve(ctx, ln) }()
 	listening := ""
 	if tln != nil {
@@ -210,6 +223,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 			return err
 		}
 		listening = " listen=https://" + tln.Addr().String()
+		serving++
 		go func() { errc <- sc.Serve(ctx, mtls) }()
 	}
 	if mln != nil {
@@ -217,9 +231,10 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}
-	if p, err := f.kmsPlugin.start(ctx, sc, f.allowUIDs, log, errc); err != nil {
+	if p, err := f.kmsPlugin.start(ctx, sc, f.allowUIDs, f.safety.shutdownTimeout, log, errc); err != nil {
 		return err
 	} else if p != "" {
+		serving++
 		listening += " kms-plugin-socket=" + p
 	}
 	st := sc.Status(ctx)
@@ -235,13 +250,23 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	}
 	select {
 	case <-ctx.Done():
-		return nil
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
 		return err
 	}
+	// SIGTERM or SIGINT: every server stops accepting, removes its socket
+	// and drains its requests in flight (at most --shutdown-timeout) before
+	// the deferred Close wipes the keys and retires the instance.
+	log.Info("sidecar stopping: draining requests in flight", "timeout", f.safety.shutdownTimeout)
+	var errs []error
+	for range serving {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // splitURLs accepts repeated and comma-separated URLs.

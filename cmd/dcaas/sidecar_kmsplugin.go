@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -39,7 +40,7 @@ func (f *kmsPluginFlags) validate() error {
 // start serves the plugin until ctx ends, reporting Serve's end on errc.
 // It returns the socket path, or "" when no plugin was asked for. The key
 // need not be loaded yet: the plugin reports unhealthy until it is.
-func (f *kmsPluginFlags) start(ctx context.Context, sc *sidecar.Sidecar, sidecarUIDs []int, log *slog.Logger, errc chan<- error) (string, error) {
+func (f *kmsPluginFlags) start(ctx context.Context, sc *sidecar.Sidecar, sidecarUIDs []int, shutdown time.Duration, log *slog.Logger, errc chan<- error) (string, error) {
 	if f.socket == "" {
 		return "", nil
 	}
@@ -47,7 +48,7 @@ func (f *kmsPluginFlags) start(ctx context.Context, sc *sidecar.Sidecar, sidecar
 	if len(uids) == 0 {
 		uids = sidecarUIDs
 	}
-	p, err := kmsplugin.New(sc, kmsplugin.Config{KeyID: f.key, AllowUIDs: uids, Logger: log})
+	p, err := kmsplugin.New(sc, kmsplugin.Config{KeyID: f.key, AllowUIDs: uids, ShutdownTimeout: shutdown, Logger: log})
 	if err != nil {
 		return "", err
 	}

@@ -172,6 +172,17 @@ func (k *KMS) Restart(t testing.TB) {
 // Stop asks the KMS to shut down (SIGTERM) and checks that it exits 0.
 func (k *KMS) Stop(t testing.TB) { t.Helper(); k.proc.stop(t) }
 
+// WaitExit waits at most d for the process to exit by itself (after a
+// signal the test sent to Pid) and returns how it exited: nil for 0. It
+// fails t if the process still runs after d.
+func (k *KMS) WaitExit(t testing.TB, d time.Duration) error {
+	t.Helper()
+	if !k.proc.waitExit(d) {
+		t.Fatalf("%s did not exit within %v; stderr:\n%s", k.cfg.Name, d, k.proc.Stderr())
+	}
+	return k.proc.exitErr()
+}
+
 // Kill9 kills the KMS with SIGKILL (a crash) and waits until it is gone.
 func (k *KMS) Kill9(t testing.TB) { t.Helper(); k.proc.kill9(t) }
 

@@ -229,6 +229,17 @@ func (s *Sidecar) PollInterval() time.Duration { return s.cfg.PollInterval }
 // (unless Flags hold --retire-on-exit=false); Kill9 leaves it registered.
 func (s *Sidecar) Stop(t testing.TB) { t.Helper(); s.proc.stop(t) }
 
+// WaitExit waits at most d for the process to exit by itself (after a
+// signal the test sent to Pid) and returns how it exited: nil for 0. It
+// fails t if the process still runs after d.
+func (s *Sidecar) WaitExit(t testing.TB, d time.Duration) error {
+	t.Helper()
+	if !s.proc.waitExit(d) {
+		t.Fatalf("%s did not exit within %v; stderr:\n%s", s.cfg.Name, d, s.proc.Stderr())
+	}
+	return s.proc.exitErr()
+}
+
 // Kill9 kills the sidecar with SIGKILL and waits until it is gone.
 func (s *Sidecar) Kill9(t testing.TB) { t.Helper(); s.proc.kill9(t) }
 

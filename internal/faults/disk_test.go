@@ -392,6 +392,17 @@ type readOnlyAfterStart struct {
 	started     atomic.Bool
 }
 
+// AcquireLease is a start-up write too; ReleaseLease goes the same way so
+// that the read-write KMS the test restarts finds no lease left behind.
+// Renewals go to the read-only store and fail, as they would.
+func (s *readOnlyAfterStart) AcquireLease(ctx context.Context, l store.Lease) error {
+	return s.rw.AcquireLease(ctx, l)
+}
+
+func (s *readOnlyAfterStart) ReleaseLease(ctx context.Context, replica string) error {
+	return s.rw.ReleaseLease(ctx, replica)
+}
+
 func (s *readOnlyAfterStart) InTx(ctx context.Context, fn func(tx store.Tx) error) error {
 	if !s.started.Load() {
 		return s.rw.InTx(ctx, fn)

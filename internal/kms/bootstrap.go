@@ -56,7 +56,8 @@ type Options struct {
 	// Close closes them after the KMS. Otherwise the caller keeps them.
 	// Open never closes them, not even when it fails.
 	OwnStore, OwnSealer bool
-	Config              Config // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+	Config              Config      // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
+	Lease               LeaseConfig // the replica's liveness lease in the store (lease.go)
 }
 
 // Server is an opened data dir: the KMS, its TLS configuration and the
@@ -73,6 +74,7 @@ type Server struct {
 	ownStore  bool   // Options.OwnStore: Close closes Store
 	ownSealer bool   // Options.OwnSealer: Close closes Sealer
 	stop      func() // stops the background loops (certificates, janitor)
+	lease     *lease // this replica's liveness lease, released by Close
 }
 
 // Close stops the background loops (server certificate renewal, CA
@@ -87,6 +89,7 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	s.KMS.checkpointNow(ctx)
 	cancel()
+	s.lease.release()
 	var stErr, sealerErr error
 	if s.ownStore {
 		stErr = s.Store.Close()
@@ -120,6 +123,15 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("kms: data dir: %w", err)
 	}
 	st, sealer := opts.Store, opts.Sealer
+	ls, err := acquireLease(ctx, st, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ls.release()
+		}
+	}()
 	authority, created, err := loadCA(ctx, st, sealer, opts.Now())
 	if err != nil {
 		return nil, err
@@ -161,7 +173,7 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	stopJanitor := k.startJanitor()
 	stopCheckpoints := k.startCheckpointLoop()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
+		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, lease: ls, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
 }
 
 // CheckSealer reports whether what st holds was sealed under sealer's root

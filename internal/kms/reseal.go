@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -62,6 +63,29 @@ func (it SealedItem) String() string {
 // This is how a data dir moves to another root of trust; no KMS may be
 // serving st meanwhile, since a running KMS keeps sealing with its own.
 func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte, error)) error {
+	return visitSealed(ctx, st, reseal, false)
+}
+
+// errListed ends ListSealed's store transaction without writing.
+var errListed = errors.New("kms: sealed items listed")
+
+// ListSealed calls fn for every item Reseal would re-seal, in the same
+// order, and changes nothing. It stops at fn's first error and returns it.
+func ListSealed(ctx context.Context, st store.Store, fn func(SealedItem) error) error {
+	err := visitSealed(ctx, st, func(it SealedItem) ([]byte, error) {
+		if err := fn(it); err != nil {
+			return nil, err
+		}
+		return it.Sealed, nil
+	}, true)
+	if errors.Is(err, errListed) {
+		return nil
+	}
+	return err
+}
+
+// visitSealed is Reseal; with dryRun it rolls back instead of writing.
+func visitSealed(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte, error), dryRun bool) error {
 	names, err := caRecordNames(ctx, st)
 	if err != nil {
 		return err
@@ -101,6 +125,9 @@ func Reseal(ctx context.Context, st store.Store, reseal func(SealedItem) ([]byte
 			if err != nil {
 				return err
 			}
+		}
+		if dryRun {
+			return errListed
 		}
 		return nil
 	})

@@ -28,6 +28,8 @@ var (
 // Store is everything the KMS needs, in one handle.
 type Store interface {
 	Tx
+	// Leases orders running KMS replicas and seal migrations (leases.go).
+	Leases
 	// InTx runs fn in one transaction and commits if fn returns nil:
 	// everything fn does through tx is stored together, or, if fn returns
 	// an error (returned as it is), panics or the commit fails, none of it

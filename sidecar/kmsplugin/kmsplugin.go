@@ -61,6 +61,9 @@ type Config struct {
 	AllowUIDs []int
 	// Timeout is the gRPC connection (handshake) timeout (default 10 s).
 	Timeout time.Duration
+	// ShutdownTimeout is how long Serve, once its ctx ends, waits for the
+	// calls in flight before cutting them (default 10 s).
+	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()); Now (default time.Now) decides
 	// whether the key's lease has run out.
 	Logger *slog.Logger
@@ -101,6 +104,9 @@ func New(sc Sidecar, cfg Config) (*Plugin, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -130,7 +136,9 @@ func KeyID(keyID string, version int) string { return keyID + ":v" + strconv.Ito
 func Listen(path string) (net.Listener, error) { return peer.ListenUnix(path, 0o600) }
 
 // Serve answers the KMS v2 API on ln until ctx ends, then stops
-// gracefully (waiting at most a few seconds for calls in flight).
+// gracefully: it stops accepting (closing ln, which removes a socket
+// Listen made) and waits at most Config.ShutdownTimeout for calls in
+// flight.
 func (p *Plugin) Serve(ctx context.Context, ln net.Listener) error {
 	gs := grpc.NewServer(
 		grpc.ConnectionTimeout(p.cfg.Timeout),
@@ -151,7 +159,7 @@ func (p *Plugin) Serve(ctx context.Context, ln net.Listener) error {
 		go func() { gs.GracefulStop(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(p.cfg.ShutdownTimeout):
 			gs.Stop()
 		}
 		return nil

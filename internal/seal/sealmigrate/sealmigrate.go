@@ -2,11 +2,17 @@
 // file seal to a PKCS#11 HSM) without losing a key. Start with Migrate.
 //
 // Every sealed item (each tenant's master key versions and HMAC key, the
-// CA keys, the audit key) is opened with the old seal, sealed with the new one and checked
-// by opening it again with the new one, all inside one store transaction
-// (store.Sealed): the store holds the old blobs until every new one is
-// made and verified, and then holds only new ones. Any failure leaves the
-// store as it was, still working under the old seal.
+// CA keys, the audit key, the BYOK import keys) is opened with the old
+// seal, sealed with the new one and checked by opening it again with the
+// new one, all inside one store transaction (store.Sealed): the store
+// holds the old blobs until every new one is made and verified, and then
+// holds only new ones. Any failure leaves the store as it was.
+//
+// An item already sealed under the new seal (a store an earlier run
+// migrated, into which something then wrote under the old seal) is kept
+// as it is and counted in Report.Already, so running Migrate again
+// finishes a store left half under each seal. Census says, without
+// changing anything, how many items each seal opens.
 package sealmigrate
 
 import (
@@ -18,10 +24,6 @@ import (
 	"github.com/dcaas/dcaas/internal/seal"
 	"github.com/dcaas/dcaas/internal/store"
 )
-
-// ErrAlreadyMigrated: an item does not open under the old seal but does
-// under the new one, as after a migration that already succeeded.
-var ErrAlreadyMigrated = errors.New("sealmigrate: already sealed under the new seal")
 
 // ErrVerify: the new seal returned a blob that does not open back to the
 // same plaintext.
@@ -35,9 +37,10 @@ type Report struct {
 	CAKeys     int    // the CA keys: 1 once the KMS has made its CA, one more per CA rotation
 	AuditKeys  int    // the audit log's signing key: 1 once the KMS has made it
 	ImportKeys int    // BYOK import private keys: 2 per tenant that asked for import parameters
+	Already    int    // items found already sealed under the new seal, kept as they were
 }
 
-// Items is the number of items re-sealed.
+// Items is the number of items re-sealed (Already not included).
 func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys + r.AuditKeys + r.ImportKeys }
 
 // ItemError is the failure of one item; nothing was changed.
@@ -54,19 +57,24 @@ func (e *ItemError) Error() string {
 func (e *ItemError) Unwrap() error { return e.Err }
 
 // Migrate re-seals every sealed item of st from from to to, in one store
-// transaction, and returns what it did. On error nothing changed (the
-// Report is then zero). No KMS may be serving st meanwhile: one that is
-// would go on sealing new items with the old seal. Migrate does not close
-// the sealers or the store.
+// transaction, and returns what it did; items already under to are kept.
+// On error nothing changed (the Report is then zero). No KMS may be
+// serving st meanwhile: one that is would go on sealing new items with the
+// old seal (the caller holds store.Leases' migration lock). Migrate does
+// not close the sealers or the store.
 func Migrate(ctx context.Context, st store.Store, from, to seal.Sealer) (Report, error) {
 	if from == to {
 		return Report{}, errors.New("sealmigrate: the old and the new seal are the same")
 	}
 	r := Report{From: from.Name(), To: to.Name()}
 	err := kms.Reseal(ctx, st, func(it kms.SealedItem) ([]byte, error) {
-		out, err := reseal(ctx, it, from, to)
+		out, already, err := reseal(ctx, it, from, to)
 		if err != nil {
 			return nil, err
+		}
+		if already {
+			r.Already++
+			return it.Sealed, nil
 		}
 		switch it.Kind {
 		case kms.SealedMasterKey:
@@ -88,29 +96,60 @@ func Migrate(ctx context.Context, st store.Store, from, to seal.Sealer) (Report,
 	return r, nil
 }
 
+// Census counts a store's sealed items by the seal that opens them.
+type Census struct {
+	Old     int      // open under the old seal: still to migrate
+	New     int      // open under the new seal: migrated
+	Neither []string // open under neither (named as in ItemError)
+	Total   int
+}
+
+// TakeCensus opens every sealed item of st with from, else with to, and counts
+// them; it changes nothing.
+func TakeCensus(ctx context.Context, st store.Store, from, to seal.Sealer) (Census, error) {
+	var c Census
+	err := kms.ListSealed(ctx, st, func(it kms.SealedItem) error {
+		c.Total++
+		if pt, err := from.Open(ctx, it.Sealed, it.AAD); err == nil {
+			pt.Wipe()
+			c.Old++
+			return nil
+		}
+		if pt, err := to.Open(ctx, it.Sealed, it.AAD); err == nil {
+			pt.Wipe()
+			c.New++
+			return nil
+		}
+		c.Neither = append(c.Neither, it.String())
+		return nil
+	})
+	return c, err
+}
+
 // reseal opens it with from, seals it with to and checks that the result
-// opens with to to the same plaintext.
-func reseal(ctx context.Context, it kms.SealedItem, from, to seal.Sealer) ([]byte, error) {
+// opens with to to the same plaintext. An item that does not open with
+// from but does with to is already migrated: reseal reports it so.
+func reseal(ctx context.Context, it kms.SealedItem, from, to seal.Sealer) (out []byte, already bool, err error) {
 	pt, err := from.Open(ctx, it.Sealed, it.AAD)
 	if err != nil {
 		if again, aerr := to.Open(ctx, it.Sealed, it.AAD); aerr == nil {
 			again.Wipe()
-			err = fmt.Errorf("%w: %w", ErrAlreadyMigrated, err)
+			return nil, true, nil
 		}
-		return nil, &ItemError{Item: it.String(), Step: "open", Err: err}
+		return nil, false, &ItemError{Item: it.String(), Step: "open", Err: err}
 	}
 	defer pt.Wipe()
-	out, err := to.Seal(ctx, pt, it.AAD)
+	out, err = to.Seal(ctx, pt, it.AAD)
 	if err != nil {
-		return nil, &ItemError{Item: it.String(), Step: "seal", Err: err}
+		return nil, false, &ItemError{Item: it.String(), Step: "seal", Err: err}
 	}
 	check, err := to.Open(ctx, out, it.AAD)
 	if err != nil {
-		return nil, &ItemError{Item: it.String(), Step: "verify", Err: err}
+		return nil, false, &ItemError{Item: it.String(), Step: "verify", Err: err}
 	}
 	defer check.Wipe()
 	if !check.Equal(pt) {
-		return nil, &ItemError{Item: it.String(), Step: "verify", Err: ErrVerify}
+		return nil, false, &ItemError{Item: it.String(), Step: "verify", Err: ErrVerify}
 	}
-	return out, nil
+	return out, false, nil
 }

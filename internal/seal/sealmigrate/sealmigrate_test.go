@@ -213,8 +213,14 @@ func TestMigrateToHSM(t *testing.T) {
 		}
 	}
 	// A second run finds nothing under the file seal and changes nothing.
-	if _, err := sealmigrate.Migrate(t.Context(), st, from, to); !errors.Is(err, sealmigrate.ErrAlreadyMigrated) {
-		t.Errorf("second Migrate() = %v, want ErrAlreadyMigrated", err)
+	again, err := sealmigrate.Migrate(t.Context(), st, from, to)
+	if wantAgain := (sealmigrate.Report{From: "file", To: "pkcs11", Already: want.Items()}); err != nil || again != wantAgain {
+		t.Errorf("second Migrate() = %+v, %v, want %+v", again, err, wantAgain)
+	}
+	for i, v := range snapshot(t, st) {
+		if !bytes.Equal(v.Value, migrated[i].Value) {
+			t.Errorf("the second Migrate() changed %+v", v)
+		}
 	}
 	// The file seal no longer opens the data dir.
 	fileOpts := kms.Options{DataDir: w.env.DataDir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -345,4 +351,66 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 		t.Errorf("/healthz seal = %q, want file", h.Seal)
 	}
 	sameKeys(t, "after the failed migrations", w.release(t), before)
+}
+
+// TestMigrateFinishesAHalfMigratedStore: a store left partly under the old
+// seal after a migration (as when a replica that was not stopped wrote a
+// tenant under it) is reported as such, a run that fails part-way changes
+// nothing and says so, and the next run re-seals exactly what is left:
+// every tenant opens under the new seal afterwards.
+func TestMigrateFinishesAHalfMigratedStore(t *testing.T) {
+	w := newWorld(t)
+	before := w.release(t)
+	w.env.Stop()
+	st, from := openStopped(t, w)
+	to := hsm(t, true)
+	t.Cleanup(func() {
+		w.env.Stop()
+		to.Close()
+	})
+	old := snapshot(t, st)
+	first, err := sealmigrate.Migrate(t.Context(), st, from, to)
+	if err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	// globex's HMAC key and master key go back under the file seal.
+	err = st.Reseal(t.Context(), []string{"ca"}, func(values []store.SealedValue) error {
+		for i := range values {
+			if values[i].Tenant == "globex" {
+				values[i].Value = old[i].Value
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := first.Items()
+	census := func(when string, wantOld int) {
+		t.Helper()
+		c, err := sealmigrate.TakeCensus(t.Context(), st, from, to)
+		if err != nil || c.Old != wantOld || c.New != total-wantOld || len(c.Neither) != 0 || c.Total != total {
+			t.Fatalf("%s: TakeCensus() = %+v, %v; want %d under the old seal, %d under the new", when, c, err, wantOld, total-wantOld)
+		}
+	}
+	census("half migrated", 2)
+	// A run whose HSM fails after one seal: nothing changes.
+	if r, err := sealmigrate.Migrate(t.Context(), st, from, &faulty{Sealer: to, sealsLeft: 1}); !errors.Is(err, errHSMDown) || r != (sealmigrate.Report{}) {
+		t.Fatalf("Migrate(failing HSM) = %+v, %v; want errHSMDown and a zero report", r, err)
+	}
+	census("after the failed run", 2)
+	r, err := sealmigrate.Migrate(t.Context(), st, from, to)
+	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 1, HMACKeys: 1, Already: total - 2}
+	if err != nil || r != want {
+		t.Fatalf("Migrate(half migrated) = %+v, %v; want %+v", r, err, want)
+	}
+	census("after the re-run", 0)
+	st.Close()
+	w.env.Opts.Sealer = to
+	w.env.Restart()
+	sameKeys(t, "after the re-run", w.release(t), before)
+	// globex's master key opens: a data key of the tenant is made under it.
+	gcust, _ := w.env.App(t, "globex", "billing", api.RoleCustodian)
+	var dk api.DataKey
+	gcust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
 }

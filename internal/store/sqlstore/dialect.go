@@ -22,6 +22,11 @@ type dialect interface {
 	// keep the rows it reads locked until the transaction ends ("" where a
 	// write transaction already excludes every other writer).
 	forUpdate() string
+	// keyShare is the clause a SELECT in a write transaction ends with to
+	// make a concurrent DELETE of the rows it read wait for the
+	// transaction's end, without blocking UPDATEs of non-key columns (""
+	// where a write transaction already excludes every other writer).
+	keyShare() string
 	// byteOrder is the clause after a text column in ORDER BY that orders
 	// it byte by byte whatever the database's collation ("" where that is
 	// the default).
@@ -47,6 +52,7 @@ const (
 	lockAudit       lockID = 2 // the audit log's last record
 	lockRevocations lockID = 3 // the revocation feed's last event
 	lockSealed      lockID = 4 // every table holding sealed material (Reseal)
+	lockLeases      lockID = 5 // kms_leases and seal_migration (leases.go)
 )
 
 // querier is what *sql.DB and *sql.Tx have in common.

@@ -110,7 +110,7 @@ func (g *groupCommitter) run(batch []*member) {
 	ran := false // some member's function succeeded: the group must commit
 	// The transaction outlives any one member's context.
 	err := g.q.begin(context.Background(), func(tx *sql.Tx) error {
-		q := &queries{d: g.q.d, w: g.q.w, r: g.q.r, tx: tx, wstmts: g.q.wstmts}
+		q := &queries{d: g.q.d, w: g.q.w, r: g.q.r, tx: tx, fence: g.q.fence, wstmts: g.q.wstmts}
 		for i, m := range batch {
 			results[i] = g.runMember(tx, q, m)
 			if results[i].commitErr != nil {

@@ -54,7 +54,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	}
 	sdb := stdlib.OpenDBFromPool(pool) // idle connections stay in the pool
 	db := &DB{
-		queries: queries{d: d, w: sdb, r: sdb},
+		queries: queries{d: d, w: sdb, r: sdb, fence: &fence{}},
 		close: func() error {
 			err := sdb.Close()
 			pool.Close()
@@ -108,6 +108,7 @@ func (postgresDialect) txOptions() *sql.TxOptions {
 }
 
 func (postgresDialect) forUpdate() string { return " FOR UPDATE" }
+func (postgresDialect) keyShare() string  { return " FOR KEY SHARE" }
 func (postgresDialect) byteOrder() string { return ` COLLATE "C"` } // as SQLite compares
 
 // lock takes a transaction-scoped advisory lock, or for lockSealed locks

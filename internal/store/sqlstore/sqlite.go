@@ -74,7 +74,7 @@ func openSQLite(ctx context.Context, path string, readOnly bool) (*DB, error) {
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	db := &DB{
-		queries: queries{d: sqliteDialect{}, w: w, r: r},
+		queries: queries{d: sqliteDialect{}, w: w, r: r, fence: &fence{}},
 		close:   func() error { return errors.Join(r.Close(), w.Close()) },
 	}
 	if err := migrateRetryingBusy(ctx, &db.queries); err != nil {
@@ -154,6 +154,7 @@ func (sqliteDialect) name() string                             { return "sqlite"
 func (sqliteDialect) rebind(query string) string               { return query }
 func (sqliteDialect) txOptions() *sql.TxOptions                { return nil }
 func (sqliteDialect) forUpdate() string                        { return "" }
+func (sqliteDialect) keyShare() string                         { return "" }
 func (sqliteDialect) byteOrder() string                        { return "" } // BINARY is the default collation
 func (sqliteDialect) lock(context.Context, conn, lockID) error { return nil }
 

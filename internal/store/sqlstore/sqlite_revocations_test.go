@@ -115,7 +115,7 @@ func TestSQLiteRevocationTwoHandles(t *testing.T) {
 }
 
 // TestSQLiteMigrateFromSchema1 opens a database an older dcaas left at schema 1
-// and checks that 0002 to 0005 are applied and the data kept.
+// and checks that 0002 to 0006 are applied and the data kept.
 func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "kms.db")
@@ -125,6 +125,8 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+	rawExec(t, path, `DROP TABLE seal_migration`)         // 0006
+	rawExec(t, path, `DROP TABLE kms_leases`)             // 0006
 	rawExec(t, path, `DROP TABLE audit_checkpoints`)      // 0005
 	rawExec(t, path, `ALTER TABLE audit DROP COLUMN sig`) // 0005
 	rawExec(t, path, `DROP TABLE revocations`)

@@ -91,6 +91,9 @@ type queries struct {
 	w  *sql.DB // write transactions (SQLite: its one read-write connection)
 	r  *sql.DB // reads outside a transaction (SQLite: query-only connections; PostgreSQL: w)
 	tx *sql.Tx // the transaction InTx runs in, or nil
+	// fence, shared by the DB and its transactions, holds the leases its
+	// write transactions depend on (leases.go).
+	fence *fence
 
 	stmts  *stmtCache // SQLite: r's prepared statements
 	wstmts *stmtCache // SQLite: w's prepared statements
@@ -126,7 +129,7 @@ func (db *DB) InTx(ctx context.Context, fn func(tx store.Tx) error) error {
 	}
 	var fnErr error
 	err := db.begin(ctx, func(tx *sql.Tx) error {
-		fnErr = fn(&queries{d: db.d, w: db.w, r: db.r, tx: tx, wstmts: db.wstmts})
+		fnErr = fn(&queries{d: db.d, w: db.w, r: db.r, tx: tx, fence: db.fence, wstmts: db.wstmts})
 		return fnErr
 	})
 	if fnErr != nil {
@@ -143,6 +146,9 @@ func (q *queries) begin(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	defer tx.Rollback() // after Commit a no-op; on error or panic it undoes fn
+	if err := q.fence.check(ctx, q.on(tx)); err != nil {
+		return err
+	}
 	if err := fn(tx); err != nil {
 		return err
 	}
@@ -194,6 +200,16 @@ func (q *queries) exec(ctx context.Context, op, query string, args ...any) (sql.
 			return err
 		})
 		return res, err
+	}
+	if len(q.fence.list()) > 0 {
+		// A fenced handle's writes all run behind the lease check.
+		var res sql.Result
+		err := q.begin(ctx, func(tx *sql.Tx) error {
+			var err error
+			res, err = q.on(tx).exec(ctx, query, args...)
+			return err
+		})
+		return res, q.mapErr(op, err)
 	}
 	res, err := conn{d: q.d, q: q.w}.exec(ctx, query, args...)
 	return res, q.mapErr(op, err)

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", auditTests},
 		{"Sealed", sealedTests},
 		{"Transactions", txTests},
+		{"Leases", leasesTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
