@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store"
@@ -57,11 +58,11 @@ func TestLeaseFencesAPausedReplica(t *testing.T) {
 	}
 	env.Stop()
 	opts := env.Opts
-	if srv, err := kms.Open(t.Context(), opts); err == nil {
+	if srv, err := datadir.Open(t.Context(), opts); err == nil {
 		srv.Close()
-		t.Fatal("kms.Open during a seal migration succeeded")
+		t.Fatal("datadir.Open during a seal migration succeeded")
 	} else if mig := (*store.MigratingError)(nil); !errors.As(err, &mig) {
-		t.Fatalf("kms.Open during a seal migration = %v, want a *store.MigratingError", err)
+		t.Fatalf("datadir.Open during a seal migration = %v, want a *store.MigratingError", err)
 	}
 	if err := db.EndSealMigration(t.Context(), "test"); err != nil {
 		t.Fatal(err)
