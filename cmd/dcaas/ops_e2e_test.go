@@ -207,7 +207,7 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 	if code, h := healthAt(t, https, p.URL()+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz with the store down = %d %+v, want 200 ok, ready false", code, h)
 	}
-	down := logged(p.Stderr(), "the KMS store is unavailable")
+	down := logged(p.StderrAll(), "the KMS store is unavailable")
 	if len(down) != 1 || down[0]["level"] != "WARN" {
 		t.Errorf("store loss lines = %v, want one warning\n%s", down, p.Stderr())
 	}
@@ -224,16 +224,16 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	back := logged(p.Stderr(), "the KMS store is available again")
+	back := logged(p.StderrAll(), "the KMS store is available again")
 	if len(back) != 1 || back[0]["level"] != "INFO" {
 		t.Errorf("store return lines = %v, want one at info\n%s", back, p.Stderr())
 	}
-	if n := len(logged(p.Stderr(), "the KMS store is unavailable")); n != 1 {
+	if n := len(logged(p.StderrAll(), "the KMS store is unavailable")); n != 1 {
 		t.Errorf("the loss was logged %d times, want once", n)
 	}
 	// One request line per probe, with the route pattern.
 	var probes int
-	for _, l := range logged(p.Stderr(), "request") {
+	for _, l := range logged(p.StderrAll(), "request") {
 		if l["route"] == "GET /readyz" && l["request_id"] != "" {
 			probes++
 		}
