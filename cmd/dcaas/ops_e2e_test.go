@@ -169,6 +169,20 @@ func logged(stderr, prefix string) []map[string]any {
 	return out
 }
 
+// startupErrors is what a serve command that failed to start wrote on
+// stderr, with the err of its JSON error line unescaped (--log-format
+// json, the default, writes it as one JSON line: quotes in the message
+// are escaped there).
+func startupErrors(stderr string) string {
+	out := stderr
+	for _, l := range logged(stderr, "dcaas ") {
+		if e, ok := l["err"].(string); ok && l["level"] == "ERROR" {
+			out += "\n" + e
+		}
+	}
+	return out
+}
+
 // TestKMSStoreDownAndBack: /healthz answered 200 "ok" while PostgreSQL was
 // down, there was no /readyz, and the outage wrote no log line (issue 15).
 // A KMS on PostgreSQL behind a proxy that is cut and restored: /readyz
