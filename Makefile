@@ -11,8 +11,14 @@ FUZZTIME ?= 5s
 
 all: build
 
+# The version `dcaas version`, /healthz and dcaas_build_info report.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/dcaas/dcaas/internal/buildinfo.version=$(VERSION) \
+           -X github.com/dcaas/dcaas/internal/buildinfo.revision=$(REVISION)
+
 build:
-	$(GO) build -o bin/dcaas ./cmd/dcaas
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/dcaas ./cmd/dcaas
 
 dev: build
 	./bin/dcaas dev

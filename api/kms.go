@@ -2,13 +2,68 @@ package api
 
 import "time"
 
-// Health is the body of GET /healthz.
+// Health is the body of GET /healthz and GET /readyz (both servers).
+//
+// GET /healthz is liveness: it answers 200 with Status "ok" while the
+// process serves, and reports the same checks as GET /readyz, with Ready
+// saying whether they all pass. GET /readyz is readiness: 200 with Status
+// "ok" when every check passes, else 503 with Status "not_ready"; Failed
+// names the checks that failed on both.
 type Health struct {
 	Status string `json:"status"`
+	// Ready is true when every check passes (what /readyz answers 200 to).
+	Ready bool `json:"ready"`
 	// FIPS reports whether the process runs in FIPS 140-3 mode.
 	FIPS bool `json:"fips"`
 	// Seal names the root-of-trust backend ("file", "pkcs11"); KMS only.
 	Seal string `json:"seal,omitempty"`
+	// Checks are the readiness checks: on the KMS "store" (the database
+	// answers a ping) and "seal" (the root of trust opens the stored audit
+	// key); on a sidecar "enrolled" (it holds a live, unrevoked identity).
+	Checks []HealthCheck `json:"checks,omitempty"`
+	// Failed names the checks that failed, if any.
+	Failed []string `json:"failed,omitempty"`
+	// Sidecar only: whether the last call to the KMS got an answer. It is
+	// reported, not checked: a sidecar serves its loaded keys while the
+	// KMS is away.
+	KMSReachable *bool `json:"kms_reachable,omitempty"`
+	// Sidecar only: the KMS revoked this instance; it serves nothing.
+	Revoked bool `json:"revoked,omitempty"`
+	// Version is the dcaas build (`dcaas version`).
+	Version string `json:"version,omitempty"`
+}
+
+// HealthCheck is one readiness check of a Health.
+type HealthCheck struct {
+	Name string `json:"name"`
+	OK   bool   `json:"ok"`
+	// Error says why the check failed (never a secret).
+	Error string `json:"error,omitempty"`
+	// CheckedAt is when a cached check last ran (the seal check runs at
+	// most every 30 seconds); absent for checks made for this request.
+	CheckedAt *time.Time `json:"checked_at,omitempty"`
+}
+
+// Health statuses.
+const (
+	HealthOK       = "ok"        // /healthz: serving; /readyz: ready
+	HealthNotReady = "not_ready" // /readyz: a check fails (503)
+)
+
+// Summarize sets a Health's Status, Ready and Failed from its Checks, for
+// /readyz (readyz true) or /healthz (false).
+func (h *Health) Summarize(readyz bool) {
+	h.Failed = nil
+	for _, c := range h.Checks {
+		if !c.OK {
+			h.Failed = append(h.Failed, c.Name)
+		}
+	}
+	h.Ready = len(h.Failed) == 0
+	h.Status = HealthOK
+	if readyz && !h.Ready {
+		h.Status = HealthNotReady
+	}
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.

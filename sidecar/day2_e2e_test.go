@@ -131,6 +131,14 @@ func TestCertificateRenewal(t *testing.T) {
 	}
 	_, err = encrypt(a.call(t), ref, []byte("x"), nil)
 	kmstest.WantError(t, err, 403, api.CodeRevoked)
+	// Issue 15: readiness fails on a revoked instance, naming the check;
+	// liveness stays 200 and says so too.
+	if code, h, _ := probe(t, f.local, "/readyz", nil); code != 503 || h.Status != api.HealthNotReady || !h.Revoked || len(h.Failed) != 1 || h.Failed[0] != "enrolled" {
+		t.Errorf("/readyz of a revoked sidecar = %d %+v, want 503 not_ready, failed [enrolled], revoked", code, h)
+	}
+	if code, h, _ := probe(t, f.local, "/healthz", nil); code != 200 || h.Status != api.HealthOK || h.Ready || !h.Revoked {
+		t.Errorf("/healthz of a revoked sidecar = %d %+v, want 200 ok, ready false, revoked", code, h)
+	}
 }
 
 // gaugeValue reads the unlabelled gauge name from reg.
@@ -357,6 +365,24 @@ func TestRevocationSticks(t *testing.T) {
 		if _, err := encrypt(a.call(t), api.KeyRef{KeyID: dk.KeyID}, []byte("x"), nil); api.CodeOf(err) != api.CodeRevoked {
 			t.Errorf("the revoked key works again: %v", err)
 		}
+	})
+	// Issue 15: a key evicted because the KMS revoked it answered 404
+	// "not loaded" to a management call instead of revoked.
+	t.Run("managing an evicted revoked key", func(t *testing.T) {
+		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+		a.must(t, "POST", "/v1/keys/import", rewrap(dk), nil)
+		f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+dk.KeyID, nil, nil)
+		eventually(t, "evicted", func() error {
+			_, err := encrypt(a.call(t), api.KeyRef{KeyID: dk.KeyID}, []byte("x"), nil)
+			if api.CodeOf(err) != api.CodeRevoked {
+				return fmt.Errorf("encrypt = %v, want revoked", err)
+			}
+			return nil
+		})
+		kmstest.WantError(t, a.try(t, "DELETE", "/v1/keys/"+dk.KeyID, nil, nil), 403, api.CodeRevoked)
+		kmstest.WantError(t, a.try(t, "POST", "/v1/keys/seal", api.SealRequest{KeyIDs: []string{dk.KeyID}}, nil), 403, api.CodeRevoked)
+		// A key that was never here is still 404.
+		kmstest.WantError(t, a.try(t, "DELETE", "/v1/keys/key_nothere", nil, nil), 404, api.CodeNotFound)
 	})
 	t.Run("sealed blob of a revoked key", func(t *testing.T) {
 		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})

@@ -41,6 +41,9 @@ func (s *Sidecar) SetKeyName(keyID, name string) error {
 	}
 	loaded := s.loadedIDs()
 	if _, ok := slices.BinarySearch(loaded, keyID); !ok {
+		if s.ring.Revoked(keyID) {
+			return api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS and was evicted; this sidecar will not load it again.", keyID)
+		}
 		return api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
 	}
 	if _, ok := slices.BinarySearch(loaded, name); ok {

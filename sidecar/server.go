@@ -16,6 +16,7 @@ import (
 	"github.com/dcaas/dcaas/internal/ca"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/buildinfo"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/peer"
 	"github.com/dcaas/dcaas/internal/policy"
@@ -269,7 +270,15 @@ func actedOn(r *http.Request, resp any) []string {
 
 func (s *Sidecar) routes() {
 	s.router.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", FIPS: fipsMode()})
+		httpapi.WriteJSON(w, http.StatusOK, s.Health(false))
+	})
+	s.router.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		h := s.Health(true)
+		code := http.StatusOK
+		if h.Status != api.HealthOK {
+			code = http.StatusServiceUnavailable
+		}
+		httpapi.WriteJSON(w, code, h)
 	})
 	s.handle("GET /v1/status", "status", 0, false, func(ctx context.Context, _ func(any) error, _ *http.Request) (any, error) {
 		st := s.Status(ctx)
@@ -347,6 +356,9 @@ func (s *Sidecar) routes() {
 	s.handle("DELETE /v1/keys/{key_id}", "keys.evict", 0, true, func(_ context.Context, _ func(any) error, r *http.Request) (any, error) {
 		id := r.PathValue("key_id")
 		if !s.Evict(id) {
+			if s.ring.Revoked(id) { // evicted by the KMS's revocation: say so, not "not loaded"
+				return nil, api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS and was evicted; this sidecar will not load it again.", id)
+			}
 			return nil, api.Errorf(api.CodeNotFound, "Key %s is not loaded.", id)
 		}
 		return api.Evicted{Evicted: true}, nil
@@ -362,6 +374,29 @@ func (s *Sidecar) routes() {
 		})
 	}
 	s.adapterRoutes()
+}
+
+// Health is the body of GET /healthz (readyz false: liveness, always
+// served) and GET /readyz (true: 503 unless ready). A sidecar is ready
+// when it holds a live, unrevoked identity; whether the KMS answered its
+// last call is reported (kms_reachable) but not checked, since loaded keys
+// keep working without it.
+func (s *Sidecar) Health(readyz bool) api.Health {
+	reachable := s.reachable.Load()
+	h := api.Health{FIPS: fipsMode(), KMSReachable: &reachable, Revoked: s.revoked.Load(), Version: buildinfo.Get().Version}
+	c := api.HealthCheck{Name: "enrolled", OK: s.Enrolled()}
+	switch {
+	case c.OK:
+	case h.Revoked:
+		c.Error = "the KMS revoked this instance: it serves nothing"
+	case s.id.Load() == nil:
+		c.Error = "waiting for an enrollment token (POST /v1/enroll)"
+	default:
+		c.Error = "the identity certificate expired before it could be renewed: enroll again"
+	}
+	h.Checks = []api.HealthCheck{c}
+	h.Summarize(readyz)
+	return h
 }
 
 // Routes lists the sidecar's method+path patterns (for the OpenAPI spec

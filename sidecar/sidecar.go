@@ -114,6 +114,10 @@ type Config struct {
 	// requests in flight before cutting them (default 10 s). Serve stops
 	// accepting at once and removes a socket ListenUnix made.
 	ShutdownTimeout time.Duration
+	// NoRequestLog turns off the one log line per request (info level:
+	// method, route, status, caller, duration, request id) that the
+	// sidecar writes by default; `sidecar serve --request-log=false`.
+	NoRequestLog bool
 	// Logger (default slog.Default()), Registerer for metrics (default a
 	// private registry), Now (default time.Now).
 	Logger *slog.Logger
@@ -221,6 +225,9 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	s.engine = &ops.Engine{R: resolver{s}}
 	s.metrics = newMetrics(cfg.Reg, s)
 	s.router = httpapi.NewRouter(s.log, httpapi.NewMetrics(cfg.Reg, "dcaas_sidecar"))
+	if !cfg.NoRequestLog {
+		s.router.LogRequests(callerName)
+	}
 	s.routes()
 	if err := s.start(ctx, token); err != nil {
 		s.audit.Close()

@@ -100,7 +100,7 @@ func runBench(ctx context.Context, out io.Writer, f benchFlags) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir})
+	env, err := devenv.Start(ctx, devenv.Options{DataDir: dir, NoRequestLog: true})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/dcaas/dcaas/internal/buildinfo"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/hardening"
@@ -39,7 +40,7 @@ type kmsServeFlags struct {
 	metricsListen  string
 	tlsHosts       []string
 	passphraseFile string
-	logLevel       string
+	log            logFlags
 	attestPolicy   string
 	store          string
 	postgresDSN    string
@@ -121,8 +122,8 @@ every --cert-check-interval re-reads the CA state so that replicas follow a
 CA rotation ('dcaas kms ca').
 
 Metrics: GET /metrics on the HTTPS listener answers admin client
-certificates only. For Prometheus, --metrics-listen serves /metrics and
-/healthz over plain HTTP, with no authentication: bind it to loopback or a
+certificates only. For Prometheus, --metrics-listen serves /metrics,
+/healthz and /readyz over plain HTTP, with no authentication: bind it to loopback or a
 network only the scraper reaches.
 
 With --seal pkcs11 the root key is a non-extractable AES key inside a
@@ -140,15 +141,17 @@ On SIGTERM or SIGINT the KMS stops accepting, lets the requests in flight
 finish for up to --shutdown-timeout, signs its last audit checkpoint,
 releases its lease and exits 0.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runKMS(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.log.startupError("kms serve", runKMS(cmd.Context(), f))
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "dcaas-kms", "data directory (created on first start)")
 	fl.StringVar(&f.listen, "listen", defaultKMSListen, "HTTPS listen address HOST:PORT")
-	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics and /healthz, for Prometheus (e.g. 127.0.0.1:9090); the HTTPS listener serves /metrics to admin certificates only")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics, /healthz and /readyz, for Prometheus and probes (e.g. 127.0.0.1:9090); the HTTPS listener serves /metrics to admin certificates only")
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
-	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.log.add(fl)
 	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs")
 	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
@@ -162,14 +165,6 @@ releases its lease and exits 0.`,
 	f.limits.register(fl, "--listen", 4096, 1024)
 	f.safety.addKMS(fl)
 	return cmd
-}
-
-func newLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
 // readPassphrase reads a secret from a file or an environment variable,
@@ -209,7 +204,7 @@ func serverHosts(listen string, extra []string) ([]string, error) {
 }
 
 func runKMS(ctx context.Context, f kmsServeFlags) error {
-	log, err := newLogger(f.logLevel)
+	log, err := f.log.newLogger()
 	if err != nil {
 		return err
 	}
@@ -228,6 +223,9 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	defer pass.Wipe()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := buildinfo.Register(reg); err != nil {
+		return err
+	}
 	if f.wrapTTL < time.Second || f.wrapTTL > 24*time.Hour {
 		return fmt.Errorf("--wrap-ttl %s: want between 1s and 24h", f.wrapTTL)
 	}
@@ -319,6 +317,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mm.Handle("GET /healthz", srv.KMS.Handler())
+		mm.Handle("GET /readyz", srv.KMS.Handler())
 		ms = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ms.Serve(mln) }()
 		listening = " metrics=http://" + mln.Addr().String()

@@ -5,20 +5,21 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dcaas/dcaas/internal/buildinfo"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "dcaas:", err)
-		os.Exit(1)
+	if code := exitCode(newRoot().ExecuteContext(ctx)); code != 0 {
+		stop()
+		os.Exit(code)
 	}
 }
 
@@ -28,8 +29,9 @@ func newRoot() *cobra.Command {
 		Short:         "Distributed cryptography as a service: a central KMS and local crypto sidecars",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Get().Version,
 	}
-	root.AddCommand(newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd(), newSealCmd())
+	root.AddCommand(newVersionCmd(), newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd(), newSealCmd())
 	addCLICmds(root) // custodian and admin tools over the SDK (cli_*.go)
 	return root
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/buildinfo"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/sidecar"
@@ -46,7 +47,8 @@ type sidecarFlags struct {
 	lease         time.Duration
 	poll          time.Duration
 	metricsListen string
-	logLevel      string
+	log           logFlags
+	requestLog    bool
 	retireOnExit  bool
 	limits        limitFlags
 	kmsPlugin     kmsPluginFlags
@@ -93,7 +95,9 @@ On SIGTERM or SIGINT the sidecar stops accepting (its socket files are
 removed at once), lets the requests in flight finish for up to
 --shutdown-timeout, then wipes its keys and exits 0.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.log.startupError("sidecar serve", runSidecar(cmd.Context(), f))
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringSliceVar(&f.kmsURLs, "kms", nil, "KMS base URL, e.g. https://127.0.0.1:8443; repeatable or comma-separated for replicas (required)")
@@ -111,8 +115,9 @@ removed at once), lets the requests in flight finish for up to
 	fl.BoolVar(&f.attest, "attest", false, "enroll with TPM attestation (needs --enclave tpm)")
 	fl.DurationVar(&f.lease, "lease", 24*time.Hour, "lease of loaded keys (never past a key's expiry)")
 	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
-	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics (e.g. 127.0.0.1:9091)")
-	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9091)")
+	f.log.add(fl)
+	fl.BoolVar(&f.requestLog, "request-log", true, "log one line per request at info level (method, route, status, caller, duration, request id); false saves its cost on a busy socket")
 	fl.BoolVar(&f.retireOnExit, "retire-on-exit", true, "software enclave: revoke this instance at the KMS when the sidecar stops (its identity dies with the process); ignored with --enclave tpm, which reuses its enrollment")
 	f.limits.register(fl, "--listen", 1024, 256)
 	f.kmsPlugin.register(fl)
@@ -133,7 +138,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	if err := f.safety.validate(); err != nil {
 		return err
 	}
-	log, err := newLogger(f.logLevel)
+	log, err := f.log.newLogger()
 	if err != nil {
 		return err
 	}
@@ -194,6 +199,9 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := buildinfo.Register(reg); err != nil {
+		return err
+	}
 	cfg := sidecar.Config{
 		KMSURLs: splitURLs(f.kmsURLs), CAPEM: caPEM, DataDir: f.dataDir,
 		Enclave: enc, Attest: f.attest, KEM: api.KEM(f.kem), AllowUIDs: f.allowUIDs,
@@ -202,6 +210,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		// at the KMS on the way out. A TPM one is reused at the next start.
 		RetireOnClose:   f.retireOnExit && enc == nil,
 		ShutdownTimeout: f.safety.shutdownTimeout,
+		NoRequestLog:    !f.requestLog,
 	}
 	cfg.EnrollToken = tok // nil without a token; wiped below
 	sc, err := sidecar.New(ctx, cfg)
@@ -227,7 +236,11 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		go func() { errc <- sc.Serve(ctx, mtls) }()
 	}
 	if mln != nil {
-		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mm.Handle("GET /healthz", sc.Handler())
+		mm.Handle("GET /readyz", sc.Handler())
+		ms := &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}

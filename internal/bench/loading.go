@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -40,7 +39,7 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 	}
 	start := time.Now()
 	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.KMSURL, CAPEM: env.CAPEM, DataDir: dataDir, EnrollToken: sidecar.Secret([]byte(tok.Token)),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.DiscardHandler), NoRequestLog: true})
 	if err != nil {
 		return 0, nil, err
 	}

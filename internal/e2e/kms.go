@@ -217,6 +217,10 @@ func (k *KMS) StdoutLines() []string { return k.proc.stdoutLines() }
 // Stderr is the tail of the current process's stderr.
 func (k *KMS) Stderr() string { return k.proc.Stderr() }
 
+// StderrAll is the whole of the current process's stderr (its log: one
+// line per request at the default level, so the tail may not reach back).
+func (k *KMS) StderrAll() string { return k.proc.stderrAll() }
+
 // ReadFile reads a file of the data dir (name relative to it).
 func (k *KMS) ReadFile(t testing.TB, name string) []byte {
 	t.Helper()

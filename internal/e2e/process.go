@@ -154,6 +154,15 @@ func (p *process) stdoutLines() []string {
 }
 
 // Stderr is the tail of the child's stderr, for failure messages.
+// stderrAll is the whole of the current process's stderr.
+func (p *process) stderrAll() string {
+	b, err := os.ReadFile(p.stderr)
+	if err != nil {
+		return fmt.Sprintf("(stderr unreadable: %v)", err)
+	}
+	return string(b)
+}
+
 func (p *process) Stderr() string {
 	b, err := os.ReadFile(p.stderr)
 	if err != nil {

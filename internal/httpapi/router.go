@@ -47,6 +47,7 @@ type Router struct {
 	metrics   *Metrics
 	patterns  []string
 	fallbacks []fallback
+	caller    func(*http.Request) string // set by LogRequests: request lines on
 }
 
 // fallback answers unmatched requests under a path prefix.
@@ -119,11 +120,18 @@ func canonicalPath(p string) bool {
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	logging, reqID := rt.requestLogging(r), ""
+	if logging {
+		reqID = requestID(w, r)
+	}
 	if !canonicalPath(r.URL.Path) {
 		sw := &statusWriter{ResponseWriter: w}
 		WriteError(sw, rt.log, r, api.Errorf(api.CodeNotFound, "There is no endpoint %s %s: the path is not in canonical form (no empty, . or .. segments).", r.Method, r.URL.Path))
 		if rt.metrics != nil {
 			rt.metrics.requests.WithLabelValues("unmatched", strconv.Itoa(sw.status)).Inc()
+		}
+		if logging {
+			rt.logRequest(r.Context(), r, "unmatched", sw.status, reqID, time.Since(start))
 		}
 		return
 	}
@@ -167,13 +175,17 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.mux.ServeHTTP(sw, r)
 		}()
 	}
+	took := time.Since(start)
 	if rt.metrics != nil {
 		code := sw.status
 		if code == 0 {
 			code = http.StatusOK
 		}
 		rt.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		rt.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		rt.metrics.duration.WithLabelValues(route).Observe(took.Seconds())
+	}
+	if logging {
+		rt.logRequest(r.Context(), r, route, sw.status, reqID, took)
 	}
 }
 

@@ -585,6 +585,9 @@ func (r *Ring) Close() {
 func (r *Ring) Current(keyID string) (api.KeyMetadata, *secret.Bytes, time.Time, error) {
 	vs := r.load(keyID)
 	if vs == nil {
+		if r.Revoked(keyID) {
+			return api.KeyMetadata{}, nil, time.Time{}, errRevokedKey(keyID)
+		}
 		return api.KeyMetadata{}, nil, time.Time{}, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
 	}
 	e := vs.byVer[vs.current]

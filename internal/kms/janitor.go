@@ -16,7 +16,9 @@ const (
 // startJanitor deletes expired enrollment tokens, grants, challenges and
 // import tokens in the background, so anonymous challenge requests cannot
 // grow the database without bound, and rotates keys whose rotation is due
-// (every Config.RotationCheckInterval). The returned function stops it.
+// (every Config.RotationCheckInterval), and pings the store (every
+// Config.HealthCheckInterval, and when a request kicks it: health.go). The
+// returned function stops it.
 func (k *KMS) startJanitor() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -26,11 +28,17 @@ func (k *KMS) startJanitor() (stop func()) {
 		defer sweep.Stop()
 		rot := time.NewTicker(k.cfg.RotationCheckInterval)
 		defer rot.Stop()
+		ping := time.NewTicker(k.cfg.HealthCheckInterval)
+		defer ping.Stop()
 		k.sweepOneTime(ctx)
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-ping.C:
+				_, _ = k.storeCheck(ctx)
+			case <-k.health.kick:
+				_, _ = k.storeCheck(ctx)
 			case <-sweep.C:
 				k.sweepOneTime(ctx)
 			case <-rot.C:

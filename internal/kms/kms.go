@@ -94,6 +94,14 @@ type Config struct {
 	// when set, drives the checkpoints instead (tests).
 	AuditCheckpointInterval time.Duration
 	AuditCheckpointTicks    <-chan time.Time
+	// HealthCheckInterval is how often a KMS opened with Open pings its
+	// store in the background, logging when it goes away and comes back
+	// (default 10 s); SealCheckInterval how long /readyz reuses the
+	// result of its seal check (default 30 s). See health.go.
+	HealthCheckInterval time.Duration
+	SealCheckInterval   time.Duration
+	// NoRequestLog turns off the one log line per request (info level).
+	NoRequestLog bool
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -148,6 +156,8 @@ func (c *Config) setDefaults() {
 	def(&c.RotationCheckInterval, time.Minute)
 	def(&c.MinRotationPeriod, time.Hour)
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
+	def(&c.HealthCheckInterval, 10*time.Second)
+	def(&c.SealCheckInterval, 30*time.Second)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
@@ -177,6 +187,7 @@ type KMS struct {
 	router *httpapi.Router
 	attest *attestor
 	mx     *kmsMetrics
+	health *health
 
 	mu   sync.Mutex
 	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
@@ -212,6 +223,7 @@ func New(cfg Config) (*KMS, error) {
 		log:    cfg.Logger,
 		audit:  audit.New(cfg.AuditKey, cfg.Now),
 		tmks:   map[tmkID]*secret.Bytes{},
+		health: newHealth(),
 	}
 	att, err := newAttestor(cfg.Attestation)
 	if err != nil {
@@ -222,6 +234,9 @@ func New(cfg Config) (*KMS, error) {
 	k.caView.Store(&caView{state: initialCAState, ca: cfg.CA})
 	k.mx.publishCA(cfg.CA)
 	k.router = httpapi.NewRouter(k.log, httpapi.NewMetrics(cfg.Reg, "dcaas_kms"))
+	if !cfg.NoRequestLog {
+		k.router.LogRequests(nil) // the TLS client certificate's subject
+	}
 	k.routes()
 	return k, nil
 }
@@ -245,10 +260,7 @@ func (k *KMS) Close() error {
 func (k *KMS) now() time.Time { return k.cfg.Now().UTC() }
 
 func (k *KMS) routes() {
-	rt := k.router
-	rt.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", FIPS: kcrypto.FIPS(), Seal: k.sealer.Name()})
-	})
+	k.healthRoutes()
 	admin := []api.Role{api.RoleAdmin}
 	cust := []api.Role{api.RoleCustodian}
 	k.handle("POST /v1/tenants", "tenant.create", admin, 0, k.createTenant)
@@ -366,6 +378,7 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 			}
 		}
 		if err != nil {
+			k.observeCall(c, err)
 			httpapi.WriteError(w, k.log, r, err)
 			return
 		}

@@ -157,8 +157,11 @@ func (k *KMS) tenantHMACKey(ctx context.Context, t store.Tenant) (*secret.Bytes,
 // sealErr maps a root-of-trust failure: a blob that does not open means the
 // database and the root key disagree (tampering or a wrong root key).
 func sealErr(err error) error {
-	return &wrapped{api.Errorf(api.CodeUnavailable, "The KMS root of trust could not seal or open its material."), fmt.Errorf("kms: seal: %w", err)}
+	return &wrapped{api.Errorf(api.CodeUnavailable, "The KMS root of trust could not seal or open its material."), fmt.Errorf("%w: %w", errSeal, err)}
 }
+
+// errSeal marks the errors of sealErr, which the KMS logs (health.go).
+var errSeal = errors.New("kms: seal")
 
 // decodeOptional accepts an empty body or an empty JSON object, for
 // endpoints that take no parameters.
