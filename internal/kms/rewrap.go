@@ -27,7 +27,10 @@ type recipient struct {
 func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string) (*recipient, error) {
 	block, _ := pem.Decode([]byte(certPEM))
 	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, api.Errorf(api.CodeInvalidCert, "wrapping_cert_pem must hold one PEM CERTIFICATE block.")
+		// Most often the caller asked a sidecar that is not enrolled yet
+		// (it answers 503 not_enrolled, with no certificate) and passed on
+		// what it got: send it back to the sidecar.
+		return nil, api.Errorf(api.CodeInvalidCert, "wrapping_cert_pem holds no PEM CERTIFICATE block: pass the cert_pem that the sidecar answers to GET /v1/wrapping-certificate once it is enrolled (a sidecar still waiting for its enrollment token answers 503 not_enrolled there, with no certificate).")
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
