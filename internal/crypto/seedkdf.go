@@ -12,7 +12,7 @@ import (
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
-// SeedKDF is a versioned parameter set of seed derivation (DESIGN.md §4.3).
+// SeedKDF is a versioned parameter set of seed derivation (docs/design.md, "Seed derivation").
 // A version never changes once released: the same seed must yield the same
 // key forever. testdata/seedkdf_vectors.json pins it.
 type SeedKDF struct {

@@ -22,7 +22,7 @@ type recipient struct {
 }
 
 // wrappingRecipient verifies a wrapping certificate presented by a
-// custodian (DESIGN.md §4.2): issued by this CA, valid now, not revoked,
+// custodian (docs/design.md, "Rewrap to a wrapping certificate"): issued by this CA, valid now, not revoked,
 // naming a live instance that is bound to this very custodian.
 func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string) (*recipient, error) {
 	block, _ := pem.Decode([]byte(certPEM))
