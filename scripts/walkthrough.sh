@@ -45,14 +45,15 @@ start=$(date +%s)
 # it exits, however it exits.
 if ! (cd "$root" && TMPDIR="$scratch/tmp" KMS_PORT=$port bash -c '
   set -eo pipefail
-  trap '\''jobs -p | xargs -r kill 2>/dev/null; wait'\'' EXIT
+  trap '\''echo "walkthrough: failed at line $LINENO of the extracted blocks: $BASH_COMMAND" >&2'\'' ERR
+  trap '\''jobs -p | tac | xargs -r kill 2>/dev/null; wait'\'' EXIT   # the sidecar before the KMS
   source "$1"
 ' walkthrough "$scratch/walkthrough.sh" > "$scratch/out.txt" 2>&1); then
   cat "$scratch/out.txt"
   for log in "$scratch"/tmp/*/kms.log "$scratch"/tmp/*/sidecar.log; do
     [ -f "$log" ] && { echo "--- $log (last 20 lines)"; tail -20 "$log"; }
   done
-  echo "walkthrough: FAILED (the output above ends at the failing command)" >&2
+  echo "walkthrough: FAILED (its output, then the KMS's and the sidecar's logs, are above)" >&2
   exit 1
 fi
 if [ -n "$(ls -A "$scratch/tmp")" ]; then
