@@ -61,6 +61,50 @@ func TestAPIDocCoversSpec(t *testing.T) {
 	}
 }
 
+// TestAPIDocCoversSchemas checks that docs/api.md has a section
+// ("### Name") for every schema of openapi.yaml, whose field table names
+// every property of the schema and no other.
+func TestAPIDocCoversSchemas(t *testing.T) {
+	s := mustSpec(t)
+	sections := map[string][]string{} // schema heading → its lines
+	cur := ""
+	for _, line := range strings.Split(mustRead(t, apiDoc), "\n") {
+		switch {
+		case strings.HasPrefix(line, "### "):
+			cur = strings.TrimPrefix(line, "### ")
+			sections[cur] = nil
+		case strings.HasPrefix(line, "## "):
+			cur = ""
+		case cur != "":
+			sections[cur] = append(sections[cur], line)
+		}
+	}
+	field := regexp.MustCompile("^\\| `([a-z0-9_]+)` \\|")
+	for _, name := range sortedKeys(s.schemas) {
+		lines, ok := sections[name]
+		if !ok {
+			t.Errorf("docs/api.md has no section \"### %s\" (schema of %s)", name, specFile)
+			continue
+		}
+		inDoc := map[string]bool{}
+		for _, l := range lines {
+			if m := field.FindStringSubmatch(l); m != nil {
+				inDoc[m[1]] = true
+			}
+		}
+		inSpec := map[string]bool{}
+		for p := range s.schemas[name].props {
+			inSpec[p] = true
+		}
+		if missing := minus(inSpec, inDoc); len(missing) > 0 {
+			t.Errorf("docs/api.md, section %s: no row for the fields %v", name, missing)
+		}
+		if extra := minus(inDoc, inSpec); len(extra) > 0 {
+			t.Errorf("docs/api.md, section %s: rows for fields the schema does not have: %v", name, extra)
+		}
+	}
+}
+
 // TestErrorCodesDocumented checks that every error code constant of
 // api/errors.go is in openapi.yaml's Code enum (and the enum holds no other)
 // and has a row "| `code` | status |" in docs/api.md with its HTTP status.
