@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -464,6 +465,16 @@ func TestSeedDerivationVector(t *testing.T) {
 	}
 	if got := hex.EncodeToString(kcrypto.SeedMAC(hk, seed)); got != wantMAC {
 		t.Errorf("SeedMAC = %s, want %s", got, wantMAC)
+	}
+	// docs/formats.md §7 quotes the vector for independent implementations.
+	doc, err := os.ReadFile("../docs/formats.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{wantDEK, wantAESID, wantHMACID, wantMAC} {
+		if !strings.Contains(string(doc), "`"+v+"`") {
+			t.Errorf("docs/formats.md does not quote %s (seed derivation v1)", v)
+		}
 	}
 	for _, n := range []int{0, kcrypto.MinSeedLen - 1, kcrypto.MaxSeedLen + 1} {
 		if k, err := kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, make([]byte, n)); err == nil {
