@@ -61,4 +61,4 @@ fuzz-long:
 
 # The side-by-side benchmark of README's performance section.
 bench: build
-	./bin/dcaas bench --duration 10s --rtt 500us --plot docs/bench.png
+	./bin/dcaas bench --duration 5s --rtt 500us --keys 10000 --plot docs/bench.png

@@ -14,7 +14,7 @@ import (
 // message next to it is for people and may change.
 type Code string
 
-// The error codes of API.md. Each has one HTTP status (see Status).
+// The error codes of docs/api.md. Each has one HTTP status (see Status).
 const (
 	CodeBadRequest         Code = "bad_request"          // malformed JSON, wrong types, bad base64
 	CodeUnknownField       Code = "unknown_field"        // a JSON field the endpoint does not take

@@ -4,7 +4,7 @@
 //
 // Start with NewKMS (mutual TLS to one or more KMS replicas, with retries
 // and failover) and NewSidecarUnix or NewSidecarTLS. Each has one method
-// per API call of API.md. The four ways of loading keys into a sidecar
+// per API call of docs/api.md. The four ways of loading keys into a sidecar
 // are one call each: LoadByRewrap (the primary flow), LoadByGrant,
 // LoadBySeeds and Stateless. EKBStore keeps EKBs on disk.
 //

@@ -74,7 +74,7 @@ func (s *idSet) add(ids []string) {
 	}
 }
 
-// LoadByRewrap loads ekbs into sc by the primary flow (DESIGN.md §4.2):
+// LoadByRewrap loads ekbs into sc by the primary flow (docs/design.md, "Rewrap to a wrapping certificate"):
 // it fetches sc's wrapping certificate, has kms rewrap the EKBs to it and
 // imports the result into sc, MaxBatch EKBs at a time. The custodian
 // behind kms must be the one sc is bound to. Give every version of a key
@@ -109,7 +109,7 @@ func LoadByRewrap(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, opt
 }
 
 // LoadByGrant loads ekbs and retained keyIDs into sc by the grant flow
-// (DESIGN.md §4.1): for each batch, kms mints a single-use grant bound to
+// (docs/design.md, "Grant and secure channel"): for each batch, kms mints a single-use grant bound to
 // sc's instance and exactly those keys, and sc presents it to the KMS
 // itself. A retained key id loads every version of the key.
 //
@@ -143,7 +143,7 @@ func LoadByGrant(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, keyI
 	return loaded.ids, err
 }
 
-// LoadBySeeds loads keys derived from seeds into sc (DESIGN.md §4.3): for
+// LoadBySeeds loads keys derived from seeds into sc (docs/design.md, "Seed derivation"): for
 // each batch, kms mints a grant bound to sc's instance and the seeds, and
 // sc has the KMS derive them. The same seed and type always give the same
 // key, on any sidecar of the custodian. Seeds are secret.
@@ -179,7 +179,7 @@ func LoadBySeeds(ctx context.Context, kms *KMS, sc *Sidecar, seeds []api.Seed, o
 	return loaded, err
 }
 
-// Stateless moves loaded keys to the stateless mode (DESIGN.md §4.4): sc
+// Stateless moves loaded keys to the stateless mode (docs/design.md, "Stateless sealed keys"): sc
 // seals each under its local master key and forgets it. Operations then
 // carry the blob as api.KeyRef{SealedKey: …}.
 //

@@ -13,7 +13,7 @@ import (
 
 // KMS is a client of the dcaas KMS for custodians, pipelines and admins:
 // it authenticates with a client certificate issued by the KMS CA (mutual
-// TLS) and speaks the REST API of API.md. It is safe for concurrent use.
+// TLS) and speaks the REST API of docs/api.md. It is safe for concurrent use.
 //
 // # Replicas, retries and failover
 //

@@ -4,12 +4,14 @@
 #                     tests embed (github.com/google/go-tpm-tools/simulator)
 #   haproxy           the TCP load balancer the end-to-end fixture
 #                     (internal/e2e) puts in front of KMS replicas
+#   curl, jq, openssl README.md's walkthrough (scripts/walkthrough.sh) and
+#                     the import/export examples
 # Idempotent and silent when everything is installed; otherwise it runs
 # apt-get update once and installs only what is missing (as root, or
 # through sudo when available).
 set -euo pipefail
 
-packages=(gcc libssl-dev openssl haproxy)
+packages=(gcc libssl-dev openssl haproxy curl jq)
 
 missing=()
 for p in "${packages[@]}"; do

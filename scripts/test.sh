@@ -33,6 +33,10 @@ step "staticcheck"
 
 if [ "${1:-}" = "check" ]; then exit 0; fi
 
+step "README walkthrough"
+# README.md's walkthrough, pasted as written, against a freshly built dcaas.
+./scripts/walkthrough.sh
+
 step "go test -race"
 go test -race -count=1 -timeout 30m ./...
 # A module of its own (k8s.io/apiserver stays out of dcaas's requirements).

@@ -1,10 +1,10 @@
 package sidecar_test
 
-// End-to-end tests of the key-loading flows of DESIGN.md §4 (grant + secure
+// End-to-end tests of the key-loading flows of docs/design.md (grant + secure
 // channel, seed derivation, stateless sealed keys, retained keys, the
-// central path), of key policies (§6) and of leases and revocation (§7):
+// central path), of key policies and of leases and revocation:
 // a real KMS over mTLS (kmstest) and real sidecars on Unix sockets, driven
-// through the JSON APIs of API.md.
+// through the JSON APIs of docs/api.md.
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -293,7 +294,7 @@ func ed25519Public(t testing.TB, pemText string) ed25519.PublicKey {
 	return k
 }
 
-// TestGrantFlow is DESIGN.md §4.1: the custodian asks the KMS for a grant
+// TestGrantFlow is docs/design.md, "Grant and secure channel": the custodian asks the KMS for a grant
 // bound to (instance, EKB digests); the sidecar presents grant + EKBs to
 // the KMS with a fresh ephemeral key.
 func TestGrantFlow(t *testing.T) {
@@ -378,7 +379,7 @@ func TestGrantFlow(t *testing.T) {
 	})
 }
 
-// TestSeedDerivation is DESIGN.md §4.3: the same seed yields the same key
+// TestSeedDerivation is docs/design.md, "Seed derivation": the same seed yields the same key
 // (id and material) on every sidecar of the custodian.
 func TestSeedDerivation(t *testing.T) {
 	f := newFixture(t, nil)
@@ -426,7 +427,7 @@ func TestSeedDerivation(t *testing.T) {
 	})
 }
 
-// TestSeedDerivationVector pins seed derivation v1 (DESIGN.md §4.3) to
+// TestSeedDerivationVector pins seed derivation v1 (docs/design.md, "Seed derivation") to
 // values computed by an independent implementation (Python's hashlib and
 // hmac):
 //
@@ -465,6 +466,16 @@ func TestSeedDerivationVector(t *testing.T) {
 	if got := hex.EncodeToString(kcrypto.SeedMAC(hk, seed)); got != wantMAC {
 		t.Errorf("SeedMAC = %s, want %s", got, wantMAC)
 	}
+	// docs/formats.md §7 quotes the vector for independent implementations.
+	doc, err := os.ReadFile("../docs/formats.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{wantDEK, wantAESID, wantHMACID, wantMAC} {
+		if !strings.Contains(string(doc), "`"+v+"`") {
+			t.Errorf("docs/formats.md does not quote %s (seed derivation v1)", v)
+		}
+	}
 	for _, n := range []int{0, kcrypto.MinSeedLen - 1, kcrypto.MaxSeedLen + 1} {
 		if k, err := kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, make([]byte, n)); err == nil {
 			k.Wipe()
@@ -473,7 +484,7 @@ func TestSeedDerivationVector(t *testing.T) {
 	}
 }
 
-// TestStatelessSealedKeys is DESIGN.md §4.4: sealed keys leave the
+// TestStatelessSealedKeys is docs/design.md, "Stateless sealed keys": sealed keys leave the
 // sidecar's memory and travel with every request.
 func TestStatelessSealedKeys(t *testing.T) {
 	f := newFixture(t, nil)
@@ -799,7 +810,7 @@ func (o *offline) lease(t testing.TB, keyID string) time.Time {
 	return time.Time{}
 }
 
-// TestLeasesRevocationOffline is DESIGN.md §7.
+// TestLeasesRevocationOffline is docs/design.md, "After loading".
 func TestLeasesRevocationOffline(t *testing.T) {
 	t.Run("lease", func(t *testing.T) {
 		o := newOffline(t, 20*time.Millisecond)

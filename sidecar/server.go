@@ -29,7 +29,7 @@ const (
 	batchBodyLimit = 64 << 20
 )
 
-// Handler is the sidecar's REST API (API.md "Sidecar" and "Operations").
+// Handler is the sidecar's REST API (docs/api.md "Sidecar" and "Operations").
 // It authorizes every request by how it arrived: over a listener from
 // ListenUnix the peer's uid must be allowed; over TLS the client
 // certificate must carry the bound custodian's DN. Serve wires both.

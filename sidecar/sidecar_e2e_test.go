@@ -175,7 +175,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 	kmstest.WantError(t, err, 404, api.CodeNotFound)
 }
 
-// checkOps runs every operation of API.md against loaded keys.
+// checkOps runs every operation of docs/api.md against loaded keys.
 func checkOps(t *testing.T, c *httpapi.Client, aes, ed, ec, hm string) {
 	t.Helper()
 	ctx := t.Context()

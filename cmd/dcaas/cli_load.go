@@ -30,7 +30,7 @@ func printLoaded(w io.Writer, ids []string) {
 func newLoadCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "load",
-		Short: "Load keys into the sidecar (the four flows of DESIGN.md §4)",
+		Short: "Load keys into the sidecar (the four flows of docs/design.md)",
 		Long: `Load keys into the sidecar on --socket, in batches of at most 1000. Each
 flow needs the custodian's KMS credentials (--kms, --ca, --cert, --key) of
 the custodian the sidecar is bound to. A progress bar is drawn on stderr

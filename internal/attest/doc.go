@@ -1,5 +1,5 @@
 // Package attest verifies the hardware evidence a sidecar sends with its
-// enrollment request (DESIGN.md §3.1), on the KMS side.
+// enrollment request (docs/design.md, "Enrollment"), on the KMS side.
 //
 // Where to start: [Verifier] is the pluggable seam the KMS calls;
 // [TPMVerifier] is the built-in TPM 2.0 implementation, configured with an

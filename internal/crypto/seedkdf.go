@@ -12,9 +12,10 @@ import (
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
-// SeedKDF is a versioned parameter set of seed derivation (DESIGN.md §4.3).
+// SeedKDF is a versioned parameter set of seed derivation (docs/design.md, "Seed derivation").
 // A version never changes once released: the same seed must yield the same
-// key forever. testdata/seedkdf_vectors.json pins it.
+// key forever. TestSeedDerivationVector (sidecar/flows_e2e_test.go) pins v1
+// to values of an independent implementation, quoted in docs/formats.md §7.
 type SeedKDF struct {
 	Version    int
 	Iterations int

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// SealedKey is the stateless-mode blob (DESIGN.md §4.4): a data key sealed
+// SealedKey is the stateless-mode blob (docs/design.md, "Stateless sealed keys"): a data key sealed
 // by a sidecar under its local master key, with its metadata and lease in
 // the clear but authenticated.
 //

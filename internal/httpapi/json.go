@@ -1,6 +1,6 @@
 // Package httpapi is the REST plumbing the KMS and the sidecar share: strict
 // JSON decoding with body limits, the one place that turns errors into an
-// HTTP status and an API.md error body, routing with JSON 404/405, panic
+// HTTP status and an docs/api.md error body, routing with JSON 404/405, panic
 // recovery, and request metrics.
 package httpapi
 
@@ -25,7 +25,7 @@ const DefaultBodyLimit = 1 << 20
 
 // Decode reads r's JSON body into v strictly: unknown fields, trailing data,
 // wrong types, bad base64 and bodies over limit bytes are *api.Error values
-// with the codes of API.md.
+// with the codes of docs/api.md.
 func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	if limit <= 0 {
 		limit = DefaultBodyLimit
@@ -233,7 +233,7 @@ func putBuf(b *bytes.Buffer) {
 	bufs.Put(b)
 }
 
-// WriteError writes err as an API.md error body. An *api.Error keeps its
+// WriteError writes err as an docs/api.md error body. An *api.Error keeps its
 // code and message; anything else is logged and answered as a generic 500,
 // so internal details never reach a caller.
 func WriteError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {

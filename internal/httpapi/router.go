@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 }
 
 // Router is an http.ServeMux that answers unknown paths and methods with
-// API.md JSON errors, recovers from handler panics with a generic 500, and
+// docs/api.md JSON errors, recovers from handler panics with a generic 500, and
 // records metrics by route pattern (never by raw path, which would put ids
 // in label values).
 type Router struct {

@@ -19,7 +19,7 @@ import (
 	"github.com/dcaas/dcaas/internal/store"
 )
 
-// AttestationPolicy enables TPM attestation enrollment (DESIGN.md §3.1):
+// AttestationPolicy enables TPM attestation enrollment (docs/design.md, "Enrollment"):
 // which attestation keys (platforms) may enroll, the custodian each one's
 // sidecar is bound to, and the PCR values every quote must show.
 type AttestationPolicy struct {

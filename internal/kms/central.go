@@ -12,7 +12,7 @@ import (
 	"github.com/dcaas/dcaas/internal/store"
 )
 
-// The central path: the operations of API.md served by the KMS itself,
+// The central path: the operations of docs/api.md served by the KMS itself,
 // with the key named by an EKB or a retained key id. It is what dcaas
 // replaces (every operation pays a network round trip and an EKB open) and
 // the baseline the sidecar is measured against; applications switch by

@@ -1,7 +1,7 @@
 // Package kms is the central trust anchor of dcaas: tenants and their master
 // keys, data keys and EKBs, the certificate authority's issuance, sidecar
 // enrollment, key release (rewrap), and the audit log, served as the REST API
-// of API.md.
+// of docs/api.md.
 //
 // Start with New (a Config of already-opened dependencies) and Handler.
 // Open (bootstrap.go) starts a KMS over a store.Store and a seal.Sealer

@@ -3,6 +3,7 @@ package kms_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -296,6 +297,23 @@ func TestRewrapRefusals(t *testing.T) {
 		kmstest.WantError(t, err, 400, api.CodeInvalidCert)
 		_, err = w.rewrap(w.cust, "junk", dk.EKB)
 		kmstest.WantError(t, err, 400, api.CodeInvalidCert)
+	})
+	// What a script sends when it asked a sidecar that is not enrolled yet
+	// for its wrapping certificate: jq -r .cert_pem of the 503 not_enrolled
+	// body is "null", of an empty answer "". The refusal must send the
+	// caller back to the sidecar, not suggest the certificate is malformed.
+	t.Run("no certificate: a sidecar not enrolled yet", func(t *testing.T) {
+		for _, pemText := range []string{"", "null\n", "  \n"} {
+			_, err := w.rewrap(w.cust, pemText, dk.EKB)
+			kmstest.WantError(t, err, 400, api.CodeInvalidCert)
+			var e *api.Error
+			errors.As(err, &e)
+			for _, hint := range []string{"GET /v1/wrapping-certificate", "enrolled"} {
+				if !strings.Contains(e.Message, hint) {
+					t.Errorf("wrapping_cert_pem %q: message %q does not point at the sidecar (%q)", pemText, e.Message, hint)
+				}
+			}
+		}
 	})
 	t.Run("foreign CA", func(t *testing.T) {
 		foreign := kmstest.Start(t, nil)

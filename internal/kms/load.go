@@ -24,7 +24,7 @@ func (k *KMS) sidecarRecipient(who *caller, pub api.PublicKey) (*recipient, erro
 	return &recipient{instance: *who.Instance, pub: pub}, nil
 }
 
-// loadKeys serves the grant flow (DESIGN.md §4.1) and retained keys: the
+// loadKeys serves the grant flow (docs/design.md, "Grant and secure channel") and retained keys: the
 // sidecar presents the grant its custodian obtained, the EKBs (or retained
 // key ids) and a fresh ephemeral public key.
 func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
@@ -133,7 +133,7 @@ func (k *KMS) retainedEKBs(ctx context.Context, in *store.Instance, keyID string
 	return out, nil
 }
 
-// deriveKeys serves seed derivation (DESIGN.md §4.3).
+// deriveKeys serves seed derivation (docs/design.md, "Seed derivation").
 func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	var req api.DeriveRequest
 	if err := c.decode(&req); err != nil {

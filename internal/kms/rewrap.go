@@ -22,12 +22,15 @@ type recipient struct {
 }
 
 // wrappingRecipient verifies a wrapping certificate presented by a
-// custodian (DESIGN.md §4.2): issued by this CA, valid now, not revoked,
+// custodian (docs/design.md, "Rewrap to a wrapping certificate"): issued by this CA, valid now, not revoked,
 // naming a live instance that is bound to this very custodian.
 func (k *KMS) wrappingRecipient(ctx context.Context, who *caller, certPEM string) (*recipient, error) {
 	block, _ := pem.Decode([]byte(certPEM))
 	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, api.Errorf(api.CodeInvalidCert, "wrapping_cert_pem must hold one PEM CERTIFICATE block.")
+		// Most often the caller asked a sidecar that is not enrolled yet
+		// (it answers 503 not_enrolled, with no certificate) and passed on
+		// what it got: send it back to the sidecar.
+		return nil, api.Errorf(api.CodeInvalidCert, "wrapping_cert_pem holds no PEM CERTIFICATE block: pass the cert_pem that the sidecar answers to GET /v1/wrapping-certificate once it is enrolled (a sidecar still waiting for its enrollment token answers 503 not_enrolled there, with no certificate).")
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {

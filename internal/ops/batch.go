@@ -120,7 +120,7 @@ func route[Req, Resp any](pattern, name string, batch bool, f func(context.Conte
 	}}
 }
 
-// Routes lists the operation endpoints of API.md, for a server to mount
+// Routes lists the operation endpoints of docs/api.md, for a server to mount
 // behind its own authentication.
 func (e *Engine) Routes() []Route {
 	return []Route{

@@ -243,6 +243,8 @@ func TestSpecReaderRejects(t *testing.T) {
 		{"continued scalar", "paths:\n  /a:\n    get:\n      summary: a\n        b c\n", "line 5: \"b c\" is not"},
 		{"open quote", "paths:\n  /a:\n    get:\n      summary: \"a\n", "line 4: a quoted value must end on its line"},
 		{"alias", "paths:\n  /a:\n    get: *x\n", "line 3: anchors and aliases"},
+		{"colon in a plain value", "paths:\n  /a:\n    get:\n      summary: a (b: c)\n", "line 4: a plain value may not contain \": \""},
+		{"comment in a plain value", "paths:\n  /a:\n    get:\n      summary: a #b\n", "line 4: a plain value may not contain \" #\""},
 		{"no paths", "openapi: 3.1.0\n", "no top-level \"paths:\""},
 		{"schema property not a key", "paths:\n  /a:\n    get:\n      x-dcaas-servers: [kms]\ncomponents:\n  schemas:\n    A:\n      properties:\n          b:\n", "line 9: indented 10 spaces, want 8"},
 		{"enum at key's indent", "paths:\n  /a:\n    get:\n      x-dcaas-servers: [kms]\ncomponents:\n  schemas:\n    A:\n      enum:\n      - x\n", "line 9: sequence items go one level deeper"},
@@ -425,6 +427,16 @@ func checkScalar(v string) error {
 	}
 	if v[0] == '&' || v[0] == '*' {
 		return errors.New("anchors and aliases are not allowed")
+	}
+	// A plain scalar ends at ": " (YAML reads a nested mapping, or fails)
+	// and at " #" (the rest is a comment): quote it, or use a block scalar.
+	if _, ok := closing[v[0]]; !ok && !blockScalar.MatchString(v) {
+		if strings.Contains(v, ": ") || strings.HasSuffix(v, ":") {
+			return errors.New("a plain value may not contain \": \" (YAML reads a mapping): quote it or use a block scalar")
+		}
+		if strings.Contains(v, " #") {
+			return errors.New("a plain value may not contain \" #\" (YAML drops the rest as a comment): quote it or use a block scalar")
+		}
 	}
 	return nil
 }
