@@ -297,6 +297,29 @@ func TestChartRendersValidObjects(t *testing.T) {
 			},
 		},
 		{
+			name:   "passphrase in its own Secret",
+			values: merge(baseValues(), map[string]any{"seal": map[string]any{"file": map[string]any{"passphraseSecret": "dcaas-kms-passphrase"}}}),
+			want: []string{"Deployment/" + kmsName, "NetworkPolicy/" + kmsName, "PodDisruptionBudget/" + kmsName,
+				"Service/" + kmsName},
+			check: func(t *testing.T, r rendered) {
+				d := kmsDeployment(t, r)
+				var sources []corev1.VolumeProjection
+				for _, v := range d.Spec.Template.Spec.Volumes {
+					if v.Name == "seal" && v.Projected != nil {
+						sources = v.Projected.Sources
+					}
+				}
+				if len(sources) != 2 || sources[0].Secret == nil || sources[0].Secret.Name != "dcaas-kms-seal" ||
+					sources[1].Secret == nil || sources[1].Secret.Name != "dcaas-kms-passphrase" ||
+					len(sources[1].Secret.Items) != 1 || sources[1].Secret.Items[0].Path != "passphrase" {
+					t.Errorf("want the seal volume projected from dcaas-kms-seal and the passphrase from dcaas-kms-passphrase: %+v", sources)
+				}
+				if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--seal-passphrase-file=/etc/dcaas/seal/passphrase") {
+					t.Errorf("the KMS does not read the passphrase from the seal volume")
+				}
+			},
+		},
+		{
 			name: "pkcs11",
 			values: merge(baseValues(), map[string]any{"seal": map[string]any{"type": "pkcs11"},
 				"pkcs11Image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)}}),
