@@ -20,7 +20,7 @@ if [ -n "$unformatted" ]; then
 fi
 
 step "go mod tidy -diff"
-# go.mod and go.sum must say exactly what the code needs, in both modules.
+# go.mod and go.sum must say exactly what the code needs, in every module.
 go mod tidy -diff
 (cd sidecar/kmsplugin/apiservertest && go mod tidy -diff)
 (cd deploy/helm/charttest && go mod tidy -diff)
