@@ -7,7 +7,8 @@
 # script fails on any finding.
 #
 #   ./scripts/lint.sh                 the whole module (and the test module
-#                                     sidecar/kmsplugin/apiservertest)
+#                                     sidecar/kmsplugin/apiservertest, and
+#                                     deploy/helm/charttest)
 #   ./scripts/lint.sh ./internal/...  some packages
 #
 # Bump STATICCHECK_VERSION deliberately: list what the proxy serves with
@@ -35,6 +36,7 @@ if [ $# -eq 0 ]; then
   "$bin" ./...
   # Modules of their own inside the tree (./... stops at them).
   (cd sidecar/kmsplugin/apiservertest && "$bin" ./...)
+  (cd deploy/helm/charttest && "$bin" ./...)
 else
   "$bin" "$@"
 fi

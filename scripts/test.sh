@@ -20,13 +20,15 @@ if [ -n "$unformatted" ]; then
 fi
 
 step "go mod tidy -diff"
-# go.mod and go.sum must say exactly what the code needs, in both modules.
+# go.mod and go.sum must say exactly what the code needs, in every module.
 go mod tidy -diff
 (cd sidecar/kmsplugin/apiservertest && go mod tidy -diff)
+(cd deploy/helm/charttest && go mod tidy -diff)
 
 step "go vet"
 go vet ./...
 (cd sidecar/kmsplugin/apiservertest && go vet ./...)
+(cd deploy/helm/charttest && go vet ./...)
 
 step "staticcheck"
 ./scripts/lint.sh
@@ -41,6 +43,10 @@ step "go test -race"
 go test -race -count=1 -timeout 30m ./...
 # A module of its own (k8s.io/apiserver stays out of dcaas's requirements).
 (cd sidecar/kmsplugin/apiservertest && go test -race -count=1 ./...)
+# The Helm chart rendered with Helm's Go packages and checked against the
+# Kubernetes and Prometheus operator API types; the Dockerfiles' base images
+# pinned by digest. Once: it runs no concurrent code of dcaas's.
+(cd deploy/helm/charttest && go test -count=1 ./...)
 
 step "go test (GODEBUG=fips140=on)"
 GODEBUG=fips140=on go test -count=1 -timeout 30m ./...
