@@ -58,7 +58,7 @@ func TestRunSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if enroll <= 0 || len(loads) != 4 {
+	if enroll <= 0 || len(loads) != 5 {
 		t.Fatalf("Loading = %v, %+v", enroll, loads)
 	}
 	for _, l := range loads {

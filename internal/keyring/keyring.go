@@ -16,6 +16,7 @@ package keyring
 import (
 	"maps"
 	"math"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -216,49 +217,44 @@ func (r *Ring) PutAll(items []Item, leaseUntil time.Time) error {
 	}()
 	now := r.now()
 	bound := r.BoundDN()
-	entries := make([]*entry, 0, len(items))
+	entries := make([]*entry, len(items))
 	destroy := func() {
 		for _, e := range entries {
-			e.prot.Destroy()
-		}
-	}
-	for _, it := range items {
-		md := it.MD
-		if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
-			destroy()
-			return api.Errorf(api.CodeInvalidArgument, "Key %s has version %d, outside 1..%d.", md.KeyID, md.Version, uint32(math.MaxUint32))
-		}
-		md = cloneMetadata(md)
-		// Check the material builds a handle before accepting it.
-		k, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), it.Material)
-		if err != nil {
-			destroy()
-			return err
-		}
-		k.Wipe()
-		prot, err := r.enc.Protect(it.Material.Clone())
-		if err != nil {
-			destroy()
-			return err
-		}
-		e := &entry{md: md, prot: prot}
-		e.setLimits(r, now)
-		lease := leaseUntil
-		if e.leaseCap != 0 && (lease.IsZero() || e.leaseCap < lease.UnixNano()) {
-			lease = time.Unix(0, e.leaseCap)
-		}
-		for _, a := range allActions {
-			if policy.Allows(md.Policy, md.Owner, bound, a) {
-				e.allowed |= actionBit(a)
+			if e != nil {
+				e.prot.Destroy()
 			}
 		}
-		if md.ExpiresAt != nil && (lease.IsZero() || md.ExpiresAt.Before(lease)) {
-			lease = *md.ExpiresAt
+	}
+	// Sealing each key into the enclave is the costly part of an import
+	// (memguard: system calls per key): a batch is prepared on every core.
+	// The error reported is the first in the batch's order.
+	errs := make([]error, len(items))
+	prepare := func(i int) {
+		entries[i], errs[i] = r.prepare(items[i], now, bound, leaseUntil)
+	}
+	if workers := min(runtime.GOMAXPROCS(0), len(items)/parallelFrom); workers > 1 {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < len(items); i = int(next.Add(1) - 1) {
+					prepare(i)
+				}
+			})
 		}
-		if !lease.IsZero() {
-			e.leaseNs.Store(lease.UnixNano())
+		wg.Wait()
+	} else {
+		for i := range items {
+			if prepare(i); errs[i] != nil {
+				break
+			}
 		}
-		entries = append(entries, e)
+	}
+	for _, err := range errs {
+		if err != nil {
+			destroy()
+			return err
+		}
 	}
 
 	r.mu.Lock()
@@ -306,6 +302,48 @@ func (r *Ring) PutAll(items []Item, leaseUntil time.Time) error {
 		old.destroy()
 	}
 	return nil
+}
+
+// parallelFrom is the batch size per core from which PutAll prepares a
+// batch on several cores.
+const parallelFrom = 32
+
+// prepare checks one item of PutAll and seals its material into a new
+// entry.
+func (r *Ring) prepare(it Item, now time.Time, bound string, leaseUntil time.Time) (*entry, error) {
+	md := it.MD
+	if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
+		return nil, api.Errorf(api.CodeInvalidArgument, "Key %s has version %d, outside 1..%d.", md.KeyID, md.Version, uint32(math.MaxUint32))
+	}
+	md = cloneMetadata(md)
+	// Check the material builds a handle before accepting it.
+	k, err := kcrypto.NewKey(md.Type, md.KeyID, uint32(md.Version), it.Material)
+	if err != nil {
+		return nil, err
+	}
+	k.Wipe()
+	prot, err := r.enc.Protect(it.Material.Clone())
+	if err != nil {
+		return nil, err
+	}
+	e := &entry{md: md, prot: prot}
+	e.setLimits(r, now)
+	lease := leaseUntil
+	if e.leaseCap != 0 && (lease.IsZero() || e.leaseCap < lease.UnixNano()) {
+		lease = time.Unix(0, e.leaseCap)
+	}
+	for _, a := range allActions {
+		if policy.Allows(md.Policy, md.Owner, bound, a) {
+			e.allowed |= actionBit(a)
+		}
+	}
+	if md.ExpiresAt != nil && (lease.IsZero() || md.ExpiresAt.Before(lease)) {
+		lease = *md.ExpiresAt
+	}
+	if !lease.IsZero() {
+		e.leaseNs.Store(lease.UnixNano())
+	}
+	return e, nil
 }
 
 // Has reports whether version of keyID is loaded; version 0 asks for

@@ -5,7 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
@@ -119,16 +122,7 @@ func (r releasable) wipe() {
 // is the first in the batch's order. The registry is read once for the
 // whole batch (GetKeys, GetKeyVersions), not once per EKB.
 func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundDN string) (releasable, error) {
-	out := make(releasable, 0, len(ekbs))
-	var openErr error
-	for _, raw := range ekbs {
-		o, err := k.openEKB(ctx, c.caller.Tenant, raw)
-		if err != nil {
-			openErr = err // refused at index len(out), unless an earlier one is
-			break
-		}
-		out = append(out, o)
-	}
+	out, openErr := k.openAll(ctx, c.caller.Tenant, ekbs) // refused at index len(out), unless an earlier one is
 	fail := func(err error, i int) (releasable, error) {
 		out.wipe()
 		return nil, prefixIndex(err, i, len(ekbs))
@@ -155,6 +149,39 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 		return fail(openErr, len(out))
 	}
 	return out, nil
+}
+
+// openAll opens ekbs in order, on every core for a large batch, and
+// returns the keys before the first that does not open, with its error.
+func (k *KMS) openAll(ctx context.Context, tenant string, ekbs [][]byte) (releasable, error) {
+	opened := make(releasable, len(ekbs))
+	errs := make([]error, len(ekbs))
+	open := func(i int) { opened[i], errs[i] = k.openEKB(ctx, tenant, ekbs[i]) }
+	if workers := min(runtime.GOMAXPROCS(0), len(ekbs)/64); workers > 1 {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < len(ekbs); i = int(next.Add(1) - 1) {
+					open(i)
+				}
+			})
+		}
+		wg.Wait()
+	} else {
+		for i := range ekbs {
+			if open(i); errs[i] != nil {
+				break
+			}
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			opened[i:].wipe()
+			return opened[:i], err
+		}
+	}
+	return opened, nil
 }
 
 // registryOf reads the registry entries of the keys and versions of a
