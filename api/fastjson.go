@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
@@ -35,8 +36,9 @@ type FastMarshaler interface {
 const MaxBatchOps = 10000
 
 // SizeChecker is implemented by requests whose cost grows with their item
-// count: servers call CheckSize on the raw body before decoding it, so an
-// oversized batch is refused without allocating its items.
+// count: servers call CheckSize on the raw body before decoding it with
+// encoding/json, so an oversized batch is refused without allocating its
+// items. (The fast path stops by itself past MaxBatchOps items.)
 type SizeChecker interface {
 	CheckSize(data []byte) error
 }
@@ -135,23 +137,37 @@ func (l *lexer) tok(c byte) bool {
 // rawString reads a string without escapes or control characters and
 // returns its bytes (aliasing the input); ok=false on anything else.
 func (l *lexer) rawString() ([]byte, bool) {
+	s, ok := l.quoted()
+	if !ok {
+		return nil, false
+	}
+	for _, c := range s {
+		if c < 0x20 {
+			return nil, false
+		}
+	}
+	return s, true
+}
+
+// quoted consumes a string without escapes (a backslash is refused) and
+// returns its raw bytes, which may hold control characters: the caller
+// refuses them, or decodes base64, which refuses all but CR and LF
+// (refused here).
+func (l *lexer) quoted() ([]byte, bool) {
 	if !l.tok('"') {
 		return nil, false
 	}
-	start := l.i
-	for l.i < len(l.b) {
-		c := l.b[l.i]
-		switch {
-		case c == '"':
-			s := l.b[start:l.i]
-			l.i++
-			return s, true
-		case c == '\\' || c < 0x20:
-			return nil, false
-		}
-		l.i++
+	rest := l.b[l.i:]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return nil, false
 	}
-	return nil, false
+	s := rest[:end]
+	if bytes.IndexByte(s, '\\') >= 0 || bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0 {
+		return nil, false
+	}
+	l.i += end + 1
+	return s, true
 }
 
 // null consumes a literal null.
@@ -184,7 +200,7 @@ func (l *lexer) bytes(dst *[]byte) {
 		*dst = nil
 		return
 	}
-	s, ok := l.rawString()
+	s, ok := l.quoted() // base64 refuses the other control characters
 	if !ok {
 		l.ok = false
 		return
@@ -398,6 +414,10 @@ func (r *BatchRequest) UnmarshalFast(data []byte) bool {
 			return true
 		}
 		for l.ok {
+			if len(v.Ops) == MaxBatchOps {
+				l.ok = false // too many: CheckSize says so
+				break
+			}
 			v.Ops = append(v.Ops, BatchItem{})
 			l.batchItem(&v.Ops[len(v.Ops)-1])
 			if l.tok(',') {

@@ -189,4 +189,13 @@ func TestBatchCheckSize(t *testing.T) {
 			}
 		})
 	}
+	// The fast path stops past MaxBatchOps items by itself (servers call
+	// CheckSize only when it declines).
+	var r BatchRequest
+	if !r.UnmarshalFast(many(MaxBatchOps, `{"op":"random","bytes":1}`)) || len(r.Ops) != MaxBatchOps {
+		t.Errorf("UnmarshalFast(%d items) declined or decoded %d", MaxBatchOps, len(r.Ops))
+	}
+	if r.UnmarshalFast(many(MaxBatchOps+1, `{"op":"random","bytes":1}`)) {
+		t.Errorf("UnmarshalFast(%d items) = true, want it to decline", MaxBatchOps+1)
+	}
 }

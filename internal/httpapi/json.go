@@ -46,13 +46,13 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 			}
 			return api.Errorf(api.CodeBadRequest, "The request body could not be read.")
 		}
+		if f.UnmarshalFast(buf.Bytes()) {
+			return nil // the fast path refuses more than api.MaxBatchOps items
+		}
 		if sc, ok := v.(api.SizeChecker); ok {
 			if err := sc.CheckSize(buf.Bytes()); err != nil {
 				return err
 			}
-		}
-		if f.UnmarshalFast(buf.Bytes()) {
-			return nil
 		}
 		return DecodeBytes(buf.Bytes(), v)
 	}
