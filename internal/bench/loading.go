@@ -63,19 +63,19 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 		return nil
 	}
 	cert := sc.WrappingCertificatePEM()
-	var atKMS time.Duration // the rewrap requests alone, answer received
+	var kmsTime time.Duration // the rewrap requests alone, answer received
 	err = run("rewrap", func(batch [][]byte, _ int) error {
 		var w api.WrappedKeys
 		t0 := time.Now()
 		if err := env.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: batch, WrappingCertPEM: cert}, &w); err != nil {
 			return err
 		}
-		atKMS += time.Since(t0)
+		kmsTime += time.Since(t0)
 		_, err := sc.ImportKeys(ctx, &w)
 		return err
 	})
 	if err == nil {
-		s := atKMS.Seconds()
+		s := kmsTime.Seconds()
 		out = append(out, LoadResult{Flow: "KMS rewrap alone", Keys: n, Seconds: s, KeysPerSec: float64(n) / s})
 	}
 	if err == nil {

@@ -55,6 +55,14 @@ type Enclave interface {
 	Close() error
 }
 
+// BatchProtector is implemented by enclaves that protect many data keys at
+// once for less than Protect costs per key (the software enclave opens its
+// protection key once per batch). ProtectAll takes ownership of every
+// material, as Protect does.
+type BatchProtector interface {
+	ProtectAll(materials []*secret.Bytes) ([]Protected, error)
+}
+
 // Protected is a data key held encrypted while idle.
 type Protected interface {
 	// Open returns the material in clear; the caller wipes it when done.

@@ -229,8 +229,30 @@ func (r *Ring) PutAll(items []Item, leaseUntil time.Time) error {
 	// (memguard: system calls per key): a batch is prepared on every core.
 	// The error reported is the first in the batch's order.
 	errs := make([]error, len(items))
+	var sealed []enclave.Protected // the batch sealed at once, if the enclave can
+	if bp, ok := r.enc.(enclave.BatchProtector); ok && len(items) > 1 {
+		clones := make([]*secret.Bytes, len(items))
+		for i, it := range items {
+			clones[i] = it.Material.Clone()
+		}
+		var err error
+		if sealed, err = bp.ProtectAll(clones); err != nil {
+			return err
+		}
+		defer func() {
+			for i, p := range sealed {
+				if entries[i] == nil {
+					p.Destroy() // its item was refused
+				}
+			}
+		}()
+	}
 	prepare := func(i int) {
-		entries[i], errs[i] = r.prepare(items[i], now, bound, leaseUntil)
+		var prot enclave.Protected
+		if sealed != nil {
+			prot = sealed[i]
+		}
+		entries[i], errs[i] = r.prepare(items[i], prot, now, bound, leaseUntil)
 	}
 	if workers := min(runtime.GOMAXPROCS(0), len(items)/parallelFrom); workers > 1 {
 		var next atomic.Int64
@@ -310,7 +332,8 @@ const parallelFrom = 32
 
 // prepare checks one item of PutAll and seals its material into a new
 // entry.
-func (r *Ring) prepare(it Item, now time.Time, bound string, leaseUntil time.Time) (*entry, error) {
+// prot, if not nil, is the item's material protected already.
+func (r *Ring) prepare(it Item, prot enclave.Protected, now time.Time, bound string, leaseUntil time.Time) (*entry, error) {
 	md := it.MD
 	if md.Version < 0 || int64(md.Version) > math.MaxUint32 { // 0 is refused by NewKey below
 		return nil, api.Errorf(api.CodeInvalidArgument, "Key %s has version %d, outside 1..%d.", md.KeyID, md.Version, uint32(math.MaxUint32))
@@ -322,9 +345,10 @@ func (r *Ring) prepare(it Item, now time.Time, bound string, leaseUntil time.Tim
 		return nil, err
 	}
 	k.Wipe()
-	prot, err := r.enc.Protect(it.Material.Clone())
-	if err != nil {
-		return nil, err
+	if prot == nil {
+		if prot, err = r.enc.Protect(it.Material.Clone()); err != nil {
+			return nil, err
+		}
 	}
 	e := &entry{md: md, prot: prot}
 	e.setLimits(r, now)

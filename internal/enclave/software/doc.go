@@ -3,13 +3,15 @@
 //
 // # What it does
 //
-// Every secret (identity key, transport keys, local master key, protected
-// data keys) lives in a memguard.Enclave: ciphertext (XSalsa20-Poly1305)
+// Every secret (identity key, transport keys, local master key, the
+// protection key of data keys) lives in a memguard.Enclave: ciphertext (XSalsa20-Poly1305)
 // under a process-wide session key that memguard keeps in mlock'd pages
 // flanked by guard pages. A secret is decrypted only for the one operation
 // that needs it, into a fresh LockedBuffer (mlock'd, guard pages, canary,
 // MADV_DONTDUMP, read-only), and that buffer is wiped and unmapped as soon
-// as the operation returns. New also hardens the process once: core dumps
+// as the operation returns. Protected data keys are AES-256-GCM
+// ciphertexts under the protection key (protect.go): a batch is sealed
+// with one open of it, not one memguard.Enclave per key. New also hardens the process once: core dumps
 // off (RLIMIT_CORE 0, soft and hard) and PR_SET_DUMPABLE 0, so processes
 // of the same uid cannot ptrace it or read /proc/<pid>/mem (nor can a
 // debugger attach: that is the point).

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 )
 
@@ -33,6 +34,8 @@ type Enclave struct {
 	closed    bool
 	lmk       *sealed
 	lmkSeals  atomic.Uint64
+	pk        *sealed       // the protection key of data keys (protect.go)
+	protects  atomic.Uint64 // data keys sealed under pk
 	identity  *identityKey
 	transport map[api.KEM]hpke.PrivateKey
 	owned     []*sealed // long-lived secrets, dropped by Close
@@ -49,7 +52,8 @@ func New() (*Enclave, error) {
 	}
 	e := &Enclave{transport: make(map[api.KEM]hpke.PrivateKey)}
 	e.lmk = newRandomSealed(e, lmkSize)
-	e.owned = append(e.owned, e.lmk)
+	e.pk = newRandomSealed(e, kcrypto.AEADKeySize)
+	e.owned = append(e.owned, e.lmk, e.pk)
 	return e, nil
 }
 
@@ -70,7 +74,7 @@ func (e *Enclave) Close() error {
 	for _, s := range e.owned {
 		s.destroy()
 	}
-	e.owned, e.lmk, e.identity, e.transport = nil, nil, nil, nil
+	e.owned, e.lmk, e.pk, e.identity, e.transport = nil, nil, nil, nil, nil
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package software
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
@@ -70,6 +71,54 @@ func TestProtectWipesOnFailure(t *testing.T) {
 	}
 	if string(raw) != string(make([]byte, len(raw))) {
 		t.Error("Protect() failed and left the material in clear")
+	}
+}
+
+// TestProtectAll: a batch sealed with one open of the protection key
+// opens key by key to the same bytes; the sealed bytes are not the key and
+// a change to them is refused; one empty item refuses the batch and every
+// material is wiped either way.
+func TestProtectAll(t *testing.T) {
+	e := open(t)
+	raws := [][]byte{[]byte("first data key.................."), []byte("second"), []byte("third data key")}
+	want := make([]string, len(raws))
+	in := make([]*secret.Bytes, len(raws))
+	for i, r := range raws {
+		want[i] = string(r)
+		in[i] = secret.New(r)
+	}
+	ps, err := e.ProtectAll(in)
+	if err != nil || len(ps) != len(raws) {
+		t.Fatalf("ProtectAll() = %d, %v", len(ps), err)
+	}
+	for i, r := range raws {
+		if string(r) != string(make([]byte, len(r))) {
+			t.Errorf("item %d left in clear after ProtectAll", i)
+		}
+		got, err := ps[i].Open()
+		if err != nil || string(got.Expose()) != want[i] {
+			t.Errorf("item %d: Open() = %q, %v; want %q", i, got.Expose(), err, want[i])
+		}
+		got.Wipe()
+		if ct := ps[i].(*protected).ct; bytes.Contains(ct, []byte(want[i])) {
+			t.Errorf("item %d: the sealed bytes hold the key", i)
+		}
+	}
+	p := ps[0].(*protected)
+	p.ct[len(p.ct)-1] ^= 1
+	if _, err := p.Open(); err == nil {
+		t.Error("Open() of altered sealed bytes succeeded")
+	}
+	mixed := []byte("a key")
+	if _, err := e.ProtectAll([]*secret.Bytes{secret.New(mixed), secret.Copy(nil)}); err == nil {
+		t.Error("ProtectAll() with an empty item succeeded")
+	}
+	if string(mixed) != string(make([]byte, len(mixed))) {
+		t.Error("a refused ProtectAll left a material in clear")
+	}
+	_ = e.Close()
+	if _, err := ps[1].Open(); !errors.Is(err, enclave.ErrClosed) {
+		t.Errorf("Open() after Close() = %v, want ErrClosed", err)
 	}
 }
 
