@@ -140,6 +140,8 @@ func FuzzUnmarshalFast(f *testing.F) {
 		`{"results":[{"ciphertext":"AQID","key_id":"k","key_version":1},{"mac":"AA=="},{}]}`,
 		`{"ops":[{"op":"encrypt","key_id":"k","plaintext":"AA=="},{"op":"random","bytes":16}]}`,
 		`{"plaintext":"AA==\n"}`, `{"key_version":-0}`, `{}`, `[]`, `"x"`,
+		`{"ekbs":["AQID","BAUG",null],"wrapping_cert_pem":"-----BEGIN CERTIFICATE-----\nMIIB\u00e9\\\"\n-----END CERTIFICATE-----\n"}`,
+		`{"ekbs":[],"wrapping_cert_pem":"\ud800"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -150,6 +152,7 @@ func FuzzUnmarshalFast(f *testing.F) {
 		checkFast[EncryptResponse](t, data)
 		checkFast[DecryptResponse](t, data)
 		checkFast[BatchResponse](t, data)
+		checkFast[RewrapRequest](t, data)
 	})
 }
 
@@ -198,4 +201,23 @@ func TestBatchCheckSize(t *testing.T) {
 	if r.UnmarshalFast(many(MaxBatchOps+1, `{"op":"random","bytes":1}`)) {
 		t.Errorf("UnmarshalFast(%d items) = true, want it to decline", MaxBatchOps+1)
 	}
+}
+
+// TestRewrapRequestFast: a rewrap request as clients send it (EKBs and a
+// PEM with escaped newlines) takes the fast path and decodes as the strict
+// decoder does.
+func TestRewrapRequestFast(t *testing.T) {
+	want := RewrapRequest{EKBs: [][]byte{{1, 2, 3}, {4}, nil}, WrappingCertPEM: "-----BEGIN CERTIFICATE-----\nMIIB\"é\n-----END CERTIFICATE-----\n"}
+	body, err := json.Marshal(&want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got RewrapRequest
+	if !got.UnmarshalFast(body) {
+		t.Fatalf("UnmarshalFast(%s) declined", body)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("UnmarshalFast = %+v, want %+v", got, want)
+	}
+	checkFast[RewrapRequest](t, body)
 }
