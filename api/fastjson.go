@@ -241,6 +241,34 @@ func (l *lexer) bytesArray(dst *[][]byte) {
 	*dst = out
 }
 
+// strArray reads a JSON array of strings without escapes (null leaves
+// nil).
+func (l *lexer) strArray(dst *[]string) {
+	if l.null() {
+		*dst = nil
+		return
+	}
+	if !l.tok('[') {
+		l.ok = false
+		return
+	}
+	out := make([]string, 0, 16)
+	if !l.tok(']') {
+		for l.ok {
+			out = append(out, "")
+			l.str(&out[len(out)-1])
+			if l.tok(',') {
+				continue
+			}
+			if !l.tok(']') {
+				l.ok = false
+			}
+			break
+		}
+	}
+	*dst = out
+}
+
 // escStr reads a JSON string that may hold escapes (a PEM's "\n"): the
 // token is found here and decoded by encoding/json, so escapes, invalid
 // UTF-8 and all mean exactly what they mean to the strict decoder (null
@@ -521,6 +549,36 @@ func (r *RewrapRequest) UnmarshalFast(data []byte) bool {
 			l.bytesArray(&v.EKBs)
 		case "wrapping_cert_pem":
 			l.escStr(&v.WrappingCertPEM)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// UnmarshalFast implements FastUnmarshaler: a sidecar's grant load
+// carries up to thousands of EKBs, like a rewrap.
+func (r *LoadRequest) UnmarshalFast(data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *LoadRequest, k string) bool {
+		switch k {
+		case "grant":
+			l.str(&v.Grant)
+		case "ekbs":
+			l.bytesArray(&v.EKBs)
+		case "key_ids":
+			l.strArray(&v.KeyIDs)
+		case "recipient":
+			l.object(func(k string) bool {
+				switch k {
+				case "kem":
+					l.str((*string)(&v.Recipient.KEM))
+				case "public_key":
+					l.bytes(&v.Recipient.PublicKey)
+				default:
+					return false
+				}
+				return true
+			})
 		default:
 			return false
 		}

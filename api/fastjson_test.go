@@ -142,6 +142,7 @@ func FuzzUnmarshalFast(f *testing.F) {
 		`{"plaintext":"AA==\n"}`, `{"key_version":-0}`, `{}`, `[]`, `"x"`,
 		`{"ekbs":["AQID","BAUG",null],"wrapping_cert_pem":"-----BEGIN CERTIFICATE-----\nMIIB\u00e9\\\"\n-----END CERTIFICATE-----\n"}`,
 		`{"ekbs":[],"wrapping_cert_pem":"\ud800"}`,
+		`{"grant":"g_abc","ekbs":["AQID"],"key_ids":["k1",null],"recipient":{"kem":"x25519","public_key":"AQID"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -153,6 +154,7 @@ func FuzzUnmarshalFast(f *testing.F) {
 		checkFast[DecryptResponse](t, data)
 		checkFast[BatchResponse](t, data)
 		checkFast[RewrapRequest](t, data)
+		checkFast[LoadRequest](t, data)
 	})
 }
 
@@ -220,4 +222,12 @@ func TestRewrapRequestFast(t *testing.T) {
 		t.Fatalf("UnmarshalFast = %+v, want %+v", got, want)
 	}
 	checkFast[RewrapRequest](t, body)
+	load := LoadRequest{Grant: "g_1", EKBs: [][]byte{{1}}, KeyIDs: []string{"k"}, Recipient: PublicKey{KEM: "x25519", PublicKey: []byte{7}}}
+	if body, err = json.Marshal(&load); err != nil {
+		t.Fatal(err)
+	}
+	var gotLoad LoadRequest
+	if !gotLoad.UnmarshalFast(body) || !reflect.DeepEqual(gotLoad, load) {
+		t.Fatalf("LoadRequest.UnmarshalFast(%s) = %+v, want %+v", body, gotLoad, load)
+	}
 }
