@@ -19,12 +19,13 @@ import (
 )
 
 type benchFlags struct {
-	opts     bench.Options
-	modes    string
-	keys     int
-	noLoad   bool
-	jsonOut  bool
-	plotFile string
+	opts      bench.Options
+	modes     string
+	keys      int
+	noLoad    bool
+	breakdown bool
+	jsonOut   bool
+	plotFile  string
 }
 
 // benchReport is what --json prints.
@@ -38,6 +39,9 @@ type benchReport struct {
 	Modes    []bench.Result     `json:"modes"`
 	EnrollMS float64            `json:"enroll_ms,omitempty"`
 	Loading  []bench.LoadResult `json:"loading,omitempty"`
+	// Breakdown (--breakdown) is where one Unix-socket encrypt spends its
+	// time.
+	Breakdown []bench.Stage `json:"breakdown,omitempty"`
 }
 
 func newBenchCmd() *cobra.Command {
@@ -56,7 +60,9 @@ operation (default: 1 KiB AES-256-GCM encrypt), closed loop, through:
   mtls         the sidecar over loopback mutual TLS
   central      the KMS central path over mutual TLS (what dcaas replaces)
   central+rtt  the central path through a proxy adding --rtt round-trip time
-Then it measures start → enrolled and loading --keys keys by each flow.`,
+Then it measures start → enrolled and loading --keys keys by each flow.
+With --breakdown it also times each stage of one Unix-socket encrypt
+(crypto, engine, decode, encode, client, transport) on its own.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd.Context(), cmd.OutOrStdout(), f) },
 	}
@@ -70,6 +76,7 @@ Then it measures start → enrolled and loading --keys keys by each flow.`,
 	fl.StringVar(&f.modes, "modes", "", "comma-separated subset of modes (default: all)")
 	fl.IntVar(&f.keys, "keys", 10000, "keys to load by each flow in the loading benchmark")
 	fl.BoolVar(&f.noLoad, "no-loading", false, "skip the key-loading benchmark")
+	fl.BoolVar(&f.breakdown, "breakdown", false, "also show where one Unix-socket encrypt of --size bytes spends its time, stage by stage")
 	fl.BoolVar(&f.jsonOut, "json", false, "print a JSON report instead of tables")
 	fl.StringVar(&f.plotFile, "plot", "", "write a PNG bar chart of the modes to this file")
 	return cmd
@@ -126,6 +133,11 @@ func runBench(ctx context.Context, out io.Writer, f benchFlags) error {
 		rep.EnrollMS = float64(enroll.Microseconds()) / 1e3
 		rep.Loading = loads
 	}
+	if f.breakdown {
+		if rep.Breakdown, err = bench.Breakdown(ctx, env, f.opts.Size); err != nil {
+			return err
+		}
+	}
 	if f.plotFile != "" {
 		pf, err := os.Create(f.plotFile)
 		if err != nil {
@@ -162,6 +174,15 @@ func runBench(ctx context.Context, out io.Writer, f benchFlags) error {
 		fmt.Fprintln(tw, "loading flow\tkeys\tseconds\tkeys/s\t")
 		for _, l := range rep.Loading {
 			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%s\t\n", l.Flow, l.Keys, l.Seconds, bench.Human(l.KeysPerSec))
+		}
+		tw.Flush()
+	}
+	if rep.Breakdown != nil {
+		fmt.Fprintf(out, "\none %d-byte encrypt over the Unix socket, one request at a time:\n\n", f.opts.Size)
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "stage\tns\tshare\twhat")
+		for _, st := range rep.Breakdown {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f %%\t%s\n", st.Stage, st.NsOp, st.Share*100, st.What)
 		}
 		tw.Flush()
 	}

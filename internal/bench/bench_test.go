@@ -66,4 +66,21 @@ func TestRunSmoke(t *testing.T) {
 			t.Fatalf("loading %s: %+v", l.Flow, l)
 		}
 	}
+	stages, err := Breakdown(t.Context(), env, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stages) != 7 || stages[6].Stage != "round trip" || stages[6].NsOp <= 0 {
+		t.Fatalf("Breakdown = %+v", stages)
+	}
+	sum := 0.0
+	for _, st := range stages[:6] {
+		if st.NsOp < 0 || st.Stage == "" || st.What == "" {
+			t.Errorf("stage %+v", st)
+		}
+		sum += st.NsOp
+	}
+	if stages[0].NsOp <= 0 || sum < stages[6].NsOp*0.99 {
+		t.Errorf("the stages (%.0f ns) do not account for the round trip (%.0f ns): %+v", sum, stages[6].NsOp, stages)
+	}
 }
