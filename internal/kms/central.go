@@ -76,7 +76,7 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 		}
 		raw = v.EKB
 	}
-	o, err := k.openEKB(ctx, who.Tenant, raw)
+	o, err := k.openCentral(ctx, who.Tenant, raw)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -191,6 +191,7 @@ type KMS struct {
 
 	mu   sync.Mutex
 	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
+	ekbs ekbCache                // EKBs the central path opened (ekbcache.go), wiped on Close
 
 	caMu   sync.Mutex             // serializes CA refreshes and rotation steps
 	caView atomic.Pointer[caView] // the CA in force; see castate.go
@@ -246,8 +247,9 @@ func New(cfg Config) (*KMS, error) {
 // TLSConfig.
 func (k *KMS) Handler() http.Handler { return k.router }
 
-// Close wipes the cached master keys.
+// Close wipes the cached master keys and opened EKBs.
 func (k *KMS) Close() error {
+	k.ekbs.wipe()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for id, b := range k.tmks {

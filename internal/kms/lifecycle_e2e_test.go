@@ -459,3 +459,35 @@ func TestCentralTranslateRefusals(t *testing.T) {
 		t.Fatalf("decrypt translated = %q, %v", pt, err)
 	}
 }
+
+// TestCentralRemembersOpeningOnly: the central path remembers the EKBs it
+// opened, never their verdict: an EKB used a moment ago is refused at once
+// once its key is disabled, expired or denied to the caller by policy, and
+// another tenant's custodian bringing the same bytes is refused.
+func TestCentralRemembersOpeningOnly(t *testing.T) {
+	w := lifecycleWorld(t, 0)
+	live := w.dataKey(t, w.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+	exp := time.Hour
+	at := w.clock.Now().Add(exp)
+	short := w.dataKey(t, w.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM, ExpiresAt: &at})
+	for _, dk := range []api.DataKey{live, short} {
+		for range 2 { // the second one comes from the cache
+			if _, err := centralEncrypt(w.cust, api.KeyRef{EKB: dk.EKB}, []byte("x")); err != nil {
+				t.Fatalf("encrypt with %s = %v", dk.KeyID, err)
+			}
+		}
+	}
+	w.cust.MustDo(t, "DELETE", "/v1/datakeys/"+live.KeyID, nil, nil)
+	if _, err := centralEncrypt(w.cust, api.KeyRef{EKB: live.EKB}, []byte("x")); api.CodeOf(err) != api.CodeRevoked {
+		t.Errorf("encrypt with a disabled key opened a moment ago = %v, want revoked", err)
+	}
+	w.clock.Advance(exp + time.Second)
+	if _, err := centralEncrypt(w.cust, api.KeyRef{EKB: short.EKB}, []byte("x")); api.CodeOf(err) != api.CodeExpired {
+		t.Errorf("encrypt with an expired key opened a moment ago = %v, want expired", err)
+	}
+	w.env.Tenant(t, "other")
+	stranger, _ := w.env.App(t, "other", "payments-api", api.RoleCustodian)
+	if _, err := centralEncrypt(stranger, api.KeyRef{EKB: short.EKB}, []byte("x")); api.CodeOf(err) != api.CodeWrongTenant {
+		t.Errorf("another tenant's custodian with the same EKB = %v, want wrong_tenant", err)
+	}
+}
