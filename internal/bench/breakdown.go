@@ -76,7 +76,9 @@ func Breakdown(ctx context.Context, env *devenv.Env, size int) ([]Stage, error) 
 			fail(fmt.Errorf("bench: the encrypt request did not take the fast path"))
 		}
 	})
-	encode := ns(func() { _ = (&api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1}).AppendJSON(make([]byte, 0, len(respBody))) })
+	encode := ns(func() {
+		_ = (&api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1}).AppendJSON(make([]byte, 0, len(respBody)))
+	})
 	client := ns(func() {
 		_ = req.AppendJSON(make([]byte, 0, len(body)))
 		var r api.EncryptResponse

@@ -59,7 +59,7 @@ func (c *CA) Verify(cert *x509.Certificate, usage Usage, now time.Time) error {
 		return err
 	}
 	root := c.roots[i]
-	c.verified.put(memo, window{from: laterOf(cert.NotBefore, root.NotBefore), to: earlierOf(cert.NotAfter, root.NotAfter)})
+	c.verified.put(memo, window{from: maxTime(cert.NotBefore, root.NotBefore), to: minTime(cert.NotAfter, root.NotAfter)})
 	return nil
 }
 
@@ -135,18 +135,4 @@ func (v *verifiedMemo) put(k verifiedKey, w window) {
 		v.m = make(map[verifiedKey]window)
 	}
 	v.m[k] = w
-}
-
-func laterOf(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-func earlierOf(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }

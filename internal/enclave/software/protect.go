@@ -56,13 +56,7 @@ func (e *Enclave) ProtectAll(materials []*secret.Bytes) ([]enclave.Protected, er
 		return nil, wrapf("protection key exhausted (%d keys sealed); restart the sidecar", uint64(maxProtects))
 	}
 	out := make([]enclave.Protected, len(materials))
-	err := e.pk.withLocked(func(key []byte) error {
-		k := secret.Copy(key)
-		defer k.Wipe()
-		aead, err := kcrypto.NewAEAD(k)
-		if err != nil {
-			return err
-		}
+	err := e.withProtectionKey(func(aead *kcrypto.AEAD) error {
 		for i, m := range materials {
 			out[i] = &protected{owner: e, ct: aead.Seal(make([]byte, 0, kcrypto.AEADOverhead+m.Len()), m.Expose(), protectAAD)}
 		}
@@ -72,6 +66,20 @@ func (e *Enclave) ProtectAll(materials []*secret.Bytes) ([]enclave.Protected, er
 		return nil, err
 	}
 	return out, nil
+}
+
+// withProtectionKey opens the protection key (one memguard open) and calls
+// fn with it; e.mu must be held.
+func (e *Enclave) withProtectionKey(fn func(*kcrypto.AEAD) error) error {
+	return e.pk.withLocked(func(key []byte) error {
+		k := secret.Copy(key)
+		defer k.Wipe()
+		aead, err := kcrypto.NewAEAD(k)
+		if err != nil {
+			return err
+		}
+		return fn(aead)
+	})
 }
 
 // protected is a data key sealed under its enclave's protection key.
@@ -100,13 +108,7 @@ func (p *protected) Open() (*secret.Bytes, error) {
 		return nil, ErrDestroyed
 	}
 	var out *secret.Bytes
-	err := e.pk.withLocked(func(key []byte) error {
-		k := secret.Copy(key)
-		defer k.Wipe()
-		aead, err := kcrypto.NewAEAD(k)
-		if err != nil {
-			return err
-		}
+	err := e.withProtectionKey(func(aead *kcrypto.AEAD) error {
 		b, err := aead.Open(nil, ct, protectAAD)
 		if err != nil {
 			return wrapf("a protected key does not open") // the sealed bytes were changed in memory
