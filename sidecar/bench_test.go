@@ -30,9 +30,19 @@ import (
 // latency. Closed loop with 8 concurrent clients: b.SetParallelism(8 /
 // GOMAXPROCS).
 
+// benchFixture is a sidecar with one loaded AES key and its request log
+// off, as dcaas bench runs it (BenchmarkUnixSocketEncrypt1KiBRequestLog
+// measures the log).
 func benchFixture(b *testing.B) (*fixture, string) {
+	return benchFixtureLog(b, false)
+}
+
+func benchFixtureLog(b *testing.B, requestLog bool) (*fixture, string) {
 	b.Helper()
-	f := newFixture(b, func(c *sidecar.Config) { c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil)) })
+	f := newFixture(b, func(c *sidecar.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		c.NoRequestLog = !requestLog
+	})
 	dks := f.load(b, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 	return f, dks[0].KeyID
 }
@@ -109,6 +119,15 @@ func BenchmarkLibraryEncryptAppend1KiB(b *testing.B) {
 
 func BenchmarkUnixSocketEncrypt1KiB(b *testing.B) {
 	f, key := benchFixture(b)
+	encryptClients(b, f.socket, key)
+}
+
+// BenchmarkUnixSocketEncrypt1KiBRequestLog is the same with the sidecar's
+// default request log on (one JSON line per request, written to
+// io.Discard here): what `dcaas sidecar serve` does unless
+// --request-log=false.
+func BenchmarkUnixSocketEncrypt1KiBRequestLog(b *testing.B) {
+	f, key := benchFixtureLog(b, true)
 	encryptClients(b, f.socket, key)
 }
 
