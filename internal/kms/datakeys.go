@@ -175,6 +175,9 @@ type openedKey struct {
 
 	encryptions int64  // the version's registry count (release only)
 	warning     string // rotation warning for the custodian (release only)
+	// feedSeq is where the revocation feed stood before the key's registry
+	// entry was read for a release (0: unknown); see stillReleasable.
+	feedSeq int64
 }
 
 // metadataBytes is the key's metadata as the KMS wrote it: the EKB's exact

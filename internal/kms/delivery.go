@@ -3,6 +3,9 @@ package kms
 import (
 	"context"
 	"errors"
+	"math"
+	"slices"
+	"strings"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/audit"
@@ -53,13 +56,24 @@ func (k *KMS) recordRelease(ctx context.Context, tx store.Releases, instanceID s
 // check and the release is refused. (A rotation racing the same way is
 // not announced to the sidecar: it fetches the new version at the key's
 // next feed event, or reloads it.)
+//
+// Every change that could refuse a release (a disable, a retirement)
+// appends an event to the revocation feed in its own transaction, and the
+// feed's numbers commit in order. A key whose registry entry was read after
+// the feed stood at feedSeq (openForRelease notes it) needs a second look
+// only if an event after feedSeq names it: the check reads the tenant's
+// events since then (one statement, usually no row) and re-reads just the
+// keys they name, or every key of the release when there are too many
+// events to look through.
 func stillReleasable(ctx context.Context, tx reader, keys releasable) error {
 	lowest := map[string]int{} // key id → the lowest version released now
 	var ids []string
+	tenant, since := "", int64(math.MaxInt64)
 	for _, o := range keys {
 		if o.ekb == nil {
 			continue // seed-derived keys have no registry entry and no events
 		}
+		tenant, since = o.md.Tenant, min(since, o.feedSeq)
 		if v, ok := lowest[o.md.KeyID]; !ok {
 			ids = append(ids, o.md.KeyID)
 			lowest[o.md.KeyID] = o.md.Version
@@ -69,6 +83,24 @@ func stillReleasable(ctx context.Context, tx reader, keys releasable) error {
 	}
 	if len(ids) == 0 {
 		return nil
+	}
+	const maxEvents = 256
+	evs, err := tx.RevocationsAfter(ctx, tenant, since, maxEvents)
+	if err != nil {
+		return storeErr(err, "revocation feed")
+	}
+	if len(evs) < maxEvents {
+		named := map[string]bool{}
+		for _, ev := range evs {
+			id, _, _ := strings.Cut(ev.Subject, ":") // key id, or "<key id>:<version>"
+			if _, ok := lowest[id]; ok {
+				named[id] = true
+			}
+		}
+		ids = slices.DeleteFunc(ids, func(id string) bool { return !named[id] })
+		if len(ids) == 0 {
+			return nil
+		}
 	}
 	got, err := tx.GetKeys(ctx, ids)
 	if err != nil {

@@ -127,12 +127,19 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 		out.wipe()
 		return nil, prefixIndex(err, i, len(ekbs))
 	}
+	// The feed's position before the registry is read: stillReleasable
+	// looks again only at keys named by events after it.
+	feedSeq, err := k.st.LastRevocation(ctx)
+	if err != nil {
+		return fail(storeErr(err, "revocation feed"), 0)
+	}
 	keys, versions, err := k.registryOf(ctx, out)
 	if err != nil {
 		return fail(err, 0)
 	}
 	for i, o := range out {
 		c.keyID = o.md.KeyID
+		o.feedSeq = feedSeq
 		key, ok := keys[o.md.KeyID]
 		var v store.KeyVersion
 		if ok {
