@@ -23,7 +23,7 @@ type reader interface {
 	GetKey(ctx context.Context, keyID string) (store.Key, error)
 	GetKeys(ctx context.Context, keyIDs []string) (map[string]store.Key, error)
 	GetKeyVersion(ctx context.Context, keyID string, version int) (store.KeyVersion, error)
-	GetKeyVersions(ctx context.Context, refs []store.KeyRef) (map[store.KeyRef]store.KeyVersion, error)
+	GetKeysAndVersions(ctx context.Context, refs []store.KeyRef) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error)
 	ListKeyVersions(ctx context.Context, keyID string) ([]store.KeyVersion, error)
 	KeysDueForRotation(ctx context.Context, now time.Time, countedType string, minEncryptions int64, limit int) ([]store.Key, error)
 	ReleasedVersions(ctx context.Context, instanceID string, keyIDs []string) (map[string]int, error)

@@ -120,7 +120,7 @@ func (r releasable) wipe() {
 // key is live and that its policy names the sidecar's bound custodian. It
 // is all or nothing: one refusal refuses the batch, and the refusal named
 // is the first in the batch's order. The registry is read once for the
-// whole batch (GetKeys, GetKeyVersions), not once per EKB.
+// whole batch (GetKeysAndVersions), not once per EKB.
 func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundDN string) (releasable, error) {
 	out, openErr := k.openAll(ctx, c.caller.Tenant, ekbs) // refused at index len(out), unless an earlier one is
 	fail := func(err error, i int) (releasable, error) {
@@ -192,28 +192,18 @@ func (k *KMS) openAll(ctx context.Context, tenant string, ekbs [][]byte) (releas
 }
 
 // registryOf reads the registry entries of the keys and versions of a
-// batch in two statements.
+// batch, in one statement per 500 keys.
 func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
-	ids := make([]string, 0, len(batch))
 	refs := make([]store.KeyRef, 0, len(batch))
-	seen := make(map[string]bool, len(batch))
 	for _, o := range batch {
-		if !seen[o.md.KeyID] {
-			seen[o.md.KeyID] = true
-			ids = append(ids, o.md.KeyID)
-		}
 		refs = append(refs, store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version})
 	}
-	if len(ids) == 0 {
+	if len(refs) == 0 {
 		return nil, nil, nil
 	}
-	keys, err := k.st.GetKeys(ctx, ids)
+	keys, versions, err := k.st.GetKeysAndVersions(ctx, refs)
 	if err != nil {
 		return nil, nil, storeErr(err, "key")
-	}
-	versions, err := k.st.GetKeyVersions(ctx, refs)
-	if err != nil {
-		return nil, nil, storeErr(err, "key version")
 	}
 	return keys, versions, nil
 }

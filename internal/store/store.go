@@ -213,9 +213,11 @@ type Keys interface {
 	AddKeyVersion(ctx context.Context, v KeyVersion) error
 	// GetKeyVersion returns ErrNotFound for an unknown id or version.
 	GetKeyVersion(ctx context.Context, keyID string, version int) (KeyVersion, error)
-	// GetKeyVersions returns the versions refs name that exist, by ref
-	// (an unknown key or version is left out), like GetKeys.
-	GetKeyVersions(ctx context.Context, refs []KeyRef) (map[KeyRef]KeyVersion, error)
+	// GetKeysAndVersions returns the keys refs name that exist, by id,
+	// and the versions refs name that exist, by ref (an unknown key or
+	// version is left out), read together like GetKeys: what a release
+	// batch checks.
+	GetKeysAndVersions(ctx context.Context, refs []KeyRef) (map[string]Key, map[KeyRef]KeyVersion, error)
 	// ListKeyVersions returns every version of a key, oldest first
 	// (ErrNotFound for an unknown id).
 	ListKeyVersions(ctx context.Context, keyID string) ([]KeyVersion, error)

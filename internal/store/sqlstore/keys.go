@@ -97,10 +97,10 @@ func (q *queries) GetKeys(ctx context.Context, keyIDs []string) (map[string]stor
 	return out, nil
 }
 
-// GetKeyVersions implements store.Keys: one statement per 500 key ids
-// (the versions of those keys that refs name, filtered here).
-func (q *queries) GetKeyVersions(ctx context.Context, refs []store.KeyRef) (map[store.KeyRef]store.KeyVersion, error) {
-	const op = "GetKeyVersions"
+// GetKeysAndVersions implements store.Keys: one statement per 500 key
+// ids, the keys joined with the versions of them that refs name.
+func (q *queries) GetKeysAndVersions(ctx context.Context, refs []store.KeyRef) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
+	const op = "GetKeysAndVersions"
 	want := make(map[string][]int, len(refs))
 	ids := make([]string, 0, len(refs))
 	for _, r := range refs {
@@ -109,42 +109,56 @@ func (q *queries) GetKeyVersions(ctx context.Context, refs []store.KeyRef) (map[
 		}
 		want[r.KeyID] = append(want[r.KeyID], r.Version)
 	}
-	out := make(map[store.KeyRef]store.KeyVersion, len(refs))
+	keys := make(map[string]store.Key, len(ids))
+	versions := make(map[store.KeyRef]store.KeyVersion, len(refs))
 	for part := range slices.Chunk(ids, batch) {
-		args := make([]any, 0, 2*len(part))
-		var versions []any
+		var versionArgs []any
 		seen := map[int]bool{}
 		for _, id := range part {
-			args = append(args, id)
 			for _, v := range want[id] {
 				if !seen[v] {
 					seen[v] = true
-					versions = append(versions, v)
+					versionArgs = append(versionArgs, v)
 				}
 			}
 		}
-		args = append(args, versions...)
+		args := append(versionArgs, make([]any, 0, len(part))...)
+		for _, id := range part {
+			args = append(args, id)
+		}
 		err := q.each(ctx,
-			`SELECT key_id, version, ekb, created_at, `+readCounter("encryptions")+`, `+readCounter("bytes")+`
-			 FROM key_versions WHERE key_id IN `+placeholders(1, len(part))+` AND version IN `+placeholders(1, len(versions)), args,
+			`SELECT k.key_id, k.tenant, k.owner, k.key_type, k.current_version, k.retained, k.created_at, k.disabled_at,
+			        COALESCE(k.min_decryption_version, 0), COALESCE(k.rotation_period, 0),
+			        v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`
+			 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id AND v.version IN `+placeholders(1, len(versionArgs))+`
+			 WHERE k.key_id IN `+placeholders(1, len(part)), args,
 			func(rows *sql.Rows) error {
+				var k store.Key
+				var retained, created, period int64
+				var disabled, version, vCreated sql.NullInt64
 				var v store.KeyVersion
-				var created int64
-				if err := rows.Scan(&v.KeyID, &v.Version, &v.EKB, &created, &v.Encryptions, &v.Bytes); err != nil {
+				if err := rows.Scan(&k.KeyID, &k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
+					&k.MinDecryptionVersion, &period, &version, &v.EKB, &vCreated, &v.Encryptions, &v.Bytes); err != nil {
 					return err
 				}
-				if slices.Contains(want[v.KeyID], v.Version) {
+				k.Retained = retained != 0
+				k.CreatedAt = fromNanos(created)
+				k.DisabledAt = fromNullNanos(disabled)
+				k.RotationPeriod = time.Duration(period)
+				keys[k.KeyID] = k
+				if version.Valid && slices.Contains(want[k.KeyID], int(version.Int64)) {
+					v.KeyID, v.Version = k.KeyID, int(version.Int64)
 					v.EKB = nilIfEmpty(v.EKB)
-					v.CreatedAt = fromNanos(created)
-					out[store.KeyRef{KeyID: v.KeyID, Version: v.Version}] = v
+					v.CreatedAt = fromNanos(vCreated.Int64)
+					versions[store.KeyRef{KeyID: v.KeyID, Version: v.Version}] = v
 				}
 				return nil
 			})
 		if err != nil {
-			return nil, q.mapErr(op, err)
+			return nil, nil, q.mapErr(op, err)
 		}
 	}
-	return out, nil
+	return keys, versions, nil
 }
 
 // each runs query and calls fn for each row.

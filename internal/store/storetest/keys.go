@@ -157,7 +157,7 @@ var keysTests = []test{
 			wantErr(t, fmt.Sprintf("GetKeyVersion(%q, %d)", c.id, c.version), err, store.ErrNotFound)
 		}
 	}},
-	{"GetKeys/GetKeyVersions", func(t *testing.T, s store.Store) {
+	{"GetKeys/GetKeysAndVersions", func(t *testing.T, s store.Store) {
 		// The batch reads answer exactly what GetKey and GetKeyVersion
 		// answer one at a time, leave out what does not exist, and take
 		// more ids than one statement holds.
@@ -188,23 +188,28 @@ var keysTests = []test{
 				t.Fatalf("GetKeys[%q] = %s, %v; GetKey = %s, %v", id, show(got), ok, show(want), werr)
 			}
 		}
-		versions, err := s.GetKeyVersions(ctx, refs)
-		check(t, "GetKeyVersions", err)
-		if want := 1203 + 401; len(versions) != want {
-			t.Errorf("GetKeyVersions returned %d versions, want %d", len(versions), want)
+		joined, versions, err := s.GetKeysAndVersions(ctx, refs)
+		check(t, "GetKeysAndVersions", err)
+		if want := 1203 + 401; len(versions) != want || len(joined) != 1203 {
+			t.Errorf("GetKeysAndVersions returned %d keys and %d versions, want 1203 and %d", len(joined), len(versions), want)
 		}
 		for _, r := range refs {
 			want, werr := s.GetKeyVersion(ctx, r.KeyID, r.Version)
 			got, ok := versions[r]
 			if ok != (werr == nil) || ok && !eqKeyVersion(got, want) {
-				t.Fatalf("GetKeyVersions[%v] = %s, %v; GetKeyVersion = %s, %v", r, show(got), ok, show(want), werr)
+				t.Fatalf("GetKeysAndVersions[%v] = %s, %v; GetKeyVersion = %s, %v", r, show(got), ok, show(want), werr)
+			}
+			wantKey, kerr := s.GetKey(ctx, r.KeyID)
+			gotKey, ok := joined[r.KeyID]
+			if ok != (kerr == nil) || ok && !eqKey(gotKey, wantKey) {
+				t.Fatalf("GetKeysAndVersions key %q = %s, %v; GetKey = %s, %v", r.KeyID, show(gotKey), ok, show(wantKey), kerr)
 			}
 		}
 		if got, err := s.GetKeys(ctx, nil); err != nil || len(got) != 0 {
 			t.Errorf("GetKeys(nil) = %v, %v", got, err)
 		}
-		if got, err := s.GetKeyVersions(ctx, nil); err != nil || len(got) != 0 {
-			t.Errorf("GetKeyVersions(nil) = %v, %v", got, err)
+		if gotKeys, got, err := s.GetKeysAndVersions(ctx, nil); err != nil || len(got) != 0 || len(gotKeys) != 0 {
+			t.Errorf("GetKeysAndVersions(nil) = %v, %v, %v", gotKeys, got, err)
 		}
 	}},
 	{"ListKeyVersions", func(t *testing.T, s store.Store) {
