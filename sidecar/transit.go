@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/keyring"
 	"github.com/dcaas/dcaas/internal/transit"
 )
 
@@ -47,3 +48,10 @@ type transitKeys struct{ s *Sidecar }
 func (k transitKeys) Resolve(name string) string { return k.s.ResolveKeyName(name) }
 
 func (k transitKeys) Versions(keyID string) []api.LoadedKey { return k.s.keyVersions(keyID) }
+
+func (k transitKeys) Absent(keyID string) error {
+	if k.s.ring.Revoked(keyID) {
+		return keyring.RevokedKeyError(keyID)
+	}
+	return api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+}

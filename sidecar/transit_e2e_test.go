@@ -483,3 +483,30 @@ func rawTransit(t testing.TB, socket, method, path, body string) rawResp {
 	b, _ := io.ReadAll(resp.Body)
 	return rawResp{resp.StatusCode, b}
 }
+
+// TestTransitRevokedKey: once the KMS disables a key the sidecar holds,
+// transit answers every use of it, with or without key_version, with
+// transit's "permission denied" (403, dcaas's revoked), never "encryption
+// key not found" as for a key that was never loaded. (Issue 15: a key
+// evicted on revocation answered not found.)
+func TestTransitRevokedKey(t *testing.T) {
+	f := newFixture(t, nil)
+	dk := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})[0]
+	f.do(t, "PUT", "/v1/keys/"+dk.KeyID+"/name", api.SetKeyNameRequest{Name: "payments"}, nil)
+	bao := baoClient(t, f.socket)
+	write(t, bao, "transit/encrypt/payments", map[string]any{"plaintext": b64("x")})
+	f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+dk.KeyID, nil, nil)
+	eventually(t, "the key evicted", func() error {
+		if _, err := bao.Logical().WriteWithContext(t.Context(), "transit/encrypt/payments", map[string]any{"plaintext": b64("x")}); err == nil {
+			return errors.New("transit still encrypts with the disabled key")
+		}
+		return nil
+	})
+	for _, data := range []map[string]any{
+		{"plaintext": b64("x")},
+		{"plaintext": b64("x"), "key_version": 1},
+	} {
+		_, err := bao.Logical().WriteWithContext(t.Context(), "transit/encrypt/"+dk.KeyID, data)
+		wantBaoError(t, err, 403, "permission denied")
+	}
+}

@@ -181,6 +181,10 @@ func (r *Ring) Revoked(keyID string) bool {
 	return ok
 }
 
+// RevokedKeyError is the error for a key the KMS revoked: it is not loaded
+// and will not be again.
+func RevokedKeyError(keyID string) error { return errRevokedKey(keyID) }
+
 func errRevokedKey(keyID string) error {
 	return api.Errorf(api.CodeRevoked, "Key %s has been revoked by the KMS; this sidecar will not load or use it again.", keyID)
 }

@@ -165,7 +165,7 @@ func (s *Server) checkEncryptVersion(p *params, keyID string) error {
 	}
 	vs := s.Keys.Versions(keyID)
 	if len(vs) == 0 {
-		return api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+		return s.Keys.Absent(keyID)
 	}
 	latest := vs[len(vs)-1].Version
 	switch {

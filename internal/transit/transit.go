@@ -54,6 +54,10 @@ type Keys interface {
 	// Versions lists the loaded versions of keyID, oldest first (none:
 	// not loaded).
 	Versions(keyID string) []api.LoadedKey
+	// Absent is the error for keyID when it has no loaded version: the
+	// API error saying it was revoked, when the KMS revoked it, or that it
+	// is not loaded.
+	Absent(keyID string) error
 }
 
 // Server answers transit requests. Engine and Keys are required; the zero
