@@ -155,6 +155,10 @@ type BatchRequest struct {
 	Ops []BatchItem `json:"ops"`
 }
 
+// MaxBatchOps is the most operations a batch request may carry (more is
+// too_large).
+const MaxBatchOps = 10000
+
 // BatchResult is one result: the operation's response fields, or Error.
 type BatchResult struct {
 	Ciphertext []byte `json:"ciphertext,omitempty"`

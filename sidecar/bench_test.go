@@ -18,6 +18,7 @@ import (
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/wire"
 	"github.com/dcaas/dcaas/sidecar"
 )
 
@@ -241,7 +242,7 @@ func BenchmarkBareHTTPUnixEncrypt1KiB(b *testing.B) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		var req api.EncryptRequest
-		if err != nil || !req.UnmarshalFast(body) {
+		if err != nil || !wire.Decode(body, &req) {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
@@ -251,7 +252,8 @@ func BenchmarkBareHTTPUnixEncrypt1KiB(b *testing.B) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write((&api.EncryptResponse{Ciphertext: ct, KeyID: key.KeyID(), KeyVersion: 1}).AppendJSON(nil))
+		out, _ := wire.Append(nil, &api.EncryptResponse{Ciphertext: ct, KeyID: key.KeyID(), KeyVersion: 1})
+		_, _ = w.Write(out)
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()

@@ -205,7 +205,7 @@ func TestBatchAllocationBounded(t *testing.T) {
 			alloc := after.TotalAlloc - before.TotalAlloc
 			t.Logf("a %d-byte body of %d empty ops: %s allocated by the request", len(payload), items, mib(alloc))
 			if alloc > budget {
-				t.Errorf("refusing %d ops allocated %s (%d bytes per body byte), want at most %s: the count is checked only after every item was decoded (api.BatchRequest.UnmarshalFast / encoding/json, then ops.Engine.Batch)",
+				t.Errorf("refusing %d ops allocated %s (%d bytes per body byte), want at most %s: the count is checked only after every item was decoded (wire.Decode / encoding/json, then ops.Engine.Batch)",
 					items, mib(alloc), alloc/uint64(len(payload)), mib(budget))
 			}
 		})

@@ -11,6 +11,7 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/wire"
 )
 
 // Stage is one part of a Unix-socket encrypt request's time.
@@ -48,12 +49,12 @@ func Breakdown(ctx context.Context, env *devenv.Env, size int) ([]Stage, error) 
 	}
 	defer raw.Wipe()
 	req := &api.EncryptRequest{KeyRef: api.KeyRef{KeyID: dk.KeyID}, Plaintext: msg}
-	body := req.AppendJSON(nil)
+	body, _ := wire.Append(nil, req)
 	resp, err := env.Sidecar.Encrypt(ctx, dk.KeyID, msg, nil)
 	if err != nil {
 		return nil, err
 	}
-	respBody := (&api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1}).AppendJSON(nil)
+	respBody, _ := wire.Append(nil, &api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1})
 	var failed error
 	fail := func(err error) {
 		if err != nil && failed == nil {
@@ -72,17 +73,17 @@ func Breakdown(ctx context.Context, env *devenv.Env, size int) ([]Stage, error) 
 	library := ns(func() { _, err := env.Sidecar.Encrypt(ctx, dk.KeyID, msg, nil); fail(err) })
 	decode := ns(func() {
 		var r api.EncryptRequest
-		if !r.UnmarshalFast(body) {
+		if !wire.Decode(body, &r) {
 			fail(fmt.Errorf("bench: the encrypt request did not take the fast path"))
 		}
 	})
 	encode := ns(func() {
-		_ = (&api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1}).AppendJSON(make([]byte, 0, len(respBody)))
+		_, _ = wire.Append(make([]byte, 0, len(respBody)), &api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1})
 	})
 	client := ns(func() {
-		_ = req.AppendJSON(make([]byte, 0, len(body)))
+		_, _ = wire.Append(make([]byte, 0, len(body)), req)
 		var r api.EncryptResponse
-		if !r.UnmarshalFast(respBody) {
+		if !wire.Decode(respBody, &r) {
 			fail(json.Unmarshal(respBody, &r))
 		}
 	})

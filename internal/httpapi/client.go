@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/wire"
 )
 
 // maxResponse bounds how much of a response a client reads.
@@ -27,8 +28,8 @@ type Client struct {
 // set; transport failures are returned as they are.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
-	if f, ok := in.(api.FastMarshaler); ok {
-		body = bytes.NewReader(f.AppendJSON(nil))
+	if b, ok := wire.Append(nil, in); ok {
+		body = bytes.NewReader(b)
 	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
@@ -61,7 +62,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		eb.Error.Status = resp.StatusCode
 		return eb.Error
 	}
-	if f, ok := out.(api.FastUnmarshaler); ok && f.UnmarshalFast(data) {
+	if wire.Decode(data, out) {
 		return nil
 	}
 	if out != nil {

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/wire"
 )
 
 // DefaultBodyLimit is the request body limit when a route sets none.
@@ -34,28 +35,6 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
-	if f, ok := v.(api.FastUnmarshaler); ok {
-		// Hot operations: read the body once, try the fast path, fall back
-		// to the strict decoder on the same bytes.
-		buf := getBuf()
-		defer putBuf(buf)
-		if _, err := buf.ReadFrom(body); err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
-			}
-			return api.Errorf(api.CodeBadRequest, "The request body could not be read.")
-		}
-		if f.UnmarshalFast(buf.Bytes()) {
-			return nil // the fast path refuses more than api.MaxBatchOps items
-		}
-		if sc, ok := v.(api.SizeChecker); ok {
-			if err := sc.CheckSize(buf.Bytes()); err != nil {
-				return err
-			}
-		}
-		return DecodeBytes(buf.Bytes(), v)
-	}
 	buf := getBuf()
 	defer putBuf(buf)
 	if _, err := buf.ReadFrom(body); err != nil {
@@ -64,6 +43,14 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 			return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
 		}
 		return api.Errorf(api.CodeBadRequest, "The request body could not be read.")
+	}
+	// Hot operations take internal/wire's fast path; anything it declines
+	// goes to the strict decoder on the same bytes.
+	if wire.Decode(buf.Bytes(), v) {
+		return nil // the fast path refuses more than api.MaxBatchOps items
+	}
+	if err := wire.CheckSize(buf.Bytes(), v); err != nil {
+		return err
 	}
 	return DecodeBytes(buf.Bytes(), v)
 }
@@ -202,16 +189,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	if f, ok := v.(api.FastMarshaler); ok {
-		buf := getBuf()
+	buf := getBuf()
+	if b, ok := wire.Append(buf.AvailableBuffer(), v); ok {
 		defer putBuf(buf)
-		b := f.AppendJSON(buf.AvailableBuffer())
 		b = append(b, '\n')
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(status)
 		_, _ = w.Write(b)
 		return
 	}
+	bufs.Put(buf) // declined: nothing was written to it, it is still wiped
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(v)

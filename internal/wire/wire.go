@@ -1,0 +1,553 @@
+// Package wire is a hand-written JSON codec for the api types of the hot
+// operations, which a sidecar serves at tens of thousands of requests per
+// second, where encoding/json's reflection would dominate the cost (the
+// decode, encode and client stages of `dcaas bench --breakdown`, README
+// "Performance").
+//
+// Decode handles the common shape of a body (the known fields, strings
+// without escapes, integers) and reports false for anything else; callers
+// then decode the same bytes with encoding/json strictly, so unknown
+// fields, repeated keys and bad input get the usual errors. It never
+// accepts input that encoding/json would reject or decode differently: a
+// differential fuzz test (FuzzDecode) holds it to that. Append writes what
+// json.Marshal would mean (the same fields and values; the byte layout may
+// differ). CheckSize refuses an oversized batch on the raw body, before
+// encoding/json allocates its items.
+//
+// Which side each part serves:
+//
+//   - Server (internal/httpapi.Decode and WriteJSON, so the KMS and the
+//     sidecar): Decode of *api.EncryptRequest, *api.DecryptRequest,
+//     *api.BatchRequest, *api.RewrapRequest and *api.LoadRequest;
+//     CheckSize of *api.BatchRequest; Append of *api.EncryptResponse,
+//     *api.DecryptResponse, *api.BatchResponse and *api.BatchResult.
+//   - Client (internal/httpapi.Client, the client of dcaas bench, demo and
+//     dev; the public SDK in client/ does not use this package): Append of
+//     *api.EncryptRequest and *api.BatchRequest; Decode of
+//     *api.EncryptResponse, *api.DecryptResponse and *api.BatchResponse.
+//     They keep the benchmark's own client from weighing on the figures it
+//     reports.
+//
+// Only pointers to those types are handled; anything else (another type,
+// a struct value) reports false and takes encoding/json.
+//
+// encoding/json/v2 is not used: in Go 1.26 it builds only with
+// GOEXPERIMENT=jsonv2, which would apply to the whole build.
+package wire
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+
+	"github.com/dcaas/dcaas/api"
+)
+
+// Decode decodes data into v if v is one of the types listed in the
+// package doc and data has the shape this path takes. It reports false
+// otherwise, leaving v as it was: the caller decodes data with
+// encoding/json, strictly.
+func Decode(data []byte, v any) bool {
+	switch r := v.(type) {
+	case *api.EncryptRequest:
+		return decodeEncryptRequest(r, data)
+	case *api.DecryptRequest:
+		return decodeDecryptRequest(r, data)
+	case *api.BatchRequest:
+		return decodeBatchRequest(r, data)
+	case *api.RewrapRequest:
+		return decodeRewrapRequest(r, data)
+	case *api.LoadRequest:
+		return decodeLoadRequest(r, data)
+	case *api.EncryptResponse:
+		return decodeEncryptResponse(r, data)
+	case *api.DecryptResponse:
+		return decodeDecryptResponse(r, data)
+	case *api.BatchResponse:
+		return decodeBatchResponse(r, data)
+	}
+	return false
+}
+
+// Append appends the JSON of v to dst if v is one of the types listed in
+// the package doc; otherwise it returns dst and false, and the caller uses
+// encoding/json.
+func Append(dst []byte, v any) ([]byte, bool) {
+	switch r := v.(type) {
+	case *api.EncryptResponse:
+		return appendEncryptResponse(dst, r), true
+	case *api.DecryptResponse:
+		return appendDecryptResponse(dst, r), true
+	case *api.BatchResponse:
+		return appendBatchResponse(dst, r), true
+	case *api.BatchResult:
+		return appendBatchResult(dst, r), true
+	case *api.EncryptRequest:
+		return appendEncryptRequest(dst, r), true
+	case *api.BatchRequest:
+		return appendBatchRequest(dst, r), true
+	}
+	return dst, false
+}
+
+// CheckSize is for requests whose cost grows with their item count:
+// servers call it on the raw body before decoding it with encoding/json, so
+// an oversized batch is refused without allocating its items. For a
+// *api.BatchRequest it counts the elements of the "ops" array (every value
+// at array depth 1 inside the top-level object, without decoding them) and
+// refuses more than api.MaxBatchOps with api.CodeTooLarge; other types
+// pass. (Decode declines more than api.MaxBatchOps items by itself.)
+func CheckSize(data []byte, v any) error {
+	if _, ok := v.(*api.BatchRequest); !ok {
+		return nil
+	}
+	if n := countArrayElements(data, 2); n > api.MaxBatchOps {
+		return api.Errorf(api.CodeTooLarge, "At most %d operations per batch (this one has at least %d).", api.MaxBatchOps, n)
+	}
+	return nil
+}
+
+func (l *lexer) keyRef(r *api.KeyRef, k string) bool {
+	switch k {
+	case "key_id":
+		l.str(&r.KeyID)
+	case "sealed_key":
+		l.bytes(&r.SealedKey)
+	case "ekb":
+		l.bytes(&r.EKB)
+	default:
+		return false
+	}
+	return true
+}
+
+// decodeEncryptRequest: server side (POST /v1/crypto/encrypt).
+func decodeEncryptRequest(r *api.EncryptRequest, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.EncryptRequest, k string) bool {
+		switch k {
+		case "plaintext":
+			l.bytes(&v.Plaintext)
+		case "aad":
+			l.bytes(&v.AAD)
+		default:
+			return l.keyRef(&v.KeyRef, k)
+		}
+		return true
+	})
+}
+
+// decodeDecryptRequest: server side (POST /v1/crypto/decrypt).
+func decodeDecryptRequest(r *api.DecryptRequest, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.DecryptRequest, k string) bool {
+		switch k {
+		case "ciphertext":
+			l.bytes(&v.Ciphertext)
+		case "aad":
+			l.bytes(&v.AAD)
+		default:
+			return l.keyRef(&v.KeyRef, k)
+		}
+		return true
+	})
+}
+
+func (l *lexer) batchItem(it *api.BatchItem) {
+	l.object(func(k string) bool {
+		switch k {
+		case "op":
+			l.str(&it.Op)
+		case "key_id":
+			l.str(&it.KeyID)
+		case "sealed_key":
+			l.bytes(&it.SealedKey)
+		case "ekb":
+			l.bytes(&it.EKB)
+		case "plaintext":
+			l.bytes(&it.Plaintext)
+		case "ciphertext":
+			l.bytes(&it.Ciphertext)
+		case "aad":
+			l.bytes(&it.AAD)
+		case "message":
+			l.bytes(&it.Message)
+		case "signature":
+			l.bytes(&it.Signature)
+		case "mac":
+			l.bytes(&it.MAC)
+		case "key_version":
+			l.int(&it.KeyVersion)
+		case "algorithm":
+			l.str(&it.Algorithm)
+		case "bytes":
+			l.int(&it.Bytes)
+		case "to_key_id":
+			l.str(&it.ToKeyID)
+		case "to_aad":
+			l.bytes(&it.ToAAD)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// decodeBatchRequest: server side (POST /v1/crypto/batch). It declines
+// more than api.MaxBatchOps items by itself.
+func decodeBatchRequest(r *api.BatchRequest, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.BatchRequest, k string) bool {
+		if k != "ops" {
+			return false
+		}
+		if l.null() {
+			v.Ops = nil
+			return true
+		}
+		if !l.tok('[') {
+			l.ok = false
+			return true
+		}
+		v.Ops = make([]api.BatchItem, 0, 16)
+		if l.tok(']') {
+			return true
+		}
+		for l.ok {
+			if len(v.Ops) == api.MaxBatchOps {
+				l.ok = false // too many: CheckSize says so
+				break
+			}
+			v.Ops = append(v.Ops, api.BatchItem{})
+			l.batchItem(&v.Ops[len(v.Ops)-1])
+			if l.tok(',') {
+				continue
+			}
+			if !l.tok(']') {
+				l.ok = false
+			}
+			break
+		}
+		return true
+	})
+}
+
+// appendString writes s as a JSON string.
+func appendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			b, _ := json.Marshal(s) // rare: escapes, non-ASCII or invalid UTF-8
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// appendBytes writes b as a standard-base64 JSON string (nil as null, as
+// encoding/json does).
+func appendBytes(dst, b []byte) []byte {
+	if b == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '"')
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, '"')
+}
+
+// decodeRewrapRequest: server side (the KMS's rewrap). A rewrap carries up
+// to thousands of EKBs, which encoding/json decodes several times slower.
+func decodeRewrapRequest(r *api.RewrapRequest, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.RewrapRequest, k string) bool {
+		switch k {
+		case "ekbs":
+			l.bytesArray(&v.EKBs)
+		case "wrapping_cert_pem":
+			l.escStr(&v.WrappingCertPEM)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// decodeLoadRequest: server side (the KMS's grant load, which a sidecar
+// sends). It carries up to thousands of EKBs, like a rewrap.
+func decodeLoadRequest(r *api.LoadRequest, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.LoadRequest, k string) bool {
+		switch k {
+		case "grant":
+			l.str(&v.Grant)
+		case "ekbs":
+			l.bytesArray(&v.EKBs)
+		case "key_ids":
+			l.strArray(&v.KeyIDs)
+		case "recipient":
+			l.object(func(k string) bool {
+				switch k {
+				case "kem":
+					l.str((*string)(&v.Recipient.KEM))
+				case "public_key":
+					l.bytes(&v.Recipient.PublicKey)
+				default:
+					return false
+				}
+				return true
+			})
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// appendEncryptResponse: server side.
+func appendEncryptResponse(dst []byte, r *api.EncryptResponse) []byte {
+	dst = append(dst, `{"ciphertext":`...)
+	dst = appendBytes(dst, r.Ciphertext)
+	dst = append(dst, `,"key_id":`...)
+	dst = appendString(dst, r.KeyID)
+	dst = append(dst, `,"key_version":`...)
+	dst = strconv.AppendInt(dst, int64(r.KeyVersion), 10)
+	if r.Warning != "" {
+		dst = append(dst, `,"warning":`...)
+		dst = appendString(dst, r.Warning)
+	}
+	return append(dst, '}')
+}
+
+// appendDecryptResponse: server side.
+func appendDecryptResponse(dst []byte, r *api.DecryptResponse) []byte {
+	dst = append(dst, `{"plaintext":`...)
+	dst = appendBytes(dst, r.Plaintext)
+	return append(dst, '}')
+}
+
+// appendBatchResult: server side (omitempty as the struct tags say).
+func appendBatchResult(dst []byte, r *api.BatchResult) []byte {
+	dst = append(dst, '{')
+	first := true
+	field := func(name string) {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, '"')
+		dst = append(dst, name...)
+		dst = append(dst, `":`...)
+	}
+	bytesField := func(name string, b []byte) {
+		if len(b) > 0 {
+			field(name)
+			dst = appendBytes(dst, b)
+		}
+	}
+	bytesField("ciphertext", r.Ciphertext)
+	if r.KeyID != "" {
+		field("key_id")
+		dst = appendString(dst, r.KeyID)
+	}
+	if r.KeyVersion != 0 {
+		field("key_version")
+		dst = strconv.AppendInt(dst, int64(r.KeyVersion), 10)
+	}
+	bytesField("plaintext", r.Plaintext)
+	bytesField("signature", r.Signature)
+	if r.Valid != nil {
+		field("valid")
+		dst = strconv.AppendBool(dst, *r.Valid)
+	}
+	bytesField("mac", r.MAC)
+	bytesField("digest", r.Digest)
+	bytesField("random", r.Random)
+	if r.Warning != "" {
+		field("warning")
+		dst = appendString(dst, r.Warning)
+	}
+	if r.Error != nil {
+		field("error")
+		dst = append(dst, `{"code":`...)
+		dst = appendString(dst, string(r.Error.Code))
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, r.Error.Message)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// appendBatchResponse: server side.
+func appendBatchResponse(dst []byte, r *api.BatchResponse) []byte {
+	dst = append(dst, `{"results":[`...)
+	for i := range r.Results {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendBatchResult(dst, &r.Results[i])
+	}
+	return append(dst, "]}"...)
+}
+
+// decodeEncryptResponse: client side.
+func decodeEncryptResponse(r *api.EncryptResponse, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.EncryptResponse, k string) bool {
+		switch k {
+		case "ciphertext":
+			l.bytes(&v.Ciphertext)
+		case "key_id":
+			l.str(&v.KeyID)
+		case "key_version":
+			l.int(&v.KeyVersion)
+		case "warning":
+			l.str(&v.Warning)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// decodeDecryptResponse: client side.
+func decodeDecryptResponse(r *api.DecryptResponse, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.DecryptResponse, k string) bool {
+		if k != "plaintext" {
+			return false
+		}
+		l.bytes(&v.Plaintext)
+		return true
+	})
+}
+
+// appendEncryptRequest: client side.
+func appendEncryptRequest(dst []byte, r *api.EncryptRequest) []byte {
+	dst = append(dst, '{')
+	dst = appendKeyRef(dst, &r.KeyRef)
+	dst = append(dst, `"plaintext":`...)
+	dst = appendBytes(dst, r.Plaintext)
+	if len(r.AAD) > 0 {
+		dst = append(dst, `,"aad":`...)
+		dst = appendBytes(dst, r.AAD)
+	}
+	return append(dst, '}')
+}
+
+// appendKeyRef writes the set fields of r, each followed by a comma.
+func appendKeyRef(dst []byte, r *api.KeyRef) []byte {
+	if r.KeyID != "" {
+		dst = append(dst, `"key_id":`...)
+		dst = appendString(dst, r.KeyID)
+		dst = append(dst, ',')
+	}
+	if len(r.SealedKey) > 0 {
+		dst = append(dst, `"sealed_key":`...)
+		dst = appendBytes(dst, r.SealedKey)
+		dst = append(dst, ',')
+	}
+	if len(r.EKB) > 0 {
+		dst = append(dst, `"ekb":`...)
+		dst = appendBytes(dst, r.EKB)
+		dst = append(dst, ',')
+	}
+	return dst
+}
+
+// appendBatchRequest: client side (omitempty as tagged).
+func appendBatchRequest(dst []byte, r *api.BatchRequest) []byte {
+	dst = append(dst, `{"ops":[`...)
+	for i := range r.Ops {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		it := &r.Ops[i]
+		dst = append(dst, `{"op":`...)
+		dst = appendString(dst, it.Op)
+		str := func(name, v string) {
+			if v != "" {
+				dst = append(dst, `,"`...)
+				dst = append(dst, name...)
+				dst = append(dst, `":`...)
+				dst = appendString(dst, v)
+			}
+		}
+		bytesF := func(name string, v []byte) {
+			if len(v) > 0 {
+				dst = append(dst, `,"`...)
+				dst = append(dst, name...)
+				dst = append(dst, `":`...)
+				dst = appendBytes(dst, v)
+			}
+		}
+		num := func(name string, v int) {
+			if v != 0 {
+				dst = append(dst, `,"`...)
+				dst = append(dst, name...)
+				dst = append(dst, `":`...)
+				dst = strconv.AppendInt(dst, int64(v), 10)
+			}
+		}
+		str("key_id", it.KeyID)
+		bytesF("sealed_key", it.SealedKey)
+		bytesF("ekb", it.EKB)
+		bytesF("plaintext", it.Plaintext)
+		bytesF("ciphertext", it.Ciphertext)
+		bytesF("aad", it.AAD)
+		bytesF("message", it.Message)
+		bytesF("signature", it.Signature)
+		bytesF("mac", it.MAC)
+		num("key_version", it.KeyVersion)
+		str("algorithm", it.Algorithm)
+		num("bytes", it.Bytes)
+		str("to_key_id", it.ToKeyID)
+		bytesF("to_aad", it.ToAAD)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}"...)
+}
+
+// decodeBatchResponse: client side. Results with an
+// error or a "valid" field fall back to encoding/json.
+func decodeBatchResponse(r *api.BatchResponse, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.BatchResponse, k string) bool {
+		if k != "results" || !l.tok('[') {
+			return false
+		}
+		v.Results = make([]api.BatchResult, 0, 16)
+		if l.tok(']') {
+			return true
+		}
+		for l.ok {
+			v.Results = append(v.Results, api.BatchResult{})
+			res := &v.Results[len(v.Results)-1]
+			l.object(func(k string) bool {
+				switch k {
+				case "ciphertext":
+					l.bytes(&res.Ciphertext)
+				case "key_id":
+					l.str(&res.KeyID)
+				case "key_version":
+					l.int(&res.KeyVersion)
+				case "plaintext":
+					l.bytes(&res.Plaintext)
+				case "signature":
+					l.bytes(&res.Signature)
+				case "mac":
+					l.bytes(&res.MAC)
+				case "digest":
+					l.bytes(&res.Digest)
+				case "random":
+					l.bytes(&res.Random)
+				case "warning":
+					l.str(&res.Warning)
+				default:
+					return false
+				}
+				return true
+			})
+			if l.tok(',') {
+				continue
+			}
+			if !l.tok(']') {
+				l.ok = false
+			}
+			break
+		}
+		return true
+	})
+}
