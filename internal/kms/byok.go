@@ -311,12 +311,8 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	case !o.md.Exportable:
 		return nil, api.Errorf(api.CodeForbidden, "Key %s is not exportable: it was created without \"exportable\": true, which is bound into its EKB.", o.md.KeyID)
 	}
-	key, err := k.checkUsable(ctx, &o.md)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := k.checkVersion(ctx, key, o.md.Version); err != nil {
-		return nil, err // a retired version does not leave
+	if _, _, err := k.registryEntry(ctx, &o.md); err != nil {
+		return nil, err // a disabled key or a retired version does not leave
 	}
 	wrapped, err := kcrypto.WrapExport(string(req.Wrapping), pub, exportInfo(&o.md), o.material)
 	if err != nil {

@@ -88,11 +88,7 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 	if version != 0 && version != o.md.Version {
 		return nil, nil, api.Errorf(api.CodeInvalidArgument, "The EKB is version %d of key %s; the ciphertext needs version %d.", o.md.Version, o.md.KeyID, version)
 	}
-	reg, err := k.checkUsable(ctx, &o.md)
-	if err != nil {
-		return nil, nil, err
-	}
-	v, err := k.checkVersion(ctx, reg, o.md.Version)
+	reg, v, err := k.registryEntry(ctx, &o.md)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -112,6 +108,37 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 		return nil, nil, err
 	}
 	return h.key, h, nil
+}
+
+// registryEntry is checkUsable and checkVersion with one read of the
+// registry (the key and the version together).
+func (k *KMS) registryEntry(ctx context.Context, md *api.KeyMetadata) (store.Key, store.KeyVersion, error) {
+	keys, versions, err := k.st.GetKeysAndVersions(ctx, []store.KeyRef{{KeyID: md.KeyID, Version: md.Version}})
+	if err != nil {
+		return store.Key{}, store.KeyVersion{}, storeErr(err, "key")
+	}
+	return k.entryOf(md, keys, versions)
+}
+
+// entryOf checks md's key and version in registry rows read already
+// (GetKeysAndVersions): registered, not disabled, not expired, the version
+// registered and not retired.
+func (k *KMS) entryOf(md *api.KeyMetadata, keys map[string]store.Key, versions map[store.KeyRef]store.KeyVersion) (store.Key, store.KeyVersion, error) {
+	reg, ok := keys[md.KeyID]
+	if !ok {
+		return reg, store.KeyVersion{}, k.usable(md, reg, store.ErrNotFound)
+	}
+	if err := k.usable(md, reg, nil); err != nil {
+		return reg, store.KeyVersion{}, err
+	}
+	if md.Version < reg.MinDecryptionVersion {
+		return reg, store.KeyVersion{}, retired(reg, md.Version)
+	}
+	v, ok := versions[store.KeyRef{KeyID: md.KeyID, Version: md.Version}]
+	if !ok {
+		return reg, v, versionErr(reg, md.Version, store.ErrNotFound)
+	}
+	return reg, v, nil
 }
 
 // centralRoutes mounts the operation engine on the KMS for custodians.

@@ -78,17 +78,6 @@ func (k *KMS) rotateIfDue(ctx context.Context, key store.Key) (store.Key, error)
 	return key, nil
 }
 
-// checkVersion checks a version of key about to be used or released: it
-// must be registered and not retired. It returns the version's record,
-// with its usage.
-func (k *KMS) checkVersion(ctx context.Context, key store.Key, version int) (store.KeyVersion, error) {
-	if version < key.MinDecryptionVersion {
-		return store.KeyVersion{}, retired(key, version)
-	}
-	v, err := k.st.GetKeyVersion(ctx, key.KeyID, version)
-	return v, versionErr(key, version, err)
-}
-
 // retired is the error for a version below the key's minimum decryption
 // version.
 func retired(key store.Key, version int) error {

@@ -140,12 +140,11 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 	for i, o := range out {
 		c.keyID = o.md.KeyID
 		o.feedSeq = feedSeq
-		key, ok := keys[o.md.KeyID]
-		var v store.KeyVersion
-		if ok {
-			v, ok = versions[store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version}]
+		key, v, err := k.entryOf(&o.md, keys, versions)
+		if err == nil {
+			err = k.releasable(o, key, v)
 		}
-		if err := k.releasable(o, key, v, ok); err != nil {
+		if err != nil {
 			return fail(err, i)
 		}
 		if !policy.Releasable(o.md.Policy, o.md.Owner, boundDN) {
@@ -213,33 +212,17 @@ func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]stor
 // version past its safe limit. It notes the version's count and any
 // rotation warning in o.
 func (k *KMS) checkReleasable(ctx context.Context, o *openedKey) error {
-	key, err := k.checkUsable(ctx, &o.md)
+	key, v, err := k.registryEntry(ctx, &o.md)
 	if err != nil {
 		return err
 	}
-	v, err := k.checkVersion(ctx, key, o.md.Version)
-	if err != nil {
-		return err
-	}
-	return k.releasable(o, key, v, true)
+	return k.releasable(o, key, v)
 }
 
-// releasable is checkReleasable on registry entries read already: key
-// and v are o's key and version, found is false when either is not
-// registered.
-func (k *KMS) releasable(o *openedKey, key store.Key, v store.KeyVersion, found bool) error {
-	if key.KeyID == "" {
-		return k.usable(&o.md, key, store.ErrNotFound)
-	}
-	if err := k.usable(&o.md, key, nil); err != nil {
-		return err
-	}
-	if o.md.Version < key.MinDecryptionVersion {
-		return retired(key, o.md.Version)
-	}
-	if !found {
-		return versionErr(key, o.md.Version, store.ErrNotFound)
-	}
+// releasable checks that a usable registry entry may leave for a sidecar
+// (checkRelease) and notes the version's count and any rotation warning
+// in o.
+func (k *KMS) releasable(o *openedKey, key store.Key, v store.KeyVersion) error {
 	var err error
 	if o.warning, err = k.checkRelease(key, v); err != nil {
 		return err
