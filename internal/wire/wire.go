@@ -18,7 +18,8 @@
 //
 //   - Server (internal/httpapi.Decode and WriteJSON, so the KMS and the
 //     sidecar): Decode of *api.EncryptRequest, *api.DecryptRequest,
-//     *api.BatchRequest, *api.RewrapRequest and *api.LoadRequest;
+//     *api.BatchRequest, *api.RewrapRequest, *api.LoadRequest and
+//     *api.GrantRequest;
 //     CheckSize of *api.BatchRequest; Append of *api.EncryptResponse,
 //     *api.DecryptResponse, *api.BatchResponse and *api.BatchResult.
 //   - Client (internal/httpapi.Client, the client of dcaas bench, demo and
@@ -59,6 +60,8 @@ func Decode(data []byte, v any) bool {
 		return decodeRewrapRequest(r, data)
 	case *api.LoadRequest:
 		return decodeLoadRequest(r, data)
+	case *api.GrantRequest:
+		return decodeGrantRequest(r, data)
 	case *api.EncryptResponse:
 		return decodeEncryptResponse(r, data)
 	case *api.DecryptResponse:
@@ -292,6 +295,28 @@ func decodeLoadRequest(r *api.LoadRequest, data []byte) bool {
 				}
 				return true
 			})
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// decodeGrantRequest: server side. A custodian grants up to thousands of
+// EKBs (or seeds) to a sidecar at once.
+func decodeGrantRequest(r *api.GrantRequest, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.GrantRequest, k string) bool {
+		switch k {
+		case "instance_id":
+			l.str(&v.InstanceID)
+		case "ekbs":
+			l.bytesArray(&v.EKBs)
+		case "key_ids":
+			l.strArray(&v.KeyIDs)
+		case "seeds":
+			l.bytesArray(&v.Seeds)
+		case "ttl_seconds":
+			l.int(&v.TTLSeconds)
 		default:
 			return false
 		}

@@ -145,6 +145,7 @@ func FuzzDecode(f *testing.F) {
 		`{"ekbs":["AQID","BAUG",null],"wrapping_cert_pem":"-----BEGIN CERTIFICATE-----\nMIIB\u00e9\\\"\n-----END CERTIFICATE-----\n"}`,
 		`{"ekbs":[],"wrapping_cert_pem":"\ud800"}`,
 		`{"grant":"g_abc","ekbs":["AQID"],"key_ids":["k1",null],"recipient":{"kem":"x25519","public_key":"AQID"}}`,
+		`{"instance_id":"inst_1","ekbs":["AQID"],"seeds":["AAAAAAAAAAAAAAAAAAAAAA=="],"key_ids":["k"],"ttl_seconds":60}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -157,6 +158,7 @@ func FuzzDecode(f *testing.F) {
 		checkFast[api.BatchResponse](t, data)
 		checkFast[api.RewrapRequest](t, data)
 		checkFast[api.LoadRequest](t, data)
+		checkFast[api.GrantRequest](t, data)
 	})
 }
 
@@ -236,6 +238,14 @@ func TestDecodeRewrapRequest(t *testing.T) {
 	if !Decode(body, &gotLoad) || !reflect.DeepEqual(gotLoad, load) {
 		t.Fatalf("Decode(%s) into *api.LoadRequest = %+v, want %+v", body, gotLoad, load)
 	}
+	grant := api.GrantRequest{InstanceID: "inst_1", EKBs: [][]byte{{1}, {2}}, KeyIDs: []string{"k"}, Seeds: [][]byte{make([]byte, 16)}, TTLSeconds: 60}
+	if body, err = json.Marshal(&grant); err != nil {
+		t.Fatal(err)
+	}
+	var gotGrant api.GrantRequest
+	if !Decode(body, &gotGrant) || !reflect.DeepEqual(gotGrant, grant) {
+		t.Fatalf("Decode(%s) into *api.GrantRequest = %+v, want %+v", body, gotGrant, grant)
+	}
 }
 
 // TestTypeSet: Decode and Append take exactly the pointer types the package
@@ -243,7 +253,7 @@ func TestDecodeRewrapRequest(t *testing.T) {
 // decline everything else, struct values included, which then go to
 // encoding/json as before.
 func TestTypeSet(t *testing.T) {
-	decoded := []any{&api.EncryptRequest{}, &api.DecryptRequest{}, &api.BatchRequest{}, &api.RewrapRequest{}, &api.LoadRequest{},
+	decoded := []any{&api.EncryptRequest{}, &api.DecryptRequest{}, &api.BatchRequest{}, &api.RewrapRequest{}, &api.LoadRequest{}, &api.GrantRequest{},
 		&api.EncryptResponse{}, &api.DecryptResponse{}, &api.BatchResponse{}}
 	for _, v := range decoded {
 		if !Decode([]byte(`{}`), v) {
