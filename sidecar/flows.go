@@ -212,11 +212,10 @@ func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, e
 		s.ring.Evict(id)
 	}
 	// The sealed versions keep counting toward their safe limit from what
-	// the KMS knew (unreported counts survive eviction).
+	// the KMS knew (unreported counts survive eviction), for good: a usage
+	// report must not make the ring forget them.
 	for _, c := range counts {
-		if c.count > 0 {
-			s.ring.SetReported(c.id, c.version, c.count)
-		}
+		s.ring.KeepSealed(c.id, c.version, c.count)
 	}
 	return out, nil
 }

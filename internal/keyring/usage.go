@@ -24,6 +24,10 @@ type usage struct {
 	base        atomic.Int64 // known to the KMS: its count at the last load, plus this ring's reports since
 	unsent      atomic.Int64 // this ring's encryptions not reported yet
 	unsentBytes atomic.Int64
+	// sealed: the version was sealed for the stateless mode (KeepSealed,
+	// ChargeSealed). Its blobs are used without a load that would bring
+	// the KMS's count again, so the ring keeps the count for good.
+	sealed atomic.Bool
 }
 
 // total is the version's count as the ring knows it.
@@ -102,16 +106,29 @@ func (r *Ring) ChargeSealed(md *api.KeyMetadata, n int) error {
 	if md.Type != api.KeyAES256GCM {
 		return nil
 	}
-	return chargeVersion(r.usageOf(md.KeyID, md.Version), md, r.maxEnc, n)
+	u := r.usageOf(md.KeyID, md.Version)
+	u.sealed.Store(true)
+	return chargeVersion(u, md, r.maxEnc, n)
+}
+
+// KeepSealed tells the ring that version of keyID leaves it sealed (the
+// stateless mode) with reported encryptions known to the KMS: its count is
+// kept, and goes on from there, for as long as the ring lives, since its
+// blobs come back without the KMS.
+func (r *Ring) KeepSealed(keyID string, version int, reported int64) {
+	u := r.usageOf(keyID, version)
+	u.sealed.Store(true)
+	u.setReported(reported)
 }
 
 // dropUsage forgets the count of a version that is leaving the ring, unless
-// it holds encryptions not reported yet (MarkReported drops it then). The
+// it holds encryptions not reported yet (MarkReported drops it then) or was
+// sealed (its blobs count on without a load). The
 // caller holds r.mu. An encryption still in flight with the version as it
 // is evicted may go unreported.
 func (r *Ring) dropUsage(keyID string, version int) {
 	k := verKey{keyID, version}
-	if u, ok := r.usage.Load(k); ok && u.(*usage).unsent.Load() == 0 {
+	if u, ok := r.usage.Load(k); ok && u.(*usage).unsent.Load() == 0 && !u.(*usage).sealed.Load() {
 		r.usage.Delete(k)
 	}
 }

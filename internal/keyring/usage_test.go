@@ -214,3 +214,44 @@ func TestChargeSealed(t *testing.T) {
 		t.Errorf("Unreported() = %+v", got)
 	}
 }
+
+// TestSealedCountSurvivesReports: a sealed version's count is kept across
+// usage reports. The ring used to forget the count of a version that was
+// not loaded once its encryptions were reported, so a stateless sidecar's
+// blobs started again from zero after every report and could pass the
+// safe limit (TestSidecarUsageLimit/sealed keys count on failed in CI when
+// a report fell inside it).
+func TestSealedCountSurvivesReports(t *testing.T) {
+	r := newRing(t, Config{MaxEncryptions: 10})
+	md := &api.KeyMetadata{KeyID: "key_s", Version: 1, Type: api.KeyAES256GCM}
+	r.KeepSealed(md.KeyID, md.Version, 4) // the KMS knew 4 when the key was sealed
+	for i := range 3 {
+		if err := r.ChargeSealed(md, 1); err != nil {
+			t.Fatalf("ChargeSealed %d = %v", i, err)
+		}
+	}
+	r.MarkReported(r.Unreported()) // 7 known to the KMS, nothing unsent
+	if got := r.Reported(md.KeyID, md.Version); got != 7 {
+		t.Fatalf("Reported after the report = %d, want 7", got)
+	}
+	for i := range 3 {
+		if err := r.ChargeSealed(md, 1); err != nil {
+			t.Fatalf("ChargeSealed %d after the report = %v", i, err)
+		}
+	}
+	wantCode(t, r.ChargeSealed(md, 1), api.CodeUsageLimitExceeded)
+	// Also a version whose first sealed use came before any KeepSealed.
+	other := &api.KeyMetadata{KeyID: "key_t", Version: 1, Type: api.KeyAES256GCM}
+	for range 6 {
+		if err := r.ChargeSealed(other, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.MarkReported(r.Unreported())
+	for range 4 {
+		if err := r.ChargeSealed(other, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCode(t, r.ChargeSealed(other, 1), api.CodeUsageLimitExceeded)
+}
