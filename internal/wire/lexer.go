@@ -172,35 +172,14 @@ func (l *lexer) bytes(dst *[]byte) {
 }
 
 // bytesArray reads a JSON array of base64 strings (null leaves nil).
-func (l *lexer) bytesArray(dst *[][]byte) {
-	if l.null() {
-		*dst = nil
-		return
-	}
-	if !l.tok('[') {
-		l.ok = false
-		return
-	}
-	out := make([][]byte, 0, 64)
-	if !l.tok(']') {
-		for l.ok {
-			out = append(out, nil)
-			l.bytes(&out[len(out)-1])
-			if l.tok(',') {
-				continue
-			}
-			if !l.tok(']') {
-				l.ok = false
-			}
-			break
-		}
-	}
-	*dst = out
-}
+func (l *lexer) bytesArray(dst *[][]byte) { array(l, dst, l.bytes) }
 
 // strArray reads a JSON array of strings without escapes (null leaves
 // nil).
-func (l *lexer) strArray(dst *[]string) {
+func (l *lexer) strArray(dst *[]string) { array(l, dst, l.str) }
+
+// array reads a JSON array whose items item reads (null leaves dst nil).
+func array[T any](l *lexer, dst *[]T, item func(*T)) {
 	if l.null() {
 		*dst = nil
 		return
@@ -209,11 +188,12 @@ func (l *lexer) strArray(dst *[]string) {
 		l.ok = false
 		return
 	}
-	out := make([]string, 0, 16)
+	out := make([]T, 0, 16)
 	if !l.tok(']') {
 		for l.ok {
-			out = append(out, "")
-			l.str(&out[len(out)-1])
+			var zero T
+			out = append(out, zero)
+			item(&out[len(out)-1])
 			if l.tok(',') {
 				continue
 			}
