@@ -84,6 +84,22 @@ func (g *groupCommitter) inTx(ctx context.Context, fn func(tx store.Tx) error) e
 
 // loop runs groups until none is pending.
 func (g *groupCommitter) loop() {
+	ended := false
+	defer func() {
+		if ended {
+			return
+		}
+		// A member's function ended this goroutine (runtime.Goexit, as
+		// t.FailNow does in a test): run picked up its group; carry on in
+		// a new goroutine so the calls still pending are not stranded.
+		g.mu.Lock()
+		restart := len(g.pending) > 0
+		g.running = restart
+		g.mu.Unlock()
+		if restart {
+			go g.loop()
+		}
+	}()
 	for {
 		g.mu.Lock()
 		batch := g.pending
@@ -96,6 +112,7 @@ func (g *groupCommitter) loop() {
 		if len(batch) == 0 {
 			g.running = false
 			g.mu.Unlock()
+			ended = true
 			return
 		}
 		g.mu.Unlock()
@@ -103,9 +120,21 @@ func (g *groupCommitter) loop() {
 	}
 }
 
+// errGoexit answers the calls of a group one of whose functions ended the
+// goroutine running them: none of them was stored.
+var errGoexit = errors.New("sqlstore: a transaction's function ended its goroutine (runtime.Goexit); nothing of its group was stored")
+
 // run runs one group in one transaction and answers each member.
 func (g *groupCommitter) run(batch []*member) {
 	g.groups.Add(1)
+	answered := false
+	defer func() {
+		if !answered { // runtime.Goexit in a member's function: the transaction was rolled back
+			for _, m := range batch {
+				m.done <- result{commitErr: errGoexit}
+			}
+		}
+	}()
 	results := make([]result, len(batch))
 	ran := false // some member's function succeeded: the group must commit
 	// The transaction outlives any one member's context.
@@ -133,6 +162,7 @@ func (g *groupCommitter) run(batch []*member) {
 	if err != nil {
 		err = g.q.mapErr("InTx", err)
 	}
+	answered = true
 	for i, m := range batch {
 		r := results[i]
 		if err != nil && r.panicked == nil && r.fnErr == nil {

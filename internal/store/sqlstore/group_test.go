@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -116,5 +117,48 @@ func TestGroupCommitCanceled(t *testing.T) {
 	err = db.InTx(ctx, func(store.Tx) error { ran = true; return nil })
 	if !errors.Is(err, context.Canceled) || ran {
 		t.Fatalf("InTx(canceled) = %v, ran %v; want context.Canceled, not run", err, ran)
+	}
+}
+
+// TestGroupCommitGoexit: a function that ends its goroutine
+// (runtime.Goexit, what t.FailNow does when a test's check fails inside
+// InTx) fails its group's calls with nothing stored, and the calls after it
+// still run: before, the group's callers waited forever.
+func TestGroupCommitGoexit(t *testing.T) {
+	ctx := t.Context()
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- db.InTx(ctx, func(tx store.Tx) error {
+			if _, err := tx.PutSettingIfAbsent(ctx, "gone", []byte{1}); err != nil {
+				return err
+			}
+			runtime.Goexit()
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("InTx whose function called runtime.Goexit = nil, want an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("InTx whose function called runtime.Goexit did not return")
+	}
+	if _, err := db.GetSetting(ctx, "gone"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the setting written before runtime.Goexit: %v, want not found", err)
+	}
+	if err := db.InTx(ctx, func(tx store.Tx) error {
+		_, err := tx.PutSettingIfAbsent(ctx, "after", []byte{2})
+		return err
+	}); err != nil {
+		t.Fatalf("InTx after a Goexit = %v", err)
+	}
+	if _, err := db.GetSetting(ctx, "after"); err != nil {
+		t.Errorf("GetSetting(after) = %v", err)
 	}
 }
