@@ -16,7 +16,6 @@ package keyring
 import (
 	"maps"
 	"math"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -27,6 +26,7 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/ops"
+	"github.com/dcaas/dcaas/internal/parallel"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/secret"
 )
@@ -44,7 +44,7 @@ type Config struct {
 	IdleTTL time.Duration
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version, counted from what the KMS reported when the version was
-	// loaded (SetReported) plus this ring's own (default
+	// loaded (Item.Encryptions) plus this ring's own (default
 	// ops.DefaultMaxEncryptions).
 	MaxEncryptions int64
 }
@@ -196,7 +196,7 @@ type Item struct {
 	MD       api.KeyMetadata
 	Material *secret.Bytes // taken over by PutAll, which wipes it
 	// Encryptions is what the KMS counted for the version; the ring counts
-	// on from it (see SetReported).
+	// on from it; a count below what the ring knows changes nothing.
 	Encryptions int64
 }
 
@@ -229,9 +229,10 @@ func (r *Ring) PutAll(items []Item, leaseUntil time.Time) error {
 			}
 		}
 	}
-	// Sealing each key into the enclave is the costly part of an import
-	// (memguard: system calls per key): a batch is prepared on every core.
-	// The error reported is the first in the batch's order.
+	// An enclave that can seals the whole batch at once (the software
+	// enclave: one memguard open); the rest of each item's preparation
+	// runs on every core. The error reported is the first in the batch's
+	// order.
 	errs := make([]error, len(items))
 	var sealed []enclave.Protected // the batch sealed at once, if the enclave can
 	if bp, ok := r.enc.(enclave.BatchProtector); ok && len(items) > 1 {
@@ -258,24 +259,7 @@ func (r *Ring) PutAll(items []Item, leaseUntil time.Time) error {
 		}
 		entries[i], errs[i] = r.prepare(items[i], prot, now, bound, leaseUntil)
 	}
-	if workers := min(runtime.GOMAXPROCS(0), len(items)/parallelFrom); workers > 1 {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < len(items); i = int(next.Add(1) - 1) {
-					prepare(i)
-				}
-			})
-		}
-		wg.Wait()
-	} else {
-		for i := range items {
-			if prepare(i); errs[i] != nil {
-				break
-			}
-		}
-	}
+	parallel.For(len(items), parallelFrom, prepare)
 	for _, err := range errs {
 		if err != nil {
 			destroy()

@@ -133,13 +133,6 @@ func (r *Ring) dropUsage(keyID string, version int) {
 	}
 }
 
-// SetReported tells the ring how many encryptions the KMS knows version of
-// keyID has made (what it reported when it released the key). The ring
-// counts on from there; a count below what the ring knows changes nothing.
-func (r *Ring) SetReported(keyID string, version int, encryptions int64) {
-	r.usageOf(keyID, version).setReported(encryptions)
-}
-
 // setReported raises the count known to the KMS to encryptions (it never
 // goes down).
 func (u *usage) setReported(encryptions int64) {

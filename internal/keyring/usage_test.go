@@ -30,7 +30,7 @@ func TestSafeEncryptionLimit(t *testing.T) {
 	r := newRing(t, Config{MaxEncryptions: 5})
 	m1, m2 := material(t, api.KeyAES256GCM), material(t, api.KeyAES256GCM)
 	put(t, r, meta("key_a", 1, api.KeyAES256GCM), m1, time.Time{})
-	r.SetReported("key_a", 1, 2) // the KMS knows of two
+	r.usageOf("key_a", 1).setReported(2) // the KMS knows of two
 	if err := encryptN(t, r, "key_a", 3, 10); err != nil {
 		t.Fatalf("3 encryptions after 2 reported = %v, want nil", err)
 	}
@@ -69,7 +69,7 @@ func TestSafeEncryptionLimit(t *testing.T) {
 		t.Errorf("List() encryptions = %d, %d; want 5, 5", ks[0].Encryptions, ks[1].Encryptions)
 	}
 	// A lower count from the KMS changes nothing.
-	r.SetReported("key_a", 2, 1)
+	r.usageOf("key_a", 2).setReported(1)
 	wantCode(t, encryptN(t, r, "key_a", 1, 1), api.CodeUsageLimitExceeded)
 }
 

@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"runtime"
-	"sync"
-
-	"github.com/dcaas/dcaas/internal/secret"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/parallel"
+	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
@@ -193,22 +191,7 @@ func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, req *api.Der
 	keys := make(releasable, len(req.Seeds))
 	// PBKDF2 is the cost here: derive on every core.
 	errs := make([]error, len(req.Seeds))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				keys[i], errs[i] = k.deriveOne(hk, t.Name, owner, req.Seeds[i])
-			}
-		}()
-	}
-	for i := range req.Seeds {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	parallel.For(len(req.Seeds), 1, func(i int) { keys[i], errs[i] = k.deriveOne(hk, t.Name, owner, req.Seeds[i]) })
 	if err := errors.Join(errs...); err != nil {
 		keys.wipe()
 		return nil, err

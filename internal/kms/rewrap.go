@@ -5,15 +5,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/parallel"
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -162,25 +160,7 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 func (k *KMS) openAll(ctx context.Context, tenant string, ekbs [][]byte) (releasable, error) {
 	opened := make(releasable, len(ekbs))
 	errs := make([]error, len(ekbs))
-	open := func(i int) { opened[i], errs[i] = k.openEKB(ctx, tenant, ekbs[i]) }
-	if workers := min(runtime.GOMAXPROCS(0), len(ekbs)/64); workers > 1 {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < len(ekbs); i = int(next.Add(1) - 1) {
-					open(i)
-				}
-			})
-		}
-		wg.Wait()
-	} else {
-		for i := range ekbs {
-			if open(i); errs[i] != nil {
-				break
-			}
-		}
-	}
+	parallel.For(len(ekbs), 64, func(i int) { opened[i], errs[i] = k.openEKB(ctx, tenant, ekbs[i]) })
 	for i, err := range errs {
 		if err != nil {
 			opened[i:].wipe()
