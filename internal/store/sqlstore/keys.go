@@ -55,16 +55,23 @@ func (q *queries) GetKey(ctx context.Context, keyID string) (store.Key, error) {
 }
 
 // keyColumns are the columns scanKey reads, in its order.
-const keyColumns = `key_id, tenant, owner, key_type, current_version, retained, created_at, disabled_at,
-	COALESCE(min_decryption_version, 0), COALESCE(rotation_period, 0)`
+var keyColumns = keyColumnsOf("")
 
-// scanKey reads one row of keyColumns.
-func scanKey(row interface{ Scan(...any) error }) (store.Key, error) {
+// keyColumnsOf is keyColumns of the keys table named t (a prefix such as
+// "k.", or "").
+func keyColumnsOf(t string) string {
+	return t + `key_id, ` + t + `tenant, ` + t + `owner, ` + t + `key_type, ` + t + `current_version, ` + t + `retained, ` +
+		t + `created_at, ` + t + `disabled_at, COALESCE(` + t + `min_decryption_version, 0), COALESCE(` + t + `rotation_period, 0)`
+}
+
+// scanKey reads one row of keyColumns, followed by the columns extra
+// points at.
+func scanKey(row interface{ Scan(...any) error }, extra ...any) (store.Key, error) {
 	var k store.Key
 	var retained, created, period int64
 	var disabled sql.NullInt64
-	if err := row.Scan(&k.KeyID, &k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
-		&k.MinDecryptionVersion, &period); err != nil {
+	if err := row.Scan(append([]any{&k.KeyID, &k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
+		&k.MinDecryptionVersion, &period}, extra...)...); err != nil {
 		return store.Key{}, err
 	}
 	k.Retained = retained != 0
@@ -127,24 +134,17 @@ func (q *queries) GetKeysAndVersions(ctx context.Context, refs []store.KeyRef) (
 			args = append(args, id)
 		}
 		err := q.each(ctx,
-			`SELECT k.key_id, k.tenant, k.owner, k.key_type, k.current_version, k.retained, k.created_at, k.disabled_at,
-			        COALESCE(k.min_decryption_version, 0), COALESCE(k.rotation_period, 0),
+			`SELECT `+keyColumnsOf("k.")+`,
 			        v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`
 			 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id AND v.version IN `+placeholders(1, len(versionArgs))+`
 			 WHERE k.key_id IN `+placeholders(1, len(part)), args,
 			func(rows *sql.Rows) error {
-				var k store.Key
-				var retained, created, period int64
-				var disabled, version, vCreated sql.NullInt64
+				var version, vCreated sql.NullInt64
 				var v store.KeyVersion
-				if err := rows.Scan(&k.KeyID, &k.Tenant, &k.Owner, &k.Type, &k.CurrentVersion, &retained, &created, &disabled,
-					&k.MinDecryptionVersion, &period, &version, &v.EKB, &vCreated, &v.Encryptions, &v.Bytes); err != nil {
+				k, err := scanKey(rows, &version, &v.EKB, &vCreated, &v.Encryptions, &v.Bytes)
+				if err != nil {
 					return err
 				}
-				k.Retained = retained != 0
-				k.CreatedAt = fromNanos(created)
-				k.DisabledAt = fromNullNanos(disabled)
-				k.RotationPeriod = time.Duration(period)
 				keys[k.KeyID] = k
 				if version.Valid && slices.Contains(want[k.KeyID], int(version.Int64)) {
 					v.KeyID, v.Version = k.KeyID, int(version.Int64)
