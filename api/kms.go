@@ -89,6 +89,14 @@ type CreateAppRequest struct {
 	CSRPEM string `json:"csr_pem,omitempty"`
 }
 
+// CreateAdminRequest registers another admin (POST /v1/admins): one
+// identity per person, for key ceremonies. With CSRPEM the KMS certifies
+// that key; without, it makes a key pair and returns the key once.
+type CreateAdminRequest struct {
+	Name   string `json:"name"`
+	CSRPEM string `json:"csr_pem,omitempty"`
+}
+
 // AppCredentials is the answer to app creation and to certificate
 // renewal. KeyPEM is a private key, present only when the KMS generated
 // the key pair (no CSR was sent). CAPEM is the trust bundle: every CA

@@ -135,6 +135,13 @@ func (k *KMS) CreateApp(ctx context.Context, tenant string, req api.CreateAppReq
 	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/tenants/"+pathEscape(tenant)+"/apps", req, &out))
 }
 
+// CreateAdmin registers another admin (admin): one identity per person
+// for key ceremonies. Send a CSR to keep the private key where it was made.
+func (k *KMS) CreateAdmin(ctx context.Context, req api.CreateAdminRequest) (*api.AppCredentials, error) {
+	var out api.AppCredentials
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/admins", req, &out))
+}
+
 // CreateDataKey has the KMS generate a data key and returns its EKB
 // (custodian). Store the EKB (EKBStore); it is the key.
 func (k *KMS) CreateDataKey(ctx context.Context, req api.CreateDataKeyRequest) (*api.DataKey, error) {

@@ -128,6 +128,66 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 	return cmd
 }
 
+func newAdminCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "admin", Short: "Register more admins (admin): one identity per person, for key ceremonies"}
+	c := connFlags(cmd)
+	var csrFile, outDir string
+	var force bool
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Register an admin and write its certificate, key and the CA",
+		Long: `Register another admin, with the subject CN=NAME,O=dcaas, and write its
+credentials into --out-dir: NAME-cert.pem, NAME-key.pem (mode 0600; only when
+the KMS made the key pair, i.e. without --csr) and ca.pem. For a ceremony,
+let each person make a key and a CSR on their own machine and pass --csr:
+the private key then never leaves it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if !safeName(name) {
+				return fmt.Errorf("admin name %q: use letters, digits, '.', '_' and '-'", name)
+			}
+			req := api.CreateAdminRequest{Name: name}
+			if csrFile != "" {
+				csr, err := os.ReadFile(csrFile)
+				if err != nil {
+					return fmt.Errorf("--csr: %w", err)
+				}
+				req.CSRPEM = string(csr)
+			}
+			out := credFiles(outDir, name, "", csrFile == "")
+			out.Role = string(api.RoleAdmin)
+			if err := out.prepare(force); err != nil {
+				return err
+			}
+			k, err := c.kmsClient()
+			if err != nil {
+				return err
+			}
+			creds, err := k.CreateAdmin(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if err := out.write(creds, force); err != nil {
+				return err
+			}
+			return c.print(cmd, out, func(w io.Writer) {
+				fmt.Fprintf(w, "admin %s registered as %s\ncertificate: %s\n", name, creds.DN, out.CertFile)
+				if out.KeyFile != "" {
+					fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
+				}
+				fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+			})
+		},
+	}
+	fl := create.Flags()
+	fl.StringVar(&csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
+	fl.StringVar(&outDir, "out-dir", ".", "directory for the credential files")
+	fl.BoolVar(&force, "force", false, "replace existing credential files")
+	cmd.AddCommand(create)
+	return cmd
+}
+
 type tokenOutput struct {
 	Token       string    `json:"token,omitempty"`
 	TokenFile   string    `json:"token_file,omitempty"`

@@ -25,7 +25,7 @@ import (
 // list` under the existing audit command.
 func addCLICmds(root *cobra.Command) {
 	root.AddCommand(
-		newTenantCmd(), newAppCmd(), newKeyCmd(), newTokenCmd(), newGrantCmd(),
+		newTenantCmd(), newAppCmd(), newAdminCmd(), newKeyCmd(), newTokenCmd(), newGrantCmd(),
 		newInstancesCmd(), newLoadCmd(), newCryptoCmd("encrypt"), newCryptoCmd("decrypt"),
 	)
 	var audit *cobra.Command

@@ -20,13 +20,10 @@ func appSubject(tenant, name string) pkix.Name {
 	return pkix.Name{CommonName: name, Organization: []string{tenant}}
 }
 
-// adminSubject is the certificate subject of the admin.
-var adminSubject = pkix.Name{CommonName: "admin", Organization: []string{"dcaas"}}
-
 // subjectOf is the certificate subject of a stored app (or the admin).
 func subjectOf(app store.App) pkix.Name {
 	if app.Tenant == "" && app.Role == string(api.RoleAdmin) {
-		return adminSubject
+		return adminSubjectOf(app.Name)
 	}
 	return appSubject(app.Tenant, app.Name)
 }

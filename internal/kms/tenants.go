@@ -40,6 +40,9 @@ func (k *KMS) createTenant(ctx context.Context, c *call) (any, error) {
 	if err := checkName("tenant", req.Name); err != nil {
 		return nil, err
 	}
+	if req.Name == adminOrg {
+		return nil, api.Errorf(api.CodeInvalidArgument, "The tenant name %q is reserved: it is the organization of the KMS's admins.", adminOrg)
+	}
 	c.tenant = req.Name
 	now := k.now()
 	tmk := secret.New(kcrypto.Random(32))

@@ -300,3 +300,12 @@ func (e *Env) App(t testing.TB, tenant, name string, role api.Role) (*Client, ap
 	e.Admin.MustDo(t, "POST", "/v1/tenants/"+tenant+"/apps", api.CreateAppRequest{Name: name, Role: role}, &creds)
 	return e.Client([]byte(creds.CertPEM), []byte(creds.KeyPEM)), creds
 }
+
+// NewAdmin registers another admin (POST /v1/admins) with a KMS-generated
+// key and returns a client that authenticates as it, and its credentials.
+func (e *Env) NewAdmin(t testing.TB, name string) (*Client, api.AppCredentials) {
+	t.Helper()
+	var creds api.AppCredentials
+	e.Admin.MustDo(t, "POST", "/v1/admins", api.CreateAdminRequest{Name: name}, &creds)
+	return e.Client([]byte(creds.CertPEM), []byte(creds.KeyPEM)), creds
+}
