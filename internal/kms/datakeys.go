@@ -159,6 +159,7 @@ func (k *KMS) sealEKB(ctx context.Context, tenant string, tmkVersion int, md *ap
 	if err != nil {
 		return nil, err
 	}
+	defer tmk.Wipe()
 	e := &format.EKB{Tenant: tenant, TMKVersion: uint32(tmkVersion), KeyID: md.KeyID, KeyVersion: uint32(md.Version), Metadata: mdJSON}
 	if err := kcrypto.SealEKB(tmk, e, material); err != nil {
 		return nil, err
@@ -208,6 +209,7 @@ func (k *KMS) openEKB(ctx context.Context, tenant string, raw []byte) (*openedKe
 		return nil, err
 	}
 	material, err := kcrypto.OpenEKB(tmk, e)
+	tmk.Wipe()
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB does not open: it was modified or is not from this KMS.")
 	}

@@ -19,9 +19,10 @@ import (
 // the opening is remembered. Every request still checks the registry (a
 // disabled key, a retired version, the usage limit are refused at once),
 // the key's expiry and its policy for the caller. The material is wiped
-// when it leaves the cache and on Close. (The KMS already keeps the
-// tenant master keys, which open every EKB, for its whole life: the
-// cache adds no key a reader of the KMS's memory could not already get.)
+// when it leaves the cache and on Close. (The KMS keeps a tenant's master
+// key, which opens every EKB of the tenant, for at most tmkCacheTTL after
+// opening it through the root of trust; this cache keeps opened keys for
+// less.)
 
 const (
 	ekbCacheTTL = time.Minute

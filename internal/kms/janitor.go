@@ -15,7 +15,8 @@ const (
 
 // startJanitor deletes expired enrollment tokens, grants, challenges and
 // import tokens in the background, so anonymous challenge requests cannot
-// grow the database without bound, and rotates keys whose rotation is due
+// grow the database without bound, wipes master keys idle for longer than
+// tmkCacheTTL (every minute), and rotates keys whose rotation is due
 // (every Config.RotationCheckInterval), and pings the store (every
 // Config.HealthCheckInterval, and when a request kicks it: health.go). The
 // returned function stops it.
@@ -30,6 +31,8 @@ func (k *KMS) startJanitor() (stop func()) {
 		defer rot.Stop()
 		ping := time.NewTicker(k.cfg.HealthCheckInterval)
 		defer ping.Stop()
+		caches := time.NewTicker(time.Minute)
+		defer caches.Stop()
 		k.sweepOneTime(ctx)
 		for {
 			select {
@@ -43,6 +46,8 @@ func (k *KMS) startJanitor() (stop func()) {
 				k.sweepOneTime(ctx)
 			case <-rot.C:
 				k.rotateDue(ctx)
+			case <-caches.C:
+				k.tmks.sweep(k.now())
 			}
 		}
 	}()

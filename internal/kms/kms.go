@@ -30,7 +30,6 @@ import (
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/seal"
-	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
@@ -189,9 +188,8 @@ type KMS struct {
 	mx     *kmsMetrics
 	health *health
 
-	mu   sync.Mutex
-	tmks map[tmkID]*secret.Bytes // unsealed master keys, wiped on Close
-	ekbs ekbCache                // EKBs the central path opened (ekbcache.go), wiped on Close
+	tmks tmkCache // unsealed master keys for a bounded time (tmkcache.go), wiped on Close
+	ekbs ekbCache // EKBs the central path opened (ekbcache.go), wiped on Close
 
 	caMu   sync.Mutex             // serializes CA refreshes and rotation steps
 	caView atomic.Pointer[caView] // the CA in force; see castate.go
@@ -199,11 +197,6 @@ type KMS struct {
 	server serverCerts            // the TLS server certificate (Open); see servercert.go
 
 	checkpointFile string // where the latest audit checkpoint is written ("" = nowhere); see auditkey.go
-}
-
-type tmkID struct {
-	tenant  string
-	version int
 }
 
 // New builds a KMS over opened dependencies. The KMS does not own them:
@@ -223,7 +216,6 @@ func New(cfg Config) (*KMS, error) {
 		sealer: cfg.Sealer,
 		log:    cfg.Logger,
 		audit:  audit.New(cfg.AuditKey, cfg.Now),
-		tmks:   map[tmkID]*secret.Bytes{},
 		health: newHealth(),
 	}
 	att, err := newAttestor(cfg.Attestation)
@@ -250,12 +242,7 @@ func (k *KMS) Handler() http.Handler { return k.router }
 // Close wipes the cached master keys and opened EKBs.
 func (k *KMS) Close() error {
 	k.ekbs.wipe()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for id, b := range k.tmks {
-		b.Wipe()
-		delete(k.tmks, id)
-	}
+	k.tmks.wipe()
 	return nil
 }
 

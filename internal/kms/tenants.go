@@ -114,15 +114,13 @@ func (k *KMS) rotateMasterKey(ctx context.Context, c *call) (any, error) {
 	return nil, api.Errorf(api.CodeConflict, "The master key of tenant %q is being rotated concurrently; retry.", name)
 }
 
-// masterKey returns the unsealed master key (tenant, version), from the
-// cache or the store. The KMS owns the returned secret: callers must not
-// wipe or retain it past Close.
+// masterKey returns a copy of the unsealed master key (tenant, version),
+// which the caller owns and wipes. The KMS remembers an unsealed master
+// key for tmkCacheTTL after it was opened (tmkcache.go); past that it
+// opens it again through the root of trust.
 func (k *KMS) masterKey(ctx context.Context, tenant string, version int) (*secret.Bytes, error) {
 	id := tmkID{tenant, version}
-	k.mu.Lock()
-	b, ok := k.tmks[id]
-	k.mu.Unlock()
-	if ok {
+	if b := k.tmks.get(id, k.now()); b != nil {
 		return b, nil
 	}
 	mk, err := k.st.GetMasterKey(ctx, tenant, version)
@@ -132,18 +130,11 @@ func (k *KMS) masterKey(ctx context.Context, tenant string, version int) (*secre
 		}
 		return nil, storeErr(err, "master key")
 	}
-	b, err = k.sealer.Open(ctx, mk.Sealed, tmkAAD(tenant, version))
+	b, err := k.sealer.Open(ctx, mk.Sealed, tmkAAD(tenant, version))
 	if err != nil {
 		return nil, sealErr(err)
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if prev, ok := k.tmks[id]; ok { // lost a race: keep one copy
-		b.Wipe()
-		return prev, nil
-	}
-	k.tmks[id] = b
-	return b, nil
+	return k.tmks.put(id, b, k.now()), nil
 }
 
 var errNoMasterKey = errors.New("kms: no such master key")
