@@ -13,7 +13,8 @@
 //
 //	if errors.Is(err, client.ErrAlreadyUsed) { … }
 //
-// The package imports only the api package and the standard library.
+// The package imports only the api package, internal/wire (the JSON codec
+// of the hot operations, which the servers share) and the standard library.
 package client
 
 //go:generate go run gen_errors.go

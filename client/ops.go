@@ -12,7 +12,7 @@ import (
 
 func encrypt(ctx context.Context, t *transport, key api.KeyRef, plaintext, aad []byte) (*api.EncryptResponse, error) {
 	var out api.EncryptResponse
-	err := t.do(ctx, idempotent, http.MethodPost, "/v1/crypto/encrypt", api.EncryptRequest{KeyRef: key, Plaintext: plaintext, AAD: aad}, &out)
+	err := t.do(ctx, idempotent, http.MethodPost, "/v1/crypto/encrypt", &api.EncryptRequest{KeyRef: key, Plaintext: plaintext, AAD: aad}, &out)
 	return result(&out, err)
 }
 
@@ -48,7 +48,7 @@ func verifyMAC(ctx context.Context, t *transport, key api.KeyRef, message, tag [
 
 func batch(ctx context.Context, t *transport, ops []api.BatchItem) ([]api.BatchResult, error) {
 	var out api.BatchResponse
-	err := t.do(ctx, idempotent, http.MethodPost, "/v1/crypto/batch", api.BatchRequest{Ops: ops}, &out)
+	err := t.do(ctx, idempotent, http.MethodPost, "/v1/crypto/batch", &api.BatchRequest{Ops: ops}, &out)
 	return out.Results, err
 }
 

@@ -9,19 +9,17 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
-	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/devenv"
-	"github.com/dcaas/dcaas/internal/httpapi"
 )
 
 // Options configure a run. Zero values mean the defaults noted.
@@ -232,31 +230,39 @@ func prepare(ctx context.Context, env *devenv.Env, o Options) (*world, error) {
 	default:
 		item.Message = msg
 	}
-	single := func(c *httpapi.Client, ref api.KeyRef) call {
-		path, req, resp := singleRequest(o.Op, ref, msg, ct)
-		return func(ctx context.Context) (int, error) { return 1, c.Do(ctx, http.MethodPost, path, req, resp()) }
+	// single is one operation at a time through the public SDK, as an
+	// application calls a sidecar or the KMS's central path.
+	single := func(c opsClient, err error, ref api.KeyRef) call {
+		if err != nil {
+			return func(context.Context) (int, error) { return 0, err }
+		}
+		return func(ctx context.Context) (int, error) { return 1, sdkCall(ctx, c, o.Op, ref, msg, ct) }
 	}
 	w := &world{}
 	w.modes = append(w.modes, mode{name: ModeLibrary, newCall: func() call {
 		return func(ctx context.Context) (int, error) { return 1, libraryCall(ctx, env, o.Op, dk.KeyID, msg, ct) }
 	}})
 	w.modes = append(w.modes, mode{name: ModeUnix, newCall: func() call {
-		return single(devenv.UnixClient(env.Socket), api.KeyRef{KeyID: dk.KeyID})
+		c, err := client.NewSidecarUnix(env.Socket, client.WithRetry(1, 0, 0))
+		return single(c, err, api.KeyRef{KeyID: dk.KeyID})
 	}})
 	w.modes = append(w.modes, mode{name: ModeUnixBatch, newCall: func() call {
-		c := devenv.UnixClient(env.Socket)
-		req := &api.BatchRequest{Ops: slices.Repeat([]api.BatchItem{item}, o.Batch)}
+		c, err := client.NewSidecarUnix(env.Socket, client.WithRetry(1, 0, 0))
+		if err != nil {
+			return func(context.Context) (int, error) { return 0, err }
+		}
+		items := slices.Repeat([]api.BatchItem{item}, o.Batch)
 		return func(ctx context.Context) (int, error) {
-			var out api.BatchResponse
-			if err := c.Do(ctx, http.MethodPost, "/v1/crypto/batch", req, &out); err != nil {
+			results, err := c.Batch(ctx, items)
+			if err != nil {
 				return 0, err
 			}
-			for _, r := range out.Results {
-				if r.Error != nil {
-					return 0, r.Error
+			for _, r := range results {
+				if err := client.BatchError(r); err != nil {
+					return 0, err
 				}
 			}
-			return len(out.Results), nil
+			return len(results), nil
 		}
 	}})
 	tm, err := transitMode(ctx, env, o.Op, dk.KeyID, msg)
@@ -279,17 +285,11 @@ func prepare(ctx context.Context, env *devenv.Env, o Options) (*world, error) {
 	w.closers = append(w.closers, closeMTLS)
 	w.modes = append(w.modes, mode{name: ModeMTLS, newCall: func() call {
 		c, err := mtlsClient(env, mtlsURL)
-		if err != nil {
-			return func(context.Context) (int, error) { return 0, err }
-		}
-		return single(c, api.KeyRef{KeyID: dk.KeyID})
+		return single(c, err, api.KeyRef{KeyID: dk.KeyID})
 	}})
 	w.modes = append(w.modes, mode{name: ModeCentral, newCall: func() call {
-		c, err := env.ClientFromFiles(env.CustodianCert, env.CustodianKey)
-		if err != nil {
-			return func(context.Context) (int, error) { return 0, err }
-		}
-		return single(c, api.KeyRef{EKB: dk.EKB})
+		c, err := centralClient(env, env.KMSURL)
+		return single(c, err, api.KeyRef{EKB: dk.EKB})
 	}})
 	if o.RTT > 0 {
 		proxyURL, closeProxy, err := startDelayProxy(env.KMSURL, o.RTT)
@@ -298,29 +298,35 @@ func prepare(ctx context.Context, env *devenv.Env, o Options) (*world, error) {
 		}
 		w.closers = append(w.closers, closeProxy)
 		w.modes = append(w.modes, mode{name: fmt.Sprintf("%s (%s)", ModeCentralRTT, o.RTT), newCall: func() call {
-			c, err := env.ClientFromFiles(env.CustodianCert, env.CustodianKey)
-			if err != nil {
-				return func(context.Context) (int, error) { return 0, err }
-			}
-			c.Base = proxyURL
-			return single(c, api.KeyRef{EKB: dk.EKB})
+			c, err := centralClient(env, proxyURL)
+			return single(c, err, api.KeyRef{EKB: dk.EKB})
 		}})
 	}
 	return w, nil
 }
 
-// singleRequest is the path, body and a fresh response value of one
-// operation.
-func singleRequest(op string, ref api.KeyRef, msg, ct []byte) (string, any, func() any) {
+// opsClient is the operations API of the SDK's sidecar and KMS clients.
+type opsClient interface {
+	Encrypt(ctx context.Context, key api.KeyRef, plaintext, aad []byte) (*api.EncryptResponse, error)
+	Decrypt(ctx context.Context, key api.KeyRef, ciphertext, aad []byte) ([]byte, error)
+	MAC(ctx context.Context, key api.KeyRef, message []byte) (*api.MACResponse, error)
+	Sign(ctx context.Context, key api.KeyRef, message []byte) (*api.SignResponse, error)
+}
+
+// sdkCall is one operation op through c.
+func sdkCall(ctx context.Context, c opsClient, op string, ref api.KeyRef, msg, ct []byte) error {
+	var err error
 	switch op {
 	case "decrypt":
-		return "/v1/crypto/decrypt", &api.DecryptRequest{KeyRef: ref, Ciphertext: ct}, func() any { return &api.DecryptResponse{} }
+		_, err = c.Decrypt(ctx, ref, ct, nil)
 	case "mac":
-		return "/v1/crypto/mac", &api.MACRequest{KeyRef: ref, Message: msg}, func() any { return &api.MACResponse{} }
+		_, err = c.MAC(ctx, ref, msg)
 	case "sign":
-		return "/v1/crypto/sign", &api.SignRequest{KeyRef: ref, Message: msg}, func() any { return &api.SignResponse{} }
+		_, err = c.Sign(ctx, ref, msg)
+	default:
+		_, err = c.Encrypt(ctx, ref, msg, nil)
 	}
-	return "/v1/crypto/encrypt", &api.EncryptRequest{KeyRef: ref, Plaintext: msg}, func() any { return &api.EncryptResponse{} }
+	return err
 }
 
 func libraryCall(ctx context.Context, env *devenv.Env, op, keyID string, msg, ct []byte) error {
@@ -355,16 +361,30 @@ func startMTLS(ctx context.Context, env *devenv.Env) (string, func(), error) {
 	return "https://" + ln.Addr().String(), func() { cancel(); <-done }, nil
 }
 
-// mtlsClient is the custodian calling its sidecar over mTLS.
-func mtlsClient(env *devenv.Env, url string) (*httpapi.Client, error) {
-	pair, err := tls.LoadX509KeyPair(env.CustodianCert, env.CustodianKey)
+// mtlsClient is the custodian calling its sidecar over mTLS, through the
+// SDK, without retries (a failure counts).
+func mtlsClient(env *devenv.Env, url string) (*client.Sidecar, error) {
+	certPEM, keyPEM, err := custodianPEM(env)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(env.CAPEM)
-	return &httpapi.Client{Base: url, HTTP: &http.Client{Timeout: time.Minute, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: env.Sidecar.ServerName()},
-		MaxIdleConnsPerHost: 64,
-	}}}, nil
+	return client.NewSidecarTLS(url, env.CAPEM, certPEM, keyPEM, env.Sidecar.ServerName(), client.WithRetry(1, 0, 0))
+}
+
+// centralClient is the custodian calling the KMS's central path at url
+// (the KMS, or a proxy in front of it), through the SDK, without retries.
+func centralClient(env *devenv.Env, url string) (*client.KMS, error) {
+	certPEM, keyPEM, err := custodianPEM(env)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewKMS([]string{url}, env.CAPEM, certPEM, keyPEM, client.WithRetry(1, 0, 0))
+}
+
+func custodianPEM(env *devenv.Env) (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = os.ReadFile(env.CustodianCert); err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = os.ReadFile(env.CustodianKey)
+	return certPEM, keyPEM, err
 }

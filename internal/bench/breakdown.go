@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -80,26 +80,32 @@ func Breakdown(ctx context.Context, env *devenv.Env, size int) ([]Stage, error) 
 	encode := ns(func() {
 		_, _ = wire.Append(make([]byte, 0, len(respBody)), &api.EncryptResponse{Ciphertext: resp, KeyID: dk.KeyID, KeyVersion: 1})
 	})
-	client := ns(func() {
+	clientSide := ns(func() {
 		_, _ = wire.Append(make([]byte, 0, len(body)), req)
 		var r api.EncryptResponse
 		if !wire.Decode(respBody, &r) {
 			fail(json.Unmarshal(respBody, &r))
 		}
 	})
-	c := devenv.UnixClient(env.Socket)
-	trip := ns(func() { fail(c.Do(ctx, http.MethodPost, "/v1/crypto/encrypt", req, &api.EncryptResponse{})) })
+	c, err := client.NewSidecarUnix(env.Socket, client.WithRetry(1, 0, 0))
+	if err != nil {
+		return nil, err
+	}
+	trip := ns(func() {
+		_, err := c.Encrypt(ctx, req.KeyRef, req.Plaintext, req.AAD)
+		fail(err)
+	})
 	if failed != nil {
 		return nil, failed
 	}
 	engine := max(library-crypto, 0)
-	transport := max(trip-library-decode-encode-client, 0)
+	transport := max(trip-library-decode-encode-clientSide, 0)
 	out := []Stage{
 		{"crypto", crypto, 0, fmt.Sprintf("AES-256-GCM of %d bytes and the ciphertext header (Key.Encrypt)", size)},
 		{"engine", engine, 0, "key look-up, policy, lease and usage checks (the library call minus crypto)"},
 		{"decode", decode, 0, "the server decodes the JSON request (base64 plaintext)"},
 		{"encode", encode, 0, "the server encodes the JSON answer (base64 ciphertext)"},
-		{"client", client, 0, "the client encodes its request and decodes the answer"},
+		{"client", clientSide, 0, "the SDK (client/) encodes its request and decodes the answer"},
 		{"transport", transport, 0, "HTTP/1.1 server and client, the Unix socket, goroutine switches (the rest)"},
 	}
 	for i := range out {

@@ -22,12 +22,11 @@
 //     *api.GrantRequest;
 //     CheckSize of *api.BatchRequest; Append of *api.EncryptResponse,
 //     *api.DecryptResponse, *api.BatchResponse and *api.BatchResult.
-//   - Client (internal/httpapi.Client, the client of dcaas bench, demo and
-//     dev; the public SDK in client/ does not use this package): Append of
+//   - Client (the public SDK in client/, which dcaas bench measures, and
+//     internal/httpapi.Client of demo and dev): Append of
 //     *api.EncryptRequest and *api.BatchRequest; Decode of
 //     *api.EncryptResponse, *api.DecryptResponse and *api.BatchResponse.
-//     They keep the benchmark's own client from weighing on the figures it
-//     reports.
+//     An application gets the same client the benchmark reports on.
 //
 // Only pointers to those types are handled; anything else (another type,
 // a struct value) reports false and takes encoding/json.
