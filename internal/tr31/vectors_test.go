@@ -57,6 +57,14 @@ func TestPublishedVectors(t *testing.T) {
 	}
 }
 
+// TestDcaasExportVectors: blocks a dcaas KMS exported, with the keys
+// moov-io/tr31 unwrapped them to (testdata/README.md).
+func TestDcaasExportVectors(t *testing.T) {
+	for _, v := range loadVectors(t, "testdata/dcaas_vectors.json") {
+		t.Run(v.Name, func(t *testing.T) { checkVector(t, v) })
+	}
+}
+
 func checkVector(t *testing.T, v vector) {
 	kbpk, block, want := secret.New(mustHex(t, v.KBPK)), []byte(v.KeyBlock), mustHex(t, v.Key)
 	h, key, err := Unwrap(kbpk, block)
