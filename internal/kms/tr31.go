@@ -39,7 +39,8 @@ var tr31Profiles = map[api.KeyType]tr31Profile{
 	api.KeyAES256KBPK: {usage: "K1", algorithm: 'A', actions: []api.Action{api.ActionEncrypt, api.ActionDecrypt}},
 }
 
-// hmSHA256 is the HM optional block's value for SHA-256 (X9.143 table 10).
+// hmSHA256 is the HM optional block's value for SHA-256 (ANSI X9.143:
+// HM names the hash of an HMAC key; 10 SHA-1, 20 SHA-224, 21 SHA-256, ...).
 const hmSHA256 = "21"
 
 // tr31Type is the dcaas key type a block's key usage and algorithm import

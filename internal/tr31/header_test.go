@@ -3,6 +3,7 @@ package tr31
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -111,5 +112,44 @@ func TestWrapHeaders(t *testing.T) {
 	bad := Header{Version: 'D', KeyUsage: "D0", Algorithm: 'A', ModeOfUse: 'B', KeyVersion: "00", Exportability: 'Q', KeyContext: '0'}
 	if _, err := Wrap(secret.New(make([]byte, 32)), bad, key); !errors.Is(err, ErrFormat) {
 		t.Fatalf("Wrap with exportability Q = %v, want ErrFormat", err)
+	}
+}
+
+// TestWrapKeyLengths wraps AES-128/192/256 keys and HMAC keys of other
+// lengths and checks the block's length field (header, key data of
+// 2 + key bytes rounded up to 16, MAC, in hex) and the key read back.
+func TestWrapKeyLengths(t *testing.T) {
+	kbpk := secret.New(bytes.Repeat([]byte{7}, 32))
+	for _, c := range []struct {
+		name string
+		h    Header
+		n    int
+	}{
+		{"AES-128", Header{Version: 'D', KeyUsage: "D0", Algorithm: 'A', ModeOfUse: 'B', KeyVersion: "00", Exportability: 'E', KeyContext: '0'}, 16},
+		{"AES-192", Header{Version: 'D', KeyUsage: "D0", Algorithm: 'A', ModeOfUse: 'B', KeyVersion: "00", Exportability: 'E', KeyContext: '0'}, 24},
+		{"AES-256", Header{Version: 'D', KeyUsage: "D0", Algorithm: 'A', ModeOfUse: 'B', KeyVersion: "00", Exportability: 'E', KeyContext: '0'}, 32},
+		{"HMAC 20 bytes", Header{Version: 'D', KeyUsage: "M7", Algorithm: 'H', ModeOfUse: 'C', KeyVersion: "00", Exportability: 'E', KeyContext: '0', Blocks: []Block{{ID: "HM", Data: "10"}}}, 20},
+		{"HMAC 64 bytes", Header{Version: 'D', KeyUsage: "M7", Algorithm: 'H', ModeOfUse: 'C', KeyVersion: "00", Exportability: 'E', KeyContext: '0', Blocks: []Block{{ID: "HM", Data: "22"}}}, 64},
+		{"HMAC 128 bytes", Header{Version: 'D', KeyUsage: "M7", Algorithm: 'H', ModeOfUse: 'C', KeyVersion: "00", Exportability: 'E', KeyContext: '0', Blocks: []Block{{ID: "HM", Data: "23"}}}, 128},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := secret.New(bytes.Repeat([]byte{0xc3}, c.n))
+			block, err := Wrap(kbpk, c.h, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hlen := 16
+			if len(c.h.Blocks) > 0 {
+				hlen = 32 // HMxx and a PB fill one more AES block
+			}
+			want := hlen + 2*((2+c.n+15)/16*16) + 32
+			if len(block) != want || string(block[1:5]) != fmt.Sprintf("%04d", want) {
+				t.Fatalf("block of a %d-byte key is %d characters (field %s), want %d", c.n, len(block), block[1:5], want)
+			}
+			_, got, err := Unwrap(kbpk, block)
+			if err != nil || !got.Equal(key) {
+				t.Fatalf("Unwrap = %v", err)
+			}
+		})
 	}
 }
