@@ -43,6 +43,9 @@ const (
 	CodeUnavailable        Code = "unavailable"          // a dependency (store, seal, KMS) is down
 	CodeNotEnrolled        Code = "not_enrolled"         // a sidecar waiting for its enrollment token (POST /v1/enroll)
 	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
+	// TR-31 key blocks (docs/import-export.md).
+	CodeInvalidKeyBlock     Code = "invalid_key_block"     // a TR-31 key block that is malformed or has a header field X9.143 does not define
+	CodeUnsupportedKeyBlock Code = "unsupported_key_block" // a valid TR-31 key block (or export) whose attributes dcaas cannot honour
 )
 
 var statusOf = map[Code]int{
@@ -76,6 +79,9 @@ var statusOf = map[Code]int{
 	CodeUnavailable:        http.StatusServiceUnavailable,
 	CodeNotEnrolled:        http.StatusServiceUnavailable,
 	CodeInternal:           http.StatusInternalServerError,
+	// TR-31 key blocks.
+	CodeInvalidKeyBlock:     http.StatusBadRequest,
+	CodeUnsupportedKeyBlock: http.StatusBadRequest,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

@@ -522,6 +522,9 @@ type Wrapping string
 const (
 	WrappingRSAAES Wrapping = "rsa-aes-key-wrap-sha256"
 	WrappingHPKE   Wrapping = "hpke"
+	// WrappingTR31 is a TR-31 / ANSI X9.143 key block of version D under a
+	// key-block protection key (an aes-256-kbpk key named by kbpk_id).
+	WrappingTR31 Wrapping = "tr31"
 )
 
 // ImportKeyRequest is the body of POST /v1/datakeys/import: material the
@@ -537,6 +540,11 @@ type ImportKeyRequest struct {
 	Purpose         string            `json:"purpose,omitempty"`
 	Labels          map[string]string `json:"labels,omitempty"`
 	Retain          bool              `json:"retain,omitempty"`
+	// For wrapping "tr31": the key block (ASCII, instead of import_token
+	// and wrapped_material) and the key-block protection key it is under.
+	// type may be left out: the block's key usage decides it.
+	KeyBlock string `json:"key_block,omitempty"`
+	KBPKID   string `json:"kbpk_id,omitempty"`
 }
 
 // ExportRequest is the body of POST /v1/datakeys/export: the owner asks
@@ -547,9 +555,15 @@ type ExportRequest struct {
 	Wrapping     Wrapping   `json:"wrapping"`
 	PublicKeyPEM string     `json:"public_key_pem,omitempty"`
 	PublicKey    *PublicKey `json:"public_key,omitempty"`
+	// For wrapping "tr31": the key-block protection key to wrap under, and
+	// optionally the exportability the block gives the partner ("E", the
+	// default, "S" or "N"; never more than the key allows).
+	KBPKID            string `json:"kbpk_id,omitempty"`
+	TR31Exportability string `json:"tr31_exportability,omitempty"`
 }
 
-// ExportResponse carries the wrapped material.
+// ExportResponse carries the wrapped material, or for tr31 the key block.
 type ExportResponse struct {
-	WrappedMaterial []byte `json:"wrapped_material"`
+	WrappedMaterial []byte `json:"wrapped_material,omitempty"`
+	KeyBlock        string `json:"key_block,omitempty"`
 }

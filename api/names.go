@@ -10,12 +10,16 @@ const (
 	KeyEd25519    KeyType = "ed25519"
 	KeyECDSAP256  KeyType = "ecdsa-p256"
 	KeyMLDSA65    KeyType = "ml-dsa-65"
+	// KeyAES256KBPK is a key-block protection key: 32 bytes the KMS uses
+	// only to wrap and unwrap TR-31 key blocks (docs/import-export.md). It
+	// is never released to a sidecar and does not encrypt data.
+	KeyAES256KBPK KeyType = "aes-256-kbpk"
 )
 
 // Valid reports whether t is a key type dcaas knows.
 func (t KeyType) Valid() bool {
 	switch t {
-	case KeyAES256GCM, KeyHMACSHA256, KeyEd25519, KeyECDSAP256, KeyMLDSA65:
+	case KeyAES256GCM, KeyHMACSHA256, KeyEd25519, KeyECDSAP256, KeyMLDSA65, KeyAES256KBPK:
 		return true
 	}
 	return false

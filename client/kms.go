@@ -232,6 +232,17 @@ func (k *KMS) ExportKey(ctx context.Context, req api.ExportRequest) ([]byte, err
 	return out.WrappedMaterial, err
 }
 
+// ExportKeyBlock returns an exportable key as a TR-31 / ANSI X9.143 key
+// block (ASCII) under the key-block protection key req.KBPKID (custodian,
+// the key's owner); req.Wrapping is set to tr31. Import a partner's block
+// with ImportKey and wrapping tr31.
+func (k *KMS) ExportKeyBlock(ctx context.Context, req api.ExportRequest) (string, error) {
+	req.Wrapping = api.WrappingTR31
+	var out api.ExportResponse
+	err := k.t.do(ctx, idempotent, http.MethodPost, "/v1/datakeys/export", req, &out)
+	return out.KeyBlock, err
+}
+
 // Audit reads one page of the audit log after record number after
 // (admin); pass the page's Next to read on. Reading is audited too, so a
 // reader that follows Next always finds the records of its own earlier

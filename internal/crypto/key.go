@@ -55,6 +55,9 @@ func NewKey(t api.KeyType, keyID string, version uint32, material *secret.Bytes)
 	if err := CheckMaterial(t, material); err != nil {
 		return nil, err
 	}
+	if t == api.KeyAES256KBPK {
+		return nil, fmt.Errorf("%w: an aes-256-kbpk key only protects TR-31 key blocks, in the KMS", ErrWrongKeyType)
+	}
 	k := &Key{typ: t, keyID: keyID, version: version, material: material.Clone()}
 	switch t {
 	case api.KeyAES256GCM:

@@ -21,7 +21,7 @@ const DataKeySize = 32
 // GenerateKey returns new key material for a data key of type t, a secret
 // the caller owns and wipes. Encodings (see CheckMaterial):
 //
-//   - aes-256-gcm, hmac-sha256: 32 random bytes;
+//   - aes-256-gcm, hmac-sha256, aes-256-kbpk: 32 random bytes;
 //   - ed25519: the 32-byte seed (RFC 8032);
 //   - ecdsa-p256: the 32-byte big-endian private scalar (SEC 1 §2.3.6);
 //   - ml-dsa-65: the 32-byte seed ξ of ML-DSA.KeyGen (FIPS 204), which is
@@ -30,7 +30,7 @@ const DataKeySize = 32
 // Unknown types are ErrUnsupported.
 func GenerateKey(t api.KeyType) (*secret.Bytes, error) {
 	switch t {
-	case api.KeyAES256GCM, api.KeyHMACSHA256:
+	case api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyAES256KBPK:
 		return secret.New(Random(DataKeySize)), nil
 	case api.KeyEd25519:
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -61,7 +61,7 @@ func GenerateKey(t api.KeyType) (*secret.Bytes, error) {
 // stays the caller's.
 func CheckMaterial(t api.KeyType, material *secret.Bytes) error {
 	switch t {
-	case api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519:
+	case api.KeyAES256GCM, api.KeyHMACSHA256, api.KeyEd25519, api.KeyAES256KBPK:
 		if material.Len() != DataKeySize {
 			return fmt.Errorf("%w: %s material is %d bytes, want %d", ErrInvalidKey, t, material.Len(), DataKeySize)
 		}

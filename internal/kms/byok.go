@@ -192,8 +192,11 @@ func (k *KMS) importKey(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
+	if req.Wrapping == api.WrappingTR31 {
+		return k.importTR31(ctx, c, &req) // tr31.go
+	}
 	if req.Wrapping != api.WrappingRSAAES && req.Wrapping != api.WrappingHPKE {
-		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q or %q.", api.WrappingRSAAES, api.WrappingHPKE)
+		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q, %q or %q.", api.WrappingRSAAES, api.WrappingHPKE, api.WrappingTR31)
 	}
 	if len(req.WrappedMaterial) == 0 || req.ImportToken == "" {
 		return nil, api.Errorf(api.CodeInvalidArgument, "import_token and wrapped_material are required.")
@@ -279,6 +282,9 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
+	if req.Wrapping == api.WrappingTR31 {
+		return k.exportTR31(ctx, c, &req) // tr31.go
+	}
 	var pub any
 	switch req.Wrapping {
 	case api.WrappingRSAAES:
@@ -297,7 +303,7 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 		}
 		pub = p
 	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q or %q.", api.WrappingRSAAES, api.WrappingHPKE)
+		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q, %q or %q.", api.WrappingRSAAES, api.WrappingHPKE, api.WrappingTR31)
 	}
 	o, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
 	if err != nil {

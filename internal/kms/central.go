@@ -95,6 +95,9 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 	if !policy.Allows(o.md.Policy, o.md.Owner, who.DN, action) {
 		return nil, nil, api.Errorf(api.CodePolicyDenied, "The policy of key %s does not allow %s for %s.", o.md.KeyID, action, who.DN)
 	}
+	if o.md.Type == api.KeyAES256KBPK {
+		return nil, nil, api.Errorf(api.CodeWrongKeyType, "Key %s is a key-block protection key (aes-256-kbpk): it wraps and unwraps TR-31 key blocks only.", o.md.KeyID)
+	}
 	h := &keyHandle{c: c, stored: v.Encryptions}
 	if usageLimited(reg.Type) {
 		h.limit = k.cfg.MaxEncryptions

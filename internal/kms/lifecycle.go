@@ -99,6 +99,9 @@ func versionErr(key store.Key, version int, err error) error {
 // current version of an AES-GCM key must not be past its safe limit. It
 // returns a rotation warning for the custodian, or "".
 func (k *KMS) checkRelease(key store.Key, v store.KeyVersion) (string, error) {
+	if key.Type == string(api.KeyAES256KBPK) {
+		return "", api.Errorf(api.CodeWrongKeyType, "Key %s is a key-block protection key (aes-256-kbpk): the KMS uses it for TR-31 key blocks and never releases it to a sidecar.", key.KeyID)
+	}
 	if v.Version != key.CurrentVersion {
 		return "", nil
 	}

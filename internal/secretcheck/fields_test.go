@@ -29,11 +29,12 @@ var secretStringName = regexp.MustCompile(`(Token|Grant|PIN|Pin|Passphrase|Passw
 // why it is a wire type). A new one must be added here, with its reason,
 // or made a *secret.Bytes (or kept inside the enclave).
 var allowed = map[string]string{
-	"internal/ca.WrappingInfo.PublicKey":     "a sidecar's HPKE public key, read from its wrapping certificate",
-	"internal/ca.wrappingKey.PublicKey":      "a sidecar's HPKE public key, the wrapping certificate's extension",
-	"internal/kms.caRecord.SealedKey":        "the CA private key sealed under the root key (ciphertext)",
-	"internal/kms.auditKeyRecord.SealedSeed": "the audit key's seed sealed under the root key (ciphertext)",
-	"internal/store.Tenant.SealedHMACKey":    "the tenant HMAC key sealed under the root key (ciphertext)",
+	"internal/ca.WrappingInfo.PublicKey":      "a sidecar's HPKE public key, read from its wrapping certificate",
+	"internal/ca.wrappingKey.PublicKey":       "a sidecar's HPKE public key, the wrapping certificate's extension",
+	"internal/kms.caRecord.SealedKey":         "the CA private key sealed under the root key (ciphertext)",
+	"internal/kms.auditKeyRecord.SealedSeed":  "the audit key's seed sealed under the root key (ciphertext)",
+	"internal/store.Tenant.SealedHMACKey":     "the tenant HMAC key sealed under the root key (ciphertext)",
+	"internal/tr31.KeyBlock.EncryptedKeyData": "a TR-31 key block's encrypted key data (AES-CBC ciphertext under the KBEK), public in the block",
 	// The end-to-end fixture is imported by tests only (TestOnlyTestsImportE2E):
 	// its keys are throwaway test keys written to the test's temp dirs.
 	"internal/e2e.KMSConfig.RootKey":     "a test KMS's root.key file contents, copied between test replicas (test-only package)",
