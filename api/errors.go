@@ -43,6 +43,7 @@ const (
 	CodeUnavailable        Code = "unavailable"          // a dependency (store, seal, KMS) is down
 	CodeNotEnrolled        Code = "not_enrolled"         // a sidecar waiting for its enrollment token (POST /v1/enroll)
 	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
+	CodeSealed             Code = "sealed"               // the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)
 )
 
 var statusOf = map[Code]int{
@@ -76,6 +77,7 @@ var statusOf = map[Code]int{
 	CodeUnavailable:        http.StatusServiceUnavailable,
 	CodeNotEnrolled:        http.StatusServiceUnavailable,
 	CodeInternal:           http.StatusInternalServerError,
+	CodeSealed:             http.StatusServiceUnavailable,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.
