@@ -24,6 +24,8 @@ type sealInitFlags struct {
 	singleShare bool
 	listen      string
 	tlsHosts    []string
+	store       string
+	postgresDSN string
 }
 
 func newSealInitCmd() *cobra.Command {
@@ -46,7 +48,9 @@ admin certificate). Every restart seals it again.
 The threshold must be at least 2 (dual control); --allow-single-share
 permits 1, for development only: every share then is the unseal key.
 Give --listen and --tls-host as for kms serve: the sealed listener's
-certificate covers them.`,
+certificate covers them. With --store postgres the CA and everything else
+go into that (new) database; further replicas get a copy of root.key (it
+opens only with the shares) and unseal each on its own.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSealInit(cmd.Context(), cmd.OutOrStdout(), f)
@@ -60,6 +64,8 @@ certificate covers them.`,
 	fl.BoolVar(&f.singleShare, "allow-single-share", false, "development only: allow --threshold 1 (any one share unseals)")
 	fl.StringVar(&f.listen, "listen", defaultKMSListen, "the KMS's --listen address, for the sealed listener's certificate")
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the sealed listener's certificate")
+	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (a new database shared by replicas)")
+	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	return cmd
 }
 
@@ -97,9 +103,18 @@ func runSealInit(ctx context.Context, out io.Writer, f sealInitFlags) error {
 	if old, _ := filepath.Glob(filepath.Join(f.sharesDir, "unseal-share-*")); len(old) > 0 {
 		return fmt.Errorf("--shares-dir %s already holds share files (%s): choose an empty directory", f.sharesDir, filepath.Base(old[0]))
 	}
+	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts}
+	st, err := openStore(ctx, kmsServeFlags{store: f.store, postgresDSN: f.postgresDSN})
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+		opts.Store = st
+	}
 	_, statErr := os.Stat(f.dataDir)
 	newDir := errors.Is(statErr, fs.ErrNotExist)
-	set, files, err := datadir.Init(ctx, kms.Options{DataDir: f.dataDir, ServerHosts: hosts}, f.shares, f.threshold)
+	set, files, err := datadir.Init(ctx, opts, f.shares, f.threshold)
 	if err != nil {
 		return err
 	}

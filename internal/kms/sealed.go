@@ -146,4 +146,3 @@ func (k *KMS) IssueUnsealCert(ctx context.Context, hosts []string) (certPEM, key
 	certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: authority.Cert().Raw})...)
 	return certPEM, kp, nil
 }
-

@@ -19,7 +19,7 @@ import (
 // unseal key exists only as N Shamir shares (internal/crypto.Split, any K
 // of which recover it), one per share file.
 //
-// root.key, mode 2 (modeShares), 95 bytes:
+// root.key, mode 2 (modeShares), 83 bytes:
 //
 //	magic "DRK1" (4) | mode 0x02 (1) | share set id (16) | threshold K (1) |
 //	shares N (1) | nonce (12) | AES-256-GCM(root key) (32) | tag (16)
