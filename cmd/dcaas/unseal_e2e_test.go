@@ -14,6 +14,7 @@ import (
 	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
 // sealInit runs `dcaas seal init` into a new data dir and shares dir in
@@ -239,4 +240,69 @@ func TestSealInitUnsealEndToEnd(t *testing.T) {
 	// The store is the one of before the restart: acme exists.
 	wantAPIError(t, "POST /v1/tenants acme again", admin.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil), http.StatusConflict, api.CodeConflict)
 	admin.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil)
+}
+
+// copyInto copies dataDir's files named into dst (created 0700), keeping
+// their modes.
+func copyInto(t *testing.T, src, dst string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		data := readFile(t, src, n)
+		fi, err := os.Stat(filepath.Join(src, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, n)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, n), data, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSealedReplicasUnsealIndependently: two replicas on one PostgreSQL
+// database, each with its own data dir (B gets A's root.key, ca.pem and
+// sealed listener certificate), start sealed; unsealing A leaves B sealed,
+// and B opens with its own shares and sees what A wrote.
+func TestSealedReplicasUnsealIndependently(t *testing.T) {
+	e2e.Binary(t)
+	dsn := pgtest.DSN(t)
+	base := t.TempDir()
+	dirA, dirB, sharesDir := filepath.Join(base, "a"), filepath.Join(base, "b"), filepath.Join(base, "shares")
+	cmd := []string{"seal", "init", "--data-dir", dirA, "--shares", "3", "--threshold", "2", "--shares-dir", sharesDir,
+		"--listen", "127.0.0.1:0", "--store", "postgres", "--postgres-dsn", dsn}
+	if _, errOut, code := runDcaas(t, cmd...); code != 0 {
+		t.Fatalf("seal init --store postgres: exit %d: %s", code, errOut)
+	}
+	shares, _ := filepath.Glob(filepath.Join(sharesDir, "unseal-share-*"))
+	if len(shares) != 3 {
+		t.Fatalf("%d share files", len(shares))
+	}
+	copyInto(t, dirA, dirB, "root.key", "ca.pem", "unseal/cert.pem", "unseal/key.pem")
+	a := e2e.StartKMS(t, e2e.KMSConfig{Name: "kms A", DataDir: dirA, PostgresDSN: dsn, Sealed: true})
+	b := e2e.StartKMS(t, e2e.KMSConfig{Name: "kms B", DataDir: dirB, PostgresDSN: dsn, Sealed: true})
+	adminA := rawAdmin(t, a)
+	adminB := rawClient(t, b, readFile(t, dirA, "admin/cert.pem"), readFile(t, dirA, "admin/key.pem"))
+	for _, s := range shares[:2] {
+		if _, errOut, code := unsealCLI(t, a, dirA, s); code != 0 {
+			t.Fatalf("unseal A: %s", errOut)
+		}
+	}
+	adminA.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
+	wantAPIError(t, "B while A is unsealed", adminB.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil), http.StatusServiceUnavailable, api.CodeSealed)
+	var st api.SealStatus
+	adminB.MustDo(t, "GET", "/v1/sys/seal-status", nil, &st)
+	if !st.Sealed || st.Progress != 0 {
+		t.Fatalf("B's seal status after A unsealed: %+v", st)
+	}
+	// B's own unseal, with another pair of shares and A's admin (the
+	// admin certificate lives in the shared database).
+	for _, s := range shares[1:] {
+		if _, errOut, code := unsealCLI(t, b, dirA, s); code != 0 {
+			t.Fatalf("unseal B: %s", errOut)
+		}
+	}
+	wantAPIError(t, "acme again through B", adminB.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil), http.StatusConflict, api.CodeConflict)
+	adminB.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil)
 }
