@@ -145,6 +145,7 @@ type Sealed struct {
 
 	mu     sync.Mutex // serializes unseal attempts
 	posted []file.UnsealShare
+	stop   chan struct{} // stops the renewal of the sealed certificate
 }
 
 // OpenSealed prepares the sealed gate of a share-sealed data dir. opts
@@ -193,7 +194,7 @@ func OpenSealed(ctx context.Context, opts kms.Options) (*Sealed, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Sealed{opts: opts, set: set, roots: roots, cert: &pair, log: opts.Logger, ready: make(chan struct{})}
+	s := &Sealed{opts: opts, set: set, roots: roots, cert: &pair, log: opts.Logger, ready: make(chan struct{}), stop: make(chan struct{})}
 	s.sealed = tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, Certificates: []tls.Certificate{pair}}
 	s.gauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "dcaas_kms_sealed",
 		Help: "1 while this KMS process waits for unseal key shares, 0 once unsealed."})
@@ -234,6 +235,11 @@ func (s *Sealed) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.wipePosted()
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
 	if srv := s.srv.Load(); srv != nil {
 		return srv.Close()
 	}
@@ -367,6 +373,7 @@ func (s *Sealed) unseal(w http.ResponseWriter, r *http.Request) {
 	s.srv.Store(srv)
 	s.gauge.Set(0)
 	close(s.ready)
+	go s.renewUnsealCert(srv)
 	httpapi.WriteJSON(w, http.StatusOK, srv.KMS.SealStatus())
 }
 
@@ -395,6 +402,30 @@ func (s *Sealed) open(ctx context.Context, dn string) (*kms.Server, error) {
 		s.log.Warn("could not renew the sealed listener's certificate", "err", err)
 	}
 	return srv, nil
+}
+
+// renewUnsealCert renews the sealed listener's certificate at a third of
+// its lifetime while the KMS runs, so that a KMS that ran longer than the
+// certificate lives still starts sealed with a valid one.
+func (s *Sealed) renewUnsealCert(srv *kms.Server) {
+	ttl := s.opts.Config.ServerCertTTL
+	if ttl <= 0 {
+		ttl = 90 * 24 * time.Hour // kms.Config's default
+	}
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := writeUnsealCert(ctx, srv.KMS, s.opts.DataDir, s.opts.ServerHosts); err != nil {
+				s.log.Warn("could not renew the sealed listener's certificate; retrying at the next round", "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // trimPrefix drops the "seal/file: " prefix of a share parse error.
