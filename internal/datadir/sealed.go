@@ -386,6 +386,11 @@ func (s *Sealed) open(ctx context.Context, dn string) (*kms.Server, error) {
 	}
 	opts := s.opts
 	opts.Sealer, opts.OwnSealer = sl, true
+	if opts.Reg != nil {
+		// An attempt that failed after the KMS registered its metrics
+		// must not make the next one panic on them.
+		opts.Reg = replacing{opts.Reg}
+	}
 	srv, err := Open(ctx, opts)
 	if err != nil {
 		sl.Close()
@@ -424,6 +429,28 @@ func (s *Sealed) renewUnsealCert(srv *kms.Server) {
 				s.log.Warn("could not renew the sealed listener's certificate; retrying at the next round", "err", err)
 			}
 			cancel()
+		}
+	}
+}
+
+// replacing is a Registerer on which a collector of an earlier, failed
+// unseal attempt is replaced instead of refused.
+type replacing struct{ prometheus.Registerer }
+
+func (r replacing) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) {
+		r.Registerer.Unregister(dup.ExistingCollector)
+		return r.Registerer.Register(c)
+	}
+	return err
+}
+
+func (r replacing) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
 		}
 	}
 }
