@@ -46,6 +46,7 @@ const (
 	// TR-31 key blocks (docs/import-export.md).
 	CodeInvalidKeyBlock     Code = "invalid_key_block"     // a TR-31 key block that is malformed or has a header field X9.143 does not define
 	CodeUnsupportedKeyBlock Code = "unsupported_key_block" // a valid TR-31 key block (or export) whose attributes dcaas cannot honour
+	CodeSealed              Code = "sealed"                // the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)
 )
 
 var statusOf = map[Code]int{
@@ -82,6 +83,7 @@ var statusOf = map[Code]int{
 	// TR-31 key blocks.
 	CodeInvalidKeyBlock:     http.StatusBadRequest,
 	CodeUnsupportedKeyBlock: http.StatusBadRequest,
+	CodeSealed:              http.StatusServiceUnavailable,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

@@ -40,6 +40,7 @@ var (
 	ErrInternal            = errors.New("client: internal: a bug; details are logged, not returned")
 	ErrInvalidKeyBlock     = errors.New("client: invalid_key_block: a TR-31 key block that is malformed or has a header field X9.143 does not define")
 	ErrUnsupportedKeyBlock = errors.New("client: unsupported_key_block: a valid TR-31 key block (or export) whose attributes dcaas cannot honour")
+	ErrSealed              = errors.New("client: sealed: the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)")
 )
 
 // sentinels maps each code to its sentinel.
@@ -73,4 +74,5 @@ var sentinels = map[api.Code]error{
 	api.CodeInternal:            ErrInternal,
 	api.CodeInvalidKeyBlock:     ErrInvalidKeyBlock,
 	api.CodeUnsupportedKeyBlock: ErrUnsupportedKeyBlock,
+	api.CodeSealed:              ErrSealed,
 }

@@ -31,6 +31,7 @@ import (
 func newKMSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "kms", Short: "The central KMS"}
 	cmd.AddCommand(newKMSServeCmd(), newKMSCACmd())
+	cmd.AddCommand(newKMSUnsealCmd(), newKMSSealStatusCmd())
 	return cmd
 }
 
@@ -293,17 +294,37 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err := hardening.Process(); err != nil {
 		return err
 	}
-	srv, err := datadir.Open(ctx, opts)
-	if err != nil {
+	// A data dir whose root key is split into unseal key shares (dcaas
+	// seal init) starts sealed: the gate serves until enough shares are
+	// posted, then opens the KMS in-process (unseal.go).
+	var (
+		srv       *kms.Server
+		gate      *datadir.Sealed
+		handler   http.Handler
+		tlsCfg    *tls.Config
+		leaseLost <-chan struct{}
+	)
+	if _, split, err := datadir.ShareSealed(f.dataDir); err != nil {
 		return err
+	} else if split && opts.Sealer == nil {
+		if gate, err = datadir.OpenSealed(ctx, opts); err != nil {
+			return err
+		}
+		defer gate.Close()
+		handler, tlsCfg, leaseLost = gate.Handler(), gate.TLSConfig(), gateLeaseLost(gate)
+	} else {
+		if srv, err = datadir.Open(ctx, opts); err != nil {
+			return err
+		}
+		defer srv.Close()
+		handler, tlsCfg, leaseLost = srv.KMS.Handler(), srv.TLSConfig, srv.LeaseLost()
 	}
-	defer srv.Close()
 
 	// The HTTPS listener serves GET /metrics to admin callers only (the
 	// KMS's router, from reg); Prometheus scrapes --metrics-listen.
 	hs := &http.Server{
-		Handler:           srv.KMS.Handler(),
-		TLSConfig:         srv.TLSConfig,
+		Handler:           handler,
+		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -311,31 +332,48 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	}
 	errc := make(chan error, 2)
 	listening := ""
-	go func() { errc <- hs.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	go func() { errc <- hs.Serve(tls.NewListener(ln, tlsCfg)) }()
 	var ms *http.Server
 	if mln != nil {
 		mm := http.NewServeMux()
 		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mm.Handle("GET /healthz", srv.KMS.Handler())
-		mm.Handle("GET /readyz", srv.KMS.Handler())
+		mm.Handle("GET /healthz", handler)
+		mm.Handle("GET /readyz", handler)
 		ms = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ms.Serve(mln) }()
 		listening = " metrics=http://" + mln.Addr().String()
 	}
 	dir, _ := filepath.Abs(f.dataDir)
-	if p, ok := srv.Sealer.(interface{ Protected() bool }); ok && !p.Protected() {
-		log.Warn("the root key file is protected by its file mode only: set DCAAS_SEAL_PASSPHRASE (or --seal-passphrase-file) or use --seal pkcs11 outside development",
-			"root_key", filepath.Join(dir, "root.key"))
+	ready := func(srv *kms.Server) {
+		if p, ok := srv.Sealer.(interface{ Protected() bool }); ok && !p.Protected() {
+			log.Warn("the root key file is protected by its file mode only: set DCAAS_SEAL_PASSPHRASE (or --seal-passphrase-file) or use --seal pkcs11 outside development",
+				"root_key", filepath.Join(dir, "root.key"))
+		}
+		fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t store=%s%s\n",
+			ln.Addr(), dir, filepath.Join(dir, kms.CAFile), filepath.Join(dir, kms.AdminCert), filepath.Join(dir, kms.AdminKey),
+			srv.Sealer.Name(), kcrypto.FIPS(), f.store, listening)
+		log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
 	}
-	fmt.Printf("dcaas kms ready: https://%s data-dir=%s ca=%s admin-cert=%s admin-key=%s seal=%s fips=%t store=%s%s\n",
-		ln.Addr(), dir, filepath.Join(dir, kms.CAFile), filepath.Join(dir, kms.AdminCert), filepath.Join(dir, kms.AdminKey),
-		srv.Sealer.Name(), kcrypto.FIPS(), f.store, listening)
-	log.Info("kms serving", "addr", ln.Addr().String(), "initialized", srv.Initialized)
+	if gate != nil {
+		set := gate.Set()
+		fmt.Printf("dcaas kms sealed: https://%s data-dir=%s ca=%s share-set=%s threshold=%d shares=%d%s\n",
+			ln.Addr(), dir, filepath.Join(dir, kms.CAFile), set.IDString(), set.Threshold, set.Shares, listening)
+		log.Info("kms sealed: waiting for unseal key shares", "addr", ln.Addr().String(), "share_set", set.IDString(), "threshold", set.Threshold)
+		go func() {
+			select {
+			case <-gate.Unsealed():
+				ready(gate.Server())
+			case <-ctx.Done():
+			}
+		}()
+	} else {
+		ready(srv)
+	}
 
 	var stopErr error
 	select {
 	case <-ctx.Done():
-	case <-srv.LeaseLost():
+	case <-leaseLost:
 		stopErr = errors.New("this replica's lease is gone from the store (a seal migration began while it was unreachable or paused): stopped; start it again once the migration is done, with the new seal")
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
@@ -378,4 +416,16 @@ func openStore(ctx context.Context, f kmsServeFlags) (*sqlstore.DB, error) {
 		return sqlstore.OpenPostgres(ctx, dsn)
 	}
 	return nil, fmt.Errorf("--store %q: want sqlite or postgres", f.store)
+}
+
+// gateLeaseLost is closed when the KMS the gate opened loses its lease;
+// never while sealed.
+func gateLeaseLost(g *datadir.Sealed) <-chan struct{} {
+	lost := make(chan struct{})
+	go func() {
+		<-g.Unsealed()
+		<-g.Server().LeaseLost()
+		close(lost)
+	}()
+	return lost
 }

@@ -108,6 +108,7 @@ func (f *sealFlags) openForServe(passphraseFile string) (seal.Sealer, error) {
 func newSealCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "seal", Short: "Manage the KMS root of trust"}
 	cmd.AddCommand(newSealMigrateCmd())
+	cmd.AddCommand(newSealInitCmd())
 	return cmd
 }
 

@@ -16,6 +16,10 @@ import (
 
 const kmsReadyPrefix = "dcaas kms ready: "
 
+// kmsSealedPrefix starts the line a share-sealed KMS prints when it
+// listens, sealed (KMSConfig.Sealed).
+const kmsSealedPrefix = "dcaas kms sealed: "
+
 // KMSConfig says how to run `dcaas kms serve`. The zero value is a fresh
 // SQLite data dir in t.TempDir() on a free loopback port.
 type KMSConfig struct {
@@ -41,6 +45,11 @@ type KMSConfig struct {
 	Flags []string
 	// Env holds further environment variables (KEY=value).
 	Env []string
+	// Sealed: the data dir's root key is split into unseal key shares
+	// (dcaas seal init), so the KMS starts sealed: the fixture waits for
+	// its "dcaas kms sealed:" line instead of the ready line and a
+	// healthy /healthz (each start, Restart included).
+	Sealed bool
 }
 
 // KMS is a `dcaas kms serve` process. After Stop or Kill9, Restart runs a
@@ -121,12 +130,16 @@ func (k *KMS) launch(t testing.TB) error {
 	cmd := exec.Command(Binary(t), args...)
 	cmd.Dir = k.cfg.Dir
 	cmd.Env = append(env, k.cfg.Env...)
-	k.proc = startProcess(t, k.cfg.Name, cmd, kmsReadyPrefix)
+	prefix := kmsReadyPrefix
+	if k.cfg.Sealed {
+		prefix = kmsSealedPrefix
+	}
+	k.proc = startProcess(t, k.cfg.Name, cmd, prefix)
 	line, ok := k.proc.waitReady(t)
 	if !ok {
 		return k.proc.exitedEarly()
 	}
-	first, fields, err := readyFields(line, kmsReadyPrefix)
+	first, fields, err := readyFields(line, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +147,9 @@ func (k *KMS) launch(t testing.TB) error {
 		t.Fatalf("%s: ready line %q does not start with an https:// address", k.cfg.Name, line)
 	}
 	k.ready, k.url, k.fields = line, first, fields
+	if k.cfg.Sealed {
+		return nil
+	}
 	return k.waitHealthy(t)
 }
 

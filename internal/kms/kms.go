@@ -197,6 +197,8 @@ type KMS struct {
 	server serverCerts            // the TLS server certificate (Open); see servercert.go
 
 	checkpointFile string // where the latest audit checkpoint is written ("" = nowhere); see auditkey.go
+
+	shareSeal atomic.Pointer[api.SealStatus] // set when the root key is split into shares (sealed.go)
 }
 
 // New builds a KMS over opened dependencies. The KMS does not own them:
@@ -250,6 +252,7 @@ func (k *KMS) now() time.Time { return k.cfg.Now().UTC() }
 
 func (k *KMS) routes() {
 	k.healthRoutes()
+	k.sysRoutes()
 	admin := []api.Role{api.RoleAdmin}
 	cust := []api.Role{api.RoleCustodian}
 	k.handle("POST /v1/tenants", "tenant.create", admin, 0, k.createTenant)

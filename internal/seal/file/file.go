@@ -68,6 +68,11 @@ func Open(dir string, passphrase *secret.Bytes) (*Sealer, error) {
 		return nil, err
 	}
 	defer root.Wipe()
+	return newSealer(root, protected)
+}
+
+// newSealer is the Sealer of root (which the caller keeps and wipes).
+func newSealer(root *secret.Bytes, protected bool) (*Sealer, error) {
 	key, err := kcrypto.HKDF(root, nil, []byte(sealInfo), kcrypto.AEADKeySize)
 	if err != nil {
 		return nil, fmt.Errorf("seal/file: deriving the seal key: %w", err)

@@ -19,6 +19,7 @@ import (
 //
 //	mode 0 (modePlain):   root key (32 bytes)
 //	mode 1 (modeWrapped): salt (16) | nonce (12) | AES-256-GCM(root key) (32+16)
+//	mode 2 (modeShares):  see shares.go (wrapped under an unseal key split into shares)
 //
 // In mode 1 the wrapping key is PBKDF2-HMAC-SHA-256(passphrase, salt,
 // 600,000 iterations, 32 bytes) and the GCM additional data is the 21-byte
@@ -70,6 +71,8 @@ func decodeKeyFile(data []byte, passphrase *secret.Bytes) (*secret.Bytes, bool, 
 			return nil, true, fmt.Errorf("%w: wrong passphrase (or %s was altered)", ErrPassphrase, keyFileName)
 		}
 		return secret.New(key), true, nil
+	case modeShares:
+		return nil, true, fmt.Errorf("%w: %s opens only with K of its unseal key shares: start the KMS sealed and unseal it (dcaas kms unseal)", ErrSharesRequired, keyFileName)
 	default:
 		return nil, false, fmt.Errorf("%w: unknown mode %d", ErrCorrupt, data[len(magic)])
 	}

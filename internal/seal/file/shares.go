@@ -1,0 +1,309 @@
+package file
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+// Dual control of the root key (issue 16): root.key mode 2 holds the root
+// key wrapped under a random 32-byte unseal key that is never stored. The
+// unseal key exists only as N Shamir shares (internal/crypto.Split, any K
+// of which recover it), one per share file.
+//
+// root.key, mode 2 (modeShares), 83 bytes:
+//
+//	magic "DRK1" (4) | mode 0x02 (1) | share set id (16) | threshold K (1) |
+//	shares N (1) | nonce (12) | AES-256-GCM(root key) (32) | tag (16)
+//
+// The GCM key is HKDF-SHA-256(unseal key, salt = share set id, info
+// "dcaas/v1 unseal", 32 bytes); the additional data is the 23-byte header
+// magic | mode | set id | K | N, so none of them can be changed.
+//
+// A share file is text: comment lines starting with "#", then one line of
+// lowercase hex of the 59-byte share record
+//
+//	magic "DSH1" (4) | share set id (16) | threshold K (1) | shares N (1) |
+//	index (1, 1..N: the share's x coordinate) | share value (32) |
+//	checksum (4): the first 4 bytes of SHA-256 of the 55 bytes before it
+//
+// The checksum tells a damaged or mistyped file (ErrShareChecksum) from a
+// well-formed share that does not belong (another set: a set id that
+// differs; a wrong share of this set: the unseal fails as a whole, without
+// saying which share was wrong). docs/formats.md quotes both layouts.
+const (
+	modeShares   byte = 2
+	setIDSize         = 16
+	unsealKeyLen      = 32
+	unsealInfo        = "dcaas/v1 unseal"
+	sharesHdrLen      = len(magic) + 1 + setIDSize + 2
+	sharesLen         = sharesHdrLen + 12 + rootKeySize + 16
+
+	shareMagic     = "DSH1"
+	shareBodyLen   = len(shareMagic) + setIDSize + 3 + unsealKeyLen
+	shareRecordLen = shareBodyLen + 4
+	maxShareFile   = 4096
+)
+
+// Errors of the share-sealed root key (test with errors.Is).
+var (
+	// ErrSharesRequired: root.key is split into shares; the process must
+	// start sealed and be unsealed (it cannot be opened with Open).
+	ErrSharesRequired = errors.New("seal/file: the root key is split into unseal key shares")
+	// ErrUnsealKey: the unseal key combined from the shares does not open
+	// root.key: at least one share is wrong (which one is not known).
+	ErrUnsealKey = errors.New("seal/file: the shares do not open the root key")
+	// ErrShareFormat: the text is not a share file.
+	ErrShareFormat = errors.New("seal/file: not an unseal key share")
+	// ErrShareChecksum: a share record whose checksum does not match:
+	// damaged or mistyped.
+	ErrShareChecksum = errors.New("seal/file: share checksum mismatch (damaged or mistyped share)")
+)
+
+// ShareSet describes the split of a root key: its id (random, printed in
+// every share file), the threshold K and the number of shares N.
+type ShareSet struct {
+	ID        [setIDSize]byte
+	Threshold int
+	Shares    int
+}
+
+// IDString is the set id in hex.
+func (s ShareSet) IDString() string { return hex.EncodeToString(s.ID[:]) }
+
+// UnsealShare is one parsed share file: its set, its index (1..N) and its
+// value. Value is secret.
+type UnsealShare struct {
+	Set   ShareSet
+	Index int
+	Value *secret.Bytes
+}
+
+// String names the share, never its value.
+func (s UnsealShare) String() string {
+	return fmt.Sprintf("share %d of %d (set %s) [redacted]", s.Index, s.Set.Shares, s.Set.IDString())
+}
+
+// GoString is String.
+func (s UnsealShare) GoString() string { return s.String() }
+
+// EncodeShare returns the share file text of share index (1..N) of set.
+func EncodeShare(set ShareSet, index int, value *secret.Bytes) []byte {
+	rec := shareRecord(set, index, value)
+	defer secret.Zero(rec)
+	var b strings.Builder
+	fmt.Fprintf(&b, "# dcaas unseal key share %d of %d (any %d open the root key), share set %s\n", index, set.Shares, set.Threshold, set.IDString())
+	b.WriteString("# Keep it secret. Post it with: dcaas kms unseal --share-file FILE\n")
+	b.WriteString(hex.EncodeToString(rec))
+	b.WriteByte('\n')
+	return []byte(b.String())
+}
+
+// shareRecord is the 59-byte record; the caller wipes it.
+func shareRecord(set ShareSet, index int, value *secret.Bytes) []byte {
+	rec := make([]byte, 0, shareRecordLen)
+	rec = append(rec, shareMagic...)
+	rec = append(rec, set.ID[:]...)
+	rec = append(rec, byte(set.Threshold), byte(set.Shares), byte(index))
+	rec = append(rec, value.Expose()...)
+	sum := sha256.Sum256(rec)
+	return append(rec, sum[:4]...)
+}
+
+// ParseShare reads share file text (or only its hex line): lines starting
+// with "#" and all whitespace are ignored. It fails with ErrShareFormat
+// for anything but one share record with consistent fields, and with
+// ErrShareChecksum when the record's checksum does not match. It never
+// panics. The caller owns the share's value.
+func ParseShare(text []byte) (UnsealShare, error) {
+	if len(text) > maxShareFile {
+		return UnsealShare{}, fmt.Errorf("%w: %d bytes, a share file has about 250", ErrShareFormat, len(text))
+	}
+	var h strings.Builder
+	for line := range strings.Lines(string(text)) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		h.WriteString(strings.Join(strings.Fields(line), ""))
+	}
+	hx := strings.ToLower(h.String())
+	if len(hx) != 2*shareRecordLen {
+		return UnsealShare{}, fmt.Errorf("%w: %d hex digits, want %d", ErrShareFormat, len(hx), 2*shareRecordLen)
+	}
+	rec, err := hex.DecodeString(hx)
+	if err != nil {
+		return UnsealShare{}, fmt.Errorf("%w: not hex", ErrShareFormat)
+	}
+	defer secret.Zero(rec)
+	if string(rec[:len(shareMagic)]) != shareMagic {
+		return UnsealShare{}, fmt.Errorf("%w: it does not start with %x (%q)", ErrShareFormat, shareMagic, shareMagic)
+	}
+	sum := sha256.Sum256(rec[:shareBodyLen])
+	if string(sum[:4]) != string(rec[shareBodyLen:]) {
+		return UnsealShare{}, ErrShareChecksum
+	}
+	var set ShareSet
+	p := rec[len(shareMagic):]
+	copy(set.ID[:], p[:setIDSize])
+	p = p[setIDSize:]
+	set.Threshold, set.Shares = int(p[0]), int(p[1])
+	index := int(p[2])
+	if set.Threshold < 1 || set.Shares < set.Threshold || index < 1 || index > set.Shares {
+		return UnsealShare{}, fmt.Errorf("%w: share %d of %d with threshold %d", ErrShareFormat, index, set.Shares, set.Threshold)
+	}
+	return UnsealShare{Set: set, Index: index, Value: secret.Copy(p[3 : 3+unsealKeyLen])}, nil
+}
+
+// encodeSharesKeyFile returns root.key mode 2: root wrapped under the
+// unseal key. The nonce comes from crypto/rand.
+func encodeSharesKeyFile(set ShareSet, root, unsealKey *secret.Bytes) ([]byte, error) {
+	out := make([]byte, 0, sharesLen)
+	out = append(out, magic...)
+	out = append(out, modeShares)
+	out = append(out, set.ID[:]...)
+	out = append(out, byte(set.Threshold), byte(set.Shares))
+	aead, err := unsealAEAD(unsealKey, set.ID[:])
+	if err != nil {
+		return nil, err
+	}
+	header := append([]byte(nil), out...)
+	return aead.Seal(out, root.Expose(), header), nil
+}
+
+// parseSharesHeader reads the share set of a mode-2 file.
+func parseSharesHeader(data []byte) (ShareSet, error) {
+	if len(data) != sharesLen {
+		return ShareSet{}, fmt.Errorf("%w: %d bytes, want %d", ErrCorrupt, len(data), sharesLen)
+	}
+	var set ShareSet
+	copy(set.ID[:], data[len(magic)+1:])
+	set.Threshold, set.Shares = int(data[sharesHdrLen-2]), int(data[sharesHdrLen-1])
+	if set.Threshold < 1 || set.Shares < set.Threshold {
+		return ShareSet{}, fmt.Errorf("%w: threshold %d of %d shares", ErrCorrupt, set.Threshold, set.Shares)
+	}
+	return set, nil
+}
+
+// unsealAEAD is AES-256-GCM under HKDF(unseal key, set id, "dcaas/v1 unseal").
+func unsealAEAD(unsealKey *secret.Bytes, setID []byte) (*kcrypto.AEAD, error) {
+	k, err := kcrypto.HKDF(unsealKey, setID, []byte(unsealInfo), kcrypto.AEADKeySize)
+	if err != nil {
+		return nil, fmt.Errorf("seal/file: deriving the unseal wrapping key: %w", err)
+	}
+	defer k.Wipe()
+	return kcrypto.NewAEAD(k)
+}
+
+// SharesOf reports the share set of dir/root.key: ok is false when the
+// file is not split into shares (or does not exist).
+func SharesOf(dir string) (set ShareSet, ok bool, err error) {
+	data, err := readKeyFile(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ShareSet{}, false, nil
+	}
+	if err != nil {
+		return ShareSet{}, false, err
+	}
+	defer secret.Zero(data)
+	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic || data[len(magic)] != modeShares {
+		return ShareSet{}, false, nil
+	}
+	set, err = parseSharesHeader(data)
+	return set, err == nil, err
+}
+
+// InitShares creates dir (0700) and dir/root.key (mode 2) holding a fresh
+// root key wrapped under a fresh unseal key, split into n shares with
+// threshold k (1 <= k <= n <= 255). It refuses when root.key exists
+// (fs.ErrExist), changing nothing. It returns the Sealer of the new root
+// key and the n share files' contents; the unseal key itself is wiped.
+func InitShares(dir string, n, k int) (*Sealer, ShareSet, [][]byte, error) {
+	if k < 1 || n < k || n > kcrypto.MaxShares {
+		return nil, ShareSet{}, nil, fmt.Errorf("seal/file: %d shares with threshold %d: want 1 <= threshold <= shares <= %d", n, k, kcrypto.MaxShares)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, ShareSet{}, nil, fmt.Errorf("seal/file: %w", err)
+	}
+	set := ShareSet{Threshold: k, Shares: n}
+	rand.Read(set.ID[:])
+	root := secret.New(make([]byte, rootKeySize))
+	rand.Read(root.Expose())
+	defer root.Wipe()
+	unsealKey := secret.New(make([]byte, unsealKeyLen))
+	rand.Read(unsealKey.Expose())
+	defer unsealKey.Wipe()
+	shares, err := kcrypto.Split(unsealKey, n, k)
+	if err != nil {
+		return nil, ShareSet{}, nil, err
+	}
+	files := make([][]byte, n)
+	for i, s := range shares {
+		files[i] = EncodeShare(set, int(s.X), s.Y)
+		s.Wipe()
+	}
+	data, err := encodeSharesKeyFile(set, root, unsealKey)
+	if err != nil {
+		return nil, ShareSet{}, nil, err
+	}
+	if err := createKeyFile(dir, data); err != nil {
+		return nil, ShareSet{}, nil, fmt.Errorf("seal/file: creating %s: %w", keyFileName, err)
+	}
+	s, err := newSealer(root, true)
+	return s, set, files, err
+}
+
+// OpenShares combines the shares (at least the threshold, all of dir's
+// share set, distinct) into the unseal key and opens dir/root.key with it.
+// ErrUnsealKey: the combined key does not open the file.
+func OpenShares(dir string, shares []UnsealShare) (*Sealer, error) {
+	data, err := readKeyFile(dir)
+	if err != nil {
+		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
+	}
+	defer secret.Zero(data)
+	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic || data[len(magic)] != modeShares {
+		return nil, fmt.Errorf("%w: %s is not split into shares", ErrCorrupt, keyFileName)
+	}
+	set, err := parseSharesHeader(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(shares) < set.Threshold {
+		return nil, fmt.Errorf("seal/file: %d of the %d shares needed", len(shares), set.Threshold)
+	}
+	points := make([]kcrypto.Share, len(shares))
+	for i, s := range shares {
+		if s.Set != set {
+			return nil, fmt.Errorf("seal/file: share %d is of share set %s, %s is of %s", s.Index, s.Set.IDString(), keyFileName, set.IDString())
+		}
+		points[i] = kcrypto.Share{X: byte(s.Index), Y: s.Value}
+	}
+	unsealKey, err := kcrypto.Combine(points)
+	if err != nil {
+		return nil, err
+	}
+	defer unsealKey.Wipe()
+	aead, err := unsealAEAD(unsealKey, set.ID[:])
+	if err != nil {
+		return nil, err
+	}
+	root, err := aead.Open(nil, data[sharesHdrLen:], data[:sharesHdrLen])
+	if err != nil {
+		return nil, ErrUnsealKey
+	}
+	r := secret.New(root)
+	defer r.Wipe()
+	return newSealer(r, true)
+}
