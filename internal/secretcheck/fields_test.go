@@ -33,6 +33,7 @@ var allowed = map[string]string{
 	"internal/ca.wrappingKey.PublicKey":      "a sidecar's HPKE public key, the wrapping certificate's extension",
 	"internal/kms.caRecord.SealedKey":        "the CA private key sealed under the root key (ciphertext)",
 	"internal/kms.auditKeyRecord.SealedSeed": "the audit key's seed sealed under the root key (ciphertext)",
+	"internal/kms.seedKeyRecord.SealedKey":   "a custodian seed key sealed under the root key (ciphertext)",
 	"internal/store.Tenant.SealedHMACKey":    "the tenant HMAC key sealed under the root key (ciphertext)",
 	// The end-to-end fixture is imported by tests only (TestOnlyTestsImportE2E):
 	// its keys are throwaway test keys written to the test's temp dirs.
