@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"strconv"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -149,7 +150,7 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	for i, s := range req.Seeds {
 		var err error
 		if seeds[i], err = checkSeed(s, owner); err != nil {
-			return nil, prefixIndex(err, i, len(req.Seeds))
+			return nil, prefixSeed(err, i, len(req.Seeds))
 		}
 	}
 	to, err := k.sidecarRecipient(c.caller, req.Recipient)
@@ -167,6 +168,15 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	defer keys.wipe()
 	c.keyID = keys[len(keys)-1].md.KeyID
 	return k.release(ctx, c, g, to, keys, "derive")
+}
+
+// prefixSeed is prefixIndex for the seeds of a derive: "seed i: …".
+func prefixSeed(err error, i, n int) error {
+	var e *api.Error
+	if n <= 1 || !errors.As(err, &e) {
+		return err
+	}
+	return &api.Error{Code: e.Code, Message: "seed " + strconv.Itoa(i) + ": " + e.Message}
 }
 
 // seedRequest is one checked seed of a derive: its version, and for v2
