@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -163,6 +164,18 @@ func TestKMSReplicasCustodianSeedKey(t *testing.T) {
 	if !bytes.Equal(key1, wantV1.Expose()) || id1 != kcrypto.SeedKeyID(hk, api.KeyAES256GCM, seed) {
 		t.Errorf("v1 derived %s, not SeedKDF v1's key under the tenant HMAC key", id1)
 	}
+
+	// A database writer who gives ledger payments-api's sealed seed key
+	// gets no derivation: the seal's associated data names the custodian.
+	other, err := st.GetSetting(t.Context(), "custodian-seed-key:acme:CN=payments-api,O=acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw(t, dsn).Exec(t.Context(), `UPDATE settings SET value = $1 WHERE name = $2`, other, setting); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = derive(0, api.SeedKDFv2)
+	kmstest.WantError(t, err, http.StatusServiceUnavailable, api.CodeUnavailable)
 }
 
 func openSealed(t *testing.T, s *file.Sealer, sealed []byte, aad string) *secret.Bytes {
