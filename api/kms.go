@@ -384,6 +384,12 @@ type LoadRequest struct {
 type Seed struct {
 	Seed []byte  `json:"seed"`
 	Type KeyType `json:"type"`
+	// KDF is the seed derivation version; empty means SeedKDFv2.
+	KDF SeedKDF `json:"kdf,omitempty"`
+	// Policy is the derived key's policy (nil: its custodian only). SeedKDF
+	// v2 binds it into the key: another policy derives another key. v1
+	// takes none.
+	Policy *Policy `json:"policy,omitempty"`
 }
 
 // DeriveRequest is the body of the KMS's POST /v1/keys/derive.
@@ -567,3 +573,18 @@ type ExportResponse struct {
 	WrappedMaterial []byte `json:"wrapped_material,omitempty"`
 	KeyBlock        string `json:"key_block,omitempty"`
 }
+
+// SeedKDF names a seed derivation version (docs/formats.md §7).
+type SeedKDF string
+
+// Seed derivation versions.
+const (
+	// SeedKDFv2 derives under the custodian's own seed key and binds the
+	// key type and policy: two custodians never derive the same key from
+	// the same seed. The default.
+	SeedKDFv2 SeedKDF = "v2"
+	// SeedKDFv1 derives under the tenant HMAC key, as before v2: every
+	// custodian of the tenant gets the same key from the same seed. Only
+	// for data made under it.
+	SeedKDFv1 SeedKDF = "v1"
+)

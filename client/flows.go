@@ -145,8 +145,10 @@ func LoadByGrant(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, keyI
 
 // LoadBySeeds loads keys derived from seeds into sc (docs/design.md, "Seed derivation"): for
 // each batch, kms mints a grant bound to sc's instance and the seeds, and
-// sc has the KMS derive them. The same seed and type always give the same
-// key, on any sidecar of the custodian. Seeds are secret.
+// sc has the KMS derive them. Under SeedKDF v2 (the default; a seed's KDF
+// field may ask for v1, for data derived before v2) the same custodian,
+// seed, type and policy always give the same key, on any sidecar of the
+// custodian, and another custodian gets another key. Seeds are secret.
 //
 // It returns one key id per seed, in order (distinct seeds give distinct
 // ids); on a failed batch, the ids of the earlier batches with the error.

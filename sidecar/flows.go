@@ -103,8 +103,9 @@ func (s *Sidecar) LoadWithGrant(ctx context.Context, grant *secret.Bytes, ekbs [
 }
 
 // Derive runs seed derivation: the KMS derives each key from its seed
-// under the tenant HMAC key and seals it to a fresh ephemeral key. The
-// caller keeps grant.
+// (under the bound custodian's seed key with SeedKDF v2, the default, or
+// under the tenant HMAC key with v1, as each seed asks) and seals it to a
+// fresh ephemeral key. The caller keeps grant.
 func (s *Sidecar) Derive(ctx context.Context, grant *secret.Bytes, seeds []api.Seed) ([]string, error) {
 	id, err := s.ready()
 	if err != nil {

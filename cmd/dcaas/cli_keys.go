@@ -291,7 +291,7 @@ func readSeeds(cmd *cobra.Command, name string) ([]api.Seed, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&seeds); err != nil {
-		return nil, fmt.Errorf(`--seeds: want JSON [{"seed": BASE64, "type": KEY_TYPE}, …]: %w`, err)
+		return nil, fmt.Errorf(`--seeds: want JSON [{"seed": BASE64, "type": KEY_TYPE, optionally "kdf": "v2"|"v1" and "policy": {…}}, …]: %w`, err)
 	}
 	if len(seeds) == 0 {
 		return nil, errors.New("--seeds: no seeds")

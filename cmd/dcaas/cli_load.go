@@ -99,7 +99,10 @@ when it is a terminal.`,
 		Short: "Load keys the KMS derives from seeds",
 		Long: `Load keys the KMS derives from seeds (secret values the custodian keeps
 instead of EKBs). --seeds is a JSON file ("-": stdin) of
-[{"seed": BASE64 (16 to 64 bytes), "type": "aes-256-gcm"|"hmac-sha256"|"ed25519"}, …].
+[{"seed": BASE64 (16 to 64 bytes), "type": "aes-256-gcm"|"hmac-sha256"|"ed25519"}, …],
+each optionally with "policy": {…} (the key's policy, bound into the key) and
+"kdf": "v2" (the default: derived under this custodian's own seed key) or "v1"
+(under the tenant HMAC key, for data derived before SeedKDF v2; no policy).
 The key ids print in the order of the seeds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

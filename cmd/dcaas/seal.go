@@ -233,8 +233,8 @@ func runSealMigrate(ctx context.Context, out io.Writer, f sealMigrateFlags) erro
 		fmt.Fprintf(out, "dcaas seal migrate: nothing to re-seal: all %d items were already sealed under pkcs11 (token %q, key %q).\n",
 			r.Already, f.to.token, f.to.keyLabel)
 	} else {
-		fmt.Fprintf(out, "dcaas seal migrate: re-sealed %d master key versions, %d HMAC keys, %d CA keys, %d audit key and %d import keys from the file seal to pkcs11 (token %q, key %q), each verified in the HSM; %d items were already under it.\n",
-			r.MasterKeys, r.HMACKeys, r.CAKeys, r.AuditKeys, r.ImportKeys, f.to.token, f.to.keyLabel, r.Already)
+		fmt.Fprintf(out, "dcaas seal migrate: re-sealed %d master key versions, %d HMAC keys, %d CA keys, %d audit key, %d import keys and %d custodian seed keys from the file seal to pkcs11 (token %q, key %q), each verified in the HSM; %d items were already under it.\n",
+			r.MasterKeys, r.HMACKeys, r.CAKeys, r.AuditKeys, r.ImportKeys, r.SeedKeys, f.to.token, f.to.keyLabel, r.Already)
 	}
 	cmdLine, notes := f.serveCommand()
 	fmt.Fprintf(out, "Start the KMS with: %s\n", cmdLine)

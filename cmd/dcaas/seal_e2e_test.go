@@ -131,13 +131,13 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	}
 	listen := freeAddr(t)
 	stdout, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile, "--pkcs11-create-key", "--listen", listen)...)
-	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys, 1 audit key and 0 import keys") {
+	if code != 0 || !strings.Contains(stdout, "re-sealed 3 master key versions, 1 HMAC keys, 1 CA keys, 1 audit key, 0 import keys and 1 custodian seed keys") {
 		t.Fatalf("seal migrate: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 	if !strings.Contains(stdout, "an earlier migration (started") || !strings.Contains(stdout, "pid 99999) did not finish; this run finishes it") {
 		t.Errorf("seal migrate after a killed run:\n%s\nwant it to name the unfinished run", stdout)
 	}
-	if again, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile)...); code != 0 || !strings.Contains(again, "nothing to re-seal: all 6 items were already sealed under pkcs11") {
+	if again, stderr, code := runDcaas(t, append(migrate, "--pkcs11-pin-file", tk.PINFile)...); code != 0 || !strings.Contains(again, "nothing to re-seal: all 7 items were already sealed under pkcs11") {
 		t.Errorf("second seal migrate: exit %d, stdout %q, stderr %q; want nothing to re-seal", code, again, stderr)
 	}
 	// The start command it printed works as printed.

@@ -21,8 +21,10 @@ type SeedKDF struct {
 	Iterations int
 }
 
-// SeedKDFv1 is the current seed derivation: PBKDF2-HMAC-SHA-256 with 10,000
-// iterations. Seeds must be 16 to 64 bytes of random data; the iterations
+// SeedKDFv1 is the first seed derivation, under the tenant HMAC key:
+// PBKDF2-HMAC-SHA-256 with 10,000 iterations. It stays derivable for data
+// made under it; new requests default to SeedKDF v2 (DeriveSeedKeyV2),
+// which binds the custodian, the key type and the policy. Seeds must be 16 to 64 bytes of random data; the iterations
 // are not what protects a seed (its entropy is), they keep derivation
 // affordable for thousands of keys (about 2 ms each).
 var SeedKDFv1 = SeedKDF{Version: 1, Iterations: 10000}
@@ -70,8 +72,12 @@ func SeedKeyID(hk *secret.Bytes, t api.KeyType, seed []byte) string {
 	m.Write([]byte(t))
 	m.Write([]byte{0})
 	m.Write(seed)
-	sum := m.Sum(nil)
-	return "drv_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16]))
+	return seedKeyIDOf(m.Sum(nil))
+}
+
+// lowerBase32 is b in RFC 4648 base32, lower case, without padding.
+func lowerBase32(b []byte) string {
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
 }
 
 // SeedMAC is the keyed digest of a seed that grants store instead of the

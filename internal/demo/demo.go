@@ -357,7 +357,7 @@ func (r *runner) flowSeeds() (string, error) {
 	if err := r.do(r.local, "POST", "/v1/keys/derive", api.SidecarDeriveRequest{Grant: g.Grant, Seeds: []api.Seed{{Seed: seed, Type: api.KeyAES256GCM}}}, &l); err != nil {
 		return "", err
 	}
-	return "key " + l.Loaded[0] + " derived from a seed (PBKDF2-HMAC-SHA-256 under the tenant HMAC key)", nil
+	return "key " + l.Loaded[0] + " derived from a seed (SeedKDF v2: HKDF-SHA-256 under the custodian's own seed key)", nil
 }
 
 func (r *runner) flowStateless() (string, error) {

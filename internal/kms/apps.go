@@ -49,6 +49,13 @@ func (k *KMS) createApp(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A custodian gets its own seed key (SeedKDF v2) at registration.
+	var seedKey []byte
+	if req.Role == api.RoleCustodian {
+		if seedKey, err = k.newSeedKeyRecord(ctx, tenant, app.DN); err != nil {
+			return nil, err
+		}
+	}
 	// The app and its certificate are registered together, with the
 	// record: never an app whose credentials were lost, nor a registered
 	// certificate of an app that does not exist.
@@ -58,6 +65,11 @@ func (k *KMS) createApp(ctx context.Context, c *call) (any, error) {
 				return api.Errorf(api.CodeConflict, "App %q already exists in tenant %q.", req.Name, tenant)
 			}
 			return storeErr(err, "app")
+		}
+		if seedKey != nil {
+			if _, err := storeSeedKey(ctx, tx, tenant, app.DN, seedKey); err != nil {
+				return err
+			}
 		}
 		return registerCert(ctx, tx, cert)
 	})

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"strconv"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/parallel"
+	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -143,12 +145,12 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	if len(req.Seeds) > k.cfg.MaxBatch {
 		return nil, api.Errorf(api.CodeTooLarge, "At most %d seeds per request.", k.cfg.MaxBatch)
 	}
+	owner := c.caller.Instance.CustodianDN
+	seeds := make([]seedRequest, len(req.Seeds))
 	for i, s := range req.Seeds {
-		if !kcrypto.SeedDerivable(s.Type) {
-			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Keys of type %q cannot be derived from a seed: use aes-256-gcm, hmac-sha256 or ed25519.", s.Type), i, len(req.Seeds))
-		}
-		if len(s.Seed) < kcrypto.MinSeedLen || len(s.Seed) > kcrypto.MaxSeedLen {
-			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Seeds must be %d to %d bytes.", kcrypto.MinSeedLen, kcrypto.MaxSeedLen), i, len(req.Seeds))
+		var err error
+		if seeds[i], err = checkSeed(s, owner); err != nil {
+			return nil, prefixSeed(err, i, len(req.Seeds))
 		}
 	}
 	to, err := k.sidecarRecipient(c.caller, req.Recipient)
@@ -159,7 +161,7 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := k.deriveGranted(ctx, c, g, &req)
+	keys, err := k.deriveGranted(ctx, c, g, seeds)
 	if err != nil {
 		return nil, k.failGrant(ctx, c, g, err)
 	}
@@ -168,9 +170,58 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	return k.release(ctx, c, g, to, keys, "derive")
 }
 
+// prefixSeed is prefixIndex for the seeds of a derive: "seed i: …".
+func prefixSeed(err error, i, n int) error {
+	var e *api.Error
+	if n <= 1 || !errors.As(err, &e) {
+		return err
+	}
+	return &api.Error{Code: e.Code, Message: "seed " + strconv.Itoa(i) + ": " + e.Message}
+}
+
+// seedRequest is one checked seed of a derive: its version, and for v2
+// its normalized policy and that policy's canonical bytes.
+type seedRequest struct {
+	api.Seed
+	kdf       api.SeedKDF
+	policy    *api.Policy
+	canonical []byte
+}
+
+// checkSeed checks one seed of a derive by a sidecar bound to owner.
+func checkSeed(s api.Seed, owner string) (seedRequest, error) {
+	r := seedRequest{Seed: s, kdf: s.KDF}
+	if r.kdf == "" {
+		r.kdf = api.SeedKDFv2
+	}
+	switch {
+	case r.kdf != api.SeedKDFv1 && r.kdf != api.SeedKDFv2:
+		return r, api.Errorf(api.CodeInvalidArgument, "kdf must be %q (the default) or %q, not %q.", api.SeedKDFv2, api.SeedKDFv1, s.KDF)
+	case !kcrypto.SeedDerivable(s.Type):
+		return r, api.Errorf(api.CodeInvalidArgument, "Keys of type %q cannot be derived from a seed: use aes-256-gcm, hmac-sha256 or ed25519.", s.Type)
+	case len(s.Seed) < kcrypto.MinSeedLen || len(s.Seed) > kcrypto.MaxSeedLen:
+		return r, api.Errorf(api.CodeInvalidArgument, "Seeds must be %d to %d bytes.", kcrypto.MinSeedLen, kcrypto.MaxSeedLen)
+	case r.kdf == api.SeedKDFv1 && s.Policy != nil:
+		return r, api.Errorf(api.CodeInvalidArgument, "SeedKDF v1 binds no policy: derive with kdf %q to give the key a policy.", api.SeedKDFv2)
+	case r.kdf == api.SeedKDFv1:
+		return r, nil
+	}
+	var err error
+	if r.policy, err = policy.Normalize(s.Policy); err != nil {
+		return r, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	if r.canonical, err = policy.Canonical(r.policy); err != nil {
+		return r, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	if !policy.Releasable(r.policy, owner, owner) {
+		return r, api.Errorf(api.CodePolicyDenied, "The policy does not name %s, the custodian deriving the key.", owner)
+	}
+	return r, nil
+}
+
 // deriveGranted derives the keys of the seeds a derive asks for, which g
 // must cover.
-func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, req *api.DeriveRequest) (releasable, error) {
+func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, seeds []seedRequest) (releasable, error) {
 	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
 	if err != nil {
 		return nil, storeErr(err, "tenant")
@@ -180,18 +231,27 @@ func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, req *api.Der
 		return nil, err
 	}
 	defer hk.Wipe()
-	macs := make([]string, len(req.Seeds))
-	for i, s := range req.Seeds {
-		macs[i] = hex.EncodeToString(kcrypto.SeedMAC(hk, s.Seed))
+	macs := make([]string, len(seeds))
+	v2 := false
+	for i, s := range seeds {
+		macs[i] = hex.EncodeToString(kcrypto.SeedMAC(hk, s.Seed.Seed))
+		v2 = v2 || s.kdf == api.SeedKDFv2
 	}
 	if err := covers(g.SeedMACs, macs, "seed"); err != nil {
 		return nil, err
 	}
 	owner := c.caller.Instance.CustodianDN
-	keys := make(releasable, len(req.Seeds))
-	// PBKDF2 is the cost here: derive on every core.
-	errs := make([]error, len(req.Seeds))
-	parallel.For(len(req.Seeds), 1, func(i int) { keys[i], errs[i] = k.deriveOne(hk, t.Name, owner, req.Seeds[i]) })
+	var csk *secret.Bytes
+	if v2 {
+		if csk, err = k.custodianSeedKey(ctx, t.Name, owner); err != nil {
+			return nil, err
+		}
+		defer csk.Wipe()
+	}
+	keys := make(releasable, len(seeds))
+	// PBKDF2 (v1) is the cost here: derive on every core.
+	errs := make([]error, len(seeds))
+	parallel.For(len(seeds), 1, func(i int) { keys[i], errs[i] = k.deriveOne(hk, csk, t.Name, owner, seeds[i]) })
 	if err := errors.Join(errs...); err != nil {
 		keys.wipe()
 		return nil, err
@@ -199,16 +259,27 @@ func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, req *api.Der
 	return keys, nil
 }
 
-// deriveOne derives the key of one seed with its metadata.
-func (k *KMS) deriveOne(hk *secret.Bytes, tenant, owner string, s api.Seed) (*openedKey, error) {
-	dek, err := kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, s.Seed)
+// deriveOne derives the key of one seed with its metadata: under the
+// tenant HMAC key hk for v1, under the custodian seed key csk for v2.
+func (k *KMS) deriveOne(hk, csk *secret.Bytes, tenant, owner string, s seedRequest) (*openedKey, error) {
+	var (
+		dek *secret.Bytes
+		id  string
+		err error
+	)
+	if s.kdf == api.SeedKDFv1 {
+		dek, err = kcrypto.DeriveSeedKey(kcrypto.SeedKDFv1, hk, s.Seed.Seed)
+		id = kcrypto.SeedKeyID(hk, s.Type, s.Seed.Seed)
+	} else {
+		dek, id, err = kcrypto.DeriveSeedKeyV2(csk, s.Seed.Seed, s.Type, s.canonical)
+	}
 	if err != nil {
 		return nil, err
 	}
 	md := api.KeyMetadata{
-		KeyID: kcrypto.SeedKeyID(hk, s.Type, s.Seed), Version: 1, Tenant: tenant, Type: s.Type,
-		Owner: owner, Purpose: "seed-derived", CreatedAt: k.now(),
-		Labels: map[string]string{"dcaas.seed_kdf": "v1"},
+		KeyID: id, Version: 1, Tenant: tenant, Type: s.Type,
+		Owner: owner, Purpose: "seed-derived", CreatedAt: k.now(), Policy: s.policy,
+		Labels: map[string]string{"dcaas.seed_kdf": string(s.kdf)},
 	}
 	if s.Type.Signing() {
 		if md.PublicKeyPEM, err = kcrypto.PublicKeyPEM(s.Type, dek); err != nil {

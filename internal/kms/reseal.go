@@ -19,17 +19,20 @@ const (
 	SealedCAKey     = "ca-key"     // the CA's private key
 	SealedAuditKey  = "audit-key"  // the audit log's signing key (its seed)
 	SealedImportKey = "import-key" // a tenant's BYOK import private key (Version 1: RSA, 2: HPKE)
+	SealedSeedKey   = "seed-key"   // a custodian's seed key (SeedKDF v2)
 )
 
 // SealedItem is one piece of material the KMS keeps sealed under its root
 // key: the sealed bytes and the associated data they are bound to. It is
 // not secret.
 type SealedItem struct {
-	Kind    string // SealedMasterKey, SealedHMACKey, SealedCAKey, SealedAuditKey or SealedImportKey
-	Tenant  string // SealedMasterKey, SealedHMACKey, SealedImportKey
+	Kind    string // SealedMasterKey, SealedHMACKey, SealedCAKey, SealedAuditKey, SealedImportKey or SealedSeedKey
+	Tenant  string // SealedMasterKey, SealedHMACKey, SealedImportKey, SealedSeedKey
 	Version int    // SealedMasterKey; for SealedCAKey the CA's number (1 for the first, more after CA rotations)
 	Sealed  []byte
 	AAD     []byte
+	// Custodian is the custodian's DN (SealedSeedKey).
+	Custodian string
 }
 
 // String names the item for reports and errors.
@@ -41,6 +44,8 @@ func (it SealedItem) String() string {
 		return "HMAC key of tenant " + strconv.Quote(it.Tenant)
 	case SealedAuditKey:
 		return "audit key"
+	case SealedSeedKey:
+		return seedKeyItemName(it)
 	case SealedImportKey:
 		which := "RSA"
 		if it.Version == 2 {
@@ -56,8 +61,8 @@ func (it SealedItem) String() string {
 
 // Reseal replaces every piece of material the KMS keeps sealed in st (each
 // tenant's master key versions, HMAC key and BYOK import keys, the key of
-// every CA record, the current CA's and those of CA rotations, and the
-// audit key) with what
+// every CA record, the current CA's and those of CA rotations, the audit
+// key and every custodian's seed key) with what
 // reseal returns for it, in one store transaction (store.Sealed): if
 // reseal fails for any item, nothing changes and its error is returned.
 // This is how a data dir moves to another root of trust; no KMS may be
@@ -96,6 +101,11 @@ func visitSealed(ctx context.Context, st store.Store, reseal func(SealedItem) ([
 		return err
 	}
 	names = append(names, imports...)
+	seedKeys, err := st.SettingNames(ctx, seedKeySettingPrefix)
+	if err != nil {
+		return err
+	}
+	names = append(names, seedKeys...)
 	return st.Reseal(ctx, names, func(values []store.SealedValue) error {
 		for i := range values {
 			v := &values[i]
@@ -112,6 +122,10 @@ func visitSealed(ctx context.Context, st store.Store, reseal func(SealedItem) ([
 				}
 				if tenant, ok := strings.CutPrefix(v.Name, importSettingPrefix); ok {
 					v.Value, err = resealImportKeys(v.Value, tenant, reseal)
+					break
+				}
+				if strings.HasPrefix(v.Name, seedKeySettingPrefix) {
+					v.Value, err = resealSeedKey(v.Value, v.Name, reseal)
 					break
 				}
 				n := slices.Index(names, v.Name) + 1 // names[i] is record i+1, but the last

@@ -35,6 +35,7 @@ var allowed = map[string]string{
 	"internal/kms.auditKeyRecord.SealedSeed":  "the audit key's seed sealed under the root key (ciphertext)",
 	"internal/store.Tenant.SealedHMACKey":     "the tenant HMAC key sealed under the root key (ciphertext)",
 	"internal/tr31.KeyBlock.EncryptedKeyData": "a TR-31 key block's encrypted key data (AES-CBC ciphertext under the KBEK), public in the block",
+	"internal/kms.seedKeyRecord.SealedKey":    "a custodian seed key sealed under the root key (ciphertext)",
 	// The end-to-end fixture is imported by tests only (TestOnlyTestsImportE2E):
 	// its keys are throwaway test keys written to the test's temp dirs.
 	"internal/e2e.KMSConfig.RootKey":     "a test KMS's root.key file contents, copied between test replicas (test-only package)",

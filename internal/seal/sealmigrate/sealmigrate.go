@@ -37,11 +37,14 @@ type Report struct {
 	CAKeys     int    // the CA keys: 1 once the KMS has made its CA, one more per CA rotation
 	AuditKeys  int    // the audit log's signing key: 1 once the KMS has made it
 	ImportKeys int    // BYOK import private keys: 2 per tenant that asked for import parameters
+	SeedKeys   int    // custodian seed keys (SeedKDF v2): 1 per custodian
 	Already    int    // items found already sealed under the new seal, kept as they were
 }
 
 // Items is the number of items re-sealed (Already not included).
-func (r Report) Items() int { return r.MasterKeys + r.HMACKeys + r.CAKeys + r.AuditKeys + r.ImportKeys }
+func (r Report) Items() int {
+	return r.MasterKeys + r.HMACKeys + r.CAKeys + r.AuditKeys + r.ImportKeys + r.SeedKeys
+}
 
 // ItemError is the failure of one item; nothing was changed.
 type ItemError struct {
@@ -87,6 +90,8 @@ func Migrate(ctx context.Context, st store.Store, from, to seal.Sealer) (Report,
 			r.AuditKeys++
 		case kms.SealedImportKey:
 			r.ImportKeys++
+		case kms.SealedSeedKey:
+			r.SeedKeys++
 		}
 		return out, nil
 	})

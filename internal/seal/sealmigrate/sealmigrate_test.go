@@ -97,11 +97,14 @@ func (w *world) seedKeyID(t *testing.T) string {
 	}
 	var out api.WrappedKeys
 	w.side.Client(t, w.env).MustDo(t, "POST", "/v1/keys/derive", api.DeriveRequest{
-		Grant:     g.Grant,
-		Seeds:     []api.Seed{{Seed: w.seed, Type: api.KeyAES256GCM}},
+		Grant: g.Grant,
+		Seeds: []api.Seed{
+			{Seed: w.seed, Type: api.KeyAES256GCM, KDF: api.SeedKDFv1}, // under the tenant HMAC key
+			{Seed: w.seed, Type: api.KeyAES256GCM, KDF: api.SeedKDFv2}, // under the custodian seed key
+		},
 		Recipient: api.PublicKey{KEM: kcrypto.DefaultKEM(), PublicKey: eph.PublicKey().Bytes()},
 	}, &out)
-	return out.Keys[0].Metadata.KeyID
+	return out.Keys[0].Metadata.KeyID + " (v1), " + out.Keys[1].Metadata.KeyID + " (v2)"
 }
 
 // importParameters asks for tenant acme's import parameters (which opens
@@ -202,7 +205,7 @@ func TestMigrateToHSM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Migrate() = %v", err)
 	}
-	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1, AuditKeys: 1, ImportKeys: 2}
+	want := sealmigrate.Report{From: "file", To: "pkcs11", MasterKeys: 3, HMACKeys: 2, CAKeys: 1, AuditKeys: 1, ImportKeys: 2, SeedKeys: 1}
 	if report != want {
 		t.Errorf("Migrate() report = %+v, want %+v", report, want)
 	}
@@ -237,7 +240,7 @@ func TestMigrateToHSM(t *testing.T) {
 	}
 	sameKeys(t, "after the migration", w.release(t), before)
 	if got := w.seedKeyID(t); got != seedID {
-		t.Errorf("seed key id = %s after the migration, want %s (the tenant HMAC key changed)", got, seedID)
+		t.Errorf("seed key ids = %s after the migration, want %s (the tenant HMAC key or the custodian seed key changed)", got, seedID)
 	}
 	// The import keys open under the new seal: the same public keys.
 	if got := w.importParameters(t); got.RSAPublicKeyPEM != importBefore.RSAPublicKeyPEM || !bytes.Equal(got.HPKEPublicKey.PublicKey, importBefore.HPKEPublicKey.PublicKey) {

@@ -20,7 +20,12 @@ import (
 // the root key, each re-reading the CA state every interval.
 func replicaPair(t *testing.T, interval time.Duration) (a, b *kmstest.Env) {
 	t.Helper()
-	dsn := pgtest.DSN(t)
+	return replicaPairOn(t, pgtest.DSN(t), interval)
+}
+
+// replicaPairOn is replicaPair on the database of dsn.
+func replicaPairOn(t *testing.T, dsn string, interval time.Duration) (a, b *kmstest.Env) {
+	t.Helper()
 	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
 	t.Cleanup(func() { stA.Close(); stB.Close() })
 	a = kmstest.Start(t, func(o *kms.Options) { o.Store, o.Config.CertCheckInterval = stA, interval })
