@@ -45,6 +45,11 @@ const (
 	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
 )
 
+// Attestation-bound release (issue 16).
+const (
+	CodeAttestationRequired Code = "attestation_required" // the receiving sidecar does not meet the key policy's release conditions
+)
+
 var statusOf = map[Code]int{
 	CodeBadRequest:        http.StatusBadRequest,
 	CodeUnknownField:      http.StatusBadRequest,
@@ -76,6 +81,8 @@ var statusOf = map[Code]int{
 	CodeUnavailable:        http.StatusServiceUnavailable,
 	CodeNotEnrolled:        http.StatusServiceUnavailable,
 	CodeInternal:           http.StatusInternalServerError,
+	// The sidecar must enroll with TPM attestation or re-attest first.
+	CodeAttestationRequired: http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

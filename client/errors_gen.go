@@ -11,62 +11,64 @@ import (
 // Sentinels, one per api.Code: errors.Is(err, ErrExpired) reports whether
 // err is (or wraps) an *Error with that code.
 var (
-	ErrBadRequest         = errors.New("client: bad_request: malformed JSON, wrong types, bad base64")
-	ErrUnknownField       = errors.New("client: unknown_field: a JSON field the endpoint does not take")
-	ErrInvalidArgument    = errors.New("client: invalid_argument: well-formed but unacceptable value")
-	ErrInvalidEKB         = errors.New("client: invalid_ekb: EKB malformed, tampered or not openable")
-	ErrInvalidCSR         = errors.New("client: invalid_csr: CSR malformed or its signature is wrong")
-	ErrInvalidCert        = errors.New("client: invalid_certificate: certificate malformed, foreign, expired")
-	ErrInvalidCiphertext  = errors.New("client: invalid_ciphertext: not a dcaas ciphertext")
-	ErrDecryptFailed      = errors.New("client: decryption_failed: wrong key, wrong AAD or modified ciphertext (one opaque error)")
-	ErrInvalidSealedKey   = errors.New("client: invalid_sealed_key: a sealed_key that does not open in this sidecar")
-	ErrWrongKeyType       = errors.New("client: wrong_key_type: the key's type does not support the operation")
-	ErrTooLarge           = errors.New("client: request_too_large: body over the size limit")
-	ErrUnauthenticated    = errors.New("client: unauthenticated: no or unknown client identity")
-	ErrForbidden          = errors.New("client: forbidden: identity known, action not allowed")
-	ErrWrongTenant        = errors.New("client: wrong_tenant: cross-tenant attempt")
-	ErrPolicyDenied       = errors.New("client: policy_denied: the key policy does not name the caller")
-	ErrInvalidToken       = errors.New("client: invalid_token: enrollment token or grant unknown")
-	ErrAttestationFailed  = errors.New("client: attestation_failed: TPM evidence refused")
-	ErrRevoked            = errors.New("client: revoked: instance, certificate or key revoked")
-	ErrNotFound           = errors.New("client: not_found: unknown id")
-	ErrMethodNotAllowed   = errors.New("client: method_not_allowed: path exists, method does not")
-	ErrConflict           = errors.New("client: conflict: already exists, stale version")
-	ErrAlreadyUsed        = errors.New("client: already_used: single-use token or grant used before")
-	ErrExpired            = errors.New("client: expired: token, grant, nonce, lease expired (or a load's policy limits used up): reload")
-	ErrUsageLimitExceeded = errors.New("client: usage_limit_exceeded: a key version reached its safe number of encryptions: rotate the key")
-	ErrUnavailable        = errors.New("client: unavailable: a dependency (store, seal, KMS) is down")
-	ErrNotEnrolled        = errors.New("client: not_enrolled: a sidecar waiting for its enrollment token (POST /v1/enroll)")
-	ErrInternal           = errors.New("client: internal: a bug; details are logged, not returned")
+	ErrBadRequest          = errors.New("client: bad_request: malformed JSON, wrong types, bad base64")
+	ErrUnknownField        = errors.New("client: unknown_field: a JSON field the endpoint does not take")
+	ErrInvalidArgument     = errors.New("client: invalid_argument: well-formed but unacceptable value")
+	ErrInvalidEKB          = errors.New("client: invalid_ekb: EKB malformed, tampered or not openable")
+	ErrInvalidCSR          = errors.New("client: invalid_csr: CSR malformed or its signature is wrong")
+	ErrInvalidCert         = errors.New("client: invalid_certificate: certificate malformed, foreign, expired")
+	ErrInvalidCiphertext   = errors.New("client: invalid_ciphertext: not a dcaas ciphertext")
+	ErrDecryptFailed       = errors.New("client: decryption_failed: wrong key, wrong AAD or modified ciphertext (one opaque error)")
+	ErrInvalidSealedKey    = errors.New("client: invalid_sealed_key: a sealed_key that does not open in this sidecar")
+	ErrWrongKeyType        = errors.New("client: wrong_key_type: the key's type does not support the operation")
+	ErrTooLarge            = errors.New("client: request_too_large: body over the size limit")
+	ErrUnauthenticated     = errors.New("client: unauthenticated: no or unknown client identity")
+	ErrForbidden           = errors.New("client: forbidden: identity known, action not allowed")
+	ErrWrongTenant         = errors.New("client: wrong_tenant: cross-tenant attempt")
+	ErrPolicyDenied        = errors.New("client: policy_denied: the key policy does not name the caller")
+	ErrInvalidToken        = errors.New("client: invalid_token: enrollment token or grant unknown")
+	ErrAttestationFailed   = errors.New("client: attestation_failed: TPM evidence refused")
+	ErrRevoked             = errors.New("client: revoked: instance, certificate or key revoked")
+	ErrNotFound            = errors.New("client: not_found: unknown id")
+	ErrMethodNotAllowed    = errors.New("client: method_not_allowed: path exists, method does not")
+	ErrConflict            = errors.New("client: conflict: already exists, stale version")
+	ErrAlreadyUsed         = errors.New("client: already_used: single-use token or grant used before")
+	ErrExpired             = errors.New("client: expired: token, grant, nonce, lease expired (or a load's policy limits used up): reload")
+	ErrUsageLimitExceeded  = errors.New("client: usage_limit_exceeded: a key version reached its safe number of encryptions: rotate the key")
+	ErrUnavailable         = errors.New("client: unavailable: a dependency (store, seal, KMS) is down")
+	ErrNotEnrolled         = errors.New("client: not_enrolled: a sidecar waiting for its enrollment token (POST /v1/enroll)")
+	ErrInternal            = errors.New("client: internal: a bug; details are logged, not returned")
+	ErrAttestationRequired = errors.New("client: attestation_required: the receiving sidecar does not meet the key policy's release conditions")
 )
 
 // sentinels maps each code to its sentinel.
 var sentinels = map[api.Code]error{
-	api.CodeBadRequest:         ErrBadRequest,
-	api.CodeUnknownField:       ErrUnknownField,
-	api.CodeInvalidArgument:    ErrInvalidArgument,
-	api.CodeInvalidEKB:         ErrInvalidEKB,
-	api.CodeInvalidCSR:         ErrInvalidCSR,
-	api.CodeInvalidCert:        ErrInvalidCert,
-	api.CodeInvalidCiphertext:  ErrInvalidCiphertext,
-	api.CodeDecryptFailed:      ErrDecryptFailed,
-	api.CodeInvalidSealedKey:   ErrInvalidSealedKey,
-	api.CodeWrongKeyType:       ErrWrongKeyType,
-	api.CodeTooLarge:           ErrTooLarge,
-	api.CodeUnauthenticated:    ErrUnauthenticated,
-	api.CodeForbidden:          ErrForbidden,
-	api.CodeWrongTenant:        ErrWrongTenant,
-	api.CodePolicyDenied:       ErrPolicyDenied,
-	api.CodeInvalidToken:       ErrInvalidToken,
-	api.CodeAttestationFailed:  ErrAttestationFailed,
-	api.CodeRevoked:            ErrRevoked,
-	api.CodeNotFound:           ErrNotFound,
-	api.CodeMethodNotAllowed:   ErrMethodNotAllowed,
-	api.CodeConflict:           ErrConflict,
-	api.CodeAlreadyUsed:        ErrAlreadyUsed,
-	api.CodeExpired:            ErrExpired,
-	api.CodeUsageLimitExceeded: ErrUsageLimitExceeded,
-	api.CodeUnavailable:        ErrUnavailable,
-	api.CodeNotEnrolled:        ErrNotEnrolled,
-	api.CodeInternal:           ErrInternal,
+	api.CodeBadRequest:          ErrBadRequest,
+	api.CodeUnknownField:        ErrUnknownField,
+	api.CodeInvalidArgument:     ErrInvalidArgument,
+	api.CodeInvalidEKB:          ErrInvalidEKB,
+	api.CodeInvalidCSR:          ErrInvalidCSR,
+	api.CodeInvalidCert:         ErrInvalidCert,
+	api.CodeInvalidCiphertext:   ErrInvalidCiphertext,
+	api.CodeDecryptFailed:       ErrDecryptFailed,
+	api.CodeInvalidSealedKey:    ErrInvalidSealedKey,
+	api.CodeWrongKeyType:        ErrWrongKeyType,
+	api.CodeTooLarge:            ErrTooLarge,
+	api.CodeUnauthenticated:     ErrUnauthenticated,
+	api.CodeForbidden:           ErrForbidden,
+	api.CodeWrongTenant:         ErrWrongTenant,
+	api.CodePolicyDenied:        ErrPolicyDenied,
+	api.CodeInvalidToken:        ErrInvalidToken,
+	api.CodeAttestationFailed:   ErrAttestationFailed,
+	api.CodeRevoked:             ErrRevoked,
+	api.CodeNotFound:            ErrNotFound,
+	api.CodeMethodNotAllowed:    ErrMethodNotAllowed,
+	api.CodeConflict:            ErrConflict,
+	api.CodeAlreadyUsed:         ErrAlreadyUsed,
+	api.CodeExpired:             ErrExpired,
+	api.CodeUsageLimitExceeded:  ErrUsageLimitExceeded,
+	api.CodeUnavailable:         ErrUnavailable,
+	api.CodeNotEnrolled:         ErrNotEnrolled,
+	api.CodeInternal:            ErrInternal,
+	api.CodeAttestationRequired: ErrAttestationRequired,
 }

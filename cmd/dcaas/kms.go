@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -152,7 +154,7 @@ releases its lease and exits 0.`,
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
 	f.log.add(fl)
-	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs")
+	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs, attestation profiles, TPM manufacturer roots (reloaded on SIGHUP and when it changes)")
 	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
@@ -298,6 +300,17 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		return err
 	}
 	defer srv.Close()
+	if f.attestPolicy != "" {
+		// The attestation policy (allow-list, profiles, manufacturer
+		// roots) reloads on SIGHUP and when the file changes; a bad file
+		// keeps the policy in force and is logged.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		tick := time.NewTicker(attestPolicyPoll)
+		defer tick.Stop()
+		go srv.KMS.WatchAttestationPolicy(ctx, f.attestPolicy, hup, tick.C)
+	}
 
 	// The HTTPS listener serves GET /metrics to admin callers only (the
 	// KMS's router, from reg); Prometheus scrapes --metrics-listen.
@@ -379,3 +392,7 @@ func openStore(ctx context.Context, f kmsServeFlags) (*sqlstore.DB, error) {
 	}
 	return nil, fmt.Errorf("--store %q: want sqlite or postgres", f.store)
 }
+
+// attestPolicyPoll is how often kms serve looks whether the attestation
+// policy file changed.
+const attestPolicyPoll = 5 * time.Second

@@ -185,7 +185,7 @@ type KMS struct {
 	log    *slog.Logger
 	audit  *audit.Log
 	router *httpapi.Router
-	attest *attestor
+	attestP atomic.Pointer[attestor] // the attestation policy in force (nil: off); see attestation.go
 	mx     *kmsMetrics
 	health *health
 
@@ -230,7 +230,7 @@ func New(cfg Config) (*KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.attest = att
+	k.attestP.Store(att)
 	k.mx = newKMSMetrics(cfg.Reg)
 	k.caView.Store(&caView{state: initialCAState, ca: cfg.CA})
 	k.mx.publishCA(cfg.CA)
@@ -297,6 +297,7 @@ func (k *KMS) routes() {
 	k.caRoutes()
 	k.centralRoutes()
 	k.metricsRoute()
+	k.handle("POST /v1/instances/self/attest", "instance.attest", side, 0, k.reattest)
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

@@ -1,0 +1,14 @@
+-- 0010: attestation-bound key release (issue 16, item 5).
+--
+-- An instance enrolled with TPM attestation records the attestation key
+-- it enrolled with (hex SHA-256 of its TPMT_PUBLIC), what vouched for that
+-- key ('allowlist', or 'ek:' and the manufacturer's name for an AK
+-- trusted through its TPM's EK certificate), when its last quote
+-- was verified (at enrollment or a re-attestation) and the attestation
+-- profiles that quote satisfied (comma-separated names). A key policy's
+-- release conditions are checked against them. Token-enrolled instances
+-- keep '' and NULL: they are never attested.
+ALTER TABLE instances ADD COLUMN ak_fingerprint TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN ak_trust TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN attested_at BIGINT;
+ALTER TABLE instances ADD COLUMN attestation_profiles TEXT NOT NULL DEFAULT '';
