@@ -105,7 +105,7 @@ func LoadAttestationPolicy(path string) (*AttestationPolicy, error) {
 }
 
 // attestor is a compiled attestation policy. It is immutable: a new policy
-// replaces it whole (KMS.attestP).
+// replaces it whole (KMS.attest).
 type attestor struct {
 	verifier      *attest.TPMVerifier
 	bindings      map[string]string // AK fingerprint → custodian DN
@@ -221,7 +221,7 @@ func (a *attestor) hasProfile(name string) bool {
 }
 
 // attestation is the attestation policy in force (nil: attestation is off).
-func (k *KMS) attestation() *attestor { return k.attestP.Load() }
+func (k *KMS) attestation() *attestor { return k.attest.Load() }
 
 // SetAttestationPolicy replaces the attestation policy in force (nil turns
 // TPM attestation off). A policy that does not compile is refused and the
@@ -233,7 +233,7 @@ func (k *KMS) SetAttestationPolicy(p *AttestationPolicy) error {
 	if err != nil {
 		return err
 	}
-	k.attestP.Store(a)
+	k.attest.Store(a)
 	return nil
 }
 

@@ -185,7 +185,7 @@ type KMS struct {
 	log    *slog.Logger
 	audit  *audit.Log
 	router *httpapi.Router
-	attestP atomic.Pointer[attestor] // the attestation policy in force (nil: off); see attestation.go
+	attest atomic.Pointer[attestor] // the attestation policy in force (nil: off); see attestation.go
 	mx     *kmsMetrics
 	health *health
 
@@ -230,7 +230,7 @@ func New(cfg Config) (*KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.attestP.Store(att)
+	k.attest.Store(att)
 	k.mx = newKMSMetrics(cfg.Reg)
 	k.caView.Store(&caView{state: initialCAState, ca: cfg.CA})
 	k.mx.publishCA(cfg.CA)
