@@ -7,8 +7,10 @@
 -- was verified (at enrollment or a re-attestation) and the attestation
 -- profiles that quote satisfied (comma-separated names). A key policy's
 -- release conditions are checked against them. Token-enrolled instances
--- keep '' and NULL: they are never attested.
-ALTER TABLE instances ADD COLUMN ak_fingerprint TEXT NOT NULL DEFAULT '';
-ALTER TABLE instances ADD COLUMN ak_trust TEXT NOT NULL DEFAULT '';
+-- keep NULL in all four: they are never attested. (The columns are
+-- nullable because the portable subset has no DEFAULT for the rows that
+-- exist already.)
+ALTER TABLE instances ADD COLUMN ak_fingerprint TEXT;
+ALTER TABLE instances ADD COLUMN ak_trust TEXT;
 ALTER TABLE instances ADD COLUMN attested_at BIGINT;
-ALTER TABLE instances ADD COLUMN attestation_profiles TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN attestation_profiles TEXT;

@@ -36,7 +36,7 @@ func instanceArgs(in store.Instance) ([]any, error) {
 	}
 	return []any{in.ID, in.Tenant, in.CustodianDN, in.Enclave, in.CertSerial, in.WrappingSerial,
 		in.WrappingKEM, notNull(in.WrappingPublic), enrolled, revoked,
-		in.AKFingerprint, in.AKTrust, attested, strings.Join(in.AttestationProfiles, ",")}, nil
+		nullString(in.AKFingerprint), nullString(in.AKTrust), attested, nullString(strings.Join(in.AttestationProfiles, ","))}, nil
 }
 
 const instanceColumns = `id, tenant, custodian_dn, enclave, cert_serial, wrapping_serial,
@@ -46,16 +46,17 @@ func scanInstance(row interface{ Scan(...any) error }) (store.Instance, error) {
 	var in store.Instance
 	var enrolled int64
 	var revoked, attested sql.NullInt64
-	var profiles string
+	var ak, trust, profiles sql.NullString
 	err := row.Scan(&in.ID, &in.Tenant, &in.CustodianDN, &in.Enclave, &in.CertSerial,
 		&in.WrappingSerial, &in.WrappingKEM, &in.WrappingPublic, &enrolled, &revoked,
-		&in.AKFingerprint, &in.AKTrust, &attested, &profiles)
+		&ak, &trust, &attested, &profiles)
 	if err != nil {
 		return store.Instance{}, err
 	}
+	in.AKFingerprint, in.AKTrust = ak.String, trust.String
 	in.AttestedAt = fromNullNanos(attested)
-	if profiles != "" {
-		in.AttestationProfiles = strings.Split(profiles, ",")
+	if profiles.String != "" {
+		in.AttestationProfiles = strings.Split(profiles.String, ",")
 	}
 	in.WrappingPublic = nilIfEmpty(in.WrappingPublic)
 	in.EnrolledAt = fromNanos(enrolled)
@@ -199,7 +200,11 @@ func (q *queries) RecordAttestation(ctx context.Context, id string, at time.Time
 			return fmt.Errorf("instance %s is revoked: %w", id, store.ErrConflict)
 		}
 		_, err := c.exec(ctx, `UPDATE instances SET attested_at = ?, attestation_profiles = ? WHERE id = ?`,
-			n, strings.Join(profiles, ","), id)
+			n, nullString(strings.Join(profiles, ",")), id)
 		return err
 	})
 }
+
+// nullString stores "" as NULL (the attestation columns of migration 0010
+// are nullable: rows from before it have NULL).
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
