@@ -42,14 +42,15 @@ func AKFingerprint(akPublic []byte) string {
 }
 
 // Verify checks, in order: that the evidence is for want.Nonce; that the AK
-// is allow-listed (ErrUnknownAK) and is a restricted, TPM-resident ECDSA
+// is allow-listed, or want.AKTrusted, and is want.AKFingerprint if that is
+// set (ErrUnknownAK), and is a restricted, TPM-resident ECDSA
 // P-256 or RSA (2048 to 4096 bits) signing key; that ev.Signature is its
 // SHA-256 signature over ev.Quote (ErrBadSignature); that the quote is a
 // TPM-generated TPMS_ATTEST of type quote whose extraData is
 // want.QualifyingData (ErrNonceMismatch); that ev.PCRs are exactly the
 // quoted SHA-256 PCRs and hash to the quote's PCR digest; and that they
 // satisfy PCRPolicy (ErrPCRMismatch). Anything that does not parse is
-// ErrMalformed.
+// ErrMalformed. The result lists the Profiles the quote satisfies.
 func (v *TPMVerifier) Verify(ctx context.Context, ev *api.Attestation, want Expected) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
