@@ -133,3 +133,22 @@ func TestKMSServeReloadsAttestationPolicy(t *testing.T) {
 		t.Errorf("no reload logged; KMS stderr:\n%s", p.Stderr())
 	}
 }
+
+// TestKMSServeSIGHUPWithoutPolicy: a reload (systemctl reload sends SIGHUP)
+// of a KMS without --attestation-policy changes nothing and does not stop
+// it (SIGHUP's default action would).
+func TestKMSServeSIGHUPWithoutPolicy(t *testing.T) {
+	p := startKMS(t, filepath.Join(t.TempDir(), "kms"))
+	if err := syscall.Kill(p.Pid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.StderrAll(), "nothing to reload"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) || !p.Running() {
+			t.Fatalf("SIGHUP not handled (running: %t); stderr:\n%s", p.Running(), p.Stderr())
+		}
+	}
+	var h api.Health
+	if err := rawClient(t, p, nil, nil).Do("GET", "/healthz", nil, &h); err != nil || !p.Running() {
+		t.Fatalf("after SIGHUP: %v (running: %t)", err, p.Running())
+	}
+}

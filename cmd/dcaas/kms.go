@@ -300,16 +300,28 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		return err
 	}
 	defer srv.Close()
+	// The attestation policy (allow-list, profiles, manufacturer roots)
+	// reloads on SIGHUP and when the file changes; a bad file keeps the
+	// policy in force and is logged. SIGHUP is caught either way, so a
+	// reload (systemctl reload) never stops the KMS.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if f.attestPolicy != "" {
-		// The attestation policy (allow-list, profiles, manufacturer
-		// roots) reloads on SIGHUP and when the file changes; a bad file
-		// keeps the policy in force and is logged.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
 		tick := time.NewTicker(attestPolicyPoll)
 		defer tick.Stop()
 		go srv.KMS.WatchAttestationPolicy(ctx, f.attestPolicy, hup, tick.C)
+	} else {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP: nothing to reload (no --attestation-policy)")
+				}
+			}
+		}()
 	}
 
 	// The HTTPS listener serves GET /metrics to admin callers only (the
