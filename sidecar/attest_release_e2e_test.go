@@ -247,6 +247,36 @@ func TestAttestationBoundRelease(t *testing.T) {
 		}
 	})
 
+	t.Run("scheduled re-attestation", func(t *testing.T) {
+		// A long-running sidecar re-attests by itself every
+		// ReattestInterval, so an age-bound key keeps reaching it.
+		sc, err := sidecar.New(t.Context(), sidecar.Config{
+			KMSURL: w.env.URL, CAPEM: w.env.CAPEM, DataDir: t.TempDir(), Enclave: w.enc, Attest: true,
+			ReattestInterval: 5 * time.Minute, HealthInterval: 20 * time.Millisecond, Now: w.clock.Now,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		dk := w.key(t, &api.ReleaseConditions{MaxAttestationAgeSeconds: 600})
+		if err := w.rewrap(t, sc, dk); err != nil {
+			t.Fatalf("fresh: %v", err)
+		}
+		w.clock.Advance(20 * time.Minute)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := w.rewrap(t, sc, dk)
+			if err == nil {
+				break
+			}
+			if api.CodeOf(err) != api.CodeAttestationRequired || time.Now().After(deadline) {
+				t.Fatalf("the sidecar did not re-attest by itself: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
 	t.Run("re-attestation by a token-enrolled instance", func(t *testing.T) {
 		// Genuine TPM evidence over a fresh challenge, sent by an instance
 		// that enrolled with a token: it stays unattested.
