@@ -189,6 +189,18 @@ func TestAttestationBoundRelease(t *testing.T) {
 		// The software sidecar: refused by rewrap and at the grant.
 		kmstest.WantError(t, w.rewrap(t, softSC, dk), 403, api.CodeAttestationRequired)
 		kmstest.WantError(t, w.load(t, softSC, dk), 403, api.CodeAttestationRequired)
+		// A retained key named by id: refused at the grant too.
+		var retained api.DataKey
+		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Retain: true, Policy: &api.Policy{
+			Rules:   []api.PolicyRule{{Principals: []string{custodianDN}, Actions: []api.Action{api.ActionEncrypt}}},
+			Release: &api.ReleaseConditions{Enclave: api.EnclaveTPM},
+		}}, &retained)
+		_, err := w.cust.Grant(api.GrantRequest{InstanceID: softSC.InstanceID(), KeyIDs: []string{retained.KeyID}})
+		kmstest.WantError(t, err, 403, api.CodeAttestationRequired)
+		g := w.cust.MustGrant(t, api.GrantRequest{InstanceID: tpmSC.InstanceID(), KeyIDs: []string{retained.KeyID}})
+		if _, err := tpmSC.LoadWithGrant(t.Context(), sidecar.Secret([]byte(g)), nil, []string{retained.KeyID}); err != nil {
+			t.Fatalf("retained key into the TPM sidecar: %v", err)
+		}
 		// A key without conditions still reaches it.
 		plain := w.key(t, nil)
 		if err := w.rewrap(t, softSC, plain); err != nil {
@@ -196,7 +208,7 @@ func TestAttestationBoundRelease(t *testing.T) {
 		}
 		// In a batch the refusal names the EKB.
 		var wrapped api.WrappedKeys
-		err := w.cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{plain.EKB, dk.EKB}, WrappingCertPEM: softSC.WrappingCertificatePEM()}, &wrapped)
+		err = w.cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{plain.EKB, dk.EKB}, WrappingCertPEM: softSC.WrappingCertificatePEM()}, &wrapped)
 		kmstest.WantError(t, err, 403, api.CodeAttestationRequired)
 		if msg := err.(*api.Error).Message; msg[:6] != "EKB 1:" {
 			t.Fatalf("batch refusal = %q, want it to name EKB 1", msg)
