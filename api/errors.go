@@ -49,6 +49,11 @@ const (
 	CodeSealed              Code = "sealed"                // the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)
 )
 
+// Attestation-bound release (issue 16).
+const (
+	CodeAttestationRequired Code = "attestation_required" // the receiving sidecar does not meet the key policy's release conditions
+)
+
 var statusOf = map[Code]int{
 	CodeBadRequest:        http.StatusBadRequest,
 	CodeUnknownField:      http.StatusBadRequest,
@@ -84,6 +89,8 @@ var statusOf = map[Code]int{
 	CodeInvalidKeyBlock:     http.StatusBadRequest,
 	CodeUnsupportedKeyBlock: http.StatusBadRequest,
 	CodeSealed:              http.StatusServiceUnavailable,
+	// The sidecar must enroll with TPM attestation or re-attest first.
+	CodeAttestationRequired: http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

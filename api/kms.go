@@ -118,6 +118,29 @@ type Policy struct {
 	// data-key caches of the AWS Encryption SDK). A sidecar refuses the
 	// key with "expired" once a limit is reached; the custodian reloads it.
 	Limits *UsageLimits `json:"limits,omitempty"`
+	// Release, if set, names what a sidecar must prove before the KMS
+	// releases the key to it (rewrap, load, derive, refresh): its enclave
+	// kind, an attestation profile its last TPM quote satisfied, and how
+	// recent that quote must be. A sidecar that does not meet them is
+	// refused with attestation_required.
+	Release *ReleaseConditions `json:"release,omitempty"`
+}
+
+// ReleaseConditions bound which sidecars may receive a key. Empty fields
+// ask nothing.
+type ReleaseConditions struct {
+	// Enclave is the enclave kind the receiving sidecar must have
+	// enrolled with ("tpm"). A sidecar enrolled by token runs the
+	// software enclave and never meets "tpm".
+	Enclave Enclave `json:"enclave,omitempty"`
+	// AttestationProfile names a PCR profile of the KMS's attestation
+	// policy that the sidecar's last quote must have satisfied. It
+	// implies enclave "tpm".
+	AttestationProfile string `json:"attestation_profile,omitempty"`
+	// MaxAttestationAgeSeconds bounds the age of the sidecar's last
+	// verified quote (at enrollment or a re-attestation). It implies
+	// enclave "tpm".
+	MaxAttestationAgeSeconds int64 `json:"max_attestation_age_seconds,omitempty"`
 }
 
 // UsageLimits bound one load of a key into a sidecar. Zero means no limit.
@@ -211,6 +234,11 @@ type EnrollmentToken struct {
 type Challenge struct {
 	Nonce     []byte    `json:"nonce"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// CredentialBlob and EncryptedSecret (TPM2_MakeCredential's
+	// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET contents) answer a
+	// ChallengeRequest with an EK certificate.
+	CredentialBlob  []byte `json:"credential_blob,omitempty"`
+	EncryptedSecret []byte `json:"encrypted_secret,omitempty"`
 }
 
 // PublicKey is an HPKE public key: the KEM and its RFC 9180 serialization.
@@ -235,6 +263,35 @@ type Attestation struct {
 	Quote     []byte         `json:"quote"`
 	Signature []byte         `json:"signature"`
 	PCRs      map[int][]byte `json:"pcrs,omitempty"`
+	// ActivatedCredential is the secret the TPM recovered with
+	// TPM2_ActivateCredential from the challenge's credential (a
+	// challenge asked with an EK certificate): it proves the AK is
+	// resident in the TPM whose EK certificate was checked.
+	ActivatedCredential []byte `json:"activated_credential,omitempty"`
+}
+
+// ChallengeRequest is the optional body of POST /v1/enrollment/challenge.
+// A sidecar whose attestation key is not on the KMS's allow-list sends its
+// TPM's EK certificate and its AK; the KMS checks the certificate's chain
+// to a manufacturer root and answers with a credential only that TPM can
+// activate, and only if the AK is resident in it.
+type ChallengeRequest struct {
+	EKCert   []byte `json:"ek_cert,omitempty"`   // DER X.509 EK certificate
+	AKPublic []byte `json:"ak_public,omitempty"` // the AK's TPMT_PUBLIC
+}
+
+// ReattestRequest is the body of POST /v1/instances/self/attest: a fresh
+// quote over a challenge nonce (POST /v1/enrollment/challenge), bound to
+// the identity key of the calling certificate and the instance's transport
+// key, by the attestation key the instance enrolled with.
+type ReattestRequest struct {
+	Attestation *Attestation `json:"attestation"`
+}
+
+// Attested is the answer to a re-attestation.
+type Attested struct {
+	AttestedAt          time.Time `json:"attested_at"`
+	AttestationProfiles []string  `json:"attestation_profiles"`
 }
 
 // Enrollment is the answer to a successful enrollment.
@@ -255,6 +312,11 @@ type Instance struct {
 	Enclave     Enclave   `json:"enclave"`
 	EnrolledAt  time.Time `json:"enrolled_at"`
 	Revoked     bool      `json:"revoked"`
+	// AttestedAt is when the instance's last TPM quote was verified, and
+	// AttestationProfiles the attestation profiles it satisfied (TPM
+	// instances only).
+	AttestedAt          *time.Time `json:"attested_at,omitempty"`
+	AttestationProfiles []string   `json:"attestation_profiles,omitempty"`
 }
 
 // Instances is the answer to GET /v1/instances.

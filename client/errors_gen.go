@@ -41,6 +41,7 @@ var (
 	ErrInvalidKeyBlock     = errors.New("client: invalid_key_block: a TR-31 key block that is malformed or has a header field X9.143 does not define")
 	ErrUnsupportedKeyBlock = errors.New("client: unsupported_key_block: a valid TR-31 key block (or export) whose attributes dcaas cannot honour")
 	ErrSealed              = errors.New("client: sealed: the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)")
+	ErrAttestationRequired = errors.New("client: attestation_required: the receiving sidecar does not meet the key policy's release conditions")
 )
 
 // sentinels maps each code to its sentinel.
@@ -75,4 +76,5 @@ var sentinels = map[api.Code]error{
 	api.CodeInvalidKeyBlock:     ErrInvalidKeyBlock,
 	api.CodeUnsupportedKeyBlock: ErrUnsupportedKeyBlock,
 	api.CodeSealed:              ErrSealed,
+	api.CodeAttestationRequired: ErrAttestationRequired,
 }

@@ -118,7 +118,7 @@ func (s *Sidecar) enroll(ctx context.Context, token *secret.Bytes) error {
 		if !ok {
 			return fmt.Errorf("sidecar: the %s enclave cannot attest", s.enc.Kind())
 		}
-		ch, err := anon.Challenge(ctx)
+		ch, activated, err := s.challenge(ctx, anon)
 		if err != nil {
 			return fmt.Errorf("sidecar: enrollment challenge: %w", s.kmsErr(err))
 		}
@@ -133,6 +133,7 @@ func (s *Sidecar) enroll(ctx context.Context, token *secret.Bytes) error {
 		if req.Attestation, err = att.Attest(ctx, ch.Nonce, spki, wrapPub); err != nil {
 			return fmt.Errorf("sidecar: attestation: %w", err)
 		}
+		req.Attestation.ActivatedCredential = activated
 	}
 	got, err := anon.Enroll(ctx, req)
 	if err != nil {
@@ -147,6 +148,10 @@ func (s *Sidecar) enroll(ctx context.Context, token *secret.Bytes) error {
 		return err
 	}
 	s.install(id)
+	if req.Attestation != nil { // attested just now: the next re-attestation is an interval away
+		s.attested.Store(id)
+		s.attestedAt.Store(s.cfg.Now().UnixNano())
+	}
 	s.markReachable(true)
 	s.audit.Record("kms", "instance.enrolled", "", "ok", "")
 	s.log.Info("enrolled", "instance", e.InstanceID, "custodian", e.CustodianDN, "enclave", e.Enclave, "identity_not_after", id.cert.NotAfter)

@@ -79,6 +79,18 @@ type Config struct {
 	// Attest enrolls with TPM attestation evidence instead of a token; the
 	// Enclave must implement enclave.Attester.
 	Attest bool
+	// EKCert (DER or PEM) is the TPM's EK certificate: with it, attested
+	// enrollment asks the KMS to trust the attestation key through the
+	// EK's manufacturer chain and credential activation, not its
+	// allow-list. EKCertFromTPM reads it from the TPM's NV index
+	// 0x01C0000A instead.
+	EKCert        []byte
+	EKCertFromTPM bool
+	// ReattestInterval is how often a TPM sidecar sends the KMS a fresh
+	// quote (and after each certificate renewal), so keys whose policy
+	// bounds the attestation's age stay releasable to it. Default
+	// DefaultReattestInterval with Attest; negative turns it off.
+	ReattestInterval time.Duration
 	// KEM is the key-transport KEM of the wrapping certificate (default:
 	// x25519, or p256 in FIPS mode or with a TPM enclave).
 	KEM api.KEM
@@ -163,6 +175,9 @@ type Sidecar struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	attested   atomic.Pointer[identity] // the identity of the last re-attestation (attest.go)
+	attestedAt atomic.Int64             // its time, Unix nanoseconds
 }
 
 // New opens a sidecar: it enrolls with cfg.EnrollToken or TPM attestation,
@@ -175,6 +190,9 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ReattestInterval == 0 && cfg.Attest {
+		cfg.ReattestInterval = DefaultReattestInterval
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -268,6 +286,7 @@ func (s *Sidecar) background() {
 		case <-t.C:
 			if id := s.id.Load(); id != nil && !s.revoked.Load() {
 				s.renewIfDue(id)
+				s.reattestIfDue(s.id.Load())
 				s.poll()
 			}
 			s.ring.Sweep()

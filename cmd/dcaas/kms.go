@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -153,7 +155,7 @@ releases its lease and exits 0.`,
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the TLS server certificate")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding the root-key passphrase (else DCAAS_SEAL_PASSPHRASE)")
 	f.log.add(fl)
-	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs")
+	fl.StringVar(&f.attestPolicy, "attestation-policy", "", "JSON file enabling TPM attestation enrollment: allowed AK fingerprints, their custodians, required PCRs, attestation profiles, TPM manufacturer roots (reloaded on SIGHUP and when it changes)")
 	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
@@ -319,6 +321,41 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		defer srv.Close()
 		handler, tlsCfg, leaseLost = srv.KMS.Handler(), srv.TLSConfig, srv.LeaseLost()
 	}
+	// The attestation policy (allow-list, profiles, manufacturer roots)
+	// reloads on SIGHUP and when the file changes; a bad file keeps the
+	// policy in force and is logged. SIGHUP is caught either way, so a
+	// reload (systemctl reload) never stops the KMS. A sealed KMS watches
+	// from the moment it is unsealed.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if f.attestPolicy != "" {
+		tick := time.NewTicker(attestPolicyPoll)
+		defer tick.Stop()
+		go func() {
+			s := srv
+			if gate != nil {
+				select {
+				case <-gate.Unsealed():
+					s = gate.Server()
+				case <-ctx.Done():
+					return
+				}
+			}
+			s.KMS.WatchAttestationPolicy(ctx, f.attestPolicy, hup, tick.C)
+		}()
+	} else {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP: nothing to reload (no --attestation-policy)")
+				}
+			}
+		}()
+	}
 
 	// The HTTPS listener serves GET /metrics to admin callers only (the
 	// KMS's router, from reg); Prometheus scrapes --metrics-listen.
@@ -429,3 +466,7 @@ func gateLeaseLost(g *datadir.Sealed) <-chan struct{} {
 	}()
 	return lost
 }
+
+// attestPolicyPoll is how often kms serve looks whether the attestation
+// policy file changed.
+const attestPolicyPoll = 5 * time.Second

@@ -44,6 +44,8 @@ type sidecarFlags struct {
 	tokenFile     string
 	kem           string
 	attest        bool
+	ekCert        string        // --tpm-ek-cert: a file, or "nv"
+	reattest      time.Duration // --reattest-interval
 	lease         time.Duration
 	poll          time.Duration
 	metricsListen string
@@ -113,6 +115,8 @@ removed at once), lets the requests in flight finish for up to
 	fl.StringVar(&f.tokenFile, "enroll-token-file", "", "file holding the one-time enrollment token (else DCAAS_ENROLL_TOKEN)")
 	fl.StringVar(&f.kem, "kem", "", "key-transport KEM: x25519, p256, mlkem768-x25519, mlkem768-p256 (default: x25519; p256 in FIPS mode or with a TPM)")
 	fl.BoolVar(&f.attest, "attest", false, "enroll with TPM attestation (needs --enclave tpm)")
+	fl.StringVar(&f.ekCert, "tpm-ek-cert", "", "with --attest: the TPM's EK certificate (PEM or DER file), or \"nv\" to read it from the TPM (NV index 0x01C0000A), so the KMS trusts the attestation key through the EK's manufacturer chain instead of its allow-list")
+	fl.DurationVar(&f.reattest, "reattest-interval", sidecar.DefaultReattestInterval, "with --attest: how often to send the KMS a fresh TPM quote (also after each certificate renewal), for keys whose policy bounds the attestation's age; negative turns it off")
 	fl.DurationVar(&f.lease, "lease", 24*time.Hour, "lease of loaded keys (never past a key's expiry)")
 	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9091)")
@@ -212,6 +216,22 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		ShutdownTimeout: f.safety.shutdownTimeout,
 		NoRequestLog:    !f.requestLog,
 	}
+	if f.attest {
+		cfg.ReattestInterval = f.reattest
+	}
+	switch f.ekCert {
+	case "":
+	case "nv":
+		cfg.EKCertFromTPM = true
+	default:
+		raw, err := os.ReadFile(f.ekCert)
+		if err != nil {
+			return err
+		}
+		if cfg.EKCert, err = sidecar.ParseEKCert(raw); err != nil {
+			return err
+		}
+	}
 	cfg.EnrollToken = tok // nil without a token; wiped below
 	sc, err := sidecar.New(ctx, cfg)
 	cfg.EnrollToken = nil
@@ -302,6 +322,9 @@ func openEnclave(ctx context.Context, f sidecarFlags) (enclave.Enclave, error) {
 	case "software", "":
 		if f.attest {
 			return nil, errors.New("--attest needs --enclave tpm")
+		}
+		if f.ekCert != "" {
+			return nil, errors.New("--tpm-ek-cert needs --enclave tpm")
 		}
 		return nil, nil
 	case "tpm":

@@ -4,9 +4,12 @@
 // Where to start: [Verifier] is the pluggable seam the KMS calls;
 // [TPMVerifier] is the built-in TPM 2.0 implementation, configured with an
 // allow-list of attestation keys ([AKFingerprint]) and an optional PCR
-// policy. Every refusal wraps one of the sentinel errors (ErrMalformed,
-// ErrUnknownAK, ErrBadSignature, ErrNonceMismatch, ErrPCRMismatch), to
-// branch on with errors.Is.
+// policy and named PCR profiles; [VerifyEKCert] and [MakeCredential] let
+// the KMS trust an AK through its TPM's EK certificate chain instead
+// (TPM2_MakeCredential / ActivateCredential). Every refusal wraps one of the
+// sentinel errors (ErrMalformed, ErrUnknownAK, ErrBadSignature,
+// ErrNonceMismatch, ErrPCRMismatch, ErrUntrustedEK), to branch on with
+// errors.Is.
 //
 // Evidence is an api.Attestation as internal/enclave/tpm produces it: the
 // AK's TPMT_PUBLIC, a TPMS_ATTEST quote, its TPMT_SIGNATURE and the quoted

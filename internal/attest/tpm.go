@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"slices"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -24,6 +25,10 @@ type TPMVerifier struct {
 	// PCRPolicy maps a PCR index to the SHA-256 value it must have. Every
 	// entry must be quoted and equal; empty means no PCR requirement.
 	PCRPolicy map[int][]byte
+	// Profiles are named PCR policies a quote may satisfy on top of
+	// PCRPolicy; Result.Profiles lists those it does. A profile that is
+	// not satisfied refuses nothing: key policies ask for profiles.
+	Profiles map[string]map[int][]byte
 }
 
 var _ Verifier = (*TPMVerifier)(nil)
@@ -37,14 +42,15 @@ func AKFingerprint(akPublic []byte) string {
 }
 
 // Verify checks, in order: that the evidence is for want.Nonce; that the AK
-// is allow-listed (ErrUnknownAK) and is a restricted, TPM-resident ECDSA
+// is allow-listed, or want.AKTrusted, and is want.AKFingerprint if that is
+// set (ErrUnknownAK), and is a restricted, TPM-resident ECDSA
 // P-256 or RSA (2048 to 4096 bits) signing key; that ev.Signature is its
 // SHA-256 signature over ev.Quote (ErrBadSignature); that the quote is a
 // TPM-generated TPMS_ATTEST of type quote whose extraData is
 // want.QualifyingData (ErrNonceMismatch); that ev.PCRs are exactly the
 // quoted SHA-256 PCRs and hash to the quote's PCR digest; and that they
 // satisfy PCRPolicy (ErrPCRMismatch). Anything that does not parse is
-// ErrMalformed.
+// ErrMalformed. The result lists the Profiles the quote satisfies.
 func (v *TPMVerifier) Verify(ctx context.Context, ev *api.Attestation, want Expected) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -59,7 +65,10 @@ func (v *TPMVerifier) Verify(ctx context.Context, ev *api.Attestation, want Expe
 		return nil, fmt.Errorf("%w: nonce", ErrNonceMismatch)
 	}
 	fp := AKFingerprint(ev.AKPublic)
-	if !v.AllowedAKs[fp] {
+	if want.AKFingerprint != "" && want.AKFingerprint != fp {
+		return nil, fmt.Errorf("%w: not the attestation key expected", ErrUnknownAK)
+	}
+	if !v.AllowedAKs[fp] && !want.AKTrusted {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownAK, fp)
 	}
 	ak, err := parseAK(ev.AKPublic)
@@ -81,15 +90,22 @@ func (v *TPMVerifier) Verify(ctx context.Context, ev *api.Attestation, want Expe
 	if err != nil {
 		return nil, err
 	}
-	if err := v.checkPolicy(pcrs); err != nil {
+	if err := checkPCRPolicy(v.PCRPolicy, pcrs); err != nil {
 		return nil, err
 	}
-	return &Result{AKFingerprint: fp, PCRs: pcrs}, nil
+	res := &Result{AKFingerprint: fp, PCRs: pcrs, Profiles: []string{}}
+	for name, p := range v.Profiles {
+		if checkPCRPolicy(p, pcrs) == nil {
+			res.Profiles = append(res.Profiles, name)
+		}
+	}
+	slices.Sort(res.Profiles)
+	return res, nil
 }
 
-// checkPolicy checks every PCRPolicy entry against the quoted values.
-func (v *TPMVerifier) checkPolicy(pcrs map[int][]byte) error {
-	for i, want := range v.PCRPolicy {
+// checkPCRPolicy checks every entry of policy against the quoted values.
+func checkPCRPolicy(policy map[int][]byte, pcrs map[int][]byte) error {
+	for i, want := range policy {
 		got, ok := pcrs[i]
 		if !ok {
 			return fmt.Errorf("%w: policy PCR %d is not quoted", ErrPCRMismatch, i)

@@ -42,6 +42,12 @@ type Expected struct {
 	// enclave.QualifyingData(Nonce, the CSR's SPKI, the transport public
 	// key). It must not be empty.
 	QualifyingData []byte
+	// AKTrusted: the AK was vouched for otherwise (its EK certificate
+	// chain and credential activation), so it need not be allow-listed.
+	AKTrusted bool
+	// AKFingerprint, if set, is the only AK accepted (a re-attestation
+	// must come from the AK the instance enrolled with).
+	AKFingerprint string
 }
 
 // Result is what verified evidence proves. The caller owns it.
@@ -50,4 +56,7 @@ type Result struct {
 	AKFingerprint string
 	// PCRs are the quoted SHA-256 PCR values, index → 32 bytes.
 	PCRs map[int][]byte
+	// Profiles are the names of the verifier's attestation profiles the
+	// quote satisfied, sorted (empty, not nil, when none).
+	Profiles []string
 }

@@ -204,7 +204,8 @@ func (k *KMS) newerVersions(ctx context.Context, in *store.Instance, id string, 
 			out.wipe()
 			return nil, err
 		}
-		if err := k.checkReleasable(ctx, o); err != nil || !policy.Releasable(o.md.Policy, o.md.Owner, in.CustodianDN) {
+		if err := k.checkReleasable(ctx, o); err != nil || !policy.Releasable(o.md.Policy, o.md.Owner, in.CustodianDN) ||
+			k.releaseAllowed(o.md.KeyID, o.md.Policy, in) != nil { // release conditions: release_attest.go
 			o.material.Wipe()
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"time"
@@ -83,21 +84,36 @@ func (k *KMS) createToken(ctx context.Context, c *call) (any, error) {
 }
 
 func (k *KMS) createChallenge(ctx context.Context, c *call) (any, error) {
-	if err := c.decodeOptional(); err != nil {
+	var req api.ChallengeRequest
+	if err := c.decodeOptionalInto(&req); err != nil {
 		return nil, err
+	}
+	var out api.Challenge
+	var payload []byte
+	if len(req.EKCert) > 0 || len(req.AKPublic) > 0 {
+		// An AK vouched for by its TPM's EK certificate (attestation.go).
+		p, blob, enc, err := k.ekChallenge(&req)
+		if err != nil {
+			return nil, err
+		}
+		if payload, err = json.Marshal(p); err != nil {
+			return nil, err
+		}
+		out.CredentialBlob, out.EncryptedSecret = blob, enc
 	}
 	nonce := kcrypto.Random(32)
 	now := k.now()
 	exp := now.Add(k.cfg.ChallengeTTL)
 	err := c.commit(ctx, func(tx store.Tx) error {
 		return putOneTime(ctx, tx, store.OneTimeSecret{
-			Hash: hashNonce(nonce), Kind: store.OneTimeChallenge, CreatedAt: now, ExpiresAt: exp,
+			Hash: hashNonce(nonce), Kind: store.OneTimeChallenge, CreatedAt: now, ExpiresAt: exp, Payload: payload,
 		}, "challenge")
 	})
 	if err != nil {
 		return nil, err
 	}
-	return api.Challenge{Nonce: nonce, ExpiresAt: exp}, nil
+	out.Nonce, out.ExpiresAt = nonce, exp
+	return out, nil
 }
 
 // putOneTime stores a single-use secret (what names it in errors).
@@ -150,7 +166,7 @@ func (k *KMS) enroll(ctx context.Context, c *call) (_ any, err error) {
 		return nil, consumeErr(err, "enrollment token")
 	}
 	c.tenant = tok.Tenant
-	return k.register(ctx, c, enrollToken{store.OneTimeEnrollToken, hash, "enrollment token"}, tok.Tenant, tok.Subject, api.EnclaveSoftware, csr, req.WrappingPublicKey)
+	return k.register(ctx, c, enrollToken{store.OneTimeEnrollToken, hash, "enrollment token"}, tok.Tenant, tok.Subject, api.EnclaveSoftware, csr, req.WrappingPublicKey, nil)
 }
 
 // enrollToken is the single-use secret an enrollment consumes when it
@@ -189,7 +205,8 @@ func parseCSR(s string) (*x509.CertificateRequest, error) {
 
 // register certifies and registers a sidecar instance bound to custodianDN,
 // consuming tok, in the transaction that stores the call's audit record.
-func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, custodianDN string, enclave api.Enclave, csr *x509.CertificateRequest, wrap api.PublicKey) (*api.Enrollment, error) {
+// attested, if not nil, records the instance's TPM attestation in it.
+func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, custodianDN string, enclave api.Enclave, csr *x509.CertificateRequest, wrap api.PublicKey, attested func(*store.Instance)) (*api.Enrollment, error) {
 	if _, err := k.st.GetAppByDN(ctx, custodianDN); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, api.Errorf(api.CodeForbidden, "The custodian %q no longer exists.", custodianDN)
@@ -210,6 +227,9 @@ func (k *KMS) register(ctx context.Context, c *call, tok enrollToken, tenant, cu
 		ID: id, Tenant: tenant, CustodianDN: custodianDN, Enclave: string(enclave),
 		CertSerial: ca.SerialString(idCert), WrappingSerial: ca.SerialString(wCert),
 		WrappingKEM: string(wrap.KEM), WrappingPublic: wrap.PublicKey, EnrolledAt: k.now(),
+	}
+	if attested != nil {
+		attested(&in)
 	}
 	certs := []store.Cert{
 		{Serial: ca.SerialString(idCert), Kind: store.CertInstance, Tenant: tenant, Subject: id, NotAfter: idCert.NotAfter},

@@ -89,6 +89,9 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 		if e.Tenant != c.caller.Tenant {
 			return nil, prefixIndex(api.Errorf(api.CodeWrongTenant, "The EKB belongs to another tenant."), i, len(req.EKBs))
 		}
+		if err := k.grantReleasable(raw, &in); err != nil {
+			return nil, prefixIndex(err, i, len(req.EKBs))
+		}
 		d := e.Digest()
 		p.EKBDigests = append(p.EKBDigests, hex.EncodeToString(d[:]))
 	}
@@ -99,6 +102,11 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 		}
 		if !key.Retained {
 			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s is not retained by the KMS; grant its EKB instead.", id)
+		}
+		if v, err := k.st.GetKeyVersion(ctx, id, key.CurrentVersion); err == nil {
+			if err := k.grantReleasable(v.EKB, &in); err != nil { // release conditions: release_attest.go
+				return nil, err
+			}
 		}
 		p.KeyIDs = append(p.KeyIDs, id)
 	}

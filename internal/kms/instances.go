@@ -13,6 +13,7 @@ func apiInstance(in store.Instance) api.Instance {
 	return api.Instance{
 		InstanceID: in.ID, CustodianDN: in.CustodianDN, Enclave: api.Enclave(in.Enclave),
 		EnrolledAt: in.EnrolledAt, Revoked: in.RevokedAt != nil,
+		AttestedAt: in.AttestedAt, AttestationProfiles: in.AttestationProfiles,
 	}
 }
 

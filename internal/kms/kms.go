@@ -184,7 +184,7 @@ type KMS struct {
 	log    *slog.Logger
 	audit  *audit.Log
 	router *httpapi.Router
-	attest *attestor
+	attest atomic.Pointer[attestor] // the attestation policy in force (nil: off); see attestation.go
 	mx     *kmsMetrics
 	health *health
 
@@ -224,7 +224,7 @@ func New(cfg Config) (*KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.attest = att
+	k.attest.Store(att)
 	k.mx = newKMSMetrics(cfg.Reg)
 	k.caView.Store(&caView{state: initialCAState, ca: cfg.CA})
 	k.mx.publishCA(cfg.CA)
@@ -288,6 +288,7 @@ func (k *KMS) routes() {
 	k.centralRoutes()
 	k.metricsRoute()
 	k.adminRoutes()
+	k.handle("POST /v1/instances/self/attest", "instance.attest", side, 0, k.reattest)
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

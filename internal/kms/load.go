@@ -84,6 +84,9 @@ func (k *KMS) openGranted(ctx context.Context, c *call, g *grant, req *api.LoadR
 // are still releasable (stillReleasable): if a revocation committed in
 // between, nothing is stored but the grant's use and the refusal.
 func (k *KMS) release(ctx context.Context, c *call, g *grant, to *recipient, keys releasable, flow string) (*api.WrappedKeys, error) {
+	if err := k.checkReleaseConditions(&to.instance, keys); err != nil {
+		return nil, k.failGrant(ctx, c, g, err)
+	}
 	out, err := k.wrapTo(to, keys, flow)
 	if err != nil {
 		return nil, k.failGrant(ctx, c, g, err)

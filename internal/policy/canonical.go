@@ -14,14 +14,18 @@ import (
 // with every integer big-endian and every string as its UTF-8 bytes:
 //
 //	nil policy: the empty string
-//	policy    = u32(#rules) || rule... || u64(max_lease_seconds) || u64(max_operations) || u64(max_bytes)
+//	policy    = u32(#rules) || rule... || u64(max_lease_seconds) || u64(max_operations) || u64(max_bytes) [|| release]
 //	rule      = u32(#principals) || str(principal)... || u32(#actions) || str(action)...
+//	release   = str(enclave) || str(attestation_profile) || u64(max_attestation_age_seconds)
 //	str(s)    = u32(len(s)) || s
 //
 // Principals are in canonical pattern form and sorted, actions sorted (as
 // Normalize leaves them); the encoded rules are then sorted bytewise and
 // duplicates dropped, so rule order does not change the bytes. Absent or
-// all-zero limits encode as three zeros. The encoding is fixed: a new
+// all-zero limits encode as three zeros. The release conditions follow
+// only when the policy has some (after normalization, which makes a
+// profile or an age imply enclave "tpm"), so a policy without them has
+// the bytes it had before they existed. The encoding is fixed: a new
 // field of api.Policy needs a new SeedKDF version (TestCanonicalFields).
 func Canonical(p *api.Policy) ([]byte, error) {
 	n, err := Normalize(p)
@@ -51,6 +55,11 @@ func Canonical(p *api.Policy) ([]byte, error) {
 	out = binary.BigEndian.AppendUint64(out, uint64(l.MaxLeaseSeconds))
 	out = binary.BigEndian.AppendUint64(out, uint64(l.MaxOperations))
 	out = binary.BigEndian.AppendUint64(out, uint64(l.MaxBytes))
+	if r := n.Release; r != nil {
+		out = appendString(out, string(r.Enclave))
+		out = appendString(out, r.AttestationProfile)
+		out = binary.BigEndian.AppendUint64(out, uint64(r.MaxAttestationAgeSeconds))
+	}
 	return out, nil
 }
 

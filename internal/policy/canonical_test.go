@@ -123,7 +123,8 @@ func TestCanonicalFields(t *testing.T) {
 		v    any
 		want []string
 	}{
-		{api.Policy{}, []string{"Rules", "Limits"}},
+		{api.Policy{}, []string{"Rules", "Limits", "Release"}},
+		{api.ReleaseConditions{}, []string{"Enclave", "AttestationProfile", "MaxAttestationAgeSeconds"}},
 		{api.PolicyRule{}, []string{"Principals", "Actions"}},
 		{api.UsageLimits{}, []string{"MaxLeaseSeconds", "MaxOperations", "MaxBytes"}},
 	} {
@@ -135,5 +136,33 @@ func TestCanonicalFields(t *testing.T) {
 		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%s has fields %v, Canonical encodes %v", rt.Name(), got, tt.want)
 		}
+	}
+}
+
+// TestCanonicalRelease: release conditions follow the limits, normalized
+// (a profile implies enclave "tpm"), and only when there are some.
+func TestCanonicalRelease(t *testing.T) {
+	rule := []api.PolicyRule{{Principals: []string{"CN=a,O=t"}, Actions: []api.Action{api.ActionEncrypt}}}
+	without, err := Canonical(&api.Policy{Rules: rule})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with, err := Canonical(&api.Policy{Rules: rule, Release: &api.ReleaseConditions{AttestationProfile: "prod", MaxAttestationAgeSeconds: 3600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte(nil), without...)
+	want = append(want, 0, 0, 0, 3, 't', 'p', 'm')
+	want = append(want, 0, 0, 0, 4, 'p', 'r', 'o', 'd')
+	want = append(want, 0, 0, 0, 0, 0, 0, 0x0e, 0x10)
+	if !bytes.Equal(with, want) {
+		t.Fatalf("Canonical with release = %x\nwant                     %x", with, want)
+	}
+	empty, err := Canonical(&api.Policy{Rules: rule, Release: &api.ReleaseConditions{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(empty, without) {
+		t.Fatalf("empty release conditions change the bytes: %x vs %x", empty, without)
 	}
 }

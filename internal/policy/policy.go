@@ -84,6 +84,11 @@ func normalize(p *api.Policy) (*api.Policy, error) {
 			out.Limits = &c
 		}
 	}
+	rel, err := normalizeRelease(p.Release)
+	if err != nil {
+		return nil, err
+	}
+	out.Release = rel
 	return out, nil
 }
 

@@ -330,6 +330,15 @@ type Instance struct {
 	WrappingPublic []byte
 	EnrolledAt     time.Time
 	RevokedAt      *time.Time
+	// TPM attestation (migration 0007): the attestation key the instance
+	// enrolled with and what vouched for it ("allowlist", or "ek:" and a
+	// manufacturer's name), when its last quote was verified and the
+	// attestation profiles that quote satisfied. Empty for token-enrolled
+	// instances.
+	AKFingerprint       string
+	AKTrust             string
+	AttestedAt          *time.Time
+	AttestationProfiles []string
 }
 
 // Instances is the registry of enrolled sidecars.
@@ -356,6 +365,11 @@ type Instances interface {
 	// second call keeps the first time and appends nothing); ErrNotFound
 	// for an unknown id.
 	RevokeInstance(ctx context.Context, id string, at time.Time) error
+	// RecordAttestation notes a verified re-attestation of a live
+	// instance: its time and the profiles the quote satisfied. It returns
+	// ErrNotFound for an unknown instance and ErrConflict for a revoked
+	// one.
+	RecordAttestation(ctx context.Context, id string, at time.Time, profiles []string) error
 }
 
 // Revocation kinds.

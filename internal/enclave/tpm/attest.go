@@ -39,8 +39,8 @@ const quoteAttempts = 3
 //   - PCRs: the quoted SHA-256 PCR values, index → 32 bytes, read just
 //     before the quote and checked against its PCR digest.
 //
-// Nothing vouches for the AK but the allow-list: there is no EK certificate
-// chain or credential activation.
+// The KMS trusts the AK by its allow-list, or through the TPM's EK
+// certificate and credential activation (ek.go).
 func (e *Enclave) Attest(ctx context.Context, nonce, identitySPKI []byte, transport api.PublicKey) (*api.Attestation, error) {
 	qualifying := enclave.QualifyingData(nonce, identitySPKI, transport)
 	if err := e.begin(ctx); err != nil {

@@ -22,31 +22,41 @@ func (q *queries) CreateInstance(ctx context.Context, in store.Instance) error {
 }
 
 const insertInstance = `INSERT INTO instances (id, tenant, custodian_dn, enclave, cert_serial, wrapping_serial,
-	wrapping_kem, wrapping_public, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	wrapping_kem, wrapping_public, enrolled_at, revoked_at, ak_fingerprint, ak_trust, attested_at, attestation_profiles)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // instanceArgs returns insertInstance's arguments for in.
 func instanceArgs(in store.Instance) ([]any, error) {
 	var ts times
 	enrolled := ts.at("EnrolledAt", in.EnrolledAt)
 	revoked := ts.opt("RevokedAt", in.RevokedAt)
+	attested := ts.opt("AttestedAt", in.AttestedAt)
 	if ts.err != nil {
 		return nil, ts.err
 	}
 	return []any{in.ID, in.Tenant, in.CustodianDN, in.Enclave, in.CertSerial, in.WrappingSerial,
-		in.WrappingKEM, notNull(in.WrappingPublic), enrolled, revoked}, nil
+		in.WrappingKEM, notNull(in.WrappingPublic), enrolled, revoked,
+		nullString(in.AKFingerprint), nullString(in.AKTrust), attested, nullString(strings.Join(in.AttestationProfiles, ","))}, nil
 }
 
 const instanceColumns = `id, tenant, custodian_dn, enclave, cert_serial, wrapping_serial,
-	wrapping_kem, wrapping_public, enrolled_at, revoked_at`
+	wrapping_kem, wrapping_public, enrolled_at, revoked_at, ak_fingerprint, ak_trust, attested_at, attestation_profiles`
 
 func scanInstance(row interface{ Scan(...any) error }) (store.Instance, error) {
 	var in store.Instance
 	var enrolled int64
-	var revoked sql.NullInt64
+	var revoked, attested sql.NullInt64
+	var ak, trust, profiles sql.NullString
 	err := row.Scan(&in.ID, &in.Tenant, &in.CustodianDN, &in.Enclave, &in.CertSerial,
-		&in.WrappingSerial, &in.WrappingKEM, &in.WrappingPublic, &enrolled, &revoked)
+		&in.WrappingSerial, &in.WrappingKEM, &in.WrappingPublic, &enrolled, &revoked,
+		&ak, &trust, &attested, &profiles)
 	if err != nil {
 		return store.Instance{}, err
+	}
+	in.AKFingerprint, in.AKTrust = ak.String, trust.String
+	in.AttestedAt = fromNullNanos(attested)
+	if profiles.String != "" {
+		in.AttestationProfiles = strings.Split(profiles.String, ",")
 	}
 	in.WrappingPublic = nilIfEmpty(in.WrappingPublic)
 	in.EnrolledAt = fromNanos(enrolled)
@@ -167,3 +177,34 @@ func (q *queries) RevokeInstance(ctx context.Context, id string, at time.Time) e
 		return revokeOnce(ctx, c, `instances`, `id`, `revoked_at`, id, n, store.RevocationInstance)
 	})
 }
+
+// RecordAttestation implements store.Instances. Like RenewInstance it
+// locks the instance's row, so it is serialized with a revocation.
+func (q *queries) RecordAttestation(ctx context.Context, id string, at time.Time, profiles []string) error {
+	const op = "RecordAttestation"
+	n, err := nanos("at", at)
+	if err != nil {
+		return q.mapErr(op, err)
+	}
+	for _, p := range profiles {
+		if p == "" || strings.Contains(p, ",") {
+			return fmt.Errorf("sqlstore: %s: attestation profile %q cannot be stored (empty or with a comma)", op, p)
+		}
+	}
+	return q.write(ctx, op, func(c conn) error {
+		var revoked sql.NullInt64
+		if err := c.queryRow(ctx, `SELECT revoked_at FROM instances WHERE id = ?`+c.d.forUpdate(), id).Scan(&revoked); err != nil {
+			return err
+		}
+		if revoked.Valid {
+			return fmt.Errorf("instance %s is revoked: %w", id, store.ErrConflict)
+		}
+		_, err := c.exec(ctx, `UPDATE instances SET attested_at = ?, attestation_profiles = ? WHERE id = ?`,
+			n, nullString(strings.Join(profiles, ",")), id)
+		return err
+	})
+}
+
+// nullString stores "" as NULL (the attestation columns of migration 0007
+// are nullable: rows from before it have NULL).
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

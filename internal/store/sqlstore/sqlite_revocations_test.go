@@ -115,7 +115,7 @@ func TestSQLiteRevocationTwoHandles(t *testing.T) {
 }
 
 // TestSQLiteMigrateFromSchema1 opens a database an older dcaas left at schema 1
-// and checks that 0002 to 0006 are applied and the data kept.
+// and checks that every later migration is applied and the data kept.
 func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "kms.db")
@@ -124,7 +124,13 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	if _, err := appendAudit(ctx, db, "legacy"); err != nil {
 		t.Fatal(err)
 	}
+	if err := db.CreateInstance(ctx, store.Instance{ID: "i-1", Tenant: "acme", CustodianDN: "CN=a", Enclave: "tpm", CertSerial: "c", WrappingSerial: "w", WrappingKEM: "p256", WrappingPublic: []byte("pub"), EnrolledAt: t0}); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
+	for _, col := range []string{"ak_fingerprint", "ak_trust", "attested_at", "attestation_profiles"} {
+		rawExec(t, path, `ALTER TABLE instances DROP COLUMN `+col) // 0007
+	}
 	rawExec(t, path, `DROP TABLE seal_migration`)         // 0006
 	rawExec(t, path, `DROP TABLE kms_leases`)             // 0006
 	rawExec(t, path, `DROP TABLE audit_checkpoints`)      // 0005
@@ -148,6 +154,10 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	evs, err := db.RevocationsAfter(ctx, "acme", 0, 10)
 	if err != nil || len(evs) != 1 || evs[0].Seq != 1 || evs[0].Subject != "k-1" {
 		t.Errorf("after migrating, RevocationsAfter(acme, 0, 10) = %+v, %v; want the one event for k-1", evs, err)
+	}
+	// An instance from before 0007 reads as never attested.
+	if in, err := db.GetInstance(ctx, "i-1"); err != nil || in.AKFingerprint != "" || in.AKTrust != "" || in.AttestedAt != nil || in.AttestationProfiles != nil {
+		t.Errorf("after migrating, GetInstance(i-1) = %+v, %v; want it unattested", in, err)
 	}
 	// The rows from before 0003 read as no minimum, no period, no usage.
 	k, err := db.GetKey(ctx, "k-1")
