@@ -43,6 +43,8 @@ const (
 	CodeUnavailable        Code = "unavailable"          // a dependency (store, seal, KMS) is down
 	CodeNotEnrolled        Code = "not_enrolled"         // a sidecar waiting for its enrollment token (POST /v1/enroll)
 	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
+	// Added by issue 16 (quorum approvals).
+	CodeApprovalRequired Code = "approval_required" // the tenant's quorum must approve the action first (POST /v1/approvals)
 )
 
 var statusOf = map[Code]int{
@@ -76,6 +78,7 @@ var statusOf = map[Code]int{
 	CodeUnavailable:        http.StatusServiceUnavailable,
 	CodeNotEnrolled:        http.StatusServiceUnavailable,
 	CodeInternal:           http.StatusInternalServerError,
+	CodeApprovalRequired:   http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

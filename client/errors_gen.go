@@ -38,6 +38,7 @@ var (
 	ErrUnavailable        = errors.New("client: unavailable: a dependency (store, seal, KMS) is down")
 	ErrNotEnrolled        = errors.New("client: not_enrolled: a sidecar waiting for its enrollment token (POST /v1/enroll)")
 	ErrInternal           = errors.New("client: internal: a bug; details are logged, not returned")
+	ErrApprovalRequired   = errors.New("client: approval_required: the tenant's quorum must approve the action first (POST /v1/approvals)")
 )
 
 // sentinels maps each code to its sentinel.
@@ -69,4 +70,5 @@ var sentinels = map[api.Code]error{
 	api.CodeUnavailable:        ErrUnavailable,
 	api.CodeNotEnrolled:        ErrNotEnrolled,
 	api.CodeInternal:           ErrInternal,
+	api.CodeApprovalRequired:   ErrApprovalRequired,
 }
