@@ -102,6 +102,9 @@ type Config struct {
 	SealCheckInterval   time.Duration
 	// NoRequestLog turns off the one log line per request (info level).
 	NoRequestLog bool
+	// ApprovalTTL is how long a quorum approval request stays open: it
+	// must be approved and executed before (default 24 hours).
+	ApprovalTTL time.Duration
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -158,6 +161,7 @@ func (c *Config) setDefaults() {
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
 	def(&c.HealthCheckInterval, 10*time.Second)
 	def(&c.SealCheckInterval, 30*time.Second)
+	def(&c.ApprovalTTL, 24*time.Hour)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
@@ -298,6 +302,7 @@ func (k *KMS) routes() {
 	k.centralRoutes()
 	k.metricsRoute()
 	k.adminRoutes()
+	k.approvalRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates
