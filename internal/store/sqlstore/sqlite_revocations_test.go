@@ -125,6 +125,10 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+	rawExec(t, path, `DROP TABLE approval_votes`)         // 0008
+	rawExec(t, path, `DROP TABLE approvals`)              // 0008
+	rawExec(t, path, `DROP TABLE approval_policies`)      // 0008
+	rawExec(t, path, `DROP TABLE reserved_0007`)          // 0007 (placeholder on this branch)
 	rawExec(t, path, `DROP TABLE seal_migration`)         // 0006
 	rawExec(t, path, `DROP TABLE kms_leases`)             // 0006
 	rawExec(t, path, `DROP TABLE audit_checkpoints`)      // 0005
