@@ -107,6 +107,28 @@ var approvalsTests = []test{
 		check(t, "CloseApproval(denied)", s.CloseApproval(ctx, "apr_1", store.ApprovalDenied, "CN=c,O=dcaas", at(4*time.Minute)))
 		wantErr(t, "AddApprovalVote(closed)", s.AddApprovalVote(ctx, "apr_1", "CN=d,O=dcaas", at(5*time.Minute)), store.ErrUsed)
 	}},
+	{"Approval/ConcurrentVotes", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		check(t, "CreateApproval", s.CreateApproval(ctx, newApproval("apr_1")))
+		errs := together(8, func(i int) error {
+			return s.InTx(ctx, func(tx store.Tx) error {
+				return tx.AddApprovalVote(ctx, "apr_1", fmt.Sprintf("CN=a%d,O=dcaas", i%4), at(time.Minute))
+			})
+		})
+		ok := 0
+		for _, err := range errs {
+			if err == nil {
+				ok++
+			} else if !errors.Is(err, store.ErrExists) {
+				t.Errorf("a racing AddApprovalVote = %v, want nil or ErrExists", err)
+			}
+		}
+		got, err := s.GetApproval(ctx, "apr_1")
+		check(t, "GetApproval", err)
+		if ok != 4 || len(got.Votes) != 4 {
+			t.Fatalf("4 approvers voting twice each at once: %d accepted, %d stored; want 4 and 4", ok, len(got.Votes))
+		}
+	}},
 	{"Approval/CloseOnce", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		check(t, "CreateApproval", s.CreateApproval(ctx, newApproval("apr_1")))
