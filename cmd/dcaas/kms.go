@@ -228,8 +228,8 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err := buildinfo.Register(reg); err != nil {
 		return err
 	}
-	if f.approvalTTL < time.Minute || f.approvalTTL > 30*24*time.Hour {
-		return fmt.Errorf("--approval-ttl %s: want between 1m and 720h", f.approvalTTL)
+	if f.approvalTTL < time.Second || f.approvalTTL > 30*24*time.Hour {
+		return fmt.Errorf("--approval-ttl %s: want between 1s and 720h", f.approvalTTL)
 	}
 	if f.wrapTTL < time.Second || f.wrapTTL > 24*time.Hour {
 		return fmt.Errorf("--wrap-ttl %s: want between 1s and 24h", f.wrapTTL)
