@@ -19,7 +19,9 @@ func TestApprovalsBinary(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir, "--approval-ttl", "3s")
 	ca := filepath.Join(dataDir, "ca.pem")
-	conn := func(cert, key string) []string { return []string{"--kms", p.URL(), "--ca", ca, "--cert", cert, "--key", key} }
+	conn := func(cert, key string) []string {
+		return []string{"--kms", p.URL(), "--ca", ca, "--cert", cert, "--key", key}
+	}
 	admin := conn(filepath.Join(dataDir, "admin", "cert.pem"), filepath.Join(dataDir, "admin", "key.pem"))
 	run := func(want int, args ...string) string {
 		t.Helper()
