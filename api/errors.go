@@ -52,6 +52,8 @@ const (
 // Attestation-bound release (issue 16).
 const (
 	CodeAttestationRequired Code = "attestation_required" // the receiving sidecar does not meet the key policy's release conditions
+	// Added by issue 16 (quorum approvals).
+	CodeApprovalRequired Code = "approval_required" // the tenant's quorum must approve the action first (POST /v1/approvals)
 )
 
 var statusOf = map[Code]int{
@@ -91,6 +93,7 @@ var statusOf = map[Code]int{
 	CodeSealed:              http.StatusServiceUnavailable,
 	// The sidecar must enroll with TPM attestation or re-attest first.
 	CodeAttestationRequired: http.StatusForbidden,
+	CodeApprovalRequired:    http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

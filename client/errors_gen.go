@@ -42,6 +42,7 @@ var (
 	ErrUnsupportedKeyBlock = errors.New("client: unsupported_key_block: a valid TR-31 key block (or export) whose attributes dcaas cannot honour")
 	ErrSealed              = errors.New("client: sealed: the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)")
 	ErrAttestationRequired = errors.New("client: attestation_required: the receiving sidecar does not meet the key policy's release conditions")
+	ErrApprovalRequired    = errors.New("client: approval_required: the tenant's quorum must approve the action first (POST /v1/approvals)")
 )
 
 // sentinels maps each code to its sentinel.
@@ -77,4 +78,5 @@ var sentinels = map[api.Code]error{
 	api.CodeUnsupportedKeyBlock: ErrUnsupportedKeyBlock,
 	api.CodeSealed:              ErrSealed,
 	api.CodeAttestationRequired: ErrAttestationRequired,
+	api.CodeApprovalRequired:    ErrApprovalRequired,
 }

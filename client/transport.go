@@ -238,6 +238,9 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if id := approvalOf(ctx); id != "" {
+		req.Header.Set(approvalHeader, id) // see WithApproval
+	}
 	if class == idempotent {
 		// Lets net/http replay the request on a stale keep-alive
 		// connection; a nil value is not sent.

@@ -28,6 +28,7 @@ func addCLICmds(root *cobra.Command) {
 		newTenantCmd(), newAppCmd(), newAdminCmd(), newKeyCmd(), newTokenCmd(), newGrantCmd(),
 		newInstancesCmd(), newLoadCmd(), newCryptoCmd("encrypt"), newCryptoCmd("decrypt"),
 	)
+	root.AddCommand(newApprovalCmd()) // quorum approvals, cli_approvals.go
 	var audit *cobra.Command
 	for _, c := range root.Commands() {
 		if c.Name() == "audit" {

@@ -55,6 +55,7 @@ type kmsServeFlags struct {
 	certs          certFlags
 	limits         limitFlags
 	safety         safetyFlags
+	approvalTTL    time.Duration // quorum approval requests (issue 16)
 }
 
 // certFlags are the certificate lifetimes and the certificate loop's
@@ -159,6 +160,7 @@ releases its lease and exits 0.`,
 	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (several replicas)")
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	fl.StringVar(&f.seal.kind, "seal", "file", "root of trust: file (DIR/root.key) or pkcs11 (an HSM)")
+	fl.DurationVar(&f.approvalTTL, "approval-ttl", 24*time.Hour, "how long a quorum approval request stays open (approved and run before it)")
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	fl.DurationVar(&f.minRotation, "min-rotation-period", time.Hour, "shortest rotation period a key may ask for; lower it only to compress time in tests")
@@ -229,6 +231,9 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if err := buildinfo.Register(reg); err != nil {
 		return err
 	}
+	if f.approvalTTL < time.Second || f.approvalTTL > 30*24*time.Hour {
+		return fmt.Errorf("--approval-ttl %s: want between 1s and 720h", f.approvalTTL)
+	}
 	if f.wrapTTL < time.Second || f.wrapTTL > 24*time.Hour {
 		return fmt.Errorf("--wrap-ttl %s: want between 1s and 24h", f.wrapTTL)
 	}
@@ -246,6 +251,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	}
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts, Passphrase: pass, Logger: log, Reg: reg, Config: cfg, Lease: f.safety.lease()}
 	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
+	opts.Config.ApprovalTTL = f.approvalTTL
 	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.

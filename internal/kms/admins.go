@@ -41,12 +41,19 @@ func (k *KMS) createAdmin(ctx context.Context, c *call) (any, error) {
 	if err := checkName("admin", req.Name); err != nil {
 		return nil, err
 	}
+	use, err := k.approvalFor(ctx, c, api.ApprovalCreateAdmin, "", "", req)
+	if err != nil {
+		return nil, err
+	}
 	app := store.App{Name: req.Name, Role: string(api.RoleAdmin), DN: adminSubjectOf(req.Name).String(), CreatedAt: k.now()}
 	creds, cert, err := k.issueAppCert(app, req.CSRPEM)
 	if err != nil {
 		return nil, err
 	}
 	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := use.consumeIn(ctx, tx); err != nil {
+			return err
+		}
 		if err := tx.CreateApp(ctx, app); err != nil {
 			if errors.Is(err, store.ErrExists) {
 				return api.Errorf(api.CodeConflict, "Admin %q already exists.", req.Name)

@@ -320,9 +320,19 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	if _, _, err := k.registryEntry(ctx, &o.md); err != nil {
 		return nil, err // a disabled key or a retired version does not leave
 	}
+	use, err := k.approvalFor(ctx, c, api.ApprovalExport, o.md.Tenant, o.md.KeyID, req)
+	if err != nil {
+		return nil, err
+	}
 	wrapped, err := kcrypto.WrapExport(string(req.Wrapping), pub, exportInfo(&o.md), o.material)
 	if err != nil {
 		return nil, err
+	}
+	if use != nil {
+		// The approval closes with the export's audit record: one export.
+		if err := c.commit(ctx, func(tx store.Tx) error { return use.consume(ctx, tx) }); err != nil {
+			return nil, err
+		}
 	}
 	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", req.Wrapping)
 	return api.ExportResponse{WrappedMaterial: wrapped}, nil

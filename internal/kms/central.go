@@ -279,7 +279,14 @@ func (k *KMS) disableKey(ctx context.Context, c *call) (any, error) {
 	if c.caller.Role == api.RoleCustodian && (key.Tenant != c.caller.Tenant || key.Owner != c.caller.DN) {
 		return nil, notFound
 	}
+	use, err := k.approvalFor(ctx, c, api.ApprovalDisable, key.Tenant, id, nil)
+	if err != nil {
+		return nil, err
+	}
 	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := use.consumeIn(ctx, tx); err != nil {
+			return err
+		}
 		if err := tx.DisableKey(ctx, id, k.now()); err != nil {
 			return storeErr(err, "key")
 		}

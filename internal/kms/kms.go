@@ -101,6 +101,9 @@ type Config struct {
 	SealCheckInterval   time.Duration
 	// NoRequestLog turns off the one log line per request (info level).
 	NoRequestLog bool
+	// ApprovalTTL is how long a quorum approval request stays open: it
+	// must be approved and executed before (default 24 hours).
+	ApprovalTTL time.Duration
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -157,6 +160,7 @@ func (c *Config) setDefaults() {
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
 	def(&c.HealthCheckInterval, 10*time.Second)
 	def(&c.SealCheckInterval, 30*time.Second)
+	def(&c.ApprovalTTL, 24*time.Hour)
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = httpapi.DefaultBodyLimit
 	}
@@ -289,6 +293,7 @@ func (k *KMS) routes() {
 	k.metricsRoute()
 	k.adminRoutes()
 	k.handle("POST /v1/instances/self/attest", "instance.attest", side, 0, k.reattest)
+	k.approvalRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

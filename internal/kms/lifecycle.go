@@ -296,8 +296,15 @@ func (k *KMS) setMinDecryptionVersion(ctx context.Context, c *call) (any, error)
 	case req.Version < key.MinDecryptionVersion:
 		return nil, api.Errorf(api.CodeConflict, "The minimum decryption version of key %s is %d already; retired versions stay retired.", key.KeyID, key.MinDecryptionVersion)
 	}
+	use, err := k.approvalFor(ctx, c, api.ApprovalMinDecryption, key.Tenant, key.KeyID, req)
+	if err != nil {
+		return nil, err
+	}
 	var info *api.DataKeyInfo
 	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := use.consumeIn(ctx, tx); err != nil {
+			return err
+		}
 		if err := tx.SetMinDecryptionVersion(ctx, key.KeyID, req.Version, k.now()); err != nil {
 			return storeErr(err, "key")
 		}

@@ -35,6 +35,11 @@ type reader interface {
 	LastRevocation(ctx context.Context) (int64, error)
 	AuditAfter(ctx context.Context, after int64, limit int) ([]store.AuditRecord, error)
 	LatestAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error)
+	// Quorum approvals (approvals.go).
+	GetApprovalPolicy(ctx context.Context, tenant string) (store.ApprovalPolicy, error)
+	ListApprovalPolicies(ctx context.Context) ([]store.ApprovalPolicy, error)
+	GetApproval(ctx context.Context, id string) (store.Approval, error)
+	ListApprovals(ctx context.Context, tenant string, limit int) ([]store.Approval, error)
 }
 
 var _ reader = store.Tx(nil)

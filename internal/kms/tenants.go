@@ -80,6 +80,10 @@ func (k *KMS) rotateMasterKey(ctx context.Context, c *call) (any, error) {
 	if err := c.decodeOptional(); err != nil {
 		return nil, err
 	}
+	use, err := k.approvalFor(ctx, c, api.ApprovalRotateMasterKey, name, "", nil)
+	if err != nil {
+		return nil, err
+	}
 	// Two admins rotating at once: one wins, the other retries on top of it.
 	for attempt := 0; attempt < 3; attempt++ {
 		t, err := k.st.GetTenant(ctx, name)
@@ -96,6 +100,9 @@ func (k *KMS) rotateMasterKey(ctx context.Context, c *call) (any, error) {
 		mk := store.MasterKey{Tenant: name, Version: next, Sealed: sealed, CreatedAt: k.now()}
 		conflict := false
 		err = c.commit(ctx, func(tx store.Tx) error {
+			if err := use.consumeIn(ctx, tx); err != nil {
+				return err
+			}
 			err := tx.AddMasterKey(ctx, mk)
 			conflict = errors.Is(err, store.ErrConflict)
 			if err != nil {

@@ -855,6 +855,9 @@ func (g *goAPI) match(where string, expr ast.Expr, n *node) []string {
 		if x, ok := e.X.(*ast.Ident); ok && x.Name == "time" && e.Sel.Name == "Time" {
 			return want("string", "date-time")
 		}
+		if x, ok := e.X.(*ast.Ident); ok && x.Name == "json" && e.Sel.Name == "RawMessage" {
+			return want("object", "") // raw JSON the API carries as an object
+		}
 	case *ast.ArrayType:
 		if e.Len != nil {
 			break

@@ -58,6 +58,7 @@ type Tx interface {
 	Revocations
 	Audit
 	Sealed
+	Approvals
 }
 
 // Settings is a small key/value space for KMS-wide material (the CA
@@ -451,4 +452,81 @@ type Audit interface {
 	// LatestAuditCheckpoint returns the stored checkpoint with the highest
 	// Seq; ErrNotFound when there is none.
 	LatestAuditCheckpoint(ctx context.Context) (AuditCheckpoint, error)
+}
+
+// ApprovalPolicy is a tenant's quorum setting (Tenant "" is never stored:
+// the KMS derives the admins' policy from the tenants'). Approvers are
+// normalized admin DNs.
+type ApprovalPolicy struct {
+	Tenant    string
+	Quorum    int
+	Approvers []string
+	Version   int // 1 for the first, +1 per change
+	UpdatedAt time.Time
+}
+
+// Approval states stored (approved and expired are derived by the KMS).
+const (
+	ApprovalPending   = "pending"
+	ApprovalExecuted  = "executed"
+	ApprovalDenied    = "denied"
+	ApprovalCancelled = "cancelled"
+)
+
+// Approval is one request for a quorum's approval of an action with exact
+// parameters (Params, canonical JSON; ParamsHash its SHA-256 with the
+// action, tenant and key).
+type Approval struct {
+	ID         string
+	Tenant     string // "" for admin creation
+	Action     string
+	KeyID      string
+	Params     []byte
+	ParamsHash []byte
+	Requester  string
+	State      string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	ClosedAt   *time.Time
+	ClosedBy   string
+	Votes      []ApprovalVote // read only: oldest first
+}
+
+// ApprovalVote is one approver's approval of an Approval.
+type ApprovalVote struct {
+	Approver string
+	At       time.Time
+}
+
+// Approvals stores approval policies, requests and their votes.
+type Approvals interface {
+	// GetApprovalPolicy returns ErrNotFound when tenant never had one.
+	GetApprovalPolicy(ctx context.Context, tenant string) (ApprovalPolicy, error)
+	// ListApprovalPolicies returns every stored policy (a quorum of 0
+	// included), by tenant.
+	ListApprovalPolicies(ctx context.Context) ([]ApprovalPolicy, error)
+	// PutApprovalPolicy stores p only if p.Version is the stored version
+	// + 1 (1 when there is none); ErrConflict otherwise, so of two
+	// changes made from one version only one is stored.
+	PutApprovalPolicy(ctx context.Context, p ApprovalPolicy) error
+	// CreateApproval stores a (State pending, no votes); ErrExists for a
+	// duplicate id.
+	CreateApproval(ctx context.Context, a Approval) error
+	// GetApproval returns the approval with its votes; ErrNotFound.
+	GetApproval(ctx context.Context, id string) (Approval, error)
+	// ListApprovals returns up to limit approvals of tenant (all tenants
+	// when tenant is "*"), newest first, without their votes.
+	ListApprovals(ctx context.Context, tenant string, limit int) ([]Approval, error)
+	// AddApprovalVote records approver's approval at now, only while the
+	// approval is pending and unexpired. ErrNotFound for an unknown id,
+	// ErrUsed when it is no longer pending, ErrExpired when now >=
+	// ExpiresAt, ErrExists when approver approved it before; nothing
+	// changes in those cases. Concurrent votes are all kept.
+	AddApprovalVote(ctx context.Context, id, approver string, now time.Time) error
+	// CloseApproval moves a pending, unexpired approval to state
+	// (executed, denied or cancelled) at now, by by: exactly once across
+	// all callers and replicas. ErrNotFound, ErrUsed (not pending) or
+	// ErrExpired otherwise, changing nothing. Within a transaction, the
+	// approval's row stays locked until it ends.
+	CloseApproval(ctx context.Context, id, state, by string, now time.Time) error
 }

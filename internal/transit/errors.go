@@ -45,6 +45,7 @@ var statusOf = map[api.Code]int{
 	api.CodeMethodNotAllowed:   http.StatusMethodNotAllowed,
 	api.CodeUnavailable:        http.StatusServiceUnavailable,
 	api.CodeInternal:           http.StatusInternalServerError,
+	api.CodeApprovalRequired:   http.StatusForbidden,
 }
 
 // FromError converts any error to a transit refusal. An *api.Error keeps

@@ -131,6 +131,9 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	for _, col := range []string{"ak_fingerprint", "ak_trust", "attested_at", "attestation_profiles"} {
 		rawExec(t, path, `ALTER TABLE instances DROP COLUMN `+col) // 0007
 	}
+	rawExec(t, path, `DROP TABLE approval_votes`)         // 0008
+	rawExec(t, path, `DROP TABLE approvals`)              // 0008
+	rawExec(t, path, `DROP TABLE approval_policies`)      // 0008
 	rawExec(t, path, `DROP TABLE seal_migration`)         // 0006
 	rawExec(t, path, `DROP TABLE kms_leases`)             // 0006
 	rawExec(t, path, `DROP TABLE audit_checkpoints`)      // 0005
