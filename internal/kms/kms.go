@@ -297,6 +297,7 @@ func (k *KMS) routes() {
 	k.caRoutes()
 	k.centralRoutes()
 	k.metricsRoute()
+	k.listingRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

@@ -58,6 +58,7 @@ type Tx interface {
 	Revocations
 	Audit
 	Sealed
+	Listing
 }
 
 // Settings is a small key/value space for KMS-wide material (the CA

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Sealed", sealedTests},
 		{"Transactions", txTests},
 		{"Leases", leasesTests},
+		{"Listing", listingTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
