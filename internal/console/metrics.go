@@ -124,7 +124,8 @@ func (c *Console) chartSVG(w http.ResponseWriter, r *http.Request, _ *session) {
 	_, _ = w.Write(renderSVG(ch.title, ch.color, at, v, c.cfg.Now()))
 }
 
-// renderSVG draws a line chart of v over the hour before now.
+// renderSVG draws a line chart of v: over the last hour, or since the
+// first point when the console has sampled for less.
 func renderSVG(title, color string, at []time.Time, v []float64, now time.Time) []byte {
 	const width, height, left, top, bottom = 560.0, 180.0, 44.0, 24.0, 22.0
 	plotW, plotH := width-left-8, height-top-bottom
@@ -135,12 +136,17 @@ func renderSVG(title, color string, at []time.Time, v []float64, now time.Time) 
 	if peak == 0 {
 		peak = 1
 	}
-	from := now.Add(-time.Hour)
+	span := time.Hour
+	if len(at) > 1 && now.Sub(at[0]) < span {
+		span = now.Sub(at[0])
+	}
+	from := now.Add(-span)
+	xs, ys := make([]float64, len(v)), make([]float64, len(v))
 	var pts []string
 	for i := range v {
-		x := left + plotW*float64(at[i].Sub(from))/float64(time.Hour)
-		y := top + plotH*(1-v[i]/peak)
-		pts = append(pts, fmt.Sprintf("%.1f,%.1f", max(left, x), y))
+		xs[i] = max(left, left+plotW*float64(at[i].Sub(from))/float64(span))
+		ys[i] = top + plotH*(1-v[i]/peak)
+		pts = append(pts, fmt.Sprintf("%.1f,%.1f", xs[i], ys[i]))
 	}
 	var b strings.Builder
 	esc := template.HTMLEscapeString
@@ -150,12 +156,12 @@ func renderSVG(title, color string, at []time.Time, v []float64, now time.Time) 
 	fmt.Fprintf(&b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="#999"/>`, left, top, left, top+plotH)
 	fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="end">%s</text>`, left-4, top+4, esc(strconv.FormatFloat(peak, 'f', -1, 64)))
 	fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="end">0</text>`, left-4, top+plotH)
-	fmt.Fprintf(&b, `<text x="%g" y="%g">-60 min</text><text x="%g" y="%g" text-anchor="end">now</text>`, left, height-6, left+plotW, height-6)
-	switch {
-	case len(pts) == 0:
+	fmt.Fprintf(&b, `<text x="%g" y="%g">-%s</text><text x="%g" y="%g" text-anchor="end">now</text>`, left, height-6, esc(span.Round(time.Second).String()), left+plotW, height-6)
+	switch len(pts) {
+	case 0:
 		fmt.Fprintf(&b, `<text x="%g" y="%g" text-anchor="middle" fill="#666">no samples yet</text>`, left+plotW/2, top+plotH/2)
-	case len(pts) == 1:
-		fmt.Fprintf(&b, `<circle cx="%s" r="3" fill="%s"/>`, strings.Replace(pts[0], ",", `" cy="`, 1), color)
+	case 1:
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`, xs[0], ys[0], color)
 	default:
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, color, strings.Join(pts, " "))
 	}
