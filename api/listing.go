@@ -38,6 +38,10 @@ type AppInfo struct {
 // /v1/datakeys/{key_id} gives it, by key id.
 type DataKeys struct {
 	Keys []DataKeyInfo `json:"keys"`
+	// Metadata is the current version's metadata of each key, by key
+	// id, as its EKB binds it: policy, purpose, labels, expiry,
+	// exportable. A key whose stored EKB does not parse is absent.
+	Metadata map[string]KeyMetadata `json:"metadata"`
 }
 
 // Fleet is the answer to GET /v1/tenants/{tenant}/instances.

@@ -27,11 +27,11 @@ func (k *KMS) ListApps(ctx context.Context, tenant string) ([]api.AppInfo, error
 }
 
 // ListDataKeys lists the registry view of every data key of tenant,
-// disabled ones included (admin), by key id.
-func (k *KMS) ListDataKeys(ctx context.Context, tenant string) ([]api.DataKeyInfo, error) {
+// disabled ones included, by key id, with each key's current metadata
+// (policy, purpose, labels, expiry) as its EKB binds it (admin).
+func (k *KMS) ListDataKeys(ctx context.Context, tenant string) (*api.DataKeys, error) {
 	var out api.DataKeys
-	err := k.t.do(ctx, idempotent, http.MethodGet, "/v1/tenants/"+pathEscape(tenant)+"/datakeys", nil, &out)
-	return out.Keys, err
+	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, "/v1/tenants/"+pathEscape(tenant)+"/datakeys", nil, &out))
 }
 
 // DataKey reads the registry view of one key: versions, usage, state (its

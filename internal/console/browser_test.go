@@ -54,7 +54,11 @@ func TestBrowser(t *testing.T) {
 	f := newFixture(t, 50*time.Millisecond)
 	// More to show: keys of other types, a retained one, a second tenant.
 	ed := f.cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyEd25519})
-	f.cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyHMACSHA256})
+	f.cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyHMACSHA256, Purpose: "webhook signatures", Labels: map[string]string{"team": "payments"},
+		Policy: &api.Policy{
+			Rules:  []api.PolicyRule{{Principals: []string{f.custDN}, Actions: []api.Action{api.ActionMAC, api.ActionVerify}}},
+			Limits: &api.UsageLimits{MaxLeaseSeconds: 3600, MaxOperations: 100000},
+		}})
 	used := f.cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Retain: true})
 	for range 5 { // usage, on the central path
 		f.cust.MustDo(t, "POST", "/v1/crypto/encrypt", api.EncryptRequest{KeyRef: api.KeyRef{KeyID: used.KeyID}, Plaintext: []byte("x")}, nil)
@@ -120,7 +124,8 @@ func TestBrowser(t *testing.T) {
 	// The tenant's keys.
 	do("list keys", click(`a[href="/tenants/acme/keys"]`), visible("#keys"), shot("keys.png"))
 	keys := text("#keys")
-	for _, want := range []string{f.keyID, "aes-256-gcm", "ed25519", "hmac-sha256", "retained by the KMS", "5 encryptions"} {
+	for _, want := range []string{f.keyID, "aes-256-gcm", "ed25519", "hmac-sha256", "retained by the KMS", "5 encryptions",
+		"owner: every action", "CN=payments-api,O=acme: mac, verify", "≤ 100000 operations", "purpose: webhook signatures", "team=payments"} {
 		if !strings.Contains(keys, want) {
 			t.Errorf("keys page lacks %q: %s", want, keys)
 		}

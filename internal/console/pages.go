@@ -145,15 +145,32 @@ func (c *Console) pageTenant(w http.ResponseWriter, r *http.Request, s *session)
 	}{tenant, rows, c.cfg.Now()}, err)
 }
 
+// keyRow is one data key: its registry entry and, when the KMS could
+// read it, its current metadata.
+type keyRow struct {
+	api.DataKeyInfo
+	Meta *api.KeyMetadata
+}
+
 func (c *Console) pageKeys(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
 	tenant := r.PathValue("tenant")
-	keys, err := c.kms.ListDataKeys(ctx, tenant)
+	list, err := c.kms.ListDataKeys(ctx, tenant)
+	var rows []keyRow
+	if err == nil {
+		for _, k := range list.Keys {
+			row := keyRow{DataKeyInfo: k}
+			if md, ok := list.Metadata[k.KeyID]; ok {
+				row.Meta = &md
+			}
+			rows = append(rows, row)
+		}
+	}
 	c.show(w, r, s, "keys", "Data keys of "+tenant, struct {
 		Tenant string
-		Keys   []api.DataKeyInfo
-	}{tenant, keys}, err)
+		Keys   []keyRow
+	}{tenant, rows}, err)
 }
 
 type fleetRow struct {

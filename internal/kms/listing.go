@@ -2,10 +2,12 @@ package kms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
@@ -72,15 +74,40 @@ func (k *KMS) listDataKeys(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, storeErr(err, "keys")
 	}
-	out := api.DataKeys{Keys: make([]api.DataKeyInfo, 0, len(list))}
+	out := api.DataKeys{Keys: make([]api.DataKeyInfo, 0, len(list)), Metadata: map[string]api.KeyMetadata{}}
 	for _, key := range list {
 		info, err := k.keyInfo(ctx, k.st, key)
 		if err != nil {
 			return nil, err
 		}
 		out.Keys = append(out.Keys, *info)
+		v, err := k.st.GetKeyVersion(ctx, key.KeyID, key.CurrentVersion)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, storeErr(err, "key version")
+		}
+		if md, ok := ekbMetadata(v.EKB, key); ok {
+			out.Metadata[key.KeyID] = md
+		}
 	}
 	return out, nil
+}
+
+// ekbMetadata reads the metadata an EKB of key binds (its header is
+// plaintext; nothing is opened). ok is false when the EKB does not parse
+// or is not key's.
+func ekbMetadata(raw []byte, key store.Key) (api.KeyMetadata, bool) {
+	var md api.KeyMetadata
+	e, err := format.ParseEKB(raw)
+	if err != nil || e.KeyID != key.KeyID || e.Tenant != key.Tenant {
+		return md, false
+	}
+	if err := json.Unmarshal(e.Metadata, &md); err != nil || md.KeyID != key.KeyID {
+		return md, false
+	}
+	return md, true
 }
 
 func (k *KMS) listFleet(ctx context.Context, c *call) (any, error) {

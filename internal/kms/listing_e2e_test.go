@@ -17,7 +17,8 @@ func TestListing(t *testing.T) {
 	env.Tenant(t, "acme")
 	cust, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
 	env.App(t, "acme", "deployer", api.RolePipeline)
-	dk := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+	dk := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Purpose: "card numbers",
+		Policy: &api.Policy{Rules: []api.PolicyRule{{Principals: []string{creds.DN}, Actions: []api.Action{api.ActionEncrypt, api.ActionDecrypt}}}}})
 	gone := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyEd25519})
 	cust.MustDo(t, "DELETE", "/v1/datakeys/"+gone.KeyID, nil, nil)
 
@@ -49,6 +50,10 @@ func TestListing(t *testing.T) {
 	if len(keys.Keys) != 2 || byID[dk.KeyID].Disabled || !byID[gone.KeyID].Disabled || byID[dk.KeyID].EncryptionLimit == 0 ||
 		len(byID[dk.KeyID].Versions) != 1 || keys.Keys[0].KeyID > keys.Keys[1].KeyID {
 		t.Errorf("GET /v1/tenants/acme/datakeys = %+v, want %s live with its limit and %s disabled, by id", keys, dk.KeyID, gone.KeyID)
+	}
+	if md, ok := keys.Metadata[dk.KeyID]; !ok || md.KeyID != dk.KeyID || md.Version != 1 || md.Owner != creds.DN || md.Purpose != "card numbers" ||
+		md.Policy == nil || len(md.Policy.Rules) != 1 || md.Policy.Rules[0].Principals[0] != creds.DN {
+		t.Errorf("metadata of %s = %+v (present %v), want version 1 of the owner's key with its purpose and policy", dk.KeyID, md, ok)
 	}
 	env.Admin.MustDo(t, "GET", "/v1/tenants/globex/datakeys", nil, &keys)
 	if len(keys.Keys) != 0 {
