@@ -224,11 +224,18 @@ func TestXSSEscaped(t *testing.T) {
 	b := f.browser(t)
 	f.login(t, b)
 	const attack = `<script>alert("x")</script>`
+	// Metadata the custodian chose, shown on the keys page.
+	evil := f.cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Purpose: attack,
+		Labels: map[string]string{"note": `"><img src=x onerror=alert(1)>`}})
+	_, keys := get(t, b, f.srv.URL+"/tenants/acme/keys")
+	if !strings.Contains(keys, evil.KeyID) || !strings.Contains(keys, "purpose: &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") ||
+		!strings.Contains(keys, "note=&#34;&gt;&lt;img src=x") || strings.Contains(keys, "<script>alert") || strings.Contains(keys, "<img src=x") {
+		t.Errorf("keys page with markup in a key's purpose and labels does not show them as text: %s", keys)
+	}
 	for _, path := range []string{
 		"/audit?actor=" + url.QueryEscape(attack) + "&action=" + url.QueryEscape(`"><img src=x onerror=alert(1)>`),
 		"/tenants/" + url.PathEscape(attack) + "/keys", // the KMS's error names the tenant
 		"/confirm/disable?tenant=acme&key=" + url.QueryEscape(attack),
-		"/?done=" + url.QueryEscape(attack),
 	} {
 		_, body := get(t, b, f.srv.URL+path)
 		if strings.Contains(body, "<script>alert") || strings.Contains(body, "<img src=x") {
@@ -286,3 +293,71 @@ func TestPagesShowTheRegistry(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestChanges makes the changes a confirmation page offers, through the
+// form each one posts, and checks the KMS made them.
+func TestChanges(t *testing.T) {
+	f := newFixture(t, time.Hour)
+	b := f.browser(t)
+	f.login(t, b)
+	var dk api.DataKey
+	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
+	var v2 api.DataKey
+	f.cust.MustDo(t, "POST", "/v1/datakeys/"+dk.KeyID+"/versions", api.NewVersionRequest{EKB: dk.EKB}, &v2)
+
+	// confirm opens the confirmation page and posts its form.
+	confirm := func(page string) (int, string) {
+		t.Helper()
+		_, body := get(t, b, f.srv.URL+page)
+		form := regexp.MustCompile(`<form method="post" action="([^"]+)">(?s:(.*?))</form>`).FindStringSubmatch(body)
+		if form == nil {
+			t.Fatalf("GET %s has no form: %s", page, body)
+		}
+		vals := url.Values{}
+		for _, m := range regexp.MustCompile(`name="([^"]+)" value="([^"]*)"`).FindAllStringSubmatch(form[2], -1) {
+			vals.Set(m[1], m[2])
+		}
+		action := strings.ReplaceAll(form[1], "&amp;", "&")
+		resp, err := b.PostForm(f.srv.URL+action, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			out, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(out)
+		}
+		return get(t, b, f.srv.URL+resp.Header.Get("Location"))
+	}
+
+	if code, body := confirm("/confirm/rotate?tenant=acme"); !strings.Contains(body, "master key version 2 is current") || !strings.Contains(body, "version 2 current") {
+		t.Errorf("after rotating, the tenants page = %d %s, want version 2 and the message", code, body)
+	}
+	if _, body := get(t, b, f.srv.URL+"/"); strings.Contains(body, `id="done"`) {
+		t.Errorf("the change's message shows twice: %s", body)
+	}
+	if _, body := confirm("/confirm/retire?tenant=acme&key=" + dk.KeyID + "&version=2"); !strings.Contains(body, "versions below 2 are retired") {
+		t.Errorf("after retiring, the keys page = %s, want the message", body)
+	}
+	info, err := f.admin.DataKey(t.Context(), dk.KeyID)
+	if err != nil || info.MinDecryptionVersion != 2 {
+		t.Errorf("DataKey(%s) = %+v, %v; want min decryption version 2", dk.KeyID, info, err)
+	}
+	// An instance, revoked through the console.
+	sc := kmstest.NewFakeSidecar(t, api.KEMX25519)
+	var tok api.EnrollmentToken
+	f.cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
+	sc.Enroll(t, f.env.Anonymous(), tok.Token)
+	if _, body := confirm("/confirm/revoke?id=" + sc.Enrollment.InstanceID); !strings.Contains(body, "is revoked") {
+		t.Errorf("after revoking, the fleet page = %s, want the message", body)
+	}
+	fleet, err := f.admin.Fleet(t.Context(), "acme")
+	if err != nil || len(fleet) != 1 || !fleet[0].Revoked {
+		t.Errorf("Fleet(acme) = %+v, %v; want the instance revoked", fleet, err)
+	}
+	// A refusal by the KMS shows as an error page, not as done.
+	if code, body := confirm("/confirm/retire?tenant=acme&key=" + dk.KeyID + "&version=1"); code != http.StatusBadGateway || !strings.Contains(body, "The KMS refused") {
+		t.Errorf("retiring below an already retired version = %d %s, want 502 with the KMS's refusal", code, body)
+	}
+}
+

@@ -93,7 +93,11 @@ func (c *Console) render(w http.ResponseWriter, name string, v *view) {
 }
 
 func (c *Console) show(w http.ResponseWriter, r *http.Request, s *session, name, title string, data any, err error) {
-	v := &view{Title: title, Nav: name, CSRF: s.csrf, Done: r.URL.Query().Get("done"), Data: data}
+	c.mu.Lock()
+	done := s.flash
+	s.flash = ""
+	c.mu.Unlock()
+	v := &view{Title: title, Nav: name, CSRF: s.csrf, Done: done, Data: data}
 	if err != nil {
 		v.Error = err.Error()
 	}
@@ -301,32 +305,36 @@ func (c *Console) pageConfirm(w http.ResponseWriter, r *http.Request, s *session
 	c.show(w, r, s, "confirm", "Confirm", cf, nil)
 }
 
-// done redirects to page with what the change did, or shows its error.
-func (c *Console) done(w http.ResponseWriter, r *http.Request, page, msg string, err error) {
+// done redirects to page, which then says what the change did (once), or
+// shows the change's error.
+func (c *Console) done(w http.ResponseWriter, r *http.Request, s *session, page, msg string, err error) {
 	if err != nil {
 		c.fail(w, r, http.StatusBadGateway, "The KMS refused: "+err.Error())
 		return
 	}
-	http.Redirect(w, r, page+"?done="+url.QueryEscape(msg), http.StatusSeeOther)
+	c.mu.Lock()
+	s.flash = msg
+	c.mu.Unlock()
+	http.Redirect(w, r, page, http.StatusSeeOther)
 }
 
-func (c *Console) doRotateTenant(w http.ResponseWriter, r *http.Request, _ *session) {
+func (c *Console) doRotateTenant(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
 	t := r.PathValue("tenant")
 	v, err := c.kms.RotateMasterKey(ctx, t)
-	c.done(w, r, "/", fmt.Sprintf("Tenant %s: master key version %d is current.", t, v), err)
+	c.done(w, r, s, "/", fmt.Sprintf("Tenant %s: master key version %d is current.", t, v), err)
 }
 
-func (c *Console) doDisableKey(w http.ResponseWriter, r *http.Request, _ *session) {
+func (c *Console) doDisableKey(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
 	k := r.PathValue("key")
 	err := c.kms.DisableKey(ctx, k)
-	c.done(w, r, "/tenants/"+url.PathEscape(r.PostFormValue("tenant"))+"/keys", "Key "+k+" is disabled.", err)
+	c.done(w, r, s, "/tenants/"+url.PathEscape(r.PostFormValue("tenant"))+"/keys", "Key "+k+" is disabled.", err)
 }
 
-func (c *Console) doRetireVersions(w http.ResponseWriter, r *http.Request, _ *session) {
+func (c *Console) doRetireVersions(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
 	k := r.PathValue("key")
@@ -336,13 +344,13 @@ func (c *Console) doRetireVersions(w http.ResponseWriter, r *http.Request, _ *se
 		return
 	}
 	_, err = c.kms.RetireKeyVersions(ctx, k, v)
-	c.done(w, r, "/tenants/"+url.PathEscape(r.PostFormValue("tenant"))+"/keys", fmt.Sprintf("Key %s: versions below %d are retired.", k, v), err)
+	c.done(w, r, s, "/tenants/"+url.PathEscape(r.PostFormValue("tenant"))+"/keys", fmt.Sprintf("Key %s: versions below %d are retired.", k, v), err)
 }
 
-func (c *Console) doRevokeInstance(w http.ResponseWriter, r *http.Request, _ *session) {
+func (c *Console) doRevokeInstance(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
 	id := r.PathValue("id")
 	err := c.kms.RevokeInstance(ctx, id)
-	c.done(w, r, "/fleet", "Instance "+id+" is revoked.", err)
+	c.done(w, r, s, "/fleet", "Instance "+id+" is revoked.", err)
 }

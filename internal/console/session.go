@@ -14,6 +14,7 @@ const cookieName = "dcaas_console"
 type session struct {
 	csrf    string
 	expires time.Time
+	flash   string // what the last change did, shown once (guarded by Console.mu)
 }
 
 func digest(s string) []byte {
