@@ -360,4 +360,3 @@ func TestChanges(t *testing.T) {
 		t.Errorf("retiring below an already retired version = %d %s, want 502 with the KMS's refusal", code, body)
 	}
 }
-
