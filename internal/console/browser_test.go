@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -148,7 +149,7 @@ func TestBrowser(t *testing.T) {
 	do("fleet, empty", chromedp.Navigate(f.srv.URL+"/fleet"), visible("#no-instances"))
 	var ids []string
 	for range 2 {
-		sc := kmstest.NewFakeSidecar(t, api.KEMX25519)
+		sc := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
 		var tok api.EnrollmentToken
 		f.cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
 		sc.Enroll(t, f.env.Anonymous(), tok.Token)

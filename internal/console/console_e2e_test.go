@@ -17,6 +17,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/console"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
@@ -252,7 +253,7 @@ func TestPagesShowTheRegistry(t *testing.T) {
 	f := newFixture(t, 20*time.Millisecond)
 	b := f.browser(t)
 	f.login(t, b)
-	sc := kmstest.NewFakeSidecar(t, api.KEMX25519)
+	sc := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
 	var tok api.EnrollmentToken
 	f.cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
 	sc.Enroll(t, f.env.Anonymous(), tok.Token)
@@ -344,7 +345,7 @@ func TestChanges(t *testing.T) {
 		t.Errorf("DataKey(%s) = %+v, %v; want min decryption version 2", dk.KeyID, info, err)
 	}
 	// An instance, revoked through the console.
-	sc := kmstest.NewFakeSidecar(t, api.KEMX25519)
+	sc := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
 	var tok api.EnrollmentToken
 	f.cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
 	sc.Enroll(t, f.env.Anonymous(), tok.Token)

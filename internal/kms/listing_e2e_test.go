@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -61,7 +62,7 @@ func TestListing(t *testing.T) {
 	}
 
 	// The fleet: an instance, a release to it, then its revocation.
-	sc := kmstest.NewFakeSidecar(t, api.KEMX25519)
+	sc := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
 	var tok api.EnrollmentToken
 	cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
 	sc.Enroll(t, env.Anonymous(), tok.Token)
