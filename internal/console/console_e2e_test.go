@@ -154,8 +154,8 @@ func TestLoginURLWorksOnce(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || cookie == nil {
 		t.Fatalf("GET login URL = %d with cookies %v, want 303 and a session cookie", resp.StatusCode, resp.Cookies())
 	}
-	if !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" {
-		t.Errorf("session cookie = %+v, want HttpOnly, SameSite=Strict, Path=/", cookie)
+	if !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.Secure {
+		t.Errorf("session cookie = %+v, want HttpOnly, SameSite=Strict, Path=/, not Secure on plain HTTP (loopback)", cookie)
 	}
 	if code, body := get(t, b, f.srv.URL+"/"); code != http.StatusOK || !strings.Contains(body, `href="/tenants/acme"`) {
 		t.Errorf("GET / with the session = %d, want 200 listing acme: %s", code, body)
@@ -359,5 +359,27 @@ func TestChanges(t *testing.T) {
 	// A refusal by the KMS shows as an error page, not as done.
 	if code, body := confirm("/confirm/retire?tenant=acme&key=" + dk.KeyID + "&version=1"); code != http.StatusBadGateway || !strings.Contains(body, "The KMS refused") {
 		t.Errorf("retiring below an already retired version = %d %s, want 502 with the KMS's refusal", code, body)
+	}
+}
+
+// TestSecureCookieOnTLS: served over HTTPS, the session cookie is Secure.
+func TestSecureCookieOnTLS(t *testing.T) {
+	f := newFixture(t, time.Hour)
+	c, token, err := console.New(console.Config{KMS: f.admin, TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(c.Handler())
+	defer srv.Close()
+	b := srv.Client()
+	b.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := b.Get(console.LoginURL(srv.URL, token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookies := resp.Cookies()
+	if resp.StatusCode != http.StatusSeeOther || len(cookies) != 1 || !cookies[0].Secure || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login over TLS = %d with cookies %+v, want 303 and one Secure, HttpOnly, SameSite=Strict cookie", resp.StatusCode, cookies)
 	}
 }
