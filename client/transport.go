@@ -258,6 +258,10 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 	if resp.StatusCode != http.StatusOK {
 		return errorFromResponse(resp.StatusCode, data)
 	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data // an answer that is not JSON (GET /metrics)
+		return nil
+	}
 	if out != nil && !wire.Decode(data, out) {
 		if err := json.Unmarshal(data, out); err != nil {
 			return &decodeError{fmt.Errorf("client: %s %s: decoding the answer: %w", method, base+path, err)}

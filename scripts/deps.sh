@@ -6,12 +6,14 @@
 #                     (internal/e2e) puts in front of KMS replicas
 #   curl, jq, openssl README.md's walkthrough (scripts/walkthrough.sh) and
 #                     the import/export examples
+#   chromium          the headless browser the web console's test drives
+#                     (internal/console, through chromedp)
 # Idempotent and silent when everything is installed; otherwise it runs
 # apt-get update once and installs only what is missing (as root, or
 # through sudo when available).
 set -euo pipefail
 
-packages=(gcc libssl-dev openssl haproxy curl jq)
+packages=(gcc libssl-dev openssl haproxy curl jq chromium)
 
 missing=()
 for p in "${packages[@]}"; do

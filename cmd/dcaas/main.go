@@ -31,7 +31,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       buildinfo.Get().Version,
 	}
-	root.AddCommand(newVersionCmd(), newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd(), newSealCmd())
+	root.AddCommand(newVersionCmd(), newKMSCmd(), newSidecarCmd(), newAuditCmd(), newDevCmd(), newBenchCmd(), newDemoCmd(), newSealCmd(), newConsoleCmd())
 	addCLICmds(root) // custodian and admin tools over the SDK (cli_*.go)
 	return root
 }

@@ -78,9 +78,9 @@ var rules = []rule{
 		},
 	},
 	{
-		name:    "the SDK stands alone",
-		reason:  "client is the public Go SDK: it speaks the wire contract (api) and nothing internal but internal/wire, the hot operations' JSON codec it shares with the servers (which imports only api and the standard library: client's TestImportsOnlyAPI), so client, api and wire can move to their own module together",
-		fix:     "put what the SDK needs into api, or into client itself",
+		name:   "the SDK stands alone",
+		reason: "client is the public Go SDK: it speaks the wire contract (api) and nothing internal but internal/wire, the hot operations' JSON codec it shares with the servers (which imports only api and the standard library: client's TestImportsOnlyAPI), so client, api and wire can move to their own module together",
+		fix:    "put what the SDK needs into api, or into client itself",
 		forbids: func(p string) bool {
 			return strings.HasPrefix(p, module+"/") && p != module+"/api" && p != module+"/internal/wire"
 		},

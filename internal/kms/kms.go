@@ -294,6 +294,7 @@ func (k *KMS) routes() {
 	k.adminRoutes()
 	k.handle("POST /v1/instances/self/attest", "instance.attest", side, 0, k.reattest)
 	k.approvalRoutes()
+	k.listingRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

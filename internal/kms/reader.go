@@ -40,6 +40,7 @@ type reader interface {
 	ListApprovalPolicies(ctx context.Context) ([]store.ApprovalPolicy, error)
 	GetApproval(ctx context.Context, id string) (store.Approval, error)
 	ListApprovals(ctx context.Context, tenant string, limit int) ([]store.Approval, error)
+	store.Listing // reads only (listing.go)
 }
 
 var _ reader = store.Tx(nil)

@@ -59,6 +59,7 @@ type Tx interface {
 	Audit
 	Sealed
 	Approvals
+	Listing
 }
 
 // Settings is a small key/value space for KMS-wide material (the CA

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Leases", leasesTests},
 		{"Attestation", attestationTests},
 		{"Approvals", approvalsTests},
+		{"Listing", listingTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -1,0 +1,85 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// ListTenants implements store.Listing.
+func (q *queries) ListTenants(ctx context.Context) ([]store.Tenant, error) {
+	var out []store.Tenant
+	err := q.each(ctx, `SELECT name, master_key_version, sealed_hmac_key, created_at FROM tenants ORDER BY name`+q.d.byteOrder(), nil,
+		func(rows *sql.Rows) error {
+			var t store.Tenant
+			var created int64
+			if err := rows.Scan(&t.Name, &t.MasterKeyVersion, &t.SealedHMACKey, &created); err != nil {
+				return err
+			}
+			t.SealedHMACKey = nilIfEmpty(t.SealedHMACKey)
+			t.CreatedAt = fromNanos(created)
+			out = append(out, t)
+			return nil
+		})
+	if err != nil {
+		return nil, q.mapErr("ListTenants", err)
+	}
+	return out, nil
+}
+
+// ListApps implements store.Listing.
+func (q *queries) ListApps(ctx context.Context, tenant string) ([]store.App, error) {
+	var out []store.App
+	err := q.each(ctx, `SELECT tenant, name, role, dn, created_at FROM apps WHERE tenant = ? ORDER BY name`+q.d.byteOrder(), []any{tenant},
+		func(rows *sql.Rows) error {
+			var a store.App
+			var created int64
+			if err := rows.Scan(&a.Tenant, &a.Name, &a.Role, &a.DN, &created); err != nil {
+				return err
+			}
+			a.CreatedAt = fromNanos(created)
+			out = append(out, a)
+			return nil
+		})
+	if err != nil {
+		return nil, q.mapErr("ListApps", err)
+	}
+	return out, nil
+}
+
+// ListKeys implements store.Listing.
+func (q *queries) ListKeys(ctx context.Context, tenant string) ([]store.Key, error) {
+	var out []store.Key
+	err := q.each(ctx, `SELECT `+keyColumns+` FROM keys WHERE tenant = ? ORDER BY key_id`+q.d.byteOrder(), []any{tenant},
+		func(rows *sql.Rows) error {
+			k, err := scanKey(rows)
+			if err == nil {
+				out = append(out, k)
+			}
+			return err
+		})
+	if err != nil {
+		return nil, q.mapErr("ListKeys", err)
+	}
+	return out, nil
+}
+
+// ReleasedKeys implements store.Listing.
+func (q *queries) ReleasedKeys(ctx context.Context, instanceID string) (map[string]int, error) {
+	out := map[string]int{}
+	err := q.each(ctx, `SELECT key_id, MAX(version) FROM releases WHERE instance_id = ? GROUP BY key_id`, []any{instanceID},
+		func(rows *sql.Rows) error {
+			var id string
+			var v int
+			if err := rows.Scan(&id, &v); err != nil {
+				return err
+			}
+			out[id] = v
+			return nil
+		})
+	if err != nil {
+		return nil, q.mapErr("ReleasedKeys", err)
+	}
+	return out, nil
+}

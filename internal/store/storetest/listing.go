@@ -1,0 +1,125 @@
+package storetest
+
+import (
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+var listingTests = []test{
+	{"ListTenants", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		got, err := s.ListTenants(ctx)
+		check(t, "ListTenants(empty store)", err)
+		if len(got) != 0 {
+			t.Errorf("ListTenants(empty store) = %s, want none", show(got))
+		}
+		// Created out of order: the list is by name, bytewise ("Z" < "a").
+		var want []store.Tenant
+		for _, name := range []string{"globex", "acme", "a-b"} {
+			tn, mk := newTenant(name)
+			check(t, "CreateTenant("+name+")", s.CreateTenant(ctx, tn, mk))
+		}
+		mk2 := store.MasterKey{Tenant: "acme", Version: 2, Sealed: []byte("tmk v2"), CreatedAt: at(time.Hour)}
+		check(t, "AddMasterKey(acme, 2)", s.AddMasterKey(ctx, mk2))
+		for _, name := range []string{"a-b", "acme", "globex"} {
+			tn2, _ := newTenant(name)
+			want = append(want, tn2)
+		}
+		want[1].MasterKeyVersion = 2
+		got, err = s.ListTenants(ctx)
+		check(t, "ListTenants", err)
+		if len(got) != len(want) {
+			t.Fatalf("ListTenants() = %s, want %s", show(got), show(want))
+		}
+		for i := range want {
+			if !eqTenant(got[i], want[i]) {
+				t.Errorf("ListTenants()[%d] = %s, want %s", i, show(got[i]), show(want[i]))
+			}
+		}
+	}},
+	{"ListApps", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		admin := store.App{Name: "admin", Role: "admin", DN: "CN=admin,O=dcaas", CreatedAt: at(1)}
+		apps := []store.App{newApp("acme", "payments"), newApp("globex", "ledger"), newApp("acme", "deployer"), admin}
+		apps[2].Role = "pipeline"
+		for _, a := range apps {
+			check(t, fmt.Sprintf("CreateApp(%q, %q)", a.Tenant, a.Name), s.CreateApp(ctx, a))
+		}
+		for _, c := range []struct {
+			tenant string
+			want   []store.App
+		}{
+			{"acme", []store.App{apps[2], apps[0]}},
+			{"globex", []store.App{apps[1]}},
+			{"", []store.App{admin}},
+			{"nobody", nil},
+		} {
+			got, err := s.ListApps(ctx, c.tenant)
+			check(t, fmt.Sprintf("ListApps(%q)", c.tenant), err)
+			if len(got) != len(c.want) {
+				t.Errorf("ListApps(%q) = %s, want %s", c.tenant, show(got), show(c.want))
+				continue
+			}
+			for i := range c.want {
+				if !eqApp(got[i], c.want[i]) {
+					t.Errorf("ListApps(%q)[%d] = %s, want %s", c.tenant, i, show(got[i]), show(c.want[i]))
+				}
+			}
+		}
+	}},
+	{"ListKeys", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		k2, v2 := newKey("k2", true)
+		k1, v1 := newKey("k1", false)
+		k1.DisabledAt = ptr(at(time.Hour))
+		other, ov := newKey("k0", false)
+		other.Tenant = "globex"
+		for _, c := range []struct {
+			k store.Key
+			v store.KeyVersion
+		}{{k2, v2}, {k1, v1}, {other, ov}} {
+			check(t, "CreateKey("+c.k.KeyID+")", s.CreateKey(ctx, c.k, c.v))
+		}
+		check(t, "AddKeyVersion(k2, 2)", s.AddKeyVersion(ctx, store.KeyVersion{KeyID: "k2", Version: 2, EKB: []byte("v2"), CreatedAt: at(time.Hour)}))
+		k2.CurrentVersion = 2
+		got, err := s.ListKeys(ctx, "acme")
+		check(t, "ListKeys(acme)", err)
+		want := []store.Key{k1, k2} // by key id; the disabled one too
+		if len(got) != len(want) {
+			t.Fatalf("ListKeys(acme) = %s, want %s", show(got), show(want))
+		}
+		for i := range want {
+			if !eqKey(got[i], want[i]) {
+				t.Errorf("ListKeys(acme)[%d] = %s, want %s", i, show(got[i]), show(want[i]))
+			}
+		}
+		got, err = s.ListKeys(ctx, "nobody")
+		check(t, "ListKeys(nobody)", err)
+		if len(got) != 0 {
+			t.Errorf("ListKeys(nobody) = %s, want none", show(got))
+		}
+	}},
+	{"ReleasedKeys", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		check(t, "RecordReleases(i-1)", s.RecordReleases(ctx, "i-1", []store.KeyRef{{KeyID: "k1", Version: 1}, {KeyID: "k1", Version: 3}, {KeyID: "k2", Version: 2}}, at(0)))
+		check(t, "RecordReleases(i-2)", s.RecordReleases(ctx, "i-2", []store.KeyRef{{KeyID: "k3", Version: 7}}, at(0)))
+		for _, c := range []struct {
+			instance string
+			want     map[string]int
+		}{
+			{"i-1", map[string]int{"k1": 3, "k2": 2}},
+			{"i-2", map[string]int{"k3": 7}},
+			{"i-9", map[string]int{}},
+		} {
+			got, err := s.ReleasedKeys(ctx, c.instance)
+			check(t, "ReleasedKeys("+c.instance+")", err)
+			if !maps.Equal(got, c.want) {
+				t.Errorf("ReleasedKeys(%s) = %v, want %v", c.instance, got, c.want)
+			}
+		}
+	}},
+}
