@@ -215,6 +215,35 @@ func TestAttestationBoundRelease(t *testing.T) {
 		}
 	})
 
+	// Seed derivation (SeedKDF v2 binds the policy, release conditions
+	// included): the derived key is released only where they are met.
+	t.Run("derive", func(t *testing.T) {
+		seed := make([]byte, 32)
+		if _, err := rand.Read(seed); err != nil {
+			t.Fatal(err)
+		}
+		sd := api.Seed{Seed: seed, Type: api.KeyAES256GCM, Policy: &api.Policy{
+			Rules:   []api.PolicyRule{{Principals: []string{custodianDN}, Actions: []api.Action{api.ActionEncrypt, api.ActionDecrypt}}},
+			Release: &api.ReleaseConditions{Enclave: api.EnclaveTPM},
+		}}
+		derive := func(sc *sidecar.Sidecar) ([]string, error) {
+			g, err := w.cust.Grant(api.GrantRequest{InstanceID: sc.InstanceID(), Seeds: [][]byte{seed}})
+			if err != nil {
+				return nil, err
+			}
+			return sc.Derive(t.Context(), sidecar.Secret([]byte(g)), []api.Seed{sd})
+		}
+		_, err := derive(softSC)
+		kmstest.WantError(t, err, 403, api.CodeAttestationRequired)
+		ids, err := derive(tpmSC)
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("derive on the TPM sidecar = %v, %v; want one key", ids, err)
+		}
+		if _, err := tpmSC.Encrypt(t.Context(), ids[0], []byte("pan"), nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("profile", func(t *testing.T) {
 		ok := w.key(t, &api.ReleaseConditions{AttestationProfile: "prod-pcrs"})
 		if err := w.rewrap(t, tpmSC, ok); err != nil {
