@@ -43,6 +43,8 @@ const (
 	CodeUnavailable        Code = "unavailable"          // a dependency (store, seal, KMS) is down
 	CodeNotEnrolled        Code = "not_enrolled"         // a sidecar waiting for its enrollment token (POST /v1/enroll)
 	CodeInternal           Code = "internal"             // a bug; details are logged, not returned
+	CodeKCVMismatch        Code = "kcv_mismatch"         // a key or key component does not have the key check value given
+	CodeDuplicateAdmin     Code = "duplicate_admin"      // an admin entered a component of this key already (split knowledge)
 )
 
 var statusOf = map[Code]int{
@@ -76,6 +78,8 @@ var statusOf = map[Code]int{
 	CodeUnavailable:        http.StatusServiceUnavailable,
 	CodeNotEnrolled:        http.StatusServiceUnavailable,
 	CodeInternal:           http.StatusInternalServerError,
+	CodeKCVMismatch:        http.StatusBadRequest,
+	CodeDuplicateAdmin:     http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

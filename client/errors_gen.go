@@ -38,6 +38,8 @@ var (
 	ErrUnavailable        = errors.New("client: unavailable: a dependency (store, seal, KMS) is down")
 	ErrNotEnrolled        = errors.New("client: not_enrolled: a sidecar waiting for its enrollment token (POST /v1/enroll)")
 	ErrInternal           = errors.New("client: internal: a bug; details are logged, not returned")
+	ErrKCVMismatch        = errors.New("client: kcv_mismatch: a key or key component does not have the key check value given")
+	ErrDuplicateAdmin     = errors.New("client: duplicate_admin: an admin entered a component of this key already (split knowledge)")
 )
 
 // sentinels maps each code to its sentinel.
@@ -69,4 +71,6 @@ var sentinels = map[api.Code]error{
 	api.CodeUnavailable:        ErrUnavailable,
 	api.CodeNotEnrolled:        ErrNotEnrolled,
 	api.CodeInternal:           ErrInternal,
+	api.CodeKCVMismatch:        ErrKCVMismatch,
+	api.CodeDuplicateAdmin:     ErrDuplicateAdmin,
 }

@@ -318,6 +318,10 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	kcv, err := kcvOf(o.md.Type, o.material)
+	if err != nil {
+		return nil, err
+	}
 	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", req.Wrapping)
-	return api.ExportResponse{WrappedMaterial: wrapped}, nil
+	return api.ExportResponse{WrappedMaterial: wrapped, KCV: kcv}, nil
 }

@@ -102,6 +102,10 @@ type Config struct {
 	SealCheckInterval   time.Duration
 	// NoRequestLog turns off the one log line per request (info level).
 	NoRequestLog bool
+	// ComponentsTTL is how long a key being entered in components
+	// (POST /v1/key-components) waits for its components, and then for
+	// its owner to read the key, before it is gone. Default 24 hours.
+	ComponentsTTL time.Duration
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -151,6 +155,7 @@ func (c *Config) setDefaults() {
 	c.CertCheckInterval = min(c.CertCheckInterval, c.ServerCertTTL/20)
 	def(&c.TokenTTL, 10*time.Minute)
 	def(&c.MaxTokenTTL, 24*time.Hour)
+	def(&c.ComponentsTTL, 24*time.Hour)
 	def(&c.ChallengeTTL, 5*time.Minute)
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
@@ -298,6 +303,7 @@ func (k *KMS) routes() {
 	k.centralRoutes()
 	k.metricsRoute()
 	k.adminRoutes()
+	k.componentRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

@@ -35,6 +35,7 @@ type reader interface {
 	LastRevocation(ctx context.Context) (int64, error)
 	AuditAfter(ctx context.Context, after int64, limit int) ([]store.AuditRecord, error)
 	LatestAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error)
+	GetCeremony(ctx context.Context, id string) (store.Ceremony, []store.CeremonyComponent, error)
 }
 
 var _ reader = store.Tx(nil)

@@ -96,3 +96,6 @@ func boolInt(b bool) int64 {
 	}
 	return 0
 }
+
+// nullString is s, or NULL when s is empty.
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
