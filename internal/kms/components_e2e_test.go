@@ -5,10 +5,12 @@ import (
 	"crypto/hpke"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,6 +267,43 @@ func TestKeyComponents(t *testing.T) {
 	// Another custodian does not see the ceremony at all.
 	stranger, _ := w.env.App(t, "acme", "stranger", api.RoleCustodian)
 	kmstest.WantError(t, stranger.Do("GET", "/v1/key-components/"+cr.ID, nil, nil), 404, api.CodeNotFound)
+
+	// Every step is audited, refusals included, with who; a component
+	// never is.
+	type step struct{ caller, key, outcome, code string }
+	var steps []step
+	for after := int64(0); ; {
+		var page api.AuditPage
+		w.env.Admin.MustDo(t, "GET", fmt.Sprintf("/v1/audit?after=%d", after), nil, &page)
+		reads := 0
+		for _, r := range page.Records {
+			if r.Action == "audit.read" {
+				reads++ // reading is audited too: a page of reads alone is the end
+			}
+			raw, _ := json.Marshal(r)
+			for _, p := range append(comps.parts, other.parts[0]) {
+				if bytes.Contains(bytes.ToLower(raw), []byte(hex.EncodeToString(p))) {
+					t.Fatalf("audit record %d holds a component", r.Seq)
+				}
+			}
+			if r.Action == "datakey.components.add" {
+				steps = append(steps, step{r.Caller, r.KeyID, r.Outcome, r.Code})
+			}
+		}
+		if reads == len(page.Records) || page.Next <= after {
+			break
+		}
+		after = page.Next
+	}
+	alan, bo, caro := "CN=alice,O=dcaas", "CN=bob,O=dcaas", "CN=carol,O=dcaas"
+	want := []step{
+		{alan, cr.ID, "error", "kcv_mismatch"}, {alan, cr.ID, "ok", ""}, {alan, cr.ID, "denied", "duplicate_admin"},
+		{w.custCreds.DN, "", "denied", "forbidden"}, {bo, cr.ID, "ok", ""}, {caro, cr.ID, "error", "kcv_mismatch"},
+		{caro, done.KeyID, "ok", ""}, {"CN=admin,O=dcaas", cr.ID, "error", "conflict"},
+	}
+	if !slices.Equal(steps, want) {
+		t.Errorf("audited steps:\n%v\nwant\n%v", steps, want)
+	}
 
 	t.Run("hmac by a custodian", func(t *testing.T) {
 		comps := newComponents(t, api.KeyHMACSHA256, 2)
