@@ -90,6 +90,25 @@ func TestKeyCheckValues(t *testing.T) {
 			}
 		})
 	}
+	t.Run("import", func(t *testing.T) {
+		material := kcrypto.Random(32)
+		p := importParams(t, w.cust, "acme")
+		pub, err := kcrypto.ParseKEMPublicKey(p.HPKEPublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrapped, err := kcrypto.WrapExport(kcrypto.WrappingHPKE, pub, importInfo("acme"), secret.Copy(material))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dk api.DataKey
+		w.cust.MustDo(t, "POST", "/v1/datakeys/import", api.ImportKeyRequest{
+			ImportToken: p.ImportToken, Wrapping: api.WrappingHPKE, WrappedMaterial: wrapped, Type: api.KeyHMACSHA256,
+		}, &dk)
+		if want := opensslKCV(t, api.KeyHMACSHA256, material); dk.KCV != want {
+			t.Errorf("import: kcv %s, OpenSSL's of the material %s", dk.KCV, want)
+		}
+	})
 	t.Run("signing keys have none", func(t *testing.T) {
 		dk := w.cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyEd25519})
 		var info api.DataKeyInfo
