@@ -26,6 +26,26 @@ var kcvVectors = []struct {
 	{"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "377822", "FF9212"},
 }
 
+// TestKCVPublishedExample checks KCVCMAC against a KCV published with a
+// key: ANSI X9.143:2021 §8.6, a TR-31 key block under an AES-256 KBPK whose
+// optional block "KP10012331550BC9" gives the KBPK's KCV, algorithm 01
+// (CMAC, ANSI X9.24-1), as 5 bytes 2331550BC9. The example is reproduced
+// in the public test suite of openemv/tr31 (test/tr31_decrypt_test.c,
+// test18_kbpk and test18_kcv_kbpk_verify). dcaas reports the first 3.
+func TestKCVPublishedExample(t *testing.T) {
+	kbpk := secret.New(mustHex("88e1ab2a2e3dd38c1fa039a536500cc8a87ab9d62dc92c01058fa79f44657de6"))
+	if got, err := KCVCMAC(kbpk); err != nil || got != "233155" {
+		t.Errorf("KCVCMAC(X9.143 §8.6 KBPK) = %q, %v, want 233155 (KP block 2331550BC9)", got, err)
+	}
+	m, err := NewCMAC(kbpk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tag := m.Sum(make([]byte, 16)); fmt.Sprintf("%X", tag[:5]) != "2331550BC9" {
+		t.Errorf("CMAC(KBPK, zero block) = %X, want the published 5-byte KCV 2331550BC9", tag[:5])
+	}
+}
+
 func TestKCVVectors(t *testing.T) {
 	for _, v := range kcvVectors {
 		t.Run(v.key[:8], func(t *testing.T) {
