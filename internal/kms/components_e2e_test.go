@@ -381,3 +381,52 @@ func TestKeyComponents(t *testing.T) {
 		kmstest.WantError(t, w.cust.Do("GET", "/v1/key-components/"+cr.ID, nil, nil), 410, api.CodeExpired)
 	})
 }
+
+// TestKeyComponentsRace: admins racing to enter the last component make
+// exactly one key; the others are told to retry (conflict) and change
+// nothing.
+func TestKeyComponentsRace(t *testing.T) {
+	w := newWorld(t, kcrypto.DefaultKEM())
+	first, _ := w.env.NewAdmin(t, "first")
+	const racers = 4
+	var admins []*kmstest.Client
+	for i := range racers {
+		a, _ := w.env.NewAdmin(t, fmt.Sprintf("racer%d", i))
+		admins = append(admins, a)
+	}
+	comps := newComponents(t, api.KeyAES256GCM, 2)
+	var cr api.ComponentCeremony
+	w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: api.KeyAES256GCM, Components: 2}, &cr)
+	if _, err := addComponent(first, cr.ID, comps.parts[0], comps.kcvs[0]); err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan error, racers)
+	outs := make(chan api.ComponentCeremony, racers)
+	for _, a := range admins {
+		go func() {
+			out, err := addComponent(a, cr.ID, comps.parts[1], comps.kcvs[1])
+			if err == nil {
+				outs <- out
+			}
+			results <- err
+		}()
+	}
+	won := 0
+	for range racers {
+		err := <-results
+		if err == nil {
+			won++
+			continue
+		}
+		kmstest.WantError(t, err, 409, api.CodeConflict)
+	}
+	if won != 1 {
+		t.Fatalf("%d racers made the key, want 1", won)
+	}
+	done := <-outs
+	var status api.ComponentCeremony
+	w.cust.MustDo(t, "GET", "/v1/key-components/"+cr.ID, nil, &status)
+	if status.State != api.CeremonyComplete || status.KeyID != done.KeyID || len(status.Entered) != 2 || status.DataKey == nil {
+		t.Fatalf("after the race: %+v, winner made %s", status, done.KeyID)
+	}
+}
