@@ -30,7 +30,9 @@ type StartComponentsRequest struct {
 
 // AddComponentRequest is the body of POST /v1/key-components/{id}: one
 // component, entered by an admin who has entered none of this key.
-// Component is secret: the clear component in hex (as long as the key).
+// Component is secret: the clear component in hex (as long as the key);
+// the KMS wipes the decoded bytes after use, but this string, like any Go
+// string, cannot be wiped.
 // KCV is the component's own key check value, which the KMS checks
 // before it accepts the component.
 type AddComponentRequest struct {

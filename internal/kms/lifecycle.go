@@ -321,6 +321,7 @@ func (k *KMS) setMinDecryptionVersion(ctx context.Context, c *call) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	k.fillKCVs(ctx, key, info) // shown, not stored: this call has committed; the next read stores them
 	return info, nil
 }
 
