@@ -54,6 +54,8 @@ const (
 	CodeAttestationRequired Code = "attestation_required" // the receiving sidecar does not meet the key policy's release conditions
 	// Added by issue 16 (quorum approvals).
 	CodeApprovalRequired Code = "approval_required" // the tenant's quorum must approve the action first (POST /v1/approvals)
+	CodeKCVMismatch      Code = "kcv_mismatch"      // a key or key component does not have the key check value given
+	CodeDuplicateAdmin   Code = "duplicate_admin"   // an admin entered a component of this key already (split knowledge)
 )
 
 var statusOf = map[Code]int{
@@ -94,6 +96,8 @@ var statusOf = map[Code]int{
 	// The sidecar must enroll with TPM attestation or re-attest first.
 	CodeAttestationRequired: http.StatusForbidden,
 	CodeApprovalRequired:    http.StatusForbidden,
+	CodeKCVMismatch:         http.StatusBadRequest,
+	CodeDuplicateAdmin:      http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes map to 500.

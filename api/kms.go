@@ -210,6 +210,10 @@ type DataKey struct {
 	EKB          []byte      `json:"ekb"`
 	Metadata     KeyMetadata `json:"metadata"`
 	PublicKeyPEM string      `json:"public_key_pem,omitempty"`
+	// KCV is the version's key check value, six upper-case hex digits,
+	// for the key types that have one (docs/api.md, "Key check values");
+	// empty otherwise.
+	KCV string `json:"kcv,omitempty"`
 }
 
 // NewVersionRequest is the body of POST /v1/datakeys/{key_id}/versions.
@@ -546,6 +550,8 @@ type DataKeyVersionInfo struct {
 	Encryptions int64 `json:"encryptions"`
 	Bytes       int64 `json:"bytes"`
 	Retired     bool  `json:"retired"`
+	// KCV is the version's key check value (see DataKey.KCV).
+	KCV string `json:"kcv,omitempty"`
 }
 
 // UsageReport is the body of POST /v1/usage: a sidecar's encryption
@@ -634,6 +640,9 @@ type ExportRequest struct {
 type ExportResponse struct {
 	WrappedMaterial []byte `json:"wrapped_material,omitempty"`
 	KeyBlock        string `json:"key_block,omitempty"`
+	// KCV is the exported version's key check value (see DataKey.KCV),
+	// to check the unwrapped material against.
+	KCV string `json:"kcv,omitempty"`
 }
 
 // SeedKDF names a seed derivation version (docs/formats.md §7).

@@ -43,6 +43,8 @@ var (
 	ErrSealed              = errors.New("client: sealed: the KMS started sealed and waits for unseal key shares (POST /v1/sys/unseal)")
 	ErrAttestationRequired = errors.New("client: attestation_required: the receiving sidecar does not meet the key policy's release conditions")
 	ErrApprovalRequired    = errors.New("client: approval_required: the tenant's quorum must approve the action first (POST /v1/approvals)")
+	ErrKCVMismatch         = errors.New("client: kcv_mismatch: a key or key component does not have the key check value given")
+	ErrDuplicateAdmin      = errors.New("client: duplicate_admin: an admin entered a component of this key already (split knowledge)")
 )
 
 // sentinels maps each code to its sentinel.
@@ -79,4 +81,6 @@ var sentinels = map[api.Code]error{
 	api.CodeSealed:              ErrSealed,
 	api.CodeAttestationRequired: ErrAttestationRequired,
 	api.CodeApprovalRequired:    ErrApprovalRequired,
+	api.CodeKCVMismatch:         ErrKCVMismatch,
+	api.CodeDuplicateAdmin:      ErrDuplicateAdmin,
 }

@@ -184,7 +184,7 @@ func newKeyCmd() *cobra.Command {
 	}
 	ekbStoreFlag(list, &lstore)
 
-	cmd.AddCommand(create, version, disable, list)
+	cmd.AddCommand(create, version, disable, list, newComponentsCmd(c))
 	return cmd
 }
 

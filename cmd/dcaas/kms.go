@@ -51,6 +51,7 @@ type kmsServeFlags struct {
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
 	minRotation    time.Duration
+	componentsTTL  time.Duration
 	checkpoints    time.Duration
 	certs          certFlags
 	limits         limitFlags
@@ -164,6 +165,7 @@ releases its lease and exits 0.`,
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	fl.DurationVar(&f.minRotation, "min-rotation-period", time.Hour, "shortest rotation period a key may ask for; lower it only to compress time in tests")
+	fl.DurationVar(&f.componentsTTL, "components-ttl", 24*time.Hour, "how long a key being entered in components (POST /v1/key-components) lasts, complete or not")
 	fl.DurationVar(&f.checkpoints, "audit-checkpoint-interval", 5*time.Minute, "how often the KMS signs a checkpoint of the audit log (when it grew); also at start and at a clean stop")
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
@@ -243,6 +245,9 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.minRotation < time.Second {
 		return fmt.Errorf("--min-rotation-period %s: want at least 1s", f.minRotation)
 	}
+	if f.componentsTTL < time.Minute || f.componentsTTL > 30*24*time.Hour {
+		return fmt.Errorf("--components-ttl %s: want between 1m and 720h", f.componentsTTL)
+	}
 	if f.checkpoints < time.Second {
 		return fmt.Errorf("--audit-checkpoint-interval %s: want at least 1s", f.checkpoints)
 	}
@@ -253,6 +258,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	opts.Config.WrapTTL, opts.Config.RotationCheckInterval = f.wrapTTL, f.rotationCheck
 	opts.Config.ApprovalTTL = f.approvalTTL
 	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
+	opts.Config.ComponentsTTL = f.componentsTTL
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	if err := f.limits.validate(); err != nil {

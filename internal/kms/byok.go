@@ -328,6 +328,10 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	kcv, err := kcvOf(o.md.Type, o.material)
+	if err != nil {
+		return nil, err
+	}
 	if use != nil {
 		// The approval closes with the export's audit record: one export.
 		if err := c.commit(ctx, func(tx store.Tx) error { return use.consume(ctx, tx) }); err != nil {
@@ -335,5 +339,5 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 		}
 	}
 	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", req.Wrapping)
-	return api.ExportResponse{WrappedMaterial: wrapped}, nil
+	return api.ExportResponse{WrappedMaterial: wrapped, KCV: kcv}, nil
 }

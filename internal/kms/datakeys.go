@@ -70,6 +70,10 @@ func (k *KMS) newKey(ctx context.Context, tenant string, md *api.KeyMetadata, ma
 			return nil, store.Key{}, store.KeyVersion{}, err
 		}
 	}
+	kcv, err := kcvOf(md.Type, material)
+	if err != nil {
+		return nil, store.Key{}, store.KeyVersion{}, err
+	}
 	ekb, err := k.sealEKB(ctx, t.Name, t.MasterKeyVersion, md, material)
 	if err != nil {
 		return nil, store.Key{}, store.KeyVersion{}, err
@@ -79,8 +83,8 @@ func (k *KMS) newKey(ctx context.Context, tenant string, md *api.KeyMetadata, ma
 	// The KMS keeps every version's EKB (retained or not: retain decides
 	// who may name the key by id), so it can rotate the key by period or
 	// usage and deliver new versions to the sidecars that hold it.
-	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt, EKB: ekb}
-	return &api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM}, key, v, nil
+	v := store.KeyVersion{KeyID: md.KeyID, Version: 1, CreatedAt: md.CreatedAt, EKB: ekb, KCV: kcv}
+	return &api.DataKey{KeyID: md.KeyID, Version: 1, EKB: ekb, Metadata: *md, PublicKeyPEM: md.PublicKeyPEM, KCV: kcv}, key, v, nil
 }
 
 // createKey registers a new key (newKey's entries) through tx.
@@ -306,12 +310,16 @@ func (k *KMS) nextVersion(ctx context.Context, key store.Key, cur *api.KeyMetada
 			return nil, store.KeyVersion{}, err
 		}
 	}
+	kcv, err := kcvOf(md.Type, material)
+	if err != nil {
+		return nil, store.KeyVersion{}, err
+	}
 	ekb, err := k.sealEKB(ctx, t.Name, t.MasterKeyVersion, &md, material)
 	if err != nil {
 		return nil, store.KeyVersion{}, err
 	}
-	v := store.KeyVersion{KeyID: md.KeyID, Version: md.Version, CreatedAt: md.CreatedAt, EKB: ekb}
-	return &api.DataKey{KeyID: md.KeyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM}, v, nil
+	v := store.KeyVersion{KeyID: md.KeyID, Version: md.Version, CreatedAt: md.CreatedAt, EKB: ekb, KCV: kcv}
+	return &api.DataKey{KeyID: md.KeyID, Version: md.Version, EKB: ekb, Metadata: md, PublicKeyPEM: md.PublicKeyPEM, KCV: kcv}, v, nil
 }
 
 // addVersion registers v through tx. store.ErrConflict (as an API

@@ -55,6 +55,7 @@ func (k *KMS) startJanitor() (stop func()) {
 }
 
 func (k *KMS) sweepOneTime(ctx context.Context) {
+	k.sweepCeremonies(ctx)
 	n, err := k.db.DeleteExpiredOneTime(ctx, k.now().Add(-janitorGrace))
 	switch {
 	case err != nil && ctx.Err() == nil:

@@ -104,6 +104,10 @@ type Config struct {
 	// ApprovalTTL is how long a quorum approval request stays open: it
 	// must be approved and executed before (default 24 hours).
 	ApprovalTTL time.Duration
+	// ComponentsTTL is how long a key being entered in components
+	// (POST /v1/key-components) waits for its components, and then for
+	// its owner to read the key, before it is gone. Default 24 hours.
+	ComponentsTTL time.Duration
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -153,6 +157,7 @@ func (c *Config) setDefaults() {
 	c.CertCheckInterval = min(c.CertCheckInterval, c.ServerCertTTL/20)
 	def(&c.TokenTTL, 10*time.Minute)
 	def(&c.MaxTokenTTL, 24*time.Hour)
+	def(&c.ComponentsTTL, 24*time.Hour)
 	def(&c.ChallengeTTL, 5*time.Minute)
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
@@ -295,6 +300,7 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/instances/self/attest", "instance.attest", side, 0, k.reattest)
 	k.approvalRoutes()
 	k.listingRoutes()
+	k.componentRoutes()
 }
 
 // ClientCAs returns the pool the TLS server verifies client certificates

@@ -276,7 +276,19 @@ func (k *KMS) getDataKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return k.keyInfo(ctx, k.st, key)
+	info, err := k.keyInfo(ctx, k.st, key)
+	if err != nil {
+		return nil, err
+	}
+	if filled := k.fillKCVs(ctx, key, info); filled != nil {
+		// Versions made before KCVs were stored get theirs now, stored
+		// with this read's audit record. The answer is right even if
+		// that fails: the next read computes them again.
+		if err := c.commit(ctx, func(tx store.Tx) error { return storeKCVs(ctx, tx, filled) }); err != nil {
+			k.log.Warn("storing key check values failed", "key", key.KeyID, "err", err)
+		}
+	}
+	return info, nil
 }
 
 // setMinDecryptionVersion serves POST
@@ -319,6 +331,7 @@ func (k *KMS) setMinDecryptionVersion(ctx context.Context, c *call) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	k.fillKCVs(ctx, key, info) // shown, not stored: this call has committed; the next read stores them
 	return info, nil
 }
 
@@ -340,7 +353,7 @@ func (k *KMS) keyInfo(ctx context.Context, st reader, key store.Key) (*api.DataK
 	for _, v := range vs {
 		info.Versions = append(info.Versions, api.DataKeyVersionInfo{
 			Version: v.Version, CreatedAt: v.CreatedAt.UTC(), Encryptions: v.Encryptions, Bytes: v.Bytes,
-			Retired: v.Version < key.MinDecryptionVersion,
+			Retired: v.Version < key.MinDecryptionVersion, KCV: v.KCV,
 		})
 		if v.Version == key.CurrentVersion && key.DisabledAt == nil {
 			info.RotationDue = k.rotationDue(key, v) != ""

@@ -41,6 +41,7 @@ type reader interface {
 	GetApproval(ctx context.Context, id string) (store.Approval, error)
 	ListApprovals(ctx context.Context, tenant string, limit int) ([]store.Approval, error)
 	store.Listing // reads only (listing.go)
+	GetCeremony(ctx context.Context, id string) (store.Ceremony, []store.CeremonyComponent, error)
 }
 
 var _ reader = store.Tx(nil)

@@ -60,6 +60,8 @@ type Tx interface {
 	Sealed
 	Approvals
 	Listing
+	KeyCheckValues
+	Ceremonies
 }
 
 // Settings is a small key/value space for KMS-wide material (the CA
@@ -189,6 +191,9 @@ type KeyVersion struct {
 	// normally zero.
 	Encryptions int64
 	Bytes       int64
+	// KCV is the version's key check value ("" for a key type without
+	// one, or not computed yet: see Keys.SetKeyVersionKCV). Not secret.
+	KCV string
 }
 
 // KeyUsage is usage to add to one key version's totals.
@@ -530,4 +535,65 @@ type Approvals interface {
 	// ErrExpired otherwise, changing nothing. Within a transaction, the
 	// approval's row stays locked until it ends.
 	CloseApproval(ctx context.Context, id, state, by string, now time.Time) error
+}
+
+// KeyCheckValues completes the key check values of key versions made
+// before the KMS stored them (CreateKey and AddKeyVersion store
+// KeyVersion.KCV).
+type KeyCheckValues interface {
+	// SetKeyVersionKCV stores kcv as the version's key check value if it
+	// has none; a version that has one keeps it (a KCV is a function of
+	// the key, so every replica computes the same). ErrNotFound for an
+	// unknown version; ErrConflict if the stored value differs from kcv.
+	SetKeyVersionKCV(ctx context.Context, keyID string, version int, kcv string) error
+}
+
+// Ceremony is a key being entered in components (split knowledge): K
+// components, each entered by a different admin, whose XOR is the key.
+type Ceremony struct {
+	ID          string
+	Tenant      string
+	KeyType     string // api.KeyType values
+	Components  int    // K
+	ExpectedKCV string // "" when none was given
+	Owner       string // the DN of the custodian that will own the key
+	Request     []byte // the key's parameters (JSON), as the KMS wrote them
+	CreatedBy   string // DN
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	KeyID       string     // the key made, once complete
+	CompletedAt *time.Time // nil while components are being entered
+}
+
+// CeremonyComponent is one component entered into a Ceremony.
+type CeremonyComponent struct {
+	CeremonyID string
+	Index      int    // 1..K, in the order they were entered
+	Admin      string // the DN of the admin who entered it
+	KCV        string // the component's own key check value
+	Sealed     []byte // the component, sealed; nil once the ceremony completed
+	EnteredAt  time.Time
+}
+
+// Ceremonies stores key-component ceremonies. Nothing in them is in
+// clear: components arrive sealed.
+type Ceremonies interface {
+	// CreateCeremony stores c (no components, not complete); ErrExists
+	// for a duplicate id.
+	CreateCeremony(ctx context.Context, c Ceremony) error
+	// GetCeremony returns a ceremony and its components by index
+	// (ErrNotFound for an unknown id, expired or not).
+	GetCeremony(ctx context.Context, id string) (Ceremony, []CeremonyComponent, error)
+	// AddCeremonyComponent stores one component. ErrExists when its index
+	// or its admin is taken in the ceremony; ErrNotFound for an unknown
+	// ceremony; ErrConflict when the ceremony is complete or its index is
+	// not the number of components stored + 1.
+	AddCeremonyComponent(ctx context.Context, c CeremonyComponent) error
+	// CompleteCeremony records the key made by ceremony id and clears its
+	// components' sealed values. ErrConflict if it is complete already;
+	// ErrNotFound for an unknown id.
+	CompleteCeremony(ctx context.Context, id, keyID string, at time.Time) error
+	// DeleteExpiredCeremonies deletes the ceremonies that expired before
+	// now, with their components, and returns how many.
+	DeleteExpiredCeremonies(ctx context.Context, now time.Time) (int, error)
 }

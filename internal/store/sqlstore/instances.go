@@ -204,7 +204,3 @@ func (q *queries) RecordAttestation(ctx context.Context, id string, at time.Time
 		return err
 	})
 }
-
-// nullString stores "" as NULL (the attestation columns of migration 0007
-// are nullable: rows from before it have NULL).
-func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

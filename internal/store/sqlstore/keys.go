@@ -38,12 +38,12 @@ func (q *queries) CreateKey(ctx context.Context, k store.Key, first store.KeyVer
 			return err
 		}
 		_, err := c.exec(ctx, insertKeyVersion,
-			first.KeyID, first.Version, first.EKB, vCreated, first.Encryptions, first.Bytes)
+			first.KeyID, first.Version, first.EKB, vCreated, first.Encryptions, first.Bytes, nullString(first.KCV))
 		return err
 	})
 }
 
-const insertKeyVersion = `INSERT INTO key_versions (key_id, version, ekb, created_at, encryptions, bytes) VALUES (?, ?, ?, ?, ?, ?)`
+const insertKeyVersion = `INSERT INTO key_versions (key_id, version, ekb, created_at, encryptions, bytes, kcv) VALUES (?, ?, ?, ?, ?, ?, ?)`
 
 // GetKey implements store.Keys.
 func (q *queries) GetKey(ctx context.Context, keyID string) (store.Key, error) {
@@ -135,13 +135,13 @@ func (q *queries) GetKeysAndVersions(ctx context.Context, refs []store.KeyRef) (
 		}
 		err := q.each(ctx,
 			`SELECT `+keyColumnsOf("k.")+`,
-			        v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`
+			        v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`, COALESCE(v.kcv, '')
 			 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id AND v.version IN `+placeholders(1, len(versionArgs))+`
 			 WHERE k.key_id IN `+placeholders(1, len(part)), args,
 			func(rows *sql.Rows) error {
 				var version, vCreated sql.NullInt64
 				var v store.KeyVersion
-				k, err := scanKey(rows, &version, &v.EKB, &vCreated, &v.Encryptions, &v.Bytes)
+				k, err := scanKey(rows, &version, &v.EKB, &vCreated, &v.Encryptions, &v.Bytes, &v.KCV)
 				if err != nil {
 					return err
 				}
@@ -196,7 +196,7 @@ func (q *queries) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 			return fmt.Errorf("key version %d, want %d: %w", v.Version, cur+1, store.ErrConflict)
 		}
 		if _, err := c.exec(ctx, insertKeyVersion,
-			v.KeyID, v.Version, v.EKB, created, v.Encryptions, v.Bytes); err != nil {
+			v.KeyID, v.Version, v.EKB, created, v.Encryptions, v.Bytes, nullString(v.KCV)); err != nil {
 			return conflictIfExists(c.d, err)
 		}
 		if err := bumpVersion(ctx, c,
@@ -213,9 +213,9 @@ func (q *queries) GetKeyVersion(ctx context.Context, keyID string, version int) 
 	v := store.KeyVersion{KeyID: keyID, Version: version}
 	var created int64
 	err := q.read().queryRow(ctx,
-		`SELECT ekb, created_at, `+readCounter("encryptions")+`, `+readCounter("bytes")+`
+		`SELECT ekb, created_at, `+readCounter("encryptions")+`, `+readCounter("bytes")+`, COALESCE(kcv, '')
 		 FROM key_versions WHERE key_id = ? AND version = ?`, keyID, version).
-		Scan(&v.EKB, &created, &v.Encryptions, &v.Bytes)
+		Scan(&v.EKB, &created, &v.Encryptions, &v.Bytes, &v.KCV)
 	if err != nil {
 		return store.KeyVersion{}, q.mapErr("GetKeyVersion", err)
 	}
@@ -231,7 +231,7 @@ func (q *queries) ListKeyVersions(ctx context.Context, keyID string) ([]store.Ke
 	// One statement, so one snapshot: no rows means no such key; a key
 	// without versions (which CreateKey never leaves) is one NULL row.
 	rows, err := q.read().query(ctx,
-		`SELECT v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`
+		`SELECT v.version, v.ekb, v.created_at, `+readCounter("v.encryptions")+`, `+readCounter("v.bytes")+`, COALESCE(v.kcv, '')
 		 FROM keys k LEFT JOIN key_versions v ON v.key_id = k.key_id
 		 WHERE k.key_id = ? ORDER BY v.version`, keyID)
 	if err != nil {
@@ -244,7 +244,7 @@ func (q *queries) ListKeyVersions(ctx context.Context, keyID string) ([]store.Ke
 		found = true
 		v := store.KeyVersion{KeyID: keyID}
 		var version, created sql.NullInt64
-		if err := rows.Scan(&version, &v.EKB, &created, &v.Encryptions, &v.Bytes); err != nil {
+		if err := rows.Scan(&version, &v.EKB, &created, &v.Encryptions, &v.Bytes, &v.KCV); err != nil {
 			return nil, q.mapErr(op, err)
 		}
 		if !version.Valid {

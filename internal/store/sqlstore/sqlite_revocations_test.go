@@ -131,13 +131,16 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 	for _, col := range []string{"ak_fingerprint", "ak_trust", "attested_at", "attestation_profiles"} {
 		rawExec(t, path, `ALTER TABLE instances DROP COLUMN `+col) // 0007
 	}
-	rawExec(t, path, `DROP TABLE approval_votes`)         // 0008
-	rawExec(t, path, `DROP TABLE approvals`)              // 0008
-	rawExec(t, path, `DROP TABLE approval_policies`)      // 0008
-	rawExec(t, path, `DROP TABLE seal_migration`)         // 0006
-	rawExec(t, path, `DROP TABLE kms_leases`)             // 0006
-	rawExec(t, path, `DROP TABLE audit_checkpoints`)      // 0005
-	rawExec(t, path, `ALTER TABLE audit DROP COLUMN sig`) // 0005
+	rawExec(t, path, `DROP TABLE approval_votes`)                // 0008
+	rawExec(t, path, `DROP TABLE approvals`)                     // 0008
+	rawExec(t, path, `DROP TABLE approval_policies`)             // 0008
+	rawExec(t, path, `DROP TABLE key_ceremony_components`)       // 0009
+	rawExec(t, path, `DROP TABLE key_ceremonies`)                // 0009
+	rawExec(t, path, `ALTER TABLE key_versions DROP COLUMN kcv`) // 0009
+	rawExec(t, path, `DROP TABLE seal_migration`)                // 0006
+	rawExec(t, path, `DROP TABLE kms_leases`)                    // 0006
+	rawExec(t, path, `DROP TABLE audit_checkpoints`)             // 0005
+	rawExec(t, path, `ALTER TABLE audit DROP COLUMN sig`)        // 0005
 	rawExec(t, path, `DROP TABLE revocations`)
 	rawExec(t, path, `DROP TABLE releases`) // 0004
 	for _, col := range []string{"keys.min_decryption_version", "keys.rotation_period", "key_versions.encryptions", "key_versions.bytes"} {
@@ -168,8 +171,12 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 		t.Errorf("after migrating, GetKey(k-1) = %+v, %v; want no lifecycle settings", k, err)
 	}
 	v, err := db.GetKeyVersion(ctx, "k-1", 1)
-	if err != nil || v.Encryptions != 0 || v.Bytes != 0 {
-		t.Errorf("after migrating, GetKeyVersion(k-1, 1) = %+v, %v; want zero usage", v, err)
+	if err != nil || v.Encryptions != 0 || v.Bytes != 0 || v.KCV != "" {
+		t.Errorf("after migrating, GetKeyVersion(k-1, 1) = %+v, %v; want zero usage and no KCV", v, err)
+	}
+	// The versions from before 0007 take a KCV once.
+	if err := db.SetKeyVersionKCV(ctx, "k-1", 1, "ABCDEF"); err != nil {
+		t.Errorf("after migrating, SetKeyVersionKCV(k-1, 1) = %v, want nil", err)
 	}
 	if n, err := db.AddKeyUsage(ctx, "acme", []store.KeyUsage{{KeyID: "k-1", Version: 1, Encryptions: 2, Bytes: 4}}); err != nil || n != 1 {
 		t.Errorf("after migrating, AddKeyUsage(k-1) = %d, %v; want 1, nil", n, err)

@@ -96,3 +96,7 @@ func boolInt(b bool) int64 {
 	}
 	return 0
 }
+
+// nullString is s, or NULL when s is empty (for the nullable columns
+// later migrations add: rows from before them hold NULL).
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

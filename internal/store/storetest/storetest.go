@@ -61,6 +61,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Attestation", attestationTests},
 		{"Approvals", approvalsTests},
 		{"Listing", listingTests},
+		{"KeyCheckValues", kcvTests},
+		{"Ceremonies", ceremoniesTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -157,7 +159,7 @@ func eqKey(a, b store.Key) bool {
 func eqKeyVersion(a, b store.KeyVersion) bool {
 	return a.KeyID == b.KeyID && a.Version == b.Version && bytes.Equal(a.EKB, b.EKB) &&
 		(a.EKB == nil) == (b.EKB == nil) && a.CreatedAt.Equal(b.CreatedAt) &&
-		a.Encryptions == b.Encryptions && a.Bytes == b.Bytes
+		a.Encryptions == b.Encryptions && a.Bytes == b.Bytes && a.KCV == b.KCV
 }
 
 func eqOneTime(a, b store.OneTimeSecret) bool {

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+// TestCLIKeyComponents: an admin starts a ceremony with `dcaas key
+// components start`, two named admins enter the components (one from a
+// file, one on standard input), a wrong KCV and the same admin twice are
+// refused, and the owner's `status` stores the EKB of a key whose KCV
+// OpenSSL computes from the XOR of the components.
+func TestCLIKeyComponents(t *testing.T) {
+	for _, v := range []string{"DCAAS_KMS", "DCAAS_CA", "DCAAS_CERT", "DCAAS_KEY", "DCAAS_SOCKET", "DCAAS_EKB_STORE"} {
+		t.Setenv(v, "")
+	}
+	env := kmstest.Start(t, nil)
+	ca := filepath.Join(env.DataDir, kms.CAFile)
+	admin := []string{"--kms", env.URL, "--ca", ca, "--cert", filepath.Join(env.DataDir, kms.AdminCert), "--key", filepath.Join(env.DataDir, kms.AdminKey)}
+	with := func(base []string, args ...string) []string { return append(slices.Clone(args), base...) }
+	cliMust(t, nil, nil, with(admin, "tenant", "create", "acme")...)
+	var owner appOutput
+	cliMust(t, &owner, nil, with(admin, "app", "create", "payments-api", "--tenant", "acme", "--out-dir", t.TempDir(), "--json")...)
+	admins := map[string][]string{}
+	for _, name := range []string{"alice", "bob"} {
+		var a appOutput
+		cliMust(t, &a, nil, with(admin, "admin", "create", name, "--out-dir", t.TempDir(), "--json")...)
+		admins[name] = []string{"--kms", env.URL, "--ca", ca, "--cert", a.CertFile, "--key", a.KeyFile}
+	}
+
+	parts := [][]byte{kcrypto.Random(32), kcrypto.Random(32)}
+	key := make([]byte, 32)
+	var kcvs []string
+	for _, p := range parts {
+		kcv, err := kcrypto.KCVCMAC(secret.Copy(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kcvs = append(kcvs, kcv)
+		for i := range p {
+			key[i] ^= p[i]
+		}
+	}
+
+	var cr api.ComponentCeremony
+	cliMust(t, &cr, nil, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
+		"--type", "aes-256-gcm", "--components", "2", "--json")...)
+	if cr.ID == "" || cr.Components != 2 || cr.Owner != owner.DN {
+		t.Fatalf("start = %+v", cr)
+	}
+
+	// Alice: from a file, spaces and a line break allowed; a wrong KCV
+	// first.
+	file := filepath.Join(t.TempDir(), "component.hex")
+	h := hex.EncodeToString(parts[0])
+	if err := os.WriteFile(file, []byte(h[:32]+" "+h[32:]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrong := "ABCDEF"
+	if kcvs[0] == wrong {
+		wrong = "ABCDEE"
+	}
+	_, _, err := cliRun(t, nil, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", file, "--kcv", wrong)...)
+	if !errors.Is(err, client.ErrKCVMismatch) {
+		t.Fatalf("a wrong KCV: %v, want kcv_mismatch", err)
+	}
+	cliMust(t, &cr, nil, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", file, "--kcv", kcvs[0], "--json")...)
+	if len(cr.Entered) != 1 || cr.State != api.CeremonyCollecting {
+		t.Fatalf("after alice: %+v", cr)
+	}
+	_, _, err = cliRun(t, []byte(hex.EncodeToString(parts[1])+"\n"), with(admins["alice"], "key", "components", "add", cr.ID, "--kcv", kcvs[1])...)
+	if !errors.Is(err, client.ErrDuplicateAdmin) {
+		t.Fatalf("alice twice: %v, want duplicate_admin", err)
+	}
+	// Bob: on standard input (not a terminal here).
+	out := cliMust(t, nil, []byte(hex.EncodeToString(parts[1])+"\n"), with(admins["bob"], "key", "components", "add", cr.ID, "--kcv", kcvs[1])...)
+	if !strings.Contains(string(out), "key key_") {
+		t.Fatalf("bob's add printed %q", out)
+	}
+
+	// The owner stores the key's EKB; its KCV is OpenSSL's of the XOR.
+	cust := []string{"--kms", env.URL, "--ca", owner.CAFile, "--cert", owner.CertFile, "--key", owner.KeyFile}
+	store := t.TempDir()
+	cliMust(t, &cr, nil, with(cust, "key", "components", "status", cr.ID, "--store", store, "--json")...)
+	if cr.State != api.CeremonyComplete || cr.DataKey == nil {
+		t.Fatalf("status = %+v", cr)
+	}
+	if _, err := os.Stat(filepath.Join(store, cr.KeyID+".v1.ekb")); err != nil {
+		t.Fatalf("the EKB was not stored: %v", err)
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	cmd := exec.Command("openssl", "mac", "-cipher", "AES-256-CBC", "-macopt", "hexkey:"+hex.EncodeToString(key), "CMAC")
+	cmd.Stdin = bytes.NewReader(make([]byte, 16))
+	mac, err := cmd.Output()
+	if err != nil {
+		t.Skipf("openssl: %v", err)
+	}
+	if want := strings.ToUpper(string(mac[:6])); cr.KCV != want {
+		t.Errorf("the key's KCV is %s, OpenSSL's of the XOR of the components %s", cr.KCV, want)
+	}
+}
