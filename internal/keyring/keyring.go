@@ -14,6 +14,7 @@
 package keyring
 
 import (
+	"errors"
 	"maps"
 	"math"
 	"slices"
@@ -633,23 +634,29 @@ func (r *Ring) Close() {
 // Current returns the metadata, a copy of the material (the caller wipes
 // it) and the lease end (zero: none) of the newest loaded version of keyID.
 func (r *Ring) Current(keyID string) (api.KeyMetadata, *secret.Bytes, time.Time, error) {
-	vs := r.load(keyID)
-	if vs == nil {
-		if r.Revoked(keyID) {
-			return api.KeyMetadata{}, nil, time.Time{}, errRevokedKey(keyID)
+	for range 8 { // a version replaced while read: read again (see All)
+		vs := r.load(keyID)
+		if vs == nil {
+			if r.Revoked(keyID) {
+				return api.KeyMetadata{}, nil, time.Time{}, errRevokedKey(keyID)
+			}
+			return api.KeyMetadata{}, nil, time.Time{}, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
 		}
-		return api.KeyMetadata{}, nil, time.Time{}, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+		e := vs.byVer[vs.current]
+		m, err := e.open()
+		if errors.Is(err, errGone) {
+			continue
+		}
+		if err != nil {
+			return api.KeyMetadata{}, nil, time.Time{}, err
+		}
+		var until time.Time
+		if l := e.leaseNs.Load(); l != 0 {
+			until = time.Unix(0, l)
+		}
+		return e.md, m, until, nil
 	}
-	e := vs.byVer[vs.current]
-	m, err := e.prot.Open()
-	if err != nil {
-		return api.KeyMetadata{}, nil, time.Time{}, err
-	}
-	var until time.Time
-	if l := e.leaseNs.Load(); l != 0 {
-		until = time.Unix(0, l)
-	}
-	return e.md, m, until, nil
+	return api.KeyMetadata{}, nil, time.Time{}, api.Errorf(api.CodeUnavailable, "Key %s is being replaced; retry.", keyID)
 }
 
 // Loaded is one loaded version of a key with a copy of its material (the
@@ -664,6 +671,22 @@ type Loaded struct {
 // copy of its material that the caller wipes (on error, nothing is
 // returned and nothing is left to wipe).
 func (r *Ring) All(keyID string) ([]Loaded, error) {
+	// A version replaced or evicted while it is read (a refresh loading
+	// it again, say) is destroyed under the reader: read the key again,
+	// which then holds the replacement or nothing.
+	for range 8 {
+		out, err := r.all(keyID)
+		if !errors.Is(err, errGone) {
+			return out, err
+		}
+	}
+	return nil, api.Errorf(api.CodeUnavailable, "Key %s is being replaced; retry.", keyID)
+}
+
+// errGone is what all returns when an entry it read was destroyed.
+var errGone = errors.New("keyring: entry destroyed while read")
+
+func (r *Ring) all(keyID string) ([]Loaded, error) {
 	vs := r.load(keyID)
 	if vs == nil {
 		if r.Revoked(keyID) {
@@ -675,7 +698,7 @@ func (r *Ring) All(keyID string) ([]Loaded, error) {
 	out := make([]Loaded, 0, len(vers))
 	for _, v := range vers {
 		e := vs.byVer[v]
-		m, err := e.prot.Open()
+		m, err := e.open()
 		if err != nil {
 			for _, l := range out {
 				l.Material.Wipe()
@@ -689,6 +712,19 @@ func (r *Ring) All(keyID string) ([]Loaded, error) {
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// open returns a copy of the entry's material (the caller wipes it), or
+// errGone once the entry is destroyed: destroy sets dead before it waits
+// for e.mu and destroys the protected material after, so under e.mu a
+// live entry's material is still there.
+func (e *entry) open() (*secret.Bytes, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead.Load() {
+		return nil, errGone
+	}
+	return e.prot.Open()
 }
 
 // RenewAll moves the lease of every loaded key to until (never past a

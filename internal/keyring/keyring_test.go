@@ -836,3 +836,49 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	})
 }
+
+// TestReadWhileReplaced: All and Current read a key while another
+// goroutine keeps replacing its version (as a sidecar's refresh does when
+// it loads a version again). Each read gets the old or the new material,
+// never an error: before, a reader could open the protected material of
+// the version being replaced after it was destroyed ("protected material
+// destroyed", a 500 from POST /v1/keys/seal).
+func TestReadWhileReplaced(t *testing.T) {
+	r := newRing(t, Config{})
+	md := meta("key_r", 1, api.KeyAES256GCM)
+	m := material(t, api.KeyAES256GCM)
+	put(t, r, md, m, time.Time{})
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := r.Put(md, m.Clone(), time.Time{}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+	for range 2000 {
+		all, err := r.All("key_r")
+		if err != nil {
+			t.Fatalf("All while the version is replaced: %v", err)
+		}
+		if len(all) != 1 || !all[0].Material.Equal(m) {
+			t.Fatalf("All = %d versions, or other material", len(all))
+		}
+		all[0].Material.Wipe()
+		_, cur, _, err := r.Current("key_r")
+		if err != nil {
+			t.Fatalf("Current while the version is replaced: %v", err)
+		}
+		cur.Wipe()
+	}
+}
