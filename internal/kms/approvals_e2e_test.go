@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +131,9 @@ func TestQuorumApprovals(t *testing.T) {
 	hk, _ := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
 	pub, _ := kcrypto.MarshalKEMPublicKey(hk.PublicKey())
 	exportReq := api.ExportRequest{EKB: exp.EKB, Wrapping: api.WrappingHPKE, PublicKey: &pub}
+	kbpk := mk(api.CreateDataKeyRequest{Type: api.KeyAES256KBPK})
+	exp31 := mk(api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Exportable: true})
+	tr31Req := api.ExportRequest{EKB: exp31.EKB, Wrapping: api.WrappingTR31, KBPKID: kbpk.KeyID}
 	looser := &api.Policy{Rules: []api.PolicyRule{{Principals: []string{w.custDN, "CN=reporting,OU=acme,O=dcaas"}, Actions: []api.Action{api.ActionDecrypt}}}}
 	policyReq := api.SetKeyPolicyRequest{EKB: pol.EKB, Policy: looser}
 
@@ -151,6 +155,15 @@ func TestQuorumApprovals(t *testing.T) {
 				info := append([]byte("dcaas/v1 export\x00"), []byte(`["acme","`+exp.KeyID+`",1]`)...)
 				if pt, err := hpke.Open(hk, hpke.HKDFSHA256(), hpke.AES256GCM(), info, r.WrappedMaterial); err != nil || len(pt) != 32 {
 					t.Fatalf("the approved export does not open: %v", err)
+				}
+			}},
+		{"export as a TR-31 key block", w.cust, []*kmstest.Client{w.alice, w.bob}, "POST", "/v1/datakeys/export", tr31Req,
+			api.ApprovalRequest{Action: api.ApprovalExport, Request: raw(t, tr31Req)},
+			func(t *testing.T, out []byte) {
+				var r api.ExportResponse
+				json.Unmarshal(out, &r)
+				if !strings.HasPrefix(r.KeyBlock, "D") || len(r.KCV) != 6 || r.KCV != exp31.KCV {
+					t.Fatalf("the approved TR-31 export: block %q, kcv %q (the key's %q)", r.KeyBlock, r.KCV, exp31.KCV)
 				}
 			}},
 		{"loosen a key policy", w.cust, []*kmstest.Client{w.bob, w.carol}, "PUT", "/v1/datakeys/" + pol.KeyID + "/policy", policyReq,
@@ -213,7 +226,7 @@ func TestQuorumApprovals(t *testing.T) {
 			// Alone, every admin and the requester are refused.
 			for _, c := range []*kmstest.Client{tc.requester, w.alice, w.bob, w.carol, w.dave, w.env.Admin} {
 				err := c.Do(tc.method, tc.path, tc.body, nil)
-				if c == tc.requester || !slices.Contains([]string{"export", "loosen a key policy"}, tc.name) {
+				if c == tc.requester || !slices.Contains([]string{"export", "export as a TR-31 key block", "loosen a key policy"}, tc.name) {
 					kmstest.WantError(t, err, http.StatusForbidden, api.CodeApprovalRequired)
 				} else if err == nil {
 					t.Fatalf("an admin ran the custodian's %s", tc.name)

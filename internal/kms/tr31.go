@@ -221,12 +221,28 @@ func (k *KMS) exportTR31(ctx context.Context, c *call, req *api.ExportRequest) (
 		return nil, err
 	}
 	defer kbpk.material.Wipe()
+	// An export is an export however it is wrapped: a tenant's quorum
+	// approves this one too (approvals.go), for exactly this request.
+	use, err := k.approvalFor(ctx, c, api.ApprovalExport, o.md.Tenant, o.md.KeyID, req)
+	if err != nil {
+		return nil, err
+	}
 	block, err := tr31.Wrap(kbpk.material, h, o.material)
 	if err != nil {
 		return nil, err
 	}
+	kcv, err := kcvOf(o.md.Type, o.material)
+	if err != nil {
+		return nil, err
+	}
+	if use != nil {
+		// The approval closes with the export's audit record: one export.
+		if err := c.commit(ctx, func(tx store.Tx) error { return use.consume(ctx, tx) }); err != nil {
+			return nil, err
+		}
+	}
 	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", api.WrappingTR31, "kbpk", kbpk.md.KeyID, "header", string(block[:16]))
-	return api.ExportResponse{KeyBlock: string(block)}, nil
+	return api.ExportResponse{KeyBlock: string(block), KCV: kcv}, nil
 }
 
 // importTR31 answers POST /v1/datakeys/import with wrapping tr31: the key
