@@ -290,6 +290,7 @@ func (k *KMS) sealComponent(ctx context.Context, cr store.Ceremony, index int, c
 	if err != nil {
 		return nil, err
 	}
+	defer tmk.Wipe()
 	md, err := json.Marshal(componentMetadata{Ceremony: cr.ID, Index: index, Purpose: componentPurpose})
 	if err != nil {
 		return nil, err
@@ -313,6 +314,7 @@ func (k *KMS) openComponent(ctx context.Context, cr store.Ceremony, p store.Cere
 		return nil, err
 	}
 	comp, err := kcrypto.OpenEKB(tmk, e)
+	tmk.Wipe()
 	if err != nil {
 		return nil, broken
 	}
