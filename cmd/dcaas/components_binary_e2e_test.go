@@ -1,0 +1,103 @@
+package main_test
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dcaas/dcaas/api"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/secret"
+)
+
+// TestKeyComponentsBinary is the split-knowledge ceremony as operators run
+// it: a KMS process, the dcaas binary for every step, two named admins
+// each entering a component from a file (refused: a wrong KCV, the same
+// admin twice), and the owner storing the key, whose KCV is the KCV of the
+// XOR of the components.
+func TestKeyComponentsBinary(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms")
+	p := startKMS(t, dataDir)
+	ca := filepath.Join(dataDir, "ca.pem")
+	conn := func(cert, key string) []string {
+		return []string{"--kms", p.URL(), "--ca", ca, "--cert", cert, "--key", key}
+	}
+	admin := conn(filepath.Join(dataDir, "admin", "cert.pem"), filepath.Join(dataDir, "admin", "key.pem"))
+	run := func(wantOK bool, args ...string) string {
+		t.Helper()
+		out, errOut, code := runDcaas(t, args...)
+		if wantOK != (code == 0) {
+			t.Fatalf("dcaas %s exited %d (stdout %q, stderr %q)", strings.Join(args, " "), code, out, errOut)
+		}
+		return out + errOut
+	}
+	with := func(c []string, args ...string) []string { return append(args, c...) }
+
+	run(true, with(admin, "tenant", "create", "acme")...)
+	appDir := t.TempDir()
+	run(true, with(admin, "app", "create", "payments-api", "--tenant", "acme", "--out-dir", appDir)...)
+	owner := conn(filepath.Join(appDir, "payments-api-cert.pem"), filepath.Join(appDir, "payments-api-key.pem"))
+	admins := map[string][]string{}
+	for _, name := range []string{"alice", "bob"} {
+		dir := t.TempDir()
+		run(true, with(admin, "admin", "create", name, "--out-dir", dir)...)
+		admins[name] = conn(filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem"))
+	}
+
+	parts := [][]byte{kcrypto.Random(32), kcrypto.Random(32)}
+	key := make([]byte, 32)
+	var kcvs, files []string
+	for _, part := range parts {
+		kcv, err := kcrypto.KCVCMAC(secret.Copy(part))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kcvs = append(kcvs, kcv)
+		for j := range part {
+			key[j] ^= part[j]
+		}
+		f := filepath.Join(t.TempDir(), "component.hex")
+		if err := os.WriteFile(f, []byte(hex.EncodeToString(part)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	want, err := kcrypto.KCVCMAC(secret.Copy(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var cr api.ComponentCeremony
+	out := run(true, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
+		"--type", "aes-256-gcm", "--components", "2", "--expected-kcv", want, "--json")...)
+	if err := json.Unmarshal([]byte(out), &cr); err != nil || cr.ID == "" {
+		t.Fatalf("start printed %q: %v", out, err)
+	}
+	wrong := "ABCDEF"
+	if kcvs[0] == wrong {
+		wrong = "ABCDEE"
+	}
+	if out := run(false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", wrong)...); !strings.Contains(out, string(api.CodeKCVMismatch)) {
+		t.Fatalf("a wrong KCV printed %q, want kcv_mismatch", out)
+	}
+	run(true, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", kcvs[0])...)
+	if out := run(false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...); !strings.Contains(out, string(api.CodeDuplicateAdmin)) {
+		t.Fatalf("alice twice printed %q, want duplicate_admin", out)
+	}
+	run(true, with(admins["bob"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...)
+
+	store := t.TempDir()
+	out = run(true, with(owner, "key", "components", "status", cr.ID, "--store", store, "--json")...)
+	if err := json.Unmarshal([]byte(out), &cr); err != nil {
+		t.Fatalf("status printed %q: %v", out, err)
+	}
+	if cr.State != api.CeremonyComplete || cr.KCV != want {
+		t.Fatalf("status = %+v, want complete with KCV %s", cr, want)
+	}
+	if _, err := os.Stat(filepath.Join(store, cr.KeyID+".v1.ekb")); err != nil {
+		t.Fatalf("the owner's EKB was not stored: %v", err)
+	}
+}
