@@ -50,6 +50,14 @@ func (k *KMS) RetireKeyVersions(ctx context.Context, keyID string, version int) 
 		api.MinDecryptionVersionRequest{Version: version}, &out))
 }
 
+// RotateDataKey makes the next version of a key the KMS retains, from the
+// EKB it holds (its owner, or an admin). A key whose EKB only its
+// custodian holds is rotated by that custodian with NewKeyVersion.
+func (k *KMS) RotateDataKey(ctx context.Context, keyID string) (*api.DataKey, error) {
+	var out api.DataKey
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/datakeys/"+pathEscape(keyID)+"/rotate", nil, &out))
+}
+
 // Fleet lists the sidecar instances of tenant with their certificate
 // expiry and how many keys the KMS released to each (admin).
 func (k *KMS) Fleet(ctx context.Context, tenant string) ([]api.FleetInstance, error) {

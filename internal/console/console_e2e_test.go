@@ -344,6 +344,24 @@ func TestChanges(t *testing.T) {
 	if err != nil || info.MinDecryptionVersion != 2 {
 		t.Errorf("DataKey(%s) = %+v, %v; want min decryption version 2", dk.KeyID, info, err)
 	}
+	// A key the KMS retains, rotated through the console; its KCV shows.
+	var kept api.DataKey
+	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Retain: true}, &kept)
+	if _, body := get(t, b, f.srv.URL+"/tenants/acme/keys"); !strings.Contains(body, `id="rotate-`+kept.KeyID+`"`) || strings.Contains(body, `id="rotate-`+dk.KeyID+`"`) ||
+		!strings.Contains(body, "<code>"+kept.KCV+"</code>") {
+		t.Errorf("keys page: want a rotate button for the retained key only, and its KCV %s: %s", kept.KCV, body)
+	}
+	if _, body := confirm("/confirm/rotate-key?tenant=acme&key=" + kept.KeyID); !strings.Contains(body, "version 2 is current") {
+		t.Errorf("after rotating a key, the keys page = %s, want the message", body)
+	}
+	if info, err := f.admin.DataKey(t.Context(), kept.KeyID); err != nil || info.CurrentVersion != 2 {
+		t.Errorf("DataKey(%s) = %+v, %v; want current version 2", kept.KeyID, info, err)
+	}
+	// A key only its custodian holds: the KMS refuses, the console says so.
+	if code, body := confirm("/confirm/rotate-key?tenant=acme&key=" + dk.KeyID); code != http.StatusBadGateway || !strings.Contains(body, "not retained") {
+		t.Errorf("rotating a key the KMS does not retain = %d %s, want the KMS's refusal", code, body)
+	}
+
 	// An instance, revoked through the console.
 	sc := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
 	var tok api.EnrollmentToken

@@ -7,7 +7,6 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
-	"reflect"
 	"strconv"
 	"time"
 
@@ -23,7 +22,6 @@ func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"ts":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 		"tsp":   func(t *time.Time) string { return fmtTimePtr(t) },
-		"field": optField,
 		"pct": func(n, limit int64) string {
 			if limit <= 0 {
 				return ""
@@ -48,23 +46,6 @@ func fmtTimePtr(t *time.Time) string {
 		return "—"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05Z")
-}
-
-// optField returns the string form of v's field called one of names, or
-// "" when v has none of them or it is empty: for fields the KMS may or may
-// not report (a key check value).
-func optField(v any, names ...string) string {
-	rv := reflect.Indirect(reflect.ValueOf(v))
-	if rv.Kind() != reflect.Struct {
-		return ""
-	}
-	for _, n := range names {
-		f := rv.FieldByName(n)
-		if f.IsValid() && !f.IsZero() {
-			return fmt.Sprint(reflect.Indirect(f).Interface())
-		}
-	}
-	return ""
 }
 
 func serveCSS(w http.ResponseWriter, _ *http.Request, _ *session) {
@@ -288,6 +269,11 @@ func (c *Console) pageConfirm(w http.ResponseWriter, r *http.Request, s *session
 		cf = confirmation{"Disable key " + k + "?",
 			"The KMS stops releasing it and every sidecar evicts it at its next poll. This cannot be undone.",
 			"/keys/" + url.PathEscape(k) + "/disable", map[string]string{"tenant": t}, "/tenants/" + url.PathEscape(t) + "/keys"}
+	case "rotate-key":
+		k, t := q.Get("key"), q.Get("tenant")
+		cf = confirmation{"Rotate key " + k + "?",
+			"The KMS makes a new version from the EKB it retains; it becomes current for new ciphertexts, older versions still decrypt, and sidecars receive it at their next refresh.",
+			"/keys/" + url.PathEscape(k) + "/rotate", map[string]string{"tenant": t}, "/tenants/" + url.PathEscape(t) + "/keys"}
 	case "retire":
 		k, t, v := q.Get("key"), q.Get("tenant"), q.Get("version")
 		cf = confirmation{"Retire the versions of key " + k + " below version " + v + "?",
@@ -332,6 +318,18 @@ func (c *Console) doDisableKey(w http.ResponseWriter, r *http.Request, s *sessio
 	k := r.PathValue("key")
 	err := c.kms.DisableKey(ctx, k)
 	c.done(w, r, s, "/tenants/"+url.PathEscape(r.PostFormValue("tenant"))+"/keys", "Key "+k+" is disabled.", err)
+}
+
+func (c *Console) doRotateKey(w http.ResponseWriter, r *http.Request, s *session) {
+	ctx, cancel := c.ctx(r)
+	defer cancel()
+	k := r.PathValue("key")
+	dk, err := c.kms.RotateDataKey(ctx, k)
+	msg := ""
+	if err == nil {
+		msg = fmt.Sprintf("Key %s: version %d is current.", k, dk.Version)
+	}
+	c.done(w, r, s, "/tenants/"+url.PathEscape(r.PostFormValue("tenant"))+"/keys", msg, err)
 }
 
 func (c *Console) doRetireVersions(w http.ResponseWriter, r *http.Request, s *session) {

@@ -43,6 +43,7 @@ func (c *Console) routes() {
 	page("POST /tenants/{tenant}/rotate", c.csrf(c.doRotateTenant))
 	page("POST /keys/{key}/disable", c.csrf(c.doDisableKey))
 	page("POST /keys/{key}/retire", c.csrf(c.doRetireVersions))
+	page("POST /keys/{key}/rotate", c.csrf(c.doRotateKey))
 	page("POST /instances/{id}/revoke", c.csrf(c.doRevokeInstance))
 	page("POST /logout", c.csrf(c.doLogout))
 	m.Handle("/", c.authed(func(w http.ResponseWriter, r *http.Request, _ *session) {

@@ -330,3 +330,53 @@ func addVersion(ctx context.Context, tx store.Keys, v store.KeyVersion) error {
 	}
 	return nil
 }
+
+// rotateDataKey serves POST /v1/datakeys/{key_id}/rotate: a new version of
+// a key the KMS retains, made from the EKB it holds, on demand (what the
+// rotation period does on a schedule). The owner or an admin asks (the
+// web console's "rotate"); a key the KMS does not retain is rotated by its
+// owner with POST /v1/datakeys/{key_id}/versions and its current EKB.
+func (k *KMS) rotateDataKey(ctx context.Context, c *call) (any, error) {
+	id := c.r.PathValue("key_id")
+	c.keyID = id
+	if err := c.decodeOptional(); err != nil {
+		return nil, err
+	}
+	key, err := k.st.GetKey(ctx, id)
+	notFound := api.Errorf(api.CodeNotFound, "There is no key %q.", id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, storeErr(err, "key")
+	}
+	c.tenant = key.Tenant
+	if c.caller.Role == api.RoleCustodian && (key.Tenant != c.caller.Tenant || key.Owner != c.caller.DN) {
+		return nil, notFound
+	}
+	cur, err := k.st.GetKeyVersion(ctx, id, key.CurrentVersion)
+	if err != nil {
+		return nil, storeErr(err, "key version")
+	}
+	if !key.Retained || len(cur.EKB) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "Key %s is not retained by the KMS: its owner makes a new version with POST /v1/datakeys/%s/versions and the current EKB.", id, id)
+	}
+	o, err := k.openEKB(ctx, key.Tenant, cur.EKB)
+	if err != nil {
+		return nil, err
+	}
+	o.material.Wipe()
+	if _, err := k.checkUsable(ctx, &o.md); err != nil {
+		return nil, err
+	}
+	dk, v, err := k.nextVersion(ctx, key, &o.md)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.commit(ctx, func(tx store.Tx) error { return addVersion(ctx, tx, v) }); err != nil {
+		return nil, err
+	}
+	k.log.Info("key rotated", "key", id, "version", dk.Version, "by", c.caller.DN)
+	k.mx.rotations.Inc()
+	return dk, nil
+}

@@ -269,6 +269,7 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/tenants/{tenant}/apps", "app.create", admin, 0, k.createApp)
 	k.handle("POST /v1/datakeys", "datakey.create", cust, 0, k.createDataKey)
 	k.handle("POST /v1/datakeys/{key_id}/versions", "datakey.new_version", cust, 0, k.newKeyVersion)
+	k.handle("POST /v1/datakeys/{key_id}/rotate", "datakey.rotate", []api.Role{api.RoleCustodian, api.RoleAdmin}, 0, k.rotateDataKey)
 	k.handle("POST /v1/enrollment/tokens", "enrollment.token", []api.Role{api.RolePipeline, api.RoleCustodian, api.RoleAdmin}, 0, k.createToken)
 	k.handle("POST /v1/enrollment/challenge", "enrollment.challenge", nil, 0, k.createChallenge)
 	k.handle("POST /v1/enrollment", "enrollment.enroll", nil, 0, k.enroll)
