@@ -20,8 +20,8 @@ var pageNames = []string{"login", "error", "tenants", "tenant", "keys", "fleet",
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
-		"ts":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
-		"tsp":   func(t *time.Time) string { return fmtTimePtr(t) },
+		"ts":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+		"tsp": func(t *time.Time) string { return fmtTimePtr(t) },
 		"pct": func(n, limit int64) string {
 			if limit <= 0 {
 				return ""
