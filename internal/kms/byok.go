@@ -277,33 +277,38 @@ func withLabel(l map[string]string, k, v string) map[string]string {
 	return out
 }
 
+// exportWrapping is how an export wraps the key: check refuses a key it
+// cannot wrap (before any approval is spent), wrap wraps the material
+// (and names what the log line should add), done releases what check
+// took.
+type exportWrapping struct {
+	check func(ctx context.Context, o *openedKey) error
+	wrap  func(o *openedKey) (resp api.ExportResponse, logAttrs []any, err error)
+	done  func()
+}
+
+// exportKey serves POST /v1/datakeys/export, whatever the wrapping: to a
+// public key (rsa-aes-kwp, hpke; below) or in a TR-31 key block (tr31.go).
+// Every export takes the same checks in the same order (the owner, an
+// exportable key, a usable version, the tenant's quorum), spends its
+// approval with its audit record and reports the key's KCV.
 func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	var req api.ExportRequest
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
+	var w exportWrapping
+	var err error
 	if req.Wrapping == api.WrappingTR31 {
-		return k.exportTR31(ctx, c, &req) // tr31.go
+		w, err = k.tr31Wrapping(c, &req)
+	} else {
+		w, err = publicKeyWrapping(&req)
 	}
-	var pub any
-	switch req.Wrapping {
-	case api.WrappingRSAAES:
-		p, err := kcrypto.ParseRSAPublicKeyPEM(req.PublicKeyPEM)
-		if err != nil {
-			return nil, api.Errorf(api.CodeInvalidArgument, "public_key_pem must be an RSA public key of at least 3072 bits: %v", err)
-		}
-		pub = p
-	case api.WrappingHPKE:
-		if req.PublicKey == nil {
-			return nil, api.Errorf(api.CodeInvalidArgument, "public_key is required for hpke.")
-		}
-		p, err := kcrypto.ParseKEMPublicKey(*req.PublicKey)
-		if err != nil {
-			return nil, api.Errorf(api.CodeInvalidArgument, "public_key is not usable: %v", err)
-		}
-		pub = p
-	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q, %q or %q.", api.WrappingRSAAES, api.WrappingHPKE, api.WrappingTR31)
+	if err != nil {
+		return nil, err
+	}
+	if w.done != nil {
+		defer w.done()
 	}
 	o, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
 	if err != nil {
@@ -317,6 +322,11 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	case !o.md.Exportable:
 		return nil, api.Errorf(api.CodeForbidden, "Key %s is not exportable: it was created without \"exportable\": true, which is bound into its EKB.", o.md.KeyID)
 	}
+	if w.check != nil {
+		if err := w.check(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	if _, _, err := k.registryEntry(ctx, &o.md); err != nil {
 		return nil, err // a disabled key or a retired version does not leave
 	}
@@ -324,12 +334,11 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	wrapped, err := kcrypto.WrapExport(string(req.Wrapping), pub, exportInfo(&o.md), o.material)
+	resp, attrs, err := w.wrap(o)
 	if err != nil {
 		return nil, err
 	}
-	kcv, err := kcvOf(o.md.Type, o.material)
-	if err != nil {
+	if resp.KCV, err = kcvOf(o.md.Type, o.material); err != nil {
 		return nil, err
 	}
 	if use != nil {
@@ -338,6 +347,35 @@ func (k *KMS) exportKey(ctx context.Context, c *call) (any, error) {
 			return nil, err
 		}
 	}
-	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", req.Wrapping)
-	return api.ExportResponse{WrappedMaterial: wrapped, KCV: kcv}, nil
+	k.log.Info("key exported", append([]any{"key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", req.Wrapping}, attrs...)...)
+	return resp, nil
+}
+
+// publicKeyWrapping wraps an export to the public key of req: RSA-OAEP +
+// AES key wrap (rsa-aes-kwp) or HPKE.
+func publicKeyWrapping(req *api.ExportRequest) (exportWrapping, error) {
+	var pub any
+	switch req.Wrapping {
+	case api.WrappingRSAAES:
+		p, err := kcrypto.ParseRSAPublicKeyPEM(req.PublicKeyPEM)
+		if err != nil {
+			return exportWrapping{}, api.Errorf(api.CodeInvalidArgument, "public_key_pem must be an RSA public key of at least 3072 bits: %v", err)
+		}
+		pub = p
+	case api.WrappingHPKE:
+		if req.PublicKey == nil {
+			return exportWrapping{}, api.Errorf(api.CodeInvalidArgument, "public_key is required for hpke.")
+		}
+		p, err := kcrypto.ParseKEMPublicKey(*req.PublicKey)
+		if err != nil {
+			return exportWrapping{}, api.Errorf(api.CodeInvalidArgument, "public_key is not usable: %v", err)
+		}
+		pub = p
+	default:
+		return exportWrapping{}, api.Errorf(api.CodeInvalidArgument, "wrapping must be %q, %q or %q.", api.WrappingRSAAES, api.WrappingHPKE, api.WrappingTR31)
+	}
+	return exportWrapping{wrap: func(o *openedKey) (api.ExportResponse, []any, error) {
+		wrapped, err := kcrypto.WrapExport(string(req.Wrapping), pub, exportInfo(&o.md), o.material)
+		return api.ExportResponse{WrappedMaterial: wrapped}, nil, err
+	}}, nil
 }

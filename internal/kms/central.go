@@ -265,20 +265,11 @@ func (k *KMS) heldKeys(ctx context.Context, instanceID string, evs []store.Revoc
 // admin disables it everywhere (the KMS refuses to release it; sidecars
 // evict it at their next revocation poll).
 func (k *KMS) disableKey(ctx context.Context, c *call) (any, error) {
-	id := c.r.PathValue("key_id")
-	c.keyID = id
-	key, err := k.st.GetKey(ctx, id)
-	notFound := api.Errorf(api.CodeNotFound, "There is no key %q.", id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound
-	}
+	key, err := k.ownedKey(ctx, c)
 	if err != nil {
-		return nil, storeErr(err, "key")
+		return nil, err
 	}
-	c.tenant = key.Tenant
-	if c.caller.Role == api.RoleCustodian && (key.Tenant != c.caller.Tenant || key.Owner != c.caller.DN) {
-		return nil, notFound
-	}
+	id := key.KeyID
 	use, err := k.approvalFor(ctx, c, api.ApprovalDisable, key.Tenant, id, nil)
 	if err != nil {
 		return nil, err

@@ -337,23 +337,14 @@ func addVersion(ctx context.Context, tx store.Keys, v store.KeyVersion) error {
 // web console's "rotate"); a key the KMS does not retain is rotated by its
 // owner with POST /v1/datakeys/{key_id}/versions and its current EKB.
 func (k *KMS) rotateDataKey(ctx context.Context, c *call) (any, error) {
-	id := c.r.PathValue("key_id")
-	c.keyID = id
+	key, err := k.ownedKey(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	if err := c.decodeOptional(); err != nil {
 		return nil, err
 	}
-	key, err := k.st.GetKey(ctx, id)
-	notFound := api.Errorf(api.CodeNotFound, "There is no key %q.", id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound
-	}
-	if err != nil {
-		return nil, storeErr(err, "key")
-	}
-	c.tenant = key.Tenant
-	if c.caller.Role == api.RoleCustodian && (key.Tenant != c.caller.Tenant || key.Owner != c.caller.DN) {
-		return nil, notFound
-	}
+	id := key.KeyID
 	cur, err := k.st.GetKeyVersion(ctx, id, key.CurrentVersion)
 	if err != nil {
 		return nil, storeErr(err, "key version")

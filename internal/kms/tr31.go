@@ -167,11 +167,11 @@ func (k *KMS) openKBPK(ctx context.Context, c *call, id string, action api.Actio
 	return o, nil
 }
 
-// exportTR31 answers POST /v1/datakeys/export with wrapping tr31: the key
-// of the EKB in a version D key block under the KBPK.
-func (k *KMS) exportTR31(ctx context.Context, c *call, req *api.ExportRequest) (any, error) {
+// tr31Wrapping is an export's wrapping "tr31" (exportKey, byok.go): the
+// key in a version D key block under the KBPK req names.
+func (k *KMS) tr31Wrapping(c *call, req *api.ExportRequest) (exportWrapping, error) {
 	if req.PublicKeyPEM != "" || req.PublicKey != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "A tr31 export is wrapped under kbpk_id, not to a public key.")
+		return exportWrapping{}, api.Errorf(api.CodeInvalidArgument, "A tr31 export is wrapped under kbpk_id, not to a public key.")
 	}
 	exportability := byte('E')
 	switch req.TR31Exportability {
@@ -179,70 +179,52 @@ func (k *KMS) exportTR31(ctx context.Context, c *call, req *api.ExportRequest) (
 	case "N", "S":
 		exportability = req.TR31Exportability[0]
 	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "tr31_exportability must be E (exportable under a trusted key, the default), S (sensitive) or N (not exportable).")
+		return exportWrapping{}, api.Errorf(api.CodeInvalidArgument, "tr31_exportability must be E (exportable under a trusted key, the default), S (sensitive) or N (not exportable).")
 	}
-	o, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
-	if err != nil {
-		return nil, err
+	var (
+		h    tr31.Header
+		kbpk *openedKey
+	)
+	w := exportWrapping{
+		check: func(ctx context.Context, o *openedKey) error {
+			if o.md.KeyID == req.KBPKID {
+				return api.Errorf(api.CodeInvalidArgument, "A key-block protection key cannot wrap itself.")
+			}
+			prof, ok := tr31Profiles[o.md.Type]
+			if !ok {
+				return api.Errorf(api.CodeUnsupportedKeyBlock, "A %s key has no TR-31 key usage dcaas exports: tr31 takes aes-256-gcm (D0), hmac-sha256 (M7) and aes-256-kbpk (K1) keys.", o.md.Type)
+			}
+			mode, err := tr31Mode(o.md.Type, o.md.Policy)
+			if err != nil {
+				return err
+			}
+			h = tr31.Header{
+				Version: 'D', KeyUsage: prof.usage, Algorithm: prof.algorithm, ModeOfUse: mode,
+				KeyVersion: "00", Exportability: exportability, KeyContext: '0',
+			}
+			if o.md.Version <= 99 {
+				h.KeyVersion = fmt.Sprintf("%02d", o.md.Version)
+			}
+			if prof.hmac {
+				h.Blocks = []tr31.Block{{ID: "HM", Data: hmSHA256}}
+			}
+			kbpk, err = k.openKBPK(ctx, c, req.KBPKID, api.ActionEncrypt)
+			return err
+		},
+		done: func() {
+			if kbpk != nil {
+				kbpk.material.Wipe()
+			}
+		},
 	}
-	defer o.material.Wipe()
-	c.keyID = o.md.KeyID
-	switch {
-	case o.md.Owner != c.caller.DN:
-		return nil, api.Errorf(api.CodeForbidden, "Only the key's owner may export it.")
-	case !o.md.Exportable:
-		return nil, api.Errorf(api.CodeForbidden, "Key %s is not exportable: it was created without \"exportable\": true, which is bound into its EKB.", o.md.KeyID)
-	case o.md.KeyID == req.KBPKID:
-		return nil, api.Errorf(api.CodeInvalidArgument, "A key-block protection key cannot wrap itself.")
-	}
-	prof, ok := tr31Profiles[o.md.Type]
-	if !ok {
-		return nil, api.Errorf(api.CodeUnsupportedKeyBlock, "A %s key has no TR-31 key usage dcaas exports: tr31 takes aes-256-gcm (D0), hmac-sha256 (M7) and aes-256-kbpk (K1) keys.", o.md.Type)
-	}
-	if _, _, err := k.registryEntry(ctx, &o.md); err != nil {
-		return nil, err // a disabled key or a retired version does not leave
-	}
-	mode, err := tr31Mode(o.md.Type, o.md.Policy)
-	if err != nil {
-		return nil, err
-	}
-	h := tr31.Header{
-		Version: 'D', KeyUsage: prof.usage, Algorithm: prof.algorithm, ModeOfUse: mode,
-		KeyVersion: "00", Exportability: exportability, KeyContext: '0',
-	}
-	if o.md.Version <= 99 {
-		h.KeyVersion = fmt.Sprintf("%02d", o.md.Version)
-	}
-	if prof.hmac {
-		h.Blocks = []tr31.Block{{ID: "HM", Data: hmSHA256}}
-	}
-	kbpk, err := k.openKBPK(ctx, c, req.KBPKID, api.ActionEncrypt)
-	if err != nil {
-		return nil, err
-	}
-	defer kbpk.material.Wipe()
-	// An export is an export however it is wrapped: a tenant's quorum
-	// approves this one too (approvals.go), for exactly this request.
-	use, err := k.approvalFor(ctx, c, api.ApprovalExport, o.md.Tenant, o.md.KeyID, req)
-	if err != nil {
-		return nil, err
-	}
-	block, err := tr31.Wrap(kbpk.material, h, o.material)
-	if err != nil {
-		return nil, err
-	}
-	kcv, err := kcvOf(o.md.Type, o.material)
-	if err != nil {
-		return nil, err
-	}
-	if use != nil {
-		// The approval closes with the export's audit record: one export.
-		if err := c.commit(ctx, func(tx store.Tx) error { return use.consume(ctx, tx) }); err != nil {
-			return nil, err
+	w.wrap = func(o *openedKey) (api.ExportResponse, []any, error) {
+		block, err := tr31.Wrap(kbpk.material, h, o.material)
+		if err != nil {
+			return api.ExportResponse{}, nil, err
 		}
+		return api.ExportResponse{KeyBlock: string(block)}, []any{"kbpk", kbpk.md.KeyID, "header", string(block[:16])}, nil
 	}
-	k.log.Info("key exported", "key", o.md.KeyID, "version", o.md.Version, "by", c.caller.DN, "wrapping", api.WrappingTR31, "kbpk", kbpk.md.KeyID, "header", string(block[:16]))
-	return api.ExportResponse{KeyBlock: string(block), KCV: kcv}, nil
+	return w, nil
 }
 
 // importTR31 answers POST /v1/datakeys/import with wrapping tr31: the key
