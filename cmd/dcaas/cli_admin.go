@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 )
 
 func newTenantCmd() *cobra.Command {
@@ -84,37 +85,10 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 			if tenant == "" {
 				return fmt.Errorf("--tenant is required")
 			}
-			req := api.CreateAppRequest{Name: name, Role: api.Role(role)}
-			if csrFile != "" {
-				csr, err := os.ReadFile(csrFile)
-				if err != nil {
-					return fmt.Errorf("--csr: %w", err)
-				}
-				req.CSRPEM = string(csr)
-			}
 			out := credFiles(outDir, name, tenant, csrFile == "")
 			out.Role = role
-			// Refuse before the KMS issues anything we could not write.
-			if err := out.prepare(force); err != nil {
-				return err
-			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			creds, err := k.CreateApp(cmd.Context(), tenant, req)
-			if err != nil {
-				return err
-			}
-			if err := out.write(creds, force); err != nil {
-				return err
-			}
-			return c.print(cmd, out, func(w io.Writer) {
-				fmt.Fprintf(w, "app %s registered as %s\ncertificate: %s\n", name, creds.DN, out.CertFile)
-				if out.KeyFile != "" {
-					fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
-				}
-				fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+			return registerIdentity(cmd, c, "app", name, csrFile, out, force, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
+				return k.CreateApp(cmd.Context(), tenant, api.CreateAppRequest{Name: name, Role: api.Role(role), CSRPEM: csrPEM})
 			})
 		},
 	}
@@ -147,36 +121,10 @@ the private key then never leaves it.`,
 			if !safeName(name) {
 				return fmt.Errorf("admin name %q: use letters, digits, '.', '_' and '-'", name)
 			}
-			req := api.CreateAdminRequest{Name: name}
-			if csrFile != "" {
-				csr, err := os.ReadFile(csrFile)
-				if err != nil {
-					return fmt.Errorf("--csr: %w", err)
-				}
-				req.CSRPEM = string(csr)
-			}
 			out := credFiles(outDir, name, "", csrFile == "")
 			out.Role = string(api.RoleAdmin)
-			if err := out.prepare(force); err != nil {
-				return err
-			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			creds, err := k.CreateAdmin(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if err := out.write(creds, force); err != nil {
-				return err
-			}
-			return c.print(cmd, out, func(w io.Writer) {
-				fmt.Fprintf(w, "admin %s registered as %s\ncertificate: %s\n", name, creds.DN, out.CertFile)
-				if out.KeyFile != "" {
-					fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
-				}
-				fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+			return registerIdentity(cmd, c, "admin", name, csrFile, out, force, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
+				return k.CreateAdmin(cmd.Context(), api.CreateAdminRequest{Name: name, CSRPEM: csrPEM})
 			})
 		},
 	}
@@ -186,6 +134,43 @@ the private key then never leaves it.`,
 	fl.BoolVar(&force, "force", false, "replace existing credential files")
 	cmd.AddCommand(create)
 	return cmd
+}
+
+// registerIdentity registers an app or admin with create (given the CSR
+// of csrFile, or none: the KMS makes the key) and writes its credentials
+// into out, refusing first what it could not write.
+func registerIdentity(cmd *cobra.Command, c *cliConn, what, name, csrFile string, out appOutput, force bool,
+	create func(k *client.KMS, csrPEM string) (*api.AppCredentials, error)) error {
+	var csrPEM string
+	if csrFile != "" {
+		csr, err := os.ReadFile(csrFile)
+		if err != nil {
+			return fmt.Errorf("--csr: %w", err)
+		}
+		csrPEM = string(csr)
+	}
+	// Refuse before the KMS issues anything we could not write.
+	if err := out.prepare(force); err != nil {
+		return err
+	}
+	k, err := c.kmsClient()
+	if err != nil {
+		return err
+	}
+	creds, err := create(k, csrPEM)
+	if err != nil {
+		return err
+	}
+	if err := out.write(creds, force); err != nil {
+		return err
+	}
+	return c.print(cmd, out, func(w io.Writer) {
+		fmt.Fprintf(w, "%s %s registered as %s\ncertificate: %s\n", what, name, creds.DN, out.CertFile)
+		if out.KeyFile != "" {
+			fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
+		}
+		fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+	})
 }
 
 type tokenOutput struct {
