@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -27,36 +26,16 @@ func newComponentsCmd(c *cliConn) *cobra.Command {
 	}
 
 	var req api.StartComponentsRequest
-	var policy, expires string
-	var labels []string
+	var params keyParams
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "Start entering a key in components (a custodian for itself, an admin with --tenant and --owner)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if policy != "" {
-				p, err := readPolicy(policy)
-				if err != nil {
-					return err
-				}
-				req.Policy = p
-			}
-			if expires != "" {
-				t, err := parseExpiry(expires, time.Now())
-				if err != nil {
-					return err
-				}
-				req.ExpiresAt = &t
-			}
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("--label %q: want KEY=VALUE", l)
-				}
-				if req.Labels == nil {
-					req.Labels = map[string]string{}
-				}
-				req.Labels[k] = v
+			req.Purpose, req.Retain = params.purpose, params.retain
+			var err error
+			if req.Policy, req.ExpiresAt, req.Labels, err = params.parse(); err != nil {
+				return err
 			}
 			k, err := c.kmsClient()
 			if err != nil {
@@ -74,16 +53,12 @@ func newComponentsCmd(c *cliConn) *cobra.Command {
 		},
 	}
 	fl := start.Flags()
-	fl.StringVar((*string)(&req.Type), "type", string(api.KeyAES256GCM), "aes-256-gcm or hmac-sha256")
+	fl.StringVar((*string)(&req.Type), "type", string(api.KeyAES256GCM), "aes-256-gcm, hmac-sha256 or aes-256-kbpk")
 	fl.IntVar(&req.Components, "components", 2, "number of components, 2 to 9, each entered by a different admin")
 	fl.StringVar(&req.ExpectedKCV, "expected-kcv", "", "the key check value the finished key must have (six hex digits)")
 	fl.StringVar(&req.Tenant, "tenant", "", "the key's tenant (admins)")
 	fl.StringVar(&req.Owner, "owner", "", "the custodian app that will own the key (admins)")
-	fl.StringVar(&policy, "policy", "", `key policy: a JSON file, or inline JSON ({"rules":[{"principals":[DN],"actions":[…]}]})`)
-	fl.StringVar(&req.Purpose, "purpose", "", "free-text purpose bound into the metadata")
-	fl.StringArrayVar(&labels, "label", nil, "KEY=VALUE label bound into the metadata (repeatable)")
-	fl.StringVar(&expires, "expires", "", "key expiry: an RFC 3339 time or a duration from now (e.g. 8760h)")
-	fl.BoolVar(&req.Retain, "retain", false, "have the KMS retain the key (usable by key id)")
+	params.flags(fl)
 	fl.BoolVar(&req.Exportable, "exportable", false, "allow the owner to export the key")
 
 	var file, kcv string

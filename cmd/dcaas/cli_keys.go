@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
@@ -48,38 +49,17 @@ func newKeyCmd() *cobra.Command {
 	c := connFlags(cmd)
 
 	var store string
-	var typ, policy, purpose, expires string
-	var labels []string
-	var retain bool
+	var typ string
+	var params keyParams
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Have the KMS generate a data key and store its EKB",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := api.CreateDataKeyRequest{Type: api.KeyType(typ), Purpose: purpose, Retain: retain}
-			if policy != "" {
-				p, err := readPolicy(policy)
-				if err != nil {
-					return err
-				}
-				req.Policy = p
-			}
-			if expires != "" {
-				t, err := parseExpiry(expires, time.Now())
-				if err != nil {
-					return err
-				}
-				req.ExpiresAt = &t
-			}
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("--label %q: want KEY=VALUE", l)
-				}
-				if req.Labels == nil {
-					req.Labels = map[string]string{}
-				}
-				req.Labels[k] = v
+			req := api.CreateDataKeyRequest{Type: api.KeyType(typ), Purpose: params.purpose, Retain: params.retain}
+			var err error
+			if req.Policy, req.ExpiresAt, req.Labels, err = params.parse(); err != nil {
+				return err
 			}
 			k, err := c.kmsClient()
 			if err != nil {
@@ -98,12 +78,8 @@ func newKeyCmd() *cobra.Command {
 	}
 	fl := create.Flags()
 	ekbStoreFlag(create, &store)
-	fl.StringVar(&typ, "type", string(api.KeyAES256GCM), "aes-256-gcm, hmac-sha256, ed25519, ecdsa-p256 or ml-dsa-65")
-	fl.StringVar(&policy, "policy", "", `key policy: a JSON file, or inline JSON ({"rules":[{"principals":[DN],"actions":[…]}]})`)
-	fl.StringVar(&purpose, "purpose", "", "free-text purpose bound into the metadata")
-	fl.StringArrayVar(&labels, "label", nil, "KEY=VALUE label bound into the metadata (repeatable)")
-	fl.StringVar(&expires, "expires", "", "expiry: an RFC 3339 time or a duration from now (e.g. 8760h)")
-	fl.BoolVar(&retain, "retain", false, "have the KMS retain the key (usable by key id)")
+	fl.StringVar(&typ, "type", string(api.KeyAES256GCM), "aes-256-gcm, hmac-sha256, ed25519, ecdsa-p256, ml-dsa-65 or aes-256-kbpk")
+	params.flags(fl)
 
 	var vstore string
 	version := &cobra.Command{
@@ -353,4 +329,48 @@ seeds' mint and use grants in one step.`,
 	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime of the grant (default: the KMS's, 5m)")
 	cmd.AddCommand(create)
 	return cmd
+}
+
+// keyParams are the flags of a new key's metadata, shared by key create
+// and key components start: policy, purpose, labels, expiry, retention.
+type keyParams struct {
+	policy, purpose, expires string
+	labels                   []string
+	retain                   bool
+}
+
+func (p *keyParams) flags(fl *pflag.FlagSet) {
+	fl.StringVar(&p.policy, "policy", "", `key policy: a JSON file, or inline JSON ({"rules":[{"principals":[DN],"actions":[…]}]})`)
+	fl.StringVar(&p.purpose, "purpose", "", "free-text purpose bound into the metadata")
+	fl.StringArrayVar(&p.labels, "label", nil, "KEY=VALUE label bound into the metadata (repeatable)")
+	fl.StringVar(&p.expires, "expires", "", "key expiry: an RFC 3339 time or a duration from now (e.g. 8760h)")
+	fl.BoolVar(&p.retain, "retain", false, "have the KMS retain the key (usable by key id)")
+}
+
+// parse reads the policy (a file or inline JSON), the expiry and the
+// labels the flags give.
+func (p *keyParams) parse() (policy *api.Policy, expiresAt *time.Time, labels map[string]string, err error) {
+	if p.policy != "" {
+		if policy, err = readPolicy(p.policy); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if p.expires != "" {
+		t, err := parseExpiry(p.expires, time.Now())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		expiresAt = &t
+	}
+	for _, l := range p.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, nil, nil, fmt.Errorf("--label %q: want KEY=VALUE", l)
+		}
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[k] = v
+	}
+	return policy, expiresAt, labels, nil
 }
