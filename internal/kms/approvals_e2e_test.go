@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/hpke"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -21,43 +19,9 @@ import (
 
 // doApproved is kmstest.Client.Do with the approval header set to id.
 func doApproved(c *kmstest.Client, id, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.Base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set(api.ApprovalHeader, id)
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var eb api.ErrorBody
-		if err := json.Unmarshal(data, &eb); err != nil || eb.Error == nil {
-			return fmt.Errorf("status %d with a non-API body: %q", resp.StatusCode, data)
-		}
-		eb.Error.Status = resp.StatusCode
-		return eb.Error
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	with := *c
+	with.Header = http.Header{api.ApprovalHeader: {id}}
+	return with.Do(method, path, in, out)
 }
 
 // quorumWorld is a KMS with tenant acme under a quorum of 2 among the

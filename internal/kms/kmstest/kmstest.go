@@ -147,6 +147,8 @@ func (e *Env) Restart() {
 type Client struct {
 	HTTP *http.Client
 	Base string
+	// Header is added to every request (an approval id, say).
+	Header http.Header
 }
 
 // Client returns a client that authenticates with the given PEM
@@ -212,6 +214,11 @@ func (c *Client) Do(method, path string, in, out any) error {
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range c.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
