@@ -1,49 +1,21 @@
 package sqlstore_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
-	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
 // postApproved POSTs in as c with the approval header set to id.
 func postApproved(c *kmstest.Client, id, path string, in any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequest("POST", c.Base+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(api.ApprovalHeader, id)
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK {
-		return nil
-	}
-	var eb api.ErrorBody
-	if err := json.Unmarshal(data, &eb); err != nil || eb.Error == nil {
-		return fmt.Errorf("status %d: %q", resp.StatusCode, data)
-	}
-	return eb.Error
+	with := *c
+	with.Header = http.Header{api.ApprovalHeader: {id}}
+	return with.Do("POST", path, in, nil)
 }
 
 // TestApprovalReplicasRace: two KMS replicas on one PostgreSQL database.
@@ -51,22 +23,7 @@ func postApproved(c *kmstest.Client, id, path string, in any) error {
 // presented at once through both replicas runs exactly once: one answer,
 // one audit record of success, every other call 409 already_used.
 func TestApprovalReplicasRace(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() })
-	a := kmstest.Start(t, func(o *kms.Options) { o.Store = stA })
-	dirB := filepath.Join(t.TempDir(), "kms-b")
-	if err := os.MkdirAll(dirB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	rootKey, err := os.ReadFile(filepath.Join(a.DataDir, "root.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dirB, "root.key"), rootKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store = dirB, stB })
+	a, b := replicaPair(t, 0)
 
 	a.Tenant(t, "acme")
 	alice, _ := a.NewAdmin(t, "alice")

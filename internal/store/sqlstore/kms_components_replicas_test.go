@@ -2,14 +2,11 @@ package sqlstore_test
 
 import (
 	"encoding/hex"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
@@ -22,21 +19,7 @@ import (
 // stores it once.
 func TestKMSReplicasComponentsAndKCVs(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() })
-	a := kmstest.Start(t, func(o *kms.Options) { o.Store = stA })
-	dirB := filepath.Join(t.TempDir(), "kms-b")
-	if err := os.MkdirAll(dirB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	rootKey, err := os.ReadFile(filepath.Join(a.DataDir, "root.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dirB, "root.key"), rootKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store = dirB, stB })
+	a, b := replicaPairOn(t, dsn, 0)
 
 	a.Tenant(t, "acme")
 	custA, creds := a.App(t, "acme", "payments", api.RoleCustodian)
