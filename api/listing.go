@@ -66,4 +66,9 @@ type FleetInstance struct {
 	// instance (rewrap, grant, seed derivation, refresh): what it may
 	// hold. The KMS does not see what a sidecar evicted since.
 	KeysReleased int `json:"keys_released"`
+	// LastPollAt is when the sidecar last polled the revocation feed
+	// (absent: never since it was enrolled), and KeysLoaded how many keys
+	// it said it held then (absent: it did not say).
+	LastPollAt *time.Time `json:"last_poll_at,omitempty"`
+	KeysLoaded *int       `json:"keys_loaded,omitempty"`
 }

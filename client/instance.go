@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/dcaas/dcaas/api"
 )
@@ -63,9 +64,23 @@ func (k *KMS) RefreshKeys(ctx context.Context, req api.RefreshRequest) (*api.Wra
 // poll) for the calling instance (sidecar): the events of the keys
 // released to it and its own revocation.
 func (k *KMS) Revocations(ctx context.Context, cursor string) (*api.RevocationFeed, error) {
-	path := "/v1/revocations"
+	return k.PollRevocations(ctx, cursor, -1)
+}
+
+// PollRevocations is Revocations that also tells the KMS how many keys
+// the calling sidecar holds (keysLoaded; negative: do not say), which
+// the fleet view shows with the poll's time.
+func (k *KMS) PollRevocations(ctx context.Context, cursor string, keysLoaded int) (*api.RevocationFeed, error) {
+	q := url.Values{}
 	if cursor != "" {
-		path += "?since=" + url.QueryEscape(cursor)
+		q.Set("since", cursor)
+	}
+	if keysLoaded >= 0 {
+		q.Set("keys_loaded", strconv.Itoa(keysLoaded))
+	}
+	path := "/v1/revocations"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	var out api.RevocationFeed
 	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, path, nil, &out))

@@ -304,7 +304,7 @@ func (s *Sidecar) poll() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	feed, err := id.kms.Revocations(ctx, s.cursor)
+	feed, err := id.kms.PollRevocations(ctx, s.cursor, s.ring.Len())
 	if err = s.kmsErr(err); err != nil {
 		switch api.CodeOf(err) {
 		case api.CodeRevoked:

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -139,23 +138,4 @@ func (f *auditFollower) match(flt auditFilter, limit int) (out []store.AuditReco
 		}
 	}
 	return out, total
-}
-
-// lastPolls returns when each sidecar instance last read the revocation
-// feed, from the audit records of its polls (the instance's certificate
-// subject is CN=<instance id>,…).
-func (f *auditFollower) lastPolls() map[string]time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := map[string]time.Time{}
-	for _, r := range f.records {
-		if r.Role != string(api.RoleSidecar) || r.Action != "revocations.read" || r.Outcome != "ok" {
-			continue
-		}
-		cn, _, _ := strings.Cut(strings.TrimPrefix(r.Caller, "CN="), ",")
-		if r.Time.After(out[cn]) {
-			out[cn] = r.Time
-		}
-	}
-	return out
 }

@@ -259,7 +259,7 @@ func TestPagesShowTheRegistry(t *testing.T) {
 	sc.Enroll(t, f.env.Anonymous(), tok.Token)
 	id := sc.Enrollment.InstanceID
 	var feed api.RevocationFeed
-	sc.Client(t, f.env).MustDo(t, "GET", "/v1/revocations", nil, &feed) // a poll
+	sc.Client(t, f.env).MustDo(t, "GET", "/v1/revocations?keys_loaded=2", nil, &feed) // a poll, holding 2 keys
 
 	for _, c := range []struct{ path, want string }{
 		{"/", "version 1 current"},
@@ -274,11 +274,11 @@ func TestPagesShowTheRegistry(t *testing.T) {
 			t.Errorf("GET %s = %d, want 200 showing %q: %s", c.path, code, c.want, body)
 		}
 	}
-	// The fleet row has a last poll (from the audit trail) and a certificate expiry.
+	// The fleet row has the poll's time and key count and a certificate expiry.
 	_, body := get(t, b, f.srv.URL+"/fleet")
 	row := regexp.MustCompile(`(?s)<tr id="ins-` + id + `">.*?</tr>`).FindString(body)
-	if strings.Count(row, "—") > 0 {
-		t.Errorf("fleet row lacks a value: %s", row)
+	if strings.Count(row, "—") > 0 || !strings.Contains(row, `<td class="loaded">2</td>`) {
+		t.Errorf("fleet row lacks a value, or does not show the 2 keys the sidecar holds: %s", row)
 	}
 	// The sampler reads /metrics every 20 ms: within a few, the chart
 	// has a line.

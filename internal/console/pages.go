@@ -160,7 +160,6 @@ func (c *Console) pageKeys(w http.ResponseWriter, r *http.Request, s *session) {
 
 type fleetRow struct {
 	api.FleetInstance
-	LastPoll   *time.Time
 	LeaseUntil *time.Time
 	CertSoon   bool // the certificate expires within a day
 }
@@ -180,10 +179,6 @@ func (c *Console) pageFleet(w http.ResponseWriter, r *http.Request, s *session) 
 		if err != nil {
 			return err
 		}
-		if err := c.audit.refresh(ctx); err != nil {
-			return err
-		}
-		polls := c.audit.lastPolls()
 		byKey := map[string]int{}
 		for _, t := range tenants {
 			list, err := c.kms.Fleet(ctx, t.Name)
@@ -192,9 +187,9 @@ func (c *Console) pageFleet(w http.ResponseWriter, r *http.Request, s *session) 
 			}
 			for _, in := range list {
 				row := fleetRow{FleetInstance: in}
-				if at, ok := polls[in.InstanceID]; ok {
-					until := at.Add(c.cfg.Lease)
-					row.LastPoll, row.LeaseUntil = &at, &until
+				if in.LastPollAt != nil {
+					until := in.LastPollAt.Add(c.cfg.Lease)
+					row.LeaseUntil = &until
 				}
 				row.CertSoon = in.CertNotAfter != nil && in.CertNotAfter.Sub(now) < 24*time.Hour
 				k := t.Name + "\x00" + in.CustodianDN

@@ -230,8 +230,31 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 		after = last
 	}
 	feed.Cursor = strconv.FormatInt(after, 10)
+	// The poll is the instance's sign of life: its time and, when the
+	// sidecar says (keys_loaded), how many keys it holds, for the fleet
+	// view; stored with the call's audit record.
+	loaded := -1
+	if s := c.r.URL.Query().Get("keys_loaded"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 || v > maxKeysLoaded {
+			return nil, api.Errorf(api.CodeInvalidArgument, "keys_loaded must be the number of keys the sidecar holds (0 to %d).", maxKeysLoaded)
+		}
+		loaded = v
+	}
+	err = c.commit(ctx, func(tx store.Tx) error {
+		if err := tx.NotePoll(ctx, c.caller.Instance.ID, k.now(), loaded); err != nil {
+			return storeErr(err, "instance")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	return feed, nil
 }
+
+// maxKeysLoaded bounds the count a sidecar reports at its poll.
+const maxKeysLoaded = 1 << 30
 
 // heldKeys returns the set of the key ids that events name which were
 // ever released to the instance.

@@ -139,6 +139,7 @@ func (k *KMS) listFleet(ctx context.Context, c *call) (any, error) {
 			return nil, storeErr(err, "releases")
 		}
 		fi.KeysReleased = len(released)
+		fi.LastPollAt, fi.KeysLoaded = utcPtr(in.LastPollAt), in.KeysLoaded
 		out.Instances = append(out.Instances, fi)
 	}
 	return out, nil

@@ -77,6 +77,23 @@ func TestListing(t *testing.T) {
 		in.Revoked || in.RevokedAt != nil || in.CertNotAfter == nil || !in.CertNotAfter.After(in.EnrolledAt) || in.KeysReleased != 1 {
 		t.Errorf("fleet instance = %+v, want %s live, software, a certificate expiry and 1 key released", in, sc.Enrollment.InstanceID)
 	}
+	// A poll says how many keys the sidecar holds; a bad count is refused.
+	if in.LastPollAt != nil || in.KeysLoaded != nil {
+		t.Errorf("before any poll, fleet instance = %+v, want no poll", in)
+	}
+	side := sc.Client(t, env)
+	kmstest.WantError(t, side.Do("GET", "/v1/revocations?keys_loaded=-1", nil, nil), http.StatusBadRequest, api.CodeInvalidArgument)
+	kmstest.WantError(t, side.Do("GET", "/v1/revocations?keys_loaded=many", nil, nil), http.StatusBadRequest, api.CodeInvalidArgument)
+	side.MustDo(t, "GET", "/v1/revocations?keys_loaded=1", nil, nil)
+	env.Admin.MustDo(t, "GET", "/v1/tenants/acme/instances", nil, &fleet)
+	if got := fleet.Instances[0]; got.LastPollAt == nil || got.KeysLoaded == nil || *got.KeysLoaded != 1 {
+		t.Errorf("after a poll holding 1 key, fleet instance = %+v", got)
+	}
+	side.MustDo(t, "GET", "/v1/revocations", nil, nil) // says nothing: the count stays
+	env.Admin.MustDo(t, "GET", "/v1/tenants/acme/instances", nil, &fleet)
+	if got := fleet.Instances[0]; got.KeysLoaded == nil || *got.KeysLoaded != 1 {
+		t.Errorf("after a poll without a count, fleet instance = %+v, want the count kept", got)
+	}
 	env.Admin.MustDo(t, "DELETE", "/v1/instances/"+in.InstanceID, nil, nil)
 	env.Admin.MustDo(t, "GET", "/v1/tenants/acme/instances", nil, &fleet)
 	if !fleet.Instances[0].Revoked || fleet.Instances[0].RevokedAt == nil {

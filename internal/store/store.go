@@ -346,6 +346,10 @@ type Instance struct {
 	AKTrust             string
 	AttestedAt          *time.Time
 	AttestationProfiles []string
+	// What the sidecar said at its last revocation poll (migration 0010):
+	// when, and how many keys it held (nil: it never said).
+	LastPollAt *time.Time
+	KeysLoaded *int
 }
 
 // Instances is the registry of enrolled sidecars.
@@ -377,6 +381,10 @@ type Instances interface {
 	// ErrNotFound for an unknown instance and ErrConflict for a revoked
 	// one.
 	RecordAttestation(ctx context.Context, id string, at time.Time, profiles []string) error
+	// NotePoll records a revocation poll of the instance at at, with the
+	// number of keys it said it holds (negative: it did not say, and the
+	// last count stays). ErrNotFound for an unknown instance.
+	NotePoll(ctx context.Context, id string, at time.Time, keysLoaded int) error
 }
 
 // Revocation kinds.

@@ -40,18 +40,24 @@ func instanceArgs(in store.Instance) ([]any, error) {
 }
 
 const instanceColumns = `id, tenant, custodian_dn, enclave, cert_serial, wrapping_serial,
-	wrapping_kem, wrapping_public, enrolled_at, revoked_at, ak_fingerprint, ak_trust, attested_at, attestation_profiles`
+	wrapping_kem, wrapping_public, enrolled_at, revoked_at, ak_fingerprint, ak_trust, attested_at, attestation_profiles,
+	last_poll_at, keys_loaded`
 
 func scanInstance(row interface{ Scan(...any) error }) (store.Instance, error) {
 	var in store.Instance
 	var enrolled int64
-	var revoked, attested sql.NullInt64
+	var revoked, attested, polled, loaded sql.NullInt64
 	var ak, trust, profiles sql.NullString
 	err := row.Scan(&in.ID, &in.Tenant, &in.CustodianDN, &in.Enclave, &in.CertSerial,
 		&in.WrappingSerial, &in.WrappingKEM, &in.WrappingPublic, &enrolled, &revoked,
-		&ak, &trust, &attested, &profiles)
+		&ak, &trust, &attested, &profiles, &polled, &loaded)
 	if err != nil {
 		return store.Instance{}, err
+	}
+	in.LastPollAt = fromNullNanos(polled)
+	if loaded.Valid {
+		n := int(loaded.Int64)
+		in.KeysLoaded = &n
 	}
 	in.AKFingerprint, in.AKTrust = ak.String, trust.String
 	in.AttestedAt = fromNullNanos(attested)
@@ -202,5 +208,30 @@ func (q *queries) RecordAttestation(ctx context.Context, id string, at time.Time
 		_, err := c.exec(ctx, `UPDATE instances SET attested_at = ?, attestation_profiles = ? WHERE id = ?`,
 			n, nullString(strings.Join(profiles, ",")), id)
 		return err
+	})
+}
+
+// NotePoll implements store.Instances.
+func (q *queries) NotePoll(ctx context.Context, id string, at time.Time, keysLoaded int) error {
+	const op = "NotePoll"
+	n, err := nanos("at", at)
+	if err != nil {
+		return q.mapErr(op, err)
+	}
+	return q.write(ctx, op, func(c conn) error {
+		var res sql.Result
+		var err error
+		if keysLoaded < 0 {
+			res, err = c.exec(ctx, `UPDATE instances SET last_poll_at = ? WHERE id = ?`, n, id)
+		} else {
+			res, err = c.exec(ctx, `UPDATE instances SET last_poll_at = ?, keys_loaded = ? WHERE id = ?`, n, keysLoaded, id)
+		}
+		if err != nil {
+			return err
+		}
+		if rows, err := res.RowsAffected(); err == nil && rows == 0 {
+			return store.ErrNotFound
+		}
+		return nil
 	})
 }

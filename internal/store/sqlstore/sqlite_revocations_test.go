@@ -128,6 +128,9 @@ func TestSQLiteMigrateFromSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+	for _, col := range []string{"last_poll_at", "keys_loaded"} {
+		rawExec(t, path, `ALTER TABLE instances DROP COLUMN `+col) // 0010
+	}
 	for _, col := range []string{"ak_fingerprint", "ak_trust", "attested_at", "attestation_profiles"} {
 		rawExec(t, path, `ALTER TABLE instances DROP COLUMN `+col) // 0007
 	}

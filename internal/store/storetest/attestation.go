@@ -55,4 +55,27 @@ var attestationTests = []test{
 			t.Fatalf("a token-enrolled instance reads attested: %+v", got)
 		}
 	}},
+	{"NotePoll", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		check(t, "CreateInstance", s.CreateInstance(ctx, newInstance("i-1", "acme", "CN=a", at(0))))
+		got, err := s.GetInstance(ctx, "i-1")
+		check(t, "GetInstance", err)
+		if got.LastPollAt != nil || got.KeysLoaded != nil {
+			t.Fatalf("a new instance has a poll: %+v", got)
+		}
+		check(t, "NotePoll", s.NotePoll(ctx, "i-1", at(time.Minute), 3))
+		check(t, "NotePoll(no count)", s.NotePoll(ctx, "i-1", at(2*time.Minute), -1))
+		list, err := s.ListInstances(ctx, "acme", "")
+		check(t, "ListInstances", err)
+		if len(list) != 1 || list[0].LastPollAt == nil || !list[0].LastPollAt.Equal(at(2*time.Minute)) || list[0].KeysLoaded == nil || *list[0].KeysLoaded != 3 {
+			t.Fatalf("after two polls (3 keys, then no count): %+v", list)
+		}
+		check(t, "NotePoll(0 keys)", s.NotePoll(ctx, "i-1", at(3*time.Minute), 0))
+		got, err = s.GetInstance(ctx, "i-1")
+		check(t, "GetInstance", err)
+		if got.KeysLoaded == nil || *got.KeysLoaded != 0 {
+			t.Fatalf("after a poll with no keys: %+v", got)
+		}
+		wantErr(t, "NotePoll(unknown)", s.NotePoll(ctx, "i-9", at(time.Minute), 1), store.ErrNotFound)
+	}},
 }
