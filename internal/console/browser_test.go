@@ -156,12 +156,13 @@ func TestBrowser(t *testing.T) {
 		var tok api.EnrollmentToken
 		f.cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
 		sc.Enroll(t, f.env.Anonymous(), tok.Token)
-		var feed api.RevocationFeed
-		sc.Client(t, f.env).MustDo(t, "GET", "/v1/revocations", nil, &feed)
 		ids = append(ids, sc.Enrollment.InstanceID)
-		// The custodian rewraps two keys to it: the KMS records the release.
+		// The custodian rewraps two keys to it: the KMS records the
+		// release; the sidecar's next poll says it holds them.
 		var wrapped api.WrappedKeys
 		f.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{used.EKB, ed.EKB}, WrappingCertPEM: sc.Enrollment.WrappingCertPEM}, &wrapped)
+		var feed api.RevocationFeed
+		sc.Client(t, f.env).MustDo(t, "GET", "/v1/revocations?keys_loaded=2", nil, &feed)
 	}
 	// Refused calls, for the error chart.
 	for range 3 {
