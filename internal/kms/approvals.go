@@ -509,22 +509,19 @@ func (k *KMS) listApprovals(ctx context.Context, c *call) (any, error) {
 		}
 		limit = n
 	}
-	tenant := "*"
+	tenant, requester := "*", ""
 	if t := q.Get("tenant"); t != "" {
 		tenant = t
 	}
 	if c.caller.Role != api.RoleAdmin {
-		tenant = c.caller.Tenant
+		tenant, requester = c.caller.Tenant, c.caller.DN
 	}
-	as, err := k.st.ListApprovals(ctx, tenant, limit)
+	as, err := k.st.ListApprovals(ctx, tenant, requester, limit)
 	if err != nil {
 		return nil, storeErr(err, "approval")
 	}
 	out := api.ApprovalList{Approvals: []api.Approval{}}
 	for _, a := range as {
-		if c.caller.Role != api.RoleAdmin && a.Requester != c.caller.DN {
-			continue
-		}
 		full, err := k.st.GetApproval(ctx, a.ID)
 		if err != nil {
 			return nil, storeErr(err, "approval")

@@ -54,8 +54,19 @@ func (k *KMS) startJanitor() (stop func()) {
 	return func() { cancel(); <-done }
 }
 
+// approvalRetention is how long after its expiry an approval request
+// (executed, denied, cancelled or never approved) stays readable with
+// GET /v1/approvals before the janitor deletes it; the audit log keeps
+// every step for good.
+const approvalRetention = 30 * 24 * time.Hour
+
 func (k *KMS) sweepOneTime(ctx context.Context) {
 	k.sweepCeremonies(ctx)
+	if n, err := k.db.DeleteApprovalsExpiredBefore(ctx, k.now().Add(-approvalRetention)); err != nil && ctx.Err() == nil {
+		k.log.Warn("deleting old approval requests failed", "err", err)
+	} else if n > 0 {
+		k.log.Debug("deleted old approval requests", "count", n)
+	}
 	n, err := k.db.DeleteExpiredOneTime(ctx, k.now().Add(-janitorGrace))
 	switch {
 	case err != nil && ctx.Err() == nil:

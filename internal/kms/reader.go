@@ -39,7 +39,7 @@ type reader interface {
 	GetApprovalPolicy(ctx context.Context, tenant string) (store.ApprovalPolicy, error)
 	ListApprovalPolicies(ctx context.Context) ([]store.ApprovalPolicy, error)
 	GetApproval(ctx context.Context, id string) (store.Approval, error)
-	ListApprovals(ctx context.Context, tenant string, limit int) ([]store.Approval, error)
+	ListApprovals(ctx context.Context, tenant, requester string, limit int) ([]store.Approval, error)
 	store.Listing // reads only (listing.go)
 	GetCeremony(ctx context.Context, id string) (store.Ceremony, []store.CeremonyComponent, error)
 }

@@ -529,8 +529,13 @@ type Approvals interface {
 	// GetApproval returns the approval with its votes; ErrNotFound.
 	GetApproval(ctx context.Context, id string) (Approval, error)
 	// ListApprovals returns up to limit approvals of tenant (all tenants
-	// when tenant is "*"), newest first, without their votes.
-	ListApprovals(ctx context.Context, tenant string, limit int) ([]Approval, error)
+	// when tenant is "*") requested by requester (anyone's when ""),
+	// newest first, without their votes.
+	ListApprovals(ctx context.Context, tenant, requester string, limit int) ([]Approval, error)
+	// DeleteApprovalsExpiredBefore deletes the approvals (with their
+	// votes) whose expiry is before cutoff, whatever their state, and
+	// returns how many. The audit log keeps their history.
+	DeleteApprovalsExpiredBefore(ctx context.Context, cutoff time.Time) (int, error)
 	// AddApprovalVote records approver's approval at now, only while the
 	// approval is pending and unexpired. ErrNotFound for an unknown id,
 	// ErrUsed when it is no longer pending, ErrExpired when now >=

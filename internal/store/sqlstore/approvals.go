@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dcaas/dcaas/internal/store"
@@ -175,13 +176,22 @@ func (q *queries) GetApproval(ctx context.Context, id string) (store.Approval, e
 }
 
 // ListApprovals implements store.Approvals.
-func (q *queries) ListApprovals(ctx context.Context, tenant string, limit int) ([]store.Approval, error) {
+func (q *queries) ListApprovals(ctx context.Context, tenant, requester string, limit int) ([]store.Approval, error) {
 	const op = "ListApprovals"
-	query, args := `SELECT `+approvalColumns+` FROM approvals WHERE tenant = ? ORDER BY created_at DESC, id DESC LIMIT ?`, []any{tenant, int64(limit)}
-	if tenant == "*" {
-		query, args = `SELECT `+approvalColumns+` FROM approvals ORDER BY created_at DESC, id DESC LIMIT ?`, []any{int64(limit)}
+	var where []string
+	var args []any
+	if tenant != "*" {
+		where, args = append(where, `tenant = ?`), append(args, tenant)
 	}
-	rows, err := q.read().query(ctx, query, args...)
+	if requester != "" {
+		where, args = append(where, `requester = ?`), append(args, requester)
+	}
+	query := `SELECT ` + approvalColumns + ` FROM approvals`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	query += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	rows, err := q.read().query(ctx, query, append(args, int64(limit))...)
 	if err != nil {
 		return nil, q.mapErr(op, err)
 	}
@@ -257,4 +267,27 @@ func whyNotOpen(ctx context.Context, c conn, id string, now int64) error {
 		return store.ErrExpired
 	}
 	return fmt.Errorf("approval %s neither changed nor refused: %w", id, store.ErrConflict)
+}
+
+// DeleteApprovalsExpiredBefore implements store.Approvals.
+func (q *queries) DeleteApprovalsExpiredBefore(ctx context.Context, cutoff time.Time) (int, error) {
+	const op = "DeleteApprovalsExpiredBefore"
+	n, err := nanos("cutoff", cutoff)
+	if err != nil {
+		return 0, q.mapErr(op, err)
+	}
+	var deleted int64
+	err = q.write(ctx, op, func(c conn) error {
+		if _, err := c.exec(ctx,
+			`DELETE FROM approval_votes WHERE approval_id IN (SELECT id FROM approvals WHERE expires_at < ?)`, n); err != nil {
+			return err
+		}
+		res, err := c.exec(ctx, `DELETE FROM approvals WHERE expires_at < ?`, n)
+		if err != nil {
+			return err
+		}
+		deleted, err = res.RowsAffected()
+		return err
+	})
+	return int(deleted), err
 }

@@ -80,15 +80,32 @@ var approvalsTests = []test{
 		b := newApproval("apr_2")
 		b.Tenant, b.CreatedAt = "beta", at(time.Second)
 		check(t, "CreateApproval(beta)", s.CreateApproval(ctx, b))
-		list, err := s.ListApprovals(ctx, "acme", 10)
+		list, err := s.ListApprovals(ctx, "acme", "", 10)
 		check(t, "ListApprovals(acme)", err)
 		if len(list) != 1 || list[0].ID != "apr_1" {
 			t.Fatalf("ListApprovals(acme) = %+v", list)
 		}
-		list, err = s.ListApprovals(ctx, "*", 10)
+		list, err = s.ListApprovals(ctx, "*", "", 10)
 		check(t, "ListApprovals(*)", err)
 		if len(list) != 2 || list[0].ID != "apr_2" || list[1].ID != "apr_1" {
 			t.Fatalf("ListApprovals(*) = %+v, want newest first", list)
+		}
+		// The requester filter applies before the limit: another
+		// requester's newer requests do not crowd out one's own.
+		for i := range 3 {
+			o := newApproval(fmt.Sprintf("apr_o%d", i))
+			o.Requester, o.CreatedAt = "CN=other,O=dcaas", at(time.Duration(10+i)*time.Second)
+			check(t, "CreateApproval(other)", s.CreateApproval(ctx, o))
+		}
+		list, err = s.ListApprovals(ctx, "*", a.Requester, 2)
+		check(t, "ListApprovals(*, requester, 2)", err)
+		if len(list) != 2 || list[0].ID != "apr_2" || list[1].ID != "apr_1" {
+			t.Fatalf("ListApprovals(*, %s, 2) = %+v, want its two", a.Requester, list)
+		}
+		list, err = s.ListApprovals(ctx, "beta", a.Requester, 10)
+		check(t, "ListApprovals(beta, requester)", err)
+		if len(list) != 1 || list[0].ID != "apr_2" {
+			t.Fatalf("ListApprovals(beta, requester) = %+v", list)
 		}
 	}},
 	{"Approval/Votes", func(t *testing.T, s store.Store) {
@@ -172,6 +189,31 @@ var approvalsTests = []test{
 		check(t, "GetApproval", err)
 		if got.State != store.ApprovalPending {
 			t.Fatalf("state after a rolled-back close = %s, want pending", got.State)
+		}
+	}},
+	{"Approval/DeleteExpiredBefore", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		old, recent := newApproval("apr_old"), newApproval("apr_new")
+		recent.ExpiresAt = old.ExpiresAt.Add(48 * time.Hour)
+		check(t, "CreateApproval(old)", s.CreateApproval(ctx, old))
+		check(t, "CreateApproval(new)", s.CreateApproval(ctx, recent))
+		check(t, "AddApprovalVote(old)", s.AddApprovalVote(ctx, "apr_old", "CN=b,O=dcaas", old.CreatedAt))
+		n, err := s.DeleteApprovalsExpiredBefore(ctx, old.ExpiresAt.Add(time.Hour))
+		check(t, "DeleteApprovalsExpiredBefore", err)
+		if n != 1 {
+			t.Fatalf("deleted %d approvals, want 1", n)
+		}
+		_, err = s.GetApproval(ctx, "apr_old")
+		wantErr(t, "GetApproval(deleted)", err, store.ErrNotFound)
+		if _, err := s.GetApproval(ctx, "apr_new"); err != nil {
+			t.Fatalf("the unexpired approval was deleted: %v", err)
+		}
+		// Its votes went with it: the id can be used again without them.
+		check(t, "CreateApproval(old again)", s.CreateApproval(ctx, old))
+		got, err := s.GetApproval(ctx, "apr_old")
+		check(t, "GetApproval(old again)", err)
+		if len(got.Votes) != 0 {
+			t.Fatalf("a deleted approval's votes remain: %+v", got.Votes)
 		}
 	}},
 }
