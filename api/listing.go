@@ -63,8 +63,8 @@ type FleetInstance struct {
 	// expires (absent if the KMS has no record of it).
 	CertNotAfter *time.Time `json:"cert_not_after,omitempty"`
 	// KeysReleased is how many keys the KMS ever released to the
-	// instance (rewrap, grant, seed derivation, refresh): what it may
-	// hold. The KMS does not see what a sidecar evicted since.
+	// instance (rewrap, grant, seed derivation, refresh); KeysLoaded below
+	// is what the sidecar says it still holds.
 	KeysReleased int `json:"keys_released"`
 	// LastPollAt is when the sidecar last polled the revocation feed
 	// (absent: never since it was enrolled), and KeysLoaded how many keys

@@ -576,13 +576,21 @@ func (k *KMS) approve(ctx context.Context, c *call) (any, error) {
 	if err := k.approverOf(ctx, c, a); err != nil {
 		return nil, err
 	}
+	return k.changeApproval(ctx, c, a.ID, func(tx store.Tx) error {
+		return tx.AddApprovalVote(ctx, a.ID, c.caller.DN, k.now())
+	})
+}
+
+// changeApproval applies change to approval id with the call's audit
+// record, and answers the approval as it then stands.
+func (k *KMS) changeApproval(ctx context.Context, c *call, id string, change func(tx store.Tx) error) (any, error) {
 	var view *api.Approval
-	err = c.commit(ctx, func(tx store.Tx) error {
-		if err := tx.AddApprovalVote(ctx, a.ID, c.caller.DN, k.now()); err != nil {
-			return voteErr(err, a.ID)
+	err := c.commit(ctx, func(tx store.Tx) error {
+		if err := change(tx); err != nil {
+			return voteErr(err, id)
 		}
 		var err error
-		view, err = k.approvalView(ctx, tx, a.ID)
+		view, err = k.approvalView(ctx, tx, id)
 		return err
 	})
 	if err != nil {
@@ -617,19 +625,9 @@ func (k *KMS) close(ctx context.Context, c *call, state string) (any, error) {
 	} else if a.Requester != c.caller.DN {
 		return nil, api.Errorf(api.CodeForbidden, "Only the requester, %s, may cancel approval %s; an approver denies it instead.", a.Requester, a.ID)
 	}
-	var view *api.Approval
-	err = c.commit(ctx, func(tx store.Tx) error {
-		if err := tx.CloseApproval(ctx, a.ID, state, c.caller.DN, k.now()); err != nil {
-			return voteErr(err, a.ID)
-		}
-		var err error
-		view, err = k.approvalView(ctx, tx, a.ID)
-		return err
+	return k.changeApproval(ctx, c, a.ID, func(tx store.Tx) error {
+		return tx.CloseApproval(ctx, a.ID, state, c.caller.DN, k.now())
 	})
-	if err != nil {
-		return nil, err
-	}
-	return view, nil
 }
 
 // checkApprovalPolicy validates a requested approval policy and returns
