@@ -43,6 +43,16 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
+// As lets errors.As and api.CodeOf read an *Error as the *api.Error of
+// the same code, message and status.
+func (e *Error) As(target any) bool {
+	if p, ok := target.(**api.Error); ok {
+		*p = &api.Error{Code: e.Code, Message: e.Message, Status: e.Status}
+		return true
+	}
+	return false
+}
+
 // BatchError returns the error of one batch result as an *Error (with
 // Status 0), or nil when the operation succeeded.
 func BatchError(r api.BatchResult) error {

@@ -115,3 +115,22 @@ func TestErrorMessage(t *testing.T) {
 		t.Fatalf("Error() = %q, want %q", got, want)
 	}
 }
+
+// TestErrorAsAPIError: errors.As and api.CodeOf read an *Error, wrapped
+// or not, as the *api.Error of the same code, message and status.
+func TestErrorAsAPIError(t *testing.T) {
+	e := &Error{Code: api.CodeRevoked, Message: "the instance is revoked.", Status: http.StatusForbidden}
+	for _, err := range []error{e, fmt.Errorf("loading: %w", e)} {
+		var ae *api.Error
+		if !errors.As(err, &ae) || *ae != (api.Error{Code: api.CodeRevoked, Message: e.Message, Status: 403}) {
+			t.Errorf("errors.As(%v) = %+v", err, ae)
+		}
+		if got := api.CodeOf(err); got != api.CodeRevoked {
+			t.Errorf("api.CodeOf(%v) = %s", err, got)
+		}
+	}
+	var ce *Error
+	if errors.As(errors.New("plain"), &ce) || api.CodeOf(errors.New("plain")) != api.CodeInternal {
+		t.Error("a plain error read as an API error")
+	}
+}

@@ -64,15 +64,7 @@ func NewKMS(baseURLs []string, caPEM, certPEM, keyPEM []byte, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		TLSClientConfig:     cfg,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConnsPerHost: 16,
-		TLSHandshakeTimeout: 10 * time.Second,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	return &KMS{t: newTransport(urls, tr, opts)}, nil
+	return newKMS(urls, cfg, opts), nil
 }
 
 // NewKMSWithTLS returns a client of the KMS at baseURLs that connects with
@@ -88,6 +80,10 @@ func NewKMSWithTLS(baseURLs []string, cfg *tls.Config, opts ...Option) (*KMS, er
 	if cfg == nil || cfg.InsecureSkipVerify {
 		return nil, errors.New("client: NewKMSWithTLS needs a TLS configuration that verifies the server")
 	}
+	return newKMS(urls, cfg, opts), nil
+}
+
+func newKMS(urls []string, cfg *tls.Config, opts []Option) *KMS {
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		TLSClientConfig:     cfg,
@@ -96,7 +92,7 @@ func NewKMSWithTLS(baseURLs []string, cfg *tls.Config, opts ...Option) (*KMS, er
 		TLSHandshakeTimeout: 10 * time.Second,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &KMS{t: newTransport(urls, tr, opts)}, nil
+	return &KMS{t: newTransport(urls, tr, opts)}
 }
 
 // Close releases idle connections. The client stays usable.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -59,6 +60,26 @@ func NewSidecarTLS(baseURL string, caPEM, certPEM, keyPEM []byte, serverName str
 	if err != nil {
 		return nil, err
 	}
+	return newSidecarTLS(urls, cfg, opts), nil
+}
+
+// NewSidecarWithTLS returns a client of a sidecar's mutual-TLS listener at
+// baseURL that connects with cfg as it is: for a custodian whose private
+// key never leaves an HSM or a TPM (cfg.GetClientCertificate). cfg must
+// verify the server: set RootCAs to the KMS CA and ServerName to the
+// sidecar's (see NewSidecarTLS). The client keeps cfg.
+func NewSidecarWithTLS(baseURL string, cfg *tls.Config, opts ...Option) (*Sidecar, error) {
+	urls, err := parseBaseURLs([]string{baseURL}, false)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil || cfg.InsecureSkipVerify || cfg.ServerName == "" {
+		return nil, errors.New("client: NewSidecarWithTLS needs a TLS configuration that verifies the sidecar, with its server name")
+	}
+	return newSidecarTLS(urls, cfg, opts), nil
+}
+
+func newSidecarTLS(urls []string, cfg *tls.Config, opts []Option) *Sidecar {
 	tr := &http.Transport{
 		TLSClientConfig:     cfg,
 		ForceAttemptHTTP2:   true,
@@ -66,7 +87,7 @@ func NewSidecarTLS(baseURL string, caPEM, certPEM, keyPEM []byte, serverName str
 		TLSHandshakeTimeout: 10 * time.Second,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Sidecar{t: newTransport(urls, tr, opts)}, nil
+	return &Sidecar{t: newTransport(urls, tr, opts)}
 }
 
 // Close releases idle connections. The client stays usable.

@@ -153,9 +153,12 @@ func (t *transport) do(ctx context.Context, class retryClass, method, path strin
 	var body []byte
 	if in != nil {
 		// The hot operations' bodies take the hand-written codec of
-		// internal/wire (as the servers do), the rest encoding/json.
+		// internal/wire (as the servers do), the rest encoding/json; raw
+		// JSON goes as it is (Do).
 		var ok bool
-		if body, ok = wire.Append(nil, in); !ok {
+		if raw, isRaw := in.(json.RawMessage); isRaw {
+			body = raw
+		} else if body, ok = wire.Append(nil, in); !ok {
 			var err error
 			if body, err = json.Marshal(in); err != nil {
 				return fmt.Errorf("client: encoding the request: %w", err)

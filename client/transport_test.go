@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/wire"
 )
 
 // recordSleeps makes a client's backoff instant and records the waits.
@@ -288,5 +289,45 @@ func TestBaseURLValidation(t *testing.T) {
 	}
 	if _, err := NewKMS([]string{"https://kms"}, []byte("not pem"), nil, nil); err == nil {
 		t.Error("NewKMS accepted a CA PEM without a certificate")
+	}
+}
+
+// TestClientUsesWire: the SDK sends the hot requests as internal/wire
+// writes them (the servers' fast decoder expects nothing else) and decodes
+// the answers, over a real socket; Do sends a json.RawMessage as it is.
+func TestClientUsesWire(t *testing.T) {
+	in := &api.EncryptRequest{KeyRef: api.KeyRef{KeyID: "key_a"}, Plaintext: []byte("hello"), AAD: []byte("a")}
+	want, _ := wire.Append(nil, in)
+	raw := json.RawMessage(`{"odd" :1}`)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case "/v1/crypto/encrypt":
+			if string(got) != string(want) {
+				t.Errorf("request body = %s, want %s", got, want)
+			}
+		default:
+			if string(got) != string(raw) {
+				t.Errorf("raw request body = %s, want %s", got, raw)
+			}
+		}
+		b, _ := wire.Append(nil, &api.EncryptResponse{Ciphertext: []byte{9}, KeyID: "key_a", KeyVersion: 3, Warning: "rotate"})
+		w.Write(b)
+	}))
+	defer srv.Close()
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	c, err := NewKMS([]string{srv.URL}, caPEM, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Encrypt(t.Context(), api.KeyRef{KeyID: "key_a"}, []byte("hello"), []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out.Ciphertext) != "\x09" || out.KeyID != "key_a" || out.KeyVersion != 3 || out.Warning != "rotate" {
+		t.Fatalf("decoded %+v", out)
+	}
+	if err := c.Do(t.Context(), http.MethodPost, "/v1/other", raw, nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -210,7 +210,7 @@ func TestAttestationBoundRelease(t *testing.T) {
 		var wrapped api.WrappedKeys
 		err = w.cust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{plain.EKB, dk.EKB}, WrappingCertPEM: softSC.WrappingCertificatePEM()}, &wrapped)
 		kmstest.WantError(t, err, 403, api.CodeAttestationRequired)
-		if msg := err.(*api.Error).Message; msg[:6] != "EKB 1:" {
+		if msg := kmstest.APIError(err).Message; msg[:6] != "EKB 1:" {
 			t.Fatalf("batch refusal = %q, want it to name EKB 1", msg)
 		}
 	})

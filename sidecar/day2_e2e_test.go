@@ -133,10 +133,10 @@ func TestCertificateRenewal(t *testing.T) {
 	kmstest.WantError(t, err, 403, api.CodeRevoked)
 	// Issue 15: readiness fails on a revoked instance, naming the check;
 	// liveness stays 200 and says so too.
-	if code, h, _ := probe(t, f.local, "/readyz", nil); code != 503 || h.Status != api.HealthNotReady || !h.Revoked || len(h.Failed) != 1 || h.Failed[0] != "enrolled" {
+	if code, h, _ := probe(t, f.socket, "/readyz", nil); code != 503 || h.Status != api.HealthNotReady || !h.Revoked || len(h.Failed) != 1 || h.Failed[0] != "enrolled" {
 		t.Errorf("/readyz of a revoked sidecar = %d %+v, want 503 not_ready, failed [enrolled], revoked", code, h)
 	}
-	if code, h, _ := probe(t, f.local, "/healthz", nil); code != 200 || h.Status != api.HealthOK || h.Ready || !h.Revoked {
+	if code, h, _ := probe(t, f.socket, "/healthz", nil); code != 200 || h.Status != api.HealthOK || h.Ready || !h.Revoked {
 		t.Errorf("/healthz of a revoked sidecar = %d %+v, want 200 ok, ready false, revoked", code, h)
 	}
 }

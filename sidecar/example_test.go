@@ -3,7 +3,6 @@ package sidecar_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log"
@@ -14,8 +13,8 @@ import (
 	"path/filepath"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/datadir"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -41,17 +40,15 @@ func Example() {
 	admin := kmsClient(kmsURL, caPEM, readFile(kmsDir, kms.AdminCert), readFile(kmsDir, kms.AdminKey))
 
 	// Tenant acme, its custodian app (owns keys) and its deployment pipeline.
-	var custodian, pipeline api.AppCredentials
-	call(admin, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
-	call(admin, "POST", "/v1/tenants/acme/apps", api.CreateAppRequest{Name: "payments-api", Role: api.RoleCustodian}, &custodian)
-	call(admin, "POST", "/v1/tenants/acme/apps", api.CreateAppRequest{Name: "deployer", Role: api.RolePipeline}, &pipeline)
+	must(admin.CreateTenant(ctx, "acme"))
+	custodian := must(admin.CreateApp(ctx, "acme", api.CreateAppRequest{Name: "payments-api", Role: api.RoleCustodian}))
+	pipeline := must(admin.CreateApp(ctx, "acme", api.CreateAppRequest{Name: "deployer", Role: api.RolePipeline}))
 	cust := kmsClient(kmsURL, caPEM, []byte(custodian.CertPEM), []byte(custodian.KeyPEM))
 	pipe := kmsClient(kmsURL, caPEM, []byte(pipeline.CertPEM), []byte(pipeline.KeyPEM))
 
 	// The pipeline mints a one-time enrollment token ("secret zero") for the
 	// custodian and hands it to the process it deploys.
-	var token api.EnrollmentToken
-	call(pipe, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: custodian.DN}, &token)
+	token := must(pipe.CreateEnrollmentToken(ctx, api.CreateTokenRequest{CustodianDN: custodian.DN}))
 
 	// The custodian's process starts its in-process sidecar, which enrolls.
 	sc, err := sidecar.New(ctx, sidecar.Config{
@@ -70,11 +67,9 @@ func Example() {
 	// The custodian creates a data key (it keeps only the EKB) and has the
 	// KMS rewrap it to the sidecar's wrapping certificate; only the
 	// sidecar's enclave can open the result.
-	var dk api.DataKey
-	call(cust, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-	var wrapped api.WrappedKeys
-	call(cust, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := sc.ImportKeys(ctx, &wrapped); err != nil {
+	dk := must(cust.CreateDataKey(ctx, api.CreateDataKeyRequest{Type: api.KeyAES256GCM}))
+	wrapped := must(cust.Rewrap(ctx, sc.WrappingCertificatePEM(), [][]byte{dk.EKB}))
+	if _, err := sc.ImportKeys(ctx, wrapped); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("loaded", len(sc.Keys()), "key")
@@ -130,24 +125,18 @@ func startKMS(ctx context.Context, dir string, logger *slog.Logger) (url string,
 	}
 }
 
-// kmsClient is a JSON client of the KMS that authenticates with a client
+// kmsClient is an SDK client of the KMS that authenticates with a client
 // certificate and trusts the KMS CA.
-func kmsClient(url string, caPEM, certPEM, keyPEM []byte) *httpapi.Client {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+func kmsClient(url string, caPEM, certPEM, keyPEM []byte) *client.KMS {
+	return must(client.NewKMS([]string{url}, caPEM, certPEM, keyPEM))
+}
+
+// must returns v, or ends the example on err.
+func must[T any](v T, err error) T {
 	if err != nil {
 		log.Fatal(err)
 	}
-	tc := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	return &httpapi.Client{Base: url, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}}
-}
-
-// call sends in to the KMS and decodes the answer into out.
-func call(c *httpapi.Client, method, path string, in, out any) {
-	if err := c.Do(context.Background(), method, path, in, out); err != nil {
-		log.Fatalf("%s %s: %v", method, path, err)
-	}
+	return v
 }
 
 func readFile(dir, name string) []byte {

@@ -26,11 +26,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/format"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -53,11 +53,11 @@ type requester func(method, path string, in, out any) error
 // side is a running sidecar reached over its Unix socket.
 type side struct {
 	sc    *sidecar.Sidecar
-	local *httpapi.Client
+	local *client.Sidecar
 	id    string // instance id, as GET /v1/status reports it
 }
 
-func newSide(t testing.TB, sc *sidecar.Sidecar, local *httpapi.Client) *side {
+func newSide(t testing.TB, sc *sidecar.Sidecar, local *client.Sidecar) *side {
 	t.Helper()
 	s := &side{sc: sc, local: local}
 	var st api.Status

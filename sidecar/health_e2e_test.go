@@ -13,22 +13,23 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // probe GETs path (/healthz, /readyz) over the sidecar's socket and
 // returns the status, the body and the X-Request-Id of the answer.
-func probe(t *testing.T, c *httpapi.Client, path string, hdr map[string]string) (int, api.Health, string) {
+func probe(t *testing.T, socket string, path string, hdr map[string]string) (int, api.Health, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "GET", c.Base+path, nil)
+	req, err := http.NewRequestWithContext(t.Context(), "GET", "http://sidecar"+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := devenv.UnixHTTP(socket).Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -63,20 +64,20 @@ func logLines(t *testing.T, logs string, msg string) []map[string]any {
 // request id, which the answer echoes.
 func TestSidecarHealth(t *testing.T) {
 	f := newFixture(t, nil)
-	code, h, _ := probe(t, f.local, "/readyz", nil)
+	code, h, _ := probe(t, f.socket, "/readyz", nil)
 	if code != 200 || h.Status != api.HealthOK || h.KMSReachable == nil || !*h.KMSReachable || len(h.Checks) != 1 || !h.Checks[0].OK || h.Version == "" {
 		t.Fatalf("/readyz = %d %+v", code, h)
 	}
 
 	f.env.Stop()
 	eventually(t, "reporting the KMS down", func() error {
-		if _, h, _ := probe(t, f.local, "/healthz", nil); h.KMSReachable == nil || *h.KMSReachable {
+		if _, h, _ := probe(t, f.socket, "/healthz", nil); h.KMSReachable == nil || *h.KMSReachable {
 			return fmt.Errorf("/healthz with the KMS down = %+v", h)
 		}
 		return nil
 	})
 	time.Sleep(300 * time.Millisecond) // six more failed polls (every 50 ms)
-	code, h, _ = probe(t, f.local, "/readyz", nil)
+	code, h, _ = probe(t, f.socket, "/readyz", nil)
 	if code != 200 || h.Status != api.HealthOK || *h.KMSReachable {
 		t.Errorf("/readyz with the KMS down = %d %+v, want 200 with kms_reachable false", code, h)
 	}
@@ -94,15 +95,15 @@ func TestSidecarHealth(t *testing.T) {
 
 	// The request log: the route pattern, never the raw path or query.
 	const id = "probe-42"
-	_, _, echoed := probe(t, f.local, "/readyz?secret=hunter2", map[string]string{"X-Request-Id": id})
+	_, _, echoed := probe(t, f.socket, "/readyz?secret=hunter2", map[string]string{"X-Request-Id": id})
 	if echoed != id {
 		t.Errorf("X-Request-Id echoed %q, want %q", echoed, id)
 	}
-	_, _, made := probe(t, f.local, "/readyz", map[string]string{"X-Request-Id": "bad id"})
+	_, _, made := probe(t, f.socket, "/readyz", map[string]string{"X-Request-Id": "bad id"})
 	if made == "" || made == "bad id" {
 		t.Errorf("an insane X-Request-Id was answered with %q, want a fresh id", made)
 	}
-	if _, _, long := probe(t, f.local, "/readyz", map[string]string{"X-Request-Id": strings.Repeat("x", 129)}); len(long) > 128 {
+	if _, _, long := probe(t, f.socket, "/readyz", map[string]string{"X-Request-Id": strings.Repeat("x", 129)}); len(long) > 128 {
 		t.Errorf("a 129-character X-Request-Id was kept")
 	}
 	err := f.local.Do(t.Context(), "DELETE", "/v1/keys/key_unknown123", nil, nil)

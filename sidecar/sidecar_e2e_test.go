@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -22,13 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -43,7 +42,7 @@ type fixture struct {
 	pipe    *kmstest.Client
 	sc      *sidecar.Sidecar
 	socket  string
-	local   *httpapi.Client // over the socket
+	local   *client.Sidecar // over the socket
 	logs    *syncBuffer
 	dataDir string
 }
@@ -176,7 +175,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 }
 
 // checkOps runs every operation of docs/api.md against loaded keys.
-func checkOps(t *testing.T, c *httpapi.Client, aes, ed, ec, hm string) {
+func checkOps(t *testing.T, c *client.Sidecar, aes, ed, ec, hm string) {
 	t.Helper()
 	ctx := t.Context()
 	must := func(path string, in, out any) {
@@ -290,7 +289,7 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 	go func() { defer close(done); _ = f.sc.Serve(ctx, tln) }()
 	defer func() { cancel(); <-done }()
 
-	client := func(certPEM, keyPEM string) *httpapi.Client {
+	dial := func(certPEM, keyPEM string) *client.Sidecar {
 		cfg := &tls.Config{RootCAs: f.env.CAPool, ServerName: f.sc.ServerName()}
 		if certPEM != "" {
 			pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
@@ -299,25 +298,29 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 			}
 			cfg.Certificates = []tls.Certificate{pair}
 		}
-		return &httpapi.Client{Base: "https://" + ln.Addr().String(), HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}}
+		c, err := client.NewSidecarWithTLS("https://"+ln.Addr().String(), cfg, client.WithRetry(1, 0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
 	req := api.EncryptRequest{KeyRef: api.KeyRef{KeyID: dks[0].KeyID}, Plaintext: []byte("hi")}
 	// The bound custodian: allowed.
-	if err := client(f.creds.CertPEM, f.creds.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil); err != nil {
+	if err := dial(f.creds.CertPEM, f.creds.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil); err != nil {
 		t.Fatalf("bound custodian over mTLS: %v", err)
 	}
 	// Another custodian of the same tenant: 403.
 	_, other := f.env.App(t, "acme", "reporting", api.RoleCustodian)
-	err = client(other.CertPEM, other.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
+	err = dial(other.CertPEM, other.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
 	kmstest.WantError(t, err, 403, api.CodeForbidden)
 	// No certificate: 401.
-	err = client("", "").Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
+	err = dial("", "").Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
 	kmstest.WantError(t, err, 401, api.CodeUnauthenticated)
 	// A certificate from a foreign CA: the handshake fails.
 	foreign := kmstest.Start(t, nil)
 	foreign.Tenant(t, "acme")
 	_, fc := foreign.App(t, "acme", "payments-api", api.RoleCustodian)
-	if err := client(fc.CertPEM, fc.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil); err == nil {
+	if err := dial(fc.CertPEM, fc.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil); err == nil {
 		t.Fatal("a foreign client certificate was accepted")
 	}
 }

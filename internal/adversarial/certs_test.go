@@ -5,18 +5,16 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -82,7 +80,7 @@ func parsePEM(t testing.TB, s string) *x509.Certificate {
 
 // mtlsListener serves s's mutual-TLS listener on a loopback port and
 // returns a client factory for it.
-func (s *side) mtlsListener(t testing.TB, w *world) func(certPEM, keyPEM string) *httpapi.Client {
+func (s *side) mtlsListener(t testing.TB, w *world) func(certPEM, keyPEM string) *client.Sidecar {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,16 +94,12 @@ func (s *side) mtlsListener(t testing.TB, w *world) func(certPEM, keyPEM string)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.sc.Serve(ctx, tln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return func(certPEM, keyPEM string) *httpapi.Client {
-		cfg := &tls.Config{RootCAs: w.env.CAPool, ServerName: s.sc.ServerName()}
-		pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	return func(certPEM, keyPEM string) *client.Sidecar {
+		c, err := client.NewSidecarTLS("https://"+ln.Addr().String(), w.env.CAPEM, []byte(certPEM), []byte(keyPEM), s.sc.ServerName(), client.WithRetry(1, 0, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Certificates = []tls.Certificate{pair}
-		return &httpapi.Client{Base: "https://" + ln.Addr().String(), HTTP: &http.Client{
-			Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: cfg},
-		}}
+		return c
 	}
 }
 

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -76,7 +76,7 @@ func (w *world) token(t testing.TB, dn string) string {
 // side is a real sidecar serving on a Unix socket.
 type side struct {
 	sc      *sidecar.Sidecar
-	local   *httpapi.Client
+	local   *client.Sidecar
 	http    *http.Client
 	socket  string
 	dataDir string
@@ -106,7 +106,7 @@ func (w *world) sidecar(t testing.TB, dn string, dir string, mutate func(*sideca
 	s := &side{dataDir: cfg.DataDir}
 	s.sc, s.socket = e2e.ServeSidecar(t, cfg, socket)
 	s.local = devenv.UnixClient(s.socket)
-	s.http = s.local.HTTP
+	s.http = devenv.UnixHTTP(s.socket)
 	s.id = s.sc.InstanceID()
 	s.cert = s.sc.WrappingCertificatePEM()
 	return s

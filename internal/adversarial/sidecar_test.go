@@ -164,7 +164,7 @@ func TestHostileSidecarProbesKeyIDs(t *testing.T) {
 		}
 		err := w.led.Do("POST", "/v1/grants", api.GrantRequest{InstanceID: hs.Enrollment.InstanceID, KeyIDs: []string{id}}, nil)
 		wantOneOf(t, err, apiErr{404, api.CodeNotFound})
-		answers[id] = strings.ReplaceAll(err.(*api.Error).Message, id, "<id>")
+		answers[id] = strings.ReplaceAll(kmstest.APIError(err).Message, id, "<id>")
 	}
 	if a, b := answers[key.KeyID], answers["key_doesnotexist"]; a != b {
 		t.Errorf("grant for another custodian's key: %q\nfor no key: %q\nwant one answer", a, b)

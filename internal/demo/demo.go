@@ -8,13 +8,10 @@ package demo
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +20,9 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/devenv"
-	"github.com/dcaas/dcaas/internal/httpapi"
 )
 
 // Step is one line of the story.
@@ -56,10 +53,10 @@ type runner struct {
 	kmsURL string
 	kms    *exec.Cmd
 	sc     *exec.Cmd
-	admin  *httpapi.Client
-	cust   *httpapi.Client
-	pipe   *httpapi.Client
-	local  *httpapi.Client
+	admin  *client.KMS
+	cust   *client.KMS
+	pipe   *client.KMS
+	local  *client.Sidecar
 	caPEM  []byte
 	dn     string
 	inst   string
@@ -212,19 +209,25 @@ func (r *runner) startKMS() (string, error) {
 	return detail, nil
 }
 
-func (r *runner) client(certFile, keyFile string) (*httpapi.Client, error) {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+func (r *runner) client(certFile, keyFile string) (*client.KMS, error) {
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(r.caPEM)
-	return &httpapi.Client{Base: "https://" + r.listen, HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}},
-	}}}, nil
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewKMS([]string{"https://" + r.listen}, r.caPEM, certPEM, keyPEM, client.WithRetry(1, 0, 0), client.WithTimeout(30*time.Second))
 }
 
-func (r *runner) do(c *httpapi.Client, method, path string, in, out any) error {
+// doer is the SDK's KMS or Sidecar: the demo calls the API by method and
+// path, as its report shows them.
+type doer interface {
+	Do(ctx context.Context, method, path string, in, out any) error
+}
+
+func (r *runner) do(c doer, method, path string, in, out any) error {
 	return c.Do(r.ctx, method, path, in, out)
 }
 
@@ -237,7 +240,7 @@ func (r *runner) tenant() (string, error) {
 }
 
 // app registers an app and writes its credentials; it returns a client.
-func (r *runner) app(name string, role api.Role) (*httpapi.Client, api.AppCredentials, error) {
+func (r *runner) app(name string, role api.Role) (*client.KMS, api.AppCredentials, error) {
 	var creds api.AppCredentials
 	if err := r.do(r.admin, "POST", "/v1/tenants/acme/apps", api.CreateAppRequest{Name: name, Role: role}, &creds); err != nil {
 		return nil, creds, err

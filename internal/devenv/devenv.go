@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/datadir"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -38,20 +38,23 @@ type Options struct {
 
 // Env is a running local dcaas.
 type Env struct {
-	DataDir   string
-	KMSURL    string
-	CAFile    string
-	CAPEM     []byte
-	Admin     *httpapi.Client
-	Custodian *httpapi.Client
-	Pipeline  *httpapi.Client
+	DataDir string
+	KMSURL  string
+	CAFile  string
+	CAPEM   []byte
+	// Admin, Custodian and Pipeline are SDK clients of the KMS, Local of
+	// the sidecar over its socket; each makes one attempt per call, so that
+	// what a test or the demo sees is what the server answered.
+	Admin     *client.KMS
+	Custodian *client.KMS
+	Pipeline  *client.KMS
 	// CustodianCert and CustodianKey are the demo custodian's credential
 	// files (the key file has mode 0600).
 	CustodianCert, CustodianKey string
 	CustodianDN                 string
 	Sidecar                     *sidecar.Sidecar
 	Socket                      string
-	Local                       *httpapi.Client // the sidecar over its socket
+	Local                       *client.Sidecar
 
 	kmsSrv   *kms.Server
 	kmsHTTP  *http.Server
@@ -184,28 +187,38 @@ func (e *Env) bootstrap(ctx context.Context) error {
 }
 
 // ClientFromFiles is a KMS client authenticating with a PEM cert and key.
-func (e *Env) ClientFromFiles(certFile, keyFile string) (*httpapi.Client, error) {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+func (e *Env) ClientFromFiles(certFile, keyFile string) (*client.KMS, error) {
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.CAPEM)
-	return &httpapi.Client{Base: e.KMSURL, HTTP: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
-		MaxIdleConnsPerHost: 64,
-	}}}, nil
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewKMS([]string{e.KMSURL}, e.CAPEM, certPEM, keyPEM, client.WithRetry(1, 0, 0))
 }
 
-// UnixClient is a JSON client of a sidecar's Unix socket.
-func UnixClient(path string) *httpapi.Client {
-	return &httpapi.Client{Base: "http://sidecar", HTTP: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+// UnixClient is a client of a sidecar's Unix socket (one attempt per call).
+func UnixClient(path string) *client.Sidecar {
+	c, err := client.NewSidecarUnix(path, client.WithRetry(1, 0, 0))
+	if err != nil {
+		panic(err) // only for an empty path, which no caller passes
+	}
+	return c
+}
+
+// UnixHTTP is a raw HTTP client of a sidecar's Unix socket, for tests of
+// the wire itself (headers, malformed bodies); its base URL is
+// "http://sidecar".
+func UnixHTTP(path string) *http.Client {
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		MaxIdleConnsPerHost: 64,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
-	}}}
+	}}
 }
 
 // NewKeys creates n data keys of type t as the custodian and returns them.

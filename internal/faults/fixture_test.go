@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -55,7 +55,7 @@ func (w *world) token(t testing.TB) string {
 type side struct {
 	sc     *sidecar.Sidecar
 	socket string
-	local  *httpapi.Client
+	local  *client.Sidecar
 }
 
 // startSidecar enrolls a sidecar for the custodian (mutate adjusts its
@@ -78,7 +78,7 @@ func (w *world) startSidecar(t testing.TB, mutate func(*sidecar.Config)) *side {
 	// Every request has a deadline, so a hung sidecar fails the test
 	// instead of stalling it.
 	s.local = devenv.UnixClient(s.socket)
-	t.Cleanup(s.local.HTTP.CloseIdleConnections)
+	t.Cleanup(func() { s.local.Close() })
 	return s
 }
 

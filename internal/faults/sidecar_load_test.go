@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/devenv"
-	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -50,7 +50,7 @@ func (l *loadStats) fail(format string, args ...any) {
 // ctx ends. Each request has its own deadline (the client's HTTP timeout)
 // and is never cancelled by ctx: a request in flight when the load stops
 // still has to succeed.
-func (l *loadStats) client(ctx context.Context, c *httpapi.Client, id int, aes []string, hmac string) {
+func (l *loadStats) client(ctx context.Context, c *client.Sidecar, id int, aes []string, hmac string) {
 	bg := context.Background()
 	for i := 0; ctx.Err() == nil; i++ {
 		key := aes[(id+i)%len(aes)]
@@ -115,7 +115,7 @@ func TestSidecarLoadKMSOutage(t *testing.T) {
 	var wg sync.WaitGroup
 	for id := range clients {
 		c := devenv.UnixClient(s.socket) // one connection pool per client, like separate processes
-		t.Cleanup(c.HTTP.CloseIdleConnections)
+		t.Cleanup(func() { c.Close() })
 		wg.Go(func() { stats.client(ctx, c, id, aes, hm[0].KeyID) })
 	}
 	stopped := false
@@ -142,7 +142,7 @@ func TestSidecarLoadKMSOutage(t *testing.T) {
 	// What needs the KMS fails cleanly: 503 unavailable, naming the KMS.
 	err := s.local.Do(t.Context(), "POST", "/v1/keys/load", api.SidecarLoadRequest{Grant: "dcgr_whatever", EKBs: [][]byte{dks[0].EKB}}, nil)
 	kmstest.WantError(t, err, 503, api.CodeUnavailable)
-	if e := err.(*api.Error); !strings.Contains(e.Message, "KMS") {
+	if e := kmstest.APIError(err); !strings.Contains(e.Message, "KMS") {
 		t.Errorf("load with the KMS down: message %q does not say the KMS is unreachable", e.Message)
 	}
 	time.Sleep(max(0, downFor-time.Since(downAt)))

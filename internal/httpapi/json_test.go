@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -118,28 +117,5 @@ func TestWriteJSONBytes(t *testing.T) {
 				t.Fatalf("Content-Length = %q, want set: %v", got, tc.length)
 			}
 		})
-	}
-}
-
-// TestClientUsesWire: Client sends the hot requests as internal/wire
-// writes them and decodes the answers, over a real socket.
-func TestClientUsesWire(t *testing.T) {
-	in := &api.EncryptRequest{KeyRef: api.KeyRef{KeyID: "key_a"}, Plaintext: []byte("hello"), AAD: []byte("a")}
-	want, _ := wire.Append(nil, in)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, _ := io.ReadAll(r.Body)
-		if string(got) != string(want) {
-			t.Errorf("request body = %s, want %s", got, want)
-		}
-		WriteJSON(w, http.StatusOK, &api.EncryptResponse{Ciphertext: []byte{9}, KeyID: "key_a", KeyVersion: 3, Warning: "rotate"})
-	}))
-	defer srv.Close()
-	c := &Client{HTTP: srv.Client(), Base: srv.URL}
-	var out api.EncryptResponse
-	if err := c.Do(t.Context(), http.MethodPost, "/v1/crypto/encrypt", in, &out); err != nil {
-		t.Fatal(err)
-	}
-	if string(out.Ciphertext) != "\x09" || out.KeyID != "key_a" || out.KeyVersion != 3 || out.Warning != "rotate" {
-		t.Fatalf("decoded %+v", out)
 	}
 }

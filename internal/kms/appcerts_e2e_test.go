@@ -46,15 +46,7 @@ func parseCerts(t *testing.T, s string) []*x509.Certificate {
 // authenticating with certPEM/keyPEM.
 func clientWith(t *testing.T, env *kmstest.Env, pool *x509.CertPool, certPEM, keyPEM string) *kmstest.Client {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if certPEM != "" {
-		pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
-		if err != nil {
-			t.Fatalf("client key pair: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return &kmstest.Client{Base: env.URL, HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}}
+	return env.ClientTrusting(pool, []byte(certPEM), []byte(keyPEM))
 }
 
 // csrFor is a PEM CSR signed by key.

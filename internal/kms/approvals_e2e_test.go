@@ -20,7 +20,7 @@ import (
 // doApproved is kmstest.Client.Do with the approval header set to id.
 func doApproved(c *kmstest.Client, id, method, path string, in, out any) error {
 	with := *c
-	with.Header = http.Header{api.ApprovalHeader: {id}}
+	with.Approval = id
 	return with.Do(method, path, in, out)
 }
 

@@ -192,8 +192,8 @@ func TestUsageReports(t *testing.T) {
 
 // wantErr is kmstest.WantError returning instead of failing.
 func wantErr(err error, status int, code api.Code) error {
-	e, ok := err.(*api.Error)
-	if !ok || e.Status != status || e.Code != code {
+	e := kmstest.APIError(err)
+	if e == nil || e.Status != status || e.Code != code {
 		return fmt.Errorf("error = %v, want %d %s", err, status, code)
 	}
 	return nil

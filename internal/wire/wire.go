@@ -22,8 +22,8 @@
 //     *api.GrantRequest;
 //     CheckSize of *api.BatchRequest; Append of *api.EncryptResponse,
 //     *api.DecryptResponse, *api.BatchResponse and *api.BatchResult.
-//   - Client (the public SDK in client/, which dcaas bench measures, and
-//     internal/httpapi.Client of demo and dev): Append of
+//   - Client (the public SDK in client/: the one client of the KMS and the
+//     sidecar, which dcaas bench, the demo, dev and the tests use): Append of
 //     *api.EncryptRequest and *api.BatchRequest; Decode of
 //     *api.EncryptResponse, *api.DecryptResponse and *api.BatchResponse.
 //     An application gets the same client the benchmark reports on.

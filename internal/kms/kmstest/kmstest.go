@@ -6,11 +6,9 @@
 package kmstest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 )
@@ -143,12 +142,18 @@ func (e *Env) Restart() {
 	e.serve(ln)
 }
 
-// Client is a JSON client of the KMS with an optional client certificate.
+// Client is a client of the KMS with an optional client certificate: the
+// public SDK (package client) making one attempt per call, with the calls
+// a test makes by method and path, and the raw HTTP client for tests that
+// probe the wire itself (oversized bodies, /metrics, headers).
 type Client struct {
+	// SDK is the SDK client every call goes through.
+	SDK *client.KMS
+	// HTTP and Base are for raw requests, with the same TLS setup.
 	HTTP *http.Client
 	Base string
-	// Header is added to every request (an approval id, say).
-	Header http.Header
+	// Approval, when set, is sent with every call (client.WithApproval).
+	Approval string
 }
 
 // Client returns a client that authenticates with the given PEM
@@ -158,89 +163,61 @@ func (e *Env) Client(certPEM, keyPEM []byte) *Client {
 	return newClient(e.t, e.URL, e.CAPool, certPEM, keyPEM, 30*time.Second)
 }
 
+// ClientTrusting is Client trusting roots instead of the KMS CA (a trust
+// bundle during a CA rotation, say).
+func (e *Env) ClientTrusting(roots *x509.CertPool, certPEM, keyPEM []byte) *Client {
+	e.t.Helper()
+	return newClient(e.t, e.URL, roots, certPEM, keyPEM, 30*time.Second)
+}
+
 // NewClient returns a client of the KMS at base (a `dcaas kms serve`
 // process, say) that trusts caPEM and authenticates with certPEM and
-// keyPEM (nil for none). Its idle connections are closed when t ends. For
-// requests the SDK (package client) has no method for, such as a fake
-// sidecar's; everything else goes through the SDK.
+// keyPEM (nil for none). Its idle connections are closed when t ends.
 func NewClient(t testing.TB, base string, caPEM, certPEM, keyPEM []byte) *Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		t.Fatal("kmstest: the CA PEM holds no certificate")
 	}
-	c := newClient(t, base, pool, certPEM, keyPEM, 60*time.Second)
-	t.Cleanup(c.HTTP.CloseIdleConnections)
-	return c
+	return newClient(t, base, pool, certPEM, keyPEM, 60*time.Second)
 }
 
 func newClient(t testing.TB, base string, roots *x509.CertPool, certPEM, keyPEM []byte, timeout time.Duration) *Client {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if certPEM != nil {
+	if len(certPEM) > 0 {
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			t.Fatalf("client key pair: %v", err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return &Client{Base: base, HTTP: &http.Client{
+	sdk, err := client.NewKMSWithTLS([]string{base}, cfg, client.WithRetry(1, 0, 0), client.WithTimeout(timeout))
+	if err != nil {
+		t.Fatalf("kmstest: %v", err)
+	}
+	c := &Client{SDK: sdk, Base: base, HTTP: &http.Client{
 		Timeout:   timeout,
-		Transport: &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 64, TLSHandshakeTimeout: 30 * time.Second},
+		Transport: &http.Transport{TLSClientConfig: cfg.Clone(), MaxIdleConnsPerHost: 64, TLSHandshakeTimeout: 30 * time.Second},
 	}}
+	t.Cleanup(func() {
+		sdk.Close()
+		c.HTTP.CloseIdleConnections()
+	})
+	return c
 }
 
 // Anonymous is a client without a certificate.
 func (e *Env) Anonymous() *Client { return e.Client(nil, nil) }
 
-// Do sends in (JSON, or nil for no body) and decodes a 200 answer into out.
-// A non-200 answer is returned as *api.Error with its Status set.
+// Do is the SDK's KMS.Do (one attempt; an error answer is a
+// *client.Error, which errors.As also reads as an *api.Error).
 func (c *Client) Do(method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		if raw, ok := in.(json.RawMessage); ok {
-			body = bytes.NewReader(raw)
-		} else {
-			b, err := json.Marshal(in)
-			if err != nil {
-				return err
-			}
-			body = bytes.NewReader(b)
-		}
+	ctx := context.Background()
+	if c.Approval != "" {
+		ctx = client.WithApproval(ctx, c.Approval)
 	}
-	req, err := http.NewRequest(method, c.Base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, vs := range c.Header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var eb api.ErrorBody
-		if err := json.Unmarshal(data, &eb); err != nil || eb.Error == nil {
-			return fmt.Errorf("status %d with a non-API body: %q", resp.StatusCode, data)
-		}
-		eb.Error.Status = resp.StatusCode
-		return eb.Error
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return c.SDK.Do(ctx, method, path, in, out)
 }
 
 // MustDo is Do that fails the test on any error.
@@ -279,6 +256,16 @@ func (c *Client) DataKey(t testing.TB, req api.CreateDataKeyRequest) api.DataKey
 	var dk api.DataKey
 	c.MustDo(t, "POST", "/v1/datakeys", req, &dk)
 	return dk
+}
+
+// APIError is err read as an API error (an SDK *client.Error or an
+// *api.Error), or nil.
+func APIError(err error) *api.Error {
+	var e *api.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
 }
 
 // WantError checks that err is an API error with the given status and code.

@@ -2,7 +2,6 @@ package sqlstore_test
 
 import (
 	"encoding/json"
-	"net/http"
 	"sync"
 	"testing"
 
@@ -14,7 +13,7 @@ import (
 // postApproved POSTs in as c with the approval header set to id.
 func postApproved(c *kmstest.Client, id, path string, in any) error {
 	with := *c
-	with.Header = http.Header{api.ApprovalHeader: {id}}
+	with.Approval = id
 	return with.Do("POST", path, in, nil)
 }
 

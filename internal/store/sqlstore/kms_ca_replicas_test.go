@@ -52,15 +52,7 @@ func trusting(t *testing.T, e *kmstest.Env, bundle, certPEM, keyPEM string) *kms
 	if !pool.AppendCertsFromPEM([]byte(bundle)) {
 		t.Fatal("empty bundle")
 	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if certPEM != "" {
-		pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return &kmstest.Client{Base: e.URL, HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}}
+	return e.ClientTrusting(pool, []byte(certPEM), []byte(keyPEM))
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
