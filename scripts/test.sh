@@ -5,7 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n=== %s\n' "$*"; }
+# Each step says how long the one before it took, and the end the total.
+started=$SECONDS
+last=$SECONDS
+step() {
+  if [ -n "${current:-}" ]; then printf '=== %s: %ds\n' "$current" $((SECONDS - last)); fi
+  current=$*
+  last=$SECONDS
+  printf '\n=== %s (at %ds)\n' "$*" $((SECONDS - started))
+}
 
 step "dependencies"
 ./scripts/deps.sh
