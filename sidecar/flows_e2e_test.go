@@ -76,16 +76,7 @@ func (f *fixture) main(t testing.TB) *side { return newSide(t, f.sc, f.local) }
 // and serves it on its own Unix socket until the test ends.
 func (f *fixture) startSidecar(t testing.TB, dn string, mutate func(*sidecar.Config)) *side {
 	t.Helper()
-	var tok api.EnrollmentToken
-	f.pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: dn}, &tok)
-	cfg := sidecar.Config{
-		KMSURL:         f.env.URL,
-		CAPEM:          f.env.CAPEM,
-		DataDir:        t.TempDir(),
-		EnrollToken:    sidecar.Secret([]byte(tok.Token)),
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		HealthInterval: 50 * time.Millisecond,
-	}
+	cfg := e2e.InProcessConfig(t, f.env, f.pipe.EnrollmentToken(t, dn))
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,9 +47,7 @@ type fixture struct {
 
 func token(t testing.TB, f *fixture) string {
 	t.Helper()
-	var tok api.EnrollmentToken
-	f.pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: f.creds.DN}, &tok)
-	return tok.Token
+	return f.pipe.EnrollmentToken(t, f.creds.DN)
 }
 
 // newFixture starts the KMS (kmsOpts adjust its options, e.g. a settable
@@ -70,14 +66,9 @@ func newFixture(t testing.TB, mutate func(*sidecar.Config), kmsOpts ...func(*kms
 	f.cust, f.creds = env.App(t, "acme", "payments-api", api.RoleCustodian)
 	f.pipe, _ = env.App(t, "acme", "deployer", api.RolePipeline)
 	f.dataDir = t.TempDir()
-	cfg := sidecar.Config{
-		KMSURL:         env.URL,
-		CAPEM:          env.CAPEM,
-		DataDir:        f.dataDir,
-		EnrollToken:    sidecar.Secret([]byte(token(t, f))),
-		Logger:         slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		HealthInterval: 50 * time.Millisecond,
-	}
+	cfg := e2e.InProcessConfig(t, env, token(t, f))
+	cfg.DataDir = f.dataDir
+	cfg.Logger = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -328,7 +319,8 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 func TestSidecarEnrollmentRefusals(t *testing.T) {
 	f := newFixture(t, nil)
 	tok := token(t, f)
-	cfg := sidecar.Config{KMSURL: f.env.URL, CAPEM: f.env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok)), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := e2e.InProcessConfig(t, f.env, tok)
+	cfg.HealthInterval = 0
 	sc, err := sidecar.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -68,9 +67,7 @@ func (w *world) token(t testing.TB, dn string) string {
 	if strings.HasSuffix(dn, "O=globex") {
 		pipe = w.gxPipe
 	}
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: dn}, &tok)
-	return tok.Token
+	return pipe.EnrollmentToken(t, dn)
 }
 
 // side is a real sidecar serving on a Unix socket.
@@ -88,14 +85,8 @@ type side struct {
 // socket in dir (t.TempDir() when empty) until the test ends.
 func (w *world) sidecar(t testing.TB, dn string, dir string, mutate func(*sidecar.Config)) *side {
 	t.Helper()
-	cfg := sidecar.Config{
-		KMSURL:         w.env.URL,
-		CAPEM:          w.env.CAPEM,
-		DataDir:        t.TempDir(),
-		EnrollToken:    sidecar.Secret([]byte(w.token(t, dn))),
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		HealthInterval: time.Hour, // no background poll unless a test asks
-	}
+	cfg := e2e.InProcessConfig(t, w.env, w.token(t, dn))
+	cfg.HealthInterval = time.Hour // no background poll unless a test asks
 	if mutate != nil {
 		mutate(&cfg)
 	}

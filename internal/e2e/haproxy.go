@@ -72,7 +72,7 @@ backend replicas
 // HAProxy is an haproxy process load-balancing TCP connections over KMS
 // replicas.
 type HAProxy struct {
-	proc     *process
+	*process
 	url      string
 	admin    string // the stats socket
 	backends []*KMS
@@ -137,7 +137,7 @@ func StartHAProxy(t testing.TB, backends ...*KMS) *HAProxy {
 	h.url = "https://" + ln.Addr().String()
 	cmd := exec.Command(bin, "-db", "-f", cfgPath)
 	cmd.ExtraFiles = []*os.File{lnFile} // fd 3 in the child
-	h.proc = startProcess(t, "haproxy", cmd, "")
+	h.process = startProcess(t, "haproxy", cmd, "")
 	// Only HAProxy accepts on the socket from now on.
 	lnFile.Close()
 	ln.Close()
@@ -153,10 +153,10 @@ func StartHAProxy(t testing.TB, backends ...*KMS) *HAProxy {
 		switch {
 		case ready:
 			return h
-		case !h.proc.running():
-			t.Fatal(h.proc.exitedEarly())
+		case !h.process.Running():
+			t.Fatal(h.process.exitedEarly())
 		case time.Now().After(deadline):
-			t.Fatalf("haproxy: the backends did not all pass their health checks within %v (%v, %v); stderr:\n%s", readyTimeout, st, err, h.proc.Stderr())
+			t.Fatalf("haproxy: the backends did not all pass their health checks within %v (%v, %v); stderr:\n%s", readyTimeout, st, err, h.process.Stderr())
 		}
 		time.Sleep(pollEvery)
 	}
@@ -222,7 +222,7 @@ func (h *HAProxy) waitState(t testing.TB, b *KMS, want string) time.Time {
 	for {
 		st, err := h.states()
 		if err != nil {
-			t.Fatalf("haproxy: %v; stderr:\n%s", err, h.proc.Stderr())
+			t.Fatalf("haproxy: %v; stderr:\n%s", err, h.process.Stderr())
 		}
 		for _, s := range st {
 			if s.server == name && s.status == want {

@@ -2,11 +2,29 @@ package e2e
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
+
+// InProcessConfig is the configuration of an in-process sidecar of the KMS
+// env that enrolls with token: a data dir in t.TempDir(), no logs, and a
+// revocation poll every 50 ms (so tests see the KMS's changes quickly).
+// Tests adjust the rest.
+func InProcessConfig(t testing.TB, env *kmstest.Env, token string) sidecar.Config {
+	return sidecar.Config{
+		KMSURL:         env.URL,
+		CAPEM:          env.CAPEM,
+		DataDir:        t.TempDir(),
+		EnrollToken:    sidecar.Secret([]byte(token)),
+		Logger:         slog.New(slog.DiscardHandler),
+		HealthInterval: 50 * time.Millisecond,
+	}
+}
 
 // ServeSidecar runs a sidecar inside the test process, for tests that need
 // what only the library offers (a settable clock, an enclave or a logger

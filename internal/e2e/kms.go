@@ -55,8 +55,8 @@ type KMSConfig struct {
 // KMS is a `dcaas kms serve` process. After Stop or Kill9, Restart runs a
 // new process on the same data dir and URL.
 type KMS struct {
-	cfg    KMSConfig
-	proc   *process
+	cfg KMSConfig
+	*process
 	url    string
 	ready  string
 	fields map[string]string
@@ -134,10 +134,10 @@ func (k *KMS) launch(t testing.TB) error {
 	if k.cfg.Sealed {
 		prefix = kmsSealedPrefix
 	}
-	k.proc = startProcess(t, k.cfg.Name, cmd, prefix)
-	line, ok := k.proc.waitReady(t)
+	k.process = startProcess(t, k.cfg.Name, cmd, prefix)
+	line, ok := k.process.waitReady(t)
 	if !ok {
-		return k.proc.exitedEarly()
+		return k.process.exitedEarly()
 	}
 	first, fields, err := readyFields(line, prefix)
 	if err != nil {
@@ -157,14 +157,14 @@ func (k *KMS) launch(t testing.TB) error {
 func (k *KMS) waitHealthy(t testing.TB) error {
 	t.Helper()
 	c := k.Endpoint(t).Anonymous(t, client.WithRetry(1, 0, 0), client.WithTimeout(5*time.Second))
-	return k.proc.waitHealthy(t, c.Health)
+	return k.process.waitHealthy(t, c.Health)
 }
 
 // Restart starts the KMS again after Stop or Kill9, on the same data dir
 // and the same address, and waits until it is ready.
 func (k *KMS) Restart(t testing.TB) {
 	t.Helper()
-	if k.proc.running() {
+	if k.process.Running() {
 		t.Fatalf("%s: Restart while it runs", k.cfg.Name)
 	}
 	if !hasFlag(k.cfg.Flags, "--listen") {
@@ -184,29 +184,6 @@ func (k *KMS) Restart(t testing.TB) {
 		time.Sleep(pollEvery)
 	}
 }
-
-// Stop asks the KMS to shut down (SIGTERM) and checks that it exits 0.
-func (k *KMS) Stop(t testing.TB) { t.Helper(); k.proc.stop(t) }
-
-// WaitExit waits at most d for the process to exit by itself (after a
-// signal the test sent to Pid) and returns how it exited: nil for 0. It
-// fails t if the process still runs after d.
-func (k *KMS) WaitExit(t testing.TB, d time.Duration) error {
-	t.Helper()
-	if !k.proc.waitExit(d) {
-		t.Fatalf("%s did not exit within %v; stderr:\n%s", k.cfg.Name, d, k.proc.Stderr())
-	}
-	return k.proc.exitErr()
-}
-
-// Kill9 kills the KMS with SIGKILL (a crash) and waits until it is gone.
-func (k *KMS) Kill9(t testing.TB) { t.Helper(); k.proc.kill9(t) }
-
-// Running reports whether the current process has not exited.
-func (k *KMS) Running() bool { return k.proc.running() }
-
-// Pid is the process id of the current process.
-func (k *KMS) Pid() int { return k.proc.cmd.Process.Pid }
 
 // URL is the KMS's base URL, https://127.0.0.1:PORT.
 func (k *KMS) URL() string { return k.url }
@@ -228,14 +205,11 @@ func (k *KMS) ReadyLine() string { return k.ready }
 func (k *KMS) Field(key string) string { return k.fields[key] }
 
 // StdoutLines are the lines the current process printed on stdout.
-func (k *KMS) StdoutLines() []string { return k.proc.stdoutLines() }
-
-// Stderr is the tail of the current process's stderr.
-func (k *KMS) Stderr() string { return k.proc.Stderr() }
+func (k *KMS) StdoutLines() []string { return k.process.stdoutLines() }
 
 // StderrAll is the whole of the current process's stderr (its log: one
 // line per request at the default level, so the tail may not reach back).
-func (k *KMS) StderrAll() string { return k.proc.stderrAll() }
+func (k *KMS) StderrAll() string { return k.process.stderrAll() }
 
 // ReadFile reads a file of the data dir (name relative to it).
 func (k *KMS) ReadFile(t testing.TB, name string) []byte {

@@ -117,7 +117,7 @@ func (p *process) waitHealthy(t testing.TB, health func(context.Context) (*api.H
 		switch {
 		case err == nil && h.Status == "ok":
 			return nil
-		case !p.running():
+		case !p.Running():
 			return p.exitedEarly()
 		case time.Now().After(deadline):
 			t.Fatalf("%s: GET /healthz never answered ok within %v (last %+v, %v); stderr:\n%s", p.name, readyTimeout, h, err, p.Stderr())
@@ -132,7 +132,7 @@ func (p *process) exitedEarly() error {
 }
 
 // running reports whether the child has not exited yet.
-func (p *process) running() bool {
+func (p *process) Running() bool {
 	select {
 	case <-p.exited:
 		return false
@@ -163,6 +163,7 @@ func (p *process) stderrAll() string {
 	return string(b)
 }
 
+// Stderr is the tail of the current process's stderr.
 func (p *process) Stderr() string {
 	b, err := os.ReadFile(p.stderr)
 	if err != nil {
@@ -186,9 +187,26 @@ func (p *process) waitExit(d time.Duration) bool {
 	}
 }
 
-// stop sends SIGTERM and checks that the child exits 0 (a race-enabled
-// child that saw a data race exits 66).
-func (p *process) stop(t testing.TB) {
+// WaitExit waits at most d for the process to exit by itself (after a
+// signal the test sent to Pid) and returns how it exited: nil for 0. It
+// fails t if the process still runs after d.
+func (p *process) WaitExit(t testing.TB, d time.Duration) error {
+	t.Helper()
+	if !p.waitExit(d) {
+		t.Fatalf("%s did not exit within %v; stderr:\n%s", p.name, d, p.Stderr())
+	}
+	return p.exitErr()
+}
+
+// Pid is the process id of the current process.
+func (p *process) Pid() int { return p.cmd.Process.Pid }
+
+// Stop asks the process to shut down (SIGTERM) and checks that it exits 0
+// (a race-enabled child that saw a data race exits 66). A
+// software-enclave sidecar retires its instance at the KMS as it stops
+// (unless its flags hold --retire-on-exit=false); Kill9 leaves it
+// registered.
+func (p *process) Stop(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM %s: %v", p.name, err)
@@ -201,8 +219,9 @@ func (p *process) stop(t testing.TB) {
 	}
 }
 
-// kill9 kills the child with SIGKILL (a crash) and waits until it is gone.
-func (p *process) kill9(t testing.TB) {
+// Kill9 kills the process with SIGKILL (a crash) and waits until it is
+// gone.
+func (p *process) Kill9(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatalf("SIGKILL %s: %v", p.name, err)
@@ -215,7 +234,7 @@ func (p *process) kill9(t testing.TB) {
 // cleanup kills the child if it still runs, reports a data race it
 // printed, and prints its stderr when the test failed.
 func (p *process) cleanup(t testing.TB) {
-	if p.running() {
+	if p.Running() {
 		_ = p.cmd.Process.Kill()
 		if !p.waitExit(stopTimeout) {
 			t.Errorf("%s (pid %d) survived SIGKILL", p.name, p.cmd.Process.Pid)

@@ -45,9 +45,9 @@ type SidecarConfig struct {
 // After Stop or Kill9, Restart runs a new process on the same data dir
 // and socket.
 type Sidecar struct {
-	cfg      SidecarConfig
-	caFile   string
-	proc     *process
+	cfg    SidecarConfig
+	caFile string
+	*process
 	socket   string
 	instance string
 	ready    string
@@ -96,10 +96,10 @@ func (s *Sidecar) launch(t testing.TB, token string) {
 	// DCAAS_ENROLL_TOKEN is set either way: an empty value is no token,
 	// whatever the test process's environment holds.
 	cmd.Env = append(os.Environ(), "DCAAS_ENROLL_TOKEN="+token)
-	s.proc = startProcess(t, s.cfg.Name, cmd, sidecarReadyPrefix)
-	line, ok := s.proc.waitReady(t)
+	s.process = startProcess(t, s.cfg.Name, cmd, sidecarReadyPrefix)
+	line, ok := s.process.waitReady(t)
 	if !ok {
-		t.Fatal(s.proc.exitedEarly())
+		t.Fatal(s.process.exitedEarly())
 	}
 	// A sidecar that waits for a token says so after its fields:
 	// "… socket=PATH (waiting for a token: …)".
@@ -121,7 +121,7 @@ func (s *Sidecar) launch(t testing.TB, token string) {
 	if st, err := os.Stat(s.socket); err != nil || st.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("%s: ready, but %s is not a socket (%v)", s.cfg.Name, s.socket, err)
 	}
-	if err := s.proc.waitHealthy(t, s.Client(t, client.WithRetry(1, 0, 0), client.WithTimeout(5*time.Second)).Health); err != nil {
+	if err := s.process.waitHealthy(t, s.Client(t, client.WithRetry(1, 0, 0), client.WithTimeout(5*time.Second)).Health); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -174,7 +174,7 @@ func (s *Sidecar) Enroll(t testing.TB, ep Endpoint, certPEM, keyPEM []byte) stri
 // data dir held before).
 func (s *Sidecar) Restart(t testing.TB) {
 	t.Helper()
-	if s.proc.running() {
+	if s.process.Running() {
 		t.Fatalf("%s: Restart while it runs", s.cfg.Name)
 	}
 	// A sidecar killed with SIGKILL leaves its socket file behind; the
@@ -223,31 +223,3 @@ func (s *Sidecar) ReadyLine() string { return s.ready }
 // PollInterval is the sidecar's revocation poll interval, 0 for the
 // binary's default.
 func (s *Sidecar) PollInterval() time.Duration { return s.cfg.PollInterval }
-
-// Stop asks the sidecar to shut down (SIGTERM) and checks that it exits 0.
-// A software-enclave sidecar retires its instance at the KMS as it stops
-// (unless Flags hold --retire-on-exit=false); Kill9 leaves it registered.
-func (s *Sidecar) Stop(t testing.TB) { t.Helper(); s.proc.stop(t) }
-
-// WaitExit waits at most d for the process to exit by itself (after a
-// signal the test sent to Pid) and returns how it exited: nil for 0. It
-// fails t if the process still runs after d.
-func (s *Sidecar) WaitExit(t testing.TB, d time.Duration) error {
-	t.Helper()
-	if !s.proc.waitExit(d) {
-		t.Fatalf("%s did not exit within %v; stderr:\n%s", s.cfg.Name, d, s.proc.Stderr())
-	}
-	return s.proc.exitErr()
-}
-
-// Kill9 kills the sidecar with SIGKILL and waits until it is gone.
-func (s *Sidecar) Kill9(t testing.TB) { t.Helper(); s.proc.kill9(t) }
-
-// Running reports whether the current process has not exited.
-func (s *Sidecar) Running() bool { return s.proc.running() }
-
-// Pid is the process id of the current process.
-func (s *Sidecar) Pid() int { return s.proc.cmd.Process.Pid }
-
-// Stderr is the tail of the current process's stderr.
-func (s *Sidecar) Stderr() string { return s.proc.Stderr() }

@@ -2,8 +2,6 @@ package faults_test
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -46,9 +44,7 @@ func newWorld(t testing.TB, mutate func(*kms.Options)) *world {
 // token mints an enrollment token for the custodian, as the pipeline.
 func (w *world) token(t testing.TB) string {
 	t.Helper()
-	var tok api.EnrollmentToken
-	w.pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: w.creds.DN}, &tok)
-	return tok.Token
+	return w.pipe.EnrollmentToken(t, w.creds.DN)
 }
 
 // side is an in-process sidecar serving on a Unix socket.
@@ -62,14 +58,7 @@ type side struct {
 // Config) and serves it on a Unix socket until the test ends.
 func (w *world) startSidecar(t testing.TB, mutate func(*sidecar.Config)) *side {
 	t.Helper()
-	cfg := sidecar.Config{
-		KMSURL:         w.env.URL,
-		CAPEM:          w.env.CAPEM,
-		DataDir:        t.TempDir(),
-		EnrollToken:    sidecar.Secret([]byte(w.token(t))),
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		HealthInterval: 50 * time.Millisecond,
-	}
+	cfg := e2e.InProcessConfig(t, w.env, w.token(t))
 	if mutate != nil {
 		mutate(&cfg)
 	}

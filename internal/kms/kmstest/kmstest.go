@@ -249,6 +249,15 @@ func (c *Client) MustGrant(t testing.TB, req api.GrantRequest) string {
 	return g
 }
 
+// EnrollmentToken mints a one-time enrollment token for the custodian dn
+// as c (a pipeline) and fails the test on any error.
+func (c *Client) EnrollmentToken(t testing.TB, dn string) string {
+	t.Helper()
+	var tok api.EnrollmentToken
+	c.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: dn}, &tok)
+	return tok.Token
+}
+
 // DataKey creates a data key as c (POST /v1/datakeys) and fails the test
 // on any error.
 func (c *Client) DataKey(t testing.TB, req api.CreateDataKeyRequest) api.DataKey {
