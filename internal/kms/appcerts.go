@@ -68,34 +68,24 @@ func (c *call) decodeOptionalInto(v any) error {
 // authenticated by its current one. The current certificate stays valid
 // until it expires or is revoked.
 func (k *KMS) renewOwnCert(ctx context.Context, c *call) (any, error) {
-	var req api.RenewCertificateRequest
-	if err := c.decodeOptionalInto(&req); err != nil {
-		return nil, err
-	}
-	app, err := k.appTarget(ctx, c, true)
-	if err != nil {
-		return nil, err
-	}
-	creds, cert, err := k.issueAppCert(app, req.CSRPEM)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.commit(ctx, func(tx store.Tx) error { return registerCert(ctx, tx, cert) }); err != nil {
-		return nil, err
-	}
-	k.log.Info("application certificate renewed", "tenant", app.Tenant, "app", app.Name, "serial", creds.Serial, "not_after", creds.NotAfter)
-	return creds, nil
+	return k.newAppCert(ctx, c, true)
 }
 
 // issueCertFor issues a new certificate to an existing application (an
 // admin's call): for an application whose certificate expired, was
 // revoked or was lost.
 func (k *KMS) issueCertFor(ctx context.Context, c *call) (any, error) {
+	return k.newAppCert(ctx, c, false)
+}
+
+// newAppCert issues a certificate to the calling application (self) or to
+// the one the path names, from the CSR in the body or a new key.
+func (k *KMS) newAppCert(ctx context.Context, c *call, self bool) (any, error) {
 	var req api.RenewCertificateRequest
 	if err := c.decodeOptionalInto(&req); err != nil {
 		return nil, err
 	}
-	app, err := k.appTarget(ctx, c, false)
+	app, err := k.appTarget(ctx, c, self)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +96,11 @@ func (k *KMS) issueCertFor(ctx context.Context, c *call) (any, error) {
 	if err := c.commit(ctx, func(tx store.Tx) error { return registerCert(ctx, tx, cert) }); err != nil {
 		return nil, err
 	}
-	k.log.Info("application certificate issued", "tenant", app.Tenant, "app", app.Name, "serial", creds.Serial, "not_after", creds.NotAfter, "by", c.caller.DN)
+	if self {
+		k.log.Info("application certificate renewed", "tenant", app.Tenant, "app", app.Name, "serial", creds.Serial, "not_after", creds.NotAfter)
+	} else {
+		k.log.Info("application certificate issued", "tenant", app.Tenant, "app", app.Name, "serial", creds.Serial, "not_after", creds.NotAfter, "by", c.caller.DN)
+	}
 	return creds, nil
 }
 

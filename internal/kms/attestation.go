@@ -310,13 +310,20 @@ func (k *KMS) enrollAttested(ctx context.Context, c *call, req *api.EnrollReques
 		return nil, consumeErr(err, tok.what)
 	}
 	out, err := k.verifyAndRegister(ctx, c, req, csr, tok, ch)
-	if err != nil && !c.recorded {
-		err = c.fail(ctx, func(tx store.Tx) error {
-			_, err := tx.ConsumeOneTime(ctx, tok.kind, tok.hash, k.now())
-			return err
-		}, err)
+	return out, k.spendOnFailure(ctx, c, tok, err)
+}
+
+// spendOnFailure consumes the challenge tok with the audit record of a
+// failed attestation (err), unless the failure was already recorded: a
+// challenge answered wrongly cannot be answered again.
+func (k *KMS) spendOnFailure(ctx context.Context, c *call, tok enrollToken, err error) error {
+	if err == nil || c.recorded {
+		return err
 	}
-	return out, err
+	return c.fail(ctx, func(tx store.Tx) error {
+		_, err := tx.ConsumeOneTime(ctx, tok.kind, tok.hash, k.now())
+		return err
+	}, err)
 }
 
 // trustedAK is what vouches for the AK of evidence answering challenge ch:
@@ -419,13 +426,7 @@ func (k *KMS) reattest(ctx context.Context, c *call) (any, error) {
 		return nil, consumeErr(err, tok.what)
 	}
 	out, err := k.verifyReattest(ctx, c, a, in, ev, tok)
-	if err != nil && !c.recorded {
-		err = c.fail(ctx, func(tx store.Tx) error {
-			_, err := tx.ConsumeOneTime(ctx, tok.kind, tok.hash, k.now())
-			return err
-		}, err)
-	}
-	return out, err
+	return out, k.spendOnFailure(ctx, c, tok, err)
 }
 
 func (k *KMS) verifyReattest(ctx context.Context, c *call, a *attestor, in *store.Instance, ev *api.Attestation, tok enrollToken) (*api.Attested, error) {

@@ -198,12 +198,18 @@ func (k *KMS) checkpointNow(ctx context.Context) {
 // on each of Config.AuditCheckpointTicks) until the returned function is
 // called.
 func (k *KMS) startCheckpointLoop() (stop func()) {
+	return every(k.cfg.AuditCheckpointInterval, k.cfg.AuditCheckpointTicks, k.checkpointNow)
+}
+
+// every runs fn every interval, or on each of ticks when the test gives
+// them, until the returned function is called, which waits for a running
+// fn to return (its ctx is cancelled first).
+func every(interval time.Duration, ticks <-chan time.Time, fn func(context.Context)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	ticks := k.cfg.AuditCheckpointTicks
 	var ticker *time.Ticker
 	if ticks == nil {
-		ticker = time.NewTicker(k.cfg.AuditCheckpointInterval)
+		ticker = time.NewTicker(interval)
 		ticks = ticker.C
 	}
 	go func() {
@@ -217,7 +223,7 @@ func (k *KMS) startCheckpointLoop() (stop func()) {
 				return
 			case <-ticks:
 			}
-			k.checkpointNow(ctx)
+			fn(ctx)
 		}
 	}()
 	return func() { cancel(); <-done }

@@ -124,29 +124,7 @@ func (k *KMS) checkCerts(ctx context.Context) {
 // startCertLoop runs checkCerts every CertCheckInterval (or on each of
 // Config.CertTicks) until the returned function is called.
 func (k *KMS) startCertLoop() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	ticks := k.cfg.CertTicks
-	var ticker *time.Ticker
-	if ticks == nil {
-		ticker = time.NewTicker(k.cfg.CertCheckInterval)
-		ticks = ticker.C
-	}
-	go func() {
-		defer close(done)
-		if ticker != nil {
-			defer ticker.Stop()
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticks:
-			}
-			k.checkCerts(ctx)
-		}
-	}()
-	return func() { cancel(); <-done }
+	return every(k.cfg.CertCheckInterval, k.cfg.CertTicks, k.checkCerts)
 }
 
 // ServerCertificate returns the TLS server certificate the KMS presents

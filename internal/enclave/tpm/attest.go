@@ -43,19 +43,11 @@ const quoteAttempts = 3
 // certificate and credential activation (ek.go).
 func (e *Enclave) Attest(ctx context.Context, nonce, identitySPKI []byte, transport api.PublicKey) (*api.Attestation, error) {
 	qualifying := enclave.QualifyingData(nonce, identitySPKI, transport)
-	if err := e.begin(ctx); err != nil {
-		return nil, err
-	}
-	defer e.tpmMu.Unlock()
-	ak, err := e.attestationKey()
+	ak, h, release, err := e.loadAK(ctx)
 	if err != nil {
 		return nil, err
 	}
-	h, err := e.load(ak)
-	if err != nil {
-		return nil, err
-	}
-	defer e.flush(h.Handle)
+	defer release()
 	for range quoteAttempts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -108,6 +100,24 @@ func (e *Enclave) AKPublic(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.Clone(ak.pub.Bytes()), nil
+}
+
+// loadAK locks the TPM, loads the attestation key (created on first use)
+// and returns it with its handle and the function that flushes it and
+// unlocks the TPM.
+func (e *Enclave) loadAK(ctx context.Context) (*object, tpm2.NamedHandle, func(), error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, tpm2.NamedHandle{}, nil, err
+	}
+	ak, err := e.attestationKey()
+	if err == nil {
+		var h tpm2.NamedHandle
+		if h, err = e.load(ak); err == nil {
+			return ak, h, func() { e.flush(h.Handle); e.tpmMu.Unlock() }, nil
+		}
+	}
+	e.tpmMu.Unlock()
+	return nil, tpm2.NamedHandle{}, nil, err
 }
 
 // attestationKey returns the AK blob, creating it on first use. The caller

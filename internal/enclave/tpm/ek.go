@@ -67,19 +67,11 @@ func (e *Enclave) EKPublic(ctx context.Context) (crypto.PublicKey, error) {
 // authorized by its policy, TPM2_PolicySecret of the endorsement
 // hierarchy). It fails unless both keys are this TPM's.
 func (e *Enclave) ActivateCredential(ctx context.Context, credentialBlob, encryptedSecret []byte) ([]byte, error) {
-	if err := e.begin(ctx); err != nil {
-		return nil, err
-	}
-	defer e.tpmMu.Unlock()
-	ak, err := e.attestationKey()
+	_, h, release, err := e.loadAK(ctx)
 	if err != nil {
 		return nil, err
 	}
-	h, err := e.load(ak)
-	if err != nil {
-		return nil, err
-	}
-	defer e.flush(h.Handle)
+	defer release()
 	var out []byte
 	err = e.withEK(func(ek tpm2.NamedHandle, _ *tpm2.TPMTPublic) error {
 		rsp, err := tpm2.ActivateCredential{

@@ -26,16 +26,7 @@ func (e *Enclave) IdentityKey(ctx context.Context) (crypto.Signer, error) {
 	if e.identity != nil {
 		return e.identity, nil
 	}
-	tmpl := identityTemplate()
-	o, err := e.objectFor(identityFile, tmpl, func() (*object, error) { return e.create(tmpl) })
-	if err != nil {
-		return nil, err
-	}
-	pub, err := o.public()
-	if err != nil {
-		return nil, err
-	}
-	point, err := eccPublic(pub)
+	o, point, err := e.eccObject(identityFile, identityTemplate())
 	if err != nil {
 		return nil, err
 	}

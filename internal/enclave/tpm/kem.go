@@ -30,16 +30,7 @@ func (e *Enclave) TransportKey(ctx context.Context, kem api.KEM) (hpke.PrivateKe
 	if e.transport != nil {
 		return e.transport, nil
 	}
-	tmpl := transportTemplate()
-	o, err := e.objectFor(transportFile, tmpl, func() (*object, error) { return e.create(tmpl) })
-	if err != nil {
-		return nil, err
-	}
-	pub, err := o.public()
-	if err != nil {
-		return nil, err
-	}
-	point, err := eccPublic(pub)
+	o, point, err := e.eccObject(transportFile, transportTemplate())
 	if err != nil {
 		return nil, err
 	}

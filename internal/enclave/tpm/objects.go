@@ -255,6 +255,24 @@ func (e *Enclave) flush(h tpm2.TPMHandle) {
 	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(e.tpm)
 }
 
+// eccObject returns the ECC key object kept in file (created from tmpl on
+// first use) and its public point, uncompressed. The caller holds tpmMu.
+func (e *Enclave) eccObject(file string, tmpl tpm2.TPMTPublic) (*object, []byte, error) {
+	o, err := e.objectFor(file, tmpl, func() (*object, error) { return e.create(tmpl) })
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, err := o.public()
+	if err != nil {
+		return nil, nil, err
+	}
+	point, err := eccPublic(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	return o, point, nil
+}
+
 // eccPublic returns the uncompressed point (0x04 || X || Y) of a P-256
 // public area.
 func eccPublic(pub *tpm2.TPMTPublic) ([]byte, error) {
