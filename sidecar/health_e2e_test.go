@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/devenv"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/httpapi"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
@@ -46,11 +46,8 @@ func probe(t *testing.T, socket string, path string, hdr map[string]string) (int
 func logLines(t *testing.T, logs string, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(logs))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == msg {
+	for _, m := range e2e.LogLines(logs, msg) {
+		if m["msg"] == msg {
 			out = append(out, m)
 		}
 	}

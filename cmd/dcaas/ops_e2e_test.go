@@ -5,7 +5,6 @@ package main_test
 // `dcaas version` and JSON startup errors.
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"io"
@@ -154,20 +153,7 @@ func healthAt(t *testing.T, c *http.Client, u string) (int, api.Health) {
 
 // logged are the JSON lines of a process's stderr whose msg starts with
 // prefix.
-func logged(stderr, prefix string) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(stderr))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			if msg, _ := m["msg"].(string); strings.HasPrefix(msg, prefix) {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
-}
+func logged(stderr, prefix string) []map[string]any { return e2e.LogLines(stderr, prefix) }
 
 // startupErrors is what a serve command that failed to start wrote on
 // stderr, with the err of its JSON error line unescaped (--log-format

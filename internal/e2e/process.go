@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -288,4 +289,21 @@ func FreePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// LogLines are the JSON lines of logs (a process's stderr, a captured
+// slog JSON handler) whose msg starts with prefix, decoded.
+func LogLines(logs, prefix string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			if msg, _ := m["msg"].(string); strings.HasPrefix(msg, prefix) {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }

@@ -254,11 +254,7 @@ func TestAppCertificateRefusals(t *testing.T) {
 	cust, custCreds := env.App(t, "acme", "payments-api", api.RoleCustodian)
 	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
 	_, _ = env.App(t, "acme", "victim", api.RoleCustodian)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: custCreds.DN}, &tok)
-	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	side.Enroll(t, env.Anonymous(), tok.Token)
-	sidecar := side.Client(t, env)
+	side, sidecar := env.EnrolledFake(t, pipe, custCreds.DN)
 
 	// A certificate from another CA, for the same DN.
 	der, caKey, err := ca.Generate("dcaas KMS CA", time.Now(), time.Hour)

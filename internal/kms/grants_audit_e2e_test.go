@@ -18,15 +18,8 @@ func TestGrantUsedByAFailedLoad(t *testing.T) {
 	env := kmstest.Start(t, nil)
 	env.Tenant(t, "acme")
 	cust, custCreds := env.App(t, "acme", "payments-api", api.RoleCustodian)
-	enroll := func() (*kmstest.FakeSidecar, *kmstest.Client) {
-		var tok api.EnrollmentToken
-		cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: custCreds.DN}, &tok)
-		s := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		s.Enroll(t, env.Anonymous(), tok.Token)
-		return s, s.Client(t, env)
-	}
-	side, sc := enroll()
-	_, other := enroll()
+	side, sc := env.EnrolledFake(t, cust, custCreds.DN)
+	_, other := env.EnrolledFake(t, cust, custCreds.DN)
 	granted := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 	notGranted := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 	g := cust.MustGrant(t, api.GrantRequest{InstanceID: side.Enrollment.InstanceID, EKBs: [][]byte{granted.EKB}})

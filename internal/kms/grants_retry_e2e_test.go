@@ -22,15 +22,8 @@ func TestGrantRetry(t *testing.T) {
 	env := kmstest.Start(t, func(o *kms.Options) { o.Now = clock.Now })
 	env.Tenant(t, "acme")
 	cust, custCreds := env.App(t, "acme", "payments-api", api.RoleCustodian)
-	enroll := func() (*kmstest.FakeSidecar, *kmstest.Client) {
-		var tok api.EnrollmentToken
-		cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: custCreds.DN}, &tok)
-		s := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		s.Enroll(t, env.Anonymous(), tok.Token)
-		return s, s.Client(t, env)
-	}
-	side, sc := enroll()
-	_, other := enroll()
+	side, sc := env.EnrolledFake(t, cust, custCreds.DN)
+	_, other := env.EnrolledFake(t, cust, custCreds.DN)
 	var dk api.DataKey
 	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
 	var g api.Grant

@@ -1,7 +1,6 @@
 package kms_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/seal"
@@ -53,18 +53,7 @@ func (l *jsonLogs) lines(prefix string) []map[string]any {
 	l.mu.Lock()
 	s := l.b.String()
 	l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			if msg, _ := m["msg"].(string); strings.HasPrefix(msg, prefix) {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
+	return e2e.LogLines(s, prefix)
 }
 
 // getHealth GETs /healthz or /readyz.

@@ -5,7 +5,6 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -138,20 +137,6 @@ func isBytes(e ast.Expr) bool {
 	return ok && (id.Name == "byte" || id.Name == "uint8")
 }
 
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
-}
+// moduleRoot is the module's root: go test runs a package's tests in its
+// directory, two levels below it.
+func moduleRoot(*testing.T) string { return filepath.Join("..", "..") }

@@ -64,6 +64,16 @@ func (s *FakeSidecar) Enroll(t testing.TB, c *Client, token string) {
 	c.MustDo(t, "POST", "/v1/enrollment", s.EnrollRequest(token), &s.Enrollment)
 }
 
+// EnrolledFake is a fake sidecar (the default KEM) bound to the custodian
+// dn, enrolled with a token pipe minted (a pipeline, or the custodian
+// itself), and its KMS client.
+func (e *Env) EnrolledFake(t testing.TB, pipe *Client, dn string) (*FakeSidecar, *Client) {
+	t.Helper()
+	s := NewFakeSidecar(t, kcrypto.DefaultKEM())
+	s.Enroll(t, e.Anonymous(), pipe.EnrollmentToken(t, dn))
+	return s, s.Client(t, e)
+}
+
 // Client returns a KMS client authenticating as the enrolled instance.
 func (s *FakeSidecar) Client(t testing.TB, e *Env) *Client {
 	t.Helper()

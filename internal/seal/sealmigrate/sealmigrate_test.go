@@ -49,10 +49,7 @@ func newWorld(t *testing.T) *world {
 	env.Tenant(t, "globex")
 	cust, creds := env.App(t, "acme", "payments", api.RoleCustodian)
 	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-	side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-	side.Enroll(t, env.Anonymous(), tok.Token)
+	side, _ := env.EnrolledFake(t, pipe, creds.DN)
 	w := &world{env: env, cust: cust, side: side, seed: bytes.Repeat([]byte("seed"), 8), caPEM: env.CAPEM}
 	w.newKeys(t, api.KeyAES256GCM, api.KeyEd25519)
 	env.Admin.MustDo(t, "POST", "/v1/tenants/acme/master-key/rotate", nil, nil)

@@ -418,18 +418,11 @@ var atomicCalls = []struct {
 		return func() error { return w.env.Anonymous().Do("POST", "/v1/enrollment", s.EnrollRequest(tok.Token), nil) }
 	}},
 	{"instance.revoke", func(t *testing.T, w *atomicWorld) func() error {
-		var tok api.EnrollmentToken
-		w.pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: w.custDN}, &tok)
-		s := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		s.Enroll(t, w.env.Anonymous(), tok.Token)
+		s, _ := w.env.EnrolledFake(t, w.pipe, w.custDN)
 		return func() error { return w.env.Admin.Do("DELETE", "/v1/instances/"+s.Enrollment.InstanceID, nil, nil) }
 	}},
 	{"instance.retire", func(t *testing.T, w *atomicWorld) func() error {
-		var tok api.EnrollmentToken
-		w.pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: w.custDN}, &tok)
-		s := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		s.Enroll(t, w.env.Anonymous(), tok.Token)
-		c := s.Client(t, w.env)
+		_, c := w.env.EnrolledFake(t, w.pipe, w.custDN)
 		return func() error { return c.Do("DELETE", "/v1/instances/self", nil, nil) }
 	}},
 	{"grant.create", func(t *testing.T, w *atomicWorld) func() error {

@@ -29,11 +29,7 @@ func TestGrantCopiesRace(t *testing.T) {
 		})
 		env.Tenant(t, "acme")
 		cust, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
-		var tok api.EnrollmentToken
-		cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-		side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		side.Enroll(t, env.Anonymous(), tok.Token)
-		sc := side.Client(t, env)
+		side, sc := env.EnrolledFake(t, cust, creds.DN)
 		dk := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 		g := cust.MustGrant(t, api.GrantRequest{InstanceID: side.Enrollment.InstanceID, EKBs: [][]byte{dk.EKB}})
 

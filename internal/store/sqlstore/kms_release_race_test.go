@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/store"
@@ -80,10 +79,7 @@ func TestReleaseRacingAnAuditedDisable(t *testing.T) {
 		env.Tenant(t, "acme")
 		cust, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
 		pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-		var tok api.EnrollmentToken
-		pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-		side := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		side.Enroll(t, env.Anonymous(), tok.Token)
+		side, _ := env.EnrolledFake(t, pipe, creds.DN)
 		var dk api.DataKey
 		cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
 
