@@ -47,8 +47,30 @@ step "README walkthrough"
 # README.md's walkthrough, pasted as written, against a freshly built dcaas.
 ./scripts/walkthrough.sh
 
+# The packages that run the dcaas binary (cmd/dcaas, internal/e2e,
+# failover, soak) share one build of it per pass instead of each linking
+# its own (internal/e2e.PrebuiltEnv), and the packages that use PostgreSQL
+# share one throwaway cluster for the whole run, each test with a database
+# of its own (internal/store/pgtest), instead of one cluster per package
+# and pass. DCAAS_TEST_POSTGRES_DSN or DCAAS_SKIP_POSTGRES=1 set by the
+# caller are kept.
+scratch=$(mktemp -d)
+bins=$scratch/bin
+pg=
+cleanup() {
+  if [ -n "$pg" ]; then ./scripts/postgres.sh stop "$pg" || true; rm -rf "$pg"; fi
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+if [ -z "${DCAAS_TEST_POSTGRES_DSN:-}" ] && [ "${DCAAS_SKIP_POSTGRES:-}" != 1 ]; then
+  pg=$(mktemp -d) # its own: the server's user must be able to enter it
+  DCAAS_TEST_POSTGRES_DSN=$(./scripts/postgres.sh start "$pg")
+  export DCAAS_TEST_POSTGRES_DSN
+fi
+
 step "go test -race"
-go test -race -count=1 -timeout 30m ./...
+go build -race -o "$bins/race/dcaas" ./cmd/dcaas
+DCAAS_E2E_BINARY="$bins/race/dcaas" go test -race -count=1 -timeout 30m ./...
 # A module of its own (k8s.io/apiserver stays out of dcaas's requirements).
 (cd sidecar/kmsplugin/apiservertest && go test -race -count=1 ./...)
 # The Helm chart rendered with Helm's Go packages and checked against the
@@ -57,7 +79,8 @@ go test -race -count=1 -timeout 30m ./...
 (cd deploy/helm/charttest && go test -count=1 ./...)
 
 step "go test (GODEBUG=fips140=on)"
-GODEBUG=fips140=on go test -count=1 -timeout 30m ./...
+go build -o "$bins/plain/dcaas" ./cmd/dcaas
+GODEBUG=fips140=on DCAAS_E2E_BINARY="$bins/plain/dcaas" go test -count=1 -timeout 30m ./...
 (cd sidecar/kmsplugin/apiservertest && GODEBUG=fips140=on go test -count=1 ./...)
 
 step "fuzz (short)"

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
@@ -86,6 +87,10 @@ func binaryOf(t testing.TB, pkg string) string {
 	}
 	buildMu.Unlock()
 	b.once.Do(func() {
+		if p, ok := prebuilt(t, pkg); ok {
+			b.path = p
+			return
+		}
 		begin := time.Now()
 		b.path, b.err = goBuild(pkg)
 		if b.err == nil {
@@ -96,6 +101,36 @@ func binaryOf(t testing.TB, pkg string) string {
 		t.Fatalf("e2e: building %s: %v", pkg, b.err)
 	}
 	return b.path
+}
+
+// PrebuiltEnv names a dcaas binary built from this tree for this run
+// (scripts/test.sh builds one with -race and one without, once, instead
+// of one per test package). It is used only when its -race setting is the
+// test binary's; otherwise Binary builds its own.
+const PrebuiltEnv = "DCAAS_E2E_BINARY"
+
+// prebuilt is the binary PrebuiltEnv names, when it fits this test binary.
+func prebuilt(t testing.TB, pkg string) (string, bool) {
+	path := os.Getenv(PrebuiltEnv)
+	if pkg != dcaasPkg || path == "" {
+		return "", false
+	}
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		t.Logf("e2e: %s=%s: %v; building the binary instead", PrebuiltEnv, path, err)
+		return "", false
+	}
+	race := false
+	for _, s := range info.Settings {
+		if s.Key == "-race" {
+			race = s.Value == "true"
+		}
+	}
+	if info.Path != pkg || race != raceEnabled() {
+		t.Logf("e2e: %s=%s is %s with -race=%t, this test wants -race=%t; building the binary instead", PrebuiltEnv, path, info.Path, race, raceEnabled())
+		return "", false
+	}
+	return path, true
 }
 
 func goBuild(pkg string) (string, error) {
