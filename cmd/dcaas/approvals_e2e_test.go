@@ -16,6 +16,7 @@ import (
 // rotate the master key; with bob's approval `dcaas approval run` rotates
 // it once; a request left past the TTL is refused.
 func TestApprovalsBinary(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir, "--approval-ttl", "3s")
 	ca := filepath.Join(dataDir, "ca.pem")

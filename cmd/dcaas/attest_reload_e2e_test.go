@@ -30,6 +30,7 @@ import (
 // TPM simulator, issued by a test CA playing the manufacturer) gets a
 // credential the TPM activates only while the manufacturer is trusted.
 func TestKMSServeReloadsAttestationPolicy(t *testing.T) {
+	t.Parallel()
 	sim, err := tpmsim.Open()
 	if err != nil {
 		t.Fatalf("TPM simulator: %v (run scripts/deps.sh)", err)

@@ -19,6 +19,7 @@ import (
 // admin twice), and the owner storing the key, whose KCV is the KCV of the
 // XOR of the components.
 func TestKeyComponentsBinary(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir)
 	ca := filepath.Join(dataDir, "ca.pem")

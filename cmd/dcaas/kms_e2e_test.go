@@ -599,6 +599,7 @@ func httpGet(t *testing.T, hc *http.Client, url string) (int, string) {
 // anyone (issue 12). It answers admins only there; Prometheus scrapes
 // --metrics-listen, a plain-HTTP listener that the ready line names.
 func TestKMSMetricsListeners(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
 	p := startKMS(t, dataDir, "--metrics-listen", "127.0.0.1:0")
 	if status, body := httpGet(t, rawClient(t, p, nil, nil).HTTP, p.URL()+"/metrics"); status != http.StatusUnauthorized || strings.Contains(body, "dcaas_cert_expiry") {

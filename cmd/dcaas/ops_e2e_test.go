@@ -314,6 +314,7 @@ func TestStartupErrorsInJSON(t *testing.T) {
 // say the version the build stamped (the Makefile stamps `git describe`),
 // and never "(devel)" when nothing was stamped.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command(e2e.Binary(t), "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "dcaas ") || strings.Contains(string(out), "(devel)") || !strings.Contains(string(out), "go: go1.") {
 		t.Errorf("dcaas version = %q, %v", out, err)

@@ -86,6 +86,7 @@ func wantAPIError(t *testing.T, what string, err error, status int, code api.Cod
 // root key), the KMS up in-process after the third share, the unseal
 // audited, and a restart that seals it again.
 func TestSealInitUnsealEndToEnd(t *testing.T) {
+	t.Parallel()
 	e2e.Binary(t)
 	dataDir, sharesDir, shares := sealInit(t, "5", "3")
 	if len(shares) != 5 {
@@ -266,6 +267,7 @@ func copyInto(t *testing.T, src, dst string, names ...string) {
 // sealed listener certificate), start sealed; unsealing A leaves B sealed,
 // and B opens with its own shares and sees what A wrote.
 func TestSealedReplicasUnsealIndependently(t *testing.T) {
+	t.Parallel()
 	e2e.Binary(t)
 	dsn := pgtest.DSN(t)
 	base := t.TempDir()

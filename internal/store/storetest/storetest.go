@@ -12,7 +12,8 @@
 //		})
 //	}
 //
-// Every test gets its own store and Run closes it when the test ends.
+// Every test gets its own store, which Run closes when the test ends, and
+// the tests run in parallel (open must be safe for concurrent use).
 package storetest
 
 import (
@@ -28,7 +29,8 @@ import (
 )
 
 // Run runs the conformance suite against the stores open returns. open is
-// called once per test and must return a new, empty store; Run closes it.
+// called once per test, from parallel tests, and must return a new, empty
+// store; Run closes it.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	fresh := func(t *testing.T) store.Store {
 		t.Helper()
@@ -66,8 +68,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
 			for _, tt := range g.tests {
 				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel() // each on a store of its own
 					tt.fn(t, fresh(t))
 				})
 			}
