@@ -54,6 +54,10 @@ step "README walkthrough"
 # of its own (internal/store/pgtest), instead of one cluster per package
 # and pass. DCAAS_TEST_POSTGRES_DSN or DCAAS_SKIP_POSTGRES=1 set by the
 # caller are kept.
+# One test package more than cores: most end-to-end tests wait on child
+# processes, fsync or the network part of the time, and another package
+# fills those waits.
+jobs=$(( $(nproc) + 1 ))
 scratch=$(mktemp -d)
 bins=$scratch/bin
 pg=
@@ -70,7 +74,7 @@ fi
 
 step "go test -race"
 go build -race -o "$bins/race/dcaas" ./cmd/dcaas
-DCAAS_E2E_BINARY="$bins/race/dcaas" go test -race -count=1 -timeout 30m ./...
+DCAAS_E2E_BINARY="$bins/race/dcaas" go test -race -count=1 -p "$jobs" -timeout 30m ./...
 # A module of its own (k8s.io/apiserver stays out of dcaas's requirements).
 (cd sidecar/kmsplugin/apiservertest && go test -race -count=1 ./...)
 # The Helm chart rendered with Helm's Go packages and checked against the
@@ -80,7 +84,7 @@ DCAAS_E2E_BINARY="$bins/race/dcaas" go test -race -count=1 -timeout 30m ./...
 
 step "go test (GODEBUG=fips140=on)"
 go build -o "$bins/plain/dcaas" ./cmd/dcaas
-GODEBUG=fips140=on DCAAS_E2E_BINARY="$bins/plain/dcaas" go test -count=1 -timeout 30m ./...
+GODEBUG=fips140=on DCAAS_E2E_BINARY="$bins/plain/dcaas" go test -count=1 -p "$jobs" -timeout 30m ./...
 (cd sidecar/kmsplugin/apiservertest && GODEBUG=fips140=on go test -count=1 ./...)
 
 step "fuzz (short)"
