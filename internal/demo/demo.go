@@ -210,15 +210,7 @@ func (r *runner) startKMS() (string, error) {
 }
 
 func (r *runner) client(certFile, keyFile string) (*client.KMS, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, err
-	}
-	return client.NewKMS([]string{"https://" + r.listen}, r.caPEM, certPEM, keyPEM, client.WithRetry(1, 0, 0), client.WithTimeout(30*time.Second))
+	return devenv.KMSClientFromFiles("https://"+r.listen, r.caPEM, certFile, keyFile, client.WithRetry(1, 0, 0), client.WithTimeout(30*time.Second))
 }
 
 // doer is the SDK's KMS or Sidecar: the demo calls the API by method and

@@ -188,6 +188,13 @@ func (e *Env) bootstrap(ctx context.Context) error {
 
 // ClientFromFiles is a KMS client authenticating with a PEM cert and key.
 func (e *Env) ClientFromFiles(certFile, keyFile string) (*client.KMS, error) {
+	return KMSClientFromFiles(e.KMSURL, e.CAPEM, certFile, keyFile, client.WithRetry(1, 0, 0))
+}
+
+// KMSClientFromFiles is an SDK client of the KMS at url that trusts caPEM
+// and authenticates with the PEM certificate and key in certFile and
+// keyFile.
+func KMSClientFromFiles(url string, caPEM []byte, certFile, keyFile string, opts ...client.Option) (*client.KMS, error) {
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, err
@@ -196,7 +203,7 @@ func (e *Env) ClientFromFiles(certFile, keyFile string) (*client.KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.NewKMS([]string{e.KMSURL}, e.CAPEM, certPEM, keyPEM, client.WithRetry(1, 0, 0))
+	return client.NewKMS([]string{url}, caPEM, certPEM, keyPEM, opts...)
 }
 
 // UnixClient is a client of a sidecar's Unix socket (one attempt per call).

@@ -111,11 +111,7 @@ func (k *KMS) createGrant(ctx context.Context, c *call) (any, error) {
 		p.KeyIDs = append(p.KeyIDs, id)
 	}
 	if len(req.Seeds) > 0 {
-		t, err := k.st.GetTenant(ctx, c.caller.Tenant)
-		if err != nil {
-			return nil, storeErr(err, "tenant")
-		}
-		hk, err := k.tenantHMACKey(ctx, t)
+		hk, err := k.tenantHMACKey(ctx, c.caller.Tenant)
 		if err != nil {
 			return nil, err
 		}

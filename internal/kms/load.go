@@ -225,11 +225,8 @@ func checkSeed(s api.Seed, owner string) (seedRequest, error) {
 // deriveGranted derives the keys of the seeds a derive asks for, which g
 // must cover.
 func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, seeds []seedRequest) (releasable, error) {
-	t, err := k.st.GetTenant(ctx, c.caller.Tenant)
-	if err != nil {
-		return nil, storeErr(err, "tenant")
-	}
-	hk, err := k.tenantHMACKey(ctx, t)
+	tenant := c.caller.Tenant
+	hk, err := k.tenantHMACKey(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +243,7 @@ func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, seeds []seed
 	owner := c.caller.Instance.CustodianDN
 	var csk *secret.Bytes
 	if v2 {
-		if csk, err = k.custodianSeedKey(ctx, t.Name, owner); err != nil {
+		if csk, err = k.custodianSeedKey(ctx, tenant, owner); err != nil {
 			return nil, err
 		}
 		defer csk.Wipe()
@@ -254,7 +251,7 @@ func (k *KMS) deriveGranted(ctx context.Context, c *call, g *grant, seeds []seed
 	keys := make(releasable, len(seeds))
 	// PBKDF2 (v1) is the cost here: derive on every core.
 	errs := make([]error, len(seeds))
-	parallel.For(len(seeds), 1, func(i int) { keys[i], errs[i] = k.deriveOne(hk, csk, t.Name, owner, seeds[i]) })
+	parallel.For(len(seeds), 1, func(i int) { keys[i], errs[i] = k.deriveOne(hk, csk, tenant, owner, seeds[i]) })
 	if err := errors.Join(errs...); err != nil {
 		keys.wipe()
 		return nil, err

@@ -146,8 +146,13 @@ func (k *KMS) masterKey(ctx context.Context, tenant string, version int) (*secre
 
 var errNoMasterKey = errors.New("kms: no such master key")
 
-// tenantHMACKey returns the tenant's unsealed HMAC key; the caller wipes it.
-func (k *KMS) tenantHMACKey(ctx context.Context, t store.Tenant) (*secret.Bytes, error) {
+// tenantHMACKey returns the unsealed HMAC key of the tenant named tenant;
+// the caller wipes it.
+func (k *KMS) tenantHMACKey(ctx context.Context, tenant string) (*secret.Bytes, error) {
+	t, err := k.st.GetTenant(ctx, tenant)
+	if err != nil {
+		return nil, storeErr(err, "tenant")
+	}
 	b, err := k.sealer.Open(ctx, t.SealedHMACKey, hmacKeyAAD(t.Name))
 	if err != nil {
 		return nil, sealErr(err)

@@ -24,29 +24,39 @@ type identityKey struct {
 // from it, signs and destroys the buffer; the rebuilt ecdsa.PrivateKey is
 // garbage Go cannot wipe. After Close, Sign fails with enclave.ErrClosed.
 func (e *Enclave) IdentityKey(ctx context.Context) (crypto.Signer, error) {
-	e.mu.RLock()
-	k, err := e.identity, e.ready(ctx)
-	e.mu.RUnlock()
+	k, err := made(e, ctx, func() *identityKey { return e.identity }, e.newIdentityLocked, func(k *identityKey) { e.identity = k })
 	if err != nil {
 		return nil, err
 	}
-	if k != nil {
+	return k, nil
+}
+
+// made returns the key get reads, making it with make (and keeping it with
+// set) the first time; get, make and set run under e.mu, while e is open.
+func made[K comparable](e *Enclave, ctx context.Context, get func() K, make func() (K, error), set func(K)) (K, error) {
+	var zero K
+	e.mu.RLock()
+	k, err := get(), e.ready(ctx)
+	e.mu.RUnlock()
+	if err != nil {
+		return zero, err
+	}
+	if k != zero {
 		return k, nil
 	}
-
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.ready(ctx); err != nil {
-		return nil, err
+		return zero, err
 	}
-	if e.identity == nil {
-		k, err := e.newIdentityLocked()
-		if err != nil {
-			return nil, err
-		}
-		e.identity = k
+	if k := get(); k != zero {
+		return k, nil
 	}
-	return e.identity, nil
+	if k, err = make(); err != nil {
+		return zero, err
+	}
+	set(k)
+	return k, nil
 }
 
 func (e *Enclave) newIdentityLocked() (*identityKey, error) {

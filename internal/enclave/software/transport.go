@@ -61,30 +61,13 @@ func (e *Enclave) TransportKey(ctx context.Context, kem api.KEM) (hpke.PrivateKe
 	if err != nil {
 		return nil, err
 	}
-	e.mu.RLock()
-	k, err := e.transport[kem], e.ready(ctx)
-	e.mu.RUnlock()
-	if err != nil {
-		return nil, err
-	}
-	if k != nil {
+	return made(e, ctx, func() hpke.PrivateKey { return e.transport[kem] }, func() (hpke.PrivateKey, error) {
+		k, err := e.newTransportLocked(t)
+		if err != nil {
+			return nil, wrapf("creating %s transport key: %w", kem, err)
+		}
 		return k, nil
-	}
-
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := e.ready(ctx); err != nil {
-		return nil, err
-	}
-	if k := e.transport[kem]; k != nil {
-		return k, nil
-	}
-	k, err = e.newTransportLocked(t)
-	if err != nil {
-		return nil, wrapf("creating %s transport key: %w", kem, err)
-	}
-	e.transport[kem] = k
-	return k, nil
+	}, func(k hpke.PrivateKey) { e.transport[kem] = k })
 }
 
 func (e *Enclave) newTransportLocked(t transportKEM) (hpke.PrivateKey, error) {
