@@ -357,9 +357,15 @@ func TestChanges(t *testing.T) {
 	if info, err := f.admin.DataKey(t.Context(), kept.KeyID); err != nil || info.CurrentVersion != 2 {
 		t.Errorf("DataKey(%s) = %+v, %v; want current version 2", kept.KeyID, info, err)
 	}
-	// A key only its custodian holds: the KMS refuses, the console says so.
-	if code, body := confirm("/confirm/rotate-key?tenant=acme&key=" + dk.KeyID); code != http.StatusBadGateway || !strings.Contains(body, "not retained") {
-		t.Errorf("rotating a key the KMS does not retain = %d %s, want the KMS's refusal", code, body)
+	// A key only its custodian holds: the KMS refuses, the console says so
+	// with the KMS's status (a refusal, not a failure of the KMS: not 502).
+	_, refusal := f.admin.RotateDataKey(t.Context(), dk.KeyID)
+	want := kmstest.APIError(refusal)
+	if want == nil || want.Status/100 != 4 {
+		t.Fatalf("RotateDataKey(%s) as admin = %v, want a 4xx refusal", dk.KeyID, refusal)
+	}
+	if code, body := confirm("/confirm/rotate-key?tenant=acme&key=" + dk.KeyID); code != want.Status || !strings.Contains(body, "not retained") {
+		t.Errorf("rotating a key the KMS does not retain = %d %s, want %d and the KMS's refusal", code, body, want.Status)
 	}
 
 	// An instance, revoked through the console.
@@ -375,8 +381,13 @@ func TestChanges(t *testing.T) {
 		t.Errorf("Fleet(acme) = %+v, %v; want the instance revoked", fleet, err)
 	}
 	// A refusal by the KMS shows as an error page, not as done.
-	if code, body := confirm("/confirm/retire?tenant=acme&key=" + dk.KeyID + "&version=1"); code != http.StatusBadGateway || !strings.Contains(body, "The KMS refused") {
-		t.Errorf("retiring below an already retired version = %d %s, want 502 with the KMS's refusal", code, body)
+	if code, body := confirm("/confirm/retire?tenant=acme&key=" + dk.KeyID + "&version=1"); code/100 != 4 || !strings.Contains(body, "The KMS refused") {
+		t.Errorf("retiring below an already retired version = %d %s, want the KMS's 4xx with its refusal", code, body)
+	}
+	// The KMS gone: 502, it did not refuse anything.
+	f.env.Stop()
+	if code, _ := confirm("/confirm/retire?tenant=acme&key=" + dk.KeyID + "&version=3"); code != http.StatusBadGateway {
+		t.Errorf("a change with the KMS down = %d, want 502", code)
 	}
 }
 

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -286,11 +287,22 @@ func (c *Console) pageConfirm(w http.ResponseWriter, r *http.Request, s *session
 	c.show(w, r, s, "confirm", "Confirm", cf, nil)
 }
 
+// kmsStatus is the status the console answers a change the KMS did not
+// make with: the KMS's own for a refusal of the request (400, 403, 404,
+// 409: the person can act on it), 502 when the KMS failed, could not be
+// reached, or refused the console's own credential (401).
+func kmsStatus(err error) int {
+	if e := (*api.Error)(nil); errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusUnauthorized {
+		return e.Status
+	}
+	return http.StatusBadGateway
+}
+
 // done redirects to page, which then says what the change did (once), or
 // shows the change's error.
 func (c *Console) done(w http.ResponseWriter, r *http.Request, s *session, page, msg string, err error) {
 	if err != nil {
-		c.fail(w, r, http.StatusBadGateway, "The KMS refused: "+err.Error())
+		c.fail(w, r, kmsStatus(err), "The KMS refused: "+err.Error())
 		return
 	}
 	c.mu.Lock()
