@@ -14,6 +14,7 @@ import (
 	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/wire"
 )
 
 const (
@@ -218,7 +219,7 @@ func (k *KMS) openEKB(ctx context.Context, tenant string, raw []byte) (*openedKe
 		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB does not open: it was modified or is not from this KMS.")
 	}
 	var md api.KeyMetadata
-	if err := json.Unmarshal(e.Metadata, &md); err != nil || md.KeyID != e.KeyID || md.Version != int(e.KeyVersion) || md.Tenant != e.Tenant {
+	if !wire.Decode(e.Metadata, &md) && json.Unmarshal(e.Metadata, &md) != nil || md.KeyID != e.KeyID || md.Version != int(e.KeyVersion) || md.Tenant != e.Tenant {
 		material.Wipe()
 		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB's metadata is inconsistent.")
 	}

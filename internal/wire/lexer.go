@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dcaas/dcaas/api"
@@ -237,8 +238,63 @@ func (l *lexer) escStr(dst *string) {
 
 // int reads a JSON integer that fits an int (null leaves it).
 func (l *lexer) int(dst *int) {
+	var v int64
+	if l.integer(&v, strconv.IntSize) {
+		*dst = int(v)
+	}
+}
+
+// int64 reads a JSON integer that fits an int64 (null leaves it).
+func (l *lexer) int64(dst *int64) { l.integer(dst, 64) }
+
+// bool reads true or false (null leaves it).
+func (l *lexer) bool(dst *bool) {
 	if l.null() {
 		return
+	}
+	l.ws()
+	switch rest := l.b[l.i:]; {
+	case bytes.HasPrefix(rest, []byte("true")):
+		*dst = true
+		l.i += 4
+	case bytes.HasPrefix(rest, []byte("false")):
+		*dst = false
+		l.i += 5
+	default:
+		l.ok = false
+	}
+}
+
+// time reads a time as encoding/json does, through time.Time's
+// UnmarshalJSON on the string token (null leaves it).
+func (l *lexer) time(dst *time.Time) {
+	if l.null() {
+		return
+	}
+	l.ws()
+	start := l.i
+	if _, ok := l.rawString(); !ok || dst.UnmarshalJSON(l.b[start:l.i]) != nil {
+		l.ok = false
+	}
+}
+
+// timePtr reads an optional time (null: nil), as encoding/json does.
+func (l *lexer) timePtr(dst **time.Time) {
+	if l.null() {
+		*dst = nil
+		return
+	}
+	if *dst == nil {
+		*dst = new(time.Time)
+	}
+	l.time(*dst)
+}
+
+// integer reads a JSON integer that fits bits into dst and reports
+// whether it did (null leaves dst and reports false).
+func (l *lexer) integer(dst *int64, bits int) bool {
+	if l.null() {
+		return false
 	}
 	l.ws()
 	start := l.i
@@ -251,21 +307,22 @@ func (l *lexer) int(dst *int) {
 	}
 	if l.i == digits || (l.b[digits] == '0' && l.i-digits > 1) {
 		l.ok = false
-		return
+		return false
 	}
 	if l.i < len(l.b) {
 		switch l.b[l.i] {
 		case '.', 'e', 'E':
 			l.ok = false
-			return
+			return false
 		}
 	}
-	v, err := strconv.Atoi(string(l.b[start:l.i]))
+	v, err := strconv.ParseInt(string(l.b[start:l.i]), 10, bits)
 	if err != nil {
 		l.ok = false
-		return
+		return false
 	}
 	*dst = v
+	return true
 }
 
 // object reads {"k": v, ...}, calling field for each key; field reads the

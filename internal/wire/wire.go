@@ -18,14 +18,18 @@
 //
 //   - Server (internal/httpapi.Decode and WriteJSON, so the KMS and the
 //     sidecar): Decode of *api.EncryptRequest, *api.DecryptRequest,
-//     *api.BatchRequest, *api.RewrapRequest, *api.LoadRequest and
-//     *api.GrantRequest;
+//     *api.BatchRequest, *api.RewrapRequest, *api.LoadRequest,
+//     *api.GrantRequest and *api.WrappedKeys (a sidecar's import), and of
+//     *api.KeyMetadata (the KMS reads an EKB's metadata on each opening);
 //     CheckSize of *api.BatchRequest; Append of *api.EncryptResponse,
-//     *api.DecryptResponse, *api.BatchResponse and *api.BatchResult.
+//     *api.DecryptResponse, *api.BatchResponse, *api.BatchResult and
+//     *api.WrappedKeys (the KMS's rewrap, load and derive answers).
 //   - Client (the public SDK in client/: the one client of the KMS and the
 //     sidecar, which dcaas bench, the demo, dev and the tests use): Append of
-//     *api.EncryptRequest and *api.BatchRequest; Decode of
-//     *api.EncryptResponse, *api.DecryptResponse and *api.BatchResponse.
+//     *api.EncryptRequest, *api.BatchRequest and *api.WrappedKeys (an
+//     import); Decode of
+//     *api.EncryptResponse, *api.DecryptResponse, *api.BatchResponse and
+//     *api.WrappedKeys (rewrap, load and derive answers).
 //     An application gets the same client the benchmark reports on.
 //
 // Only pointers to those types are handled; anything else (another type,
@@ -38,7 +42,9 @@ package wire
 import (
 	"encoding/base64"
 	"encoding/json"
+	"reflect"
 	"strconv"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 )
@@ -67,6 +73,10 @@ func Decode(data []byte, v any) bool {
 		return decodeDecryptResponse(r, data)
 	case *api.BatchResponse:
 		return decodeBatchResponse(r, data)
+	case *api.WrappedKeys:
+		return decodeWrappedKeys(r, data)
+	case *api.KeyMetadata:
+		return decodeKeyMetadata(r, data)
 	}
 	return false
 }
@@ -88,6 +98,8 @@ func Append(dst []byte, v any) ([]byte, bool) {
 		return appendEncryptRequest(dst, r), true
 	case *api.BatchRequest:
 		return appendBatchRequest(dst, r), true
+	case *api.WrappedKeys:
+		return appendWrappedKeys(dst, r)
 	}
 	return dst, false
 }
@@ -574,4 +586,223 @@ func decodeBatchResponse(r *api.BatchResponse, data []byte) bool {
 		}
 		return true
 	})
+}
+
+// decodeWrappedKeys: both sides. The SDK reads it in the answers to
+// rewrap, load and derive (a sidecar's grant load and derive too), the
+// sidecar in an import. A batch of 1,000 keys is one long base64 string
+// and 1,000 small metadata objects, which encoding/json scans twice and
+// decodes by reflection. Metadata with labels or a policy is left to
+// encoding/json (the whole body).
+func decodeWrappedKeys(r *api.WrappedKeys, data []byte) bool {
+	return decodeTop(r, data, func(l *lexer, v *api.WrappedKeys, k string) bool {
+		switch k {
+		case "batch":
+			l.bytes(&v.Batch)
+		case "expires_at":
+			l.timePtr(&v.ExpiresAt)
+		case "keys":
+			array(l, &v.Keys, l.wrappedKey)
+		case "warnings":
+			array(l, &v.Warnings, l.escStr)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (l *lexer) wrappedKey(w *api.WrappedKey) {
+	if l.null() {
+		return
+	}
+	l.object(func(k string) bool {
+		switch k {
+		case "key_id":
+			l.str(&w.KeyID)
+		case "version":
+			l.int(&w.Version)
+		case "wrapped":
+			l.bytes(&w.Wrapped)
+		case "metadata":
+			l.metadata(&w.Metadata)
+		case "encryptions":
+			l.int64(&w.Encryptions)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// decodeKeyMetadata: the KMS reads the metadata an EKB authenticates on
+// every opening (rewrap, grant, load and the central path).
+func decodeKeyMetadata(r *api.KeyMetadata, data []byte) bool {
+	l := &lexer{b: data, ok: true}
+	var v api.KeyMetadata
+	l.metadata(&v)
+	if !l.end() {
+		return false
+	}
+	*r = v
+	return true
+}
+
+func (l *lexer) metadata(m *api.KeyMetadata) {
+	if l.null() {
+		return
+	}
+	l.object(func(k string) bool {
+		switch k {
+		case "key_id":
+			l.str(&m.KeyID)
+		case "version":
+			l.int(&m.Version)
+		case "tenant":
+			l.str(&m.Tenant)
+		case "type":
+			l.str((*string)(&m.Type))
+		case "owner":
+			l.escStr(&m.Owner)
+		case "purpose":
+			l.escStr(&m.Purpose)
+		case "created_at":
+			l.time(&m.CreatedAt)
+		case "expires_at":
+			l.timePtr(&m.ExpiresAt)
+		case "retained":
+			l.bool(&m.Retained)
+		case "exportable":
+			l.bool(&m.Exportable)
+		case "rotation_period_seconds":
+			l.int64(&m.RotationPeriodSeconds)
+		case "public_key_pem":
+			l.escStr(&m.PublicKeyPEM)
+		default: // labels, policy: encoding/json
+			return false
+		}
+		return true
+	})
+}
+
+// appendWrappedKeys: the KMS's answer to rewrap, load and derive, and the
+// body of the SDK's import. It declines (dst unchanged) when a key's
+// metadata has labels or a policy, or a time json.Marshal would refuse.
+func appendWrappedKeys(dst []byte, r *api.WrappedKeys) ([]byte, bool) {
+	start := len(dst)
+	dst = append(dst, '{')
+	if len(r.Batch) > 0 {
+		dst = append(dst, `"batch":`...)
+		dst = appendBytes(dst, r.Batch)
+		dst = append(dst, ',')
+	}
+	ok := true
+	if r.ExpiresAt != nil {
+		dst = append(dst, `"expires_at":`...)
+		dst, ok = appendTime(dst, *r.ExpiresAt)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"keys":`...)
+	if r.Keys == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i := range r.Keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var kok bool
+			dst, kok = appendWrappedKey(dst, &r.Keys[i])
+			ok = ok && kok
+		}
+		dst = append(dst, ']')
+	}
+	if len(r.Warnings) > 0 {
+		dst = append(dst, `,"warnings":[`...)
+		for i, w := range r.Warnings {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, w)
+		}
+		dst = append(dst, ']')
+	}
+	if !ok {
+		return dst[:start], false
+	}
+	return append(dst, '}'), true
+}
+
+func appendWrappedKey(dst []byte, w *api.WrappedKey) ([]byte, bool) {
+	dst = append(dst, `{"key_id":`...)
+	dst = appendString(dst, w.KeyID)
+	dst = append(dst, `,"version":`...)
+	dst = strconv.AppendInt(dst, int64(w.Version), 10)
+	if len(w.Wrapped) > 0 {
+		dst = append(dst, `,"wrapped":`...)
+		dst = appendBytes(dst, w.Wrapped)
+	}
+	ok := true
+	if !reflect.ValueOf(w.Metadata).IsZero() { // omitzero
+		dst = append(dst, `,"metadata":`...)
+		dst, ok = appendMetadata(dst, &w.Metadata)
+	}
+	if w.Encryptions != 0 {
+		dst = append(dst, `,"encryptions":`...)
+		dst = strconv.AppendInt(dst, w.Encryptions, 10)
+	}
+	return append(dst, '}'), ok
+}
+
+func appendMetadata(dst []byte, m *api.KeyMetadata) ([]byte, bool) {
+	if len(m.Labels) > 0 || m.Policy != nil {
+		return dst, false
+	}
+	dst = append(dst, `{"key_id":`...)
+	dst = appendString(dst, m.KeyID)
+	dst = append(dst, `,"version":`...)
+	dst = strconv.AppendInt(dst, int64(m.Version), 10)
+	dst = append(dst, `,"tenant":`...)
+	dst = appendString(dst, m.Tenant)
+	dst = append(dst, `,"type":`...)
+	dst = appendString(dst, string(m.Type))
+	dst = append(dst, `,"owner":`...)
+	dst = appendString(dst, m.Owner)
+	if m.Purpose != "" {
+		dst = append(dst, `,"purpose":`...)
+		dst = appendString(dst, m.Purpose)
+	}
+	dst = append(dst, `,"created_at":`...)
+	dst, ok := appendTime(dst, m.CreatedAt)
+	if m.ExpiresAt != nil {
+		var eok bool
+		dst = append(dst, `,"expires_at":`...)
+		dst, eok = appendTime(dst, *m.ExpiresAt)
+		ok = ok && eok
+	}
+	if m.Retained {
+		dst = append(dst, `,"retained":true`...)
+	}
+	if m.Exportable {
+		dst = append(dst, `,"exportable":true`...)
+	}
+	if m.RotationPeriodSeconds != 0 {
+		dst = append(dst, `,"rotation_period_seconds":`...)
+		dst = strconv.AppendInt(dst, m.RotationPeriodSeconds, 10)
+	}
+	if m.PublicKeyPEM != "" {
+		dst = append(dst, `,"public_key_pem":`...)
+		dst = appendString(dst, m.PublicKeyPEM)
+	}
+	return append(dst, '}'), ok
+}
+
+// appendTime writes t as time.Time's MarshalJSON does, or reports false
+// where it fails (a year outside 0..9999).
+func appendTime(dst []byte, t time.Time) ([]byte, bool) {
+	out, err := t.AppendText(append(dst, '"'))
+	if err != nil {
+		return dst, false // AppendText's answer on failure is not dst
+	}
+	return append(out, '"'), true
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 )
@@ -54,6 +55,14 @@ func normalize(v any) string {
 	return string(b)
 }
 
+// wrappedKeysJSON is a rewrap answer as the KMS writes it (two keys).
+const wrappedKeysJSON = `{"batch":"ZGNhYXMgYmF0Y2g=","expires_at":"2026-12-03T10:10:00.123456789Z","keys":[` +
+	`{"key_id":"key_a","version":2,"metadata":{"key_id":"key_a","version":2,"tenant":"acme","type":"aes-256-gcm","owner":"CN=payments-api,O=acme",` +
+	`"purpose":"cards","created_at":"2026-12-01T09:00:00Z","expires_at":"2027-12-01T09:00:00Z","retained":true,"exportable":true,"rotation_period_seconds":7776000},"encryptions":12},` +
+	`{"key_id":"key_b","version":1,"wrapped":"AQID","metadata":{"key_id":"key_b","version":1,"tenant":"acme","type":"ed25519","owner":"CN=payments-api,O=acme",` +
+	`"created_at":"2026-12-01T09:00:00Z","public_key_pem":"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"}}],` +
+	`"warnings":["Rotation of key key_a is due."]}`
+
 func TestDecode(t *testing.T) {
 	cases := []struct {
 		name string
@@ -86,9 +95,71 @@ func TestDecode(t *testing.T) {
 	if !checkFast[api.BatchRequest](t, []byte(batch)) {
 		t.Fatalf("Decode(batch) fell back")
 	}
+	// Wrapped keys: what a rewrap, load or derive answers (and a sidecar
+	// imports), and the shapes left to encoding/json.
+	for _, tc := range []struct {
+		in   string
+		fast bool
+	}{
+		{wrappedKeysJSON, true},
+		{`{"batch":"AQID","expires_at":null,"keys":[null,{"key_id":"k","metadata":null}],"warnings":[null,"a\nb"]}`, true},
+		{`{"keys":[{"metadata":{"created_at":"2026-12-03T10:00:00+01:00","expires_at":null,"retained":false}}]}`, true},
+		{`{"keys":[{"metadata":{"labels":{"team":"pay"}}}]}`, false},
+		{`{"keys":[{"metadata":{"policy":{"operations":["encrypt"]}}}]}`, false},
+		{`{"keys":[{"metadata":{"created_at":"2026-12-03"}}]}`, false},
+		{`{"keys":[{"metadata":{"created_at":"2026-12-03T10:00:00\u005a"}}]}`, false},
+		{`{"keys":[{"metadata":{"retained":1}}]}`, false},
+		{`{"keys":[{"metadata":{"retained":truex}}]}`, false},
+		{`{"keys":[{"encryptions":9223372036854775808}]}`, false},
+		{`{"keys":[{"encryptions":9223372036854775807,"version":-1}]}`, true},
+		{`{"expires_at":"2026-13-03T10:00:00Z"}`, false},
+	} {
+		if got := checkFast[api.WrappedKeys](t, []byte(tc.in)); got != tc.fast {
+			t.Errorf("Decode(WrappedKeys %s) = %v, want %v", tc.in, got, tc.fast)
+		}
+	}
+	// An EKB's metadata, as the KMS opens it.
+	for _, tc := range []struct {
+		in   string
+		fast bool
+	}{
+		{`{"key_id":"key_a","version":1,"tenant":"acme","type":"aes-256-gcm","owner":"CN=payments-api,O=acme","created_at":"2026-12-01T09:00:00Z"}`, true},
+		{`null`, true},
+		{`{"key_id":"key_a","labels":{}}`, false},
+		{`{"key_id":"key_a"} x`, false},
+	} {
+		if got := checkFast[api.KeyMetadata](t, []byte(tc.in)); got != tc.fast {
+			t.Errorf("Decode(KeyMetadata %s) = %v, want %v", tc.in, got, tc.fast)
+		}
+	}
 	for _, bad := range []string{`{"ops":[{"op":"random","bytes":1,"bytes":2}]}`, `{"ops":[],"ops":[]}`, `{"ops":[{"bytes":1.5}]}`, `{"ops":[{"bytes":01}]}`, `{"ops":[{"bytes":99999999999999999999999}]}`, `{"ops":[null]}`, `{"ops":{}}`} {
 		if checkFast[api.BatchRequest](t, []byte(bad)) {
 			t.Fatalf("Decode(%s) took input it should leave to encoding/json", bad)
+		}
+	}
+}
+
+// wrappedKeysValue is wrappedKeysJSON decoded.
+func wrappedKeysValue(t *testing.T) *api.WrappedKeys {
+	var w api.WrappedKeys
+	if err := json.Unmarshal([]byte(wrappedKeysJSON), &w); err != nil {
+		t.Fatal(err)
+	}
+	return &w
+}
+
+// TestAppendWrappedKeysDeclines: what the fast path leaves to
+// encoding/json, with dst as it was.
+func TestAppendWrappedKeysDeclines(t *testing.T) {
+	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for name, w := range map[string]*api.WrappedKeys{
+		"labels":          {Keys: []api.WrappedKey{{KeyID: "k", Metadata: api.KeyMetadata{KeyID: "k", Labels: map[string]string{"a": "b"}}}}},
+		"policy":          {Keys: []api.WrappedKey{{KeyID: "k", Metadata: api.KeyMetadata{KeyID: "k", Policy: &api.Policy{}}}}},
+		"year 10000":      {ExpiresAt: &far},
+		"key created far": {Keys: []api.WrappedKey{{KeyID: "k", Metadata: api.KeyMetadata{KeyID: "k", CreatedAt: far}}}},
+	} {
+		if got, ok := Append([]byte("x"), w); ok || string(got) != "x" {
+			t.Errorf("%s: Append = %q, %v; want it declined and dst unchanged", name, got, ok)
 		}
 	}
 }
@@ -115,6 +186,10 @@ func TestAppendMatchesMarshal(t *testing.T) {
 		&api.EncryptRequest{Plaintext: nil},
 		&api.BatchRequest{Ops: []api.BatchItem{{Op: "encrypt", KeyID: "k", Plaintext: []byte("p"), AAD: []byte{1}}, {Op: "random", Bytes: 3}, {Op: "verify", KeyVersion: 2, Message: []byte{}, Signature: []byte{9}}}},
 		&api.BatchRequest{Ops: []api.BatchItem{}},
+		wrappedKeysValue(t),
+		&api.WrappedKeys{Keys: []api.WrappedKey{}},
+		&api.WrappedKeys{},
+		&api.WrappedKeys{Keys: []api.WrappedKey{{KeyID: "k", Wrapped: []byte{1}}}, Warnings: []string{"a \"b\" <c>"}},
 	}
 	for _, v := range cases {
 		fast, ok := Append(nil, v)
@@ -146,6 +221,7 @@ func FuzzDecode(f *testing.F) {
 		`{"ekbs":[],"wrapping_cert_pem":"\ud800"}`,
 		`{"grant":"g_abc","ekbs":["AQID"],"key_ids":["k1",null],"recipient":{"kem":"x25519","public_key":"AQID"}}`,
 		`{"instance_id":"inst_1","ekbs":["AQID"],"seeds":["AAAAAAAAAAAAAAAAAAAAAA=="],"key_ids":["k"],"ttl_seconds":60}`,
+		wrappedKeysJSON,
 	} {
 		f.Add([]byte(s))
 	}
@@ -159,6 +235,20 @@ func FuzzDecode(f *testing.F) {
 		checkFast[api.RewrapRequest](t, data)
 		checkFast[api.LoadRequest](t, data)
 		checkFast[api.GrantRequest](t, data)
+		checkFast[api.WrappedKeys](t, data)
+		checkFast[api.KeyMetadata](t, data)
+		// What encoding/json reads as wrapped keys, Append writes with the
+		// meaning json.Marshal gives it.
+		var w api.WrappedKeys
+		if json.Unmarshal(data, &w) == nil {
+			if fast, ok := Append(nil, &w); ok {
+				slow, err := json.Marshal(&w)
+				var a, b any
+				if err != nil || json.Unmarshal(fast, &a) != nil || json.Unmarshal(slow, &b) != nil || !reflect.DeepEqual(a, b) {
+					t.Fatalf("Append(%q decoded) = %s\njson.Marshal = %s, %v", data, fast, slow, err)
+				}
+			}
+		}
 	})
 }
 
