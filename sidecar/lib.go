@@ -14,6 +14,7 @@ import (
 	"github.com/dcaas/dcaas/internal/keyring"
 	"github.com/dcaas/dcaas/internal/ops"
 	"github.com/dcaas/dcaas/internal/policy"
+	"github.com/dcaas/dcaas/internal/wire"
 )
 
 // ImportKeys loads keys that the KMS's rewrap sealed to this sidecar's
@@ -142,6 +143,9 @@ func (s *Sidecar) checkLoadable(md *api.KeyMetadata, custodian string, now time.
 // does not know could be a restriction it would fail to enforce.
 func decodeMetadata(b []byte) (api.KeyMetadata, error) {
 	var md api.KeyMetadata
+	if wire.Decode(b, &md) { // takes only what the strict decoder reads the same
+		return md, nil
+	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&md); err != nil {

@@ -219,11 +219,17 @@ func (k *KMS) openEKB(ctx context.Context, tenant string, raw []byte) (*openedKe
 		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB does not open: it was modified or is not from this KMS.")
 	}
 	var md api.KeyMetadata
-	if !wire.Decode(e.Metadata, &md) && json.Unmarshal(e.Metadata, &md) != nil || md.KeyID != e.KeyID || md.Version != int(e.KeyVersion) || md.Tenant != e.Tenant {
+	if !decodeMetadata(e.Metadata, &md) || md.KeyID != e.KeyID || md.Version != int(e.KeyVersion) || md.Tenant != e.Tenant {
 		material.Wipe()
 		return nil, api.Errorf(api.CodeInvalidEKB, "The EKB's metadata is inconsistent.")
 	}
 	return &openedKey{ekb: e, md: md, material: material}, nil
+}
+
+// decodeMetadata reads the metadata an EKB authenticates (the fast codec,
+// or encoding/json for what it leaves) and reports whether it is JSON.
+func decodeMetadata(raw []byte, md *api.KeyMetadata) bool {
+	return wire.Decode(raw, md) || json.Unmarshal(raw, md) == nil
 }
 
 // checkUsable checks the key registry for a key about to be used or

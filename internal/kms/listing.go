@@ -2,7 +2,6 @@ package kms
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -104,7 +103,7 @@ func ekbMetadata(raw []byte, key store.Key) (api.KeyMetadata, bool) {
 	if err != nil || e.KeyID != key.KeyID || e.Tenant != key.Tenant {
 		return md, false
 	}
-	if err := json.Unmarshal(e.Metadata, &md); err != nil || md.KeyID != key.KeyID {
+	if !decodeMetadata(e.Metadata, &md) || md.KeyID != key.KeyID {
 		return md, false
 	}
 	return md, true

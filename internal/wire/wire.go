@@ -20,7 +20,8 @@
 //     sidecar): Decode of *api.EncryptRequest, *api.DecryptRequest,
 //     *api.BatchRequest, *api.RewrapRequest, *api.LoadRequest,
 //     *api.GrantRequest and *api.WrappedKeys (a sidecar's import), and of
-//     *api.KeyMetadata (the KMS reads an EKB's metadata on each opening);
+//     *api.KeyMetadata (the KMS reads an EKB's metadata on each opening,
+//     a sidecar each imported key's);
 //     CheckSize of *api.BatchRequest; Append of *api.EncryptResponse,
 //     *api.DecryptResponse, *api.BatchResponse, *api.BatchResult and
 //     *api.WrappedKeys (the KMS's rewrap, load and derive answers).
