@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"runtime"
 	"strings"
 	"text/tabwriter"
@@ -26,6 +27,7 @@ type benchFlags struct {
 	breakdown bool
 	jsonOut   bool
 	plotFile  string
+	cpuProf   string
 }
 
 // benchReport is what --json prints.
@@ -79,6 +81,7 @@ With --breakdown it also times each stage of one Unix-socket encrypt
 	fl.BoolVar(&f.breakdown, "breakdown", false, "also show where one Unix-socket encrypt of --size bytes spends its time, stage by stage")
 	fl.BoolVar(&f.jsonOut, "json", false, "print a JSON report instead of tables")
 	fl.StringVar(&f.plotFile, "plot", "", "write a PNG bar chart of the modes to this file")
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the whole run (KMS, sidecar and clients share this process) to this file, for go tool pprof")
 	return cmd
 }
 
@@ -102,6 +105,17 @@ func runBench(ctx context.Context, out io.Writer, f benchFlags) error {
 		f.opts.Modes = strings.Split(f.modes, ",")
 	}
 	f.opts.Progress = progressLine()
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
+	}
 	dir, err := os.MkdirTemp("", "dcaas-bench-")
 	if err != nil {
 		return err
