@@ -56,6 +56,49 @@ func (o flowOptions) batches(n int, fn func(lo, hi int) error) error {
 	return nil
 }
 
+// pipelined is batches with fetching one window ahead: while apply works
+// on window k (a sidecar importing it), fetch already works on window k+1
+// (the KMS rewrapping it), so neither side waits for the other's round
+// trip, fsync and CPU. It stops at the first error; a fetch still in
+// flight then is cancelled and waited for.
+func pipelined[T any](ctx context.Context, o flowOptions, n int, fetch func(ctx context.Context, lo, hi int) (T, error), apply func(v T, lo, hi int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	start := func(lo int) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			v, err := fetch(ctx, lo, min(lo+o.batch, n))
+			ch <- result{v, err}
+		}()
+		return ch
+	}
+	pending := start(0)
+	for lo := 0; lo < n; lo += o.batch {
+		hi := min(lo+o.batch, n)
+		r := <-pending
+		if r.err != nil {
+			return r.err
+		}
+		pending = nil
+		if hi < n {
+			pending = start(hi)
+		}
+		if err := apply(r.v, lo, hi); err != nil {
+			if pending != nil {
+				cancel()
+				<-pending
+			}
+			return err
+		}
+		o.progress(hi, n)
+	}
+	return nil
+}
+
 // idSet collects distinct key ids in first-seen order.
 type idSet struct {
 	seen map[string]bool
@@ -80,9 +123,13 @@ func (s *idSet) add(ids []string) {
 // behind kms must be the one sc is bound to. Give every version of a key
 // that old ciphertexts need.
 //
+// The KMS rewraps the next batch while sc imports the current one.
+//
 // It returns the distinct key ids loaded, in first-seen order. When a
 // batch fails, the earlier batches stay loaded: the ids loaded so far are
-// returned with the error, which wraps the *Error of the refusal.
+// returned with the error, which wraps the *Error of the refusal. (The
+// batch after a failed import may have been rewrapped already: its answer
+// is dropped, unimported, and expires.)
 func LoadByRewrap(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, opts ...FlowOption) ([]string, error) {
 	if len(ekbs) == 0 {
 		return nil, nil
@@ -93,11 +140,13 @@ func LoadByRewrap(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, opt
 		return nil, fmt.Errorf("client: the sidecar's wrapping certificate: %w", err)
 	}
 	var loaded idSet
-	err = o.batches(len(ekbs), func(lo, hi int) error {
+	err = pipelined(ctx, o, len(ekbs), func(ctx context.Context, lo, hi int) (*api.WrappedKeys, error) {
 		wrapped, err := kms.Rewrap(ctx, cert, ekbs[lo:hi])
 		if err != nil {
-			return fmt.Errorf("client: rewrap of EKBs %d..%d: %w", lo, hi-1, err)
+			return nil, fmt.Errorf("client: rewrap of EKBs %d..%d: %w", lo, hi-1, err)
 		}
+		return wrapped, nil
+	}, func(wrapped *api.WrappedKeys, lo, hi int) error {
 		ids, err := sc.Import(ctx, wrapped)
 		if err != nil {
 			return fmt.Errorf("client: import of EKBs %d..%d: %w", lo, hi-1, err)
