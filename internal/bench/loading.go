@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/sidecar"
@@ -22,9 +24,12 @@ type LoadResult struct {
 }
 
 // Loading measures start → enrolled (a new sidecar enrolling with a
-// token), then loading n keys by each flow: rewrap, grant, seeds, and
-// sealing them for the stateless mode. Keys are created beforehand and not
-// timed. progress (optional) hears each flow's name and done fraction.
+// token), then loading n keys by each flow: rewrap (the SDK's
+// LoadByRewrap over the sidecar's Unix socket, as `dcaas load rewrap`),
+// the KMS's rewraps alone, grant and seeds (the sidecar's library calls,
+// which talk to the KMS themselves), and sealing them for the stateless
+// mode. Keys are created beforehand and not timed. progress (optional)
+// hears each flow's name and done fraction.
 func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progress func(string, float64)) (time.Duration, []LoadResult, error) {
 	if progress == nil {
 		progress = func(string, float64) {}
@@ -47,35 +52,53 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 	defer sc.Close()
 
 	var out []LoadResult
-	run := func(flow string, f func(batch [][]byte, from int) error) error {
+	// timed evicts every key, then times load (all n keys) as flow.
+	timed := func(flow string, load func() error) error {
 		for _, id := range sc.Keys() {
 			sc.Evict(id.KeyID)
 		}
 		t0 := time.Now()
-		for i := 0; i < n; i += 1000 {
-			if err := f(ekbs[i:min(i+1000, n)], i); err != nil {
-				return fmt.Errorf("%s: %w", flow, err)
-			}
-			progress(flow, float64(min(i+1000, n))/float64(n))
+		if err := load(); err != nil {
+			return fmt.Errorf("%s: %w", flow, err)
 		}
 		s := time.Since(t0).Seconds()
 		out = append(out, LoadResult{Flow: flow, Keys: n, Seconds: s, KeysPerSec: float64(n) / s})
 		return nil
 	}
+	// run times f over the keys 1,000 at a time.
+	run := func(flow string, f func(batch [][]byte, from int) error) error {
+		return timed(flow, func() error {
+			for i := 0; i < n; i += 1000 {
+				if err := f(ekbs[i:min(i+1000, n)], i); err != nil {
+					return err
+				}
+				progress(flow, float64(min(i+1000, n))/float64(n))
+			}
+			return nil
+		})
+	}
 	cert := sc.WrappingCertificatePEM()
-	var kmsTime time.Duration // the rewrap requests alone, answer received
-	err = run("rewrap", func(batch [][]byte, _ int) error {
-		var w api.WrappedKeys
-		t0 := time.Now()
-		if err := env.Custodian.Do(ctx, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: batch, WrappingCertPEM: cert}, &w); err != nil {
-			return err
-		}
-		kmsTime += time.Since(t0)
-		_, err := sc.ImportKeys(ctx, &w)
+	// Rewrap as `dcaas load rewrap` does it: the SDK's LoadByRewrap over
+	// the sidecar's Unix socket, the KMS rewrapping the next batch while
+	// the sidecar imports the current one.
+	local, stop, err := serveUnix(sc, filepath.Join(dataDir, "bench.sock"))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer stop()
+	err = timed("rewrap", func() error {
+		_, err := client.LoadByRewrap(ctx, env.Custodian, local, ekbs, client.WithBatchSize(1000),
+			client.WithProgress(func(done, total int) { progress("rewrap", float64(done)/float64(total)) }))
 		return err
 	})
 	if err == nil {
-		s := kmsTime.Seconds()
+		// The KMS's part alone: the same rewraps, one after another, each
+		// answer received and decoded, none imported.
+		t0 := time.Now()
+		for i := 0; i < n && err == nil; i += 1000 {
+			_, err = env.Custodian.Rewrap(ctx, cert, ekbs[i:min(i+1000, n)])
+		}
+		s := time.Since(t0).Seconds()
 		out = append(out, LoadResult{Flow: "KMS rewrap alone", Keys: n, Seconds: s, KeysPerSec: float64(n) / s})
 	}
 	if err == nil {
@@ -170,4 +193,23 @@ func createKeys(ctx context.Context, env *devenv.Env, n int, progress func(strin
 	close(next)
 	wg.Wait()
 	return ekbs, firstErr
+}
+
+// serveUnix serves sc on a Unix socket at path and returns an SDK client
+// of it (one attempt per call) and the function that stops serving.
+func serveUnix(sc *sidecar.Sidecar, path string) (*client.Sidecar, func(), error) {
+	ln, err := sidecar.ListenUnix(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
+	local, err := client.NewSidecarUnix(path, client.WithRetry(1, 0, 0))
+	if err != nil {
+		cancel()
+		<-done
+		return nil, nil, err
+	}
+	return local, func() { local.Close(); cancel(); <-done }, nil
 }
