@@ -118,26 +118,23 @@ func (k *KMS) listFleet(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, storeErr(err, "instances")
 	}
+	// One read for every instance's certificate and releases, however
+	// large the fleet.
+	details, err := k.st.FleetDetails(ctx, tenant)
+	if err != nil {
+		return nil, storeErr(err, "instances")
+	}
 	out := api.Fleet{Instances: make([]api.FleetInstance, 0, len(list))}
 	for _, in := range list {
 		fi := api.FleetInstance{
 			InstanceID: in.ID, Tenant: in.Tenant, CustodianDN: in.CustodianDN, Enclave: api.Enclave(in.Enclave),
 			EnrolledAt: in.EnrolledAt.UTC(), Revoked: in.RevokedAt != nil, RevokedAt: utcPtr(in.RevokedAt),
 		}
-		if in.CertSerial != "" {
-			cert, err := k.st.GetCert(ctx, in.CertSerial)
-			switch {
-			case err == nil:
-				fi.CertNotAfter = utcPtr(&cert.NotAfter)
-			case !errors.Is(err, store.ErrNotFound):
-				return nil, storeErr(err, "certificate")
-			}
+		d := details[in.ID]
+		if !d.CertNotAfter.IsZero() {
+			fi.CertNotAfter = utcPtr(&d.CertNotAfter)
 		}
-		released, err := k.st.ReleasedKeys(ctx, in.ID)
-		if err != nil {
-			return nil, storeErr(err, "releases")
-		}
-		fi.KeysReleased = len(released)
+		fi.KeysReleased = d.KeysReleased
 		fi.LastPollAt, fi.KeysLoaded = utcPtr(in.LastPollAt), in.KeysLoaded
 		out.Instances = append(out.Instances, fi)
 	}

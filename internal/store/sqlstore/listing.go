@@ -65,21 +65,28 @@ func (q *queries) ListKeys(ctx context.Context, tenant string) ([]store.Key, err
 	return out, nil
 }
 
-// ReleasedKeys implements store.Listing.
-func (q *queries) ReleasedKeys(ctx context.Context, instanceID string) (map[string]int, error) {
-	out := map[string]int{}
-	err := q.each(ctx, `SELECT key_id, MAX(version) FROM releases WHERE instance_id = ? GROUP BY key_id`, []any{instanceID},
+// FleetDetails implements store.Listing.
+func (q *queries) FleetDetails(ctx context.Context, tenant string) (map[string]store.FleetDetail, error) {
+	out := map[string]store.FleetDetail{}
+	err := q.each(ctx,
+		`SELECT i.id, (SELECT COUNT(DISTINCT r.key_id) FROM releases r WHERE r.instance_id = i.id), c.not_after
+		 FROM instances i LEFT JOIN certs c ON c.serial = i.cert_serial
+		 WHERE i.tenant = ?`, []any{tenant},
 		func(rows *sql.Rows) error {
 			var id string
-			var v int
-			if err := rows.Scan(&id, &v); err != nil {
+			var d store.FleetDetail
+			var notAfter sql.NullInt64
+			if err := rows.Scan(&id, &d.KeysReleased, &notAfter); err != nil {
 				return err
 			}
-			out[id] = v
+			if notAfter.Valid {
+				d.CertNotAfter = fromNanos(notAfter.Int64)
+			}
+			out[id] = d
 			return nil
 		})
 	if err != nil {
-		return nil, q.mapErr("ReleasedKeys", err)
+		return nil, q.mapErr("FleetDetails", err)
 	}
 	return out, nil
 }

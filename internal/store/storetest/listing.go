@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"fmt"
-	"maps"
 	"testing"
 	"time"
 
@@ -103,22 +102,32 @@ var listingTests = []test{
 			t.Errorf("ListKeys(nobody) = %s, want none", show(got))
 		}
 	}},
-	{"ReleasedKeys", func(t *testing.T, s store.Store) {
+	{"FleetDetails", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
+		for _, in := range []store.Instance{newInstance("i-1", "acme", "CN=a", at(0)), newInstance("i-2", "acme", "CN=b", at(time.Second)), newInstance("i-3", "globex", "CN=c", at(0))} {
+			check(t, "CreateInstance("+in.ID+")", s.CreateInstance(ctx, in))
+		}
+		// i-1's certificate is stored, i-2's is not.
+		check(t, "PutCert(c-i-1)", s.PutCert(ctx, store.Cert{Serial: "c-i-1", Kind: "instance", Tenant: "acme", Subject: "i-1", NotAfter: at(48 * time.Hour)}))
 		check(t, "RecordReleases(i-1)", s.RecordReleases(ctx, "i-1", []store.KeyRef{{KeyID: "k1", Version: 1}, {KeyID: "k1", Version: 3}, {KeyID: "k2", Version: 2}}, at(0)))
-		check(t, "RecordReleases(i-2)", s.RecordReleases(ctx, "i-2", []store.KeyRef{{KeyID: "k3", Version: 7}}, at(0)))
+		check(t, "RecordReleases(i-3)", s.RecordReleases(ctx, "i-3", []store.KeyRef{{KeyID: "k3", Version: 7}}, at(0)))
 		for _, c := range []struct {
-			instance string
-			want     map[string]int
+			tenant string
+			want   map[string]store.FleetDetail
 		}{
-			{"i-1", map[string]int{"k1": 3, "k2": 2}},
-			{"i-2", map[string]int{"k3": 7}},
-			{"i-9", map[string]int{}},
+			{"acme", map[string]store.FleetDetail{"i-1": {KeysReleased: 2, CertNotAfter: at(48 * time.Hour)}, "i-2": {}}},
+			{"globex", map[string]store.FleetDetail{"i-3": {KeysReleased: 1}}},
+			{"nobody", map[string]store.FleetDetail{}},
 		} {
-			got, err := s.ReleasedKeys(ctx, c.instance)
-			check(t, "ReleasedKeys("+c.instance+")", err)
-			if !maps.Equal(got, c.want) {
-				t.Errorf("ReleasedKeys(%s) = %v, want %v", c.instance, got, c.want)
+			got, err := s.FleetDetails(ctx, c.tenant)
+			check(t, "FleetDetails("+c.tenant+")", err)
+			if len(got) != len(c.want) {
+				t.Fatalf("FleetDetails(%s) = %v, want %v", c.tenant, got, c.want)
+			}
+			for id, w := range c.want {
+				if g, ok := got[id]; !ok || g.KeysReleased != w.KeysReleased || !g.CertNotAfter.Equal(w.CertNotAfter) {
+					t.Errorf("FleetDetails(%s)[%s] = %+v, %v; want %+v", c.tenant, id, g, ok, w)
+				}
 			}
 		}
 	}},
