@@ -8,6 +8,7 @@ import (
 	"go/token"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
@@ -132,5 +133,19 @@ func TestErrorAsAPIError(t *testing.T) {
 	var ce *Error
 	if errors.As(errors.New("plain"), &ce) || api.CodeOf(errors.New("plain")) != api.CodeInternal {
 		t.Error("a plain error read as an API error")
+	}
+}
+
+// TestDoRefusesForeignPaths: a path that, appended to the base URL, would
+// name another host (or is not a path) is refused before any request.
+func TestDoRefusesForeignPaths(t *testing.T) {
+	k, err := NewKMS([]string{"https://kms.invalid:8443"}, nil, nil, nil, WithRetry(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"@evil.example/v1/status", "evil.example/x", "//evil.example/x", "", "v1/status"} {
+		if err := k.Do(t.Context(), http.MethodGet, p, nil, nil); err == nil || !strings.Contains(err.Error(), "want an absolute path") {
+			t.Errorf("Do(%q) = %v, want it refused", p, err)
+		}
 	}
 }
