@@ -174,40 +174,57 @@ func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, e
 	if len(keyIDs) == 0 {
 		return nil, api.Errorf(api.CodeInvalidArgument, "key_ids must name at least one loaded key.")
 	}
-	var out []api.SealedKey
-	type known struct {
-		id      string
-		version int
-		count   int64
+	type version struct {
+		id    string
+		md    api.KeyMetadata
+		until time.Time
+		count int64 // the KMS's count of the version
+		clear *secret.Bytes
 	}
-	var counts []known // the KMS's count of each sealed version
+	var vers []version
+	defer func() {
+		for _, v := range vers {
+			v.clear.Wipe()
+		}
+	}()
 	for _, id := range keyIDs {
-		vers, err := s.ring.All(id)
+		loaded, err := s.ring.All(id)
+		for _, l := range loaded {
+			vers = append(vers, version{id, l.MD, l.LeaseUntil, s.ring.Reported(id, l.MD.Version), l.Material})
+		}
 		if err != nil {
 			return nil, err
 		}
-		err = func() error {
-			defer func() {
-				for _, l := range vers {
-					l.Material.Wipe()
-				}
-			}()
-			for _, l := range vers {
-				if lim := policy.Limits(l.MD.Policy); lim.MaxOperations > 0 || lim.MaxBytes > 0 {
-					return api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", id)
-				}
-				blob, err := s.sealOne(ctx, l.MD, l.Material, l.LeaseUntil)
-				if err != nil {
-					return err
-				}
-				out = append(out, api.SealedKey{KeyID: id, Version: l.MD.Version, SealedKey: blob})
-				counts = append(counts, known{id, l.MD.Version, s.ring.Reported(id, l.MD.Version)})
+		for _, l := range loaded {
+			if lim := policy.Limits(l.MD.Policy); lim.MaxOperations > 0 || lim.MaxBytes > 0 {
+				return nil, api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", id)
 			}
-			return nil
-		}()
+		}
+	}
+	// Every version under one opening of the local master key where the
+	// enclave can (enclave.BatchSealer).
+	headers := make([]*format.SealedKey, len(vers))
+	clears := make([]*secret.Bytes, len(vers))
+	aads := make([][]byte, len(vers))
+	for i, v := range vers {
+		mdJSON, err := format.MetadataAAD(&v.md)
 		if err != nil {
 			return nil, err
 		}
+		headers[i] = &format.SealedKey{Metadata: mdJSON}
+		if !v.until.IsZero() {
+			headers[i].LeaseUntil = v.until.UnixNano()
+		}
+		clears[i], aads[i] = v.clear, headers[i].Header()
+	}
+	blobs, err := s.localSealAll(ctx, clears, aads)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.SealedKey, len(vers))
+	for i, v := range vers {
+		headers[i].Blob = blobs[i]
+		out[i] = api.SealedKey{KeyID: v.id, Version: v.md.Version, SealedKey: headers[i].Marshal()}
 	}
 	for _, id := range keyIDs {
 		s.ring.Evict(id)
@@ -215,25 +232,26 @@ func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, e
 	// The sealed versions keep counting toward their safe limit from what
 	// the KMS knew (unreported counts survive eviction), for good: a usage
 	// report must not make the ring forget them.
-	for _, c := range counts {
-		s.ring.KeepSealed(c.id, c.version, c.count)
+	for _, v := range vers {
+		s.ring.KeepSealed(v.id, v.md.Version, v.count)
 	}
 	return out, nil
 }
 
-func (s *Sidecar) sealOne(ctx context.Context, md api.KeyMetadata, material *secret.Bytes, until time.Time) ([]byte, error) {
-	mdJSON, err := format.MetadataAAD(&md)
-	if err != nil {
-		return nil, err
+// localSealAll seals each plaintext with its aad under the enclave's local
+// master key, in one batch where the enclave offers it.
+func (s *Sidecar) localSealAll(ctx context.Context, plaintexts []*secret.Bytes, aads [][]byte) ([][]byte, error) {
+	if bs, ok := s.enc.(enclave.BatchSealer); ok {
+		return bs.LocalSealAll(ctx, plaintexts, aads)
 	}
-	sk := &format.SealedKey{Metadata: mdJSON}
-	if !until.IsZero() {
-		sk.LeaseUntil = until.UnixNano()
+	blobs := make([][]byte, len(plaintexts))
+	for i, p := range plaintexts {
+		var err error
+		if blobs[i], err = s.enc.LocalSeal(ctx, p, aads[i]); err != nil {
+			return nil, err
+		}
 	}
-	if sk.Blob, err = s.enc.LocalSeal(ctx, material, sk.Header()); err != nil {
-		return nil, err
-	}
-	return sk.Marshal(), nil
+	return blobs, nil
 }
 
 // openSealed opens a sealed_key for one operation; the key is wiped when

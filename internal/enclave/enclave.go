@@ -63,6 +63,14 @@ type BatchProtector interface {
 	ProtectAll(materials []*secret.Bytes) ([]Protected, error)
 }
 
+// BatchSealer is implemented by enclaves that seal many plaintexts for
+// less than LocalSeal costs each (the software enclave opens its local
+// master key once per batch). LocalSealAll seals plaintexts[i] with
+// aads[i], as LocalSeal does; the caller keeps ownership of plaintexts.
+type BatchSealer interface {
+	LocalSealAll(ctx context.Context, plaintexts []*secret.Bytes, aads [][]byte) ([][]byte, error)
+}
+
 // Protected is a data key held encrypted while idle.
 type Protected interface {
 	// Open returns the material in clear; the caller wipes it when done.

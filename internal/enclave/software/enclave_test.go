@@ -122,6 +122,52 @@ func TestProtectAll(t *testing.T) {
 	}
 }
 
+// TestLocalSealAll: a batch seals each plaintext with its own aad, as
+// LocalSeal does (each blob opens with LocalOpen and its aad only, and is
+// counted toward the LMK's limit); a batch past the limit, a length
+// mismatch or a closed enclave seals nothing.
+func TestLocalSealAll(t *testing.T) {
+	e := open(t)
+	ctx := t.Context()
+	pts := []*secret.Bytes{secret.Copy([]byte("first")), secret.Copy([]byte("second key")), secret.Copy([]byte("x"))}
+	aads := [][]byte{[]byte("a1"), []byte("a2"), []byte("a3")}
+	blobs, err := e.LocalSealAll(ctx, pts, aads)
+	if err != nil || len(blobs) != len(pts) {
+		t.Fatalf("LocalSealAll() = %d blobs, %v", len(blobs), err)
+	}
+	for i, b := range blobs {
+		got, err := e.LocalOpen(ctx, b, aads[i])
+		if err != nil || !bytes.Equal(got.Expose(), pts[i].Expose()) {
+			t.Errorf("blob %d: LocalOpen = %v, want %q", i, err, pts[i].Expose())
+		}
+		got.Wipe()
+		if _, err := e.LocalOpen(ctx, b, aads[(i+1)%len(aads)]); !errors.Is(err, enclave.ErrOpen) {
+			t.Errorf("blob %d opened with another item's aad: %v", i, err)
+		}
+		if bytes.Contains(b, pts[i].Expose()) {
+			t.Errorf("blob %d holds its plaintext", i)
+		}
+		if pts[i].Len() == 0 {
+			t.Errorf("LocalSealAll wiped plaintext %d: the caller owns it", i)
+		}
+	}
+	if got := e.lmkSeals.Load(); got != uint64(len(pts)) {
+		t.Errorf("LMK seal count = %d, want %d", got, len(pts))
+	}
+	if _, err := e.LocalSealAll(ctx, pts, aads[:2]); err == nil {
+		t.Error("LocalSealAll with fewer aads than plaintexts succeeded")
+	}
+	e.lmkSeals.Store(maxLocalSeals - 2)
+	if _, err := e.LocalSealAll(ctx, pts, aads); err == nil {
+		t.Error("LocalSealAll past the LMK's seal limit succeeded")
+	}
+	e.lmkSeals.Store(0)
+	_ = e.Close()
+	if _, err := e.LocalSealAll(ctx, pts, aads); !errors.Is(err, enclave.ErrClosed) {
+		t.Errorf("LocalSealAll after Close = %v, want ErrClosed", err)
+	}
+}
+
 func TestDestroyedIsErrDestroyed(t *testing.T) {
 	p, err := open(t).Protect(secret.Copy([]byte("data key")))
 	if err != nil {

@@ -24,26 +24,45 @@ const (
 // caller keeps ownership of plaintext; the returned blob is the caller's.
 // The LMK is random per process: blobs do not survive a restart.
 func (e *Enclave) LocalSeal(ctx context.Context, plaintext *secret.Bytes, aad []byte) ([]byte, error) {
+	blobs, err := e.LocalSealAll(ctx, []*secret.Bytes{plaintext}, [][]byte{aad})
+	if err != nil {
+		return nil, err
+	}
+	return blobs[0], nil
+}
+
+// LocalSealAll is LocalSeal of each plaintext with its aad, under one
+// opening of the local master key (enclave.BatchSealer): one memguard
+// open and its system calls per batch instead of per key. All or nothing.
+func (e *Enclave) LocalSealAll(ctx context.Context, plaintexts []*secret.Bytes, aads [][]byte) ([][]byte, error) {
+	if len(plaintexts) != len(aads) {
+		return nil, wrapf("%d plaintexts but %d associated data", len(plaintexts), len(aads))
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if err := e.ready(ctx); err != nil {
 		return nil, err
 	}
-	var blob []byte
+	if e.lmkSeals.Add(uint64(len(plaintexts))) > maxLocalSeals {
+		return nil, wrapf("local master key exhausted (%d seals); restart the sidecar", uint64(maxLocalSeals))
+	}
+	blobs := make([][]byte, len(plaintexts))
 	err := e.lmk.withLocked(func(lmk []byte) error {
 		aead, err := newLocalAEAD(lmk)
 		if err != nil {
 			return err
 		}
-		if !e.countSeal() {
-			return wrapf("local master key exhausted (%d seals); restart the sidecar", uint64(maxLocalSeals))
+		for i, p := range plaintexts {
+			blob := make([]byte, 1, 1+kcrypto.AEADOverhead+p.Len())
+			blob[0] = localVersion
+			blobs[i] = aead.Seal(blob, p.Expose(), localAAD(aads[i]))
 		}
-		blob = make([]byte, 1, 1+kcrypto.AEADOverhead+plaintext.Len())
-		blob[0] = localVersion
-		blob = aead.Seal(blob, plaintext.Expose(), localAAD(aad))
 		return nil
 	})
-	return blob, err
+	if err != nil {
+		return nil, err
+	}
+	return blobs, nil
 }
 
 // LocalOpen reverses LocalSeal. Every failure to open (wrong aad, altered
@@ -79,12 +98,6 @@ func (e *Enclave) LocalOpen(ctx context.Context, blob, aad []byte) (*secret.Byte
 	default:
 		return nil, wrapf("%w: %w", enclave.ErrOpen, err)
 	}
-}
-
-// countSeal counts one more seal under the LMK and reports whether it is
-// still within maxLocalSeals.
-func (e *Enclave) countSeal() bool {
-	return e.lmkSeals.Add(1) <= maxLocalSeals
 }
 
 // newLocalAEAD is AES-256-GCM with random nonces under lmk, a view of
