@@ -462,13 +462,7 @@ func (k *KMS) verifyReattest(ctx context.Context, c *call, a *attestor, in *stor
 		if _, err := tx.ConsumeOneTime(ctx, tok.kind, tok.hash, now); err != nil {
 			return consumeErr(err, tok.what)
 		}
-		if err := tx.RecordAttestation(ctx, in.ID, now, res.Profiles); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", in.ID)
-			}
-			return storeErr(err, "instance")
-		}
-		return nil
+		return instanceWriteErr(tx.RecordAttestation(ctx, in.ID, now, res.Profiles), in.ID)
 	})
 	if err != nil {
 		return nil, err

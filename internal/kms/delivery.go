@@ -313,13 +313,7 @@ func (k *KMS) renewInstance(ctx context.Context, c *call) (any, error) {
 		{Serial: ca.SerialString(wCert), Kind: store.CertWrapping, Tenant: in.Tenant, Subject: in.ID, NotAfter: wCert.NotAfter},
 	}
 	err = c.commit(ctx, func(tx store.Tx) error {
-		if err := tx.RenewInstance(ctx, in.ID, certs[0].Serial, certs[1].Serial, certs); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", in.ID)
-			}
-			return storeErr(err, "instance")
-		}
-		return nil
+		return instanceWriteErr(tx.RenewInstance(ctx, in.ID, certs[0].Serial, certs[1].Serial, certs), in.ID)
 	})
 	if err != nil {
 		return nil, err
@@ -340,4 +334,16 @@ func sameKEMKey(a, b []byte) bool { return string(a) == string(b) }
 func currentWrapping(in store.Instance, rec store.Cert, info ca.WrappingInfo) bool {
 	return rec.Kind == store.CertWrapping && rec.Subject == in.ID &&
 		string(info.KEM) == in.WrappingKEM && sameKEMKey(info.PublicKey, in.WrappingPublic)
+}
+
+// instanceWriteErr maps the error of a write to instance id: a conflict
+// means the instance was revoked meanwhile.
+func instanceWriteErr(err error, id string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrConflict):
+		return api.Errorf(api.CodeRevoked, "Sidecar instance %s has been revoked.", id)
+	}
+	return storeErr(err, "instance")
 }
