@@ -129,7 +129,7 @@ func TestProtectAll(t *testing.T) {
 func TestLocalSealAll(t *testing.T) {
 	e := open(t)
 	ctx := t.Context()
-	pts := []*secret.Bytes{secret.Copy([]byte("first")), secret.Copy([]byte("second key")), secret.Copy([]byte("x"))}
+	pts := []*secret.Bytes{secret.Copy([]byte("first key")), secret.Copy([]byte("second key")), secret.Copy([]byte("x"))}
 	aads := [][]byte{[]byte("a1"), []byte("a2"), []byte("a3")}
 	blobs, err := e.LocalSealAll(ctx, pts, aads)
 	if err != nil || len(blobs) != len(pts) {
@@ -144,7 +144,10 @@ func TestLocalSealAll(t *testing.T) {
 		if _, err := e.LocalOpen(ctx, b, aads[(i+1)%len(aads)]); !errors.Is(err, enclave.ErrOpen) {
 			t.Errorf("blob %d opened with another item's aad: %v", i, err)
 		}
-		if bytes.Contains(b, pts[i].Expose()) {
+		// A one-byte plaintext turns up in random ciphertext by chance
+		// (CI saw it once); only a plaintext of 8 bytes or more says
+		// anything when found.
+		if pts[i].Len() >= 8 && bytes.Contains(b, pts[i].Expose()) {
 			t.Errorf("blob %d holds its plaintext", i)
 		}
 		if pts[i].Len() == 0 {
