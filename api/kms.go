@@ -376,8 +376,9 @@ type WrappedKeys struct {
 
 // AuditRecord is one entry of the hash-chained audit log. It never holds a
 // secret. Signature is the KMS audit key's Ed25519 signature of the record
-// (docs/formats.md §4); records written before the KMS had an audit key
-// have none.
+// (docs/formats.md §4). The KMS signs the last record of each transaction,
+// which covers the records before it through the chain; the others, and
+// records written before the KMS had an audit key, have none.
 type AuditRecord struct {
 	Seq       int64     `json:"seq"`
 	Time      time.Time `json:"time"`

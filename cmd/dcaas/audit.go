@@ -48,8 +48,11 @@ func newAuditVerifyCmd() *cobra.Command {
 (no seal, no KMS running needed):
 
   - every record's hash, its link to the record before, and its signature by
-    the audit key (records written before the KMS had an audit key are an
-    unkeyed prefix, reported, protected only from the first signed record on);
+    the audit key: the KMS signs the last record of each transaction (one
+    signature per group commit), which covers the records before it through
+    the chain, so the log must end with a signed record (records written
+    before the KMS had an audit key are an unkeyed prefix, reported,
+    protected only from the first signed record on);
   - the checkpoints it is given (--expect-checkpoint), the one the data dir
     holds (DIR/audit-checkpoint.json) and the latest one in the database: each
     must be signed by the audit key and the log must reach its record with the

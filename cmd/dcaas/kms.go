@@ -107,7 +107,8 @@ database (kms.db), a CA (ca.pem), the audit key (sealed in the database; its
 public half in audit-key.pem) and admin client credentials (admin/cert.pem,
 admin/key.pem). Later starts reuse it.
 
-Every audit record is signed with the audit key. The KMS signs a checkpoint
+Audit records are hash-chained and signed with the audit key: the last record
+of each transaction, covering the ones before it. The KMS signs a checkpoint
 of the log at start, every --audit-checkpoint-interval when it grew, and at a
 clean stop (audit-checkpoint.json); 'dcaas audit verify' checks them.
 

@@ -69,7 +69,7 @@ const ActionKeyCreated = "audit.key_created"
 // Appender is where records are appended: a store, or a store transaction
 // (so that a record commits with the change it records).
 type Appender interface {
-	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error)) (store.AuditRecord, error)
+	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error), sign store.AuditSigner) (store.AuditRecord, error)
 }
 
 // ErrRegressed: the store offered a sequence number below one this Log
@@ -103,8 +103,13 @@ func New(key *kcrypto.LogKey, now func() time.Time) *Log {
 // Public is the key that verifies the log's signatures.
 func (l *Log) Public() kcrypto.LogVerifyKey { return l.key.Public() }
 
-// Append stores ev through to as the next record of the chain, signed,
-// and returns it. The record's time is the clock's, in UTC, truncated to
+// Append stores ev through to as the next record of the chain and returns
+// it. The record is signed when its transaction commits if it is then
+// the transaction's last record (store.Audit.AppendAudit); the records
+// before it in the same transaction stay unsigned, covered through the
+// chain by that signature, so the key signs once per transaction, not
+// once per record. The audit key's creation (ActionKeyCreated) is signed
+// as it is built: a verifier starts the signed log at that record. The record's time is the clock's, in UTC, truncated to
 // the microsecond so that every store keeps it exactly. Invalid UTF-8 and
 // NUL bytes in the fields are replaced by U+FFFD so that every store can
 // keep them. ErrRegressed when the store's log is shorter than one this
@@ -112,6 +117,11 @@ func (l *Log) Public() kcrypto.LogVerifyKey { return l.key.Public() }
 func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRecord, error) {
 	if ev.Action == "" || ev.Outcome == "" {
 		return store.AuditRecord{}, fmt.Errorf("audit: an event needs an action and an outcome")
+	}
+	signNow := ev.Action == ActionKeyCreated
+	sign := l.signRecord
+	if signNow {
+		sign = nil
 	}
 	return to.AppendAudit(ctx, func(seq int64, prevHash []byte) (store.AuditRecord, error) {
 		switch {
@@ -138,9 +148,16 @@ func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRec
 			PrevHash: append([]byte(nil), prevHash...),
 		}
 		r.Hash = recordHash(r)
-		r.Sig = l.key.Sign(recordSigInput(r.Seq, r.Hash))
+		if signNow {
+			r.Sig = l.signRecord(r.Seq, r.Hash)
+		}
 		return r, nil
-	})
+	}, sign)
+}
+
+// signRecord signs record seq whose hash is hash (a store.AuditSigner).
+func (l *Log) signRecord(seq int64, hash []byte) []byte {
+	return l.key.Sign(recordSigInput(seq, hash))
 }
 
 // saw notes that the store offered seq. A seq below one built before means

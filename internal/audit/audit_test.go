@@ -25,7 +25,9 @@ type memAudit struct {
 
 var errStore = errors.New("store down")
 
-func (m *memAudit) AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error)) (store.AuditRecord, error) {
+// AppendAudit signs a record as it stores it when sign is set: each append
+// is its own transaction.
+func (m *memAudit) AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error), sign store.AuditSigner) (store.AuditRecord, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var seq int64
@@ -39,6 +41,9 @@ func (m *memAudit) AppendAudit(ctx context.Context, build func(seq int64, prevHa
 	}
 	if m.failBuild {
 		return store.AuditRecord{}, errStore
+	}
+	if sign != nil {
+		r.Sig = sign(r.Seq, r.Hash)
 	}
 	m.records = append(m.records, r)
 	return r, nil
@@ -154,7 +159,7 @@ func legacy(t *testing.T, m *memAudit, n int) {
 				Action: ev.Action, Tenant: ev.Tenant, KeyID: ev.KeyID, Outcome: ev.Outcome, PrevHash: prev}
 			r.Hash = recordHash(r)
 			return r, nil
-		})
+		}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -411,6 +416,100 @@ func TestVerify(t *testing.T) {
 			}
 			if broken.Seq != tt.wantSeq {
 				t.Errorf("Verify() names record %d (%s), want %d", broken.Seq, broken.Reason, tt.wantSeq)
+			}
+		})
+	}
+}
+
+// TestVerifyTransactionSigned: the KMS signs the last record of each
+// transaction only (store.Audit.AppendAudit). Unsigned records followed by
+// a signed one verify; a change to one of them, re-chained through the
+// signed record, breaks that record's signature and is reported from the
+// first record it covers; a log ending in unsigned records does not
+// verify (its last signatures were stripped, or records removed).
+func TestVerifyTransactionSigned(t *testing.T) {
+	const n = 1234
+	// Transactions of 1 to 7 records; records 1 (the key's creation) and
+	// every transaction's last keep their signatures.
+	grouped := func(t *testing.T) *memAudit {
+		m := filled(t, n)
+		for i, size := 1, 1; i < n; i, size = i+size, size%7+1 {
+			for j := i; j < min(i+size, n)-1; j++ {
+				m.records[j].Sig = nil
+			}
+		}
+		return m
+	}
+	m := grouped(t)
+	unsigned := 0
+	for _, r := range m.records {
+		if r.Sig == nil {
+			unsigned++
+		}
+	}
+	if unsigned < n/2 {
+		t.Fatalf("only %d of %d records unsigned", unsigned, n)
+	}
+	if res, err := Verify(t.Context(), m, testKey.Public()); err != nil || res.Records != n {
+		t.Fatalf("Verify(transaction-signed log) = %+v, %v; want all %d records", res, err, n)
+	}
+	// Record 600 (index 599) is unsigned; find the run it is in.
+	first, last := 599, 599
+	for m.records[first-1].Sig == nil {
+		first--
+	}
+	for m.records[last].Sig == nil {
+		last++
+	}
+	if m.records[599].Sig != nil || first == last {
+		t.Fatalf("record 600 should be inside an unsigned run; run %d-%d", first+1, last+1)
+	}
+	tests := []struct {
+		name    string
+		tamper  func(rs []store.AuditRecord) []store.AuditRecord
+		wantSeq int64
+		checked int64
+	}{
+		{"covered record changed, not re-chained", func(rs []store.AuditRecord) []store.AuditRecord {
+			rs[599].Caller = "CN=evil"
+			return rs
+		}, 600, 599},
+		{"covered record changed and re-chained", func(rs []store.AuditRecord) []store.AuditRecord {
+			rs[599].Caller = "CN=evil"
+			return rechain(rs, 599, nil)
+		}, int64(first + 1), int64(first)},
+		{"covered record removed, renumbered and re-chained", func(rs []store.AuditRecord) []store.AuditRecord {
+			return rechain(renumber(append(rs[:599:599], rs[600:]...)), 599, nil)
+		}, int64(first + 1), int64(first)},
+		{"last record's signature stripped", func(rs []store.AuditRecord) []store.AuditRecord {
+			rs[n-1].Sig = nil
+			return rs
+		}, -1, -1},
+		{"log cut inside a transaction", func(rs []store.AuditRecord) []store.AuditRecord {
+			return rs[:last]
+		}, int64(first + 1), int64(first)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := grouped(t)
+			m.records = tt.tamper(m.records)
+			if tt.wantSeq == -1 { // the run the last record closed
+				k := len(m.records) - 1
+				for m.records[k-1].Sig == nil {
+					k--
+				}
+				tt.wantSeq, tt.checked = int64(k+1), int64(k)
+			}
+			res, err := Verify(t.Context(), m, testKey.Public())
+			var broken *BrokenError
+			if !errors.As(err, &broken) {
+				t.Fatalf("Verify() = %+v, %v; want a *BrokenError", res, err)
+			}
+			if broken.Seq != tt.wantSeq || res.Records != tt.checked {
+				t.Errorf("Verify() names record %d (%s), checked %d; want %d, checked %d", broken.Seq, broken.Reason, res.Records, tt.wantSeq, tt.checked)
+			}
+			if !bytes.Equal(res.Head, m.records[res.Records-1].Hash) {
+				t.Errorf("Verify().Head is not the hash of record %d, the last that passed", res.Records)
 			}
 		})
 	}

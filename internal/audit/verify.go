@@ -91,11 +91,14 @@ func VerifyCheckpoint(key kcrypto.LogVerifyKey, cp store.AuditCheckpoint) error 
 // Verify reads the whole log from r, oldest first, and checks it with key:
 // records numbered 1, 2, 3, … without gaps; each record's PrevHash the
 // previous record's Hash (32 zero bytes for the first); each Hash matching
-// its record; each record signed with key, except a prefix of records
-// written before the key existed (see Result.Legacy), and at least one
-// record signed, the first of them the ActionKeyCreated record; and each of checkpoints (kept by the verifier, or stored
-// by the KMS) signed with key, its record present, with the hash it
-// signed. It returns what passed, and the first failure: a *BrokenError,
+// its record; every signature a record carries made with key; at least
+// one record signed, the first of them the ActionKeyCreated record (the
+// records before it are a prefix written before the key existed, see
+// Result.Legacy); after it, every unsigned record followed by a signed
+// one, so the log ends with a signed record (the KMS signs the last
+// record of each transaction, which covers the ones before it through the
+// chain); and each of checkpoints (kept by the verifier, or stored by the
+// KMS) signed with key, its record present, with the hash it signed. It returns what passed, and the first failure: a *BrokenError,
 // a *TruncatedError, an error wrapping ErrNotSigned or ErrBadCheckpoint,
 // or a store failure as it is.
 func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint) (Result, error) {
@@ -117,6 +120,8 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 		return res, err
 	}
 	signed := false
+	var unsignedFrom int64 // the first of the unsigned records since the last signed one (0: none)
+	var signedHead []byte  // the hash of the record before unsignedFrom
 	var last int64
 	for {
 		page, err := r.AuditAfter(ctx, last, pageSize)
@@ -135,8 +140,6 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 				return res, &BrokenError{Seq: next, Reason: fmt.Sprintf("record %d stands in its place", rec.Seq)}
 			case !hashEqual(rec.PrevHash, res.Head):
 				return res, &BrokenError{Seq: rec.Seq, Reason: "its previous hash is not the hash of the record before it"}
-			case rec.Sig == nil && signed:
-				return res, &BrokenError{Seq: rec.Seq, Reason: "it is not signed, though records before it are"}
 			case rec.Sig == nil && !hashEqual(rec.Hash, recordHash(rec)):
 				return res, &BrokenError{Seq: rec.Seq, Reason: "its hash does not match its contents"}
 			}
@@ -146,6 +149,14 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 					if errors.As(err, &broken) && !signed && rec.KeyID != key.ID() && rec.Action == ActionKeyCreated {
 						broken.Reason += fmt.Sprintf(" (record %d names audit key %s)", rec.Seq, rec.KeyID)
 					}
+					if broken != nil && unsignedFrom != 0 {
+						// Its signature was the only one over the unsigned
+						// records before it: the change may be in any of them.
+						broken.Reason = fmt.Sprintf("record %d, whose signature covers records %d to %d (unsigned, written in its transaction), fails: %s",
+							rec.Seq, unsignedFrom, rec.Seq, broken.Reason)
+						broken.Seq = unsignedFrom
+						res.Records, res.Head = unsignedFrom-1, signedHead
+					}
 					return res, err
 				}
 				if !signed {
@@ -154,6 +165,9 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 					}
 					signed, res.Legacy, res.Anchored = true, rec.Seq-1, rec.Time
 				}
+				unsignedFrom = 0
+			} else if signed && unsignedFrom == 0 {
+				unsignedFrom, signedHead = rec.Seq, res.Head
 			}
 			if err := matchCheckpoints(want[rec.Seq], rec.Hash); err != nil {
 				return res, err
@@ -165,6 +179,13 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 	if res.Records > 0 && !signed {
 		res.Legacy = res.Records
 		return res, fmt.Errorf("%w: none of its %d records is", ErrNotSigned, res.Records)
+	}
+	if unsignedFrom != 0 {
+		// The KMS signs the last record of every transaction, so a
+		// committed log ends with a signed record. What passed ends
+		// before the unsigned run.
+		res.Records, res.Head = unsignedFrom-1, signedHead
+		return res, &BrokenError{Seq: unsignedFrom, Reason: fmt.Sprintf("records %d to %d are unsigned and no signed record follows them: the log must end with a signed record, so signatures were removed from its end, or records", unsignedFrom, last)}
 	}
 	if res.Latest.Sig != nil && res.Latest.Seq > last {
 		return res, &TruncatedError{Head: last, Checkpoint: res.Latest}

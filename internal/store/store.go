@@ -437,6 +437,10 @@ type AuditRecord struct {
 	Sig      []byte
 }
 
+// AuditSigner signs the audit record numbered seq whose hash is hash; what
+// it returns is stored as the record's Sig (see Audit.AppendAudit).
+type AuditSigner func(seq int64, hash []byte) []byte
+
 // AuditCheckpoint is a signed statement that the audit log held Seq
 // records, the last of which had Hash, at Time (see internal/audit). Seq 0
 // is the empty log.
@@ -453,7 +457,18 @@ type Audit interface {
 	// reads the last record (seq 0 and a nil hash when the log is empty),
 	// calls build with the next seq and the last hash, and stores what
 	// build returns. Appends are totally ordered across replicas.
-	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (AuditRecord, error)) (AuditRecord, error)
+	//
+	// With sign nil the record is stored as build returned it. With sign
+	// set, the record is stored unsigned and signed when its transaction
+	// commits, if it is then the last record of the log: the signature,
+	// sign(seq, hash), is stored in that same transaction. Every record a
+	// transaction appends is then covered, through the hash chain, by the
+	// signature of its last one, and the audit key signs once per
+	// transaction (on SQLite once per group commit) instead of once per
+	// record. A record appended outside InTx is its transaction's only
+	// one and is signed as it is stored. sign is called only with the seq
+	// and hash of a record build returned, never with rows read back.
+	AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (AuditRecord, error), sign AuditSigner) (AuditRecord, error)
 	// AuditAfter returns up to limit records with Seq > after, in order.
 	AuditAfter(ctx context.Context, after int64, limit int) ([]AuditRecord, error)
 	// LastAudit returns the record with the highest Seq; ErrNotFound when

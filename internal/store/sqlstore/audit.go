@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -16,8 +17,10 @@ import (
 // no gaps. build runs inside that transaction: it must not call the store
 // (which would wait for the lock its own caller holds) and must return a
 // record whose Seq is the seq it was given. An error from build is
-// returned wrapped, and nothing is stored.
-func (q *queries) AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error)) (store.AuditRecord, error) {
+// returned wrapped, and nothing is stored. With sign, the record is signed
+// now outside InTx, and inside InTx when the transaction commits, if it is
+// then the log's last record (signLastAudit).
+func (q *queries) AppendAudit(ctx context.Context, build func(seq int64, prevHash []byte) (store.AuditRecord, error), sign store.AuditSigner) (store.AuditRecord, error) {
 	var rec store.AuditRecord
 	err := q.write(ctx, "AppendAudit", func(c conn) error {
 		if err := c.lock(ctx, lockAudit); err != nil {
@@ -32,8 +35,13 @@ func (q *queries) AppendAudit(ctx context.Context, build func(seq int64, prevHas
 		if rec, err = build(last+1, nilIfEmpty(prev)); err != nil {
 			return fmt.Errorf("build: %w", err)
 		}
-		if rec.Seq != last+1 {
+		switch {
+		case rec.Seq != last+1:
 			return fmt.Errorf("build returned seq %d, want %d", rec.Seq, last+1)
+		case sign != nil && rec.Sig != nil:
+			return fmt.Errorf("build returned a signed record %d and a signer", rec.Seq)
+		case sign != nil && q.tx == nil:
+			rec.Sig = sign(rec.Seq, rec.Hash) // the only record of its transaction
 		}
 		at, err := nanos("Time", rec.Time)
 		if err != nil {
@@ -44,12 +52,60 @@ func (q *queries) AppendAudit(ctx context.Context, build func(seq int64, prevHas
 			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rec.Seq, at, rec.Caller, rec.Role, rec.Action, rec.Tenant, rec.KeyID, rec.Outcome, rec.Code,
 			rec.PrevHash, notNull(rec.Hash), rec.Sig)
+		if err == nil && sign != nil && q.tx != nil {
+			q.unsigned.add(rec.Seq, rec.Hash, sign)
+		}
 		return err
 	})
 	if err != nil {
 		return store.AuditRecord{}, err
 	}
 	return rec, nil
+}
+
+// unsignedAudit holds the records a transaction appended with a signer,
+// by seq: a seq built again after a savepoint was rolled back replaces
+// the record built before. Only one goroutine uses a transaction.
+type unsignedAudit map[int64]pendingAudit
+
+type pendingAudit struct {
+	hash []byte
+	sign store.AuditSigner
+}
+
+func (u unsignedAudit) add(seq int64, hash []byte, sign store.AuditSigner) {
+	u[seq] = pendingAudit{hash: hash, sign: sign}
+}
+
+// signLastAudit signs the log's last record as the transaction about to
+// commit holds it, if the transaction built it (same seq, same hash) and
+// it is unsigned: the signature covers, through the chain, every record
+// the transaction appended. A record the transaction appended whose
+// savepoint was rolled back is gone from the log and is not signed; a
+// row the transaction did not build is never signed, whatever it holds.
+// It runs in the transaction, before COMMIT, still holding lockAudit.
+func (q *queries) signLastAudit(ctx context.Context) error {
+	if len(q.unsigned) == 0 {
+		return nil
+	}
+	c := q.on(q.tx)
+	var seq int64
+	var hash, sig []byte
+	err := c.queryRow(ctx, `SELECT seq, hash, sig FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash, &sig)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the last audit record to sign it: %w", err)
+	}
+	p, ok := q.unsigned[seq]
+	if !ok || len(sig) > 0 || !bytes.Equal(p.hash, hash) {
+		return nil
+	}
+	if _, err := c.exec(ctx, `UPDATE audit SET sig = ? WHERE seq = ?`, p.sign(seq, hash), seq); err != nil {
+		return fmt.Errorf("signing audit record %d: %w", seq, err)
+	}
+	return nil
 }
 
 // auditColumns are the columns scanAudit reads, in its order.

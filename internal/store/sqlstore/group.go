@@ -139,7 +139,7 @@ func (g *groupCommitter) run(batch []*member) {
 	ran := false // some member's function succeeded: the group must commit
 	// The transaction outlives any one member's context.
 	err := g.q.begin(context.Background(), func(tx *sql.Tx) error {
-		q := &queries{d: g.q.d, w: g.q.w, r: g.q.r, tx: tx, fence: g.q.fence, wstmts: g.q.wstmts}
+		q := g.q.inTx(tx)
 		for i, m := range batch {
 			results[i] = g.runMember(tx, q, m)
 			if results[i].commitErr != nil {
@@ -154,7 +154,8 @@ func (g *groupCommitter) run(batch []*member) {
 		if !ran {
 			return errNothingToCommit
 		}
-		return nil
+		// One signature for the group's audit records: its last one's.
+		return q.signLastAudit(context.Background())
 	})
 	if errors.Is(err, errNothingToCommit) {
 		err = nil

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcaas/dcaas/internal/audit"
+	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/store"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
@@ -160,5 +162,90 @@ func TestGroupCommitGoexit(t *testing.T) {
 	}
 	if _, err := db.GetSetting(ctx, "after"); err != nil {
 		t.Errorf("GetSetting(after) = %v", err)
+	}
+}
+
+// TestGroupCommitSignsOnce: a group's audit records are signed once, the
+// last of them as committed, even when the group's last call appended a
+// record and then failed (its savepoint rolled back, the record before it
+// is the one signed); the log verifies with the audit key's public key.
+func TestGroupCommitSignsOnce(t *testing.T) {
+	ctx := t.Context()
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key, err := kcrypto.GenerateLogKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer key.Wipe()
+	log := audit.New(key, nil)
+	errRefused := errors.New("refused by the test")
+	const calls = 12 // call 0 holds the first group open; 1 to 11 share the next
+	release := make(chan struct{})
+	errs := make([]error, calls)
+	var wg sync.WaitGroup
+	call := func(i int) {
+		defer wg.Done()
+		errs[i] = db.InTx(ctx, func(tx store.Tx) error {
+			ev := audit.Event{Action: fmt.Sprintf("call-%d", i), Outcome: "ok"}
+			if i == 0 {
+				ev = audit.Event{Action: audit.ActionKeyCreated, KeyID: key.Public().ID(), Outcome: "ok"}
+				<-release
+			}
+			if _, err := log.Append(ctx, tx, ev); err != nil {
+				return err
+			}
+			if i == 5 || i == calls-1 {
+				return errRefused // appended, then failed: the record is undone
+			}
+			return nil
+		})
+	}
+	wg.Add(1)
+	go call(0)
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for start := time.Now(); !ok(); time.Sleep(time.Millisecond) {
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("waiting for %s", what)
+			}
+		}
+	}
+	waitFor("call 0's group", func() bool { return sqlstore.Pending(db) == 0 && sqlstore.Groups(db) == 1 })
+	for i := 1; i < calls; i++ { // one at a time: the group runs them in this order
+		wg.Add(1)
+		go call(i)
+		waitFor(fmt.Sprintf("call %d to wait", i), func() bool { return sqlstore.Pending(db) == i })
+	}
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if want := (i == 5 || i == calls-1); want != errors.Is(err, errRefused) || !want && err != nil {
+			t.Errorf("call %d: InTx = %v", i, err)
+		}
+	}
+	if got := sqlstore.Groups(db); got != 2 {
+		t.Fatalf("%d calls ran in %d groups, want 2", calls, got)
+	}
+	recs, err := db.AuditAfter(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var signed []string
+	for _, r := range recs {
+		if r.Sig != nil {
+			signed = append(signed, r.Action)
+		}
+	}
+	// Records: the key's creation (group 1), calls 1-4 and 6-10 (group 2).
+	if len(recs) != calls-2 || fmt.Sprint(signed) != fmt.Sprintf("[%s call-%d]", audit.ActionKeyCreated, calls-2) {
+		t.Errorf("%d records, signed: %v; want %d, the key's creation and call-%d's", len(recs), signed, calls-2, calls-2)
+	}
+	res, err := audit.Verify(ctx, db, key.Public())
+	if err != nil || res.Records != int64(len(recs)) {
+		t.Errorf("audit.Verify = %+v, %v; want all %d records", res, err, len(recs))
 	}
 }

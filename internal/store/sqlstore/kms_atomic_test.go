@@ -184,8 +184,8 @@ func (t *faultTx) RenewInstance(ctx context.Context, id, cert, wrapping string, 
 func (t *faultTx) RevokeInstance(ctx context.Context, id string, at time.Time) error {
 	return t.do("RevokeInstance", func() error { return t.Tx.RevokeInstance(ctx, id, at) })
 }
-func (t *faultTx) AppendAudit(ctx context.Context, build func(int64, []byte) (store.AuditRecord, error)) (r store.AuditRecord, err error) {
-	err = t.do("AppendAudit", func() error { r, err = t.Tx.AppendAudit(ctx, build); return err })
+func (t *faultTx) AppendAudit(ctx context.Context, build func(int64, []byte) (store.AuditRecord, error), sign store.AuditSigner) (r store.AuditRecord, err error) {
+	err = t.do("AppendAudit", func() error { r, err = t.Tx.AppendAudit(ctx, build, sign); return err })
 	return r, err
 }
 func (t *faultTx) PutAuditCheckpoint(ctx context.Context, cp store.AuditCheckpoint) (out store.AuditCheckpoint, err error) {

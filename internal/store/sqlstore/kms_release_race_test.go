@@ -40,11 +40,11 @@ func (t *pausingTx) RecordReleases(ctx context.Context, id string, refs []store.
 	return t.Tx.RecordReleases(ctx, id, refs, at)
 }
 
-func (t *pausingTx) AppendAudit(ctx context.Context, build func(int64, []byte) (store.AuditRecord, error)) (store.AuditRecord, error) {
+func (t *pausingTx) AppendAudit(ctx context.Context, build func(int64, []byte) (store.AuditRecord, error), sign store.AuditSigner) (store.AuditRecord, error) {
 	if t.released {
 		t.s.appended.Do(func() { close(t.s.appending) })
 	}
-	r, err := t.Tx.AppendAudit(ctx, build)
+	r, err := t.Tx.AppendAudit(ctx, build, sign)
 	if err == nil && r.Action == t.s.action {
 		t.s.pause.Do(func() {
 			close(t.s.paused)

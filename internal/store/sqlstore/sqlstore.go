@@ -91,6 +91,9 @@ type queries struct {
 	w  *sql.DB // write transactions (SQLite: its one read-write connection)
 	r  *sql.DB // reads outside a transaction (SQLite: query-only connections; PostgreSQL: w)
 	tx *sql.Tx // the transaction InTx runs in, or nil
+	// unsigned, with tx, are the audit records tx appended to sign at its
+	// commit (audit.go).
+	unsigned unsignedAudit
 	// fence, shared by the DB and its transactions, holds the leases its
 	// write transactions depend on (leases.go).
 	fence *fence
@@ -129,13 +132,21 @@ func (db *DB) InTx(ctx context.Context, fn func(tx store.Tx) error) error {
 	}
 	var fnErr error
 	err := db.begin(ctx, func(tx *sql.Tx) error {
-		fnErr = fn(&queries{d: db.d, w: db.w, r: db.r, tx: tx, fence: db.fence, wstmts: db.wstmts})
-		return fnErr
+		q := db.inTx(tx)
+		if fnErr = fn(q); fnErr != nil {
+			return fnErr
+		}
+		return q.signLastAudit(ctx)
 	})
 	if fnErr != nil {
 		return fnErr
 	}
 	return db.mapErr("InTx", err)
+}
+
+// inTx returns the queries of InTx's function, in tx.
+func (q *queries) inTx(tx *sql.Tx) *queries {
+	return &queries{d: q.d, w: q.w, r: q.r, tx: tx, unsigned: unsignedAudit{}, fence: q.fence, wstmts: q.wstmts}
 }
 
 // begin runs fn in a new write transaction on w and commits if fn returns

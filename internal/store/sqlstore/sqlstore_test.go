@@ -122,7 +122,7 @@ func appendAudit(ctx context.Context, s store.Audit, action string) (store.Audit
 	return s.AppendAudit(ctx, func(seq int64, prev []byte) (store.AuditRecord, error) {
 		h := sha256.Sum256(fmt.Appendf(prev, "%d", seq))
 		return store.AuditRecord{Seq: seq, Time: t0, Action: action, PrevHash: prev, Hash: h[:]}, nil
-	})
+	}, nil)
 }
 
 // TestConformance runs the store contract on every backend, the backends

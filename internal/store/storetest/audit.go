@@ -89,7 +89,7 @@ var auditTests = []test{
 				sawSeq = append(sawSeq, seq)
 				sawPrev = append(sawPrev, prevHash)
 				return build(seq, prevHash)
-			})
+			}, nil)
 			check(t, fmt.Sprintf("AppendAudit(#%d)", i), err)
 			stored, _ := build(int64(i+1), got.PrevHash)
 			if !eqAudit(got, stored) {
@@ -163,17 +163,95 @@ var auditTests = []test{
 			}
 		}
 	}},
+	{"AppendAudit/SignedAtCommit", func(t *testing.T, s store.Store) {
+		// A signer is called once per transaction, for its last record as
+		// committed; outside InTx for the record as it is stored.
+		ctx := t.Context()
+		var signed []int64
+		sign := func(seq int64, hash []byte) []byte {
+			signed = append(signed, seq)
+			return append([]byte("sig:"), hash...)
+		}
+		wantSigned := func(step string, want ...int64) {
+			t.Helper()
+			if fmt.Sprint(signed) != fmt.Sprint(want) {
+				t.Errorf("%s: signer called for records %v, want %v", step, signed, want)
+			}
+			signed = nil
+		}
+		err := s.InTx(ctx, func(tx store.Tx) error {
+			for i := range 3 {
+				if _, err := tx.AppendAudit(ctx, chain(newAudit(i)), sign); err != nil {
+					return err
+				}
+			}
+			wantSigned("inside the transaction, before its commit")
+			return nil
+		})
+		check(t, "InTx(three appends)", err)
+		wantSigned("three appends in one transaction", 3)
+		_, err = s.AppendAudit(ctx, chain(newAudit(3)), sign)
+		check(t, "AppendAudit(outside InTx)", err)
+		wantSigned("an append outside InTx", 4)
+		errRefused := errors.New("refused")
+		err = s.InTx(ctx, func(tx store.Tx) error {
+			if _, err := tx.AppendAudit(ctx, chain(newAudit(4)), sign); err != nil {
+				return err
+			}
+			return errRefused
+		})
+		wantErr(t, "InTx(append, then fail)", err, errRefused)
+		wantSigned("a transaction rolled back")
+		// A record built already signed (sign nil) ends the transaction:
+		// the signer's record before it stays unsigned, and a row the
+		// signer did not build is never signed.
+		err = s.InTx(ctx, func(tx store.Tx) error {
+			if _, err := tx.AppendAudit(ctx, chain(newAudit(5)), sign); err != nil {
+				return err
+			}
+			_, err := tx.AppendAudit(ctx, chain(newAudit(6)), nil)
+			return err
+		})
+		check(t, "InTx(signer, then no signer)", err)
+		wantSigned("a transaction ending with a record appended without a signer")
+		// A record built signed and a signer: refused.
+		_, err = s.AppendAudit(ctx, func(seq int64, prev []byte) (store.AuditRecord, error) {
+			r, err := chain(newAudit(7))(seq, prev)
+			r.Sig = []byte("presigned")
+			return r, err
+		}, sign)
+		if err == nil {
+			t.Error("AppendAudit(a signed record and a signer) = nil, want an error")
+		}
+		recs, err := s.AuditAfter(ctx, 0, 10)
+		check(t, "AuditAfter(0, 10)", err)
+		checkChain(t, recs, 1, nil)
+		var sigs []string
+		for _, r := range recs {
+			switch {
+			case r.Sig == nil:
+				sigs = append(sigs, "-")
+			case bytes.Equal(r.Sig, append([]byte("sig:"), r.Hash...)):
+				sigs = append(sigs, "signed")
+			default:
+				sigs = append(sigs, fmt.Sprintf("%q", r.Sig))
+			}
+		}
+		if got, want := fmt.Sprint(sigs), "[- - signed signed - -]"; got != want {
+			t.Errorf("signatures stored = %s, want %s", got, want)
+		}
+	}},
 	{"AppendAudit/BuildError", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
-		_, err := s.AppendAudit(ctx, chain(newAudit(0)))
+		_, err := s.AppendAudit(ctx, chain(newAudit(0)), nil)
 		check(t, "AppendAudit(#0)", err)
 		errBuild := errors.New("build failed")
 		_, err = s.AppendAudit(ctx, func(int64, []byte) (store.AuditRecord, error) {
 			return store.AuditRecord{}, errBuild
-		})
+		}, nil)
 		wantErr(t, "AppendAudit(failing build)", err, errBuild)
 		// Nothing was stored: the next record is seq 2.
-		got, err := s.AppendAudit(ctx, chain(newAudit(1)))
+		got, err := s.AppendAudit(ctx, chain(newAudit(1)), nil)
 		check(t, "AppendAudit(#1)", err)
 		if got.Seq != 2 {
 			t.Errorf("AppendAudit(#1).Seq = %d, want 2", got.Seq)
@@ -191,7 +269,7 @@ var auditTests = []test{
 			r, err := chain(newAudit(0))(seq, prevHash)
 			r.Seq = seq + 1
 			return r, err
-		})
+		}, nil)
 		if err == nil {
 			t.Errorf("AppendAudit(build returning seq+1) = nil, want an error")
 		}
@@ -204,7 +282,7 @@ var auditTests = []test{
 	{"AuditAfter/Paging", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		for i := range 5 {
-			_, err := s.AppendAudit(ctx, chain(newAudit(i)))
+			_, err := s.AppendAudit(ctx, chain(newAudit(i)), nil)
 			check(t, fmt.Sprintf("AppendAudit(#%d)", i), err)
 		}
 		for _, c := range []struct {
@@ -239,7 +317,7 @@ var auditTests = []test{
 		ctx := t.Context()
 		const n = 50
 		errs := together(n, func(i int) error {
-			_, err := s.AppendAudit(ctx, chain(newAudit(i)))
+			_, err := s.AppendAudit(ctx, chain(newAudit(i)), nil)
 			return err
 		})
 		for i, err := range errs {

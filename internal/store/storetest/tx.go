@@ -27,7 +27,7 @@ var txTests = []test{
 				t.Errorf("tx.GetKey(k1) = %s, %v; want %s", show(got), err, show(k))
 			}
 			check(t, "tx.DisableKey", tx.DisableKey(ctx, "k1", at(time.Second)))
-			rec, err = tx.AppendAudit(ctx, chain(newAudit(0)))
+			rec, err = tx.AppendAudit(ctx, chain(newAudit(0)), nil)
 			return err
 		})
 		check(t, "InTx", err)
@@ -65,7 +65,7 @@ var txTests = []test{
 			check(t, "tx.ConsumeOneTime", err)
 			_, err = tx.PutSettingIfAbsent(ctx, "ca", []byte("ca"))
 			check(t, "tx.PutSettingIfAbsent", err)
-			_, err = tx.AppendAudit(ctx, chain(newAudit(0)))
+			_, err = tx.AppendAudit(ctx, chain(newAudit(0)), nil)
 			check(t, "tx.AppendAudit", err)
 			return errFn
 		})
@@ -83,7 +83,7 @@ var txTests = []test{
 		check(t, "ConsumeOneTime after the rolled back transaction", err)
 		wantLast(t, s, 0)
 		// No gap in the audit log either: the next record is seq 1.
-		rec, err := s.AppendAudit(ctx, chain(newAudit(1)))
+		rec, err := s.AppendAudit(ctx, chain(newAudit(1)), nil)
 		check(t, "AppendAudit", err)
 		if rec.Seq != 1 {
 			t.Errorf("AppendAudit().Seq = %d, want 1", rec.Seq)
@@ -97,12 +97,12 @@ var txTests = []test{
 			if err := tx.CreateKey(ctx, k, v); err != nil {
 				return err
 			}
-			_, err := tx.AppendAudit(ctx, chain(newAudit(0)))
+			_, err := tx.AppendAudit(ctx, chain(newAudit(0)), nil)
 			return err
 		}))
 		// ... and a creation that fails takes its record with it.
 		err := s.InTx(ctx, func(tx store.Tx) error {
-			if _, err := tx.AppendAudit(ctx, chain(newAudit(1))); err != nil {
+			if _, err := tx.AppendAudit(ctx, chain(newAudit(1)), nil); err != nil {
 				return err
 			}
 			return tx.CreateKey(ctx, k, v)
@@ -143,7 +143,7 @@ var txTests = []test{
 			if err := tx.CreateKey(ctx, k, v); err != nil {
 				return fmt.Errorf("tx.CreateKey: %w", err)
 			}
-			_, err = tx.AppendAudit(ctx, chain(newAudit(0)))
+			_, err = tx.AppendAudit(ctx, chain(newAudit(0)), nil)
 			return err
 		}))
 		if _, err := s.GetInstance(ctx, "i-1"); err != nil {
@@ -185,7 +185,7 @@ var txTests = []test{
 		const n = 20
 		errs := together(2*n, func(i int) error {
 			if i >= n {
-				_, err := s.AppendAudit(ctx, chain(newAudit(i)))
+				_, err := s.AppendAudit(ctx, chain(newAudit(i)), nil)
 				return err
 			}
 			return s.InTx(ctx, func(tx store.Tx) error {
@@ -193,7 +193,7 @@ var txTests = []test{
 				if err := tx.CreateKey(ctx, k, v); err != nil {
 					return err
 				}
-				_, err := tx.AppendAudit(ctx, chain(newAudit(i)))
+				_, err := tx.AppendAudit(ctx, chain(newAudit(i)), nil)
 				return err
 			})
 		})
