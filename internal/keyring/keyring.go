@@ -345,10 +345,8 @@ func (r *Ring) prepare(it Item, prot enclave.Protected, now time.Time, bound str
 	if e.leaseCap != 0 && (lease.IsZero() || e.leaseCap < lease.UnixNano()) {
 		lease = time.Unix(0, e.leaseCap)
 	}
-	for _, a := range allActions {
-		if policy.Allows(md.Policy, md.Owner, bound, a) {
-			e.allowed |= actionBit(a)
-		}
+	for _, a := range policy.AllowedActions(md.Policy, md.Owner, bound, allActions) {
+		e.allowed |= actionBit(a)
 	}
 	if md.ExpiresAt != nil && (lease.IsZero() || md.ExpiresAt.Before(lease)) {
 		lease = *md.ExpiresAt

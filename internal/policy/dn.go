@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -78,11 +80,8 @@ type dn struct {
 // characters. The empty DN, DNs longer than MaxDNLen bytes and RDNs of
 // more than MaxRDNPairs pairs are rejected. Errors wrap ErrInvalidDN.
 func NormalizeDN(s string) (string, error) {
-	d, err := parse(s, false)
-	if err != nil {
-		return "", err
-	}
-	return d.String(false), nil
+	r := parseMemo(s, false)
+	return r.canonical, r.err
 }
 
 // invalid builds an error wrapping ErrInvalidDN.
@@ -93,6 +92,59 @@ func invalid(format string, args ...any) error {
 // parse parses a DN, or a principal pattern when pattern is set (then an
 // unescaped "*" in a value is a wildcard and "\*" a literal star).
 func parse(s string, pattern bool) (dn, error) {
+	r := parseMemo(s, pattern)
+	return r.d, r.err
+}
+
+// sameDN reports whether a and b are valid DNs with one canonical form.
+func sameDN(a, b string) bool {
+	ra, rb := parseMemo(a, false), parseMemo(b, false)
+	return ra.err == nil && rb.err == nil && ra.canonical == rb.canonical
+}
+
+// parseMemo is parse through the memo, with the DN's canonical form.
+func parseMemo(s string, pattern bool) parseResult {
+	k := parseKey{s: s, pattern: pattern}
+	if v, ok := parsed.Load(k); ok {
+		return v.(parseResult)
+	}
+	var r parseResult
+	if r.d, r.err = parseDN(s, pattern); r.err == nil {
+		r.canonical = r.d.String(pattern)
+	}
+	if parsedCount.Add(1) > maxParsed {
+		parsed.Clear() // bounded: a burst of distinct DNs starts it over
+		parsedCount.Store(1)
+	}
+	parsed.Store(k, r)
+	return r
+}
+
+// parsed memoizes parse (a dn is never changed once parsed): the KMS and
+// the sidecar evaluate the same few DNs — a tenant's custodians, its
+// policies' principals — for every key of a batch and every operation,
+// and parsing one costs microseconds and dozens of allocations. At most
+// about maxParsed entries are kept.
+var (
+	parsed      sync.Map // parseKey → parseResult
+	parsedCount atomic.Int64
+)
+
+const maxParsed = 4096
+
+type parseKey struct {
+	s       string
+	pattern bool
+}
+
+type parseResult struct {
+	d         dn
+	canonical string // d.String(pattern) when err is nil
+	err       error
+}
+
+// parseDN is parse without the memo.
+func parseDN(s string, pattern bool) (dn, error) {
 	if len(s) > MaxDNLen {
 		return dn{}, invalid("longer than %d bytes", MaxDNLen)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -145,5 +146,28 @@ func TestNormalizeDNAgreesWithPKIX(t *testing.T) {
 				t.Errorf("NormalizeDN(%q) = %q, want %q (from %q)", s, got, want, tt.hand)
 			}
 		})
+	}
+}
+
+// TestParseMemoBounded: the memo of parsed DNs stays within maxParsed
+// entries however many distinct DNs are parsed, and answers right after
+// it was emptied.
+func TestParseMemoBounded(t *testing.T) {
+	for i := range maxParsed + 100 {
+		dn := fmt.Sprintf("CN=app-%d,O=acme", i)
+		if got, err := NormalizeDN(dn); err != nil || got != dn {
+			t.Fatalf("NormalizeDN(%q) = %q, %v", dn, got, err)
+		}
+		if n := parsedCount.Load(); n > maxParsed {
+			t.Fatalf("memo holds %d entries after %d DNs, bound %d", n, i+1, maxParsed)
+		}
+	}
+	entries := 0
+	parsed.Range(func(any, any) bool { entries++; return true })
+	if entries > maxParsed {
+		t.Errorf("memo holds %d entries, bound %d", entries, maxParsed)
+	}
+	if !Match("CN=app-*,O=acme", "CN=app-1,O=acme") || Match("CN=app-*,O=acme", "CN=app-1,O=evil") {
+		t.Error("Match answers wrongly after the memo was emptied")
 	}
 }

@@ -15,11 +15,8 @@ import "strings"
 // NormalizeDN, with wildcards kept as bare "*", runs of them collapsed to
 // one, and literal stars written "\*". Errors wrap ErrInvalidDN.
 func NormalizePattern(s string) (string, error) {
-	d, err := parse(s, true)
-	if err != nil {
-		return "", err
-	}
-	return d.String(true), nil
+	r := parseMemo(s, true)
+	return r.canonical, r.err
 }
 
 // Match reports whether the DN dn matches the principal pattern. It is

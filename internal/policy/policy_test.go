@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -156,7 +157,26 @@ func TestAllows(t *testing.T) {
 			if got := Allows(tt.p, owner, tt.caller, tt.action); got != tt.want {
 				t.Errorf("Allows(%q, %q) = %v, want %v", tt.caller, tt.action, got, tt.want)
 			}
+			checkAllowedActions(t, tt.p, owner, tt.caller)
 		})
+	}
+}
+
+// everyAction is every action, an unknown one and a repeat.
+var everyAction = []api.Action{api.ActionEncrypt, api.ActionDecrypt, api.ActionSign, api.ActionVerify, api.ActionMAC, "export", api.ActionDecrypt}
+
+// checkAllowedActions fails t unless AllowedActions is Allows asked for
+// each action in turn.
+func checkAllowedActions(t *testing.T, p *api.Policy, owner, caller string) {
+	t.Helper()
+	var want []api.Action
+	for _, a := range everyAction {
+		if Allows(p, owner, caller, a) {
+			want = append(want, a)
+		}
+	}
+	if got := AllowedActions(p, owner, caller, everyAction); !slices.Equal(got, want) {
+		t.Errorf("AllowedActions(%q) = %v; Allows allows %v", caller, got, want)
 	}
 }
 
