@@ -259,3 +259,40 @@ func BenchmarkBareHTTPUnixEncrypt1KiB(b *testing.B) {
 	defer srv.Close()
 	encryptClients(b, socket, "bare")
 }
+
+// BenchmarkImport1000 is the sidecar's part of loading: opening one
+// rewrapped batch of 1,000 keys (format 2) and holding every key, the
+// keys evicted between iterations outside the timer.
+func BenchmarkImport1000(b *testing.B) {
+	env := kmstest.Start(b, nil)
+	env.Tenant(b, "acme")
+	cust, creds := env.App(b, "acme", "payments-api", api.RoleCustodian)
+	pipe, _ := env.App(b, "acme", "deployer", api.RolePipeline)
+	ekbs := make([][]byte, 1000)
+	for i := range ekbs {
+		var dk api.DataKey
+		cust.MustDo(b, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
+		ekbs[i] = dk.EKB
+	}
+	var tok api.EnrollmentToken
+	pipe.MustDo(b, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sc, err := sidecar.New(context.Background(), sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: b.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sc.Close()
+	for b.Loop() {
+		b.StopTimer()
+		for _, k := range sc.Keys() {
+			sc.Evict(k.KeyID)
+		}
+		var wrapped api.WrappedKeys // a fresh batch: a wrapped batch imports once
+		cust.MustDo(b, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
+		b.StartTimer()
+		if ids, err := sc.ImportKeys(context.Background(), &wrapped); err != nil || len(ids) != 1000 {
+			b.Fatalf("ImportKeys = %d, %v", len(ids), err)
+		}
+	}
+	b.ReportMetric(float64(1000*b.N)/b.Elapsed().Seconds(), "keys/s")
+}
