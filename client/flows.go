@@ -162,7 +162,9 @@ func LoadByRewrap(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, opt
 // sc's instance and exactly those keys, and sc presents it to the KMS
 // itself. A retained key id loads every version of the key.
 //
-// Results and partial failures are as for LoadByRewrap.
+// The KMS mints the next batch's grant while sc loads the current one.
+// Results and partial failures are as for LoadByRewrap (the grant minted
+// for the batch after a failed load is dropped, unused, and expires).
 func LoadByGrant(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, keyIDs []string, opts ...FlowOption) ([]string, error) {
 	n := len(ekbs) + len(keyIDs)
 	if n == 0 {
@@ -173,15 +175,20 @@ func LoadByGrant(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, keyI
 	if err != nil {
 		return nil, err
 	}
+	// The window runs over the EKBs first, then the key ids.
+	window := func(lo, hi int) ([][]byte, []string) {
+		return ekbs[min(lo, len(ekbs)):min(hi, len(ekbs))], keyIDs[max(lo-len(ekbs), 0):max(hi-len(ekbs), 0)]
+	}
 	var loaded idSet
-	err = o.batches(n, func(lo, hi int) error {
-		// The window runs over the EKBs first, then the key ids.
-		e := ekbs[min(lo, len(ekbs)):min(hi, len(ekbs))]
-		k := keyIDs[max(lo-len(ekbs), 0):max(hi-len(ekbs), 0)]
+	err = pipelined(ctx, o, n, func(ctx context.Context, lo, hi int) (*api.Grant, error) {
+		e, k := window(lo, hi)
 		g, err := kms.CreateGrant(ctx, api.GrantRequest{InstanceID: inst, EKBs: e, KeyIDs: k})
 		if err != nil {
-			return fmt.Errorf("client: grant for keys %d..%d: %w", lo, hi-1, err)
+			return nil, fmt.Errorf("client: grant for keys %d..%d: %w", lo, hi-1, err)
 		}
+		return g, nil
+	}, func(g *api.Grant, lo, hi int) error {
+		e, k := window(lo, hi)
 		ids, err := sc.Load(ctx, g.Grant, e, k)
 		if err != nil {
 			return fmt.Errorf("client: load of keys %d..%d: %w", lo, hi-1, err)
@@ -199,6 +206,7 @@ func LoadByGrant(ctx context.Context, kms *KMS, sc *Sidecar, ekbs [][]byte, keyI
 // seed, type and policy always give the same key, on any sidecar of the
 // custodian, and another custodian gets another key. Seeds are secret.
 //
+// The KMS mints the next batch's grant while sc derives the current one.
 // It returns one key id per seed, in order (distinct seeds give distinct
 // ids); on a failed batch, the ids of the earlier batches with the error.
 func LoadBySeeds(ctx context.Context, kms *KMS, sc *Sidecar, seeds []api.Seed, opts ...FlowOption) ([]string, error) {
@@ -211,15 +219,17 @@ func LoadBySeeds(ctx context.Context, kms *KMS, sc *Sidecar, seeds []api.Seed, o
 		return nil, err
 	}
 	var loaded []string
-	err = o.batches(len(seeds), func(lo, hi int) error {
+	err = pipelined(ctx, o, len(seeds), func(ctx context.Context, lo, hi int) (*api.Grant, error) {
 		raw := make([][]byte, 0, hi-lo)
 		for _, s := range seeds[lo:hi] {
 			raw = append(raw, s.Seed)
 		}
 		g, err := kms.CreateGrant(ctx, api.GrantRequest{InstanceID: inst, Seeds: raw})
 		if err != nil {
-			return fmt.Errorf("client: grant for seeds %d..%d: %w", lo, hi-1, err)
+			return nil, fmt.Errorf("client: grant for seeds %d..%d: %w", lo, hi-1, err)
 		}
+		return g, nil
+	}, func(g *api.Grant, lo, hi int) error {
 		ids, err := sc.Derive(ctx, g.Grant, seeds[lo:hi])
 		if err != nil {
 			return fmt.Errorf("client: derivation of seeds %d..%d: %w", lo, hi-1, err)

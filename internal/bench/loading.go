@@ -26,9 +26,9 @@ type LoadResult struct {
 // Loading measures start → enrolled (a new sidecar enrolling with a
 // token), then loading n keys by each flow: rewrap (the SDK's
 // LoadByRewrap over the sidecar's Unix socket, as `dcaas load rewrap`),
-// the KMS's rewraps alone, grant and seeds (the sidecar's library calls,
-// which talk to the KMS themselves), and sealing them for the stateless
-// mode. Keys are created beforehand and not timed. progress (optional)
+// the KMS's rewraps alone, grant and seeds (the SDK's LoadByGrant and
+// LoadBySeeds over the same socket; the sidecar talks to the KMS itself),
+// and sealing them for the stateless mode. Keys are created beforehand and not timed. progress (optional)
 // hears each flow's name and done fraction.
 func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progress func(string, float64)) (time.Duration, []LoadResult, error) {
 	if progress == nil {
@@ -65,18 +65,6 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 		out = append(out, LoadResult{Flow: flow, Keys: n, Seconds: s, KeysPerSec: float64(n) / s})
 		return nil
 	}
-	// run times f over the keys 1,000 at a time.
-	run := func(flow string, f func(batch [][]byte, from int) error) error {
-		return timed(flow, func() error {
-			for i := 0; i < n; i += 1000 {
-				if err := f(ekbs[i:min(i+1000, n)], i); err != nil {
-					return err
-				}
-				progress(flow, float64(min(i+1000, n))/float64(n))
-			}
-			return nil
-		})
-	}
 	cert := sc.WrappingCertificatePEM()
 	// Rewrap as `dcaas load rewrap` does it: the SDK's LoadByRewrap over
 	// the sidecar's Unix socket, the KMS rewrapping the next batch while
@@ -102,32 +90,23 @@ func Loading(ctx context.Context, env *devenv.Env, n int, dataDir string, progre
 		out = append(out, LoadResult{Flow: "KMS rewrap alone", Keys: n, Seconds: s, KeysPerSec: float64(n) / s})
 	}
 	if err == nil {
-		err = run("grant", func(batch [][]byte, _ int) error {
-			var g api.Grant
-			if err := env.Custodian.Do(ctx, "POST", "/v1/grants", api.GrantRequest{InstanceID: sc.InstanceID(), EKBs: batch}, &g); err != nil {
-				return err
-			}
-			grant := sidecar.Secret([]byte(g.Grant))
-			defer grant.Wipe()
-			_, err := sc.LoadWithGrant(ctx, grant, batch, nil)
+		// Grant and seeds as `dcaas load grant` and `dcaas load seeds` do
+		// them: the SDK's flows over the Unix socket, the KMS minting the
+		// next batch's grant while the sidecar loads the current one.
+		err = timed("grant", func() error {
+			_, err := client.LoadByGrant(ctx, env.Custodian, local, ekbs, nil, client.WithBatchSize(1000),
+				client.WithProgress(func(done, total int) { progress("grant", float64(done)/float64(total)) }))
 			return err
 		})
 	}
 	if err == nil {
-		err = run("seeds", func(batch [][]byte, _ int) error {
-			seeds := make([]api.Seed, len(batch))
-			raw := make([][]byte, len(batch))
-			for i := range seeds {
-				raw[i] = kcrypto.Random(32)
-				seeds[i] = api.Seed{Seed: raw[i], Type: api.KeyAES256GCM}
-			}
-			var g api.Grant
-			if err := env.Custodian.Do(ctx, "POST", "/v1/grants", api.GrantRequest{InstanceID: sc.InstanceID(), Seeds: raw}, &g); err != nil {
-				return err
-			}
-			grant := sidecar.Secret([]byte(g.Grant))
-			defer grant.Wipe()
-			_, err := sc.Derive(ctx, grant, seeds)
+		seeds := make([]api.Seed, n)
+		for i := range seeds {
+			seeds[i] = api.Seed{Seed: kcrypto.Random(32), Type: api.KeyAES256GCM}
+		}
+		err = timed("seeds", func() error {
+			_, err := client.LoadBySeeds(ctx, env.Custodian, local, seeds, client.WithBatchSize(1000),
+				client.WithProgress(func(done, total int) { progress("seeds", float64(done)/float64(total)) }))
 			return err
 		})
 	}
