@@ -254,7 +254,7 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 		return err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	data, err := readBody(resp, maxResponse)
 	if err != nil {
 		return fmt.Errorf("client: %s %s: reading the answer: %w", method, base+path, err)
 	}
@@ -271,6 +271,18 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 		}
 	}
 	return nil
+}
+
+// readBody reads up to limit bytes of resp's body into one buffer sized
+// by its Content-Length (io.ReadAll grows from 512 bytes, copying a large
+// batch's answer a dozen times).
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := resp.ContentLength; n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead spare to see EOF
+	}
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, limit))
+	return buf.Bytes(), err
 }
 
 // decodeError is a 200 answer the SDK could not read: the server acted.

@@ -37,6 +37,9 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	body := http.MaxBytesReader(w, r.Body, limit)
 	buf := getBuf()
 	defer putBuf(buf)
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead) // ReadFrom wants MinRead spare to see EOF
+	}
 	if _, err := buf.ReadFrom(body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -191,8 +194,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store")
 	buf := getBuf()
 	if b, ok := wire.Append(buf.AvailableBuffer(), v); ok {
-		defer putBuf(buf)
 		b = append(b, '\n')
+		defer func() {
+			if cap(b) > buf.Cap() {
+				// Append outgrew the pooled buffer: keep the larger one
+				// (wiped) for the next answer, and wipe the smaller, which
+				// may hold a prefix of this one.
+				putBuf(bytes.NewBuffer(b[:0]))
+			}
+			putBuf(buf)
+		}()
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(status)
 		_, _ = w.Write(b)
@@ -212,12 +223,11 @@ func getBuf() *bytes.Buffer { return bufs.Get().(*bytes.Buffer) }
 // should not pin memory). Buffers are wiped: they held request and
 // response bodies (plaintexts).
 func putBuf(b *bytes.Buffer) {
-	if b.Cap() > 4<<20 {
-		return
-	}
 	b.Reset()
 	clear(b.AvailableBuffer()[:b.Cap()])
-	bufs.Put(b)
+	if b.Cap() <= 4<<20 {
+		bufs.Put(b)
+	}
 }
 
 // WriteError writes err as an docs/api.md error body. An *api.Error keeps its

@@ -367,3 +367,30 @@ func TestTypeSet(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendAllocatesOnce: a batch body is written into one allocation
+// (sizeHint), not grown item by item; the JSON is unchanged.
+func TestAppendAllocatesOnce(t *testing.T) {
+	pt := bytes.Repeat([]byte{0xA5}, 1024)
+	req := &api.BatchRequest{Ops: make([]api.BatchItem, 100)}
+	resp := &api.BatchResponse{Results: make([]api.BatchResult, 100)}
+	for i := range req.Ops {
+		req.Ops[i] = api.BatchItem{Op: "encrypt", KeyID: "k-0123456789abcdef", Plaintext: pt, AAD: []byte("order-42")}
+		resp.Results[i] = api.BatchResult{Ciphertext: pt, KeyID: "k-0123456789abcdef", KeyVersion: 3}
+	}
+	for _, v := range []any{req, resp, &api.EncryptResponse{Ciphertext: pt, KeyID: "k1", KeyVersion: 1}} {
+		allocs := testing.AllocsPerRun(20, func() {
+			if _, ok := Append(nil, v); !ok {
+				t.Fatalf("Append(%T) declined", v)
+			}
+		})
+		if allocs > 1 {
+			t.Errorf("Append(nil, %T) made %v allocations, want 1", v, allocs)
+		}
+		got, _ := Append(nil, v)
+		want, err := json.Marshal(v)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("Append(%T) differs from json.Marshal (%v)", v, err)
+		}
+	}
+}
