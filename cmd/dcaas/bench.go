@@ -185,9 +185,9 @@ func runBench(ctx context.Context, out io.Writer, f benchFlags) error {
 	if rep.Loading != nil {
 		fmt.Fprintf(out, "\nstart → enrolled: %.0f ms\n\n", rep.EnrollMS)
 		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "loading flow\tkeys\tseconds\tkeys/s\t")
+		fmt.Fprintln(tw, "loading flow\tkeys\tseconds\tkeys/s\tCPU s\t")
 		for _, l := range rep.Loading {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%s\t\n", l.Flow, l.Keys, l.Seconds, bench.Human(l.KeysPerSec))
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%s\t%.2f\t\n", l.Flow, l.Keys, l.Seconds, bench.Human(l.KeysPerSec), l.CPUSeconds)
 		}
 		tw.Flush()
 	}
