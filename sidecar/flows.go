@@ -187,18 +187,19 @@ func (s *Sidecar) Seal(ctx context.Context, keyIDs []string) ([]api.SealedKey, e
 			v.clear.Wipe()
 		}
 	}()
-	for _, id := range keyIDs {
-		loaded, err := s.ring.All(id)
-		for _, l := range loaded {
-			vers = append(vers, version{id, l.MD, l.LeaseUntil, s.ring.Reported(id, l.MD.Version), l.Material})
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range loaded {
-			if lim := policy.Limits(l.MD.Policy); lim.MaxOperations > 0 || lim.MaxBytes > 0 {
-				return nil, api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", id)
-			}
+	// Every version of every key under one opening of the enclave's
+	// protection key where it can (keyring.AllOf).
+	loaded, err := s.ring.AllOf(keyIDs)
+	for _, l := range loaded {
+		id := l.MD.KeyID
+		vers = append(vers, version{id, l.MD, l.LeaseUntil, s.ring.Reported(id, l.MD.Version), l.Material})
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range loaded {
+		if lim := policy.Limits(l.MD.Policy); lim.MaxOperations > 0 || lim.MaxBytes > 0 {
+			return nil, api.Errorf(api.CodeInvalidArgument, "Key %s cannot be sealed: its policy limits the operations or bytes per load, which a stateless sidecar cannot count. Keep it loaded.", l.MD.KeyID)
 		}
 	}
 	// Every version under one opening of the local master key where the

@@ -63,6 +63,15 @@ type BatchProtector interface {
 	ProtectAll(materials []*secret.Bytes) ([]Protected, error)
 }
 
+// BatchOpener is implemented by enclaves that open many Protected values
+// for less than Open costs each (the software enclave opens its protection
+// key once per batch). OpenAll returns ps[i]'s material at index i, each
+// a copy the caller wipes; it is all or nothing, and fails if one of ps
+// was destroyed.
+type BatchOpener interface {
+	OpenAll(ps []Protected) ([]*secret.Bytes, error)
+}
+
 // BatchSealer is implemented by enclaves that seal many plaintexts for
 // less than LocalSeal costs each (the software enclave opens its local
 // master key once per batch). LocalSealAll seals plaintexts[i] with

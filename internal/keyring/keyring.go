@@ -668,48 +668,89 @@ type Loaded struct {
 // All returns every loaded version of keyID, oldest first, each with a
 // copy of its material that the caller wipes (on error, nothing is
 // returned and nothing is left to wipe).
-func (r *Ring) All(keyID string) ([]Loaded, error) {
+func (r *Ring) All(keyID string) ([]Loaded, error) { return r.AllOf([]string{keyID}) }
+
+// AllOf is All for each of keyIDs, one after the other, with every
+// material opened in one enclave call where the enclave can
+// (enclave.BatchOpener): sealing thousands of keys for the stateless mode
+// opened each on its own before.
+func (r *Ring) AllOf(keyIDs []string) ([]Loaded, error) {
 	// A version replaced or evicted while it is read (a refresh loading
-	// it again, say) is destroyed under the reader: read the key again,
-	// which then holds the replacement or nothing.
-	for range 8 {
-		out, err := r.all(keyID)
+	// it again, say) is destroyed under the reader: read the keys again,
+	// which then hold the replacement or nothing. The batch open holds no
+	// entry's lock, so a key replaced over and over could keep failing
+	// it: the reads after the first open one by one, each under its
+	// entry's lock, which a replacement waits for.
+	for i := range 8 {
+		out, err := r.allOf(keyIDs, i == 0)
 		if !errors.Is(err, errGone) {
 			return out, err
 		}
 	}
-	return nil, api.Errorf(api.CodeUnavailable, "Key %s is being replaced; retry.", keyID)
+	return nil, api.Errorf(api.CodeUnavailable, "A key is being replaced; retry.")
 }
 
-// errGone is what all returns when an entry it read was destroyed.
+// errGone is what allOf returns when an entry it read was destroyed.
 var errGone = errors.New("keyring: entry destroyed while read")
 
-func (r *Ring) all(keyID string) ([]Loaded, error) {
-	vs := r.load(keyID)
-	if vs == nil {
-		if r.Revoked(keyID) {
-			return nil, errRevokedKey(keyID)
+func (r *Ring) allOf(keyIDs []string, batch bool) ([]Loaded, error) {
+	var entries []*entry
+	for _, id := range keyIDs {
+		vs := r.load(id)
+		if vs == nil {
+			if r.Revoked(id) {
+				return nil, errRevokedKey(id)
+			}
+			return nil, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", id)
 		}
-		return nil, api.Errorf(api.CodeNotFound, "Key %s is not loaded in this sidecar.", keyID)
+		for _, v := range slices.Sorted(maps.Keys(vs.byVer)) {
+			entries = append(entries, vs.byVer[v])
+		}
 	}
-	vers := slices.Sorted(maps.Keys(vs.byVer))
-	out := make([]Loaded, 0, len(vers))
-	for _, v := range vers {
-		e := vs.byVer[v]
+	ms, err := r.openAll(entries, batch)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Loaded, len(entries))
+	for i, e := range entries {
+		out[i] = Loaded{MD: cloneMetadata(e.md), Material: ms[i]}
+		if n := e.leaseNs.Load(); n != 0 {
+			out[i].LeaseUntil = time.Unix(0, n)
+		}
+	}
+	return out, nil
+}
+
+// openAll opens entries' materials (copies the caller wipes): with batch,
+// in one enclave call where the enclave can, else one by one. errGone if
+// one of them was destroyed meanwhile; on error nothing is left to wipe.
+func (r *Ring) openAll(entries []*entry, batch bool) ([]*secret.Bytes, error) {
+	if bo, ok := r.enc.(enclave.BatchOpener); ok && batch && len(entries) > 1 {
+		prots := make([]enclave.Protected, len(entries))
+		for i, e := range entries {
+			if e.dead.Load() {
+				return nil, errGone
+			}
+			prots[i] = e.prot
+		}
+		ms, err := bo.OpenAll(prots)
+		if err != nil && slices.ContainsFunc(entries, func(e *entry) bool { return e.dead.Load() }) {
+			return nil, errGone // destroyed between the check and the open
+		}
+		return ms, err
+	}
+	ms := make([]*secret.Bytes, len(entries))
+	for i, e := range entries {
 		m, err := e.open()
 		if err != nil {
-			for _, l := range out {
-				l.Material.Wipe()
+			for _, m := range ms[:i] {
+				m.Wipe()
 			}
 			return nil, err
 		}
-		l := Loaded{MD: cloneMetadata(e.md), Material: m}
-		if n := e.leaseNs.Load(); n != 0 {
-			l.LeaseUntil = time.Unix(0, n)
-		}
-		out = append(out, l)
+		ms[i] = m
 	}
-	return out, nil
+	return ms, nil
 }
 
 // open returns a copy of the entry's material (the caller wipes it), or

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/enclave/software"
 	"github.com/dcaas/dcaas/internal/format"
 	"github.com/dcaas/dcaas/internal/secret"
@@ -842,12 +843,20 @@ func BenchmarkAcquireRelease(b *testing.B) {
 // it loads a version again). Each read gets the old or the new material,
 // never an error: before, a reader could open the protected material of
 // the version being replaced after it was destroyed ("protected material
-// destroyed", a 500 from POST /v1/keys/seal).
+// destroyed", a 500 from POST /v1/keys/seal). AllOf over two keys reads
+// them in one enclave call (enclave.BatchOpener), without the entries'
+// locks: a version destroyed under it is read again.
 func TestReadWhileReplaced(t *testing.T) {
 	r := newRing(t, Config{})
 	md := meta("key_r", 1, api.KeyAES256GCM)
 	m := material(t, api.KeyAES256GCM)
 	put(t, r, md, m, time.Time{})
+	md2 := meta("key_s", 1, api.KeyAES256GCM)
+	m2 := material(t, api.KeyAES256GCM)
+	put(t, r, md2, m2, time.Time{})
+	if _, ok := r.enc.(enclave.BatchOpener); !ok {
+		t.Fatal("the test enclave does not open in batches: AllOf's batch path is not exercised")
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -863,6 +872,10 @@ func TestReadWhileReplaced(t *testing.T) {
 				t.Error(err)
 				return
 			}
+			if err := r.Put(md2, m2.Clone(), time.Time{}); err != nil {
+				t.Error(err)
+				return
+			}
 		}
 	}()
 	defer func() { close(done); wg.Wait() }()
@@ -875,10 +888,85 @@ func TestReadWhileReplaced(t *testing.T) {
 			t.Fatalf("All = %d versions, or other material", len(all))
 		}
 		all[0].Material.Wipe()
+		both, err := r.AllOf([]string{"key_r", "key_s"})
+		if err != nil {
+			t.Fatalf("AllOf while the versions are replaced: %v", err)
+		}
+		if len(both) != 2 || !both[0].Material.Equal(m) || !both[1].Material.Equal(m2) || both[1].MD.KeyID != "key_s" {
+			t.Fatalf("AllOf = %d versions, or other material", len(both))
+		}
+		both[0].Material.Wipe()
+		both[1].Material.Wipe()
 		_, cur, _, err := r.Current("key_r")
 		if err != nil {
 			t.Fatalf("Current while the version is replaced: %v", err)
 		}
 		cur.Wipe()
+	}
+}
+
+// countingOpener is a software enclave that counts its batch opens.
+type countingOpener struct {
+	*software.Enclave
+	batches, keys int
+}
+
+func (c *countingOpener) OpenAll(ps []enclave.Protected) ([]*secret.Bytes, error) {
+	c.batches++
+	c.keys += len(ps)
+	return c.Enclave.OpenAll(ps)
+}
+
+// TestAllOfOpensOnce: AllOf opens every version of every key named in one
+// enclave call (enclave.BatchOpener), in the keys' order, each key's
+// versions oldest first; a single version opens on its own; a key not
+// loaded refuses the whole call and opens nothing.
+func TestAllOfOpensOnce(t *testing.T) {
+	enc, err := software.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { enc.Close() })
+	c := &countingOpener{Enclave: enc}
+	r := New(c, Config{BoundDN: bound})
+	t.Cleanup(r.Close)
+	want := map[string]*secret.Bytes{}
+	for _, id := range []string{"key_a", "key_b", "key_c"} {
+		for v := 1; v <= 2; v++ {
+			m := material(t, api.KeyAES256GCM)
+			put(t, r, meta(id, v, api.KeyAES256GCM), m, time.Time{})
+			want[fmt.Sprintf("%s v%d", id, v)] = m
+		}
+	}
+	got, err := r.AllOf([]string{"key_c", "key_a", "key_b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, l := range got {
+		name := fmt.Sprintf("%s v%d", l.MD.KeyID, l.MD.Version)
+		order = append(order, name)
+		if !l.Material.Equal(want[name]) {
+			t.Errorf("%s: other material", name)
+		}
+		l.Material.Wipe()
+	}
+	if fmt.Sprint(order) != "[key_c v1 key_c v2 key_a v1 key_a v2 key_b v1 key_b v2]" {
+		t.Errorf("AllOf order = %v", order)
+	}
+	if c.batches != 1 || c.keys != 6 {
+		t.Errorf("AllOf made %d batch opens of %d keys, want 1 of 6", c.batches, c.keys)
+	}
+	if _, err := r.AllOf([]string{"key_a", "key_zz"}); api.CodeOf(err) != api.CodeNotFound || c.batches != 1 {
+		t.Errorf("AllOf with a key not loaded = %v (%d batch opens), want not_found and no open", err, c.batches)
+	}
+	r.Evict("key_b")
+	put(t, r, meta("key_b", 1, api.KeyAES256GCM), want["key_b v1"], time.Time{})
+	one, err := r.All("key_b")
+	if err != nil || len(one) != 1 || c.batches != 1 {
+		t.Errorf("All of a one-version key = %d, %v (%d batch opens), want it opened on its own", len(one), err, c.batches)
+	}
+	for _, l := range one {
+		l.Material.Wipe()
 	}
 }

@@ -101,22 +101,60 @@ func (p *protected) Open() (*secret.Bytes, error) {
 	if e.closed {
 		return nil, enclave.ErrClosed
 	}
-	p.mu.Lock()
-	ct := p.ct
-	p.mu.Unlock()
-	if ct == nil {
-		return nil, ErrDestroyed
-	}
 	var out *secret.Bytes
 	err := e.withProtectionKey(func(aead *kcrypto.AEAD) error {
-		b, err := aead.Open(nil, ct, protectAAD)
-		if err != nil {
-			return wrapf("a protected key does not open") // the sealed bytes were changed in memory
-		}
-		out = secret.New(b) // the caller wipes it
-		return nil
+		var err error
+		out, err = p.openWith(aead)
+		return err
 	})
 	return out, err
+}
+
+// OpenAll implements enclave.BatchOpener: Open for each of ps, with one
+// open of the protection key for them all (seal for the stateless mode
+// opens every loaded key). Each of ps must be this enclave's.
+func (e *Enclave) OpenAll(ps []enclave.Protected) ([]*secret.Bytes, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return nil, enclave.ErrClosed
+	}
+	out := make([]*secret.Bytes, len(ps))
+	err := e.withProtectionKey(func(aead *kcrypto.AEAD) error {
+		for i, p := range ps {
+			sp, ok := p.(*protected)
+			if !ok || sp.owner != e {
+				return wrapf("protected key %d is not this enclave's", i)
+			}
+			var err error
+			if out[i], err = sp.openWith(aead); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, b := range out {
+			b.Wipe()
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// openWith opens p with the protection key; p.mu is held throughout, so
+// Destroy cannot wipe the sealed bytes under the decryption.
+func (p *protected) openWith(aead *kcrypto.AEAD) (*secret.Bytes, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ct == nil {
+		return nil, ErrDestroyed
+	}
+	b, err := aead.Open(nil, p.ct, protectAAD)
+	if err != nil {
+		return nil, wrapf("a protected key does not open") // the sealed bytes were changed in memory
+	}
+	return secret.New(b), nil // the caller wipes it
 }
 
 // Destroy drops the sealed material; Open fails afterwards. It is safe to
