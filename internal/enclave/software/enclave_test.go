@@ -294,3 +294,45 @@ func TestSlotsFor(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAll: a batch opens every protected key in order; one destroyed,
+// or one of another enclave, fails the whole batch; a closed enclave
+// opens nothing.
+func TestOpenAll(t *testing.T) {
+	e := open(t)
+	mats := []string{"first data key", "second data key", "third data key"}
+	ps := make([]enclave.Protected, len(mats))
+	for i, m := range mats {
+		p, err := e.Protect(secret.Copy([]byte(m)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
+	}
+	got, err := e.OpenAll(ps)
+	if err != nil || len(got) != len(mats) {
+		t.Fatalf("OpenAll = %d, %v", len(got), err)
+	}
+	for i, b := range got {
+		if string(b.Expose()) != mats[i] {
+			t.Errorf("OpenAll[%d] = %q, want %q", i, b.Expose(), mats[i])
+		}
+		b.Wipe()
+	}
+	other := open(t)
+	foreign, err := other.Protect(secret.Copy([]byte("another enclave's key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.OpenAll([]enclave.Protected{ps[0], foreign}); err == nil {
+		t.Error("OpenAll with another enclave's key succeeded")
+	}
+	ps[1].Destroy()
+	if _, err := e.OpenAll(ps); !errors.Is(err, ErrDestroyed) {
+		t.Errorf("OpenAll with a destroyed key = %v, want ErrDestroyed", err)
+	}
+	_ = e.Close()
+	if _, err := e.OpenAll(ps[:1]); !errors.Is(err, enclave.ErrClosed) {
+		t.Errorf("OpenAll after Close = %v, want ErrClosed", err)
+	}
+}
