@@ -83,6 +83,7 @@ const batchSize = 1000
 // rewrapFixture is 1,000 distinct aes-256-gcm EKBs of one custodian and a
 // sidecar enrolled for it.
 type rewrapFixture struct {
+	env  *kmstest.Env
 	cust *kmstest.Client
 	side *kmstest.FakeSidecar
 	ekbs [][]byte
@@ -97,7 +98,7 @@ func newRewrapFixture(b *testing.B, kem api.KEM) *rewrapFixture {
 	side := kmstest.NewFakeSidecar(b, kem)
 	side.Enroll(b, env.Anonymous(), tok.Token)
 
-	f := &rewrapFixture{cust: cust, side: side, ekbs: make([][]byte, batchSize)}
+	f := &rewrapFixture{env: env, cust: cust, side: side, ekbs: make([][]byte, batchSize)}
 	const workers = 8
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -167,4 +168,26 @@ func BenchmarkUnwrapBatch1000(b *testing.B) {
 			reportKeys(b, batchSize)
 		})
 	}
+}
+
+// BenchmarkGrantLoad1000 is the grant flow for 1,000 EKBs: the custodian's
+// POST /v1/grants, then the sidecar's POST /v1/keys/load with the grant
+// (grant check and use, 1,000 EKB opens, one HPKE encapsulation).
+func BenchmarkGrantLoad1000(b *testing.B) {
+	f := newRewrapFixture(b, kcrypto.DefaultKEM())
+	side := f.side.Client(b, f.env)
+	pub, err := kcrypto.MarshalKEMPublicKey(f.side.KEMKey.PublicKey())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		var g api.Grant
+		f.cust.MustDo(b, "POST", "/v1/grants", api.GrantRequest{InstanceID: f.side.Enrollment.InstanceID, EKBs: f.ekbs}, &g)
+		var out api.WrappedKeys
+		side.MustDo(b, "POST", "/v1/keys/load", api.LoadRequest{Grant: g.Grant, EKBs: f.ekbs, Recipient: pub}, &out)
+		if len(out.Keys) != batchSize {
+			b.Fatalf("load returned %d keys, want %d", len(out.Keys), batchSize)
+		}
+	}
+	reportKeys(b, batchSize)
 }

@@ -1,7 +1,6 @@
 package kms
 
 import (
-	"encoding/json"
 	"errors"
 
 	"github.com/dcaas/dcaas/api"
@@ -73,7 +72,7 @@ func (k *KMS) grantReleasable(raw []byte, in *store.Instance) error {
 		return nil // refused by the caller's own parse, or at load
 	}
 	var md api.KeyMetadata
-	if json.Unmarshal(e.Metadata, &md) != nil {
+	if !decodeMetadata(e.Metadata, &md) {
 		return nil
 	}
 	return k.releaseAllowed(e.KeyID, md.Policy, in)

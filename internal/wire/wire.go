@@ -28,7 +28,9 @@
 //   - Client (the public SDK in client/: the one client of the KMS and the
 //     sidecar, which dcaas bench, the demo, dev and the tests use): Append of
 //     *api.EncryptRequest, *api.BatchRequest and *api.WrappedKeys (an
-//     import); Decode of
+//     import), and of *api.RewrapRequest, *api.GrantRequest and
+//     *api.LoadRequest (a custodian's rewraps and grants, a sidecar's
+//     loads: up to thousands of EKBs each); Decode of
 //     *api.EncryptResponse, *api.DecryptResponse, *api.BatchResponse and
 //     *api.WrappedKeys (rewrap, load and derive answers).
 //     An application gets the same client the benchmark reports on.
@@ -107,8 +109,72 @@ func Append(dst []byte, v any) ([]byte, bool) {
 		return appendBatchRequest(dst, r), true
 	case *api.WrappedKeys:
 		return appendWrappedKeys(dst, r)
+	case *api.RewrapRequest:
+		dst = append(dst, `{"ekbs":`...)
+		dst = appendBytesArray(dst, r.EKBs)
+		dst = append(dst, `,"wrapping_cert_pem":`...)
+		dst = appendString(dst, r.WrappingCertPEM)
+		return append(dst, '}'), true
+	case *api.GrantRequest:
+		dst = append(dst, `{"instance_id":`...)
+		dst = appendString(dst, r.InstanceID)
+		dst = appendKeys(dst, r.EKBs, r.KeyIDs)
+		if len(r.Seeds) > 0 {
+			dst = append(dst, `,"seeds":`...)
+			dst = appendBytesArray(dst, r.Seeds)
+		}
+		if r.TTLSeconds != 0 {
+			dst = append(dst, `,"ttl_seconds":`...)
+			dst = strconv.AppendInt(dst, int64(r.TTLSeconds), 10)
+		}
+		return append(dst, '}'), true
+	case *api.LoadRequest:
+		dst = append(dst, `{"grant":`...)
+		dst = appendString(dst, r.Grant)
+		dst = appendKeys(dst, r.EKBs, r.KeyIDs)
+		dst = append(dst, `,"recipient":{"kem":`...)
+		dst = appendString(dst, string(r.Recipient.KEM))
+		dst = append(dst, `,"public_key":`...)
+		dst = appendBytes(dst, r.Recipient.PublicKey)
+		return append(dst, "}}"...), true
 	}
 	return dst, false
+}
+
+// appendKeys writes the "ekbs" and "key_ids" members of a grant or load
+// request that are set (encoding/json's omitempty), each after a comma.
+func appendKeys(dst []byte, ekbs [][]byte, keyIDs []string) []byte {
+	if len(ekbs) > 0 {
+		dst = append(dst, `,"ekbs":`...)
+		dst = appendBytesArray(dst, ekbs)
+	}
+	if len(keyIDs) > 0 {
+		dst = append(dst, `,"key_ids":[`...)
+		for i, id := range keyIDs {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, id)
+		}
+		dst = append(dst, ']')
+	}
+	return dst
+}
+
+// appendBytesArray writes bs as a JSON array of base64 strings (nil as
+// null, as encoding/json does, for the slice and its elements).
+func appendBytesArray(dst []byte, bs [][]byte) []byte {
+	if bs == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, b := range bs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendBytes(dst, b)
+	}
+	return append(dst, ']')
 }
 
 // sizeHint is about how many bytes Append writes for v: every byte
@@ -139,6 +205,12 @@ func sizeHint(v any) int {
 			n += sizeHint(&r.Results[i])
 		}
 		return n
+	case *api.RewrapRequest:
+		return item + enc(r.EKBs...) + 3*len(r.EKBs) + len(r.WrappingCertPEM)
+	case *api.GrantRequest:
+		return item + enc(r.EKBs...) + enc(r.Seeds...) + 3*(len(r.EKBs)+len(r.Seeds)) + len(r.InstanceID) + strLen(r.KeyIDs)
+	case *api.LoadRequest:
+		return item + enc(r.EKBs...) + 3*len(r.EKBs) + enc(r.Recipient.PublicKey) + len(r.Grant) + strLen(r.KeyIDs)
 	case *api.BatchRequest:
 		n := 16
 		for i := range r.Ops {
@@ -149,6 +221,15 @@ func sizeHint(v any) int {
 		return n
 	}
 	return 0
+}
+
+// strLen is the length of ss as a JSON array of plain strings.
+func strLen(ss []string) int {
+	n := 2
+	for _, s := range ss {
+		n += len(s) + 3
+	}
+	return n
 }
 
 // CheckSize is for requests whose cost grows with their item count:

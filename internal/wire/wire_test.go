@@ -190,6 +190,13 @@ func TestAppendMatchesMarshal(t *testing.T) {
 		&api.WrappedKeys{Keys: []api.WrappedKey{}},
 		&api.WrappedKeys{},
 		&api.WrappedKeys{Keys: []api.WrappedKey{{KeyID: "k", Wrapped: []byte{1}}}, Warnings: []string{"a \"b\" <c>"}},
+		&api.RewrapRequest{EKBs: [][]byte{{1, 2}, nil, {}}, WrappingCertPEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+		&api.RewrapRequest{},
+		&api.GrantRequest{InstanceID: "ins_1", EKBs: [][]byte{{1}}, KeyIDs: []string{"k1", "k\"2"}, Seeds: [][]byte{{7, 7}}, TTLSeconds: 60},
+		&api.GrantRequest{InstanceID: "ins_1", EKBs: [][]byte{}, KeyIDs: []string{}},
+		&api.GrantRequest{},
+		&api.LoadRequest{Grant: "grt_x", EKBs: [][]byte{{3}}, KeyIDs: []string{"k"}, Recipient: api.PublicKey{KEM: api.KEMX25519, PublicKey: []byte{4, 5}}},
+		&api.LoadRequest{},
 	}
 	for _, v := range cases {
 		fast, ok := Append(nil, v)
@@ -237,19 +244,29 @@ func FuzzDecode(f *testing.F) {
 		checkFast[api.GrantRequest](t, data)
 		checkFast[api.WrappedKeys](t, data)
 		checkFast[api.KeyMetadata](t, data)
-		// What encoding/json reads as wrapped keys, Append writes with the
-		// meaning json.Marshal gives it.
-		var w api.WrappedKeys
-		if json.Unmarshal(data, &w) == nil {
-			if fast, ok := Append(nil, &w); ok {
-				slow, err := json.Marshal(&w)
-				var a, b any
-				if err != nil || json.Unmarshal(fast, &a) != nil || json.Unmarshal(slow, &b) != nil || !reflect.DeepEqual(a, b) {
-					t.Fatalf("Append(%q decoded) = %s\njson.Marshal = %s, %v", data, fast, slow, err)
-				}
-			}
-		}
+		// What encoding/json reads, Append writes with the meaning
+		// json.Marshal gives it.
+		checkAppend[api.WrappedKeys](t, data)
+		checkAppend[api.RewrapRequest](t, data)
+		checkAppend[api.GrantRequest](t, data)
+		checkAppend[api.LoadRequest](t, data)
 	})
+}
+
+// checkAppend fails t if data decodes (encoding/json) to a T whose Append
+// means something else than its json.Marshal.
+func checkAppend[T any](t *testing.T, data []byte) {
+	var v T
+	if json.Unmarshal(data, &v) != nil {
+		return
+	}
+	if fast, ok := Append(nil, &v); ok {
+		slow, err := json.Marshal(&v)
+		var a, b any
+		if err != nil || json.Unmarshal(fast, &a) != nil || json.Unmarshal(slow, &b) != nil || !reflect.DeepEqual(a, b) {
+			t.Fatalf("Append(%q decoded as %T) = %s\njson.Marshal = %s, %v", data, &v, fast, slow, err)
+		}
+	}
 }
 
 func TestBatchCheckSize(t *testing.T) {
@@ -350,7 +367,8 @@ func TestTypeSet(t *testing.T) {
 			t.Errorf("Decode({}, %T) declined", v)
 		}
 	}
-	appended := []any{&api.EncryptResponse{}, &api.DecryptResponse{}, &api.BatchResponse{}, &api.BatchResult{}, &api.EncryptRequest{}, &api.BatchRequest{}}
+	appended := []any{&api.EncryptResponse{}, &api.DecryptResponse{}, &api.BatchResponse{}, &api.BatchResult{}, &api.EncryptRequest{}, &api.BatchRequest{},
+		&api.RewrapRequest{}, &api.GrantRequest{}, &api.LoadRequest{}}
 	for _, v := range appended {
 		if b, ok := Append(nil, v); !ok || !json.Valid(b) {
 			t.Errorf("Append(%T) = %s, %v", v, b, ok)
@@ -361,7 +379,7 @@ func TestTypeSet(t *testing.T) {
 			t.Errorf("Decode({}, %T) = true, want it to decline", v)
 		}
 	}
-	for _, v := range []any{nil, api.EncryptResponse{}, api.BatchRequest{}, &api.DecryptRequest{}, &api.RewrapRequest{}, &api.LoadRequest{}, &api.BatchItem{}, &api.ErrorBody{}} {
+	for _, v := range []any{nil, api.EncryptResponse{}, api.BatchRequest{}, api.RewrapRequest{}, &api.DecryptRequest{}, &api.BatchItem{}, &api.ErrorBody{}} {
 		if b, ok := Append([]byte("x"), v); ok || string(b) != "x" {
 			t.Errorf("Append(%T) = %q, %v, want it to decline and leave dst", v, b, ok)
 		}
