@@ -83,8 +83,8 @@ type Log struct {
 	key *kcrypto.LogKey
 	now func() time.Time
 
-	mu    sync.Mutex
-	built int64 // the highest sequence number a record was built for
+	mu     sync.Mutex
+	stored int64 // the highest sequence number known stored (Stored)
 }
 
 // New returns a Log that signs with key (which the Log uses but does not
@@ -112,8 +112,8 @@ func (l *Log) Public() kcrypto.LogVerifyKey { return l.key.Public() }
 // as it is built: a verifier starts the signed log at that record. The record's time is the clock's, in UTC, truncated to
 // the microsecond so that every store keeps it exactly. Invalid UTF-8 and
 // NUL bytes in the fields are replaced by U+FFFD so that every store can
-// keep them. ErrRegressed when the store's log is shorter than one this
-// Log appended to before.
+// keep them. ErrRegressed when the store's log is shorter than it was when
+// this Log was last told a record was Stored.
 func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRecord, error) {
 	if ev.Action == "" || ev.Outcome == "" {
 		return store.AuditRecord{}, fmt.Errorf("audit: an event needs an action and an outcome")
@@ -160,16 +160,28 @@ func (l *Log) signRecord(seq int64, hash []byte) []byte {
 	return l.key.Sign(recordSigInput(seq, hash))
 }
 
-// saw notes that the store offered seq. A seq below one built before means
-// committed records are gone; the same seq again is a transaction that
-// rolled back.
+// Stored tells the Log that record seq was stored: the transaction that
+// appended it committed (for an append outside a transaction, Append
+// returned it). The caller says so, since only it knows when its
+// transaction commits; a record it does not report only weakens the
+// check below.
+func (l *Log) Stored(seq int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stored = max(l.stored, seq)
+}
+
+// saw checks the seq the store offers for the next record. One at or below
+// a record known stored means committed records are gone. A seq offered
+// again after records were only built is not: their transaction rolled
+// back, and a group commit's transaction holds many records, so the store
+// may go back by more than one.
 func (l *Log) saw(seq int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if seq < l.built {
-		return fmt.Errorf("%w: the store offers record %d after this KMS built record %d", ErrRegressed, seq, l.built)
+	if seq <= l.stored {
+		return fmt.Errorf("%w: the store offers record %d, but record %d was stored", ErrRegressed, seq, l.stored)
 	}
-	l.built = seq
 	return nil
 }
 
@@ -184,8 +196,8 @@ type CheckpointStore interface {
 // its hash, the time) and stores the checkpoint there; it returns the
 // checkpoint stored for that head (an earlier one when the head has not
 // moved since). It refuses, with a *BrokenError or ErrRegressed, to sign a
-// head that is not the KMS's own record, or a log shorter than one this
-// Log appended to.
+// head that is not the KMS's own record, or a log shorter than it was
+// when this Log was last told a record was Stored.
 func (l *Log) Checkpoint(ctx context.Context, s CheckpointStore) (store.AuditCheckpoint, error) {
 	head, err := s.LastAudit(ctx)
 	switch {
@@ -195,10 +207,10 @@ func (l *Log) Checkpoint(ctx context.Context, s CheckpointStore) (store.AuditChe
 		return store.AuditCheckpoint{}, fmt.Errorf("audit: reading the head: %w", err)
 	}
 	l.mu.Lock()
-	built := l.built
+	known := l.stored
 	l.mu.Unlock()
-	if head.Seq < built-1 {
-		return store.AuditCheckpoint{}, fmt.Errorf("%w: the log ends at record %d, but this KMS built record %d", ErrRegressed, head.Seq, built)
+	if head.Seq < known {
+		return store.AuditCheckpoint{}, fmt.Errorf("%w: the log ends at record %d, but record %d was stored", ErrRegressed, head.Seq, known)
 	}
 	if head.Seq > 0 {
 		if err := checkRecord(head, l.key.Public()); err != nil {

@@ -239,23 +239,44 @@ func TestAppendConcurrent(t *testing.T) {
 }
 
 // TestAppendRegressed: a store whose log lost committed records is refused;
-// a sequence number offered again after a rollback is not.
+// a sequence number offered again after a rollback is not, nor one a
+// rolled-back transaction of several records had gone past (a group
+// commit that failed on a full disk: the KMS refused every write until
+// restarted, CI's TestFaultDiskFull).
 func TestAppendRegressed(t *testing.T) {
 	m := filled(t, 0)
 	l := New(testKey, nil)
 	for range 5 {
+		r, err := l.Append(t.Context(), m, event(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Stored(r.Seq) // each append its own transaction
+	}
+	// A transaction appends records 6, 7 and 8, then rolls back.
+	for range 3 {
 		if _, err := l.Append(t.Context(), m, event(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	m.records = m.records[:5]
+	if _, err := l.Checkpoint(t.Context(), m); err != nil {
+		t.Errorf("Checkpoint() after a rolled-back transaction = %v", err)
+	}
+	if r, err := l.Append(t.Context(), m, event(0)); err != nil || r.Seq != 6 {
+		t.Fatalf("Append() after a rolled-back transaction of three records = %d, %v; want record 6", r.Seq, err)
+	}
+	m.records = m.records[:5]
 	m.failBuild = true // record 6 rolls back …
 	if _, err := l.Append(t.Context(), m, event(0)); !errors.Is(err, errStore) {
 		t.Fatalf("Append() with a failing store = %v, want errStore", err)
 	}
 	m.failBuild = false // … and is offered again
-	if r, err := l.Append(t.Context(), m, event(0)); err != nil || r.Seq != 6 {
+	r, err := l.Append(t.Context(), m, event(0))
+	if err != nil || r.Seq != 6 {
 		t.Fatalf("Append() after a rollback = %d, %v; want record 6", r.Seq, err)
 	}
+	l.Stored(r.Seq)
 	m.records = m.records[:3] // truncated under the running KMS
 	if _, err := l.Append(t.Context(), m, event(0)); !errors.Is(err, ErrRegressed) {
 		t.Errorf("Append() after truncation = %v, want ErrRegressed", err)

@@ -143,13 +143,19 @@ func (k *KMS) AuditKey() kcrypto.LogVerifyKey { return k.audit.Public() }
 // admin certificates, automatic rotation).
 func (k *KMS) storeRecorded(ctx context.Context, ev audit.Event, fn func(tx store.Tx) error) error {
 	ev.Caller, ev.Outcome = kmsCaller, "ok"
-	return k.db.InTx(ctx, func(tx store.Tx) error {
+	var r store.AuditRecord
+	err := k.db.InTx(ctx, func(tx store.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
-		_, err := k.audit.Append(context.WithoutCancel(ctx), tx, ev)
+		var err error
+		r, err = k.audit.Append(context.WithoutCancel(ctx), tx, ev)
 		return err
 	})
+	if err == nil {
+		k.audit.Stored(r.Seq)
+	}
+	return err
 }
 
 // Checkpoint signs a checkpoint of the audit log's head now, stores it

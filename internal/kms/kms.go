@@ -374,7 +374,9 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 			return h(ctx, c)
 		}()
 		if !c.recorded {
-			if aerr := k.record(ctx, k.db, c, err); aerr != nil {
+			if seq, aerr := k.record(ctx, k.db, c, err); aerr == nil {
+				k.audit.Stored(seq)
+			} else {
 				k.log.Error("audit append failed", "action", action, "err", aerr)
 				if err == nil {
 					// Fail closed: a call that cannot be audited is not
@@ -436,13 +438,14 @@ func (c *call) store(ctx context.Context, fn, check func(tx store.Tx) error, out
 		panic("kms: " + c.action + " stored its changes twice")
 	}
 	var auditErr error
+	var seq int64
 	err := c.k.db.InTx(ctx, func(tx store.Tx) error {
 		if fn != nil {
 			if err := fn(tx); err != nil {
 				return err
 			}
 		}
-		if auditErr = c.k.record(ctx, tx, c, outcome); auditErr != nil {
+		if seq, auditErr = c.k.record(ctx, tx, c, outcome); auditErr != nil {
 			return auditErr
 		}
 		if check != nil {
@@ -453,6 +456,7 @@ func (c *call) store(ctx context.Context, fn, check func(tx store.Tx) error, out
 	switch {
 	case err == nil:
 		c.recorded = true
+		c.k.audit.Stored(seq)
 		return nil
 	case auditErr != nil:
 		c.k.log.Error("audit append failed", "action", c.action, "err", auditErr)
@@ -474,7 +478,9 @@ func hasRole(roles []api.Role, r api.Role) bool {
 
 // record appends the audit record of call c with outcome err to to: the
 // store, or the transaction of the call's change.
-func (k *KMS) record(ctx context.Context, to audit.Appender, c *call, err error) error {
+// It returns the record's seq; once it is stored, the caller tells
+// k.audit (Log.Stored).
+func (k *KMS) record(ctx context.Context, to audit.Appender, c *call, err error) (int64, error) {
 	ev := audit.Event{Action: c.action, Tenant: c.tenant, KeyID: c.keyID, Outcome: "ok"}
 	if c.caller != nil {
 		ev.Caller, ev.Role = c.caller.DN, string(c.caller.Role)
@@ -486,8 +492,8 @@ func (k *KMS) record(ctx context.Context, to audit.Appender, c *call, err error)
 		}
 	}
 	// The audit write must survive a client hanging up on the request.
-	_, aerr := k.audit.Append(context.WithoutCancel(ctx), to, ev)
-	return aerr
+	r, aerr := k.audit.Append(context.WithoutCancel(ctx), to, ev)
+	return r.Seq, aerr
 }
 
 // Routes lists the KMS's method+path patterns (for the OpenAPI spec test).

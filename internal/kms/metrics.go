@@ -119,8 +119,10 @@ func (k *KMS) metricsRoute() {
 		if who != nil {
 			c.tenant = who.Tenant
 		}
-		if aerr := k.record(ctx, k.db, c, err); aerr != nil {
+		if seq, aerr := k.record(ctx, k.db, c, err); aerr != nil {
 			k.log.Error("audit append failed", "action", "metrics.read", "err", aerr)
+		} else {
+			k.audit.Stored(seq)
 		}
 		httpapi.WriteError(w, k.log, r, err)
 	})

@@ -109,9 +109,12 @@ func AuthenticateAdmin(ctx context.Context, st store.Store, roots *x509.CertPool
 // share that completed it (dn), at what time the KMS opened, and the share
 // set (in the record's key field).
 func (k *KMS) RecordUnseal(ctx context.Context, dn, shareSet string) error {
-	_, err := k.audit.Append(context.WithoutCancel(ctx), k.db, audit.Event{
+	r, err := k.audit.Append(context.WithoutCancel(ctx), k.db, audit.Event{
 		Caller: dn, Role: string(api.RoleAdmin), Action: ActionUnseal, KeyID: shareSet, Outcome: "ok",
 	})
+	if err == nil {
+		k.audit.Stored(r.Seq)
+	}
 	return err
 }
 

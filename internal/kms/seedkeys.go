@@ -118,16 +118,20 @@ func (k *KMS) makeSeedKey(ctx context.Context, tenant, custodianDN string) ([]by
 		return nil, err
 	}
 	var stored []byte
+	var rec store.AuditRecord
 	err = k.db.InTx(ctx, func(tx store.Tx) error {
 		var err error
 		if stored, err = storeSeedKey(ctx, tx, tenant, custodianDN, made); err != nil || !bytes.Equal(stored, made) {
 			return err // or another made it, and recorded it
 		}
-		_, err = k.audit.Append(context.WithoutCancel(ctx), tx, audit.Event{
+		rec, err = k.audit.Append(context.WithoutCancel(ctx), tx, audit.Event{
 			Caller: kmsCaller, Action: seedKeyCreated, Tenant: tenant, KeyID: "seed-key:" + custodianDN, Outcome: "ok",
 		})
 		return err
 	})
+	if err == nil && rec.Seq != 0 {
+		k.audit.Stored(rec.Seq)
+	}
 	var apiErr *api.Error
 	if err != nil && !errors.As(err, &apiErr) {
 		return nil, storeErr(err, "custodian seed key")
