@@ -188,16 +188,7 @@ func BenchmarkUnixSocketBatch100Encrypt1KiB(b *testing.B) {
 // rewrap flow (the KMS and the EKBs exist beforehand; the token is minted
 // outside the timer).
 func BenchmarkBootstrap1000(b *testing.B) {
-	env := kmstest.Start(b, nil)
-	env.Tenant(b, "acme")
-	cust, creds := env.App(b, "acme", "payments-api", api.RoleCustodian)
-	pipe, _ := env.App(b, "acme", "deployer", api.RolePipeline)
-	ekbs := make([][]byte, 1000)
-	for i := range ekbs {
-		var dk api.DataKey
-		cust.MustDo(b, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-		ekbs[i] = dk.EKB
-	}
+	env, cust, creds, pipe, ekbs := loadingWorld(b)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -264,16 +255,7 @@ func BenchmarkBareHTTPUnixEncrypt1KiB(b *testing.B) {
 // rewrapped batch of 1,000 keys (format 2) and holding every key, the
 // keys evicted between iterations outside the timer.
 func BenchmarkImport1000(b *testing.B) {
-	env := kmstest.Start(b, nil)
-	env.Tenant(b, "acme")
-	cust, creds := env.App(b, "acme", "payments-api", api.RoleCustodian)
-	pipe, _ := env.App(b, "acme", "deployer", api.RolePipeline)
-	ekbs := make([][]byte, 1000)
-	for i := range ekbs {
-		var dk api.DataKey
-		cust.MustDo(b, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-		ekbs[i] = dk.EKB
-	}
+	env, cust, creds, pipe, ekbs := loadingWorld(b)
 	var tok api.EnrollmentToken
 	pipe.MustDo(b, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -295,4 +277,20 @@ func BenchmarkImport1000(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(1000*b.N)/b.Elapsed().Seconds(), "keys/s")
+}
+
+// loadingWorld is a KMS with a custodian, a pipeline app and 1,000
+// aes-256-gcm EKBs of the custodian's.
+func loadingWorld(b *testing.B) (env *kmstest.Env, cust *kmstest.Client, creds api.AppCredentials, pipe *kmstest.Client, ekbs [][]byte) {
+	env = kmstest.Start(b, nil)
+	env.Tenant(b, "acme")
+	cust, creds = env.App(b, "acme", "payments-api", api.RoleCustodian)
+	pipe, _ = env.App(b, "acme", "deployer", api.RolePipeline)
+	ekbs = make([][]byte, 1000)
+	for i := range ekbs {
+		var dk api.DataKey
+		cust.MustDo(b, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
+		ekbs[i] = dk.EKB
+	}
+	return env, cust, creds, pipe, ekbs
 }
