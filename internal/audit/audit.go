@@ -109,8 +109,9 @@ func (l *Log) Public() kcrypto.LogVerifyKey { return l.key.Public() }
 // before it in the same transaction stay unsigned, covered through the
 // chain by that signature, so the key signs once per transaction, not
 // once per record. The audit key's creation (ActionKeyCreated) is signed
-// as it is built: a verifier starts the signed log at that record. The record's time is the clock's, in UTC, truncated to
-// the microsecond so that every store keeps it exactly. Invalid UTF-8 and
+// as it is built: a verifier starts the signed log at that record. The
+// record's time is the clock's, in UTC, truncated to the microsecond so
+// that every store keeps it exactly. Invalid UTF-8 and
 // NUL bytes in the fields are replaced by U+FFFD so that every store can
 // keep them. ErrRegressed when the store's log is shorter than it was when
 // this Log was last told a record was Stored.

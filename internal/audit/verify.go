@@ -98,9 +98,10 @@ func VerifyCheckpoint(key kcrypto.LogVerifyKey, cp store.AuditCheckpoint) error 
 // one, so the log ends with a signed record (the KMS signs the last
 // record of each transaction, which covers the ones before it through the
 // chain); and each of checkpoints (kept by the verifier, or stored by the
-// KMS) signed with key, its record present, with the hash it signed. It returns what passed, and the first failure: a *BrokenError,
-// a *TruncatedError, an error wrapping ErrNotSigned or ErrBadCheckpoint,
-// or a store failure as it is.
+// KMS) signed with key, its record present, with the hash it signed. It
+// returns what passed, and the first failure: a *BrokenError, a
+// *TruncatedError, an error wrapping ErrNotSigned or ErrBadCheckpoint, or
+// a store failure as it is.
 func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint) (Result, error) {
 	res := Result{Head: make([]byte, hashSize)}
 	if key.IsZero() {
