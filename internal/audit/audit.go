@@ -1,6 +1,7 @@
 // Package audit is the KMS's append-only audit log over store.Audit: a
-// hash chain whose every record is signed with the KMS's audit key, and
-// signed checkpoints of its head. Log.Append records an Event;
+// hash chain signed with the KMS's audit key (the last record of each
+// transaction carries the signature, which covers the records before it
+// through the chain), and signed checkpoints of its head. Log.Append records an Event;
 // Log.Checkpoint signs the head; Verify walks the whole log with the
 // audit key's public half and names the first record that breaks it.
 //
@@ -9,15 +10,16 @@
 // sealed under its root key):
 //
 //   - a record changed, inserted, removed, duplicated or moved, anywhere
-//     but in an unsigned legacy prefix: its signature or the chain
-//     breaks, from that record on, even if every later hash is
-//     recomputed;
+//     but in an unsigned legacy prefix: its signature, or the signature
+//     of the record that closes its transaction, or the chain breaks,
+//     even if every later hash is recomputed;
 //   - a change to the legacy prefix (records written before the audit key
 //     existed, unkeyed) made after the first signed record was written:
 //     that record's signature covers the hash of the last legacy one, and
 //     through the chain every legacy record;
-//   - signatures stripped: once a record is signed, every later one must
-//     be; the first signed record must be the audit key's creation
+//   - signatures stripped: once a record is signed, every later unsigned
+//     one must be followed by a signed one, so the log ends signed; the
+//     first signed record must be the audit key's creation
 //     (ActionKeyCreated), which a KMS appends in the transaction that
 //     stores the key; and a log without any signed record does not
 //     verify;
