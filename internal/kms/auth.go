@@ -33,7 +33,7 @@ func (k *KMS) authenticate(ctx context.Context, r *http.Request) (*caller, error
 			return nil, api.Errorf(api.CodeUnauthenticated, "The client certificate is not acceptable.")
 		}
 	}
-	rec, err := k.st.GetCert(ctx, ca.SerialString(leaf))
+	rec, app, err := k.st.GetCertIdentity(ctx, ca.SerialString(leaf))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, api.Errorf(api.CodeUnauthenticated, "The client certificate is unknown to this KMS.")
 	}
@@ -45,12 +45,8 @@ func (k *KMS) authenticate(ctx context.Context, r *http.Request) (*caller, error
 	}
 	switch rec.Kind {
 	case store.CertApp:
-		app, err := k.st.GetApp(ctx, rec.Tenant, rec.Subject)
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return nil, api.Errorf(api.CodeUnauthenticated, "The application of this certificate no longer exists.")
-			}
-			return nil, storeErr(err, "application")
+		if app == nil {
+			return nil, api.Errorf(api.CodeUnauthenticated, "The application of this certificate no longer exists.")
 		}
 		return &caller{DN: app.DN, Role: api.Role(app.Role), Tenant: app.Tenant, Name: app.Name}, nil
 	case store.CertInstance:

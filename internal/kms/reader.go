@@ -19,6 +19,7 @@ type reader interface {
 	GetApp(ctx context.Context, tenant, name string) (store.App, error)
 	GetAppByDN(ctx context.Context, dn string) (store.App, error)
 	GetCert(ctx context.Context, serial string) (store.Cert, error)
+	GetCertIdentity(ctx context.Context, serial string) (store.Cert, *store.App, error)
 	ListCerts(ctx context.Context, kind, tenant, subject string) ([]store.Cert, error)
 	GetKey(ctx context.Context, keyID string) (store.Key, error)
 	GetKeys(ctx context.Context, keyIDs []string) (map[string]store.Key, error)

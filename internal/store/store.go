@@ -151,6 +151,11 @@ type Certs interface {
 	// PutCert returns ErrExists for a duplicate serial.
 	PutCert(ctx context.Context, c Cert) error
 	GetCert(ctx context.Context, serial string) (Cert, error)
+	// GetCertIdentity is GetCert and, for an app's certificate (CertApp),
+	// the app it names, in one read (what authenticating a request
+	// needs); the app is nil when it no longer exists, or for another
+	// kind of certificate.
+	GetCertIdentity(ctx context.Context, serial string) (Cert, *App, error)
 	// RevokeCertsOf marks every certificate of (kind, subject) revoked.
 	RevokeCertsOf(ctx context.Context, kind, subject string, at time.Time) error
 	// RevokeCert marks one certificate revoked at at. Idempotent: a

@@ -60,6 +60,28 @@ func (q *queries) GetCert(ctx context.Context, serial string) (store.Cert, error
 	return c, nil
 }
 
+// GetCertIdentity implements store.Certs.
+func (q *queries) GetCertIdentity(ctx context.Context, serial string) (store.Cert, *store.App, error) {
+	c := store.Cert{Serial: serial}
+	var notAfter int64
+	var revoked, appCreated sql.NullInt64
+	var appName, appRole, appDN sql.NullString
+	err := q.read().queryRow(ctx,
+		`SELECT c.kind, c.tenant, c.subject, c.not_after, c.revoked_at, a.name, a.role, a.dn, a.created_at
+		 FROM certs c LEFT JOIN apps a ON c.kind = ? AND a.tenant = c.tenant AND a.name = c.subject
+		 WHERE c.serial = ?`, store.CertApp, serial).
+		Scan(&c.Kind, &c.Tenant, &c.Subject, &notAfter, &revoked, &appName, &appRole, &appDN, &appCreated)
+	if err != nil {
+		return store.Cert{}, nil, q.mapErr("GetCertIdentity", err)
+	}
+	c.NotAfter = fromNanos(notAfter)
+	c.RevokedAt = fromNullNanos(revoked)
+	if !appName.Valid {
+		return c, nil, nil
+	}
+	return c, &store.App{Tenant: c.Tenant, Name: appName.String, Role: appRole.String, DN: appDN.String, CreatedAt: fromNanos(appCreated.Int64)}, nil
+}
+
 // RevokeCertsOf implements store.Certs. Certificates revoked before keep
 // their first revocation time; no matching certificate is not an error.
 func (q *queries) RevokeCertsOf(ctx context.Context, kind, subject string, at time.Time) error {

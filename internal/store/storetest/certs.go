@@ -45,6 +45,45 @@ var certsTests = []test{
 			t.Errorf("GetCert(01) = %s, want the first %s", show(got), show(c))
 		}
 	}},
+	{"GetCertIdentity", func(t *testing.T, s store.Store) {
+		// An app's certificate comes with its app, one whose app is gone
+		// without, another kind's never; the cert as GetCert has it.
+		ctx := t.Context()
+		app := newApp("acme", "payments")
+		check(t, "CreateApp(acme, payments)", s.CreateApp(ctx, app))
+		admin := store.App{Name: "root", Role: "admin", DN: "CN=root,O=dcaas", CreatedAt: at(2)}
+		check(t, "CreateApp(admin)", s.CreateApp(ctx, admin))
+		adminCert := newCert("0c", store.CertApp, "root")
+		adminCert.Tenant = ""
+		revoked := newCert("0b", store.CertApp, "payments")
+		revoked.RevokedAt = ptr(at(time.Hour))
+		sameName := newCert("0e", store.CertInstance, "payments") // an instance named like the app
+		for _, tt := range []struct {
+			cert store.Cert
+			app  *store.App
+		}{
+			{newCert("0a", store.CertApp, "payments"), &app},
+			{revoked, &app},
+			{adminCert, &admin},
+			{newCert("0d", store.CertApp, "gone"), nil},
+			{sameName, nil},
+		} {
+			check(t, "PutCert("+tt.cert.Serial+")", s.PutCert(ctx, tt.cert))
+			got, gotApp, err := s.GetCertIdentity(ctx, tt.cert.Serial)
+			check(t, "GetCertIdentity("+tt.cert.Serial+")", err)
+			if !eqCert(got, tt.cert) {
+				t.Errorf("GetCertIdentity(%s) cert = %s, want %s", tt.cert.Serial, show(got), show(tt.cert))
+			}
+			switch {
+			case tt.app == nil && gotApp != nil:
+				t.Errorf("GetCertIdentity(%s) app = %s, want none", tt.cert.Serial, show(*gotApp))
+			case tt.app != nil && (gotApp == nil || !eqApp(*gotApp, *tt.app)):
+				t.Errorf("GetCertIdentity(%s) app = %v, want %s", tt.cert.Serial, gotApp, show(*tt.app))
+			}
+		}
+		_, _, err := s.GetCertIdentity(ctx, "ff")
+		wantErr(t, "GetCertIdentity(unknown)", err, store.ErrNotFound)
+	}},
 	{"GetCert/NotFound", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		check(t, "PutCert(01)", s.PutCert(ctx, newCert("01", store.CertInstance, "i-1")))
