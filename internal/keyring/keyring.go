@@ -676,18 +676,38 @@ func (r *Ring) All(keyID string) ([]Loaded, error) { return r.AllOf([]string{key
 // opened each on its own before.
 func (r *Ring) AllOf(keyIDs []string) ([]Loaded, error) {
 	// A version replaced or evicted while it is read (a refresh loading
-	// it again, say) is destroyed under the reader: read the keys again,
-	// which then hold the replacement or nothing. The batch open holds no
+	// it again, say) is destroyed under the reader: read it again, which
+	// then holds the replacement or nothing. The batch open holds no
 	// entry's lock, so a key replaced over and over could keep failing
-	// it: the reads after the first open one by one, each under its
-	// entry's lock, which a replacement waits for.
-	for i := range 8 {
-		out, err := r.allOf(keyIDs, i == 0)
+	// it: after one failed batch, each key is read on its own, its
+	// versions under their entries' locks, and retried on its own.
+	out, err := r.allOf(keyIDs, true)
+	if !errors.Is(err, errGone) {
+		return out, err
+	}
+	for _, id := range keyIDs {
+		one, err := r.allOne(id)
+		if err != nil {
+			for _, l := range out {
+				l.Material.Wipe()
+			}
+			return nil, err
+		}
+		out = append(out, one...)
+	}
+	return out, nil
+}
+
+// allOne reads one key's versions one by one, again while one of them is
+// destroyed under the read, a few times.
+func (r *Ring) allOne(keyID string) ([]Loaded, error) {
+	for range 8 {
+		out, err := r.allOf([]string{keyID}, false)
 		if !errors.Is(err, errGone) {
 			return out, err
 		}
 	}
-	return nil, api.Errorf(api.CodeUnavailable, "A key is being replaced; retry.")
+	return nil, api.Errorf(api.CodeUnavailable, "Key %s is being replaced; retry.", keyID)
 }
 
 // errGone is what allOf returns when an entry it read was destroyed.
