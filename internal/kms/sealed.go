@@ -79,7 +79,7 @@ func AuthenticateAdmin(ctx context.Context, st store.Store, roots *x509.CertPool
 		}
 		return "", api.Errorf(api.CodeUnauthenticated, "The client certificate was not issued by this KMS's CA.")
 	}
-	rec, err := st.GetCert(ctx, ca.SerialString(leaf))
+	rec, app, err := st.GetCertIdentity(ctx, ca.SerialString(leaf))
 	if errors.Is(err, store.ErrNotFound) {
 		return "", api.Errorf(api.CodeUnauthenticated, "The client certificate is unknown to this KMS.")
 	}
@@ -92,12 +92,8 @@ func AuthenticateAdmin(ctx context.Context, st store.Store, roots *x509.CertPool
 	if rec.Kind != store.CertApp {
 		return "", api.Errorf(api.CodeForbidden, "Only an admin may post unseal key shares.")
 	}
-	app, err := st.GetApp(ctx, rec.Tenant, rec.Subject)
-	if errors.Is(err, store.ErrNotFound) {
+	if app == nil {
 		return "", api.Errorf(api.CodeUnauthenticated, "The application of this certificate no longer exists.")
-	}
-	if err != nil {
-		return "", storeErr(err, "application")
 	}
 	if api.Role(app.Role) != api.RoleAdmin {
 		return "", api.Errorf(api.CodeForbidden, "Only an admin may post unseal key shares; this certificate is of a %s.", app.Role)
