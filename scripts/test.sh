@@ -5,13 +5,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Each step says how long the one before it took, and the end the total.
+# Each step says how long the one before it took, in wall-clock seconds and
+# in CPU seconds of the processes it ran (user + system): CPU well under
+# cores × wall means the step waits (on child processes, fsync, timers),
+# CPU near it means the step is bound by the machine's cores.
 started=$SECONDS
 last=$SECONDS
+times_file=$(mktemp)
+trap 'rm -f "$times_file"' EXIT
+cpu=0
+cpu_now() { # sets cpu: CPU seconds of every child process so far
+  times > "$times_file"
+  cpu=$(awk 'NR==2{n=split($0,f," "); t=0; for(i=1;i<=n;i++){split(f[i],p,"m"); sub("s","",p[2]); t+=p[1]*60+p[2]}; printf "%d", t}' "$times_file")
+}
 step() {
-  if [ -n "${current:-}" ]; then printf '=== %s: %ds\n' "$current" $((SECONDS - last)); fi
+  cpu_now
+  if [ -n "${current:-}" ]; then
+    printf '=== %s: %ds (%d CPU-s on %d cores)\n' "$current" $((SECONDS - last)) $((cpu - last_cpu)) "$(nproc)"
+  fi
   current=$*
   last=$SECONDS
+  last_cpu=$cpu
   printf '\n=== %s (at %ds)\n' "$*" $((SECONDS - started))
 }
 
@@ -62,6 +76,7 @@ scratch=$(mktemp -d)
 bins=$scratch/bin
 pg=
 cleanup() {
+  rm -f "$times_file"
   if [ -n "$pg" ]; then ./scripts/postgres.sh stop "$pg" || true; rm -rf "$pg"; fi
   rm -rf "$scratch"
 }
