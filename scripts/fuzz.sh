@@ -11,13 +11,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME="${FUZZTIME:-5s}"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+bins=$(mktemp -d)
+trap 'rm -rf "$log" "$bins"' EXIT
+cache=$(go env GOCACHE)/fuzz
+# One instrumented test binary per package, run once per target in the
+# package's directory (where testdata/fuzz is), with the corpus cache
+# `go test -fuzz` itself uses: the same run as `go test -fuzz`, without
+# linking the binary again for every target.
 for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
-  for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+  targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
+  [ -n "$targets" ] || continue
+  bin="$bins/$(basename "$dir").$RANDOM.test"
+  go test -c -fuzz . -o "$bin" "$pkg"
+  for target in $targets; do
     echo "fuzz $pkg $target ($FUZZTIME)"
     for attempt in 1 2; do
-      if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" > "$log" 2>&1; then
+      if (cd "$dir" && "$bin" -test.paniconexit0 -test.timeout 10m -test.run '^$' -test.fuzz "^${target}\$" \
+            -test.fuzztime "$FUZZTIME" -test.fuzzcachedir "$cache/$pkg") > "$log" 2>&1; then
         break
       fi
       if [ "$attempt" = 2 ] || grep -q "Failing input written to" "$log" || ! grep -q "context deadline exceeded" "$log"; then
