@@ -152,6 +152,19 @@ func (k *binaryKMS) register(t *testing.T, what, name string, extra ...string) [
 	return k.conn(filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem"))
 }
 
+// startKMSWithToken starts an in-process KMS (kmstest) with tenant acme,
+// its custodian app custodian and the pipeline app deployer, and returns
+// it, the custodian's client and a one-time enrollment token the pipeline
+// minted for a sidecar of the custodian.
+func startKMSWithToken(t *testing.T, custodian string) (env *kmstest.Env, cust *kmstest.Client, token string) {
+	t.Helper()
+	env = kmstest.Start(t, nil)
+	env.Tenant(t, "acme")
+	cust, creds := env.App(t, "acme", custodian, api.RoleCustodian)
+	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
+	return env, cust, pipe.EnrollmentToken(t, creds.DN)
+}
+
 // tenantWorld is what the crash and restart tests set up through the API.
 type tenantWorld struct {
 	admin, cust, pipe *kmstest.Client
