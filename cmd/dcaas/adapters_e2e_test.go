@@ -20,26 +20,20 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/devenv"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar/kmsplugin"
 )
 
 func TestSidecarServeAdapters(t *testing.T) {
 	t.Parallel()
 	e2e.Binary(t) // builds, or skips in -short mode, before the KMS starts
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
+	env, cust, token := startKMSWithToken(t, "kube-apiserver")
 	var key api.DataKey
 	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &key)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
 
 	dir := t.TempDir()
 	socket, pluginSocket := filepath.Join(dir, "sidecar.sock"), filepath.Join(dir, "kms-plugin.sock")
 	proc := e2e.StartSidecar(t, e2e.SidecarConfig{
-		KMSURL: env.URL, CAPEM: env.CAPEM, Token: tok.Token,
+		KMSURL: env.URL, CAPEM: env.CAPEM, Token: token,
 		DataDir: filepath.Join(dir, "sc"), PollInterval: 100 * time.Millisecond,
 		Flags: []string{"--socket", socket, "--kms-plugin-socket", pluginSocket, "--kms-plugin-key", key.KeyID},
 	})

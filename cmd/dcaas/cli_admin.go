@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -67,8 +66,8 @@ type appOutput struct {
 func newAppCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Register custodian and pipeline applications (admin) and manage their certificates"}
 	c := connFlags(cmd)
-	var tenant, role, csrFile, outDir string
-	var force bool
+	var tenant, role string
+	var cf credFlags
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Register an application and write its certificate, key and the CA",
@@ -79,15 +78,10 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if !safeName(name) {
-				return fmt.Errorf("app name %q: use letters, digits, '.', '_' and '-'", name)
+			if err := checkAppName(name, tenant); err != nil {
+				return err
 			}
-			if tenant == "" {
-				return fmt.Errorf("--tenant is required")
-			}
-			out := credFiles(outDir, name, tenant, csrFile == "")
-			out.Role = role
-			return registerIdentity(cmd, c, "app", name, csrFile, out, force, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
+			return registerIdentity(cmd, c, "app", name, tenant, role, &cf, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
 				return k.CreateApp(cmd.Context(), tenant, api.CreateAppRequest{Name: name, Role: api.Role(role), CSRPEM: csrPEM})
 			})
 		},
@@ -95,9 +89,7 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 	fl := create.Flags()
 	fl.StringVar(&tenant, "tenant", "", "tenant of the application (required)")
 	fl.StringVar(&role, "role", string(api.RoleCustodian), "custodian or pipeline")
-	fl.StringVar(&csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
-	fl.StringVar(&outDir, "out-dir", ".", "directory for the credential files")
-	fl.BoolVar(&force, "force", false, "replace existing credential files")
+	cf.flags(fl)
 	cmd.AddCommand(create, newAppCertCmd(c))
 	return cmd
 }
@@ -105,8 +97,7 @@ key pair, i.e. without --csr) and ca.pem. Existing files are kept unless
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "admin", Short: "Register more admins (admin): one identity per person, for key ceremonies"}
 	c := connFlags(cmd)
-	var csrFile, outDir string
-	var force bool
+	var cf credFlags
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Register an admin and write its certificate, key and the CA",
@@ -121,55 +112,28 @@ the private key then never leaves it.`,
 			if !safeName(name) {
 				return fmt.Errorf("admin name %q: use letters, digits, '.', '_' and '-'", name)
 			}
-			out := credFiles(outDir, name, "", csrFile == "")
-			out.Role = string(api.RoleAdmin)
-			return registerIdentity(cmd, c, "admin", name, csrFile, out, force, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
+			return registerIdentity(cmd, c, "admin", name, "", string(api.RoleAdmin), &cf, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
 				return k.CreateAdmin(cmd.Context(), api.CreateAdminRequest{Name: name, CSRPEM: csrPEM})
 			})
 		},
 	}
-	fl := create.Flags()
-	fl.StringVar(&csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
-	fl.StringVar(&outDir, "out-dir", ".", "directory for the credential files")
-	fl.BoolVar(&force, "force", false, "replace existing credential files")
+	cf.flags(create.Flags())
 	cmd.AddCommand(create)
 	return cmd
 }
 
-// registerIdentity registers an app or admin with create (given the CSR
-// of csrFile, or none: the KMS makes the key) and writes its credentials
-// into out, refusing first what it could not write.
-func registerIdentity(cmd *cobra.Command, c *cliConn, what, name, csrFile string, out appOutput, force bool,
+// registerIdentity registers an app of tenant, or an admin (no tenant),
+// with create and prints where its credentials went.
+func registerIdentity(cmd *cobra.Command, c *cliConn, what, name, tenant, role string, cf *credFlags,
 	create func(k *client.KMS, csrPEM string) (*api.AppCredentials, error)) error {
-	var csrPEM string
-	if csrFile != "" {
-		csr, err := os.ReadFile(csrFile)
-		if err != nil {
-			return fmt.Errorf("--csr: %w", err)
-		}
-		csrPEM = string(csr)
-	}
-	// Refuse before the KMS issues anything we could not write.
-	if err := out.prepare(force); err != nil {
-		return err
-	}
-	k, err := c.kmsClient()
+	out, creds, err := cf.issue(c, name, tenant, create)
 	if err != nil {
 		return err
 	}
-	creds, err := create(k, csrPEM)
-	if err != nil {
-		return err
-	}
-	if err := out.write(creds, force); err != nil {
-		return err
-	}
+	out.Role = role
 	return c.print(cmd, out, func(w io.Writer) {
-		fmt.Fprintf(w, "%s %s registered as %s\ncertificate: %s\n", what, name, creds.DN, out.CertFile)
-		if out.KeyFile != "" {
-			fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
-		}
-		fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+		fmt.Fprintf(w, "%s %s registered as %s\n", what, name, creds.DN)
+		out.printFiles(w)
 	})
 }
 

@@ -1,35 +1,20 @@
 package main
 
 import (
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
-	"github.com/dcaas/dcaas/internal/kms"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // TestCLIApprovals drives quorum approvals as operators would: a policy of
 // 2 of {alice, bob}; alice alone cannot rotate the master key, nor approve
 // her own request; with bob's approval she runs it once.
 func TestCLIApprovals(t *testing.T) {
-	for _, v := range []string{"DCAAS_KMS", "DCAAS_CA", "DCAAS_CERT", "DCAAS_KEY", "DCAAS_SOCKET", "DCAAS_EKB_STORE"} {
-		t.Setenv(v, "")
-	}
-	env := kmstest.Start(t, nil)
-	ca := filepath.Join(env.DataDir, kms.CAFile)
-	admin := []string{"--kms", env.URL, "--ca", ca, "--cert", filepath.Join(env.DataDir, kms.AdminCert), "--key", filepath.Join(env.DataDir, kms.AdminKey)}
-	with := func(base []string, args ...string) []string { return append(slices.Clone(args), base...) }
+	k := startCLIKMS(t, nil)
+	admin := k.admin
 	cliMust(t, nil, nil, with(admin, "tenant", "create", "acme")...)
-	as := func(name string) []string {
-		dir := t.TempDir()
-		var out appOutput
-		cliMust(t, &out, nil, with(admin, "admin", "create", name, "--out-dir", dir, "--json")...)
-		return []string{"--kms", env.URL, "--ca", ca, "--cert", out.CertFile, "--key", out.KeyFile}
-	}
-	alice, bob := as("alice"), as("bob")
+	alice, bob := k.newAdmin(t, "alice"), k.newAdmin(t, "bob")
 
 	var p api.ApprovalPolicy
 	cliMust(t, &p, nil, with(admin, "approval", "policy", "set", "acme", "--quorum", "2", "--approver", "CN=alice,O=dcaas", "--approver", "CN=bob,O=dcaas", "--json")...)

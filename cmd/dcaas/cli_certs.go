@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
@@ -258,8 +259,8 @@ caller. The KMS refuses a revoked certificate from its next request on.
 }
 
 func newAppCertIssueCmd(c *cliConn) *cobra.Command {
-	var tenant, csrFile, outDir string
-	var force bool
+	var tenant string
+	var cf credFlags
 	cmd := &cobra.Command{
 		Use:   "issue NAME",
 		Short: "Issue a new client certificate to an existing application (admin)",
@@ -271,50 +272,36 @@ only without --csr) and ca.pem (the trust bundle) into --out-dir, as
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if !safeName(name) {
-				return fmt.Errorf("app name %q: use letters, digits, '.', '_' and '-'", name)
-			}
-			if tenant == "" {
-				return errors.New("--tenant is required")
-			}
-			var csrPEM []byte
-			if csrFile != "" {
-				var err error
-				if csrPEM, err = os.ReadFile(csrFile); err != nil {
-					return fmt.Errorf("--csr: %w", err)
-				}
-			}
-			out := credFiles(outDir, name, tenant, csrFile == "")
-			if err := out.prepare(force); err != nil {
+			if err := checkAppName(name, tenant); err != nil {
 				return err
 			}
-			k, err := c.kmsClient()
+			out, creds, err := cf.issue(c, name, tenant, func(k *client.KMS, csrPEM string) (*api.AppCredentials, error) {
+				return k.IssueAppCertificate(cmd.Context(), tenant, name, csrPEM)
+			})
 			if err != nil {
-				return err
-			}
-			defer k.Close()
-			creds, err := k.IssueAppCertificate(cmd.Context(), tenant, name, string(csrPEM))
-			if err != nil {
-				return err
-			}
-			if err := out.write(creds, force); err != nil {
 				return err
 			}
 			return c.print(cmd, out, func(w io.Writer) {
-				fmt.Fprintf(w, "certificate issued to %s: serial %s, valid until %s\ncertificate: %s\n", creds.DN, creds.Serial, creds.NotAfter.Format(time.RFC3339), out.CertFile)
-				if out.KeyFile != "" {
-					fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
-				}
-				fmt.Fprintf(w, "CA:          %s\n", out.CAFile)
+				fmt.Fprintf(w, "certificate issued to %s: serial %s, valid until %s\n", creds.DN, creds.Serial, creds.NotAfter.Format(time.RFC3339))
+				out.printFiles(w)
 			})
 		},
 	}
-	fl := cmd.Flags()
-	fl.StringVar(&tenant, "tenant", "", "tenant of the application (required)")
-	fl.StringVar(&csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
-	fl.StringVar(&outDir, "out-dir", ".", "directory for the credential files")
-	fl.BoolVar(&force, "force", false, "replace existing credential files")
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant of the application (required)")
+	cf.flags(cmd.Flags())
 	return cmd
+}
+
+// checkAppName checks the NAME and --tenant of a command that names an
+// application of a tenant: the name becomes the names of its files.
+func checkAppName(name, tenant string) error {
+	if !safeName(name) {
+		return fmt.Errorf("app name %q: use letters, digits, '.', '_' and '-'", name)
+	}
+	if tenant == "" {
+		return errors.New("--tenant is required")
+	}
+	return nil
 }
 
 // credFiles names the credential files of app name in dir.
@@ -324,6 +311,62 @@ func credFiles(dir, name, tenant string, withKey bool) appOutput {
 		out.KeyFile = filepath.Join(dir, name+"-key.pem")
 	}
 	return out
+}
+
+// credFlags are the flags of the commands that have the KMS issue
+// credentials into files (app create, admin create, app cert issue).
+type credFlags struct {
+	csrFile, outDir string
+	force           bool
+}
+
+func (f *credFlags) flags(fl *pflag.FlagSet) {
+	fl.StringVar(&f.csrFile, "csr", "", "PEM certificate request: the KMS certifies its key instead of making one")
+	fl.StringVar(&f.outDir, "out-dir", ".", "directory for the credential files")
+	fl.BoolVar(&f.force, "force", false, "replace existing credential files")
+}
+
+// issue has create issue the credentials of name (an app of tenant, or an
+// admin), for the key of the --csr request or, without one, a key the KMS
+// makes, and writes them into --out-dir, refusing first what it could not
+// write. It returns the files written and the credentials.
+func (f *credFlags) issue(c *cliConn, name, tenant string,
+	create func(k *client.KMS, csrPEM string) (*api.AppCredentials, error)) (appOutput, *api.AppCredentials, error) {
+	out := credFiles(f.outDir, name, tenant, f.csrFile == "")
+	var csrPEM string
+	if f.csrFile != "" {
+		csr, err := os.ReadFile(f.csrFile)
+		if err != nil {
+			return out, nil, fmt.Errorf("--csr: %w", err)
+		}
+		csrPEM = string(csr)
+	}
+	// Refuse before the KMS issues anything we could not write.
+	if err := out.prepare(f.force); err != nil {
+		return out, nil, err
+	}
+	k, err := c.kmsClient()
+	if err != nil {
+		return out, nil, err
+	}
+	defer k.Close()
+	creds, err := create(k, csrPEM)
+	if err != nil {
+		return out, nil, err
+	}
+	if err := out.write(creds, f.force); err != nil {
+		return out, nil, err
+	}
+	return out, creds, nil
+}
+
+// printFiles prints the credential files of o, one a line.
+func (o *appOutput) printFiles(w io.Writer) {
+	fmt.Fprintf(w, "certificate: %s\n", o.CertFile)
+	if o.KeyFile != "" {
+		fmt.Fprintf(w, "private key: %s (mode 0600)\n", o.KeyFile)
+	}
+	fmt.Fprintf(w, "CA:          %s\n", o.CAFile)
 }
 
 // prepare makes ready, before the KMS issues anything that could then not

@@ -15,7 +15,6 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/kms"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // copyFile copies src to dst with mode.
@@ -88,26 +87,23 @@ func sdkClient(t *testing.T, url, caFile, certFile, keyFile string) *client.KMS 
 }
 
 func TestCLICertificates(t *testing.T) {
-	for _, v := range []string{"DCAAS_KMS", "DCAAS_CA", "DCAAS_CERT", "DCAAS_KEY", "DCAAS_SOCKET", "DCAAS_EKB_STORE"} {
-		t.Setenv(v, "")
-	}
 	const checkInterval = 50 * time.Millisecond
-	env := kmstest.Start(t, func(o *kms.Options) { o.Config.CertCheckInterval = checkInterval })
+	k := startCLIKMS(t, func(o *kms.Options) { o.Config.CertCheckInterval = checkInterval })
+	env := k.env
 	// The admin's credentials, copied out of the data dir as an operator
 	// would; ca.pem stays the data dir's, which the KMS keeps current.
 	adminDir := t.TempDir()
 	adminCert, adminKey := filepath.Join(adminDir, "cert.pem"), filepath.Join(adminDir, "key.pem")
 	copyFile(t, filepath.Join(env.DataDir, kms.AdminCert), adminCert, 0o644)
 	copyFile(t, filepath.Join(env.DataDir, kms.AdminKey), adminKey, 0o600)
-	caFile := filepath.Join(env.DataDir, kms.CAFile)
-	admin := []string{"--kms", env.URL, "--ca", caFile, "--cert", adminCert, "--key", adminKey}
-	with := func(base []string, args ...string) []string { return append(slices.Clone(args), base...) }
+	caFile := k.ca
+	admin := k.conn(caFile, adminCert, adminKey)
 
 	cliMust(t, nil, nil, with(admin, "tenant", "create", "acme")...)
 	creds := t.TempDir()
 	var app appOutput
 	cliMust(t, &app, nil, with(admin, "app", "create", "payments-api", "--tenant", "acme", "--out-dir", creds, "--json")...)
-	cust := []string{"--kms", env.URL, "--ca", app.CAFile, "--cert", app.CertFile, "--key", app.KeyFile}
+	cust := k.conn(app.CAFile, app.CertFile, app.KeyFile)
 	// Keep the first certificate, to show it keeps working until revoked.
 	firstCert, firstKey := filepath.Join(t.TempDir(), "first-cert.pem"), filepath.Join(t.TempDir(), "first-key.pem")
 	copyFile(t, app.CertFile, firstCert, 0o644)

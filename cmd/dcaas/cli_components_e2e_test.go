@@ -7,15 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/kms"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
@@ -25,21 +22,14 @@ import (
 // refused, and the owner's `status` stores the EKB of a key whose KCV
 // OpenSSL computes from the XOR of the components.
 func TestCLIKeyComponents(t *testing.T) {
-	for _, v := range []string{"DCAAS_KMS", "DCAAS_CA", "DCAAS_CERT", "DCAAS_KEY", "DCAAS_SOCKET", "DCAAS_EKB_STORE"} {
-		t.Setenv(v, "")
-	}
-	env := kmstest.Start(t, nil)
-	ca := filepath.Join(env.DataDir, kms.CAFile)
-	admin := []string{"--kms", env.URL, "--ca", ca, "--cert", filepath.Join(env.DataDir, kms.AdminCert), "--key", filepath.Join(env.DataDir, kms.AdminKey)}
-	with := func(base []string, args ...string) []string { return append(slices.Clone(args), base...) }
+	k := startCLIKMS(t, nil)
+	admin := k.admin
 	cliMust(t, nil, nil, with(admin, "tenant", "create", "acme")...)
 	var owner appOutput
 	cliMust(t, &owner, nil, with(admin, "app", "create", "payments-api", "--tenant", "acme", "--out-dir", t.TempDir(), "--json")...)
 	admins := map[string][]string{}
 	for _, name := range []string{"alice", "bob"} {
-		var a appOutput
-		cliMust(t, &a, nil, with(admin, "admin", "create", name, "--out-dir", t.TempDir(), "--json")...)
-		admins[name] = []string{"--kms", env.URL, "--ca", ca, "--cert", a.CertFile, "--key", a.KeyFile}
+		admins[name] = k.newAdmin(t, name)
 	}
 
 	parts := [][]byte{kcrypto.Random(32), kcrypto.Random(32)}
@@ -93,7 +83,7 @@ func TestCLIKeyComponents(t *testing.T) {
 	}
 
 	// The owner stores the key's EKB; its KCV is OpenSSL's of the XOR.
-	cust := []string{"--kms", env.URL, "--ca", owner.CAFile, "--cert", owner.CertFile, "--key", owner.KeyFile}
+	cust := k.conn(owner.CAFile, owner.CertFile, owner.KeyFile)
 	store := t.TempDir()
 	cliMust(t, &cr, nil, with(cust, "key", "components", "status", cr.ID, "--store", store, "--json")...)
 	if cr.State != api.CeremonyComplete || cr.DataKey == nil {

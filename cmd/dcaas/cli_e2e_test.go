@@ -68,14 +68,54 @@ func cliDeadURL(t *testing.T) string {
 	return "https://127.0.0.1:" + strconv.Itoa(e2e.FreePort(t))
 }
 
-func TestCLIEndToEnd(t *testing.T) {
+// cliKMS is a KMS (kmstest) for the in-process CLI tests, with the
+// connection flags of its admin.
+type cliKMS struct {
+	env   *kmstest.Env
+	ca    string   // the data dir's CA file
+	admin []string // --kms, --ca, --cert and --key of the data dir's admin
+}
+
+// startCLIKMS clears the environment the connection flags default to and
+// starts a KMS, its options changed by mutate (nil: none).
+func startCLIKMS(t *testing.T, mutate func(*kms.Options)) *cliKMS {
+	t.Helper()
+	clearCLIEnv(t)
+	env := kmstest.Start(t, mutate)
+	k := &cliKMS{env: env, ca: filepath.Join(env.DataDir, kms.CAFile)}
+	k.admin = k.conn(k.ca, filepath.Join(env.DataDir, kms.AdminCert), filepath.Join(env.DataDir, kms.AdminKey))
+	return k
+}
+
+// clearCLIEnv unsets, for the test, the environment the connection flags
+// default to.
+func clearCLIEnv(t *testing.T) {
 	for _, v := range []string{"DCAAS_KMS", "DCAAS_CA", "DCAAS_CERT", "DCAAS_KEY", "DCAAS_SOCKET", "DCAAS_EKB_STORE"} {
 		t.Setenv(v, "")
 	}
-	env := kmstest.Start(t, nil)
-	ca := filepath.Join(env.DataDir, kms.CAFile)
-	admin := []string{"--kms", env.URL, "--ca", ca, "--cert", filepath.Join(env.DataDir, kms.AdminCert), "--key", filepath.Join(env.DataDir, kms.AdminKey)}
-	with := func(base []string, args ...string) []string { return append(slices.Clone(args), base...) }
+}
+
+// conn returns the connection flags to the KMS with the CA file ca and the
+// identity of cert and key.
+func (k *cliKMS) conn(ca, cert, key string) []string {
+	return []string{"--kms", k.env.URL, "--ca", ca, "--cert", cert, "--key", key}
+}
+
+// newAdmin registers another admin with `dcaas admin create` and returns
+// its connection flags.
+func (k *cliKMS) newAdmin(t *testing.T, name string) []string {
+	t.Helper()
+	var out appOutput
+	cliMust(t, &out, nil, with(k.admin, "admin", "create", name, "--out-dir", t.TempDir(), "--json")...)
+	return k.conn(k.ca, out.CertFile, out.KeyFile)
+}
+
+// with returns the arguments args followed by the connection flags base.
+func with(base []string, args ...string) []string { return append(slices.Clone(args), base...) }
+
+func TestCLIEndToEnd(t *testing.T) {
+	k := startCLIKMS(t, nil)
+	env, admin := k.env, k.admin
 
 	// Admin: tenant and custodian.
 	var ten api.Tenant
@@ -259,9 +299,7 @@ func TestCLIEndToEnd(t *testing.T) {
 }
 
 func TestCLIFlagErrors(t *testing.T) {
-	for _, v := range []string{"DCAAS_KMS", "DCAAS_CA", "DCAAS_CERT", "DCAAS_KEY", "DCAAS_SOCKET", "DCAAS_EKB_STORE"} {
-		t.Setenv(v, "")
-	}
+	clearCLIEnv(t)
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -51,14 +51,9 @@ when it is a terminal.`,
 			if err != nil {
 				return err
 			}
-			k, sc, err := c.both()
-			if err != nil {
-				return err
-			}
-			p, done := progress(cmd, "rewrap + import", len(ekbs))
-			ids, err := client.LoadByRewrap(cmd.Context(), k, sc, ekbs, p)
-			done()
-			return c.loaded(cmd, ids, err)
+			return c.load(cmd, "rewrap + import", len(ekbs), func(k *client.KMS, sc *client.Sidecar, p client.FlowOption) ([]string, error) {
+				return client.LoadByRewrap(cmd.Context(), k, sc, ekbs, p)
+			})
 		},
 	}
 	rsrc.flags(rewrap)
@@ -80,14 +75,9 @@ when it is a terminal.`,
 					return err
 				}
 			}
-			k, sc, err := c.both()
-			if err != nil {
-				return err
-			}
-			p, done := progress(cmd, "grant + load", len(ekbs)+len(retained))
-			ids, err := client.LoadByGrant(cmd.Context(), k, sc, ekbs, retained, p)
-			done()
-			return c.loaded(cmd, ids, err)
+			return c.load(cmd, "grant + load", len(ekbs)+len(retained), func(k *client.KMS, sc *client.Sidecar, p client.FlowOption) ([]string, error) {
+				return client.LoadByGrant(cmd.Context(), k, sc, ekbs, retained, p)
+			})
 		},
 	}
 	gsrc.flags(grant)
@@ -113,14 +103,9 @@ The key ids print in the order of the seeds.`,
 			if err != nil {
 				return err
 			}
-			k, sc, err := c.both()
-			if err != nil {
-				return err
-			}
-			p, done := progress(cmd, "grant + derive", len(list))
-			ids, err := client.LoadBySeeds(cmd.Context(), k, sc, list, p)
-			done()
-			return c.loaded(cmd, ids, err)
+			return c.load(cmd, "grant + derive", len(list), func(k *client.KMS, sc *client.Sidecar, p client.FlowOption) ([]string, error) {
+				return client.LoadBySeeds(cmd.Context(), k, sc, list, p)
+			})
 		},
 	}
 	seeds.Flags().StringVar(&seedsFile, "seeds", "", "seeds JSON file, or - for stdin (required)")
@@ -197,6 +182,20 @@ func (c *cliConn) both() (*client.KMS, *client.Sidecar, error) {
 	}
 	sc, err := c.sidecarClient()
 	return k, sc, err
+}
+
+// load connects to the KMS and the sidecar, runs flow with a progress bar
+// of total items named what, and prints the ids it loaded.
+func (c *cliConn) load(cmd *cobra.Command, what string, total int,
+	flow func(k *client.KMS, sc *client.Sidecar, p client.FlowOption) ([]string, error)) error {
+	k, sc, err := c.both()
+	if err != nil {
+		return err
+	}
+	p, done := progress(cmd, what, total)
+	ids, err := flow(k, sc, p)
+	done()
+	return c.loaded(cmd, ids, err)
 }
 
 // loaded prints the ids a flow loaded, also when it failed part way.

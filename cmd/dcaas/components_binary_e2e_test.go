@@ -20,32 +20,13 @@ import (
 // XOR of the components.
 func TestKeyComponentsBinary(t *testing.T) {
 	t.Parallel()
-	dataDir := filepath.Join(t.TempDir(), "kms")
-	p := startKMS(t, dataDir)
-	ca := filepath.Join(dataDir, "ca.pem")
-	conn := func(cert, key string) []string {
-		return []string{"--kms", p.URL(), "--ca", ca, "--cert", cert, "--key", key}
-	}
-	admin := conn(filepath.Join(dataDir, "admin", "cert.pem"), filepath.Join(dataDir, "admin", "key.pem"))
-	run := func(wantOK bool, args ...string) string {
-		t.Helper()
-		out, errOut, code := runDcaas(t, args...)
-		if wantOK != (code == 0) {
-			t.Fatalf("dcaas %s exited %d (stdout %q, stderr %q)", strings.Join(args, " "), code, out, errOut)
-		}
-		return out + errOut
-	}
-	with := func(c []string, args ...string) []string { return append(args, c...) }
-
-	run(true, with(admin, "tenant", "create", "acme")...)
-	appDir := t.TempDir()
-	run(true, with(admin, "app", "create", "payments-api", "--tenant", "acme", "--out-dir", appDir)...)
-	owner := conn(filepath.Join(appDir, "payments-api-cert.pem"), filepath.Join(appDir, "payments-api-key.pem"))
+	k := startBinaryKMS(t)
+	admin := k.admin
+	runCLI(t, true, with(admin, "tenant", "create", "acme")...)
+	owner := k.register(t, "app", "payments-api", "--tenant", "acme")
 	admins := map[string][]string{}
 	for _, name := range []string{"alice", "bob"} {
-		dir := t.TempDir()
-		run(true, with(admin, "admin", "create", name, "--out-dir", dir)...)
-		admins[name] = conn(filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem"))
+		admins[name] = k.register(t, "admin", name)
 	}
 
 	parts := [][]byte{kcrypto.Random(32), kcrypto.Random(32)}
@@ -72,7 +53,7 @@ func TestKeyComponentsBinary(t *testing.T) {
 	}
 
 	var cr api.ComponentCeremony
-	out := run(true, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
+	out := runCLI(t, true, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
 		"--type", "aes-256-gcm", "--components", "2", "--expected-kcv", want, "--json")...)
 	if err := json.Unmarshal([]byte(out), &cr); err != nil || cr.ID == "" {
 		t.Fatalf("start printed %q: %v", out, err)
@@ -81,17 +62,17 @@ func TestKeyComponentsBinary(t *testing.T) {
 	if kcvs[0] == wrong {
 		wrong = "ABCDEE"
 	}
-	if out := run(false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", wrong)...); !strings.Contains(out, string(api.CodeKCVMismatch)) {
+	if out := runCLI(t, false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", wrong)...); !strings.Contains(out, string(api.CodeKCVMismatch)) {
 		t.Fatalf("a wrong KCV printed %q, want kcv_mismatch", out)
 	}
-	run(true, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", kcvs[0])...)
-	if out := run(false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...); !strings.Contains(out, string(api.CodeDuplicateAdmin)) {
+	runCLI(t, true, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", kcvs[0])...)
+	if out := runCLI(t, false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...); !strings.Contains(out, string(api.CodeDuplicateAdmin)) {
 		t.Fatalf("alice twice printed %q, want duplicate_admin", out)
 	}
-	run(true, with(admins["bob"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...)
+	runCLI(t, true, with(admins["bob"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...)
 
 	store := t.TempDir()
-	out = run(true, with(owner, "key", "components", "status", cr.ID, "--store", store, "--json")...)
+	out = runCLI(t, true, with(owner, "key", "components", "status", cr.ID, "--store", store, "--json")...)
 	if err := json.Unmarshal([]byte(out), &cr); err != nil {
 		t.Fatalf("status printed %q: %v", out, err)
 	}

@@ -5,27 +5,18 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/dcaas/dcaas/internal/kms"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // TestConsoleCommand runs `dcaas console` against a real KMS: the first
 // line of standard output is the one-time login URL, on loopback, and it
 // starts a session once.
 func TestConsoleCommand(t *testing.T) {
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, env.CAPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conn := []string{"--kms", env.URL, "--ca", ca, "--cert", filepath.Join(env.DataDir, kms.AdminCert), "--key", filepath.Join(env.DataDir, kms.AdminKey)}
+	k := startCLIKMS(t, nil)
+	k.env.Tenant(t, "acme")
+	conn := k.admin
 
 	ctx, cancel := context.WithCancel(t.Context())
 	root := newRoot()
@@ -69,13 +60,8 @@ func TestConsoleCommand(t *testing.T) {
 }
 
 func TestConsoleRefusesPlainHTTPOffLoopback(t *testing.T) {
-	env := kmstest.Start(t, nil)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, env.CAPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, _, err := cliRun(t, nil, "console", "--listen", "0.0.0.0:0", "--kms", env.URL, "--ca", ca,
-		"--cert", filepath.Join(env.DataDir, kms.AdminCert), "--key", filepath.Join(env.DataDir, kms.AdminKey))
+	k := startCLIKMS(t, nil)
+	_, _, err := cliRun(t, nil, with(k.admin, "console", "--listen", "0.0.0.0:0")...)
 	if err == nil || !strings.Contains(err.Error(), "--tls-cert") {
 		t.Fatalf("dcaas console --listen 0.0.0.0:0 without TLS = %v, want a refusal naming --tls-cert", err)
 	}

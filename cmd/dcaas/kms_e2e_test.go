@@ -105,6 +105,66 @@ func runDcaas(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
+// runCLI runs a one-shot dcaas command, fails the test unless it exits 0
+// (wantOK) or not (!wantOK), and returns its stdout and stderr together.
+func runCLI(t *testing.T, wantOK bool, args ...string) string {
+	t.Helper()
+	out, errOut, code := runDcaas(t, args...)
+	if wantOK != (code == 0) {
+		t.Fatalf("dcaas %s exited %d (stdout %q, stderr %q)", strings.Join(args, " "), code, out, errOut)
+	}
+	return out + errOut
+}
+
+// with returns the arguments args followed by the connection flags c.
+func with(c []string, args ...string) []string { return append(args, c...) }
+
+// binaryKMS is a KMS process that a test drives with the dcaas binary, as
+// operators do, with the connection flags of its data dir's admin.
+type binaryKMS struct {
+	url, ca string
+	admin   []string
+}
+
+// startBinaryKMS starts `dcaas kms serve` with extra flags on a new data dir.
+func startBinaryKMS(t *testing.T, extra ...string) *binaryKMS {
+	t.Helper()
+	dataDir := filepath.Join(t.TempDir(), "kms")
+	p := startKMS(t, dataDir, extra...)
+	k := &binaryKMS{url: p.URL(), ca: filepath.Join(dataDir, "ca.pem")}
+	k.admin = k.conn(filepath.Join(dataDir, "admin", "cert.pem"), filepath.Join(dataDir, "admin", "key.pem"))
+	return k
+}
+
+// conn returns the connection flags of the identity in the files cert and
+// key.
+func (k *binaryKMS) conn(cert, key string) []string {
+	return []string{"--kms", k.url, "--ca", k.ca, "--cert", cert, "--key", key}
+}
+
+// register runs `dcaas what create name` (what: app or admin) with extra
+// flags as the admin, its credentials into a new directory, and returns
+// the new identity's connection flags.
+func (k *binaryKMS) register(t *testing.T, what, name string, extra ...string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	runCLI(t, true, with(k.admin, append([]string{what, "create", name, "--out-dir", dir}, extra...)...)...)
+	return k.conn(filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem"))
+}
+
+// startKMSWithToken starts an in-process KMS (kmstest) with tenant acme,
+// its custodian app custodian and the pipeline app deployer, and returns
+// it, the custodian's client and a one-time enrollment token the pipeline
+// minted for a sidecar of the custodian.
+func startKMSWithToken(t *testing.T, custodian string) (env *kmstest.Env, cust *kmstest.Client, token string) {
+	t.Helper()
+	env = kmstest.Start(t, nil)
+	env.Tenant(t, "acme")
+	cust, creds := env.App(t, "acme", custodian, api.RoleCustodian)
+	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
+	return env, cust, pipe.EnrollmentToken(t, creds.DN)
+}
+
 // tenantWorld is what the crash and restart tests set up through the API.
 type tenantWorld struct {
 	admin, cust, pipe *kmstest.Client

@@ -33,16 +33,7 @@ func TestDescribeCensus(t *testing.T) {
 			if !strings.HasPrefix(got, "this run changed nothing") {
 				t.Errorf("describeCensus() = %q, want it to start with what this run did", got)
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("describeCensus() = %q, want %q in it", got, w)
-				}
-			}
-			for _, n := range tt.not {
-				if strings.Contains(got, n) {
-					t.Errorf("describeCensus() = %q, want no %q", got, n)
-				}
-			}
+			wantContains(t, "describeCensus()", got, tt.want, tt.not)
 		})
 	}
 }
@@ -78,16 +69,7 @@ func TestServeCommand(t *testing.T) {
 			tt.mod(&f)
 			line, notes := f.serveCommand()
 			all := strings.Join(notes, "\n")
-			for _, w := range tt.want {
-				if !strings.Contains(line, w) {
-					t.Errorf("serveCommand() = %q, want %q in it", line, w)
-				}
-			}
-			for _, n := range tt.not {
-				if strings.Contains(line, n) {
-					t.Errorf("serveCommand() = %q: want no %q", line, n)
-				}
-			}
+			wantContains(t, "serveCommand()", line, tt.want, tt.not)
 			if strings.Contains(line+all, "s3cret") {
 				t.Errorf("serveCommand() = %q, notes %q: they hold the DSN's password", line, all)
 			}
@@ -95,5 +77,21 @@ func TestServeCommand(t *testing.T) {
 				t.Errorf("serveCommand() notes %q, want %q in them", all, tt.wantInNote)
 			}
 		})
+	}
+}
+
+// wantContains reports every string of want that got, the result of call,
+// lacks and every one of not that it holds.
+func wantContains(t *testing.T, call, got string, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("%s = %q, want %q in it", call, got, w)
+		}
+	}
+	for _, n := range not {
+		if strings.Contains(got, n) {
+			t.Errorf("%s = %q, want no %q", call, got, n)
+		}
 	}
 }

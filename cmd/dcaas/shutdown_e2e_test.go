@@ -18,8 +18,53 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
+
+// halfRequest is an HTTP/1.1 POST whose body only half went over conn.
+type halfRequest struct {
+	conn net.Conn
+	body []byte
+}
+
+// termMidRequest writes over conn a POST of v as JSON to path at host,
+// all but the second half of the body, waits for the server to be in its
+// handler and sends SIGTERM to pid: the server then stops with the request
+// in flight.
+func termMidRequest(t *testing.T, conn net.Conn, host, path string, v any, pid int) halfRequest {
+	t.Helper()
+	body, _ := json.Marshal(v)
+	head := "POST " + path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n"
+	if _, err := conn.Write(append([]byte(head), body[:len(body)/2]...)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the server reads the head: the request is in its handler
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return halfRequest{conn: conn, body: body}
+}
+
+// finish checks that the server (what: its name) still runs, writes the
+// rest of the request and returns the answer.
+func (r halfRequest) finish(t *testing.T, what string, server interface {
+	Running() bool
+	Stderr() string
+}) *http.Response {
+	t.Helper()
+	if !server.Running() {
+		t.Fatalf("the %s exited with a request in flight; stderr:\n%s", what, server.Stderr())
+	}
+	if _, err := r.conn.Write(r.body[len(r.body)/2:]); err != nil {
+		t.Fatalf("writing the rest of the in-flight request: %v", err)
+	}
+	_ = r.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(r.conn), nil)
+	if err != nil {
+		t.Fatalf("the in-flight request got no answer: %v; stderr:\n%s", err, server.Stderr())
+	}
+	return resp
+}
 
 // TestSidecarSIGTERMDrains: a sidecar told to stop (SIGTERM) while a
 // request is in flight stops accepting at once (its sockets go), lets the
@@ -28,12 +73,7 @@ import (
 // socket stayed.
 func TestSidecarSIGTERMDrains(t *testing.T) {
 	t.Parallel()
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	_, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
+	env, _, token := startKMSWithToken(t, "payments-api")
 	short, err := os.MkdirTemp("", "sd-")
 	if err != nil {
 		t.Fatal(err)
@@ -51,21 +91,12 @@ func TestSidecarSIGTERMDrains(t *testing.T) {
 
 	// The in-flight request: POST /v1/enroll whose body arrives in two
 	// halves, the second only after the signal.
-	body, _ := json.Marshal(api.SidecarEnrollRequest{Token: tok.Token})
 	conn, err := net.Dial("unix", sc.Socket())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	head := "POST /v1/enroll HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\nContent-Length: " +
-		strconv.Itoa(len(body)) + "\r\n\r\n"
-	if _, err := conn.Write(append([]byte(head), body[:len(body)/2]...)); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond) // the server reads the head: the request is in its handler
-	if err := syscall.Kill(sc.Pid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	req := termMidRequest(t, conn, "sidecar", "/v1/enroll", api.SidecarEnrollRequest{Token: token}, sc.Pid())
 	// It stops accepting at once: both socket files go while it runs.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -79,17 +110,7 @@ func TestSidecarSIGTERMDrains(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !sc.Running() {
-		t.Fatalf("the sidecar exited with a request in flight; stderr:\n%s", sc.Stderr())
-	}
-	if _, err := conn.Write(body[len(body)/2:]); err != nil {
-		t.Fatalf("writing the rest of the in-flight request: %v", err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("the in-flight request got no answer: %v; stderr:\n%s", err, sc.Stderr())
-	}
+	resp := req.finish(t, "sidecar", sc)
 	defer resp.Body.Close()
 	var st api.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK || !st.Enrolled {
@@ -122,16 +143,7 @@ func TestKMSSIGTERMDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	body, _ := json.Marshal(api.CreateTenantRequest{Name: "drained"})
-	head := "POST /v1/tenants HTTP/1.1\r\nHost: " + k.Addr() + "\r\nContent-Type: application/json\r\nContent-Length: " +
-		strconv.Itoa(len(body)) + "\r\n\r\n"
-	if _, err := conn.Write(append([]byte(head), body[:len(body)/2]...)); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond) // the server reads the head: the request is in its handler
-	if err := syscall.Kill(k.Pid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	req := termMidRequest(t, conn, k.Addr(), "/v1/tenants", api.CreateTenantRequest{Name: "drained"}, k.Pid())
 	// It stops accepting at once, while it still runs.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -145,17 +157,7 @@ func TestKMSSIGTERMDrains(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !k.Running() {
-		t.Fatalf("the KMS exited with a request in flight; stderr:\n%s", k.Stderr())
-	}
-	if _, err := conn.Write(body[len(body)/2:]); err != nil {
-		t.Fatalf("writing the rest of the in-flight request: %v", err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("the in-flight request got no answer: %v; stderr:\n%s", err, k.Stderr())
-	}
+	resp := req.finish(t, "KMS", k)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the in-flight POST /v1/tenants = %d, want 200", resp.StatusCode)

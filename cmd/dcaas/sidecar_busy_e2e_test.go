@@ -10,7 +10,6 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // TestSidecarBusyPortKeepsToken: a sidecar whose --metrics-listen or
@@ -20,12 +19,7 @@ import (
 func TestSidecarBusyPortKeepsToken(t *testing.T) {
 	t.Parallel()
 	bin := e2e.Binary(t)
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	cust, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
+	env, cust, token := startKMSWithToken(t, "payments-api")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +32,7 @@ func TestSidecarBusyPortKeepsToken(t *testing.T) {
 	for _, flag := range []string{"--metrics-listen", "--listen"} {
 		dir := t.TempDir()
 		cmd := exec.Command(bin, "sidecar", "serve", "--kms", env.URL, "--ca", caFile, "--data-dir", dir, flag, busy.Addr().String())
-		cmd.Env = append(os.Environ(), "DCAAS_ENROLL_TOKEN="+tok.Token)
+		cmd.Env = append(os.Environ(), "DCAAS_ENROLL_TOKEN="+token)
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "address already in use") || !strings.Contains(string(out), flag) {
 			t.Fatalf("sidecar serve %s on a busy port = %v:\n%s\nwant it to exit naming %s and the busy address", flag, err, out, flag)
@@ -53,7 +47,7 @@ func TestSidecarBusyPortKeepsToken(t *testing.T) {
 		t.Fatalf("instances registered by sidecars that exited: %+v", list.Instances)
 	}
 	// The token was not spent: it enrolls a sidecar now.
-	sc := e2e.StartSidecar(t, e2e.SidecarConfig{KMSURL: env.URL, CAPEM: env.CAPEM, Token: tok.Token})
+	sc := e2e.StartSidecar(t, e2e.SidecarConfig{KMSURL: env.URL, CAPEM: env.CAPEM, Token: token})
 	if sc.InstanceID() == "" {
 		t.Fatalf("the token did not enroll a sidecar after the failed starts: %s", sc.ReadyLine())
 	}

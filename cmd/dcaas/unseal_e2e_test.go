@@ -58,6 +58,17 @@ func unsealCLI(t *testing.T, p *e2e.KMS, dataDir, shareFile string, extra ...str
 	return runDcaas(t, args...)
 }
 
+// unsealAll posts each share file with unsealCLI and fails the test,
+// saying what it did, when one is refused.
+func unsealAll(t *testing.T, p *e2e.KMS, dataDir, what string, shareFiles []string) {
+	t.Helper()
+	for _, s := range shareFiles {
+		if _, errOut, code := unsealCLI(t, p, dataDir, s); code != 0 {
+			t.Fatalf("%s: %s", what, errOut)
+		}
+	}
+}
+
 func sealStatus(t *testing.T, p *e2e.KMS, dataDir string) api.SealStatus {
 	t.Helper()
 	out, errOut, code := runDcaas(t, "kms", "seal-status", "--json", "--kms", p.URL(), "--ca", filepath.Join(dataDir, "ca.pem"))
@@ -220,11 +231,7 @@ func TestSealInitUnsealEndToEnd(t *testing.T) {
 	// A complete set with one forged share (well-formed, right set, wrong
 	// value) is refused as a whole and progress starts again.
 	forged := file.EncodeShare(set, 5, secret.New(make([]byte, 32)))
-	for _, s := range shares[:2] {
-		if _, errOut, code := unsealCLI(t, p, dataDir, s); code != 0 {
-			t.Fatalf("unseal after restart: %s", errOut)
-		}
-	}
+	unsealAll(t, p, dataDir, "unseal after restart", shares[:2])
 	err = admin.Do("POST", "/v1/sys/unseal", api.UnsealRequest{Share: string(forged)}, nil)
 	wantAPIError(t, "a set with a forged share", err, http.StatusBadRequest, api.CodeInvalidArgument)
 	if msg := err.Error(); !strings.Contains(msg, "do not open the root key") || strings.Contains(msg, "share 5") {
@@ -233,11 +240,7 @@ func TestSealInitUnsealEndToEnd(t *testing.T) {
 	if st := sealStatus(t, p, dataDir); !st.Sealed || st.Progress != 0 {
 		t.Fatalf("seal-status after a set that does not open: %+v", st)
 	}
-	for _, s := range shares[2:] {
-		if _, errOut, code := unsealCLI(t, p, dataDir, s); code != 0 {
-			t.Fatalf("unseal with shares 3-5: %s", errOut)
-		}
-	}
+	unsealAll(t, p, dataDir, "unseal with shares 3-5", shares[2:])
 	// The store is the one of before the restart: acme exists.
 	wantAPIError(t, "POST /v1/tenants acme again", admin.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil), http.StatusConflict, api.CodeConflict)
 	admin.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil)
@@ -286,11 +289,7 @@ func TestSealedReplicasUnsealIndependently(t *testing.T) {
 	b := e2e.StartKMS(t, e2e.KMSConfig{Name: "kms B", DataDir: dirB, PostgresDSN: dsn, Sealed: true})
 	adminA := rawAdmin(t, a)
 	adminB := rawClient(t, b, readFile(t, dirA, "admin/cert.pem"), readFile(t, dirA, "admin/key.pem"))
-	for _, s := range shares[:2] {
-		if _, errOut, code := unsealCLI(t, a, dirA, s); code != 0 {
-			t.Fatalf("unseal A: %s", errOut)
-		}
-	}
+	unsealAll(t, a, dirA, "unseal A", shares[:2])
 	adminA.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil)
 	wantAPIError(t, "B while A is unsealed", adminB.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil), http.StatusServiceUnavailable, api.CodeSealed)
 	var st api.SealStatus
@@ -300,11 +299,7 @@ func TestSealedReplicasUnsealIndependently(t *testing.T) {
 	}
 	// B's own unseal, with another pair of shares and A's admin (the
 	// admin certificate lives in the shared database).
-	for _, s := range shares[1:] {
-		if _, errOut, code := unsealCLI(t, b, dirA, s); code != 0 {
-			t.Fatalf("unseal B: %s", errOut)
-		}
-	}
+	unsealAll(t, b, dirA, "unseal B", shares[1:])
 	wantAPIError(t, "acme again through B", adminB.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil), http.StatusConflict, api.CodeConflict)
 	adminB.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil)
 }
