@@ -121,7 +121,7 @@ the KMS's trust bundle (every CA it trusts, two during a CA rotation) to the
 			return c.print(cmd, out, func(w io.Writer) {
 				fmt.Fprintf(w, "certificate renewed for %s: serial %s, valid until %s\ncertificate: %s\n", out.DN, out.Serial, out.NotAfter.Format(time.RFC3339), out.CertFile)
 				if out.KeyFile != "" {
-					fmt.Fprintf(w, "private key: %s (mode 0600)\n", out.KeyFile)
+					printKeyFile(w, out.KeyFile)
 				}
 				if out.CAFile != "" {
 					fmt.Fprintf(w, "CA bundle:   %s\n", out.CAFile)
@@ -364,9 +364,19 @@ func (f *credFlags) issue(c *cliConn, name, tenant string,
 func (o *appOutput) printFiles(w io.Writer) {
 	fmt.Fprintf(w, "certificate: %s\n", o.CertFile)
 	if o.KeyFile != "" {
-		fmt.Fprintf(w, "private key: %s (mode 0600)\n", o.KeyFile)
+		printKeyFile(w, o.KeyFile)
 	}
 	fmt.Fprintf(w, "CA:          %s\n", o.CAFile)
+}
+
+// printKeyFile prints the line of a private key file written, with the
+// mode the file has (read back, not assumed).
+func printKeyFile(w io.Writer, path string) {
+	mode := "unreadable"
+	if fi, err := os.Stat(path); err == nil {
+		mode = fmt.Sprintf("mode %04o", fi.Mode().Perm())
+	}
+	fmt.Fprintf(w, "private key: %s (%s)\n", path, mode)
 }
 
 // prepare makes ready, before the KMS issues anything that could then not

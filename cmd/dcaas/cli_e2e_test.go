@@ -139,6 +139,12 @@ func TestCLIEndToEnd(t *testing.T) {
 	if _, _, err := cliRun(t, nil, with(admin, "app", "create", "payments-api", "--tenant", "acme", "--out-dir", creds)...); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Fatalf("app create over existing files = %v, want a refusal", err)
 	}
+	// The text output names the key file with the mode read back from it.
+	textCreds := t.TempDir()
+	out = cliMust(t, nil, nil, with(admin, "app", "create", "payments-batch", "--tenant", "acme", "--out-dir", textCreds)...)
+	if want := "private key: " + filepath.Join(textCreds, "payments-batch-key.pem") + " (mode 0600)\n"; !strings.Contains(string(out), want) {
+		t.Fatalf("app create printed %q, want a line %q", out, want)
+	}
 
 	// The custodian, with a dead replica listed first.
 	socket := filepath.Join(t.TempDir(), "sidecar.sock")
