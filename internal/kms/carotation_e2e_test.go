@@ -15,7 +15,6 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
-	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // poolOf is a pool of every certificate in a PEM bundle.
@@ -264,21 +263,7 @@ func TestResealCoversRotatedCAs(t *testing.T) {
 	env := kmstest.Start(t, nil)
 	env.Admin.MustDo(t, "POST", "/v1/ca/prepare", nil, nil)
 	env.Stop()
-	st, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(env.DataDir, kms.DBFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var items []kms.SealedItem
-	err = kms.Reseal(t.Context(), st, func(it kms.SealedItem) ([]byte, error) {
-		if it.Kind == kms.SealedCAKey {
-			items = append(items, it)
-		}
-		return it.Sealed, nil
-	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	items := resealed(t, env, kms.SealedCAKey)
 	if len(items) != 2 || items[0].Version != 1 || items[1].Version != 2 || bytes.Equal(items[0].AAD, items[1].AAD) ||
 		items[0].String() != "CA key" || items[1].String() != "CA key 2" {
 		t.Fatalf("resealed CA keys %v, want CA key 1 and 2 under distinct AADs", items)
