@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -48,15 +47,7 @@ func TestCertificateRenewal(t *testing.T) {
 	}
 	firstWrap := f.sc.WrappingCertificatePEM()
 	// Serve the mTLS listener too: its certificate must follow renewals.
-	tln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mtls, err := f.sc.TLSListener(t.Context(), tln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = f.sc.Serve(t.Context(), mtls) }()
+	mtls := f.serveMutualTLS(t)
 
 	// Encrypt all along: renewal never interrupts service.
 	var cts [][]byte
@@ -89,7 +80,7 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Errorf("expiry metric after renewal = %v, want %v", got, st.IdentityNotAfter)
 	}
 	// The listener presents the renewed certificate.
-	leaf := serverLeaf(t, f, tln.Addr().String())
+	leaf := serverLeaf(t, f, mtls)
 	if !leaf.NotAfter.Equal(st.IdentityNotAfter.Truncate(time.Second)) {
 		t.Errorf("mTLS listener presents a certificate expiring %v, want the renewed %v", leaf.NotAfter, st.IdentityNotAfter)
 	}
@@ -129,7 +120,7 @@ func TestCertificateRenewal(t *testing.T) {
 	if e, r := gaugeValue(t, reg, "dcaas_sidecar_enrolled"), gaugeValue(t, reg, "dcaas_sidecar_revoked"); e != 0 || r != 1 {
 		t.Errorf("dcaas_sidecar_enrolled = %v, dcaas_sidecar_revoked = %v once revoked; want 0, 1", e, r)
 	}
-	_, err = encrypt(a.call(t), ref, []byte("x"), nil)
+	_, err := encrypt(a.call(t), ref, []byte("x"), nil)
 	kmstest.WantError(t, err, 403, api.CodeRevoked)
 	// Issue 15: readiness fails on a revoked instance, naming the check;
 	// liveness stays 200 and says so too.

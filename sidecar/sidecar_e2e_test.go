@@ -84,6 +84,25 @@ func (f *fixture) do(t testing.TB, method, path string, in, out any) {
 	}
 }
 
+// serveMutualTLS serves the fixture's sidecar on a mutual-TLS listener on
+// a loopback port until the test ends, and returns the listener's address.
+func (f *fixture) serveMutualTLS(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := f.sc.TLSListener(t.Context(), ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.sc.Serve(ctx, tln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
 // load creates data keys at the KMS and loads them by the primary flow:
 // wrapping certificate from the sidecar → KMS rewrap → sidecar import.
 func (f *fixture) load(t testing.TB, reqs ...api.CreateDataKeyRequest) []api.DataKey {
@@ -267,18 +286,7 @@ func TestSidecarRefusesOtherUID(t *testing.T) {
 func TestSidecarMutualTLSListener(t *testing.T) {
 	f := newFixture(t, nil)
 	dks := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := f.sc.TLSListener(t.Context(), ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = f.sc.Serve(ctx, tln) }()
-	defer func() { cancel(); <-done }()
+	addr := f.serveMutualTLS(t)
 
 	dial := func(certPEM, keyPEM string) *client.Sidecar {
 		cfg := &tls.Config{RootCAs: f.env.CAPool, ServerName: f.sc.ServerName()}
@@ -289,7 +297,7 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 			}
 			cfg.Certificates = []tls.Certificate{pair}
 		}
-		c, err := client.NewSidecarWithTLS("https://"+ln.Addr().String(), cfg, client.WithRetry(1, 0, 0))
+		c, err := client.NewSidecarWithTLS("https://"+addr, cfg, client.WithRetry(1, 0, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +310,7 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 	}
 	// Another custodian of the same tenant: 403.
 	_, other := f.env.App(t, "acme", "reporting", api.RoleCustodian)
-	err = dial(other.CertPEM, other.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
+	err := dial(other.CertPEM, other.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
 	kmstest.WantError(t, err, 403, api.CodeForbidden)
 	// No certificate: 401.
 	err = dial("", "").Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
