@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +40,7 @@ type fixture struct {
 	sc      *sidecar.Sidecar
 	socket  string
 	local   *client.Sidecar // over the socket
-	logs    *syncBuffer
+	logs    *e2e.LogBuffer
 	dataDir string
 }
 
@@ -54,7 +53,7 @@ func token(t testing.TB, f *fixture) string {
 // clock) and a sidecar (mutate adjusts its Config).
 func newFixture(t testing.TB, mutate func(*sidecar.Config), kmsOpts ...func(*kms.Options)) *fixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &e2e.LogBuffer{}
 	env := kmstest.Start(t, func(o *kms.Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		for _, m := range kmsOpts {
@@ -403,28 +402,4 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if f.logs.Len() == 0 || len(audit) == 0 || metrics.Body.Len() == 0 {
 		t.Fatal("nothing was captured: the test would prove nothing")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers (loggers).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
 }
