@@ -2,12 +2,10 @@ package client_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -354,19 +352,8 @@ func TestSDKEndToEnd(t *testing.T) {
 	})
 
 	t.Run("mutual TLS sidecar", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tln, err := w.sc.TLSListener(ctx, ln)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = w.sc.Serve(sctx, tln) }()
-		defer func() { cancel(); <-done }()
-		remote, err := client.NewSidecarTLS("https://"+ln.Addr().String(), w.env.CAPEM, []byte(w.creds.CertPEM), []byte(w.creds.KeyPEM), w.sc.ServerName())
+		addr := e2e.ServeMutualTLS(t, w.sc)
+		remote, err := client.NewSidecarTLS("https://"+addr, w.env.CAPEM, []byte(w.creds.CertPEM), []byte(w.creds.KeyPEM), w.sc.ServerName())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,7 +47,7 @@ func TestCertificateRenewal(t *testing.T) {
 	}
 	firstWrap := f.sc.WrappingCertificatePEM()
 	// Serve the mTLS listener too: its certificate must follow renewals.
-	mtls := f.serveMutualTLS(t)
+	mtls := e2e.ServeMutualTLS(t, f.sc)
 
 	// Encrypt all along: renewal never interrupts service.
 	var cts [][]byte

@@ -2,13 +2,11 @@ package sidecar_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -81,25 +79,6 @@ func (f *fixture) do(t testing.TB, method, path string, in, out any) {
 	if err := f.local.Do(t.Context(), method, path, in, out); err != nil {
 		t.Fatalf("sidecar %s %s: %v", method, path, err)
 	}
-}
-
-// serveMutualTLS serves the fixture's sidecar on a mutual-TLS listener on
-// a loopback port until the test ends, and returns the listener's address.
-func (f *fixture) serveMutualTLS(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := f.sc.TLSListener(t.Context(), ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = f.sc.Serve(ctx, tln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
 }
 
 // load creates data keys at the KMS and loads them by the primary flow:
@@ -285,7 +264,7 @@ func TestSidecarRefusesOtherUID(t *testing.T) {
 func TestSidecarMutualTLSListener(t *testing.T) {
 	f := newFixture(t, nil)
 	dks := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
-	addr := f.serveMutualTLS(t)
+	addr := e2e.ServeMutualTLS(t, f.sc)
 
 	dial := func(certPEM, keyPEM string) *client.Sidecar {
 		cfg := &tls.Config{RootCAs: f.env.CAPool, ServerName: f.sc.ServerName()}

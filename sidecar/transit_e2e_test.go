@@ -16,6 +16,7 @@ import (
 	openbao "github.com/openbao/openbao/api/v2"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/transit"
 	"github.com/dcaas/dcaas/sidecar"
@@ -356,7 +357,7 @@ func TestTransitOverMutualTLS(t *testing.T) {
 	f := newFixture(t, nil)
 	dks := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 	f.do(t, "PUT", "/v1/keys/"+dks[0].KeyID+"/name", api.SetKeyNameRequest{Name: "payments"}, nil)
-	addr := f.serveMutualTLS(t)
+	addr := e2e.ServeMutualTLS(t, f.sc)
 
 	dir := t.TempDir()
 	writeFile := func(name, content string) string {
