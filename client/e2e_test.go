@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -40,17 +37,11 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := t.Context()
 	env := kmstest.Start(t, nil)
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(env.DataDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	w := &world{env: env}
 	var err error
 	// A dead replica first: every call fails over to the live one.
-	w.admin, err = client.NewKMS([]string{deadURL(t), env.URL}, env.CAPEM, read(kms.AdminCert), read(kms.AdminKey))
+	adminCert, adminKey := env.AdminPEM(t)
+	w.admin, err = client.NewKMS([]string{deadURL(t), env.URL}, env.CAPEM, adminCert, adminKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,14 +132,7 @@ func TestCARotation(t *testing.T) {
 	// Between prepare and activate, every peer of the KMS takes the bundle
 	// (the KMS's TLS certificate comes from the new CA after activate).
 	bundle := poolOf(t, prepared.BundlePEM)
-	adminCert, err := os.ReadFile(filepath.Join(env.DataDir, kms.AdminCert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, err := os.ReadFile(filepath.Join(env.DataDir, kms.AdminKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	adminCert, adminKey := env.AdminPEM(t)
 	admin := clientWith(t, env, bundle, string(adminCert), string(adminKey))
 	oldCust := clientWith(t, env, bundle, custCreds.CertPEM, custCreds.KeyPEM)
 
@@ -205,7 +198,7 @@ func TestCARotation(t *testing.T) {
 	var dk api.DataKey
 	newCust = clientWith(t, env, newPool, renewed.CertPEM, renewed.KeyPEM)
 	newCust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-	err = newCust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: oldSide.Enrollment.WrappingCertPEM}, nil)
+	err := newCust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: oldSide.Enrollment.WrappingCertPEM}, nil)
 	kmstest.WantError(t, err, http.StatusForbidden, api.CodeForbidden)
 	if err := newCust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: newSide.Enrollment.WrappingCertPEM}, nil); err != nil {
 		t.Errorf("rewrap to the new sidecar after retire: %v", err)
