@@ -4,14 +4,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
-	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -20,14 +17,8 @@ import (
 func TestCertificateLifecycle(t *testing.T) {
 	ctx := t.Context()
 	env := kmstest.Start(t, nil)
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(env.DataDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	admin, err := client.NewKMS([]string{env.URL}, env.CAPEM, read(kms.AdminCert), read(kms.AdminKey))
+	adminCert, adminKey := env.AdminPEM(t)
+	admin, err := client.NewKMS([]string{env.URL}, env.CAPEM, adminCert, adminKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,10 @@ package client_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +14,6 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/e2e"
-	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -42,17 +37,11 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := t.Context()
 	env := kmstest.Start(t, nil)
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(env.DataDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	w := &world{env: env}
 	var err error
 	// A dead replica first: every call fails over to the live one.
-	w.admin, err = client.NewKMS([]string{deadURL(t), env.URL}, env.CAPEM, read(kms.AdminCert), read(kms.AdminKey))
+	adminCert, adminKey := env.AdminPEM(t)
+	w.admin, err = client.NewKMS([]string{deadURL(t), env.URL}, env.CAPEM, adminCert, adminKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,19 +343,8 @@ func TestSDKEndToEnd(t *testing.T) {
 	})
 
 	t.Run("mutual TLS sidecar", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tln, err := w.sc.TLSListener(ctx, ln)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = w.sc.Serve(sctx, tln) }()
-		defer func() { cancel(); <-done }()
-		remote, err := client.NewSidecarTLS("https://"+ln.Addr().String(), w.env.CAPEM, []byte(w.creds.CertPEM), []byte(w.creds.KeyPEM), w.sc.ServerName())
+		addr := e2e.ServeMutualTLS(t, w.sc)
+		remote, err := client.NewSidecarTLS("https://"+addr, w.env.CAPEM, []byte(w.creds.CertPEM), []byte(w.creds.KeyPEM), w.sc.ServerName())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,6 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/enclave/tpm"
-	"github.com/dcaas/dcaas/internal/enclave/tpm/tpmsim"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -46,29 +45,10 @@ type attestWorld struct {
 
 func newAttestWorld(t *testing.T, policy func(w *attestWorld) *kms.AttestationPolicy) *attestWorld {
 	t.Helper()
-	sim, err := tpmsim.Open()
-	if err != nil {
-		t.Fatalf("TPM simulator: %v (run scripts/deps.sh: it needs gcc and libssl-dev)", err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	w := &attestWorld{tpmWorld: &tpmWorld{sim: sim, dir: filepath.Join(t.TempDir(), "tpm"), clock: kmstest.NewClock()}}
-	if w.enc, err = tpm.Open(t.Context(), sim, w.dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.enc.Close() })
-	ak, err := w.enc.AKPublic(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.ak = tpm.AKFingerprint(ak)
+	tw, ak := openTPMPlatform(t)
+	w := &attestWorld{tpmWorld: tw, ak: ak}
 	w.pcrs = attestedRequest(t, w.enc, make([]byte, 32)).Attestation.PCRs
-	p := policy(w)
-	w.env = kmstest.Start(t, func(o *kms.Options) {
-		o.Now = w.clock.Now
-		o.Config.Attestation = p
-	})
-	w.env.Tenant(t, "acme")
-	w.cust, w.creds = w.env.App(t, "acme", "payments-api", api.RoleCustodian)
+	w.startKMS(t, policy(w))
 	return w
 }
 

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -48,15 +47,7 @@ func TestCertificateRenewal(t *testing.T) {
 	}
 	firstWrap := f.sc.WrappingCertificatePEM()
 	// Serve the mTLS listener too: its certificate must follow renewals.
-	tln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mtls, err := f.sc.TLSListener(t.Context(), tln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = f.sc.Serve(t.Context(), mtls) }()
+	mtls := e2e.ServeMutualTLS(t, f.sc)
 
 	// Encrypt all along: renewal never interrupts service.
 	var cts [][]byte
@@ -89,7 +80,7 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Errorf("expiry metric after renewal = %v, want %v", got, st.IdentityNotAfter)
 	}
 	// The listener presents the renewed certificate.
-	leaf := serverLeaf(t, f, tln.Addr().String())
+	leaf := serverLeaf(t, f, mtls)
 	if !leaf.NotAfter.Equal(st.IdentityNotAfter.Truncate(time.Second)) {
 		t.Errorf("mTLS listener presents a certificate expiring %v, want the renewed %v", leaf.NotAfter, st.IdentityNotAfter)
 	}
@@ -129,7 +120,7 @@ func TestCertificateRenewal(t *testing.T) {
 	if e, r := gaugeValue(t, reg, "dcaas_sidecar_enrolled"), gaugeValue(t, reg, "dcaas_sidecar_revoked"); e != 0 || r != 1 {
 		t.Errorf("dcaas_sidecar_enrolled = %v, dcaas_sidecar_revoked = %v once revoked; want 0, 1", e, r)
 	}
-	_, err = encrypt(a.call(t), ref, []byte("x"), nil)
+	_, err := encrypt(a.call(t), ref, []byte("x"), nil)
 	kmstest.WantError(t, err, 403, api.CodeRevoked)
 	// Issue 15: readiness fails on a revoked instance, naming the check;
 	// liveness stays 200 and says so too.
@@ -347,10 +338,10 @@ func TestRevocationSticks(t *testing.T) {
 		return &w
 	}
 
-	t.Run("saved rewrap answer after a revocation", func(t *testing.T) {
-		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
-		saved := rewrap(dk)
-		a.must(t, "POST", "/v1/keys/import", saved, nil)
+	// revokeEvicted deletes dk at the KMS and waits until the sidecar has
+	// evicted it: encrypting with it answers revoked.
+	revokeEvicted := func(t *testing.T, dk api.DataKey) {
+		t.Helper()
 		f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+dk.KeyID, nil, nil)
 		eventually(t, "evicted", func() error {
 			_, err := encrypt(a.call(t), api.KeyRef{KeyID: dk.KeyID}, []byte("x"), nil)
@@ -359,6 +350,13 @@ func TestRevocationSticks(t *testing.T) {
 			}
 			return nil
 		})
+	}
+
+	t.Run("saved rewrap answer after a revocation", func(t *testing.T) {
+		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+		saved := rewrap(dk)
+		a.must(t, "POST", "/v1/keys/import", saved, nil)
+		revokeEvicted(t, dk)
 		kmstest.WantError(t, a.try(t, "POST", "/v1/keys/import", saved, nil), 403, api.CodeRevoked)
 		// A fresh rewrap made before the disable, from another answer,
 		// fares no better.
@@ -371,14 +369,7 @@ func TestRevocationSticks(t *testing.T) {
 	t.Run("managing an evicted revoked key", func(t *testing.T) {
 		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 		a.must(t, "POST", "/v1/keys/import", rewrap(dk), nil)
-		f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+dk.KeyID, nil, nil)
-		eventually(t, "evicted", func() error {
-			_, err := encrypt(a.call(t), api.KeyRef{KeyID: dk.KeyID}, []byte("x"), nil)
-			if api.CodeOf(err) != api.CodeRevoked {
-				return fmt.Errorf("encrypt = %v, want revoked", err)
-			}
-			return nil
-		})
+		revokeEvicted(t, dk)
 		kmstest.WantError(t, a.try(t, "DELETE", "/v1/keys/"+dk.KeyID, nil, nil), 403, api.CodeRevoked)
 		kmstest.WantError(t, a.try(t, "POST", "/v1/keys/seal", api.SealRequest{KeyIDs: []string{dk.KeyID}}, nil), 403, api.CodeRevoked)
 		// A key that was never here is still 404.

@@ -1,9 +1,7 @@
 package sidecar_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -29,17 +27,8 @@ func probe(t *testing.T, socket string, path string, hdr map[string]string) (int
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := devenv.UnixHTTP(socket).Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var h api.Health
-	if err := json.Unmarshal(b, &h); err != nil {
-		t.Fatalf("GET %s: body %q: %v", path, b, err)
-	}
-	return resp.StatusCode, h, resp.Header.Get(httpapi.RequestIDHeader)
+	code, h, header := e2e.GetHealth(t, devenv.UnixHTTP(socket), req)
+	return code, h, header.Get(httpapi.RequestIDHeader)
 }
 
 // logLines are the JSON log lines in logs whose msg is msg.

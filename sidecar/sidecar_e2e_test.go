@@ -2,18 +2,15 @@ package sidecar_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +38,7 @@ type fixture struct {
 	sc      *sidecar.Sidecar
 	socket  string
 	local   *client.Sidecar // over the socket
-	logs    *syncBuffer
+	logs    *e2e.LogBuffer
 	dataDir string
 }
 
@@ -54,7 +51,7 @@ func token(t testing.TB, f *fixture) string {
 // clock) and a sidecar (mutate adjusts its Config).
 func newFixture(t testing.TB, mutate func(*sidecar.Config), kmsOpts ...func(*kms.Options)) *fixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &e2e.LogBuffer{}
 	env := kmstest.Start(t, func(o *kms.Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		for _, m := range kmsOpts {
@@ -267,18 +264,7 @@ func TestSidecarRefusesOtherUID(t *testing.T) {
 func TestSidecarMutualTLSListener(t *testing.T) {
 	f := newFixture(t, nil)
 	dks := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := f.sc.TLSListener(t.Context(), ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = f.sc.Serve(ctx, tln) }()
-	defer func() { cancel(); <-done }()
+	addr := e2e.ServeMutualTLS(t, f.sc)
 
 	dial := func(certPEM, keyPEM string) *client.Sidecar {
 		cfg := &tls.Config{RootCAs: f.env.CAPool, ServerName: f.sc.ServerName()}
@@ -289,7 +275,7 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 			}
 			cfg.Certificates = []tls.Certificate{pair}
 		}
-		c, err := client.NewSidecarWithTLS("https://"+ln.Addr().String(), cfg, client.WithRetry(1, 0, 0))
+		c, err := client.NewSidecarWithTLS("https://"+addr, cfg, client.WithRetry(1, 0, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +288,7 @@ func TestSidecarMutualTLSListener(t *testing.T) {
 	}
 	// Another custodian of the same tenant: 403.
 	_, other := f.env.App(t, "acme", "reporting", api.RoleCustodian)
-	err = dial(other.CertPEM, other.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
+	err := dial(other.CertPEM, other.KeyPEM).Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
 	kmstest.WantError(t, err, 403, api.CodeForbidden)
 	// No certificate: 401.
 	err = dial("", "").Do(t.Context(), "POST", "/v1/crypto/encrypt", req, nil)
@@ -395,28 +381,4 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if f.logs.Len() == 0 || len(audit) == 0 || metrics.Body.Len() == 0 {
 		t.Fatal("nothing was captured: the test would prove nothing")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers (loggers).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
 }

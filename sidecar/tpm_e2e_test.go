@@ -37,6 +37,23 @@ type tpmWorld struct {
 
 func newTPMWorld(t *testing.T, allowOurAK bool) *tpmWorld {
 	t.Helper()
+	w, fp := openTPMPlatform(t)
+	if !allowOurAK { // another platform's fingerprint
+		other := byte('0')
+		if fp[0] == '0' {
+			other = '1'
+		}
+		fp = string(other) + fp[1:]
+	}
+	w.startKMS(t, &kms.AttestationPolicy{Platforms: []kms.Platform{{AKFingerprint: fp, CustodianDN: "CN=payments-api,O=acme"}}})
+	return w
+}
+
+// openTPMPlatform opens a TPM simulator and a TPM enclave on it in a new
+// directory, both closed when the test ends, and returns them as a world
+// with no KMS yet, and the fingerprint of the enclave's AK.
+func openTPMPlatform(t *testing.T) (*tpmWorld, string) {
+	t.Helper()
 	sim, err := tpmsim.Open()
 	if err != nil {
 		t.Fatalf("TPM simulator: %v (run scripts/deps.sh: it needs gcc and libssl-dev)", err)
@@ -51,21 +68,19 @@ func newTPMWorld(t *testing.T, allowOurAK bool) *tpmWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := tpm.AKFingerprint(ak)
-	if !allowOurAK { // another platform's fingerprint
-		other := byte('0')
-		if fp[0] == '0' {
-			other = '1'
-		}
-		fp = string(other) + fp[1:]
-	}
+	return w, tpm.AKFingerprint(ak)
+}
+
+// startKMS starts the world's KMS on its clock with the attestation policy
+// p, with tenant acme and its custodian payments-api.
+func (w *tpmWorld) startKMS(t *testing.T, p *kms.AttestationPolicy) {
+	t.Helper()
 	w.env = kmstest.Start(t, func(o *kms.Options) {
 		o.Now = w.clock.Now
-		o.Config.Attestation = &kms.AttestationPolicy{Platforms: []kms.Platform{{AKFingerprint: fp, CustodianDN: "CN=payments-api,O=acme"}}}
+		o.Config.Attestation = p
 	})
 	w.env.Tenant(t, "acme")
 	w.cust, w.creds = w.env.App(t, "acme", "payments-api", api.RoleCustodian)
-	return w
 }
 
 func (w *tpmWorld) sidecar(t *testing.T, dataDir string) (*sidecar.Sidecar, error) {

@@ -16,6 +16,7 @@ import (
 	openbao "github.com/openbao/openbao/api/v2"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/transit"
 	"github.com/dcaas/dcaas/sidecar"
@@ -356,18 +357,7 @@ func TestTransitOverMutualTLS(t *testing.T) {
 	f := newFixture(t, nil)
 	dks := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 	f.do(t, "PUT", "/v1/keys/"+dks[0].KeyID+"/name", api.SetKeyNameRequest{Name: "payments"}, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := f.sc.TLSListener(t.Context(), ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = f.sc.Serve(ctx, tln) }()
-	defer func() { cancel(); <-done }()
+	addr := e2e.ServeMutualTLS(t, f.sc)
 
 	dir := t.TempDir()
 	writeFile := func(name, content string) string {
@@ -389,7 +379,7 @@ func TestTransitOverMutualTLS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := openbao.DefaultConfig()
 			cfg.MaxRetries = 0
-			cfg.Address = "https://" + ln.Addr().String()
+			cfg.Address = "https://" + addr
 			if err := cfg.ConfigureTLS(&openbao.TLSConfig{
 				CACert: ca, ClientCert: writeFile(tc.name+".pem", tc.cert), ClientKey: writeFile(tc.name+".key", tc.key),
 				TLSServerName: f.sc.ServerName(),

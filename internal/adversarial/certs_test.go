@@ -1,13 +1,11 @@
 package adversarial_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"net"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -82,20 +81,9 @@ func parsePEM(t testing.TB, s string) *x509.Certificate {
 // returns a client factory for it.
 func (s *side) mtlsListener(t testing.TB, w *world) func(certPEM, keyPEM string) *client.Sidecar {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tln, err := s.sc.TLSListener(t.Context(), ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.sc.Serve(ctx, tln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	addr := e2e.ServeMutualTLS(t, s.sc)
 	return func(certPEM, keyPEM string) *client.Sidecar {
-		c, err := client.NewSidecarTLS("https://"+ln.Addr().String(), w.env.CAPEM, []byte(certPEM), []byte(keyPEM), s.sc.ServerName(), client.WithRetry(1, 0, 0))
+		c, err := client.NewSidecarTLS("https://"+addr, w.env.CAPEM, []byte(certPEM), []byte(keyPEM), s.sc.ServerName(), client.WithRetry(1, 0, 0))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -52,15 +52,8 @@ func TestGrantScope(t *testing.T) {
 	a.wantNoKeys(t)
 	t.Run("presented by the custodian itself", func(t *testing.T) {
 		g := mustGrant(t, w.pay, api.GrantRequest{InstanceID: a.id, EKBs: [][]byte{dk.EKB}})
-		pub, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
-		if err != nil {
-			t.Fatal(err)
-		}
-		rcpt, err := kcrypto.MarshalKEMPublicKey(pub.PublicKey())
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = w.pay.Do("POST", "/v1/keys/load", api.LoadRequest{Grant: g, EKBs: [][]byte{dk.EKB}, Recipient: rcpt}, nil)
+		_, rcpt := kmstest.NewRecipient(t)
+		err := w.pay.Do("POST", "/v1/keys/load", api.LoadRequest{Grant: g, EKBs: [][]byte{dk.EKB}, Recipient: rcpt}, nil)
 		kmstest.WantError(t, err, 403, api.CodeForbidden)
 		// Refused before use: the grant still works for its sidecar.
 		if err := load(g, [][]byte{dk.EKB}, nil); err != nil {

@@ -7,8 +7,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,7 +16,6 @@ import (
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/console"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -43,14 +40,7 @@ func newFixture(t *testing.T, every time.Duration) *fixture {
 	cust, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
 	env.App(t, "acme", "deployer", api.RolePipeline)
 	dk := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
-	certPEM, err := os.ReadFile(filepath.Join(env.DataDir, kms.AdminCert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := os.ReadFile(filepath.Join(env.DataDir, kms.AdminKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	certPEM, keyPEM := env.AdminPEM(t)
 	admin, err := client.NewKMS([]string{env.URL}, env.CAPEM, certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)

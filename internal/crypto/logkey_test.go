@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
@@ -72,14 +71,7 @@ func TestLogVerifyKeyPEM(t *testing.T) {
 	if err != nil || !got.Equal(pub) || got.ID() != pub.ID() || !strings.HasPrefix(pub.ID(), "ed25519:") {
 		t.Fatalf("ParseLogVerifyKeyPEM(PEM()) = %v, %v; want %s", got.ID(), err, pub.ID())
 	}
-	ec, err := GenerateKey(api.KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecPEM, err := PublicKeyPEM(api.KeyECDSAP256, ec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ecPEM := p256PublicKeyPEM(t)
 	for _, bad := range []string{"", "garbage", ecPEM} {
 		if _, err := ParseLogVerifyKeyPEM([]byte(bad)); !errors.Is(err, ErrLogVerifyKey) {
 			t.Errorf("ParseLogVerifyKeyPEM(%.20q) = %v, want ErrLogVerifyKey", bad, err)

@@ -21,14 +21,7 @@ func TestEd25519PublicKeyFromPEM(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("Ed25519PublicKeyFromPEM = %x, %v; want %x", got, err, want)
 	}
-	ec, err := GenerateKey(api.KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecPEM, err := PublicKeyPEM(api.KeyECDSAP256, ec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ecPEM := p256PublicKeyPEM(t)
 	if _, err := Ed25519PublicKeyFromPEM(ecPEM); !errors.Is(err, ErrWrongKeyType) {
 		t.Errorf("Ed25519PublicKeyFromPEM(P-256 key) = %v, want ErrWrongKeyType", err)
 	}
@@ -37,4 +30,19 @@ func TestEd25519PublicKeyFromPEM(t *testing.T) {
 			t.Errorf("Ed25519PublicKeyFromPEM(%q) = nil error", bad)
 		}
 	}
+}
+
+// p256PublicKeyPEM is the PEM public key of a new P-256 key: a public key
+// of another type, which the Ed25519 key parsers refuse.
+func p256PublicKeyPEM(t *testing.T) string {
+	t.Helper()
+	ec, err := GenerateKey(api.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPEM, err := PublicKeyPEM(api.KeyECDSAP256, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ecPEM
 }

@@ -32,7 +32,8 @@
 //     agent does.
 //   - ServeSidecar runs a sidecar inside the test process instead, for
 //     tests that need the library's Config (a settable clock, an enclave
-//     of their own).
+//     of their own); ServeMutualTLS serves such a sidecar on its mutual-TLS
+//     listener too.
 //   - Every HTTP call goes through the public SDK (package client):
 //     Endpoint.Client, Endpoint.Admin and Sidecar.Client return SDK
 //     clients.

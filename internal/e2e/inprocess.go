@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,9 +47,32 @@ func ServeSidecar(t testing.TB, cfg sidecar.Config, socket string) (*sidecar.Sid
 	if err != nil {
 		t.Fatal(err)
 	}
+	serve(t, sc, ln)
+	return sc, socket
+}
+
+// ServeMutualTLS serves the in-process sidecar sc on its mutual-TLS
+// listener (sidecar.TLSListener) on a loopback port until t ends, when it
+// stops serving, and returns the listener's host:port.
+func ServeMutualTLS(t testing.TB, sc *sidecar.Sidecar) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := sc.TLSListener(t.Context(), ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, sc, tln)
+	return ln.Addr().String()
+}
+
+// serve runs sc.Serve on ln until t ends; the cleanup waits for it to
+// return.
+func serve(t testing.TB, sc *sidecar.Sidecar, ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return sc, socket
 }

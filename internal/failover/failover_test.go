@@ -413,27 +413,13 @@ func checkGrantsLoadOnce(t *testing.T, sideB *kmstest.Client, side *kmstest.Fake
 		if err := sideB.Do("POST", "/v1/keys/load", req, nil); err != nil {
 			t.Errorf("the same request with the grant of worker %d call %d again: %v", c.worker, c.n, err)
 		}
-		req.Recipient = freshRecipient(t)
+		_, req.Recipient = kmstest.NewRecipient(t)
 		err := sideB.Do("POST", "/v1/keys/load", req, nil)
 		var ae *api.Error
 		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != api.CodeAlreadyUsed {
 			t.Errorf("second use of the grant of worker %d call %d = %v, want 409 %s", c.worker, c.n, err, api.CodeAlreadyUsed)
 		}
 	}
-}
-
-// freshRecipient is a new ephemeral HPKE public key: a new load request.
-func freshRecipient(t *testing.T) api.PublicKey {
-	t.Helper()
-	priv, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kcrypto.MarshalKEMPublicKey(priv.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub
 }
 
 // checkDatabase checks the keys table: every acknowledged key is there,

@@ -182,18 +182,18 @@ func TestAuditTruncatedUnderRunningKMS(t *testing.T) {
 	}
 }
 
-// TestResealCoversAuditKey: moving the data dir to another seal reseals
-// the audit key too, under its own associated data.
-func TestResealCoversAuditKey(t *testing.T) {
-	env := kmstest.Start(t, nil)
-	env.Stop()
+// resealed runs kms.Reseal over the stopped env's data dir with a resealer
+// that keeps every blob as it is, and returns the items of that kind it
+// was handed, in order.
+func resealed(t *testing.T, env *kmstest.Env, kind string) []kms.SealedItem {
+	t.Helper()
 	st, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(env.DataDir, kms.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var items []kms.SealedItem
 	err = kms.Reseal(t.Context(), st, func(it kms.SealedItem) ([]byte, error) {
-		if it.Kind == kms.SealedAuditKey {
+		if it.Kind == kind {
 			items = append(items, it)
 		}
 		return it.Sealed, nil
@@ -202,6 +202,15 @@ func TestResealCoversAuditKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return items
+}
+
+// TestResealCoversAuditKey: moving the data dir to another seal reseals
+// the audit key too, under its own associated data.
+func TestResealCoversAuditKey(t *testing.T) {
+	env := kmstest.Start(t, nil)
+	env.Stop()
+	items := resealed(t, env, kms.SealedAuditKey)
 	if len(items) != 1 || string(items[0].AAD) != "dcaas/v1 audit-key" || items[0].String() != "audit key" {
 		t.Fatalf("resealed audit keys %v, want one under its AAD", items)
 	}

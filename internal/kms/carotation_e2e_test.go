@@ -15,7 +15,6 @@ import (
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
-	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
 
 // poolOf is a pool of every certificate in a PEM bundle.
@@ -133,14 +132,7 @@ func TestCARotation(t *testing.T) {
 	// Between prepare and activate, every peer of the KMS takes the bundle
 	// (the KMS's TLS certificate comes from the new CA after activate).
 	bundle := poolOf(t, prepared.BundlePEM)
-	adminCert, err := os.ReadFile(filepath.Join(env.DataDir, kms.AdminCert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, err := os.ReadFile(filepath.Join(env.DataDir, kms.AdminKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	adminCert, adminKey := env.AdminPEM(t)
 	admin := clientWith(t, env, bundle, string(adminCert), string(adminKey))
 	oldCust := clientWith(t, env, bundle, custCreds.CertPEM, custCreds.KeyPEM)
 
@@ -206,7 +198,7 @@ func TestCARotation(t *testing.T) {
 	var dk api.DataKey
 	newCust = clientWith(t, env, newPool, renewed.CertPEM, renewed.KeyPEM)
 	newCust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-	err = newCust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: oldSide.Enrollment.WrappingCertPEM}, nil)
+	err := newCust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: oldSide.Enrollment.WrappingCertPEM}, nil)
 	kmstest.WantError(t, err, http.StatusForbidden, api.CodeForbidden)
 	if err := newCust.Do("POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: newSide.Enrollment.WrappingCertPEM}, nil); err != nil {
 		t.Errorf("rewrap to the new sidecar after retire: %v", err)
@@ -264,21 +256,7 @@ func TestResealCoversRotatedCAs(t *testing.T) {
 	env := kmstest.Start(t, nil)
 	env.Admin.MustDo(t, "POST", "/v1/ca/prepare", nil, nil)
 	env.Stop()
-	st, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(env.DataDir, kms.DBFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var items []kms.SealedItem
-	err = kms.Reseal(t.Context(), st, func(it kms.SealedItem) ([]byte, error) {
-		if it.Kind == kms.SealedCAKey {
-			items = append(items, it)
-		}
-		return it.Sealed, nil
-	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	items := resealed(t, env, kms.SealedCAKey)
 	if len(items) != 2 || items[0].Version != 1 || items[1].Version != 2 || bytes.Equal(items[0].AAD, items[1].AAD) ||
 		items[0].String() != "CA key" || items[1].String() != "CA key 2" {
 		t.Fatalf("resealed CA keys %v, want CA key 1 and 2 under distinct AADs", items)

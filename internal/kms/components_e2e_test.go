@@ -183,6 +183,20 @@ func kcvOfType(typ api.KeyType, b []byte) (string, error) {
 	return kcrypto.KCVCMAC(secret.Copy(b))
 }
 
+// firstComponent starts a ceremony of two new components of typ as the
+// custodian w.cust and has admin enter the first; it returns the
+// components and the ceremony.
+func firstComponent(t *testing.T, w *world, typ api.KeyType, admin *kmstest.Client) (components, api.ComponentCeremony) {
+	t.Helper()
+	comps := newComponents(t, typ, 2)
+	var cr api.ComponentCeremony
+	w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: typ, Components: 2}, &cr)
+	if _, err := addComponent(admin, cr.ID, comps.parts[0], comps.kcvs[0]); err != nil {
+		t.Fatal(err)
+	}
+	return comps, cr
+}
+
 func addComponent(c *kmstest.Client, id string, part []byte, kcv string) (api.ComponentCeremony, error) {
 	var out api.ComponentCeremony
 	err := c.Do("POST", "/v1/key-components/"+id, api.AddComponentRequest{Component: hex.EncodeToString(part), KCV: kcv}, &out)
@@ -325,12 +339,7 @@ func TestKeyComponents(t *testing.T) {
 	}
 
 	t.Run("hmac by a custodian", func(t *testing.T) {
-		comps := newComponents(t, api.KeyHMACSHA256, 2)
-		var cr api.ComponentCeremony
-		w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: api.KeyHMACSHA256, Components: 2}, &cr)
-		if _, err := addComponent(alice, cr.ID, comps.parts[0], comps.kcvs[0]); err != nil {
-			t.Fatal(err)
-		}
+		comps, cr := firstComponent(t, w, api.KeyHMACSHA256, alice)
 		done, err := addComponent(bob, cr.ID, comps.parts[1], comps.kcvs[1])
 		if want := opensslKCV(t, api.KeyHMACSHA256, comps.key); err != nil || done.KCV != want {
 			t.Fatalf("hmac key: %+v, %v; want kcv %s", done, err, want)
@@ -366,12 +375,7 @@ func TestKeyComponents(t *testing.T) {
 	})
 
 	t.Run("expired", func(t *testing.T) {
-		comps := newComponents(t, api.KeyAES256GCM, 2)
-		var cr api.ComponentCeremony
-		w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: api.KeyAES256GCM, Components: 2}, &cr)
-		if _, err := addComponent(alice, cr.ID, comps.parts[0], comps.kcvs[0]); err != nil {
-			t.Fatal(err)
-		}
+		comps, cr := firstComponent(t, w, api.KeyAES256GCM, alice)
 		if d := cr.ExpiresAt.Sub(cr.CreatedAt); d != 24*time.Hour {
 			t.Errorf("ceremony lasts %v, want the default 24h", d)
 		}
@@ -394,12 +398,7 @@ func TestKeyComponentsRace(t *testing.T) {
 		a, _ := w.env.NewAdmin(t, fmt.Sprintf("racer%d", i))
 		admins = append(admins, a)
 	}
-	comps := newComponents(t, api.KeyAES256GCM, 2)
-	var cr api.ComponentCeremony
-	w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: api.KeyAES256GCM, Components: 2}, &cr)
-	if _, err := addComponent(first, cr.ID, comps.parts[0], comps.kcvs[0]); err != nil {
-		t.Fatal(err)
-	}
+	comps, cr := firstComponent(t, w, api.KeyAES256GCM, first)
 	results := make(chan error, racers)
 	outs := make(chan api.ComponentCeremony, racers)
 	for _, a := range admins {

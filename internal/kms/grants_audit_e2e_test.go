@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -28,14 +27,7 @@ func TestGrantUsedByAFailedLoad(t *testing.T) {
 		return c.Do("POST", "/v1/keys/load", api.LoadRequest{Grant: g, EKBs: [][]byte{ekb}, Recipient: to}, nil)
 	}
 	fresh := func() api.PublicKey {
-		priv, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, err := kcrypto.MarshalKEMPublicKey(priv.PublicKey())
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, pub := kmstest.NewRecipient(t)
 		return pub
 	}
 

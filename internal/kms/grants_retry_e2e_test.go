@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
@@ -30,14 +29,7 @@ func TestGrantRetry(t *testing.T) {
 	cust.MustDo(t, "POST", "/v1/grants", api.GrantRequest{InstanceID: side.Enrollment.InstanceID, EKBs: [][]byte{dk.EKB}}, &g)
 
 	rcpt := func() (api.PublicKey, func(*api.WrappedKeys) []byte) {
-		priv, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, err := kcrypto.MarshalKEMPublicKey(priv.PublicKey())
-		if err != nil {
-			t.Fatal(err)
-		}
+		priv, pub := kmstest.NewRecipient(t)
 		return pub, func(w *api.WrappedKeys) []byte {
 			keys := side.UnwrapWith(t, priv, w)
 			defer keys[0].Wipe()

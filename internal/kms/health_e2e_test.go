@@ -2,12 +2,9 @@ package kms_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,40 +33,15 @@ func (b *breakableSealer) Open(ctx context.Context, sealed, aad []byte) (*secret
 	return b.Sealer.Open(ctx, sealed, aad)
 }
 
-// jsonLogs collects JSON log lines from several goroutines.
-type jsonLogs struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *jsonLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines are the logged lines whose msg starts with prefix.
-func (l *jsonLogs) lines(prefix string) []map[string]any {
-	l.mu.Lock()
-	s := l.b.String()
-	l.mu.Unlock()
-	return e2e.LogLines(s, prefix)
-}
-
 // getHealth GETs /healthz or /readyz.
 func getHealth(t *testing.T, c *kmstest.Client, path string) (int, api.Health) {
 	t.Helper()
-	resp, err := c.HTTP.Get(c.Base + path)
+	req, err := http.NewRequestWithContext(t.Context(), "GET", c.Base+path, nil)
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var h api.Health
-	if err := json.Unmarshal(b, &h); err != nil {
-		t.Fatalf("GET %s: %q: %v", path, b, err)
-	}
-	return resp.StatusCode, h
+	code, h, _ := e2e.GetHealth(t, c.HTTP, req)
+	return code, h
 }
 
 // TestSealFailureIsLoggedAndNotReady (issue 15): a 503 caused by a seal
@@ -86,7 +58,7 @@ func TestSealFailureIsLoggedAndNotReady(t *testing.T) {
 	}
 	t.Cleanup(func() { fs.Close() })
 	sealer := &breakableSealer{Sealer: fs}
-	logs := &jsonLogs{}
+	logs := &e2e.LogBuffer{}
 	env := kmstest.Start(t, func(o *kms.Options) {
 		o.DataDir = dir
 		o.Sealer = sealer
@@ -104,7 +76,7 @@ func TestSealFailureIsLoggedAndNotReady(t *testing.T) {
 	sealer.broken.Store(true)
 	err = cust.Do("POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
 	kmstest.WantError(t, err, 503, api.CodeUnavailable)
-	failed := logs.lines("a request failed: the root of trust could not open")
+	failed := logs.Lines("a request failed: the root of trust could not open")
 	if len(failed) != 1 || failed[0]["tenant"] != "acme" || failed[0]["action"] != "datakey.create" || failed[0]["level"] != "ERROR" {
 		t.Fatalf("seal failure lines = %v, want one error naming tenant acme", failed)
 	}
@@ -117,21 +89,21 @@ func TestSealFailureIsLoggedAndNotReady(t *testing.T) {
 	if code, h := getHealth(t, anon, "/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz with a broken seal = %d %+v, want 200 ok, ready false", code, h)
 	}
-	if n := len(logs.lines("the KMS root of trust cannot open its stored material")); n != 1 {
+	if n := len(logs.Lines("the KMS root of trust cannot open its stored material")); n != 1 {
 		t.Errorf("the seal check's failure was logged %d times, want once", n)
 	}
 	sealer.broken.Store(false)
 	if code, h := getHealth(t, anon, "/readyz"); code != 200 || h.Status != api.HealthOK {
 		t.Errorf("/readyz after the seal recovered = %d %+v", code, h)
 	}
-	if n := len(logs.lines("the KMS root of trust opens its stored material again")); n != 1 {
+	if n := len(logs.Lines("the KMS root of trust opens its stored material again")); n != 1 {
 		t.Errorf("the seal's recovery was logged %d times, want once", n)
 	}
 	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
 
 	// The request lines: route pattern, status, the caller's DN.
 	var sawFail, sawProbe bool
-	for _, l := range logs.lines("request") {
+	for _, l := range logs.Lines("request") {
 		switch l["route"] {
 		case "POST /v1/datakeys":
 			if l["status"] == 503.0 && l["caller"] == creds.DN && l["request_id"] != "" && l["method"] == "POST" {

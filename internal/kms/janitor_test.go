@@ -1,11 +1,7 @@
 package kms
 
 import (
-	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,15 +13,7 @@ func TestJanitorDeletesExpiredSecrets(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	srv, err := openTest(context.Background(), t, Options{
-		DataDir: filepath.Join(t.TempDir(), "kms"), Now: clock,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	k := srv.KMS
+	k := openQuiet(t, clock)
 	put := func(hash string, ttl time.Duration) {
 		err := k.db.PutOneTime(t.Context(), store.OneTimeSecret{Hash: []byte(hash), Kind: store.OneTimeChallenge, CreatedAt: clock(), ExpiresAt: clock().Add(ttl)})
 		if err != nil {
@@ -38,7 +26,7 @@ func TestJanitorDeletesExpiredSecrets(t *testing.T) {
 	now = now.Add(2 * time.Hour) // "old" expired more than the grace ago
 	mu.Unlock()
 	k.sweepOneTime(t.Context())
-	_, err = k.db.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("old"), clock())
+	_, err := k.db.ConsumeOneTime(t.Context(), store.OneTimeChallenge, []byte("old"), clock())
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("expired secret after the sweep: %v, want ErrNotFound", err)
 	}

@@ -2,8 +2,11 @@ package kms
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/dcaas/dcaas/internal/seal/file"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
@@ -30,4 +33,19 @@ func openTest(ctx context.Context, t testing.TB, opts Options) (*Server, error) 
 		fs.Close()
 	}
 	return srv, err
+}
+
+// openQuiet opens a KMS on a fresh data dir under t.TempDir() with the
+// clock now and its logs discarded, and closes it when the test ends.
+func openQuiet(t *testing.T, now func() time.Time) *KMS {
+	t.Helper()
+	srv, err := openTest(context.Background(), t, Options{
+		DataDir: filepath.Join(t.TempDir(), "kms"), Now: now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv.KMS
 }

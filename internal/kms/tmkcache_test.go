@@ -3,9 +3,6 @@ package kms
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,15 +36,7 @@ func TestMasterKeyLifetimeBounded(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	srv, err := openTest(context.Background(), t, Options{
-		DataDir: filepath.Join(t.TempDir(), "kms"), Now: clock,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	k := srv.KMS
+	k := openQuiet(t, clock)
 	cs := &countingSealer{Sealer: k.sealer}
 	k.sealer = cs
 

@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -306,23 +307,36 @@ var (
 	external = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*:`)
 )
 
+// proseLines yields the lines of src outside fenced code blocks (``` or
+// ~~~, indented by spaces or not) with their 1-based line numbers; the
+// fence lines themselves are left out.
+func proseLines(src string) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		fence := ""
+		for i, line := range strings.Split(src, "\n") {
+			trimmed := strings.TrimLeft(line, " ")
+			if fence != "" {
+				if strings.HasPrefix(trimmed, fence) {
+					fence = ""
+				}
+				continue
+			}
+			if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
+				fence = trimmed[:3]
+				continue
+			}
+			if !yield(i+1, line) {
+				return
+			}
+		}
+	}
+}
+
 // markdownLinks returns the relative link targets of src outside fenced
 // code blocks and code spans.
 func markdownLinks(src string) []mdLink {
 	var out []mdLink
-	fence := ""
-	for i, line := range strings.Split(src, "\n") {
-		trimmed := strings.TrimLeft(line, " ")
-		if fence != "" {
-			if strings.HasPrefix(trimmed, fence) {
-				fence = ""
-			}
-			continue
-		}
-		if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
-			fence = trimmed[:3]
-			continue
-		}
+	for n, line := range proseLines(src) {
 		line = codeSpan.ReplaceAllString(line, "")
 		var targets []string
 		for _, m := range inlineLink.FindAllStringSubmatch(line, -1) {
@@ -336,7 +350,7 @@ func markdownLinks(src string) []mdLink {
 			if external.MatchString(tg) {
 				continue
 			}
-			out = append(out, mdLink{line: i + 1, target: tg})
+			out = append(out, mdLink{line: n, target: tg})
 		}
 	}
 	return out
@@ -350,19 +364,7 @@ var notInAnchor = regexp.MustCompile(`[^\p{L}\p{N}\- _]`)
 func headingAnchors(src string) map[string]bool {
 	out := map[string]bool{}
 	seen := map[string]int{}
-	fence := ""
-	for _, line := range strings.Split(src, "\n") {
-		trimmed := strings.TrimLeft(line, " ")
-		if fence != "" {
-			if strings.HasPrefix(trimmed, fence) {
-				fence = ""
-			}
-			continue
-		}
-		if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
-			fence = trimmed[:3]
-			continue
-		}
+	for _, line := range proseLines(src) {
 		if !strings.HasPrefix(line, "#") {
 			continue
 		}

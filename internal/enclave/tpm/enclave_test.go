@@ -92,14 +92,7 @@ func TestKeysSurviveReopen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open() = %v", err)
 	}
-	id1, err := e1.IdentityKey(ctx)
-	if err != nil {
-		t.Fatalf("IdentityKey() = %v", err)
-	}
-	tk1, err := e1.TransportKey(ctx, api.KEMP256)
-	if err != nil {
-		t.Fatalf("TransportKey() = %v", err)
-	}
+	id1, tk1 := keys(t, e1)
 	ak1, err := e1.AKPublic(ctx)
 	if err != nil {
 		t.Fatalf("AKPublic() = %v", err)
@@ -154,12 +147,7 @@ func TestTamperedBlobIsAnError(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	e := openEnclave(t, dir)
-	if _, err := e.IdentityKey(ctx); err != nil {
-		t.Fatalf("IdentityKey() = %v", err)
-	}
-	if _, err := e.TransportKey(ctx, api.KEMP256); err != nil {
-		t.Fatalf("TransportKey() = %v", err)
-	}
+	keys(t, e)
 	e.Close()
 	good, err := os.ReadFile(filepath.Join(dir, identityFile))
 	if err != nil {
@@ -278,14 +266,7 @@ func TestProtect(t *testing.T) {
 func TestClosed(t *testing.T) {
 	ctx := t.Context()
 	e := openEnclave(t, "")
-	id, err := e.IdentityKey(ctx)
-	if err != nil {
-		t.Fatalf("IdentityKey() = %v", err)
-	}
-	tk, err := e.TransportKey(ctx, api.KEMP256)
-	if err != nil {
-		t.Fatalf("TransportKey() = %v", err)
-	}
+	id, tk := keys(t, e)
 	p, err := e.Protect(secret.Copy([]byte("data key")))
 	if err != nil {
 		t.Fatalf("Protect() = %v", err)
@@ -355,14 +336,7 @@ func TestFlushesTransientObjects(t *testing.T) {
 func TestConcurrentUse(t *testing.T) {
 	ctx := t.Context()
 	e := openEnclave(t, "")
-	id, err := e.IdentityKey(ctx)
-	if err != nil {
-		t.Fatalf("IdentityKey() = %v", err)
-	}
-	tk, err := e.TransportKey(ctx, api.KEMP256)
-	if err != nil {
-		t.Fatalf("TransportKey() = %v", err)
-	}
+	id, tk := keys(t, e)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for i := range 8 {

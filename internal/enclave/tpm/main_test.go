@@ -1,6 +1,8 @@
 package tpm
 
 import (
+	"crypto"
+	"crypto/hpke"
 	"fmt"
 	"os"
 	"testing"
@@ -8,6 +10,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/enclave/tpm/tpmsim"
 )
 
@@ -39,6 +42,21 @@ func openEnclave(t *testing.T, dir string) *Enclave {
 	}
 	t.Cleanup(func() { e.Close() })
 	return e
+}
+
+// keys returns e's identity key and its P-256 transport key, making them
+// on first use; the test fails if either cannot be had.
+func keys(t *testing.T, e *Enclave) (crypto.Signer, hpke.PrivateKey) {
+	t.Helper()
+	id, err := e.IdentityKey(t.Context())
+	if err != nil {
+		t.Fatalf("IdentityKey() = %v", err)
+	}
+	tk, err := e.TransportKey(t.Context(), api.KEMP256)
+	if err != nil {
+		t.Fatalf("TransportKey() = %v", err)
+	}
+	return id, tk
 }
 
 // transientObjects counts the objects loaded in the simulator.

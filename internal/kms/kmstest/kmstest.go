@@ -71,16 +71,24 @@ func Start(t testing.TB, mutate func(*kms.Options)) *Env {
 	}
 	e.CAPool = x509.NewCertPool()
 	e.CAPool.AppendCertsFromPEM(e.CAPEM)
+	e.Admin = e.Client(e.AdminPEM(t))
+	return e
+}
+
+// AdminPEM reads the first admin's certificate and private key, PEM, from
+// the data dir, for a client of the test's own making; the caller owns
+// both slices.
+func (e *Env) AdminPEM(t testing.TB) (certPEM, keyPEM []byte) {
+	t.Helper()
 	certPEM, err := os.ReadFile(filepath.Join(e.DataDir, kms.AdminCert))
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(e.DataDir, kms.AdminKey))
+	keyPEM, err = os.ReadFile(filepath.Join(e.DataDir, kms.AdminKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Admin = e.Client(certPEM, keyPEM)
-	return e
+	return certPEM, keyPEM
 }
 
 func (e *Env) serve(ln net.Listener) {

@@ -116,6 +116,22 @@ func (s *FakeSidecar) UnwrapWith(t testing.TB, priv kcrypto.KEMPrivateKey, w *ap
 	return keys
 }
 
+// NewRecipient makes an ephemeral HPKE key pair of the default KEM, as a
+// sidecar does for one load request: the private key opens the answer
+// (FakeSidecar.UnwrapWith) and the public key is the request's Recipient.
+func NewRecipient(t testing.TB) (kcrypto.KEMPrivateKey, api.PublicKey) {
+	t.Helper()
+	priv, err := kcrypto.GenerateKEMKey(kcrypto.DefaultKEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kcrypto.MarshalKEMPublicKey(priv.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub
+}
+
 // Clock is a settable clock for KMS tests (expiry without sleeping).
 type Clock struct {
 	mu sync.Mutex

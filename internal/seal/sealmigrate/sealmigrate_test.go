@@ -149,6 +149,22 @@ func openStopped(t *testing.T, w *world) (*sqlstore.DB, *file.Sealer) {
 	return st, fs
 }
 
+// stopForMigration stops w's KMS and opens what a migration works on: its
+// store, its file seal (from) and the test token's root key (to). At
+// cleanup the KMS, which a test may have restarted on the token, stops
+// before the token's seal closes.
+func stopForMigration(t *testing.T, w *world) (*sqlstore.DB, *file.Sealer, *pkcs11.Sealer) {
+	t.Helper()
+	w.env.Stop()
+	st, from := openStopped(t, w)
+	to := hsm(t, true)
+	t.Cleanup(func() {
+		w.env.Stop()
+		to.Close()
+	})
+	return st, from, to
+}
+
 // snapshot returns every sealed value of st, read through store.Sealed by
 // a reseal that then refuses.
 func snapshot(t *testing.T, st store.Store) []store.SealedValue {
@@ -189,14 +205,7 @@ func TestMigrateToHSM(t *testing.T) {
 	if h := w.health(t); h.Seal != "file" {
 		t.Fatalf("/healthz seal = %q before the migration, want file", h.Seal)
 	}
-	w.env.Stop()
-
-	st, from := openStopped(t, w)
-	to := hsm(t, true)
-	t.Cleanup(func() {
-		w.env.Stop()
-		to.Close()
-	})
+	st, from, to := stopForMigration(t, w)
 	old := snapshot(t, st)
 	report, err := sealmigrate.Migrate(t.Context(), st, from, to)
 	if err != nil {
@@ -286,10 +295,7 @@ func (f *faulty) Open(ctx context.Context, sealed, aad []byte) (*secret.Bytes, e
 func TestFailedMigrationChangesNothing(t *testing.T) {
 	w := newWorld(t)
 	before := w.release(t)
-	w.env.Stop()
-	st, from := openStopped(t, w)
-	to := hsm(t, true)
-	defer to.Close()
+	st, from, to := stopForMigration(t, w)
 	want := snapshot(t, st)
 
 	otherRoot, err := file.Open(t.TempDir(), nil)
@@ -361,13 +367,7 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 func TestMigrateFinishesAHalfMigratedStore(t *testing.T) {
 	w := newWorld(t)
 	before := w.release(t)
-	w.env.Stop()
-	st, from := openStopped(t, w)
-	to := hsm(t, true)
-	t.Cleanup(func() {
-		w.env.Stop()
-		to.Close()
-	})
+	st, from, to := stopForMigration(t, w)
 	old := snapshot(t, st)
 	first, err := sealmigrate.Migrate(t.Context(), st, from, to)
 	if err != nil {
