@@ -80,12 +80,7 @@ var keysTests = []test{
 		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v1))
 		added := addVersions(t, nextVersionSteps,
 			"AddKeyVersion(k1, %d)", func(i, version int) (store.KeyVersion, error) {
-				v := store.KeyVersion{
-					KeyID:     "k1",
-					Version:   version,
-					EKB:       fmt.Appendf(nil, "ekb, step %d", i),
-					CreatedAt: at(time.Duration(i) * time.Hour),
-				}
+				v := store.KeyVersion{KeyID: "k1", Version: version, EKB: fmt.Appendf(nil, "ekb, step %d", i), CreatedAt: at(time.Duration(i) * time.Hour)}
 				return v, s.AddKeyVersion(ctx, v)
 			},
 			"GetKey(k1).CurrentVersion", func() (int, error) {

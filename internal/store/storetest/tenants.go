@@ -69,12 +69,7 @@ var tenantsTests = []test{
 		check(t, "CreateTenant(acme)", s.CreateTenant(ctx, tn, mk))
 		added := addVersions(t, nextVersionSteps,
 			"AddMasterKey(acme, %d)", func(i, version int) (store.MasterKey, error) {
-				k := store.MasterKey{
-					Tenant:    "acme",
-					Version:   version,
-					Sealed:    fmt.Appendf(nil, "sealed tmk, step %d", i),
-					CreatedAt: at(time.Duration(i) * time.Hour),
-				}
+				k := store.MasterKey{Tenant: "acme", Version: version, Sealed: fmt.Appendf(nil, "sealed tmk, step %d", i), CreatedAt: at(time.Duration(i) * time.Hour)}
 				return k, s.AddMasterKey(ctx, k)
 			},
 			"GetTenant(acme).MasterKeyVersion", func() (int, error) {
