@@ -144,6 +144,25 @@ func wantEqual[T any](t *testing.T, call string, got T, err error, want T, eq fu
 	}
 }
 
+// wantList fails t unless call returned no error (fatally, as check) and
+// the elements of want, in order, as eq compares them. It reports whether
+// got had want's length: when not, it fails t without comparing elements,
+// and a caller with nothing more to check stops (t.FailNow).
+func wantList[T any](t *testing.T, call string, got []T, err error, want []T, eq func(a, b T) bool) bool {
+	t.Helper()
+	check(t, call, err)
+	if len(got) != len(want) {
+		t.Errorf("%s = %s, want %s", call, show(got), show(want))
+		return false
+	}
+	for i := range want {
+		if !eq(got[i], want[i]) {
+			t.Errorf("%s[%d] = %s, want %s", call, i, show(got[i]), show(want[i]))
+		}
+	}
+	return true
+}
+
 // wantOutcome checks the error of call against want: nil wants none (and
 // fails t fatally, as check), anything else an error that is want (as
 // wantErr). It reports whether want was nil: the call was to succeed.
