@@ -51,20 +51,8 @@ func scanApprovalPolicy(row scanner) (store.ApprovalPolicy, error) {
 // ListApprovalPolicies implements store.Approvals.
 func (q *queries) ListApprovalPolicies(ctx context.Context) ([]store.ApprovalPolicy, error) {
 	const op = "ListApprovalPolicies"
-	rows, err := q.read().query(ctx, `SELECT `+approvalPolicyColumns+` FROM approval_policies ORDER BY tenant`)
+	out, err := all(ctx, q, `SELECT `+approvalPolicyColumns+` FROM approval_policies ORDER BY tenant`, nil, scanApprovalPolicy)
 	if err != nil {
-		return nil, q.mapErr(op, err)
-	}
-	defer rows.Close()
-	var out []store.ApprovalPolicy
-	for rows.Next() {
-		p, err := scanApprovalPolicy(rows)
-		if err != nil {
-			return nil, q.mapErr(op, err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, q.mapErr(op, err)
 	}
 	return out, nil
@@ -191,20 +179,8 @@ func (q *queries) ListApprovals(ctx context.Context, tenant, requester string, l
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
 	query += ` ORDER BY created_at DESC, id DESC LIMIT ?`
-	rows, err := q.read().query(ctx, query, append(args, int64(limit))...)
+	out, err := all(ctx, q, query, append(args, int64(limit)), scanApproval)
 	if err != nil {
-		return nil, q.mapErr(op, err)
-	}
-	defer rows.Close()
-	var out []store.Approval
-	for rows.Next() {
-		a, err := scanApproval(rows)
-		if err != nil {
-			return nil, q.mapErr(op, err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, q.mapErr(op, err)
 	}
 	return out, nil
@@ -276,17 +252,22 @@ func (q *queries) DeleteApprovalsExpiredBefore(ctx context.Context, cutoff time.
 	if err != nil {
 		return 0, q.mapErr(op, err)
 	}
+	return q.deleteExpired(ctx, op, n, `approvals`, `approval_votes`, `approval_id`)
+}
+
+// deleteExpired deletes, in one write transaction, the rows of the table
+// parent whose expires_at is before cutoff, and first the rows of child
+// whose column fk holds their id. It returns how many rows of parent it
+// deleted.
+func (q *queries) deleteExpired(ctx context.Context, op string, cutoff int64, parent, child, fk string) (int, error) {
 	var deleted int64
-	err = q.write(ctx, op, func(c conn) error {
+	err := q.write(ctx, op, func(c conn) error {
 		if _, err := c.exec(ctx,
-			`DELETE FROM approval_votes WHERE approval_id IN (SELECT id FROM approvals WHERE expires_at < ?)`, n); err != nil {
+			`DELETE FROM `+child+` WHERE `+fk+` IN (SELECT id FROM `+parent+` WHERE expires_at < ?)`, cutoff); err != nil {
 			return err
 		}
-		res, err := c.exec(ctx, `DELETE FROM approvals WHERE expires_at < ?`, n)
-		if err != nil {
-			return err
-		}
-		deleted, err = res.RowsAffected()
+		var err error
+		deleted, err = c.changed(ctx, `DELETE FROM `+parent+` WHERE expires_at < ?`, cutoff)
 		return err
 	})
 	return int(deleted), err

@@ -31,13 +31,22 @@ func (q *queries) GetAppByDN(ctx context.Context, dn string) (store.App, error) 
 }
 
 func (q *queries) getApp(ctx context.Context, op, where string, args ...any) (store.App, error) {
-	var a store.App
-	var created int64
-	err := q.read().queryRow(ctx,
-		`SELECT tenant, name, role, dn, created_at FROM apps `+where, args...).
-		Scan(&a.Tenant, &a.Name, &a.Role, &a.DN, &created)
+	a, err := scanApp(q.read().queryRow(ctx, `SELECT `+appColumns+` FROM apps `+where, args...))
 	if err != nil {
 		return store.App{}, q.mapErr(op, err)
+	}
+	return a, nil
+}
+
+// appColumns are the columns scanApp reads, in its order.
+const appColumns = `tenant, name, role, dn, created_at`
+
+// scanApp reads one row of appColumns.
+func scanApp(row scanner) (store.App, error) {
+	var a store.App
+	var created int64
+	if err := row.Scan(&a.Tenant, &a.Name, &a.Role, &a.DN, &created); err != nil {
+		return store.App{}, err
 	}
 	a.CreatedAt = fromNanos(created)
 	return a, nil

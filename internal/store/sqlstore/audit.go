@@ -112,7 +112,7 @@ func (q *queries) signLastAudit(ctx context.Context) error {
 const auditColumns = `seq, logged_at, caller, role, action, tenant, key_id, outcome, code, prev_hash, hash, sig`
 
 // scanAudit reads one row of auditColumns.
-func scanAudit(row interface{ Scan(...any) error }) (store.AuditRecord, error) {
+func scanAudit(row scanner) (store.AuditRecord, error) {
 	var r store.AuditRecord
 	var at int64
 	if err := row.Scan(&r.Seq, &at, &r.Caller, &r.Role, &r.Action, &r.Tenant, &r.KeyID,
@@ -133,21 +133,8 @@ func (q *queries) AuditAfter(ctx context.Context, after int64, limit int) ([]sto
 	if limit < 1 {
 		return nil, nil
 	}
-	rows, err := q.read().query(ctx,
-		`SELECT `+auditColumns+` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	recs, err := all(ctx, q, `SELECT `+auditColumns+` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`, []any{after, limit}, scanAudit)
 	if err != nil {
-		return nil, q.mapErr(op, err)
-	}
-	defer rows.Close()
-	var recs []store.AuditRecord
-	for rows.Next() {
-		r, err := scanAudit(rows)
-		if err != nil {
-			return nil, q.mapErr(op, err)
-		}
-		recs = append(recs, r)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, q.mapErr(op, err)
 	}
 	return recs, nil

@@ -158,18 +158,5 @@ func (q *queries) DeleteExpiredCeremonies(ctx context.Context, now time.Time) (i
 	if err != nil {
 		return 0, q.mapErr(op, err)
 	}
-	var deleted int64
-	err = q.write(ctx, op, func(c conn) error {
-		if _, err := c.exec(ctx,
-			`DELETE FROM key_ceremony_components WHERE ceremony_id IN (SELECT id FROM key_ceremonies WHERE expires_at < ?)`, n); err != nil {
-			return err
-		}
-		res, err := c.exec(ctx, `DELETE FROM key_ceremonies WHERE expires_at < ?`, n)
-		if err != nil {
-			return err
-		}
-		deleted, err = res.RowsAffected()
-		return err
-	})
-	return int(deleted), err
+	return q.deleteExpired(ctx, op, n, `key_ceremonies`, `key_ceremony_components`, `ceremony_id`)
 }

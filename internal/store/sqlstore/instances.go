@@ -43,7 +43,7 @@ const instanceColumns = `id, tenant, custodian_dn, enclave, cert_serial, wrappin
 	wrapping_kem, wrapping_public, enrolled_at, revoked_at, ak_fingerprint, ak_trust, attested_at, attestation_profiles,
 	last_poll_at, keys_loaded`
 
-func scanInstance(row interface{ Scan(...any) error }) (store.Instance, error) {
+func scanInstance(row scanner) (store.Instance, error) {
 	var in store.Instance
 	var enrolled int64
 	var revoked, attested, polled, loaded sql.NullInt64
@@ -100,20 +100,8 @@ func (q *queries) ListInstances(ctx context.Context, tenant, custodianDN string)
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	query += ` ORDER BY enrolled_at, id` + q.d.byteOrder()
-	rows, err := q.read().query(ctx, query, args...)
+	list, err := all(ctx, q, query, args, scanInstance)
 	if err != nil {
-		return nil, q.mapErr(op, err)
-	}
-	defer rows.Close()
-	var list []store.Instance
-	for rows.Next() {
-		in, err := scanInstance(rows)
-		if err != nil {
-			return nil, q.mapErr(op, err)
-		}
-		list = append(list, in)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, q.mapErr(op, err)
 	}
 	return list, nil

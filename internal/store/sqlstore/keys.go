@@ -176,6 +176,20 @@ func (q *queries) each(ctx context.Context, query string, args []any, fn func(*s
 	return rows.Err()
 }
 
+// all runs query and returns what scan reads from each row, in order: nil
+// for no rows.
+func all[T any](ctx context.Context, q *queries, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
+	var out []T
+	err := q.each(ctx, query, args, func(rows *sql.Rows) error {
+		v, err := scan(rows)
+		if err == nil {
+			out = append(out, v)
+		}
+		return err
+	})
+	return out, err
+}
+
 // AddKeyVersion implements store.Keys. It returns store.ErrNotFound for an
 // unknown key. The key row stays locked from the version check to the
 // commit (FOR UPDATE on PostgreSQL).

@@ -29,19 +29,28 @@ func replicaPairOn(t *testing.T, dsn string, interval time.Duration) (a, b *kmst
 	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
 	t.Cleanup(func() { stA.Close(); stB.Close() })
 	a = kmstest.Start(t, func(o *kms.Options) { o.Store, o.Config.CertCheckInterval = stA, interval })
+	dirB := replicaDir(t, a.DataDir)
+	b = kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store, o.Config.CertCheckInterval = dirB, stB, interval })
+	return a, b
+}
+
+// replicaDir makes a data dir for a second replica of the KMS whose data
+// dir is dirA, holding a copy of its root.key: the file seal keeps the
+// root key in the data dir. (An HSM seal shares it properly.)
+func replicaDir(t *testing.T, dirA string) string {
+	t.Helper()
 	dirB := filepath.Join(t.TempDir(), "kms-b")
 	if err := os.MkdirAll(dirB, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	rootKey, err := os.ReadFile(filepath.Join(a.DataDir, "root.key"))
+	rootKey, err := os.ReadFile(filepath.Join(dirA, "root.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dirB, "root.key"), rootKey, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b = kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store, o.Config.CertCheckInterval = dirB, stB, interval })
-	return a, b
+	return dirB
 }
 
 // trusting is a client of e that trusts bundle and authenticates with the

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -33,18 +32,7 @@ func TestKMSReplicas(t *testing.T) {
 	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
 	t.Cleanup(func() { stA.Close(); stB.Close() }) // after both KMSs stop
 	a := kmstest.Start(t, func(o *kms.Options) { o.Store = stA })
-
-	dirB := filepath.Join(t.TempDir(), "kms-b")
-	if err := os.MkdirAll(dirB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	rootKey, err := os.ReadFile(filepath.Join(a.DataDir, "root.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dirB, "root.key"), rootKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dirB := replicaDir(t, a.DataDir)
 	b := kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store = dirB, stB })
 
 	if !bytes.Equal(a.CAPEM, b.CAPEM) {
@@ -142,22 +130,13 @@ func TestKMSReplicas(t *testing.T) {
 // creation record (the key and its record commit together).
 func TestKMSReplicasStartTogether(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	dirA, dirB := filepath.Join(t.TempDir(), "kms-a"), filepath.Join(t.TempDir(), "kms-b")
+	dirA := filepath.Join(t.TempDir(), "kms-a")
 	fs, err := file.Open(dirA, nil) // makes root.key, to share
 	if err != nil {
 		t.Fatal(err)
 	}
 	fs.Close()
-	rootKey, err := os.ReadFile(filepath.Join(dirA, "root.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dirB, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dirB, "root.key"), rootKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dirB := replicaDir(t, dirA)
 	var srvs [2]*kms.Server
 	var errs [2]error
 	var wg sync.WaitGroup

@@ -30,18 +30,7 @@ func (q *queries) ListTenants(ctx context.Context) ([]store.Tenant, error) {
 
 // ListApps implements store.Listing.
 func (q *queries) ListApps(ctx context.Context, tenant string) ([]store.App, error) {
-	var out []store.App
-	err := q.each(ctx, `SELECT tenant, name, role, dn, created_at FROM apps WHERE tenant = ? ORDER BY name`+q.d.byteOrder(), []any{tenant},
-		func(rows *sql.Rows) error {
-			var a store.App
-			var created int64
-			if err := rows.Scan(&a.Tenant, &a.Name, &a.Role, &a.DN, &created); err != nil {
-				return err
-			}
-			a.CreatedAt = fromNanos(created)
-			out = append(out, a)
-			return nil
-		})
+	out, err := all(ctx, q, `SELECT `+appColumns+` FROM apps WHERE tenant = ? ORDER BY name`+q.d.byteOrder(), []any{tenant}, scanApp)
 	if err != nil {
 		return nil, q.mapErr("ListApps", err)
 	}

@@ -51,15 +51,7 @@ var approvalsTests = []test{
 				return tx.PutApprovalPolicy(ctx, store.ApprovalPolicy{Tenant: "acme", Quorum: i, Version: 2, UpdatedAt: at(time.Minute)})
 			})
 		})
-		ok := 0
-		for _, err := range errs {
-			if err == nil {
-				ok++
-			} else if !errors.Is(err, store.ErrConflict) {
-				t.Errorf("a racing PutApprovalPolicy = %v, want nil or ErrConflict", err)
-			}
-		}
-		if ok != 1 {
+		if ok := succeeded(t, "racing PutApprovalPolicy", errs, store.ErrConflict); ok != 1 {
 			t.Fatalf("%d of 8 racing changes from version 1 were stored, want 1", ok)
 		}
 	}},
@@ -132,14 +124,7 @@ var approvalsTests = []test{
 				return tx.AddApprovalVote(ctx, "apr_1", fmt.Sprintf("CN=a%d,O=dcaas", i%4), at(time.Minute))
 			})
 		})
-		ok := 0
-		for _, err := range errs {
-			if err == nil {
-				ok++
-			} else if !errors.Is(err, store.ErrExists) {
-				t.Errorf("a racing AddApprovalVote = %v, want nil or ErrExists", err)
-			}
-		}
+		ok := succeeded(t, "racing AddApprovalVote", errs, store.ErrExists)
 		got, err := s.GetApproval(ctx, "apr_1")
 		check(t, "GetApproval", err)
 		if ok != 4 || len(got.Votes) != 4 {
@@ -159,15 +144,7 @@ var approvalsTests = []test{
 				return tx.CloseApproval(ctx, "apr_1", store.ApprovalExecuted, fmt.Sprintf("CN=r%d", i), at(time.Minute))
 			})
 		})
-		ok := 0
-		for _, err := range errs {
-			if err == nil {
-				ok++
-			} else if !errors.Is(err, store.ErrUsed) {
-				t.Errorf("a racing CloseApproval = %v, want nil or ErrUsed", err)
-			}
-		}
-		if ok != 1 {
+		if ok := succeeded(t, "racing CloseApproval", errs, store.ErrUsed); ok != 1 {
 			t.Fatalf("%d of 8 racing CloseApproval calls succeeded, want exactly 1", ok)
 		}
 		got, err := s.GetApproval(ctx, "apr_1")

@@ -24,15 +24,9 @@ var appsTests = []test{
 		for _, a := range []store.App{newApp("acme", "payments"), admin} {
 			check(t, fmt.Sprintf("CreateApp(%q, %q)", a.Tenant, a.Name), s.CreateApp(ctx, a))
 			got, err := s.GetApp(ctx, a.Tenant, a.Name)
-			check(t, fmt.Sprintf("GetApp(%q, %q)", a.Tenant, a.Name), err)
-			if !eqApp(got, a) {
-				t.Errorf("GetApp(%q, %q) = %s, want %s", a.Tenant, a.Name, show(got), show(a))
-			}
+			wantEqual(t, fmt.Sprintf("GetApp(%q, %q)", a.Tenant, a.Name), got, err, a, eqApp)
 			got, err = s.GetAppByDN(ctx, a.DN)
-			check(t, fmt.Sprintf("GetAppByDN(%q)", a.DN), err)
-			if !eqApp(got, a) {
-				t.Errorf("GetAppByDN(%q) = %s, want %s", a.DN, show(got), show(a))
-			}
+			wantEqual(t, fmt.Sprintf("GetAppByDN(%q)", a.DN), got, err, a, eqApp)
 		}
 	}},
 	{"CreateApp/Exists", func(t *testing.T, s store.Store) {
@@ -52,10 +46,7 @@ var appsTests = []test{
 		check(t, "CreateApp(globex, payments)", s.CreateApp(ctx, newApp("globex", "payments")))
 
 		got, err := s.GetApp(ctx, "acme", "payments")
-		check(t, "GetApp(acme, payments)", err)
-		if !eqApp(got, a) {
-			t.Errorf("GetApp(acme, payments) = %s, want the first %s", show(got), show(a))
-		}
+		wantEqual(t, "GetApp(acme, payments) after the refused CreateApp calls", got, err, a, eqApp)
 	}},
 	{"GetApp/NotFound", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

@@ -106,14 +106,8 @@ var auditTests = []test{
 			}
 		}
 		got, err := s.AuditAfter(ctx, 0, 10)
-		check(t, "AuditAfter(0, 10)", err)
-		if len(got) != len(want) {
-			t.Fatalf("AuditAfter(0, 10) = %d records, want %d", len(got), len(want))
-		}
-		for i := range got {
-			if !eqAudit(got[i], want[i]) {
-				t.Errorf("AuditAfter(0, 10)[%d] = %s, want %s", i, show(got[i]), show(want[i]))
-			}
+		if !wantList(t, "AuditAfter(0, 10)", got, err, want, eqAudit) {
+			t.FailNow()
 		}
 		checkChain(t, got, 1, nil)
 		last, err := s.LastAudit(ctx)

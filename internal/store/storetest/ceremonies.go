@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -144,15 +143,7 @@ var ceremoniesTests = []test{
 		errs := together(n, func(i int) error {
 			return s.AddCeremonyComponent(ctx, component("c1", 1, fmt.Sprintf("CN=admin%d,O=dcaas", i)))
 		})
-		won := 0
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				won++
-			case !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrExists):
-				t.Errorf("racer %d: %v, want nil, ErrConflict or ErrExists", i, err)
-			}
-		}
+		won := succeeded(t, "racing AddCeremonyComponent", errs, store.ErrConflict, store.ErrExists)
 		_, comps, err := s.GetCeremony(ctx, "c1")
 		check(t, "GetCeremony(c1)", err)
 		if won != 1 || len(comps) != 1 {

@@ -18,6 +18,19 @@ func newCert(serial, kind, subject string) store.Cert {
 	}
 }
 
+// wantRevokedAt fails t unless the certificate of each serial in want has
+// the RevokedAt want maps it to (nil: not revoked).
+func wantRevokedAt(t *testing.T, s store.Store, want map[string]*time.Time) {
+	t.Helper()
+	for serial, revokedAt := range want {
+		got, err := s.GetCert(t.Context(), serial)
+		check(t, fmt.Sprintf("GetCert(%s)", serial), err)
+		if !timePtrEqual(got.RevokedAt, revokedAt) {
+			t.Errorf("GetCert(%s).RevokedAt = %s, want %s", serial, show(got.RevokedAt), show(revokedAt))
+		}
+	}
+}
+
 var certsTests = []test{
 	{"PutCert/RoundTrip", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -28,10 +41,7 @@ var certsTests = []test{
 		for _, c := range []store.Cert{newCert("01", store.CertInstance, "i-1"), revoked, server} {
 			check(t, fmt.Sprintf("PutCert(%s)", c.Serial), s.PutCert(ctx, c))
 			got, err := s.GetCert(ctx, c.Serial)
-			check(t, fmt.Sprintf("GetCert(%s)", c.Serial), err)
-			if !eqCert(got, c) {
-				t.Errorf("GetCert(%s) = %s, want %s", c.Serial, show(got), show(c))
-			}
+			wantEqual(t, fmt.Sprintf("GetCert(%s)", c.Serial), got, err, c, eqCert)
 		}
 	}},
 	{"PutCert/Exists", func(t *testing.T, s store.Store) {
@@ -40,10 +50,7 @@ var certsTests = []test{
 		check(t, "PutCert(01)", s.PutCert(ctx, c))
 		wantErr(t, "PutCert(01) again", s.PutCert(ctx, newCert("01", store.CertWrapping, "i-2")), store.ErrExists)
 		got, err := s.GetCert(ctx, "01")
-		check(t, "GetCert(01)", err)
-		if !eqCert(got, c) {
-			t.Errorf("GetCert(01) = %s, want the first %s", show(got), show(c))
-		}
+		wantEqual(t, "GetCert(01) after a refused PutCert", got, err, c, eqCert)
 	}},
 	{"GetCertIdentity", func(t *testing.T, s store.Store) {
 		// An app's certificate comes with its app, one whose app is gone
@@ -114,14 +121,7 @@ var certsTests = []test{
 		// Nothing to revoke is not an error.
 		check(t, "RevokeCertsOf(instance, i-9)", s.RevokeCertsOf(ctx, store.CertInstance, "i-9", when))
 
-		want := map[string]*time.Time{"01": &when, "02": &when, "03": nil, "04": nil, "05": &earlier}
-		for serial, revokedAt := range want {
-			got, err := s.GetCert(ctx, serial)
-			check(t, fmt.Sprintf("GetCert(%s)", serial), err)
-			if !timePtrEqual(got.RevokedAt, revokedAt) {
-				t.Errorf("GetCert(%s).RevokedAt = %s, want %s", serial, show(got.RevokedAt), show(revokedAt))
-			}
-		}
+		wantRevokedAt(t, s, map[string]*time.Time{"01": &when, "02": &when, "03": nil, "04": nil, "05": &earlier})
 	}},
 	{"RevokeCert", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -139,14 +139,7 @@ var certsTests = []test{
 		for _, serial := range []string{"99", "", "1"} {
 			wantErr(t, fmt.Sprintf("RevokeCert(%q)", serial), s.RevokeCert(ctx, serial, when), store.ErrNotFound)
 		}
-		want := map[string]*time.Time{"01": &when, "02": nil, "03": &earlier}
-		for serial, revokedAt := range want {
-			got, err := s.GetCert(ctx, serial)
-			check(t, fmt.Sprintf("GetCert(%s)", serial), err)
-			if !timePtrEqual(got.RevokedAt, revokedAt) {
-				t.Errorf("GetCert(%s).RevokedAt = %s, want %s", serial, show(got.RevokedAt), show(revokedAt))
-			}
-		}
+		wantRevokedAt(t, s, map[string]*time.Time{"01": &when, "02": nil, "03": &earlier})
 	}},
 	{"ListCerts", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

@@ -21,10 +21,7 @@ var enrollTests = []test{
 		certs := []store.Cert{newCert("c-i-1", store.CertInstance, "i-1"), newCert("w-i-1", store.CertWrapping, "i-1")}
 		check(t, "EnrollInstance", s.EnrollInstance(ctx, store.OneTimeEnrollToken, tok.Hash, in, certs))
 		got, err := s.GetInstance(ctx, "i-1")
-		check(t, "GetInstance", err)
-		if !eqInstance(got, in) {
-			t.Errorf("GetInstance = %s, want %s", show(got), show(in))
-		}
+		wantEqual(t, "GetInstance", got, err, in, eqInstance)
 		for _, c := range certs {
 			_, err := s.GetCert(ctx, c.Serial)
 			check(t, "GetCert("+c.Serial+")", err)

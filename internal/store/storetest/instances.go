@@ -32,10 +32,7 @@ var instancesTests = []test{
 		for _, in := range []store.Instance{newInstance("i-1", "acme", "CN=a", at(0)), revoked} {
 			check(t, fmt.Sprintf("CreateInstance(%s)", in.ID), s.CreateInstance(ctx, in))
 			got, err := s.GetInstance(ctx, in.ID)
-			check(t, fmt.Sprintf("GetInstance(%s)", in.ID), err)
-			if !eqInstance(got, in) {
-				t.Errorf("GetInstance(%s) = %s, want %s", in.ID, show(got), show(in))
-			}
+			wantEqual(t, fmt.Sprintf("GetInstance(%s)", in.ID), got, err, in, eqInstance)
 		}
 	}},
 	{"CreateInstance/Exists", func(t *testing.T, s store.Store) {
@@ -44,10 +41,7 @@ var instancesTests = []test{
 		check(t, "CreateInstance(i-1)", s.CreateInstance(ctx, in))
 		wantErr(t, "CreateInstance(i-1) again", s.CreateInstance(ctx, newInstance("i-1", "globex", "CN=b", at(1))), store.ErrExists)
 		got, err := s.GetInstance(ctx, "i-1")
-		check(t, "GetInstance(i-1)", err)
-		if !eqInstance(got, in) {
-			t.Errorf("GetInstance(i-1) = %s, want the first %s", show(got), show(in))
-		}
+		wantEqual(t, "GetInstance(i-1) after a refused CreateInstance", got, err, in, eqInstance)
 	}},
 	{"GetInstance/NotFound", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

@@ -39,15 +39,9 @@ var keysTests = []test{
 		}{{retained, rv}, {disabled, dv}} {
 			check(t, fmt.Sprintf("CreateKey(%s)", c.k.KeyID), s.CreateKey(ctx, c.k, c.v))
 			got, err := s.GetKey(ctx, c.k.KeyID)
-			check(t, fmt.Sprintf("GetKey(%s)", c.k.KeyID), err)
-			if !eqKey(got, c.k) {
-				t.Errorf("GetKey(%s) = %s, want %s", c.k.KeyID, show(got), show(c.k))
-			}
+			wantEqual(t, fmt.Sprintf("GetKey(%s)", c.k.KeyID), got, err, c.k, eqKey)
 			gotV, err := s.GetKeyVersion(ctx, c.k.KeyID, 1)
-			check(t, fmt.Sprintf("GetKeyVersion(%s, 1)", c.k.KeyID), err)
-			if !eqKeyVersion(gotV, c.v) {
-				t.Errorf("GetKeyVersion(%s, 1) = %s, want %s", c.k.KeyID, show(gotV), show(c.v))
-			}
+			wantEqual(t, fmt.Sprintf("GetKeyVersion(%s, 1)", c.k.KeyID), gotV, err, c.v, eqKeyVersion)
 		}
 	}},
 	{"CreateKey/Exists", func(t *testing.T, s store.Store) {
@@ -57,10 +51,7 @@ var keysTests = []test{
 		k2, v2 := newKey("k1", false)
 		wantErr(t, "CreateKey(k1) again", s.CreateKey(ctx, k2, v2), store.ErrExists)
 		got, err := s.GetKey(ctx, "k1")
-		check(t, "GetKey(k1)", err)
-		if !eqKey(got, k) {
-			t.Errorf("GetKey(k1) = %s, want the first %s", show(got), show(k))
-		}
+		wantEqual(t, "GetKey(k1) after a refused CreateKey", got, err, k, eqKey)
 	}},
 	{"CreateKey/NotVersion1", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -87,46 +78,19 @@ var keysTests = []test{
 		ctx := t.Context()
 		k, v1 := newKey("k1", true)
 		check(t, "CreateKey(k1)", s.CreateKey(ctx, k, v1))
-		steps := []struct {
-			version int
-			want    error // nil: accepted
-			current int   // CurrentVersion afterwards
-		}{
-			{2, nil, 2},
-			{2, store.ErrConflict, 2},
-			{1, store.ErrConflict, 2},
-			{4, store.ErrConflict, 2},
-			{0, store.ErrConflict, 2},
-			{3, nil, 3},
-		}
-		added := map[int]store.KeyVersion{1: v1}
-		for i, st := range steps {
-			v := store.KeyVersion{
-				KeyID:     "k1",
-				Version:   st.version,
-				EKB:       fmt.Appendf(nil, "ekb, step %d", i),
-				CreatedAt: at(time.Duration(i) * time.Hour),
-			}
-			err := s.AddKeyVersion(ctx, v)
-			call := fmt.Sprintf("step %d: AddKeyVersion(k1, %d)", i, st.version)
-			if st.want == nil {
-				check(t, call, err)
-				added[st.version] = v
-			} else {
-				wantErr(t, call, err, st.want)
-			}
-			got, err := s.GetKey(ctx, "k1")
-			check(t, "GetKey(k1)", err)
-			if got.CurrentVersion != st.current {
-				t.Errorf("after step %d: GetKey(k1).CurrentVersion = %d, want %d", i, got.CurrentVersion, st.current)
-			}
-		}
+		added := addVersions(t, nextVersionSteps,
+			"AddKeyVersion(k1, %d)", func(i, version int) (store.KeyVersion, error) {
+				v := store.KeyVersion{KeyID: "k1", Version: version, EKB: fmt.Appendf(nil, "ekb, step %d", i), CreatedAt: at(time.Duration(i) * time.Hour)}
+				return v, s.AddKeyVersion(ctx, v)
+			},
+			"GetKey(k1).CurrentVersion", func() (int, error) {
+				got, err := s.GetKey(ctx, "k1")
+				return got.CurrentVersion, err
+			})
+		added[1] = v1
 		for ver, want := range added {
 			got, err := s.GetKeyVersion(ctx, "k1", ver)
-			check(t, fmt.Sprintf("GetKeyVersion(k1, %d)", ver), err)
-			if !eqKeyVersion(got, want) {
-				t.Errorf("GetKeyVersion(k1, %d) = %s, want %s", ver, show(got), show(want))
-			}
+			wantEqual(t, fmt.Sprintf("GetKeyVersion(k1, %d)", ver), got, err, want, eqKeyVersion)
 		}
 	}},
 	{"AddKeyVersion/NotRetained", func(t *testing.T, s store.Store) {
@@ -136,10 +100,7 @@ var keysTests = []test{
 		v2 := store.KeyVersion{KeyID: "k1", Version: 2, CreatedAt: at(time.Hour)}
 		check(t, "AddKeyVersion(k1, 2)", s.AddKeyVersion(ctx, v2))
 		got, err := s.GetKeyVersion(ctx, "k1", 2)
-		check(t, "GetKeyVersion(k1, 2)", err)
-		if !eqKeyVersion(got, v2) {
-			t.Errorf("GetKeyVersion(k1, 2) = %s, want %s", show(got), show(v2))
-		}
+		wantEqual(t, "GetKeyVersion(k1, 2)", got, err, v2, eqKeyVersion)
 	}},
 	{"AddKeyVersion/UnknownKey", func(t *testing.T, s store.Store) {
 		err := s.AddKeyVersion(t.Context(), store.KeyVersion{KeyID: "nope", Version: 2, CreatedAt: t0})
@@ -269,10 +230,7 @@ var keysTests = []test{
 			want store.Key
 		}{{"k1", want}, {"k2", k2}} {
 			got, err := s.GetKey(ctx, c.id)
-			check(t, fmt.Sprintf("GetKey(%s)", c.id), err)
-			if !eqKey(got, c.want) {
-				t.Errorf("after DisableKey(k1): GetKey(%s) = %s, want %s", c.id, show(got), show(c.want))
-			}
+			wantEqual(t, fmt.Sprintf("after DisableKey(k1): GetKey(%s)", c.id), got, err, c.want, eqKey)
 		}
 		wantFeed(t, s, "acme", []store.Revocation{keyEvent(1, "acme", "k1", when)})
 		wantLast(t, s, 1)

@@ -30,15 +30,7 @@ var listingTests = []test{
 		}
 		want[1].MasterKeyVersion = 2
 		got, err = s.ListTenants(ctx)
-		check(t, "ListTenants", err)
-		if len(got) != len(want) {
-			t.Fatalf("ListTenants() = %s, want %s", show(got), show(want))
-		}
-		for i := range want {
-			if !eqTenant(got[i], want[i]) {
-				t.Errorf("ListTenants()[%d] = %s, want %s", i, show(got[i]), show(want[i]))
-			}
-		}
+		wantList(t, "ListTenants()", got, err, want, eqTenant)
 	}},
 	{"ListApps", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -58,16 +50,7 @@ var listingTests = []test{
 			{"nobody", nil},
 		} {
 			got, err := s.ListApps(ctx, c.tenant)
-			check(t, fmt.Sprintf("ListApps(%q)", c.tenant), err)
-			if len(got) != len(c.want) {
-				t.Errorf("ListApps(%q) = %s, want %s", c.tenant, show(got), show(c.want))
-				continue
-			}
-			for i := range c.want {
-				if !eqApp(got[i], c.want[i]) {
-					t.Errorf("ListApps(%q)[%d] = %s, want %s", c.tenant, i, show(got[i]), show(c.want[i]))
-				}
-			}
+			wantList(t, fmt.Sprintf("ListApps(%q)", c.tenant), got, err, c.want, eqApp)
 		}
 	}},
 	{"ListKeys", func(t *testing.T, s store.Store) {
@@ -86,15 +69,9 @@ var listingTests = []test{
 		check(t, "AddKeyVersion(k2, 2)", s.AddKeyVersion(ctx, store.KeyVersion{KeyID: "k2", Version: 2, EKB: []byte("v2"), CreatedAt: at(time.Hour)}))
 		k2.CurrentVersion = 2
 		got, err := s.ListKeys(ctx, "acme")
-		check(t, "ListKeys(acme)", err)
 		want := []store.Key{k1, k2} // by key id; the disabled one too
-		if len(got) != len(want) {
-			t.Fatalf("ListKeys(acme) = %s, want %s", show(got), show(want))
-		}
-		for i := range want {
-			if !eqKey(got[i], want[i]) {
-				t.Errorf("ListKeys(acme)[%d] = %s, want %s", i, show(got[i]), show(want[i]))
-			}
+		if !wantList(t, "ListKeys(acme)", got, err, want, eqKey) {
+			t.FailNow()
 		}
 		got, err = s.ListKeys(ctx, "nobody")
 		check(t, "ListKeys(nobody)", err)

@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -135,16 +134,7 @@ var oneTimeTests = []test{
 			_, err := s.ConsumeOneTime(ctx, o.Kind, o.Hash, at(time.Minute))
 			return err
 		})
-		won := 0
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				won++
-			case !errors.Is(err, store.ErrUsed):
-				t.Errorf("ConsumeOneTime #%d = %v, want nil or %v", i, err, store.ErrUsed)
-			}
-		}
-		if won != 1 {
+		if won := succeeded(t, "ConsumeOneTime", errs, store.ErrUsed); won != 1 {
 			t.Errorf("%d of %d concurrent ConsumeOneTime calls succeeded, want exactly 1", won, n)
 		}
 	}},
@@ -184,11 +174,7 @@ var oneTimeTests = []test{
 			"later":     nil,
 		} {
 			_, err := s.ConsumeOneTime(ctx, store.OneTimeGrant, secrets[label].Hash, cutoff)
-			if want == nil {
-				check(t, fmt.Sprintf("ConsumeOneTime(%s)", label), err)
-			} else {
-				wantErr(t, fmt.Sprintf("ConsumeOneTime(%s)", label), err, want)
-			}
+			wantOutcome(t, fmt.Sprintf("ConsumeOneTime(%s)", label), err, want)
 		}
 	}},
 }

@@ -195,10 +195,7 @@ var sealedTests = []test{
 		check(t, "Reseal", err)
 		check(t, "AddMasterKey(globex, 2) after Reseal", <-done)
 		got, err := s.GetMasterKey(ctx, "globex", 2)
-		check(t, "GetMasterKey(globex, 2)", err)
-		if !eqMasterKey(got, added) {
-			t.Errorf("GetMasterKey(globex, 2) = %s, want %s", show(got), show(added))
-		}
+		wantEqual(t, "GetMasterKey(globex, 2)", got, err, added, eqMasterKey)
 		got, err = s.GetMasterKey(ctx, "globex", 1)
 		check(t, "GetMasterKey(globex, 1)", err)
 		if string(got.Sealed) != "resealed sealed tmk v1 of globex" {

@@ -10,6 +10,16 @@ import (
 	"github.com/dcaas/dcaas/internal/store"
 )
 
+// wantValue fails t unless call returned no error (fatally, as check) and
+// the setting value want.
+func wantValue(t *testing.T, call string, got []byte, err error, want []byte) {
+	t.Helper()
+	check(t, call, err)
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s = %q, want %q", call, got, want)
+	}
+}
+
 var settingsTests = []test{
 	{"GetSetting/NotFound", func(t *testing.T, s store.Store) {
 		for _, name := range []string{"ca-cert", ""} {
@@ -21,15 +31,9 @@ var settingsTests = []test{
 		ctx := t.Context()
 		want := []byte("certificate\x00bytes")
 		got, err := s.PutSettingIfAbsent(ctx, "ca-cert", want)
-		check(t, "PutSettingIfAbsent(ca-cert)", err)
-		if !bytes.Equal(got, want) {
-			t.Errorf("PutSettingIfAbsent(ca-cert) = %q, want %q", got, want)
-		}
+		wantValue(t, "PutSettingIfAbsent(ca-cert)", got, err, want)
 		got, err = s.GetSetting(ctx, "ca-cert")
-		check(t, "GetSetting(ca-cert)", err)
-		if !bytes.Equal(got, want) {
-			t.Errorf("GetSetting(ca-cert) = %q, want %q", got, want)
-		}
+		wantValue(t, "GetSetting(ca-cert)", got, err, want)
 	}},
 	{"PutSettingIfAbsent/KeepsFirst", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -37,21 +41,12 @@ var settingsTests = []test{
 		_, err := s.PutSettingIfAbsent(ctx, "ca-key", first)
 		check(t, "PutSettingIfAbsent(ca-key, first)", err)
 		got, err := s.PutSettingIfAbsent(ctx, "ca-key", second)
-		check(t, "PutSettingIfAbsent(ca-key, second)", err)
-		if !bytes.Equal(got, first) {
-			t.Errorf("PutSettingIfAbsent(ca-key, second) = %q, want the stored %q", got, first)
-		}
+		wantValue(t, "PutSettingIfAbsent(ca-key, second)", got, err, first)
 		got, err = s.GetSetting(ctx, "ca-key")
-		check(t, "GetSetting(ca-key)", err)
-		if !bytes.Equal(got, first) {
-			t.Errorf("GetSetting(ca-key) = %q, want %q", got, first)
-		}
+		wantValue(t, "GetSetting(ca-key)", got, err, first)
 		// Settings are independent of each other.
 		got, err = s.PutSettingIfAbsent(ctx, "other", second)
-		check(t, "PutSettingIfAbsent(other)", err)
-		if !bytes.Equal(got, second) {
-			t.Errorf("PutSettingIfAbsent(other) = %q, want %q", got, second)
-		}
+		wantValue(t, "PutSettingIfAbsent(other)", got, err, second)
 	}},
 	{"PutSettingIfAbsent/Concurrent", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -72,10 +67,7 @@ var settingsTests = []test{
 			}
 		}
 		got, err := s.GetSetting(ctx, "ca-cert")
-		check(t, "GetSetting(ca-cert)", err)
-		if !bytes.Equal(got, results[0]) {
-			t.Errorf("GetSetting(ca-cert) = %q, want the winner %q", got, results[0])
-		}
+		wantValue(t, "GetSetting(ca-cert)", got, err, results[0])
 	}},
 	{"SettingNames", func(t *testing.T, s store.Store) {
 		ctx := t.Context()

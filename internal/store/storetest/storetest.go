@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +132,108 @@ func wantErr(t *testing.T, call string, err, want error) {
 	if !errors.Is(err, want) {
 		t.Errorf("%s = %v, want %v", call, err, want)
 	}
+}
+
+// wantEqual fails t unless call returned no error (fatally, as check) and
+// got equal to want, as eq compares them.
+func wantEqual[T any](t *testing.T, call string, got T, err error, want T, eq func(a, b T) bool) {
+	t.Helper()
+	check(t, call, err)
+	if !eq(got, want) {
+		t.Errorf("%s = %s, want %s", call, show(got), show(want))
+	}
+}
+
+// wantList fails t unless call returned no error (fatally, as check) and
+// the elements of want, in order, as eq compares them. It reports whether
+// got had want's length: when not, it fails t without comparing elements,
+// and a caller with nothing more to check stops (t.FailNow).
+func wantList[T any](t *testing.T, call string, got []T, err error, want []T, eq func(a, b T) bool) bool {
+	t.Helper()
+	check(t, call, err)
+	if len(got) != len(want) {
+		t.Errorf("%s = %s, want %s", call, show(got), show(want))
+		return false
+	}
+	for i := range want {
+		if !eq(got[i], want[i]) {
+			t.Errorf("%s[%d] = %s, want %s", call, i, show(got[i]), show(want[i]))
+		}
+	}
+	return true
+}
+
+// wantOutcome checks the error of call against want: nil wants none (and
+// fails t fatally, as check), anything else an error that is want (as
+// wantErr). It reports whether want was nil: the call was to succeed.
+func wantOutcome(t *testing.T, call string, err, want error) bool {
+	t.Helper()
+	if want == nil {
+		check(t, call, err)
+		return true
+	}
+	wantErr(t, call, err, want)
+	return false
+}
+
+// succeeded returns how many of the racing calls' errs are nil, and fails
+// t for each other error that is none of refusals: the errors a call that
+// lost the race may return. call names the racing calls in messages.
+func succeeded(t *testing.T, call string, errs []error, refusals ...error) int {
+	t.Helper()
+	n := 0
+	for i, err := range errs {
+		if err == nil {
+			n++
+		} else if !slices.ContainsFunc(refusals, func(r error) bool { return errors.Is(err, r) }) {
+			t.Errorf("%s #%d = %v, want nil or one of %v", call, i, err, refusals)
+		}
+	}
+	return n
+}
+
+// versionStep is one step of a test that adds numbered versions to a
+// record (a tenant's master keys, a key's versions).
+type versionStep struct {
+	version int   // the version added
+	want    error // nil: accepted
+	current int   // the record's current version afterwards
+}
+
+// nextVersionSteps add versions to a record created at version 1: only
+// the next version is accepted, once.
+var nextVersionSteps = []versionStep{
+	{2, nil, 2},
+	{2, store.ErrConflict, 2},
+	{1, store.ErrConflict, 2},
+	{4, store.ErrConflict, 2},
+	{0, store.ErrConflict, 2},
+	{-1, store.ErrConflict, 2},
+	{3, nil, 3},
+}
+
+// addVersions runs steps on one record: step i adds the version add(i,
+// st.version) builds, wanting st.want, after which current must report
+// st.current. It returns the versions accepted, by number. In messages,
+// addCall, a format taking the version, names add's call
+// ("AddMasterKey(acme, %d)") and currentCall current's.
+func addVersions[V any](t *testing.T, steps []versionStep,
+	addCall string, add func(step, version int) (V, error),
+	currentCall string, current func() (int, error)) map[int]V {
+	t.Helper()
+	added := map[int]V{}
+	for i, st := range steps {
+		v, err := add(i, st.version)
+		if wantOutcome(t, fmt.Sprintf("step %d: "+addCall, i, st.version), err, st.want) {
+			added[st.version] = v
+		}
+		got, err := current()
+		check(t, currentCall, err)
+		if got != st.current {
+			t.Errorf("after step %d: %s = %d, want %d", i, currentCall, got, st.current)
+		}
+	}
+	return added
 }
 
 func eqTenant(a, b store.Tenant) bool {

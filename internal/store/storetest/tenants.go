@@ -28,15 +28,9 @@ var tenantsTests = []test{
 		tn, mk := newTenant("acme")
 		check(t, "CreateTenant(acme)", s.CreateTenant(ctx, tn, mk))
 		got, err := s.GetTenant(ctx, "acme")
-		check(t, "GetTenant(acme)", err)
-		if !eqTenant(got, tn) {
-			t.Errorf("GetTenant(acme) = %s, want %s", show(got), show(tn))
-		}
+		wantEqual(t, "GetTenant(acme)", got, err, tn, eqTenant)
 		gotMK, err := s.GetMasterKey(ctx, "acme", 1)
-		check(t, "GetMasterKey(acme, 1)", err)
-		if !eqMasterKey(gotMK, mk) {
-			t.Errorf("GetMasterKey(acme, 1) = %s, want %s", show(gotMK), show(mk))
-		}
+		wantEqual(t, "GetMasterKey(acme, 1)", gotMK, err, mk, eqMasterKey)
 	}},
 	{"CreateTenant/Exists", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -46,10 +40,7 @@ var tenantsTests = []test{
 		tn2.SealedHMACKey = []byte("another key")
 		wantErr(t, "CreateTenant(acme) again", s.CreateTenant(ctx, tn2, mk2), store.ErrExists)
 		got, err := s.GetTenant(ctx, "acme")
-		check(t, "GetTenant(acme)", err)
-		if !eqTenant(got, tn) {
-			t.Errorf("GetTenant(acme) = %s, want the first %s", show(got), show(tn))
-		}
+		wantEqual(t, "GetTenant(acme) after a refused CreateTenant", got, err, tn, eqTenant)
 	}},
 	{"CreateTenant/NotVersion1", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
@@ -76,47 +67,19 @@ var tenantsTests = []test{
 		ctx := t.Context()
 		tn, mk := newTenant("acme")
 		check(t, "CreateTenant(acme)", s.CreateTenant(ctx, tn, mk))
-		steps := []struct {
-			version int
-			want    error // nil: accepted
-			current int   // MasterKeyVersion afterwards
-		}{
-			{2, nil, 2},
-			{2, store.ErrConflict, 2},
-			{1, store.ErrConflict, 2},
-			{4, store.ErrConflict, 2},
-			{0, store.ErrConflict, 2},
-			{-1, store.ErrConflict, 2},
-			{3, nil, 3},
-		}
-		added := map[int]store.MasterKey{1: mk}
-		for i, st := range steps {
-			k := store.MasterKey{
-				Tenant:    "acme",
-				Version:   st.version,
-				Sealed:    fmt.Appendf(nil, "sealed tmk, step %d", i),
-				CreatedAt: at(time.Duration(i) * time.Hour),
-			}
-			err := s.AddMasterKey(ctx, k)
-			call := fmt.Sprintf("step %d: AddMasterKey(acme, %d)", i, st.version)
-			if st.want == nil {
-				check(t, call, err)
-				added[st.version] = k
-			} else {
-				wantErr(t, call, err, st.want)
-			}
-			got, err := s.GetTenant(ctx, "acme")
-			check(t, "GetTenant(acme)", err)
-			if got.MasterKeyVersion != st.current {
-				t.Errorf("after step %d: GetTenant(acme).MasterKeyVersion = %d, want %d", i, got.MasterKeyVersion, st.current)
-			}
-		}
+		added := addVersions(t, nextVersionSteps,
+			"AddMasterKey(acme, %d)", func(i, version int) (store.MasterKey, error) {
+				k := store.MasterKey{Tenant: "acme", Version: version, Sealed: fmt.Appendf(nil, "sealed tmk, step %d", i), CreatedAt: at(time.Duration(i) * time.Hour)}
+				return k, s.AddMasterKey(ctx, k)
+			},
+			"GetTenant(acme).MasterKeyVersion", func() (int, error) {
+				got, err := s.GetTenant(ctx, "acme")
+				return got.MasterKeyVersion, err
+			})
+		added[1] = mk
 		for v, want := range added {
 			got, err := s.GetMasterKey(ctx, "acme", v)
-			check(t, fmt.Sprintf("GetMasterKey(acme, %d)", v), err)
-			if !eqMasterKey(got, want) {
-				t.Errorf("GetMasterKey(acme, %d) = %s, want %s", v, show(got), show(want))
-			}
+			wantEqual(t, fmt.Sprintf("GetMasterKey(acme, %d)", v), got, err, want, eqMasterKey)
 		}
 	}},
 	{"AddMasterKey/UnknownTenant", func(t *testing.T, s store.Store) {
