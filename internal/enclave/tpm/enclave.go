@@ -128,3 +128,18 @@ func (e *Enclave) begin(ctx context.Context) error {
 	}
 	return nil
 }
+
+// useLMK reports a done ctx or ErrClosed, or takes e.mu for reading (the
+// LMK stays until Close): the caller calls e.mu.RUnlock when it returns
+// nil.
+func (e *Enclave) useLMK(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.mu.RLock()
+	if e.closed {
+		e.mu.RUnlock()
+		return enclave.ErrClosed
+	}
+	return nil
+}
