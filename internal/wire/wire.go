@@ -160,32 +160,26 @@ type members struct {
 	more bool
 }
 
-// name writes the next member's name and colon; the caller appends the
-// value to m.dst.
-func (m *members) name(name string) {
+// key returns m.dst with the next member's name and colon appended; the
+// caller appends the value and stores the result in m.dst. (One local
+// slice, not m.dst written back after each append: this is the inner
+// loop of a batch.)
+func (m *members) key(name string) []byte {
+	dst := m.dst
 	if m.more {
-		m.dst = append(m.dst, ',')
+		dst = append(dst, ',')
 	}
 	m.more = true
-	m.dst = append(m.dst, '"')
-	m.dst = append(m.dst, name...)
-	m.dst = append(m.dst, `":`...)
+	dst = append(dst, '"')
+	dst = append(dst, name...)
+	return append(dst, `":`...)
 }
 
-func (m *members) str(name, v string) {
-	m.name(name)
-	m.dst = appendString(m.dst, v)
-}
+func (m *members) str(name, v string) { m.dst = appendString(m.key(name), v) }
 
-func (m *members) bytes(name string, v []byte) {
-	m.name(name)
-	m.dst = appendBytes(m.dst, v)
-}
+func (m *members) bytes(name string, v []byte) { m.dst = appendBytes(m.key(name), v) }
 
-func (m *members) int(name string, v int) {
-	m.name(name)
-	m.dst = strconv.AppendInt(m.dst, int64(v), 10)
-}
+func (m *members) int(name string, v int) { m.dst = strconv.AppendInt(m.key(name), int64(v), 10) }
 
 func (m *members) optStr(name, v string) {
 	if v != "" {
@@ -203,6 +197,14 @@ func (m *members) optInt(name string, v int) {
 	if v != 0 {
 		m.int(name, v)
 	}
+}
+
+// keyRef writes the members of an api.KeyRef that are set: of an encrypt
+// request, or the same fields of a batch item.
+func (m *members) keyRef(keyID string, sealedKey, ekb []byte) {
+	m.optStr("key_id", keyID)
+	m.optBytes("sealed_key", sealedKey)
+	m.optBytes("ekb", ekb)
 }
 
 // appendRewrapRequest: client side (a custodian's rewrap).
@@ -254,35 +256,27 @@ func appendKeys(dst []byte, ekbs [][]byte, keyIDs []string) []byte {
 	}
 	if len(keyIDs) > 0 {
 		dst = append(dst, `,"key_ids":`...)
-		dst = appendStrings(dst, keyIDs)
+		dst = appendArray(dst, keyIDs, appendString)
 	}
 	return dst
 }
 
-// appendStrings writes ss, which is not nil, as a JSON array of strings.
-func appendStrings(dst []byte, ss []string) []byte {
-	dst = append(dst, '[')
-	for i, s := range ss {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendString(dst, s)
-	}
-	return append(dst, ']')
-}
-
 // appendBytesArray writes bs as a JSON array of base64 strings (nil as
 // null, as encoding/json does, for the slice and its elements).
-func appendBytesArray(dst []byte, bs [][]byte) []byte {
-	if bs == nil {
+func appendBytesArray(dst []byte, bs [][]byte) []byte { return appendArray(dst, bs, appendBytes) }
+
+// appendArray writes items as a JSON array (nil as null, as encoding/json
+// does), each item with one.
+func appendArray[T any](dst []byte, items []T, one func([]byte, T) []byte) []byte {
+	if items == nil {
 		return append(dst, "null"...)
 	}
 	dst = append(dst, '[')
-	for i, b := range bs {
+	for i, it := range items {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendBytes(dst, b)
+		dst = one(dst, it)
 	}
 	return append(dst, ']')
 }
@@ -526,20 +520,18 @@ func appendBatchResult(dst []byte, r *api.BatchResult) []byte {
 	m.optBytes("plaintext", r.Plaintext)
 	m.optBytes("signature", r.Signature)
 	if r.Valid != nil {
-		m.name("valid")
-		m.dst = strconv.AppendBool(m.dst, *r.Valid)
+		m.dst = strconv.AppendBool(m.key("valid"), *r.Valid)
 	}
 	m.optBytes("mac", r.MAC)
 	m.optBytes("digest", r.Digest)
 	m.optBytes("random", r.Random)
 	m.optStr("warning", r.Warning)
 	if r.Error != nil {
-		m.name("error")
-		m.dst = append(m.dst, `{"code":`...)
-		m.dst = appendString(m.dst, string(r.Error.Code))
-		m.dst = append(m.dst, `,"message":`...)
-		m.dst = appendString(m.dst, r.Error.Message)
-		m.dst = append(m.dst, '}')
+		dst := append(m.key("error"), `{"code":`...)
+		dst = appendString(dst, string(r.Error.Code))
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, r.Error.Message)
+		m.dst = append(dst, '}')
 	}
 	return append(m.dst, '}')
 }
@@ -600,9 +592,7 @@ func decodeDecryptResponse(r *api.DecryptResponse, data []byte) bool {
 func appendEncryptRequest(dst []byte, r *api.EncryptRequest) []byte {
 	dst = reserve(dst, itemSize+b64Len(r.Plaintext, r.AAD, r.EKB, r.SealedKey)+len(r.KeyID))
 	m := members{dst: append(dst, '{')}
-	m.optStr("key_id", r.KeyID)
-	m.optBytes("sealed_key", r.SealedKey)
-	m.optBytes("ekb", r.EKB)
+	m.keyRef(r.KeyID, r.SealedKey, r.EKB)
 	m.bytes("plaintext", r.Plaintext)
 	m.optBytes("aad", r.AAD)
 	return append(m.dst, '}')
@@ -625,9 +615,7 @@ func appendBatchRequest(dst []byte, r *api.BatchRequest) []byte {
 		it := &r.Ops[i]
 		m := members{dst: append(dst, '{')}
 		m.str("op", it.Op)
-		m.optStr("key_id", it.KeyID)
-		m.optBytes("sealed_key", it.SealedKey)
-		m.optBytes("ekb", it.EKB)
+		m.keyRef(it.KeyID, it.SealedKey, it.EKB)
 		m.optBytes("plaintext", it.Plaintext)
 		m.optBytes("ciphertext", it.Ciphertext)
 		m.optBytes("aad", it.AAD)
@@ -651,35 +639,33 @@ func decodeBatchResponse(r *api.BatchResponse, data []byte) bool {
 		if k != "results" || l.null() {
 			return false
 		}
-		array(l, &v.Results, l.batchResult)
-		return true
-	})
-}
-
-func (l *lexer) batchResult(res *api.BatchResult) {
-	l.object(func(k string) bool {
-		switch k {
-		case "ciphertext":
-			l.bytes(&res.Ciphertext)
-		case "key_id":
-			l.str(&res.KeyID)
-		case "key_version":
-			l.int(&res.KeyVersion)
-		case "plaintext":
-			l.bytes(&res.Plaintext)
-		case "signature":
-			l.bytes(&res.Signature)
-		case "mac":
-			l.bytes(&res.MAC)
-		case "digest":
-			l.bytes(&res.Digest)
-		case "random":
-			l.bytes(&res.Random)
-		case "warning":
-			l.str(&res.Warning)
-		default:
-			return false
-		}
+		array(l, &v.Results, func(res *api.BatchResult) {
+			l.object(func(k string) bool {
+				switch k {
+				case "ciphertext":
+					l.bytes(&res.Ciphertext)
+				case "key_id":
+					l.str(&res.KeyID)
+				case "key_version":
+					l.int(&res.KeyVersion)
+				case "plaintext":
+					l.bytes(&res.Plaintext)
+				case "signature":
+					l.bytes(&res.Signature)
+				case "mac":
+					l.bytes(&res.MAC)
+				case "digest":
+					l.bytes(&res.Digest)
+				case "random":
+					l.bytes(&res.Random)
+				case "warning":
+					l.str(&res.Warning)
+				default:
+					return false
+				}
+				return true
+			})
+		})
 		return true
 	})
 }
@@ -815,7 +801,7 @@ func appendWrappedKeys(dst []byte, r *api.WrappedKeys) ([]byte, bool) {
 	}
 	if len(r.Warnings) > 0 {
 		dst = append(dst, `,"warnings":`...)
-		dst = appendStrings(dst, r.Warnings)
+		dst = appendArray(dst, r.Warnings, appendString)
 	}
 	if !ok {
 		return dst[:start], false
