@@ -86,20 +86,9 @@ func (s *Sidecar) ephemeral(id *identity) (api.PublicKey, func(*api.WrappedKeys)
 // grant and the EKBs (or retained key ids) to the KMS over mTLS with a
 // fresh ephemeral key and loads what comes back. The caller keeps grant.
 func (s *Sidecar) LoadWithGrant(ctx context.Context, grant *secret.Bytes, ekbs [][]byte, keyIDs []string) ([]string, error) {
-	id, err := s.ready()
-	if err != nil {
-		return nil, err
-	}
-	pub, load, err := s.ephemeral(id)
-	if err != nil {
-		return nil, err
-	}
-	out, err := id.kms.LoadKeys(ctx, api.LoadRequest{Grant: string(grant.Expose()), EKBs: ekbs, KeyIDs: keyIDs, Recipient: pub})
-	if err != nil {
-		return nil, s.kmsErr(err)
-	}
-	s.markReachable(true)
-	return load(out)
+	return s.fetchKeys(func(kms *client.KMS, to api.PublicKey) (*api.WrappedKeys, error) {
+		return kms.LoadKeys(ctx, api.LoadRequest{Grant: string(grant.Expose()), EKBs: ekbs, KeyIDs: keyIDs, Recipient: to})
+	})
 }
 
 // Derive runs seed derivation: the KMS derives each key from its seed
@@ -107,6 +96,14 @@ func (s *Sidecar) LoadWithGrant(ctx context.Context, grant *secret.Bytes, ekbs [
 // under the tenant HMAC key with v1, as each seed asks) and seals it to a
 // fresh ephemeral key. The caller keeps grant.
 func (s *Sidecar) Derive(ctx context.Context, grant *secret.Bytes, seeds []api.Seed) ([]string, error) {
+	return s.fetchKeys(func(kms *client.KMS, to api.PublicKey) (*api.WrappedKeys, error) {
+		return kms.DeriveKeys(ctx, api.DeriveRequest{Grant: string(grant.Expose()), Seeds: seeds, Recipient: to})
+	})
+}
+
+// fetchKeys runs a grant load or a derive: fetch asks the KMS for keys
+// sealed to a fresh ephemeral key (ephemeral), and fetchKeys loads them.
+func (s *Sidecar) fetchKeys(fetch func(kms *client.KMS, to api.PublicKey) (*api.WrappedKeys, error)) ([]string, error) {
 	id, err := s.ready()
 	if err != nil {
 		return nil, err
@@ -115,7 +112,7 @@ func (s *Sidecar) Derive(ctx context.Context, grant *secret.Bytes, seeds []api.S
 	if err != nil {
 		return nil, err
 	}
-	out, err := id.kms.DeriveKeys(ctx, api.DeriveRequest{Grant: string(grant.Expose()), Seeds: seeds, Recipient: pub})
+	out, err := fetch(id.kms, pub)
 	if err != nil {
 		return nil, s.kmsErr(err)
 	}

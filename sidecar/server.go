@@ -268,6 +268,23 @@ func actedOn(r *http.Request, resp any) []string {
 	return pathKeys(r)
 }
 
+// loading is the handler of an endpoint that loads keys (import, load,
+// derive): it decodes a Req, has load load the keys, and answers with
+// their ids.
+func loading[Req any](load func(ctx context.Context, req *Req) ([]string, error)) handlerFunc {
+	return func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
+		var req Req
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		ids, err := load(ctx, &req)
+		if err != nil {
+			return nil, err
+		}
+		return api.Loaded{Loaded: ids}, nil
+	}
+}
+
 func (s *Sidecar) routes() {
 	s.router.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, s.Health(false))
@@ -302,43 +319,17 @@ func (s *Sidecar) routes() {
 	s.handle("GET /v1/wrapping-certificate", "wrapping_certificate", 0, false, func(context.Context, func(any) error, *http.Request) (any, error) {
 		return api.WrappingCertificate{CertPEM: s.WrappingCertificatePEM()}, nil
 	})
-	s.handle("POST /v1/keys/import", "keys.import", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
-		var req api.ImportKeysRequest
-		if err := decode(&req); err != nil {
-			return nil, err
-		}
-		ids, err := s.ImportKeys(ctx, &req)
-		if err != nil {
-			return nil, err
-		}
-		return api.Loaded{Loaded: ids}, nil
-	})
-	s.handle("POST /v1/keys/load", "keys.load", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
-		var req api.SidecarLoadRequest
-		if err := decode(&req); err != nil {
-			return nil, err
-		}
+	s.handle("POST /v1/keys/import", "keys.import", batchBodyLimit, true, loading(s.ImportKeys))
+	s.handle("POST /v1/keys/load", "keys.load", batchBodyLimit, true, loading(func(ctx context.Context, req *api.SidecarLoadRequest) ([]string, error) {
 		grant := secret.New([]byte(req.Grant))
 		defer grant.Wipe()
-		ids, err := s.LoadWithGrant(ctx, grant, req.EKBs, req.KeyIDs)
-		if err != nil {
-			return nil, err
-		}
-		return api.Loaded{Loaded: ids}, nil
-	})
-	s.handle("POST /v1/keys/derive", "keys.derive", batchBodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
-		var req api.SidecarDeriveRequest
-		if err := decode(&req); err != nil {
-			return nil, err
-		}
+		return s.LoadWithGrant(ctx, grant, req.EKBs, req.KeyIDs)
+	}))
+	s.handle("POST /v1/keys/derive", "keys.derive", batchBodyLimit, true, loading(func(ctx context.Context, req *api.SidecarDeriveRequest) ([]string, error) {
 		grant := secret.New([]byte(req.Grant))
 		defer grant.Wipe()
-		ids, err := s.Derive(ctx, grant, req.Seeds)
-		if err != nil {
-			return nil, err
-		}
-		return api.Loaded{Loaded: ids}, nil
-	})
+		return s.Derive(ctx, grant, req.Seeds)
+	}))
 	s.handle("POST /v1/keys/seal", "keys.seal", bodyLimit, true, func(ctx context.Context, decode func(any) error, _ *http.Request) (any, error) {
 		var req api.SealRequest
 		if err := decode(&req); err != nil {

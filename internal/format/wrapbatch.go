@@ -103,11 +103,7 @@ func (w *WrappedBatch) headerLen() int {
 }
 
 func (w *WrappedBatch) appendHeader(b []byte) []byte {
-	b = append(b, wrapMagic...)
-	b = append(b, WrapBatchVersion)
-	b = appendU16(b, int(w.KEMID))
-	b = appendU16(b, len(w.Enc))
-	b = append(b, w.Enc...)
+	b = appendWrapStart(b, WrapBatchVersion, w.KEMID, w.Enc)
 	b = append(b, byte(len(w.Recipient)))
 	b = append(b, w.Recipient...)
 	b = appendU64(b, uint64(w.IssuedAt))

@@ -35,12 +35,18 @@ func (w *WrappedKey) Validate() error {
 func (w *WrappedKey) headerLen() int { return 4 + 1 + 2 + 2 + len(w.Enc) + 4 }
 
 func (w *WrappedKey) appendHeader(b []byte) []byte {
-	b = append(b, wrapMagic...)
-	b = append(b, Version)
-	b = appendU16(b, int(w.KEMID))
-	b = appendU16(b, len(w.Enc))
-	b = append(b, w.Enc...)
+	b = appendWrapStart(b, Version, w.KEMID, w.Enc)
 	return appendU32(b, w.Index)
+}
+
+// appendWrapStart writes the start that a WrappedKey and a WrappedBatch
+// share: "DWRP" | version u8 | kem_id u16 | enc u16-len.
+func appendWrapStart(b []byte, version byte, kemID uint16, enc []byte) []byte {
+	b = append(b, wrapMagic...)
+	b = append(b, version)
+	b = appendU16(b, int(kemID))
+	b = appendU16(b, len(enc))
+	return append(b, enc...)
 }
 
 // Header returns the bytes of w before Ciphertext (KEM id, enc, index), in

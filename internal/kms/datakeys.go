@@ -47,7 +47,14 @@ func (k *KMS) createDataKey(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer material.Wipe()
-	dk, key, v, err := k.newKey(ctx, c.caller.Tenant, md, material, req.Retain)
+	return k.storeNewKey(ctx, c, md, material, req.Retain)
+}
+
+// storeNewKey seals material into version 1 of a new key of the caller's
+// tenant (newKey), registers it in a transaction of its own (createKey)
+// and counts it: a key generated here or imported from a TR-31 block.
+func (k *KMS) storeNewKey(ctx context.Context, c *call, md *api.KeyMetadata, material *secret.Bytes, retain bool) (*api.DataKey, error) {
+	dk, key, v, err := k.newKey(ctx, c.caller.Tenant, md, material, retain)
 	if err != nil {
 		return nil, err
 	}

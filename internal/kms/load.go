@@ -39,20 +39,30 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	if n > k.cfg.MaxBatch {
 		return nil, api.Errorf(api.CodeTooLarge, "At most %d keys per request.", k.cfg.MaxBatch)
 	}
-	to, err := k.sidecarRecipient(c.caller, req.Recipient)
+	return k.releaseGranted(ctx, c, req.Grant, req.Recipient, "load", func(g *grant) (releasable, error) {
+		return k.openGranted(ctx, c, g, &req)
+	})
+}
+
+// releaseGranted serves a checked load or derive request: it checks the
+// sidecar's recipient key and reads the grant token, has keys open the
+// keys that g covers (a failure uses the grant up, failGrant), and
+// releases them (release) in the flow named.
+func (k *KMS) releaseGranted(ctx context.Context, c *call, token string, pub api.PublicKey, flow string, keys func(g *grant) (releasable, error)) (any, error) {
+	to, err := k.sidecarRecipient(c.caller, pub)
 	if err != nil {
 		return nil, err
 	}
-	g, err := k.peekGrant(ctx, c, req.Grant, req.Recipient)
+	g, err := k.peekGrant(ctx, c, token, pub)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := k.openGranted(ctx, c, g, &req)
+	opened, err := keys(g)
 	if err != nil {
 		return nil, k.failGrant(ctx, c, g, err)
 	}
-	defer keys.wipe()
-	return k.release(ctx, c, g, to, keys, "load")
+	defer opened.wipe()
+	return k.release(ctx, c, g, to, opened, flow)
 }
 
 // openGranted opens the keys a load asks for, which g must cover.
@@ -156,21 +166,13 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 			return nil, prefixSeed(err, i, len(req.Seeds))
 		}
 	}
-	to, err := k.sidecarRecipient(c.caller, req.Recipient)
-	if err != nil {
-		return nil, err
-	}
-	g, err := k.peekGrant(ctx, c, req.Grant, req.Recipient)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := k.deriveGranted(ctx, c, g, seeds)
-	if err != nil {
-		return nil, k.failGrant(ctx, c, g, err)
-	}
-	defer keys.wipe()
-	c.keyID = keys[len(keys)-1].md.KeyID
-	return k.release(ctx, c, g, to, keys, "derive")
+	return k.releaseGranted(ctx, c, req.Grant, req.Recipient, "derive", func(g *grant) (releasable, error) {
+		keys, err := k.deriveGranted(ctx, c, g, seeds)
+		if err == nil {
+			c.keyID = keys[len(keys)-1].md.KeyID
+		}
+		return keys, err
+	})
 }
 
 // prefixSeed is prefixIndex for the seeds of a derive: "seed i: …".

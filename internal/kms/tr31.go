@@ -9,7 +9,6 @@ import (
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/policy"
-	"github.com/dcaas/dcaas/internal/store"
 	"github.com/dcaas/dcaas/internal/tr31"
 )
 
@@ -290,14 +289,10 @@ func (k *KMS) importTR31(ctx context.Context, c *call, req *api.ImportKeyRequest
 		return nil, api.Errorf(api.CodeUnsupportedKeyBlock, "The key block holds a %d-bit key; a dcaas %s key is 256 bits.", material.Len()*8, typ)
 	}
 	md.Labels = withLabel(md.Labels, "dcaas.origin", "tr31")
-	dk, key, v, err := k.newKey(ctx, c.caller.Tenant, md, material, req.Retain)
+	dk, err := k.storeNewKey(ctx, c, md, material, req.Retain)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.commit(ctx, func(tx store.Tx) error { return createKey(ctx, tx, key, v) }); err != nil {
-		return nil, err
-	}
-	k.mx.created.WithLabelValues(key.Type).Inc()
 	k.log.Info("key imported", "key", md.KeyID, "by", c.caller.DN, "wrapping", api.WrappingTR31, "kbpk", kbpk.md.KeyID, "header", req.KeyBlock[:16])
 	return dk, nil
 }

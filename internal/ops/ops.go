@@ -126,19 +126,18 @@ func cryptoErr(err error, keyID string) error {
 	return err
 }
 
-func needKey(ref api.KeyRef) error {
+// acquire checks that ref names a key and acquires that key's version
+// (0: the current one) for action.
+func (e *Engine) acquire(ctx context.Context, ref api.KeyRef, version int, action api.Action) (*kcrypto.Key, Releaser, error) {
 	if ref.KeyID == "" && len(ref.SealedKey) == 0 && len(ref.EKB) == 0 {
-		return api.Errorf(api.CodeInvalidArgument, "Name the key: key_id, sealed_key or ekb.")
+		return nil, nil, api.Errorf(api.CodeInvalidArgument, "Name the key: key_id, sealed_key or ekb.")
 	}
-	return nil
+	return e.R.Acquire(ctx, ref, version, action)
 }
 
 // Encrypt seals plaintext under the current version of the named key.
 func (e *Engine) Encrypt(ctx context.Context, req *api.EncryptRequest) (*api.EncryptResponse, error) {
-	if err := needKey(req.KeyRef); err != nil {
-		return nil, err
-	}
-	k, rel, err := e.R.Acquire(ctx, req.KeyRef, 0, api.ActionEncrypt)
+	k, rel, err := e.acquire(ctx, req.KeyRef, 0, api.ActionEncrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -206,72 +205,61 @@ func (e *Engine) decrypt(ctx context.Context, ref api.KeyRef, ct, aad []byte) ([
 
 // Sign signs message with the current version of a signing key.
 func (e *Engine) Sign(ctx context.Context, req *api.SignRequest) (*api.SignResponse, error) {
-	if err := needKey(req.KeyRef); err != nil {
-		return nil, err
-	}
-	k, rel, err := e.R.Acquire(ctx, req.KeyRef, 0, api.ActionSign)
+	sig, version, warn, err := e.tag(ctx, req.KeyRef, api.ActionSign, req.Message, (*kcrypto.Key).Sign)
 	if err != nil {
 		return nil, err
 	}
-	defer release(rel)
-	if err := charge(rel, len(req.Message)); err != nil {
-		return nil, err
-	}
-	sig, err := k.Sign(req.Message)
-	if err != nil {
-		return nil, cryptoErr(err, k.KeyID())
-	}
-	return &api.SignResponse{Signature: sig, KeyVersion: int(k.Version()), Warning: warning(rel)}, nil
+	return &api.SignResponse{Signature: sig, KeyVersion: version, Warning: warn}, nil
 }
 
 // Verify checks a signature with the named (default: current) version.
 func (e *Engine) Verify(ctx context.Context, req *api.VerifyRequest) (*api.ValidResponse, error) {
-	if err := needKey(req.KeyRef); err != nil {
-		return nil, err
-	}
-	k, rel, err := e.R.Acquire(ctx, req.KeyRef, req.KeyVersion, api.ActionVerify)
-	if err != nil {
-		return nil, err
-	}
-	defer release(rel)
-	ok, err := k.Verify(req.Message, req.Signature)
-	if err != nil {
-		return nil, cryptoErr(err, k.KeyID())
-	}
-	return &api.ValidResponse{Valid: ok}, nil
+	return e.checkTag(ctx, req.KeyRef, req.KeyVersion, api.ActionVerify, req.Message, req.Signature, (*kcrypto.Key).Verify)
 }
 
 // MAC computes HMAC-SHA-256 with the current version of an HMAC key.
 func (e *Engine) MAC(ctx context.Context, req *api.MACRequest) (*api.MACResponse, error) {
-	if err := needKey(req.KeyRef); err != nil {
-		return nil, err
-	}
-	k, rel, err := e.R.Acquire(ctx, req.KeyRef, 0, api.ActionMAC)
+	tag, version, warn, err := e.tag(ctx, req.KeyRef, api.ActionMAC, req.Message, (*kcrypto.Key).MAC)
 	if err != nil {
 		return nil, err
 	}
-	defer release(rel)
-	if err := charge(rel, len(req.Message)); err != nil {
-		return nil, err
-	}
-	tag, err := k.MAC(req.Message)
-	if err != nil {
-		return nil, cryptoErr(err, k.KeyID())
-	}
-	return &api.MACResponse{MAC: tag, KeyVersion: int(k.Version()), Warning: warning(rel)}, nil
+	return &api.MACResponse{MAC: tag, KeyVersion: version, Warning: warn}, nil
 }
 
 // MACVerify checks a tag in constant time.
 func (e *Engine) MACVerify(ctx context.Context, req *api.MACVerifyRequest) (*api.ValidResponse, error) {
-	if err := needKey(req.KeyRef); err != nil {
-		return nil, err
+	return e.checkTag(ctx, req.KeyRef, req.KeyVersion, api.ActionMAC, req.Message, req.MAC, (*kcrypto.Key).VerifyMAC)
+}
+
+// tag is Sign and MAC: it acquires the current version of the key ref
+// names for action, charges msg's length, and computes msg's signature or
+// MAC. It returns the tag, the key version and the key's warning.
+func (e *Engine) tag(ctx context.Context, ref api.KeyRef, action api.Action, msg []byte, compute func(*kcrypto.Key, []byte) ([]byte, error)) ([]byte, int, string, error) {
+	k, rel, err := e.acquire(ctx, ref, 0, action)
+	if err != nil {
+		return nil, 0, "", err
 	}
-	k, rel, err := e.R.Acquire(ctx, req.KeyRef, req.KeyVersion, api.ActionMAC)
+	defer release(rel)
+	if err := charge(rel, len(msg)); err != nil {
+		return nil, 0, "", err
+	}
+	t, err := compute(k, msg)
+	if err != nil {
+		return nil, 0, "", cryptoErr(err, k.KeyID())
+	}
+	return t, int(k.Version()), warning(rel), nil
+}
+
+// checkTag is Verify and MACVerify: it acquires the named version (0: the
+// current one) of the key ref names for action and checks tag, a
+// signature or MAC of msg.
+func (e *Engine) checkTag(ctx context.Context, ref api.KeyRef, version int, action api.Action, msg, tag []byte, check func(k *kcrypto.Key, msg, tag []byte) (bool, error)) (*api.ValidResponse, error) {
+	k, rel, err := e.acquire(ctx, ref, version, action)
 	if err != nil {
 		return nil, err
 	}
 	defer release(rel)
-	ok, err := k.VerifyMAC(req.Message, req.MAC)
+	ok, err := check(k, msg, tag)
 	if err != nil {
 		return nil, cryptoErr(err, k.KeyID())
 	}

@@ -134,6 +134,16 @@ func (p *params) base64(name string) ([]byte, error) {
 	return b, nil
 }
 
+// input returns the base64 "input" of a sign, HMAC or verify item, which
+// is required: missing is the refusal's message (transit's own for each
+// endpoint).
+func (p *params) input(missing string) ([]byte, error) {
+	if !p.has("input") {
+		return nil, badRequest("%s", missing)
+	}
+	return p.base64("input")
+}
+
 // batch returns the items of batch_input; ok is false if it was not sent.
 func (p *params) batch() (items []*params, ok bool, err error) {
 	v, ok := p.get("batch_input")

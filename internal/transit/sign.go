@@ -93,10 +93,7 @@ func (s *Server) hmac(ctx context.Context, r *http.Request, p *params) (any, int
 	var warn warnings
 	batch, single, err := eachItem(p, func(it *params) (hmacItem, error) {
 		ref, _ := it.str("reference")
-		if !it.has("input") {
-			return hmacItem{}, badRequest("missing input for HMAC")
-		}
-		in, err := it.base64("input")
+		in, err := it.input("missing input for HMAC")
 		if err != nil {
 			return hmacItem{}, err
 		}
@@ -157,10 +154,7 @@ func (s *Server) sign(ctx context.Context, r *http.Request, p *params) (any, int
 		if err := it.unsupported("context"); err != nil {
 			return signItem{}, err
 		}
-		if !it.has("input") {
-			return signItem{}, badRequest("missing input to sign")
-		}
-		in, err := it.base64("input")
+		in, err := it.input("missing input to sign")
 		if err != nil {
 			return signItem{}, err
 		}
@@ -202,10 +196,7 @@ func (s *Server) verify(ctx context.Context, r *http.Request, p *params) (any, i
 	}
 	batch, single, err := eachItem(p, func(it *params) (validItem, error) {
 		ref, _ := it.str("reference")
-		if !it.has("input") {
-			return validItem{}, badRequest("missing input")
-		}
-		in, err := it.base64("input")
+		in, err := it.input("missing input")
 		if err != nil {
 			return validItem{}, err
 		}

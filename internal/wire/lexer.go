@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -180,7 +181,11 @@ func (l *lexer) bytesArray(dst *[][]byte) { array(l, dst, l.bytes) }
 func (l *lexer) strArray(dst *[]string) { array(l, dst, l.str) }
 
 // array reads a JSON array whose items item reads (null leaves dst nil).
-func array[T any](l *lexer, dst *[]T, item func(*T)) {
+func array[T any](l *lexer, dst *[]T, item func(*T)) { arrayUpTo(l, dst, math.MaxInt, item) }
+
+// arrayUpTo is array for at most limit items: more fails (l.ok = false)
+// before the item past the limit is allocated.
+func arrayUpTo[T any](l *lexer, dst *[]T, limit int, item func(*T)) {
 	if l.null() {
 		*dst = nil
 		return
@@ -192,6 +197,10 @@ func array[T any](l *lexer, dst *[]T, item func(*T)) {
 	out := make([]T, 0, 16)
 	if !l.tok(']') {
 		for l.ok {
+			if len(out) == limit {
+				l.ok = false
+				break
+			}
 			var zero T
 			out = append(out, zero)
 			item(&out[len(out)-1])

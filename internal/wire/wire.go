@@ -89,11 +89,6 @@ func Decode(data []byte, v any) bool {
 // the package doc; otherwise it returns dst and false, and the caller uses
 // encoding/json.
 func Append(dst []byte, v any) ([]byte, bool) {
-	// One allocation for the whole body: a batch of 100 1 KiB items grew
-	// its buffer a dozen times, copying and zeroing each time.
-	if n := sizeHint(v); n > cap(dst)-len(dst) {
-		dst = slices.Grow(dst, n)
-	}
 	switch r := v.(type) {
 	case *api.EncryptResponse:
 		return appendEncryptResponse(dst, r), true
@@ -102,7 +97,7 @@ func Append(dst []byte, v any) ([]byte, bool) {
 	case *api.BatchResponse:
 		return appendBatchResponse(dst, r), true
 	case *api.BatchResult:
-		return appendBatchResult(dst, r), true
+		return appendBatchResult(reserve(dst, batchResultSize(r)), r), true
 	case *api.EncryptRequest:
 		return appendEncryptRequest(dst, r), true
 	case *api.BatchRequest:
@@ -110,35 +105,146 @@ func Append(dst []byte, v any) ([]byte, bool) {
 	case *api.WrappedKeys:
 		return appendWrappedKeys(dst, r)
 	case *api.RewrapRequest:
-		dst = append(dst, `{"ekbs":`...)
-		dst = appendBytesArray(dst, r.EKBs)
-		dst = append(dst, `,"wrapping_cert_pem":`...)
-		dst = appendString(dst, r.WrappingCertPEM)
-		return append(dst, '}'), true
+		return appendRewrapRequest(dst, r), true
 	case *api.GrantRequest:
-		dst = append(dst, `{"instance_id":`...)
-		dst = appendString(dst, r.InstanceID)
-		dst = appendKeys(dst, r.EKBs, r.KeyIDs)
-		if len(r.Seeds) > 0 {
-			dst = append(dst, `,"seeds":`...)
-			dst = appendBytesArray(dst, r.Seeds)
-		}
-		if r.TTLSeconds != 0 {
-			dst = append(dst, `,"ttl_seconds":`...)
-			dst = strconv.AppendInt(dst, int64(r.TTLSeconds), 10)
-		}
-		return append(dst, '}'), true
+		return appendGrantRequest(dst, r), true
 	case *api.LoadRequest:
-		dst = append(dst, `{"grant":`...)
-		dst = appendString(dst, r.Grant)
-		dst = appendKeys(dst, r.EKBs, r.KeyIDs)
-		dst = append(dst, `,"recipient":{"kem":`...)
-		dst = appendString(dst, string(r.Recipient.KEM))
-		dst = append(dst, `,"public_key":`...)
-		dst = appendBytes(dst, r.Recipient.PublicKey)
-		return append(dst, "}}"...), true
+		return appendLoadRequest(dst, r), true
 	}
 	return dst, false
+}
+
+// itemSize is what reserve allows per object for member names,
+// punctuation and numbers.
+const itemSize = 160
+
+// reserve makes room for n more bytes in dst, so that an appender writes
+// its whole body into one allocation: a batch of 100 1 KiB items grew its
+// buffer a dozen times, copying and zeroing each time. Each appender
+// passes about how many bytes it writes (every byte field's base64
+// length, every string's length, itemSize per object); that may fall
+// short (strings needing escapes), and append then grows as needed.
+func reserve(dst []byte, n int) []byte {
+	if n > cap(dst)-len(dst) {
+		dst = slices.Grow(dst, n)
+	}
+	return dst
+}
+
+// b64Len is the length of bs written as base64 strings, quotes not
+// counted.
+func b64Len(bs ...[]byte) int {
+	n := 0
+	for _, b := range bs {
+		n += base64.StdEncoding.EncodedLen(len(b))
+	}
+	return n
+}
+
+// strLen is the length of ss as a JSON array of plain strings.
+func strLen(ss []string) int {
+	n := 2
+	for _, s := range ss {
+		n += len(s) + 3
+	}
+	return n
+}
+
+// members writes the members of one JSON object after its '{', a comma
+// before each but the first. str, bytes and int write a member; optStr,
+// optBytes and optInt write it only when its value is set, as
+// encoding/json's omitempty does (small enough to inline, so an unset
+// member of a batch item costs a comparison).
+type members struct {
+	dst  []byte
+	more bool
+}
+
+// key returns m.dst with the next member's name and colon appended; the
+// caller appends the value and stores the result in m.dst. (One local
+// slice, not m.dst written back after each append: this is the inner
+// loop of a batch.)
+func (m *members) key(name string) []byte {
+	dst := m.dst
+	if m.more {
+		dst = append(dst, ',')
+	}
+	m.more = true
+	dst = append(dst, '"')
+	dst = append(dst, name...)
+	return append(dst, `":`...)
+}
+
+func (m *members) str(name, v string) { m.dst = appendString(m.key(name), v) }
+
+func (m *members) bytes(name string, v []byte) { m.dst = appendBytes(m.key(name), v) }
+
+func (m *members) int(name string, v int) { m.dst = strconv.AppendInt(m.key(name), int64(v), 10) }
+
+func (m *members) optStr(name, v string) {
+	if v != "" {
+		m.str(name, v)
+	}
+}
+
+func (m *members) optBytes(name string, v []byte) {
+	if len(v) > 0 {
+		m.bytes(name, v)
+	}
+}
+
+func (m *members) optInt(name string, v int) {
+	if v != 0 {
+		m.int(name, v)
+	}
+}
+
+// keyRef writes the members of an api.KeyRef that are set: of an encrypt
+// request, or the same fields of a batch item.
+func (m *members) keyRef(keyID string, sealedKey, ekb []byte) {
+	m.optStr("key_id", keyID)
+	m.optBytes("sealed_key", sealedKey)
+	m.optBytes("ekb", ekb)
+}
+
+// appendRewrapRequest: client side (a custodian's rewrap).
+func appendRewrapRequest(dst []byte, r *api.RewrapRequest) []byte {
+	dst = reserve(dst, itemSize+b64Len(r.EKBs...)+3*len(r.EKBs)+len(r.WrappingCertPEM))
+	dst = append(dst, `{"ekbs":`...)
+	dst = appendBytesArray(dst, r.EKBs)
+	dst = append(dst, `,"wrapping_cert_pem":`...)
+	dst = appendString(dst, r.WrappingCertPEM)
+	return append(dst, '}')
+}
+
+// appendGrantRequest: client side (a custodian's grant).
+func appendGrantRequest(dst []byte, r *api.GrantRequest) []byte {
+	dst = reserve(dst, itemSize+b64Len(r.EKBs...)+b64Len(r.Seeds...)+3*(len(r.EKBs)+len(r.Seeds))+len(r.InstanceID)+strLen(r.KeyIDs))
+	dst = append(dst, `{"instance_id":`...)
+	dst = appendString(dst, r.InstanceID)
+	dst = appendKeys(dst, r.EKBs, r.KeyIDs)
+	if len(r.Seeds) > 0 {
+		dst = append(dst, `,"seeds":`...)
+		dst = appendBytesArray(dst, r.Seeds)
+	}
+	if r.TTLSeconds != 0 {
+		dst = append(dst, `,"ttl_seconds":`...)
+		dst = strconv.AppendInt(dst, int64(r.TTLSeconds), 10)
+	}
+	return append(dst, '}')
+}
+
+// appendLoadRequest: client side (a sidecar's grant load).
+func appendLoadRequest(dst []byte, r *api.LoadRequest) []byte {
+	dst = reserve(dst, itemSize+b64Len(r.EKBs...)+3*len(r.EKBs)+b64Len(r.Recipient.PublicKey)+len(r.Grant)+strLen(r.KeyIDs))
+	dst = append(dst, `{"grant":`...)
+	dst = appendString(dst, r.Grant)
+	dst = appendKeys(dst, r.EKBs, r.KeyIDs)
+	dst = append(dst, `,"recipient":{"kem":`...)
+	dst = appendString(dst, string(r.Recipient.KEM))
+	dst = append(dst, `,"public_key":`...)
+	dst = appendBytes(dst, r.Recipient.PublicKey)
+	return append(dst, "}}"...)
 }
 
 // appendKeys writes the "ekbs" and "key_ids" members of a grant or load
@@ -149,87 +255,30 @@ func appendKeys(dst []byte, ekbs [][]byte, keyIDs []string) []byte {
 		dst = appendBytesArray(dst, ekbs)
 	}
 	if len(keyIDs) > 0 {
-		dst = append(dst, `,"key_ids":[`...)
-		for i, id := range keyIDs {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendString(dst, id)
-		}
-		dst = append(dst, ']')
+		dst = append(dst, `,"key_ids":`...)
+		dst = appendArray(dst, keyIDs, appendString)
 	}
 	return dst
 }
 
 // appendBytesArray writes bs as a JSON array of base64 strings (nil as
 // null, as encoding/json does, for the slice and its elements).
-func appendBytesArray(dst []byte, bs [][]byte) []byte {
-	if bs == nil {
+func appendBytesArray(dst []byte, bs [][]byte) []byte { return appendArray(dst, bs, appendBytes) }
+
+// appendArray writes items as a JSON array (nil as null, as encoding/json
+// does), each item with one.
+func appendArray[T any](dst []byte, items []T, one func([]byte, T) []byte) []byte {
+	if items == nil {
 		return append(dst, "null"...)
 	}
 	dst = append(dst, '[')
-	for i, b := range bs {
+	for i, it := range items {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendBytes(dst, b)
+		dst = one(dst, it)
 	}
 	return append(dst, ']')
-}
-
-// sizeHint is about how many bytes Append writes for v: every byte
-// field's base64 length, every string's length, and a fixed allowance per
-// item for names, punctuation and numbers. It may fall short (strings
-// needing escapes); Append then grows as needed.
-func sizeHint(v any) int {
-	enc := func(bs ...[]byte) int {
-		n := 0
-		for _, b := range bs {
-			n += base64.StdEncoding.EncodedLen(len(b))
-		}
-		return n
-	}
-	const item = 160
-	switch r := v.(type) {
-	case *api.EncryptResponse:
-		return item + enc(r.Ciphertext) + len(r.KeyID) + len(r.Warning)
-	case *api.DecryptResponse:
-		return item + enc(r.Plaintext)
-	case *api.EncryptRequest:
-		return item + enc(r.Plaintext, r.AAD, r.EKB, r.SealedKey) + len(r.KeyID)
-	case *api.BatchResult:
-		return item + enc(r.Ciphertext, r.Plaintext, r.Signature, r.MAC, r.Digest, r.Random) + len(r.KeyID) + len(r.Warning)
-	case *api.BatchResponse:
-		n := 16
-		for i := range r.Results {
-			n += sizeHint(&r.Results[i])
-		}
-		return n
-	case *api.RewrapRequest:
-		return item + enc(r.EKBs...) + 3*len(r.EKBs) + len(r.WrappingCertPEM)
-	case *api.GrantRequest:
-		return item + enc(r.EKBs...) + enc(r.Seeds...) + 3*(len(r.EKBs)+len(r.Seeds)) + len(r.InstanceID) + strLen(r.KeyIDs)
-	case *api.LoadRequest:
-		return item + enc(r.EKBs...) + 3*len(r.EKBs) + enc(r.Recipient.PublicKey) + len(r.Grant) + strLen(r.KeyIDs)
-	case *api.BatchRequest:
-		n := 16
-		for i := range r.Ops {
-			it := &r.Ops[i]
-			n += item + enc(it.SealedKey, it.EKB, it.Plaintext, it.Ciphertext, it.AAD, it.Message, it.Signature, it.MAC, it.ToAAD) +
-				len(it.Op) + len(it.KeyID) + len(it.Algorithm) + len(it.ToKeyID)
-		}
-		return n
-	}
-	return 0
-}
-
-// strLen is the length of ss as a JSON array of plain strings.
-func strLen(ss []string) int {
-	n := 2
-	for _, s := range ss {
-		n += len(s) + 3
-	}
-	return n
 }
 
 // CheckSize is for requests whose cost grows with their item count:
@@ -340,33 +389,7 @@ func decodeBatchRequest(r *api.BatchRequest, data []byte) bool {
 		if k != "ops" {
 			return false
 		}
-		if l.null() {
-			v.Ops = nil
-			return true
-		}
-		if !l.tok('[') {
-			l.ok = false
-			return true
-		}
-		v.Ops = make([]api.BatchItem, 0, 16)
-		if l.tok(']') {
-			return true
-		}
-		for l.ok {
-			if len(v.Ops) == api.MaxBatchOps {
-				l.ok = false // too many: CheckSize says so
-				break
-			}
-			v.Ops = append(v.Ops, api.BatchItem{})
-			l.batchItem(&v.Ops[len(v.Ops)-1])
-			if l.tok(',') {
-				continue
-			}
-			if !l.tok(']') {
-				l.ok = false
-			}
-			break
-		}
+		arrayUpTo(l, &v.Ops, api.MaxBatchOps, l.batchItem) // too many: CheckSize says so
 		return true
 	})
 }
@@ -465,6 +488,7 @@ func decodeGrantRequest(r *api.GrantRequest, data []byte) bool {
 
 // appendEncryptResponse: server side.
 func appendEncryptResponse(dst []byte, r *api.EncryptResponse) []byte {
+	dst = reserve(dst, itemSize+b64Len(r.Ciphertext)+len(r.KeyID)+len(r.Warning))
 	dst = append(dst, `{"ciphertext":`...)
 	dst = appendBytes(dst, r.Ciphertext)
 	dst = append(dst, `,"key_id":`...)
@@ -480,66 +504,51 @@ func appendEncryptResponse(dst []byte, r *api.EncryptResponse) []byte {
 
 // appendDecryptResponse: server side.
 func appendDecryptResponse(dst []byte, r *api.DecryptResponse) []byte {
+	dst = reserve(dst, itemSize+b64Len(r.Plaintext))
 	dst = append(dst, `{"plaintext":`...)
 	dst = appendBytes(dst, r.Plaintext)
 	return append(dst, '}')
 }
 
-// appendBatchResult: server side (omitempty as the struct tags say).
+// appendBatchResult: server side (omitempty as the struct tags say). The
+// caller reserves the size: batchResultSize(r), or a whole batch's.
 func appendBatchResult(dst []byte, r *api.BatchResult) []byte {
-	dst = append(dst, '{')
-	first := true
-	field := func(name string) {
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = append(dst, '"')
-		dst = append(dst, name...)
-		dst = append(dst, `":`...)
-	}
-	bytesField := func(name string, b []byte) {
-		if len(b) > 0 {
-			field(name)
-			dst = appendBytes(dst, b)
-		}
-	}
-	bytesField("ciphertext", r.Ciphertext)
-	if r.KeyID != "" {
-		field("key_id")
-		dst = appendString(dst, r.KeyID)
-	}
-	if r.KeyVersion != 0 {
-		field("key_version")
-		dst = strconv.AppendInt(dst, int64(r.KeyVersion), 10)
-	}
-	bytesField("plaintext", r.Plaintext)
-	bytesField("signature", r.Signature)
+	m := members{dst: append(dst, '{')}
+	m.optBytes("ciphertext", r.Ciphertext)
+	m.optStr("key_id", r.KeyID)
+	m.optInt("key_version", r.KeyVersion)
+	m.optBytes("plaintext", r.Plaintext)
+	m.optBytes("signature", r.Signature)
 	if r.Valid != nil {
-		field("valid")
-		dst = strconv.AppendBool(dst, *r.Valid)
+		m.dst = strconv.AppendBool(m.key("valid"), *r.Valid)
 	}
-	bytesField("mac", r.MAC)
-	bytesField("digest", r.Digest)
-	bytesField("random", r.Random)
-	if r.Warning != "" {
-		field("warning")
-		dst = appendString(dst, r.Warning)
-	}
+	m.optBytes("mac", r.MAC)
+	m.optBytes("digest", r.Digest)
+	m.optBytes("random", r.Random)
+	m.optStr("warning", r.Warning)
 	if r.Error != nil {
-		field("error")
-		dst = append(dst, `{"code":`...)
+		dst := append(m.key("error"), `{"code":`...)
 		dst = appendString(dst, string(r.Error.Code))
 		dst = append(dst, `,"message":`...)
 		dst = appendString(dst, r.Error.Message)
-		dst = append(dst, '}')
+		m.dst = append(dst, '}')
 	}
-	return append(dst, '}')
+	return append(m.dst, '}')
 }
 
-// appendBatchResponse: server side.
+// batchResultSize is about how many bytes appendBatchResult writes for r.
+func batchResultSize(r *api.BatchResult) int {
+	return itemSize + b64Len(r.Ciphertext, r.Plaintext, r.Signature, r.MAC, r.Digest, r.Random) + len(r.KeyID) + len(r.Warning)
+}
+
+// appendBatchResponse: server side. The body's size is reserved at once,
+// before the results are written.
 func appendBatchResponse(dst []byte, r *api.BatchResponse) []byte {
-	dst = append(dst, `{"results":[`...)
+	n := 16
+	for i := range r.Results {
+		n += batchResultSize(&r.Results[i])
+	}
+	dst = append(reserve(dst, n), `{"results":[`...)
 	for i := range r.Results {
 		if i > 0 {
 			dst = append(dst, ',')
@@ -581,104 +590,56 @@ func decodeDecryptResponse(r *api.DecryptResponse, data []byte) bool {
 
 // appendEncryptRequest: client side.
 func appendEncryptRequest(dst []byte, r *api.EncryptRequest) []byte {
-	dst = append(dst, '{')
-	dst = appendKeyRef(dst, &r.KeyRef)
-	dst = append(dst, `"plaintext":`...)
-	dst = appendBytes(dst, r.Plaintext)
-	if len(r.AAD) > 0 {
-		dst = append(dst, `,"aad":`...)
-		dst = appendBytes(dst, r.AAD)
-	}
-	return append(dst, '}')
+	dst = reserve(dst, itemSize+b64Len(r.Plaintext, r.AAD, r.EKB, r.SealedKey)+len(r.KeyID))
+	m := members{dst: append(dst, '{')}
+	m.keyRef(r.KeyID, r.SealedKey, r.EKB)
+	m.bytes("plaintext", r.Plaintext)
+	m.optBytes("aad", r.AAD)
+	return append(m.dst, '}')
 }
 
-// appendKeyRef writes the set fields of r, each followed by a comma.
-func appendKeyRef(dst []byte, r *api.KeyRef) []byte {
-	if r.KeyID != "" {
-		dst = append(dst, `"key_id":`...)
-		dst = appendString(dst, r.KeyID)
-		dst = append(dst, ',')
-	}
-	if len(r.SealedKey) > 0 {
-		dst = append(dst, `"sealed_key":`...)
-		dst = appendBytes(dst, r.SealedKey)
-		dst = append(dst, ',')
-	}
-	if len(r.EKB) > 0 {
-		dst = append(dst, `"ekb":`...)
-		dst = appendBytes(dst, r.EKB)
-		dst = append(dst, ',')
-	}
-	return dst
-}
-
-// appendBatchRequest: client side (omitempty as tagged).
+// appendBatchRequest: client side (omitempty as tagged). The body's size
+// is reserved at once, before the items are written.
 func appendBatchRequest(dst []byte, r *api.BatchRequest) []byte {
-	dst = append(dst, `{"ops":[`...)
+	n := 16
+	for i := range r.Ops {
+		it := &r.Ops[i]
+		n += itemSize + b64Len(it.SealedKey, it.EKB, it.Plaintext, it.Ciphertext, it.AAD, it.Message, it.Signature, it.MAC, it.ToAAD) +
+			len(it.Op) + len(it.KeyID) + len(it.Algorithm) + len(it.ToKeyID)
+	}
+	dst = append(reserve(dst, n), `{"ops":[`...)
 	for i := range r.Ops {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		it := &r.Ops[i]
-		dst = append(dst, `{"op":`...)
-		dst = appendString(dst, it.Op)
-		str := func(name, v string) {
-			if v != "" {
-				dst = append(dst, `,"`...)
-				dst = append(dst, name...)
-				dst = append(dst, `":`...)
-				dst = appendString(dst, v)
-			}
-		}
-		bytesF := func(name string, v []byte) {
-			if len(v) > 0 {
-				dst = append(dst, `,"`...)
-				dst = append(dst, name...)
-				dst = append(dst, `":`...)
-				dst = appendBytes(dst, v)
-			}
-		}
-		num := func(name string, v int) {
-			if v != 0 {
-				dst = append(dst, `,"`...)
-				dst = append(dst, name...)
-				dst = append(dst, `":`...)
-				dst = strconv.AppendInt(dst, int64(v), 10)
-			}
-		}
-		str("key_id", it.KeyID)
-		bytesF("sealed_key", it.SealedKey)
-		bytesF("ekb", it.EKB)
-		bytesF("plaintext", it.Plaintext)
-		bytesF("ciphertext", it.Ciphertext)
-		bytesF("aad", it.AAD)
-		bytesF("message", it.Message)
-		bytesF("signature", it.Signature)
-		bytesF("mac", it.MAC)
-		num("key_version", it.KeyVersion)
-		str("algorithm", it.Algorithm)
-		num("bytes", it.Bytes)
-		str("to_key_id", it.ToKeyID)
-		bytesF("to_aad", it.ToAAD)
-		dst = append(dst, '}')
+		m := members{dst: append(dst, '{')}
+		m.str("op", it.Op)
+		m.keyRef(it.KeyID, it.SealedKey, it.EKB)
+		m.optBytes("plaintext", it.Plaintext)
+		m.optBytes("ciphertext", it.Ciphertext)
+		m.optBytes("aad", it.AAD)
+		m.optBytes("message", it.Message)
+		m.optBytes("signature", it.Signature)
+		m.optBytes("mac", it.MAC)
+		m.optInt("key_version", it.KeyVersion)
+		m.optStr("algorithm", it.Algorithm)
+		m.optInt("bytes", it.Bytes)
+		m.optStr("to_key_id", it.ToKeyID)
+		m.optBytes("to_aad", it.ToAAD)
+		dst = append(m.dst, '}')
 	}
 	return append(dst, "]}"...)
 }
 
-// decodeBatchResponse: client side. Results with an
-// error or a "valid" field fall back to encoding/json.
+// decodeBatchResponse: client side. Results with an error or a "valid"
+// field, and a null list, fall back to encoding/json.
 func decodeBatchResponse(r *api.BatchResponse, data []byte) bool {
 	return decodeTop(r, data, func(l *lexer, v *api.BatchResponse, k string) bool {
-		if k != "results" || !l.tok('[') {
+		if k != "results" || l.null() {
 			return false
 		}
-		v.Results = make([]api.BatchResult, 0, 16)
-		if l.tok(']') {
-			return true
-		}
-		for l.ok {
-			v.Results = append(v.Results, api.BatchResult{})
-			res := &v.Results[len(v.Results)-1]
+		array(l, &v.Results, func(res *api.BatchResult) {
 			l.object(func(k string) bool {
 				switch k {
 				case "ciphertext":
@@ -704,14 +665,7 @@ func decodeBatchResponse(r *api.BatchResponse, data []byte) bool {
 				}
 				return true
 			})
-			if l.tok(',') {
-				continue
-			}
-			if !l.tok(']') {
-				l.ok = false
-			}
-			break
-		}
+		})
 		return true
 	})
 }
@@ -846,14 +800,8 @@ func appendWrappedKeys(dst []byte, r *api.WrappedKeys) ([]byte, bool) {
 		dst = append(dst, ']')
 	}
 	if len(r.Warnings) > 0 {
-		dst = append(dst, `,"warnings":[`...)
-		for i, w := range r.Warnings {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendString(dst, w)
-		}
-		dst = append(dst, ']')
+		dst = append(dst, `,"warnings":`...)
+		dst = appendArray(dst, r.Warnings, appendString)
 	}
 	if !ok {
 		return dst[:start], false

@@ -115,15 +115,24 @@ func (e *Enclave) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(e.String()
 
 // begin takes the TPM lock for one command sequence and reports ErrClosed
 // or a done ctx. The caller unlocks e.tpmMu when it returns nil.
-func (e *Enclave) begin(ctx context.Context) error {
+func (e *Enclave) begin(ctx context.Context) error { return e.enter(ctx, &e.tpmMu) }
+
+// useLMK takes e.mu for reading (the LMK stays until Close) and reports
+// ErrClosed or a done ctx. The caller calls e.mu.RUnlock when it returns
+// nil.
+func (e *Enclave) useLMK(ctx context.Context) error { return e.enter(ctx, e.mu.RLocker()) }
+
+// enter reports a done ctx (nil: none) without locking, or takes lock and
+// reports ErrClosed (unlocking again) if the enclave is closed.
+func (e *Enclave) enter(ctx context.Context, lock sync.Locker) error {
 	if ctx != nil {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
-	e.tpmMu.Lock()
+	lock.Lock()
 	if e.closed {
-		e.tpmMu.Unlock()
+		lock.Unlock()
 		return enclave.ErrClosed
 	}
 	return nil

@@ -81,14 +81,10 @@ func (e *Enclave) sealNewLMK() (*object, error) {
 // LocalOpen in this or any later Enclave over the same TPM and directory.
 // The caller keeps ownership of plaintext.
 func (e *Enclave) LocalSeal(ctx context.Context, plaintext *secret.Bytes, aad []byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	if err := e.useLMK(ctx); err != nil {
 		return nil, err
 	}
-	e.mu.RLock()
 	defer e.mu.RUnlock()
-	if e.closed {
-		return nil, enclave.ErrClosed
-	}
 	return e.lmk.Seal([]byte{localVersion}, plaintext.Expose(), localAAD(aad)), nil
 }
 
@@ -96,14 +92,10 @@ func (e *Enclave) LocalSeal(ctx context.Context, plaintext *secret.Bytes, aad []
 // truncation, tampering, other aad, another LMK) is enclave.ErrOpen. The
 // caller owns and wipes the result.
 func (e *Enclave) LocalOpen(ctx context.Context, blob, aad []byte) (*secret.Bytes, error) {
-	if err := ctx.Err(); err != nil {
+	if err := e.useLMK(ctx); err != nil {
 		return nil, err
 	}
-	e.mu.RLock()
 	defer e.mu.RUnlock()
-	if e.closed {
-		return nil, enclave.ErrClosed
-	}
 	if len(blob) < 1+kcrypto.AEADOverhead || blob[0] != localVersion {
 		return nil, enclave.ErrOpen
 	}

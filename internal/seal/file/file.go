@@ -95,14 +95,10 @@ func (s *Sealer) Name() string { return "file" }
 // Seal encrypts plaintext (nil is empty) and binds aad. The caller keeps
 // ownership of plaintext; the result is not secret.
 func (s *Sealer) Seal(ctx context.Context, plaintext *secret.Bytes, aad []byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.useKey(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.aead == nil {
-		return nil, ErrClosed
-	}
 	out := make([]byte, 1, overhead+plaintext.Len())
 	out[0] = version
 	return s.aead.Seal(out, plaintext.Expose(), additionalData(aad)), nil
@@ -111,14 +107,10 @@ func (s *Sealer) Seal(ctx context.Context, plaintext *secret.Bytes, aad []byte) 
 // Open decrypts what Seal returned for the same aad. Every failure to
 // authenticate is seal.ErrOpen. The caller owns and wipes the result.
 func (s *Sealer) Open(ctx context.Context, sealed, aad []byte) (*secret.Bytes, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.useKey(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.aead == nil {
-		return nil, ErrClosed
-	}
 	if len(sealed) < overhead || sealed[0] != version {
 		return nil, seal.ErrOpen
 	}
@@ -127,6 +119,21 @@ func (s *Sealer) Open(ctx context.Context, sealed, aad []byte) (*secret.Bytes, e
 		return nil, seal.ErrOpen
 	}
 	return secret.New(pt), nil
+}
+
+// useKey reports a done ctx or ErrClosed, or takes s.mu for reading (the
+// key stays until Close): the caller calls s.mu.RUnlock when it returns
+// nil.
+func (s *Sealer) useKey(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	if s.aead == nil {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 // additionalData is version | aad.
