@@ -42,7 +42,7 @@ func (k *KMS) RetireInstance(ctx context.Context) error {
 // retried, on the next URL, like a read.
 func (k *KMS) LoadKeys(ctx context.Context, req api.LoadRequest) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/load", req, &out))
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/load", &req, &out))
 }
 
 // DeriveKeys presents a grant and seeds for the calling instance (sidecar,

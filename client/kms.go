@@ -192,7 +192,7 @@ func (k *KMS) RevokeInstance(ctx context.Context, instanceID string) error {
 // grant, and req.Seeds, are secret.
 func (k *KMS) CreateGrant(ctx context.Context, req api.GrantRequest) (*api.Grant, error) {
 	var out api.Grant
-	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/grants", req, &out))
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/grants", &req, &out))
 }
 
 // Rewrap re-encrypts the DEKs of ekbs to the sidecar that wrappingCertPEM
@@ -202,7 +202,7 @@ func (k *KMS) CreateGrant(ctx context.Context, req api.GrantRequest) (*api.Grant
 // by default (LoadByRewrap batches).
 func (k *KMS) Rewrap(ctx context.Context, wrappingCertPEM string, ekbs [][]byte) (*api.WrappedKeys, error) {
 	var out api.WrappedKeys
-	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: wrappingCertPEM}, &out))
+	return result(&out, k.t.do(ctx, idempotent, http.MethodPost, "/v1/keys/rewrap", &api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: wrappingCertPEM}, &out))
 }
 
 // ImportParameters fetches the tenant's import public keys and a

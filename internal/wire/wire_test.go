@@ -387,7 +387,7 @@ func TestTypeSet(t *testing.T) {
 }
 
 // TestAppendAllocatesOnce: a batch body is written into one allocation
-// (sizeHint), not grown item by item; the JSON is unchanged.
+// (each appender reserves its size first), not grown item by item; the JSON is unchanged.
 func TestAppendAllocatesOnce(t *testing.T) {
 	pt := bytes.Repeat([]byte{0xA5}, 1024)
 	req := &api.BatchRequest{Ops: make([]api.BatchItem, 100)}
