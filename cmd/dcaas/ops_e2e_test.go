@@ -135,22 +135,6 @@ func (p *pgProxy) close() {
 	p.set(false)
 }
 
-// healthAt GETs a health endpoint with c.
-func healthAt(t *testing.T, c *http.Client, u string) (int, api.Health) {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var h api.Health
-	if err := json.Unmarshal(b, &h); err != nil {
-		t.Fatalf("GET %s: %q: %v", u, b, err)
-	}
-	return resp.StatusCode, h
-}
-
 // logged are the JSON lines of a process's stderr whose msg starts with
 // prefix.
 func logged(stderr, prefix string) []map[string]any { return e2e.LogLines(stderr, prefix) }
@@ -186,7 +170,7 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		if strings.HasPrefix(u, "http:") {
 			c = plain
 		}
-		if code, h := healthAt(t, c, u); code != 200 || h.Status != api.HealthOK || len(h.Checks) != 2 {
+		if code, h := e2e.HealthAt(t, c, u); code != 200 || h.Status != api.HealthOK || len(h.Checks) != 2 {
 			t.Fatalf("GET %s = %d %+v, want 200 ok with two checks", u, code, h)
 		}
 	}
@@ -196,15 +180,15 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 
 	proxy.set(false)
 	for range 3 {
-		code, h := healthAt(t, https, p.URL()+"/readyz")
+		code, h := e2e.HealthAt(t, https, p.URL()+"/readyz")
 		if code != 503 || h.Status != api.HealthNotReady || len(h.Failed) == 0 || h.Failed[0] != "store" {
 			t.Fatalf("/readyz with the store down = %d %+v, want 503 failed [store …]", code, h)
 		}
 	}
-	if code, h := healthAt(t, plain, metrics+"/readyz"); code != 503 || h.Failed[0] != "store" {
+	if code, h := e2e.HealthAt(t, plain, metrics+"/readyz"); code != 503 || h.Failed[0] != "store" {
 		t.Errorf("/readyz on the metrics listener with the store down = %d %+v", code, h)
 	}
-	if code, h := healthAt(t, https, p.URL()+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
+	if code, h := e2e.HealthAt(t, https, p.URL()+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz with the store down = %d %+v, want 200 ok, ready false", code, h)
 	}
 	down := logged(p.StderrAll(), "the KMS store is unavailable")
@@ -215,7 +199,7 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 	proxy.set(true)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, _ := healthAt(t, https, p.URL()+"/readyz")
+		code, _ := e2e.HealthAt(t, https, p.URL()+"/readyz")
 		if code == 200 {
 			break
 		}
@@ -256,10 +240,10 @@ func TestSidecarProbesAndBuildInfo(t *testing.T) {
 	free.Close()
 	e2e.StartSidecar(t, e2e.SidecarConfig{KMSURL: env.URL, CAPEM: env.CAPEM, Waiting: true, Flags: []string{"--metrics-listen", addr}})
 	c := &http.Client{Timeout: 30 * time.Second}
-	if code, h := healthAt(t, c, "http://"+addr+"/readyz"); code != 503 || len(h.Failed) != 1 || h.Failed[0] != "enrolled" || h.KMSReachable == nil {
+	if code, h := e2e.HealthAt(t, c, "http://"+addr+"/readyz"); code != 503 || len(h.Failed) != 1 || h.Failed[0] != "enrolled" || h.KMSReachable == nil {
 		t.Errorf("/readyz of a waiting sidecar = %d %+v, want 503 failed [enrolled] with kms_reachable", code, h)
 	}
-	if code, h := healthAt(t, c, "http://"+addr+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
+	if code, h := e2e.HealthAt(t, c, "http://"+addr+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz of a waiting sidecar = %d %+v, want 200 ok, ready false", code, h)
 	}
 	if status, body := httpGet(t, c, "http://"+addr+"/metrics"); status != 200 || !strings.Contains(body, "dcaas_build_info{") {
