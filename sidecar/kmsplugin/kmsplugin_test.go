@@ -3,8 +3,6 @@ package kmsplugin_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	kmsapi "k8s.io/kms/apis/v2"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 	"github.com/dcaas/dcaas/sidecar/kmsplugin"
@@ -39,30 +38,11 @@ func newWorld(t *testing.T) *world {
 	env.Tenant(t, "acme")
 	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
 	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-	sc, err := sidecar.New(t.Context(), sidecar.Config{
-		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	sc := e2e.EnrolledSidecar(t, env, pipe, creds.DN)
 	w := &world{env: env, cust: cust, sc: sc}
 	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &w.key)
-	w.load(t, w.key.EKB)
+	e2e.LoadKeys(t, w.cust, w.sc, w.key.EKB)
 	return w
-}
-
-// load rewraps EKBs to the sidecar and imports them (the primary flow).
-func (w *world) load(t *testing.T, ekbs ...[]byte) {
-	t.Helper()
-	var wrapped api.WrappedKeys
-	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: w.sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := w.sc.ImportKeys(t.Context(), &wrapped); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // serve starts a plugin for cfg on a fresh socket and returns Kubernetes'
@@ -125,7 +105,7 @@ func TestPluginWithKubernetesClient(t *testing.T) {
 	// Rotation: load version 2; the key id moves, v1 ciphertexts still open.
 	var v2key api.DataKey
 	w.cust.MustDo(t, "POST", "/v1/datakeys/"+w.key.KeyID+"/versions", api.NewVersionRequest{EKB: w.key.EKB}, &v2key)
-	w.load(t, v2key.EKB)
+	e2e.LoadKeys(t, w.cust, w.sc, v2key.EKB)
 	v2 := kmsplugin.KeyID(w.key.KeyID, 2)
 	if st, err := c.Status(ctx, &kmsapi.StatusRequest{}); err != nil || st.KeyId != v2 || st.Healthz != "ok" {
 		t.Fatalf("Status after rotation = %+v, %v; want key id %s", st, err, v2)
