@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,37 +33,18 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	sc := e2e.EnrolledSidecar(t, env, pipe, creds.DN)
-	w := &world{env: env, cust: cust, sc: sc}
-	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &w.key)
-	e2e.LoadKeys(t, w.cust, w.sc, w.key.EKB)
-	return w
+	pw := e2e.StartPluginWorld(t)
+	return &world{env: pw.Env, cust: pw.Cust, sc: pw.Sidecar, key: pw.Key}
 }
 
 // serve starts a plugin for cfg on a fresh socket and returns Kubernetes'
 // generated KMS v2 client connected to it.
 func serve(t *testing.T, sc kmsplugin.Sidecar, cfg kmsplugin.Config) kmsapi.KeyManagementServiceClient {
 	t.Helper()
-	p, err := kmsplugin.New(sc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kms.sock")
-	ln, err := kmsplugin.Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := e2e.ServePlugin(t, sc, cfg)
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("plugin socket mode = %v, %v; want 0600", fi.Mode().Perm(), err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
 	// The API server dials "unix://" endpoints the same way.
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -2,8 +2,6 @@ package apiservertest
 
 import (
 	"bytes"
-	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -63,27 +61,9 @@ type plugin struct {
 
 func startPlugin(t *testing.T) *plugin {
 	t.Helper()
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	sc := e2e.EnrolledSidecar(t, env, pipe, creds.DN)
-	pl := &plugin{env: env, cust: cust, sc: sc, path: filepath.Join(t.TempDir(), "kms.sock")}
-	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &pl.key)
-	e2e.LoadKeys(t, pl.cust, pl.sc, pl.key.EKB)
-	p, err := kmsplugin.New(sc, kmsplugin.Config{KeyID: pl.key.KeyID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := kmsplugin.Listen(pl.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(sctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return pl
+	pw := e2e.StartPluginWorld(t)
+	return &plugin{env: pw.Env, cust: pw.Cust, sc: pw.Sidecar, key: pw.Key,
+		path: e2e.ServePlugin(t, pw.Sidecar, kmsplugin.Config{KeyID: pw.Key.KeyID})}
 }
 
 func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
