@@ -109,22 +109,10 @@ func TestEnrollmentAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var keep, keep2, gone api.DataKey
-	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &keep)
-	f.cust.MustDo(t, "POST", "/v1/datakeys/"+keep.KeyID+"/versions", api.NewVersionRequest{EKB: keep.EKB}, &keep2)
-	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyEd25519}, &gone)
-	put(keep)
-	put(keep2)
-	put(gone)
-	f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+gone.KeyID, nil, nil)
+	keep, gone := f.storedKeys(t, store)
 
 	dir := t.TempDir()
-	first, socket := f.startSidecarWaiting(t, dir)
-	sc, err := client.NewSidecarUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	first, sc := f.startSidecarWaiting(t, dir)
 	agent := &client.Agent{KMS: kc, Sidecar: sc, Store: store}
 	held := func(s *client.Sidecar) []string {
 		t.Helper()
@@ -191,12 +179,7 @@ func TestEnrollmentAgent(t *testing.T) {
 	// revokes the dead instance and loads the keys.
 	old := first.InstanceID()
 	first.Close()
-	second, socket := f.startSidecarWaiting(t, dir)
-	sc2, err := client.NewSidecarUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc2.Close() })
+	second, sc2 := f.startSidecarWaiting(t, dir)
 	tok, err := kc.CreateEnrollmentToken(t.Context(), api.CreateTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
