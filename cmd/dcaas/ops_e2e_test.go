@@ -7,7 +7,6 @@ package main_test
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,21 +26,10 @@ import (
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
-// pgProxy forwards TCP connections to a PostgreSQL server until cut: then
-// it closes every connection and refuses new ones, as a database host
-// that went away does, until restored.
-type pgProxy struct {
-	ln     net.Listener
-	dial   func() (net.Conn, error)
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-	closed bool
-}
-
-// newPGProxy starts a proxy to the server of dsn and returns it with the
-// DSN that reaches the same database through it.
-func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
+// newPGProxy starts a proxy to the server of dsn, to cut the database
+// away from a KMS, and returns it with the DSN that reaches the same
+// database through it.
+func newPGProxy(t *testing.T, dsn string) (*e2e.CutProxy, string) {
 	t.Helper()
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
@@ -52,14 +39,8 @@ func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
 	if strings.HasPrefix(cfg.Host, "/") {
 		network, addr = "unix", filepath.Join(cfg.Host, ".s.PGSQL."+strconv.Itoa(int(cfg.Port)))
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{ln: ln, conns: map[net.Conn]struct{}{}, dial: func() (net.Conn, error) { return net.Dial(network, addr) }}
-	go p.serve()
-	t.Cleanup(p.close)
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	p := e2e.NewCutProxy(t, func() (net.Conn, error) { return net.Dial(network, addr) })
+	host, port, _ := net.SplitHostPort(p.Addr())
 	var via string
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		u, err := url.Parse(dsn)
@@ -69,70 +50,12 @@ func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
 		q := u.Query()
 		q.Del("host")
 		q.Del("port")
-		u.RawQuery, u.Host = q.Encode(), ln.Addr().String()
+		u.RawQuery, u.Host = q.Encode(), p.Addr()
 		via = u.String()
 	} else {
 		via = dsn + " host=" + host + " port=" + port // a later keyword wins
 	}
 	return p, via
-}
-
-func (p *pgProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down || p.closed {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.mu.Unlock()
-		go p.pipe(c)
-	}
-}
-
-func (p *pgProxy) pipe(c net.Conn) {
-	s, err := p.dial()
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(s, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, s); done <- struct{}{} }()
-	<-done
-	c.Close()
-	s.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, s)
-	p.mu.Unlock()
-}
-
-// set cuts (up false) or restores the database.
-func (p *pgProxy) set(up bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = !up
-	if !up {
-		for c := range p.conns {
-			c.Close()
-		}
-	}
-}
-
-func (p *pgProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	p.ln.Close()
-	p.set(false)
 }
 
 // logged are the JSON lines of a process's stderr whose msg starts with
@@ -178,7 +101,7 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		t.Errorf("GET /metrics = %d, want dcaas_build_info with its labels:\n%.300s", status, body)
 	}
 
-	proxy.set(false)
+	proxy.Cut()
 	for range 3 {
 		code, h := e2e.HealthAt(t, https, p.URL()+"/readyz")
 		if code != 503 || h.Status != api.HealthNotReady || len(h.Failed) == 0 || h.Failed[0] != "store" {
@@ -196,7 +119,7 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		t.Errorf("store loss lines = %v, want one warning\n%s", down, p.Stderr())
 	}
 
-	proxy.set(true)
+	proxy.Restore()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, _ := e2e.HealthAt(t, https, p.URL()+"/readyz")

@@ -36,6 +36,8 @@
 //     listener too. EnrolledSidecar makes one with default settings that
 //     is not served, LoadKeys loads keys into it, and StartPluginWorld and
 //     ServePlugin are the KMS v2 plugin tests' fixture.
+//   - CutProxy stands between a client and a server (a KMS, PostgreSQL)
+//     to cut the network between them and restore it.
 //   - Every HTTP call goes through the public SDK (package client):
 //     Endpoint.Client, Endpoint.Admin and Sidecar.Client return SDK
 //     clients.
