@@ -3,88 +3,15 @@ package sidecar_test
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/sidecar"
 )
-
-// cutProxy forwards TCP to target until it is cut: then it closes every
-// connection it carries and refuses new ones, as a network partition or a
-// KMS restart would look to a client.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]bool
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); p.set(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) URL() string { return "https://" + p.ln.Addr().String() }
-
-func (p *cutProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		return false
-	}
-	p.conns[c] = true
-	return true
-}
-
-func (p *cutProxy) serve(c net.Conn) {
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	if !p.track(c) || !p.track(up) {
-		c.Close()
-		up.Close()
-		return
-	}
-	go func() { _, _ = io.Copy(up, c); up.Close() }()
-	_, _ = io.Copy(c, up)
-	c.Close()
-}
-
-// set cuts (down) or restores the proxy.
-func (p *cutProxy) set(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
-}
 
 // TestEnrollmentAgent: the agent of `dcaas sidecar enroll --watch` keeps
 // a sidecar enrolled and loaded with its EKB store across everything that
@@ -96,8 +23,8 @@ func (p *cutProxy) set(down bool) {
 // dead previous instance and loads the keys).
 func TestEnrollmentAgent(t *testing.T) {
 	f := newFixture(t, nil)
-	proxy := newCutProxy(t, f.env.URL[len("https://"):])
-	kc, err := client.NewKMS([]string{proxy.URL()}, f.env.CAPEM, []byte(f.creds.CertPEM), []byte(f.creds.KeyPEM))
+	proxy := e2e.NewCutProxy(t, func() (net.Conn, error) { return net.Dial("tcp", f.env.URL[len("https://"):]) })
+	kc, err := client.NewKMS([]string{"https://" + proxy.Addr()}, f.env.CAPEM, []byte(f.creds.CertPEM), []byte(f.creds.KeyPEM))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,22 +36,10 @@ func TestEnrollmentAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var keep, keep2, gone api.DataKey
-	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &keep)
-	f.cust.MustDo(t, "POST", "/v1/datakeys/"+keep.KeyID+"/versions", api.NewVersionRequest{EKB: keep.EKB}, &keep2)
-	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyEd25519}, &gone)
-	put(keep)
-	put(keep2)
-	put(gone)
-	f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+gone.KeyID, nil, nil)
+	keep, gone := f.storedKeys(t, store)
 
 	dir := t.TempDir()
-	first, socket := f.startSidecarWaiting(t, dir)
-	sc, err := client.NewSidecarUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	first, sc := f.startSidecarWaiting(t, dir)
 	agent := &client.Agent{KMS: kc, Sidecar: sc, Store: store}
 	held := func(s *client.Sidecar) []string {
 		t.Helper()
@@ -141,12 +56,12 @@ func TestEnrollmentAgent(t *testing.T) {
 	both := []string{keep.KeyID + "/1", keep.KeyID + "/2"}
 
 	// The KMS out of reach: the round fails and enrolls nothing.
-	proxy.set(true)
+	proxy.Cut()
 	if r, err := agent.Reconcile(t.Context()); err == nil || r.Enrolled != "" {
 		t.Fatalf("round with the KMS out of reach = %+v, %v; want an error", r, err)
 	}
 	// Back: enrolled and loaded, the disabled key skipped.
-	proxy.set(false)
+	proxy.Restore()
 	r, err := agent.Reconcile(t.Context())
 	if err != nil || r.Enrolled == "" || r.Enrolled != first.InstanceID() || len(r.Skipped) != 1 || r.Skipped[0].KeyID != gone.KeyID {
 		t.Fatalf("round after the KMS came back = %+v, %v; want enrolled, %s skipped", r, err, gone.KeyID)
@@ -174,11 +89,11 @@ func TestEnrollmentAgent(t *testing.T) {
 	if err := sc.Evict(t.Context(), keep.KeyID); err != nil {
 		t.Fatal(err)
 	}
-	proxy.set(true)
+	proxy.Cut()
 	if r, err := agent.Reconcile(t.Context()); err == nil || len(r.Loaded) != 0 {
 		t.Fatalf("reload with the KMS out of reach = %+v, %v; want an error", r, err)
 	}
-	proxy.set(false)
+	proxy.Restore()
 	if r, err := agent.Reconcile(t.Context()); err != nil || !slices.Equal(r.Loaded, []string{keep.KeyID}) {
 		t.Fatalf("round after the cut reload = %+v, %v; want %s loaded", r, err, keep.KeyID)
 	}
@@ -191,12 +106,7 @@ func TestEnrollmentAgent(t *testing.T) {
 	// revokes the dead instance and loads the keys.
 	old := first.InstanceID()
 	first.Close()
-	second, socket := f.startSidecarWaiting(t, dir)
-	sc2, err := client.NewSidecarUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc2.Close() })
+	second, sc2 := f.startSidecarWaiting(t, dir)
 	tok, err := kc.CreateEnrollmentToken(t.Context(), api.CreateTokenRequest{})
 	if err != nil {
 		t.Fatal(err)

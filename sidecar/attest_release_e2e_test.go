@@ -19,11 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpm2/transport"
-
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/enclave/tpm"
+	"github.com/dcaas/dcaas/internal/enclave/tpm/tpmsim"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
@@ -431,7 +429,9 @@ func TestEKCertificateChain(t *testing.T) {
 		}
 	})
 	t.Run("EK certificate read from the TPM's NV index", func(t *testing.T) {
-		provisionEKCert(t, w.sim, ekCert)
+		if err := tpmsim.ProvisionEKCert(w.sim, tpm.ECCEKCertIndex, ekCert); err != nil {
+			t.Fatal(err)
+		}
 		sc, err := sidecar.New(t.Context(), sidecar.Config{
 			KMSURL: w.env.URL, CAPEM: w.env.CAPEM, DataDir: t.TempDir(), Enclave: w.enc, Attest: true, EKCertFromTPM: true,
 			ReattestInterval: -1, Now: w.clock.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -444,31 +444,6 @@ func TestEKCertificateChain(t *testing.T) {
 			t.Fatalf("status = %+v", st)
 		}
 	})
-}
-
-// provisionEKCert stores cert at the ECC EK certificate's NV index as a
-// manufacturer does (platform hierarchy, readable with the index's auth).
-func provisionEKCert(t *testing.T, sim transport.TPM, cert []byte) {
-	t.Helper()
-	idx := tpm2.TPMHandle(tpm.ECCEKCertIndex)
-	platform := tpm2.AuthHandle{Handle: tpm2.TPMRHPlatform, Auth: tpm2.PasswordAuth(nil)}
-	pub := tpm2.New2B(tpm2.TPMSNVPublic{
-		NVIndex: idx, NameAlg: tpm2.TPMAlgSHA256, DataSize: uint16(len(cert)),
-		Attributes: tpm2.TPMANV{PPWrite: true, PPRead: true, OwnerRead: true, AuthRead: true, NoDA: true, PlatformCreate: true, NT: tpm2.TPMNTOrdinary},
-	})
-	if _, err := (tpm2.NVDefineSpace{AuthHandle: platform, PublicInfo: pub}).Execute(sim); err != nil {
-		t.Fatal(err)
-	}
-	rsp, err := (tpm2.NVReadPublic{NVIndex: idx}).Execute(sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for off := 0; off < len(cert); off += 512 {
-		if _, err := (tpm2.NVWrite{AuthHandle: platform, NVIndex: tpm2.NamedHandle{Handle: idx, Name: rsp.NVName},
-			Data: tpm2.TPM2BMaxNVBuffer{Buffer: cert[off:min(off+512, len(cert))]}, Offset: uint16(off)}).Execute(sim); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 func TestAttestationPolicyReload(t *testing.T) {

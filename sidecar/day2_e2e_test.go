@@ -437,25 +437,11 @@ func TestZeroTouchRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := client.EKBStore{Dir: t.TempDir()}
-	var keep, gone api.DataKey
-	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &keep)
-	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyEd25519}, &gone)
-	var keep2 api.DataKey
-	f.cust.MustDo(t, "POST", "/v1/datakeys/"+keep.KeyID+"/versions", api.NewVersionRequest{EKB: keep.EKB}, &keep2)
-	for _, dk := range []api.DataKey{keep, keep2, gone} {
-		if err := store.Put(dk.KeyID, dk.Version, dk.EKB); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+gone.KeyID, nil, nil)
+	keep, gone := f.storedKeys(t, &store)
 
 	// A sidecar that restarted: no token.
 	dir := t.TempDir()
-	first, socket := f.startSidecarWaiting(t, dir)
-	sc, err := client.NewSidecarUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first, sc := f.startSidecarWaiting(t, dir)
 	st, err := sc.Status(t.Context())
 	if err != nil || st.Enrolled {
 		t.Fatalf("status of a sidecar started without a token = %+v, %v; want enrolled false", st, err)
@@ -490,11 +476,7 @@ func TestZeroTouchRestart(t *testing.T) {
 	// the old one, which its custodian revokes (its keys died with it).
 	old := first.InstanceID()
 	first.Close()
-	_, socket = f.startSidecarWaiting(t, dir)
-	sc2, err := client.NewSidecarUnix(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sc2 := f.startSidecarWaiting(t, dir)
 	if st, _ := sc2.Status(t.Context()); st == nil || st.PreviousInstanceID != old {
 		t.Fatalf("status after the restart = %+v, want previous_instance_id %s", st, old)
 	}
@@ -513,16 +495,42 @@ func TestZeroTouchRestart(t *testing.T) {
 }
 
 // startSidecarWaiting starts a sidecar without a token on dataDir (""
-// for a new one), serving its own socket, and returns the socket's path.
-func (f *fixture) startSidecarWaiting(t *testing.T, dataDir string) (*sidecar.Sidecar, string) {
+// for a new one), serving its own socket, and returns it and an SDK
+// client of that socket (closed when t ends).
+func (f *fixture) startSidecarWaiting(t *testing.T, dataDir string) (*sidecar.Sidecar, *client.Sidecar) {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	return e2e.ServeSidecar(t, sidecar.Config{
+	sc, socket := e2e.ServeSidecar(t, sidecar.Config{
 		KMSURL: f.env.URL, CAPEM: f.env.CAPEM, DataDir: dataDir,
 		Logger: quietLogger(), HealthInterval: 50 * time.Millisecond,
 	}, "")
+	c, err := client.NewSidecarUnix(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return sc, c
+}
+
+// storedKeys makes what the EKB store of a restarted sidecar holds in
+// the zero-touch tests: keep, an AES-256-GCM key, in two versions, and
+// gone, an Ed25519 key that is then disabled; all three EKBs are put in
+// store.
+func (f *fixture) storedKeys(t *testing.T, store *client.EKBStore) (keep, gone api.DataKey) {
+	t.Helper()
+	var keep2 api.DataKey
+	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &keep)
+	f.cust.MustDo(t, "POST", "/v1/datakeys/"+keep.KeyID+"/versions", api.NewVersionRequest{EKB: keep.EKB}, &keep2)
+	f.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyEd25519}, &gone)
+	for _, dk := range []api.DataKey{keep, keep2, gone} {
+		if err := store.Put(dk.KeyID, dk.Version, dk.EKB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+gone.KeyID, nil, nil)
+	return keep, gone
 }
 
 // TestKMSReplicasFailover: a sidecar given several KMS URLs enrolls,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/enclave/tpm"
 	"github.com/dcaas/dcaas/internal/enclave/tpm/tpmsim"
@@ -110,11 +111,7 @@ func TestTPMAttestedSidecar(t *testing.T) {
 	// Keys wrapped to the TPM-held transport key (DHKEM P-256, ECDH in the TPM).
 	var dk api.DataKey
 	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
-	var wrapped api.WrappedKeys
-	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := sc.ImportKeys(t.Context(), &wrapped); err != nil {
-		t.Fatalf("ImportKeys: %v", err)
-	}
+	e2e.LoadKeys(t, w.cust, sc, dk.EKB)
 	ct, err := sc.Encrypt(t.Context(), dk.KeyID, []byte("pan"), nil)
 	if err != nil {
 		t.Fatal(err)

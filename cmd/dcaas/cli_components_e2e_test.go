@@ -12,8 +12,7 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // TestCLIKeyComponents: an admin starts a ceremony with `dcaas key
@@ -32,19 +31,7 @@ func TestCLIKeyComponents(t *testing.T) {
 		admins[name] = k.newAdmin(t, name)
 	}
 
-	parts := [][]byte{kcrypto.Random(32), kcrypto.Random(32)}
-	key := make([]byte, 32)
-	var kcvs []string
-	for _, p := range parts {
-		kcv, err := kcrypto.KCVCMAC(secret.Copy(p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		kcvs = append(kcvs, kcv)
-		for i := range p {
-			key[i] ^= p[i]
-		}
-	}
+	comp := kmstest.NewKeyComponents(t, 2)
 
 	var cr api.ComponentCeremony
 	cliMust(t, &cr, nil, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
@@ -56,28 +43,28 @@ func TestCLIKeyComponents(t *testing.T) {
 	// Alice: from a file, spaces and a line break allowed; a wrong KCV
 	// first.
 	file := filepath.Join(t.TempDir(), "component.hex")
-	h := hex.EncodeToString(parts[0])
+	h := hex.EncodeToString(comp.Parts[0])
 	if err := os.WriteFile(file, []byte(h[:32]+" "+h[32:]+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	wrong := "ABCDEF"
-	if kcvs[0] == wrong {
+	if comp.KCVs[0] == wrong {
 		wrong = "ABCDEE"
 	}
 	_, _, err := cliRun(t, nil, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", file, "--kcv", wrong)...)
 	if !errors.Is(err, client.ErrKCVMismatch) {
 		t.Fatalf("a wrong KCV: %v, want kcv_mismatch", err)
 	}
-	cliMust(t, &cr, nil, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", file, "--kcv", kcvs[0], "--json")...)
+	cliMust(t, &cr, nil, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", file, "--kcv", comp.KCVs[0], "--json")...)
 	if len(cr.Entered) != 1 || cr.State != api.CeremonyCollecting {
 		t.Fatalf("after alice: %+v", cr)
 	}
-	_, _, err = cliRun(t, []byte(hex.EncodeToString(parts[1])+"\n"), with(admins["alice"], "key", "components", "add", cr.ID, "--kcv", kcvs[1])...)
+	_, _, err = cliRun(t, []byte(hex.EncodeToString(comp.Parts[1])+"\n"), with(admins["alice"], "key", "components", "add", cr.ID, "--kcv", comp.KCVs[1])...)
 	if !errors.Is(err, client.ErrDuplicateAdmin) {
 		t.Fatalf("alice twice: %v, want duplicate_admin", err)
 	}
 	// Bob: on standard input (not a terminal here).
-	out := cliMust(t, nil, []byte(hex.EncodeToString(parts[1])+"\n"), with(admins["bob"], "key", "components", "add", cr.ID, "--kcv", kcvs[1])...)
+	out := cliMust(t, nil, []byte(hex.EncodeToString(comp.Parts[1])+"\n"), with(admins["bob"], "key", "components", "add", cr.ID, "--kcv", comp.KCVs[1])...)
 	if !strings.Contains(string(out), "key key_") {
 		t.Fatalf("bob's add printed %q", out)
 	}
@@ -95,7 +82,7 @@ func TestCLIKeyComponents(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed")
 	}
-	cmd := exec.Command("openssl", "mac", "-cipher", "AES-256-CBC", "-macopt", "hexkey:"+hex.EncodeToString(key), "CMAC")
+	cmd := exec.Command("openssl", "mac", "-cipher", "AES-256-CBC", "-macopt", "hexkey:"+hex.EncodeToString(comp.Key.Expose()), "CMAC")
 	cmd.Stdin = bytes.NewReader(make([]byte, 16))
 	mac, err := cmd.Output()
 	if err != nil {

@@ -9,8 +9,7 @@ import (
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
-	kcrypto "github.com/dcaas/dcaas/internal/crypto"
-	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // TestKeyComponentsBinary is the split-knowledge ceremony as operators run
@@ -29,55 +28,42 @@ func TestKeyComponentsBinary(t *testing.T) {
 		admins[name] = k.register(t, "admin", name)
 	}
 
-	parts := [][]byte{kcrypto.Random(32), kcrypto.Random(32)}
-	key := make([]byte, 32)
-	var kcvs, files []string
-	for _, part := range parts {
-		kcv, err := kcrypto.KCVCMAC(secret.Copy(part))
-		if err != nil {
-			t.Fatal(err)
-		}
-		kcvs = append(kcvs, kcv)
-		for j := range part {
-			key[j] ^= part[j]
-		}
+	comp := kmstest.NewKeyComponents(t, 2)
+	var files []string
+	for _, part := range comp.Parts {
 		f := filepath.Join(t.TempDir(), "component.hex")
 		if err := os.WriteFile(f, []byte(hex.EncodeToString(part)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		files = append(files, f)
 	}
-	want, err := kcrypto.KCVCMAC(secret.Copy(key))
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	var cr api.ComponentCeremony
 	out := runCLI(t, true, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
-		"--type", "aes-256-gcm", "--components", "2", "--expected-kcv", want, "--json")...)
+		"--type", "aes-256-gcm", "--components", "2", "--expected-kcv", comp.KCV, "--json")...)
 	if err := json.Unmarshal([]byte(out), &cr); err != nil || cr.ID == "" {
 		t.Fatalf("start printed %q: %v", out, err)
 	}
 	wrong := "ABCDEF"
-	if kcvs[0] == wrong {
+	if comp.KCVs[0] == wrong {
 		wrong = "ABCDEE"
 	}
 	if out := runCLI(t, false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", wrong)...); !strings.Contains(out, string(api.CodeKCVMismatch)) {
 		t.Fatalf("a wrong KCV printed %q, want kcv_mismatch", out)
 	}
-	runCLI(t, true, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", kcvs[0])...)
-	if out := runCLI(t, false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...); !strings.Contains(out, string(api.CodeDuplicateAdmin)) {
+	runCLI(t, true, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[0], "--kcv", comp.KCVs[0])...)
+	if out := runCLI(t, false, with(admins["alice"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", comp.KCVs[1])...); !strings.Contains(out, string(api.CodeDuplicateAdmin)) {
 		t.Fatalf("alice twice printed %q, want duplicate_admin", out)
 	}
-	runCLI(t, true, with(admins["bob"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", kcvs[1])...)
+	runCLI(t, true, with(admins["bob"], "key", "components", "add", cr.ID, "--component-file", files[1], "--kcv", comp.KCVs[1])...)
 
 	store := t.TempDir()
 	out = runCLI(t, true, with(owner, "key", "components", "status", cr.ID, "--store", store, "--json")...)
 	if err := json.Unmarshal([]byte(out), &cr); err != nil {
 		t.Fatalf("status printed %q: %v", out, err)
 	}
-	if cr.State != api.CeremonyComplete || cr.KCV != want {
-		t.Fatalf("status = %+v, want complete with KCV %s", cr, want)
+	if cr.State != api.CeremonyComplete || cr.KCV != comp.KCV {
+		t.Fatalf("status = %+v, want complete with KCV %s", cr, comp.KCV)
 	}
 	if _, err := os.Stat(filepath.Join(store, cr.KeyID+".v1.ekb")); err != nil {
 		t.Fatalf("the owner's EKB was not stored: %v", err)

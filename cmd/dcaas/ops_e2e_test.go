@@ -7,7 +7,6 @@ package main_test
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,21 +26,10 @@ import (
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
-// pgProxy forwards TCP connections to a PostgreSQL server until cut: then
-// it closes every connection and refuses new ones, as a database host
-// that went away does, until restored.
-type pgProxy struct {
-	ln     net.Listener
-	dial   func() (net.Conn, error)
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-	closed bool
-}
-
-// newPGProxy starts a proxy to the server of dsn and returns it with the
-// DSN that reaches the same database through it.
-func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
+// newPGProxy starts a proxy to the server of dsn, to cut the database
+// away from a KMS, and returns it with the DSN that reaches the same
+// database through it.
+func newPGProxy(t *testing.T, dsn string) (*e2e.CutProxy, string) {
 	t.Helper()
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
@@ -52,14 +39,8 @@ func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
 	if strings.HasPrefix(cfg.Host, "/") {
 		network, addr = "unix", filepath.Join(cfg.Host, ".s.PGSQL."+strconv.Itoa(int(cfg.Port)))
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{ln: ln, conns: map[net.Conn]struct{}{}, dial: func() (net.Conn, error) { return net.Dial(network, addr) }}
-	go p.serve()
-	t.Cleanup(p.close)
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	p := e2e.NewCutProxy(t, func() (net.Conn, error) { return net.Dial(network, addr) })
+	host, port, _ := net.SplitHostPort(p.Addr())
 	var via string
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		u, err := url.Parse(dsn)
@@ -69,86 +50,12 @@ func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
 		q := u.Query()
 		q.Del("host")
 		q.Del("port")
-		u.RawQuery, u.Host = q.Encode(), ln.Addr().String()
+		u.RawQuery, u.Host = q.Encode(), p.Addr()
 		via = u.String()
 	} else {
 		via = dsn + " host=" + host + " port=" + port // a later keyword wins
 	}
 	return p, via
-}
-
-func (p *pgProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down || p.closed {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.mu.Unlock()
-		go p.pipe(c)
-	}
-}
-
-func (p *pgProxy) pipe(c net.Conn) {
-	s, err := p.dial()
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(s, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, s); done <- struct{}{} }()
-	<-done
-	c.Close()
-	s.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, s)
-	p.mu.Unlock()
-}
-
-// set cuts (up false) or restores the database.
-func (p *pgProxy) set(up bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = !up
-	if !up {
-		for c := range p.conns {
-			c.Close()
-		}
-	}
-}
-
-func (p *pgProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	p.ln.Close()
-	p.set(false)
-}
-
-// healthAt GETs a health endpoint with c.
-func healthAt(t *testing.T, c *http.Client, u string) (int, api.Health) {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var h api.Health
-	if err := json.Unmarshal(b, &h); err != nil {
-		t.Fatalf("GET %s: %q: %v", u, b, err)
-	}
-	return resp.StatusCode, h
 }
 
 // logged are the JSON lines of a process's stderr whose msg starts with
@@ -186,7 +93,7 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		if strings.HasPrefix(u, "http:") {
 			c = plain
 		}
-		if code, h := healthAt(t, c, u); code != 200 || h.Status != api.HealthOK || len(h.Checks) != 2 {
+		if code, h := e2e.HealthAt(t, c, u); code != 200 || h.Status != api.HealthOK || len(h.Checks) != 2 {
 			t.Fatalf("GET %s = %d %+v, want 200 ok with two checks", u, code, h)
 		}
 	}
@@ -194,17 +101,17 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		t.Errorf("GET /metrics = %d, want dcaas_build_info with its labels:\n%.300s", status, body)
 	}
 
-	proxy.set(false)
+	proxy.Cut()
 	for range 3 {
-		code, h := healthAt(t, https, p.URL()+"/readyz")
+		code, h := e2e.HealthAt(t, https, p.URL()+"/readyz")
 		if code != 503 || h.Status != api.HealthNotReady || len(h.Failed) == 0 || h.Failed[0] != "store" {
 			t.Fatalf("/readyz with the store down = %d %+v, want 503 failed [store …]", code, h)
 		}
 	}
-	if code, h := healthAt(t, plain, metrics+"/readyz"); code != 503 || h.Failed[0] != "store" {
+	if code, h := e2e.HealthAt(t, plain, metrics+"/readyz"); code != 503 || h.Failed[0] != "store" {
 		t.Errorf("/readyz on the metrics listener with the store down = %d %+v", code, h)
 	}
-	if code, h := healthAt(t, https, p.URL()+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
+	if code, h := e2e.HealthAt(t, https, p.URL()+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz with the store down = %d %+v, want 200 ok, ready false", code, h)
 	}
 	down := logged(p.StderrAll(), "the KMS store is unavailable")
@@ -212,10 +119,10 @@ func TestKMSStoreDownAndBack(t *testing.T) {
 		t.Errorf("store loss lines = %v, want one warning\n%s", down, p.Stderr())
 	}
 
-	proxy.set(true)
+	proxy.Restore()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, _ := healthAt(t, https, p.URL()+"/readyz")
+		code, _ := e2e.HealthAt(t, https, p.URL()+"/readyz")
 		if code == 200 {
 			break
 		}
@@ -256,10 +163,10 @@ func TestSidecarProbesAndBuildInfo(t *testing.T) {
 	free.Close()
 	e2e.StartSidecar(t, e2e.SidecarConfig{KMSURL: env.URL, CAPEM: env.CAPEM, Waiting: true, Flags: []string{"--metrics-listen", addr}})
 	c := &http.Client{Timeout: 30 * time.Second}
-	if code, h := healthAt(t, c, "http://"+addr+"/readyz"); code != 503 || len(h.Failed) != 1 || h.Failed[0] != "enrolled" || h.KMSReachable == nil {
+	if code, h := e2e.HealthAt(t, c, "http://"+addr+"/readyz"); code != 503 || len(h.Failed) != 1 || h.Failed[0] != "enrolled" || h.KMSReachable == nil {
 		t.Errorf("/readyz of a waiting sidecar = %d %+v, want 503 failed [enrolled] with kms_reachable", code, h)
 	}
-	if code, h := healthAt(t, c, "http://"+addr+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
+	if code, h := e2e.HealthAt(t, c, "http://"+addr+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz of a waiting sidecar = %d %+v, want 200 ok, ready false", code, h)
 	}
 	if status, body := httpGet(t, c, "http://"+addr+"/metrics"); status != 200 || !strings.Contains(body, "dcaas_build_info{") {

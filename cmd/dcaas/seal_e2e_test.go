@@ -19,38 +19,10 @@ import (
 	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/internal/seal/pkcs11/pkcs11test"
-	"github.com/dcaas/dcaas/internal/secret"
 	"github.com/dcaas/dcaas/internal/store"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 	"github.com/dcaas/dcaas/internal/store/sqlstore"
 )
-
-// releaseKeys rewraps ekbs to side and returns the keys, wiped when the
-// test ends.
-func releaseKeys(t *testing.T, cust *kmstest.Client, side *kmstest.FakeSidecar, ekbs [][]byte) []*secret.Bytes {
-	t.Helper()
-	var out api.WrappedKeys
-	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: side.Enrollment.WrappingCertPEM}, &out)
-	keys := side.Unwrap(t, &out)
-	t.Cleanup(func() {
-		for _, k := range keys {
-			k.Wipe()
-		}
-	})
-	return keys
-}
-
-func sameSecrets(t *testing.T, what string, got, want []*secret.Bytes) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d keys, want %d", what, len(got), len(want))
-	}
-	for i := range want {
-		if !got[i].Equal(want[i]) {
-			t.Fatalf("%s: key %d changed", what, i)
-		}
-	}
-}
 
 // TestSealMigrateToSoftHSM moves a file-sealed data dir to a SoftHSM2
 // token with `dcaas seal migrate` and serves it with `--seal pkcs11`; the
@@ -73,7 +45,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 		ekbs = append(ekbs, dk.EKB)
 		w.admin.MustDo(t, "POST", "/v1/tenants/acme/master-key/rotate", nil, nil)
 	}
-	before := releaseKeys(t, w.cust, side, ekbs)
+	before := side.Release(t, w.cust, ekbs)
 	caPEM := readFile(t, dataDir, "ca.pem")
 
 	hsm := []string{"--pkcs11-module", tk.Module, "--pkcs11-token", tk.Label}
@@ -112,7 +84,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 	}
 	p = startKMS(t, dataDir)
 	w = w.reconnect(t, p)
-	sameSecrets(t, "after the failed migrations", releaseKeys(t, w.cust, side, ekbs), before)
+	kmstest.SameKeys(t, "after the failed migrations", side.Release(t, w.cust, ekbs), before)
 	p.Stop(t)
 
 	// A run killed after it took the migration lock leaves the lock: no
@@ -156,7 +128,7 @@ func TestSealMigrateToSoftHSM(t *testing.T) {
 		t.Errorf("/healthz seal = %q, want pkcs11", h.Seal)
 	}
 	w = w.reconnect(t, p)
-	sameSecrets(t, "after the migration", releaseKeys(t, w.cust, side, ekbs), before)
+	kmstest.SameKeys(t, "after the migration", side.Release(t, w.cust, ekbs), before)
 	if !bytes.Equal(readFile(t, dataDir, "ca.pem"), caPEM) {
 		t.Error("ca.pem changed in the migration")
 	}

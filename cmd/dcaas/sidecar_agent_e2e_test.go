@@ -1,13 +1,11 @@
 package main_test
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,6 @@ import (
 	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/e2e"
 )
-
-// syncBuffer is a bytes.Buffer a child process writes while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestEnrollWatchRecoversKill9: `dcaas sidecar enroll --watch` as an
 // operator runs it next to a sidecar process: it enrolls the waiting
@@ -66,7 +45,7 @@ func TestEnrollWatchRecoversKill9(t *testing.T) {
 		"--kms", ep.URLs[0], "--ca", filepath.Join(dir, "ca.pem"),
 		"--cert", filepath.Join(dir, "cert.pem"), "--key", filepath.Join(dir, "key.pem"),
 		"--store", store.Dir, "--watch", "200ms")
-	var out, errOut syncBuffer
+	var out, errOut e2e.LogBuffer
 	agent.Stdout, agent.Stderr = &out, &errOut
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)

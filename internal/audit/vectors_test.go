@@ -11,6 +11,7 @@ import (
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/store"
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 type vector struct {
@@ -36,7 +37,7 @@ func (v vector) event() Event {
 func (v vector) record(t *testing.T) store.AuditRecord {
 	t.Helper()
 	return store.AuditRecord{Seq: v.Seq, Time: parseTime(t, v.Time), Caller: v.Caller, Role: v.Role, Action: v.Action, Tenant: v.Tenant,
-		KeyID: v.KeyID, Outcome: v.Outcome, Code: v.Code, PrevHash: unhex(t, v.PrevHash)}
+		KeyID: v.KeyID, Outcome: v.Outcome, Code: v.Code, PrevHash: testvectors.Hex(t, v.PrevHash)}
 }
 
 func parseTime(t *testing.T, s string) time.Time {
@@ -46,15 +47,6 @@ func parseTime(t *testing.T, s string) time.Time {
 		t.Fatal(err)
 	}
 	return at
-}
-
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func readJSON(t *testing.T, name string, v any) {
@@ -105,7 +97,7 @@ func TestSignedVectors(t *testing.T) {
 		}
 	}
 	readJSON(t, "signed_vectors.json", &file)
-	key, err := kcrypto.NewLogKey(secretOf(unhex(t, file.Seed)))
+	key, err := kcrypto.NewLogKey(secretOf(testvectors.Hex(t, file.Seed)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,14 +116,14 @@ func TestSignedVectors(t *testing.T) {
 		if got := hex.EncodeToString(recordHash(r)); got != v.Hash {
 			t.Errorf("record %d: hash %s, want %s", v.Seq, got, v.Hash)
 		}
-		r.Hash = unhex(t, v.Hash)
+		r.Hash = testvectors.Hex(t, v.Hash)
 		if got := hex.EncodeToString(recordSigInput(r.Seq, r.Hash)); got != v.SigInput {
 			t.Errorf("record %d: signature input %s, want %s", v.Seq, got, v.SigInput)
 		}
 		if got := hex.EncodeToString(key.Sign(recordSigInput(r.Seq, r.Hash))); got != v.Sig {
 			t.Errorf("record %d: signature %s, want %s", v.Seq, got, v.Sig)
 		}
-		r.Sig = unhex(t, v.Sig)
+		r.Sig = testvectors.Hex(t, v.Sig)
 		m.records = append(m.records, r)
 	}
 	res, err := Verify(t.Context(), m, pub)
@@ -151,7 +143,7 @@ func TestSignedVectors(t *testing.T) {
 	}
 
 	c := file.Checkpoint
-	cp := store.AuditCheckpoint{Seq: c.Seq, Hash: unhex(t, c.Hash), Time: parseTime(t, c.Time), Sig: unhex(t, c.Sig)}
+	cp := store.AuditCheckpoint{Seq: c.Seq, Hash: testvectors.Hex(t, c.Hash), Time: parseTime(t, c.Time), Sig: testvectors.Hex(t, c.Sig)}
 	if got := hex.EncodeToString(checkpointSigInput(cp)); got != c.SigInput {
 		t.Errorf("checkpoint signature input %s, want %s", got, c.SigInput)
 	}

@@ -12,15 +12,6 @@ import (
 	"github.com/dcaas/dcaas/internal/secret"
 )
 
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestLogKeyRFC8032 signs RFC 8032 §7.1 tests 1 and 2 (Ed25519 is
 // deterministic, so the signatures are exact).
 func TestLogKeyRFC8032(t *testing.T) {
@@ -38,14 +29,14 @@ func TestLogKeyRFC8032(t *testing.T) {
 			"92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
 		},
 	} {
-		k, err := NewLogKey(secret.New(unhex(t, v.seed)))
+		k, err := NewLogKey(secret.New(mustHex(v.seed)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := hex.EncodeToString(k.Public().Bytes()); got != v.pub {
 			t.Errorf("Public() = %s, want %s", got, v.pub)
 		}
-		msg := unhex(t, v.msg)
+		msg := mustHex(v.msg)
 		sig := k.Sign(msg)
 		if got := hex.EncodeToString(sig); got != v.sig {
 			t.Errorf("Sign(%s) = %s, want %s", v.msg, got, v.sig)

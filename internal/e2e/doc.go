@@ -33,7 +33,11 @@
 //   - ServeSidecar runs a sidecar inside the test process instead, for
 //     tests that need the library's Config (a settable clock, an enclave
 //     of their own); ServeMutualTLS serves such a sidecar on its mutual-TLS
-//     listener too.
+//     listener too. EnrolledSidecar makes one with default settings that
+//     is not served, LoadKeys loads keys into it, and StartPluginWorld and
+//     ServePlugin are the KMS v2 plugin tests' fixture.
+//   - CutProxy stands between a client and a server (a KMS, PostgreSQL)
+//     to cut the network between them and restore it.
 //   - Every HTTP call goes through the public SDK (package client):
 //     Endpoint.Client, Endpoint.Admin and Sidecar.Client return SDK
 //     clients.

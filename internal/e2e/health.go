@@ -27,3 +27,15 @@ func GetHealth(t testing.TB, c *http.Client, req *http.Request) (int, api.Health
 	}
 	return resp.StatusCode, h, resp.Header
 }
+
+// HealthAt GETs url, a /healthz or /readyz, with c and returns the
+// answer's status and its body decoded (see GetHealth).
+func HealthAt(t testing.TB, c *http.Client, url string) (int, api.Health) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, h, _ := GetHealth(t, c, req)
+	return code, h
+}

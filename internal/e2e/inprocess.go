@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 )
@@ -35,11 +36,7 @@ func InProcessConfig(t testing.TB, env *kmstest.Env, token string) sidecar.Confi
 // sidecar and the socket's path. StartSidecar runs the real process.
 func ServeSidecar(t testing.TB, cfg sidecar.Config, socket string) (*sidecar.Sidecar, string) {
 	t.Helper()
-	sc, err := sidecar.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	sc := NewSidecar(t, cfg)
 	if socket == "" {
 		socket = filepath.Join(t.TempDir(), "sidecar.sock")
 	}
@@ -49,6 +46,45 @@ func ServeSidecar(t testing.TB, cfg sidecar.Config, socket string) (*sidecar.Sid
 	}
 	serve(t, sc, ln)
 	return sc, socket
+}
+
+// NewSidecar creates an in-process sidecar with sidecar.New(cfg), which
+// enrolls, and closes it when t ends; it does not serve it (ServeSidecar
+// does).
+func NewSidecar(t testing.TB, cfg sidecar.Config) *sidecar.Sidecar {
+	t.Helper()
+	sc, err := sidecar.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("sidecar.New: %v", err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	return sc
+}
+
+// EnrolledSidecar is NewSidecar of a sidecar of env enrolled for the
+// custodian dn with a token pipe mints: a data dir in t.TempDir(), no
+// logs, and every other setting its default (unlike InProcessConfig's,
+// its revocation poll is the default 10 s).
+func EnrolledSidecar(t testing.TB, env *kmstest.Env, pipe *kmstest.Client, dn string) *sidecar.Sidecar {
+	t.Helper()
+	return NewSidecar(t, sidecar.Config{
+		KMSURL:      env.URL,
+		CAPEM:       env.CAPEM,
+		DataDir:     t.TempDir(),
+		EnrollToken: sidecar.Secret([]byte(pipe.EnrollmentToken(t, dn))),
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+}
+
+// LoadKeys rewraps ekbs as cust to the in-process sidecar sc and imports
+// them into it (the primary flow).
+func LoadKeys(t testing.TB, cust *kmstest.Client, sc *sidecar.Sidecar, ekbs ...[]byte) {
+	t.Helper()
+	var wrapped api.WrappedKeys
+	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
+	if _, err := sc.ImportKeys(t.Context(), &wrapped); err != nil {
+		t.Fatalf("ImportKeys: %v", err)
+	}
 }
 
 // ServeMutualTLS serves the in-process sidecar sc on its mutual-TLS

@@ -5,9 +5,10 @@ import (
 	"sync"
 )
 
-// LogBuffer collects what loggers write to it from several goroutines (a
-// slog handler of an in-process KMS or sidecar); its zero value is empty
-// and ready to use.
+// LogBuffer collects what is written to it from several goroutines (a
+// slog handler of an in-process KMS or sidecar, a child process's stdout
+// or stderr) while the test reads it; its zero value is empty and ready
+// to use.
 type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

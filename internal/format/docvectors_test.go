@@ -1,16 +1,11 @@
 package format
 
 import (
-	"bytes"
-	"encoding/hex"
-	"fmt"
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 // docs/formats.md quotes, as hex, the exact bytes of the HPKE info and
@@ -64,16 +59,13 @@ func TestFormatsDocVectors(t *testing.T) {
 		"wrapped-key-aad-v1":   append(v1.Header(), md...),
 		"sealed-key-header-v1": sealed.Header(),
 	}
-	checkDocVectors(t, mustReadDoc(t), want)
-}
-
-func mustReadDoc(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(formatsDoc)
-	if err != nil {
-		t.Fatal(err)
+	quoted := testvectors.FormatsDoc(t, formatsDoc)
+	testvectors.Check(t, quoted, want)
+	for name := range quoted {
+		if _, ok := want[name]; !ok && checkedElsewhere[name] == "" {
+			t.Errorf("formats.md has a vector %q that no test checks", name)
+		}
 	}
-	return string(b)
 }
 
 // checkedElsewhere are the vectors of formats.md that other packages'
@@ -87,60 +79,4 @@ var checkedElsewhere = map[string]string{
 	"unseal-share-1":  "internal/seal/file",
 	"unseal-share-2":  "internal/seal/file",
 	"unseal-share-3":  "internal/seal/file",
-}
-
-var docVector = regexp.MustCompile("(?s)<!-- vector: ([a-z0-9-]+) -->\n```text\n(.*?)```")
-
-// checkDocVectors compares every vector of want with its block in doc and
-// fails on a missing, extra or different one, printing the block to paste.
-func checkDocVectors(t *testing.T, doc string, want map[string][]byte) {
-	t.Helper()
-	got := map[string][]byte{}
-	for _, m := range docVector.FindAllStringSubmatch(doc, -1) {
-		var h strings.Builder
-		for _, line := range strings.Split(m[2], "\n") {
-			line, _, _ = strings.Cut(line, "|") // the ASCII column
-			h.WriteString(strings.Join(strings.Fields(line), ""))
-		}
-		b, err := hex.DecodeString(h.String())
-		if err != nil {
-			t.Errorf("formats.md vector %s: %v", m[1], err)
-			continue
-		}
-		got[m[1]] = b
-	}
-	for name, w := range want {
-		g, ok := got[name]
-		switch {
-		case !ok:
-			t.Errorf("formats.md has no vector %q; add:\n<!-- vector: %s -->\n```text\n%s```", name, name, HexDump(w))
-		case !bytes.Equal(g, w):
-			t.Errorf("formats.md vector %q is not what the code makes; it is:\n```text\n%s```", name, HexDump(w))
-		}
-	}
-	for name := range got {
-		if _, ok := want[name]; !ok && checkedElsewhere[name] == "" {
-			t.Errorf("formats.md has a vector %q that no test checks", name)
-		}
-	}
-}
-
-// HexDump renders b as formats.md quotes bytes: 16 hex bytes a line, then
-// their ASCII between bars (anything not printable, and "|", as ".").
-func HexDump(b []byte) string {
-	var s strings.Builder
-	for off := 0; off < len(b); off += 16 {
-		line := b[off:min(off+16, len(b))]
-		var hx, asc strings.Builder
-		for _, c := range line {
-			fmt.Fprintf(&hx, "%02x ", c)
-			if c >= 0x20 && c < 0x7f && c != '|' {
-				asc.WriteByte(c)
-			} else {
-				asc.WriteByte('.')
-			}
-		}
-		fmt.Fprintf(&s, "%-48s |%s|\n", hx.String(), asc.String())
-	}
-	return s.String()
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 // The fuzz targets check the parser property of every format: parsing never
@@ -13,7 +15,7 @@ import (
 func addGolden(f *testing.F, kind string) {
 	for _, g := range loadGolden(f) {
 		if g.Kind == kind {
-			f.Add(unhex(f, g.Hex))
+			f.Add(testvectors.Hex(f, g.Hex))
 		}
 	}
 }

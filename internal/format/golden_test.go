@@ -3,10 +3,11 @@ package format
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"testing"
+
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 // golden is one entry of testdata/golden.json: bytes laid out by an
@@ -33,22 +34,13 @@ func loadGolden(t testing.TB) []golden {
 	return g
 }
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestGolden(t *testing.T) {
 	for _, g := range loadGolden(t) {
 		if g.Kind == "batch" {
 			continue // TestGoldenBatch: its fields need exact 64-bit integers
 		}
 		t.Run(g.Name, func(t *testing.T) {
-			raw := unhex(t, g.Hex)
+			raw := testvectors.Hex(t, g.Hex)
 			str := func(k string) string { return g.Fields[k].(string) }
 			num := func(k string) uint32 { return uint32(g.Fields[k].(float64)) }
 			var header, marshaled []byte
@@ -59,8 +51,8 @@ func TestGolden(t *testing.T) {
 					t.Fatalf("ParseEKB = %v", err)
 				}
 				want := EKB{Tenant: str("tenant"), TMKVersion: num("tmk_version"), KeyID: str("key_id"),
-					KeyVersion: num("key_version"), Metadata: unhex(t, str("metadata")), Sealed: unhex(t, str("sealed"))}
-				copy(want.Salt[:], unhex(t, str("salt")))
+					KeyVersion: num("key_version"), Metadata: testvectors.Hex(t, str("metadata")), Sealed: testvectors.Hex(t, str("sealed"))}
+				copy(want.Salt[:], testvectors.Hex(t, str("salt")))
 				if e.Tenant != want.Tenant || e.TMKVersion != want.TMKVersion || e.KeyID != want.KeyID ||
 					e.KeyVersion != want.KeyVersion || !bytes.Equal(e.Metadata, want.Metadata) ||
 					e.Salt != want.Salt || !bytes.Equal(e.Sealed, want.Sealed) {
@@ -75,7 +67,7 @@ func TestGolden(t *testing.T) {
 				if err != nil {
 					t.Fatalf("ParseWrappedKey = %v", err)
 				}
-				want := WrappedKey{KEMID: uint16(num("kem_id")), Enc: unhex(t, str("enc")), Index: num("index"), Ciphertext: unhex(t, str("ciphertext"))}
+				want := WrappedKey{KEMID: uint16(num("kem_id")), Enc: testvectors.Hex(t, str("enc")), Index: num("index"), Ciphertext: testvectors.Hex(t, str("ciphertext"))}
 				if w.KEMID != want.KEMID || !bytes.Equal(w.Enc, want.Enc) || w.Index != want.Index || !bytes.Equal(w.Ciphertext, want.Ciphertext) {
 					t.Fatalf("ParseWrappedKey = %+v, want %+v", w, want)
 				}
@@ -85,7 +77,7 @@ func TestGolden(t *testing.T) {
 				if err != nil {
 					t.Fatalf("ParseCiphertext = %v", err)
 				}
-				want := Ciphertext{KeyID: str("key_id"), KeyVersion: num("key_version"), Sealed: unhex(t, str("sealed"))}
+				want := Ciphertext{KeyID: str("key_id"), KeyVersion: num("key_version"), Sealed: testvectors.Hex(t, str("sealed"))}
 				if c.KeyID != want.KeyID || c.KeyVersion != want.KeyVersion || !bytes.Equal(c.Sealed, want.Sealed) {
 					t.Fatalf("ParseCiphertext = %+v, want %+v", c, want)
 				}
@@ -115,7 +107,7 @@ func TestGolden(t *testing.T) {
 // their input, and that ParseCiphertext does (as documented).
 func TestParseCopies(t *testing.T) {
 	for _, g := range loadGolden(t) {
-		raw := unhex(t, g.Hex)
+		raw := testvectors.Hex(t, g.Hex)
 		orig := bytes.Clone(raw)
 		var remarshal func() []byte
 		switch g.Kind {

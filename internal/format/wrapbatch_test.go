@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 // goldenBatch is a "batch" entry of testdata/golden.json, written by
@@ -55,11 +57,11 @@ func loadGoldenBatches(t testing.TB) []goldenBatch {
 func TestGoldenBatch(t *testing.T) {
 	for _, g := range loadGoldenBatches(t) {
 		t.Run(g.Name, func(t *testing.T) {
-			raw := unhex(t, g.Hex)
-			want := WrappedBatch{KEMID: g.Fields.KEMID, Enc: unhex(t, g.Fields.Enc), Recipient: g.Fields.Recipient,
+			raw := testvectors.Hex(t, g.Hex)
+			want := WrappedBatch{KEMID: g.Fields.KEMID, Enc: testvectors.Hex(t, g.Fields.Enc), Recipient: g.Fields.Recipient,
 				IssuedAt: g.Fields.IssuedAt, NotAfter: g.Fields.NotAfter}
 			for _, k := range g.Fields.Keys {
-				want.Keys = append(want.Keys, BatchEntry{Metadata: unhex(t, k.Metadata), Encryptions: k.Encryptions, Sealed: unhex(t, k.Sealed)})
+				want.Keys = append(want.Keys, BatchEntry{Metadata: testvectors.Hex(t, k.Metadata), Encryptions: k.Encryptions, Sealed: testvectors.Hex(t, k.Sealed)})
 			}
 			w, err := ParseWrappedBatch(raw)
 			if err != nil {
@@ -100,7 +102,7 @@ func batchEqual(a, b *WrappedBatch) bool {
 
 func TestEntryAAD(t *testing.T) {
 	g := loadGoldenBatches(t)[1]
-	w, err := ParseWrappedBatch(unhex(t, g.Hex))
+	w, err := ParseWrappedBatch(testvectors.Hex(t, g.Hex))
 	if err != nil {
 		t.Fatal(err)
 	}

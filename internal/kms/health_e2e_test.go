@@ -3,7 +3,6 @@ package kms_test
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -33,17 +32,6 @@ func (b *breakableSealer) Open(ctx context.Context, sealed, aad []byte) (*secret
 	return b.Sealer.Open(ctx, sealed, aad)
 }
 
-// getHealth GETs /healthz or /readyz.
-func getHealth(t *testing.T, c *kmstest.Client, path string) (int, api.Health) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "GET", c.Base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, h, _ := e2e.GetHealth(t, c.HTTP, req)
-	return code, h
-}
-
 // TestSealFailureIsLoggedAndNotReady (issue 15): a 503 caused by a seal
 // that cannot open a tenant's master key wrote no log line. Now the
 // request logs an error naming the tenant (no secret), /readyz answers
@@ -68,7 +56,7 @@ func TestSealFailureIsLoggedAndNotReady(t *testing.T) {
 	env.Tenant(t, "acme")
 	cust, creds := env.App(t, "acme", "payments-api", api.RoleCustodian)
 	anon := env.Anonymous()
-	if code, h := getHealth(t, anon, "/readyz"); code != 200 || h.Status != api.HealthOK || len(h.Checks) != 2 || h.Seal != "file" {
+	if code, h := e2e.HealthAt(t, anon.HTTP, anon.Base+"/readyz"); code != 200 || h.Status != api.HealthOK || len(h.Checks) != 2 || h.Seal != "file" {
 		t.Fatalf("/readyz = %d %+v", code, h)
 	}
 	// A restart empties the KMS's cache of unsealed master keys.
@@ -81,19 +69,19 @@ func TestSealFailureIsLoggedAndNotReady(t *testing.T) {
 		t.Fatalf("seal failure lines = %v, want one error naming tenant acme", failed)
 	}
 	for range 3 {
-		code, h := getHealth(t, anon, "/readyz")
+		code, h := e2e.HealthAt(t, anon.HTTP, anon.Base+"/readyz")
 		if code != 503 || h.Status != api.HealthNotReady || len(h.Failed) != 1 || h.Failed[0] != "seal" {
 			t.Fatalf("/readyz with a broken seal = %d %+v, want 503 failed [seal]", code, h)
 		}
 	}
-	if code, h := getHealth(t, anon, "/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
+	if code, h := e2e.HealthAt(t, anon.HTTP, anon.Base+"/healthz"); code != 200 || h.Status != api.HealthOK || h.Ready {
 		t.Errorf("/healthz with a broken seal = %d %+v, want 200 ok, ready false", code, h)
 	}
 	if n := len(logs.Lines("the KMS root of trust cannot open its stored material")); n != 1 {
 		t.Errorf("the seal check's failure was logged %d times, want once", n)
 	}
 	sealer.broken.Store(false)
-	if code, h := getHealth(t, anon, "/readyz"); code != 200 || h.Status != api.HealthOK {
+	if code, h := e2e.HealthAt(t, anon.HTTP, anon.Base+"/readyz"); code != 200 || h.Status != api.HealthOK {
 		t.Errorf("/readyz after the seal recovered = %d %+v", code, h)
 	}
 	if n := len(logs.Lines("the KMS root of trust opens its stored material again")); n != 1 {

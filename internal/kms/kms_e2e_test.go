@@ -320,10 +320,7 @@ func TestRewrapRefusals(t *testing.T) {
 		foreign.Tenant(t, "acme")
 		fp, _ := foreign.App(t, "acme", "deployer", api.RolePipeline)
 		_, fc := foreign.App(t, "acme", "payments-api", api.RoleCustodian)
-		var tok api.EnrollmentToken
-		fp.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: fc.DN}, &tok)
-		fs := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
-		fs.Enroll(t, foreign.Anonymous(), tok.Token)
+		fs, _ := foreign.EnrolledFake(t, fp, fc.DN)
 		_, err := w.rewrap(w.cust, fs.Enrollment.WrappingCertPEM, dk.EKB)
 		kmstest.WantError(t, err, 403, api.CodeForbidden)
 	})

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/ca"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/enclave/software"
 	"github.com/dcaas/dcaas/internal/enclave/tpm"
@@ -463,20 +463,7 @@ func TestKMSAndSidecar(t *testing.T) {
 	check(t, subject{"kms.Server", srv, nil})
 	check(t, subject{"kms.KMS (caching a tenant master key)", srv.KMS, nil})
 
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-	sc, err := sidecar.New(t.Context(), sidecar.Config{
-		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	var wrapped api.WrappedKeys
-	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := sc.ImportKeys(t.Context(), &wrapped); err != nil {
-		t.Fatal(err)
-	}
+	sc := e2e.EnrolledSidecar(t, env, pipe, creds.DN)
+	e2e.LoadKeys(t, cust, sc, dk.EKB)
 	check(t, subject{"sidecar.Sidecar (with a loaded key)", sc, nil})
 }

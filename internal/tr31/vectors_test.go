@@ -2,13 +2,13 @@ package tr31
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
 	"testing"
 
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 type vector struct {
@@ -37,15 +37,6 @@ func loadVectors(t testing.TB, file string) []vector {
 	return f.Vectors
 }
 
-func mustHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestPublishedVectors unwraps every published version D block to its
 // published key, then rebuilds it from the same header, key and padding
 // (the padding recovered from the block) and wants the published block
@@ -66,7 +57,7 @@ func TestDcaasExportVectors(t *testing.T) {
 }
 
 func checkVector(t *testing.T, v vector) {
-	kbpk, block, want := secret.New(mustHex(t, v.KBPK)), []byte(v.KeyBlock), mustHex(t, v.Key)
+	kbpk, block, want := secret.New(testvectors.Hex(t, v.KBPK)), []byte(v.KeyBlock), testvectors.Hex(t, v.Key)
 	h, key, err := Unwrap(kbpk, block)
 	if err != nil {
 		t.Fatalf("Unwrap = %v", err)

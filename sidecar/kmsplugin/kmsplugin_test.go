@@ -3,11 +3,8 @@ package kmsplugin_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +16,7 @@ import (
 	kmsapi "k8s.io/kms/apis/v2"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 	"github.com/dcaas/dcaas/sidecar/kmsplugin"
@@ -35,56 +33,18 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-	sc, err := sidecar.New(t.Context(), sidecar.Config{
-		KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatalf("sidecar.New: %v", err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	w := &world{env: env, cust: cust, sc: sc}
-	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &w.key)
-	w.load(t, w.key.EKB)
-	return w
-}
-
-// load rewraps EKBs to the sidecar and imports them (the primary flow).
-func (w *world) load(t *testing.T, ekbs ...[]byte) {
-	t.Helper()
-	var wrapped api.WrappedKeys
-	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: w.sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := w.sc.ImportKeys(t.Context(), &wrapped); err != nil {
-		t.Fatal(err)
-	}
+	pw := e2e.StartPluginWorld(t)
+	return &world{env: pw.Env, cust: pw.Cust, sc: pw.Sidecar, key: pw.Key}
 }
 
 // serve starts a plugin for cfg on a fresh socket and returns Kubernetes'
 // generated KMS v2 client connected to it.
 func serve(t *testing.T, sc kmsplugin.Sidecar, cfg kmsplugin.Config) kmsapi.KeyManagementServiceClient {
 	t.Helper()
-	p, err := kmsplugin.New(sc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kms.sock")
-	ln, err := kmsplugin.Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := e2e.ServePlugin(t, sc, cfg)
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("plugin socket mode = %v, %v; want 0600", fi.Mode().Perm(), err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
 	// The API server dials "unix://" endpoints the same way.
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -125,7 +85,7 @@ func TestPluginWithKubernetesClient(t *testing.T) {
 	// Rotation: load version 2; the key id moves, v1 ciphertexts still open.
 	var v2key api.DataKey
 	w.cust.MustDo(t, "POST", "/v1/datakeys/"+w.key.KeyID+"/versions", api.NewVersionRequest{EKB: w.key.EKB}, &v2key)
-	w.load(t, v2key.EKB)
+	e2e.LoadKeys(t, w.cust, w.sc, v2key.EKB)
 	v2 := kmsplugin.KeyID(w.key.KeyID, 2)
 	if st, err := c.Status(ctx, &kmsapi.StatusRequest{}); err != nil || st.KeyId != v2 || st.Healthz != "ok" {
 		t.Fatalf("Status after rotation = %+v, %v; want key id %s", st, err, v2)

@@ -1,9 +1,6 @@
 package enclavetest
 
 import (
-	"crypto"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"testing"
 
@@ -18,22 +15,9 @@ func testClose(t *testing.T, fresh opener) {
 	ctx := t.Context()
 
 	// Handles taken before Close.
-	signer, err := e.IdentityKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := Hold(t, e)
 	transport, err := e.TransportKey(ctx, api.KEMP256)
 	if err != nil && !errors.Is(err, enclave.ErrUnsupportedKEM) {
-		t.Fatal(err)
-	}
-	p, err := e.Protect(secret.Copy([]byte("data key")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt := secret.Copy([]byte("data key"))
-	defer pt.Wipe()
-	blob, err := e.LocalSeal(ctx, pt, nil)
-	if err != nil {
 		t.Fatal(err)
 	}
 	var ct []byte
@@ -57,8 +41,8 @@ func testClose(t *testing.T, fresh opener) {
 		{"IdentityKey", func() error { _, err := e.IdentityKey(ctx); return err }},
 		{"TransportKey", func() error { _, err := e.TransportKey(ctx, api.KEMP256); return err }},
 		{"Protect", func() error { _, err := e.Protect(secret.Copy([]byte("k"))); return err }},
-		{"LocalSeal", func() error { _, err := e.LocalSeal(ctx, pt, nil); return err }},
-		{"LocalOpen", func() error { _, err := e.LocalOpen(ctx, blob, nil); return err }},
+		{"LocalSeal", func() error { _, err := e.LocalSeal(ctx, h.Plaintext, nil); return err }},
+		{"LocalOpen", func() error { _, err := e.LocalOpen(ctx, h.Blob, nil); return err }},
 	}
 	for _, tc := range closed {
 		if err := tc.call(); !errors.Is(err, enclave.ErrClosed) {
@@ -66,11 +50,10 @@ func testClose(t *testing.T, fresh opener) {
 		}
 	}
 
-	digest := sha256.Sum256([]byte("x"))
-	if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
+	if err := h.Sign(); err == nil {
 		t.Error("identity Sign() after Close() succeeded")
 	}
-	if got, err := p.Open(); err == nil {
+	if got, err := h.Protected.Open(); err == nil {
 		got.Wipe()
 		t.Error("Protected.Open() after Close() succeeded")
 	}

@@ -2,9 +2,6 @@ package software
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -187,32 +184,18 @@ func TestDestroyedIsErrDestroyed(t *testing.T) {
 func TestPurge(t *testing.T) {
 	e := open(t)
 	ctx := t.Context()
-	signer, err := e.IdentityKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := e.Protect(secret.Copy([]byte("data key")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt := secret.Copy([]byte("data key"))
-	defer pt.Wipe()
-	blob, err := e.LocalSeal(ctx, pt, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := enclavetest.Hold(t, e)
 
 	memguard.Purge()
 
-	digest := sha256.Sum256([]byte("x"))
 	for range 2 { // the second time without asking memguard
-		if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); !errors.Is(err, ErrPurged) {
+		if err := h.Sign(); !errors.Is(err, ErrPurged) {
 			t.Errorf("Sign() after Purge() = %v, want ErrPurged", err)
 		}
-		if _, err := p.Open(); !errors.Is(err, ErrPurged) {
+		if _, err := h.Protected.Open(); !errors.Is(err, ErrPurged) {
 			t.Errorf("Open() after Purge() = %v, want ErrPurged", err)
 		}
-		_, err := e.LocalOpen(ctx, blob, nil)
+		_, err := e.LocalOpen(ctx, h.Blob, nil)
 		if !errors.Is(err, enclave.ErrOpen) || !errors.Is(err, ErrPurged) {
 			t.Errorf("LocalOpen() after Purge() = %v, want ErrOpen and ErrPurged", err)
 		}
@@ -223,7 +206,7 @@ func TestPurge(t *testing.T) {
 	// next purge, which a tiny RLIMIT_MEMLOCK would not hold.)
 	memguard.Purge()
 	fresh := open(t)
-	if _, err := fresh.LocalSeal(ctx, pt, nil); err != nil {
+	if _, err := fresh.LocalSeal(ctx, h.Plaintext, nil); err != nil {
 		t.Errorf("LocalSeal() on a new enclave after Purge() = %v", err)
 	}
 }

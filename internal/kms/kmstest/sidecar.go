@@ -116,6 +116,35 @@ func (s *FakeSidecar) UnwrapWith(t testing.TB, priv kcrypto.KEMPrivateKey, w *ap
 	return keys
 }
 
+// Release rewraps ekbs to the sidecar as cust, a custodian, and returns
+// the keys in order, wiped when the test ends.
+func (s *FakeSidecar) Release(t testing.TB, cust *Client, ekbs [][]byte) []*secret.Bytes {
+	t.Helper()
+	var out api.WrappedKeys
+	cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: ekbs, WrappingCertPEM: s.Enrollment.WrappingCertPEM}, &out)
+	keys := s.Unwrap(t, &out)
+	t.Cleanup(func() {
+		for _, k := range keys {
+			k.Wipe()
+		}
+	})
+	return keys
+}
+
+// SameKeys fails t at once unless got are the keys of want, in order;
+// what names the moment checked (say "after the migration").
+func SameKeys(t testing.TB, what string, got, want []*secret.Bytes) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d keys, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if !got[i].Equal(want[i]) {
+			t.Fatalf("%s: key %d changed", what, i)
+		}
+	}
+}
+
 // NewRecipient makes an ephemeral HPKE key pair of the default KEM, as a
 // sidecar does for one load request: the private key opens the answer
 // (FakeSidecar.UnwrapWith) and the public key is the request's Recipient.

@@ -14,6 +14,7 @@ import (
 	"github.com/dcaas/dcaas/internal/seal"
 	"github.com/dcaas/dcaas/internal/seal/sealtest"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 // pass returns a fresh passphrase secret; "" means none.
@@ -291,15 +292,6 @@ type vectors struct {
 	} `json:"seals"`
 }
 
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestVectors opens root key files and blobs made by an independent
 // implementation (testdata/vectors.json, Python "cryptography").
 func TestVectors(t *testing.T) {
@@ -317,7 +309,7 @@ func TestVectors(t *testing.T) {
 		{"wrapped", v.WrappedFile, v.Passphrase},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			file := unhex(t, tt.file)
+			file := testvectors.Hex(t, tt.file)
 			root, _, err := decodeKeyFile(file, pass(tt.passphrase))
 			if err != nil {
 				t.Fatalf("decodeKeyFile() error %v", err)
@@ -328,11 +320,11 @@ func TestVectors(t *testing.T) {
 			root.Wipe()
 			s := mustOpen(t, writeKeyFile(t, file), tt.passphrase)
 			for i, sv := range v.Seals {
-				got, err := s.Open(context.Background(), unhex(t, sv.Sealed), unhex(t, sv.AAD))
+				got, err := s.Open(context.Background(), testvectors.Hex(t, sv.Sealed), testvectors.Hex(t, sv.AAD))
 				if err != nil {
 					t.Fatalf("seal %d: Open() error %v", i, err)
 				}
-				if !bytes.Equal(got.Expose(), unhex(t, sv.Plaintext)) {
+				if !bytes.Equal(got.Expose(), testvectors.Hex(t, sv.Plaintext)) {
 					t.Errorf("seal %d: Open() = %x, want %s", i, got.Expose(), sv.Plaintext)
 				}
 				got.Wipe()

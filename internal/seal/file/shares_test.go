@@ -8,12 +8,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/secret"
+	"github.com/dcaas/dcaas/internal/testvectors"
 )
 
 func parseAll(t *testing.T, files [][]byte) []UnsealShare {
@@ -212,22 +212,7 @@ func FuzzParseShare(f *testing.F) {
 // quoted shares combine to the quoted unseal key, which opens the quoted
 // root.key to the quoted root key.
 func TestFormatsDocRootKeyShares(t *testing.T) {
-	src, err := os.ReadFile("../../../docs/formats.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	block := regexp.MustCompile("(?s)<!-- vector: ([a-z0-9-]+) -->\n```text\n(.*?)```")
-	got := map[string][]byte{}
-	for _, m := range block.FindAllStringSubmatch(string(src), -1) {
-		var h strings.Builder
-		for _, line := range strings.Split(m[2], "\n") {
-			line, _, _ = strings.Cut(line, "|")
-			h.WriteString(strings.Join(strings.Fields(line), ""))
-		}
-		if got[m[1]], err = hex.DecodeString(h.String()); err != nil {
-			t.Fatalf("formats.md vector %s: %v", m[1], err)
-		}
-	}
+	got := testvectors.FormatsDoc(t, "../../../docs/formats.md")
 	seq := func(from byte) []byte {
 		b := make([]byte, 32)
 		for i := range b {

@@ -71,15 +71,7 @@ func (w *world) newKeys(t *testing.T, types ...api.KeyType) {
 // the test's cleanup wipes); the tenant master keys must open for it.
 func (w *world) release(t *testing.T) []*secret.Bytes {
 	t.Helper()
-	var out api.WrappedKeys
-	w.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: w.ekbs, WrappingCertPEM: w.side.Enrollment.WrappingCertPEM}, &out)
-	keys := w.side.Unwrap(t, &out)
-	t.Cleanup(func() {
-		for _, k := range keys {
-			k.Wipe()
-		}
-	})
-	return keys
+	return w.side.Release(t, w.cust, w.ekbs)
 }
 
 // seedKeyID grants and derives the world's seed key and returns its id, a
@@ -184,18 +176,6 @@ func snapshot(t *testing.T, st store.Store) []store.SealedValue {
 	return out
 }
 
-func sameKeys(t *testing.T, what string, got, want []*secret.Bytes) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d keys, want %d", what, len(got), len(want))
-	}
-	for i := range want {
-		if !got[i].Equal(want[i]) {
-			t.Fatalf("%s: key %d changed", what, i)
-		}
-	}
-}
-
 func TestMigrateToHSM(t *testing.T) {
 	w := newWorld(t)
 	before := w.release(t)
@@ -244,7 +224,7 @@ func TestMigrateToHSM(t *testing.T) {
 	if h := w.health(t); h.Seal != "pkcs11" {
 		t.Errorf("/healthz seal = %q after the migration, want pkcs11", h.Seal)
 	}
-	sameKeys(t, "after the migration", w.release(t), before)
+	kmstest.SameKeys(t, "after the migration", w.release(t), before)
 	if got := w.seedKeyID(t); got != seedID {
 		t.Errorf("seed key ids = %s after the migration, want %s (the tenant HMAC key or the custodian seed key changed)", got, seedID)
 	}
@@ -263,7 +243,7 @@ func TestMigrateToHSM(t *testing.T) {
 	w.env.Tenant(t, "initech")
 	all := w.release(t)
 	w.env.Restart()
-	sameKeys(t, "after a restart on the HSM", w.release(t), all)
+	kmstest.SameKeys(t, "after a restart on the HSM", w.release(t), all)
 }
 
 // faulty is a new seal that fails: its Seal after sealsLeft seals, or its
@@ -356,7 +336,7 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 	if h := w.health(t); h.Seal != "file" {
 		t.Errorf("/healthz seal = %q, want file", h.Seal)
 	}
-	sameKeys(t, "after the failed migrations", w.release(t), before)
+	kmstest.SameKeys(t, "after the failed migrations", w.release(t), before)
 }
 
 // TestMigrateFinishesAHalfMigratedStore: a store left partly under the old
@@ -408,7 +388,7 @@ func TestMigrateFinishesAHalfMigratedStore(t *testing.T) {
 	st.Close()
 	w.env.Opts.Sealer = to
 	w.env.Restart()
-	sameKeys(t, "after the re-run", w.release(t), before)
+	kmstest.SameKeys(t, "after the re-run", w.release(t), before)
 	// globex's master key opens: a data key of the tenant is made under it.
 	gcust, _ := w.env.App(t, "globex", "billing", api.RoleCustodian)
 	var dk api.DataKey

@@ -2,10 +2,6 @@ package apiservertest
 
 import (
 	"bytes"
-	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +11,7 @@ import (
 	"k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 	"github.com/dcaas/dcaas/sidecar"
 	"github.com/dcaas/dcaas/sidecar/kmsplugin"
@@ -64,45 +61,9 @@ type plugin struct {
 
 func startPlugin(t *testing.T) *plugin {
 	t.Helper()
-	ctx := t.Context()
-	env := kmstest.Start(t, nil)
-	env.Tenant(t, "acme")
-	cust, creds := env.App(t, "acme", "kube-apiserver", api.RoleCustodian)
-	pipe, _ := env.App(t, "acme", "deployer", api.RolePipeline)
-	var tok api.EnrollmentToken
-	pipe.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{CustodianDN: creds.DN}, &tok)
-	sc, err := sidecar.New(ctx, sidecar.Config{KMSURL: env.URL, CAPEM: env.CAPEM, DataDir: t.TempDir(), EnrollToken: sidecar.Secret([]byte(tok.Token)),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	pl := &plugin{env: env, cust: cust, sc: sc, path: filepath.Join(t.TempDir(), "kms.sock")}
-	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &pl.key)
-	pl.load(t, pl.key.EKB)
-	p, err := kmsplugin.New(sc, kmsplugin.Config{KeyID: pl.key.KeyID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := kmsplugin.Listen(pl.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(sctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return pl
-}
-
-// load rewraps an EKB to the sidecar and imports it.
-func (pl *plugin) load(t *testing.T, ekb []byte) {
-	t.Helper()
-	var wrapped api.WrappedKeys
-	pl.cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{ekb}, WrappingCertPEM: pl.sc.WrappingCertificatePEM()}, &wrapped)
-	if _, err := pl.sc.ImportKeys(t.Context(), &wrapped); err != nil {
-		t.Fatal(err)
-	}
+	pw := e2e.StartPluginWorld(t)
+	return &plugin{env: pw.Env, cust: pw.Cust, sc: pw.Sidecar, key: pw.Key,
+		path: e2e.ServePlugin(t, pw.Sidecar, kmsplugin.Config{KeyID: pw.Key.KeyID})}
 }
 
 func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
@@ -146,7 +107,7 @@ func TestAPIServerEnvelopeThroughPlugin(t *testing.T) {
 	// (to be rewritten by a storage migration) and still decrypt.
 	var v2 api.DataKey
 	pl.cust.MustDo(t, "POST", "/v1/datakeys/"+key.KeyID+"/versions", api.NewVersionRequest{EKB: key.EKB}, &v2)
-	pl.load(t, v2.EKB)
+	e2e.LoadKeys(t, pl.cust, pl.sc, v2.EKB)
 	if st, err := svc.Status(ctx); err != nil || st.KeyID != kmsplugin.KeyID(key.KeyID, 2) {
 		t.Fatalf("Status after rotation = %+v, %v", st, err)
 	}
