@@ -214,7 +214,16 @@ func (e *Engine) Sign(ctx context.Context, req *api.SignRequest) (*api.SignRespo
 
 // Verify checks a signature with the named (default: current) version.
 func (e *Engine) Verify(ctx context.Context, req *api.VerifyRequest) (*api.ValidResponse, error) {
-	return e.checkTag(ctx, req.KeyRef, req.KeyVersion, api.ActionVerify, req.Message, req.Signature, (*kcrypto.Key).Verify)
+	k, rel, err := e.acquire(ctx, req.KeyRef, req.KeyVersion, api.ActionVerify)
+	if err != nil {
+		return nil, err
+	}
+	defer release(rel)
+	ok, err := k.Verify(req.Message, req.Signature)
+	if err != nil {
+		return nil, cryptoErr(err, k.KeyID())
+	}
+	return &api.ValidResponse{Valid: ok}, nil
 }
 
 // MAC computes HMAC-SHA-256 with the current version of an HMAC key.
@@ -226,9 +235,20 @@ func (e *Engine) MAC(ctx context.Context, req *api.MACRequest) (*api.MACResponse
 	return &api.MACResponse{MAC: tag, KeyVersion: version, Warning: warn}, nil
 }
 
-// MACVerify checks a tag in constant time.
+// MACVerify checks a tag in constant time: it calls Key.VerifyMAC
+// directly, never a comparison of its own (internal/adversarial's
+// TestConstantTimeComparisons reads this function's calls).
 func (e *Engine) MACVerify(ctx context.Context, req *api.MACVerifyRequest) (*api.ValidResponse, error) {
-	return e.checkTag(ctx, req.KeyRef, req.KeyVersion, api.ActionMAC, req.Message, req.MAC, (*kcrypto.Key).VerifyMAC)
+	k, rel, err := e.acquire(ctx, req.KeyRef, req.KeyVersion, api.ActionMAC)
+	if err != nil {
+		return nil, err
+	}
+	defer release(rel)
+	ok, err := k.VerifyMAC(req.Message, req.MAC)
+	if err != nil {
+		return nil, cryptoErr(err, k.KeyID())
+	}
+	return &api.ValidResponse{Valid: ok}, nil
 }
 
 // tag is Sign and MAC: it acquires the current version of the key ref
@@ -248,22 +268,6 @@ func (e *Engine) tag(ctx context.Context, ref api.KeyRef, action api.Action, msg
 		return nil, 0, "", cryptoErr(err, k.KeyID())
 	}
 	return t, int(k.Version()), warning(rel), nil
-}
-
-// checkTag is Verify and MACVerify: it acquires the named version (0: the
-// current one) of the key ref names for action and checks tag, a
-// signature or MAC of msg.
-func (e *Engine) checkTag(ctx context.Context, ref api.KeyRef, version int, action api.Action, msg, tag []byte, check func(k *kcrypto.Key, msg, tag []byte) (bool, error)) (*api.ValidResponse, error) {
-	k, rel, err := e.acquire(ctx, ref, version, action)
-	if err != nil {
-		return nil, err
-	}
-	defer release(rel)
-	ok, err := check(k, msg, tag)
-	if err != nil {
-		return nil, cryptoErr(err, k.KeyID())
-	}
-	return &api.ValidResponse{Valid: ok}, nil
 }
 
 // Hash digests message; it needs no key.
