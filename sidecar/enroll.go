@@ -41,8 +41,13 @@ type identity struct {
 	cert *x509.Certificate // identity (TLS client and server)
 	wrap *x509.Certificate // wrapping certificate
 	tls  tls.Certificate   // cert with the enclave-held key
-	pool *x509.CertPool    // the configured CA plus the KMS's trust bundle
-	kms  *client.KMS
+	pool *x509.CertPool    // the configured CA plus the KMS's trust bundle: the KMS's TLS certificate
+	// callers are the roots a mutual-TLS caller's certificate must chain
+	// to: the KMS's trust bundle alone (the configured CA only while the
+	// KMS has handed none), so a CA a rotation retired stops being
+	// trusted once the bundle without it arrives (followTrust).
+	callers *x509.CertPool
+	kms     *client.KMS
 }
 
 // ErrNoEnrollSecret means Enroll was called without a token.
@@ -227,7 +232,14 @@ func (s *Sidecar) newIdentity(ctx context.Context, e enrollment) (*identity, err
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: s.cfg.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("the identity certificate does not verify: %w", err)
 	}
-	id := &identity{e: e, got: s.cfg.Now(), cert: cert, wrap: wrap, pool: pool,
+	callers := s.caPool
+	if e.CAPEM != "" {
+		callers = x509.NewCertPool()
+		if !callers.AppendCertsFromPEM([]byte(e.CAPEM)) {
+			callers = s.caPool
+		}
+	}
+	id := &identity{e: e, got: s.cfg.Now(), cert: cert, wrap: wrap, pool: pool, callers: callers,
 		tls: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}}
 	id.kms, err = client.NewKMSWithTLS(s.cfg.urls(), &tls.Config{
 		MinVersion: tls.VersionTLS12,

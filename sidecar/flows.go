@@ -358,6 +358,7 @@ func (s *Sidecar) poll() {
 	}
 	s.cursor = feed.Cursor
 	s.ring.RenewAll(s.cfg.Now().Add(s.cfg.LeaseTTL))
+	s.followTrust(ctx, id)
 	if ids := s.refresh.take(); len(ids) > 0 {
 		if err := s.refreshKeys(ctx, id, ids); err != nil {
 			s.log.Warn("fetching new key versions failed; retrying at the next poll", "keys", len(ids), "err", err)
@@ -367,6 +368,38 @@ func (s *Sidecar) poll() {
 		}
 	}
 	s.reportUsage(ctx)
+}
+
+// followTrust reads the KMS's trust bundle (GET /v1/ca, over TLS verified
+// against what the sidecar trusts already) and, when it is not the one the
+// identity holds, installs the identity again with it and stores it with
+// the enrollment: a CA that a rotation prepared is trusted for the KMS's TLS
+// certificate before it is activated, and callers whose certificates chain
+// only to a CA the rotation retired are refused from then on (verifyClient)
+// — with no restart and no new enrollment.
+func (s *Sidecar) followTrust(ctx context.Context, id *identity) {
+	tr, err := id.kms.CA(ctx)
+	if err != nil || tr.BundlePEM == "" || tr.BundlePEM == id.e.CAPEM {
+		return // unchanged, or the next poll asks again
+	}
+	e := id.e
+	e.CAPEM = tr.BundlePEM
+	next, err := s.newIdentity(ctx, e)
+	if err != nil {
+		s.log.Warn("the KMS's trust bundle changed but does not take this sidecar's certificates; keeping the previous bundle until the next renewal", "err", err)
+		return
+	}
+	next.got = id.got // the same certificates: renewal stays due when it was
+	if !s.id.CompareAndSwap(id, next) {
+		next.kms.Close() // a renewal installed newer certificates meanwhile
+		return
+	}
+	id.kms.Close()
+	if err := s.persist(e); err != nil {
+		s.log.Warn("storing the KMS's new trust bundle failed; the sidecar reads it again after a restart", "err", err)
+	}
+	s.audit.Record("kms", "trust.changed", "", "ok", "")
+	s.log.Info("the KMS's trust bundle changed: callers and the KMS are verified against it", "cas", len(tr.CAs), "phase", tr.Phase)
 }
 
 // reportUsage sends the KMS the encryption counts it has not heard of yet

@@ -60,8 +60,10 @@ type Config struct {
 	// the KMS fails over from one to the next.
 	KMSURLs []string
 	// CAPEM is the KMS CA certificate (PEM): the sidecar trusts the KMS, and
-	// TLS callers, through it. During a CA rotation the KMS hands the
-	// sidecar its whole trust bundle at each renewal.
+	// TLS callers, through it until the KMS hands it its trust bundle (at
+	// enrollment and renewal, and read again at each revocation poll); from
+	// then on it verifies callers against that bundle alone, so a CA that a
+	// rotation retired stops being trusted without a restart.
 	CAPEM []byte
 	// DataDir keeps the enrollment (certificates, never private keys in
 	// clear) and the local audit log. Required.
