@@ -358,7 +358,10 @@ func (s *Sidecar) poll() {
 	}
 	s.cursor = feed.Cursor
 	s.ring.RenewAll(s.cfg.Now().Add(s.cfg.LeaseTTL))
-	s.followTrust(ctx, id)
+	if s.polls%trustEvery == 0 {
+		s.followTrust(ctx, id)
+	}
+	s.polls++
 	if ids := s.refresh.take(); len(ids) > 0 {
 		if err := s.refreshKeys(ctx, id, ids); err != nil {
 			s.log.Warn("fetching new key versions failed; retrying at the next poll", "keys", len(ids), "err", err)
@@ -369,6 +372,12 @@ func (s *Sidecar) poll() {
 	}
 	s.reportUsage(ctx)
 }
+
+// trustEvery is how many revocation polls pass between two reads of the
+// KMS's trust bundle (followTrust): once a minute at the default 10 s
+// poll, the first at the first poll. A CA rotation's steps are minutes
+// apart; a GET a poll would double the requests a fleet sends.
+const trustEvery = 6
 
 // followTrust reads the KMS's trust bundle (GET /v1/ca, over TLS verified
 // against what the sidecar trusts already) and, when it is not the one the

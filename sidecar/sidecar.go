@@ -61,9 +61,10 @@ type Config struct {
 	KMSURLs []string
 	// CAPEM is the KMS CA certificate (PEM): the sidecar trusts the KMS, and
 	// TLS callers, through it until the KMS hands it its trust bundle (at
-	// enrollment and renewal, and read again at each revocation poll); from
-	// then on it verifies callers against that bundle alone, so a CA that a
-	// rotation retired stops being trusted without a restart.
+	// enrollment and renewal, and read again at every sixth revocation
+	// poll); from then on it verifies callers against that bundle alone,
+	// so a CA that a rotation retired stops being trusted without a
+	// restart.
 	CAPEM []byte
 	// DataDir keeps the enrollment (certificates, never private keys in
 	// clear) and the local audit log. Required.
@@ -171,6 +172,7 @@ type Sidecar struct {
 	revoked   atomic.Bool
 	replays   replayCache
 	cursor    string // revocation feed cursor (background goroutine only)
+	polls     int    // successful revocation polls (background goroutine only); see followTrust
 	refresh   pendingRefresh
 	reachable atomic.Bool
 	lastCtc   atomic.Int64

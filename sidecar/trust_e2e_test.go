@@ -67,9 +67,12 @@ func TestTrustFollowsPreparedCA(t *testing.T) {
 	var prepared, activated api.CATrust
 	f.env.Admin.MustDo(t, "POST", "/v1/ca/prepare", nil, &prepared)
 	trusts(t, f, "prepare", prepared.BundlePEM)
-	if !strings.Contains(f.logs.String(), "the KMS's trust bundle changed") {
-		t.Error("no log line says the trust bundle changed")
-	}
+	eventually(t, "logging the change", func() error { // logged after it is stored
+		if !strings.Contains(f.logs.String(), "the KMS's trust bundle changed") {
+			return fmt.Errorf("no log line says the trust bundle changed")
+		}
+		return nil
+	})
 	both := poolOf(prepared.BundlePEM)
 	adminCert, adminKey := f.env.AdminPEM(t)
 	f.env.ClientTrusting(both, adminCert, adminKey).MustDo(t, "POST", "/v1/ca/activate", nil, &activated)
