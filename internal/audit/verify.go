@@ -103,95 +103,183 @@ func VerifyCheckpoint(key kcrypto.LogVerifyKey, cp store.AuditCheckpoint) error 
 // *TruncatedError, an error wrapping ErrNotSigned or ErrBadCheckpoint, or
 // a store failure as it is.
 func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint) (Result, error) {
-	res := Result{Head: make([]byte, hashSize)}
-	if key.IsZero() {
-		return res, ErrNoKey
+	v, err := NewVerifier(key, checkpoints...)
+	if err != nil {
+		return v.res, err
 	}
-	want := map[int64][]store.AuditCheckpoint{}
-	for _, cp := range checkpoints {
-		if err := VerifyCheckpoint(key, cp); err != nil {
-			return res, err
-		}
-		want[cp.Seq] = append(want[cp.Seq], cp)
-		if res.Latest.Sig == nil || cp.Seq > res.Latest.Seq {
-			res.Latest = cp
-		}
-	}
-	if err := matchCheckpoints(want[0], res.Head); err != nil {
-		return res, err
-	}
-	signed := false
-	var unsignedFrom int64 // the first of the unsigned records since the last signed one (0: none)
-	var signedHead []byte  // the hash of the record before unsignedFrom
-	var last int64
 	for {
-		page, err := r.AuditAfter(ctx, last, pageSize)
+		page, err := r.AuditAfter(ctx, v.last, pageSize)
 		if err != nil {
-			return res, fmt.Errorf("audit: reading records after %d: %w", last, err)
+			return v.res, fmt.Errorf("audit: reading records after %d: %w", v.last, err)
 		}
 		if len(page) == 0 {
 			break
 		}
 		for _, rec := range page {
-			next := last + 1
-			switch {
-			case rec.Seq > next:
-				return res, &BrokenError{Seq: next, Reason: fmt.Sprintf("it is missing; the next record is %d", rec.Seq)}
-			case rec.Seq < next:
-				return res, &BrokenError{Seq: next, Reason: fmt.Sprintf("record %d stands in its place", rec.Seq)}
-			case !hashEqual(rec.PrevHash, res.Head):
-				return res, &BrokenError{Seq: rec.Seq, Reason: "its previous hash is not the hash of the record before it"}
-			case rec.Sig == nil && !hashEqual(rec.Hash, recordHash(rec)):
-				return res, &BrokenError{Seq: rec.Seq, Reason: "its hash does not match its contents"}
+			if err := v.Add(rec); err != nil {
+				return v.res, err
 			}
-			if rec.Sig != nil {
-				if err := checkRecord(rec, key); err != nil {
-					var broken *BrokenError
-					if errors.As(err, &broken) && !signed && rec.KeyID != key.ID() && rec.Action == ActionKeyCreated {
-						broken.Reason += fmt.Sprintf(" (record %d names audit key %s)", rec.Seq, rec.KeyID)
-					}
-					if broken != nil && unsignedFrom != 0 {
-						// Its signature was the only one over the unsigned
-						// records before it: the change may be in any of them.
-						broken.Reason = fmt.Sprintf("record %d, whose signature covers records %d to %d (unsigned, written in its transaction), fails: %s",
-							rec.Seq, unsignedFrom, rec.Seq, broken.Reason)
-						broken.Seq = unsignedFrom
-						res.Records, res.Head = unsignedFrom-1, signedHead
-					}
-					return res, err
-				}
-				if !signed {
-					if rec.Action != ActionKeyCreated {
-						return res, &BrokenError{Seq: rec.Seq, Reason: "it is the first signed record but not the audit key's creation (" + ActionKeyCreated + "): the signatures of the records before it were removed"}
-					}
-					signed, res.Legacy, res.Anchored = true, rec.Seq-1, rec.Time
-				}
-				unsignedFrom = 0
-			} else if signed && unsignedFrom == 0 {
-				unsignedFrom, signedHead = rec.Seq, res.Head
-			}
-			if err := matchCheckpoints(want[rec.Seq], rec.Hash); err != nil {
-				return res, err
-			}
-			res.Head, last = rec.Hash, rec.Seq
-			res.Records++
 		}
 	}
-	if res.Records > 0 && !signed {
+	return v.Result()
+}
+
+// ErrCheckpointBehind: a checkpoint given to a Verifier after it was fed
+// records covers one of them other than the last, whose hash it no longer
+// holds. Verify the log again from its start with the checkpoint.
+var ErrCheckpointBehind = errors.New("audit: the checkpoint covers a record verified before it was given")
+
+// Verifier checks a log record by record, oldest first, as Verify does,
+// and can be fed more as the log grows: a reader that follows a log (the
+// console) checks each record once and holds none of them. Verify is a
+// Verifier fed the whole log. Its first failure sticks.
+type Verifier struct {
+	key          kcrypto.LogVerifyKey
+	want         map[int64][]store.AuditCheckpoint // checkpoints of records not fed yet, by seq
+	given        int
+	res          Result
+	signed       bool
+	unsignedFrom int64  // the first of the unsigned records since the last signed one (0: none)
+	signedHead   []byte // the hash of the record before unsignedFrom
+	last         int64  // the last record fed
+	err          error
+}
+
+// NewVerifier returns a Verifier of a log with key, holding checkpoints
+// (see Verify).
+func NewVerifier(key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint) (*Verifier, error) {
+	v := &Verifier{key: key, want: map[int64][]store.AuditCheckpoint{}, res: Result{Head: make([]byte, hashSize)}}
+	if key.IsZero() {
+		v.err = ErrNoKey
+		return v, v.err
+	}
+	for _, cp := range checkpoints {
+		if err := v.AddCheckpoint(cp); err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+// Key is the audit key v checks with.
+func (v *Verifier) Key() kcrypto.LogVerifyKey { return v.key }
+
+// Last is the sequence number of the last record fed (0: none).
+func (v *Verifier) Last() int64 { return v.last }
+
+// AddCheckpoint checks cp's signature and holds it: the record it covers
+// must have the hash it signed (checked now when that is the last record
+// fed, or the start of an empty log; as it is fed otherwise), and the log
+// must reach it. A checkpoint of an earlier record fed already is
+// refused with ErrCheckpointBehind (v is unchanged).
+func (v *Verifier) AddCheckpoint(cp store.AuditCheckpoint) error {
+	if v.err != nil {
+		return v.err
+	}
+	if err := VerifyCheckpoint(v.key, cp); err != nil {
+		v.err = err
+		return err
+	}
+	switch {
+	case cp.Seq < v.last:
+		return fmt.Errorf("%w: record %d (the verifier is at record %d)", ErrCheckpointBehind, cp.Seq, v.last)
+	case cp.Seq == v.last:
+		if err := matchCheckpoints([]store.AuditCheckpoint{cp}, v.res.Head); err != nil {
+			v.err = err
+			return err
+		}
+	default:
+		v.want[cp.Seq] = append(v.want[cp.Seq], cp)
+	}
+	v.given++
+	if v.res.Latest.Sig == nil || cp.Seq > v.res.Latest.Seq {
+		v.res.Latest = cp
+	}
+	return nil
+}
+
+// Add checks rec, the record after the last one fed.
+func (v *Verifier) Add(rec store.AuditRecord) error {
+	if v.err != nil {
+		return v.err
+	}
+	if err := v.add(rec); err != nil {
+		v.err = err
+		return err
+	}
+	return nil
+}
+
+func (v *Verifier) add(rec store.AuditRecord) error {
+	res := &v.res
+	next := v.last + 1
+	switch {
+	case rec.Seq > next:
+		return &BrokenError{Seq: next, Reason: fmt.Sprintf("it is missing; the next record is %d", rec.Seq)}
+	case rec.Seq < next:
+		return &BrokenError{Seq: next, Reason: fmt.Sprintf("record %d stands in its place", rec.Seq)}
+	case !hashEqual(rec.PrevHash, res.Head):
+		return &BrokenError{Seq: rec.Seq, Reason: "its previous hash is not the hash of the record before it"}
+	case rec.Sig == nil && !hashEqual(rec.Hash, recordHash(rec)):
+		return &BrokenError{Seq: rec.Seq, Reason: "its hash does not match its contents"}
+	}
+	if rec.Sig != nil {
+		if err := checkRecord(rec, v.key); err != nil {
+			var broken *BrokenError
+			if errors.As(err, &broken) && !v.signed && rec.KeyID != v.key.ID() && rec.Action == ActionKeyCreated {
+				broken.Reason += fmt.Sprintf(" (record %d names audit key %s)", rec.Seq, rec.KeyID)
+			}
+			if broken != nil && v.unsignedFrom != 0 {
+				// Its signature was the only one over the unsigned
+				// records before it: the change may be in any of them.
+				broken.Reason = fmt.Sprintf("record %d, whose signature covers records %d to %d (unsigned, written in its transaction), fails: %s",
+					rec.Seq, v.unsignedFrom, rec.Seq, broken.Reason)
+				broken.Seq = v.unsignedFrom
+				res.Records, res.Head = v.unsignedFrom-1, v.signedHead
+			}
+			return err
+		}
+		if !v.signed {
+			if rec.Action != ActionKeyCreated {
+				return &BrokenError{Seq: rec.Seq, Reason: "it is the first signed record but not the audit key's creation (" + ActionKeyCreated + "): the signatures of the records before it were removed"}
+			}
+			v.signed, res.Legacy, res.Anchored = true, rec.Seq-1, rec.Time
+		}
+		v.unsignedFrom = 0
+	} else if v.signed && v.unsignedFrom == 0 {
+		v.unsignedFrom, v.signedHead = rec.Seq, res.Head
+	}
+	if err := matchCheckpoints(v.want[rec.Seq], rec.Hash); err != nil {
+		return err
+	}
+	delete(v.want, rec.Seq)
+	res.Head, v.last = rec.Hash, rec.Seq
+	res.Records++
+	return nil
+}
+
+// Result is what the records fed so far make of the log, checked as a
+// whole log ending there (its last record signed, every checkpoint
+// reached), or the first failure. It does not change v: more records may
+// be fed after it.
+func (v *Verifier) Result() (Result, error) {
+	res := v.res
+	switch {
+	case v.err != nil:
+		return res, v.err
+	case res.Records > 0 && !v.signed:
 		res.Legacy = res.Records
 		return res, fmt.Errorf("%w: none of its %d records is", ErrNotSigned, res.Records)
-	}
-	if unsignedFrom != 0 {
+	case v.unsignedFrom != 0:
 		// The KMS signs the last record of every transaction, so a
 		// committed log ends with a signed record. What passed ends
 		// before the unsigned run.
-		res.Records, res.Head = unsignedFrom-1, signedHead
-		return res, &BrokenError{Seq: unsignedFrom, Reason: fmt.Sprintf("records %d to %d are unsigned and no signed record follows them: the log must end with a signed record, so signatures were removed from its end, or records", unsignedFrom, last)}
+		res.Records, res.Head = v.unsignedFrom-1, v.signedHead
+		return res, &BrokenError{Seq: v.unsignedFrom, Reason: fmt.Sprintf("records %d to %d are unsigned and no signed record follows them: the log must end with a signed record, so signatures were removed from its end, or records", v.unsignedFrom, v.last)}
+	case res.Latest.Sig != nil && res.Latest.Seq > v.last:
+		return res, &TruncatedError{Head: v.last, Checkpoint: res.Latest}
 	}
-	if res.Latest.Sig != nil && res.Latest.Seq > last {
-		return res, &TruncatedError{Head: last, Checkpoint: res.Latest}
-	}
-	res.Checkpoints = len(checkpoints)
+	res.Checkpoints = v.given
 	return res, nil
 }
 
