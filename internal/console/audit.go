@@ -14,16 +14,35 @@ import (
 	"github.com/dcaas/dcaas/internal/store"
 )
 
-// auditFollower keeps a copy of the audit log, read through GET /v1/audit
-// page by page from where it stopped, and verifies it the way `dcaas
-// audit verify` does (audit.Verify: hashes, chain, signatures, the KMS's
-// latest checkpoint).
+// keepRecords is how many of the newest records the console holds for the
+// audit page's list and filters. Every record is verified once, as it is
+// read, and then only the newest are kept: a year of a KMS's log does not
+// fit in a console's memory, nor its verification in a page view.
+const keepRecords = 10000
+
+// fullEvery is how often the console verifies the whole log again from its
+// first record, as `dcaas audit verify` does: records it verified already
+// are not read again in between, so a change to one of them (not to the
+// chain's end, which new records must extend) shows from the next full
+// pass.
+const fullEvery = time.Hour
+
+// auditFollower follows the audit log, read through GET /v1/audit page by
+// page from where it stopped, and verifies it the way `dcaas audit verify`
+// does (hashes, chain, signatures, the KMS's latest checkpoint), each
+// record once, with an audit.Verifier it feeds as the log grows.
 type auditFollower struct {
 	kms    *client.KMS
 	pinned kcrypto.LogVerifyKey
 
-	mu      sync.Mutex
-	records []store.AuditRecord
+	keep int // records kept, keepRecords (tests set fewer)
+
+	mu     sync.Mutex
+	v      *audit.Verifier       // fed every record from the first (nil: none yet)
+	fullAt time.Time             // when v started from the first record
+	cp     store.AuditCheckpoint // the latest checkpoint v holds
+	last   int64                 // the last record read
+	recent []store.AuditRecord   // the newest records read (up to keepRecords), oldest first
 }
 
 // verification is what the audit page shows about the chain.
@@ -37,29 +56,116 @@ type verification struct {
 	Problem  string
 	Checkpt  int64 // the checkpoint's record, 0 when there is none
 	Verified time.Time
+	FullAt   time.Time // when the whole log was last read from its first record
 }
 
-// refresh reads the records after the last one held. Reading is audited,
-// so each page adds a record: it stops at a page of nothing but reads.
-func (f *auditFollower) refresh(ctx context.Context) error {
+// follow reads the records written since the last call and verifies them
+// with the pinned audit key, or else the KMS's, after those read before
+// (the whole log again when the key changed, or when a new checkpoint of
+// the KMS covers a record older than those kept). An error is a failure
+// to read the log; what the verification found is in the verification.
+func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification, error) {
+	v := verification{Verified: now, Pinned: !f.pinned.IsZero()}
+	key, cp, problem := f.trust(ctx)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for {
-		var after int64
-		if n := len(f.records); n > 0 {
-			after = f.records[n-1].Seq
+	if problem != "" {
+		// Without a key the records are read for the list only; the next
+		// verification starts again from the first record.
+		f.v = nil
+		v.Problem = problem
+		return v, f.read(ctx)
+	}
+	v.KeyID = key.ID()
+	if f.v == nil || f.v.Key().ID() != key.ID() || now.Sub(f.fullAt) >= fullEvery {
+		f.restart(key, now)
+	}
+	if cp != nil && (cp.Seq != f.cp.Seq || string(cp.Sig) != string(f.cp.Sig)) {
+		switch err := f.v.AddCheckpoint(*cp); {
+		case errors.Is(err, audit.ErrCheckpointBehind):
+			if r, ok := f.kept(cp.Seq); !ok || string(r.Hash) != string(cp.Hash) {
+				// Not among the records kept (or not matching one):
+				// verify the whole log again, holding the checkpoint.
+				f.restart(key, now)
+				_ = f.v.AddCheckpoint(*cp) // its failure is the Result's
+			}
 		}
-		page, err := f.kms.Audit(ctx, after)
+		f.cp = *cp
+	}
+	if cp != nil {
+		v.Checkpt = cp.Seq
+	}
+	if err := f.read(ctx); err != nil {
+		return v, err
+	}
+	res, err := f.v.Result()
+	v.FullAt = f.fullAt
+	v.Records, v.Legacy = res.Records, res.Legacy
+	v.Head = fmt.Sprintf("%x", res.Head)
+	if err != nil {
+		v.Problem = err.Error()
+		return v, nil
+	}
+	v.OK = true
+	return v, nil
+}
+
+// trust reads the audit key (the pinned one, or the KMS's) and the KMS's
+// latest checkpoint (nil: none yet), or says why it could not.
+func (f *auditFollower) trust(ctx context.Context) (kcrypto.LogVerifyKey, *store.AuditCheckpoint, string) {
+	key := f.pinned
+	if key.IsZero() {
+		ak, err := f.kms.AuditKey(ctx)
+		if err != nil {
+			return key, nil, "The audit key could not be read from the KMS: " + err.Error()
+		}
+		if key, err = kcrypto.ParseLogVerifyKeyPEM([]byte(ak.PublicKeyPEM)); err != nil {
+			return key, nil, "The KMS's audit key does not parse: " + err.Error()
+		}
+	}
+	cp, err := f.kms.AuditCheckpoint(ctx)
+	switch {
+	case err == nil:
+		return key, &store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature}, ""
+	case errors.Is(err, client.ErrNotFound):
+		return key, nil, ""
+	}
+	return key, nil, "The latest checkpoint could not be read: " + err.Error()
+}
+
+// restart starts verifying from the first record again at now (f.mu
+// held): the next read reads the whole log.
+func (f *auditFollower) restart(key kcrypto.LogVerifyKey, now time.Time) {
+	f.v, _ = audit.NewVerifier(key) // a zero key is refused in its Result
+	f.fullAt = now
+	f.cp = store.AuditCheckpoint{}
+	f.last, f.recent = 0, nil
+}
+
+// read reads the records after the last one read (f.mu held), feeds each
+// to the verifier and keeps the newest. Reading is audited, so each page
+// adds a record: it stops at a page of nothing but reads.
+func (f *auditFollower) read(ctx context.Context) error {
+	for {
+		page, err := f.kms.Audit(ctx, f.last)
 		if err != nil {
 			return err
 		}
 		onlyReads := true
 		for _, r := range page.Records {
-			f.records = append(f.records, store.AuditRecord{
+			rec := store.AuditRecord{
 				Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
 				KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash, Sig: r.Signature,
-			})
+			}
+			if f.v != nil {
+				_ = f.v.Add(rec) // the first failure sticks: Result reports it
+			}
+			f.recent = append(f.recent, rec)
+			f.last = rec.Seq
 			onlyReads = onlyReads && r.Action == "audit.read"
+		}
+		if n := len(f.recent); n > 2*f.keep {
+			f.recent = append(f.recent[:0:0], f.recent[n-f.keep:]...)
 		}
 		if len(page.Records) == 0 || onlyReads {
 			return nil
@@ -67,52 +173,16 @@ func (f *auditFollower) refresh(ctx context.Context) error {
 	}
 }
 
-// AuditAfter implements audit.Reader over the copy (f.mu held).
-func (f *auditFollower) AuditAfter(_ context.Context, after int64, limit int) ([]store.AuditRecord, error) {
-	i := 0
-	for i < len(f.records) && f.records[i].Seq <= after {
-		i++
+// kept is record seq if it is among those kept (f.mu held).
+func (f *auditFollower) kept(seq int64) (store.AuditRecord, bool) {
+	if len(f.recent) == 0 {
+		return store.AuditRecord{}, false
 	}
-	return f.records[i:min(len(f.records), i+limit)], nil
-}
-
-// verify checks the copy with the pinned key, or else the KMS's.
-func (f *auditFollower) verify(ctx context.Context, now time.Time) verification {
-	v := verification{Verified: now, Pinned: !f.pinned.IsZero()}
-	key := f.pinned
-	if key.IsZero() {
-		ak, err := f.kms.AuditKey(ctx)
-		if err != nil {
-			v.Problem = "The audit key could not be read from the KMS: " + err.Error()
-			return v
-		}
-		if key, err = kcrypto.ParseLogVerifyKeyPEM([]byte(ak.PublicKeyPEM)); err != nil {
-			v.Problem = "The KMS's audit key does not parse: " + err.Error()
-			return v
-		}
+	i := seq - f.recent[0].Seq
+	if i < 0 || i >= int64(len(f.recent)) || f.recent[i].Seq != seq {
+		return store.AuditRecord{}, false
 	}
-	v.KeyID = key.ID()
-	var cps []store.AuditCheckpoint
-	cp, err := f.kms.AuditCheckpoint(ctx)
-	switch {
-	case err == nil:
-		cps = append(cps, store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature})
-		v.Checkpt = cp.Seq
-	case !errors.Is(err, client.ErrNotFound):
-		v.Problem = "The latest checkpoint could not be read: " + err.Error()
-		return v
-	}
-	f.mu.Lock()
-	res, err := audit.Verify(ctx, f, key, cps...)
-	f.mu.Unlock()
-	v.Records, v.Legacy = res.Records, res.Legacy
-	v.Head = fmt.Sprintf("%x", res.Head)
-	if err != nil {
-		v.Problem = err.Error()
-		return v
-	}
-	v.OK = true
-	return v
+	return f.recent[i], true
 }
 
 // auditFilter selects records by actor (caller DN, substring), action
@@ -121,12 +191,13 @@ type auditFilter struct {
 	Actor, Action, Key string
 }
 
-// match returns up to limit records that pass, newest first.
+// match returns up to limit records that pass among the newest kept
+// (f.keep), newest first, and how many of those pass.
 func (f *auditFollower) match(flt auditFilter, limit int) (out []store.AuditRecord, total int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i := len(f.records) - 1; i >= 0; i-- {
-		r := f.records[i]
+	for i := len(f.recent) - 1; i >= max(0, len(f.recent)-f.keep); i-- {
+		r := f.recent[i]
 		if flt.Actor != "" && !strings.Contains(r.Caller, flt.Actor) ||
 			flt.Action != "" && !strings.HasPrefix(r.Action, flt.Action) ||
 			flt.Key != "" && r.KeyID != flt.Key {

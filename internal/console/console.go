@@ -103,7 +103,7 @@ func New(cfg Config) (*Console, string, error) {
 	c := &Console{
 		cfg: cfg, kms: cfg.KMS, tmpl: tmpl, log: cfg.Logger,
 		sessions: map[string]*session{},
-		audit:    auditFollower{kms: cfg.KMS, pinned: cfg.AuditKey},
+		audit:    auditFollower{kms: cfg.KMS, pinned: cfg.AuditKey, keep: keepRecords},
 	}
 	c.samples.max = int(time.Hour/cfg.SampleEvery) + 1
 	token, err := c.randomToken()

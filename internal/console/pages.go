@@ -216,14 +216,10 @@ func (c *Console) pageAudit(w http.ResponseWriter, r *http.Request, s *session) 
 	defer cancel()
 	q := r.URL.Query()
 	flt := auditFilter{Actor: q.Get("actor"), Action: q.Get("action"), Key: q.Get("key")}
-	err := c.audit.refresh(ctx)
-	var ver verification
-	if err == nil {
-		ver = c.audit.verify(ctx, c.cfg.Now())
-	}
+	ver, err := c.audit.follow(ctx, c.cfg.Now())
 	recs, total := c.audit.match(flt, 200)
 	c.show(w, r, s, "audit", "Audit trail", map[string]any{
-		"Filter": flt, "Records": recs, "Total": total, "Verify": ver,
+		"Filter": flt, "Records": recs, "Total": total, "Window": keepRecords, "Verify": ver,
 	}, err)
 }
 
