@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/audit/audittest"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
@@ -18,13 +17,7 @@ import (
 // page holds only the newest records.
 func TestAuditFollower(t *testing.T) {
 	env := kmstest.Start(t, nil)
-	certPEM, keyPEM := env.AdminPEM(t)
-	admin, err := client.NewKMS([]string{env.URL}, env.CAPEM, certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	f := &auditFollower{kms: admin, keep: 5}
+	f := &auditFollower{kms: env.Admin.SDK, keep: 5}
 	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	follow := func(at time.Time) verification {
 		t.Helper()
