@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"crypto/aes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -67,4 +68,32 @@ func XORComponents(parts []*secret.Bytes) (*secret.Bytes, error) {
 		subtle.XORBytes(out, out, p.Expose())
 	}
 	return secret.New(out), nil
+}
+
+// KCVPrefix reports whether kcv (1 to 16 bytes) is the leftmost bytes of
+// the check value of an AES key (16, 24 or 32 bytes) by one of the two
+// methods of ANSI X9.24-1:2017 Annex A that ANSI X9.143 key blocks name in
+// their KC and KP optional blocks: AES-CMAC of 16 zero bytes (cmac, the
+// method KCVCMAC uses), or 16 zero bytes encrypted with the key (legacy).
+// The key stays the caller's; a KCV is not secret, but the comparison is in
+// constant time anyway.
+func KCVPrefix(key *secret.Bytes, kcv []byte, cmac bool) (bool, error) {
+	if len(kcv) == 0 || len(kcv) > CMACSize {
+		return false, fmt.Errorf("%w: a key check value of %d bytes", ErrInvalidKey, len(kcv))
+	}
+	var full [CMACSize]byte
+	if cmac {
+		m, err := NewCMAC(key)
+		if err != nil {
+			return false, err
+		}
+		full = m.Sum(kcvInput[:])
+	} else {
+		b, err := aes.NewCipher(key.Expose())
+		if err != nil {
+			return false, fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		}
+		b.Encrypt(full[:], kcvInput[:])
+	}
+	return subtle.ConstantTimeCompare(full[:len(kcv)], kcv) == 1, nil
 }

@@ -169,3 +169,42 @@ func TestXORComponents(t *testing.T) {
 		})
 	}
 }
+
+// TestKCVPrefix: the two KCV methods TR-31's KC and KP blocks name, against
+// published values: CMAC, the X9.143 §8.6 KBPK's 5-byte KP value; legacy,
+// the zero block encrypted under the all-zero AES-128 key, whose result
+// 66E94BD4EF8A2C3B884CFA59CA342B2E is the AES known answer every
+// implementation checks (FIPS-197 test sets, OpenSSL's `enc -aes-128-ecb`).
+func TestKCVPrefix(t *testing.T) {
+	kbpk := secret.New(mustHex("88e1ab2a2e3dd38c1fa039a536500cc8a87ab9d62dc92c01058fa79f44657de6"))
+	zero := secret.New(make([]byte, 16))
+	for _, c := range []struct {
+		name string
+		key  *secret.Bytes
+		kcv  string
+		cmac bool
+		want bool
+	}{
+		{"cmac 5 bytes", kbpk, "2331550BC9", true, true},
+		{"cmac 3 bytes", kbpk, "233155", true, true},
+		{"cmac 1 byte", kbpk, "23", true, true},
+		{"cmac other", kbpk, "2331550BC8", true, false},
+		{"cmac value by the legacy method", kbpk, "2331550BC9", false, false},
+		{"legacy 3 bytes", zero, "66E94B", false, true},
+		{"legacy 16 bytes", zero, "66E94BD4EF8A2C3B884CFA59CA342B2E", false, true},
+		{"legacy other", zero, "66E94C", false, false},
+	} {
+		got, err := KCVPrefix(c.key, mustHex(c.kcv), c.cmac)
+		if err != nil || got != c.want {
+			t.Errorf("%s: KCVPrefix = %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 17)} {
+		if _, err := KCVPrefix(kbpk, bad, true); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("KCVPrefix(%d bytes) = %v, want ErrInvalidKey", len(bad), err)
+		}
+	}
+	if _, err := KCVPrefix(secret.New(make([]byte, 20)), []byte{1}, false); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("KCVPrefix(a 20-byte key) = %v, want ErrInvalidKey", err)
+	}
+}

@@ -236,6 +236,10 @@ func TestTR31Exchange(t *testing.T) {
 			{"storage context", api.ImportKeyRequest{KeyBlock: wrap(with(func(h *tr31.Header) { h.KeyContext = '1' }), 32), KBPKID: kbpk.KeyID}, 400, api.CodeUnsupportedKeyBlock},
 			{"type mismatch", api.ImportKeyRequest{KeyBlock: payShieldBlock, KBPKID: kbpk.KeyID, Type: api.KeyHMACSHA256}, 400, api.CodeUnsupportedKeyBlock},
 			{"with an import token", api.ImportKeyRequest{KeyBlock: payShieldBlock, KBPKID: kbpk.KeyID, ImportToken: "dcit_x"}, 400, api.CodeInvalidArgument},
+			// Check values that are not the key's (KC) or the KBPK's (KP):
+			// a chance of 2^-40 that a random key's is all ones.
+			{"KC of another key", api.ImportKeyRequest{KeyBlock: wrap(with(func(h *tr31.Header) { h.Blocks = []tr31.Block{{ID: "KC", Data: "01FFFFFFFFFF"}} }), 32), KBPKID: kbpk.KeyID}, 400, api.CodeInvalidKeyBlock},
+			{"KP of another KBPK", api.ImportKeyRequest{KeyBlock: wrap(with(func(h *tr31.Header) { h.Blocks = []tr31.Block{{ID: "KP", Data: "01FFFFFFFFFF"}} }), 32), KBPKID: kbpk.KeyID}, 400, api.CodeInvalidKeyBlock},
 		}
 		for _, c := range imports {
 			t.Run("import "+c.name, func(t *testing.T) {

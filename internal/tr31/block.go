@@ -88,6 +88,11 @@ func Unwrap(kbpk *secret.Bytes, block []byte) (*Header, *secret.Bytes, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// A KP block names the KBPK the block was made under: a different one
+	// is said as such, before the MAC would refuse it anonymously.
+	if err := kb.Header.checkKCV("KP", kbpk); err != nil {
+		return nil, nil, err
+	}
 	clearData, err := kb.open(kbpk, block)
 	if err != nil {
 		return nil, nil, err
@@ -99,7 +104,47 @@ func Unwrap(kbpk *secret.Bytes, block []byte) (*Header, *secret.Bytes, error) {
 		// Authenticated, so the sender wrapped it this way: not a key.
 		return nil, nil, formatErr("key length", strconv.Itoa(bits), "the authenticated key data holds no whole key of that many bits (%d bytes of key data)", len(d)-2)
 	}
-	return &kb.Header, secret.Copy(d[2 : 2+bits/8]), nil
+	key := secret.Copy(d[2 : 2+bits/8])
+	if kb.Header.Algorithm == 'A' { // X9.24-1 defines the KC methods for AES keys (and TDES, not taken here)
+		if err := kb.Header.checkKCV("KC", key); err != nil {
+			key.Wipe()
+			return nil, nil, err
+		}
+	}
+	return &kb.Header, key, nil
+}
+
+// checkKCV checks the optional block id (KC: the wrapped key's check value,
+// KP: the KBPK's; ANSI X9.143 §6.3.6), if h has one, against key: two hex
+// digits naming the method (00 legacy, at most 3 bytes; 01 CMAC, at most
+// 5; ANSI X9.24-1:2017 Annex A), then the leftmost bytes of the check
+// value in hex. A block that names another value refuses the key block.
+func (h *Header) checkKCV(id string, key *secret.Bytes) error {
+	data, ok := h.Find(id)
+	if !ok {
+		return nil
+	}
+	field := "optional block " + id
+	method, digits := data[:min(2, len(data))], data[min(2, len(data)):]
+	maxBytes := map[string]int{"00": 3, "01": 5}[method]
+	if maxBytes == 0 {
+		return formatErr(field, data, "names key check value method %q; ANSI X9.24-1 defines 00 (legacy) and 01 (CMAC)", method)
+	}
+	kcv, err := hex.DecodeString(digits)
+	if err != nil || len(kcv) == 0 || len(kcv) > maxBytes {
+		return formatErr(field, data, "holds no check value of 1 to %d bytes in hex after its method", maxBytes)
+	}
+	match, err := kcrypto.KCVPrefix(key, kcv, method == "01")
+	if err != nil {
+		return unsupported(field, data, "the check value cannot be computed for a key of %d bytes", key.Len())
+	}
+	if !match {
+		if id == "KP" {
+			return formatErr(field, data, "is the check value of another key block protection key: the block was made under a different KBPK")
+		}
+		return formatErr(field, data, "is not the check value of the key the block holds")
+	}
+	return nil
 }
 
 // open authenticates kb (parsed from block) and returns its clear key
