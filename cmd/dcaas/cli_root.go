@@ -68,7 +68,7 @@ func connFlags(cmd *cobra.Command) *cliConn {
 	fl.StringVar(&c.cert, "cert", os.Getenv("DCAAS_CERT"), "client certificate PEM file (env DCAAS_CERT)")
 	fl.StringVar(&c.key, "key", os.Getenv("DCAAS_KEY"), "client private key PEM file (env DCAAS_KEY)")
 	fl.StringVar(&c.socket, "socket", envOr("DCAAS_SOCKET", filepath.Join("dcaas-sidecar", "sidecar.sock")), "sidecar Unix socket (env DCAAS_SOCKET)")
-	fl.BoolVar(&c.json, "json", false, "print machine-readable JSON")
+	fl.BoolVar(&c.json, "json", false, "print machine-readable JSON (a failure too: {\"error\":{\"code\":…,\"message\":…}} on stderr)")
 	return c
 }
 

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/pflag"
+
+	"github.com/dcaas/dcaas/api"
 )
 
 // logFlags are the logging flags of `kms serve` and `sidecar serve`.
@@ -58,12 +62,49 @@ func (l *logFlags) startupError(command string, err error) error {
 
 // exitCode is main's: 0 for nil, else 1 (after printing err unless it was
 // logged already).
-func exitCode(err error) int {
+func exitCode(err error) int { return writeExit(os.Stderr, os.Args[1:], err) }
+
+// writeExit prints err to w for a command run with args and returns the
+// exit code. With --json among the arguments the error is a JSON object
+// like the API's, {"error":{"code":…,"message":…}}: the message says it as
+// the text form does, the code is there when the KMS or a sidecar answered
+// with one, so a script reads a failure as it reads an answer (a flag the
+// command does not know included).
+func writeExit(w io.Writer, args []string, err error) int {
 	if err == nil {
 		return 0
 	}
-	if !errors.As(err, new(reportedError)) {
-		fmt.Fprintln(os.Stderr, "dcaas:", err)
+	if errors.As(err, new(reportedError)) {
+		return 1
 	}
+	if !jsonRequested(args) {
+		fmt.Fprintln(w, "dcaas:", err)
+		return 1
+	}
+	type errorObject struct {
+		Code    api.Code `json:"code,omitempty"`
+		Message string   `json:"message"`
+	}
+	obj := errorObject{Message: err.Error()} // with the command's context around an answer
+	if ae := (*api.Error)(nil); errors.As(err, &ae) {
+		obj.Code = ae.Code
+	}
+	_ = json.NewEncoder(w).Encode(struct {
+		Error errorObject `json:"error"`
+	}{obj})
 	return 1
+}
+
+// jsonRequested reports whether args ask for JSON output (--json before
+// any "--").
+func jsonRequested(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--json", "--json=true":
+			return true
+		}
+	}
+	return false
 }
