@@ -22,7 +22,8 @@ for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
   [ -n "$targets" ] || continue
-  bin="$bins/$(basename "$dir").$RANDOM.test"
+  n=$((${n:-0} + 1))
+  bin="$bins/$n.test"
   go test -c -fuzz . -o "$bin" "$pkg"
   for target in $targets; do
     echo "fuzz $pkg $target ($FUZZTIME)"

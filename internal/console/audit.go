@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -80,15 +81,13 @@ func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification
 	if f.v == nil || f.v.Key().ID() != key.ID() || now.Sub(f.fullAt) >= fullEvery {
 		f.restart(key, now)
 	}
-	if cp != nil && (cp.Seq != f.cp.Seq || string(cp.Sig) != string(f.cp.Sig)) {
-		switch err := f.v.AddCheckpoint(*cp); {
-		case errors.Is(err, audit.ErrCheckpointBehind):
-			if r, ok := f.kept(cp.Seq); !ok || string(r.Hash) != string(cp.Hash) {
-				// Not among the records kept (or not matching one):
-				// verify the whole log again, holding the checkpoint.
-				f.restart(key, now)
-				_ = f.v.AddCheckpoint(*cp) // its failure is the Result's
-			}
+	if cp != nil && (cp.Seq != f.cp.Seq || !bytes.Equal(cp.Sig, f.cp.Sig)) {
+		err := f.v.AddCheckpoint(*cp) // any other failure is the Result's
+		if r, ok := f.kept(cp.Seq); errors.Is(err, audit.ErrCheckpointBehind) && (!ok || !bytes.Equal(r.Hash, cp.Hash)) {
+			// Not among the records kept (or not matching one): verify the
+			// whole log again, holding the checkpoint.
+			f.restart(key, now)
+			_ = f.v.AddCheckpoint(*cp)
 		}
 		f.cp = *cp
 	}

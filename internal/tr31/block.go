@@ -126,8 +126,13 @@ func (h *Header) checkKCV(id string, key *secret.Bytes) error {
 	}
 	field := "optional block " + id
 	method, digits := data[:min(2, len(data))], data[min(2, len(data)):]
-	maxBytes := map[string]int{"00": 3, "01": 5}[method]
-	if maxBytes == 0 {
+	var maxBytes int
+	switch method {
+	case "00":
+		maxBytes = 3
+	case "01":
+		maxBytes = 5
+	default:
 		return formatErr(field, data, "names key check value method %q; ANSI X9.24-1 defines 00 (legacy) and 01 (CMAC)", method)
 	}
 	kcv, err := hex.DecodeString(digits)
