@@ -109,6 +109,7 @@ func newSealCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "seal", Short: "Manage the KMS root of trust"}
 	cmd.AddCommand(newSealMigrateCmd())
 	cmd.AddCommand(newSealInitCmd())
+	cmd.AddCommand(newSealRekeyCmd())
 	return cmd
 }
 

@@ -1,10 +1,12 @@
 package main_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -302,4 +304,112 @@ func TestSealedReplicasUnsealIndependently(t *testing.T) {
 	unsealAll(t, b, dirA, "unseal B", shares[1:])
 	wantAPIError(t, "acme again through B", adminB.Do("POST", "/v1/tenants", api.CreateTenantRequest{Name: "acme"}, nil), http.StatusConflict, api.CodeConflict)
 	adminB.MustDo(t, "POST", "/v1/tenants", api.CreateTenantRequest{Name: "beta"}, nil)
+}
+
+// TestSealRekeyEndToEnd: a 3-of-5 data dir holding a tenant is split anew
+// into 2 of 4 with `dcaas seal rekey` and three of the old shares; the
+// refusals (too few shares, a forged one, a share given twice, a shares dir
+// holding shares) change nothing; a KMS that was sealed before the rekey
+// says to restart; after the restart the new shares open it (the tenant is
+// still there: the root key did not change) and the old ones are refused.
+func TestSealRekeyEndToEnd(t *testing.T) {
+	t.Parallel()
+	e2e.Binary(t)
+	dataDir, _, old := sealInit(t, "5", "3")
+	oldSet, _, err := file.SharesOf(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e2e.StartKMS(t, e2e.KMSConfig{DataDir: dataDir, Sealed: true})
+	unsealAll(t, p, dataDir, "first unseal", old[:3])
+	tn := e2e.NewTenant(t, p.Endpoint(t), "acme")
+	p.Stop(t)
+	p.Restart(t) // sealed again, with the old share set
+
+	before := readFile(t, dataDir, "root.key")
+	newDir := filepath.Join(t.TempDir(), "new-shares")
+	rekey := func(extra ...string) (string, string, int) {
+		return runDcaas(t, append([]string{"seal", "rekey", "--data-dir", dataDir, "--shares-dir", newDir}, extra...)...)
+	}
+	forged := filepath.Join(t.TempDir(), "forged.txt")
+	if err := os.WriteFile(forged, file.EncodeShare(oldSet, 4, secret.New(make([]byte, 32))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	busy := t.TempDir()
+	copyInto(t, filepath.Dir(old[0]), busy, filepath.Base(old[0]))
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"two of three shares", []string{"--share-file", old[0], "--share-file", old[1]}, "needs 3"},
+		{"a forged share", []string{"--share-file", old[0], "--share-file", old[1], "--share-file", forged}, "do not open root.key"},
+		{"a share twice", []string{"--share-file", old[0], "--share-file", old[1], "--share-file", old[1]}, "given twice"},
+		{"threshold 1", []string{"--share-file", old[0], "--share-file", old[1], "--share-file", old[2], "--threshold", "1"}, "dual control"},
+		{"threshold above shares", []string{"--share-file", old[0], "--share-file", old[1], "--share-file", old[2], "--shares", "2"}, "--threshold 3"},
+		{"a shares dir holding shares", []string{"--share-file", old[0], "--share-file", old[1], "--share-file", old[2], "--shares-dir", busy}, "already holds share files"},
+	} {
+		if _, errOut, code := rekey(c.args...); code == 0 || !strings.Contains(errOut, c.want) {
+			t.Fatalf("seal rekey with %s: exit %d, %s; want it to say %q", c.name, code, errOut, c.want)
+		}
+		if !bytes.Equal(readFile(t, dataDir, "root.key"), before) {
+			t.Fatalf("a refused seal rekey (%s) changed root.key", c.name)
+		}
+		if files, _ := filepath.Glob(filepath.Join(newDir, "unseal-share-*")); len(files) > 0 {
+			t.Fatalf("a refused seal rekey (%s) left share files: %v", c.name, files)
+		}
+	}
+
+	// Shares 5, 2 (from standard input) and 4 make a 2-of-4 split.
+	cmd := exec.Command(e2e.Binary(t), "seal", "rekey", "--data-dir", dataDir, "--shares-dir", newDir,
+		"--share-file", old[4], "--share-file", "-", "--share-file", old[3], "--shares", "4", "--threshold", "2")
+	cmd.Stdin = bytes.NewReader(readFile(t, filepath.Dir(old[1]), filepath.Base(old[1])))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("seal rekey: %v: %s", err, out)
+	}
+	set, ok, err := file.SharesOf(dataDir)
+	if err != nil || !ok || set.Threshold != 2 || set.Shares != 4 || set.ID == oldSet.ID {
+		t.Fatalf("root.key after rekey: %+v, %v, %v (old set %s)", set, ok, err, oldSet.IDString())
+	}
+	if !strings.Contains(string(out), "share-set="+set.IDString()) || !strings.Contains(string(out), "was share set "+oldSet.IDString()) {
+		t.Fatalf("seal rekey printed: %s", out)
+	}
+	fresh, err := filepath.Glob(filepath.Join(newDir, "unseal-share-*"))
+	if err != nil || len(fresh) != 4 {
+		t.Fatalf("new share files: %v, %v", fresh, err)
+	}
+	for _, f := range fresh {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("new share file %s: %v, %v", f, fi, err)
+		}
+		if !strings.Contains(string(out), f) {
+			t.Fatalf("seal rekey did not print %s: %s", f, out)
+		}
+	}
+	slices.SortFunc(fresh, func(a, b string) int { return shareIndex(t, a) - shareIndex(t, b) })
+
+	// The KMS sealed since before the rekey: neither set can open it.
+	for _, s := range []string{old[0], fresh[0]} {
+		if _, errOut, code := unsealCLI(t, p, dataDir, s); code == 0 || !strings.Contains(errOut, "restart the KMS") {
+			t.Fatalf("unseal of a KMS sealed before the rekey: exit %d, %s", code, errOut)
+		}
+	}
+	p.Stop(t)
+	p.Restart(t)
+	if st := sealStatus(t, p, dataDir); !st.Sealed || st.ShareSet != set.IDString() || st.Threshold != 2 || st.Shares != 4 {
+		t.Fatalf("seal-status after the restart: %+v", st)
+	}
+	if _, errOut, code := unsealCLI(t, p, dataDir, old[0]); code == 0 || !strings.Contains(errOut, "belongs to share set "+oldSet.IDString()) {
+		t.Fatalf("an old share after the rekey: exit %d, %s", code, errOut)
+	}
+	unsealAll(t, p, dataDir, "unseal with new shares 4 and 1", []string{fresh[3], fresh[0]})
+	// The same root key: acme's master key, sealed under it before the
+	// rekey, opens to make a data key.
+	cust := rawClient(t, p, []byte(tn.CustodianCreds.CertPEM), []byte(tn.CustodianCreds.KeyPEM))
+	var dk api.DataKey
+	cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk)
+	if dk.KeyID == "" || len(dk.EKB) == 0 {
+		t.Fatalf("data key after the rekey: %+v", dk)
+	}
 }

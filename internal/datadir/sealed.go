@@ -335,6 +335,15 @@ func (s *Sealed) unseal(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, srv.KMS.SealStatus())
 		return
 	}
+	if now, ok, err := file.SharesOf(s.opts.DataDir); err == nil && ok && now.ID != s.set.ID {
+		// dcaas seal rekey ran since this KMS started sealed: neither the
+		// old shares nor the new ones can open it until it restarts.
+		sh.Value.Wipe()
+		s.wipePosted()
+		s.log.Warn("root.key was split into a new share set since the KMS started: restart it", "started_with", s.set.IDString(), "root_key", now.IDString())
+		httpapi.WriteError(w, s.log, r, api.Errorf(api.CodeInvalidArgument, "root.key was split into share set %s (dcaas seal rekey) after this KMS started sealed with share set %s: restart the KMS, then post shares of set %s. Nothing was counted.", now.IDString(), s.set.IDString(), now.IDString()))
+		return
+	}
 	if sh.Set.ID != s.set.ID {
 		sh.Value.Wipe()
 		httpapi.WriteError(w, s.log, r, api.Errorf(api.CodeInvalidArgument, "This share belongs to share set %s; this KMS's root key is split into share set %s. Nothing was counted.", sh.Set.IDString(), s.set.IDString()))

@@ -227,30 +227,16 @@ func SharesOf(dir string) (set ShareSet, ok bool, err error) {
 // (fs.ErrExist), changing nothing. It returns the Sealer of the new root
 // key and the n share files' contents; the unseal key itself is wiped.
 func InitShares(dir string, n, k int) (*Sealer, ShareSet, [][]byte, error) {
-	if k < 1 || n < k || n > kcrypto.MaxShares {
-		return nil, ShareSet{}, nil, fmt.Errorf("seal/file: %d shares with threshold %d: want 1 <= threshold <= shares <= %d", n, k, kcrypto.MaxShares)
+	if err := checkSplit(n, k); err != nil {
+		return nil, ShareSet{}, nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, ShareSet{}, nil, fmt.Errorf("seal/file: %w", err)
 	}
-	set := ShareSet{Threshold: k, Shares: n}
-	rand.Read(set.ID[:])
 	root := secret.New(make([]byte, rootKeySize))
 	rand.Read(root.Expose())
 	defer root.Wipe()
-	unsealKey := secret.New(make([]byte, unsealKeyLen))
-	rand.Read(unsealKey.Expose())
-	defer unsealKey.Wipe()
-	shares, err := kcrypto.Split(unsealKey, n, k)
-	if err != nil {
-		return nil, ShareSet{}, nil, err
-	}
-	files := make([][]byte, n)
-	for i, s := range shares {
-		files[i] = EncodeShare(set, int(s.X), s.Y)
-		s.Wipe()
-	}
-	data, err := encodeSharesKeyFile(set, root, unsealKey)
+	set, files, data, err := splitRoot(root, n, k)
 	if err != nil {
 		return nil, ShareSet{}, nil, err
 	}
@@ -265,6 +251,100 @@ func InitShares(dir string, n, k int) (*Sealer, ShareSet, [][]byte, error) {
 // share set, distinct) into the unseal key and opens dir/root.key with it.
 // ErrUnsealKey: the combined key does not open the file.
 func OpenShares(dir string, shares []UnsealShare) (*Sealer, error) {
+	data, err := readSharesFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer secret.Zero(data)
+	root, _, err := openSharesFile(data, shares)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Wipe()
+	return newSealer(root, true)
+}
+
+// Rekey splits the root key of dir anew, for a change of custodians or
+// of N and K, or after a share was lost or exposed: the shares, at least the
+// threshold of dir's share set, open root.key; a fresh unseal key wraps
+// the same root key under a new share set of n shares with threshold k,
+// and write is handed the new set and its n share files' contents. Only
+// when write succeeds is root.key replaced (atomically), so that a failure
+// at any step leaves the old shares valid and root.key as it was; the new
+// share files are then the caller's to remove. The root key does not
+// change: everything sealed under it stays openable and a running KMS is
+// unaffected. ErrUnsealKey: the shares do not open root.key.
+//
+// The old shares still open any copy of the old root.key (a backup, a
+// replica's data dir): replace or destroy those copies too.
+func Rekey(dir string, shares []UnsealShare, n, k int, write func(ShareSet, [][]byte) error) (ShareSet, error) {
+	if err := checkSplit(n, k); err != nil {
+		return ShareSet{}, err
+	}
+	data, err := readSharesFile(dir)
+	if err != nil {
+		return ShareSet{}, err
+	}
+	defer secret.Zero(data)
+	root, _, err := openSharesFile(data, shares)
+	if err != nil {
+		return ShareSet{}, err
+	}
+	defer root.Wipe()
+	set, files, out, err := splitRoot(root, n, k)
+	if err != nil {
+		return ShareSet{}, err
+	}
+	defer func() {
+		for _, f := range files {
+			secret.Zero(f)
+		}
+	}()
+	if err := write(set, files); err != nil {
+		return ShareSet{}, err
+	}
+	if err := replaceKeyFile(dir, out); err != nil {
+		return ShareSet{}, fmt.Errorf("seal/file: writing %s (it still opens with the old shares; the new ones open nothing): %w", keyFileName, err)
+	}
+	return set, nil
+}
+
+// checkSplit refuses share counts Split cannot make.
+func checkSplit(n, k int) error {
+	if k < 1 || n < k || n > kcrypto.MaxShares {
+		return fmt.Errorf("seal/file: %d shares with threshold %d: want 1 <= threshold <= shares <= %d", n, k, kcrypto.MaxShares)
+	}
+	return nil
+}
+
+// splitRoot wraps root under a fresh unseal key split into n shares with
+// threshold k: the new share set, the share files' contents and root.key
+// mode 2. The unseal key is wiped.
+func splitRoot(root *secret.Bytes, n, k int) (ShareSet, [][]byte, []byte, error) {
+	set := ShareSet{Threshold: k, Shares: n}
+	rand.Read(set.ID[:])
+	unsealKey := secret.New(make([]byte, unsealKeyLen))
+	rand.Read(unsealKey.Expose())
+	defer unsealKey.Wipe()
+	shares, err := kcrypto.Split(unsealKey, n, k)
+	if err != nil {
+		return ShareSet{}, nil, nil, err
+	}
+	files := make([][]byte, n)
+	for i, s := range shares {
+		files[i] = EncodeShare(set, int(s.X), s.Y)
+		s.Wipe()
+	}
+	out, err := encodeSharesKeyFile(set, root, unsealKey)
+	if err != nil {
+		return ShareSet{}, nil, nil, err
+	}
+	return set, files, out, nil
+}
+
+// readSharesFile reads dir/root.key, which must be split into shares
+// (mode 2). The caller wipes the data.
+func readSharesFile(dir string) ([]byte, error) {
 	data, err := readKeyFile(dir)
 	if err != nil {
 		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
@@ -272,38 +352,43 @@ func OpenShares(dir string, shares []UnsealShare) (*Sealer, error) {
 		}
 		return nil, fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
 	}
-	defer secret.Zero(data)
 	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic || data[len(magic)] != modeShares {
+		secret.Zero(data)
 		return nil, fmt.Errorf("%w: %s is not split into shares", ErrCorrupt, keyFileName)
 	}
+	return data, nil
+}
+
+// openSharesFile combines the shares (at least the threshold, all of the
+// file's share set, distinct) into the unseal key and opens root.key mode
+// 2 data with it: the root key (the caller wipes it) and the share set.
+func openSharesFile(data []byte, shares []UnsealShare) (*secret.Bytes, ShareSet, error) {
 	set, err := parseSharesHeader(data)
 	if err != nil {
-		return nil, err
+		return nil, ShareSet{}, err
 	}
 	if len(shares) < set.Threshold {
-		return nil, fmt.Errorf("seal/file: %d of the %d shares needed", len(shares), set.Threshold)
+		return nil, ShareSet{}, fmt.Errorf("seal/file: %d of the %d shares needed", len(shares), set.Threshold)
 	}
 	points := make([]kcrypto.Share, len(shares))
 	for i, s := range shares {
 		if s.Set != set {
-			return nil, fmt.Errorf("seal/file: share %d is of share set %s, %s is of %s", s.Index, s.Set.IDString(), keyFileName, set.IDString())
+			return nil, ShareSet{}, fmt.Errorf("seal/file: share %d is of share set %s, %s is of %s", s.Index, s.Set.IDString(), keyFileName, set.IDString())
 		}
 		points[i] = kcrypto.Share{X: byte(s.Index), Y: s.Value}
 	}
 	unsealKey, err := kcrypto.Combine(points)
 	if err != nil {
-		return nil, err
+		return nil, ShareSet{}, err
 	}
 	defer unsealKey.Wipe()
 	aead, err := unsealAEAD(unsealKey, set.ID[:])
 	if err != nil {
-		return nil, err
+		return nil, ShareSet{}, err
 	}
 	root, err := aead.Open(nil, data[sharesHdrLen:], data[:sharesHdrLen])
 	if err != nil {
-		return nil, ErrUnsealKey
+		return nil, ShareSet{}, ErrUnsealKey
 	}
-	r := secret.New(root)
-	defer r.Wipe()
-	return newSealer(r, true)
+	return secret.New(root), set, nil
 }

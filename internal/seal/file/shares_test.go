@@ -127,6 +127,132 @@ func TestInitSharesRefusesBadCounts(t *testing.T) {
 	}
 }
 
+// TestRekey: new shares open the same root key (what it sealed before
+// still opens), the old ones no longer open root.key, and every refusal —
+// too few shares, a wrong share, a share of another set, bad counts, a
+// failed write of the new shares — leaves root.key byte for byte as it was.
+func TestRekey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s0, set, files, err := InitShares(dir, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := s0.Seal(ctx, secret.New([]byte("tenant master key")), []byte("aad"))
+	s0.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := parseAll(t, files)
+	before, err := os.ReadFile(filepath.Join(dir, keyFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, otherFiles, err := InitShares(t.TempDir(), 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := old[2]
+	wrong.Value = secret.New(bytes.Repeat([]byte{7}, 32))
+	keep := func(ShareSet, [][]byte) error { return nil }
+	for _, c := range []struct {
+		name   string
+		shares []UnsealShare
+		n, k   int
+		write  func(ShareSet, [][]byte) error
+		want   error  // errors.Is, or nil for a message check
+		msg    string // in the error
+	}{
+		{"too few shares", old[:2], 5, 3, keep, nil, "2 of the 3 shares"},
+		{"a wrong share", []UnsealShare{old[0], old[1], wrong}, 5, 3, keep, ErrUnsealKey, ""},
+		{"a share of another set", []UnsealShare{old[0], old[1], parseAll(t, otherFiles)[2]}, 5, 3, keep, nil, "share set"},
+		{"threshold above shares", old[:3], 2, 3, keep, nil, "threshold"},
+		{"threshold 0", old[:3], 3, 0, keep, nil, "threshold"},
+		{"256 shares", old[:3], 256, 2, keep, nil, "threshold"},
+		{"writing the new shares fails", old[:3], 4, 2, func(ShareSet, [][]byte) error { return fs.ErrPermission }, fs.ErrPermission, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Rekey(dir, c.shares, c.n, c.k, c.write)
+			switch {
+			case err == nil:
+				t.Fatal("Rekey succeeded")
+			case c.want != nil && !errors.Is(err, c.want):
+				t.Fatalf("Rekey: %v, want %v", err, c.want)
+			case c.want == nil && !strings.Contains(err.Error(), c.msg):
+				t.Fatalf("Rekey: %v, want it to say %q", err, c.msg)
+			}
+			if after, _ := os.ReadFile(filepath.Join(dir, keyFileName)); !bytes.Equal(after, before) {
+				t.Fatal("a refused Rekey changed root.key")
+			}
+		})
+	}
+
+	// 3 of the 5 old shares (not the first three) make a 2-of-4 split.
+	var got [][]byte
+	newSet, err := Rekey(dir, []UnsealShare{old[4], old[0], old[3]}, 4, 2, func(s ShareSet, f [][]byte) error {
+		for _, b := range f {
+			got = append(got, bytes.Clone(b))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newSet.Shares != 4 || newSet.Threshold != 2 || newSet.ID == set.ID || len(got) != 4 {
+		t.Fatalf("new set %+v (old %s), %d files", newSet, set.IDString(), len(got))
+	}
+	if cur, ok, err := SharesOf(dir); err != nil || !ok || cur != newSet {
+		t.Fatalf("SharesOf after Rekey = %+v, %v, %v; want %+v", cur, ok, err, newSet)
+	}
+	st, _ := os.Stat(filepath.Join(dir, keyFileName))
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("root.key mode %v after Rekey, want 0600", st.Mode().Perm())
+	}
+	fresh := parseAll(t, got)
+	for _, pair := range [][]UnsealShare{{fresh[0], fresh[1]}, {fresh[3], fresh[2]}, {fresh[1], fresh[3]}} {
+		sl, err := OpenShares(dir, pair)
+		if err != nil {
+			t.Fatalf("new shares %d, %d: %v", pair[0].Index, pair[1].Index, err)
+		}
+		pt, err := sl.Open(ctx, sealed, []byte("aad"))
+		sl.Close()
+		if err != nil || string(pt.Expose()) != "tenant master key" {
+			t.Fatalf("the rekeyed root key does not open what it sealed before: %v", err)
+		}
+	}
+	if _, err := OpenShares(dir, fresh[:1]); err == nil {
+		t.Fatal("one share opened a 2-of-4 root key")
+	}
+	if _, err := OpenShares(dir, old[:3]); err == nil || !strings.Contains(err.Error(), "share set") {
+		t.Fatalf("old shares after Rekey: %v, want a share set refusal", err)
+	}
+	// The old shares still open a copy of the old root.key (why backups
+	// must be replaced too): the root key did not change.
+	copyDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(copyDir, keyFileName), before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sl, err := OpenShares(copyDir, old[:3])
+	if err != nil {
+		t.Fatalf("old shares on the old root.key: %v", err)
+	}
+	sl.Close()
+	// Rekeying again with the new shares works; a root.key not split
+	// into shares is refused.
+	if _, err := Rekey(dir, fresh[:2], 3, 2, keep); err != nil {
+		t.Fatalf("second Rekey: %v", err)
+	}
+	plain := t.TempDir()
+	if s, err := Open(plain, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		s.Close()
+	}
+	if _, err := Rekey(plain, fresh[:2], 3, 2, keep); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Rekey of a root.key not split into shares: %v, want ErrCorrupt", err)
+	}
+}
+
 func TestParseShare(t *testing.T) {
 	var set ShareSet
 	copy(set.ID[:], "0123456789abcdef")
