@@ -30,6 +30,9 @@ type enrollment struct {
 	api.Enrollment
 	KEM     api.KEM     `json:"kem"`
 	Enclave api.Enclave `json:"enclave"`
+	// ConfigCA is the SHA-256 (hex) of the configured CA file the trust
+	// bundle (CAPEM) was obtained with: see trustFor.
+	ConfigCA string `json:"config_ca_sha256,omitempty"`
 }
 
 // identity is what an enrollment gives the sidecar: its certificates, the
@@ -41,11 +44,11 @@ type identity struct {
 	cert *x509.Certificate // identity (TLS client and server)
 	wrap *x509.Certificate // wrapping certificate
 	tls  tls.Certificate   // cert with the enclave-held key
-	pool *x509.CertPool    // the configured CA plus the KMS's trust bundle: the KMS's TLS certificate
-	// callers are the roots a mutual-TLS caller's certificate must chain
-	// to: the KMS's trust bundle alone (the configured CA only while the
-	// KMS has handed none), so a CA a rotation retired stops being
-	// trusted once the bundle without it arrives (followTrust).
+	// pool verifies the KMS's TLS certificate and callers is what a
+	// mutual-TLS caller's certificate must chain to: both trustFor's, so a
+	// CA a rotation retired stops being trusted once the bundle without it
+	// arrives (followTrust).
+	pool    *x509.CertPool
 	callers *x509.CertPool
 	kms     *client.KMS
 }
@@ -144,7 +147,7 @@ func (s *Sidecar) enroll(ctx context.Context, token *secret.Bytes) error {
 	if err != nil {
 		return fmt.Errorf("sidecar: enrollment refused: %w", s.kmsErr(err))
 	}
-	e := enrollment{Enrollment: *got, KEM: s.cfg.KEM, Enclave: s.enc.Kind()}
+	e := enrollment{Enrollment: *got, KEM: s.cfg.KEM, Enclave: s.enc.Kind(), ConfigCA: s.configCA}
 	id, err := s.newIdentity(ctx, e)
 	if err != nil {
 		return fmt.Errorf("sidecar: the KMS returned certificates that do not match this sidecar's keys: %w", err)
@@ -204,6 +207,29 @@ func (s *Sidecar) persist(e enrollment) error {
 	return atomicfile.Write(filepath.Join(s.cfg.DataDir, enrollmentFile), b, 0o600)
 }
 
+// trustFor is what an identity of e trusts, for the KMS's TLS certificate
+// and for callers': the KMS's trust bundle alone, once the KMS has handed
+// one over TLS verified against what the sidecar trusted then; the
+// configured CA only before that. The bundle replaces the configured CA
+// rather than adding to it, so that a CA the bundle drops (retired by a
+// rotation, or never the KMS's) stops being trusted although the
+// configuration still names it. Only when the configured CA is not the
+// one the bundle was obtained with (e.ConfigCA: the file was edited since,
+// as after a sidecar slept through a CA rotation) does the sidecar trust
+// both, until the next bundle it reads (followTrust) replaces them.
+func (s *Sidecar) trustFor(e enrollment) *x509.CertPool {
+	bundle := x509.NewCertPool()
+	if e.CAPEM == "" || !bundle.AppendCertsFromPEM([]byte(e.CAPEM)) {
+		return s.caPool
+	}
+	if e.ConfigCA == s.configCA {
+		return bundle
+	}
+	both := s.caPool.Clone()
+	both.AppendCertsFromPEM([]byte(e.CAPEM))
+	return both
+}
+
 // newIdentity checks an enrollment against the enclave's keys and the
 // trusted roots, and builds the KMS client that authenticates with it.
 func (s *Sidecar) newIdentity(ctx context.Context, e enrollment) (*identity, error) {
@@ -223,22 +249,11 @@ func (s *Sidecar) newIdentity(ctx context.Context, e enrollment) (*identity, err
 	if pk, ok := signer.Public().(equaler); !ok || !pk.Equal(cert.PublicKey) {
 		return nil, errors.New("the identity certificate does not carry the enclave's identity key")
 	}
-	pool := s.caPool.Clone()
-	if e.CAPEM != "" {
-		// The bundle came from the KMS over TLS verified against the
-		// configured CA: during a CA rotation it adds the new CA.
-		pool.AppendCertsFromPEM([]byte(e.CAPEM))
-	}
+	pool := s.trustFor(e)
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: s.cfg.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("the identity certificate does not verify: %w", err)
 	}
-	callers := s.caPool
-	if e.CAPEM != "" {
-		callers = x509.NewCertPool()
-		if !callers.AppendCertsFromPEM([]byte(e.CAPEM)) {
-			callers = s.caPool
-		}
-	}
+	callers := pool
 	id := &identity{e: e, got: s.cfg.Now(), cert: cert, wrap: wrap, pool: pool, callers: callers,
 		tls: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}}
 	id.kms, err = client.NewKMSWithTLS(s.cfg.urls(), &tls.Config{
@@ -304,7 +319,7 @@ func (s *Sidecar) renew(ctx context.Context, id *identity) error {
 	if got.InstanceID != id.e.InstanceID || got.CustodianDN != id.e.CustodianDN {
 		return errors.New("sidecar: the KMS renewed another instance")
 	}
-	e := enrollment{Enrollment: *got, KEM: id.e.KEM, Enclave: id.e.Enclave}
+	e := enrollment{Enrollment: *got, KEM: id.e.KEM, Enclave: id.e.Enclave, ConfigCA: s.configCA}
 	next, err := s.newIdentity(ctx, e)
 	if err != nil {
 		return fmt.Errorf("sidecar: renewed certificates unusable: %w", err)

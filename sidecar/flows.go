@@ -388,11 +388,11 @@ const trustEvery = 6
 // — with no restart and no new enrollment.
 func (s *Sidecar) followTrust(ctx context.Context, id *identity) {
 	tr, err := id.kms.CA(ctx)
-	if err != nil || tr.BundlePEM == "" || tr.BundlePEM == id.e.CAPEM {
+	if err != nil || tr.BundlePEM == "" || tr.BundlePEM == id.e.CAPEM && id.e.ConfigCA == s.configCA {
 		return // unchanged, or the next poll asks again
 	}
 	e := id.e
-	e.CAPEM = tr.BundlePEM
+	e.CAPEM, e.ConfigCA = tr.BundlePEM, s.configCA
 	next, err := s.newIdentity(ctx, e)
 	if err != nil {
 		s.log.Warn("the KMS's trust bundle changed but does not take this sidecar's certificates; keeping the previous bundle until the next renewal", "err", err)

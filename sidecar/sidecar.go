@@ -22,7 +22,9 @@ package sidecar
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,9 +64,9 @@ type Config struct {
 	// CAPEM is the KMS CA certificate (PEM): the sidecar trusts the KMS, and
 	// TLS callers, through it until the KMS hands it its trust bundle (at
 	// enrollment and renewal, and read again at every sixth revocation
-	// poll); from then on it verifies callers against that bundle alone,
-	// so a CA that a rotation retired stops being trusted without a
-	// restart.
+	// poll); from then on it verifies the KMS and callers against that
+	// bundle alone, so a CA that a rotation retired, or any CA the bundle
+	// does not hold, stops being trusted without a restart.
 	CAPEM []byte
 	// DataDir keeps the enrollment (certificates, never private keys in
 	// clear) and the local audit log. Required.
@@ -161,10 +163,12 @@ type Sidecar struct {
 	ring    *keyring.Ring
 	engine  *ops.Engine
 	caPool  *x509.CertPool // the configured CA; see identity.pool
-	audit   *localAudit
-	metrics *metrics
-	router  *httpapi.Router
-	names   keyNames // transit names of loaded keys (keynames.go)
+	// configCA is the SHA-256 (hex) of the configured CA PEM (trustFor).
+	configCA string
+	audit    *localAudit
+	metrics  *metrics
+	router   *httpapi.Router
+	names    keyNames // transit names of loaded keys (keynames.go)
 
 	id        atomic.Pointer[identity] // nil until enrolled
 	previous  string                   // instance id of this data dir before a restart
@@ -222,7 +226,8 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	}
 	token := cfg.EnrollToken
 	cfg.EnrollToken = nil // the sidecar keeps no reference
-	s := &Sidecar{cfg: cfg, log: cfg.Logger, enc: cfg.Enclave, caPool: pool, stop: make(chan struct{})}
+	sum := sha256.Sum256(cfg.CAPEM)
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, enc: cfg.Enclave, caPool: pool, configCA: hex.EncodeToString(sum[:]), stop: make(chan struct{})}
 	if s.enc == nil {
 		if s.enc, err = software.New(); err != nil {
 			return nil, err

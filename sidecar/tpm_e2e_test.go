@@ -3,13 +3,20 @@ package sidecar_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -142,6 +149,43 @@ func TestTPMAttestedSidecar(t *testing.T) {
 	if err != nil || batch.Results[0].Error != nil || !bytes.Equal(batch.Results[0].Plaintext, []byte("pan")) {
 		t.Fatalf("sealed key after restart: %+v, %v", batch, err)
 	}
+
+	// A restart with the CA file edited (here: another CA added) still
+	// reuses the enrollment — the sidecar trusts the file and its stored
+	// bundle together — and the first trust poll stores the KMS's bundle
+	// as obtained with the new file, which it then trusts alone.
+	sc2.Close()
+	w.enc.Close()
+	if w.enc, err = tpm.Open(t.Context(), w.sim, w.dir); err != nil {
+		t.Fatal(err)
+	}
+	edited := append(slices.Clone(w.env.CAPEM), newTestCA(t, "another").pem...)
+	sc3, err := sidecar.New(t.Context(), sidecar.Config{KMSURL: w.env.URL, CAPEM: edited, DataDir: dataDir, Enclave: w.enc,
+		HealthInterval: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("restart with an edited CA file: %v", err)
+	}
+	defer sc3.Close()
+	if sc3.InstanceID() != sc.InstanceID() {
+		t.Fatalf("instance changed across a restart with an edited CA file: %s → %s", sc.InstanceID(), sc3.InstanceID())
+	}
+	sum := sha256.Sum256(edited)
+	eventually(t, "storing the bundle with the edited CA file's digest", func() error {
+		b, err := os.ReadFile(filepath.Join(dataDir, "enrollment.json"))
+		if err != nil {
+			return err
+		}
+		var e struct {
+			ConfigCA string `json:"config_ca_sha256"`
+		}
+		if err := json.Unmarshal(b, &e); err != nil {
+			return err
+		}
+		if e.ConfigCA != hex.EncodeToString(sum[:]) {
+			return fmt.Errorf("stored config_ca_sha256 %q", e.ConfigCA)
+		}
+		return nil
+	})
 }
 
 func TestTPMAttestationRefusals(t *testing.T) {

@@ -1,14 +1,24 @@
 package sidecar_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +27,7 @@ import (
 	"github.com/dcaas/dcaas/internal/e2e"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/sidecar"
 )
 
 // storedEnrollment is the identity certificate and trust bundle the
@@ -168,4 +179,75 @@ func TestTrustFollowsCARotation(t *testing.T) {
 		t.Errorf("the custodian's renewed certificate after retire: %v", err)
 	}
 	kmstest.WantError(t, f.env.ClientTrusting(both, []byte(f.creds.CertPEM), []byte(f.creds.KeyPEM)).Do("GET", "/v1/instances", nil, nil), 401, api.CodeUnauthenticated)
+}
+
+// TestKMSTrustIsTheBundle: once the KMS has handed the sidecar its trust
+// bundle, the sidecar's own connections to the KMS are verified against
+// that bundle alone, not also the CA file it was configured with. Here the
+// configured file names a second CA the KMS does not use (as a CA a
+// rotation retired, or one compromised, would stay in a file nobody
+// edited): a server with a certificate of that CA, put where the KMS was,
+// sees TLS handshakes and never a request.
+func TestKMSTrustIsTheBundle(t *testing.T) {
+	rogue := newTestCA(t, "rogue CA")
+	impostorCert := rogue.serverCert(t, "127.0.0.1")
+	var hellos, requests atomic.Int32
+	impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "impostor", http.StatusServiceUnavailable)
+	}))
+	impostor.TLS = &tls.Config{
+		Certificates: []tls.Certificate{impostorCert},
+		ClientAuth:   tls.RequestClientCert,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			hellos.Add(1)
+			return nil, nil
+		},
+	}
+	impostor.StartTLS()
+	t.Cleanup(impostor.Close)
+
+	var target atomic.Pointer[string]
+	proxy := e2e.NewCutProxy(t, func() (net.Conn, error) { return net.Dial("tcp", *target.Load()) })
+	f := newFixture(t, func(c *sidecar.Config) {
+		kmsAddr := strings.TrimPrefix(c.KMSURL, "https://")
+		target.Store(&kmsAddr)
+		c.KMSURL = "https://" + proxy.Addr()
+		c.CAPEM = append(slices.Clone(c.CAPEM), rogue.pem...)
+	})
+	f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM}) // the KMS is reached through the proxy
+
+	addr := strings.TrimPrefix(impostor.URL, "https://")
+	target.Store(&addr)
+	proxy.Cut() // the sidecar's connections to the KMS end; new ones reach the impostor
+	proxy.Restore()
+	eventually(t, "the sidecar calling the impostor", func() error {
+		if n := hellos.Load(); n < 3 && requests.Load() == 0 {
+			return fmt.Errorf("%d TLS handshakes so far", n)
+		}
+		return nil
+	})
+	if n := requests.Load(); n > 0 {
+		t.Fatalf("the sidecar sent %d requests to a server with a certificate of a CA only its configuration names, not the KMS's bundle", n)
+	}
+}
+
+// serverCert issues a TLS server certificate for the IP address host.
+func (ca *testCA) serverCert(t *testing.T, host string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP(host)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
