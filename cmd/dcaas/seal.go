@@ -110,6 +110,8 @@ func newSealCmd() *cobra.Command {
 	cmd.AddCommand(newSealMigrateCmd())
 	cmd.AddCommand(newSealInitCmd())
 	cmd.AddCommand(newSealRekeyCmd())
+	cmd.AddCommand(newSealSplitCmd())
+	cmd.AddCommand(newSealPassphraseCmd())
 	return cmd
 }
 

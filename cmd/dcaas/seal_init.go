@@ -79,14 +79,8 @@ func runSealInit(ctx context.Context, out io.Writer, f sealInitFlags) error {
 	if f.dataDir == "" || f.sharesDir == "" {
 		return errors.New("seal init needs --data-dir and --shares-dir")
 	}
-	if f.shares < 1 || f.shares > 255 {
-		return fmt.Errorf("--shares %d: want 1 to 255", f.shares)
-	}
-	if f.threshold < 1 || f.threshold > f.shares {
-		return fmt.Errorf("--threshold %d: want 1 to --shares (%d)", f.threshold, f.shares)
-	}
-	if f.threshold < 2 && !f.singleShare {
-		return errors.New("--threshold 1 lets any one share holder open the root key: dual control needs at least 2 (--allow-single-share permits 1 for development)")
+	if err := checkShareCounts(f.shares, f.threshold, f.singleShare); err != nil {
+		return err
 	}
 	hosts, err := serverHosts(f.listen, f.tlsHosts)
 	if err != nil {

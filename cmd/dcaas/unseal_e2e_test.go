@@ -413,3 +413,106 @@ func TestSealRekeyEndToEnd(t *testing.T) {
 		t.Fatalf("data key after the rekey: %+v", dk)
 	}
 }
+
+// TestSealPassphraseAndSplitEndToEnd: the root key's way from a
+// passphrase to shares, as an operator runs it. A KMS started with a
+// passphrase keeps serving while `dcaas seal passphrase` wraps root.key
+// under a new one (the next start takes only the new one), and while
+// `dcaas seal split` moves it to 2-of-3 shares; the next start is sealed,
+// opens with two shares and holds the tenant of before. Refusals (a wrong
+// current passphrase, no new one, the same one, a split of a split dir, a
+// passphrase change of a split dir) change nothing.
+func TestSealPassphraseAndSplitEndToEnd(t *testing.T) {
+	t.Parallel()
+	e2e.Binary(t)
+	base := t.TempDir()
+	dataDir := filepath.Join(base, "kms")
+	pass := func(name, value string) string {
+		p := filepath.Join(base, name)
+		if err := os.WriteFile(p, []byte(value+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first, second, wrong := pass("first", "first passphrase"), pass("second", "second passphrase"), pass("wrong", "not it")
+	p := e2e.StartKMS(t, e2e.KMSConfig{DataDir: dataDir, Flags: []string{"--seal-passphrase-file", first}})
+	tn := e2e.NewTenant(t, p.Endpoint(t), "acme")
+	newKey := func(p *e2e.KMS, when string) {
+		t.Helper()
+		var dk api.DataKey
+		if err := rawClient(t, p, []byte(tn.CustodianCreds.CertPEM), []byte(tn.CustodianCreds.KeyPEM)).Do("POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, &dk); err != nil || dk.KeyID == "" {
+			t.Fatalf("a data key %s: %+v, %v", when, dk, err)
+		}
+	}
+	unchanged := func(what string, before []byte) {
+		t.Helper()
+		if !bytes.Equal(readFile(t, dataDir, "root.key"), before) {
+			t.Fatalf("%s changed root.key", what)
+		}
+	}
+
+	before := readFile(t, dataDir, "root.key")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a wrong current passphrase", []string{"--seal-passphrase-file", wrong, "--new-passphrase-file", second}, "passphrase"},
+		{"no new passphrase", []string{"--seal-passphrase-file", first}, "no new passphrase"},
+		{"the same passphrase", []string{"--seal-passphrase-file", first, "--new-passphrase-file", first}, "is the current one"},
+	} {
+		if _, errOut, code := runDcaas(t, append([]string{"seal", "passphrase", "--data-dir", dataDir}, c.args...)...); code == 0 || !strings.Contains(errOut, c.want) {
+			t.Fatalf("seal passphrase with %s: exit %d, %s; want it to say %q", c.name, code, errOut, c.want)
+		}
+		unchanged("a refused seal passphrase ("+c.name+")", before)
+	}
+	out, errOut, code := runDcaas(t, "seal", "passphrase", "--data-dir", dataDir, "--seal-passphrase-file", first, "--new-passphrase-file", second)
+	if code != 0 || !strings.Contains(out, "wrapped under the new passphrase") {
+		t.Fatalf("seal passphrase: exit %d, %s %s", code, out, errOut)
+	}
+	newKey(p, "while root.key changes under the running KMS")
+	if _, err := file.Open(dataDir, secret.New([]byte("first passphrase"))); !errors.Is(err, file.ErrPassphrase) {
+		t.Fatalf("the old passphrase after seal passphrase: %v, want ErrPassphrase", err)
+	}
+	p.Stop(t)
+	p = e2e.StartKMS(t, e2e.KMSConfig{DataDir: dataDir, Flags: []string{"--seal-passphrase-file", second}})
+	newKey(p, "after a restart with the new passphrase")
+
+	sharesDir := filepath.Join(base, "shares")
+	before = readFile(t, dataDir, "root.key")
+	if _, errOut, code := runDcaas(t, "seal", "split", "--data-dir", dataDir, "--shares-dir", sharesDir, "--shares", "3", "--threshold", "2",
+		"--seal-passphrase-file", first, "--listen", "127.0.0.1:0"); code == 0 || !strings.Contains(errOut, "passphrase") {
+		t.Fatalf("seal split with the old passphrase: exit %d, %s", code, errOut)
+	}
+	unchanged("a refused seal split", before)
+	if files, _ := filepath.Glob(filepath.Join(sharesDir, "unseal-share-*")); len(files) > 0 {
+		t.Fatalf("a refused seal split left share files: %v", files)
+	}
+	out, errOut, code = runDcaas(t, "seal", "split", "--data-dir", dataDir, "--shares-dir", sharesDir, "--shares", "3", "--threshold", "2",
+		"--seal-passphrase-file", second, "--listen", "127.0.0.1:0")
+	if code != 0 || !strings.Contains(out, "dcaas seal split:") {
+		t.Fatalf("seal split: exit %d, %s %s", code, out, errOut)
+	}
+	set, ok, err := file.SharesOf(dataDir)
+	if err != nil || !ok || set.Shares != 3 || set.Threshold != 2 || !strings.Contains(out, "share-set="+set.IDString()) {
+		t.Fatalf("root.key after seal split: %+v, %v, %v; printed %s", set, ok, err, out)
+	}
+	newKey(p, "while the running KMS's root.key is split")
+	if _, errOut, code := runDcaas(t, "seal", "split", "--data-dir", dataDir, "--shares-dir", t.TempDir(), "--listen", "127.0.0.1:0"); code == 0 || !strings.Contains(errOut, "seal rekey") {
+		t.Fatalf("seal split of a split data dir: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := runDcaas(t, "seal", "passphrase", "--data-dir", dataDir, "--new-passphrase-file", first); code == 0 || !strings.Contains(errOut, "seal rekey") {
+		t.Fatalf("seal passphrase of a split data dir: exit %d, %s", code, errOut)
+	}
+	shares, err := filepath.Glob(filepath.Join(sharesDir, "unseal-share-*"))
+	if err != nil || len(shares) != 3 {
+		t.Fatalf("share files: %v, %v", shares, err)
+	}
+	p.Stop(t)
+	p = e2e.StartKMS(t, e2e.KMSConfig{DataDir: dataDir, Sealed: true})
+	if st := sealStatus(t, p, dataDir); !st.Sealed || st.ShareSet != set.IDString() {
+		t.Fatalf("seal-status after the split: %+v", st)
+	}
+	unsealAll(t, p, dataDir, "unseal after the split", shares[1:])
+	newKey(p, "after unsealing the split root key")
+}

@@ -109,6 +109,44 @@ func Init(ctx context.Context, opts kms.Options, n, k int) (_ file.ShareSet, sha
 	return set, files, nil
 }
 
+// Split moves a file-sealed data dir's root key from its passphrase
+// (opts.Passphrase, or none) to n unseal key shares with threshold k
+// (file.Split, which hands write the share files). First it opens the KMS
+// over the data dir as it is (opts.Store, else DIR/kms.db) to issue the
+// sealed listener's certificate for opts.ServerHosts, which every
+// share-sealed start serves and which only the unsealed CA can issue. It
+// refuses a data dir without a root.key (Open would make one) or with one
+// split already. A failure after the certificate was written leaves
+// root.key as it was (the certificate is then unused).
+func Split(ctx context.Context, opts kms.Options, n, k int, write func(file.ShareSet, [][]byte) error) (file.ShareSet, error) {
+	if opts.DataDir == "" {
+		return file.ShareSet{}, errors.New("kms: a data dir is required")
+	}
+	if opts.Sealer != nil {
+		return file.ShareSet{}, errors.New("kms: only the file seal's root key can be split into shares")
+	}
+	if _, err := os.Lstat(filepath.Join(opts.DataDir, kms.RootKeyFile)); err != nil {
+		return file.ShareSet{}, fmt.Errorf("kms: %s has no %s to split: %w", opts.DataDir, kms.RootKeyFile, err)
+	}
+	if _, ok, err := file.SharesOf(opts.DataDir); err != nil {
+		return file.ShareSet{}, err
+	} else if ok {
+		return file.ShareSet{}, fmt.Errorf("kms: %w: %s is split already (dcaas seal rekey changes the split)", file.ErrSharesRequired, kms.RootKeyFile)
+	}
+	srv, err := Open(ctx, opts)
+	if err != nil {
+		return file.ShareSet{}, err
+	}
+	err = writeUnsealCert(ctx, srv.KMS, opts.DataDir, opts.ServerHosts)
+	if cerr := srv.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return file.ShareSet{}, fmt.Errorf("kms: the sealed listener's certificate: %w", err)
+	}
+	return file.Split(opts.DataDir, opts.Passphrase, n, k, write)
+}
+
 // writeUnsealCert issues and writes the sealed listener's certificate.
 func writeUnsealCert(ctx context.Context, k *kms.KMS, dir string, hosts []string) error {
 	certPEM, keyPEM, err := k.IssueUnsealCert(ctx, hosts)

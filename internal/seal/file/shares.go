@@ -291,10 +291,45 @@ func Rekey(dir string, shares []UnsealShare, n, k int, write func(ShareSet, [][]
 		return ShareSet{}, err
 	}
 	defer root.Wipe()
+	return resplit(dir, root, n, k, write)
+}
+
+// Split moves the root key of dir from the passphrase (mode 1, or none:
+// mode 0) to dual control: as seal init would have made it, wrapped under a
+// fresh unseal key split into n shares with threshold k (mode 2). The
+// passphrase must open root.key (ErrPassphrase otherwise); write and the
+// replacement of root.key are as in Rekey, and so is what a failure leaves.
+// The root key does not change. A root.key split already is refused with
+// ErrSharesRequired (Rekey changes that split).
+func Split(dir string, passphrase *secret.Bytes, n, k int, write func(ShareSet, [][]byte) error) (ShareSet, error) {
+	if err := checkSplit(n, k); err != nil {
+		return ShareSet{}, err
+	}
+	data, err := readKeyFile(dir)
+	if err != nil {
+		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
+			return ShareSet{}, err
+		}
+		return ShareSet{}, fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
+	}
+	defer secret.Zero(data)
+	root, _, err := decodeKeyFile(data, passphrase)
+	if err != nil {
+		return ShareSet{}, err
+	}
+	defer root.Wipe()
+	return resplit(dir, root, n, k, write)
+}
+
+// resplit wraps root under a new share set of n shares with threshold k,
+// hands write the share files, and only when it succeeds replaces
+// dir/root.key (Rekey, Split).
+func resplit(dir string, root *secret.Bytes, n, k int, write func(ShareSet, [][]byte) error) (ShareSet, error) {
 	set, files, out, err := splitRoot(root, n, k)
 	if err != nil {
 		return ShareSet{}, err
 	}
+	defer secret.Zero(out)
 	defer func() {
 		for _, f := range files {
 			secret.Zero(f)
@@ -304,7 +339,7 @@ func Rekey(dir string, shares []UnsealShare, n, k int, write func(ShareSet, [][]
 		return ShareSet{}, err
 	}
 	if err := replaceKeyFile(dir, out); err != nil {
-		return ShareSet{}, fmt.Errorf("seal/file: writing %s (it still opens with the old shares; the new ones open nothing): %w", keyFileName, err)
+		return ShareSet{}, fmt.Errorf("seal/file: writing %s (it still opens as before; the new shares open nothing): %w", keyFileName, err)
 	}
 	return set, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -250,6 +251,82 @@ func TestRekey(t *testing.T) {
 	}
 	if _, err := Rekey(plain, fresh[:2], 3, 2, keep); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Rekey of a root.key not split into shares: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestSplit: a root key in clear (mode 0) or under a passphrase (mode 1)
+// moves to shares; what it sealed before opens with any K of them, and
+// every refusal (a wrong or missing passphrase, a failed write, a root.key
+// split already) leaves root.key as it was.
+func TestSplit(t *testing.T) {
+	ctx := context.Background()
+	for _, pass := range []string{"", "correct horse"} {
+		t.Run("passphrase "+strconv.Quote(pass), func(t *testing.T) {
+			dir := t.TempDir()
+			s0, err := Open(dir, secret.New([]byte(pass)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := s0.Seal(ctx, secret.New([]byte("tenant master key")), nil)
+			s0.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(filepath.Join(dir, keyFileName))
+			keep := func(ShareSet, [][]byte) error { return nil }
+			type refusal struct {
+				name  string
+				pass  string
+				write func(ShareSet, [][]byte) error
+				want  error
+			}
+			refusals := []refusal{
+				{"wrong passphrase", pass + "x", keep, ErrPassphrase},
+				{"the write fails", pass, func(ShareSet, [][]byte) error { return fs.ErrPermission }, fs.ErrPermission},
+			}
+			if pass != "" {
+				refusals = append(refusals, refusal{"no passphrase", "", keep, ErrPassphrase})
+			}
+			for _, c := range refusals {
+				if _, err := Split(dir, secret.New([]byte(c.pass)), 3, 2, c.write); !errors.Is(err, c.want) {
+					t.Fatalf("%s: Split = %v, want %v", c.name, err, c.want)
+				}
+				if after, _ := os.ReadFile(filepath.Join(dir, keyFileName)); !bytes.Equal(after, before) {
+					t.Fatalf("%s: a refused Split changed root.key", c.name)
+				}
+			}
+			if _, err := Split(dir, secret.New([]byte(pass)), 2, 3, keep); err == nil {
+				t.Fatal("Split with threshold above shares succeeded")
+			}
+			var files [][]byte
+			set, err := Split(dir, secret.New([]byte(pass)), 3, 2, func(_ ShareSet, f [][]byte) error {
+				for _, b := range f {
+					files = append(files, bytes.Clone(b))
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, err := SharesOf(dir); err != nil || !ok || got != set || set.Shares != 3 || set.Threshold != 2 {
+				t.Fatalf("SharesOf after Split = %+v, %v, %v; Split said %+v", got, ok, err, set)
+			}
+			shares := parseAll(t, files)
+			sl, err := OpenShares(dir, []UnsealShare{shares[2], shares[0]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sl.Close()
+			if pt, err := sl.Open(ctx, sealed, nil); err != nil || string(pt.Expose()) != "tenant master key" {
+				t.Fatalf("the split root key does not open what it sealed before: %v", err)
+			}
+			if _, err := Open(dir, secret.New([]byte(pass))); !errors.Is(err, ErrSharesRequired) {
+				t.Fatalf("Open after Split: %v, want ErrSharesRequired", err)
+			}
+			if _, err := Split(dir, secret.New([]byte(pass)), 3, 2, keep); !errors.Is(err, ErrSharesRequired) {
+				t.Fatalf("Split of a split root.key: %v, want ErrSharesRequired", err)
+			}
+		})
 	}
 }
 
