@@ -8,10 +8,10 @@ import "time"
 // StartComponentsRequest is the body of POST /v1/key-components: start
 // entering a key in components. A custodian starts one for itself (Tenant
 // and Owner may be left out or name itself); an admin names the tenant and
-// the owner. The other fields are those of CreateDataKeyRequest.
+// the owner. The key's parameters are those of POST /v1/datakeys, the
+// embedded CreateDataKeyRequest, whose fields sit beside these in the JSON.
 type StartComponentsRequest struct {
-	Tenant string  `json:"tenant,omitempty"`
-	Type   KeyType `json:"type"`
+	Tenant string `json:"tenant,omitempty"`
 	// Components is K, the number of components: 2 to 9.
 	Components int `json:"components"`
 	// ExpectedKCV, if set, is the key check value the finished key must
@@ -19,13 +19,8 @@ type StartComponentsRequest struct {
 	ExpectedKCV string `json:"expected_kcv,omitempty"`
 	// Owner is the name of the custodian app of Tenant that will own the
 	// key (admins: required; custodians: itself).
-	Owner      string            `json:"owner,omitempty"`
-	Policy     *Policy           `json:"policy,omitempty"`
-	Exportable bool              `json:"exportable,omitempty"`
-	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
-	Purpose    string            `json:"purpose,omitempty"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Retain     bool              `json:"retain,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	CreateDataKeyRequest
 }
 
 // AddComponentRequest is the body of POST /v1/key-components/{id}: one

@@ -32,9 +32,7 @@ func newComponentsCmd(c *cliConn) *cobra.Command {
 		Short: "Start entering a key in components (a custodian for itself, an admin with --tenant and --owner)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req.Purpose, req.Retain = params.purpose, params.retain
-			var err error
-			if req.Policy, req.ExpiresAt, req.Labels, err = params.parse(); err != nil {
+			if err := params.apply(&req.CreateDataKeyRequest); err != nil {
 				return err
 			}
 			k, err := c.kmsClient()

@@ -35,7 +35,7 @@ func TestCLIKeyComponents(t *testing.T) {
 
 	var cr api.ComponentCeremony
 	cliMust(t, &cr, nil, with(admin, "key", "components", "start", "--tenant", "acme", "--owner", "payments-api",
-		"--type", "aes-256-gcm", "--components", "2", "--json")...)
+		"--type", "aes-256-gcm", "--components", "2", "--rotation-period", "2h", "--json")...)
 	if cr.ID == "" || cr.Components != 2 || cr.Owner != owner.DN {
 		t.Fatalf("start = %+v", cr)
 	}
@@ -73,8 +73,8 @@ func TestCLIKeyComponents(t *testing.T) {
 	cust := k.conn(owner.CAFile, owner.CertFile, owner.KeyFile)
 	store := t.TempDir()
 	cliMust(t, &cr, nil, with(cust, "key", "components", "status", cr.ID, "--store", store, "--json")...)
-	if cr.State != api.CeremonyComplete || cr.DataKey == nil {
-		t.Fatalf("status = %+v", cr)
+	if cr.State != api.CeremonyComplete || cr.DataKey == nil || cr.DataKey.Metadata.RotationPeriodSeconds != 7200 {
+		t.Fatalf("status = %+v (want the key of --rotation-period 2h)", cr)
 	}
 	if _, err := os.Stat(filepath.Join(store, cr.KeyID+".v1.ekb")); err != nil {
 		t.Fatalf("the EKB was not stored: %v", err)

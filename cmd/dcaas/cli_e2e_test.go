@@ -315,6 +315,7 @@ func TestCLIFlagErrors(t *testing.T) {
 		{[]string{"app", "create", "../evil", "--tenant", "acme"}, "app name"},
 		{[]string{"key", "create", "--label", "novalue"}, "KEY=VALUE"},
 		{[]string{"key", "create", "--expires", "soon"}, "--expires"},
+		{[]string{"key", "create", "--rotation-period", "1500ms"}, "--rotation-period"},
 		{[]string{"load", "rewrap"}, "name EKBs"},
 		{[]string{"encrypt"}, "--key-id"},
 		{[]string{"encrypt", "--key-id", "k", "--central", "--sealed-key", "f"}, "--sealed-key"},

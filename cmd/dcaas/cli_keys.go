@@ -56,9 +56,8 @@ func newKeyCmd() *cobra.Command {
 		Short: "Have the KMS generate a data key and store its EKB",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := api.CreateDataKeyRequest{Type: api.KeyType(typ), Purpose: params.purpose, Retain: params.retain}
-			var err error
-			if req.Policy, req.ExpiresAt, req.Labels, err = params.parse(); err != nil {
+			req := api.CreateDataKeyRequest{Type: api.KeyType(typ)}
+			if err := params.apply(&req); err != nil {
 				return err
 			}
 			k, err := c.kmsClient()
@@ -337,6 +336,7 @@ type keyParams struct {
 	policy, purpose, expires string
 	labels                   []string
 	retain                   bool
+	rotation                 time.Duration
 }
 
 func (p *keyParams) flags(fl *pflag.FlagSet) {
@@ -345,32 +345,40 @@ func (p *keyParams) flags(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&p.labels, "label", nil, "KEY=VALUE label bound into the metadata (repeatable)")
 	fl.StringVar(&p.expires, "expires", "", "key expiry: an RFC 3339 time or a duration from now (e.g. 8760h)")
 	fl.BoolVar(&p.retain, "retain", false, "have the KMS retain the key (usable by key id)")
+	fl.DurationVar(&p.rotation, "rotation-period", 0, "rotate each version this long after it is made (e.g. 2160h; at least the KMS's --min-rotation-period, 1h by default; 0: never)")
 }
 
-// parse reads the policy (a file or inline JSON), the expiry and the
-// labels the flags give.
-func (p *keyParams) parse() (policy *api.Policy, expiresAt *time.Time, labels map[string]string, err error) {
+// apply sets req's key parameters from the flags: the policy (a file or
+// inline JSON), the expiry, the labels, the purpose, retain and the
+// rotation period.
+func (p *keyParams) apply(req *api.CreateDataKeyRequest) error {
 	if p.policy != "" {
-		if policy, err = readPolicy(p.policy); err != nil {
-			return nil, nil, nil, err
+		policy, err := readPolicy(p.policy)
+		if err != nil {
+			return err
 		}
+		req.Policy = policy
 	}
 	if p.expires != "" {
 		t, err := parseExpiry(p.expires, time.Now())
 		if err != nil {
-			return nil, nil, nil, err
+			return err
 		}
-		expiresAt = &t
+		req.ExpiresAt = &t
 	}
 	for _, l := range p.labels {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
-			return nil, nil, nil, fmt.Errorf("--label %q: want KEY=VALUE", l)
+			return fmt.Errorf("--label %q: want KEY=VALUE", l)
 		}
-		if labels == nil {
-			labels = map[string]string{}
+		if req.Labels == nil {
+			req.Labels = map[string]string{}
 		}
-		labels[k] = v
+		req.Labels[k] = v
 	}
-	return policy, expiresAt, labels, nil
+	if p.rotation < 0 || p.rotation%time.Second != 0 {
+		return fmt.Errorf("--rotation-period %s: want whole seconds, 0 or more", p.rotation)
+	}
+	req.Purpose, req.Retain, req.RotationPeriodSeconds = p.purpose, p.retain, int64(p.rotation/time.Second)
+	return nil
 }

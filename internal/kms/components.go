@@ -107,10 +107,7 @@ func (k *KMS) startComponents(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	c.tenant = tenant
-	params := api.CreateDataKeyRequest{
-		Type: req.Type, Policy: req.Policy, Exportable: req.Exportable, ExpiresAt: req.ExpiresAt,
-		Purpose: req.Purpose, Labels: req.Labels, Retain: req.Retain,
-	}
+	params := req.CreateDataKeyRequest
 	now := k.now()
 	// The key's parameters are checked now, and again when the last
 	// component makes the key.

@@ -190,7 +190,7 @@ func firstComponent(t *testing.T, w *world, typ api.KeyType, admin *kmstest.Clie
 	t.Helper()
 	comps := newComponents(t, typ, 2)
 	var cr api.ComponentCeremony
-	w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: typ, Components: 2}, &cr)
+	w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: typ}}, &cr)
 	if _, err := addComponent(admin, cr.ID, comps.parts[0], comps.kcvs[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +218,7 @@ func TestKeyComponents(t *testing.T) {
 
 	var cr api.ComponentCeremony
 	w.env.Admin.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{
-		Tenant: "acme", Owner: "payments-api", Type: api.KeyAES256GCM, Components: 3, ExpectedKCV: strings.ToLower(expected),
-		Purpose: "zone master key",
+		Tenant: "acme", Owner: "payments-api", Components: 3, ExpectedKCV: strings.ToLower(expected), CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM, Purpose: "zone master key"},
 	}, &cr)
 	if cr.State != api.CeremonyCollecting || cr.ExpectedKCV != expected || cr.Owner != w.custCreds.DN || len(cr.Entered) != 0 {
 		t.Fatalf("start = %+v", cr)
@@ -348,24 +347,24 @@ func TestKeyComponents(t *testing.T) {
 
 	t.Run("refusals at the start", func(t *testing.T) {
 		for name, req := range map[string]api.StartComponentsRequest{
-			"signing type":  {Tenant: "acme", Owner: "payments-api", Type: api.KeyEd25519, Components: 2},
-			"one component": {Tenant: "acme", Owner: "payments-api", Type: api.KeyAES256GCM, Components: 1},
-			"ten":           {Tenant: "acme", Owner: "payments-api", Type: api.KeyAES256GCM, Components: 10},
-			"bad kcv":       {Tenant: "acme", Owner: "payments-api", Type: api.KeyAES256GCM, Components: 2, ExpectedKCV: "12345G"},
-			"not an owner":  {Tenant: "acme", Owner: "deployer", Type: api.KeyAES256GCM, Components: 2},
-			"no owner":      {Tenant: "acme", Type: api.KeyAES256GCM, Components: 2},
+			"signing type":  {Tenant: "acme", Owner: "payments-api", Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyEd25519}},
+			"one component": {Tenant: "acme", Owner: "payments-api", Components: 1, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}},
+			"ten":           {Tenant: "acme", Owner: "payments-api", Components: 10, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}},
+			"bad kcv":       {Tenant: "acme", Owner: "payments-api", Components: 2, ExpectedKCV: "12345G", CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}},
+			"not an owner":  {Tenant: "acme", Owner: "deployer", Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}},
+			"no owner":      {Tenant: "acme", Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}},
 		} {
 			t.Run(name, func(t *testing.T) {
 				kmstest.WantError(t, w.env.Admin.Do("POST", "/v1/key-components", req, nil), 400, api.CodeInvalidArgument)
 			})
 		}
-		kmstest.WantError(t, w.cust.Do("POST", "/v1/key-components", api.StartComponentsRequest{Tenant: "other", Type: api.KeyAES256GCM, Components: 2}, nil), 403, api.CodeWrongTenant)
-		kmstest.WantError(t, w.pipe.Do("POST", "/v1/key-components", api.StartComponentsRequest{Type: api.KeyAES256GCM, Components: 2}, nil), 403, api.CodeForbidden)
+		kmstest.WantError(t, w.cust.Do("POST", "/v1/key-components", api.StartComponentsRequest{Tenant: "other", Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}}, nil), 403, api.CodeWrongTenant)
+		kmstest.WantError(t, w.pipe.Do("POST", "/v1/key-components", api.StartComponentsRequest{Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}}, nil), 403, api.CodeForbidden)
 	})
 
 	t.Run("bad components", func(t *testing.T) {
 		var cr api.ComponentCeremony
-		w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Type: api.KeyAES256GCM, Components: 2}, &cr)
+		w.cust.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{Components: 2, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM}}, &cr)
 		for _, c := range []string{"", "00", strings.Repeat("zz", 32), strings.Repeat("00", 33)} {
 			var out api.ComponentCeremony
 			err := alice.Do("POST", "/v1/key-components/"+cr.ID, api.AddComponentRequest{Component: c, KCV: "000000"}, &out)
@@ -428,4 +427,33 @@ func TestKeyComponentsRace(t *testing.T) {
 	if status.State != api.CeremonyComplete || status.KeyID != done.KeyID || len(status.Entered) != 2 || status.DataKey == nil {
 		t.Fatalf("after the race: %+v, winner made %s", status, done.KeyID)
 	}
+}
+
+// TestKeyComponentsTakeEveryKeyParameter: a ceremony takes every field of
+// POST /v1/datakeys (the request embeds CreateDataKeyRequest), so a key
+// entered in components can rotate on a period like any other; the body is
+// sent as JSON written here, as another client would.
+func TestKeyComponentsTakeEveryKeyParameter(t *testing.T) {
+	w := newWorld(t, kcrypto.DefaultKEM())
+	alice, _ := w.env.NewAdmin(t, "alice")
+	comps := newComponents(t, api.KeyAES256GCM, 2)
+	var cr api.ComponentCeremony
+	w.cust.MustDo(t, "POST", "/v1/key-components", json.RawMessage(`{"type":"aes-256-gcm","components":2,"rotation_period_seconds":7200,"purpose":"zmk"}`), &cr)
+	for i, admin := range []*kmstest.Client{alice, w.env.Admin} {
+		if _, err := addComponent(admin, cr.ID, comps.parts[i], comps.kcvs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var status api.ComponentCeremony
+	w.cust.MustDo(t, "GET", "/v1/key-components/"+cr.ID, nil, &status)
+	if status.DataKey == nil || status.DataKey.Metadata.RotationPeriodSeconds != 7200 || status.DataKey.Metadata.Purpose != "zmk" {
+		t.Fatalf("the key made: %+v", status.DataKey)
+	}
+	var info api.DataKeyInfo
+	w.cust.MustDo(t, "GET", "/v1/datakeys/"+status.DataKey.KeyID, nil, &info)
+	if info.RotationPeriodSeconds != 7200 {
+		t.Fatalf("GET /v1/datakeys: rotation_period_seconds %d, want 7200", info.RotationPeriodSeconds)
+	}
+	// Checked when the ceremony starts, as for POST /v1/datakeys.
+	kmstest.WantError(t, w.cust.Do("POST", "/v1/key-components", json.RawMessage(`{"type":"aes-256-gcm","components":2,"rotation_period_seconds":60}`), nil), 400, api.CodeInvalidArgument)
 }

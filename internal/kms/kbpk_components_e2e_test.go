@@ -39,8 +39,7 @@ func TestKBPKByComponents(t *testing.T) {
 
 	var cr api.ComponentCeremony
 	w.env.Admin.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{
-		Tenant: "acme", Owner: "payments-api", Type: api.KeyAES256KBPK, Components: 2, ExpectedKCV: expected,
-		Purpose: "KBPK shared with acquirer X",
+		Tenant: "acme", Owner: "payments-api", Components: 2, ExpectedKCV: expected, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256KBPK, Purpose: "KBPK shared with acquirer X"},
 	}, &cr)
 	if _, err := addComponent(alice, cr.ID, first, kcvOfPart(first)); err != nil {
 		t.Fatal(err)

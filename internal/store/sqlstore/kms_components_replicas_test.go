@@ -47,7 +47,7 @@ func TestKMSReplicasComponentsAndKCVs(t *testing.T) {
 	}
 	var cr api.ComponentCeremony
 	a.Admin.MustDo(t, "POST", "/v1/key-components", api.StartComponentsRequest{
-		Tenant: "acme", Owner: "payments", Type: api.KeyAES256GCM, Components: 2, ExpectedKCV: want,
+		Tenant: "acme", Owner: "payments", Components: 2, ExpectedKCV: want, CreateDataKeyRequest: api.CreateDataKeyRequest{Type: api.KeyAES256GCM},
 	}, &cr)
 	alice.MustDo(t, "POST", "/v1/key-components/"+cr.ID, api.AddComponentRequest{Component: hex.EncodeToString(parts[0]), KCV: kcvs[0]}, nil)
 	var done api.ComponentCeremony
