@@ -232,7 +232,9 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 	feed.Cursor = strconv.FormatInt(after, 10)
 	// The poll is the instance's sign of life: its time and, when the
 	// sidecar says (keys_loaded), how many keys it holds, for the fleet
-	// view; stored with the call's audit record.
+	// view. A poll that delivers nothing is answered quietly, its time
+	// stored later with others' (polls.go); one that delivers events
+	// stores it with the call's audit record.
 	loaded := -1
 	if s := c.r.URL.Query().Get("keys_loaded"); s != "" {
 		v, err := strconv.Atoi(s)
@@ -240,6 +242,11 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 			return nil, api.Errorf(api.CodeInvalidArgument, "keys_loaded must be the number of keys the sidecar holds (0 to %d).", maxKeysLoaded)
 		}
 		loaded = v
+	}
+	if len(feed.Instances) == 0 && len(feed.Keys) == 0 && len(feed.KeyVersions) == 0 && len(feed.Rotated) == 0 {
+		k.polls.note(c.caller.Instance.ID, pollNote{at: k.now(), loaded: loaded})
+		c.quiet = true
+		return feed, nil
 	}
 	err = c.commit(ctx, func(tx store.Tx) error {
 		if err := tx.NotePoll(ctx, c.caller.Instance.ID, k.now(), loaded); err != nil {

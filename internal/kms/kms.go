@@ -65,6 +65,9 @@ type Config struct {
 	// rotation is due (period or usage) and rotates those whose current
 	// EKB it holds. Default 1 minute.
 	RotationCheckInterval time.Duration
+	// PollFlushInterval is how often the times and key counts of the
+	// sidecars' quiet revocation polls (polls.go) are stored. Default 30 s.
+	PollFlushInterval time.Duration
 	// MinRotationPeriod is the shortest rotation_period_seconds a key may
 	// ask for (default an hour). Lower it only to compress time in tests.
 	MinRotationPeriod time.Duration
@@ -161,6 +164,7 @@ func (c *Config) setDefaults() {
 	def(&c.ChallengeTTL, 5*time.Minute)
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
+	def(&c.PollFlushInterval, 30*time.Second)
 	def(&c.MinRotationPeriod, time.Hour)
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
 	def(&c.HealthCheckInterval, 10*time.Second)
@@ -194,6 +198,7 @@ type KMS struct {
 	audit  *audit.Log
 	router *httpapi.Router
 	attest atomic.Pointer[attestor] // the attestation policy in force (nil: off); see attestation.go
+	polls  pollNotes                // quiet revocation polls not stored yet (polls.go)
 	mx     *kmsMetrics
 	health *health
 
@@ -333,6 +338,10 @@ type call struct {
 	usage  *centralUsage // central operations: what the request encrypted
 
 	recorded bool // the call's audit record is stored (by commit or fail)
+	// quiet: a call that succeeds needs no audit record of its own (a
+	// revocation poll that delivered nothing: polls.go). A failure is
+	// recorded all the same.
+	quiet bool
 }
 
 // decode reads the request body strictly into v.
@@ -373,7 +382,7 @@ func (k *KMS) handle(pattern, action string, roles []api.Role, limit int64, h ha
 			}
 			return h(ctx, c)
 		}()
-		if !c.recorded {
+		if !c.recorded && !(c.quiet && err == nil) {
 			if seq, aerr := k.record(ctx, k.db, c, err); aerr == nil {
 				k.audit.Stored(seq)
 			} else {

@@ -136,6 +136,13 @@ func (k *KMS) listFleet(ctx context.Context, c *call) (any, error) {
 		}
 		fi.KeysReleased = d.KeysReleased
 		fi.LastPollAt, fi.KeysLoaded = utcPtr(in.LastPollAt), in.KeysLoaded
+		if n, ok := k.polls.get(in.ID); ok && (in.LastPollAt == nil || n.at.After(*in.LastPollAt)) {
+			// A quiet poll this replica has not stored yet (polls.go).
+			fi.LastPollAt = utcPtr(&n.at)
+			if n.loaded >= 0 {
+				fi.KeysLoaded = &n.loaded
+			}
+		}
 		out.Instances = append(out.Instances, fi)
 	}
 	return out, nil
