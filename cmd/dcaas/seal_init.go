@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
@@ -59,14 +60,21 @@ opens only with the shares) and unseal each on its own.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "", "the new KMS data directory (required; must hold no root.key)")
 	fl.StringVar(&f.sharesDir, "shares-dir", "", "directory for the share files (required; created 0700)")
+	f.splitFlags(fl, "database: sqlite (DIR/kms.db) or postgres (a new database shared by replicas)")
+	return cmd
+}
+
+// splitFlags registers the flags of a split of the root key into shares
+// (seal init, seal split): N, K, and the sealed listener's certificate and
+// the store, for storeHelp's database.
+func (f *sealInitFlags) splitFlags(fl *pflag.FlagSet, storeHelp string) {
 	fl.IntVar(&f.shares, "shares", 5, "number of shares N (1-255)")
 	fl.IntVar(&f.threshold, "threshold", 3, "shares needed to unseal K (2-N)")
 	fl.BoolVar(&f.singleShare, "allow-single-share", false, "development only: allow --threshold 1 (any one share unseals)")
 	fl.StringVar(&f.listen, "listen", defaultKMSListen, "the KMS's --listen address, for the sealed listener's certificate")
 	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the sealed listener's certificate")
-	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres (a new database shared by replicas)")
+	fl.StringVar(&f.store, "store", "sqlite", storeHelp)
 	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
-	return cmd
 }
 
 // shareFileName is the file of share index of a set: the set id's first 8

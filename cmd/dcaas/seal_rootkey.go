@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dcaas/dcaas/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/internal/datadir"
@@ -151,7 +153,7 @@ func (w *shareWriter) write(set file.ShareSet, files [][]byte) error {
 		}
 		w.written = append(w.written, p)
 	}
-	return syncDir(w.dir)
+	return atomicfile.SyncDir(w.dir)
 }
 
 // undo removes what write wrote, after a failure.
@@ -207,27 +209,9 @@ func readShares(cmd *cobra.Command, names []string) ([]file.UnsealShare, error) 
 	return shares, nil
 }
 
-// syncDir makes the files created in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 type sealSplitFlags struct {
-	dataDir        string
-	sharesDir      string
+	sealInitFlags
 	passphraseFile string
-	shares         int
-	threshold      int
-	singleShare    bool
-	listen         string
-	tlsHosts       []string
-	store          string
-	postgresDSN    string
 }
 
 func newSealSplitCmd() *cobra.Command {
@@ -255,16 +239,10 @@ copy).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSealSplit(cmd, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.listen, "listen", defaultKMSListen, "the KMS's --listen address, for the sealed listener's certificate")
-	fl.StringSliceVar(&f.tlsHosts, "tls-host", nil, "extra DNS names or IPs for the sealed listener's certificate")
-	fl.StringVar(&f.store, "store", "sqlite", "database: sqlite (DIR/kms.db) or postgres")
-	fl.StringVar(&f.postgresDSN, "postgres-dsn", "", "PostgreSQL DSN for --store postgres (else DCAAS_POSTGRES_DSN)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "the KMS data directory (required)")
 	fl.StringVar(&f.sharesDir, "shares-dir", "", "directory for the share files (required; created 0700, must hold none)")
 	fl.StringVar(&f.passphraseFile, "seal-passphrase-file", "", "file holding root.key's passphrase (else "+envSealPassphrase+"; none for a root key in clear)")
-	fl.IntVar(&f.shares, "shares", 5, "number of shares N (1-255)")
-	fl.IntVar(&f.threshold, "threshold", 3, "shares needed to unseal K (2-N)")
-	fl.BoolVar(&f.singleShare, "allow-single-share", false, "development only: allow --threshold 1 (any one share unseals)")
+	f.splitFlags(fl, "database: sqlite (DIR/kms.db) or postgres")
 	return cmd
 }
 

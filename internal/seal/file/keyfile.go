@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dcaas/dcaas/internal/atomicfile"
+
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/secret"
 )
@@ -152,7 +154,7 @@ func createKeyFile(dir string, data []byte) error {
 	if err := os.Link(tmp, filepath.Join(dir, keyFileName)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // replaceKeyFile atomically replaces dir/root.key with data.
@@ -165,7 +167,7 @@ func replaceKeyFile(dir string, data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // writeTemp writes data to a new mode-0600 file in dir and syncs it.
@@ -190,15 +192,6 @@ func writeTemp(dir string, data []byte) (name string, err error) {
 		return "", err
 	}
 	return f.Name(), f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ChangePassphrase re-wraps the root key in dir under newPass, after
