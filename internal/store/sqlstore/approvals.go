@@ -138,26 +138,31 @@ func scanApproval(row scanner) (store.Approval, error) {
 // GetApproval implements store.Approvals.
 func (q *queries) GetApproval(ctx context.Context, id string) (store.Approval, error) {
 	const op = "GetApproval"
-	c := q.read()
-	a, err := scanApproval(c.queryRow(ctx, `SELECT `+approvalColumns+` FROM approvals WHERE id = ?`, id))
-	if err != nil {
-		return store.Approval{}, q.mapErr(op, err)
-	}
-	rows, err := c.query(ctx, `SELECT approver, voted_at FROM approval_votes WHERE approval_id = ? ORDER BY voted_at, approver`, id)
-	if err != nil {
-		return store.Approval{}, q.mapErr(op, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var v store.ApprovalVote
-		var at int64
-		if err := rows.Scan(&v.Approver, &at); err != nil {
-			return store.Approval{}, q.mapErr(op, err)
+	var a store.Approval
+	// The approval and its votes from one snapshot: a vote committed
+	// between two reads would otherwise show beside the state before it.
+	err := q.snapshot(ctx, func(c conn) error {
+		var err error
+		if a, err = scanApproval(c.queryRow(ctx, `SELECT `+approvalColumns+` FROM approvals WHERE id = ?`, id)); err != nil {
+			return err
 		}
-		v.At = fromNanos(at)
-		a.Votes = append(a.Votes, v)
-	}
-	if err := rows.Err(); err != nil {
+		rows, err := c.query(ctx, `SELECT approver, voted_at FROM approval_votes WHERE approval_id = ? ORDER BY voted_at, approver`, id)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v store.ApprovalVote
+			var at int64
+			if err := rows.Scan(&v.Approver, &at); err != nil {
+				return err
+			}
+			v.At = fromNanos(at)
+			a.Votes = append(a.Votes, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return store.Approval{}, q.mapErr(op, err)
 	}
 	return a, nil

@@ -31,6 +31,9 @@ type dialect interface {
 	// it byte by byte whatever the database's collation ("" where that is
 	// the default).
 	byteOrder() string
+	// snapshotOptions are the options of a read-only transaction whose
+	// statements all see one snapshot.
+	snapshotOptions() *sql.TxOptions
 	// lock makes the write transaction c runs in the only writer of what
 	// l guards, from now until the transaction ends.
 	lock(ctx context.Context, c conn, l lockID) error

@@ -110,6 +110,9 @@ func (postgresDialect) txOptions() *sql.TxOptions {
 func (postgresDialect) forUpdate() string { return " FOR UPDATE" }
 func (postgresDialect) keyShare() string  { return " FOR KEY SHARE" }
 func (postgresDialect) byteOrder() string { return ` COLLATE "C"` } // as SQLite compares
+func (postgresDialect) snapshotOptions() *sql.TxOptions {
+	return &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+}
 
 // lock takes a transaction-scoped advisory lock, or for lockSealed locks
 // the tables that hold sealed material (tenants, master_keys, settings) in

@@ -156,6 +156,7 @@ func (sqliteDialect) txOptions() *sql.TxOptions                { return nil }
 func (sqliteDialect) forUpdate() string                        { return "" }
 func (sqliteDialect) keyShare() string                         { return "" }
 func (sqliteDialect) byteOrder() string                        { return "" } // BINARY is the default collation
+func (sqliteDialect) snapshotOptions() *sql.TxOptions          { return &sql.TxOptions{ReadOnly: true} }
 func (sqliteDialect) lock(context.Context, conn, lockID) error { return nil }
 
 func (sqliteDialect) hasTable(ctx context.Context, c conn, name string) (bool, error) {

@@ -226,6 +226,22 @@ func (q *queries) exec(ctx context.Context, op, query string, args ...any) (sql.
 	return res, q.mapErr(op, err)
 }
 
+// snapshot runs fn's reads on one consistent view of the database: the
+// transaction inside InTx, else a read-only transaction on the read pool
+// (SQLite: one WAL snapshot from its first read; PostgreSQL: REPEATABLE
+// READ, one snapshot for every statement).
+func (q *queries) snapshot(ctx context.Context, fn func(c conn) error) error {
+	if q.tx != nil {
+		return fn(q.on(q.tx))
+	}
+	tx, err := q.r.BeginTx(ctx, q.d.snapshotOptions())
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // read only: nothing to commit
+	return fn(conn{d: q.d, q: tx})
+}
+
 // read is where reads go: the transaction, or the read pool.
 func (q *queries) read() conn {
 	if q.tx != nil {
