@@ -44,13 +44,12 @@ type identity struct {
 	cert *x509.Certificate // identity (TLS client and server)
 	wrap *x509.Certificate // wrapping certificate
 	tls  tls.Certificate   // cert with the enclave-held key
-	// pool verifies the KMS's TLS certificate and callers is what a
-	// mutual-TLS caller's certificate must chain to: both trustFor's, so a
-	// CA a rotation retired stops being trusted once the bundle without it
-	// arrives (followTrust).
-	pool    *x509.CertPool
-	callers *x509.CertPool
-	kms     *client.KMS
+	// pool verifies the KMS's TLS certificate and is what a mutual-TLS
+	// caller's certificate must chain to (trustFor), so a CA a rotation
+	// retired stops being trusted once the bundle without it arrives
+	// (followTrust).
+	pool *x509.CertPool
+	kms  *client.KMS
 }
 
 // ErrNoEnrollSecret means Enroll was called without a token.
@@ -253,8 +252,7 @@ func (s *Sidecar) newIdentity(ctx context.Context, e enrollment) (*identity, err
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: s.cfg.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("the identity certificate does not verify: %w", err)
 	}
-	callers := pool
-	id := &identity{e: e, got: s.cfg.Now(), cert: cert, wrap: wrap, pool: pool, callers: callers,
+	id := &identity{e: e, got: s.cfg.Now(), cert: cert, wrap: wrap, pool: pool,
 		tls: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: signer, Leaf: cert}}
 	id.kms, err = client.NewKMSWithTLS(s.cfg.urls(), &tls.Config{
 		MinVersion: tls.VersionTLS12,

@@ -126,7 +126,7 @@ func (s *Sidecar) verifyClient(cs tls.ConnectionState) error {
 	}
 	roots := s.caPool
 	if id := s.id.Load(); id != nil {
-		roots = id.callers
+		roots = id.pool
 	}
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {

@@ -388,7 +388,9 @@ type Instances interface {
 	RecordAttestation(ctx context.Context, id string, at time.Time, profiles []string) error
 	// NotePoll records a revocation poll of the instance at at, with the
 	// number of keys it said it holds (negative: it did not say, and the
-	// last count stays). ErrNotFound for an unknown instance.
+	// last count stays). A poll older than the one recorded changes
+	// nothing (polls noted in memory and stored later may arrive after a
+	// newer one). ErrNotFound for an unknown instance.
 	NotePoll(ctx context.Context, id string, at time.Time, keysLoaded int) error
 }
 

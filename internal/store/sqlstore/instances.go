@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -209,17 +210,25 @@ func (q *queries) NotePoll(ctx context.Context, id string, at time.Time, keysLoa
 	return q.write(ctx, op, func(c conn) error {
 		var res sql.Result
 		var err error
+		const newer = ` AND (last_poll_at IS NULL OR last_poll_at <= ?)`
 		if keysLoaded < 0 {
-			res, err = c.exec(ctx, `UPDATE instances SET last_poll_at = ? WHERE id = ?`, n, id)
+			res, err = c.exec(ctx, `UPDATE instances SET last_poll_at = ? WHERE id = ?`+newer, n, id, n)
 		} else {
-			res, err = c.exec(ctx, `UPDATE instances SET last_poll_at = ?, keys_loaded = ? WHERE id = ?`, n, keysLoaded, id)
+			res, err = c.exec(ctx, `UPDATE instances SET last_poll_at = ?, keys_loaded = ? WHERE id = ?`+newer, n, keysLoaded, id, n)
 		}
 		if err != nil {
 			return err
 		}
-		if rows, err := res.RowsAffected(); err == nil && rows == 0 {
+		if rows, err := res.RowsAffected(); err != nil || rows > 0 {
+			return err
+		}
+		// Nothing changed: an older poll than the one recorded, or no
+		// such instance.
+		var one int
+		err = c.queryRow(ctx, `SELECT 1 FROM instances WHERE id = ?`, id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
 		}
-		return nil
+		return err
 	})
 }

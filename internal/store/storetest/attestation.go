@@ -76,6 +76,13 @@ var attestationTests = []test{
 		if got.KeysLoaded == nil || *got.KeysLoaded != 0 {
 			t.Fatalf("after a poll with no keys: %+v", got)
 		}
+		// An older poll, stored late, moves nothing back.
+		check(t, "NotePoll(older)", s.NotePoll(ctx, "i-1", at(time.Minute), 7))
+		got, err = s.GetInstance(ctx, "i-1")
+		check(t, "GetInstance", err)
+		if got.LastPollAt == nil || !got.LastPollAt.Equal(at(3*time.Minute)) || got.KeysLoaded == nil || *got.KeysLoaded != 0 {
+			t.Fatalf("after an older poll: %+v, want the poll at 3 min with 0 keys", got)
+		}
 		wantErr(t, "NotePoll(unknown)", s.NotePoll(ctx, "i-9", at(time.Minute), 1), store.ErrNotFound)
 	}},
 }
