@@ -2,9 +2,11 @@ package sidecar_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
@@ -144,4 +146,22 @@ func labelOf(t *testing.T, s *side, id string) string {
 	}
 	t.Fatalf("key %s is not loaded", id)
 	return ""
+}
+
+// TestSeedKDFv1TurnedOff: a KMS started with --seed-kdf-v1=false
+// (kms.Config.RefuseSeedKDFv1) refuses a derivation that asks for v1,
+// saying how to derive instead, and still derives v2.
+func TestSeedKDFv1TurnedOff(t *testing.T) {
+	f := newFixture(t, nil, func(o *kms.Options) { o.Config.RefuseSeedKDFv1 = true })
+	a := f.main(t)
+	seed := randomBytes(t, 32)
+	g := mustGrant(t, f.cust, api.GrantRequest{InstanceID: a.id, Seeds: [][]byte{seed}})
+	_, err := a.derive(t, g, api.Seed{Seed: seed, Type: api.KeyAES256GCM, KDF: api.SeedKDFv1})
+	if api.CodeOf(err) != api.CodeForbidden || !strings.Contains(err.Error(), "seed-kdf-v1") {
+		t.Fatalf("a v1 derivation on a KMS that turned v1 off: %v, want forbidden naming --seed-kdf-v1", err)
+	}
+	g = mustGrant(t, f.cust, api.GrantRequest{InstanceID: a.id, Seeds: [][]byte{seed}})
+	if ids, err := a.derive(t, g, api.Seed{Seed: seed, Type: api.KeyAES256GCM}); err != nil || len(ids) != 1 {
+		t.Fatalf("a v2 derivation: %v, %v", ids, err)
+	}
 }

@@ -51,6 +51,7 @@ type kmsServeFlags struct {
 	wrapTTL        time.Duration
 	rotationCheck  time.Duration
 	minRotation    time.Duration
+	seedKDFv1      bool
 	componentsTTL  time.Duration
 	checkpoints    time.Duration
 	certs          certFlags
@@ -166,6 +167,7 @@ releases its lease and exits 0.`,
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	fl.DurationVar(&f.minRotation, "min-rotation-period", time.Hour, "shortest rotation period a key may ask for; lower it only to compress time in tests")
+	fl.BoolVar(&f.seedKDFv1, "seed-kdf-v1", true, "derive seeds with SeedKDF v1 when asked (the tenant-wide key of data made before v2); false once that data is re-encrypted under v2 keys")
 	fl.DurationVar(&f.componentsTTL, "components-ttl", 24*time.Hour, "how long a key being entered in components (POST /v1/key-components) lasts, complete or not")
 	fl.DurationVar(&f.checkpoints, "audit-checkpoint-interval", 5*time.Minute, "how often the KMS signs a checkpoint of the audit log (when it grew); also at start and at a clean stop")
 	f.seal.addPKCS11(fl)
@@ -260,6 +262,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	opts.Config.ApprovalTTL = f.approvalTTL
 	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
 	opts.Config.ComponentsTTL = f.componentsTTL
+	opts.Config.RefuseSeedKDFv1 = !f.seedKDFv1
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	if err := f.limits.validate(); err != nil {

@@ -68,6 +68,11 @@ type Config struct {
 	// PollFlushInterval is how often the times and key counts of the
 	// sidecars' quiet revocation polls (polls.go) are stored. Default 30 s.
 	PollFlushInterval time.Duration
+	// RefuseSeedKDFv1 refuses derivations with SeedKDF v1 (the tenant-wide
+	// derivation of data made before v2, derivable by any custodian of the
+	// tenant that knows the seed): set it once that data is re-encrypted
+	// under v2 keys.
+	RefuseSeedKDFv1 bool
 	// MinRotationPeriod is the shortest rotation_period_seconds a key may
 	// ask for (default an hour). Lower it only to compress time in tests.
 	MinRotationPeriod time.Duration

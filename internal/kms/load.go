@@ -162,7 +162,7 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	seeds := make([]seedRequest, len(req.Seeds))
 	for i, s := range req.Seeds {
 		var err error
-		if seeds[i], err = checkSeed(s, owner); err != nil {
+		if seeds[i], err = checkSeed(s, owner, !k.cfg.RefuseSeedKDFv1); err != nil {
 			return nil, prefixSeed(err, i, len(req.Seeds))
 		}
 	}
@@ -193,8 +193,9 @@ type seedRequest struct {
 	canonical []byte
 }
 
-// checkSeed checks one seed of a derive by a sidecar bound to owner.
-func checkSeed(s api.Seed, owner string) (seedRequest, error) {
+// checkSeed checks one seed of a derive by a sidecar bound to owner; v1
+// says whether this KMS still derives with SeedKDF v1.
+func checkSeed(s api.Seed, owner string, v1 bool) (seedRequest, error) {
 	r := seedRequest{Seed: s, kdf: s.KDF}
 	if r.kdf == "" {
 		r.kdf = api.SeedKDFv2
@@ -206,6 +207,8 @@ func checkSeed(s api.Seed, owner string) (seedRequest, error) {
 		return r, api.Errorf(api.CodeInvalidArgument, "Keys of type %q cannot be derived from a seed: use aes-256-gcm, hmac-sha256 or ed25519.", s.Type)
 	case len(s.Seed) < kcrypto.MinSeedLen || len(s.Seed) > kcrypto.MaxSeedLen:
 		return r, api.Errorf(api.CodeInvalidArgument, "Seeds must be %d to %d bytes.", kcrypto.MinSeedLen, kcrypto.MaxSeedLen)
+	case r.kdf == api.SeedKDFv1 && !v1:
+		return r, api.Errorf(api.CodeForbidden, "SeedKDF v1 is turned off on this KMS (kms serve --seed-kdf-v1=false): derive with kdf %q.", api.SeedKDFv2)
 	case r.kdf == api.SeedKDFv1 && s.Policy != nil:
 		return r, api.Errorf(api.CodeInvalidArgument, "SeedKDF v1 binds no policy: derive with kdf %q to give the key a policy.", api.SeedKDFv2)
 	case r.kdf == api.SeedKDFv1:
