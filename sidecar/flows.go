@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
@@ -370,7 +371,7 @@ func (s *Sidecar) poll() {
 			}
 		}
 	}
-	s.reportUsage(ctx)
+	s.reportUsage(ctx, s.polls%usageEvery == 0)
 }
 
 // trustEvery is how many revocation polls pass between two reads of the
@@ -411,15 +412,37 @@ func (s *Sidecar) followTrust(ctx context.Context, id *identity) {
 	s.log.Info("the KMS's trust bundle changed: callers and the KMS are verified against it", "cas", len(tr.CAs), "phase", tr.Phase)
 }
 
+// usageEvery is how many revocation polls pass between two usage reports:
+// once a minute at the default 10 s poll. Each report is an audited write
+// at the KMS; one per poll would put 8,640 records a day per busy sidecar
+// into its audit log. The KMS's totals lag by at most that minute (a
+// version near its limit is reported at once, usageUrgent), while the
+// sidecar counts every encryption against the limit itself.
+const usageEvery = 6
+
+// usageUrgent: an unreported count of at least 1/usageUrgent of the safe
+// limit is reported at the next poll, not the next minute.
+const usageUrgent = 1024
+
 // reportUsage sends the KMS the encryption counts it has not heard of yet
-// (POST /v1/usage), so its per-version totals include this sidecar's. A
-// failed report is retried at the next poll; one whose answer was lost is
-// counted twice, which errs on the safe side.
-func (s *Sidecar) reportUsage(ctx context.Context) {
+// (POST /v1/usage), so its per-version totals include this sidecar's:
+// when due (every usageEvery polls, and at Close) or when a count is
+// urgent. A failed report is retried at the next poll; one whose answer
+// was lost is counted twice, which errs on the safe side.
+func (s *Sidecar) reportUsage(ctx context.Context, due bool) {
 	id := s.id.Load()
 	counts := s.ring.Unreported()
 	if id == nil || len(counts) == 0 {
 		return
+	}
+	if !due {
+		limit := s.cfg.MaxEncryptions
+		if limit <= 0 {
+			limit = ops.DefaultMaxEncryptions
+		}
+		if !slices.ContainsFunc(counts, func(c api.UsageCount) bool { return c.Encryptions >= max(1, limit/usageUrgent) }) {
+			return
+		}
 	}
 	_, err := id.kms.ReportUsage(ctx, api.UsageReport{Counts: counts})
 	if err = s.kmsErr(err); err != nil {

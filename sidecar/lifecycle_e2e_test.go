@@ -8,6 +8,7 @@ package sidecar_test
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,4 +292,39 @@ func batchEncryptions(t testing.TB, w *api.WrappedKeys) []int64 {
 		out = append(out, k.Encryptions)
 	}
 	return out
+}
+
+// TestUsageReportedEveryMinute: a sidecar that encrypts between every two
+// revocation polls reports its counts to the KMS at every sixth poll (once
+// a minute at the default 10 s), not at every poll, since each report is
+// an audited write at the KMS; the KMS's totals still reach every
+// encryption. (A count near the safe limit is reported at once:
+// TestSidecarUsageLimit's small limit makes every count urgent.)
+func TestUsageReportedEveryMinute(t *testing.T) {
+	f := newFixture(t, nil) // the default safe limit; a poll every 50 ms
+	dk := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})[0]
+	count := func(route string) int { return strings.Count(f.logs.String(), `"route":"`+route+`"`) }
+	polls0, reports0 := count("GET /v1/revocations"), count("POST /v1/usage")
+	encrypted := 0
+	for count("GET /v1/revocations") < polls0+24 {
+		mustEncrypt(t, f.main(t).call(t), api.KeyRef{KeyID: dk.KeyID}, []byte("pan"), nil)
+		encrypted++
+		seen := count("GET /v1/revocations")
+		eventually(t, "the next poll", func() error {
+			if count("GET /v1/revocations") == seen {
+				return fmt.Errorf("no poll since %d", seen)
+			}
+			return nil
+		})
+	}
+	polls, reports := count("GET /v1/revocations")-polls0, count("POST /v1/usage")-reports0
+	if reports > polls/6+2 {
+		t.Fatalf("%d usage reports in %d polls, encrypting between every two; want one every sixth poll", reports, polls)
+	}
+	eventually(t, "every encryption reported", func() error {
+		if got := datakeyInfo(t, f.cust, dk.KeyID).Versions[0].Encryptions; got != int64(encrypted) {
+			return fmt.Errorf("the KMS counts %d encryptions, want %d", got, encrypted)
+		}
+		return nil
+	})
 }

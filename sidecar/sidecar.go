@@ -106,9 +106,10 @@ type Config struct {
 	// key's expiry).
 	LeaseTTL time.Duration
 	// HealthInterval is how often the sidecar polls the KMS's revocation
-	// feed, renewing leases and certificates, fetching rotated keys and
-	// reporting its encryption counts when it succeeds (default 10 s). A
-	// revoked instance stops serving within one interval.
+	// feed, renewing leases and certificates and fetching rotated keys
+	// when it succeeds, and reporting its encryption counts every sixth
+	// time (default 10 s). A revoked instance stops serving within one
+	// interval.
 	HealthInterval time.Duration
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version (default ops.DefaultMaxEncryptions, 2^32, NIST SP 800-38D
@@ -386,7 +387,7 @@ func (s *Sidecar) Close() error {
 		s.wg.Wait()
 		if id := s.id.Load(); id != nil && !s.revoked.Load() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			s.reportUsage(ctx)
+			s.reportUsage(ctx, true)
 			if s.cfg.RetireOnClose {
 				s.retire(ctx, id)
 			}
