@@ -52,6 +52,7 @@ type kmsServeFlags struct {
 	rotationCheck  time.Duration
 	minRotation    time.Duration
 	seedKDFv1      bool
+	lapsedKeep     time.Duration
 	componentsTTL  time.Duration
 	checkpoints    time.Duration
 	certs          certFlags
@@ -167,6 +168,7 @@ releases its lease and exits 0.`,
 	fl.DurationVar(&f.wrapTTL, "wrap-ttl", 10*time.Minute, "how long a sidecar accepts keys sealed to it (rewrap, load, derive answers); a saved answer is refused after it")
 	fl.DurationVar(&f.rotationCheck, "rotation-check-interval", time.Minute, "how often the KMS rotates keys whose rotation period passed or whose usage neared the safe limit")
 	fl.DurationVar(&f.minRotation, "min-rotation-period", time.Hour, "shortest rotation period a key may ask for; lower it only to compress time in tests")
+	fl.DurationVar(&f.lapsedKeep, "lapsed-instance-retention", 7*24*time.Hour, "how long a sidecar instance whose certificates expired stays listed before it is deleted with its release records")
 	fl.BoolVar(&f.seedKDFv1, "seed-kdf-v1", true, "derive seeds with SeedKDF v1 when asked (the tenant-wide key of data made before v2); false once that data is re-encrypted under v2 keys")
 	fl.DurationVar(&f.componentsTTL, "components-ttl", 24*time.Hour, "how long a key being entered in components (POST /v1/key-components) lasts, complete or not")
 	fl.DurationVar(&f.checkpoints, "audit-checkpoint-interval", 5*time.Minute, "how often the KMS signs a checkpoint of the audit log (when it grew); also at start and at a clean stop")
@@ -245,6 +247,9 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.rotationCheck < 10*time.Millisecond {
 		return fmt.Errorf("--rotation-check-interval %s: want at least 10ms", f.rotationCheck)
 	}
+	if f.lapsedKeep <= 0 {
+		return fmt.Errorf("--lapsed-instance-retention %s: want more than 0", f.lapsedKeep)
+	}
 	if f.minRotation < time.Second {
 		return fmt.Errorf("--min-rotation-period %s: want at least 1s", f.minRotation)
 	}
@@ -263,6 +268,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	opts.Config.MinRotationPeriod, opts.Config.AuditCheckpointInterval = f.minRotation, f.checkpoints
 	opts.Config.ComponentsTTL = f.componentsTTL
 	opts.Config.RefuseSeedKDFv1 = !f.seedKDFv1
+	opts.Config.LapsedInstanceRetention = f.lapsedKeep
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	if err := f.limits.validate(); err != nil {

@@ -3,15 +3,21 @@ package kms
 import (
 	"context"
 	"time"
+
+	"github.com/dcaas/dcaas/internal/audit"
+	"github.com/dcaas/dcaas/internal/store"
 )
 
-// janitorInterval is how often expired single-use secrets are deleted;
-// janitorGrace how long after expiry they are kept (so a late caller still
-// gets "expired" rather than "invalid").
+// janitorGrace is how long after expiry single-use secrets are kept (so a
+// late caller still gets "expired" rather than "invalid"); lapsedBatch how
+// many lapsed instances one sweep deletes at most.
 const (
-	janitorInterval = 10 * time.Minute
-	janitorGrace    = time.Hour
+	janitorGrace = time.Hour
+	lapsedBatch  = 500
 )
+
+// actionInstanceDeleted is the record of a lapsed instance's deletion.
+const actionInstanceDeleted = "instance.deleted"
 
 // startJanitor deletes expired enrollment tokens, grants, challenges and
 // import tokens in the background, so anonymous challenge requests cannot
@@ -25,7 +31,7 @@ func (k *KMS) startJanitor() (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sweep := time.NewTicker(janitorInterval)
+		sweep := time.NewTicker(k.cfg.JanitorInterval)
 		defer sweep.Stop()
 		rot := time.NewTicker(k.cfg.RotationCheckInterval)
 		defer rot.Stop()
@@ -62,6 +68,7 @@ const approvalRetention = 30 * 24 * time.Hour
 
 func (k *KMS) sweepOneTime(ctx context.Context) {
 	k.sweepCeremonies(ctx)
+	k.sweepLapsedInstances(ctx)
 	if n, err := k.db.DeleteApprovalsExpiredBefore(ctx, k.now().Add(-approvalRetention)); err != nil && ctx.Err() == nil {
 		k.log.Warn("deleting old approval requests failed", "err", err)
 	} else if n > 0 {
@@ -73,5 +80,49 @@ func (k *KMS) sweepOneTime(ctx context.Context) {
 		k.log.Warn("deleting expired single-use secrets failed", "err", err)
 	case n > 0:
 		k.log.Debug("deleted expired single-use secrets", "count", n)
+	}
+}
+
+// sweepLapsedInstances deletes the instances whose identity certificate
+// expired more than Config.LapsedInstanceRetention ago, with the records
+// of what was released to them, each with an audit record of its own
+// (instance.deleted, by the KMS), in batches of lapsedBatch. A sidecar
+// whose certificates lapsed can authenticate no more and enrolls again as
+// a new instance, so without this every restart of a pod (a software
+// enclave enrolls afresh each time) would leave an instance and a release
+// record per key loaded behind for good.
+func (k *KMS) sweepLapsedInstances(ctx context.Context) {
+	before := k.now().Add(-k.cfg.LapsedInstanceRetention)
+	for {
+		var gone []store.Instance
+		var last int64
+		err := k.db.InTx(ctx, func(tx store.Tx) error {
+			var err error
+			if gone, err = tx.DeleteLapsedInstances(ctx, before, lapsedBatch); err != nil {
+				return err
+			}
+			for _, in := range gone {
+				r, err := k.audit.Append(context.WithoutCancel(ctx), tx, audit.Event{Caller: kmsCaller, Action: actionInstanceDeleted, Tenant: in.Tenant, KeyID: in.ID, Outcome: "ok"})
+				if err != nil {
+					return err
+				}
+				last = r.Seq
+			}
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				k.log.Warn("deleting lapsed instances failed", "err", err)
+			}
+			return
+		}
+		if len(gone) == 0 {
+			return
+		}
+		k.audit.Stored(last)
+		k.log.Info("deleted lapsed instances", "count", len(gone), "certificates_expired_before", before)
+		if len(gone) < lapsedBatch {
+			return
+		}
 	}
 }

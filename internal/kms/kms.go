@@ -65,6 +65,14 @@ type Config struct {
 	// rotation is due (period or usage) and rotates those whose current
 	// EKB it holds. Default 1 minute.
 	RotationCheckInterval time.Duration
+	// LapsedInstanceRetention is how long an instance whose identity
+	// certificate expired stays listed before it is deleted with its
+	// release records (janitor.go). Default 7 days.
+	LapsedInstanceRetention time.Duration
+	// JanitorInterval is how often expired single-use secrets, old
+	// approvals and ceremonies, and lapsed instances are deleted. Default
+	// 10 minutes.
+	JanitorInterval time.Duration
 	// PollFlushInterval is how often the times and key counts of the
 	// sidecars' quiet revocation polls (polls.go) are stored. Default 30 s.
 	PollFlushInterval time.Duration
@@ -170,6 +178,8 @@ func (c *Config) setDefaults() {
 	def(&c.WrapTTL, 10*time.Minute)
 	def(&c.RotationCheckInterval, time.Minute)
 	def(&c.PollFlushInterval, 30*time.Second)
+	def(&c.LapsedInstanceRetention, 7*24*time.Hour)
+	def(&c.JanitorInterval, 10*time.Minute)
 	def(&c.MinRotationPeriod, time.Hour)
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
 	def(&c.HealthCheckInterval, 10*time.Second)

@@ -392,6 +392,13 @@ type Instances interface {
 	// nothing (polls noted in memory and stored later may arrive after a
 	// newer one). ErrNotFound for an unknown instance.
 	NotePoll(ctx context.Context, id string, at time.Time, keysLoaded int) error
+	// DeleteLapsedInstances deletes at most limit instances whose current
+	// identity certificate expired before before, with the records of what
+	// was released to them, and returns them (oldest id first). Such an
+	// instance can authenticate no more: a sidecar whose certificates
+	// lapsed enrolls again as a new instance. Revocation events naming
+	// them stay.
+	DeleteLapsedInstances(ctx context.Context, before time.Time, limit int) ([]Instance, error)
 }
 
 // Revocation kinds.

@@ -232,3 +232,46 @@ func (q *queries) NotePoll(ctx context.Context, id string, at time.Time, keysLoa
 		return err
 	})
 }
+
+// DeleteLapsedInstances implements store.Instances, in one transaction.
+func (q *queries) DeleteLapsedInstances(ctx context.Context, before time.Time, limit int) ([]store.Instance, error) {
+	const op = "DeleteLapsedInstances"
+	n, err := nanos("before", before)
+	if err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	var gone []store.Instance
+	err = q.write(ctx, op, func(c conn) error {
+		gone = nil
+		rows, err := c.query(ctx, `SELECT `+instanceColumns+` FROM instances
+			WHERE cert_serial IN (SELECT serial FROM certs WHERE not_after < ?)
+			ORDER BY id LIMIT ?`+q.d.forUpdate(), n, int64(limit))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			in, err := scanInstance(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			gone = append(gone, in)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		for _, in := range gone {
+			if _, err := c.exec(ctx, `DELETE FROM releases WHERE instance_id = ?`, in.ID); err != nil {
+				return err
+			}
+			if _, err := c.exec(ctx, `DELETE FROM instances WHERE id = ?`, in.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	return gone, nil
+}

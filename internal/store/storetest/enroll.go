@@ -137,6 +137,67 @@ var enrollTests = []test{
 		_, err = s.GetCert(ctx, "c3")
 		wantErr(t, "GetCert(c3) after a refused renewal", err, store.ErrNotFound)
 	}},
+	{"DeleteLapsedInstances", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		// i-1 and i-3 lapsed (identity certificate expired at 1 h and
+		// 2 h), i-2 renewed to a certificate that lives on, i-4 never
+		// lapses; i-3 was revoked too.
+		for _, c := range []struct {
+			id      string
+			expires time.Duration
+		}{{"i-1", time.Hour}, {"i-2", time.Hour}, {"i-3", 2 * time.Hour}, {"i-4", 90 * 24 * time.Hour}} {
+			cert := newCert("c-"+c.id, store.CertInstance, c.id)
+			cert.NotAfter = at(c.expires)
+			check(t, "EnrollInstance("+c.id+")", s.EnrollInstance(ctx, "", nil, newInstance(c.id, "acme", "CN=a", at(0)), []store.Cert{cert}))
+			check(t, "RecordReleases("+c.id+")", s.RecordReleases(ctx, c.id, []store.KeyRef{{KeyID: "k1", Version: 1}, {KeyID: "k2", Version: 1}}, at(0)))
+		}
+		renewed := newCert("c-i-2-renewed", store.CertInstance, "i-2")
+		check(t, "RenewInstance(i-2)", s.RenewInstance(ctx, "i-2", renewed.Serial, "w-i-2", []store.Cert{renewed}))
+		check(t, "RevokeInstance(i-3)", s.RevokeInstance(ctx, "i-3", at(30*time.Minute)))
+
+		gone, err := s.DeleteLapsedInstances(ctx, at(90*time.Minute), 10)
+		check(t, "DeleteLapsedInstances(90 min)", err)
+		if len(gone) != 1 || gone[0].ID != "i-1" || gone[0].Tenant != "acme" {
+			t.Fatalf("DeleteLapsedInstances(90 min) = %+v, want i-1 (i-3's certificate lives until 2 h)", gone)
+		}
+		gone, err = s.DeleteLapsedInstances(ctx, at(3*time.Hour), 10)
+		check(t, "DeleteLapsedInstances(3 h)", err)
+		if len(gone) != 1 || gone[0].ID != "i-3" || gone[0].RevokedAt == nil {
+			t.Fatalf("DeleteLapsedInstances(3 h) = %+v, want the revoked i-3 (i-2 was renewed)", gone)
+		}
+		for _, id := range []string{"i-1", "i-3"} {
+			_, err := s.GetInstance(ctx, id)
+			wantErr(t, "GetInstance("+id+") after its deletion", err, store.ErrNotFound)
+			got, err := s.ReleasedVersions(ctx, id, []string{"k1", "k2"})
+			check(t, "ReleasedVersions("+id+")", err)
+			if len(got) != 0 {
+				t.Errorf("releases of the deleted %s stay: %v", id, got)
+			}
+		}
+		for _, id := range []string{"i-2", "i-4"} {
+			got, err := s.ReleasedVersions(ctx, id, []string{"k1", "k2"})
+			check(t, "ReleasedVersions("+id+")", err)
+			if len(got) != 2 {
+				t.Errorf("releases of the live %s: %v, want k1 and k2", id, got)
+			}
+		}
+		evs, err := s.RevocationsAfter(ctx, "acme", 0, 10)
+		check(t, "RevocationsAfter", err)
+		if len(evs) != 1 || evs[0].Subject != "i-3" {
+			t.Errorf("revocation events after the deletion: %+v, want i-3's", evs)
+		}
+		// At most limit at a time.
+		for _, id := range []string{"i-5", "i-6", "i-7"} {
+			cert := newCert("c-"+id, store.CertInstance, id)
+			cert.NotAfter = at(time.Hour)
+			check(t, "EnrollInstance("+id+")", s.EnrollInstance(ctx, "", nil, newInstance(id, "acme", "CN=a", at(0)), []store.Cert{cert}))
+		}
+		gone, err = s.DeleteLapsedInstances(ctx, at(3*time.Hour), 2)
+		check(t, "DeleteLapsedInstances(limit 2)", err)
+		if len(gone) != 2 || gone[0].ID != "i-5" || gone[1].ID != "i-6" {
+			t.Fatalf("DeleteLapsedInstances(limit 2) = %+v, want i-5 and i-6", gone)
+		}
+	}},
 	{"Releases", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
 		check(t, "RecordReleases", s.RecordReleases(ctx, "i-1", []store.KeyRef{{KeyID: "k1", Version: 1}, {KeyID: "k1", Version: 3}, {KeyID: "k2", Version: 2}}, at(0)))

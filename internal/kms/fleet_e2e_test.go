@@ -2,6 +2,7 @@ package kms_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -115,6 +116,70 @@ func TestQuietPolls(t *testing.T) {
 		t.Fatalf("a refused poll: %d revocations.read records, want %d", got, refused+1)
 	}
 	if _, err := audit.Verify(context.Background(), env.Server().Store, env.Server().KMS.AuditKey()); err != nil {
+		t.Fatalf("the audit log: %v", err)
+	}
+}
+
+// TestLapsedInstancesDeleted: an instance whose identity certificate
+// expired more than Config.LapsedInstanceRetention ago is deleted by the
+// janitor with its release records, each with an audit record
+// (instance.deleted); a live instance stays, and the log verifies.
+func TestLapsedInstancesDeleted(t *testing.T) {
+	clock := kmstest.NewClock()
+	env := kmstest.Start(t, func(o *kms.Options) {
+		o.Now = clock.Now
+		o.Config.InstanceCertTTL = time.Hour
+		o.Config.LapsedInstanceRetention = 30 * time.Minute
+		o.Config.JanitorInterval = 20 * time.Millisecond
+	})
+	env.Tenant(t, "acme")
+	cust, _ := env.App(t, "acme", "payments-api", api.RoleCustodian)
+	dk := cust.DataKey(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+	enroll := func() *kmstest.FakeSidecar {
+		sc := kmstest.NewFakeSidecar(t, kcrypto.DefaultKEM())
+		var tok api.EnrollmentToken
+		cust.MustDo(t, "POST", "/v1/enrollment/tokens", api.CreateTokenRequest{}, &tok)
+		sc.Enroll(t, env.Anonymous(), tok.Token)
+		cust.MustDo(t, "POST", "/v1/keys/rewrap", api.RewrapRequest{EKBs: [][]byte{dk.EKB}, WrappingCertPEM: sc.Enrollment.WrappingCertPEM}, nil)
+		return sc
+	}
+	old := enroll()
+	clock.Advance(time.Hour + 31*time.Minute) // old's certificates expired 31 min ago
+	live := enroll()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := env.Server().Store.GetInstance(ctx, old.Enrollment.InstanceID)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lapsed instance is still there: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := env.Server().Store.ReleasedVersions(ctx, old.Enrollment.InstanceID, []string{dk.KeyID}); err != nil || len(got) != 0 {
+		t.Fatalf("the lapsed instance's releases: %v, %v; want none", got, err)
+	}
+	var fleet api.Fleet
+	env.Admin.MustDo(t, "GET", "/v1/tenants/acme/instances", nil, &fleet)
+	if len(fleet.Instances) != 1 || fleet.Instances[0].InstanceID != live.Enrollment.InstanceID || fleet.Instances[0].KeysReleased != 1 {
+		t.Fatalf("fleet after the sweep: %+v, want only the live instance with its release", fleet.Instances)
+	}
+	recs, err := env.Server().Store.AuditAfter(ctx, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deleted []string
+	for _, r := range recs {
+		if r.Action == "instance.deleted" {
+			deleted = append(deleted, r.KeyID)
+		}
+	}
+	if len(deleted) != 1 || deleted[0] != old.Enrollment.InstanceID {
+		t.Fatalf("instance.deleted records: %v, want one for %s", deleted, old.Enrollment.InstanceID)
+	}
+	if _, err := audit.Verify(ctx, env.Server().Store, env.Server().KMS.AuditKey()); err != nil {
 		t.Fatalf("the audit log: %v", err)
 	}
 }
