@@ -172,10 +172,8 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	stopCerts := k.startCertLoop()
 	stopJanitor := k.startJanitor()
 	stopCheckpoints := k.startCheckpointLoop()
-	stopPolls := k.startPollFlush()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, lease: ls,
-		stop: func() { stopPolls(); stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
+		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, lease: ls, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
 }
 
 // CheckSealer reports whether what st holds was sealed under sealer's root

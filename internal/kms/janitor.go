@@ -23,9 +23,10 @@ const actionInstanceDeleted = "instance.deleted"
 // import tokens in the background, so anonymous challenge requests cannot
 // grow the database without bound, wipes master keys idle for longer than
 // tmkCacheTTL (every minute), and rotates keys whose rotation is due
-// (every Config.RotationCheckInterval), and pings the store (every
-// Config.HealthCheckInterval, and when a request kicks it: health.go). The
-// returned function stops it.
+// (every Config.RotationCheckInterval), pings the store (every
+// Config.HealthCheckInterval, and when a request kicks it: health.go) and
+// stores the quiet revocation polls (every Config.PollFlushInterval:
+// polls.go). The returned function stops it and stores the polls left.
 func (k *KMS) startJanitor() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -39,6 +40,8 @@ func (k *KMS) startJanitor() (stop func()) {
 		defer ping.Stop()
 		caches := time.NewTicker(time.Minute)
 		defer caches.Stop()
+		polls := time.NewTicker(k.cfg.PollFlushInterval)
+		defer polls.Stop()
 		k.sweepOneTime(ctx)
 		for {
 			select {
@@ -54,10 +57,18 @@ func (k *KMS) startJanitor() (stop func()) {
 				k.rotateDue(ctx)
 			case <-caches.C:
 				k.tmks.sweep(k.now())
+			case <-polls.C:
+				_ = k.flushPolls(ctx)
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() {
+		cancel()
+		<-done
+		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer fcancel()
+		_ = k.flushPolls(fctx)
+	}
 }
 
 // approvalRetention is how long after its expiry an approval request

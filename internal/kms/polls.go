@@ -22,8 +22,9 @@ import (
 // such a poll is answered with no audit record and no write of its own:
 // its time and key count are kept here, shown at once by this replica's
 // fleet view (GET /v1/instances), and stored for every instance together
-// every Config.PollFlushInterval and when the Server closes, in one
-// transaction with one audit record of the KMS's (instances.polled). A
+// by the janitor every Config.PollFlushInterval and when the Server
+// closes, in one transaction with one audit record of the KMS's
+// (instances.polled). A
 // poll that delivers events, and one that fails (a revoked or unknown
 // instance, a bad cursor), is audited like any call.
 
@@ -108,31 +109,4 @@ func (k *KMS) flushPolls(ctx context.Context) error {
 		k.log.Warn("storing the sidecars' poll times failed; kept for the next try", "instances", len(notes), "err", err)
 	}
 	return err
-}
-
-// startPollFlush flushes the quiet polls every Config.PollFlushInterval;
-// stop ends the loop and flushes what is left.
-func (k *KMS) startPollFlush() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(k.cfg.PollFlushInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = k.flushPolls(ctx)
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		<-done
-		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer fcancel()
-		_ = k.flushPolls(fctx)
-	}
 }
