@@ -394,7 +394,8 @@ type Instances interface {
 	NotePoll(ctx context.Context, id string, at time.Time, keysLoaded int) error
 	// DeleteLapsedInstances deletes at most limit instances whose current
 	// identity certificate expired before before, with the records of what
-	// was released to them, and returns them (oldest id first). Such an
+	// was released to them and their certificates (identity and wrapping,
+	// every one they were issued), and returns them (lowest id first). Such an
 	// instance can authenticate no more: a sidecar whose certificates
 	// lapsed enrolls again as a new instance. Revocation events naming
 	// them stay.

@@ -264,6 +264,9 @@ func (q *queries) DeleteLapsedInstances(ctx context.Context, before time.Time, l
 			if _, err := c.exec(ctx, `DELETE FROM releases WHERE instance_id = ?`, in.ID); err != nil {
 				return err
 			}
+			if _, err := c.exec(ctx, `DELETE FROM certs WHERE kind IN (?, ?) AND subject = ?`, store.CertInstance, store.CertWrapping, in.ID); err != nil {
+				return err
+			}
 			if _, err := c.exec(ctx, `DELETE FROM instances WHERE id = ?`, in.ID); err != nil {
 				return err
 			}

@@ -168,11 +168,17 @@ var enrollTests = []test{
 		for _, id := range []string{"i-1", "i-3"} {
 			_, err := s.GetInstance(ctx, id)
 			wantErr(t, "GetInstance("+id+") after its deletion", err, store.ErrNotFound)
+			_, err = s.GetCert(ctx, "c-"+id)
+			wantErr(t, "GetCert(c-"+id+") after its instance's deletion", err, store.ErrNotFound)
 			got, err := s.ReleasedVersions(ctx, id, []string{"k1", "k2"})
 			check(t, "ReleasedVersions("+id+")", err)
 			if len(got) != 0 {
 				t.Errorf("releases of the deleted %s stay: %v", id, got)
 			}
+		}
+		for _, serial := range []string{"c-i-2", "c-i-2-renewed", "c-i-4"} {
+			_, err := s.GetCert(ctx, serial)
+			check(t, "GetCert("+serial+") of a live instance", err)
 		}
 		for _, id := range []string{"i-2", "i-4"} {
 			got, err := s.ReleasedVersions(ctx, id, []string{"k1", "k2"})
