@@ -9,10 +9,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/dcaas/dcaas/internal/atomicfile"
-
 	"github.com/spf13/cobra"
 
+	"github.com/dcaas/dcaas/internal/atomicfile"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/seal/file"
@@ -70,7 +69,7 @@ func runSealRekey(cmd *cobra.Command, f sealRekeyFlags) error {
 	case err != nil:
 		return err
 	case !ok:
-		return fmt.Errorf("%s has no %s split into shares: seal rekey changes the split dcaas seal init made", f.dataDir, kms.RootKeyFile)
+		return fmt.Errorf("%s has no %s split into shares: seal rekey changes the split that seal init or seal split made (seal split moves a passphrase-protected root key to shares)", f.dataDir, kms.RootKeyFile)
 	}
 	n, k := orDefault(f.shares, cur.Shares), orDefault(f.threshold, cur.Threshold)
 	if err := checkShareCounts(n, k, f.singleShare); err != nil {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 
 	"github.com/dcaas/dcaas/internal/atomicfile"
-
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/secret"
 )
