@@ -193,6 +193,20 @@ func writeTemp(dir string, data []byte) (name string, err error) {
 	return f.Name(), f.Close()
 }
 
+// loadKeyFile is readKeyFile for a root.key that must exist: an unsafe or
+// damaged file is said as such, any other failure as one to read it. The
+// caller wipes the data.
+func loadKeyFile(dir string) ([]byte, error) {
+	data, err := readKeyFile(dir)
+	if err != nil {
+		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
+	}
+	return data, nil
+}
+
 // ChangePassphrase re-wraps the root key in dir under newPass, after
 // unwrapping it with old. A nil or empty newPass makes the file mode 0
 // (file permissions only); a nil or empty old is right for a mode-0 file.
@@ -201,12 +215,9 @@ func writeTemp(dir string, data []byte) (name string, err error) {
 // It returns ErrPassphrase when old is wrong. The caller keeps ownership
 // of both passphrases.
 func ChangePassphrase(dir string, old, newPass *secret.Bytes) error {
-	data, err := readKeyFile(dir)
+	data, err := loadKeyFile(dir)
 	if err != nil {
-		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
-			return err
-		}
-		return fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
+		return err
 	}
 	defer secret.Zero(data)
 	root, _, err := decodeKeyFile(data, old)

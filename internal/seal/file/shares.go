@@ -256,7 +256,7 @@ func OpenShares(dir string, shares []UnsealShare) (*Sealer, error) {
 		return nil, err
 	}
 	defer secret.Zero(data)
-	root, _, err := openSharesFile(data, shares)
+	root, err := openSharesFile(data, shares)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func Rekey(dir string, shares []UnsealShare, n, k int, write func(ShareSet, [][]
 		return ShareSet{}, err
 	}
 	defer secret.Zero(data)
-	root, _, err := openSharesFile(data, shares)
+	root, err := openSharesFile(data, shares)
 	if err != nil {
 		return ShareSet{}, err
 	}
@@ -305,12 +305,9 @@ func Split(dir string, passphrase *secret.Bytes, n, k int, write func(ShareSet, 
 	if err := checkSplit(n, k); err != nil {
 		return ShareSet{}, err
 	}
-	data, err := readKeyFile(dir)
+	data, err := loadKeyFile(dir)
 	if err != nil {
-		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
-			return ShareSet{}, err
-		}
-		return ShareSet{}, fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
+		return ShareSet{}, err
 	}
 	defer secret.Zero(data)
 	root, _, err := decodeKeyFile(data, passphrase)
@@ -380,12 +377,9 @@ func splitRoot(root *secret.Bytes, n, k int) (ShareSet, [][]byte, []byte, error)
 // readSharesFile reads dir/root.key, which must be split into shares
 // (mode 2). The caller wipes the data.
 func readSharesFile(dir string) ([]byte, error) {
-	data, err := readKeyFile(dir)
+	data, err := loadKeyFile(dir)
 	if err != nil {
-		if errors.Is(err, ErrPermissions) || errors.Is(err, ErrCorrupt) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("seal/file: reading %s: %w", keyFileName, err)
+		return nil, err
 	}
 	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic || data[len(magic)] != modeShares {
 		secret.Zero(data)
@@ -396,34 +390,34 @@ func readSharesFile(dir string) ([]byte, error) {
 
 // openSharesFile combines the shares (at least the threshold, all of the
 // file's share set, distinct) into the unseal key and opens root.key mode
-// 2 data with it: the root key (the caller wipes it) and the share set.
-func openSharesFile(data []byte, shares []UnsealShare) (*secret.Bytes, ShareSet, error) {
+// 2 data with it: the root key, which the caller wipes.
+func openSharesFile(data []byte, shares []UnsealShare) (*secret.Bytes, error) {
 	set, err := parseSharesHeader(data)
 	if err != nil {
-		return nil, ShareSet{}, err
+		return nil, err
 	}
 	if len(shares) < set.Threshold {
-		return nil, ShareSet{}, fmt.Errorf("seal/file: %d of the %d shares needed", len(shares), set.Threshold)
+		return nil, fmt.Errorf("seal/file: %d of the %d shares needed", len(shares), set.Threshold)
 	}
 	points := make([]kcrypto.Share, len(shares))
 	for i, s := range shares {
 		if s.Set != set {
-			return nil, ShareSet{}, fmt.Errorf("seal/file: share %d is of share set %s, %s is of %s", s.Index, s.Set.IDString(), keyFileName, set.IDString())
+			return nil, fmt.Errorf("seal/file: share %d is of share set %s, %s is of %s", s.Index, s.Set.IDString(), keyFileName, set.IDString())
 		}
 		points[i] = kcrypto.Share{X: byte(s.Index), Y: s.Value}
 	}
 	unsealKey, err := kcrypto.Combine(points)
 	if err != nil {
-		return nil, ShareSet{}, err
+		return nil, err
 	}
 	defer unsealKey.Wipe()
 	aead, err := unsealAEAD(unsealKey, set.ID[:])
 	if err != nil {
-		return nil, ShareSet{}, err
+		return nil, err
 	}
 	root, err := aead.Open(nil, data[sharesHdrLen:], data[:sharesHdrLen])
 	if err != nil {
-		return nil, ShareSet{}, ErrUnsealKey
+		return nil, ErrUnsealKey
 	}
-	return secret.New(root), set, nil
+	return secret.New(root), nil
 }
