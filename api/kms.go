@@ -481,6 +481,11 @@ type RevocationFeed struct {
 	// rotation): a sidecar that holds the key fetches the new version with
 	// POST /v1/keys/refresh and encrypts with it from then on.
 	Rotated []KeyVersionRef `json:"rotated,omitempty"`
+	// RevokedCertificates are the serials (lower-case hex) of the bound
+	// custodian's client certificates that were revoked and have not
+	// expired: the whole list at every poll, not events. The sidecar's
+	// mutual-TLS listener refuses them.
+	RevokedCertificates []string `json:"revoked_certificates,omitempty"`
 }
 
 // KeyVersionRef names one version of a key.

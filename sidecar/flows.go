@@ -358,6 +358,7 @@ func (s *Sidecar) poll() {
 		}
 	}
 	s.cursor = feed.Cursor
+	s.setRevokedCerts(feed.RevokedCertificates)
 	s.ring.RenewAll(s.cfg.Now().Add(s.cfg.LeaseTTL))
 	if s.polls%trustEvery == 0 {
 		s.followTrust(ctx, id)

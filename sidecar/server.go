@@ -140,6 +140,10 @@ func (s *Sidecar) verifyClient(cs tls.ConnectionState) error {
 		s.audit.Record(cs.PeerCertificates[0].Subject.String(), "tls.handshake", "", "denied", string(api.CodeUnauthenticated))
 		return fmt.Errorf("sidecar: client certificate not issued by the KMS CA: %w", err)
 	}
+	if serial := ca.SerialString(cs.PeerCertificates[0]); s.certRevoked(serial) {
+		s.audit.Record(cs.PeerCertificates[0].Subject.String(), "tls.handshake", "", "denied", string(api.CodeRevoked))
+		return fmt.Errorf("sidecar: client certificate %s was revoked at the KMS", serial)
+	}
 	return nil
 }
 

@@ -171,19 +171,22 @@ type Sidecar struct {
 	router   *httpapi.Router
 	names    keyNames // transit names of loaded keys (keynames.go)
 
-	id        atomic.Pointer[identity] // nil until enrolled
-	previous  string                   // instance id of this data dir before a restart
-	enrollMu  sync.Mutex               // one enrollment at a time
-	revoked   atomic.Bool
-	replays   replayCache
-	cursor    string // revocation feed cursor (background goroutine only)
-	polls     int    // successful revocation polls (background goroutine only); see followTrust
-	refresh   pendingRefresh
-	reachable atomic.Bool
-	lastCtc   atomic.Int64
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	id atomic.Pointer[identity] // nil until enrolled
+	// revokedCerts are the custodian's client certificates the KMS lists as
+	// revoked (revokedcerts.go); nil until a poll or a stored list says.
+	revokedCerts atomic.Pointer[revokedSet]
+	previous     string     // instance id of this data dir before a restart
+	enrollMu     sync.Mutex // one enrollment at a time
+	revoked      atomic.Bool
+	replays      replayCache
+	cursor       string // revocation feed cursor (background goroutine only)
+	polls        int    // successful revocation polls (background goroutine only); see followTrust
+	refresh      pendingRefresh
+	reachable    atomic.Bool
+	lastCtc      atomic.Int64
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	closeOnce    sync.Once
 
 	attested   atomic.Pointer[identity] // the identity of the last re-attestation (attest.go)
 	attestedAt atomic.Int64             // its time, Unix nanoseconds
@@ -248,6 +251,10 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	}
 	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now, cfg.Logger); err != nil {
 		return nil, err
+	}
+	if err := s.loadRevokedCerts(); err != nil {
+		s.audit.Close()
+		return nil, fmt.Errorf("sidecar: %s: %w", revokedCertsFile, err)
 	}
 	s.ring = keyring.New(s.enc, keyring.Config{Now: cfg.Now, MaxEncryptions: cfg.MaxEncryptions})
 	s.engine = &ops.Engine{R: resolver{s}}

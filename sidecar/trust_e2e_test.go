@@ -251,3 +251,51 @@ func (ca *testCA) serverCert(t *testing.T, host string) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// TestRevokedCustodianCertRefused: a custodian certificate revoked at the
+// KMS (dcaas app cert revoke) is refused at the sidecar's mutual-TLS
+// listener within a poll — the listener checks chains, so before, it took
+// the certificate until it expired — while the custodian's other
+// certificate still works; the list survives in the data dir.
+func TestRevokedCustodianCertRefused(t *testing.T) {
+	f := newFixture(t, nil)
+	dks := f.load(t, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
+	addr := e2e.ServeMutualTLS(t, f.sc)
+	encrypt := func(certPEM, keyPEM string) error {
+		pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := client.NewSidecarWithTLS("https://"+addr, &tls.Config{RootCAs: f.env.CAPool, ServerName: f.sc.ServerName(), Certificates: []tls.Certificate{pair}}, client.WithRetry(1, 0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.Do(t.Context(), "POST", "/v1/crypto/encrypt", api.EncryptRequest{KeyRef: api.KeyRef{KeyID: dks[0].KeyID}, Plaintext: []byte("hi")}, nil)
+	}
+	if err := encrypt(f.creds.CertPEM, f.creds.KeyPEM); err != nil {
+		t.Fatalf("the custodian over mTLS: %v", err)
+	}
+	var second api.AppCredentials
+	f.cust.MustDo(t, "POST", "/v1/apps/self/certificate", nil, &second)
+	block, _ := pem.Decode([]byte(f.creds.CertPEM))
+	first, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := first.SerialNumber.Text(16)
+	f.env.ClientTrusting(f.env.CAPool, []byte(second.CertPEM), []byte(second.KeyPEM)).MustDo(t, "POST", "/v1/apps/self/certificates/revoke", api.RevokeCertificatesRequest{Serial: serial}, nil)
+	eventually(t, "the revoked certificate refused at the handshake", func() error {
+		if err := encrypt(f.creds.CertPEM, f.creds.KeyPEM); err == nil {
+			return fmt.Errorf("the revoked certificate %s was taken", serial)
+		}
+		return nil
+	})
+	if err := encrypt(second.CertPEM, second.KeyPEM); err != nil {
+		t.Fatalf("the custodian's other certificate: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(f.dataDir, "revoked-certs.json"))
+	if err != nil || !strings.Contains(string(b), serial) {
+		t.Fatalf("revoked-certs.json = %s, %v; want %s in it", b, err, serial)
+	}
+}

@@ -230,6 +230,9 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 		after = last
 	}
 	feed.Cursor = strconv.FormatInt(after, 10)
+	if feed.RevokedCertificates, err = k.revokedCustodianCerts(ctx, c.caller.Instance.CustodianDN); err != nil {
+		return nil, err
+	}
 	// The poll is the instance's sign of life: its time and, when the
 	// sidecar says (keys_loaded), how many keys it holds, for the fleet
 	// view. A poll that delivers nothing is answered quietly, its time
@@ -258,6 +261,32 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	return feed, nil
+}
+
+// revokedCustodianCerts are the serials of the custodian dn's client
+// certificates that are revoked and not expired (the revocation feed's
+// revoked_certificates): a sidecar bound to that custodian refuses them at
+// its mutual-TLS listener, which checks chains, not the KMS's registry.
+func (k *KMS) revokedCustodianCerts(ctx context.Context, dn string) ([]string, error) {
+	app, err := k.st.GetAppByDN(ctx, dn)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, storeErr(err, "app")
+	}
+	certs, err := k.st.ListCerts(ctx, store.CertApp, app.Tenant, app.Name)
+	if err != nil {
+		return nil, storeErr(err, "certificates")
+	}
+	now := k.now()
+	var out []string
+	for _, c := range certs {
+		if c.RevokedAt != nil && c.NotAfter.After(now) {
+			out = append(out, c.Serial)
+		}
+	}
+	return out, nil
 }
 
 // maxKeysLoaded bounds the count a sidecar reports at its poll.
