@@ -254,7 +254,7 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	}
 	if err := s.loadRevokedCerts(); err != nil {
 		s.audit.Close()
-		return nil, fmt.Errorf("sidecar: %s: %w", revokedCertsFile, err)
+		return nil, fmt.Errorf("sidecar: reading the revoked custodian certificates (%s): %w; if it is damaged, remove it: the next revocation poll writes it again", revokedCertsFile, err)
 	}
 	s.ring = keyring.New(s.enc, keyring.Config{Now: cfg.Now, MaxEncryptions: cfg.MaxEncryptions})
 	s.engine = &ops.Engine{R: resolver{s}}
