@@ -321,6 +321,10 @@ type Instance struct {
 	// instances only).
 	AttestedAt          *time.Time `json:"attested_at,omitempty"`
 	AttestationProfiles []string   `json:"attestation_profiles,omitempty"`
+	// AKFingerprint is the TPM attestation key the instance enrolled with
+	// (hex SHA-256 of its TPMT_PUBLIC; attested instances only): the
+	// platform, as the attestation policy names it.
+	AKFingerprint string `json:"ak_fingerprint,omitempty"`
 }
 
 // Instances is the answer to GET /v1/instances.
@@ -331,6 +335,22 @@ type Instances struct {
 // Revoked is the answer to a revocation.
 type Revoked struct {
 	Revoked bool `json:"revoked"`
+}
+
+// RevokePlatformRequest is the body of POST /v1/instances/revoke-platform:
+// revoke every live instance enrolled with a TPM attestation key (a
+// platform taken out of service, or no longer trusted).
+type RevokePlatformRequest struct {
+	// AKFingerprint is the attestation key's fingerprint: hex SHA-256 of
+	// its TPMT_PUBLIC, as the attestation policy's ak_fingerprint and GET
+	// /v1/instances give it.
+	AKFingerprint string `json:"ak_fingerprint"`
+}
+
+// RevokedInstances is the answer to POST /v1/instances/revoke-platform:
+// the instances revoked by the call (those revoked before are not listed).
+type RevokedInstances struct {
+	Revoked []string `json:"revoked"`
 }
 
 // RewrapRequest is the body of POST /v1/keys/rewrap.

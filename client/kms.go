@@ -187,6 +187,16 @@ func (k *KMS) RevokeInstance(ctx context.Context, instanceID string) error {
 	return k.t.do(ctx, once, http.MethodDelete, "/v1/instances/"+pathEscape(instanceID), nil, nil)
 }
 
+// RevokePlatform revokes every live instance enrolled with the TPM
+// attestation key akFingerprint (admin) and returns their ids.
+func (k *KMS) RevokePlatform(ctx context.Context, akFingerprint string) ([]string, error) {
+	var out api.RevokedInstances
+	if err := k.t.do(ctx, once, http.MethodPost, "/v1/instances/revoke-platform", &api.RevokePlatformRequest{AKFingerprint: akFingerprint}, &out); err != nil {
+		return nil, err
+	}
+	return out.Revoked, nil
+}
+
 // CreateGrant mints a single-use grant for one sidecar instance to load
 // exactly the EKBs, retained key ids or seeds of req (custodian). The
 // grant, and req.Seeds, are secret.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -261,5 +262,51 @@ func attestedRequest(t *testing.T, enc *tpm.Enclave, nonce []byte) api.EnrollReq
 		CSRPEM:            string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
 		WrappingPublicKey: pub,
 		Attestation:       ev,
+	}
+}
+
+// TestRevokePlatform: an admin revokes every live instance enrolled with a
+// TPM attestation key (POST /v1/instances/revoke-platform) — a platform
+// taken out of service keeps what it holds otherwise, since removing its
+// AK from the policy only stops new enrollments — and the sidecar stops
+// serving at its next poll. The instance listing names the AK; a malformed
+// fingerprint and a custodian are refused; another AK revokes nothing.
+func TestRevokePlatform(t *testing.T) {
+	w, fp := openTPMPlatform(t)
+	w.startKMS(t, &kms.AttestationPolicy{Platforms: []kms.Platform{{AKFingerprint: fp, CustodianDN: "CN=payments-api,O=acme"}}})
+	sc, err := sidecar.New(t.Context(), sidecar.Config{
+		KMSURL: w.env.URL, CAPEM: w.env.CAPEM, DataDir: t.TempDir(), Enclave: w.enc, Attest: true,
+		HealthInterval: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("attested enrollment: %v", err)
+	}
+	defer sc.Close()
+	var ins api.Instances
+	w.env.Admin.MustDo(t, "GET", "/v1/instances", nil, &ins)
+	if len(ins.Instances) != 1 || ins.Instances[0].AKFingerprint != fp {
+		t.Fatalf("instances = %+v, want one naming AK %s", ins, fp)
+	}
+	kmstest.WantError(t, w.env.Admin.Do("POST", "/v1/instances/revoke-platform", api.RevokePlatformRequest{AKFingerprint: "not hex"}, nil), 400, api.CodeInvalidArgument)
+	kmstest.WantError(t, w.cust.Do("POST", "/v1/instances/revoke-platform", api.RevokePlatformRequest{AKFingerprint: fp}, nil), 403, api.CodeForbidden)
+	other := strings.Repeat("0", 64)
+	var out api.RevokedInstances
+	w.env.Admin.MustDo(t, "POST", "/v1/instances/revoke-platform", api.RevokePlatformRequest{AKFingerprint: other}, &out)
+	if len(out.Revoked) != 0 || sc.Status(t.Context()).Revoked {
+		t.Fatalf("another AK revoked %v", out.Revoked)
+	}
+	w.env.Admin.MustDo(t, "POST", "/v1/instances/revoke-platform", api.RevokePlatformRequest{AKFingerprint: strings.ToUpper(fp)}, &out)
+	if len(out.Revoked) != 1 || out.Revoked[0] != sc.InstanceID() {
+		t.Fatalf("revoke-platform = %v, want [%s]", out.Revoked, sc.InstanceID())
+	}
+	eventually(t, "the sidecar of the revoked platform stops", func() error {
+		if !sc.Status(t.Context()).Revoked {
+			return fmt.Errorf("still serving")
+		}
+		return nil
+	})
+	w.env.Admin.MustDo(t, "POST", "/v1/instances/revoke-platform", api.RevokePlatformRequest{AKFingerprint: fp}, &out)
+	if len(out.Revoked) != 0 {
+		t.Fatalf("a second revoke-platform revoked %v again", out.Revoked)
 	}
 }

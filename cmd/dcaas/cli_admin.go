@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -219,14 +220,42 @@ func newInstancesCmd() *cobra.Command {
 				tw.Flush()
 			})
 		},
-	}, &cobra.Command{
-		Use:   "revoke INSTANCE_ID",
-		Short: "Revoke a sidecar instance and its certificates; it stops serving at its next poll",
-		Args:  cobra.ExactArgs(1),
+	}, newInstancesRevokeCmd(c))
+	return cmd
+}
+
+func newInstancesRevokeCmd(c *cliConn) *cobra.Command {
+	var ak string
+	cmd := &cobra.Command{
+		Use:   "revoke (INSTANCE_ID | --ak FINGERPRINT)",
+		Short: "Revoke a sidecar instance, or every one of a TPM platform, with its certificates; each stops serving at its next poll",
+		Long: `Revoke one sidecar instance and its certificates, or with --ak (admin) every
+live instance enrolled with that TPM attestation key (the ak_fingerprint of
+the attestation policy and of 'dcaas instances list --json'): a platform taken
+out of service or no longer trusted. Removing the AK from the policy stops
+new enrollments only; what its sidecars hold stays until revoked.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == (ak != "") {
+				return errors.New("give an INSTANCE_ID or --ak, not both")
+			}
 			k, err := c.kmsClient()
 			if err != nil {
 				return err
+			}
+			if ak != "" {
+				revoked, err := k.RevokePlatform(cmd.Context(), ak)
+				if err != nil {
+					return err
+				}
+				return c.print(cmd, api.RevokedInstances{Revoked: revoked}, func(w io.Writer) {
+					if len(revoked) == 0 {
+						fmt.Fprintln(w, "no live instance of that attestation key")
+					}
+					for _, id := range revoked {
+						fmt.Fprintf(w, "instance %s revoked\n", id)
+					}
+				})
 			}
 			if err := k.RevokeInstance(cmd.Context(), args[0]); err != nil {
 				return err
@@ -235,7 +264,8 @@ func newInstancesCmd() *cobra.Command {
 				fmt.Fprintf(w, "instance %s revoked\n", args[0])
 			})
 		},
-	})
+	}
+	cmd.Flags().StringVar(&ak, "ak", "", "revoke every live instance enrolled with this TPM attestation key fingerprint (admin)")
 	return cmd
 }
 

@@ -2,8 +2,12 @@ package kms
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/store"
@@ -13,7 +17,7 @@ func apiInstance(in store.Instance) api.Instance {
 	return api.Instance{
 		InstanceID: in.ID, CustodianDN: in.CustodianDN, Enclave: api.Enclave(in.Enclave),
 		EnrolledAt: in.EnrolledAt, Revoked: in.RevokedAt != nil,
-		AttestedAt: in.AttestedAt, AttestationProfiles: in.AttestationProfiles,
+		AttestedAt: in.AttestedAt, AttestationProfiles: in.AttestationProfiles, AKFingerprint: in.AKFingerprint,
 	}
 }
 
@@ -63,8 +67,16 @@ func (k *KMS) retireInstance(ctx context.Context, c *call) (any, error) {
 // revokeInstanceID revokes instance id and its certificates, with the
 // audit record of call c. Revoking a revoked instance changes nothing.
 func (k *KMS) revokeInstanceID(ctx context.Context, c *call, id string) (any, error) {
-	now := k.now()
-	err := c.commit(ctx, func(tx store.Tx) error {
+	if err := c.commit(ctx, func(tx store.Tx) error { return revokeInstances(ctx, tx, []string{id}, k.now()) }); err != nil {
+		return nil, err
+	}
+	k.log.Info("sidecar instance revoked", "instance", id, "by", c.caller.DN)
+	return api.Revoked{Revoked: true}, nil
+}
+
+// revokeInstances revokes the instances ids and their certificates in tx.
+func revokeInstances(ctx context.Context, tx store.Tx, ids []string, now time.Time) error {
+	for _, id := range ids {
 		if err := tx.RevokeInstance(ctx, id, now); err != nil {
 			return storeErr(err, "instance")
 		}
@@ -73,13 +85,44 @@ func (k *KMS) revokeInstanceID(ctx context.Context, c *call, id string) (any, er
 				return storeErr(err, "certificate")
 			}
 		}
-		return nil
-	})
-	if err != nil {
+	}
+	return nil
+}
+
+// revokePlatform serves POST /v1/instances/revoke-platform (admin):
+// every live instance enrolled with the TPM attestation key named is
+// revoked, with its certificates, in one transaction; each stops serving
+// at its next poll. Removing the AK from the attestation policy only stops
+// new enrollments and re-attestations: a platform taken out of service
+// (or no longer trusted) keeps what it holds until its leases end unless
+// its instances are revoked, and a compromised one would not re-attest.
+func (k *KMS) revokePlatform(ctx context.Context, c *call) (any, error) {
+	var req api.RevokePlatformRequest
+	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	k.log.Info("sidecar instance revoked", "instance", id, "by", c.caller.DN)
-	return api.Revoked{Revoked: true}, nil
+	fp := strings.ToLower(req.AKFingerprint)
+	if b, err := hex.DecodeString(fp); err != nil || len(b) != sha256.Size {
+		return nil, api.Errorf(api.CodeInvalidArgument, "ak_fingerprint must be a hex SHA-256 (64 digits), as GET /v1/instances and the attestation policy give it.")
+	}
+	c.keyID = "ak:" + fp
+	all, err := k.st.ListInstances(ctx, "", "")
+	if err != nil {
+		return nil, storeErr(err, "instances")
+	}
+	out := api.RevokedInstances{Revoked: []string{}}
+	for _, in := range all {
+		if in.AKFingerprint == fp && in.RevokedAt == nil {
+			out.Revoked = append(out.Revoked, in.ID)
+		}
+	}
+	if err := c.commit(ctx, func(tx store.Tx) error { return revokeInstances(ctx, tx, out.Revoked, k.now()) }); err != nil {
+		return nil, err
+	}
+	if len(out.Revoked) > 0 {
+		k.log.Info("sidecar instances of a platform revoked", "ak_fingerprint", fp, "instances", len(out.Revoked), "by", c.caller.DN)
+	}
+	return out, nil
 }
 
 const auditPageSize = 1000

@@ -295,6 +295,7 @@ func (k *KMS) routes() {
 	k.handle("POST /v1/enrollment", "enrollment.enroll", nil, 0, k.enroll)
 	k.handle("GET /v1/instances", "instance.list", []api.Role{api.RoleAdmin, api.RoleCustodian}, 0, k.listInstances)
 	k.handle("DELETE /v1/instances/{id}", "instance.revoke", []api.Role{api.RoleAdmin, api.RoleCustodian}, 0, k.revokeInstance)
+	k.handle("POST /v1/instances/revoke-platform", "instance.revoke_platform", []api.Role{api.RoleAdmin}, 0, k.revokePlatform)
 	k.handle("POST /v1/keys/rewrap", "keys.rewrap", cust, k.cfg.BatchBodyLimit, k.rewrap)
 	k.handle("GET /v1/audit", "audit.read", admin, 0, k.readAudit)
 	k.auditRoutes()
