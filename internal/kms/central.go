@@ -275,16 +275,9 @@ func (k *KMS) revokedCustodianCerts(ctx context.Context, dn string) ([]string, e
 	if err != nil {
 		return nil, storeErr(err, "app")
 	}
-	certs, err := k.st.ListCerts(ctx, store.CertApp, app.Tenant, app.Name)
+	out, err := k.st.RevokedCerts(ctx, store.CertApp, app.Tenant, app.Name, k.now())
 	if err != nil {
 		return nil, storeErr(err, "certificates")
-	}
-	now := k.now()
-	var out []string
-	for _, c := range certs {
-		if c.RevokedAt != nil && c.NotAfter.After(now) {
-			out = append(out, c.Serial)
-		}
 	}
 	return out, nil
 }

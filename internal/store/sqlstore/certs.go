@@ -145,3 +145,22 @@ func (q *queries) ListCerts(ctx context.Context, kind, tenant, subject string) (
 	}
 	return list, nil
 }
+
+// RevokedCerts implements store.Certs.
+func (q *queries) RevokedCerts(ctx context.Context, kind, tenant, subject string, now time.Time) ([]string, error) {
+	const op = "RevokedCerts"
+	n, err := nanos("now", now)
+	if err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	out, err := all(ctx, q, `SELECT serial FROM certs
+		WHERE kind = ? AND tenant = ? AND subject = ? AND revoked_at IS NOT NULL AND not_after > ?
+		ORDER BY serial`+q.d.byteOrder(), []any{kind, tenant, subject, n}, func(row scanner) (string, error) {
+		var s string
+		return s, row.Scan(&s)
+	})
+	if err != nil {
+		return nil, q.mapErr(op, err)
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -190,6 +191,19 @@ var certsTests = []test{
 					t.Errorf("%s[%d] = %s, want %s", call, i, show(c), show(want))
 				}
 			}
+		}
+		// RevokedCerts: the revoked ones not expired at now only.
+		expired := mk("0g", store.CertApp, "acme", "payments", 30*time.Minute)
+		expired.RevokedAt = ptr(at(time.Minute))
+		check(t, "PutCert(0g)", s.PutCert(ctx, expired))
+		check(t, "RevokeCert(0d)", s.RevokeCert(ctx, "0d", at(2*time.Minute)))
+		got, err := s.RevokedCerts(ctx, store.CertApp, "acme", "payments", at(time.Hour))
+		check(t, "RevokedCerts", err)
+		if !slices.Equal(got, []string{"0b", "0d"}) {
+			t.Errorf("RevokedCerts(app, acme, payments) = %v, want 0b and 0d (0g expired)", got)
+		}
+		if got, err := s.RevokedCerts(ctx, store.CertApp, "globex", "payments", at(time.Hour)); err != nil || len(got) != 0 {
+			t.Errorf("RevokedCerts(app, globex, payments) = %v, %v; want none", got, err)
 		}
 	}},
 }
