@@ -172,6 +172,16 @@ func (k *KMS) centralRoutes() {
 // released to it, and of itself. A revoked sidecar cannot call it
 // (authentication refuses it), which is how it learns it was revoked.
 func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
+	// What the sidecar says it holds (keys_loaded), for the fleet view;
+	// -1: it did not say.
+	loaded := -1
+	if s := c.r.URL.Query().Get("keys_loaded"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 || v > maxKeysLoaded {
+			return nil, api.Errorf(api.CodeInvalidArgument, "keys_loaded must be the number of keys the sidecar holds (0 to %d).", maxKeysLoaded)
+		}
+		loaded = v
+	}
 	after := int64(0)
 	if s := c.r.URL.Query().Get("since"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
@@ -233,19 +243,10 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 	if feed.RevokedCertificates, err = k.revokedCustodianCerts(ctx, c.caller.Instance.CustodianDN); err != nil {
 		return nil, err
 	}
-	// The poll is the instance's sign of life: its time and, when the
-	// sidecar says (keys_loaded), how many keys it holds, for the fleet
-	// view. A poll that delivers nothing is answered quietly, its time
+	// The poll is the instance's sign of life: its time and the count it
+	// gave. A poll that delivers nothing is answered quietly, its time
 	// stored later with others' (polls.go); one that delivers events
 	// stores it with the call's audit record.
-	loaded := -1
-	if s := c.r.URL.Query().Get("keys_loaded"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 0 || v > maxKeysLoaded {
-			return nil, api.Errorf(api.CodeInvalidArgument, "keys_loaded must be the number of keys the sidecar holds (0 to %d).", maxKeysLoaded)
-		}
-		loaded = v
-	}
 	if len(feed.Instances) == 0 && len(feed.Keys) == 0 && len(feed.KeyVersions) == 0 && len(feed.Rotated) == 0 {
 		k.polls.note(c.caller.Instance.ID, pollNote{at: k.now(), loaded: loaded})
 		c.quiet = true
