@@ -269,14 +269,7 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 // revoked_certificates): a sidecar bound to that custodian refuses them at
 // its mutual-TLS listener, which checks chains, not the KMS's registry.
 func (k *KMS) revokedCustodianCerts(ctx context.Context, dn string) ([]string, error) {
-	app, err := k.st.GetAppByDN(ctx, dn)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, storeErr(err, "app")
-	}
-	out, err := k.st.RevokedCerts(ctx, store.CertApp, app.Tenant, app.Name, k.now())
+	out, err := k.st.RevokedAppCerts(ctx, dn, k.now())
 	if err != nil {
 		return nil, storeErr(err, "certificates")
 	}

@@ -147,17 +147,10 @@ func TestLapsedInstancesDeleted(t *testing.T) {
 	clock.Advance(time.Hour + 31*time.Minute) // old's certificates expired 31 min ago
 	live := enroll()
 	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, "the lapsed instance deleted", func() bool {
 		_, err := env.Server().Store.GetInstance(ctx, old.Enrollment.InstanceID)
-		if errors.Is(err, store.ErrNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lapsed instance is still there: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return errors.Is(err, store.ErrNotFound)
+	})
 	if got, err := env.Server().Store.ReleasedVersions(ctx, old.Enrollment.InstanceID, []string{dk.KeyID}); err != nil || len(got) != 0 {
 		t.Fatalf("the lapsed instance's releases: %v, %v; want none", got, err)
 	}

@@ -21,7 +21,7 @@ type reader interface {
 	GetCert(ctx context.Context, serial string) (store.Cert, error)
 	GetCertIdentity(ctx context.Context, serial string) (store.Cert, *store.App, error)
 	ListCerts(ctx context.Context, kind, tenant, subject string) ([]store.Cert, error)
-	RevokedCerts(ctx context.Context, kind, tenant, subject string, now time.Time) ([]string, error)
+	RevokedAppCerts(ctx context.Context, dn string, now time.Time) ([]string, error)
 	GetKey(ctx context.Context, keyID string) (store.Key, error)
 	GetKeys(ctx context.Context, keyIDs []string) (map[string]store.Key, error)
 	GetKeyVersion(ctx context.Context, keyID string, version int) (store.KeyVersion, error)

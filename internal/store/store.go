@@ -165,9 +165,10 @@ type Certs interface {
 	// ListCerts returns the certificates of (kind, tenant, subject),
 	// revoked and expired ones included, by NotAfter then serial.
 	ListCerts(ctx context.Context, kind, tenant, subject string) ([]Cert, error)
-	// RevokedCerts returns the serials of the certificates of (kind,
-	// tenant, subject) that are revoked and expire after now, by serial.
-	RevokedCerts(ctx context.Context, kind, tenant, subject string, now time.Time) ([]string, error)
+	// RevokedAppCerts returns the serials of the client certificates of
+	// the app whose DN is dn that are revoked and expire after now, by
+	// serial (none for an unknown DN).
+	RevokedAppCerts(ctx context.Context, dn string, now time.Time) ([]string, error)
 }
 
 // Key is a data key's registry entry. It holds no key material; retained

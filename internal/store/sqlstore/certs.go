@@ -146,16 +146,17 @@ func (q *queries) ListCerts(ctx context.Context, kind, tenant, subject string) (
 	return list, nil
 }
 
-// RevokedCerts implements store.Certs.
-func (q *queries) RevokedCerts(ctx context.Context, kind, tenant, subject string, now time.Time) ([]string, error) {
-	const op = "RevokedCerts"
+// RevokedAppCerts implements store.Certs: one query, for every
+// revocation poll.
+func (q *queries) RevokedAppCerts(ctx context.Context, dn string, now time.Time) ([]string, error) {
+	const op = "RevokedAppCerts"
 	n, err := nanos("now", now)
 	if err != nil {
 		return nil, q.mapErr(op, err)
 	}
-	out, err := all(ctx, q, `SELECT serial FROM certs
-		WHERE kind = ? AND tenant = ? AND subject = ? AND revoked_at IS NOT NULL AND not_after > ?
-		ORDER BY serial`+q.d.byteOrder(), []any{kind, tenant, subject, n}, func(row scanner) (string, error) {
+	out, err := all(ctx, q, `SELECT c.serial FROM certs c JOIN apps a ON c.tenant = a.tenant AND c.subject = a.name
+		WHERE a.dn = ? AND c.kind = ? AND c.revoked_at IS NOT NULL AND c.not_after > ?
+		ORDER BY c.serial`+q.d.byteOrder(), []any{dn, store.CertApp, n}, func(row scanner) (string, error) {
 		var s string
 		return s, row.Scan(&s)
 	})

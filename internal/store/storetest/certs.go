@@ -192,18 +192,24 @@ var certsTests = []test{
 				}
 			}
 		}
-		// RevokedCerts: the revoked ones not expired at now only.
+		// RevokedAppCerts: the revoked ones not expired at now only, of the
+		// app with that DN.
 		expired := mk("0g", store.CertApp, "acme", "payments", 30*time.Minute)
 		expired.RevokedAt = ptr(at(time.Minute))
 		check(t, "PutCert(0g)", s.PutCert(ctx, expired))
 		check(t, "RevokeCert(0d)", s.RevokeCert(ctx, "0d", at(2*time.Minute)))
-		got, err := s.RevokedCerts(ctx, store.CertApp, "acme", "payments", at(time.Hour))
-		check(t, "RevokedCerts", err)
+		acme, globex := newApp("acme", "payments"), newApp("globex", "payments")
+		check(t, "CreateApp(acme, payments)", s.CreateApp(ctx, acme))
+		check(t, "CreateApp(globex, payments)", s.CreateApp(ctx, globex))
+		got, err := s.RevokedAppCerts(ctx, acme.DN, at(time.Hour))
+		check(t, "RevokedAppCerts", err)
 		if !slices.Equal(got, []string{"0b", "0d"}) {
-			t.Errorf("RevokedCerts(app, acme, payments) = %v, want 0b and 0d (0g expired)", got)
+			t.Errorf("RevokedAppCerts(acme/payments) = %v, want 0b and 0d (0g expired)", got)
 		}
-		if got, err := s.RevokedCerts(ctx, store.CertApp, "globex", "payments", at(time.Hour)); err != nil || len(got) != 0 {
-			t.Errorf("RevokedCerts(app, globex, payments) = %v, %v; want none", got, err)
+		for _, dn := range []string{globex.DN, "CN=nobody,O=acme"} {
+			if got, err := s.RevokedAppCerts(ctx, dn, at(time.Hour)); err != nil || len(got) != 0 {
+				t.Errorf("RevokedAppCerts(%s) = %v, %v; want none", dn, got, err)
+			}
 		}
 	}},
 }
