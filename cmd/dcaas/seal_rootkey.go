@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -71,7 +72,7 @@ func runSealRekey(cmd *cobra.Command, f sealRekeyFlags) error {
 	case !ok:
 		return fmt.Errorf("%s has no %s split into shares: seal rekey changes the split that seal init or seal split made (seal split moves a passphrase-protected root key to shares)", f.dataDir, kms.RootKeyFile)
 	}
-	n, k := orDefault(f.shares, cur.Shares), orDefault(f.threshold, cur.Threshold)
+	n, k := cmp.Or(f.shares, cur.Shares), cmp.Or(f.threshold, cur.Threshold) // 0: as now
 	if err := checkShareCounts(n, k, f.singleShare); err != nil {
 		return err
 	}
@@ -167,14 +168,6 @@ func (w *shareWriter) list(out io.Writer) {
 	for _, p := range w.written {
 		fmt.Fprintf(out, "  %s\n", p)
 	}
-}
-
-// orDefault is v, or def when v is 0 (a flag left at its default).
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // readShares parses the share files (- once for standard input).
