@@ -62,7 +62,8 @@ var (
 
 // Result is what Verify found.
 type Result struct {
-	// Records is how many records passed, 1 to Records.
+	// Records is how many records passed, 1 to Records (Start+1 to
+	// Records for a pruned log).
 	Records int64
 	// Legacy: records 1 to Legacy were written before the audit key
 	// existed, unkeyed. They are protected only through record Legacy+1,
@@ -77,6 +78,13 @@ type Result struct {
 	// none was given).
 	Checkpoints int
 	Latest      store.AuditCheckpoint
+	// Start: records 1 to Start were pruned, and the log was verified from
+	// record Start+1 on (Verifier.StartAfter); 0 for a whole log.
+	// BeforeStart is how many of the given checkpoints cover pruned
+	// records: their signatures verified, their records are in an archive
+	// (not counted in Checkpoints).
+	Start       int64
+	BeforeStart int
 }
 
 // VerifyCheckpoint checks cp's signature with key: nil, or an error
@@ -107,6 +115,12 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 	if err != nil {
 		return v.res, err
 	}
+	return v.feed(ctx, r)
+}
+
+// feed reads the log from r after the last record v was fed, feeds it
+// every record, and returns v's Result.
+func (v *Verifier) feed(ctx context.Context, r Reader) (Result, error) {
 	for {
 		page, err := r.AuditAfter(ctx, v.last, pageSize)
 		if err != nil {
@@ -143,6 +157,9 @@ type Verifier struct {
 	signedHead   []byte // the hash of the record before unsignedFrom
 	last         int64  // the last record fed
 	err          error
+
+	start       Start  // the start of a pruned log (StartAfter)
+	unexplained string // the start no prune record has named yet (StartAfter with explained)
 }
 
 // NewVerifier returns a Verifier of a log with key, holding checkpoints
@@ -181,6 +198,9 @@ func (v *Verifier) AddCheckpoint(cp store.AuditCheckpoint) error {
 		return err
 	}
 	switch {
+	case cp.Seq < v.start.Seq:
+		v.res.BeforeStart++
+		return nil
 	case cp.Seq < v.last:
 		return fmt.Errorf("%w: record %d (the verifier is at record %d)", ErrCheckpointBehind, cp.Seq, v.last)
 	case cp.Seq == v.last:
@@ -249,6 +269,7 @@ func (v *Verifier) add(rec store.AuditRecord) error {
 	} else if v.signed && v.unsignedFrom == 0 {
 		v.unsignedFrom, v.signedHead = rec.Seq, res.Head
 	}
+	v.explains(rec)
 	if err := matchCheckpoints(v.want[rec.Seq], rec.Hash); err != nil {
 		return err
 	}
@@ -278,6 +299,8 @@ func (v *Verifier) Result() (Result, error) {
 		return res, &BrokenError{Seq: v.unsignedFrom, Reason: fmt.Sprintf("records %d to %d are unsigned and no signed record follows them: the log must end with a signed record, so signatures were removed from its end, or records", v.unsignedFrom, v.last)}
 	case res.Latest.Sig != nil && res.Latest.Seq > v.last:
 		return res, &TruncatedError{Head: v.last, Checkpoint: res.Latest}
+	case v.unexplained != "":
+		return res, &BrokenError{Seq: v.start.Seq + 1, Reason: fmt.Sprintf("the log starts after record %d (records 1 to %d pruned), but no record of that prune (%s, ok, naming %s) follows: records were removed from its start", v.start.Seq, v.start.Seq, ActionPruned, v.unexplained)}
 	}
 	res.Checkpoints = v.given
 	return res, nil

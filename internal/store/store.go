@@ -76,6 +76,11 @@ type Settings interface {
 	// SettingNames returns the names of the settings that start with
 	// prefix, sorted bytewise.
 	SettingNames(ctx context.Context, prefix string) ([]string, error)
+	// SwapSetting stores value under name if name now holds old (old nil:
+	// if name is unset), and fails with ErrConflict otherwise, changing
+	// nothing: a compare-and-swap, so that of two replicas changing one
+	// setting from the same value only one succeeds.
+	SwapSetting(ctx context.Context, name string, old, value []byte) error
 }
 
 // Tenant is a registered tenant.
@@ -500,6 +505,12 @@ type Audit interface {
 	// LatestAuditCheckpoint returns the stored checkpoint with the highest
 	// Seq; ErrNotFound when there is none.
 	LatestAuditCheckpoint(ctx context.Context) (AuditCheckpoint, error)
+	// DeleteAuditThrough deletes up to limit of the records numbered seq
+	// or lower, lowest first, and the checkpoints of records below seq,
+	// and returns how many records it deleted: pruning the start of the
+	// log once it is archived (internal/audit, Start). It never deletes a
+	// record above seq.
+	DeleteAuditThrough(ctx context.Context, seq int64, limit int) (int64, error)
 }
 
 // ApprovalPolicy is a tenant's quorum setting (Tenant "" is never stored:

@@ -193,3 +193,23 @@ func scanCheckpoint(row interface{ Scan(...any) error }) (store.AuditCheckpoint,
 	cp.Time = fromNanos(at)
 	return cp, nil
 }
+
+// DeleteAuditThrough implements store.Audit. It does not take lockAudit:
+// appends read and write the log's end, a prune deletes below a start the
+// KMS keeps behind the end, so a long prune runs as many short batches
+// beside the appends.
+func (q *queries) DeleteAuditThrough(ctx context.Context, seq int64, limit int) (int64, error) {
+	if limit < 1 {
+		return 0, nil
+	}
+	var n int64
+	err := q.write(ctx, "DeleteAuditThrough", func(c conn) error {
+		var err error
+		if n, err = c.changed(ctx, `DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= ? ORDER BY seq LIMIT ?)`, seq, limit); err != nil {
+			return err
+		}
+		_, err = c.exec(ctx, `DELETE FROM audit_checkpoints WHERE seq < ?`, seq)
+		return err
+	})
+	return n, err
+}

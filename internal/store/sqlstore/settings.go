@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"strings"
+
+	"github.com/dcaas/dcaas/internal/store"
 )
 
 // GetSetting implements store.Settings.
@@ -33,6 +35,26 @@ func (q *queries) PutSettingIfAbsent(ctx context.Context, name string, value []b
 		return nil, err
 	}
 	return nilIfEmpty(stored), nil
+}
+
+// SwapSetting implements store.Settings.
+func (q *queries) SwapSetting(ctx context.Context, name string, old, value []byte) error {
+	return q.write(ctx, "SwapSetting", func(c conn) error {
+		var n int64
+		var err error
+		if old == nil {
+			n, err = c.changed(ctx, `INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, notNull(value))
+		} else {
+			n, err = c.changed(ctx, `UPDATE settings SET value = ? WHERE name = ? AND value = ?`, notNull(value), name, notNull(old))
+		}
+		switch {
+		case err != nil:
+			return err
+		case n != 1:
+			return store.ErrConflict
+		}
+		return nil
+	})
 }
 
 // SettingNames implements store.Settings.

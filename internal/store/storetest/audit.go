@@ -157,6 +157,67 @@ var auditTests = []test{
 			}
 		}
 	}},
+	{"DeleteAuditThrough", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		var recs []store.AuditRecord
+		for i := range 10 {
+			r, err := s.AppendAudit(ctx, chain(newAudit(i)), nil)
+			check(t, fmt.Sprintf("AppendAudit(#%d)", i), err)
+			recs = append(recs, r)
+		}
+		cp := func(seq int64, i int) store.AuditCheckpoint {
+			return store.AuditCheckpoint{Seq: seq, Hash: recs[seq-1].Hash, Time: at(time.Duration(i) * time.Second), Sig: bytes.Repeat([]byte{byte(i)}, 64)}
+		}
+		for i, seq := range []int64{3, 5, 8} {
+			_, err := s.PutAuditCheckpoint(ctx, cp(seq, i+1))
+			check(t, "PutAuditCheckpoint", err)
+		}
+		n, err := s.DeleteAuditThrough(ctx, 5, 0)
+		if err != nil || n != 0 {
+			t.Fatalf("DeleteAuditThrough(5, 0) = %d, %v; want 0, nil", n, err)
+		}
+		// Lowest first, up to the limit.
+		n, err = s.DeleteAuditThrough(ctx, 5, 2)
+		if err != nil || n != 2 {
+			t.Fatalf("DeleteAuditThrough(5, 2) = %d, %v; want 2, nil", n, err)
+		}
+		got, err := s.AuditAfter(ctx, 0, 100)
+		if !wantList(t, "AuditAfter(0) after deleting 2", got, err, recs[2:], eqAudit) {
+			t.FailNow()
+		}
+		// Then the rest up to seq, never above it.
+		for _, want := range []int64{3, 0} {
+			n, err = s.DeleteAuditThrough(ctx, 5, 100)
+			if err != nil || n != want {
+				t.Fatalf("DeleteAuditThrough(5, 100) = %d, %v; want %d", n, err, want)
+			}
+		}
+		got, err = s.AuditAfter(ctx, 0, 100)
+		if !wantList(t, "AuditAfter(0) after deleting through 5", got, err, recs[5:], eqAudit) {
+			t.FailNow()
+		}
+		// Checkpoints below seq are gone (a new one of record 3 is stored
+		// as given), those of seq and above stay (the first still wins).
+		for _, c := range []struct {
+			put, want store.AuditCheckpoint
+		}{
+			{cp(3, 9), cp(3, 9)},
+			{cp(5, 9), cp(5, 2)},
+			{cp(8, 9), cp(8, 3)},
+		} {
+			got, err := s.PutAuditCheckpoint(ctx, c.put)
+			check(t, fmt.Sprintf("PutAuditCheckpoint(%d)", c.put.Seq), err)
+			if !eqCheckpoint(got, c.want) {
+				t.Errorf("PutAuditCheckpoint(%s) after the prune = %s, want %s", show(c.put), show(got), show(c.want))
+			}
+		}
+		// The log goes on from its end.
+		r, err := s.AppendAudit(ctx, chain(newAudit(10)), nil)
+		check(t, "AppendAudit after the prune", err)
+		if r.Seq != 11 || !bytes.Equal(r.PrevHash, recs[9].Hash) {
+			t.Errorf("AppendAudit after the prune = record %d after %x, want 11 after %x", r.Seq, r.PrevHash, recs[9].Hash)
+		}
+	}},
 	{"AppendAudit/SignedAtCommit", func(t *testing.T, s store.Store) {
 		// A signer is called once per transaction, for its last record as
 		// committed; outside InTx for the record as it is stored.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -34,6 +35,46 @@ var settingsTests = []test{
 		wantValue(t, "PutSettingIfAbsent(ca-cert)", got, err, want)
 		got, err = s.GetSetting(ctx, "ca-cert")
 		wantValue(t, "GetSetting(ca-cert)", got, err, want)
+	}},
+	{"SwapSetting", func(t *testing.T, s store.Store) {
+		ctx := t.Context()
+		a, b, c := []byte("a"), []byte("b\x00"), []byte("c")
+		check(t, "SwapSetting(start, nil, a)", s.SwapSetting(ctx, "start", nil, a))
+		wantErr(t, "SwapSetting(start, nil, b) when set", s.SwapSetting(ctx, "start", nil, b), store.ErrConflict)
+		wantErr(t, "SwapSetting(start, c, b) when a", s.SwapSetting(ctx, "start", c, b), store.ErrConflict)
+		wantErr(t, "SwapSetting(unset, a, b)", s.SwapSetting(ctx, "unset", a, b), store.ErrConflict)
+		got, err := s.GetSetting(ctx, "start")
+		wantValue(t, "GetSetting(start) after refused swaps", got, err, a)
+		check(t, "SwapSetting(start, a, b)", s.SwapSetting(ctx, "start", a, b))
+		got, err = s.GetSetting(ctx, "start")
+		wantValue(t, "GetSetting(start)", got, err, b)
+		_, err = s.GetSetting(ctx, "unset")
+		wantErr(t, "GetSetting(unset)", err, store.ErrNotFound)
+
+		// Of many swaps from the same value, one wins.
+		const n = 10
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { errs[i] = s.SwapSetting(ctx, "start", b, fmt.Appendf(nil, "v%d", i)) })
+		}
+		wg.Wait()
+		won := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && won >= 0:
+				t.Fatalf("swaps %d and %d from the same value both succeeded", won, i)
+			case err == nil:
+				won = i
+			case !errors.Is(err, store.ErrConflict):
+				t.Fatalf("SwapSetting #%d = %v, want nil or ErrConflict", i, err)
+			}
+		}
+		if won < 0 {
+			t.Fatal("no swap succeeded")
+		}
+		got, err = s.GetSetting(ctx, "start")
+		wantValue(t, "GetSetting(start) after the race", got, err, fmt.Appendf(nil, "v%d", won))
 	}},
 	{"PutSettingIfAbsent/KeepsFirst", func(t *testing.T, s store.Store) {
 		ctx := t.Context()
