@@ -21,6 +21,7 @@ const (
 	ApprovalRotateMasterKey   = "tenant.rotate_master_key"       // POST /v1/tenants/{tenant}/master-key/rotate
 	ApprovalSetApprovalPolicy = "tenant.set_approval_policy"     // PUT /v1/tenants/{tenant}/approval-policy, once a quorum is set
 	ApprovalCreateAdmin       = "admin.create"                   // POST /v1/admins, while any tenant has a quorum
+	ApprovalPruneAudit        = "audit.prune"                    // POST /v1/audit/prune, while any tenant has a quorum
 )
 
 // ApprovalPolicy is a tenant's approval setting (PUT and GET

@@ -441,6 +441,28 @@ type AuditCheckpoint struct {
 	KeyID     string    `json:"key_id"`
 }
 
+// AuditPruneRequest is the body of POST /v1/audit/prune: delete the audit
+// log's records up to and including Through, a signed record whose hash
+// is Hash (the last record of an archive that holds them: dcaas audit
+// archive), older than the KMS's audit retention. The log then starts
+// after record Through.
+type AuditPruneRequest struct {
+	Through int64  `json:"through"`
+	Hash    []byte `json:"hash"`
+}
+
+// AuditStart is the answer to GET /v1/audit/start and POST
+// /v1/audit/prune: the signed record the audit log starts after. Records 1
+// to Seq were pruned (archived elsewhere); record Seq+1 is chained to
+// Hash, and Signature is the audit key's record signature of record Seq
+// (docs/formats.md §4). Seq 0 (no hash, no signature): nothing was pruned.
+type AuditStart struct {
+	Seq       int64  `json:"seq"`
+	Hash      []byte `json:"hash,omitempty"`
+	Signature []byte `json:"signature,omitempty"`
+	KeyID     string `json:"key_id"`
+}
+
 // GrantRequest is the body of POST /v1/grants: a single-use authorization
 // for one sidecar instance to load exactly these EKBs, retained keys or
 // seeds. Seeds are secret.

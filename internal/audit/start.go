@@ -161,5 +161,5 @@ func VerifyAfter(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, start 
 	if err := v.StartAfter(start, true); err != nil {
 		return v.res, err
 	}
-	return v.feed(ctx, r)
+	return v.Feed(ctx, r)
 }

@@ -115,12 +115,13 @@ func Verify(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, checkpoints
 	if err != nil {
 		return v.res, err
 	}
-	return v.feed(ctx, r)
+	return v.Feed(ctx, r)
 }
 
-// feed reads the log from r after the last record v was fed, feeds it
-// every record, and returns v's Result.
-func (v *Verifier) feed(ctx context.Context, r Reader) (Result, error) {
+// Feed reads the log from r after the last record v was fed (after its
+// start, for the first), feeds v every record to the end, and returns v's
+// Result; the first failure to read is returned as it is.
+func (v *Verifier) Feed(ctx context.Context, r Reader) (Result, error) {
 	for {
 		page, err := r.AuditAfter(ctx, v.last, pageSize)
 		if err != nil {

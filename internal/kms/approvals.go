@@ -79,10 +79,10 @@ type approvalReader interface {
 }
 
 // policiesFor returns the policies with a quorum that govern action on
-// tenant: the tenant's, or for admin creation every tenant's. None means
-// no approval is needed.
+// tenant: the tenant's, or for the KMS-wide actions (admin creation, an
+// audit prune) every tenant's. None means no approval is needed.
 func policiesFor(ctx context.Context, st approvalReader, action, tenant string) ([]store.ApprovalPolicy, error) {
-	if action == api.ApprovalCreateAdmin {
+	if kmsWide(action) {
 		all, err := st.ListApprovalPolicies(ctx)
 		if err != nil {
 			return nil, storeErr(err, "approval policy")
@@ -99,6 +99,12 @@ func policiesFor(ctx context.Context, st approvalReader, action, tenant string) 
 		return nil, nil
 	}
 	return []store.ApprovalPolicy{p}, nil
+}
+
+// kmsWide reports whether action concerns every tenant, so that each
+// tenant's quorum governs it.
+func kmsWide(action string) bool {
+	return action == api.ApprovalCreateAdmin || action == api.ApprovalPruneAudit
 }
 
 // quorumMet reports whether the approvers who voted satisfy every policy
@@ -150,7 +156,7 @@ func canonical(params any) ([]byte, error) {
 // approvalRequired is the refusal of an action that needs approval.
 func approvalRequired(action, tenant string, ps []store.ApprovalPolicy) error {
 	who := fmt.Sprintf("tenant %s requires %d approvals", tenant, ps[0].Quorum)
-	if action == api.ApprovalCreateAdmin {
+	if kmsWide(action) {
 		who = "tenants with a quorum exist, so each of their quorums must approve"
 	}
 	return api.Errorf(api.CodeApprovalRequired,
@@ -381,10 +387,22 @@ func (k *KMS) requestApproval(ctx context.Context, c *call) (any, error) {
 			return nil, err
 		}
 		params = r
+	case api.ApprovalPruneAudit:
+		if !admin {
+			return nil, api.Errorf(api.CodeForbidden, "Only an admin may prune the audit log.")
+		}
+		var r api.AuditPruneRequest
+		if err := decodeParams(req.Request, &r); err != nil {
+			return nil, err
+		}
+		if err := checkPruneRequest(r); err != nil {
+			return nil, err
+		}
+		params = r
 	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "Unknown action %q: use %s, %s, %s, %s, %s, %s or %s.", req.Action,
+		return nil, api.Errorf(api.CodeInvalidArgument, "Unknown action %q: use %s, %s, %s, %s, %s, %s, %s or %s.", req.Action,
 			api.ApprovalExport, api.ApprovalDisable, api.ApprovalMinDecryption, api.ApprovalSetKeyPolicy,
-			api.ApprovalRotateMasterKey, api.ApprovalSetApprovalPolicy, api.ApprovalCreateAdmin)
+			api.ApprovalRotateMasterKey, api.ApprovalSetApprovalPolicy, api.ApprovalCreateAdmin, api.ApprovalPruneAudit)
 	}
 	c.tenant = tenant
 	ps, err := policiesFor(ctx, k.st, req.Action, tenant)

@@ -251,6 +251,14 @@ func (k *KMS) auditRoutes() {
 		}
 		return k.apiCheckpoint(cp), nil
 	})
+	k.handle("GET /v1/audit/start", "audit.read_start", admin, 0, func(ctx context.Context, c *call) (any, error) {
+		s, err := k.AuditStart(ctx)
+		if err != nil {
+			return nil, storeErr(err, "audit log start")
+		}
+		return k.apiStart(s), nil
+	})
+	k.handle("POST /v1/audit/prune", audit.ActionPruned, admin, 0, k.pruneAudit)
 	k.handle("POST /v1/audit/checkpoints", "audit.checkpoint", admin, 0, func(ctx context.Context, c *call) (any, error) {
 		if err := c.decodeOptional(); err != nil {
 			return nil, err

@@ -136,6 +136,12 @@ func (k *KMS) readAudit(ctx context.Context, c *call) (any, error) {
 		}
 		after = v
 	}
+	// Records at or below the start are pruned, perhaps not deleted yet.
+	start, err := k.AuditStart(ctx)
+	if err != nil {
+		return nil, storeErr(err, "audit log start")
+	}
+	after = max(after, start.Seq)
 	recs, err := k.st.AuditAfter(ctx, after, auditPageSize)
 	if err != nil {
 		return nil, storeErr(err, "audit log")

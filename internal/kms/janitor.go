@@ -26,7 +26,9 @@ const actionInstanceDeleted = "instance.deleted"
 // (every Config.RotationCheckInterval), pings the store (every
 // Config.HealthCheckInterval, and when a request kicks it: health.go) and
 // stores the quiet revocation polls (every Config.PollFlushInterval:
-// polls.go). The returned function stops it and stores the polls left.
+// polls.go), and deletes the audit records a prune left below the log's
+// start (auditprune.go), at once after a prune and at every sweep. The
+// returned function stops it and stores the polls left.
 func (k *KMS) startJanitor() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -59,6 +61,8 @@ func (k *KMS) startJanitor() (stop func()) {
 				k.tmks.sweep(k.now())
 			case <-polls.C:
 				_ = k.flushPolls(ctx)
+			case <-k.pruneKick:
+				k.deletePruned(ctx)
 			}
 		}
 	}()
@@ -78,6 +82,7 @@ func (k *KMS) startJanitor() (stop func()) {
 const approvalRetention = 30 * 24 * time.Hour
 
 func (k *KMS) sweepOneTime(ctx context.Context) {
+	k.deletePruned(ctx)
 	k.sweepCeremonies(ctx)
 	k.sweepLapsedInstances(ctx)
 	if n, err := k.db.DeleteApprovalsExpiredBefore(ctx, k.now().Add(-approvalRetention)); err != nil && ctx.Err() == nil {

@@ -109,6 +109,11 @@ type Config struct {
 	// when set, drives the checkpoints instead (tests).
 	AuditCheckpointInterval time.Duration
 	AuditCheckpointTicks    <-chan time.Time
+	// AuditRetention is how long the KMS keeps every audit record: a prune
+	// (POST /v1/audit/prune) may delete only records older than this.
+	// Default 90 days (PCI DSS 10.5.1: three months immediately available,
+	// the rest of a year in an archive).
+	AuditRetention time.Duration
 	// HealthCheckInterval is how often a KMS opened with Open pings its
 	// store in the background, logging when it goes away and comes back
 	// (default 10 s); SealCheckInterval how long /readyz reuses the
@@ -182,6 +187,7 @@ func (c *Config) setDefaults() {
 	def(&c.JanitorInterval, 10*time.Minute)
 	def(&c.MinRotationPeriod, time.Hour)
 	def(&c.AuditCheckpointInterval, 5*time.Minute)
+	def(&c.AuditRetention, 90*24*time.Hour)
 	def(&c.HealthCheckInterval, 10*time.Second)
 	def(&c.SealCheckInterval, 30*time.Second)
 	def(&c.ApprovalTTL, 24*time.Hour)
@@ -216,6 +222,9 @@ type KMS struct {
 	polls  pollNotes                // quiet revocation polls not stored yet (polls.go)
 	mx     *kmsMetrics
 	health *health
+	// pruneKick wakes the janitor to delete the records an audit prune
+	// left below the log's start (auditprune.go).
+	pruneKick chan struct{}
 
 	tmks tmkCache // unsealed master keys for a bounded time (tmkcache.go), wiped on Close
 	ekbs ekbCache // EKBs the central path opened (ekbcache.go), wiped on Close
@@ -248,6 +257,8 @@ func New(cfg Config) (*KMS, error) {
 		log:    cfg.Logger,
 		audit:  audit.New(cfg.AuditKey, cfg.Now),
 		health: newHealth(),
+
+		pruneKick: make(chan struct{}, 1),
 	}
 	att, err := newAttestor(cfg.Attestation)
 	if err != nil {
