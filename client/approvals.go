@@ -154,6 +154,8 @@ func (k *KMS) RunApproval(ctx context.Context, a *api.Approval) (json.RawMessage
 		method, path = http.MethodPut, "/v1/tenants/"+pathEscape(a.Tenant)+"/approval-policy"
 	case api.ApprovalCreateAdmin:
 		method, path = http.MethodPost, "/v1/admins"
+	case api.ApprovalPruneAudit:
+		method, path = http.MethodPost, "/v1/audit/prune"
 	default:
 		return nil, &Error{Code: api.CodeInvalidArgument, Message: "client: unknown approval action " + strconv.Quote(a.Action)}
 	}

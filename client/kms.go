@@ -280,6 +280,22 @@ func (k *KMS) NewAuditCheckpoint(ctx context.Context) (*api.AuditCheckpoint, err
 	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/audit/checkpoints", nil, &out))
 }
 
+// AuditStart reads the signed record the audit log starts after (admin):
+// Seq 0 until a prune; records 1 to Seq were pruned (archived elsewhere).
+func (k *KMS) AuditStart(ctx context.Context) (*api.AuditStart, error) {
+	var out api.AuditStart
+	return result(&out, k.t.do(ctx, idempotent, http.MethodGet, "/v1/audit/start", nil, &out))
+}
+
+// PruneAudit deletes the audit log's records up to req.Through, the last
+// record of an archive that holds them (admin; with WithApproval while a
+// tenant has a quorum), and returns the log's new start. Not retried: a
+// second call is refused, the log starting after that record already.
+func (k *KMS) PruneAudit(ctx context.Context, req api.AuditPruneRequest) (*api.AuditStart, error) {
+	var out api.AuditStart
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/audit/prune", req, &out))
+}
+
 // Central operations: the KMS performs them itself with the key named by
 // key.EKB or a retained key.KeyID (custodian). Every call pays a round trip
 // and an EKB open; a sidecar is the fast path.

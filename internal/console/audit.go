@@ -54,6 +54,7 @@ type verification struct {
 	KeyID    string
 	Pinned   bool
 	Legacy   int64
+	Start    int64 // records 1 to Start were pruned (archived)
 	Problem  string
 	Checkpt  int64 // the checkpoint's record, 0 when there is none
 	Verified time.Time
@@ -67,7 +68,7 @@ type verification struct {
 // to read the log; what the verification found is in the verification.
 func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification, error) {
 	v := verification{Verified: now, Pinned: !f.pinned.IsZero()}
-	key, cp, problem := f.trust(ctx)
+	key, cp, start, problem := f.trust(ctx)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if problem != "" {
@@ -78,15 +79,17 @@ func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification
 		return v, f.read(ctx)
 	}
 	v.KeyID = key.ID()
-	if f.v == nil || f.v.Key().ID() != key.ID() || now.Sub(f.fullAt) >= fullEvery {
-		f.restart(key, now)
+	// A prune past the records read (or the first read) starts again from
+	// the log's start.
+	if f.v == nil || f.v.Key().ID() != key.ID() || now.Sub(f.fullAt) >= fullEvery || start.Seq > f.last {
+		f.restart(key, start, now)
 	}
 	if cp != nil && (cp.Seq != f.cp.Seq || !bytes.Equal(cp.Sig, f.cp.Sig)) {
 		err := f.v.AddCheckpoint(*cp) // any other failure is the Result's
 		if r, ok := f.kept(cp.Seq); errors.Is(err, audit.ErrCheckpointBehind) && (!ok || !bytes.Equal(r.Hash, cp.Hash)) {
 			// Not among the records kept (or not matching one): verify the
 			// whole log again, holding the checkpoint.
-			f.restart(key, now)
+			f.restart(key, start, now)
 			_ = f.v.AddCheckpoint(*cp)
 		}
 		f.cp = *cp
@@ -99,7 +102,7 @@ func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification
 	}
 	res, err := f.v.Result()
 	v.FullAt = f.fullAt
-	v.Records, v.Legacy = res.Records, res.Legacy
+	v.Records, v.Legacy, v.Start = res.Records, res.Legacy, res.Start
 	v.Head = fmt.Sprintf("%x", res.Head)
 	if err != nil {
 		v.Problem = err.Error()
@@ -109,36 +112,44 @@ func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification
 	return v, nil
 }
 
-// trust reads the audit key (the pinned one, or the KMS's) and the KMS's
-// latest checkpoint (nil: none yet), or says why it could not.
-func (f *auditFollower) trust(ctx context.Context) (kcrypto.LogVerifyKey, *store.AuditCheckpoint, string) {
+// trust reads the audit key (the pinned one, or the KMS's), the KMS's
+// latest checkpoint (nil: none yet) and the log's start (the zero Start:
+// never pruned), or says why it could not.
+func (f *auditFollower) trust(ctx context.Context) (kcrypto.LogVerifyKey, *store.AuditCheckpoint, audit.Start, string) {
 	key := f.pinned
 	if key.IsZero() {
 		ak, err := f.kms.AuditKey(ctx)
 		if err != nil {
-			return key, nil, "The audit key could not be read from the KMS: " + err.Error()
+			return key, nil, audit.Start{}, "The audit key could not be read from the KMS: " + err.Error()
 		}
 		if key, err = kcrypto.ParseLogVerifyKeyPEM([]byte(ak.PublicKeyPEM)); err != nil {
-			return key, nil, "The KMS's audit key does not parse: " + err.Error()
+			return key, nil, audit.Start{}, "The KMS's audit key does not parse: " + err.Error()
 		}
 	}
+	st, err := f.kms.AuditStart(ctx)
+	if err != nil {
+		return key, nil, audit.Start{}, "The audit log's start could not be read: " + err.Error()
+	}
+	start := audit.Start{Seq: st.Seq, Hash: st.Hash, Sig: st.Signature}
 	cp, err := f.kms.AuditCheckpoint(ctx)
 	switch {
 	case err == nil:
-		return key, &store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature}, ""
+		return key, &store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature}, start, ""
 	case errors.Is(err, client.ErrNotFound):
-		return key, nil, ""
+		return key, nil, start, ""
 	}
-	return key, nil, "The latest checkpoint could not be read: " + err.Error()
+	return key, nil, start, "The latest checkpoint could not be read: " + err.Error()
 }
 
-// restart starts verifying from the first record again at now (f.mu
-// held): the next read reads the whole log.
-func (f *auditFollower) restart(key kcrypto.LogVerifyKey, now time.Time) {
+// restart starts verifying from the log's start again at now (f.mu held):
+// the next read reads the whole log the database holds, and its start
+// must be explained by the record of the prune that set it.
+func (f *auditFollower) restart(key kcrypto.LogVerifyKey, start audit.Start, now time.Time) {
 	f.v, _ = audit.NewVerifier(key) // a zero key is refused in its Result
+	_ = f.v.StartAfter(start, true) // a start the key did not sign sticks as the failure
 	f.fullAt = now
 	f.cp = store.AuditCheckpoint{}
-	f.last, f.recent = 0, nil
+	f.last, f.recent = start.Seq, nil
 }
 
 // read reads the records after the last one read (f.mu held), feeds each
