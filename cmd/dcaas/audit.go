@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,20 +28,21 @@ import (
 
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Inspect and verify the KMS audit log"}
-	cmd.AddCommand(newAuditVerifyCmd(), newAuditKeyCmd(), newAuditCheckpointCmd())
+	cmd.AddCommand(newAuditVerifyCmd(), newAuditKeyCmd(), newAuditCheckpointCmd(), newAuditArchiveCmd(), newAuditPruneCmd())
 	return cmd
 }
 
-// auditDB is what audit verify reads: the records and the latest
-// checkpoint the KMS stored.
+// auditDB is what audit verify reads: the records, the latest checkpoint
+// the KMS stored, and the log's start (a setting).
 type auditDB interface {
 	audit.Reader
 	LatestAuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error)
+	GetSetting(ctx context.Context, name string) ([]byte, error)
 }
 
 func newAuditVerifyCmd() *cobra.Command {
 	var dataDir, storeKind, dsn, keyFile, checkpointOut string
-	var expect, expectHeads []string
+	var expect, expectHeads, archives []string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the audit log's signatures, chain and checkpoints; name the first broken record",
@@ -65,6 +67,14 @@ the database (--checkpoint-out, or 'dcaas audit checkpoint') and pass them
 back with --expect-checkpoint, or keep the head a verification printed
 (N:HASH) and pass it back with --expect-head.
 
+A log pruned with 'dcaas audit prune' is verified from the signed record it
+starts after, which must be the one the record of that prune names (so
+records cannot be removed from its start unnoticed either). With --archive
+(repeatable, in order) the archives that hold the pruned records are
+verified too, as one log, and must reach the database's log; with --archive
+alone (no --data-dir, no --store) only the archives are verified, where no
+database is at hand.
+
 The key comes from --key (PEM, from 'dcaas audit key' or GET /v1/audit/key,
 kept from when you trusted the KMS), else DIR/audit-key.pem, which the KMS
 writes from the key it unsealed.`,
@@ -72,33 +82,71 @@ writes from the key it unsealed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			key, keyFrom, err := verifyKey(keyFile, dataDir, cmd.Flags().Changed("data-dir") || storeKind == "sqlite")
+			archivesOnly := len(archives) > 0 && !cmd.Flags().Changed("data-dir") && !cmd.Flags().Changed("store")
+			useDir := (cmd.Flags().Changed("data-dir") || storeKind == "sqlite") && !archivesOnly
+			key, keyFrom, err := verifyKey(keyFile, dataDir, useDir)
 			if err != nil {
 				return err
 			}
-			db, closeDB, err := openAuditDB(ctx, storeKind, dataDir, dsn)
-			if err != nil {
-				return err
+			var db auditDB
+			if !archivesOnly {
+				var closeDB func()
+				if db, closeDB, err = openAuditDB(ctx, storeKind, dataDir, dsn); err != nil {
+					return err
+				}
+				defer closeDB()
 			}
-			defer closeDB()
-			cps, err := expectedCheckpoints(ctx, key, db, expect, dataDir, cmd.Flags().Changed("data-dir") || storeKind == "sqlite")
+			cps, err := expectedCheckpoints(ctx, key, db, expect, dataDir, useDir)
 			if err != nil {
 				fmt.Fprintf(out, "audit log NOT VERIFIED: %v\n", err)
 				return errors.New("audit log not verified")
 			}
-			res, err := audit.Verify(ctx, db, key, checkpointValues(cps)...)
+			var ares archiveResult
+			if len(archives) > 0 {
+				if ares, err = verifyArchives(archives, openFile, key, checkpointValues(cps)); err != nil {
+					fmt.Fprintf(out, "audit archive NOT VERIFIED: %v\n", err)
+					return errors.New("audit archive not verified")
+				}
+				fmt.Fprintf(out, "audit archives OK: records %d to %d (%d records) verified with audit key %s (from %s)\n", ares.Start+1, ares.End.Seq, ares.Records, key.ID(), keyFrom)
+				if ares.Start > 0 {
+					fmt.Fprintf(out, "  the first archive starts after record %d: records 1 to %d are in earlier archives\n", ares.Start, ares.Start)
+				}
+				for _, cp := range ares.Checkpoints {
+					fmt.Fprintf(out, "  checkpoint of record %d signed at %s: matches the archives\n", cp.Seq, cp.Time.Format(time.RFC3339))
+				}
+				fmt.Fprintf(out, "  last archived record: %d:%x\n", ares.End.Seq, ares.End.Hash)
+				if archivesOnly {
+					return nil
+				}
+			}
+			start, err := kms.ReadAuditStart(ctx, db)
+			if err != nil {
+				fmt.Fprintf(out, "audit log NOT VERIFIED: %v\n", err)
+				return errors.New("audit log not verified")
+			}
+			res, err := audit.VerifyAfter(ctx, db, key, start, checkpointValues(cps)...)
 			if err := reportVerify(out, res, err); err != nil {
 				return err
 			}
+			if len(archives) > 0 {
+				if err := checkArchivesReach(ctx, out, db, res, ares, start); err != nil {
+					return err
+				}
+			}
 			var heads []int64
 			for _, h := range expectHeads {
-				seq, err := checkHead(ctx, out, db, res, h)
+				seq, err := checkHead(ctx, out, db, res, start, h)
 				if err != nil {
 					return err
 				}
 				heads = append(heads, seq)
 			}
-			fmt.Fprintf(out, "audit log OK: %d records verified with audit key %s (from %s)\n", res.Records, key.ID(), keyFrom)
+			if start.IsZero() {
+				fmt.Fprintf(out, "audit log OK: %d records verified with audit key %s (from %s)\n", res.Records, key.ID(), keyFrom)
+			} else {
+				fmt.Fprintf(out, "audit log OK: records %d to %d verified with audit key %s (from %s)\n", start.Seq+1, res.Records, key.ID(), keyFrom)
+				fmt.Fprintf(out, "  records 1 to %d were pruned (archived; 'dcaas audit verify --archive' checks archives); the log starts after record %s, which the record of its prune names\n", start.Seq, start)
+			}
 			if res.Legacy > 0 {
 				fmt.Fprintf(out, "  records 1 to %d were written before the audit key existed (unkeyed): they are protected from record %d on, signed at %s; a change made to them before then cannot be detected\n",
 					res.Legacy, res.Legacy+1, res.Anchored.Format(time.RFC3339))
@@ -106,6 +154,10 @@ writes from the key it unsealed.`,
 			fmt.Fprintf(out, "  head: record %d, hash %s (keep %d:%s and pass it back with --expect-head)\n",
 				res.Records, hex.EncodeToString(res.Head), res.Records, hex.EncodeToString(res.Head))
 			for _, seq := range heads {
+				if seq < start.Seq {
+					fmt.Fprintf(out, "  record %d, the head an earlier verification saw, was pruned: check it in the archives\n", seq)
+					continue
+				}
 				fmt.Fprintf(out, "  record %d, the head an earlier verification saw: matches\n", seq)
 			}
 			latest := latestCheckpoint(cps)
@@ -113,10 +165,17 @@ writes from the key it unsealed.`,
 				fmt.Fprintf(out, "  no checkpoint to compare with: records removed from the end cannot be detected\n")
 			} else {
 				for _, cp := range cps {
+					if cp.Seq < start.Seq && slices.ContainsFunc(ares.Checkpoints, func(m store.AuditCheckpoint) bool { return m.Seq == cp.Seq }) {
+						continue // matched in the archives, above
+					}
+					if cp.Seq < start.Seq {
+						fmt.Fprintf(out, "  checkpoint of record %d signed at %s (%s): its record was pruned; its signature verifies (pass the archives with --archive to match it)\n", cp.Seq, cp.Time.Format(time.RFC3339), cp.from)
+						continue
+					}
 					fmt.Fprintf(out, "  checkpoint of record %d signed at %s (%s): matches\n", cp.Seq, cp.Time.Format(time.RFC3339), cp.from)
 				}
 				if latest.Seq < res.Records {
-					fmt.Fprintf(out, "  records %d to %d are after the latest checkpoint: removing them could not be detected\n", latest.Seq+1, res.Records)
+					fmt.Fprintf(out, "  records %d to %d are after the latest checkpoint: removing them could not be detected\n", max(latest.Seq, start.Seq)+1, res.Records)
 				}
 			}
 			if checkpointOut != "" {
@@ -139,13 +198,16 @@ writes from the key it unsealed.`,
 	fl.StringArrayVar(&expect, "expect-checkpoint", nil, "a checkpoint kept outside the database (JSON, from --checkpoint-out or 'dcaas audit checkpoint'); repeatable")
 	fl.StringVar(&checkpointOut, "checkpoint-out", "", "write the latest verified checkpoint (JSON) to this file, to keep elsewhere")
 	fl.StringArrayVar(&expectHeads, "expect-head", nil, "a head an earlier verification printed, N:HASH (hex): the log must still hold record N with that hash; repeatable")
+	fl.StringArrayVar(&archives, "archive", nil, "an archive of pruned records ('dcaas audit archive'), in order, repeatable: verified, and the database's log must start where the last ends (alone, without --data-dir or --store: verify only the archives)")
 	return cmd
 }
 
 // checkHead checks a head an earlier verification printed ("N:HASH")
-// against the log res verified: record N must still be there, with that
-// hash. It returns N, or prints the failure and returns it.
-func checkHead(ctx context.Context, out io.Writer, db audit.Reader, res audit.Result, head string) (int64, error) {
+// against the log res verified from start: record N must still be there,
+// with that hash (the start's, for N the start; a pruned record is in an
+// archive, not checked here). It returns N, or prints the failure and
+// returns it.
+func checkHead(ctx context.Context, out io.Writer, db audit.Reader, res audit.Result, start audit.Start, head string) (int64, error) {
 	n, h, ok := strings.Cut(head, ":")
 	seq, err := strconv.ParseInt(n, 10, 64)
 	hash, herr := hex.DecodeString(h)
@@ -158,7 +220,12 @@ func checkHead(ctx context.Context, out io.Writer, db audit.Reader, res audit.Re
 		return 0, errors.New("audit log truncated")
 	}
 	got := make([]byte, len(res.Head))
-	if seq > 0 {
+	switch {
+	case seq < start.Seq:
+		return seq, nil
+	case seq == start.Seq && seq > 0:
+		got = start.Hash
+	case seq > 0:
 		recs, err := db.AuditAfter(ctx, seq-1, 1)
 		if err != nil {
 			return 0, err
@@ -173,6 +240,29 @@ func checkHead(ctx context.Context, out io.Writer, db audit.Reader, res audit.Re
 		return 0, errors.New("audit log broken")
 	}
 	return seq, nil
+}
+
+// checkArchivesReach checks that the archives verified before, which end
+// with record end, reach the database's log, which starts after start
+// and was verified to res: they end at its start with the same hash, or
+// within it (archived, not pruned yet) at a record of the same hash.
+func checkArchivesReach(ctx context.Context, out io.Writer, db audit.Reader, res audit.Result, ares archiveResult, start audit.Start) error {
+	end := ares.End
+	switch {
+	case end.Seq < start.Seq:
+		fmt.Fprintf(out, "audit log NOT COVERED: the archives end at record %d, but the database's log starts after record %d: records %d to %d were pruned and are in no archive given\n",
+			end.Seq, start.Seq, end.Seq+1, start.Seq)
+		return errors.New("audit log not covered by the archives")
+	case end.Seq == start.Seq && !bytes.Equal(end.Hash, start.Hash):
+		fmt.Fprintf(out, "audit log BROKEN at record %d: the database's log starts after it with another hash than the archives' last record: the archives are not of this log\n", end.Seq)
+		return errors.New("audit log broken")
+	case end.Seq > start.Seq:
+		if _, err := checkHead(ctx, out, db, res, start, fmt.Sprintf("%d:%x", end.Seq, end.Hash)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "  the archives reach the database's log: together they hold every record from %d on\n", ares.Start+1)
+	return nil
 }
 
 // verifyKey reads the verification key: --key, else DIR/audit-key.pem.
@@ -252,12 +342,14 @@ func expectedCheckpoints(ctx context.Context, key kcrypto.LogVerifyKey, db audit
 			out = append(out, sourcedCheckpoint{cp, f})
 		}
 	}
-	cp, err := db.LatestAuditCheckpoint(ctx)
-	switch {
-	case err == nil:
-		out = append(out, sourcedCheckpoint{cp, "the database"})
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, err
+	if db != nil {
+		cp, err := db.LatestAuditCheckpoint(ctx)
+		switch {
+		case err == nil:
+			out = append(out, sourcedCheckpoint{cp, "the database"})
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		}
 	}
 	for _, cp := range out {
 		if err := audit.VerifyCheckpoint(key, cp.AuditCheckpoint); err != nil {

@@ -55,6 +55,7 @@ type kmsServeFlags struct {
 	lapsedKeep     time.Duration
 	componentsTTL  time.Duration
 	checkpoints    time.Duration
+	auditKeep      time.Duration
 	certs          certFlags
 	limits         limitFlags
 	safety         safetyFlags
@@ -112,7 +113,9 @@ admin/key.pem). Later starts reuse it.
 Audit records are hash-chained and signed with the audit key: the last record
 of each transaction, covering the ones before it. The KMS signs a checkpoint
 of the log at start, every --audit-checkpoint-interval when it grew, and at a
-clean stop (audit-checkpoint.json); 'dcaas audit verify' checks them.
+clean stop (audit-checkpoint.json); 'dcaas audit verify' checks them. Records
+older than --audit-retention (90 days) may be archived and pruned ('dcaas
+audit archive', 'dcaas audit prune'); younger ones are always kept.
 
 The root key file is protected by its file mode alone unless a passphrase
 is given in DCAAS_SEAL_PASSPHRASE or --seal-passphrase-file.
@@ -172,6 +175,7 @@ releases its lease and exits 0.`,
 	fl.BoolVar(&f.seedKDFv1, "seed-kdf-v1", true, "derive seeds with SeedKDF v1 when asked (the tenant-wide key of data made before v2); false once that data is re-encrypted under v2 keys")
 	fl.DurationVar(&f.componentsTTL, "components-ttl", 24*time.Hour, "how long a key being entered in components (POST /v1/key-components) lasts, complete or not")
 	fl.DurationVar(&f.checkpoints, "audit-checkpoint-interval", 5*time.Minute, "how often the KMS signs a checkpoint of the audit log (when it grew); also at start and at a clean stop")
+	fl.DurationVar(&f.auditKeep, "audit-retention", 90*24*time.Hour, "how long every audit record is kept: 'dcaas audit prune' may delete only older ones (after 'dcaas audit archive')")
 	f.seal.addPKCS11(fl)
 	f.certs.add(fl)
 	f.limits.register(fl, "--listen", 4096, 1024)
@@ -259,6 +263,9 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	if f.checkpoints < time.Second {
 		return fmt.Errorf("--audit-checkpoint-interval %s: want at least 1s", f.checkpoints)
 	}
+	if f.auditKeep < time.Second {
+		return fmt.Errorf("--audit-retention %s: want at least 1s", f.auditKeep)
+	}
 	if err := f.safety.validate(); err != nil {
 		return err
 	}
@@ -269,6 +276,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	opts.Config.ComponentsTTL = f.componentsTTL
 	opts.Config.RefuseSeedKDFv1 = !f.seedKDFv1
 	opts.Config.LapsedInstanceRetention = f.lapsedKeep
+	opts.Config.AuditRetention = f.auditKeep
 	// Bind first: a bad or busy address fails before the data dir is
 	// initialized.
 	if err := f.limits.validate(); err != nil {

@@ -33,8 +33,8 @@ const ActionPruned = "audit.prune"
 // docs/formats.md §4). The zero Start is the start of an unpruned log.
 type Start struct {
 	Seq  int64  `json:"seq"`
-	Hash []byte `json:"hash"`
-	Sig  []byte `json:"signature"`
+	Hash []byte `json:"hash,omitempty"`
+	Sig  []byte `json:"signature,omitempty"`
 }
 
 // StartOf is the start that record r would be.

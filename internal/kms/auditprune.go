@@ -45,6 +45,17 @@ func auditStartIn(ctx context.Context, st interface {
 	return s, raw, err
 }
 
+// ReadAuditStart reads the signed record the audit log of a KMS database
+// starts after (the zero Start: never pruned), for verifiers that read
+// the database itself (dcaas audit verify). Like every row, it is only as
+// good as the database: a verifier checks it (audit.VerifyAfter).
+func ReadAuditStart(ctx context.Context, db interface {
+	GetSetting(ctx context.Context, name string) ([]byte, error)
+}) (audit.Start, error) {
+	s, _, err := auditStartIn(ctx, db)
+	return s, err
+}
+
 // AuditStart reads the signed record the audit log starts after (the zero
 // Start: never pruned).
 func (k *KMS) AuditStart(ctx context.Context) (audit.Start, error) {
@@ -106,7 +117,7 @@ func (k *KMS) pruneAudit(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.log.Info("audit log pruned: it now starts after record "+next.String(), "caller", c.caller.DN, "records", next.Seq-start.Seq)
+	k.log.Info("audit log pruned", "starts_after", next.String(), "caller", c.caller.DN, "records", next.Seq-start.Seq)
 	select {
 	case k.pruneKick <- struct{}{}:
 	default:

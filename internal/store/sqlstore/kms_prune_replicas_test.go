@@ -1,0 +1,97 @@
+package sqlstore_test
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/audit"
+	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/internal/store/pgtest"
+)
+
+// TestKMSAuditPruneReplicas: two replicas on one PostgreSQL database are
+// asked at once to prune the audit log through two different records: one
+// prune wins, the other is refused (the start is a compare-and-swap), and
+// the log verifies from the start that won, on either replica, while both
+// go on appending.
+func TestKMSAuditPruneReplicas(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
+	t.Cleanup(func() { stA.Close(); stB.Close() })
+	clock := kmstest.NewClock()
+	clock.Advance(-3 * time.Hour) // certificates issued on it stay valid when it moves on
+	cfg := func(o *kms.Options) { o.Now, o.Config.AuditRetention = clock.Now, time.Hour }
+	a := kmstest.Start(t, func(o *kms.Options) { cfg(o); o.Store = stA })
+	dirB := replicaDir(t, a.DataDir)
+	b := kmstest.Start(t, func(o *kms.Options) { cfg(o); o.DataDir, o.Store = dirB, stB })
+	for _, name := range []string{"acme", "globex", "initech", "umbrella"} {
+		a.Tenant(t, name)
+	}
+	recs, err := stA.AuditAfter(t.Context(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var signed []api.AuditPruneRequest
+	for _, r := range recs {
+		if r.Sig != nil {
+			signed = append(signed, api.AuditPruneRequest{Through: r.Seq, Hash: r.Hash})
+		}
+	}
+	if len(signed) < 4 {
+		t.Fatalf("only %d signed records", len(signed))
+	}
+	clock.Advance(2 * time.Hour)
+
+	reqs := []api.AuditPruneRequest{signed[len(signed)/2], signed[len(signed)-2]}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, env := range []*kmstest.Env{a, b} {
+		wg.Go(func() { errs[i] = env.Admin.Do("POST", "/v1/audit/prune", reqs[i], nil) })
+	}
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		if err == nil {
+			won = i
+			continue
+		}
+		if e := kmstest.APIError(err); e == nil || e.Code != api.CodeConflict {
+			t.Fatalf("prune on replica %d = %v, want success or a conflict", i, err)
+		}
+	}
+	// Both may succeed one after the other (the later one's start is past
+	// the first's), never both from the same start.
+	start, err := a.Server().KMS.AuditStart(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case errs[0] == nil && errs[1] == nil:
+		if start.Seq != reqs[1].Through {
+			t.Fatalf("both prunes succeeded; the start is %d, want the later one %d", start.Seq, reqs[1].Through)
+		}
+	case won < 0:
+		t.Fatal("neither prune succeeded")
+	case start.Seq != reqs[won].Through:
+		t.Fatalf("the start is %d, want the winner's %d", start.Seq, reqs[won].Through)
+	}
+	a.Tenant(t, "stark")
+	b.Tenant(t, "wayne")
+	for _, env := range []*kmstest.Env{a, b} {
+		res, err := audit.VerifyAfter(t.Context(), env.Server().Store, env.Server().KMS.AuditKey(), start)
+		if err != nil || res.Start != start.Seq {
+			t.Fatalf("VerifyAfter on %s = %+v, %v", env.URL, res, err)
+		}
+	}
+	var page api.AuditPage
+	b.Admin.MustDo(t, "GET", "/v1/audit", nil, &page)
+	if page.Records[0].Seq != start.Seq+1 {
+		t.Fatalf("GET /v1/audit on replica B starts at %d, want %d", page.Records[0].Seq, start.Seq+1)
+	}
+	// A prune at or below the start is refused.
+	kmstest.WantError(t, b.Admin.Do("POST", "/v1/audit/prune", reqs[0], nil), http.StatusConflict, api.CodeConflict)
+}
