@@ -101,9 +101,9 @@ writes from the key it unsealed.`,
 				fmt.Fprintf(out, "audit log NOT VERIFIED: %v\n", err)
 				return errors.New("audit log not verified")
 			}
-			var ares archiveResult
+			ares := &audit.ArchiveChain{}
 			if len(archives) > 0 {
-				if ares, err = verifyArchives(archives, openFile, key, checkpointValues(cps)); err != nil {
+				if ares, err = verifyArchives(archives, key, checkpointValues(cps)); err != nil {
 					fmt.Fprintf(out, "audit archive NOT VERIFIED: %v\n", err)
 					return errors.New("audit archive not verified")
 				}
@@ -111,7 +111,7 @@ writes from the key it unsealed.`,
 				if ares.Start > 0 {
 					fmt.Fprintf(out, "  the first archive starts after record %d: records 1 to %d are in earlier archives\n", ares.Start, ares.Start)
 				}
-				for _, cp := range ares.Checkpoints {
+				for _, cp := range ares.Matched {
 					fmt.Fprintf(out, "  checkpoint of record %d signed at %s: matches the archives\n", cp.Seq, cp.Time.Format(time.RFC3339))
 				}
 				fmt.Fprintf(out, "  last archived record: %d:%x\n", ares.End.Seq, ares.End.Hash)
@@ -165,7 +165,7 @@ writes from the key it unsealed.`,
 				fmt.Fprintf(out, "  no checkpoint to compare with: records removed from the end cannot be detected\n")
 			} else {
 				for _, cp := range cps {
-					if cp.Seq < start.Seq && slices.ContainsFunc(ares.Checkpoints, func(m store.AuditCheckpoint) bool { return m.Seq == cp.Seq }) {
+					if cp.Seq < start.Seq && slices.ContainsFunc(ares.Matched, func(m store.AuditCheckpoint) bool { return m.Seq == cp.Seq }) {
 						continue // matched in the archives, above
 					}
 					if cp.Seq < start.Seq {
@@ -246,7 +246,7 @@ func checkHead(ctx context.Context, out io.Writer, db audit.Reader, res audit.Re
 // with record end, reach the database's log, which starts after start
 // and was verified to res: they end at its start with the same hash, or
 // within it (archived, not pruned yet) at a record of the same hash.
-func checkArchivesReach(ctx context.Context, out io.Writer, db audit.Reader, res audit.Result, ares archiveResult, start audit.Start) error {
+func checkArchivesReach(ctx context.Context, out io.Writer, db audit.Reader, res audit.Result, ares *audit.ArchiveChain, start audit.Start) error {
 	end := ares.End
 	switch {
 	case end.Seq < start.Seq:

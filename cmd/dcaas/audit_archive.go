@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,169 +19,28 @@ import (
 	"github.com/dcaas/dcaas/internal/store"
 )
 
-// An audit archive (docs/formats.md §4.1) is JSON Lines: a header, then
-// the records after the header's start, one api.AuditRecord a line, as
-// GET /v1/audit answers them, ending with a signed record. It verifies
-// with the audit key alone, and archives made one after another chain:
-// each starts after the last record of the one before.
-
-// archiveFormat names the format in an archive's header.
-const archiveFormat = "dcaas-audit-archive/v1"
-
-// maxArchiveLine bounds one line of an archive (a record is a few hundred
-// bytes).
-const maxArchiveLine = 1 << 20
-
-// archiveHeader is an archive's first line.
-type archiveHeader struct {
-	Format string      `json:"format"`
-	KeyID  string      `json:"key_id"`
-	Start  audit.Start `json:"start"`
-}
-
-// archiveEnd is where a verified run of archives ends: the last record.
-type archiveEnd struct {
-	Seq  int64
-	Hash []byte
-}
-
-// archiveResult is what verifying a run of archives found.
-type archiveResult struct {
-	Start       int64                   // the first archive starts after this record
-	End         archiveEnd              // the last archive's last record
-	Records     int64                   // how many records the archives hold
-	Checkpoints []store.AuditCheckpoint // the checkpoints given that fell in the archives, matched
-}
-
-func fromAPIRecord(r api.AuditRecord) store.AuditRecord {
-	return store.AuditRecord{
-		Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
-		KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash, Sig: r.Signature,
-	}
-}
-
-func toAPIRecord(r store.AuditRecord) api.AuditRecord {
-	return api.AuditRecord{
-		Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
-		KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash, Signature: r.Sig,
-	}
-}
-
-// archiveLines reads an archive's lines, each at most maxArchiveLine.
-type archiveLines struct {
-	r    *bufio.Reader
-	line int
-}
-
-// next decodes the next line into v strictly; io.EOF at the end.
-func (a *archiveLines) next(v any) error {
-	var buf []byte
-	for {
-		chunk, err := a.r.ReadSlice('\n')
-		buf = append(buf, chunk...)
-		if len(buf) > maxArchiveLine {
-			return fmt.Errorf("line %d is longer than %d bytes", a.line+1, maxArchiveLine)
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if err != nil && (!errors.Is(err, io.EOF) || len(buf) == 0) {
-			return err
-		}
-		break
-	}
-	a.line++
-	dec := json.NewDecoder(bytes.NewReader(buf))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("line %d: %w", a.line, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("line %d: more than one JSON value", a.line)
-	}
-	return nil
-}
-
-// verifyArchives reads archives in order with key, as one log: the first
-// starts after its header's start (a record key signed, or the start of
-// the log), each next one after the last record of the one before; every
-// record is checked as audit.Verify checks a log, each archive must end
-// with a signed record, and each of cps whose record an archive holds
-// must match it. open opens an archive by name.
-func verifyArchives(names []string, open func(string) (io.ReadCloser, error), key kcrypto.LogVerifyKey, cps []store.AuditCheckpoint) (archiveResult, error) {
-	var res archiveResult
-	v, err := audit.NewVerifier(key)
+// verifyArchives reads the archives named, in order, as one log with key
+// (audit.ArchiveChain), holding cps.
+func verifyArchives(names []string, key kcrypto.LogVerifyKey, cps []store.AuditCheckpoint) (*audit.ArchiveChain, error) {
+	chain, err := audit.NewArchiveChain(key, cps...)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	for i, name := range names {
-		if err := verifyArchive(name, open, v, key, i == 0, &res, cps); err != nil {
-			return res, fmt.Errorf("%s: %w", name, err)
+	for _, name := range names {
+		if err := readArchive(chain, name); err != nil {
+			return chain, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	if _, err := v.Result(); err != nil {
-		return res, err
-	}
-	return res, nil
+	return chain, nil
 }
 
-func verifyArchive(name string, open func(string) (io.ReadCloser, error), v *audit.Verifier, key kcrypto.LogVerifyKey, first bool, res *archiveResult, cps []store.AuditCheckpoint) error {
-	f, err := open(name)
+func readArchive(chain *audit.ArchiveChain, name string) error {
+	f, err := os.Open(name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	lines := &archiveLines{r: bufio.NewReaderSize(f, 64<<10)}
-	var h archiveHeader
-	if err := lines.next(&h); err != nil {
-		return fmt.Errorf("not an audit archive: %w", err)
-	}
-	switch {
-	case h.Format != archiveFormat:
-		return fmt.Errorf("not an audit archive (format %q, want %q)", h.Format, archiveFormat)
-	case h.KeyID != key.ID():
-		return fmt.Errorf("its records are signed by audit key %s, not by %s", h.KeyID, key.ID())
-	case first:
-		if err := v.StartAfter(h.Start, false); err != nil {
-			return err
-		}
-		res.Start = h.Start.Seq
-	case h.Start.Seq != res.End.Seq || !bytes.Equal(h.Start.Hash, res.End.Hash):
-		return fmt.Errorf("it starts after record %d, but the archive before it ends at record %d: give the archives in order, none missing", h.Start.Seq, res.End.Seq)
-	}
-	var last store.AuditRecord
-	for {
-		var r api.AuditRecord
-		err := lines.next(&r)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		rec := fromAPIRecord(r)
-		if err := v.Add(rec); err != nil {
-			return err
-		}
-		for _, cp := range cps {
-			if cp.Seq == rec.Seq && !bytes.Equal(cp.Hash, rec.Hash) {
-				return &audit.BrokenError{Seq: rec.Seq, Reason: "its hash is not the one the checkpoint made at " + cp.Time.Format(time.RFC3339Nano) + " signed"}
-			}
-			if cp.Seq == rec.Seq {
-				res.Checkpoints = append(res.Checkpoints, cp)
-			}
-		}
-		last = rec
-		res.Records++
-	}
-	switch {
-	case last.Seq == 0:
-		return errors.New("it holds no record")
-	case last.Sig == nil:
-		return fmt.Errorf("it ends with record %d, which is not signed: an archive ends with a signed record, so it was cut short", last.Seq)
-	}
-	res.End = archiveEnd{Seq: last.Seq, Hash: last.Hash}
-	return nil
+	return chain.Read(f)
 }
 
 // archiveBound is where an archive stops: the records it may hold are
@@ -199,13 +56,13 @@ func (b archiveBound) holds(r api.AuditRecord) bool {
 
 // writeArchive reads the log through k from its start and writes to w an
 // archive of its records within bound, verified with key as they are
-// read, up to the last signed one of them. It returns the archive's start
-// and end and how many records it holds.
-func writeArchive(cmd *cobra.Command, k *client.KMS, key kcrypto.LogVerifyKey, bound archiveBound, w io.Writer) (audit.Start, archiveEnd, int64, error) {
+// read, up to the last signed one of them. It returns the archive's start,
+// its last record and how many records it holds.
+func writeArchive(cmd *cobra.Command, k *client.KMS, key kcrypto.LogVerifyKey, bound archiveBound, w io.Writer) (audit.Start, store.AuditRecord, int64, error) {
 	ctx := cmd.Context()
 	st, err := k.AuditStart(ctx)
 	if err != nil {
-		return audit.Start{}, archiveEnd{}, 0, err
+		return audit.Start{}, store.AuditRecord{}, 0, err
 	}
 	start := audit.Start{Seq: st.Seq, Hash: st.Hash, Sig: st.Signature}
 	v, err := audit.NewVerifier(key)
@@ -213,23 +70,17 @@ func writeArchive(cmd *cobra.Command, k *client.KMS, key kcrypto.LogVerifyKey, b
 		err = v.StartAfter(start, false)
 	}
 	if err != nil {
-		return start, archiveEnd{}, 0, fmt.Errorf("the KMS's audit log start: %w", err)
+		return start, store.AuditRecord{}, 0, fmt.Errorf("the KMS's audit log start: %w", err)
 	}
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	if err := enc.Encode(archiveHeader{Format: archiveFormat, KeyID: key.ID(), Start: start}); err != nil {
-		return start, archiveEnd{}, 0, err
+	aw, err := audit.NewArchiveWriter(w, key, start)
+	if err != nil {
+		return start, store.AuditRecord{}, 0, err
 	}
-	// Records after the last signed one wait here: an archive ends with a
-	// signed record, whose signature covers them.
-	var pending []api.AuditRecord
-	var end archiveEnd
-	var n int64
 	after := start.Seq
 	for done := false; !done; {
 		page, err := k.Audit(ctx, after)
 		if err != nil {
-			return start, end, n, err
+			return start, store.AuditRecord{}, 0, err
 		}
 		// Reads are audited too: a page of nothing but reads is the end.
 		done = !slices.ContainsFunc(page.Records, func(r api.AuditRecord) bool { return r.Action != "audit.read" })
@@ -238,28 +89,21 @@ func writeArchive(cmd *cobra.Command, k *client.KMS, key kcrypto.LogVerifyKey, b
 				done = true
 				break
 			}
-			if err := v.Add(fromAPIRecord(r)); err != nil {
-				return start, end, n, err
+			rec := audit.FromAPI(r)
+			if err := v.Add(rec); err != nil {
+				return start, store.AuditRecord{}, 0, err
 			}
-			pending = append(pending, r)
-			if r.Signature == nil {
-				continue
+			if err := aw.Add(rec); err != nil {
+				return start, store.AuditRecord{}, 0, err
 			}
-			for _, p := range pending {
-				if err := enc.Encode(p); err != nil {
-					return start, end, n, err
-				}
-			}
-			n += int64(len(pending))
-			pending = pending[:0]
-			end = archiveEnd{Seq: r.Seq, Hash: r.Hash}
 		}
 		after = page.Next
 	}
+	end, n, err := aw.Close()
 	if n == 0 {
 		return start, end, 0, fmt.Errorf("nothing to archive: the log (which starts after record %d) has no signed record within the bounds given", start.Seq)
 	}
-	return start, end, n, bw.Flush()
+	return start, end, n, err
 }
 
 // pinnedAuditKey reads the audit key a verifier pins (--audit-key).
@@ -270,8 +114,6 @@ func pinnedAuditKey(file string) (kcrypto.LogVerifyKey, error) {
 	key, _, err := verifyKey(file, "", false)
 	return key, err
 }
-
-func openFile(name string) (io.ReadCloser, error) { return os.Open(name) }
 
 func newAuditArchiveCmd() *cobra.Command {
 	var out, keyFile, beforeFlag string
@@ -329,7 +171,7 @@ Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
 			return err
 		}
 		var start audit.Start
-		var end archiveEnd
+		var end store.AuditRecord
 		var n int64
 		err = atomicfile.WriteFunc(out, 0o600, func(w io.Writer) error {
 			var err error
@@ -387,7 +229,7 @@ Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
 		if err != nil {
 			return err
 		}
-		res, err := verifyArchives([]string{archive}, openFile, key, nil)
+		res, err := verifyArchives([]string{archive}, key, nil)
 		if err != nil {
 			fmt.Fprintf(cmd.OutOrStdout(), "archive NOT VERIFIED: %v\n", err)
 			return errors.New("archive not verified")

@@ -88,7 +88,7 @@ func TestAuditArchiveAndPrune(t *testing.T) {
 	}
 	verifyOK(t, "--data-dir", dataDir, "--archive", a2) // from a1's end on
 	verifyFails(t, `NOT COVERED: the archives end at record `+strconv.FormatInt(ends[0], 10), "--data-dir", dataDir, "--archive", a1)
-	verifyFails(t, `archive NOT VERIFIED: .*a1.jsonl: it starts after record 0, but the archive before it ends at record`, "--data-dir", dataDir, "--archive", a2, "--archive", a1)
+	verifyFails(t, `archive NOT VERIFIED: .*a1.jsonl: audit: the archive starts after record 0, but the archive before it ends at record`, "--data-dir", dataDir, "--archive", a2, "--archive", a1)
 
 	// An archive changed: a record's caller rewritten.
 	b, err := os.ReadFile(a1)

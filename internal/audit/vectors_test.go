@@ -49,7 +49,7 @@ func parseTime(t *testing.T, s string) time.Time {
 	return at
 }
 
-func readJSON(t *testing.T, name string, v any) {
+func readJSON(t testing.TB, name string, v any) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {

@@ -163,10 +163,7 @@ func (f *auditFollower) read(ctx context.Context) error {
 		}
 		onlyReads := true
 		for _, r := range page.Records {
-			rec := store.AuditRecord{
-				Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
-				KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash, Sig: r.Signature,
-			}
+			rec := audit.FromAPI(r)
 			if f.v != nil {
 				_ = f.v.Add(rec) // the first failure sticks: Result reports it
 			}
