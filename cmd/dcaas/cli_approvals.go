@@ -32,7 +32,7 @@ key rotations need M of its N named admins to approve them:
 
 Actions: datakey.export, datakey.disable, datakey.min_decryption_version,
 datakey.set_policy, tenant.rotate_master_key, tenant.set_approval_policy,
-admin.create.`,
+admin.create, audit.prune (the last two while any tenant has a quorum).`,
 	}
 	c := connFlags(cmd)
 
@@ -49,6 +49,7 @@ route's {tenant}), --key-id (its {key_id}) and the route's JSON body
   dcaas approval request tenant.rotate_master_key --tenant acme
   dcaas approval request tenant.set_approval_policy --tenant acme --body '{"quorum":3,"approvers":[...]}'
   dcaas approval request admin.create --body '{"name":"erin"}'
+  dcaas approval request audit.prune --body '{"through":18200,"hash":"<base64>"}'
   dcaas approval request datakey.export --body-file export.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -80,7 +80,7 @@ func envOr(name, def string) string {
 }
 
 // kmsClient connects to the KMS with the certificate of --cert/--key.
-func (c *cliConn) kmsClient() (*client.KMS, error) {
+func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
 	if len(c.kms) == 0 {
 		return nil, errors.New("no KMS: give --kms URL or set DCAAS_KMS")
 	}
@@ -100,7 +100,7 @@ func (c *cliConn) kmsClient() (*client.KMS, error) {
 	if keyPEM, err = os.ReadFile(c.key); err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
-	return client.NewKMS(c.kms, caPEM, certPEM, keyPEM)
+	return client.NewKMS(c.kms, caPEM, certPEM, keyPEM, opts...)
 }
 
 // anonymousKMSClient connects to the KMS without a client certificate,

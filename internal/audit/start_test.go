@@ -212,3 +212,64 @@ func TestStartEncoding(t *testing.T) {
 		t.Fatalf("String() = %q, want %q", s.String(), want)
 	}
 }
+
+// TestCheckSegment: the span from a start to a signed record checks with
+// that record's signature alone; a change anywhere in it, a gap, or a
+// last record the key did not sign is named.
+func TestCheckSegment(t *testing.T) {
+	const n = 1200 // more than two pages
+	var broken *BrokenError
+	tests := []struct {
+		name    string
+		from    int64 // the start's record (0: the log's start)
+		tamper  func(rs []store.AuditRecord)
+		wantSeq int64 // the *BrokenError's record; 0: intact
+	}{
+		{"from the log's start", 0, func([]store.AuditRecord) {}, 0},
+		{"from a start", 300, func([]store.AuditRecord) {}, 0},
+		{"a record's content changed", 0, func(rs []store.AuditRecord) { rs[700].Caller = "CN=other" }, 701},
+		{"a record changed and its hash recomputed", 300, func(rs []store.AuditRecord) {
+			rs[500].Action = "other"
+			rs[500].Hash = recordHash(rs[500])
+		}, 502},
+		{"a record changed, every later hash recomputed", 0, func(rs []store.AuditRecord) {
+			rs[10].Action = "other"
+			rechain(rs, 10, nil)
+		}, n},
+		{"the last record's signature flipped", 0, func(rs []store.AuditRecord) { rs[n-1].Sig[3] ^= 1 }, n},
+		{"the last record unsigned", 0, func(rs []store.AuditRecord) { rs[n-1].Sig = nil }, n},
+		{"an inner signature flipped (covered by the last)", 0, func(rs []store.AuditRecord) { rs[20].Sig[0] ^= 1 }, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := filled(t, n)
+			var start Start
+			if tt.from > 0 {
+				start = StartOf(m.records[tt.from-1])
+			}
+			tt.tamper(m.records)
+			last, err := CheckSegment(t.Context(), m, testKey.Public(), start, n)
+			if tt.wantSeq == 0 {
+				if err != nil || last.Seq != n {
+					t.Fatalf("CheckSegment = record %d, %v", last.Seq, err)
+				}
+				return
+			}
+			if !errors.As(err, &broken) || broken.Seq != tt.wantSeq {
+				t.Fatalf("CheckSegment = %v, want a *BrokenError at %d", err, tt.wantSeq)
+			}
+		})
+	}
+	m := filled(t, 10)
+	if _, err := CheckSegment(t.Context(), &memAudit{records: m.records[:6]}, testKey.Public(), Start{}, 10); !errors.As(err, &broken) || broken.Seq != 7 {
+		t.Fatalf("CheckSegment past the end = %v, want a *BrokenError at 7", err)
+	}
+	bad := StartOf(m.records[2])
+	bad.Sig = otherKey.Sign(recordSigInput(bad.Seq, bad.Hash))
+	if _, err := CheckSegment(t.Context(), m, testKey.Public(), bad, 10); !errors.Is(err, ErrBadStart) {
+		t.Fatalf("CheckSegment from a forged start = %v, want ErrBadStart", err)
+	}
+	if _, err := CheckSegment(t.Context(), m, testKey.Public(), StartOf(m.records[5]), 6); err == nil {
+		t.Fatal("CheckSegment of nothing after the start succeeded")
+	}
+}
