@@ -46,6 +46,21 @@ func tamper(t *testing.T, dataDir string, attack func(db *audittest.DB)) string 
 	return dir
 }
 
+// dbRecords reads the audit records of a stopped KMS's kms.db.
+func dbRecords(t *testing.T, dataDir string) []audittest.Record {
+	t.Helper()
+	db, err := audittest.OpenSQLite(filepath.Join(dataDir, "kms.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	recs, err := db.Records(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
 // verifyFails runs dcaas audit verify and checks that it fails, saying
 // want (a regexp) and never "audit log OK"; it returns stdout.
 func verifyFails(t *testing.T, want string, args ...string) string {
@@ -88,15 +103,7 @@ func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
 		t.Fatalf("dcaas audit verify does not print the head to keep: %q", out)
 	}
 	seenHead := m[1]
-	db, err := audittest.OpenSQLite(filepath.Join(dataDir, "kms.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := db.Records(t.Context())
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := dbRecords(t, dataDir)
 	head := int64(len(recs))
 	i := len(recs) / 2 // a record in the middle
 

@@ -103,15 +103,7 @@ func TestAuditArchiveAndPrune(t *testing.T) {
 
 	// Someone who can write the database deletes more records and names a
 	// later signed record as the start.
-	db, err := audittest.OpenSQLite(filepath.Join(dataDir, "kms.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := db.Records(t.Context())
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := dbRecords(t, dataDir)
 	if recs[0].Seq != ends[1]+1 {
 		t.Fatalf("the database's log starts at record %d, want %d (the pruned records deleted)", recs[0].Seq, ends[1]+1)
 	}

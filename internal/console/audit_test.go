@@ -14,15 +14,14 @@ import (
 	"github.com/dcaas/dcaas/internal/store"
 )
 
-// TestAuditFollower: the audit page verifies each record once, as it is
-// read: a record changed in the database after it was verified goes
-// unnoticed until the hourly pass over the whole log, which names it; the
-// page holds only the newest records.
-func TestAuditFollower(t *testing.T) {
-	env := kmstest.Start(t, nil)
+// t0 is the time the follower tests start at.
+var t0 = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+
+// newFollower returns a follower of env's audit log as its admin, keeping
+// 5 records, and its follow at a time, which fails t on a read error.
+func newFollower(t *testing.T, env *kmstest.Env) (*auditFollower, func(at time.Time) verification) {
 	f := &auditFollower{kms: env.Admin.SDK, keep: 5}
-	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	follow := func(at time.Time) verification {
+	return f, func(at time.Time) verification {
 		t.Helper()
 		v, err := f.follow(t.Context(), at)
 		if err != nil {
@@ -30,6 +29,15 @@ func TestAuditFollower(t *testing.T) {
 		}
 		return v
 	}
+}
+
+// TestAuditFollower: the audit page verifies each record once, as it is
+// read: a record changed in the database after it was verified goes
+// unnoticed until the hourly pass over the whole log, which names it; the
+// page holds only the newest records.
+func TestAuditFollower(t *testing.T) {
+	env := kmstest.Start(t, nil)
+	f, follow := newFollower(t, env)
 	first := follow(t0)
 	if !first.OK || first.Records < 2 || !first.FullAt.Equal(t0) {
 		t.Fatalf("first view = %+v, want the chain verified from record 1", first)
@@ -74,16 +82,7 @@ func TestAuditFollowerPruned(t *testing.T) {
 	for _, name := range []string{"acme", "globex", "initech"} {
 		env.Tenant(t, name)
 	}
-	f := &auditFollower{kms: env.Admin.SDK, keep: 5}
-	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	follow := func(at time.Time) verification {
-		t.Helper()
-		v, err := f.follow(t.Context(), at)
-		if err != nil {
-			t.Fatalf("follow: %v", err)
-		}
-		return v
-	}
+	_, follow := newFollower(t, env)
 	if v := follow(t0); !v.OK || v.Start != 0 {
 		t.Fatalf("first view = %+v", v)
 	}
