@@ -111,6 +111,12 @@ type Config struct {
 	// time (default 10 s). A revoked instance stops serving within one
 	// interval.
 	HealthInterval time.Duration
+	// AuditMaxBytes is the size past which the local audit log
+	// (DATA-DIR/audit.jsonl) is rotated (default 64 MiB), AuditKeep how many
+	// rotated files are kept (audit.jsonl.1 the newest; default 4): a
+	// caller refused in a loop fills at most (AuditKeep+1) × AuditMaxBytes.
+	AuditMaxBytes int64
+	AuditKeep     int
 	// MaxEncryptions is the safe number of encryptions per AES-GCM key
 	// version (default ops.DefaultMaxEncryptions, 2^32, NIST SP 800-38D
 	// §8.3). The sidecar counts on from the KMS's count when a key is
@@ -218,6 +224,12 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 10 * time.Second
 	}
+	if cfg.AuditMaxBytes <= 0 {
+		cfg.AuditMaxBytes = DefaultAuditMaxBytes
+	}
+	if cfg.AuditKeep <= 0 {
+		cfg.AuditKeep = DefaultAuditKeep
+	}
 	if len(cfg.AllowUIDs) == 0 {
 		cfg.AllowUIDs = []int{os.Getuid()}
 	}
@@ -249,7 +261,7 @@ func New(ctx context.Context, cfg Config) (_ *Sidecar, err error) {
 			s.cfg.KEM = api.KEMP256
 		}
 	}
-	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.Now, cfg.Logger); err != nil {
+	if s.audit, err = openLocalAudit(cfg.DataDir, cfg.AuditMaxBytes, cfg.AuditKeep, cfg.Now, cfg.Logger); err != nil {
 		return nil, err
 	}
 	if err := s.loadRevokedCerts(); err != nil {

@@ -48,6 +48,8 @@ type sidecarFlags struct {
 	reattest      time.Duration // --reattest-interval
 	lease         time.Duration
 	poll          time.Duration
+	auditMiB      int
+	auditKeep     int
 	metricsListen string
 	log           logFlags
 	requestLog    bool
@@ -118,6 +120,8 @@ removed at once), lets the requests in flight finish for up to
 	fl.StringVar(&f.ekCert, "tpm-ek-cert", "", "with --attest: the TPM's EK certificate (PEM or DER file), or \"nv\" to read it from the TPM (NV index 0x01C0000A), so the KMS trusts the attestation key through the EK's manufacturer chain instead of its allow-list")
 	fl.DurationVar(&f.reattest, "reattest-interval", sidecar.DefaultReattestInterval, "with --attest: how often to send the KMS a fresh TPM quote (also after each certificate renewal), for keys whose policy bounds the attestation's age; negative turns it off")
 	fl.DurationVar(&f.lease, "lease", 24*time.Hour, "lease of loaded keys (never past a key's expiry)")
+	fl.IntVar(&f.auditMiB, "audit-max-mib", sidecar.DefaultAuditMaxBytes>>20, "rotate the local audit log (DATA-DIR/audit.jsonl) past this many MiB")
+	fl.IntVar(&f.auditKeep, "audit-keep", sidecar.DefaultAuditKeep, "how many rotated local audit logs to keep (audit.jsonl.1 the newest)")
 	fl.DurationVar(&f.poll, "poll-interval", 10*time.Second, "how often to poll the KMS for revocations (and renew leases)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "optional plain-HTTP listener for /metrics, /healthz and /readyz (e.g. 127.0.0.1:9091)")
 	f.log.add(fl)
@@ -161,6 +165,13 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		log.Warn("could not scrub the token from the process's initial environment; prefer --enroll-token-file", "err", err)
 	}
 	defer tok.Wipe()
+
+	if f.auditMiB < 1 || f.auditMiB > 1<<20 {
+		return fmt.Errorf("--audit-max-mib %d: want 1 to %d", f.auditMiB, 1<<20)
+	}
+	if f.auditKeep < 1 || f.auditKeep > 1000 {
+		return fmt.Errorf("--audit-keep %d: want 1 to 1000", f.auditKeep)
+	}
 
 	// Bind every listener before anything else: a busy address fails here,
 	// before a token is spent or an instance registered.
@@ -210,6 +221,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		KMSURLs: splitURLs(f.kmsURLs), CAPEM: caPEM, DataDir: f.dataDir,
 		Enclave: enc, Attest: f.attest, KEM: api.KEM(f.kem), AllowUIDs: f.allowUIDs,
 		LeaseTTL: f.lease, HealthInterval: f.poll, AcceptLegacyWrap: f.acceptLegacy, Logger: log, Reg: reg,
+		AuditMaxBytes: int64(f.auditMiB) << 20, AuditKeep: f.auditKeep,
 		// A software enclave's identity dies with the process: retire it
 		// at the KMS on the way out. A TPM one is reused at the next start.
 		RetireOnClose:   f.retireOnExit && enc == nil,
