@@ -44,7 +44,7 @@ func newAuditVerifyCmd() *cobra.Command {
 	var dataDir, storeKind, dsn, keyFile, checkpointOut string
 	var expect, expectHeads, archives []string
 	cmd := &cobra.Command{
-		Use:   "verify",
+		Use:   "verify [ARCHIVE...]",
 		Short: "Verify the audit log's signatures, chain and checkpoints; name the first broken record",
 		Long: `Verify the KMS audit log in its database, with the audit key's public key only
 (no seal, no KMS running needed):
@@ -70,16 +70,19 @@ back with --expect-checkpoint, or keep the head a verification printed
 A log pruned with 'dcaas audit prune' is verified from the signed record it
 starts after, which must be the one the record of that prune names (so
 records cannot be removed from its start unnoticed either). With --archive
-(repeatable, in order) the archives that hold the pruned records are
-verified too, as one log, and must reach the database's log; with --archive
-alone (no --data-dir, no --store) only the archives are verified, where no
-database is at hand.
+(repeatable, in order; or as arguments, oldest first: archives named by
+their date, as 'dcaas audit archive' is shown to name them, sort so in a
+shell glob) the archives that hold the pruned records are verified too, as
+one log, and must reach the database's log; with archives alone (no
+--data-dir, no --store) only the archives are verified, where no database
+is at hand.
 
 The key comes from --key (PEM, from 'dcaas audit key' or GET /v1/audit/key,
 kept from when you trusted the KMS), else DIR/audit-key.pem, which the KMS
 writes from the key it unsealed.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			archives := append(archives, args...) // --archive, then the arguments: oldest first
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
 			archivesOnly := len(archives) > 0 && !cmd.Flags().Changed("data-dir") && !cmd.Flags().Changed("store")

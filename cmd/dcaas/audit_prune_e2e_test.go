@@ -45,6 +45,14 @@ func TestAuditArchiveAndPrune(t *testing.T) {
 	}
 	lastRecord := regexp.MustCompile(`its last record: (\d+):([0-9a-f]{64})`)
 	archives := t.TempDir()
+	// Nothing old enough yet: no file, and no failure (a scheduled job).
+	none := filepath.Join(archives, "none.jsonl")
+	if out := dcaas(append([]string{"audit", "archive", "--audit-key", auditKey, "--out", none, "--older-than", "1000h"}, admin...)...); !strings.Contains(out, "nothing to archive") {
+		t.Fatalf("dcaas audit archive with nothing old enough printed %q", out)
+	}
+	if _, err := os.Stat(none); !os.IsNotExist(err) {
+		t.Fatalf("dcaas audit archive with nothing to archive wrote %s (%v)", none, err)
+	}
 	var ends []int64
 	for i, name := range []string{"a1.jsonl", "a2.jsonl"} {
 		work()
@@ -85,6 +93,10 @@ func TestAuditArchiveAndPrune(t *testing.T) {
 	out = verifyOK(t, "--data-dir", dataDir, "--archive", a1, "--archive", a2)
 	if !strings.Contains(out, "together they hold every record from 1 on") {
 		t.Errorf("dcaas audit verify with both archives = %q", out)
+	}
+	// The archives as arguments, as a shell glob gives them.
+	if out := verifyOK(t, "--data-dir", dataDir, a1, a2); !strings.Contains(out, "together they hold every record from 1 on") {
+		t.Errorf("dcaas audit verify with both archives as arguments = %q", out)
 	}
 	verifyOK(t, "--data-dir", dataDir, "--archive", a2) // from a1's end on
 	verifyFails(t, `NOT COVERED: the archives end at record `+strconv.FormatInt(ends[0], 10), "--data-dir", dataDir, "--archive", a1)
