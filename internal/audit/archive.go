@@ -64,7 +64,7 @@ func (a *ArchiveWriter) Add(r store.AuditRecord) error {
 		return nil
 	}
 	for _, p := range a.pending {
-		if err := a.enc.Encode(apiRecord(p)); err != nil {
+		if err := a.enc.Encode(ToAPI(p)); err != nil {
 			return err
 		}
 	}
@@ -211,8 +211,8 @@ func (a *archiveLines) next(v any) error {
 	return nil
 }
 
-// apiRecord is r as the API and archives carry it.
-func apiRecord(r store.AuditRecord) api.AuditRecord {
+// ToAPI is r as the API and archives carry it.
+func ToAPI(r store.AuditRecord) api.AuditRecord {
 	return api.AuditRecord{
 		Seq: r.Seq, Time: r.Time, Caller: r.Caller, Role: r.Role, Action: r.Action, Tenant: r.Tenant,
 		KeyID: r.KeyID, Outcome: r.Outcome, Code: r.Code, PrevHash: r.PrevHash, Hash: r.Hash, Signature: r.Sig,

@@ -44,6 +44,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -82,11 +83,12 @@ var ErrRegressed = errors.New("audit: the log went back: records this KMS saw ar
 // Log signs and appends events. It is safe for concurrent use; appends are
 // ordered by the store.
 type Log struct {
-	key *kcrypto.LogKey
 	now func() time.Time
 
 	mu     sync.Mutex
-	stored int64 // the highest sequence number known stored (Stored)
+	key    *kcrypto.LogKey        // signs what is appended from now on (SetKey)
+	accept []kcrypto.LogVerifyKey // the keys whose signatures may end the log: key's, and older ones not retired
+	stored int64                  // the highest sequence number known stored (Stored)
 }
 
 // New returns a Log that signs with key (which the Log uses but does not
@@ -99,11 +101,49 @@ func New(key *kcrypto.LogKey, now func() time.Time) *Log {
 	if now == nil {
 		now = time.Now
 	}
-	return &Log{key: key, now: now}
+	return &Log{key: key, accept: []kcrypto.LogVerifyKey{key.Public()}, now: now}
 }
 
-// Public is the key that verifies the log's signatures.
-func (l *Log) Public() kcrypto.LogVerifyKey { return l.key.Public() }
+// Public is the key the Log signs with now.
+func (l *Log) Public() kcrypto.LogVerifyKey {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.key.Public()
+}
+
+// SetKey makes the Log sign with key from now on (a rotation this KMS made
+// or another replica did: the rotation record is the caller's to append
+// first). Records appended before keep the key they were appended with,
+// even if their transaction commits later. The previous key's signatures
+// still end the log (Checkpoint) until Retire. The Log uses key but does
+// not own it.
+func (l *Log) SetKey(key *kcrypto.LogKey) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.key = key
+	if pub := key.Public(); !slices.ContainsFunc(l.accept, pub.Equal) {
+		l.accept = append(l.accept, pub)
+	}
+}
+
+// Retire stops accepting signatures by the keys with these ids at the
+// log's head (the key the Log signs with is never retired).
+func (l *Log) Retire(ids ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur := l.key.Public().ID()
+	l.accept = slices.DeleteFunc(l.accept, func(k kcrypto.LogVerifyKey) bool {
+		return k.ID() != cur && slices.Contains(ids, k.ID())
+	})
+}
+
+// signing returns the key to sign with now and the keys accepted at the
+// head.
+func (l *Log) signing() (*kcrypto.LogKey, []kcrypto.LogVerifyKey) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.key, slices.Clone(l.accept)
+}
 
 // Append stores ev through to as the next record of the chain and returns
 // it. The record is signed when its transaction commits if it is then
@@ -121,8 +161,13 @@ func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRec
 	if ev.Action == "" || ev.Outcome == "" {
 		return store.AuditRecord{}, fmt.Errorf("audit: an event needs an action and an outcome")
 	}
-	signNow := ev.Action == ActionKeyCreated
-	sign := l.signRecord
+	// A record that makes or changes the audit key is signed as it is
+	// built: a verifier trusts a key only on such a record's own
+	// signature. Every other record is signed, if its transaction ends
+	// with it, with the key the Log held when it was appended.
+	signNow := ev.Action == ActionKeyCreated || ev.Action == ActionKeyRotated || ev.Action == ActionKeyRetired
+	key, _ := l.signing()
+	sign := store.AuditSigner(func(seq int64, hash []byte) []byte { return key.Sign(recordSigInput(seq, hash)) })
 	if signNow {
 		sign = nil
 	}
@@ -152,15 +197,10 @@ func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRec
 		}
 		r.Hash = recordHash(r)
 		if signNow {
-			r.Sig = l.signRecord(r.Seq, r.Hash)
+			r.Sig = key.Sign(recordSigInput(r.Seq, r.Hash))
 		}
 		return r, nil
 	}, sign)
-}
-
-// signRecord signs record seq whose hash is hash (a store.AuditSigner).
-func (l *Log) signRecord(seq int64, hash []byte) []byte {
-	return l.key.Sign(recordSigInput(seq, hash))
 }
 
 // Stored tells the Log that record seq was stored: the transaction that
@@ -215,33 +255,41 @@ func (l *Log) Checkpoint(ctx context.Context, s CheckpointStore) (store.AuditChe
 	if head.Seq < known {
 		return store.AuditCheckpoint{}, fmt.Errorf("%w: the log ends at record %d, but record %d was stored", ErrRegressed, head.Seq, known)
 	}
+	key, accept := l.signing()
 	if head.Seq > 0 {
-		if err := checkRecord(head, l.key.Public()); err != nil {
+		if err := checkRecord(head, accept...); err != nil {
 			return store.AuditCheckpoint{}, err
 		}
 	}
 	cp := store.AuditCheckpoint{Seq: head.Seq, Hash: head.Hash, Time: l.now().UTC().Truncate(time.Microsecond)}
-	cp.Sig = l.key.Sign(checkpointSigInput(cp))
+	cp.Sig = key.Sign(checkpointSigInput(cp))
 	stored, err := s.PutAuditCheckpoint(ctx, cp)
 	if err != nil {
 		return store.AuditCheckpoint{}, fmt.Errorf("audit: storing the checkpoint of record %d: %w", cp.Seq, err)
 	}
-	if err := VerifyCheckpoint(l.key.Public(), stored); err != nil {
-		return store.AuditCheckpoint{}, err
+	// The one stored first for that head (another replica's, perhaps
+	// with a key this one has retired since) is the one that stands.
+	if ks := (keySet{known: accept}); !ks.checkpointSigned(stored) {
+		return store.AuditCheckpoint{}, fmt.Errorf("%w: the checkpoint of record %d made at %s", ErrBadCheckpoint, stored.Seq, stored.Time.Format(time.RFC3339Nano))
 	}
 	return stored, nil
 }
 
-// checkRecord checks one signed record on its own: its hash and its
-// signature.
-func checkRecord(r store.AuditRecord, key kcrypto.LogVerifyKey) error {
+// checkRecord checks one signed record on its own: its hash, and its
+// signature by one of keys.
+func checkRecord(r store.AuditRecord, keys ...kcrypto.LogVerifyKey) error {
 	switch {
 	case !hashEqual(r.Hash, recordHash(r)):
 		return &BrokenError{Seq: r.Seq, Reason: "its hash does not match its contents"}
 	case r.Sig == nil:
 		return &BrokenError{Seq: r.Seq, Reason: "it is not signed"}
-	case !key.Verify(recordSigInput(r.Seq, r.Hash), r.Sig):
-		return &BrokenError{Seq: r.Seq, Reason: "its signature does not verify with the audit key " + key.ID()}
+	}
+	ks := keySet{trusted: keys}
+	if _, ok := ks.signer(r.Seq, r.Hash, r.Sig); !ok {
+		if len(keys) == 1 {
+			return &BrokenError{Seq: r.Seq, Reason: "its signature does not verify with the audit key " + keys[0].ID()}
+		}
+		return &BrokenError{Seq: r.Seq, Reason: "its signature does not verify with the audit keys the log trusts there (" + ks.ids() + ")"}
 	}
 	return nil
 }

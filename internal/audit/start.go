@@ -2,10 +2,12 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 
+	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/store"
 )
@@ -35,6 +37,11 @@ type Start struct {
 	Seq  int64  `json:"seq"`
 	Hash []byte `json:"hash,omitempty"`
 	Sig  []byte `json:"signature,omitempty"`
+	// Keys are the records at or below Seq that changed the audit key
+	// (rotations and retirements, keys.go), oldest first: what a verifier
+	// holding the log's first key needs to know which keys sign after the
+	// start, each signed as it was written.
+	Keys []api.AuditRecord `json:"keys,omitempty"`
 }
 
 // StartOf is the start that record r would be.
@@ -44,30 +51,68 @@ func StartOf(r store.AuditRecord) Start { return Start{Seq: r.Seq, Hash: r.Hash,
 func (s Start) IsZero() bool { return s.Seq == 0 }
 
 // String is how records and people name a start: "SEQ:HASH", the hash in
-// hex (the form of `dcaas audit verify --expect-head`); "0" for the zero
-// Start.
+// hex (the form of `dcaas audit verify --expect-head`), and when the start
+// carries key records ":" and the SHA-256, in hex, of their hashes one
+// after the other (so the record of a prune commits to them); "0" for the
+// zero Start.
 func (s Start) String() string {
 	if s.IsZero() {
 		return "0"
 	}
-	return fmt.Sprintf("%d:%x", s.Seq, s.Hash)
+	name := fmt.Sprintf("%d:%x", s.Seq, s.Hash)
+	if len(s.Keys) == 0 {
+		return name
+	}
+	h := sha256.New()
+	for _, r := range s.Keys {
+		h.Write(r.Hash)
+	}
+	return fmt.Sprintf("%s:%x", name, h.Sum(nil))
 }
 
 // ErrBadStart: a start is not a record the audit key signed.
 var ErrBadStart = errors.New("audit: the log's start is not a record signed by the audit key")
 
-// Check checks that key signed record s.Seq with hash s.Hash. The zero
-// Start (no hash, no signature) is always good.
-func (s Start) Check(key kcrypto.LogVerifyKey) error {
-	switch {
-	case s.Seq == 0 && len(s.Hash) == 0 && len(s.Sig) == 0:
-		return nil
-	case s.Seq < 1 || len(s.Hash) != hashSize:
-		return fmt.Errorf("%w: record %d with a %d-byte hash", ErrBadStart, s.Seq, len(s.Hash))
-	case !key.Verify(recordSigInput(s.Seq, s.Hash), s.Sig):
-		return fmt.Errorf("%w: the signature of record %d does not verify with the audit key %s", ErrBadStart, s.Seq, key.ID())
+// Check checks s for a verifier holding the log's first key, anchor: its
+// key records, in order, each signed as it was written by a key trusted
+// then (anchor, and those they bring in), and record s.Seq signed by a
+// key trusted after them, with hash s.Hash. The zero Start (no hash, no
+// signature, no key record) is always good.
+func (s Start) Check(anchor kcrypto.LogVerifyKey) error {
+	_, err := s.trust(anchor)
+	return err
+}
+
+// trust is Check, and the keys trusted after the start.
+func (s Start) trust(anchor kcrypto.LogVerifyKey) (keySet, error) {
+	ks := newKeySet(anchor)
+	if s.Seq == 0 && len(s.Hash) == 0 && len(s.Sig) == 0 && len(s.Keys) == 0 {
+		return ks, nil
 	}
-	return nil
+	if s.Seq < 1 || len(s.Hash) != hashSize {
+		return ks, fmt.Errorf("%w: record %d with a %d-byte hash", ErrBadStart, s.Seq, len(s.Hash))
+	}
+	var prev int64
+	for _, ar := range s.Keys {
+		r := FromAPI(ar)
+		switch {
+		case r.Seq <= prev || r.Seq > s.Seq:
+			return ks, fmt.Errorf("%w: its key records are not in order at or below record %d (record %d after %d)", ErrBadStart, s.Seq, r.Seq, prev)
+		case !isKeyRecord(r):
+			return ks, fmt.Errorf("%w: record %d among its key records is %s, not a key rotation or retirement", ErrBadStart, r.Seq, r.Action)
+		}
+		if err := checkRecord(r, ks.trusted...); err != nil {
+			return ks, fmt.Errorf("%w: its key record %w", ErrBadStart, err)
+		}
+		if err := ks.apply(r); err != nil {
+			return ks, fmt.Errorf("%w: its key record %w", ErrBadStart, err)
+		}
+		prev = r.Seq
+	}
+	if _, ok := ks.signer(s.Seq, s.Hash, s.Sig); !ok {
+		return ks, fmt.Errorf("%w: the signature of record %d does not verify with the audit keys trusted there (%s)", ErrBadStart, s.Seq, ks.ids())
+	}
+	return ks, nil
 }
 
 // ParseStart decodes a start as the KMS stores it (JSON: seq, and hash and
@@ -113,11 +158,12 @@ func (v *Verifier) StartAfter(s Start, explained bool) error {
 	if s.IsZero() {
 		return nil
 	}
-	if err := s.Check(v.key); err != nil {
+	ks, err := s.trust(v.anchor)
+	if err != nil {
 		v.err = err
 		return err
 	}
-	v.start = s
+	v.ks, v.start = ks, s
 	v.last, v.res.Head, v.res.Start, v.res.Records = s.Seq, s.Hash, s.Seq, s.Seq
 	// The start is a signed record, so the audit key existed before it.
 	v.signed = true
@@ -125,6 +171,13 @@ func (v *Verifier) StartAfter(s Start, explained bool) error {
 		v.unexplained = s.String()
 	}
 	for seq, cps := range v.want {
+		if seq > s.Seq {
+			continue
+		}
+		if err := v.checkpointsSigned(cps); err != nil {
+			v.err = err
+			return err
+		}
 		switch {
 		case seq < s.Seq:
 			v.res.BeforeStart += len(cps)
@@ -165,49 +218,66 @@ func VerifyAfter(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, start 
 }
 
 // CheckSegment checks the records after start up to through, read from r,
-// as one span the audit key signed: each record's hash matches it and is
-// the next one's previous hash, from start's hash (start itself as Check
-// checks it) to record through, whose signature must verify with key. The
-// signatures between are not checked: through's signature covers them all
-// through the chain, as it covers the unsigned records of a transaction.
-// It is the check before a prune (the KMS deletes nothing a signature of
-// its own does not cover), an eighth of Verify's cost on SQLite; a change
-// among the records is reported as a *BrokenError naming the first record
-// whose hash or link is wrong, or through when only its signature is.
-func CheckSegment(ctx context.Context, r Reader, key kcrypto.LogVerifyKey, start Start, through int64) (store.AuditRecord, error) {
-	if err := start.Check(key); err != nil {
-		return store.AuditRecord{}, err
+// as one span the audit keys signed, for a verifier holding the log's
+// first key, anchor: start as Check checks it; each record's hash matches
+// it and is the next one's previous hash, from start's hash to record
+// through, whose signature must verify with a key trusted there; and each
+// record that changes the audit key is signed itself by a key trusted
+// then (keys.go). The other signatures between are not checked: through's
+// covers them all through the chain, as it covers the unsigned records of
+// a transaction. It is the check before a prune (the KMS deletes nothing a
+// signature of its own does not cover), a fraction of Verify's cost. It
+// returns record through and the key records of the span, for the next
+// start; a change among the records is a *BrokenError naming the first
+// record whose hash or link is wrong, or through when only its signature
+// is.
+func CheckSegment(ctx context.Context, r Reader, anchor kcrypto.LogVerifyKey, start Start, through int64) (store.AuditRecord, []store.AuditRecord, error) {
+	ks, err := start.trust(anchor)
+	if err != nil {
+		return store.AuditRecord{}, nil, err
 	}
 	if through <= start.Seq {
-		return store.AuditRecord{}, fmt.Errorf("audit: no record after %d up to %d", start.Seq, through)
+		return store.AuditRecord{}, nil, fmt.Errorf("audit: no record after %d up to %d", start.Seq, through)
 	}
 	prev, last := start.Hash, start.Seq
 	if start.IsZero() {
 		prev = make([]byte, hashSize)
 	}
 	var rec store.AuditRecord
+	var keyRecs []store.AuditRecord
 	for last < through {
 		page, err := r.AuditAfter(ctx, last, int(min(pageSize, through-last)))
 		if err != nil {
-			return store.AuditRecord{}, fmt.Errorf("audit: reading records after %d: %w", last, err)
+			return store.AuditRecord{}, nil, fmt.Errorf("audit: reading records after %d: %w", last, err)
 		}
 		if len(page) == 0 {
-			return store.AuditRecord{}, &BrokenError{Seq: last + 1, Reason: fmt.Sprintf("it is missing; the log ends at record %d", last)}
+			return store.AuditRecord{}, nil, &BrokenError{Seq: last + 1, Reason: fmt.Sprintf("it is missing; the log ends at record %d", last)}
 		}
 		for _, rec = range page {
 			switch {
 			case rec.Seq != last+1:
-				return store.AuditRecord{}, &BrokenError{Seq: last + 1, Reason: fmt.Sprintf("it is missing; the next record is %d", rec.Seq)}
+				return store.AuditRecord{}, nil, &BrokenError{Seq: last + 1, Reason: fmt.Sprintf("it is missing; the next record is %d", rec.Seq)}
 			case !hashEqual(rec.PrevHash, prev):
-				return store.AuditRecord{}, &BrokenError{Seq: rec.Seq, Reason: "its previous hash is not the hash of the record before it"}
+				return store.AuditRecord{}, nil, &BrokenError{Seq: rec.Seq, Reason: "its previous hash is not the hash of the record before it"}
 			case !hashEqual(rec.Hash, recordHash(rec)):
-				return store.AuditRecord{}, &BrokenError{Seq: rec.Seq, Reason: "its hash does not match its contents"}
+				return store.AuditRecord{}, nil, &BrokenError{Seq: rec.Seq, Reason: "its hash does not match its contents"}
+			}
+			if isKeyRecord(rec) {
+				if rec.Sig != nil {
+					if err := checkRecord(rec, ks.trusted...); err != nil {
+						return store.AuditRecord{}, nil, err
+					}
+				}
+				if err := ks.apply(rec); err != nil {
+					return store.AuditRecord{}, nil, err
+				}
+				keyRecs = append(keyRecs, rec)
 			}
 			prev, last = rec.Hash, rec.Seq
 		}
 	}
-	if err := checkRecord(rec, key); err != nil {
-		return store.AuditRecord{}, err
+	if err := checkRecord(rec, ks.trusted...); err != nil {
+		return store.AuditRecord{}, nil, err
 	}
-	return rec, nil
+	return rec, keyRecs, nil
 }

@@ -248,7 +248,7 @@ func TestCheckSegment(t *testing.T) {
 				start = StartOf(m.records[tt.from-1])
 			}
 			tt.tamper(m.records)
-			last, err := CheckSegment(t.Context(), m, testKey.Public(), start, n)
+			last, _, err := CheckSegment(t.Context(), m, testKey.Public(), start, n)
 			if tt.wantSeq == 0 {
 				if err != nil || last.Seq != n {
 					t.Fatalf("CheckSegment = record %d, %v", last.Seq, err)
@@ -261,15 +261,15 @@ func TestCheckSegment(t *testing.T) {
 		})
 	}
 	m := filled(t, 10)
-	if _, err := CheckSegment(t.Context(), &memAudit{records: m.records[:6]}, testKey.Public(), Start{}, 10); !errors.As(err, &broken) || broken.Seq != 7 {
+	if _, _, err := CheckSegment(t.Context(), &memAudit{records: m.records[:6]}, testKey.Public(), Start{}, 10); !errors.As(err, &broken) || broken.Seq != 7 {
 		t.Fatalf("CheckSegment past the end = %v, want a *BrokenError at 7", err)
 	}
 	bad := StartOf(m.records[2])
 	bad.Sig = otherKey.Sign(recordSigInput(bad.Seq, bad.Hash))
-	if _, err := CheckSegment(t.Context(), m, testKey.Public(), bad, 10); !errors.Is(err, ErrBadStart) {
+	if _, _, err := CheckSegment(t.Context(), m, testKey.Public(), bad, 10); !errors.Is(err, ErrBadStart) {
 		t.Fatalf("CheckSegment from a forged start = %v, want ErrBadStart", err)
 	}
-	if _, err := CheckSegment(t.Context(), m, testKey.Public(), StartOf(m.records[5]), 6); err == nil {
+	if _, _, err := CheckSegment(t.Context(), m, testKey.Public(), StartOf(m.records[5]), 6); err == nil {
 		t.Fatal("CheckSegment of nothing after the start succeeded")
 	}
 }

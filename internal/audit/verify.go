@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -85,6 +86,9 @@ type Result struct {
 	// (not counted in Checkpoints).
 	Start       int64
 	BeforeStart int
+	// KeyChanges are the rotations and retirements of the audit key the
+	// log records (keys.go), oldest first.
+	KeyChanges []KeyChange
 }
 
 // VerifyCheckpoint checks cp's signature with key: nil, or an error
@@ -149,7 +153,9 @@ var ErrCheckpointBehind = errors.New("audit: the checkpoint covers a record veri
 // console) checks each record once and holds none of them. Verify is a
 // Verifier fed the whole log. Its first failure sticks.
 type Verifier struct {
-	key          kcrypto.LogVerifyKey
+	anchor       kcrypto.LogVerifyKey // the key that made the log, pinned
+	ks           keySet               // the keys trusted as the log goes on (keys.go)
+	unchecked    []store.AuditCheckpoint // checkpoints no key known yet signed: checked again at the end
 	want         map[int64][]store.AuditCheckpoint // checkpoints of records not fed yet, by seq
 	given        int
 	res          Result
@@ -166,7 +172,7 @@ type Verifier struct {
 // NewVerifier returns a Verifier of a log with key, holding checkpoints
 // (see Verify).
 func NewVerifier(key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint) (*Verifier, error) {
-	v := &Verifier{key: key, want: map[int64][]store.AuditCheckpoint{}, res: Result{Head: make([]byte, hashSize)}}
+	v := &Verifier{anchor: key, ks: newKeySet(key), want: map[int64][]store.AuditCheckpoint{}, res: Result{Head: make([]byte, hashSize)}}
 	if key.IsZero() {
 		v.err = ErrNoKey
 		return v, v.err
@@ -179,8 +185,9 @@ func NewVerifier(key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint)
 	return v, nil
 }
 
-// Key is the audit key v checks with.
-func (v *Verifier) Key() kcrypto.LogVerifyKey { return v.key }
+// Key is the audit key v checks from: the log's first, which it trusts
+// before any record (keys.go: the log may rotate to others).
+func (v *Verifier) Key() kcrypto.LogVerifyKey { return v.anchor }
 
 // Last is the sequence number of the last record fed (0: none).
 func (v *Verifier) Last() int64 { return v.last }
@@ -194,17 +201,25 @@ func (v *Verifier) AddCheckpoint(cp store.AuditCheckpoint) error {
 	if v.err != nil {
 		return v.err
 	}
-	if err := VerifyCheckpoint(v.key, cp); err != nil {
-		v.err = err
-		return err
+	if !v.ks.checkpointSigned(cp) {
+		// Perhaps by a key the log brings in later: checked at the end.
+		v.unchecked = append(v.unchecked, cp)
 	}
 	switch {
 	case cp.Seq < v.start.Seq:
+		if err := v.checkpointsSigned([]store.AuditCheckpoint{cp}); err != nil {
+			v.err = err
+			return err
+		}
 		v.res.BeforeStart++
 		return nil
 	case cp.Seq < v.last:
 		return fmt.Errorf("%w: record %d (the verifier is at record %d)", ErrCheckpointBehind, cp.Seq, v.last)
 	case cp.Seq == v.last:
+		if err := v.checkpointsSigned([]store.AuditCheckpoint{cp}); err != nil {
+			v.err = err
+			return err
+		}
 		if err := matchCheckpoints([]store.AuditCheckpoint{cp}, v.res.Head); err != nil {
 			v.err = err
 			return err
@@ -245,9 +260,9 @@ func (v *Verifier) add(rec store.AuditRecord) error {
 		return &BrokenError{Seq: rec.Seq, Reason: "its hash does not match its contents"}
 	}
 	if rec.Sig != nil {
-		if err := checkRecord(rec, v.key); err != nil {
+		if err := checkRecord(rec, v.ks.trusted...); err != nil {
 			var broken *BrokenError
-			if errors.As(err, &broken) && !v.signed && rec.KeyID != v.key.ID() && rec.Action == ActionKeyCreated {
+			if errors.As(err, &broken) && !v.signed && rec.KeyID != v.anchor.ID() && rec.Action == ActionKeyCreated {
 				broken.Reason += fmt.Sprintf(" (record %d names audit key %s)", rec.Seq, rec.KeyID)
 			}
 			if broken != nil && v.unsignedFrom != 0 {
@@ -270,7 +285,15 @@ func (v *Verifier) add(rec store.AuditRecord) error {
 	} else if v.signed && v.unsignedFrom == 0 {
 		v.unsignedFrom, v.signedHead = rec.Seq, res.Head
 	}
+	if isKeyRecord(rec) && v.signed {
+		if err := v.ks.apply(rec); err != nil {
+			return err
+		}
+	}
 	v.explains(rec)
+	if err := v.checkpointsSigned(v.want[rec.Seq]); err != nil {
+		return err
+	}
 	if err := matchCheckpoints(v.want[rec.Seq], rec.Hash); err != nil {
 		return err
 	}
@@ -298,13 +321,33 @@ func (v *Verifier) Result() (Result, error) {
 		// before the unsigned run.
 		res.Records, res.Head = v.unsignedFrom-1, v.signedHead
 		return res, &BrokenError{Seq: v.unsignedFrom, Reason: fmt.Sprintf("records %d to %d are unsigned and no signed record follows them: the log must end with a signed record, so signatures were removed from its end, or records", v.unsignedFrom, v.last)}
+	case v.badCheckpoint() != nil:
+		return res, v.badCheckpoint()
 	case res.Latest.Sig != nil && res.Latest.Seq > v.last:
 		return res, &TruncatedError{Head: v.last, Checkpoint: res.Latest}
 	case v.unexplained != "":
 		return res, &BrokenError{Seq: v.start.Seq + 1, Reason: fmt.Sprintf("the log starts after record %d (records 1 to %d pruned), but no record of that prune (%s, ok, naming %s) follows: records were removed from its start", v.start.Seq, v.start.Seq, ActionPruned, v.unexplained)}
 	}
 	res.Checkpoints = v.given
+	res.KeyChanges = slices.Clone(v.ks.changes)
 	return res, nil
+}
+
+// badCheckpoint is the failure of the first checkpoint given that no key
+// the log trusted so far signed, or nil.
+func (v *Verifier) badCheckpoint() error { return v.checkpointsSigned(v.unchecked) }
+
+// checkpointsSigned fails with ErrBadCheckpoint on the first of cps that
+// no key the log trusted so far signed. Every checkpoint of a record is
+// signed by a key trusted by the time that record is written (a rotation
+// is written before any replica signs with the new key).
+func (v *Verifier) checkpointsSigned(cps []store.AuditCheckpoint) error {
+	for _, cp := range cps {
+		if !v.ks.checkpointSigned(cp) {
+			return fmt.Errorf("%w: the checkpoint of record %d made at %s (the log trusts %s there)", ErrBadCheckpoint, cp.Seq, cp.Time.Format(time.RFC3339Nano), v.ks.ids())
+		}
+	}
+	return nil
 }
 
 // matchCheckpoints checks that every checkpoint in cps signed hash.

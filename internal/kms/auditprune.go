@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
@@ -96,11 +97,17 @@ func (k *KMS) pruneAudit(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, storeErr(err, "audit log start")
 	}
-	rec, err := k.prunable(ctx, start, req)
+	rec, keyRecs, err := k.prunable(ctx, start, req)
 	if err != nil {
 		return nil, err
 	}
+	// The start carries the records that changed the audit key up to it,
+	// which a verifier of what stays needs to know which keys sign.
 	next := audit.StartOf(rec)
+	next.Keys = slices.Clone(start.Keys)
+	for _, r := range keyRecs {
+		next.Keys = append(next.Keys, audit.ToAPI(r))
+	}
 	c.keyID = next.String() // the record that lets a verifier trust the new start
 	err = c.commit(ctx, func(tx store.Tx) error {
 		if err := use.consumeIn(ctx, tx); err != nil {
@@ -132,38 +139,38 @@ func (k *KMS) pruneAudit(ctx context.Context, c *call) (any, error) {
 // to it are one span its signature covers (audit.CheckSegment: hashes,
 // chain, its signature), so that the KMS never deletes records that a
 // signature of its own does not cover.
-func (k *KMS) prunable(ctx context.Context, start audit.Start, req api.AuditPruneRequest) (store.AuditRecord, error) {
+func (k *KMS) prunable(ctx context.Context, start audit.Start, req api.AuditPruneRequest) (store.AuditRecord, []store.AuditRecord, error) {
 	if req.Through <= start.Seq {
-		return store.AuditRecord{}, api.Errorf(api.CodeConflict, "The audit log already starts after record %d: records up to %d were pruned before.", start.Seq, start.Seq)
+		return store.AuditRecord{}, nil, api.Errorf(api.CodeConflict, "The audit log already starts after record %d: records up to %d were pruned before.", start.Seq, start.Seq)
 	}
 	recs, err := k.st.AuditAfter(ctx, req.Through-1, 1)
 	if err != nil {
-		return store.AuditRecord{}, storeErr(err, "audit log")
+		return store.AuditRecord{}, nil, storeErr(err, "audit log")
 	}
 	if len(recs) == 0 || recs[0].Seq != req.Through {
-		return store.AuditRecord{}, api.Errorf(api.CodeNotFound, "The audit log has no record %d.", req.Through)
+		return store.AuditRecord{}, nil, api.Errorf(api.CodeNotFound, "The audit log has no record %d.", req.Through)
 	}
 	rec := recs[0]
 	oldest := k.now().Add(-k.cfg.AuditRetention)
 	switch {
 	case !bytes.Equal(rec.Hash, req.Hash):
-		return store.AuditRecord{}, api.Errorf(api.CodeConflict, "Record %d of the audit log does not have the hash given: the archive is not of this log, or the log changed; run dcaas audit verify.", req.Through)
+		return store.AuditRecord{}, nil, api.Errorf(api.CodeConflict, "Record %d of the audit log does not have the hash given: the archive is not of this log, or the log changed; run dcaas audit verify.", req.Through)
 	case rec.Sig == nil:
-		return store.AuditRecord{}, api.Errorf(api.CodeInvalidArgument, "Record %d is not signed (it is not the last record of its transaction), so the log cannot start after it: prune through a signed record (dcaas audit archive ends its archive at one).", req.Through)
+		return store.AuditRecord{}, nil, api.Errorf(api.CodeInvalidArgument, "Record %d is not signed (it is not the last record of its transaction), so the log cannot start after it: prune through a signed record (dcaas audit archive ends its archive at one).", req.Through)
 	case rec.Time.After(oldest):
-		return store.AuditRecord{}, api.Errorf(api.CodeInvalidArgument, "Record %d was written at %s, within the audit retention (%s, kms serve --audit-retention): the KMS keeps every record younger than that. Prune through an older record.",
+		return store.AuditRecord{}, nil, api.Errorf(api.CodeInvalidArgument, "Record %d was written at %s, within the audit retention (%s, kms serve --audit-retention): the KMS keeps every record younger than that. Prune through an older record.",
 			req.Through, rec.Time.Format(time.RFC3339), k.cfg.AuditRetention)
 	}
-	_, err = audit.CheckSegment(ctx, k.st, k.AuditKey(), start, req.Through)
+	_, keyRecs, err := audit.CheckSegment(ctx, k.st, k.AuditKey(), start, req.Through)
 	var broken *audit.BrokenError
 	switch {
 	case errors.As(err, &broken), errors.Is(err, audit.ErrBadStart):
 		k.log.Error("AUDIT LOG BROKEN: not pruning it", "through", req.Through, "err", err)
-		return store.AuditRecord{}, &wrapped{api.Errorf(api.CodeConflict, "The audit log does not verify up to record %d (%v), so it is not pruned; run dcaas audit verify.", req.Through, err), err}
+		return store.AuditRecord{}, nil, &wrapped{api.Errorf(api.CodeConflict, "The audit log does not verify up to record %d (%v), so it is not pruned; run dcaas audit verify.", req.Through, err), err}
 	case err != nil:
-		return store.AuditRecord{}, storeErr(err, "audit log")
+		return store.AuditRecord{}, nil, storeErr(err, "audit log")
 	}
-	return rec, nil
+	return rec, keyRecs, nil
 }
 
 // deletePruned deletes the records at or below the log's start, in

@@ -142,7 +142,7 @@ func BenchmarkAuditVerify(b *testing.B) {
 	// What a prune checks: the span to a signed record, its signature alone.
 	b.Run("segment", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := audit.CheckSegment(ctx, db, key.Public(), audit.Start{}, n); err != nil {
+			if _, _, err := audit.CheckSegment(ctx, db, key.Public(), audit.Start{}, n); err != nil {
 				b.Fatal(err)
 			}
 		}
