@@ -153,9 +153,9 @@ var ErrCheckpointBehind = errors.New("audit: the checkpoint covers a record veri
 // console) checks each record once and holds none of them. Verify is a
 // Verifier fed the whole log. Its first failure sticks.
 type Verifier struct {
-	anchor       kcrypto.LogVerifyKey // the key that made the log, pinned
-	ks           keySet               // the keys trusted as the log goes on (keys.go)
-	unchecked    []store.AuditCheckpoint // checkpoints no key known yet signed: checked again at the end
+	anchor       kcrypto.LogVerifyKey              // the key that made the log, pinned
+	ks           keySet                            // the keys trusted as the log goes on (keys.go)
+	unchecked    []store.AuditCheckpoint           // checkpoints no key known yet signed: checked again at the end
 	want         map[int64][]store.AuditCheckpoint // checkpoints of records not fed yet, by seq
 	given        int
 	res          Result
