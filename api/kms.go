@@ -426,6 +426,11 @@ type AuditPage struct {
 type AuditKey struct {
 	KeyID        string `json:"key_id"`
 	PublicKeyPEM string `json:"public_key_pem"`
+	// CurrentKeyID is the id of the key the KMS signs with now: KeyID's
+	// until the key is rotated (POST /v1/audit/key/rotate). Verifiers
+	// need only KeyID's key: the log itself carries the keys it was
+	// rotated to.
+	CurrentKeyID string `json:"current_key_id,omitempty"`
 }
 
 // AuditCheckpoint is the audit key's signature over the audit log's head

@@ -126,6 +126,20 @@ func (l *Log) SetKey(key *kcrypto.LogKey) {
 	}
 }
 
+// AcceptOnly makes the Log accept at the log's head signatures by its own
+// key and by keys (those a rotation left trusted, which other replicas may
+// still sign with), and no other.
+func (l *Log) AcceptOnly(keys ...kcrypto.LogVerifyKey) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.accept = []kcrypto.LogVerifyKey{l.key.Public()}
+	for _, k := range keys {
+		if !slices.ContainsFunc(l.accept, k.Equal) {
+			l.accept = append(l.accept, k)
+		}
+	}
+}
+
 // Retire stops accepting signatures by the keys with these ids at the
 // log's head (the key the Log signs with is never retired).
 func (l *Log) Retire(ids ...string) {

@@ -49,6 +49,10 @@ const (
 type auditKeyRecord struct {
 	SealedSeed []byte    `json:"sealed_seed"`
 	CreatedAt  time.Time `json:"created_at"`
+	// Previous are the public keys (hex) of the keys rotated away from
+	// and not retired yet: verifiers still trust them, and replicas may
+	// still sign with them (auditrotate.go).
+	Previous []string `json:"previous,omitempty"`
 }
 
 func auditKeyAAD() []byte { return []byte(auditKeyAADText) }
@@ -59,16 +63,16 @@ func auditKeyAAD() []byte { return []byte(auditKeyAADText) }
 // (audit.ActionKeyCreated), the first record it signs, so two replicas
 // opening at once agree on one key and one such record. created reports
 // whether this call made it.
-func loadAuditKey(ctx context.Context, st store.Store, sealer seal.Sealer, now func() time.Time) (_ *kcrypto.LogKey, created bool, err error) {
-	raw, err := st.GetSetting(ctx, auditKeySetting)
+func loadAuditKey(ctx context.Context, st store.Store, sealer seal.Sealer, now func() time.Time) (_ *kcrypto.LogKey, raw []byte, created bool, err error) {
+	raw, err = st.GetSetting(ctx, auditKeySetting)
 	if errors.Is(err, store.ErrNotFound) {
 		raw, created, err = newAuditKey(ctx, st, sealer, now)
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	key, err := openAuditKey(ctx, sealer, raw)
-	return key, created, err
+	return key, raw, created, err
 }
 
 // newAuditKey makes, seals and stores an audit key with its creation
@@ -135,8 +139,14 @@ func resealAuditKey(raw []byte, reseal func(SealedItem) ([]byte, error)) ([]byte
 	return json.Marshal(rec)
 }
 
-// AuditKey is the public key that verifies the KMS's audit log.
-func (k *KMS) AuditKey() kcrypto.LogVerifyKey { return k.audit.Public() }
+// AuditKey is the public key that verifies the KMS's audit log: the key
+// that made it, which verifiers pin; the keys it was rotated to since are
+// brought in by the log itself (internal/audit/keys.go).
+func (k *KMS) AuditKey() kcrypto.LogVerifyKey { return k.akeys.anchorKey() }
+
+// AuditSigningKey is the public half of the key the KMS signs the log with
+// now (AuditKey until the first rotation).
+func (k *KMS) AuditSigningKey() kcrypto.LogVerifyKey { return k.audit.Public() }
 
 // storeRecorded runs fn and appends a record of ev, by the KMS itself,
 // in one transaction: for what the KMS changes on its own (its TLS and
@@ -183,7 +193,7 @@ func (k *KMS) Checkpoint(ctx context.Context) (api.AuditCheckpoint, error) {
 }
 
 func (k *KMS) apiCheckpoint(cp store.AuditCheckpoint) api.AuditCheckpoint {
-	return api.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Signature: cp.Sig, KeyID: k.AuditKey().ID()}
+	return api.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Signature: cp.Sig, KeyID: k.AuditSigningKey().ID()}
 }
 
 // checkpointNow is Checkpoint for the background loop and shutdown: it
@@ -240,10 +250,11 @@ func (k *KMS) auditRoutes() {
 	// verifier of the log needs. Not audited, so anonymous readers cannot
 	// grow the log.
 	k.router.HandleFunc("GET /v1/audit/key", func(w http.ResponseWriter, r *http.Request) {
-		pub := k.AuditKey()
-		httpapi.WriteJSON(w, http.StatusOK, api.AuditKey{KeyID: pub.ID(), PublicKeyPEM: string(pub.PEM())})
+		httpapi.WriteJSON(w, http.StatusOK, k.auditKeyView())
 	})
 	admin := []api.Role{api.RoleAdmin}
+	k.handle("POST /v1/audit/key/rotate", "audit.rotate_key", admin, 0, k.rotateAuditKey)
+	k.handle("POST /v1/audit/key/retire", "audit.retire_keys", admin, 0, k.retireAuditKeys)
 	k.handle("GET /v1/audit/checkpoint", "audit.read_checkpoint", admin, 0, func(ctx context.Context, c *call) (any, error) {
 		cp, err := k.st.LatestAuditCheckpoint(ctx)
 		if err != nil {

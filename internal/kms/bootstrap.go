@@ -137,20 +137,28 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	authority.Now = opts.Now
-	auditKey, _, err := loadAuditKey(ctx, st, sealer, opts.Now)
+	auditKey, auditRaw, _, err := loadAuditKey(ctx, st, sealer, opts.Now)
 	if err != nil {
 		return nil, err
 	}
-	// The public key a verifier of the audit log needs, from the key this
-	// KMS unsealed (not from the database, which a verifier must not
-	// have to trust), rewritten at every start.
-	if err := atomicfile.Write(filepath.Join(opts.DataDir, AuditKeyFile), auditKey.Public().PEM(), 0o644); err != nil {
+	anchor, err := loadAuditAnchor(ctx, st, sealer, auditKey)
+	if err != nil {
+		return nil, err
+	}
+	// The public key a verifier of the audit log needs (the first, even
+	// after rotations), from a key this KMS unsealed (not from the
+	// database, which a verifier must not have to trust), rewritten at
+	// every start.
+	if err := atomicfile.Write(filepath.Join(opts.DataDir, AuditKeyFile), anchor.PEM(), 0o644); err != nil {
 		return nil, err
 	}
 	cfg := opts.Config
-	cfg.Store, cfg.Sealer, cfg.CA, cfg.AuditKey, cfg.Logger, cfg.Reg, cfg.Now = st, sealer, authority, auditKey, opts.Logger, opts.Reg, opts.Now
+	cfg.Store, cfg.Sealer, cfg.CA, cfg.AuditKey, cfg.AuditAnchor, cfg.Logger, cfg.Reg, cfg.Now = st, sealer, authority, auditKey, anchor, opts.Logger, opts.Reg, opts.Now
 	k, err := New(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := k.akeys.loaded(k.audit, auditRaw); err != nil {
 		return nil, err
 	}
 	k.checkpointFile = filepath.Join(opts.DataDir, AuditCheckpointFile)

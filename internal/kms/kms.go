@@ -47,7 +47,10 @@ type Config struct {
 	Reg prometheus.Registerer
 	// AuditKey signs the audit log (see internal/audit); Open loads it
 	// from the store, sealed. The KMS uses it but does not own it.
-	AuditKey *kcrypto.LogKey
+	// AuditAnchor is the log's first key, which verifiers pin (zero: the
+	// AuditKey's public half, a log never rotated).
+	AuditKey    *kcrypto.LogKey
+	AuditAnchor kcrypto.LogVerifyKey
 
 	// Certificate lifetimes (AppCertTTL, InstanceCertTTL, ServerCertTTL):
 	// zero means the default; otherwise each must lie between MinCertTTL
@@ -222,6 +225,7 @@ type KMS struct {
 	polls  pollNotes                // quiet revocation polls not stored yet (polls.go)
 	mx     *kmsMetrics
 	health *health
+	akeys  auditKeys // the audit keys: the log's first, rotations (auditrotate.go)
 	// pruneKick wakes the janitor to delete the records an audit prune
 	// left below the log's start (auditprune.go).
 	pruneKick chan struct{}
@@ -260,6 +264,10 @@ func New(cfg Config) (*KMS, error) {
 
 		pruneKick: make(chan struct{}, 1),
 	}
+	k.akeys.anchor = cfg.AuditAnchor
+	if k.akeys.anchor.IsZero() {
+		k.akeys.anchor = cfg.AuditKey.Public()
+	}
 	att, err := newAttestor(cfg.Attestation)
 	if err != nil {
 		return nil, err
@@ -285,6 +293,7 @@ func (k *KMS) Handler() http.Handler { return k.router }
 func (k *KMS) Close() error {
 	k.ekbs.wipe()
 	k.tmks.wipe()
+	k.akeys.wipe()
 	return nil
 }
 

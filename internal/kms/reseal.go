@@ -96,6 +96,11 @@ func visitSealed(ctx context.Context, st store.Store, reseal func(SealedItem) ([
 		return err
 	}
 	names = append(names, auditKeySetting)
+	if _, err := st.GetSetting(ctx, auditAnchorSetting); err == nil {
+		names = append(names, auditAnchorSetting) // the log's first key, kept after a rotation
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	imports, err := st.SettingNames(ctx, importSettingPrefix)
 	if err != nil {
 		return err
@@ -116,7 +121,7 @@ func visitSealed(ctx context.Context, st store.Store, reseal func(SealedItem) ([
 			case store.SealedHMACKey:
 				v.Value, err = reseal(SealedItem{Kind: SealedHMACKey, Tenant: v.Tenant, Sealed: v.Value, AAD: hmacKeyAAD(v.Tenant)})
 			case store.SealedSetting:
-				if v.Name == auditKeySetting {
+				if v.Name == auditKeySetting || v.Name == auditAnchorSetting {
 					v.Value, err = resealAuditKey(v.Value, reseal)
 					break
 				}

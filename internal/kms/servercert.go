@@ -113,6 +113,9 @@ func (k *KMS) checkCerts(ctx context.Context) {
 	if _, err := k.refreshCA(ctx); err != nil && ctx.Err() == nil {
 		k.log.Warn("reading the CA state from the store failed", "err", err)
 	}
+	if err := k.reloadAuditKey(ctx); err != nil && ctx.Err() == nil {
+		k.log.Warn("reading the audit key from the store failed; signing with the one held", "err", err)
+	}
 	if !k.serverCertDue(k.now()) {
 		return
 	}

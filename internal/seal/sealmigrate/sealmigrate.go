@@ -35,7 +35,7 @@ type Report struct {
 	MasterKeys int    // tenant master key versions
 	HMACKeys   int    // tenant HMAC keys
 	CAKeys     int    // the CA keys: 1 once the KMS has made its CA, one more per CA rotation
-	AuditKeys  int    // the audit log's signing key: 1 once the KMS has made it
+	AuditKeys  int    // the audit log's signing key: 1 once the KMS has made it, 2 once rotated (its first key is kept for verifiers)
 	ImportKeys int    // BYOK import private keys: 2 per tenant that asked for import parameters
 	SeedKeys   int    // custodian seed keys (SeedKDF v2): 1 per custodian
 	Already    int    // items found already sealed under the new seal, kept as they were

@@ -10,6 +10,7 @@ import (
 	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/kms/kmstest"
+	"github.com/dcaas/dcaas/internal/store"
 	"github.com/dcaas/dcaas/internal/store/pgtest"
 )
 
@@ -94,4 +95,48 @@ func TestKMSAuditPruneReplicas(t *testing.T) {
 	}
 	// A prune at or below the start is refused.
 	kmstest.WantError(t, b.Admin.Do("POST", "/v1/audit/prune", reqs[0], nil), http.StatusConflict, api.CodeConflict)
+}
+
+// TestKMSAuditKeyRotationReplicas: replica A rotates the audit key while B
+// still signs with the old one; B signs with the new one once it has
+// re-read it (its next certificate check); A retires the old key and the
+// log, from both replicas, verifies with the first key alone.
+func TestKMSAuditKeyRotationReplicas(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
+	t.Cleanup(func() { stA.Close(); stB.Close() })
+	clock := kmstest.NewClock()
+	clock.Advance(-3 * time.Hour)
+	ticksB := make(chan time.Time)
+	a := kmstest.Start(t, func(o *kms.Options) { o.Now, o.Store = clock.Now, stA })
+	dirB := replicaDir(t, a.DataDir)
+	b := kmstest.Start(t, func(o *kms.Options) {
+		o.Now, o.DataDir, o.Store, o.Config.CertTicks = clock.Now, dirB, stB, ticksB
+	})
+	checkB := func() { ticksB <- time.Now(); ticksB <- time.Now() } // the second send waits for the first check to end
+	first := a.Server().KMS.AuditKey()
+
+	a.Admin.MustDo(t, "POST", "/v1/audit/key/rotate", nil, nil)
+	second := a.Server().KMS.AuditSigningKey()
+	b.Tenant(t, "acme") // signed by B with the first key: still trusted
+	if !b.Server().KMS.AuditSigningKey().Equal(first) {
+		t.Fatal("B switched keys before it re-read them")
+	}
+	// B cannot rotate on top of a key it has not read.
+	kmstest.WantError(t, b.Admin.Do("POST", "/v1/audit/key/rotate", nil, nil), http.StatusConflict, api.CodeConflict)
+	checkB()
+	if !b.Server().KMS.AuditSigningKey().Equal(second) {
+		t.Fatalf("B signs with %s after re-reading the key, want %s", b.Server().KMS.AuditSigningKey().ID(), second.ID())
+	}
+	b.Tenant(t, "globex")
+	clock.Advance(2 * time.Minute)
+	a.Admin.MustDo(t, "POST", "/v1/audit/key/retire", nil, nil)
+	checkB()
+	b.Tenant(t, "initech")
+	var cp api.AuditCheckpoint
+	b.Admin.MustDo(t, "POST", "/v1/audit/checkpoints", nil, &cp)
+	res, err := audit.Verify(t.Context(), stA, first, store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature})
+	if err != nil || len(res.KeyChanges) != 2 || res.Checkpoints != 1 {
+		t.Fatalf("Verify(first key) = %+v, %v", res, err)
+	}
 }
