@@ -280,6 +280,22 @@ func (k *KMS) NewAuditCheckpoint(ctx context.Context) (*api.AuditCheckpoint, err
 	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/audit/checkpoints", nil, &out))
 }
 
+// RotateAuditKey makes the KMS sign the audit log with a new key from now
+// on (admin): the log records the new key, signed by the current one, so
+// verifiers keep the first key they pinned. Not retried.
+func (k *KMS) RotateAuditKey(ctx context.Context) (*api.AuditKey, error) {
+	var out api.AuditKey
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/audit/key/rotate", nil, &out))
+}
+
+// RetireAuditKeys retires the audit keys rotated away from (admin), once
+// every replica has had the time to switch: they sign nothing that
+// verifies after it. Not retried.
+func (k *KMS) RetireAuditKeys(ctx context.Context) (*api.AuditKey, error) {
+	var out api.AuditKey
+	return result(&out, k.t.do(ctx, once, http.MethodPost, "/v1/audit/key/retire", nil, &out))
+}
+
 // AuditStart reads the signed record the audit log starts after (admin):
 // Seq 0 until a prune; records 1 to Seq were pruned (archived elsewhere).
 func (k *KMS) AuditStart(ctx context.Context) (*api.AuditStart, error) {

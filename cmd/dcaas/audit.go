@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 	"github.com/dcaas/dcaas/internal/atomicfile"
 	"github.com/dcaas/dcaas/internal/audit"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -107,6 +108,9 @@ writes from the key it unsealed.`,
 			ares := &audit.ArchiveChain{}
 			if len(archives) > 0 {
 				if ares, err = verifyArchives(archives, key, checkpointValues(cps)); err != nil {
+					if bad := (*audit.BadCheckpointError)(nil); errors.As(err, &bad) {
+						err = fmt.Errorf("the checkpoint from %s: %w", checkpointFrom(cps, bad.Checkpoint), err)
+					}
 					fmt.Fprintf(out, "audit archive NOT VERIFIED: %v\n", err)
 					return errors.New("audit archive not verified")
 				}
@@ -128,6 +132,10 @@ writes from the key it unsealed.`,
 				return errors.New("audit log not verified")
 			}
 			res, err := audit.VerifyAfter(ctx, db, key, start, checkpointValues(cps)...)
+			if bad := (*audit.BadCheckpointError)(nil); errors.As(err, &bad) {
+				fmt.Fprintf(out, "audit log NOT VERIFIED: the checkpoint from %s: %v\n", checkpointFrom(cps, bad.Checkpoint), err)
+				return errors.New("audit log not verified")
+			}
 			if err := reportVerify(out, res, err); err != nil {
 				return err
 			}
@@ -149,6 +157,13 @@ writes from the key it unsealed.`,
 			} else {
 				fmt.Fprintf(out, "audit log OK: records %d to %d verified with audit key %s (from %s)\n", start.Seq+1, res.Records, key.ID(), keyFrom)
 				fmt.Fprintf(out, "  records 1 to %d were pruned (archived; 'dcaas audit verify --archive' checks archives); the log starts after record %s, which the record of its prune names\n", start.Seq, start)
+			}
+			for _, ch := range res.KeyChanges {
+				if ch.Retired {
+					fmt.Fprintf(out, "  audit key %s retired at record %d: no signature by it after\n", ch.KeyID, ch.Seq)
+				} else {
+					fmt.Fprintf(out, "  audit key rotated to %s at record %d (signed by a key trusted there)\n", ch.KeyID, ch.Seq)
+				}
 			}
 			if res.Legacy > 0 {
 				fmt.Fprintf(out, "  records 1 to %d were written before the audit key existed (unkeyed): they are protected from record %d on, signed at %s; a change made to them before then cannot be detected\n",
@@ -354,12 +369,19 @@ func expectedCheckpoints(ctx context.Context, key kcrypto.LogVerifyKey, db audit
 			return nil, err
 		}
 	}
-	for _, cp := range out {
-		if err := audit.VerifyCheckpoint(key, cp.AuditCheckpoint); err != nil {
-			return nil, fmt.Errorf("the checkpoint from %s: %w", cp.from, err)
+	// Their signatures are the verifier's to check: by the first key, or
+	// by one the log was rotated to (known once the rotation is read).
+	return out, nil
+}
+
+// checkpointFrom names where cp came from.
+func checkpointFrom(cps []sourcedCheckpoint, cp store.AuditCheckpoint) string {
+	for _, c := range cps {
+		if c.Seq == cp.Seq && c.Time.Equal(cp.Time) && bytes.Equal(c.Sig, cp.Sig) {
+			return c.from
 		}
 	}
-	return out, nil
+	return "an unknown source"
 }
 
 func checkpointValues(cps []sourcedCheckpoint) []store.AuditCheckpoint {
@@ -441,6 +463,26 @@ take the key from the database it verifies.`,
 		Args: cobra.NoArgs,
 	}
 	c := connFlags(cmd)
+	cmd.AddCommand(
+		newAuditKeyChangeCmd("rotate", "Make the KMS sign the audit log with a new key (admin)",
+			`Make the KMS sign the audit log with a new key from now on: a crypto-period
+ended, or the key may have leaked. The KMS appends a record carrying the new
+public key, signed by the current key as it is written, so 'dcaas audit verify'
+with the first key you pinned (audit-key.pem) still verifies the whole log.
+Replicas switch at their next key read (every --cert-check-interval); until
+'dcaas audit key retire' the earlier key still verifies.
+
+Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
+			func(k *client.KMS, cmd *cobra.Command) (*api.AuditKey, error) { return k.RotateAuditKey(cmd.Context()) }),
+		newAuditKeyChangeCmd("retire", "Retire the audit keys rotated away from (admin)",
+			`Retire every audit key the KMS rotated away from: the log records each
+retirement, signed by the current key, and a signature by a retired key after
+it does not verify. Allowed two --cert-check-interval after the rotation,
+when every replica signs with the new key.
+
+Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
+			func(k *client.KMS, cmd *cobra.Command) (*api.AuditKey, error) { return k.RetireAuditKeys(cmd.Context()) }),
+	)
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "read DIR/audit-key.pem instead of asking the KMS")
 	cmd.Flags().StringVar(&out, "out", "", "also write the PEM to this file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -476,6 +518,26 @@ take the key from the database it verifies.`,
 		}
 		return c.print(cmd, ak, func(w io.Writer) {
 			fmt.Fprintf(w, "# audit key %s\n%s", ak.KeyID, ak.PublicKeyPEM)
+		})
+	}
+	return cmd
+}
+
+// newAuditKeyChangeCmd is dcaas audit key rotate or retire.
+func newAuditKeyChangeCmd(use, short, long string, do func(k *client.KMS, cmd *cobra.Command) (*api.AuditKey, error)) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.NoArgs}
+	c := connFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		k, err := c.kmsClient()
+		if err != nil {
+			return err
+		}
+		ak, err := do(k, cmd)
+		if err != nil {
+			return err
+		}
+		return c.print(cmd, ak, func(w io.Writer) {
+			fmt.Fprintf(w, "audit log signed with key %s; verifiers keep the first key, %s (the log records the keys it was rotated to)\n", ak.CurrentKeyID, ak.KeyID)
 		})
 	}
 	return cmd

@@ -181,9 +181,10 @@ func TestAuditVerifyCatchesDatabaseWriter(t *testing.T) {
 		if err := os.WriteFile(keyFile, other.Public().PEM(), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// The checkpoints are refused first; without them, record 1 is,
-		// naming the key that made it.
-		verifyFails(t, `NOT VERIFIED`, "--data-dir", dataDir, "--key", keyFile)
+		// Record 1 is refused, naming the key that made it, with the
+		// checkpoints (whose signatures are checked with the keys the log
+		// brings in, so after its first record) and without them.
+		verifyFails(t, `BROKEN at record 1: .*record 1 names audit key ed25519:`, "--data-dir", dataDir, "--key", keyFile)
 		dir := tamper(t, dataDir, func(db *audittest.DB) {
 			if _, err := db.Exec(t.Context(), `DELETE FROM audit_checkpoints`); err != nil {
 				t.Fatal(err)

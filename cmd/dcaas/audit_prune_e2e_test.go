@@ -146,3 +146,35 @@ func TestAuditArchiveAndPrune(t *testing.T) {
 	})
 	verifyFails(t, `BROKEN at record 1: it is missing`, "--data-dir", unset)
 }
+
+// TestAuditKeyRotationCLI: an admin rotates the audit key and, once the
+// replicas had the time to switch, retires the old one, with the real
+// binary; the data dir's audit-key.pem stays the first key, and `dcaas
+// audit verify` with it verifies the whole log and names both changes.
+func TestAuditKeyRotationCLI(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "kms")
+	p := startKMS(t, dataDir, "--cert-check-interval", "200ms")
+	admin := []string{"--kms", p.URL(), "--ca", filepath.Join(dataDir, "ca.pem"),
+		"--cert", filepath.Join(dataDir, "admin/cert.pem"), "--key", filepath.Join(dataDir, "admin/key.pem")}
+	firstPEM := readFile(t, dataDir, "audit-key.pem")
+	w := newTenantWorld(t, p, "acme")
+	out, errOut, code := runDcaas(t, append([]string{"audit", "key", "rotate"}, admin...)...)
+	if code != 0 || !strings.Contains(out, "audit log signed with key ed25519:") {
+		t.Fatalf("dcaas audit key rotate = exit %d, %q, stderr %q", code, out, errOut)
+	}
+	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
+	time.Sleep(500 * time.Millisecond) // two --cert-check-interval: every replica switched
+	if out, errOut, code := runDcaas(t, append([]string{"audit", "key", "retire"}, admin...)...); code != 0 {
+		t.Fatalf("dcaas audit key retire = exit %d, %q, stderr %q", code, out, errOut)
+	}
+	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
+	p.Stop(t)
+	if got := readFile(t, dataDir, "audit-key.pem"); !bytes.Equal(got, firstPEM) {
+		t.Fatalf("audit-key.pem changed with the rotation:\n%s\nwant the first key\n%s", got, firstPEM)
+	}
+	out = verifyOK(t, "--data-dir", dataDir)
+	if !regexp.MustCompile(`audit key rotated to ed25519:[0-9a-f]{16} at record \d+`).MatchString(out) || !strings.Contains(out, "retired at record") {
+		t.Errorf("dcaas audit verify after a rotation = %q, want the rotation and the retirement named", out)
+	}
+}

@@ -104,8 +104,9 @@ type ArchiveChain struct {
 	Matched []store.AuditCheckpoint
 }
 
-// NewArchiveChain returns a chain verified with key, holding checkpoints
-// (each checked for its signature now).
+// NewArchiveChain returns a chain verified with key, the log's first,
+// holding checkpoints (each checked for its signature, by a key the log
+// trusts by then, when its record is read).
 func NewArchiveChain(key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpoint) (*ArchiveChain, error) {
 	v, err := NewVerifier(key)
 	if err != nil {
@@ -113,9 +114,8 @@ func NewArchiveChain(key kcrypto.LogVerifyKey, checkpoints ...store.AuditCheckpo
 	}
 	c := &ArchiveChain{v: v, key: key, cps: map[int64][]store.AuditCheckpoint{}}
 	for _, cp := range checkpoints {
-		if err := VerifyCheckpoint(key, cp); err != nil {
-			return nil, err
-		}
+		// Signed by the first key or one the log rotated to: checked when
+		// its record is read.
 		c.cps[cp.Seq] = append(c.cps[cp.Seq], cp)
 	}
 	return c, nil
@@ -155,6 +155,9 @@ func (c *ArchiveChain) Read(r io.Reader) error {
 		}
 		rec := FromAPI(ar)
 		if err := c.v.Add(rec); err != nil {
+			return err
+		}
+		if err := c.v.checkpointsSigned(c.cps[rec.Seq]); err != nil {
 			return err
 		}
 		if err := matchCheckpoints(c.cps[rec.Seq], rec.Hash); err != nil {

@@ -344,11 +344,24 @@ func (v *Verifier) badCheckpoint() error { return v.checkpointsSigned(v.unchecke
 func (v *Verifier) checkpointsSigned(cps []store.AuditCheckpoint) error {
 	for _, cp := range cps {
 		if !v.ks.checkpointSigned(cp) {
-			return fmt.Errorf("%w: the checkpoint of record %d made at %s (the log trusts %s there)", ErrBadCheckpoint, cp.Seq, cp.Time.Format(time.RFC3339Nano), v.ks.ids())
+			return &BadCheckpointError{Checkpoint: cp, trusted: v.ks.ids()}
 		}
 	}
 	return nil
 }
+
+// BadCheckpointError names a checkpoint no key the log trusts signed; it
+// wraps ErrBadCheckpoint.
+type BadCheckpointError struct {
+	Checkpoint store.AuditCheckpoint
+	trusted    string
+}
+
+func (e *BadCheckpointError) Error() string {
+	return fmt.Sprintf("%v: the checkpoint of record %d made at %s (the log trusts %s there)", ErrBadCheckpoint, e.Checkpoint.Seq, e.Checkpoint.Time.Format(time.RFC3339Nano), e.trusted)
+}
+
+func (e *BadCheckpointError) Unwrap() error { return ErrBadCheckpoint }
 
 // matchCheckpoints checks that every checkpoint in cps signed hash.
 func matchCheckpoints(cps []store.AuditCheckpoint, hash []byte) error {
