@@ -481,7 +481,9 @@ it does not verify. Allowed two --cert-check-interval after the rotation,
 when every replica signs with the new key.
 
 Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
-			func(k *client.KMS, cmd *cobra.Command) (*api.AuditKey, error) { return k.RetireAuditKeys(cmd.Context()) }),
+			func(k *client.KMS, cmd *cobra.Command) (*api.AuditKey, error) {
+				return k.RetireAuditKeys(cmd.Context())
+			}),
 	)
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "read DIR/audit-key.pem instead of asking the KMS")
 	cmd.Flags().StringVar(&out, "out", "", "also write the PEM to this file")
