@@ -465,7 +465,11 @@ type AuditStart struct {
 	Seq       int64  `json:"seq"`
 	Hash      []byte `json:"hash,omitempty"`
 	Signature []byte `json:"signature,omitempty"`
-	KeyID     string `json:"key_id"`
+	// Keys are the records at or below Seq that changed the audit key
+	// (rotations, retirements), oldest first: what a verifier holding the
+	// log's first key needs to know which keys sign after the start.
+	Keys  []AuditRecord `json:"keys,omitempty"`
+	KeyID string        `json:"key_id"`
 }
 
 // GrantRequest is the body of POST /v1/grants: a single-use authorization

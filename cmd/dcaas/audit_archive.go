@@ -64,7 +64,7 @@ func writeArchive(cmd *cobra.Command, k *client.KMS, key kcrypto.LogVerifyKey, b
 	if err != nil {
 		return audit.Start{}, store.AuditRecord{}, 0, err
 	}
-	start := audit.Start{Seq: st.Seq, Hash: st.Hash, Sig: st.Signature}
+	start := audit.Start{Seq: st.Seq, Hash: st.Hash, Sig: st.Signature, Keys: st.Keys}
 	v, err := audit.NewVerifier(key)
 	if err == nil {
 		err = v.StartAfter(start, false)

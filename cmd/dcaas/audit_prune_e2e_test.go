@@ -154,7 +154,7 @@ func TestAuditArchiveAndPrune(t *testing.T) {
 func TestAuditKeyRotationCLI(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "kms")
-	p := startKMS(t, dataDir, "--cert-check-interval", "200ms")
+	p := startKMS(t, dataDir, "--cert-check-interval", "200ms", "--audit-retention", "1s")
 	admin := []string{"--kms", p.URL(), "--ca", filepath.Join(dataDir, "ca.pem"),
 		"--cert", filepath.Join(dataDir, "admin/cert.pem"), "--key", filepath.Join(dataDir, "admin/key.pem")}
 	firstPEM := readFile(t, dataDir, "audit-key.pem")
@@ -169,7 +169,30 @@ func TestAuditKeyRotationCLI(t *testing.T) {
 		t.Fatalf("dcaas audit key retire = exit %d, %q, stderr %q", code, out, errOut)
 	}
 	w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
+	// Archived and pruned past the rotation, twice: the second archive
+	// starts after a record the new key signed, and carries the key
+	// records that let the first key verify it alone.
+	auditKey := filepath.Join(dataDir, "audit-key.pem")
+	var archives []string
+	for _, name := range []string{"r1.jsonl", "r2.jsonl"} {
+		time.Sleep(1100 * time.Millisecond) // past --audit-retention
+		file := filepath.Join(t.TempDir(), name)
+		for _, args := range [][]string{
+			append([]string{"audit", "archive", "--audit-key", auditKey, "--out", file, "--older-than", "1s"}, admin...),
+			{"audit", "verify", "--key", auditKey, file},
+			append([]string{"audit", "prune", "--archive", file, "--audit-key", auditKey}, admin...),
+		} {
+			if out, errOut, code := runDcaas(t, args...); code != 0 {
+				t.Fatalf("dcaas %s = exit %d, %q, stderr %q", strings.Join(args, " "), code, out, errOut)
+			}
+		}
+		archives = append(archives, file)
+		w.cust.MustDo(t, "POST", "/v1/datakeys", api.CreateDataKeyRequest{Type: api.KeyAES256GCM}, nil)
+	}
 	p.Stop(t)
+	if out := verifyOK(t, append([]string{"--data-dir", dataDir}, archives...)...); !strings.Contains(out, "every record from 1 on") {
+		t.Errorf("dcaas audit verify with the archives after a rotation = %q", out)
+	}
 	if got := readFile(t, dataDir, "audit-key.pem"); !bytes.Equal(got, firstPEM) {
 		t.Fatalf("audit-key.pem changed with the rotation:\n%s\nwant the first key\n%s", got, firstPEM)
 	}

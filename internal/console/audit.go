@@ -130,7 +130,7 @@ func (f *auditFollower) trust(ctx context.Context) (kcrypto.LogVerifyKey, *store
 	if err != nil {
 		return key, nil, audit.Start{}, "The audit log's start could not be read: " + err.Error()
 	}
-	start := audit.Start{Seq: st.Seq, Hash: st.Hash, Sig: st.Signature}
+	start := audit.Start{Seq: st.Seq, Hash: st.Hash, Sig: st.Signature, Keys: st.Keys}
 	cp, err := f.kms.AuditCheckpoint(ctx)
 	switch {
 	case err == nil:

@@ -65,7 +65,7 @@ func (k *KMS) AuditStart(ctx context.Context) (audit.Start, error) {
 }
 
 func (k *KMS) apiStart(s audit.Start) api.AuditStart {
-	return api.AuditStart{Seq: s.Seq, Hash: s.Hash, Signature: s.Sig, KeyID: k.AuditKey().ID()}
+	return api.AuditStart{Seq: s.Seq, Hash: s.Hash, Signature: s.Sig, Keys: s.Keys, KeyID: k.AuditKey().ID()}
 }
 
 // checkPruneRequest checks what a prune names, on its own.
