@@ -118,20 +118,32 @@ func (k *KMS) auditKeyView() api.AuditKey {
 
 // currentAuditKey reads the stored audit key record, which must be the one
 // this KMS signs with (a replica that has not re-read a rotation yet must
-// not rotate or retire on top of it).
-func (k *KMS) currentAuditKey(ctx context.Context) ([]byte, auditKeyRecord, error) {
+// not rotate or retire on top of it). It returns the stored bytes, the
+// record and its earlier keys still trusted. k.akeys.mu is held.
+func (k *KMS) currentAuditKey(ctx context.Context) ([]byte, auditKeyRecord, []kcrypto.LogVerifyKey, error) {
 	if k.akeys.raw == nil {
-		return nil, auditKeyRecord{}, api.Errorf(api.CodeUnavailable, "This KMS was not opened from a data dir, so it cannot change its audit key.")
+		return nil, auditKeyRecord{}, nil, api.Errorf(api.CodeUnavailable, "This KMS was not opened from a data dir, so it cannot change its audit key.")
 	}
 	raw, err := k.st.GetSetting(ctx, auditKeySetting)
 	if err != nil {
-		return nil, auditKeyRecord{}, storeErr(err, "audit key")
+		return nil, auditKeyRecord{}, nil, storeErr(err, "audit key")
 	}
 	if !bytes.Equal(raw, k.akeys.raw) {
-		return nil, auditKeyRecord{}, api.Errorf(api.CodeConflict, "The audit key changed in the database since this KMS read it (another replica rotated or retired keys): retry in a moment, once it has read it again.")
+		return nil, auditKeyRecord{}, nil, api.Errorf(api.CodeConflict, "The audit key changed in the database since this KMS read it (another replica rotated or retired keys): retry in a moment, once it has read it again.")
 	}
-	rec, _, err := parseAuditKeyRecord(raw)
-	return raw, rec, err
+	rec, prev, err := parseAuditKeyRecord(raw)
+	return raw, rec, prev, err
+}
+
+// swapAuditKey replaces the stored audit key record raw by next in tx.
+func swapAuditKey(ctx context.Context, tx store.Tx, raw, next []byte) error {
+	if err := tx.SwapSetting(ctx, auditKeySetting, raw, next); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return api.Errorf(api.CodeConflict, "Another replica changed the audit key meanwhile: retry in a moment.")
+		}
+		return storeErr(err, "audit key")
+	}
+	return nil
 }
 
 // rotateAuditKey is POST /v1/audit/key/rotate.
@@ -141,7 +153,7 @@ func (k *KMS) rotateAuditKey(ctx context.Context, c *call) (any, error) {
 	}
 	k.akeys.mu.Lock()
 	defer k.akeys.mu.Unlock()
-	raw, rec, err := k.currentAuditKey(ctx)
+	raw, rec, _, err := k.currentAuditKey(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -169,11 +181,8 @@ func (k *KMS) rotateAuditKey(ctx context.Context, c *call) (any, error) {
 		if _, err := tx.PutSettingIfAbsent(ctx, auditAnchorSetting, raw); err != nil {
 			return storeErr(err, "audit key")
 		}
-		if err := tx.SwapSetting(ctx, auditKeySetting, raw, nextRaw); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return api.Errorf(api.CodeConflict, "Another replica changed the audit key meanwhile: retry in a moment.")
-			}
-			return storeErr(err, "audit key")
+		if err := swapAuditKey(ctx, tx, raw, nextRaw); err != nil {
+			return err
 		}
 		_, err := k.audit.Append(context.WithoutCancel(ctx), tx, audit.Event{
 			Caller: c.caller.DN, Role: string(api.RoleAdmin), Action: audit.ActionKeyRotated, KeyID: audit.RotatedKeyID(key.Public()), Outcome: "ok",
@@ -202,11 +211,7 @@ func (k *KMS) retireAuditKeys(ctx context.Context, c *call) (any, error) {
 	}
 	k.akeys.mu.Lock()
 	defer k.akeys.mu.Unlock()
-	raw, rec, err := k.currentAuditKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	_, prev, err := parseAuditKeyRecord(raw)
+	raw, rec, prev, err := k.currentAuditKey(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +233,8 @@ func (k *KMS) retireAuditKeys(ctx context.Context, c *call) (any, error) {
 		ids[i] = p.ID()
 	}
 	err = c.commit(ctx, func(tx store.Tx) error {
-		if err := tx.SwapSetting(ctx, auditKeySetting, raw, nextRaw); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return api.Errorf(api.CodeConflict, "Another replica changed the audit key meanwhile: retry in a moment.")
-			}
-			return storeErr(err, "audit key")
+		if err := swapAuditKey(ctx, tx, raw, nextRaw); err != nil {
+			return err
 		}
 		for _, id := range ids {
 			if _, err := k.audit.Append(context.WithoutCancel(ctx), tx, audit.Event{
