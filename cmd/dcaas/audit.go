@@ -519,7 +519,11 @@ Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
 			}
 		}
 		return c.print(cmd, ak, func(w io.Writer) {
-			fmt.Fprintf(w, "# audit key %s\n%s", ak.KeyID, ak.PublicKeyPEM)
+			fmt.Fprintf(w, "# audit key %s\n", ak.KeyID)
+			if ak.CurrentKeyID != "" && ak.CurrentKeyID != ak.KeyID {
+				fmt.Fprintf(w, "# (the log's first key, which verifies it all; the KMS signs with %s now)\n", ak.CurrentKeyID)
+			}
+			fmt.Fprint(w, ak.PublicKeyPEM)
 		})
 	}
 	return cmd

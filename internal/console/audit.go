@@ -55,6 +55,7 @@ type verification struct {
 	Pinned   bool
 	Legacy   int64
 	Start    int64 // records 1 to Start were pruned (archived)
+	Keys     int   // rotations and retirements of the audit key the log records
 	Problem  string
 	Checkpt  int64 // the checkpoint's record, 0 when there is none
 	Verified time.Time
@@ -102,7 +103,7 @@ func (f *auditFollower) follow(ctx context.Context, now time.Time) (verification
 	}
 	res, err := f.v.Result()
 	v.FullAt = f.fullAt
-	v.Records, v.Legacy, v.Start = res.Records, res.Legacy, res.Start
+	v.Records, v.Legacy, v.Start, v.Keys = res.Records, res.Legacy, res.Start, len(res.KeyChanges)
 	v.Head = fmt.Sprintf("%x", res.Head)
 	if err != nil {
 		v.Problem = err.Error()
