@@ -180,7 +180,9 @@ func (l *Log) Append(ctx context.Context, to Appender, ev Event) (store.AuditRec
 	// signature. Every other record is signed, if its transaction ends
 	// with it, with the key the Log held when it was appended.
 	signNow := ev.Action == ActionKeyCreated || ev.Action == ActionKeyRotated || ev.Action == ActionKeyRetired
-	key, _ := l.signing()
+	l.mu.Lock()
+	key := l.key
+	l.mu.Unlock()
 	sign := store.AuditSigner(func(seq int64, hash []byte) []byte { return key.Sign(recordSigInput(seq, hash)) })
 	if signNow {
 		sign = nil
