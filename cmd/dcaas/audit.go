@@ -80,7 +80,10 @@ is at hand.
 
 The key comes from --key (PEM, from 'dcaas audit key' or GET /v1/audit/key,
 kept from when you trusted the KMS), else DIR/audit-key.pem, which the KMS
-writes from the key it unsealed.`,
+writes from the key it unsealed: the log's first key, which stays the one
+to verify with after 'dcaas audit key rotate' (each rotation record, signed
+by a key trusted there, brings the next key in; a retired key's later
+signatures break the log).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			archives := append(archives, args...) // --archive, then the arguments: oldest first
