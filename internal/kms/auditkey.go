@@ -162,6 +162,7 @@ func (k *KMS) storeRecorded(ctx context.Context, ev audit.Event, fn func(tx stor
 		r, err = k.audit.Append(context.WithoutCancel(ctx), tx, ev)
 		return err
 	})
+	k.reads.changed() // a key rotated by the KMS, say (readcache.go)
 	if err == nil {
 		k.audit.Stored(r.Seq)
 	}

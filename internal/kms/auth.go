@@ -33,7 +33,12 @@ func (k *KMS) authenticate(ctx context.Context, r *http.Request) (*caller, error
 			return nil, api.Errorf(api.CodeUnauthenticated, "The client certificate is not acceptable.")
 		}
 	}
-	rec, app, err := k.st.GetCertIdentity(ctx, ca.SerialString(leaf))
+	serial := ca.SerialString(leaf)
+	if who, ok := k.reads.identity(serial); ok {
+		return who, nil
+	}
+	gen := k.reads.gen.Load()
+	rec, app, err := k.st.GetCertIdentity(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, api.Errorf(api.CodeUnauthenticated, "The client certificate is unknown to this KMS.")
 	}
@@ -48,7 +53,9 @@ func (k *KMS) authenticate(ctx context.Context, r *http.Request) (*caller, error
 		if app == nil {
 			return nil, api.Errorf(api.CodeUnauthenticated, "The application of this certificate no longer exists.")
 		}
-		return &caller{DN: app.DN, Role: api.Role(app.Role), Tenant: app.Tenant, Name: app.Name}, nil
+		who := &caller{DN: app.DN, Role: api.Role(app.Role), Tenant: app.Tenant, Name: app.Name}
+		k.reads.putIdentity(serial, who, gen)
+		return who, nil
 	case store.CertInstance:
 		in, err := k.st.GetInstance(ctx, rec.Subject)
 		if err != nil {

@@ -113,22 +113,19 @@ func (r centralResolver) Acquire(ctx context.Context, ref api.KeyRef, version in
 	return h.key, h, nil
 }
 
-// registryEntry is checkUsable and checkVersion with one read of the
-// registry (the key and the version together).
-func (k *KMS) registryEntry(ctx context.Context, md *api.KeyMetadata) (store.Key, store.KeyVersion, error) {
-	keys, versions, err := k.st.GetKeysAndVersions(ctx, []store.KeyRef{{KeyID: md.KeyID, Version: md.Version}})
-	if err != nil {
-		return store.Key{}, store.KeyVersion{}, storeErr(err, "key")
-	}
-	return k.entryOf(md, keys, versions)
+// entryOf checks md's key and version in registry rows read already
+// (GetKeysAndVersions): see checkEntry.
+func (k *KMS) entryOf(md *api.KeyMetadata, keys map[string]store.Key, versions map[store.KeyRef]store.KeyVersion) (store.Key, store.KeyVersion, error) {
+	reg, regOK := keys[md.KeyID]
+	v, vOK := versions[store.KeyRef{KeyID: md.KeyID, Version: md.Version}]
+	return k.checkEntry(md, reg, regOK, v, vOK)
 }
 
-// entryOf checks md's key and version in registry rows read already
-// (GetKeysAndVersions): registered, not disabled, not expired, the version
+// checkEntry checks md's key and version against their registry rows
+// (regOK, vOK: found): registered, not disabled, not expired, the version
 // registered and not retired.
-func (k *KMS) entryOf(md *api.KeyMetadata, keys map[string]store.Key, versions map[store.KeyRef]store.KeyVersion) (store.Key, store.KeyVersion, error) {
-	reg, ok := keys[md.KeyID]
-	if !ok {
+func (k *KMS) checkEntry(md *api.KeyMetadata, reg store.Key, regOK bool, v store.KeyVersion, vOK bool) (store.Key, store.KeyVersion, error) {
+	if !regOK {
 		return reg, store.KeyVersion{}, k.usable(md, reg, store.ErrNotFound)
 	}
 	if err := k.usable(md, reg, nil); err != nil {
@@ -137,8 +134,7 @@ func (k *KMS) entryOf(md *api.KeyMetadata, keys map[string]store.Key, versions m
 	if md.Version < reg.MinDecryptionVersion {
 		return reg, store.KeyVersion{}, retired(reg, md.Version)
 	}
-	v, ok := versions[store.KeyRef{KeyID: md.KeyID, Version: md.Version}]
-	if !ok {
+	if !vOK {
 		return reg, v, versionErr(reg, md.Version, store.ErrNotFound)
 	}
 	return reg, v, nil

@@ -17,7 +17,9 @@ import (
 // the SHA-256 of their bytes, with the tenant that opened them: a request
 // bringing the same bytes for the same tenant reuses the opened key. Only
 // the opening is remembered. Every request still checks the registry (a
-// disabled key, a retired version, the usage limit are refused at once),
+// disabled key, a retired version, the usage limit are refused at once;
+// the registry entry may come from readcache.go, which forgets it at any
+// change),
 // the key's expiry and its policy for the caller. The material is wiped
 // when it leaves the cache and on Close. (The KMS keeps a tenant's master
 // key, which opens every EKB of the tenant, for at most tmkCacheTTL after

@@ -232,6 +232,9 @@ type KMS struct {
 
 	tmks tmkCache // unsealed master keys for a bounded time (tmkcache.go), wiped on Close
 	ekbs ekbCache // EKBs the central path opened (ekbcache.go), wiped on Close
+	// reads remembers identities and registry entries for a short time,
+	// forgotten at every change this KMS commits (readcache.go).
+	reads readCache
 
 	caMu   sync.Mutex             // serializes CA refreshes and rotation steps
 	caView atomic.Pointer[caView] // the CA in force; see castate.go
@@ -263,6 +266,9 @@ func New(cfg Config) (*KMS, error) {
 		health: newHealth(),
 
 		pruneKick: make(chan struct{}, 1),
+	}
+	if sw, ok := cfg.Store.(store.SoleWriter); ok && sw.SoleWriter() {
+		k.reads.on = true
 	}
 	k.akeys.anchor = cfg.AuditAnchor
 	if k.akeys.anchor.IsZero() {
@@ -498,6 +504,12 @@ func (c *call) store(ctx context.Context, fn, check func(tx store.Tx) error, out
 		}
 		return nil
 	})
+	if fn != nil && c.usage == nil {
+		// Whatever fn changed (even if the outcome is unknown) is read
+		// afresh from now on; a central operation changes only its usage
+		// (noteUsage) and its record.
+		c.k.reads.changed()
+	}
 	switch {
 	case err == nil:
 		c.recorded = true

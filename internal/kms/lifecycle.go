@@ -171,6 +171,7 @@ func (k *KMS) flushUsage(ctx context.Context, c *call) error {
 		k.log.Error("central usage not recorded", "err", err)
 		return &wrapped{api.Errorf(api.CodeUnavailable, "The KMS could not record the key usage of this request, so its results are withheld; retry later."), err}
 	}
+	k.reads.noteUsage(counts)
 	return nil
 }
 

@@ -44,6 +44,17 @@ type Store interface {
 	Close() error
 }
 
+// SoleWriter is implemented by a Store whose database one process alone
+// writes: the embedded SQLite store (docs/operations.md: it serves one KMS
+// process). SoleWriter reports whether that holds for this handle (not for
+// one opened read-only). What that process has not changed since it read
+// it is as it read it, so the KMS may remember such reads until it changes
+// something itself (internal/kms/readcache.go); on a store that replicas
+// share it reads every time.
+type SoleWriter interface {
+	SoleWriter() bool
+}
+
 // Tx is what a Store holds, seen from inside one transaction (see
 // Store.InTx): the same per-aggregate interfaces.
 type Tx interface {

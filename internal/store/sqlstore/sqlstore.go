@@ -104,6 +104,10 @@ type queries struct {
 
 var _ store.Tx = (*queries)(nil)
 
+// SoleWriter implements store.SoleWriter: a SQLite database opened for
+// writing is written by this process alone; a PostgreSQL one may be shared.
+func (db *DB) SoleWriter() bool { return db.group != nil }
+
 // Close closes the database. It is safe to call more than once.
 func (db *DB) Close() error {
 	if db.group != nil {

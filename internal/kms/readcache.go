@@ -1,0 +1,173 @@
+package kms
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// Every central operation used to read two rows before its crypto: the
+// caller's certificate with its application (authenticate) and the key's
+// registry entry with the version (registryEntry), each a query through
+// database/sql — together about a fifth of the central path's CPU. The KMS
+// remembers both for a short time, and forgets all of them whenever it
+// commits a change of its own:
+//
+//   - A change made through this KMS — a certificate revoked, an
+//     application deleted, a key disabled, a version retired, anything
+//     but the usage and the audit record of an operation — empties the
+//     cache before its call is answered (changed), so it takes effect at
+//     once on the next request, as without a cache. An entry read before
+//     such a change and offered after it is not kept (the generation it
+//     was read under has passed).
+//   - Entries also expire readCacheTTL after they were read, which bounds
+//     what a change made behind the KMS's back (another process writing
+//     the SQLite file, which is not supported) could go unseen.
+//   - Usage: the encryptions this KMS counted on a cached version since it
+//     was read are added to the cached count (noteUsage), so the safe
+//     limit is enforced as before.
+//
+// The cache is on only when this KMS is the database's one writer
+// (store.SoleWriter: the embedded SQLite store, which serves one KMS
+// process). With PostgreSQL, which replicas share, every request reads
+// both rows, so a certificate revoked or a key disabled through one
+// replica is refused by every other at its next request.
+//
+// Only custodian and administrator identities (application certificates)
+// are kept, not sidecar instances: a sidecar's requests are few and each
+// reads its instance afresh. Only what was found is kept; an unknown
+// certificate or key is looked up every time. At most readCacheMax entries
+// of each kind are kept.
+
+const (
+	readCacheTTL = time.Second
+	readCacheMax = 4096
+)
+
+type readCache struct {
+	on  bool          // this KMS is the store's one writer (set by New)
+	gen atomic.Uint64 // bumped by changed; an entry is good only under the generation it was read in
+
+	mu  sync.Mutex
+	ids map[string]cachedIdentity   // by certificate serial
+	reg map[store.KeyRef]*cachedReg // by key id and version
+}
+
+type cachedIdentity struct {
+	who     caller
+	gen     uint64
+	expires time.Time
+}
+
+type cachedReg struct {
+	key     store.Key
+	version store.KeyVersion // Encryptions and Bytes include what noteUsage added
+	gen     uint64
+	expires time.Time
+}
+
+// changed forgets every entry: the KMS committed a change that may touch
+// one of them.
+func (c *readCache) changed() {
+	c.gen.Add(1)
+	c.mu.Lock()
+	c.ids, c.reg = nil, nil
+	c.mu.Unlock()
+}
+
+// identity returns the cached caller of the certificate serial, or
+// ok false.
+func (c *readCache) identity(serial string) (who *caller, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.ids[serial]
+	if !c.on || !ok || e.gen != c.gen.Load() || !time.Now().Before(e.expires) {
+		return nil, false
+	}
+	w := e.who
+	return &w, true
+}
+
+// putIdentity keeps who for serial if nothing changed since gen, when it
+// was read.
+func (c *readCache) putIdentity(serial string, who *caller, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.on || gen != c.gen.Load() {
+		return
+	}
+	if c.ids == nil || len(c.ids) >= readCacheMax {
+		c.ids = make(map[string]cachedIdentity)
+	}
+	c.ids[serial] = cachedIdentity{who: *who, gen: gen, expires: time.Now().Add(readCacheTTL)}
+}
+
+// entry returns the cached registry rows of ref, or ok false.
+func (c *readCache) entry(ref store.KeyRef) (store.Key, store.KeyVersion, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.reg[ref]
+	if !c.on || !ok || e.gen != c.gen.Load() || !time.Now().Before(e.expires) {
+		return store.Key{}, store.KeyVersion{}, false
+	}
+	return e.key, e.version, true
+}
+
+// putEntry keeps the registry rows of ref if nothing changed since gen.
+func (c *readCache) putEntry(ref store.KeyRef, key store.Key, v store.KeyVersion, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.on || gen != c.gen.Load() {
+		return
+	}
+	if c.reg == nil || len(c.reg) >= readCacheMax {
+		c.reg = make(map[store.KeyRef]*cachedReg)
+	}
+	c.reg[ref] = &cachedReg{key: key, version: v, gen: gen, expires: time.Now().Add(readCacheTTL)}
+}
+
+// noteUsage adds counts, just stored, to the cached versions they count.
+func (c *readCache) noteUsage(counts []store.KeyUsage) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, u := range counts {
+		if e := c.reg[store.KeyRef{KeyID: u.KeyID, Version: u.Version}]; e != nil {
+			e.version.Encryptions = addSaturating(e.version.Encryptions, u.Encryptions)
+			e.version.Bytes = addSaturating(e.version.Bytes, u.Bytes)
+		}
+	}
+}
+
+// addSaturating is a+b for non-negative counts, stopping at the largest
+// int64 as the store does.
+func addSaturating(a, b int64) int64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return 1<<63 - 1
+}
+
+// registryEntry is checkUsable and checkVersion with one read of the
+// registry (the key and the version together), or none when the entry is
+// cached (readcache.go).
+func (k *KMS) registryEntry(ctx context.Context, md *api.KeyMetadata) (store.Key, store.KeyVersion, error) {
+	ref := store.KeyRef{KeyID: md.KeyID, Version: md.Version}
+	if key, v, ok := k.reads.entry(ref); ok {
+		return k.checkEntry(md, key, true, v, true)
+	}
+	gen := k.reads.gen.Load()
+	keys, versions, err := k.st.GetKeysAndVersions(ctx, []store.KeyRef{ref})
+	if err != nil {
+		return store.Key{}, store.KeyVersion{}, storeErr(err, "key")
+	}
+	key, keyOK := keys[md.KeyID]
+	v, vOK := versions[ref]
+	if keyOK && vOK {
+		k.reads.putEntry(ref, key, v, gen)
+	}
+	return k.checkEntry(md, key, keyOK, v, vOK)
+}

@@ -1,0 +1,89 @@
+package kms
+
+import (
+	"math"
+	"testing"
+
+	"github.com/dcaas/dcaas/internal/store"
+)
+
+// TestReadCacheRules: what the read cache keeps and when it forgets
+// (readcache.go), case by case.
+func TestReadCacheRules(t *testing.T) {
+	ref := store.KeyRef{KeyID: "k1", Version: 2}
+	who := &caller{DN: "CN=payments-api", Role: "custodian", Tenant: "acme", Name: "payments-api"}
+	tests := []struct {
+		name     string
+		on       bool
+		between  func(c *readCache) // between the read (gen taken) and the put
+		after    func(c *readCache) // after the put
+		wantKept bool
+	}{
+		{name: "kept", on: true, wantKept: true},
+		{name: "off (a shared store)", on: false},
+		{name: "a change after the put forgets it", on: true, after: (*readCache).changed},
+		{name: "a change between read and put: not kept", on: true, between: (*readCache).changed},
+		{name: "expired", on: true, after: func(c *readCache) {
+			for _, e := range c.reg {
+				e.expires = e.expires.Add(-2 * readCacheTTL)
+			}
+			for s, e := range c.ids {
+				e.expires = e.expires.Add(-2 * readCacheTTL)
+				c.ids[s] = e
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &readCache{on: tc.on}
+			gen := c.gen.Load()
+			if tc.between != nil {
+				tc.between(c)
+			}
+			c.putIdentity("01", who, gen)
+			c.putEntry(ref, store.Key{KeyID: "k1"}, store.KeyVersion{KeyID: "k1", Version: 2, Encryptions: 5}, gen)
+			if tc.after != nil {
+				tc.after(c)
+			}
+			got, okID := c.identity("01")
+			_, v, okReg := c.entry(ref)
+			if okID != tc.wantKept || okReg != tc.wantKept {
+				t.Fatalf("identity kept %v, entry kept %v; want %v", okID, okReg, tc.wantKept)
+			}
+			if tc.wantKept && (*got != *who || v.Encryptions != 5) {
+				t.Fatalf("got %+v and %+v", got, v)
+			}
+		})
+	}
+}
+
+// TestReadCacheUsage: the usage this KMS stored is added to the cached
+// version, saturating as the store does; other versions are untouched.
+func TestReadCacheUsage(t *testing.T) {
+	c := &readCache{on: true}
+	ref := store.KeyRef{KeyID: "k1", Version: 1}
+	c.putEntry(ref, store.Key{KeyID: "k1"}, store.KeyVersion{KeyID: "k1", Version: 1, Encryptions: 7, Bytes: 70}, c.gen.Load())
+	c.noteUsage([]store.KeyUsage{{KeyID: "k1", Version: 1, Encryptions: 3, Bytes: 30}, {KeyID: "k1", Version: 9, Encryptions: 1}})
+	if _, v, _ := c.entry(ref); v.Encryptions != 10 || v.Bytes != 100 {
+		t.Fatalf("after noteUsage: %d encryptions, %d bytes; want 10, 100", v.Encryptions, v.Bytes)
+	}
+	c.noteUsage([]store.KeyUsage{{KeyID: "k1", Version: 1, Encryptions: math.MaxInt64, Bytes: 1}})
+	if _, v, _ := c.entry(ref); v.Encryptions != math.MaxInt64 || v.Bytes != 101 {
+		t.Fatalf("saturated: %d encryptions, %d bytes", v.Encryptions, v.Bytes)
+	}
+	if _, _, ok := c.entry(store.KeyRef{KeyID: "k1", Version: 9}); ok {
+		t.Fatal("noteUsage made an entry for a version not cached")
+	}
+}
+
+// TestReadCacheBounded: at most readCacheMax entries of each kind.
+func TestReadCacheBounded(t *testing.T) {
+	c := &readCache{on: true}
+	for i := range readCacheMax + 10 {
+		c.putEntry(store.KeyRef{KeyID: "k", Version: i}, store.Key{}, store.KeyVersion{}, c.gen.Load())
+		c.putIdentity(string(rune(i)), &caller{}, c.gen.Load())
+	}
+	if len(c.reg) > readCacheMax || len(c.ids) > readCacheMax {
+		t.Fatalf("%d entries, %d identities; want at most %d", len(c.reg), len(c.ids), readCacheMax)
+	}
+}
