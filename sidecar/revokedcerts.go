@@ -37,7 +37,8 @@ func (s *Sidecar) setRevokedCerts(serials []string) {
 	if cur := s.revokedCerts.Load(); cur != nil && maps.Equal(*cur, next) {
 		return
 	}
-	s.revokedCerts.Store(&next)
+	// Stored first, then in force: a certificate the listener refuses is
+	// in the file by then (what a restart, or an operator, reads).
 	sorted := slices.Sorted(maps.Keys(next))
 	b, err := json.Marshal(sorted)
 	if err == nil {
@@ -46,6 +47,7 @@ func (s *Sidecar) setRevokedCerts(serials []string) {
 	if err != nil {
 		s.log.Warn("storing the revoked custodian certificates failed; a restart forgets them until the next poll", "err", err)
 	}
+	s.revokedCerts.Store(&next)
 	if len(serials) > 0 {
 		s.log.Info("the KMS lists revoked certificates of the custodian: the mutual-TLS listener refuses them", "count", len(serials))
 	}
