@@ -94,6 +94,7 @@ func Init(ctx context.Context, opts kms.Options, n, k int) (_ file.ShareSet, sha
 		sl.Close()
 		return file.ShareSet{}, nil, fmt.Errorf("kms: the store was initialized under another root key; a share-sealed data dir needs a new store (or copy root.key from a replica): %w", err)
 	}
+	opts.Beside = true // a command, maybe beside a serving KMS
 	srv, err := Open(ctx, opts)
 	if err != nil {
 		if opts.OwnStore {
@@ -133,6 +134,7 @@ func Split(ctx context.Context, opts kms.Options, n, k int, write func(file.Shar
 	} else if ok {
 		return file.ShareSet{}, fmt.Errorf("kms: %w: %s is split already (dcaas seal rekey changes the split)", file.ErrSharesRequired, kms.RootKeyFile)
 	}
+	opts.Beside = true // the serving KMS may run on (dcaas seal split)
 	srv, err := Open(ctx, opts)
 	if err != nil {
 		return file.ShareSet{}, err

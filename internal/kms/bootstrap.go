@@ -58,6 +58,11 @@ type Options struct {
 	OwnStore, OwnSealer bool
 	Config              Config      // limits and TTLs; its Store, Sealer, CA, Logger, Reg are filled in by Open
 	Lease               LeaseConfig // the replica's liveness lease in the store (lease.go)
+	// Beside opens the KMS for a command's short use (dcaas seal init and
+	// seal split issue a certificate) that may run beside the KMS serving
+	// the data dir: the store is not claimed (store.SoleWriter), so the
+	// serving KMS is not refused, and nothing is cached (readcache.go).
+	Beside bool
 }
 
 // Server is an opened data dir: the KMS, its TLS configuration and the
@@ -75,6 +80,7 @@ type Server struct {
 	ownSealer bool   // Options.OwnSealer: Close closes Sealer
 	stop      func() // stops the background loops (certificates, janitor)
 	lease     *lease // this replica's liveness lease, released by Close
+	unclaim   func() // drops the claim on the store (store.SoleWriter), by Close
 }
 
 // Close stops the background loops (server certificate renewal, CA
@@ -93,6 +99,9 @@ func (s *Server) Close() error {
 	var stErr, sealerErr error
 	if s.ownStore {
 		stErr = s.Store.Close()
+	}
+	if s.unclaim != nil {
+		s.unclaim() // after the store's last write
 	}
 	if s.ownSealer {
 		sealerErr = s.Sealer.Close()
@@ -123,6 +132,27 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("kms: data dir: %w", err)
 	}
 	st, sealer := opts.Store, opts.Sealer
+	// The embedded store serves one KMS process: claim it, so that a second
+	// `kms serve` on the same data dir is refused rather than run beside
+	// this one (readcache.go counts on it).
+	unclaim := func() {}
+	if sw, ok := st.(store.SoleWriter); ok && !opts.Beside {
+		release, err := sw.ClaimSoleWriter()
+		switch {
+		case errors.Is(err, store.ErrClaimed):
+			return nil, fmt.Errorf("kms: %w: the embedded SQLite store serves one KMS process; stop the other one first, or use --store postgres for replicas", err)
+		case err == nil:
+			unclaim = release
+			opts.Config.soleWriter = true
+		case !errors.Is(err, errors.ErrUnsupported):
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			unclaim()
+		}
+	}()
 	ls, err := acquireLease(ctx, st, opts)
 	if err != nil {
 		return nil, err
@@ -181,7 +211,7 @@ func Open(ctx context.Context, opts Options) (_ *Server, err error) {
 	stopJanitor := k.startJanitor()
 	stopCheckpoints := k.startCheckpointLoop()
 	return &Server{KMS: k, TLSConfig: tlsCfg, Store: st, Sealer: sealer, DataDir: opts.DataDir, Initialized: created,
-		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, lease: ls, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
+		ownStore: opts.OwnStore, ownSealer: opts.OwnSealer, lease: ls, unclaim: unclaim, stop: func() { stopCerts(); stopJanitor(); stopCheckpoints() }}, nil
 }
 
 // CheckSealer reports whether what st holds was sealed under sealer's root

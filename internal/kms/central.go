@@ -150,7 +150,7 @@ func (k *KMS) centralRoutes() {
 		}
 		serve := rt.Serve
 		k.handle(rt.Pattern, rt.Name, []api.Role{api.RoleCustodian}, limit, func(ctx context.Context, c *call) (any, error) {
-			c.usage = &centralUsage{}
+			c.usage, c.readsKept = &centralUsage{}, true
 			resp, err := serve(context.WithValue(ctx, ctxKey{}, c), c.decode)
 			if err != nil {
 				return nil, err // nothing is answered, so nothing encrypted needs counting

@@ -132,6 +132,10 @@ type Config struct {
 	// (POST /v1/key-components) waits for its components, and then for
 	// its owner to read the key, before it is gone. Default 24 hours.
 	ComponentsTTL time.Duration
+
+	// soleWriter: Open claimed Store for this process (store.SoleWriter),
+	// so the KMS may remember what it read (readcache.go).
+	soleWriter bool
 }
 
 // Bounds of the certificate lifetimes in Config.
@@ -267,9 +271,7 @@ func New(cfg Config) (*KMS, error) {
 
 		pruneKick: make(chan struct{}, 1),
 	}
-	if sw, ok := cfg.Store.(store.SoleWriter); ok && sw.SoleWriter() {
-		k.reads.on = true
-	}
+	k.reads.on = cfg.soleWriter
 	k.akeys.anchor = cfg.AuditAnchor
 	if k.akeys.anchor.IsZero() {
 		k.akeys.anchor = cfg.AuditKey.Public()
@@ -384,6 +386,11 @@ type call struct {
 	// revocation poll that delivered nothing: polls.go). A failure is
 	// recorded all the same.
 	quiet bool
+	// readsKept: what the call stores touches nothing the read cache
+	// holds (a release's records and grant use; a central operation's
+	// usage, which noteUsage adds), so its commit does not empty it
+	// (readcache.go).
+	readsKept bool
 }
 
 // decode reads the request body strictly into v.
@@ -504,10 +511,9 @@ func (c *call) store(ctx context.Context, fn, check func(tx store.Tx) error, out
 		}
 		return nil
 	})
-	if fn != nil && c.usage == nil {
+	if fn != nil && !c.readsKept {
 		// Whatever fn changed (even if the outcome is unknown) is read
-		// afresh from now on; a central operation changes only its usage
-		// (noteUsage) and its record.
+		// afresh from now on.
 		c.k.reads.changed()
 	}
 	switch {

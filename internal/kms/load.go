@@ -102,6 +102,7 @@ func (k *KMS) release(ctx context.Context, c *call, g *grant, to *recipient, key
 		return nil, k.failGrant(ctx, c, g, err)
 	}
 	var refused error
+	c.readsKept = true // a grant's use and release records: nothing readcache.go holds
 	err = c.commitChecked(ctx, func(tx store.Tx) error {
 		if g != nil {
 			if err := g.use(ctx, tx, c.caller, k.now()); err != nil {

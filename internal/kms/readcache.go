@@ -19,21 +19,23 @@ import (
 //
 //   - A change made through this KMS — a certificate revoked, an
 //     application deleted, a key disabled, a version retired, anything
-//     but the usage and the audit record of an operation — empties the
-//     cache before its call is answered (changed), so it takes effect at
+//     but the usage and the audit record of an operation or the records
+//     of a release (call.readsKept) — empties the cache before its call
+//     is answered (changed), so it takes effect at
 //     once on the next request, as without a cache. An entry read before
 //     such a change and offered after it is not kept (the generation it
 //     was read under has passed).
 //   - Entries also expire readCacheTTL after they were read, which bounds
-//     what a change made behind the KMS's back (another process writing
-//     the SQLite file, which is not supported) could go unseen.
+//     what a change made behind the KMS's back (a tool writing the SQLite
+//     file while the KMS runs, which is not supported) could go unseen.
 //   - Usage: the encryptions this KMS counted on a cached version since it
 //     was read are added to the cached count (noteUsage), so the safe
 //     limit is enforced as before.
 //
-// The cache is on only when this KMS is the database's one writer
-// (store.SoleWriter: the embedded SQLite store, which serves one KMS
-// process). With PostgreSQL, which replicas share, every request reads
+// The cache is on only when this KMS is the database's one writer: Open
+// claimed the store for this process (store.SoleWriter: the embedded
+// SQLite store, which serves one KMS process, and refuses a second while
+// the first runs). With PostgreSQL, which replicas share, every request reads
 // both rows, so a certificate revoked or a key disabled through one
 // replica is refused by every other at its next request.
 //
@@ -44,12 +46,13 @@ import (
 // of each kind are kept.
 
 const (
-	readCacheTTL = time.Second
-	readCacheMax = 4096
+	readCacheTTL        = time.Second
+	readCacheMax        = 4096  // identities
+	readCacheMaxEntries = 16384 // registry entries (a release batch is up to 10,000)
 )
 
 type readCache struct {
-	on  bool          // this KMS is the store's one writer (set by New)
+	on  bool          // this KMS is the store's one writer (Config.soleWriter)
 	gen atomic.Uint64 // bumped by changed; an entry is good only under the generation it was read in
 
 	mu  sync.Mutex
@@ -65,7 +68,11 @@ type cachedIdentity struct {
 
 type cachedReg struct {
 	key     store.Key
-	version store.KeyVersion // Encryptions and Bytes include what noteUsage added
+	version store.KeyVersion // without its EKB; Encryptions and Bytes include what noteUsage added
+	// feedSeq is where the revocation feed stood before the rows were
+	// read (a release's stillReleasable looks at the events after it), or
+	// -1 when the reader did not look (the central path).
+	feedSeq int64
 	gen     uint64
 	expires time.Time
 }
@@ -110,24 +117,39 @@ func (c *readCache) putIdentity(serial string, who *caller, gen uint64) {
 func (c *readCache) entry(ref store.KeyRef) (store.Key, store.KeyVersion, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.reg[ref]
-	if !c.on || !ok || e.gen != c.gen.Load() || !time.Now().Before(e.expires) {
+	e := c.liveLocked(ref)
+	if e == nil {
 		return store.Key{}, store.KeyVersion{}, false
 	}
 	return e.key, e.version, true
 }
 
-// putEntry keeps the registry rows of ref if nothing changed since gen.
-func (c *readCache) putEntry(ref store.KeyRef, key store.Key, v store.KeyVersion, gen uint64) {
+// liveLocked returns ref's entry if it is good now; c.mu is held.
+func (c *readCache) liveLocked(ref store.KeyRef) *cachedReg {
+	e, ok := c.reg[ref]
+	if !c.on || !ok || e.gen != c.gen.Load() || !time.Now().Before(e.expires) {
+		return nil
+	}
+	return e
+}
+
+// putEntry keeps the registry rows of ref if nothing changed since gen,
+// when the feed stood at feedSeq (-1: not read).
+func (c *readCache) putEntry(ref store.KeyRef, key store.Key, v store.KeyVersion, feedSeq int64, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.putLocked(ref, key, v, feedSeq, gen)
+}
+
+func (c *readCache) putLocked(ref store.KeyRef, key store.Key, v store.KeyVersion, feedSeq int64, gen uint64) {
 	if !c.on || gen != c.gen.Load() {
 		return
 	}
-	if c.reg == nil || len(c.reg) >= readCacheMax {
+	if c.reg == nil || len(c.reg) >= readCacheMaxEntries {
 		c.reg = make(map[store.KeyRef]*cachedReg)
 	}
-	c.reg[ref] = &cachedReg{key: key, version: v, gen: gen, expires: time.Now().Add(readCacheTTL)}
+	v.EKB = nil // the checks do not need it; the KMS reads it where it does
+	c.reg[ref] = &cachedReg{key: key, version: v, feedSeq: feedSeq, gen: gen, expires: time.Now().Add(readCacheTTL)}
 }
 
 // noteUsage adds counts, just stored, to the cached versions they count.
@@ -167,7 +189,67 @@ func (k *KMS) registryEntry(ctx context.Context, md *api.KeyMetadata) (store.Key
 	key, keyOK := keys[md.KeyID]
 	v, vOK := versions[ref]
 	if keyOK && vOK {
-		k.reads.putEntry(ref, key, v, gen)
+		k.reads.putEntry(ref, key, v, -1, gen)
 	}
 	return k.checkEntry(md, key, keyOK, v, vOK)
+}
+
+// registryOf reads the registry entries of the keys and versions of a
+// release batch — those not cached (with a feed position) in one
+// statement per 500 keys — and notes in each key where the revocation
+// feed stood before its entry was read (stillReleasable looks again at
+// the keys events after it name). A rollout that loads the same keys into
+// many sidecars reads them once a second, not once a sidecar.
+func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
+	if len(batch) == 0 {
+		return nil, nil, nil
+	}
+	keys := make(map[string]store.Key, len(batch))
+	versions := make(map[store.KeyRef]store.KeyVersion, len(batch))
+	var missing []*openedKey
+	c := &k.reads
+	c.mu.Lock()
+	for _, o := range batch {
+		ref := store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version}
+		if e := c.liveLocked(ref); e != nil && e.feedSeq >= 0 {
+			keys[ref.KeyID], versions[ref], o.feedSeq = e.key, e.version, e.feedSeq
+			continue
+		}
+		missing = append(missing, o)
+	}
+	c.mu.Unlock()
+	if len(missing) == 0 {
+		return keys, versions, nil
+	}
+	// The feed's position before the registry is read.
+	gen := c.gen.Load()
+	feedSeq, err := k.st.LastRevocation(ctx)
+	if err != nil {
+		return nil, nil, storeErr(err, "revocation feed")
+	}
+	refs := make([]store.KeyRef, len(missing))
+	for i, o := range missing {
+		refs[i] = store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version}
+		o.feedSeq = feedSeq
+	}
+	read, readVersions, err := k.st.GetKeysAndVersions(ctx, refs)
+	if err != nil {
+		return nil, nil, storeErr(err, "key")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ref := range refs {
+		key, keyOK := read[ref.KeyID]
+		v, vOK := readVersions[ref]
+		if keyOK {
+			keys[ref.KeyID] = key
+		}
+		if vOK {
+			versions[ref] = v
+		}
+		if keyOK && vOK {
+			c.putLocked(ref, key, v, feedSeq, gen)
+		}
+	}
+	return keys, versions, nil
 }

@@ -41,7 +41,7 @@ func TestReadCacheRules(t *testing.T) {
 				tc.between(c)
 			}
 			c.putIdentity("01", who, gen)
-			c.putEntry(ref, store.Key{KeyID: "k1"}, store.KeyVersion{KeyID: "k1", Version: 2, Encryptions: 5}, gen)
+			c.putEntry(ref, store.Key{KeyID: "k1"}, store.KeyVersion{KeyID: "k1", Version: 2, Encryptions: 5, EKB: []byte("ekb")}, 7, gen)
 			if tc.after != nil {
 				tc.after(c)
 			}
@@ -50,8 +50,8 @@ func TestReadCacheRules(t *testing.T) {
 			if okID != tc.wantKept || okReg != tc.wantKept {
 				t.Fatalf("identity kept %v, entry kept %v; want %v", okID, okReg, tc.wantKept)
 			}
-			if tc.wantKept && (*got != *who || v.Encryptions != 5) {
-				t.Fatalf("got %+v and %+v", got, v)
+			if tc.wantKept && (*got != *who || v.Encryptions != 5 || v.EKB != nil) {
+				t.Fatalf("got %+v and %+v; want the identity, 5 encryptions and no EKB kept", got, v)
 			}
 		})
 	}
@@ -62,7 +62,7 @@ func TestReadCacheRules(t *testing.T) {
 func TestReadCacheUsage(t *testing.T) {
 	c := &readCache{on: true}
 	ref := store.KeyRef{KeyID: "k1", Version: 1}
-	c.putEntry(ref, store.Key{KeyID: "k1"}, store.KeyVersion{KeyID: "k1", Version: 1, Encryptions: 7, Bytes: 70}, c.gen.Load())
+	c.putEntry(ref, store.Key{KeyID: "k1"}, store.KeyVersion{KeyID: "k1", Version: 1, Encryptions: 7, Bytes: 70}, -1, c.gen.Load())
 	c.noteUsage([]store.KeyUsage{{KeyID: "k1", Version: 1, Encryptions: 3, Bytes: 30}, {KeyID: "k1", Version: 9, Encryptions: 1}})
 	if _, v, _ := c.entry(ref); v.Encryptions != 10 || v.Bytes != 100 {
 		t.Fatalf("after noteUsage: %d encryptions, %d bytes; want 10, 100", v.Encryptions, v.Bytes)
@@ -79,11 +79,11 @@ func TestReadCacheUsage(t *testing.T) {
 // TestReadCacheBounded: at most readCacheMax entries of each kind.
 func TestReadCacheBounded(t *testing.T) {
 	c := &readCache{on: true}
-	for i := range readCacheMax + 10 {
-		c.putEntry(store.KeyRef{KeyID: "k", Version: i}, store.Key{}, store.KeyVersion{}, c.gen.Load())
+	for i := range readCacheMaxEntries + 10 {
+		c.putEntry(store.KeyRef{KeyID: "k", Version: i}, store.Key{}, store.KeyVersion{}, -1, c.gen.Load())
 		c.putIdentity(string(rune(i)), &caller{}, c.gen.Load())
 	}
-	if len(c.reg) > readCacheMax || len(c.ids) > readCacheMax {
+	if len(c.reg) > readCacheMaxEntries || len(c.ids) > readCacheMax {
 		t.Fatalf("%d entries, %d identities; want at most %d", len(c.reg), len(c.ids), readCacheMax)
 	}
 }

@@ -125,19 +125,15 @@ func (k *KMS) openForRelease(ctx context.Context, c *call, ekbs [][]byte, boundD
 		out.wipe()
 		return nil, prefixIndex(err, i, len(ekbs))
 	}
-	// The feed's position before the registry is read: stillReleasable
-	// looks again only at keys named by events after it.
-	feedSeq, err := k.st.LastRevocation(ctx)
-	if err != nil {
-		return fail(storeErr(err, "revocation feed"), 0)
-	}
+	// registryOf notes in each key the feed's position before its entry
+	// was read: stillReleasable looks again only at keys named by events
+	// after it.
 	keys, versions, err := k.registryOf(ctx, out)
 	if err != nil {
 		return fail(err, 0)
 	}
 	for i, o := range out {
 		c.keyID = o.md.KeyID
-		o.feedSeq = feedSeq
 		key, v, err := k.entryOf(&o.md, keys, versions)
 		if err == nil {
 			err = k.releasable(o, key, v)
@@ -168,23 +164,6 @@ func (k *KMS) openAll(ctx context.Context, tenant string, ekbs [][]byte) (releas
 		}
 	}
 	return opened, nil
-}
-
-// registryOf reads the registry entries of the keys and versions of a
-// batch, in one statement per 500 keys.
-func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
-	refs := make([]store.KeyRef, 0, len(batch))
-	for _, o := range batch {
-		refs = append(refs, store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version})
-	}
-	if len(refs) == 0 {
-		return nil, nil, nil
-	}
-	keys, versions, err := k.st.GetKeysAndVersions(ctx, refs)
-	if err != nil {
-		return nil, nil, storeErr(err, "key")
-	}
-	return keys, versions, nil
 }
 
 // checkReleasable checks the registry for a key about to be released: the

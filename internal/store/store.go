@@ -44,16 +44,22 @@ type Store interface {
 	Close() error
 }
 
-// SoleWriter is implemented by a Store whose database one process alone
-// writes: the embedded SQLite store (docs/operations.md: it serves one KMS
-// process). SoleWriter reports whether that holds for this handle (not for
-// one opened read-only). What that process has not changed since it read
-// it is as it read it, so the KMS may remember such reads until it changes
-// something itself (internal/kms/readcache.go); on a store that replicas
-// share it reads every time.
+// SoleWriter is implemented by a Store whose database one KMS process
+// alone may write: the embedded SQLite store (docs/operations.md: it
+// serves one KMS process). ClaimSoleWriter makes this handle that writer:
+// it fails with ErrClaimed if another process (or another handle in this
+// one) holds the claim, and holds it until release is called or the
+// process ends, however it ends. While the claim holds, what this process
+// has not changed is as it read it, so the KMS may remember such reads
+// until it changes something itself (internal/kms/readcache.go). A store
+// that replicas share (PostgreSQL), or one opened read-only, returns
+// errors.ErrUnsupported.
 type SoleWriter interface {
-	SoleWriter() bool
+	ClaimSoleWriter() (release func(), err error)
 }
+
+// ErrClaimed: another KMS process holds the database (SoleWriter).
+var ErrClaimed = errors.New("store: the database is in use by another KMS process")
 
 // Tx is what a Store holds, seen from inside one transaction (see
 // Store.InTx): the same per-aggregate interfaces.

@@ -88,6 +88,7 @@ func openSQLite(ctx context.Context, path string, readOnly bool) (*DB, error) {
 	db.stmts, db.wstmts = newStmtCache(r), newStmtCache(w)
 	if !readOnly {
 		db.group = &groupCommitter{q: db.queries}
+		db.path = abs
 	}
 	return db, nil
 }

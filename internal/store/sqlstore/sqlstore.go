@@ -80,6 +80,7 @@ type DB struct {
 	queries // on the database itself: tx is nil
 	close   func() error
 	group   *groupCommitter // SQLite: InTx calls share commits (group.go)
+	path    string          // SQLite: the database file (absolute)
 }
 
 var _ store.Store = (*DB)(nil)
@@ -103,10 +104,6 @@ type queries struct {
 }
 
 var _ store.Tx = (*queries)(nil)
-
-// SoleWriter implements store.SoleWriter: a SQLite database opened for
-// writing is written by this process alone; a PostgreSQL one may be shared.
-func (db *DB) SoleWriter() bool { return db.group != nil }
 
 // Close closes the database. It is safe to call more than once.
 func (db *DB) Close() error {

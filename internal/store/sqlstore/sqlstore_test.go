@@ -22,11 +22,16 @@ import (
 	"github.com/dcaas/dcaas/internal/store/storetest"
 )
 
-// TestMain lets TestSQLiteKill9 re-execute the test binary as a writer
-// process, and stops the PostgreSQL cluster pgtest started.
+// TestMain lets TestSQLiteKill9 and TestClaimSoleWriter re-execute the
+// test binary as a writer process, and stops the PostgreSQL cluster pgtest
+// started.
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
 		appendForever(path)
+		return
+	}
+	if path := os.Getenv(claimEnv); path != "" {
+		claimForever(path)
 		return
 	}
 	pgtest.Main(m)
