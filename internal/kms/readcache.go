@@ -21,29 +21,34 @@ import (
 //     application deleted, a key disabled, a version retired, anything
 //     but the usage and the audit record of an operation or the records
 //     of a release (call.readsKept) — empties the cache before its call
-//     is answered (changed), so it takes effect at
-//     once on the next request, as without a cache. An entry read before
-//     such a change and offered after it is not kept (the generation it
-//     was read under has passed).
+//     is answered (changed), so it takes effect at once on the next
+//     request, as without a cache. An entry read before such a change and
+//     offered after it is not kept (the generation it was read under has
+//     passed).
 //   - Entries also expire readCacheTTL after they were read, which bounds
 //     what a change made behind the KMS's back (a tool writing the SQLite
 //     file while the KMS runs, which is not supported) could go unseen.
-//   - Usage: the encryptions this KMS counted on a cached version since it
-//     was read are added to the cached count (noteUsage), so the safe
-//     limit is enforced as before.
+//   - Usage: what this KMS stored for a cached version is added to the
+//     cached count (noteUsage), so the safe limit is enforced as before.
+//     Within the second, requests racing one another may see a count a
+//     few requests off — as concurrent requests always could, each
+//     checking the count it read — and it is read afresh after it.
+//   - A release also checks the revocation feed since the entry was read
+//     (registryOf, stillReleasable): a cached entry cannot release a key
+//     disabled after it was read, even behind the KMS's back.
 //
 // The cache is on only when this KMS is the database's one writer: Open
 // claimed the store for this process (store.SoleWriter: the embedded
 // SQLite store, which serves one KMS process, and refuses a second while
-// the first runs). With PostgreSQL, which replicas share, every request reads
-// both rows, so a certificate revoked or a key disabled through one
+// the first runs). With PostgreSQL, which replicas share, every request
+// reads both rows, so a certificate revoked or a key disabled through one
 // replica is refused by every other at its next request.
 //
-// Only custodian and administrator identities (application certificates)
-// are kept, not sidecar instances: a sidecar's requests are few and each
-// reads its instance afresh. Only what was found is kept; an unknown
-// certificate or key is looked up every time. At most readCacheMax entries
-// of each kind are kept.
+// Only application certificates' identities are kept, not sidecar
+// instances': a sidecar's requests are few and each reads its instance
+// afresh. Only what was found is kept; an unknown certificate or key is
+// looked up every time. At most readCacheMax identities and
+// readCacheMaxEntries registry entries are kept.
 
 const (
 	readCacheTTL        = time.Second
