@@ -1,12 +1,10 @@
 package sqlstore_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -67,17 +65,8 @@ func TestClaimSoleWriter(t *testing.T) {
 	if testing.Short() {
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), claimEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if lines := bufio.NewScanner(out); !lines.Scan() || lines.Text() != "claimed" {
+	cmd, lines := startChild(t, claimEnv, path)
+	if !lines.Scan() || lines.Text() != "claimed" {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatal("the child did not claim the database")

@@ -42,18 +42,9 @@ func TestSQLiteKill9(t *testing.T) {
 		t.Skip("re-executes the test binary")
 	}
 	path := filepath.Join(t.TempDir(), "kms.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
+	cmd, lines := startChild(t, childEnv, path)
 	var acked int64
+	var err error
 	for acked < 200 && lines.Scan() {
 		if acked, err = strconv.ParseInt(lines.Text(), 10, 64); err != nil {
 			t.Fatalf("writer printed %q", lines.Text())
@@ -73,4 +64,22 @@ func TestSQLiteKill9(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].Seq != acked {
 		t.Errorf("after kill -9, AuditAfter(%d, 1) = %+v, %v; want record %d", acked-1, recs, err, acked)
 	}
+}
+
+// startChild re-executes the test binary with env set to path (TestMain
+// runs the child's part) and returns it with its standard output's lines.
+// The caller kills it and waits for it.
+func startChild(t *testing.T, env, path string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env+"="+path)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewScanner(out)
 }
