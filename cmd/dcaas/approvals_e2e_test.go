@@ -11,13 +11,15 @@ import (
 )
 
 // TestApprovalsBinary: the built binary end to end. `dcaas kms serve
-// --approval-ttl 3s`; two named admins made with `dcaas admin create`;
+// --approval-ttl 12s` (four CLI runs must fit in it: a race-built binary
+// takes over a second to start on a loaded machine, and 3 s was missed); two named admins made with `dcaas admin create`;
 // a quorum of 2 set with `dcaas approval policy set`; alice alone cannot
 // rotate the master key; with bob's approval `dcaas approval run` rotates
 // it once; a request left past the TTL is refused.
 func TestApprovalsBinary(t *testing.T) {
 	t.Parallel()
-	k := startBinaryKMS(t, "--approval-ttl", "3s")
+	const ttl = 12 * time.Second
+	k := startBinaryKMS(t, "--approval-ttl", ttl.String())
 	admin := k.admin
 	runCLI(t, true, with(admin, "tenant", "create", "acme")...)
 	alice, bob := k.register(t, "admin", "alice"), k.register(t, "admin", "bob")
@@ -47,8 +49,8 @@ func TestApprovalsBinary(t *testing.T) {
 	if err := json.Unmarshal([]byte(runCLI(t, true, with(alice, "approval", "request", "tenant.rotate_master_key", "--tenant", "acme", "--json")...)), &late); err != nil {
 		t.Fatal(err)
 	}
-	if d := late.ExpiresAt.Sub(late.CreatedAt); d != 3*time.Second {
-		t.Fatalf("request lives %v, want --approval-ttl 3s", d)
+	if d := late.ExpiresAt.Sub(late.CreatedAt); d != ttl {
+		t.Fatalf("request lives %v, want --approval-ttl %v", d, ttl)
 	}
 	runCLI(t, true, with(bob, "approval", "approve", late.ID)...)
 	time.Sleep(time.Until(late.ExpiresAt) + 500*time.Millisecond)
