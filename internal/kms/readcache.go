@@ -50,6 +50,10 @@ import (
 // looked up every time. At most readCacheMax identities and
 // readCacheMaxEntries registry entries are kept.
 
+// ReadCacheTTL is how long the KMS may remember a read (readCacheTTL):
+// a benchmark of first loads waits this long between flows.
+const ReadCacheTTL = readCacheTTL
+
 const (
 	readCacheTTL        = time.Second
 	readCacheMax        = 4096  // identities
