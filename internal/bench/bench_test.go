@@ -54,6 +54,7 @@ func TestRunSmoke(t *testing.T) {
 	if _, err := Run(t.Context(), env, Options{Op: "bogus"}); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Fatalf("Run(op bogus) = %v", err)
 	}
+	coldPause = 0 // the flows, not their speed
 	enroll, loads, err := Loading(t.Context(), env, 30, filepath.Join(t.TempDir(), "s"), nil)
 	if err != nil {
 		t.Fatal(err)
