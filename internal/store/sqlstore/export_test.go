@@ -61,3 +61,13 @@ func Pending(db *DB) int {
 	defer db.group.mu.Unlock()
 	return len(db.group.pending)
 }
+
+// UsageUpdates are the usage UPDATE statements with how many arguments
+// each takes, by the method that runs them.
+var UsageUpdates = map[string]struct {
+	Query string
+	Args  int
+}{
+	"AddKeyUsage":      {usageUpdate(keyUsageCond), 9},
+	"AddReleasedUsage": {usageUpdate(releasedUsageCond), 11},
+}

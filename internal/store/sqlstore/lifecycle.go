@@ -45,22 +45,39 @@ func (q *queries) SetMinDecryptionVersion(ctx context.Context, keyID string, ver
 
 // AddKeyUsage implements store.Keys.
 func (q *queries) AddKeyUsage(ctx context.Context, tenant string, counts []store.KeyUsage) (int, error) {
-	return q.addUsage(ctx, "AddKeyUsage", counts,
-		`key_id IN (SELECT key_id FROM keys WHERE tenant = ?)`, tenant)
+	return q.addUsage(ctx, "AddKeyUsage", counts, keyUsageCond, tenant)
 }
 
 // AddReleasedUsage implements store.Releases.
 func (q *queries) AddReleasedUsage(ctx context.Context, tenant, instanceID, keyType string, counts []store.KeyUsage) (int, error) {
-	return q.addUsage(ctx, "AddReleasedUsage", counts,
-		`key_id IN (SELECT key_id FROM keys WHERE tenant = ? AND key_type = ?)
+	return q.addUsage(ctx, "AddReleasedUsage", counts, releasedUsageCond, tenant, keyType, instanceID)
+}
+
+// The conditions of addUsage's two callers: the key is the tenant's
+// (arguments: tenant); and of the type, and the version was released to
+// the instance (tenant, key type, instance id).
+const (
+	keyUsageCond      = `EXISTS (SELECT 1 FROM keys k WHERE k.key_id = key_versions.key_id AND k.tenant = ?)`
+	releasedUsageCond = `EXISTS (SELECT 1 FROM keys k WHERE k.key_id = key_versions.key_id AND k.tenant = ? AND k.key_type = ?)
 		 AND EXISTS (SELECT 1 FROM releases r
-		             WHERE r.instance_id = ? AND r.key_id = key_versions.key_id AND r.version = key_versions.version)`,
-		tenant, keyType, instanceID)
+		             WHERE r.instance_id = ? AND r.key_id = key_versions.key_id AND r.version = key_versions.version)`
+)
+
+// usageUpdate is addUsage's statement with cond: 8 arguments (see
+// addCounter; the key id, the version), then cond's.
+func usageUpdate(cond string) string {
+	return `UPDATE key_versions
+				 SET encryptions = ` + addCounter("encryptions") + `, bytes = ` + addCounter("bytes") + `
+				 WHERE key_id = ? AND version = ? AND ` + cond
 }
 
 // addUsage adds each count to its key version's totals, all in one
 // transaction, where the version's row also matches cond (with its
-// arguments condArgs), and returns how many counts it added. Counts must
+// arguments condArgs), and returns how many counts it added. cond must
+// look rows up by the version's key (a correlated EXISTS on the primary
+// key), never list a table: `key_id IN (SELECT key_id FROM keys WHERE
+// tenant = ?)` made SQLite scan every key of every tenant for each count
+// (TestUsageUpdatesLookUpByKey, BenchmarkAddKeyUsage). Counts must
 // not be negative. Totals saturate at math.MaxInt64 (see addCounter).
 // Rows are updated in (key id, version) order, so concurrent reports lock
 // them in the same order and never deadlock.
@@ -80,11 +97,7 @@ func (q *queries) addUsage(ctx context.Context, op string, counts []store.KeyUsa
 		for _, u := range sorted {
 			args := []any{math.MaxInt64 - u.Encryptions, int64(math.MaxInt64), u.Encryptions,
 				math.MaxInt64 - u.Bytes, int64(math.MaxInt64), u.Bytes, u.KeyID, u.Version}
-			n, err := c.changed(ctx,
-				`UPDATE key_versions
-				 SET encryptions = `+addCounter("encryptions")+`, bytes = `+addCounter("bytes")+`
-				 WHERE key_id = ? AND version = ? AND `+cond,
-				append(args, condArgs...)...)
+			n, err := c.changed(ctx, usageUpdate(cond), append(args, condArgs...)...)
 			if err != nil {
 				return err
 			}

@@ -44,3 +44,49 @@ func BenchmarkGetKeysAndVersions1000(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "keys/s")
 }
+
+// BenchmarkAddKeyUsage: the usage update every central operation makes
+// (one count), on SQLite holding keys data keys of which the counted one
+// is the first. Its cost must not grow with the registry.
+func BenchmarkAddKeyUsage(b *testing.B) {
+	for _, keys := range []int{100, 20000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			ctx := context.Background()
+			db, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "u.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.CreateTenant(ctx, store.Tenant{Name: "acme", MasterKeyVersion: 1, CreatedAt: time.Now()}, store.MasterKey{Tenant: "acme", Version: 1, Sealed: []byte("sealed"), CreatedAt: time.Now()}); err != nil {
+				b.Fatal(err)
+			}
+			err = db.InTx(ctx, func(tx store.Tx) error {
+				for i := range keys {
+					id := fmt.Sprintf("dk_%016x", uint64(i)*0x9e3779b97f4a7c15)
+					now := time.Now()
+					k := store.Key{KeyID: id, Tenant: "acme", Owner: "CN=payments,OU=acme,O=dcaas", Type: "aes-256-gcm", CurrentVersion: 1, CreatedAt: now}
+					if err := tx.CreateKey(ctx, k, store.KeyVersion{KeyID: id, Version: 1, CreatedAt: now}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			count := []store.KeyUsage{{KeyID: fmt.Sprintf("dk_%016x", uint64(0)), Version: 1, Encryptions: 1, Bytes: 1024}}
+			for b.Loop() {
+				err := db.InTx(ctx, func(tx store.Tx) error {
+					n, err := tx.AddKeyUsage(ctx, "acme", count)
+					if err == nil && n != 1 {
+						err = fmt.Errorf("added %d counts, want 1", n)
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
