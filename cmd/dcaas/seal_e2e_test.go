@@ -281,7 +281,11 @@ func shellSplit(s string) ([]string, error) {
 func TestSealMigrateRefusesLiveReplicas(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
-	reps := e2e.StartReplicas(t, 2, dsn, "--lease-renew-interval", "100ms", "--lease-ttl", "2s")
+	// The lease outlives a race-built CLI's start on a loaded machine
+	// (over a second; with 2 s the killed replica's lease had expired
+	// before the check that it still counts).
+	const ttl = 8 * time.Second
+	reps := e2e.StartReplicas(t, 2, dsn, "--lease-renew-interval", "100ms", "--lease-ttl", ttl.String())
 	migrate := []string{"seal", "migrate", "--data-dir", reps[0].DataDir(), "--to", "pkcs11", "--store", "postgres",
 		"--postgres-dsn", dsn, "--pkcs11-module", filepath.Join(t.TempDir(), "no-such-module.so"), "--pkcs11-token", "t"}
 	refused := func(when string, pids ...int) {
@@ -298,10 +302,11 @@ func TestSealMigrateRefusesLiveReplicas(t *testing.T) {
 	}
 	refused("both replicas up", reps[0].Pid(), reps[1].Pid())
 	killed := reps[1].Pid()
+	killedAt := time.Now()
 	reps[1].Kill9(t)
 	reps[0].Stop(t)
 	refused("one replica killed, its lease not expired yet", killed)
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(time.Until(killedAt.Add(ttl + 500*time.Millisecond)))
 	// Past the leases, it goes on to the HSM, which is missing here.
 	_, stderr, code := runDcaas(t, migrate...)
 	if code == 0 || strings.Contains(stderr, "running on this database") || !strings.Contains(stderr, "nothing was changed") {
