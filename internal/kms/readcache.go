@@ -25,7 +25,7 @@ import (
 //     request, as without a cache. An entry read before such a change and
 //     offered after it is not kept (the generation it was read under has
 //     passed).
-//   - Entries also expire readCacheTTL after they were read, which bounds
+//   - Entries also expire ReadCacheTTL after they were read, which bounds
 //     what a change made behind the KMS's back (a tool writing the SQLite
 //     file while the KMS runs, which is not supported) could go unseen.
 //   - Usage: what this KMS stored for a cached version is added to the
@@ -50,12 +50,10 @@ import (
 // looked up every time. At most readCacheMax identities and
 // readCacheMaxEntries registry entries are kept.
 
-// ReadCacheTTL is how long the KMS may remember a read (readCacheTTL):
-// a benchmark of first loads waits this long between flows.
-const ReadCacheTTL = readCacheTTL
-
 const (
-	readCacheTTL        = time.Second
+	// ReadCacheTTL is how long the KMS may remember a read (a benchmark
+	// of first loads waits this long between flows).
+	ReadCacheTTL        = time.Second
 	readCacheMax        = 4096  // identities
 	readCacheMaxEntries = 16384 // registry entries (a release batch is up to 10,000)
 )
@@ -101,7 +99,7 @@ func (c *readCache) identity(serial string) (who *caller, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.ids[serial]
-	if !c.on || !ok || e.gen != c.gen.Load() || !time.Now().Before(e.expires) {
+	if !ok || !c.good(e.gen, e.expires) {
 		return nil, false
 	}
 	w := e.who
@@ -119,7 +117,7 @@ func (c *readCache) putIdentity(serial string, who *caller, gen uint64) {
 	if c.ids == nil || len(c.ids) >= readCacheMax {
 		c.ids = make(map[string]cachedIdentity)
 	}
-	c.ids[serial] = cachedIdentity{who: *who, gen: gen, expires: time.Now().Add(readCacheTTL)}
+	c.ids[serial] = cachedIdentity{who: *who, gen: gen, expires: time.Now().Add(ReadCacheTTL)}
 }
 
 // entry returns the cached registry rows of ref, or ok false.
@@ -136,10 +134,16 @@ func (c *readCache) entry(ref store.KeyRef) (store.Key, store.KeyVersion, bool) 
 // liveLocked returns ref's entry if it is good now; c.mu is held.
 func (c *readCache) liveLocked(ref store.KeyRef) *cachedReg {
 	e, ok := c.reg[ref]
-	if !c.on || !ok || e.gen != c.gen.Load() || !time.Now().Before(e.expires) {
+	if !ok || !c.good(e.gen, e.expires) {
 		return nil
 	}
 	return e
+}
+
+// good reports whether an entry read under gen that expires at expires
+// may be used now.
+func (c *readCache) good(gen uint64, expires time.Time) bool {
+	return c.on && gen == c.gen.Load() && time.Now().Before(expires)
 }
 
 // putEntry keeps the registry rows of ref if nothing changed since gen,
@@ -158,7 +162,7 @@ func (c *readCache) putLocked(ref store.KeyRef, key store.Key, v store.KeyVersio
 		c.reg = make(map[store.KeyRef]*cachedReg)
 	}
 	v.EKB = nil // the checks do not need it; the KMS reads it where it does
-	c.reg[ref] = &cachedReg{key: key, version: v, feedSeq: feedSeq, gen: gen, expires: time.Now().Add(readCacheTTL)}
+	c.reg[ref] = &cachedReg{key: key, version: v, feedSeq: feedSeq, gen: gen, expires: time.Now().Add(ReadCacheTTL)}
 }
 
 // noteUsage adds counts, just stored, to the cached versions they count.

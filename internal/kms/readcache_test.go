@@ -25,10 +25,10 @@ func TestReadCacheRules(t *testing.T) {
 		{name: "a change between read and put: not kept", on: true, between: (*readCache).changed},
 		{name: "expired", on: true, after: func(c *readCache) {
 			for _, e := range c.reg {
-				e.expires = e.expires.Add(-2 * readCacheTTL)
+				e.expires = e.expires.Add(-2 * ReadCacheTTL)
 			}
 			for s, e := range c.ids {
-				e.expires = e.expires.Add(-2 * readCacheTTL)
+				e.expires = e.expires.Add(-2 * ReadCacheTTL)
 				c.ids[s] = e
 			}
 		}},
