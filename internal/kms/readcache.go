@@ -2,11 +2,14 @@ package kms
 
 import (
 	"context"
+	"maps"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/parallel"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
@@ -245,7 +248,7 @@ func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]stor
 		refs[i] = store.KeyRef{KeyID: o.md.KeyID, Version: o.md.Version}
 		o.feedSeq = feedSeq
 	}
-	read, readVersions, err := k.st.GetKeysAndVersions(ctx, refs)
+	read, readVersions, err := k.readEntries(ctx, refs)
 	if err != nil {
 		return nil, nil, storeErr(err, "key")
 	}
@@ -263,6 +266,44 @@ func (k *KMS) registryOf(ctx context.Context, batch releasable) (map[string]stor
 		if keyOK && vOK {
 			c.putLocked(ref, key, v, feedSeq, gen)
 		}
+	}
+	return keys, versions, nil
+}
+
+// entriesPerReader is the least number of registry entries worth a read of
+// their own in readEntries.
+const entriesPerReader = 250
+
+// readEntries is GetKeysAndVersions of refs. A large batch is read in
+// parts at once, one a core (the store has a pool of readers; on SQLite
+// each part is a statement of its own, as the store's own 500-key
+// statements already are, and the feed check at the release's commit
+// covers every part alike): a first load of 1,000 keys spends most of its
+// time here, and on one core.
+func (k *KMS) readEntries(ctx context.Context, refs []store.KeyRef) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
+	parts := min(runtime.GOMAXPROCS(0), len(refs)/entriesPerReader)
+	if parts <= 1 {
+		return k.st.GetKeysAndVersions(ctx, refs)
+	}
+	size := (len(refs) + parts - 1) / parts
+	type result struct {
+		keys     map[string]store.Key
+		versions map[store.KeyRef]store.KeyVersion
+		err      error
+	}
+	res := make([]result, parts)
+	parallel.For(parts, 1, func(i int) {
+		r := &res[i]
+		r.keys, r.versions, r.err = k.st.GetKeysAndVersions(ctx, refs[i*size:min((i+1)*size, len(refs))])
+	})
+	keys := make(map[string]store.Key, len(refs))
+	versions := make(map[store.KeyRef]store.KeyVersion, len(refs))
+	for _, r := range res {
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		maps.Copy(keys, r.keys)
+		maps.Copy(versions, r.versions)
 	}
 	return keys, versions, nil
 }

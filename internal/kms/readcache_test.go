@@ -1,7 +1,15 @@
 package kms
 
 import (
+	"context"
+	"errors"
+	"maps"
 	"math"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dcaas/dcaas/internal/store"
@@ -85,5 +93,71 @@ func TestReadCacheBounded(t *testing.T) {
 	}
 	if len(c.reg) > readCacheMaxEntries || len(c.ids) > readCacheMax {
 		t.Fatalf("%d entries, %d identities; want at most %d", len(c.reg), len(c.ids), readCacheMax)
+	}
+}
+
+// entriesStore is a store.Store that answers GetKeysAndVersions from a
+// fixed registry (every key has versions 1 and 2) and notes how many
+// reads ran; fail makes every read fail.
+type entriesStore struct {
+	store.Store
+	mu    sync.Mutex
+	reads int
+	fail  error
+}
+
+func (s *entriesStore) GetKeysAndVersions(_ context.Context, refs []store.KeyRef) (map[string]store.Key, map[store.KeyRef]store.KeyVersion, error) {
+	s.mu.Lock()
+	s.reads++
+	s.mu.Unlock()
+	if s.fail != nil {
+		return nil, nil, s.fail
+	}
+	keys := map[string]store.Key{}
+	versions := map[store.KeyRef]store.KeyVersion{}
+	for _, r := range refs {
+		if strings.HasPrefix(r.KeyID, "unknown") {
+			continue
+		}
+		keys[r.KeyID] = store.Key{KeyID: r.KeyID, CurrentVersion: 2}
+		if r.Version == 1 || r.Version == 2 {
+			versions[r] = store.KeyVersion{KeyID: r.KeyID, Version: r.Version, Encryptions: int64(len(r.KeyID))}
+		}
+	}
+	return keys, versions, nil
+}
+
+// TestReadEntries: a large batch is read in parts at once, and the parts
+// together answer what one read would; a part that fails fails the batch.
+func TestReadEntries(t *testing.T) {
+	var refs []store.KeyRef
+	for i := range 1200 {
+		id := "dk_" + strconv.Itoa(i%1000) // keys 0..199 twice, at versions 1 and 2
+		if i%97 == 0 {
+			id = "unknown_" + strconv.Itoa(i)
+		}
+		refs = append(refs, store.KeyRef{KeyID: id, Version: 1 + i/1000})
+	}
+	refs = append(refs, store.KeyRef{KeyID: "dk_1", Version: 9}) // an unknown version
+	whole := &entriesStore{}
+	wantKeys, wantVersions, _ := whole.GetKeysAndVersions(t.Context(), refs)
+
+	st := &entriesStore{}
+	k := &KMS{st: st}
+	keys, versions, err := k.readEntries(t.Context(), refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := min(runtime.GOMAXPROCS(0), len(refs)/entriesPerReader); max(want, 1) != st.reads {
+		t.Errorf("%d reads, want %d", st.reads, max(want, 1))
+	}
+	if !maps.Equal(keys, wantKeys) || !maps.EqualFunc(versions, wantVersions, func(a, b store.KeyVersion) bool { return reflect.DeepEqual(a, b) }) {
+		t.Errorf("readEntries = %d keys, %d versions; one read: %d, %d", len(keys), len(versions), len(wantKeys), len(wantVersions))
+	}
+
+	boom := errors.New("boom")
+	k.st = &entriesStore{fail: boom}
+	if _, _, err := k.readEntries(t.Context(), refs); !errors.Is(err, boom) {
+		t.Errorf("a failing read: err = %v, want %v", err, boom)
 	}
 }
