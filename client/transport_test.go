@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -329,5 +330,69 @@ func TestClientUsesWire(t *testing.T) {
 	}
 	if err := c.Do(t.Context(), http.MethodPost, "/v1/other", raw, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAnswersOutliveTheirBuffer: the SDK wipes and reuses the buffer an
+// answer was read into, so nothing a call returns may point into it:
+// decoded fields (the fast decoder's and encoding/json's), a raw answer,
+// an error's message. Each answer is one letter repeated (a different
+// letter each time); each result is checked as returned, and again after
+// later calls have refilled the buffer.
+func TestAnswersOutliveTheirBuffer(t *testing.T) {
+	srv, _, caPEM := tlsServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		fill := strings.Repeat(string(rune('a'+n%26)), 64)
+		switch r.URL.Path {
+		case "/v1/crypto/encrypt":
+			b, _ := wire.Append(nil, &api.EncryptResponse{Ciphertext: []byte(fill), KeyID: fill, KeyVersion: n})
+			w.Write(b)
+		case "/v1/other":
+			writeJSON(w, 200, map[string]string{"name": fill})
+		case "/metrics":
+			w.Write([]byte(fill))
+		default:
+			apiError(w, api.CodeNotFound, fill)
+		}
+	})
+	c := newTestKMS(t, []string{srv.URL}, caPEM, WithRetry(1, 0, 0))
+	// intact reports whether s is 64 times one letter.
+	intact := func(s string) bool {
+		return len(s) == 64 && s[0] >= 'a' && s[0] <= 'z' && s == strings.Repeat(s[:1], 64)
+	}
+	var results []func() (string, bool) // what each call returned, and whether it is intact
+	for range 3 {
+		enc, err := c.Encrypt(t.Context(), api.KeyRef{KeyID: "k"}, []byte("p"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, func() (string, bool) {
+			return "an encrypt answer", intact(string(enc.Ciphertext)) && enc.KeyID == string(enc.Ciphertext)
+		})
+		var other map[string]string
+		if err := c.Do(t.Context(), http.MethodPost, "/v1/other", map[string]int{}, &other); err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, func() (string, bool) { return "an encoding/json answer", intact(other["name"]) })
+		var raw []byte
+		if err := c.Do(t.Context(), http.MethodGet, "/metrics", nil, &raw); err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, func() (string, bool) { return "a raw answer", intact(string(raw)) })
+		err = c.Do(t.Context(), http.MethodGet, "/v1/missing", nil, nil)
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("err = %v, want an *Error", err)
+		}
+		results = append(results, func() (string, bool) { return "an error answer", intact(e.Message) })
+		for _, r := range results[len(results)-4:] {
+			if what, ok := r(); !ok {
+				t.Errorf("%s is not what the server sent", what)
+			}
+		}
+	}
+	for i, r := range results {
+		if what, ok := r(); !ok {
+			t.Errorf("call %d: %s changed after later calls reused its buffer", i, what)
+		}
 	}
 }

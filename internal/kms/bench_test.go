@@ -200,9 +200,9 @@ func BenchmarkGrantLoad1000(b *testing.B) {
 	}
 	for b.Loop() {
 		var g api.Grant
-		f.cust.MustDo(b, "POST", "/v1/grants", api.GrantRequest{InstanceID: f.side.Enrollment.InstanceID, EKBs: f.ekbs}, &g)
+		f.cust.MustDo(b, "POST", "/v1/grants", &api.GrantRequest{InstanceID: f.side.Enrollment.InstanceID, EKBs: f.ekbs}, &g)
 		var out api.WrappedKeys
-		side.MustDo(b, "POST", "/v1/keys/load", api.LoadRequest{Grant: g.Grant, EKBs: f.ekbs, Recipient: pub}, &out)
+		side.MustDo(b, "POST", "/v1/keys/load", &api.LoadRequest{Grant: g.Grant, EKBs: f.ekbs, Recipient: pub}, &out)
 		if len(out.Keys) != batchSize {
 			b.Fatalf("load returned %d keys, want %d", len(out.Keys), batchSize)
 		}
