@@ -151,20 +151,13 @@ func tlsConfig(caPEM, certPEM, keyPEM []byte, serverName string) (*tls.Config, e
 // do sends in (nil: no body) as JSON to path and decodes a 200 answer into
 // out (nil: discard). An error answer is an *Error.
 func (t *transport) do(ctx context.Context, class retryClass, method, path string, in, out any) error {
-	var body []byte
+	var body *requestBody
 	if in != nil {
-		// The hot operations' bodies take the hand-written codec of
-		// internal/wire (as the servers do), the rest encoding/json; raw
-		// JSON goes as it is (Do).
-		var ok bool
-		if raw, isRaw := in.(json.RawMessage); isRaw {
-			body = raw
-		} else if body, ok = wire.Append(nil, in); !ok {
-			var err error
-			if body, err = json.Marshal(in); err != nil {
-				return fmt.Errorf("client: encoding the request: %w", err)
-			}
+		var err error
+		if body, err = encodeBody(in); err != nil {
+			return err
 		}
+		defer body.release()
 	}
 	n := len(t.urls)
 	start := int(t.pref.Load())
@@ -229,16 +222,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // once makes one attempt against base.
-func (t *transport) once(ctx context.Context, class retryClass, method, base, path string, body []byte, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+func (t *transport) once(ctx context.Context, class retryClass, method, base, path string, body *requestBody, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	if body != nil {
+		req.Body, req.ContentLength = body.reader(), int64(len(body.b))
+		req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
@@ -293,18 +284,97 @@ func readBody(resp *http.Response, limit int64) (*bytes.Buffer, error) {
 	return buf, err
 }
 
-// bodies holds answer buffers between calls: a batch of 100 operations
-// is answered in about 190 KB, which the SDK allocated anew for each call.
+// bodies holds request and answer buffers between calls (a batch of 100
+// 1 KiB operations is about 140 KB each way, which the SDK allocated anew
+// for each call). A pooled buffer is all zeros: what a call wrote into it
+// is wiped before it goes back, since bodies carry plaintexts and keys.
 var bodies sync.Pool
 
-// recycle wipes buf (answers carry plaintexts and key material) and keeps
-// it for the next answer, unless a large answer grew it past 4 MiB.
+// recycle wipes buf's contents and pools it, unless a large body grew it
+// past 4 MiB.
 func recycle(buf *bytes.Buffer) {
 	clear(buf.Bytes())
 	buf.Reset()
 	if buf.Cap() <= 4<<20 {
 		bodies.Put(buf)
 	}
+}
+
+// A requestBody is a request's bytes, given to net/http as readers that
+// count their Close. Bytes the SDK encoded sit in a pooled buffer, wiped
+// and pooled again once the call has released them and net/http has
+// closed every reader it was given: a RoundTripper may close a body
+// after RoundTrip returns, and may ask for it again (GetBody) to resend
+// it on another connection.
+type requestBody struct {
+	b    []byte
+	buf  *bytes.Buffer // b's pooled buffer; nil for bytes the SDK does not own (Do's raw JSON)
+	refs atomic.Int32  // the call's reference and one per reader not closed
+}
+
+// encodeBody encodes in: raw JSON as it is (Do); the hot operations'
+// bodies with the hand-written codec of internal/wire (as the servers
+// do), into a pooled buffer; anything else with encoding/json.
+func encodeBody(in any) (*requestBody, error) {
+	if raw, ok := in.(json.RawMessage); ok {
+		return newRequestBody(raw, nil), nil
+	}
+	buf, _ := bodies.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	b, ok := wire.Append(buf.AvailableBuffer(), in)
+	if !ok {
+		bodies.Put(buf) // nothing was written to it
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("client: encoding the request: %w", err)
+		}
+		return newRequestBody(b, nil), nil
+	}
+	if cap(b) != buf.Cap() {
+		// Append outgrew the pooled buffer: wipe what it may have
+		// written there before growing, and keep the larger one.
+		clear(buf.AvailableBuffer()[:buf.Cap()])
+		bodies.Put(buf)
+	}
+	return newRequestBody(b, bytes.NewBuffer(b)), nil
+}
+
+func newRequestBody(b []byte, buf *bytes.Buffer) *requestBody {
+	r := &requestBody{b: b, buf: buf}
+	r.refs.Store(1)
+	return r
+}
+
+// reader returns a reader of the body for one request.
+func (r *requestBody) reader() io.ReadCloser {
+	r.refs.Add(1)
+	return &bodyReader{Reader: bytes.NewReader(r.b), body: r}
+}
+
+// release drops the call's reference to the body.
+func (r *requestBody) release() { r.unref() }
+
+func (r *requestBody) unref() {
+	if r.refs.Add(-1) == 0 && r.buf != nil {
+		recycle(r.buf)
+	}
+}
+
+type bodyReader struct {
+	*bytes.Reader
+	body   *requestBody
+	closed atomic.Bool
+}
+
+// Close drops the reader's reference to the body; net/http may call it
+// more than once.
+func (r *bodyReader) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.body.unref()
+	}
+	return nil
 }
 
 // decodeError is a 200 answer the SDK could not read: the server acted.

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -394,5 +395,47 @@ func TestAnswersOutliveTheirBuffer(t *testing.T) {
 		if what, ok := r(); !ok {
 			t.Errorf("call %d: %s changed after later calls reused its buffer", i, what)
 		}
+	}
+}
+
+// TestRequestBodyWipedWhenClosed: a body the SDK encoded (it carries
+// plaintexts) stays intact while net/http holds any reader of it, even
+// after the call has returned, and is wiped once the last reader is
+// closed; bytes the caller passed as raw JSON are never touched.
+func TestRequestBodyWipedWhenClosed(t *testing.T) {
+	in := &api.EncryptRequest{KeyRef: api.KeyRef{KeyID: "key_a"}, Plaintext: []byte("pan 4111 1111 1111 1111")}
+	want, _ := wire.Append(nil, in)
+	body, err := encodeBody(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := body.b
+	if string(b) != string(want) {
+		t.Fatalf("body = %s, want %s", b, want)
+	}
+	first, second := body.reader(), body.reader() // a request, and its resend (GetBody)
+	body.release()                                // the call returns
+	if got, _ := io.ReadAll(first); string(got) != string(want) {
+		t.Fatalf("a reader read %q after the call returned, want the body", got)
+	}
+	first.Close()
+	first.Close() // net/http may close twice
+	if string(b) != string(want) {
+		t.Fatal("the body was wiped while a reader was still open")
+	}
+	second.Close()
+	if !bytes.Equal(b, make([]byte, len(b))) {
+		t.Fatalf("after the last reader closed the body still holds %q", b)
+	}
+
+	raw := json.RawMessage(`{"plaintext":"cGFu"}`)
+	body, err = encodeBody(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.reader().Close()
+	body.release()
+	if string(raw) != `{"plaintext":"cGFu"}` {
+		t.Fatalf("raw JSON passed to Do was changed: %s", raw)
 	}
 }
