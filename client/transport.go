@@ -269,19 +269,23 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 
 // readBody reads up to limit bytes of resp's body into one buffer sized
 // by its Content-Length (io.ReadAll grows from 512 bytes, copying a large
-// batch's answer a dozen times). The buffer is reused: the caller hands it
-// back with recycle once what it decoded from it is copied out (the
+// batch's answer a dozen times) and taken from the pool. The caller hands
+// it back with recycle once what it decoded from it is copied out (the
 // decoders copy every string and byte field).
 func readBody(resp *http.Response, limit int64) (*bytes.Buffer, error) {
-	buf, _ := bodies.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
+	var dst []byte
+	if buf, _ := bodies.Get().(*bytes.Buffer); buf != nil {
+		dst = buf.AvailableBuffer()
 	}
-	if n := resp.ContentLength; n > 0 && n <= limit {
-		buf.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead spare to see EOF
+	size := resp.ContentLength
+	if size > limit {
+		size = 0 // not believed: read up to limit
 	}
-	_, err := buf.ReadFrom(io.LimitReader(resp.Body, limit))
-	return buf, err
+	// Into the pooled buffer's array, or a larger one that replaces it
+	// (wire.ReadBody wipes what it leaves behind, and all of it on an
+	// error).
+	data, err := wire.ReadBody(dst, io.LimitReader(resp.Body, limit), size)
+	return bytes.NewBuffer(data), err
 }
 
 // bodies holds request and answer buffers between calls (a batch of 100

@@ -35,6 +35,9 @@
 //     *api.WrappedKeys (rewrap, load and derive answers).
 //     An application gets the same client the benchmark reports on.
 //
+// Both sides read bodies with ReadBody, which leaves no copy of a body
+// (plaintexts, keys) in an array it grows out of or after a failed read.
+//
 // Only pointers to those types are handled; anything else (another type,
 // a struct value) reports false and takes encoding/json.
 //
