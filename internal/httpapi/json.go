@@ -35,11 +35,10 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
 	}
 	buf := getBuf()
-	// The body goes into the pooled buffer's array, or a larger one that
-	// replaces it (wire.ReadBody wipes what it leaves behind).
-	data, err := wire.ReadBody(buf.AvailableBuffer(), http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
-	buf = bytes.NewBuffer(data)
-	defer putBuf(buf)
+	// The body goes into the pooled array, or a larger one that replaces
+	// it (wire.ReadBody wipes what it leaves behind).
+	data, err := wire.ReadBody(*buf, http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
+	defer putBuf(buf, data)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -49,13 +48,13 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	}
 	// Hot operations take internal/wire's fast path; anything it declines
 	// goes to the strict decoder on the same bytes.
-	if wire.Decode(buf.Bytes(), v) {
+	if wire.Decode(data, v) {
 		return nil // the fast path refuses more than api.MaxBatchOps items
 	}
-	if err := wire.CheckSize(buf.Bytes(), v); err != nil {
+	if err := wire.CheckSize(data, v); err != nil {
 		return err
 	}
-	return DecodeBytes(buf.Bytes(), v)
+	return DecodeBytes(data, v)
 }
 
 // DecodeBytes is Decode for a body already read into memory (batch items).
@@ -193,47 +192,43 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	buf := getBuf()
-	if b, ok := wire.Append(buf.AvailableBuffer(), v); ok {
+	if b, ok := wire.Append(*buf, v); ok {
 		b = append(b, '\n')
-		defer func() {
-			if cap(b) != buf.Cap() {
-				// Append outgrew the pooled buffer, which may hold a
-				// prefix of this answer: wipe all of it, and keep the
-				// larger one for the next answer.
-				clear(buf.AvailableBuffer()[:buf.Cap()])
-				buf.Reset()
-				bufs.Put(buf)
-			}
-			putBuf(bytes.NewBuffer(b))
-		}()
+		if cap(b) != cap(*buf) {
+			// Append outgrew the pooled array, which may hold a prefix of
+			// this answer: wipe all of it; the larger one is pooled.
+			clear((*buf)[:cap(*buf)])
+		}
+		defer putBuf(buf, b)
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(status)
 		_, _ = w.Write(b)
 		return
 	}
-	bufs.Put(buf) // declined: nothing was written to it, it is still wiped
+	bufs.Put(buf) // declined: nothing was written to it, it is still all zeros
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(v)
 }
 
-var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// bufs holds the arrays request and response bodies are read and encoded
+// into, as *[]byte of length 0. A pooled array is all zeros.
+var bufs = sync.Pool{New: func() any { return new([]byte) }}
 
-func getBuf() *bytes.Buffer { return bufs.Get().(*bytes.Buffer) }
+func getBuf() *[]byte { return bufs.Get().(*[]byte) }
 
-// putBuf wipes b's contents — request and response bodies, plaintexts —
-// and returns it to the pool unless it grew huge (a large batch should not
-// pin memory). A pooled buffer is all zeros, so wiping what was written
-// into it (its contents: what a request body's reads or an answer's
-// encoding wrote) is enough; wiping its whole capacity made every small
-// request pay for the largest body the buffer ever held, a 2 MiB clear for
-// each 1 KiB encrypt on a sidecar after a large load
+// putBuf wipes used — what a request's reads or an answer's encoding
+// wrote: plaintexts — and pools its array in buf unless it grew huge (a
+// large batch should not pin memory). Since a pooled array is all zeros,
+// wiping what was written is enough; wiping the whole capacity made every
+// small request pay for the largest body the array ever held, a 2 MiB
+// clear for each 1 KiB encrypt on a sidecar after a large load
 // (BenchmarkDecodeAfterLargeBody).
-func putBuf(b *bytes.Buffer) {
-	clear(b.Bytes())
-	b.Reset()
-	if b.Cap() <= 4<<20 {
-		bufs.Put(b)
+func putBuf(buf *[]byte, used []byte) {
+	clear(used)
+	if cap(used) <= 4<<20 {
+		*buf = used[:0]
+		bufs.Put(buf)
 	}
 }
 

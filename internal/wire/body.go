@@ -22,7 +22,11 @@ const minRead = 512
 func ReadBody(dst []byte, r io.Reader, size int64) ([]byte, error) {
 	dst = dst[:0]
 	if size > 0 && int64(cap(dst)) < size+1 {
-		dst = make([]byte, 0, size+1) // +1: room for the read that sees EOF
+		// minRead more than the body: room for the read that sees EOF,
+		// and for an answer a little longer than the request (an
+		// encrypt's), which the servers encode into the same pooled
+		// array afterwards.
+		dst = make([]byte, 0, size+minRead)
 	}
 	for {
 		if len(dst) == cap(dst) || (size <= 0 && cap(dst)-len(dst) < minRead) {
