@@ -228,8 +228,10 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 		return fmt.Errorf("client: %w", err)
 	}
 	if body != nil {
-		req.Body, req.ContentLength = body.reader(), int64(len(body.b))
-		req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+		if len(body.b) > 0 { // an empty body is NoBody, as NewRequest makes it (else net/http sends it chunked)
+			req.Body, req.ContentLength = body.reader(), int64(len(body.b))
+			req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+		}
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")

@@ -439,3 +439,18 @@ func TestRequestBodyWipedWhenClosed(t *testing.T) {
 		t.Fatalf("raw JSON passed to Do was changed: %s", raw)
 	}
 }
+
+// TestEmptyRawBodyNotChunked: an empty raw body goes as Content-Length 0,
+// as net/http's NewRequest sends it, not as a chunked body.
+func TestEmptyRawBodyNotChunked(t *testing.T) {
+	srv, _, caPEM := tlsServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 || len(r.TransferEncoding) != 0 {
+			t.Errorf("Content-Length %d, Transfer-Encoding %v; want 0 and none", r.ContentLength, r.TransferEncoding)
+		}
+		healthy(0, w, r)
+	})
+	c := newTestKMS(t, []string{srv.URL}, caPEM, WithRetry(1, 0, 0))
+	if err := c.Do(t.Context(), http.MethodPost, "/v1/other", json.RawMessage(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+}
