@@ -14,7 +14,11 @@ import (
 // body). An error answer is an *Error. GET requests are retried as reads;
 // every other method as a change of state (see KMS). WithApproval on ctx
 // sends an approval id. path must start with "/" (it is appended to the
-// base URL: anything else could name another host).
+// base URL: anything else could name another host). A pointer to one of
+// the api request types the typed methods send (*api.EncryptRequest,
+// *api.BatchRequest, *api.RewrapRequest, …) takes the SDK's hand-written
+// encoder, as those methods do; a struct value takes encoding/json, which
+// is slower for large batches.
 func (k *KMS) Do(ctx context.Context, method, path string, in, out any) error {
 	if err := checkPath(path); err != nil {
 		return err
