@@ -248,12 +248,11 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 		return err
 	}
 	defer resp.Body.Close()
-	buf, err := readBody(resp, maxResponse)
-	defer recycle(buf)
+	buf, data, err := readBody(resp, maxResponse)
+	defer recycle(buf, data)
 	if err != nil {
 		return fmt.Errorf("client: %s %s: reading the answer: %w", method, base+path, err)
 	}
-	data := buf.Bytes()
 	if resp.StatusCode != http.StatusOK {
 		return errorFromResponse(resp.StatusCode, data)
 	}
@@ -269,67 +268,61 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 	return nil
 }
 
-// readBody reads up to limit bytes of resp's body into one buffer sized
+// readBody reads up to limit bytes of resp's body into one array sized
 // by its Content-Length (io.ReadAll grows from 512 bytes, copying a large
-// batch's answer a dozen times) and taken from the pool. The caller hands
-// it back with recycle once what it decoded from it is copied out (the
+// batch's answer a dozen times) and taken from the pool: the pooled array
+// buf points at, or a larger one that replaces it (wire.ReadBody wipes
+// what it leaves behind, and all of it on an error). The caller hands it
+// back with recycle once what it decoded from it is copied out (the
 // decoders copy every string and byte field).
-func readBody(resp *http.Response, limit int64) (*bytes.Buffer, error) {
-	var dst []byte
-	if buf, _ := bodies.Get().(*bytes.Buffer); buf != nil {
-		dst = buf.AvailableBuffer()
-	}
+func readBody(resp *http.Response, limit int64) (buf *[]byte, data []byte, err error) {
+	buf = bodies.Get().(*[]byte)
 	size := resp.ContentLength
 	if size > limit {
 		size = 0 // not believed: read up to limit
 	}
-	// Into the pooled buffer's array, or a larger one that replaces it
-	// (wire.ReadBody wipes what it leaves behind, and all of it on an
-	// error).
-	data, err := wire.ReadBody(dst, io.LimitReader(resp.Body, limit), size)
-	return bytes.NewBuffer(data), err
+	data, err = wire.ReadBody(*buf, io.LimitReader(resp.Body, limit), size)
+	return buf, data, err
 }
 
-// bodies holds request and answer buffers between calls (a batch of 100
-// 1 KiB operations is about 140 KB each way, which the SDK allocated anew
-// for each call). A pooled buffer is all zeros: what a call wrote into it
-// is wiped before it goes back, since bodies carry plaintexts and keys.
-var bodies sync.Pool
+// bodies holds the arrays request and answer bodies are encoded and read
+// into, as *[]byte of length 0 (a batch of 100 1 KiB operations is about
+// 140 KB each way, which the SDK allocated anew for each call). A pooled
+// array is all zeros: what a call wrote into it is wiped before it goes
+// back, since bodies carry plaintexts and keys.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
 
-// recycle wipes buf's contents and pools it, unless a large body grew it
-// past 4 MiB.
-func recycle(buf *bytes.Buffer) {
-	clear(buf.Bytes())
-	buf.Reset()
-	if buf.Cap() <= 4<<20 {
+// recycle wipes used, what a call wrote, and pools its array in buf,
+// unless a large body grew it past 4 MiB.
+func recycle(buf *[]byte, used []byte) {
+	clear(used)
+	if cap(used) <= 4<<20 {
+		*buf = used[:0]
 		bodies.Put(buf)
 	}
 }
 
 // A requestBody is a request's bytes, given to net/http as readers that
-// count their Close. Bytes the SDK encoded sit in a pooled buffer, wiped
+// count their Close. Bytes the SDK encoded sit in a pooled array, wiped
 // and pooled again once the call has released them and net/http has
 // closed every reader it was given: a RoundTripper may close a body
 // after RoundTrip returns, and may ask for it again (GetBody) to resend
 // it on another connection.
 type requestBody struct {
 	b    []byte
-	buf  *bytes.Buffer // b's pooled buffer; nil for bytes the SDK does not own (Do's raw JSON)
-	refs atomic.Int32  // the call's reference and one per reader not closed
+	buf  *[]byte      // the pool's handle on b's array; nil for bytes the SDK does not own (Do's raw JSON)
+	refs atomic.Int32 // the call's reference and one per reader not closed
 }
 
 // encodeBody encodes in: raw JSON as it is (Do); the hot operations'
 // bodies with the hand-written codec of internal/wire (as the servers
-// do), into a pooled buffer; anything else with encoding/json.
+// do), into a pooled array; anything else with encoding/json.
 func encodeBody(in any) (*requestBody, error) {
 	if raw, ok := in.(json.RawMessage); ok {
 		return newRequestBody(raw, nil), nil
 	}
-	buf, _ := bodies.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
-	}
-	b, ok := wire.Append(buf.AvailableBuffer(), in)
+	buf := bodies.Get().(*[]byte)
+	b, ok := wire.Append(*buf, in)
 	if !ok {
 		bodies.Put(buf) // nothing was written to it
 		b, err := json.Marshal(in)
@@ -338,16 +331,15 @@ func encodeBody(in any) (*requestBody, error) {
 		}
 		return newRequestBody(b, nil), nil
 	}
-	if cap(b) != buf.Cap() {
-		// Append outgrew the pooled buffer: wipe what it may have
-		// written there before growing, and keep the larger one.
-		clear(buf.AvailableBuffer()[:buf.Cap()])
-		bodies.Put(buf)
+	if cap(b) != cap(*buf) {
+		// Append outgrew the pooled array, which may hold a prefix of
+		// the body: wipe all of it; the larger one is pooled.
+		clear((*buf)[:cap(*buf)])
 	}
-	return newRequestBody(b, bytes.NewBuffer(b)), nil
+	return newRequestBody(b, buf), nil
 }
 
-func newRequestBody(b []byte, buf *bytes.Buffer) *requestBody {
+func newRequestBody(b []byte, buf *[]byte) *requestBody {
 	r := &requestBody{b: b, buf: buf}
 	r.refs.Store(1)
 	return r
@@ -364,7 +356,7 @@ func (r *requestBody) release() { r.unref() }
 
 func (r *requestBody) unref() {
 	if r.refs.Add(-1) == 0 && r.buf != nil {
-		recycle(r.buf)
+		recycle(r.buf, r.b)
 	}
 }
 
