@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -249,7 +248,7 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 	}
 	defer resp.Body.Close()
 	buf, data, err := readBody(resp, maxResponse)
-	defer recycle(buf, data)
+	defer wire.PutBody(buf, data)
 	if err != nil {
 		return fmt.Errorf("client: %s %s: reading the answer: %w", method, base+path, err)
 	}
@@ -273,33 +272,16 @@ func (t *transport) once(ctx context.Context, class retryClass, method, base, pa
 // batch's answer a dozen times) and taken from the pool: the pooled array
 // buf points at, or a larger one that replaces it (wire.ReadBody wipes
 // what it leaves behind, and all of it on an error). The caller hands it
-// back with recycle once what it decoded from it is copied out (the
+// back with wire.PutBody once what it decoded from it is copied out (the
 // decoders copy every string and byte field).
 func readBody(resp *http.Response, limit int64) (buf *[]byte, data []byte, err error) {
-	buf = bodies.Get().(*[]byte)
+	buf = wire.GetBody()
 	size := resp.ContentLength
 	if size > limit {
 		size = 0 // not believed: read up to limit
 	}
 	data, err = wire.ReadBody(*buf, io.LimitReader(resp.Body, limit), size)
 	return buf, data, err
-}
-
-// bodies holds the arrays request and answer bodies are encoded and read
-// into, as *[]byte of length 0 (a batch of 100 1 KiB operations is about
-// 140 KB each way, which the SDK allocated anew for each call). A pooled
-// array is all zeros: what a call wrote into it is wiped before it goes
-// back, since bodies carry plaintexts and keys.
-var bodies = sync.Pool{New: func() any { return new([]byte) }}
-
-// recycle wipes used, what a call wrote, and pools its array in buf,
-// unless a large body grew it past 4 MiB.
-func recycle(buf *[]byte, used []byte) {
-	clear(used)
-	if cap(used) <= 4<<20 {
-		*buf = used[:0]
-		bodies.Put(buf)
-	}
 }
 
 // A requestBody is a request's bytes, given to net/http as readers that
@@ -321,20 +303,15 @@ func encodeBody(in any) (*requestBody, error) {
 	if raw, ok := in.(json.RawMessage); ok {
 		return newRequestBody(raw, nil), nil
 	}
-	buf := bodies.Get().(*[]byte)
-	b, ok := wire.Append(*buf, in)
+	buf := wire.GetBody()
+	b, ok := wire.AppendPooled(buf, in, "")
 	if !ok {
-		bodies.Put(buf) // nothing was written to it
+		wire.PutBody(buf, *buf) // nothing was written to it
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("client: encoding the request: %w", err)
 		}
 		return newRequestBody(b, nil), nil
-	}
-	if cap(b) != cap(*buf) {
-		// Append outgrew the pooled array, which may hold a prefix of
-		// the body: wipe all of it; the larger one is pooled.
-		clear((*buf)[:cap(*buf)])
 	}
 	return newRequestBody(b, buf), nil
 }
@@ -356,7 +333,7 @@ func (r *requestBody) release() { r.unref() }
 
 func (r *requestBody) unref() {
 	if r.refs.Add(-1) == 0 && r.buf != nil {
-		recycle(r.buf, r.b)
+		wire.PutBody(r.buf, r.b)
 	}
 }
 

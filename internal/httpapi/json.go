@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/wire"
@@ -34,11 +33,11 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	if r.ContentLength > limit {
 		return api.Errorf(api.CodeTooLarge, "The request body is larger than the %d-byte limit.", limit)
 	}
-	buf := getBuf()
+	buf := wire.GetBody()
 	// The body goes into the pooled array, or a larger one that replaces
 	// it (wire.ReadBody wipes what it leaves behind).
 	data, err := wire.ReadBody(*buf, http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
-	defer putBuf(buf, data)
+	defer wire.PutBody(buf, data)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -191,45 +190,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	buf := getBuf()
-	if b, ok := wire.Append(*buf, v); ok {
-		b = append(b, '\n')
-		if cap(b) != cap(*buf) {
-			// Append outgrew the pooled array, which may hold a prefix of
-			// this answer: wipe all of it; the larger one is pooled.
-			clear((*buf)[:cap(*buf)])
-		}
-		defer putBuf(buf, b)
+	buf := wire.GetBody()
+	if b, ok := wire.AppendPooled(buf, v, "\n"); ok {
+		defer wire.PutBody(buf, b)
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(status)
 		_, _ = w.Write(b)
 		return
 	}
-	bufs.Put(buf) // declined: nothing was written to it, it is still all zeros
+	wire.PutBody(buf, *buf) // declined: nothing was written to it
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(v)
-}
-
-// bufs holds the arrays request and response bodies are read and encoded
-// into, as *[]byte of length 0. A pooled array is all zeros.
-var bufs = sync.Pool{New: func() any { return new([]byte) }}
-
-func getBuf() *[]byte { return bufs.Get().(*[]byte) }
-
-// putBuf wipes used — what a request's reads or an answer's encoding
-// wrote: plaintexts — and pools its array in buf unless it grew huge (a
-// large batch should not pin memory). Since a pooled array is all zeros,
-// wiping what was written is enough; wiping the whole capacity made every
-// small request pay for the largest body the array ever held, a 2 MiB
-// clear for each 1 KiB encrypt on a sidecar after a large load
-// (BenchmarkDecodeAfterLargeBody).
-func putBuf(buf *[]byte, used []byte) {
-	clear(used)
-	if cap(used) <= 4<<20 {
-		*buf = used[:0]
-		bufs.Put(buf)
-	}
 }
 
 // WriteError writes err as an docs/api.md error body. An *api.Error keeps its

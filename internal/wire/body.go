@@ -3,7 +3,59 @@ package wire
 import (
 	"errors"
 	"io"
+	"sync"
 )
+
+// bodies holds the arrays request and answer bodies are read and encoded
+// into, on the servers (internal/httpapi) and in the SDK, as *[]byte of
+// length 0. A pooled array is all zeros: what was written into it is
+// wiped before it goes back (PutBody), since bodies carry plaintexts and
+// keys.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+// GetBody returns a pooled array for a body: length 0, all zeros.
+func GetBody() *[]byte { return bodies.Get().(*[]byte) }
+
+// PutBody wipes used — what was written into buf's array, or into the
+// larger one that replaced it (ReadBody, AppendPooled) — and pools its
+// array in buf, unless a large body grew it past 4 MiB (a large batch
+// should not pin memory). Since a pooled array is all zeros, wiping what
+// was written is enough; wiping the whole capacity made every small
+// request pay for the largest body the array ever held, a 2 MiB clear for
+// each 1 KiB encrypt on a sidecar after a large load
+// (internal/httpapi's BenchmarkDecodeAfterLargeBody).
+func PutBody(buf *[]byte, used []byte) {
+	clear(used)
+	if cap(used) <= 4<<20 {
+		*buf = used[:0]
+		bodies.Put(buf)
+	}
+}
+
+// AppendPooled is Append into buf's pooled array, followed by end (the
+// servers end an answer with a newline). An array the JSON outgrows,
+// which may hold a prefix of it, is wiped whole; the array returned is
+// the caller's to give back with PutBody(buf, b). When Append declines v,
+// nothing was written.
+func AppendPooled(buf *[]byte, v any, end string) ([]byte, bool) {
+	b, ok := Append(*buf, v)
+	if !ok {
+		return b, false
+	}
+	wipeIfMoved(*buf, b)
+	e := append(b, end...)
+	wipeIfMoved(b, e)
+	return e, true
+}
+
+// wipeIfMoved wipes all of from's array when an append moved its bytes to
+// another array, to (an append either stays in place, keeping the
+// capacity, or copies into a larger one).
+func wipeIfMoved(from, to []byte) {
+	if cap(to) != cap(from) {
+		clear(from[:cap(from)])
+	}
+}
 
 // minRead is the least room ReadBody offers a Read.
 const minRead = 512

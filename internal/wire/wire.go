@@ -35,8 +35,10 @@
 //     *api.WrappedKeys (rewrap, load and derive answers).
 //     An application gets the same client the benchmark reports on.
 //
-// Both sides read bodies with ReadBody, which leaves no copy of a body
-// (plaintexts, keys) in an array it grows out of or after a failed read.
+// Both sides read and encode bodies in pooled arrays (GetBody, ReadBody,
+// AppendPooled, PutBody), which leave no copy of a body (plaintexts,
+// keys) in an array they grow out of, after a failed read, or once the
+// body is given back.
 //
 // Only pointers to those types are handled; anything else (another type,
 // a struct value) reports false and takes encoding/json.
