@@ -338,13 +338,14 @@ func TestRevocationSticks(t *testing.T) {
 		return &w
 	}
 
-	// revokeEvicted deletes dk at the KMS and waits until the sidecar has
-	// evicted it: encrypting with it answers revoked.
-	revokeEvicted := func(t *testing.T, dk api.DataKey) {
+	// revokeRefused deletes dk at the KMS and waits until the sidecar
+	// refuses ref (dk by id, or a sealed blob of it): encrypting with ref
+	// answers revoked.
+	revokeRefused := func(t *testing.T, dk api.DataKey, ref api.KeyRef) {
 		t.Helper()
 		f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+dk.KeyID, nil, nil)
-		eventually(t, "evicted", func() error {
-			_, err := encrypt(a.call(t), api.KeyRef{KeyID: dk.KeyID}, []byte("x"), nil)
+		eventually(t, "revoked", func() error {
+			_, err := encrypt(a.call(t), ref, []byte("x"), nil)
 			if api.CodeOf(err) != api.CodeRevoked {
 				return fmt.Errorf("encrypt = %v, want revoked", err)
 			}
@@ -356,7 +357,7 @@ func TestRevocationSticks(t *testing.T) {
 		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 		saved := rewrap(dk)
 		a.must(t, "POST", "/v1/keys/import", saved, nil)
-		revokeEvicted(t, dk)
+		revokeRefused(t, dk, api.KeyRef{KeyID: dk.KeyID})
 		kmstest.WantError(t, a.try(t, "POST", "/v1/keys/import", saved, nil), 403, api.CodeRevoked)
 		// A fresh rewrap made before the disable, from another answer,
 		// fares no better.
@@ -369,7 +370,7 @@ func TestRevocationSticks(t *testing.T) {
 	t.Run("managing an evicted revoked key", func(t *testing.T) {
 		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
 		a.must(t, "POST", "/v1/keys/import", rewrap(dk), nil)
-		revokeEvicted(t, dk)
+		revokeRefused(t, dk, api.KeyRef{KeyID: dk.KeyID})
 		kmstest.WantError(t, a.try(t, "DELETE", "/v1/keys/"+dk.KeyID, nil, nil), 403, api.CodeRevoked)
 		kmstest.WantError(t, a.try(t, "POST", "/v1/keys/seal", api.SealRequest{KeyIDs: []string{dk.KeyID}}, nil), 403, api.CodeRevoked)
 		// A key that was never here is still 404.
@@ -380,14 +381,7 @@ func TestRevocationSticks(t *testing.T) {
 		a.must(t, "POST", "/v1/keys/import", rewrap(dk), nil)
 		var sealed api.SealResponse
 		a.must(t, "POST", "/v1/keys/seal", api.SealRequest{KeyIDs: []string{dk.KeyID}}, &sealed)
-		f.cust.MustDo(t, "DELETE", "/v1/datakeys/"+dk.KeyID, nil, nil)
-		eventually(t, "the sealed blob refused", func() error {
-			_, err := encrypt(a.call(t), api.KeyRef{SealedKey: sealed.Sealed[0].SealedKey}, []byte("x"), nil)
-			if api.CodeOf(err) != api.CodeRevoked {
-				return fmt.Errorf("encrypt with the sealed blob = %v, want revoked", err)
-			}
-			return nil
-		})
+		revokeRefused(t, dk, api.KeyRef{SealedKey: sealed.Sealed[0].SealedKey})
 	})
 	t.Run("expired answer", func(t *testing.T) {
 		dk := dataKey(t, f.cust, api.CreateDataKeyRequest{Type: api.KeyAES256GCM})
