@@ -136,6 +136,23 @@ func (c *cliConn) print(cmd *cobra.Command, v any, human func(w io.Writer)) erro
 	return nil
 }
 
+// kmsCall is the body of a tool that makes its KMS call and prints the
+// answer: it connects with c's identity, calls do and prints what do
+// returns, as JSON with --json, else with human. A tool checks its flags
+// before; what do does runs after the connection is made.
+func kmsCall[T any](cmd *cobra.Command, c *cliConn, do func(k *client.KMS) (T, error), human func(w io.Writer, v T)) error {
+	k, err := c.kmsClient()
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	v, err := do(k)
+	if err != nil {
+		return err
+	}
+	return c.print(cmd, v, func(w io.Writer) { human(w, v) })
+}
+
 // ekbStoreFlag registers --store, the EKB store directory.
 func ekbStoreFlag(cmd *cobra.Command, dir *string) {
 	cmd.Flags().StringVar(dir, "store", envOr("DCAAS_EKB_STORE", "dcaas-ekbs"), "EKB store directory (env DCAAS_EKB_STORE)")
