@@ -372,8 +372,8 @@ func printKeyFile(w io.Writer, path string) {
 // (unless force) and creates their directory.
 func (o *appOutput) prepare(force bool) error {
 	for _, p := range []string{o.CertFile, o.KeyFile} {
-		if _, err := os.Lstat(p); p != "" && err == nil && !force {
-			return fmt.Errorf("%s exists (use --force to replace it)", p)
+		if err := refuseExisting(p, force); err != nil {
+			return err
 		}
 	}
 	return os.MkdirAll(filepath.Dir(o.CertFile), 0o700)

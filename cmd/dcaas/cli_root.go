@@ -195,13 +195,23 @@ func progress(cmd *cobra.Command, what string, total int) (client.FlowOption, fu
 	return client.WithProgress(func(done, _ int) { _ = bar.Set(done) }), func() { _ = bar.Finish() }
 }
 
-// writeNew writes data to path atomically with mode; an existing file is
-// replaced only with force.
-func writeNew(path string, data []byte, mode os.FileMode, force bool) error {
+// refuseExisting fails if path exists, unless force: the check before a
+// tool writes path, made before anything is asked of the KMS where the
+// answer could then not be written.
+func refuseExisting(path string, force bool) error {
 	if !force {
 		if _, err := os.Lstat(path); err == nil {
 			return fmt.Errorf("%s exists (use --force to replace it)", path)
 		}
+	}
+	return nil
+}
+
+// writeNew writes data to path atomically with mode; an existing file is
+// replaced only with force.
+func writeNew(path string, data []byte, mode os.FileMode, force bool) error {
+	if err := refuseExisting(path, force); err != nil {
+		return err
 	}
 	if err := atomicfile.Write(path, data, mode); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
