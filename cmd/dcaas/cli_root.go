@@ -79,25 +79,37 @@ func envOr(name, def string) string {
 	return def
 }
 
-// kmsClient connects to the KMS with the certificate of --cert/--key.
-func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
+// kmsCA checks that a KMS is named (--kms) and reads the CA to trust it
+// with (--ca; nil without it), for either kind of KMS client.
+func (c *cliConn) kmsCA() ([]byte, error) {
 	if len(c.kms) == 0 {
 		return nil, errors.New("no KMS: give --kms URL or set DCAAS_KMS")
 	}
-	var caPEM, certPEM, keyPEM []byte
-	var err error
-	if c.ca != "" {
-		if caPEM, err = os.ReadFile(c.ca); err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
+	if c.ca == "" {
+		return nil, nil
+	}
+	caPEM, err := os.ReadFile(c.ca)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	return caPEM, nil
+}
+
+// kmsClient connects to the KMS with the certificate of --cert/--key.
+func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
+	caPEM, err := c.kmsCA()
+	if err != nil {
+		return nil, err
 	}
 	if c.cert == "" || c.key == "" {
 		return nil, errors.New("no client identity: give --cert and --key (or set DCAAS_CERT and DCAAS_KEY)")
 	}
-	if certPEM, err = os.ReadFile(c.cert); err != nil {
+	certPEM, err := os.ReadFile(c.cert)
+	if err != nil {
 		return nil, fmt.Errorf("--cert: %w", err)
 	}
-	if keyPEM, err = os.ReadFile(c.key); err != nil {
+	keyPEM, err := os.ReadFile(c.key)
+	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
 	return client.NewKMS(c.kms, caPEM, certPEM, keyPEM, opts...)
@@ -106,15 +118,9 @@ func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
 // anonymousKMSClient connects to the KMS without a client certificate,
 // for what anyone may call (the trust bundle).
 func (c *cliConn) anonymousKMSClient() (*client.KMS, error) {
-	if len(c.kms) == 0 {
-		return nil, errors.New("no KMS: give --kms URL or set DCAAS_KMS")
-	}
-	var caPEM []byte
-	if c.ca != "" {
-		var err error
-		if caPEM, err = os.ReadFile(c.ca); err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
+	caPEM, err := c.kmsCA()
+	if err != nil {
+		return nil, err
 	}
 	return client.NewKMS(c.kms, caPEM, nil, nil)
 }
