@@ -537,15 +537,9 @@ func newAuditKeyChangeCmd(use, short, long string, do func(k *client.KMS, cmd *c
 	cmd := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.NoArgs}
 	c := connFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		k, err := c.kmsClient()
-		if err != nil {
-			return err
-		}
-		ak, err := do(k, cmd)
-		if err != nil {
-			return err
-		}
-		return c.print(cmd, ak, func(w io.Writer) {
+		return kmsCall(cmd, c, func(k *client.KMS) (*api.AuditKey, error) {
+			return do(k, cmd)
+		}, func(w io.Writer, ak *api.AuditKey) {
 			fmt.Fprintf(w, "audit log signed with key %s; verifiers keep the first key, %s (the log records the keys it was rotated to)\n", ak.CurrentKeyID, ak.KeyID)
 		})
 	}

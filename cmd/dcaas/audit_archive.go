@@ -164,10 +164,8 @@ Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
 				return fmt.Errorf("--before %q: want an RFC 3339 time such as 2026-09-01T00:00:00Z", beforeFlag)
 			}
 		}
-		if !force {
-			if _, err := os.Lstat(out); err == nil {
-				return fmt.Errorf("%s exists (use --force to replace it)", out)
-			}
+		if err := refuseExisting(out, force); err != nil {
+			return err
 		}
 		k, err := c.kmsClient()
 		if err != nil {

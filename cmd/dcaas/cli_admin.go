@@ -22,15 +22,9 @@ func newTenantCmd() *cobra.Command {
 		Short: "Register a tenant with its first master key and HMAC key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			t, err := k.CreateTenant(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, t, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.Tenant, error) {
+				return k.CreateTenant(cmd.Context(), args[0])
+			}, func(w io.Writer, t *api.Tenant) {
 				fmt.Fprintf(w, "tenant %s created (master key version %d)\n", t.Name, t.MasterKeyVersion)
 			})
 		},
@@ -39,16 +33,11 @@ func newTenantCmd() *cobra.Command {
 		Short: "Make a new master key version current; existing EKBs still open",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			v, err := k.RotateMasterKey(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, api.Tenant{Name: args[0], MasterKeyVersion: v}, func(w io.Writer) {
-				fmt.Fprintf(w, "tenant %s: master key version %d is current\n", args[0], v)
+			return kmsCall(cmd, c, func(k *client.KMS) (api.Tenant, error) {
+				v, err := k.RotateMasterKey(cmd.Context(), args[0])
+				return api.Tenant{Name: args[0], MasterKeyVersion: v}, err
+			}, func(w io.Writer, t api.Tenant) {
+				fmt.Fprintf(w, "tenant %s: master key version %d is current\n", t.Name, t.MasterKeyVersion)
 			})
 		},
 	})
@@ -161,29 +150,24 @@ The token is a secret. With --out it is written to that file (mode 0600) and
 not printed; hand the file to the sidecar as --enroll-token-file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			tok, err := k.CreateEnrollmentToken(cmd.Context(), api.CreateTokenRequest{CustodianDN: dn, TTLSeconds: int(ttl / time.Second)})
-			if err != nil {
-				return err
-			}
-			out := tokenOutput{ExpiresAt: tok.ExpiresAt, CustodianDN: tok.CustodianDN}
-			if outFile != "" {
-				if err := writeNew(outFile, []byte(tok.Token+"\n"), 0o600, force); err != nil {
-					return err
+			return kmsCall(cmd, c, func(k *client.KMS) (tokenOutput, error) {
+				tok, err := k.CreateEnrollmentToken(cmd.Context(), api.CreateTokenRequest{CustodianDN: dn, TTLSeconds: int(ttl / time.Second)})
+				if err != nil {
+					return tokenOutput{}, err
+				}
+				out := tokenOutput{ExpiresAt: tok.ExpiresAt, CustodianDN: tok.CustodianDN}
+				if outFile == "" {
+					out.Token = tok.Token
+					return out, nil
 				}
 				out.TokenFile = outFile
-			} else {
-				out.Token = tok.Token
-			}
-			return c.print(cmd, out, func(w io.Writer) {
-				if outFile != "" {
-					fmt.Fprintf(w, "token for %s written to %s (expires %s)\n", tok.CustodianDN, outFile, tok.ExpiresAt.Format(time.RFC3339))
+				return out, writeNew(outFile, []byte(tok.Token+"\n"), 0o600, force)
+			}, func(w io.Writer, out tokenOutput) {
+				if out.TokenFile != "" {
+					fmt.Fprintf(w, "token for %s written to %s (expires %s)\n", out.CustodianDN, out.TokenFile, out.ExpiresAt.Format(time.RFC3339))
 					return
 				}
-				fmt.Fprintln(w, tok.Token)
+				fmt.Fprintln(w, out.Token)
 			})
 		},
 	}
@@ -203,18 +187,13 @@ func newInstancesCmd() *cobra.Command {
 		Short: "List sidecar instances (all for an admin, its own for a custodian)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			list, err := k.ListInstances(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, api.Instances{Instances: list}, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (api.Instances, error) {
+				list, err := k.ListInstances(cmd.Context())
+				return api.Instances{Instances: list}, err
+			}, func(w io.Writer, l api.Instances) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "INSTANCE\tCUSTODIAN\tENCLAVE\tENROLLED\tREVOKED")
-				for _, in := range list {
+				for _, in := range l.Instances {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", in.InstanceID, in.CustodianDN, in.Enclave, in.EnrolledAt.Format(time.RFC3339), in.Revoked)
 				}
 				tw.Flush()
@@ -239,28 +218,22 @@ new enrollments only; what its sidecars hold stays until revoked.`,
 			if (len(args) == 1) == (ak != "") {
 				return errors.New("give an INSTANCE_ID or --ak, not both")
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
 			if ak != "" {
-				revoked, err := k.RevokePlatform(cmd.Context(), ak)
-				if err != nil {
-					return err
-				}
-				return c.print(cmd, api.RevokedInstances{Revoked: revoked}, func(w io.Writer) {
-					if len(revoked) == 0 {
+				return kmsCall(cmd, c, func(k *client.KMS) (api.RevokedInstances, error) {
+					revoked, err := k.RevokePlatform(cmd.Context(), ak)
+					return api.RevokedInstances{Revoked: revoked}, err
+				}, func(w io.Writer, r api.RevokedInstances) {
+					if len(r.Revoked) == 0 {
 						fmt.Fprintln(w, "no live instance of that attestation key")
 					}
-					for _, id := range revoked {
+					for _, id := range r.Revoked {
 						fmt.Fprintf(w, "instance %s revoked\n", id)
 					}
 				})
 			}
-			if err := k.RevokeInstance(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			return c.print(cmd, map[string]any{"instance_id": args[0], "revoked": true}, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (map[string]any, error) {
+				return map[string]any{"instance_id": args[0], "revoked": true}, k.RevokeInstance(cmd.Context(), args[0])
+			}, func(w io.Writer, _ map[string]any) {
 				fmt.Fprintf(w, "instance %s revoked\n", args[0])
 			})
 		},
@@ -281,35 +254,33 @@ func newAuditListCmd() *cobra.Command {
 	cmd.Flags().Int64Var(&after, "after", 0, "start after this record number")
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many records (0: all)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		k, err := c.kmsClient()
-		if err != nil {
-			return err
-		}
-		var recs []api.AuditRecord
-		next := after
-		for limit == 0 || len(recs) < limit {
-			page, err := k.Audit(cmd.Context(), next)
-			if err != nil {
-				return err
+		return kmsCall(cmd, c, func(k *client.KMS) (api.AuditPage, error) {
+			var recs []api.AuditRecord
+			next := after
+			for limit == 0 || len(recs) < limit {
+				page, err := k.Audit(cmd.Context(), next)
+				if err != nil {
+					return api.AuditPage{}, err
+				}
+				// Reads are audited too: a page of nothing but reads is the end.
+				if !slices.ContainsFunc(page.Records, func(r api.AuditRecord) bool { return r.Action != "audit.read" }) {
+					break
+				}
+				recs = append(recs, page.Records...)
+				next = page.Next
 			}
-			// Reads are audited too: a page of nothing but reads is the end.
-			if !slices.ContainsFunc(page.Records, func(r api.AuditRecord) bool { return r.Action != "audit.read" }) {
-				break
+			if limit > 0 && len(recs) > limit {
+				recs = recs[:limit]
+				next = recs[len(recs)-1].Seq
 			}
-			recs = append(recs, page.Records...)
-			next = page.Next
-		}
-		if limit > 0 && len(recs) > limit {
-			recs = recs[:limit]
-			next = recs[len(recs)-1].Seq
-		}
-		if recs == nil {
-			recs = []api.AuditRecord{}
-		}
-		return c.print(cmd, api.AuditPage{Records: recs, Next: next}, func(w io.Writer) {
+			if recs == nil {
+				recs = []api.AuditRecord{}
+			}
+			return api.AuditPage{Records: recs, Next: next}, nil
+		}, func(w io.Writer, p api.AuditPage) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tTIME\tCALLER\tACTION\tKEY\tOUTCOME\tCODE")
-			for _, r := range recs {
+			for _, r := range p.Records {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Format(time.RFC3339), r.Caller, r.Action, r.KeyID, r.Outcome, r.Code)
 			}
 			tw.Flush()

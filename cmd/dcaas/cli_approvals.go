@@ -75,15 +75,9 @@ route's {tenant}), --key-id (its {key_id}) and the route's JSON body
 			if len(req.Request) > 0 && !json.Valid(req.Request) {
 				return errors.New("the body is not valid JSON")
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			a, err := k.RequestApproval(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, a, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.Approval, error) {
+				return k.RequestApproval(cmd.Context(), req)
+			}, func(w io.Writer, a *api.Approval) {
 				fmt.Fprintf(w, "approval %s requested: %s, %d of %d approvals, expires %s\n", a.ID, a.Action, len(a.Approvals), a.Quorum, a.ExpiresAt.Format(time.RFC3339))
 			})
 		},
@@ -100,15 +94,9 @@ route's {tenant}), --key-id (its {key_id}) and the route's JSON body
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				k, err := c.kmsClient()
-				if err != nil {
-					return err
-				}
-				a, err := do(k, cmd, args[0])
-				if err != nil {
-					return err
-				}
-				return c.print(cmd, a, func(w io.Writer) { printApproval(w, a) })
+				return kmsCall(cmd, c, func(k *client.KMS) (*api.Approval, error) {
+					return do(k, cmd, args[0])
+				}, printApproval)
 			},
 		}
 	}
@@ -175,18 +163,13 @@ a new admin's private key).`,
 		Short: "List requests, newest first (an admin's of every tenant, a custodian's own)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			as, err := k.Approvals(cmd.Context(), listTenant, limit)
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, api.ApprovalList{Approvals: as}, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (api.ApprovalList, error) {
+				as, err := k.Approvals(cmd.Context(), listTenant, limit)
+				return api.ApprovalList{Approvals: as}, err
+			}, func(w io.Writer, l api.ApprovalList) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tACTION\tTENANT\tKEY\tREQUESTER\tSTATE\tAPPROVALS\tEXPIRES")
-				for _, a := range as {
+				for _, a := range l.Approvals {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", a.ID, a.Action, a.Tenant, a.KeyID, a.Requester, a.State, len(a.Approvals), a.Quorum, a.ExpiresAt.Format(time.RFC3339))
 				}
 				tw.Flush()
@@ -207,15 +190,9 @@ func newApprovalPolicyCmd(c *cliConn) *cobra.Command {
 		Short: "Print a tenant's quorum and approvers",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			p, err := k.ApprovalPolicy(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, p, func(w io.Writer) { printApprovalPolicy(w, args[0], p) })
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.ApprovalPolicy, error) {
+				return k.ApprovalPolicy(cmd.Context(), args[0])
+			}, func(w io.Writer, p *api.ApprovalPolicy) { printApprovalPolicy(w, args[0], p) })
 		},
 	}
 	var quorum int
@@ -232,19 +209,13 @@ tenant has a quorum, a change needs its approval: request one
 pass its id with --approval, or use dcaas approval run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			if approval != "" {
 				ctx = client.WithApproval(ctx, approval)
 			}
-			p, err := k.SetApprovalPolicy(ctx, args[0], quorum, approvers)
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, p, func(w io.Writer) { printApprovalPolicy(w, args[0], p) })
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.ApprovalPolicy, error) {
+				return k.SetApprovalPolicy(ctx, args[0], quorum, approvers)
+			}, func(w io.Writer, p *api.ApprovalPolicy) { printApprovalPolicy(w, args[0], p) })
 		},
 	}
 	set.Flags().IntVar(&quorum, "quorum", 0, "approvals needed (0: none)")

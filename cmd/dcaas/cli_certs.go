@@ -184,22 +184,16 @@ func newAppCertListCmd(c *cliConn) *cobra.Command {
 		Short: "List an application's client certificates (default: the caller's own)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			defer k.Close()
-			list, err := k.Certificates(cmd.Context(), tenant, app)
-			if err != nil {
-				return err
-			}
-			if list == nil {
-				list = []api.AppCertificate{}
-			}
-			return c.print(cmd, api.AppCertificates{Certificates: list}, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (api.AppCertificates, error) {
+				list, err := k.Certificates(cmd.Context(), tenant, app)
+				if list == nil {
+					list = []api.AppCertificate{}
+				}
+				return api.AppCertificates{Certificates: list}, err
+			}, func(w io.Writer, l api.AppCertificates) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SERIAL\tNOT AFTER\tREVOKED")
-				for _, cert := range list {
+				for _, cert := range l.Certificates {
 					revoked := "-"
 					if cert.RevokedAt != nil {
 						revoked = cert.RevokedAt.Format(time.RFC3339)
@@ -230,23 +224,17 @@ caller. The KMS refuses a revoked certificate from its next request on.
 			if (serial == "") == !all {
 				return errors.New("give exactly one of --serial and --all")
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			defer k.Close()
-			revoked, err := k.RevokeCertificates(cmd.Context(), tenant, app, api.RevokeCertificatesRequest{Serial: serial, All: all})
-			if err != nil {
-				return err
-			}
-			if revoked == nil {
-				revoked = []string{}
-			}
-			return c.print(cmd, api.RevokedCertificates{Revoked: revoked}, func(w io.Writer) {
-				if len(revoked) == 0 {
+			return kmsCall(cmd, c, func(k *client.KMS) (api.RevokedCertificates, error) {
+				revoked, err := k.RevokeCertificates(cmd.Context(), tenant, app, api.RevokeCertificatesRequest{Serial: serial, All: all})
+				if revoked == nil {
+					revoked = []string{}
+				}
+				return api.RevokedCertificates{Revoked: revoked}, err
+			}, func(w io.Writer, r api.RevokedCertificates) {
+				if len(r.Revoked) == 0 {
 					fmt.Fprintln(w, "no certificate left to revoke")
 				}
-				for _, s := range revoked {
+				for _, s := range r.Revoked {
 					fmt.Fprintf(w, "certificate %s revoked\n", s)
 				}
 			})
@@ -384,8 +372,8 @@ func printKeyFile(w io.Writer, path string) {
 // (unless force) and creates their directory.
 func (o *appOutput) prepare(force bool) error {
 	for _, p := range []string{o.CertFile, o.KeyFile} {
-		if _, err := os.Lstat(p); p != "" && err == nil && !force {
-			return fmt.Errorf("%s exists (use --force to replace it)", p)
+		if err := refuseExisting(p, force); err != nil {
+			return err
 		}
 	}
 	return os.MkdirAll(filepath.Dir(o.CertFile), 0o700)

@@ -35,15 +35,9 @@ func newComponentsCmd(c *cliConn) *cobra.Command {
 			if err := params.apply(&req.CreateDataKeyRequest); err != nil {
 				return err
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			cr, err := k.StartComponents(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, cr, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.ComponentCeremony, error) {
+				return k.StartComponents(cmd.Context(), req)
+			}, func(w io.Writer, cr *api.ComponentCeremony) {
 				fmt.Fprintf(w, "ceremony %s: %d components of a %s key for %s in tenant %s, until %s\n",
 					cr.ID, cr.Components, cr.Type, cr.Owner, cr.Tenant, cr.ExpiresAt.Format(time.RFC3339))
 				fmt.Fprintf(w, "each admin now runs: dcaas key components add %s --kcv KCV [--component-file FILE]\n", cr.ID)
@@ -77,15 +71,9 @@ value, which the KMS checks before it accepts the component.`,
 				return err
 			}
 			defer clear(comp)
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			cr, err := k.AddComponent(cmd.Context(), args[0], comp, kcv)
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, cr, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.ComponentCeremony, error) {
+				return k.AddComponent(cmd.Context(), args[0], comp, kcv)
+			}, func(w io.Writer, cr *api.ComponentCeremony) {
 				n := len(cr.Entered)
 				if cr.State == api.CeremonyComplete {
 					fmt.Fprintf(w, "component %d of %d accepted: key %s made, KCV %s; its owner runs: dcaas key components status %s\n",
@@ -105,23 +93,19 @@ value, which the KMS checks before it accepts the component.`,
 		Short: "Show who entered which component; the owner of a finished key stores its EKB",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			cr, err := k.Components(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
 			var stored *keyOutput
-			if cr.DataKey != nil {
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.ComponentCeremony, error) {
+				cr, err := k.Components(cmd.Context(), args[0])
+				if err != nil || cr.DataKey == nil {
+					return cr, err
+				}
 				out, err := storeKey(client.EKBStore{Dir: store}, cr.DataKey)
 				if err != nil {
-					return fmt.Errorf("key %s is made but its EKB could not be stored: %w", cr.DataKey.KeyID, err)
+					return nil, fmt.Errorf("key %s is made but its EKB could not be stored: %w", cr.DataKey.KeyID, err)
 				}
 				stored = &out
-			}
-			return c.print(cmd, cr, func(w io.Writer) {
+				return cr, nil
+			}, func(w io.Writer, cr *api.ComponentCeremony) {
 				fmt.Fprintf(w, "ceremony %s (%s): %d of %d components of a %s key for %s, until %s\n",
 					cr.ID, cr.State, len(cr.Entered), cr.Components, cr.Type, cr.Owner, cr.ExpiresAt.Format(time.RFC3339))
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -60,19 +60,17 @@ func newKeyCmd() *cobra.Command {
 			if err := params.apply(&req); err != nil {
 				return err
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			dk, err := k.CreateDataKey(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			out, err := storeKey(client.EKBStore{Dir: store}, dk)
-			if err != nil {
-				return fmt.Errorf("key %s was created but its EKB could not be stored: %w", dk.KeyID, err)
-			}
-			return c.print(cmd, out, func(w io.Writer) { printKey(w, out) })
+			return kmsCall(cmd, c, func(k *client.KMS) (keyOutput, error) {
+				dk, err := k.CreateDataKey(cmd.Context(), req)
+				if err != nil {
+					return keyOutput{}, err
+				}
+				out, err := storeKey(client.EKBStore{Dir: store}, dk)
+				if err != nil {
+					return out, fmt.Errorf("key %s was created but its EKB could not be stored: %w", dk.KeyID, err)
+				}
+				return out, nil
+			}, printKey)
 		},
 	}
 	fl := create.Flags()
@@ -91,19 +89,17 @@ func newKeyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			dk, err := k.NewKeyVersion(cmd.Context(), args[0], ekb)
-			if err != nil {
-				return err
-			}
-			out, err := storeKey(st, dk)
-			if err != nil {
-				return fmt.Errorf("version %d of %s was created but its EKB could not be stored: %w", dk.Version, dk.KeyID, err)
-			}
-			return c.print(cmd, out, func(w io.Writer) { printKey(w, out) })
+			return kmsCall(cmd, c, func(k *client.KMS) (keyOutput, error) {
+				dk, err := k.NewKeyVersion(cmd.Context(), args[0], ekb)
+				if err != nil {
+					return keyOutput{}, err
+				}
+				out, err := storeKey(st, dk)
+				if err != nil {
+					return out, fmt.Errorf("version %d of %s was created but its EKB could not be stored: %w", dk.Version, dk.KeyID, err)
+				}
+				return out, nil
+			}, printKey)
 		},
 	}
 	ekbStoreFlag(version, &vstore)
@@ -113,14 +109,9 @@ func newKeyCmd() *cobra.Command {
 		Short: "Disable a key everywhere: the KMS releases it no more and sidecars evict it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			if err := k.DisableKey(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			return c.print(cmd, map[string]any{"key_id": args[0], "disabled": true}, func(w io.Writer) {
+			return kmsCall(cmd, c, func(k *client.KMS) (map[string]any, error) {
+				return map[string]any{"key_id": args[0], "disabled": true}, k.DisableKey(cmd.Context(), args[0])
+			}, func(w io.Writer, _ map[string]any) {
 				fmt.Fprintf(w, "key %s disabled\n", args[0])
 			})
 		},
@@ -310,15 +301,9 @@ seeds' mint and use grants in one step.`,
 					req.Seeds = append(req.Seeds, s.Seed)
 				}
 			}
-			k, err := c.kmsClient()
-			if err != nil {
-				return err
-			}
-			g, err := k.CreateGrant(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return c.print(cmd, g, func(w io.Writer) { fmt.Fprintln(w, g.Grant) })
+			return kmsCall(cmd, c, func(k *client.KMS) (*api.Grant, error) {
+				return k.CreateGrant(cmd.Context(), req)
+			}, func(w io.Writer, g *api.Grant) { fmt.Fprintln(w, g.Grant) })
 		},
 	}
 	src.flags(create)

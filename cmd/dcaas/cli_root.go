@@ -79,25 +79,37 @@ func envOr(name, def string) string {
 	return def
 }
 
-// kmsClient connects to the KMS with the certificate of --cert/--key.
-func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
+// kmsCA checks that a KMS is named (--kms) and reads the CA to trust it
+// with (--ca; nil without it), for either kind of KMS client.
+func (c *cliConn) kmsCA() ([]byte, error) {
 	if len(c.kms) == 0 {
 		return nil, errors.New("no KMS: give --kms URL or set DCAAS_KMS")
 	}
-	var caPEM, certPEM, keyPEM []byte
-	var err error
-	if c.ca != "" {
-		if caPEM, err = os.ReadFile(c.ca); err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
+	if c.ca == "" {
+		return nil, nil
+	}
+	caPEM, err := os.ReadFile(c.ca)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	return caPEM, nil
+}
+
+// kmsClient connects to the KMS with the certificate of --cert/--key.
+func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
+	caPEM, err := c.kmsCA()
+	if err != nil {
+		return nil, err
 	}
 	if c.cert == "" || c.key == "" {
 		return nil, errors.New("no client identity: give --cert and --key (or set DCAAS_CERT and DCAAS_KEY)")
 	}
-	if certPEM, err = os.ReadFile(c.cert); err != nil {
+	certPEM, err := os.ReadFile(c.cert)
+	if err != nil {
 		return nil, fmt.Errorf("--cert: %w", err)
 	}
-	if keyPEM, err = os.ReadFile(c.key); err != nil {
+	keyPEM, err := os.ReadFile(c.key)
+	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
 	return client.NewKMS(c.kms, caPEM, certPEM, keyPEM, opts...)
@@ -106,15 +118,9 @@ func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
 // anonymousKMSClient connects to the KMS without a client certificate,
 // for what anyone may call (the trust bundle).
 func (c *cliConn) anonymousKMSClient() (*client.KMS, error) {
-	if len(c.kms) == 0 {
-		return nil, errors.New("no KMS: give --kms URL or set DCAAS_KMS")
-	}
-	var caPEM []byte
-	if c.ca != "" {
-		var err error
-		if caPEM, err = os.ReadFile(c.ca); err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
+	caPEM, err := c.kmsCA()
+	if err != nil {
+		return nil, err
 	}
 	return client.NewKMS(c.kms, caPEM, nil, nil)
 }
@@ -134,6 +140,23 @@ func (c *cliConn) print(cmd *cobra.Command, v any, human func(w io.Writer)) erro
 	}
 	human(w)
 	return nil
+}
+
+// kmsCall is the body of a tool that makes its KMS call and prints the
+// answer: it connects with c's identity, calls do and prints what do
+// returns, as JSON with --json, else with human. A tool checks its flags
+// before; what do does runs after the connection is made.
+func kmsCall[T any](cmd *cobra.Command, c *cliConn, do func(k *client.KMS) (T, error), human func(w io.Writer, v T)) error {
+	k, err := c.kmsClient()
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	v, err := do(k)
+	if err != nil {
+		return err
+	}
+	return c.print(cmd, v, func(w io.Writer) { human(w, v) })
 }
 
 // ekbStoreFlag registers --store, the EKB store directory.
@@ -178,13 +201,23 @@ func progress(cmd *cobra.Command, what string, total int) (client.FlowOption, fu
 	return client.WithProgress(func(done, _ int) { _ = bar.Set(done) }), func() { _ = bar.Finish() }
 }
 
-// writeNew writes data to path atomically with mode; an existing file is
-// replaced only with force.
-func writeNew(path string, data []byte, mode os.FileMode, force bool) error {
+// refuseExisting fails if path exists, unless force: the check before a
+// tool writes path, made before anything is asked of the KMS where the
+// answer could then not be written.
+func refuseExisting(path string, force bool) error {
 	if !force {
 		if _, err := os.Lstat(path); err == nil {
 			return fmt.Errorf("%s exists (use --force to replace it)", path)
 		}
+	}
+	return nil
+}
+
+// writeNew writes data to path atomically with mode; an existing file is
+// replaced only with force.
+func writeNew(path string, data []byte, mode os.FileMode, force bool) error {
+	if err := refuseExisting(path, force); err != nil {
+		return err
 	}
 	if err := atomicfile.Write(path, data, mode); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)

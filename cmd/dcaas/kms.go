@@ -15,13 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/dcaas/dcaas/internal/buildinfo"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/hardening"
@@ -237,9 +233,8 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 		return err
 	}
 	defer pass.Wipe()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := buildinfo.Register(reg); err != nil {
+	reg, err := newServeRegistry()
+	if err != nil {
 		return err
 	}
 	if f.approvalTTL < time.Second || f.approvalTTL > 30*24*time.Hour {
@@ -288,11 +283,11 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	}
 	defer ln.Close()
 	ln = f.limits.wrap(ln, reg, "dcaas_kms")
-	var mln net.Listener
-	if f.metricsListen != "" {
-		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
-			return fmt.Errorf("--metrics-listen %q: %w", f.metricsListen, err)
-		}
+	mln, err := listenOptional("metrics-listen", f.metricsListen)
+	if err != nil {
+		return err
+	}
+	if mln != nil {
 		defer mln.Close()
 	}
 	st, err := openStore(ctx, f)
@@ -402,11 +397,7 @@ func runKMS(ctx context.Context, f kmsServeFlags) error {
 	go func() { errc <- hs.Serve(tls.NewListener(ln, tlsCfg)) }()
 	var ms *http.Server
 	if mln != nil {
-		mm := http.NewServeMux()
-		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mm.Handle("GET /healthz", handler)
-		mm.Handle("GET /readyz", handler)
-		ms = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+		ms = metricsServer(reg, handler)
 		go func() { errc <- ms.Serve(mln) }()
 		listening = " metrics=http://" + mln.Addr().String()
 	}

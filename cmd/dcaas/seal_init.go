@@ -97,13 +97,11 @@ func runSealInit(ctx context.Context, out io.Writer, f sealInitFlags) error {
 	if _, err := os.Lstat(filepath.Join(f.dataDir, kms.RootKeyFile)); err == nil {
 		return fmt.Errorf("%s already has a %s: seal init makes a new data dir", f.dataDir, kms.RootKeyFile)
 	}
-	if err := os.MkdirAll(f.sharesDir, 0o700); err != nil {
-		return fmt.Errorf("--shares-dir: %w", err)
-	}
 	// The share files are written once: refuse a directory that already
 	// holds some, before anything is made.
-	if old, _ := filepath.Glob(filepath.Join(f.sharesDir, "unseal-share-*")); len(old) > 0 {
-		return fmt.Errorf("--shares-dir %s already holds share files (%s): choose an empty directory", f.sharesDir, filepath.Base(old[0]))
+	w, err := newShareWriter(f.sharesDir)
+	if err != nil {
+		return err
 	}
 	opts := kms.Options{DataDir: f.dataDir, ServerHosts: hosts}
 	st, err := openStore(ctx, kmsServeFlags{store: f.store, postgresDSN: f.postgresDSN})
@@ -117,34 +115,27 @@ func runSealInit(ctx context.Context, out io.Writer, f sealInitFlags) error {
 	_, statErr := os.Stat(f.dataDir)
 	newDir := errors.Is(statErr, fs.ErrNotExist)
 	set, files, err := datadir.Init(ctx, opts, f.shares, f.threshold)
+	defer func() {
+		for _, d := range files {
+			clear(d)
+		}
+	}()
 	if err != nil {
 		return err
 	}
-	var written []string
-	for i, data := range files {
-		p := filepath.Join(f.sharesDir, shareFileName(set, i+1))
-		if err := writeOnce(p, data); err != nil {
-			for _, w := range written {
-				os.Remove(w)
+	if err := w.write(set, files); err != nil {
+		w.undo()
+		undo := fmt.Sprintf("remove %s (its root key is unrecoverable without the shares) and run seal init again", f.dataDir)
+		if newDir {
+			if rerr := os.RemoveAll(f.dataDir); rerr == nil {
+				undo = "the data dir was removed again; run seal init again"
 			}
-			undo := fmt.Sprintf("remove %s (its root key is unrecoverable without the shares) and run seal init again", f.dataDir)
-			if newDir {
-				if rerr := os.RemoveAll(f.dataDir); rerr == nil {
-					undo = "the data dir was removed again; run seal init again"
-				}
-			}
-			return fmt.Errorf("writing share %d: %w; %s", i+1, err, undo)
 		}
-		written = append(written, p)
-	}
-	for _, d := range files {
-		clear(d)
+		return fmt.Errorf("%w; %s", err, undo)
 	}
 	dir, _ := filepath.Abs(f.dataDir)
 	fmt.Fprintf(out, "dcaas seal init: data-dir=%s share-set=%s threshold=%d shares=%d\n", dir, set.IDString(), set.Threshold, set.Shares)
-	for _, w := range written {
-		fmt.Fprintf(out, "  %s\n", w)
-	}
+	w.list(out)
 	fmt.Fprintf(out, "Give each share file to its custodian and delete it here. Start the KMS (it starts sealed) with\n  dcaas kms serve --data-dir %s\nand unseal it with %d of the shares: dcaas kms unseal --share-file FILE\n", dir, set.Threshold)
 	return nil
 }

@@ -144,7 +144,8 @@ func newShareWriter(dir string) (*shareWriter, error) {
 	return &shareWriter{dir: dir}, nil
 }
 
-// write writes the files of set (file.Rekey's and file.Split's write).
+// write writes the files of set (seal init's, and file.Rekey's and
+// file.Split's write).
 func (w *shareWriter) write(set file.ShareSet, files [][]byte) error {
 	for i, data := range files {
 		p := filepath.Join(w.dir, shareFileName(set, i+1))

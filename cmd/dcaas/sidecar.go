@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,13 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
-	"github.com/dcaas/dcaas/internal/buildinfo"
 	"github.com/dcaas/dcaas/internal/enclave"
 	"github.com/dcaas/dcaas/internal/hardening"
 	"github.com/dcaas/dcaas/sidecar"
@@ -191,17 +186,18 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		return err
 	}
 	defer ln.Close()
-	var tln, mln net.Listener
-	if f.listen != "" {
-		if tln, err = net.Listen("tcp", f.listen); err != nil {
-			return fmt.Errorf("--listen %q: %w", f.listen, err)
-		}
+	tln, err := listenOptional("listen", f.listen)
+	if err != nil {
+		return err
+	}
+	if tln != nil {
 		defer tln.Close()
 	}
-	if f.metricsListen != "" {
-		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
-			return fmt.Errorf("--metrics-listen %q: %w", f.metricsListen, err)
-		}
+	mln, err := listenOptional("metrics-listen", f.metricsListen)
+	if err != nil {
+		return err
+	}
+	if mln != nil {
 		defer mln.Close()
 	}
 
@@ -212,9 +208,8 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 	if enc != nil {
 		defer enc.Close()
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := buildinfo.Register(reg); err != nil {
+	reg, err := newServeRegistry()
+	if err != nil {
 		return err
 	}
 	cfg := sidecar.Config{
@@ -268,11 +263,7 @@ func runSidecar(ctx context.Context, f sidecarFlags) (err error) {
 		go func() { errc <- sc.Serve(ctx, mtls) }()
 	}
 	if mln != nil {
-		mm := http.NewServeMux()
-		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mm.Handle("GET /healthz", sc.Handler())
-		mm.Handle("GET /readyz", sc.Handler())
-		ms := &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+		ms := metricsServer(reg, sc.Handler())
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/client"
 )
 
 func newKMSUnsealCmd() *cobra.Command {
@@ -36,16 +37,9 @@ progress starts again. Give one --kms URL: each replica unseals on its own.
 			return fmt.Errorf("--share-file: %w", err)
 		}
 		defer clear(data)
-		k, err := c.kmsClient()
-		if err != nil {
-			return err
-		}
-		defer k.Close()
-		st, err := k.Unseal(cmd.Context(), string(data))
-		if err != nil {
-			return err
-		}
-		return c.print(cmd, st, func(w io.Writer) { printSealStatus(w, st) })
+		return kmsCall(cmd, c, func(k *client.KMS) (*api.SealStatus, error) {
+			return k.Unseal(cmd.Context(), string(data))
+		}, printSealStatus)
 	}
 	return cmd
 }
