@@ -784,21 +784,11 @@ func (k *KMS) setKeyPolicy(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
 	}
-	o, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
+	o, key, err := k.openOwnEKB(ctx, c, keyID, req.EKB, "change its policy")
 	if err != nil {
 		return nil, err
 	}
 	defer o.material.Wipe()
-	switch {
-	case o.md.KeyID != keyID:
-		return nil, api.Errorf(api.CodeInvalidArgument, "The EKB is for key %s, not %s.", o.md.KeyID, keyID)
-	case o.md.Owner != c.caller.DN:
-		return nil, api.Errorf(api.CodeForbidden, "Only the key's owner may change its policy.")
-	}
-	key, err := k.checkUsable(ctx, &o.md)
-	if err != nil {
-		return nil, err
-	}
 	switch {
 	case key.Retained:
 		return nil, api.Errorf(api.CodeInvalidArgument, "Key %s is retained: the KMS keeps its EKBs, and changing the policy of a retained key is not offered; create a new key with the policy instead.", keyID)

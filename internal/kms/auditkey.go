@@ -222,15 +222,12 @@ func (k *KMS) startCheckpointLoop() (stop func()) {
 // them, until the returned function is called, which waits for a running
 // fn to return (its ctx is cancelled first).
 func every(interval time.Duration, ticks <-chan time.Time, fn func(context.Context)) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	var ticker *time.Ticker
 	if ticks == nil {
 		ticker = time.NewTicker(interval)
 		ticks = ticker.C
 	}
-	go func() {
-		defer close(done)
+	return background(func(ctx context.Context) {
 		if ticker != nil {
 			defer ticker.Stop()
 		}
@@ -242,6 +239,17 @@ func every(interval time.Duration, ticks <-chan time.Time, fn func(context.Conte
 			}
 			fn(ctx)
 		}
+	})
+}
+
+// background runs loop in a goroutine until the returned function is
+// called, which cancels loop's ctx and waits for loop to return.
+func background(loop func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loop(ctx)
 	}()
 	return func() { cancel(); <-done }
 }

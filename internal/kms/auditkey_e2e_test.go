@@ -78,19 +78,7 @@ func TestAuditKeyRestart(t *testing.T) {
 	if after := env.Server().KMS.AuditKey(); !after.Equal(before) {
 		t.Fatalf("the audit key changed across a restart: %s, then %s", before.ID(), after.ID())
 	}
-	recs, err := env.Server().Store.AuditAfter(t.Context(), 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range recs {
-		if r.Action == audit.ActionKeyCreated {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Errorf("%d %s records, want 1", n, audit.ActionKeyCreated)
-	}
+	kmstest.WantOneAuditKeyCreated(t, env.Server().Store)
 }
 
 // TestAuditKeyAddedToOldDataDir: a data dir from before the keyed audit

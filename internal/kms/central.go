@@ -178,19 +178,14 @@ func (k *KMS) revocations(ctx context.Context, c *call) (any, error) {
 		}
 		loaded = v
 	}
-	after := int64(0)
-	if s := c.r.URL.Query().Get("since"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < 0 {
-			return nil, api.Errorf(api.CodeInvalidArgument, "since must be a cursor returned by this endpoint.")
-		}
-		after = v
+	after, err := c.cursor("since", "since must be a cursor returned by this endpoint.")
+	if err != nil {
+		return nil, err
 	}
 	// The feed's end is read before the events, so an event committed
 	// between the two reads is delivered next time instead of skipped.
 	last := int64(0)
 	if after == 0 {
-		var err error
 		if last, err = k.st.LastRevocation(ctx); err != nil {
 			return nil, storeErr(err, "revocations")
 		}

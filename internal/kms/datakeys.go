@@ -246,6 +246,32 @@ func (k *KMS) checkUsable(ctx context.Context, md *api.KeyMetadata) (store.Key, 
 	return key, k.usable(md, key, err)
 }
 
+// openOwnEKB opens the EKB of key keyID that the caller presents to change
+// the key: it must be the key's EKB, the caller its owner (what names the
+// change, for the refusal of anyone else), and the key usable
+// (checkUsable). The caller wipes the returned material; on an error
+// openOwnEKB has wiped it.
+func (k *KMS) openOwnEKB(ctx context.Context, c *call, keyID string, raw []byte, what string) (*openedKey, store.Key, error) {
+	o, err := k.openEKB(ctx, c.caller.Tenant, raw)
+	if err != nil {
+		return nil, store.Key{}, err
+	}
+	var key store.Key
+	switch {
+	case o.md.KeyID != keyID:
+		err = api.Errorf(api.CodeInvalidArgument, "The EKB is for key %s, not %s.", o.md.KeyID, keyID)
+	case o.md.Owner != c.caller.DN:
+		err = api.Errorf(api.CodeForbidden, "Only the key's owner may %s.", what)
+	default:
+		key, err = k.checkUsable(ctx, &o.md)
+	}
+	if err != nil {
+		o.material.Wipe()
+		return nil, store.Key{}, err
+	}
+	return o, key, nil
+}
+
 // usable is checkUsable's verdict on the registry's answer for md's key:
 // key and err as GetKey returned them.
 func (k *KMS) usable(md *api.KeyMetadata, key store.Key, err error) error {
@@ -274,21 +300,11 @@ func (k *KMS) newKeyVersion(ctx context.Context, c *call) (any, error) {
 	if len(req.EKB) == 0 {
 		return nil, api.Errorf(api.CodeInvalidArgument, "ekb is required: the EKB of the key's current version.")
 	}
-	old, err := k.openEKB(ctx, c.caller.Tenant, req.EKB)
+	old, key, err := k.openOwnEKB(ctx, c, keyID, req.EKB, "create new versions")
 	if err != nil {
 		return nil, err
 	}
 	old.material.Wipe()
-	if old.md.KeyID != keyID {
-		return nil, api.Errorf(api.CodeInvalidArgument, "The EKB is for key %s, not %s.", old.md.KeyID, keyID)
-	}
-	if old.md.Owner != c.caller.DN {
-		return nil, api.Errorf(api.CodeForbidden, "Only the key's owner may create new versions.")
-	}
-	key, err := k.checkUsable(ctx, &old.md)
-	if err != nil {
-		return nil, err
-	}
 	if key.CurrentVersion != old.md.Version {
 		return nil, api.Errorf(api.CodeConflict, "The EKB is version %d but the current version is %d.", old.md.Version, key.CurrentVersion)
 	}

@@ -131,11 +131,8 @@ func (k *KMS) refreshKeys(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	if len(req.Keys) == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "keys must name at least one key the sidecar holds.")
-	}
-	if len(req.Keys) > k.cfg.MaxBatch {
-		return nil, api.Errorf(api.CodeTooLarge, "At most %d keys per request.", k.cfg.MaxBatch)
+	if err := k.checkBatch(len(req.Keys), "keys must name at least one key the sidecar holds.", "keys"); err != nil {
+		return nil, err
 	}
 	have := make(map[string]int, len(req.Keys))
 	ids := make([]string, 0, len(req.Keys))

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -128,13 +127,9 @@ func (k *KMS) revokePlatform(ctx context.Context, c *call) (any, error) {
 const auditPageSize = 1000
 
 func (k *KMS) readAudit(ctx context.Context, c *call) (any, error) {
-	after := int64(0)
-	if s := c.r.URL.Query().Get("after"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < 0 {
-			return nil, api.Errorf(api.CodeInvalidArgument, "after must be a non-negative record number.")
-		}
-		after = v
+	after, err := c.cursor("after", "after must be a non-negative record number.")
+	if err != nil {
+		return nil, err
 	}
 	// Records at or below the start are pruned, perhaps not deleted yet.
 	start, err := k.AuditStart(ctx)

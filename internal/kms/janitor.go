@@ -30,10 +30,7 @@ const actionInstanceDeleted = "instance.deleted"
 // start (auditprune.go), at once after a prune and at every sweep. The
 // returned function stops it and stores the polls left.
 func (k *KMS) startJanitor() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	stopLoop := background(func(ctx context.Context) {
 		sweep := time.NewTicker(k.cfg.JanitorInterval)
 		defer sweep.Stop()
 		rot := time.NewTicker(k.cfg.RotationCheckInterval)
@@ -65,10 +62,9 @@ func (k *KMS) startJanitor() (stop func()) {
 				k.deletePruned(ctx)
 			}
 		}
-	}()
+	})
 	return func() {
-		cancel()
-		<-done
+		stopLoop()
 		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer fcancel()
 		_ = k.flushPolls(fctx)

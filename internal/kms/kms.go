@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -395,6 +396,21 @@ type call struct {
 
 // decode reads the request body strictly into v.
 func (c *call) decode(v any) error { return httpapi.Decode(c.w, c.r, c.limit, v) }
+
+// cursor reads the query parameter name, a non-negative record number
+// from which a page goes on; 0 when it is absent. bad is the refusal of
+// any other value.
+func (c *call) cursor(name, bad string) (int64, error) {
+	s := c.r.URL.Query().Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return 0, api.Errorf(api.CodeInvalidArgument, "%s", bad)
+	}
+	return v, nil
+}
 
 type handlerFunc func(ctx context.Context, c *call) (any, error)
 

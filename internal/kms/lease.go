@@ -77,10 +77,7 @@ func acquireLease(ctx context.Context, st store.Store, opts Options) (*lease, er
 // renewLoop renews the lease every Renew until stopped, or until the store
 // says it is gone: then it closes lost and stops.
 func (l *lease) renewLoop() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return background(func(ctx context.Context) {
 		t := time.NewTicker(l.cfg.Renew)
 		defer t.Stop()
 		for {
@@ -101,8 +98,7 @@ func (l *lease) renewLoop() (stop func()) {
 				l.log.Warn("renewing this KMS replica's lease failed; retrying", "replica", l.replica, "err", err)
 			}
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // release stops renewing and deletes the lease (a clean stop).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"strconv"
 
 	"github.com/dcaas/dcaas/api"
 	kcrypto "github.com/dcaas/dcaas/internal/crypto"
@@ -32,12 +31,8 @@ func (k *KMS) loadKeys(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	n := len(req.EKBs) + len(req.KeyIDs)
-	if n == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "Name at least one EKB or retained key id.")
-	}
-	if n > k.cfg.MaxBatch {
-		return nil, api.Errorf(api.CodeTooLarge, "At most %d keys per request.", k.cfg.MaxBatch)
+	if err := k.checkBatch(len(req.EKBs)+len(req.KeyIDs), "Name at least one EKB or retained key id.", "keys"); err != nil {
+		return nil, err
 	}
 	return k.releaseGranted(ctx, c, req.Grant, req.Recipient, "load", func(g *grant) (releasable, error) {
 		return k.openGranted(ctx, c, g, &req)
@@ -153,18 +148,15 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	if len(req.Seeds) == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "seeds must name at least one seed.")
-	}
-	if len(req.Seeds) > k.cfg.MaxBatch {
-		return nil, api.Errorf(api.CodeTooLarge, "At most %d seeds per request.", k.cfg.MaxBatch)
+	if err := k.checkBatch(len(req.Seeds), "seeds must name at least one seed.", "seeds"); err != nil {
+		return nil, err
 	}
 	owner := c.caller.Instance.CustodianDN
 	seeds := make([]seedRequest, len(req.Seeds))
 	for i, s := range req.Seeds {
 		var err error
 		if seeds[i], err = checkSeed(s, owner, !k.cfg.RefuseSeedKDFv1); err != nil {
-			return nil, prefixSeed(err, i, len(req.Seeds))
+			return nil, prefixItem(err, "seed", i, len(req.Seeds))
 		}
 	}
 	return k.releaseGranted(ctx, c, req.Grant, req.Recipient, "derive", func(g *grant) (releasable, error) {
@@ -174,15 +166,6 @@ func (k *KMS) deriveKeys(ctx context.Context, c *call) (any, error) {
 		}
 		return keys, err
 	})
-}
-
-// prefixSeed is prefixIndex for the seeds of a derive: "seed i: …".
-func prefixSeed(err error, i, n int) error {
-	var e *api.Error
-	if n <= 1 || !errors.As(err, &e) {
-		return err
-	}
-	return &api.Error{Code: e.Code, Message: "seed " + strconv.Itoa(i) + ": " + e.Message}
 }
 
 // seedRequest is one checked seed of a derive: its version, and for v2

@@ -85,11 +85,8 @@ func (k *KMS) rewrap(ctx context.Context, c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	if len(req.EKBs) == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "ekbs must name at least one EKB.")
-	}
-	if len(req.EKBs) > k.cfg.MaxBatch {
-		return nil, api.Errorf(api.CodeTooLarge, "At most %d EKBs per request.", k.cfg.MaxBatch)
+	if err := k.checkBatch(len(req.EKBs), "ekbs must name at least one EKB.", "EKBs"); err != nil {
+		return nil, err
 	}
 	to, err := k.wrappingRecipient(ctx, c.caller, req.WrappingCertPEM)
 	if err != nil {
@@ -225,12 +222,29 @@ func (k *KMS) wrapTo(to *recipient, keys releasable, flow string) (*api.WrappedK
 	return out, nil
 }
 
+// checkBatch bounds a batch request of n items: none is refused with the
+// message none, more than Config.MaxBatch with "At most … <items> per
+// request."
+func (k *KMS) checkBatch(n int, none, items string) error {
+	switch {
+	case n == 0:
+		return api.Errorf(api.CodeInvalidArgument, "%s", none)
+	case n > k.cfg.MaxBatch:
+		return api.Errorf(api.CodeTooLarge, "At most %d %s per request.", k.cfg.MaxBatch, items)
+	}
+	return nil
+}
+
 // prefixIndex adds "EKB i: " to an API error's message in a batch of more
 // than one, so the caller knows which item was refused.
-func prefixIndex(err error, i, n int) error {
+func prefixIndex(err error, i, n int) error { return prefixItem(err, "EKB", i, n) }
+
+// prefixItem adds "<item> i: " to an API error's message in a batch of
+// more than one (prefixIndex for EKBs; "seed" for the seeds of a derive).
+func prefixItem(err error, item string, i, n int) error {
 	var e *api.Error
 	if n <= 1 || !errors.As(err, &e) {
 		return err
 	}
-	return &api.Error{Code: e.Code, Message: "EKB " + strconv.Itoa(i) + ": " + e.Message}
+	return &api.Error{Code: e.Code, Message: item + " " + strconv.Itoa(i) + ": " + e.Message}
 }

@@ -24,8 +24,10 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
+	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/store"
 )
 
 // Env is a running KMS.
@@ -294,6 +296,26 @@ func WantError(t testing.TB, err error, status int, code api.Code) {
 	}
 	if e.Status != status || e.Code != code {
 		t.Fatalf("error = %d %s (%s), want %d %s", e.Status, e.Code, e.Message, status, code)
+	}
+}
+
+// WantOneAuditKeyCreated checks that the audit log in st records the
+// audit key's creation exactly once: the key is made once, however often
+// and by however many replicas the database is opened.
+func WantOneAuditKeyCreated(t testing.TB, st store.Audit) {
+	t.Helper()
+	recs, err := st.AuditAfter(t.Context(), 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Action == audit.ActionKeyCreated {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d %s records in the audit log, want 1", n, audit.ActionKeyCreated)
 	}
 }
 

@@ -26,11 +26,31 @@ func replicaPair(t *testing.T, interval time.Duration) (a, b *kmstest.Env) {
 // replicaPairOn is replicaPair on the database of dsn.
 func replicaPairOn(t *testing.T, dsn string, interval time.Duration) (a, b *kmstest.Env) {
 	t.Helper()
+	every := func(o *kms.Options) { o.Config.CertCheckInterval = interval }
+	return replicaPairWith(t, dsn, every, every)
+}
+
+// replicaPairWith starts two KMS replicas on the PostgreSQL database of
+// dsn, each with its own store, B's data dir a replicaDir of A's; mutateA
+// and mutateB (nil for none) set A's and B's other options. The stores
+// close after both replicas stop.
+func replicaPairWith(t *testing.T, dsn string, mutateA, mutateB func(*kms.Options)) (a, b *kmstest.Env) {
+	t.Helper()
 	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
 	t.Cleanup(func() { stA.Close(); stB.Close() })
-	a = kmstest.Start(t, func(o *kms.Options) { o.Store, o.Config.CertCheckInterval = stA, interval })
+	a = kmstest.Start(t, func(o *kms.Options) {
+		if mutateA != nil {
+			mutateA(o)
+		}
+		o.Store = stA
+	})
 	dirB := replicaDir(t, a.DataDir)
-	b = kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store, o.Config.CertCheckInterval = dirB, stB, interval })
+	b = kmstest.Start(t, func(o *kms.Options) {
+		if mutateB != nil {
+			mutateB(o)
+		}
+		o.DataDir, o.Store = dirB, stB
+	})
 	return a, b
 }
 

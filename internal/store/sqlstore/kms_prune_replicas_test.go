@@ -20,19 +20,14 @@ import (
 // the log verifies from the start that won, on either replica, while both
 // go on appending.
 func TestKMSAuditPruneReplicas(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() })
 	clock := kmstest.NewClock()
 	clock.Advance(-3 * time.Hour) // certificates issued on it stay valid when it moves on
 	cfg := func(o *kms.Options) { o.Now, o.Config.AuditRetention = clock.Now, time.Hour }
-	a := kmstest.Start(t, func(o *kms.Options) { cfg(o); o.Store = stA })
-	dirB := replicaDir(t, a.DataDir)
-	b := kmstest.Start(t, func(o *kms.Options) { cfg(o); o.DataDir, o.Store = dirB, stB })
+	a, b := replicaPairWith(t, pgtest.DSN(t), cfg, cfg)
 	for _, name := range []string{"acme", "globex", "initech", "umbrella"} {
 		a.Tenant(t, name)
 	}
-	recs, err := stA.AuditAfter(t.Context(), 0, 1000)
+	recs, err := a.Server().Store.AuditAfter(t.Context(), 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,17 +97,12 @@ func TestKMSAuditPruneReplicas(t *testing.T) {
 // re-read it (its next certificate check); A retires the old key and the
 // log, from both replicas, verifies with the first key alone.
 func TestKMSAuditKeyRotationReplicas(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() })
 	clock := kmstest.NewClock()
 	clock.Advance(-3 * time.Hour)
 	ticksB := make(chan time.Time)
-	a := kmstest.Start(t, func(o *kms.Options) { o.Now, o.Store = clock.Now, stA })
-	dirB := replicaDir(t, a.DataDir)
-	b := kmstest.Start(t, func(o *kms.Options) {
-		o.Now, o.DataDir, o.Store, o.Config.CertTicks = clock.Now, dirB, stB, ticksB
-	})
+	a, b := replicaPairWith(t, pgtest.DSN(t),
+		func(o *kms.Options) { o.Now = clock.Now },
+		func(o *kms.Options) { o.Now, o.Config.CertTicks = clock.Now, ticksB })
 	checkB := func() { ticksB <- time.Now(); ticksB <- time.Now() } // the second send waits for the first check to end
 	first := a.Server().KMS.AuditKey()
 
@@ -135,7 +125,7 @@ func TestKMSAuditKeyRotationReplicas(t *testing.T) {
 	b.Tenant(t, "initech")
 	var cp api.AuditCheckpoint
 	b.Admin.MustDo(t, "POST", "/v1/audit/checkpoints", nil, &cp)
-	res, err := audit.Verify(t.Context(), stA, first, store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature})
+	res, err := audit.Verify(t.Context(), a.Server().Store, first, store.AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Time: cp.Time, Sig: cp.Signature})
 	if err != nil || len(res.KeyChanges) != 2 || res.Checkpoints != 1 {
 		t.Fatalf("Verify(first key) = %+v, %v", res, err)
 	}
