@@ -26,11 +26,23 @@ func replicaPair(t *testing.T, interval time.Duration) (a, b *kmstest.Env) {
 // replicaPairOn is replicaPair on the database of dsn.
 func replicaPairOn(t *testing.T, dsn string, interval time.Duration) (a, b *kmstest.Env) {
 	t.Helper()
+	return replicaPairWith(t, dsn, func(_ int, o *kms.Options) { o.Config.CertCheckInterval = interval })
+}
+
+// replicaPairWith starts two KMS replicas, A and B, each with its own store
+// on the database of dsn (a.Opts.Store and b.Opts.Store, closed after both
+// KMSs stop), B's data dir holding A's root key. configure, when not nil,
+// sets more of each replica's options (replica 0 is A, 1 is B).
+func replicaPairWith(t *testing.T, dsn string, configure func(replica int, o *kms.Options)) (a, b *kmstest.Env) {
+	t.Helper()
 	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
 	t.Cleanup(func() { stA.Close(); stB.Close() })
-	a = kmstest.Start(t, func(o *kms.Options) { o.Store, o.Config.CertCheckInterval = stA, interval })
+	if configure == nil {
+		configure = func(int, *kms.Options) {}
+	}
+	a = kmstest.Start(t, func(o *kms.Options) { o.Store = stA; configure(0, o) })
 	dirB := replicaDir(t, a.DataDir)
-	b = kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store, o.Config.CertCheckInterval = dirB, stB, interval })
+	b = kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store = dirB, stB; configure(1, o) })
 	return a, b
 }
 

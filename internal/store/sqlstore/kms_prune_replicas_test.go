@@ -20,15 +20,12 @@ import (
 // the log verifies from the start that won, on either replica, while both
 // go on appending.
 func TestKMSAuditPruneReplicas(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() })
 	clock := kmstest.NewClock()
 	clock.Advance(-3 * time.Hour) // certificates issued on it stay valid when it moves on
-	cfg := func(o *kms.Options) { o.Now, o.Config.AuditRetention = clock.Now, time.Hour }
-	a := kmstest.Start(t, func(o *kms.Options) { cfg(o); o.Store = stA })
-	dirB := replicaDir(t, a.DataDir)
-	b := kmstest.Start(t, func(o *kms.Options) { cfg(o); o.DataDir, o.Store = dirB, stB })
+	a, b := replicaPairWith(t, pgtest.DSN(t), func(_ int, o *kms.Options) {
+		o.Now, o.Config.AuditRetention = clock.Now, time.Hour
+	})
+	stA := a.Opts.Store
 	for _, name := range []string{"acme", "globex", "initech", "umbrella"} {
 		a.Tenant(t, name)
 	}
@@ -102,17 +99,16 @@ func TestKMSAuditPruneReplicas(t *testing.T) {
 // re-read it (its next certificate check); A retires the old key and the
 // log, from both replicas, verifies with the first key alone.
 func TestKMSAuditKeyRotationReplicas(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() })
 	clock := kmstest.NewClock()
 	clock.Advance(-3 * time.Hour)
 	ticksB := make(chan time.Time)
-	a := kmstest.Start(t, func(o *kms.Options) { o.Now, o.Store = clock.Now, stA })
-	dirB := replicaDir(t, a.DataDir)
-	b := kmstest.Start(t, func(o *kms.Options) {
-		o.Now, o.DataDir, o.Store, o.Config.CertTicks = clock.Now, dirB, stB, ticksB
+	a, b := replicaPairWith(t, pgtest.DSN(t), func(replica int, o *kms.Options) {
+		o.Now = clock.Now
+		if replica == 1 {
+			o.Config.CertTicks = ticksB
+		}
 	})
+	stA := a.Opts.Store
 	checkB := func() { ticksB <- time.Now(); ticksB <- time.Now() } // the second send waits for the first check to end
 	first := a.Server().KMS.AuditKey()
 

@@ -28,12 +28,8 @@ import (
 // dir into the second before it opens: the file seal keeps the root key in
 // the data dir. (An HSM seal shares it properly.)
 func TestKMSReplicas(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	stA, stB := openPostgres(t, dsn), openPostgres(t, dsn)
-	t.Cleanup(func() { stA.Close(); stB.Close() }) // after both KMSs stop
-	a := kmstest.Start(t, func(o *kms.Options) { o.Store = stA })
-	dirB := replicaDir(t, a.DataDir)
-	b := kmstest.Start(t, func(o *kms.Options) { o.DataDir, o.Store = dirB, stB })
+	a, b := replicaPairWith(t, pgtest.DSN(t), nil)
+	stA := a.Opts.Store
 
 	if !bytes.Equal(a.CAPEM, b.CAPEM) {
 		t.Fatalf("replica B has CA\n%s\nwant replica A's\n%s", b.CAPEM, a.CAPEM)
