@@ -32,10 +32,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 	for _, mode := range []string{"per-record", "per-transaction", "central"} {
 		b.Run(mode, func(b *testing.B) {
 			ctx := context.Background()
-			db, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "a.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
+			db := openSQLite(b, filepath.Join(b.TempDir(), "a.db"))
 			defer db.Close()
 			if mode == "central" {
 				now := time.Now()
@@ -104,10 +101,7 @@ func cpuTime() time.Duration {
 func BenchmarkAuditVerify(b *testing.B) {
 	const n, perTx = 100_000, 8
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "a.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := openSQLite(b, filepath.Join(b.TempDir(), "a.db"))
 	defer db.Close()
 	key, err := kcrypto.GenerateLogKey()
 	if err != nil {

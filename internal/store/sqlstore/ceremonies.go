@@ -100,12 +100,8 @@ func (q *queries) AddCeremonyComponent(ctx context.Context, p store.CeremonyComp
 		return q.mapErr(op, err)
 	}
 	return q.write(ctx, op, func(c conn) error {
-		var completed sql.NullInt64
-		if err := c.queryRow(ctx, `SELECT completed_at FROM key_ceremonies WHERE id = ?`+c.d.forUpdate(), p.CeremonyID).Scan(&completed); err != nil {
+		if err := ceremonyCompleted.lockOpen(ctx, c, p.CeremonyID); err != nil {
 			return err
-		}
-		if completed.Valid {
-			return fmt.Errorf("ceremony %s is complete: %w", p.CeremonyID, store.ErrConflict)
 		}
 		var n int
 		if err := c.queryRow(ctx, `SELECT COUNT(*) FROM key_ceremony_components WHERE ceremony_id = ?`, p.CeremonyID).Scan(&n); err != nil {
@@ -136,12 +132,8 @@ func (q *queries) CompleteCeremony(ctx context.Context, id, keyID string, at tim
 		return q.mapErr(op, err)
 	}
 	return q.write(ctx, op, func(c conn) error {
-		var completed sql.NullInt64
-		if err := c.queryRow(ctx, `SELECT completed_at FROM key_ceremonies WHERE id = ?`+c.d.forUpdate(), id).Scan(&completed); err != nil {
+		if err := ceremonyCompleted.lockOpen(ctx, c, id); err != nil {
 			return err
-		}
-		if completed.Valid {
-			return fmt.Errorf("ceremony %s is complete: %w", id, store.ErrConflict)
 		}
 		if _, err := c.exec(ctx, `UPDATE key_ceremonies SET key_id = ?, completed_at = ? WHERE id = ?`, keyID, n, id); err != nil {
 			return err

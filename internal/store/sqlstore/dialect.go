@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
+
+	"github.com/dcaas/dcaas/internal/store"
 )
 
 // dialect is what differs between the databases the store runs on. Every
@@ -225,4 +228,32 @@ func (c conn) changed(ctx context.Context, query string, args ...any) (int64, er
 		return 0, err
 	}
 	return res.RowsAffected()
+}
+
+// closing is a row's nullable time column that, once set, closes the row
+// to the writes that check it: an instance's revoked_at, a ceremony's
+// completed_at.
+type closing struct {
+	table, column string // the row is the table's row whose id is the id
+	noun, state   string // for the error: "<noun> <id> is <state>"
+}
+
+var (
+	instanceRevoked   = closing{table: `instances`, column: `revoked_at`, noun: "instance", state: "revoked"}
+	ceremonyCompleted = closing{table: `key_ceremonies`, column: `completed_at`, noun: "ceremony", state: "complete"}
+)
+
+// lockOpen locks the row of id until the commit (FOR UPDATE on
+// PostgreSQL), so writes that check it are serialized with the one that
+// closes it, and returns store.ErrConflict when the row is closed
+// (sql.ErrNoRows when there is no such row).
+func (cl closing) lockOpen(ctx context.Context, c conn, id string) error {
+	var closed sql.NullInt64
+	if err := c.queryRow(ctx, `SELECT `+cl.column+` FROM `+cl.table+` WHERE id = ?`+c.d.forUpdate(), id).Scan(&closed); err != nil {
+		return err
+	}
+	if closed.Valid {
+		return fmt.Errorf("%s %s is %s: %w", cl.noun, id, cl.state, store.ErrConflict)
+	}
+	return nil
 }

@@ -23,10 +23,7 @@ import (
 // not undo the others of its group.
 func TestGroupCommit(t *testing.T) {
 	ctx := t.Context()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openSQLite(t, filepath.Join(t.TempDir(), "g.db"))
 	defer db.Close()
 	errRefused := errors.New("refused by the test")
 	const calls = 200
@@ -108,15 +105,12 @@ func TestGroupCommit(t *testing.T) {
 // TestGroupCommitCanceled: a call whose context ends before its group
 // runs is not run, and says so.
 func TestGroupCommitCanceled(t *testing.T) {
-	db, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openSQLite(t, filepath.Join(t.TempDir(), "g.db"))
 	defer db.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	ran := false
-	err = db.InTx(ctx, func(store.Tx) error { ran = true; return nil })
+	err := db.InTx(ctx, func(store.Tx) error { ran = true; return nil })
 	if !errors.Is(err, context.Canceled) || ran {
 		t.Fatalf("InTx(canceled) = %v, ran %v; want context.Canceled, not run", err, ran)
 	}
@@ -128,10 +122,7 @@ func TestGroupCommitCanceled(t *testing.T) {
 // still run: before, the group's callers waited forever.
 func TestGroupCommitGoexit(t *testing.T) {
 	ctx := t.Context()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openSQLite(t, filepath.Join(t.TempDir(), "g.db"))
 	defer db.Close()
 	done := make(chan error, 1)
 	go func() {
@@ -171,10 +162,7 @@ func TestGroupCommitGoexit(t *testing.T) {
 // is the one signed); the log verifies with the audit key's public key.
 func TestGroupCommitSignsOnce(t *testing.T) {
 	ctx := t.Context()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openSQLite(t, filepath.Join(t.TempDir(), "g.db"))
 	defer db.Close()
 	key, err := kcrypto.GenerateLogKey()
 	if err != nil {

@@ -142,12 +142,8 @@ func (q *queries) EnrollInstance(ctx context.Context, tokenKind string, tokenHas
 // revocation of one instance are serialized.
 func (q *queries) RenewInstance(ctx context.Context, id, certSerial, wrappingSerial string, certs []store.Cert) error {
 	return q.write(ctx, "RenewInstance", func(c conn) error {
-		var revoked sql.NullInt64
-		if err := c.queryRow(ctx, `SELECT revoked_at FROM instances WHERE id = ?`+c.d.forUpdate(), id).Scan(&revoked); err != nil {
+		if err := instanceRevoked.lockOpen(ctx, c, id); err != nil {
 			return err
-		}
-		if revoked.Valid {
-			return fmt.Errorf("instance %s is revoked: %w", id, store.ErrConflict)
 		}
 		if err := putCerts(ctx, c, certs); err != nil {
 			return err
@@ -187,12 +183,8 @@ func (q *queries) RecordAttestation(ctx context.Context, id string, at time.Time
 		}
 	}
 	return q.write(ctx, op, func(c conn) error {
-		var revoked sql.NullInt64
-		if err := c.queryRow(ctx, `SELECT revoked_at FROM instances WHERE id = ?`+c.d.forUpdate(), id).Scan(&revoked); err != nil {
+		if err := instanceRevoked.lockOpen(ctx, c, id); err != nil {
 			return err
-		}
-		if revoked.Valid {
-			return fmt.Errorf("instance %s is revoked: %w", id, store.ErrConflict)
 		}
 		_, err := c.exec(ctx, `UPDATE instances SET attested_at = ?, attestation_profiles = ? WHERE id = ?`,
 			n, nullString(strings.Join(profiles, ",")), id)

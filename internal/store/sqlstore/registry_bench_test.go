@@ -59,16 +59,13 @@ func BenchmarkAddKeyUsage(b *testing.B) {
 func registry(b *testing.B, n int) (*sqlstore.DB, []store.KeyRef) {
 	b.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "r.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := openSQLite(b, filepath.Join(b.TempDir(), "r.db"))
 	b.Cleanup(func() { db.Close() })
 	if err := db.CreateTenant(ctx, store.Tenant{Name: "acme", MasterKeyVersion: 1, CreatedAt: time.Now()}, store.MasterKey{Tenant: "acme", Version: 1, Sealed: []byte("sealed"), CreatedAt: time.Now()}); err != nil {
 		b.Fatal(err)
 	}
 	refs := make([]store.KeyRef, 0, n)
-	err = db.InTx(ctx, func(tx store.Tx) error {
+	err := db.InTx(ctx, func(tx store.Tx) error {
 		for i := range n {
 			id := fmt.Sprintf("dk_%016x", uint64(i)*0x9e3779b97f4a7c15)
 			now := time.Now()

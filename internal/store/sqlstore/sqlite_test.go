@@ -19,7 +19,7 @@ import (
 )
 
 // openSQLite opens path and fails t on error; the caller closes the DB.
-func openSQLite(t *testing.T, path string) *sqlstore.DB {
+func openSQLite(t testing.TB, path string) *sqlstore.DB {
 	t.Helper()
 	db, err := sqlstore.OpenSQLite(t.Context(), path)
 	if err != nil {
