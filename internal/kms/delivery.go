@@ -138,7 +138,7 @@ func (k *KMS) refreshKeys(ctx context.Context, c *call) (any, error) {
 	ids := make([]string, 0, len(req.Keys))
 	for i, r := range req.Keys {
 		if r.KeyID == "" || r.Version < 1 {
-			return nil, prefixIndex(api.Errorf(api.CodeInvalidArgument, "Each key needs a key_id and the version held (at least 1)."), i, len(req.Keys))
+			return nil, prefixItem(api.Errorf(api.CodeInvalidArgument, "Each key needs a key_id and the version held (at least 1)."), "key", i, len(req.Keys))
 		}
 		if _, dup := have[r.KeyID]; !dup {
 			ids = append(ids, r.KeyID)

@@ -82,3 +82,20 @@ func answer(err error, id string) string {
 	}
 	return strings.ReplaceAll(fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message), id, "<id>")
 }
+
+// TestRefreshNamesTheRefusedKey: a refresh of several keys that refuses one
+// says which key of the request it was ("key i: …"), as a batch of EKBs
+// says "EKB i: …".
+func TestRefreshNamesTheRefusedKey(t *testing.T) {
+	w := newTwoCustodians(t, 0)
+	pub, err := kcrypto.MarshalKEMPublicKey(w.ledSide.KEMKey.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := api.RefreshRequest{Keys: []api.KeyVersionRef{{KeyID: "key_a", Version: 1}, {KeyID: "key_b", Version: 0}}, Recipient: pub}
+	err = w.ledSide.Client(t, w.env).Do("POST", "/v1/keys/refresh", req, nil)
+	var e *api.Error
+	if !errors.As(err, &e) || e.Code != api.CodeInvalidArgument || !strings.HasPrefix(e.Message, "key 1: ") {
+		t.Fatalf("refresh with a bad second key = %v, want invalid_argument starting %q", err, "key 1: ")
+	}
+}

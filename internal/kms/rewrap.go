@@ -240,7 +240,8 @@ func (k *KMS) checkBatch(n int, none, items string) error {
 func prefixIndex(err error, i, n int) error { return prefixItem(err, "EKB", i, n) }
 
 // prefixItem adds "<item> i: " to an API error's message in a batch of
-// more than one (prefixIndex for EKBs; "seed" for the seeds of a derive).
+// more than one (prefixIndex for EKBs; "seed" for the seeds of a derive,
+// "key" for the keys of a refresh).
 func prefixItem(err error, item string, i, n int) error {
 	var e *api.Error
 	if n <= 1 || !errors.As(err, &e) {
