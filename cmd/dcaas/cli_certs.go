@@ -423,8 +423,8 @@ show needs no certificate.`,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				var k *client.KMS
 				var err error
-				if anonymous && c.cert == "" && c.key == "" {
-					k, err = c.anonymousKMSClient()
+				if anonymous {
+					k, err = c.kmsClientOrAnonymous()
 				} else {
 					k, err = c.kmsClient()
 				}

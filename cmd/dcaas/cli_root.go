@@ -115,6 +115,17 @@ func (c *cliConn) kmsClient(opts ...client.Option) (*client.KMS, error) {
 	return client.NewKMS(c.kms, caPEM, certPEM, keyPEM, opts...)
 }
 
+// kmsClientOrAnonymous connects with --cert and --key when either is
+// given (then both are needed, as for kmsClient) and without a client
+// certificate when neither is: for what anyone may ask but an identity may
+// ask too (the seal status, the trust bundle).
+func (c *cliConn) kmsClientOrAnonymous() (*client.KMS, error) {
+	if c.cert == "" && c.key == "" {
+		return c.anonymousKMSClient()
+	}
+	return c.kmsClient()
+}
+
 // anonymousKMSClient connects to the KMS without a client certificate,
 // for what anyone may call (the trust bundle).
 func (c *cliConn) anonymousKMSClient() (*client.KMS, error) {

@@ -52,10 +52,7 @@ func newKMSSealStatusCmd() *cobra.Command {
 	}
 	c := connFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		k, err := c.anonymousKMSClient()
-		if c.cert != "" && c.key != "" {
-			k, err = c.kmsClient()
-		}
+		k, err := c.kmsClientOrAnonymous()
 		if err != nil {
 			return err
 		}
