@@ -569,6 +569,7 @@ Talks to the KMS API with --kms, --ca, --cert and --key (the admin's).`,
 		if err != nil {
 			return err
 		}
+		defer k.Close()
 		var cp *api.AuditCheckpoint
 		if latest {
 			cp, err = k.AuditCheckpoint(cmd.Context())

@@ -134,8 +134,8 @@ a new admin's private key).`,
 			}
 			if out != "" {
 				// Refuse before the action runs if the answer cannot be kept.
-				if _, err := os.Stat(out); err == nil && !force {
-					return fmt.Errorf("--out %s exists; pass --force to replace it", out)
+				if err := refuseExisting(out, force); err != nil {
+					return err
 				}
 			}
 			res, err := k.RunApproval(cmd.Context(), a)
