@@ -325,6 +325,10 @@ type Instance struct {
 	// (hex SHA-256 of its TPMT_PUBLIC; attested instances only): the
 	// platform, as the attestation policy names it.
 	AKFingerprint string `json:"ak_fingerprint,omitempty"`
+	// Manufacturer is the TPM manufacturer of the attestation policy whose
+	// EK certificate vouched for that key at enrollment (empty when the
+	// policy's allow-list did, and for token-enrolled instances).
+	Manufacturer string `json:"manufacturer,omitempty"`
 }
 
 // Instances is the answer to GET /v1/instances.
@@ -339,12 +343,19 @@ type Revoked struct {
 
 // RevokePlatformRequest is the body of POST /v1/instances/revoke-platform:
 // revoke every live instance enrolled with a TPM attestation key (a
-// platform taken out of service, or no longer trusted).
+// platform taken out of service, or no longer trusted), or every one a
+// TPM manufacturer vouched for (a manufacturer no longer trusted). It
+// names exactly one of the two.
 type RevokePlatformRequest struct {
 	// AKFingerprint is the attestation key's fingerprint: hex SHA-256 of
 	// its TPMT_PUBLIC, as the attestation policy's ak_fingerprint and GET
 	// /v1/instances give it.
-	AKFingerprint string `json:"ak_fingerprint"`
+	AKFingerprint string `json:"ak_fingerprint,omitempty"`
+	// Manufacturer is a manufacturer's name as the attestation policy
+	// named it when its EK certificates vouched for the instances'
+	// attestation keys (GET /v1/instances gives it); it need not be in
+	// the policy any more.
+	Manufacturer string `json:"manufacturer,omitempty"`
 }
 
 // RevokedInstances is the answer to POST /v1/instances/revoke-platform:

@@ -197,6 +197,18 @@ func (k *KMS) RevokePlatform(ctx context.Context, akFingerprint string) ([]strin
 	return out.Revoked, nil
 }
 
+// RevokeManufacturer revokes every live instance whose TPM attestation key
+// the manufacturer named (as the attestation policy named it) vouched for
+// at enrollment (admin), and returns their ids: a manufacturer no longer
+// trusted.
+func (k *KMS) RevokeManufacturer(ctx context.Context, manufacturer string) ([]string, error) {
+	var out api.RevokedInstances
+	if err := k.t.do(ctx, once, http.MethodPost, "/v1/instances/revoke-platform", &api.RevokePlatformRequest{Manufacturer: manufacturer}, &out); err != nil {
+		return nil, err
+	}
+	return out.Revoked, nil
+}
+
 // CreateGrant mints a single-use grant for one sidecar instance to load
 // exactly the EKBs, retained key ids or seeds of req (custodian). The
 // grant, and req.Seeds, are secret.

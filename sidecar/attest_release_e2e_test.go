@@ -10,6 +10,7 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -505,4 +506,70 @@ func TestAttestationPolicyReload(t *testing.T) {
 	kmstest.WantError(t, err, 403, api.CodeAttestationFailed)
 	_, err = w.tpmSidecar(t, nil)
 	kmstest.WantError(t, err, 403, api.CodeAttestationFailed)
+}
+
+// TestRevokeManufacturer: an admin revokes every live instance whose
+// attestation key a TPM manufacturer's EK certificate vouched for (POST
+// /v1/instances/revoke-platform with manufacturer, the SDK's
+// RevokeManufacturer) — a manufacturer no longer trusted, which removing
+// from the policy only stops enrolling and re-attesting — and its sidecars
+// stop serving at their next poll. The listing names the manufacturer; a
+// token-enrolled sidecar of the same custodian and another manufacturer's
+// name are left alone; a malformed name, both fields or neither, and a
+// custodian are refused.
+func TestRevokeManufacturer(t *testing.T) {
+	mfr := newTestCA(t, "Simulated TPM Manufacturer")
+	w := newAttestWorld(t, func(w *attestWorld) *kms.AttestationPolicy {
+		return &kms.AttestationPolicy{Manufacturers: []kms.Manufacturer{{Name: "sim-mfr", RootsPEM: mfr.pem, CustodianDN: custodianDN}}}
+	})
+	ekPub, err := w.enc.EKPublic(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vouched, err := sidecar.New(t.Context(), sidecar.Config{
+		KMSURL: w.env.URL, CAPEM: w.env.CAPEM, DataDir: t.TempDir(), Enclave: w.enc, Attest: true, EKCert: mfr.ekCert(t, ekPub),
+		ReattestInterval: -1, HealthInterval: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("EK-vouched enrollment: %v", err)
+	}
+	defer vouched.Close()
+	token := w.softwareSidecar(t)
+
+	var ins api.Instances
+	w.env.Admin.MustDo(t, "GET", "/v1/instances", nil, &ins)
+	made := map[string]string{}
+	for _, in := range ins.Instances {
+		made[in.InstanceID] = in.Manufacturer
+	}
+	if m, ok := made[vouched.InstanceID()]; !ok || m != "sim-mfr" || made[token.InstanceID()] != "" {
+		t.Fatalf("instances = %+v, want %s by sim-mfr and %s by none", ins.Instances, vouched.InstanceID(), token.InstanceID())
+	}
+
+	const route = "/v1/instances/revoke-platform"
+	for _, req := range []api.RevokePlatformRequest{{Manufacturer: "Sim MFR"}, {}, {AKFingerprint: w.ak, Manufacturer: "sim-mfr"}} {
+		kmstest.WantError(t, w.env.Admin.Do("POST", route, req, nil), 400, api.CodeInvalidArgument)
+	}
+	kmstest.WantError(t, w.cust.Do("POST", route, api.RevokePlatformRequest{Manufacturer: "sim-mfr"}, nil), 403, api.CodeForbidden)
+
+	sdk := w.env.Admin.SDK
+	if got, err := sdk.RevokeManufacturer(t.Context(), "other-mfr"); err != nil || len(got) != 0 {
+		t.Fatalf("RevokeManufacturer(other-mfr) = %v, %v; want nothing revoked", got, err)
+	}
+	got, err := sdk.RevokeManufacturer(t.Context(), "sim-mfr")
+	if err != nil || len(got) != 1 || got[0] != vouched.InstanceID() {
+		t.Fatalf("RevokeManufacturer(sim-mfr) = %v, %v; want [%s]", got, err, vouched.InstanceID())
+	}
+	eventually(t, "the sidecar the manufacturer vouched for stops", func() error {
+		if !vouched.Status(t.Context()).Revoked {
+			return fmt.Errorf("still serving")
+		}
+		return nil
+	})
+	if token.Status(t.Context()).Revoked {
+		t.Fatal("the token-enrolled sidecar was revoked with the manufacturer's")
+	}
+	if got, err := sdk.RevokeManufacturer(t.Context(), "sim-mfr"); err != nil || len(got) != 0 {
+		t.Fatalf("a second RevokeManufacturer(sim-mfr) = %v, %v; want nothing revoked again", got, err)
+	}
 }

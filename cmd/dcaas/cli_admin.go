@@ -204,27 +204,47 @@ func newInstancesCmd() *cobra.Command {
 }
 
 func newInstancesRevokeCmd(c *cliConn) *cobra.Command {
-	var ak string
+	var ak, manufacturer string
 	cmd := &cobra.Command{
-		Use:   "revoke (INSTANCE_ID | --ak FINGERPRINT)",
-		Short: "Revoke a sidecar instance, or every one of a TPM platform, with its certificates; each stops serving at its next poll",
-		Long: `Revoke one sidecar instance and its certificates, or with --ak (admin) every
-live instance enrolled with that TPM attestation key (the ak_fingerprint of
-the attestation policy and of 'dcaas instances list --json'): a platform taken
-out of service or no longer trusted. Removing the AK from the policy stops
-new enrollments only; what its sidecars hold stays until revoked.`,
+		Use:   "revoke (INSTANCE_ID | --ak FINGERPRINT | --manufacturer NAME)",
+		Short: "Revoke a sidecar instance, or every one of a TPM platform or manufacturer, with its certificates; each stops serving at its next poll",
+		Long: `Revoke one sidecar instance and its certificates, or (admin) every live
+instance enrolled with a TPM attestation key (--ak: the ak_fingerprint of
+the attestation policy and of 'dcaas instances list --json'), a platform
+taken out of service or no longer trusted, or every live instance whose
+attestation key a TPM manufacturer's EK certificate vouched for (--manufacturer:
+its name in the policy, the manufacturer of 'dcaas instances list --json'),
+a manufacturer no longer trusted. Removing an AK or a manufacturer from the
+policy stops new enrollments and re-attestations only; what its sidecars
+hold stays until revoked.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (len(args) == 1) == (ak != "") {
-				return errors.New("give an INSTANCE_ID or --ak, not both")
+			given := 0
+			for _, set := range []bool{len(args) == 1, ak != "", manufacturer != ""} {
+				if set {
+					given++
+				}
 			}
-			if ak != "" {
+			if given != 1 {
+				return errors.New("give exactly one of INSTANCE_ID, --ak and --manufacturer")
+			}
+			if ak != "" || manufacturer != "" {
+				none := "no live instance of that attestation key"
+				if manufacturer != "" {
+					none = "no live instance vouched for by that manufacturer"
+				}
 				return kmsCall(cmd, c, func(k *client.KMS) (api.RevokedInstances, error) {
-					revoked, err := k.RevokePlatform(cmd.Context(), ak)
+					var revoked []string
+					var err error
+					if ak != "" {
+						revoked, err = k.RevokePlatform(cmd.Context(), ak)
+					} else {
+						revoked, err = k.RevokeManufacturer(cmd.Context(), manufacturer)
+					}
 					return api.RevokedInstances{Revoked: revoked}, err
 				}, func(w io.Writer, r api.RevokedInstances) {
 					if len(r.Revoked) == 0 {
-						fmt.Fprintln(w, "no live instance of that attestation key")
+						fmt.Fprintln(w, none)
 					}
 					for _, id := range r.Revoked {
 						fmt.Fprintf(w, "instance %s revoked\n", id)
@@ -239,6 +259,7 @@ new enrollments only; what its sidecars hold stays until revoked.`,
 		},
 	}
 	cmd.Flags().StringVar(&ak, "ak", "", "revoke every live instance enrolled with this TPM attestation key fingerprint (admin)")
+	cmd.Flags().StringVar(&manufacturer, "manufacturer", "", "revoke every live instance whose attestation key this TPM manufacturer vouched for (admin)")
 	return cmd
 }
 

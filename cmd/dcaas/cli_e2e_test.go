@@ -297,6 +297,11 @@ func TestCLIEndToEnd(t *testing.T) {
 	if len(audit.Records) != 3 || audit.Next != audit.Records[2].Seq {
 		t.Fatalf("audit list --limit 3 = %d records, next %d", len(audit.Records), audit.Next)
 	}
+	var none api.RevokedInstances
+	cliMust(t, &none, nil, with(admin, "instances", "revoke", "--manufacturer", "no-such-mfr", "--json")...)
+	if none.Revoked == nil || len(none.Revoked) != 0 {
+		t.Fatalf("instances revoke --manufacturer of no instance = %+v, want an empty list", none)
+	}
 	cliMust(t, nil, nil, with(cust, "instances", "revoke", sc.InstanceID())...)
 	_, _, err = cliRun(t, nil, with(cust, "grant", "create", "--instance", sc.InstanceID(), "--retained", ret.KeyID)...)
 	if !errors.Is(err, client.ErrRevoked) {
@@ -320,6 +325,8 @@ func TestCLIFlagErrors(t *testing.T) {
 		{[]string{"encrypt"}, "--key-id"},
 		{[]string{"encrypt", "--key-id", "k", "--central", "--sealed-key", "f"}, "--sealed-key"},
 		{[]string{"grant", "create"}, "--instance"},
+		{[]string{"instances", "revoke"}, "exactly one of INSTANCE_ID, --ak and --manufacturer"},
+		{[]string{"instances", "revoke", "--ak", "ab", "--manufacturer", "m"}, "exactly one of"},
 	} {
 		_, _, err := cliRun(t, nil, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dcaas/dcaas/api"
+	"github.com/dcaas/dcaas/internal/policy"
 	"github.com/dcaas/dcaas/internal/store"
 )
 
@@ -17,7 +18,18 @@ func apiInstance(in store.Instance) api.Instance {
 		InstanceID: in.ID, CustodianDN: in.CustodianDN, Enclave: api.Enclave(in.Enclave),
 		EnrolledAt: in.EnrolledAt, Revoked: in.RevokedAt != nil,
 		AttestedAt: in.AttestedAt, AttestationProfiles: in.AttestationProfiles, AKFingerprint: in.AKFingerprint,
+		Manufacturer: manufacturerOf(in),
 	}
+}
+
+// manufacturerOf is the manufacturer whose EK certificate vouched for in's
+// attestation key at enrollment; "" when none did.
+func manufacturerOf(in store.Instance) string {
+	name, ok := strings.CutPrefix(in.AKTrust, trustEKPrefix)
+	if !ok {
+		return ""
+	}
+	return name
 }
 
 func (k *KMS) listInstances(ctx context.Context, c *call) (any, error) {
@@ -89,29 +101,48 @@ func revokeInstances(ctx context.Context, tx store.Tx, ids []string, now time.Ti
 }
 
 // revokePlatform serves POST /v1/instances/revoke-platform (admin):
-// every live instance enrolled with the TPM attestation key named is
-// revoked, with its certificates, in one transaction; each stops serving
-// at its next poll. Removing the AK from the attestation policy only stops
-// new enrollments and re-attestations: a platform taken out of service
-// (or no longer trusted) keeps what it holds until its leases end unless
-// its instances are revoked, and a compromised one would not re-attest.
+// every live instance enrolled with the TPM attestation key named, or
+// vouched for by the TPM manufacturer named, is revoked, with its
+// certificates, in one transaction; each stops serving at its next poll.
+// Removing the AK or the manufacturer from the attestation policy only
+// stops new enrollments and re-attestations: a platform taken out of
+// service (or no longer trusted) keeps what it holds until its leases end
+// unless its instances are revoked, and a compromised one would not
+// re-attest.
 func (k *KMS) revokePlatform(ctx context.Context, c *call) (any, error) {
 	var req api.RevokePlatformRequest
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	fp := strings.ToLower(req.AKFingerprint)
-	if b, err := hex.DecodeString(fp); err != nil || len(b) != sha256.Size {
-		return nil, api.Errorf(api.CodeInvalidArgument, "ak_fingerprint must be a hex SHA-256 (64 digits), as GET /v1/instances and the attestation policy give it.")
+	var match func(store.Instance) bool
+	var logAttr []any
+	switch {
+	case (req.AKFingerprint == "") == (req.Manufacturer == ""):
+		return nil, api.Errorf(api.CodeInvalidArgument, "Name exactly one of ak_fingerprint and manufacturer.")
+	case req.Manufacturer != "":
+		name := req.Manufacturer
+		if !policy.ValidProfileName(name) {
+			return nil, api.Errorf(api.CodeInvalidArgument, "manufacturer must be a manufacturer's name as the attestation policy gives it (a-z, 0-9, '.', '_', '-'; at most 63).")
+		}
+		c.keyID = "manufacturer:" + name
+		match = func(in store.Instance) bool { return manufacturerOf(in) == name }
+		logAttr = []any{"manufacturer", name}
+	default:
+		fp := strings.ToLower(req.AKFingerprint)
+		if b, err := hex.DecodeString(fp); err != nil || len(b) != sha256.Size {
+			return nil, api.Errorf(api.CodeInvalidArgument, "ak_fingerprint must be a hex SHA-256 (64 digits), as GET /v1/instances and the attestation policy give it.")
+		}
+		c.keyID = "ak:" + fp
+		match = func(in store.Instance) bool { return in.AKFingerprint == fp }
+		logAttr = []any{"ak_fingerprint", fp}
 	}
-	c.keyID = "ak:" + fp
 	all, err := k.st.ListInstances(ctx, "", "")
 	if err != nil {
 		return nil, storeErr(err, "instances")
 	}
 	out := api.RevokedInstances{Revoked: []string{}}
 	for _, in := range all {
-		if in.AKFingerprint == fp && in.RevokedAt == nil {
+		if in.RevokedAt == nil && match(in) {
 			out.Revoked = append(out.Revoked, in.ID)
 		}
 	}
@@ -119,7 +150,7 @@ func (k *KMS) revokePlatform(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	if len(out.Revoked) > 0 {
-		k.log.Info("sidecar instances of a platform revoked", "ak_fingerprint", fp, "instances", len(out.Revoked), "by", c.caller.DN)
+		k.log.Info("sidecar instances of a platform revoked", append(logAttr, "instances", len(out.Revoked), "by", c.caller.DN)...)
 	}
 	return out, nil
 }
