@@ -150,7 +150,7 @@ func (k *KMS) revokePlatform(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	if len(out.Revoked) > 0 {
-		k.log.Info("sidecar instances of a platform revoked", append(logAttr, "instances", len(out.Revoked), "by", c.caller.DN)...)
+		k.log.Info("sidecar instances of a TPM platform or manufacturer revoked", append(logAttr, "instances", len(out.Revoked), "by", c.caller.DN)...)
 	}
 	return out, nil
 }
