@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
 	"testing"
 	"time"
 
@@ -26,41 +25,20 @@ func BenchmarkPostgresLeaseFence(b *testing.B) {
 			ctx := context.Background()
 			db := openPostgres(b, pgtest.DSN(b))
 			defer db.Close()
-			now := time.Now()
-			if err := db.CreateTenant(ctx, store.Tenant{Name: "acme", MasterKeyVersion: 1, CreatedAt: now}, store.MasterKey{Tenant: "acme", Version: 1, Sealed: []byte("sealed"), CreatedAt: now}); err != nil {
-				b.Fatal(err)
-			}
-			if err := db.CreateKey(ctx, store.Key{KeyID: "k1", Tenant: "acme", Owner: "CN=app", Type: "aes-256-gcm", CurrentVersion: 1, CreatedAt: now}, store.KeyVersion{KeyID: "k1", Version: 1, CreatedAt: now}); err != nil {
-				b.Fatal(err)
-			}
+			centralKey(b, db)
 			if mode == "fenced" {
+				now := time.Now()
 				if err := db.AcquireLease(ctx, store.Lease{Replica: "bench", Host: "bench", PID: 1, Heartbeat: now, Expires: now.Add(time.Hour)}); err != nil {
 					b.Fatal(err)
 				}
 			}
-			usage := []store.KeyUsage{{KeyID: "k1", Version: 1, Encryptions: 1, Bytes: 1024}}
 			build := func(seq int64, prev []byte) (store.AuditRecord, error) {
 				h := sha256.Sum256(binary.BigEndian.AppendUint64(append([]byte(nil), prev...), uint64(seq)))
 				return store.AuditRecord{Seq: seq, Time: time.Now().UTC().Truncate(time.Microsecond), Caller: "CN=app", Action: "encrypt",
 					Tenant: "acme", KeyID: "k1", Outcome: "ok", PrevHash: prev, Hash: h[:], Sig: []byte("sig")}, nil
 			}
-			b.SetParallelism(4) // 8 goroutines on 2 cores, as the bench's 8 clients
-			b.ResetTimer()
 			cpu0 := cpuTime()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := db.InTx(ctx, func(tx store.Tx) error {
-						if n, err := tx.AddKeyUsage(ctx, "acme", usage); err != nil || n != 1 {
-							return fmt.Errorf("AddKeyUsage = %d, %v", n, err)
-						}
-						_, err := tx.AppendAudit(ctx, build, nil)
-						return err
-					}); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			parallelWrites(b, db, true, build, nil)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tx/s")
 			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/tx")
 		})
