@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -190,17 +191,24 @@ func newInstancesCmd() *cobra.Command {
 			return kmsCall(cmd, c, func(k *client.KMS) (api.Instances, error) {
 				list, err := k.ListInstances(cmd.Context())
 				return api.Instances{Instances: list}, err
-			}, func(w io.Writer, l api.Instances) {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "INSTANCE\tCUSTODIAN\tENCLAVE\tENROLLED\tREVOKED")
-				for _, in := range l.Instances {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", in.InstanceID, in.CustodianDN, in.Enclave, in.EnrolledAt.Format(time.RFC3339), in.Revoked)
-				}
-				tw.Flush()
-			})
+			}, printInstances)
 		},
 	}, newInstancesRevokeCmd(c))
 	return cmd
+}
+
+// printInstances is instances list's table: with each TPM instance's
+// attestation key and the manufacturer that vouched for it ("-" for none),
+// what instances revoke --ak and --manufacturer take.
+func printInstances(w io.Writer, l api.Instances) {
+	orNone := func(s string) string { return cmp.Or(s, "-") }
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tCUSTODIAN\tENCLAVE\tENROLLED\tREVOKED\tAK\tMANUFACTURER")
+	for _, in := range l.Instances {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", in.InstanceID, in.CustodianDN, in.Enclave, in.EnrolledAt.Format(time.RFC3339), in.Revoked,
+			orNone(in.AKFingerprint), orNone(in.Manufacturer))
+	}
+	tw.Flush()
 }
 
 func newInstancesRevokeCmd(c *cliConn) *cobra.Command {
@@ -210,10 +218,10 @@ func newInstancesRevokeCmd(c *cliConn) *cobra.Command {
 		Short: "Revoke a sidecar instance, or every one of a TPM platform or manufacturer, with its certificates; each stops serving at its next poll",
 		Long: `Revoke one sidecar instance and its certificates, or (admin) every live
 instance enrolled with a TPM attestation key (--ak: the ak_fingerprint of
-the attestation policy and of 'dcaas instances list --json'), a platform
+the attestation policy and of 'dcaas instances list'), a platform
 taken out of service or no longer trusted, or every live instance whose
 attestation key a TPM manufacturer's EK certificate vouched for (--manufacturer:
-its name in the policy, the manufacturer of 'dcaas instances list --json'),
+its name in the policy, the manufacturer of 'dcaas instances list'),
 a manufacturer no longer trusted. Removing an AK or a manufacturer from the
 policy stops new enrollments and re-attestations only; what its sidecars
 hold stays until revoked.`,
