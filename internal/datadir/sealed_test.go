@@ -17,6 +17,7 @@ import (
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
+	"github.com/dcaas/dcaas/internal/kms/kmstest"
 )
 
 // TestSealedConcurrentUnseal posts all five shares of a 3-of-5 split at
@@ -111,19 +112,7 @@ func TestSealedConcurrentUnseal(t *testing.T) {
 		t.Fatal("not unsealed after five shares")
 	}
 	srv := g.Server()
-	recs, err := srv.Store.AuditAfter(ctx, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range recs {
-		if r.Action == kms.ActionUnseal {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Fatalf("%d sys.unseal audit records, want 1", n)
-	}
+	kmstest.WantAuditRecords(t, srv.Store, kms.ActionUnseal, 1)
 	resp, err = c.Get(url + "/v1/instances")
 	if err != nil {
 		t.Fatal(err)

@@ -78,7 +78,7 @@ func TestAuditKeyRestart(t *testing.T) {
 	if after := env.Server().KMS.AuditKey(); !after.Equal(before) {
 		t.Fatalf("the audit key changed across a restart: %s, then %s", before.ID(), after.ID())
 	}
-	kmstest.WantOneAuditKeyCreated(t, env.Server().Store)
+	kmstest.WantAuditRecords(t, env.Server().Store, audit.ActionKeyCreated, 1)
 }
 
 // TestAuditKeyAddedToOldDataDir: a data dir from before the keyed audit

@@ -24,7 +24,6 @@ import (
 
 	"github.com/dcaas/dcaas/api"
 	"github.com/dcaas/dcaas/client"
-	"github.com/dcaas/dcaas/internal/audit"
 	"github.com/dcaas/dcaas/internal/datadir"
 	"github.com/dcaas/dcaas/internal/kms"
 	"github.com/dcaas/dcaas/internal/store"
@@ -299,10 +298,10 @@ func WantError(t testing.TB, err error, status int, code api.Code) {
 	}
 }
 
-// WantOneAuditKeyCreated checks that the audit log in st records the
-// audit key's creation exactly once: the key is made once, however often
-// and by however many replicas the database is opened.
-func WantOneAuditKeyCreated(t testing.TB, st store.Audit) {
+// WantAuditRecords checks that the audit log in st holds want records of
+// action: the audit key's creation exactly once however many replicas
+// opened the database, one unseal for a threshold of shares, say.
+func WantAuditRecords(t testing.TB, st store.Audit, action string, want int) {
 	t.Helper()
 	recs, err := st.AuditAfter(t.Context(), 0, 100000)
 	if err != nil {
@@ -310,12 +309,12 @@ func WantOneAuditKeyCreated(t testing.TB, st store.Audit) {
 	}
 	n := 0
 	for _, r := range recs {
-		if r.Action == audit.ActionKeyCreated {
+		if r.Action == action {
 			n++
 		}
 	}
-	if n != 1 {
-		t.Errorf("%d %s records in the audit log, want 1", n, audit.ActionKeyCreated)
+	if n != want {
+		t.Errorf("%d %s records in the audit log, want %d", n, action, want)
 	}
 }
 
